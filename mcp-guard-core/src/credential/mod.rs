@@ -1,0 +1,147 @@
+//! Upstream credentials: the [`CredentialStore`] trait, keys, and reference stores.
+//!
+//! The gateway holds the credentials an upstream needs; a client's own token is never
+//! passed through. Every secret is a [`SecretString`]: redacted in `Debug`, zeroed on
+//! drop, never `Serialize`.
+//!
+//! rmcp's `auth` feature has a trait of the same name that stores one OAuth
+//! credential set for one client; this one is keyed by server, mode and principal,
+//! and an OAuth adapter can sit on top of it.
+
+mod env;
+mod memory;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use secrecy::SecretString;
+
+use crate::BoxError;
+
+pub use env::EnvCredentialStore;
+pub use memory::MemoryCredentialStore;
+
+/// Shared (one credential for everyone) or personal (one per principal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum CredentialMode {
+    /// One credential for every principal.
+    Shared,
+    /// Each principal brings their own.
+    Personal,
+}
+
+/// Which credential: for what server, in which mode, for whom, under what name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub struct CredentialKey {
+    /// The configured server id.
+    pub server: Arc<str>,
+    /// Shared or personal.
+    pub mode: CredentialMode,
+    /// The principal, for personal credentials.
+    pub principal: Option<Arc<str>>,
+    /// The placeholder name (`GITHUB_TOKEN` for `${GITHUB_TOKEN}`).
+    pub name: Arc<str>,
+}
+
+impl CredentialKey {
+    /// A shared credential `name` of `server`.
+    pub fn shared(server: impl Into<Arc<str>>, name: impl Into<Arc<str>>) -> Self {
+        Self {
+            server: server.into(),
+            mode: CredentialMode::Shared,
+            principal: None,
+            name: name.into(),
+        }
+    }
+
+    /// A personal credential `name` of `server` for `principal`.
+    pub fn personal(server: impl Into<Arc<str>>, principal: impl Into<Arc<str>>, name: impl Into<Arc<str>>) -> Self {
+        Self {
+            server: server.into(),
+            mode: CredentialMode::Personal,
+            principal: Some(principal.into()),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for CredentialKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.principal {
+            Some(p) => write!(f, "{}/{} (personal, {p})", self.server, self.name),
+            None => write!(f, "{}/{} (shared)", self.server, self.name),
+        }
+    }
+}
+
+/// A secret value with its expiry.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Credential {
+    /// The secret.
+    pub secret: SecretString,
+    /// When it stops working, if known.
+    pub expires_at: Option<SystemTime>,
+}
+
+impl Credential {
+    /// A credential that does not expire.
+    pub fn new(secret: SecretString) -> Self {
+        Self { secret, expires_at: None }
+    }
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credential")
+            .field("secret", &"[REDACTED]")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Looks up upstream credentials.
+#[async_trait]
+pub trait CredentialStore: Send + Sync {
+    /// The credential for `key`.
+    ///
+    /// # Errors
+    /// `Ok(None)` means nothing is stored for `key`; `Err` means the backend failed.
+    ///
+    /// # Cancel safety
+    /// Read-only; dropping the future is safe.
+    async fn get(&self, key: &CredentialKey) -> Result<Option<Credential>, CredentialError>;
+}
+
+#[async_trait]
+impl<C: CredentialStore + ?Sized> CredentialStore for Arc<C> {
+    async fn get(&self, key: &CredentialKey) -> Result<Option<Credential>, CredentialError> {
+        (**self).get(key).await
+    }
+}
+
+/// Why a credential could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CredentialError {
+    /// A required credential is not stored.
+    #[error("missing credential {key}")]
+    Missing {
+        /// Which one (names only, never values).
+        key: String,
+    },
+    /// The store is unavailable or refused.
+    #[error("credential store unavailable")]
+    Backend(#[source] BoxError),
+}
+
+impl CredentialError {
+    /// Wraps a backend failure.
+    pub fn backend(e: impl Into<BoxError>) -> Self {
+        Self::Backend(e.into())
+    }
+}

@@ -1,0 +1,254 @@
+//! MCP servers as the gateway sees them: the [`Upstream`] trait and its rmcp adapter.
+//!
+//! [`RmcpUpstream`] is one upstream server reached through a [`Connector`]: a stdio child
+//! process ([`StdioConnector`]), streamable HTTP ([`HttpConnector`]), legacy HTTP+SSE
+//! ([`SseConnector`]) or an rmcp handler in the same process ([`InProcessConnector`]).
+//! It supervises the connection: connects with the Auto lifecycle (`server/discover`,
+//! falling back to `initialize`), keeps the catalogue current, notices when the server
+//! goes away and reconnects, with backoff, on the next use.
+
+mod client;
+mod connect;
+mod placeholder;
+mod rmcp_upstream;
+mod sse;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use rmcp::model::{
+    ClientNotification, ClientRequest, Prompt, RequestMetaObject, Resource, ResourceTemplate,
+    ServerPeerInfo, ServerResult, Tool,
+};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::BoxError;
+
+pub use client::UpstreamClient;
+pub use connect::{Connector, HttpConnector, HttpSpec, InProcessConnector, StdioConnector, StdioSpec};
+pub use placeholder::{Template, resolve_template};
+pub use rmcp_upstream::{RmcpUpstream, UpstreamOptions};
+
+
+/// One upstream MCP server.
+///
+/// The only core trait that speaks rmcp's types: it *is* the protocol seam.
+#[async_trait]
+pub trait Upstream: Send + Sync + fmt::Debug {
+    /// The configured server id.
+    fn id(&self) -> &str;
+
+    /// The server's current catalogue, connecting first if needed.
+    ///
+    /// # Errors
+    /// When the server cannot be reached; callers leave its entries out.
+    ///
+    /// # Cancel safety
+    /// Safe; a connection attempt in progress is finished by whoever awaits it next.
+    async fn catalog(&self) -> Result<Arc<Catalog>, UpstreamError>;
+
+    /// Sends one request with the upstream's own names and waits for its answer.
+    ///
+    /// # Errors
+    /// [`UpstreamError`] for transport failures, timeouts, cancellation and JSON-RPC
+    /// errors the server returned ([`UpstreamError::Rpc`]).
+    ///
+    /// # Cancel safety
+    /// Dropping the future abandons the request; the upstream is told it was cancelled.
+    async fn request(&self, request: ClientRequest, forward: Forward) -> Result<ServerResult, UpstreamError>;
+
+    /// Sends a notification (e.g. roots changed).
+    ///
+    /// # Errors
+    /// When the server is not connected.
+    async fn notify(&self, notification: ClientNotification) -> Result<(), UpstreamError>;
+
+    /// Events: catalogue changes, connection changes.
+    fn subscribe(&self) -> broadcast::Receiver<UpstreamEvent>;
+
+    /// Current status.
+    fn status(&self) -> UpstreamStatus;
+
+    /// Stops the server (a child process is stopped: stdin closed, then SIGTERM, then
+    /// SIGKILL to its process group) and does not reconnect.
+    async fn shutdown(&self);
+}
+
+/// What a server offers, with its own names.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Catalog {
+    /// Tools in the server's order.
+    pub tools: Vec<Tool>,
+    /// Prompts.
+    pub prompts: Vec<Prompt>,
+    /// Concrete resources.
+    pub resources: Vec<Resource>,
+    /// Resource templates.
+    pub resource_templates: Vec<ResourceTemplate>,
+    /// What the server said about itself at connect time.
+    pub server_info: Option<ServerPeerInfo>,
+}
+
+/// Something that happened to an upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UpstreamEvent {
+    /// The catalogue was re-read and differs (tools, prompts or resources).
+    CatalogChanged,
+    /// A resource the server offers was updated (the upstream's URI).
+    ResourceUpdated(String),
+    /// Connected (again).
+    Connected,
+    /// The connection ended.
+    Disconnected,
+}
+
+/// The visible state of an upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UpstreamState {
+    /// Not connected yet.
+    Idle,
+    /// Connected and serving.
+    Connected,
+    /// A credential it needs is missing.
+    MissingCredentials {
+        /// Which credential names.
+        missing: Vec<String>,
+    },
+    /// Switched off in configuration.
+    Disabled,
+    /// Failed; the next use retries after the backoff.
+    Failed {
+        /// The last error, as an operator-facing message.
+        error: String,
+    },
+    /// Shut down for good.
+    Stopped,
+}
+
+/// A state with the time it began.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UpstreamStatus {
+    /// The state.
+    pub state: UpstreamState,
+    /// Since when.
+    pub since: SystemTime,
+}
+
+impl UpstreamStatus {
+    /// A status that begins now.
+    pub fn now(state: UpstreamState) -> Self {
+        Self {
+            state,
+            since: SystemTime::now(),
+        }
+    }
+}
+
+/// Receives progress updates for one forwarded request.
+#[derive(Clone)]
+pub struct ProgressSink(Arc<dyn Fn(Progress) + Send + Sync>);
+
+impl ProgressSink {
+    /// A sink calling `f` for each update.
+    pub fn new(f: impl Fn(Progress) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    pub(crate) fn send(&self, p: Progress) {
+        (self.0)(p);
+    }
+}
+
+impl fmt::Debug for ProgressSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ProgressSink")
+    }
+}
+
+/// One progress update from an upstream.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Progress {
+    /// Progress so far.
+    pub progress: f64,
+    /// Total, if known.
+    pub total: Option<f64>,
+    /// A message.
+    pub message: Option<String>,
+}
+
+/// How to forward one request.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Forward {
+    /// `_meta` to send (already sanitised: trace context and allowed keys only).
+    pub meta: Option<RequestMetaObject>,
+    /// Where the upstream's progress goes.
+    pub progress: Option<ProgressSink>,
+    /// Cancelled when the downstream caller cancels.
+    pub cancel: CancellationToken,
+    /// How long to wait for the answer.
+    pub timeout: Option<Duration>,
+}
+
+/// Why an upstream request failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpstreamError {
+    /// The server answered with a JSON-RPC error.
+    #[error("upstream returned an error")]
+    Rpc(rmcp::ErrorData),
+    /// The server is not reachable (not started, refused, backing off).
+    #[error("upstream {server} unavailable")]
+    Unavailable {
+        /// Server id.
+        server: String,
+        /// Why.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// A credential the server needs is missing.
+    #[error("upstream {server} is missing credentials: {}", missing.join(", "))]
+    MissingCredentials {
+        /// Server id.
+        server: String,
+        /// Placeholder names.
+        missing: Vec<String>,
+    },
+    /// The connection ended while the request was in flight.
+    #[error("upstream {server} terminated")]
+    Terminated {
+        /// Server id.
+        server: String,
+    },
+    /// No answer in time.
+    #[error("upstream {server} timed out after {timeout:?}")]
+    Timeout {
+        /// Server id.
+        server: String,
+        /// The limit.
+        timeout: Duration,
+    },
+    /// The caller cancelled.
+    #[error("request cancelled")]
+    Cancelled,
+    /// The server answered something that is not valid for the request.
+    #[error("upstream {server} sent an invalid response")]
+    Protocol {
+        /// Server id.
+        server: String,
+    },
+    /// The server was switched off or shut down.
+    #[error("upstream {server} is disabled")]
+    Disabled {
+        /// Server id.
+        server: String,
+    },
+}

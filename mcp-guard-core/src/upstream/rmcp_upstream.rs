@@ -1,0 +1,461 @@
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use rmcp::model::{
+    CancelledNotificationParam, ClientNotification, ClientRequest, ProgressToken, ProtocolVersion, ServerResult,
+    SubscriptionFilter,
+};
+use rmcp::service::{Peer, PeerRequestOptions, RoleClient, RunningServiceCancellationToken, ServiceError};
+use tokio::sync::broadcast;
+
+use super::client::UpstreamClient;
+use super::connect::Connector;
+use super::{Catalog, Forward, ProgressSink, Upstream, UpstreamError, UpstreamEvent, UpstreamState, UpstreamStatus};
+
+/// Timeouts and backoff of an [`RmcpUpstream`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct UpstreamOptions {
+    /// How long connecting (spawn or dial, plus the MCP handshake) may take.
+    pub connect_timeout: Duration,
+    /// Default limit for one request; `None` waits as long as the caller does.
+    pub request_timeout: Option<Duration>,
+    /// First wait after a failed connect.
+    pub backoff_initial: Duration,
+    /// Longest wait between connect attempts.
+    pub backoff_max: Duration,
+}
+
+impl Default for UpstreamOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(30),
+            request_timeout: Some(Duration::from_secs(120)),
+            backoff_initial: Duration::from_millis(250),
+            backoff_max: Duration::from_secs(30),
+        }
+    }
+}
+
+struct Conn {
+    peer: Peer<RoleClient>,
+    generation: u64,
+    stop: Mutex<Option<RunningServiceCancellationToken>>,
+    ended: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Conn {
+    fn stop(&self) {
+        if let Some(t) = self.stop.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            t.cancel();
+        }
+    }
+}
+
+#[derive(Default)]
+struct Backoff {
+    failures: u32,
+    next_attempt: Option<Instant>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) id: Arc<str>,
+    connector: Arc<dyn Connector>,
+    options: UpstreamOptions,
+    pub(crate) events: broadcast::Sender<UpstreamEvent>,
+    progress: Arc<Mutex<HashMap<ProgressToken, ProgressSink>>>,
+    conn: RwLock<Option<Arc<Conn>>>,
+    connect_lock: tokio::sync::Mutex<Backoff>,
+    catalog: RwLock<Arc<Catalog>>,
+    status: RwLock<UpstreamStatus>,
+    generation: AtomicU64,
+    stopped: AtomicBool,
+}
+
+/// An [`Upstream`] reached through rmcp, supervised: connects on first use, notices when
+/// the server goes away, reconnects with exponential backoff on the next use.
+///
+/// Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct RmcpUpstream {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RmcpUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RmcpUpstream")
+            .field("id", &self.shared.id)
+            .field("connector", &self.shared.connector)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RmcpUpstream {
+    /// An upstream `id` reached through `connector`. Nothing connects until first use
+    /// (or [`RmcpUpstream::connect`]).
+    pub fn new(id: impl Into<Arc<str>>, connector: impl Connector + 'static, options: UpstreamOptions) -> Self {
+        Self::from_arc(id, Arc::new(connector), options)
+    }
+
+    /// Like [`RmcpUpstream::new`] with a shared connector.
+    pub fn from_arc(id: impl Into<Arc<str>>, connector: Arc<dyn Connector>, options: UpstreamOptions) -> Self {
+        let (events, _) = broadcast::channel(64);
+        Self {
+            shared: Arc::new(Shared {
+                id: id.into(),
+                connector,
+                options,
+                events,
+                progress: Arc::default(),
+                conn: RwLock::new(None),
+                connect_lock: tokio::sync::Mutex::new(Backoff::default()),
+                catalog: RwLock::new(Arc::new(Catalog::default())),
+                status: RwLock::new(UpstreamStatus::now(UpstreamState::Idle)),
+                generation: AtomicU64::new(0),
+                stopped: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Connects now (if not connected).
+    ///
+    /// # Errors
+    /// As [`Upstream::catalog`].
+    pub async fn connect(&self) -> Result<(), UpstreamError> {
+        self.shared.connection().await.map(drop)
+    }
+
+    /// The rmcp peer of the live connection, if any (for tests and tools).
+    pub fn peer(&self) -> Option<Peer<RoleClient>> {
+        self.shared.current().map(|c| c.peer.clone())
+    }
+}
+
+fn read<T: Clone>(l: &RwLock<T>) -> T {
+    l.read().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
+fn write<T>(l: &RwLock<T>, v: T) {
+    *l.write().unwrap_or_else(PoisonError::into_inner) = v;
+}
+
+impl Shared {
+    fn current(&self) -> Option<Arc<Conn>> {
+        read(&self.conn).filter(|c| !c.peer.is_transport_closed())
+    }
+
+    fn set_state(&self, state: UpstreamState) {
+        let mut s = self.status.write().unwrap_or_else(PoisonError::into_inner);
+        if s.state != state {
+            *s = UpstreamStatus::now(state);
+        }
+    }
+
+    async fn connection(self: &Arc<Self>) -> Result<Arc<Conn>, UpstreamError> {
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(UpstreamError::Disabled { server: self.id.to_string() });
+        }
+        if let Some(c) = self.current() {
+            return Ok(c);
+        }
+        let mut backoff = self.connect_lock.lock().await;
+        if let Some(c) = self.current() {
+            return Ok(c);
+        }
+        if let Some(t) = backoff.next_attempt
+            && Instant::now() < t
+        {
+            return Err(UpstreamError::Unavailable {
+                server: self.id.to_string(),
+                source: Some(format!("reconnecting in {:?}", t - Instant::now()).into()),
+            });
+        }
+        let client = UpstreamClient {
+            shared: Arc::downgrade(self),
+            progress: self.progress.clone(),
+        };
+        let attempt = tokio::time::timeout(self.options.connect_timeout, self.connector.connect(client)).await;
+        let running = match attempt {
+            Ok(Ok(running)) => running,
+            Ok(Err(e)) => {
+                self.connect_failed(&mut backoff, &e);
+                return Err(e);
+            }
+            Err(_) => {
+                let e = UpstreamError::Timeout {
+                    server: self.id.to_string(),
+                    timeout: self.options.connect_timeout,
+                };
+                self.connect_failed(&mut backoff, &e);
+                return Err(e);
+            }
+        };
+        *backoff = Backoff::default();
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let peer = running.peer().clone();
+        peer.set_response_cache_config(rmcp::service::ClientCacheConfig::disabled()).await;
+        let (ended_tx, ended) = tokio::sync::watch::channel(false);
+        let conn = Arc::new(Conn {
+            peer: peer.clone(),
+            generation,
+            stop: Mutex::new(Some(running.cancellation_token())),
+            ended,
+        });
+        write(&self.conn, Some(conn.clone()));
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let reason = running.waiting().await;
+            if let Some(shared) = weak.upgrade() {
+                shared.closed(generation, &reason);
+            }
+            let _ = ended_tx.send(true);
+        });
+        tracing::info!(server = %self.id, generation, "upstream connected");
+        self.set_state(UpstreamState::Connected);
+        let _ = self.events.send(UpstreamEvent::Connected);
+        drop(backoff);
+        self.refresh_catalog().await;
+        self.listen_for_changes(&peer);
+        Ok(conn)
+    }
+
+    fn connect_failed(&self, backoff: &mut Backoff, e: &UpstreamError) {
+        backoff.failures = backoff.failures.saturating_add(1);
+        let exp = self.options.backoff_initial.saturating_mul(1 << backoff.failures.min(16).saturating_sub(1));
+        backoff.next_attempt = Some(Instant::now() + exp.min(self.options.backoff_max));
+        tracing::warn!(server = %self.id, error = %error_chain(e), "upstream connect failed");
+        let state = match e {
+            UpstreamError::MissingCredentials { missing, .. } => UpstreamState::MissingCredentials {
+                missing: missing.clone(),
+            },
+            other => UpstreamState::Failed {
+                error: error_chain(other),
+            },
+        };
+        self.set_state(state);
+    }
+
+    fn closed(&self, generation: u64, reason: &Result<rmcp::service::QuitReason, tokio::task::JoinError>) {
+        let mut conn = self.conn.write().unwrap_or_else(PoisonError::into_inner);
+        if conn.as_ref().is_some_and(|c| c.generation == generation) {
+            *conn = None;
+            drop(conn);
+            tracing::warn!(server = %self.id, generation, ?reason, "upstream connection ended");
+            if self.stopped.load(Ordering::Acquire) {
+                self.set_state(UpstreamState::Stopped);
+            } else {
+                self.set_state(UpstreamState::Failed {
+                    error: "connection closed".to_owned(),
+                });
+            }
+            let _ = self.events.send(UpstreamEvent::Disconnected);
+        }
+    }
+
+    /// 2026-07-28 servers send list-changed only on a `subscriptions/listen` stream.
+    fn listen_for_changes(self: &Arc<Self>, peer: &Peer<RoleClient>) {
+        let Some(info) = peer.peer_info() else { return };
+        if info.protocol_version.as_str() < ProtocolVersion::V_2026_07_28.as_str() {
+            return;
+        }
+        let caps = &info.capabilities;
+        let mut filter = SubscriptionFilter::builder();
+        if caps.tools.as_ref().is_some_and(|t| t.list_changed == Some(true)) {
+            filter = filter.tools_list_changed();
+        }
+        if caps.prompts.as_ref().is_some_and(|t| t.list_changed == Some(true)) {
+            filter = filter.prompts_list_changed();
+        }
+        if caps.resources.as_ref().is_some_and(|t| t.list_changed == Some(true)) {
+            filter = filter.resources_list_changed();
+        }
+        let filter = filter.build();
+        if filter == SubscriptionFilter::default() {
+            return;
+        }
+        let peer = peer.clone();
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let Ok(mut sub) = peer.listen(filter).await else { return };
+            while let Ok(Some(_notification)) = sub.next().await {
+                let Some(shared) = weak.upgrade() else { return };
+                shared.refresh_catalog().await;
+            }
+        });
+    }
+
+    pub(crate) async fn refresh_catalog(&self) {
+        let Some(conn) = self.current() else { return };
+        let peer = &conn.peer;
+        let info = peer.peer_info().map(|i| (*i).clone());
+        let caps = info.as_ref().map(|i| i.capabilities.clone()).unwrap_or_default();
+        let mut catalog = Catalog {
+            server_info: info,
+            ..Catalog::default()
+        };
+        // A server that advertises nothing still gets asked for tools.
+        let ask_tools = caps.tools.is_some() || (caps.prompts.is_none() && caps.resources.is_none());
+        let result: Result<(), ServiceError> = async {
+            if ask_tools {
+                catalog.tools = peer.list_all_tools().await?;
+            }
+            if caps.prompts.is_some() {
+                catalog.prompts = peer.list_all_prompts().await?;
+            }
+            if caps.resources.is_some() {
+                catalog.resources = peer.list_all_resources().await?;
+                catalog.resource_templates = peer.list_all_resource_templates().await.unwrap_or_default();
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(server = %self.id, error = %e, "could not read upstream catalogue");
+            self.set_state(UpstreamState::Failed {
+                error: format!("catalogue: {e}"),
+            });
+            conn.stop();
+            return;
+        }
+        let old = read(&self.catalog);
+        let changed = !same_catalog(&old, &catalog);
+        write(&self.catalog, Arc::new(catalog));
+        if changed {
+            let _ = self.events.send(UpstreamEvent::CatalogChanged);
+        }
+    }
+
+    fn map_error(&self, e: ServiceError) -> UpstreamError {
+        let server = self.id.to_string();
+        match e {
+            ServiceError::McpError(e) => UpstreamError::Rpc(e),
+            ServiceError::TransportClosed | ServiceError::TransportSend(_) => UpstreamError::Terminated { server },
+            ServiceError::Timeout { timeout } => UpstreamError::Timeout { server, timeout },
+            ServiceError::Cancelled { .. } => UpstreamError::Cancelled,
+            ServiceError::UnexpectedResponse => UpstreamError::Protocol { server },
+            other => UpstreamError::Unavailable {
+                server,
+                source: Some(other.to_string().into()),
+            },
+        }
+    }
+}
+
+fn same_catalog(a: &Catalog, b: &Catalog) -> bool {
+    let j = |v: &dyn erased::Ser| v.json();
+    j(&a.tools) == j(&b.tools)
+        && j(&a.prompts) == j(&b.prompts)
+        && j(&a.resources) == j(&b.resources)
+        && j(&a.resource_templates) == j(&b.resource_templates)
+}
+
+mod erased {
+    pub(super) trait Ser {
+        fn json(&self) -> serde_json::Value;
+    }
+    impl<T: serde::Serialize> Ser for T {
+        fn json(&self) -> serde_json::Value {
+            serde_json::to_value(self).unwrap_or_default()
+        }
+    }
+}
+
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+struct ProgressGuard {
+    map: Arc<Mutex<HashMap<ProgressToken, ProgressSink>>>,
+    token: ProgressToken,
+}
+
+impl Drop for ProgressGuard {
+    fn drop(&mut self) {
+        self.map.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.token);
+    }
+}
+
+#[async_trait]
+impl Upstream for RmcpUpstream {
+    fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    async fn catalog(&self) -> Result<Arc<Catalog>, UpstreamError> {
+        self.shared.connection().await?;
+        Ok(read(&self.shared.catalog))
+    }
+
+    #[tracing::instrument(skip_all, fields(server = %self.shared.id, method = request.method()))]
+    async fn request(&self, request: ClientRequest, forward: Forward) -> Result<ServerResult, UpstreamError> {
+        let shared = &self.shared;
+        let conn = shared.connection().await?;
+        let mut options = PeerRequestOptions::no_options();
+        options.timeout = forward.timeout.or(shared.options.request_timeout);
+        options.meta = forward.meta;
+        let handle = conn
+            .peer
+            .send_request_with_option(request, options)
+            .await
+            .map_err(|e| shared.map_error(e))?;
+        let _guard = forward.progress.map(|sink| {
+            shared
+                .progress
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(handle.progress_token.clone(), sink);
+            ProgressGuard {
+                map: shared.progress.clone(),
+                token: handle.progress_token.clone(),
+            }
+        });
+        let id = handle.id.clone();
+        let peer = handle.peer.clone();
+        tokio::select! {
+            result = handle.await_response() => result.map_err(|e| shared.map_error(e)),
+            () = forward.cancel.cancelled() => {
+                let note = CancelledNotificationParam::new(Some(id), Some("cancelled by the client".to_owned()));
+                let _ = peer.notify_cancelled(note).await;
+                Err(UpstreamError::Cancelled)
+            }
+        }
+    }
+
+    async fn notify(&self, notification: ClientNotification) -> Result<(), UpstreamError> {
+        let conn = self.shared.connection().await?;
+        conn.peer
+            .send_notification(notification)
+            .await
+            .map_err(|e| self.shared.map_error(e))
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<UpstreamEvent> {
+        self.shared.events.subscribe()
+    }
+
+    fn status(&self) -> UpstreamStatus {
+        read(&self.shared.status)
+    }
+
+    async fn shutdown(&self) {
+        self.shared.stopped.store(true, Ordering::Release);
+        let conn = read(&self.shared.conn);
+        if let Some(c) = conn {
+            c.stop();
+            let mut ended = c.ended.clone();
+            // The transport's own close escalates stdin-close, SIGTERM, SIGKILL within ~6 s.
+            let _ = tokio::time::timeout(Duration::from_secs(10), ended.wait_for(|done| *done)).await;
+        }
+        self.shared.set_state(UpstreamState::Stopped);
+    }
+}

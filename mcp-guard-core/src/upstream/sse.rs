@@ -1,0 +1,1 @@
+//! Legacy HTTP+SSE client transport (2024-11-05).
