@@ -1,1 +1,528 @@
-//! Configuration (placeholder)
+//! Configuration as data: serde types with `deny_unknown_fields`, then
+//! [`GatewayConfig::validate`], whose errors name the offending entry.
+//!
+//! The file syntax (TOML) is the binary's business; these types only describe the shape.
+//! Secrets never appear inline: values name them as `${NAME}` and are resolved from a
+//! [`CredentialStore`](crate::CredentialStore) when a server connects.
+//!
+//! ```
+//! let cfg: mcp_guard_core::config::GatewayConfig = serde_json::from_value(serde_json::json!({
+//!     "servers": { "files": { "transport": "stdio", "command": "mcp-files", "args": ["/srv"] } },
+//!     "endpoints": { "eng": { "servers": { "files": { "tools": ["read_*"] } } } },
+//! }))?;
+//! cfg.validate()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+
+use crate::call::PrincipalKind;
+use crate::policy::Pattern;
+use crate::upstream::Template;
+
+/// The whole gateway configuration.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct GatewayConfig {
+    /// Listener, naming, HTTP hygiene.
+    pub gateway: GatewaySection,
+    /// Client authentication.
+    pub auth: AuthSection,
+    /// Upstream servers by id.
+    pub servers: BTreeMap<String, ServerConfig>,
+    /// Endpoints by name.
+    pub endpoints: BTreeMap<String, EndpointConfig>,
+    /// Access grants (default deny).
+    pub grants: Vec<GrantConfig>,
+}
+
+/// `[gateway]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct GatewaySection {
+    /// Socket address to listen on.
+    pub listen: String,
+    /// Separator between server id and tool/prompt name; legal in tool names.
+    pub separator: String,
+    /// Allowed `Host` header values (DNS-rebinding defence). Loopback by default.
+    pub allowed_hosts: Vec<String>,
+    /// Allowed browser `Origin`s; any other present `Origin` gets 403.
+    pub allowed_origins: Vec<String>,
+    /// Largest request body accepted, in bytes (413 above).
+    pub max_body_bytes: usize,
+    /// Items per page in list results.
+    pub page_size: usize,
+    /// Default per-request upstream timeout in seconds.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for GatewaySection {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8787".to_owned(),
+            separator: "__".to_owned(),
+            allowed_hosts: vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()],
+            allowed_origins: Vec::new(),
+            max_body_bytes: 4 * 1024 * 1024,
+            page_size: 200,
+            request_timeout_secs: 120,
+        }
+    }
+}
+
+/// `[auth]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct AuthSection {
+    /// Static API tokens (values are `${NAME}` placeholders).
+    pub tokens: Vec<TokenConfig>,
+    /// The principal of the stdio front door (the process that launched the gateway).
+    pub stdio_principal: Option<PrincipalConfig>,
+    /// DANGEROUS: serve HTTP clients without authentication, as this principal.
+    pub dangerously_allow_anonymous: Option<PrincipalConfig>,
+}
+
+/// A principal as configured.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct PrincipalConfig {
+    /// Id.
+    pub id: String,
+    /// `user` (default) or `agent`.
+    #[serde(default = "default_kind")]
+    pub kind: PrincipalKind,
+    /// Roles.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// For agents: the user they act for.
+    #[serde(default)]
+    pub on_behalf_of: Option<String>,
+}
+
+fn default_kind() -> PrincipalKind {
+    PrincipalKind::User
+}
+
+/// One static API token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct TokenConfig {
+    /// Who presents it.
+    pub principal: PrincipalConfig,
+    /// The token, as a `${NAME}` placeholder (never inline).
+    pub token: String,
+}
+
+/// `[servers.ID]`: one upstream.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "transport", rename_all = "lowercase", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum ServerConfig {
+    /// A child process speaking MCP on stdin/stdout.
+    Stdio(StdioServerConfig),
+    /// Streamable HTTP.
+    Http(HttpServerConfig),
+    /// Legacy HTTP+SSE (2024-11-05).
+    Sse(HttpServerConfig),
+}
+
+impl ServerConfig {
+    /// Whether the server is switched on.
+    pub fn enabled(&self) -> bool {
+        match self {
+            Self::Stdio(s) => s.enabled,
+            Self::Http(h) | Self::Sse(h) => h.enabled,
+        }
+    }
+
+    /// The description.
+    pub fn description(&self) -> Option<&str> {
+        match self {
+            Self::Stdio(s) => s.description.as_deref(),
+            Self::Http(h) | Self::Sse(h) => h.description.as_deref(),
+        }
+    }
+
+    /// Per-request timeout override, in seconds.
+    pub fn timeout_secs(&self) -> Option<u64> {
+        match self {
+            Self::Stdio(s) => s.timeout_secs,
+            Self::Http(h) | Self::Sse(h) => h.timeout_secs,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A stdio server.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct StdioServerConfig {
+    /// What it is for.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The program.
+    pub command: String,
+    /// Its arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Environment (values may hold `${NAME}`); the child gets only these plus PATH, HOME.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory.
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// Switched on (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Per-request timeout in seconds.
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+}
+
+/// An HTTP server (streamable or legacy SSE).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct HttpServerConfig {
+    /// What it is for.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The MCP URL.
+    pub url: String,
+    /// Headers (values may hold `${NAME}`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Switched on (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Per-request timeout in seconds.
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+}
+
+/// `[endpoints.NAME]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct EndpointConfig {
+    /// What it is for.
+    pub description: Option<String>,
+    /// The servers it federates, with what each exposes.
+    pub servers: BTreeMap<String, EndpointServerConfig>,
+}
+
+/// `[endpoints.NAME.servers.ID]`: what of a server an endpoint exposes.
+///
+/// Nothing is exposed until named: an empty `tools` list exposes no tool.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct EndpointServerConfig {
+    /// Switched on for this endpoint (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Tool name globs (upstream names).
+    pub tools: Vec<String>,
+    /// Prompt name globs.
+    pub prompts: Vec<String>,
+    /// Resource URI globs (upstream URIs, also matched against templates).
+    pub resources: Vec<String>,
+}
+
+/// `[[grants]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct GrantConfig {
+    /// A name for audit records and `explain`.
+    pub name: Option<String>,
+    /// `allow` (default) or `deny` (wins).
+    pub effect: EffectConfig,
+    /// Principal id globs.
+    pub principals: Vec<String>,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Endpoint globs.
+    pub endpoints: Vec<String>,
+    /// Server id globs.
+    pub servers: Vec<String>,
+    /// Tool/prompt name or resource URI globs (upstream names).
+    pub names: Vec<String>,
+}
+
+/// Grant effect.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum EffectConfig {
+    /// Allow.
+    #[default]
+    Allow,
+    /// Deny.
+    Deny,
+}
+
+/// A configuration problem, naming the entry (`servers.github.env.TOKEN`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConfigError {
+    /// Dotted path of the entry.
+    pub entry: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.entry, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Every problem found, so an operator fixes them in one go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Whether `s` is a legal MCP tool name fragment: `[A-Za-z0-9_.-]+`.
+pub fn is_name_safe(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// Non-fatal findings of [`GatewayConfig::validate`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Warnings(pub Vec<ConfigError>);
+
+impl GatewayConfig {
+    /// Checks everything that can be checked without connecting.
+    ///
+    /// # Errors
+    /// Every problem found, each naming its entry.
+    pub fn validate(&self) -> Result<Warnings, ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        let err = |errors: &mut Vec<ConfigError>, entry: String, message: String| errors.push(ConfigError { entry, message });
+        let sep = &self.gateway.separator;
+        if !is_name_safe(sep) {
+            err(&mut errors, "gateway.separator".into(), format!("{sep:?} must be non-empty and use only [A-Za-z0-9_.-]"));
+        }
+        if self.gateway.page_size == 0 {
+            err(&mut errors, "gateway.page_size".into(), "must be at least 1".into());
+        }
+        if self.gateway.max_body_bytes < 1024 {
+            err(&mut errors, "gateway.max_body_bytes".into(), "must be at least 1024".into());
+        }
+        if self.gateway.listen.parse::<std::net::SocketAddr>().is_err() {
+            err(&mut errors, "gateway.listen".into(), format!("{:?} is not a socket address like 127.0.0.1:8787", self.gateway.listen));
+        }
+        for (id, server) in &self.servers {
+            let entry = format!("servers.{id}");
+            if !is_name_safe(id) {
+                err(&mut errors, entry.clone(), "server ids use only [A-Za-z0-9_.-]".into());
+            } else if !sep.is_empty() && id.contains(sep.as_str()) {
+                err(&mut errors, entry.clone(), format!("server id contains the separator {sep:?}, which would make names ambiguous"));
+            }
+            let check_templates = |kind: &str, map: &BTreeMap<String, String>, errs: &mut Vec<ConfigError>| {
+                for (k, v) in map {
+                    if let Err(m) = Template::parse(v) {
+                        errs.push(ConfigError {
+                            entry: format!("{entry}.{kind}.{k}"),
+                            message: m,
+                        });
+                    }
+                }
+            };
+            match server {
+                ServerConfig::Stdio(s) => {
+                    if s.command.trim().is_empty() {
+                        err(&mut errors, format!("{entry}.command"), "must not be empty".into());
+                    }
+                    check_templates("env", &s.env, &mut errors);
+                }
+                ServerConfig::Http(h) | ServerConfig::Sse(h) => {
+                    if !(h.url.starts_with("http://") || h.url.starts_with("https://")) {
+                        errors.push(ConfigError {
+                            entry: format!("{entry}.url"),
+                            message: format!("{:?} must be an http:// or https:// URL", h.url),
+                        });
+                    } else if h.url.contains("${") {
+                        errors.push(ConfigError {
+                            entry: format!("{entry}.url"),
+                            message: "placeholders are not allowed in URLs; put credentials in headers".into(),
+                        });
+                    }
+                    check_templates("headers", &h.headers, &mut errors);
+                    for (k, v) in &h.headers {
+                        let sensitive = ["authorization", "cookie", "x-api-key", "api-key"].contains(&k.to_ascii_lowercase().as_str());
+                        if sensitive && !v.contains("${") {
+                            warnings.push(ConfigError {
+                                entry: format!("{entry}.headers.{k}"),
+                                message: "looks like an inline secret; use a ${NAME} placeholder".into(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        for (name, ep) in &self.endpoints {
+            let entry = format!("endpoints.{name}");
+            if !is_name_safe(name) {
+                errors.push(ConfigError {
+                    entry: entry.clone(),
+                    message: "endpoint names use only [A-Za-z0-9_.-]".into(),
+                });
+            }
+            if ep.servers.is_empty() {
+                warnings.push(ConfigError {
+                    entry: entry.clone(),
+                    message: "has no servers".into(),
+                });
+            }
+            for (sid, sel) in &ep.servers {
+                let sentry = format!("{entry}.servers.{sid}");
+                if !self.servers.contains_key(sid) {
+                    errors.push(ConfigError {
+                        entry: sentry.clone(),
+                        message: format!("unknown server {sid:?} (not under [servers])"),
+                    });
+                }
+                for (kind, globs) in [("tools", &sel.tools), ("prompts", &sel.prompts), ("resources", &sel.resources)] {
+                    for g in globs {
+                        if let Err(e) = Pattern::new(g) {
+                            errors.push(ConfigError {
+                                entry: format!("{sentry}.{kind}"),
+                                message: e.to_string(),
+                            });
+                        }
+                    }
+                }
+                if sel.enabled && sel.tools.is_empty() && sel.prompts.is_empty() && sel.resources.is_empty() {
+                    warnings.push(ConfigError {
+                        entry: sentry,
+                        message: "exposes nothing (list tools, prompts or resources to enable them)".into(),
+                    });
+                }
+            }
+        }
+        for (i, g) in self.grants.iter().enumerate() {
+            let entry = format!("grants[{i}]{}", g.name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default());
+            for globs in [&g.principals, &g.endpoints, &g.servers, &g.names] {
+                for p in globs {
+                    if let Err(e) = Pattern::new(p) {
+                        errors.push(ConfigError {
+                            entry: entry.clone(),
+                            message: e.to_string(),
+                        });
+                    }
+                }
+            }
+            if g.principals.is_empty() && g.roles.is_empty() {
+                warnings.push(ConfigError {
+                    entry,
+                    message: "names no principals or roles, so it applies to nobody".into(),
+                });
+            }
+        }
+        for (i, t) in self.auth.tokens.iter().enumerate() {
+            let entry = format!("auth.tokens[{i}]");
+            match Template::parse(&t.token) {
+                Ok(tpl) if tpl.has_placeholders() => {}
+                Ok(_) => errors.push(ConfigError {
+                    entry,
+                    message: "tokens must be given as a ${NAME} placeholder, never inline".into(),
+                }),
+                Err(m) => errors.push(ConfigError { entry, message: m }),
+            }
+        }
+        if self.grants.is_empty() && !self.endpoints.is_empty() {
+            warnings.push(ConfigError {
+                entry: "grants".into(),
+                message: "no grants: every call will be refused (default deny)".into(),
+            });
+        }
+        if errors.is_empty() {
+            Ok(Warnings(warnings))
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(v: serde_json::Value) -> GatewayConfig {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn names_every_bad_entry() {
+        let cfg = parse(serde_json::json!({
+            "gateway": {"separator": "/"},
+            "servers": {
+                "a__b": {"transport": "stdio", "command": "x"},
+                "h": {"transport": "http", "url": "ftp://x", "headers": {"Authorization": "Bearer ${T"}},
+            },
+            "endpoints": {"e p": {"servers": {"nope": {"tools": ["[a"]}}}},
+        }));
+        let errs = cfg.validate().unwrap_err().to_string();
+        for needle in [
+            "gateway.separator",
+            "servers.h.url",
+            "servers.h.headers.Authorization",
+            "endpoints.e p:",
+            "endpoints.e p.servers.nope: unknown server",
+            "endpoints.e p.servers.nope.tools",
+        ] {
+            assert!(errs.contains(needle), "missing {needle:?} in\n{errs}");
+        }
+    }
+
+    #[test]
+    fn separator_in_server_id_is_rejected() {
+        let cfg = parse(serde_json::json!({"servers": {"a__b": {"transport": "stdio", "command": "x"}}}));
+        let errs = cfg.validate().unwrap_err().to_string();
+        assert!(errs.contains("servers.a__b: server id contains the separator"), "{errs}");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let r: Result<GatewayConfig, _> = serde_json::from_value(serde_json::json!({"servers": {"a": {"transport": "stdio", "command": "x", "comand": "y"}}}));
+        assert!(r.unwrap_err().to_string().contains("comand"));
+    }
+
+    #[test]
+    fn inline_token_is_refused() {
+        let cfg = parse(serde_json::json!({"auth": {"tokens": [{"principal": {"id": "a"}, "token": "abc"}]}}));
+        assert!(cfg.validate().unwrap_err().to_string().contains("auth.tokens[0]: tokens must be given as a ${NAME} placeholder"));
+    }
+}

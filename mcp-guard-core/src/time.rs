@@ -40,6 +40,6 @@ mod tests {
     fn formats_known_instants() {
         assert_eq!(format_rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
         let t = UNIX_EPOCH + Duration::from_micros(1_795_000_000_000_001);
-        assert_eq!(format_rfc3339(t), "2026-11-18T10:13:20.000001Z");
+        assert_eq!(format_rfc3339(t), "2026-11-18T11:06:40.000001Z");
     }
 }
