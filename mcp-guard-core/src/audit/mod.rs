@@ -91,6 +91,17 @@ pub struct AuditPrincipal {
     pub on_behalf_of: Option<String>,
 }
 
+impl AuditPrincipal {
+    /// A recorded principal.
+    pub fn new(id: impl Into<String>, kind: PrincipalKind) -> Self {
+        Self {
+            id: id.into(),
+            kind,
+            on_behalf_of: None,
+        }
+    }
+}
+
 /// One audit record.
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]

@@ -1,0 +1,144 @@
+//! [`GuardError`]: the one error type of every guard layer, and how clients see it.
+
+use std::fmt;
+
+use mcp_guard_core::{BoxError, Denial, TargetKind, UpstreamError};
+use rmcp::model::ErrorCode;
+use rmcp::ErrorData;
+
+/// Why the gateway did not produce a result.
+///
+/// Every guard layer uses this error, so a denial from an inner layer comes out of an
+/// outer one unchanged. Clients see a deliberately plain [`ErrorData`] (see the
+/// `From` impl): a refused name answers exactly like an unknown one, and internal
+/// details go to logs and audit, never to the client.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GuardError {
+    /// The name resolves to nothing on this endpoint.
+    #[error("unknown {kind} {name:?}")]
+    Unknown {
+        /// Tool, prompt, resource...
+        kind: TargetKind,
+        /// The name as requested.
+        name: String,
+    },
+    /// Policy refused. Rendered exactly like [`GuardError::Unknown`].
+    #[error("denied: {}", denial.reason)]
+    Denied {
+        /// Tool, prompt, resource...
+        kind: TargetKind,
+        /// The name as requested.
+        name: String,
+        /// Which rule, and why (for audit).
+        denial: Denial,
+    },
+    /// The request is malformed (bad cursor, missing argument...).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The method is not served by the gateway.
+    #[error("method not found: {0}")]
+    MethodNotFound(String),
+    /// No authenticated principal.
+    #[error("unauthenticated")]
+    Unauthenticated,
+    /// A rate limit refused the call.
+    #[error("rate limited")]
+    RateLimited,
+    /// A timeout (tower's stock timeout layer, or the upstream's).
+    #[error("timed out")]
+    Timeout,
+    /// The upstream failed.
+    #[error("upstream failed")]
+    Upstream(#[source] UpstreamError),
+    /// The audit record could not be written, so the call was refused (fail closed).
+    #[error("audit unavailable")]
+    AuditFailed(#[source] BoxError),
+    /// Any other failure inside the gateway.
+    #[error("gateway error")]
+    Internal(#[source] BoxError),
+}
+
+impl From<UpstreamError> for GuardError {
+    fn from(e: UpstreamError) -> Self {
+        match e {
+            UpstreamError::Timeout { .. } => Self::Timeout,
+            other => Self::Upstream(other),
+        }
+    }
+}
+
+impl From<BoxError> for GuardError {
+    /// Recognises tower's stock errors (timeout, overload) and boxes the rest.
+    fn from(e: BoxError) -> Self {
+        if e.is::<tower::timeout::error::Elapsed>() {
+            return Self::Timeout;
+        }
+        match e.downcast::<Self>() {
+            Ok(g) => *g,
+            Err(e) => Self::Internal(e),
+        }
+    }
+}
+
+fn unknown(kind: TargetKind, name: &str) -> ErrorData {
+    match kind {
+        TargetKind::Resource | TargetKind::ResourceTemplate => {
+            ErrorData::resource_not_found(format!("Resource not found: {name}"), None)
+        }
+        TargetKind::Prompt => ErrorData::invalid_params(format!("Unknown prompt: {name}"), None),
+        _ => ErrorData::invalid_params(format!("Unknown tool: {name}"), None),
+    }
+}
+
+impl From<GuardError> for ErrorData {
+    fn from(e: GuardError) -> Self {
+        match e {
+            GuardError::Unknown { kind, name } | GuardError::Denied { kind, name, .. } => unknown(kind, &name),
+            GuardError::Invalid(m) => ErrorData::invalid_params(m, None),
+            GuardError::MethodNotFound(m) => ErrorData::new(ErrorCode::METHOD_NOT_FOUND, format!("Method not found: {m}"), None),
+            GuardError::Unauthenticated => ErrorData::invalid_request("authentication required", None),
+            GuardError::RateLimited => ErrorData::new(ErrorCode(-32029), "rate limit exceeded, retry later", None),
+            GuardError::Timeout => ErrorData::internal_error("upstream timed out", None),
+            GuardError::Upstream(u) => upstream_error(u),
+            GuardError::AuditFailed(_) => ErrorData::internal_error("audit unavailable; call refused", None),
+            GuardError::Internal(_) => ErrorData::internal_error("internal gateway error", None),
+        }
+    }
+}
+
+fn upstream_error(u: UpstreamError) -> ErrorData {
+    match u {
+        UpstreamError::Rpc(e) => e,
+        UpstreamError::MissingCredentials { server, missing } => ErrorData::invalid_request(
+            format!("server {server} needs credentials before it can be used"),
+            Some(serde_json::json!({ "missingCredentials": [{ "server": server, "names": missing }] })),
+        ),
+        UpstreamError::Terminated { server } => {
+            ErrorData::internal_error(format!("server {server} terminated while handling the request"), None)
+        }
+        UpstreamError::Unavailable { server, .. } => ErrorData::internal_error(format!("server {server} is unavailable"), None),
+        UpstreamError::Disabled { server } => ErrorData::internal_error(format!("server {server} is disabled"), None),
+        UpstreamError::Timeout { server, .. } => ErrorData::internal_error(format!("server {server} timed out"), None),
+        UpstreamError::Protocol { server } => {
+            ErrorData::internal_error(format!("server {server} sent an invalid response"), None)
+        }
+        UpstreamError::Cancelled => ErrorData::internal_error("request cancelled", None),
+        other => ErrorData::internal_error(format!("upstream error: {other}"), None),
+    }
+}
+
+/// A short operator-facing rendering of an error with its sources.
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cur = self.0.source();
+        while let Some(c) = cur {
+            write!(f, ": {c}")?;
+            cur = c.source();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,790 @@
+//! Federation: many upstreams behind one endpoint, with stable namespaced names.
+//!
+//! Tools and prompts are exposed as `<server><separator><name>` (default separator
+//! `__`), resources as `<server>+<uri>`. The server part is the configured id, never
+//! what the upstream calls itself. Nothing is exposed until a [`Selection`] names it
+//! (default deny), and a name that two servers would both produce is a startup error.
+//!
+//! Each endpoint keeps an immutable [`Snapshot`] of its federated catalogue, rebuilt
+//! when an upstream's catalogue or connection changes; requests resolve names against
+//! the snapshot they started with.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use mcp_guard_core::policy::Pattern;
+use mcp_guard_core::{Catalog, PolicyError, Target, TargetKind, Upstream, UpstreamState};
+use rmcp::model::{
+    ClientRequest, Prompt, PromptsCapability, Reference, Resource, ResourceTemplate, ResourcesCapability,
+    ServerCapabilities, Tool, ToolsCapability,
+};
+use rmcp::service::{Peer, RoleServer};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+/// What an endpoint exposes of one server: globs over the upstream's own names.
+///
+/// [`Selection::default`] exposes nothing.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Selection {
+    tools: Vec<Pattern>,
+    prompts: Vec<Pattern>,
+    resources: Vec<Pattern>,
+    disabled: bool,
+}
+
+fn patterns<I: IntoIterator<Item = S>, S: AsRef<str>>(globs: I) -> Result<Vec<Pattern>, PolicyError> {
+    globs.into_iter().map(|g| Pattern::new(g.as_ref())).collect()
+}
+
+impl Selection {
+    /// Exposes nothing.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Adds tool globs (`read_*`, or `*` for all, always explicit).
+    ///
+    /// # Errors
+    /// A glob that does not compile.
+    pub fn tools<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, globs: I) -> Result<Self, PolicyError> {
+        self.tools.extend(patterns(globs)?);
+        Ok(self)
+    }
+
+    /// Adds prompt globs.
+    ///
+    /// # Errors
+    /// A glob that does not compile.
+    pub fn prompts<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, globs: I) -> Result<Self, PolicyError> {
+        self.prompts.extend(patterns(globs)?);
+        Ok(self)
+    }
+
+    /// Adds resource URI globs (matched against resource URIs and template URIs).
+    ///
+    /// # Errors
+    /// A glob that does not compile.
+    pub fn resources<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, globs: I) -> Result<Self, PolicyError> {
+        self.resources.extend(patterns(globs)?);
+        Ok(self)
+    }
+
+    /// Switches the server off on this endpoint.
+    #[must_use]
+    pub fn disabled(mut self) -> Self {
+        self.disabled = true;
+        self
+    }
+
+    fn allows(&self, kind: TargetKind, name: &str) -> bool {
+        let list = match kind {
+            TargetKind::Tool => &self.tools,
+            TargetKind::Prompt => &self.prompts,
+            _ => &self.resources,
+        };
+        !self.disabled && list.iter().any(|p| p.is_match(name))
+    }
+}
+
+/// One endpoint: a name, a description, and the servers it federates.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct EndpointSpec {
+    name: Arc<str>,
+    description: Option<String>,
+    servers: Vec<(Arc<str>, Selection)>,
+}
+
+impl EndpointSpec {
+    /// An endpoint with no servers.
+    pub fn new(name: impl Into<Arc<str>>) -> Self {
+        Self {
+            name: name.into(),
+            description: None,
+            servers: Vec::new(),
+        }
+    }
+
+    /// Sets the description.
+    pub fn description(mut self, d: impl Into<String>) -> Self {
+        self.description = Some(d.into());
+        self
+    }
+
+    /// Adds a server with what it exposes here.
+    pub fn server(mut self, id: impl Into<Arc<str>>, selection: Selection) -> Self {
+        self.servers.push((id.into(), selection));
+        self
+    }
+}
+
+/// Why a gateway could not be built.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// An endpoint names a server that was not added.
+    #[error("endpoint {endpoint}: unknown server {server:?}")]
+    UnknownServer {
+        /// Endpoint.
+        endpoint: String,
+        /// Server id.
+        server: String,
+    },
+    /// Two entries would be exposed under the same name.
+    #[error("endpoint {endpoint}: name {name:?} is produced by both {first} and {second}")]
+    Collision {
+        /// Endpoint.
+        endpoint: String,
+        /// The exposed name.
+        name: String,
+        /// One origin (`server/name`).
+        first: String,
+        /// The other.
+        second: String,
+    },
+    /// A setting is out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Clone)]
+struct ServerEntry {
+    upstream: Arc<dyn Upstream>,
+    enabled: bool,
+}
+
+/// Builds a [`Gateway`].
+#[derive(Default)]
+#[must_use]
+pub struct GatewayBuilder {
+    separator: Option<String>,
+    servers: BTreeMap<Arc<str>, ServerEntry>,
+    endpoints: Vec<EndpointSpec>,
+}
+
+impl std::fmt::Debug for GatewayBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayBuilder")
+            .field("servers", &self.servers.keys().collect::<Vec<_>>())
+            .field("endpoints", &self.endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GatewayBuilder {
+    /// The separator between server id and name (default `__`).
+    pub fn separator(mut self, sep: impl Into<String>) -> Self {
+        self.separator = Some(sep.into());
+        self
+    }
+
+    /// Adds an upstream under its id.
+    pub fn server(mut self, upstream: Arc<dyn Upstream>) -> Self {
+        let id: Arc<str> = upstream.id().into();
+        self.servers.insert(id, ServerEntry { upstream, enabled: true });
+        self
+    }
+
+    /// Adds an upstream that is switched off everywhere (it never connects).
+    pub fn disabled_server(mut self, upstream: Arc<dyn Upstream>) -> Self {
+        let id: Arc<str> = upstream.id().into();
+        self.servers.insert(id, ServerEntry { upstream, enabled: false });
+        self
+    }
+
+    /// Adds an endpoint.
+    pub fn endpoint(mut self, spec: EndpointSpec) -> Self {
+        self.endpoints.push(spec);
+        self
+    }
+
+    /// Connects every enabled server (concurrently; a server that fails to connect is
+    /// left out and retried later), builds each endpoint's catalogue, and starts
+    /// watching upstreams for changes.
+    ///
+    /// # Errors
+    /// [`BuildError`] for an unknown server, a bad separator or a name collision.
+    pub async fn build(self) -> Result<Gateway, BuildError> {
+        let separator = self.separator.unwrap_or_else(|| "__".to_owned());
+        if !mcp_guard_core::config::is_name_safe(&separator) {
+            return Err(BuildError::Invalid(format!("separator {separator:?} must use only [A-Za-z0-9_.-]")));
+        }
+        let mut endpoints = BTreeMap::new();
+        let mut used = BTreeMap::new();
+        for spec in self.endpoints {
+            let mut members = Vec::new();
+            for (id, selection) in spec.servers {
+                let entry = self.servers.get(&id).ok_or_else(|| BuildError::UnknownServer {
+                    endpoint: spec.name.to_string(),
+                    server: id.to_string(),
+                })?;
+                let enabled = entry.enabled && !selection.disabled;
+                if enabled {
+                    used.insert(id.clone(), entry.upstream.clone());
+                }
+                members.push(Member {
+                    id,
+                    upstream: entry.upstream.clone(),
+                    selection,
+                    enabled,
+                });
+            }
+            let runtime = Arc::new(EndpointRuntime {
+                name: spec.name.clone(),
+                description: spec.description,
+                members,
+                separator: separator.clone(),
+                snapshot: RwLock::new(Arc::new(Snapshot::empty(spec.name.clone(), separator.clone()))),
+                changes: broadcast::channel(16).0,
+                peers: Mutex::new(Vec::new()),
+                version: AtomicU64::new(0),
+                rebuild: tokio::sync::Mutex::new(()),
+            });
+            endpoints.insert(spec.name, runtime);
+        }
+        let connects = used.iter().map(|(id, u)| async move {
+            if let Err(e) = u.catalog().await {
+                tracing::warn!(server = %id, error = %crate::error::Chain(&e), "upstream not available at start");
+            }
+        });
+        futures::future::join_all(connects).await;
+        for ep in endpoints.values() {
+            let snapshot = ep.build_snapshot(None).await;
+            if let Some(c) = snapshot.collisions.first() {
+                return Err(c.clone());
+            }
+            ep.install(snapshot);
+        }
+        let shutdown = CancellationToken::new();
+        let gateway = Gateway {
+            inner: Arc::new(GatewayInner {
+                separator,
+                servers: self.servers,
+                endpoints,
+                shutdown,
+            }),
+        };
+        gateway.watch();
+        Ok(gateway)
+    }
+}
+
+struct GatewayInner {
+    separator: String,
+    servers: BTreeMap<Arc<str>, ServerEntry>,
+    endpoints: BTreeMap<Arc<str>, Arc<EndpointRuntime>>,
+    shutdown: CancellationToken,
+}
+
+/// The federated gateway: servers, endpoints and their live catalogues.
+///
+/// Cheap to clone. Serve an endpoint with [`Gateway::handler`] (stdio or any rmcp
+/// transport) or over HTTP with [`HttpEdge`](crate::HttpEdge).
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<GatewayInner>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("servers", &self.inner.servers.keys().collect::<Vec<_>>())
+            .field("endpoints", &self.inner.endpoints.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Starts a builder.
+    pub fn builder() -> GatewayBuilder {
+        GatewayBuilder::default()
+    }
+
+    /// The separator in use.
+    pub fn separator(&self) -> &str {
+        &self.inner.separator
+    }
+
+    /// An endpoint by name.
+    pub fn endpoint(&self, name: &str) -> Option<Arc<EndpointRuntime>> {
+        self.inner.endpoints.get(name).cloned()
+    }
+
+    /// Endpoint names, sorted.
+    pub fn endpoint_names(&self) -> impl Iterator<Item = &str> {
+        self.inner.endpoints.keys().map(AsRef::as_ref)
+    }
+
+    /// Every server with whether it is switched on, sorted by id.
+    pub fn servers(&self) -> impl Iterator<Item = (&str, &Arc<dyn Upstream>, bool)> {
+        self.inner.servers.iter().map(|(k, e)| (k.as_ref(), &e.upstream, e.enabled))
+    }
+
+    /// Stops watching and shuts every upstream down (children are reaped).
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        futures::future::join_all(self.inner.servers.values().map(|e| e.upstream.shutdown())).await;
+    }
+
+    fn watch(&self) {
+        for ep in self.inner.endpoints.values() {
+            for member in ep.members.iter().filter(|m| m.enabled) {
+                let mut rx = member.upstream.subscribe();
+                let ep = Arc::downgrade(ep);
+                let stop = self.inner.shutdown.clone();
+                tokio::spawn(async move {
+                    loop {
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            ev = rx.recv() => match ev {
+                                Ok(mcp_guard_core::UpstreamEvent::ResourceUpdated(_)) => {}
+                                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                                    let Some(ep) = ep.upgrade() else { return };
+                                    ep.rebuild().await;
+                                }
+                                Err(broadcast::error::RecvError::Closed) => return,
+                            }
+                        }
+                    }
+                });
+            }
+        }
+    }
+}
+
+struct Member {
+    id: Arc<str>,
+    upstream: Arc<dyn Upstream>,
+    selection: Selection,
+    enabled: bool,
+}
+
+/// Which lists changed in a catalogue rebuild.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListChanged {
+    /// Tools changed.
+    pub tools: bool,
+    /// Prompts changed.
+    pub prompts: bool,
+    /// Resources or templates changed.
+    pub resources: bool,
+}
+
+/// One endpoint at run time: its members and its current [`Snapshot`].
+pub struct EndpointRuntime {
+    name: Arc<str>,
+    description: Option<String>,
+    members: Vec<Member>,
+    separator: String,
+    snapshot: RwLock<Arc<Snapshot>>,
+    changes: broadcast::Sender<ListChanged>,
+    peers: Mutex<Vec<Peer<RoleServer>>>,
+    version: AtomicU64,
+    rebuild: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for EndpointRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointRuntime").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl EndpointRuntime {
+    /// The endpoint's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its description.
+    pub fn description(&self) -> Option<&str> {
+        self.description.as_deref()
+    }
+
+    /// The current catalogue.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Notifications of list changes (for 2026-07-28 `subscriptions/listen`).
+    pub fn changes(&self) -> broadcast::Receiver<ListChanged> {
+        self.changes.subscribe()
+    }
+
+    /// Registers a legacy client to be told about list changes.
+    pub fn register_peer(&self, peer: Peer<RoleServer>) {
+        let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        peers.retain(|p| !p.is_transport_closed());
+        peers.push(peer);
+    }
+
+    /// Members with their status: (server id, enabled here, status).
+    pub fn members(&self) -> Vec<(Arc<str>, bool, mcp_guard_core::UpstreamStatus)> {
+        self.members.iter().map(|m| (m.id.clone(), m.enabled, m.upstream.status())).collect()
+    }
+
+    /// Every exposed-or-not item of the catalogue with whether the endpoint enables it:
+    /// (exposed name, kind, server, upstream name, enabled).
+    pub async fn selection_report(&self) -> Vec<(String, TargetKind, Arc<str>, String, bool)> {
+        let mut out = Vec::new();
+        for m in &self.members {
+            let Ok(cat) = m.upstream.catalog().await else { continue };
+            for t in &cat.tools {
+                let exposed = format!("{}{}{}", m.id, self.separator, t.name);
+                out.push((exposed, TargetKind::Tool, m.id.clone(), t.name.to_string(), m.enabled && m.selection.allows(TargetKind::Tool, &t.name)));
+            }
+            for p in &cat.prompts {
+                let exposed = format!("{}{}{}", m.id, self.separator, p.name);
+                out.push((exposed, TargetKind::Prompt, m.id.clone(), p.name.clone(), m.enabled && m.selection.allows(TargetKind::Prompt, &p.name)));
+            }
+            for r in &cat.resources {
+                out.push((format!("{}+{}", m.id, r.uri), TargetKind::Resource, m.id.clone(), r.uri.clone(), m.enabled && m.selection.allows(TargetKind::Resource, &r.uri)));
+            }
+        }
+        out
+    }
+
+    fn install(&self, snapshot: Snapshot) -> ListChanged {
+        let mut slot = self.snapshot.write().unwrap_or_else(PoisonError::into_inner);
+        let old = slot.clone();
+        let changed = ListChanged {
+            tools: old.tools != snapshot.tools,
+            prompts: old.prompts != snapshot.prompts,
+            resources: old.resources != snapshot.resources || old.templates != snapshot.templates,
+        };
+        *slot = Arc::new(snapshot);
+        changed
+    }
+
+    /// Re-reads every member's catalogue and tells clients what changed.
+    pub async fn rebuild(&self) {
+        let _one_at_a_time = self.rebuild.lock().await;
+        let previous = self.snapshot();
+        let snapshot = self.build_snapshot(Some(&previous)).await;
+        for c in &snapshot.collisions {
+            tracing::error!(endpoint = %self.name, error = %c, "name collision; both entries withheld");
+        }
+        let changed = self.install(snapshot);
+        if changed == ListChanged::default() {
+            return;
+        }
+        tracing::info!(endpoint = %self.name, ?changed, "catalogue changed");
+        let _ = self.changes.send(changed);
+        let peers: Vec<_> = {
+            let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+            peers.retain(|p| !p.is_transport_closed());
+            peers.clone()
+        };
+        for peer in peers {
+            if changed.tools {
+                let _ = peer.notify_tool_list_changed().await;
+            }
+            if changed.prompts {
+                let _ = peer.notify_prompt_list_changed().await;
+            }
+            if changed.resources {
+                let _ = peer.notify_resource_list_changed().await;
+            }
+        }
+    }
+
+    async fn build_snapshot(&self, previous: Option<&Snapshot>) -> Snapshot {
+        let mut snap = Snapshot::empty(self.name.clone(), self.separator.clone());
+        snap.version = self.version.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut owners: HashMap<String, String> = HashMap::new();
+        let mut has_prompts = false;
+        let mut has_resources = false;
+        let mut has_completions = false;
+        for m in self.members.iter().filter(|m| m.enabled) {
+            snap.upstreams.insert(m.id.clone(), m.upstream.clone());
+            snap.resource_selection.insert(m.id.clone(), m.selection.clone());
+            // A server that failed is not re-dialled here (that happens on its next call);
+            // its last known names still resolve so the call can say what is wrong,
+            // but it is left out of lists.
+            let failed = matches!(m.upstream.status().state, UpstreamState::Failed { .. } | UpstreamState::Stopped);
+            let catalog = if failed {
+                None
+            } else {
+                match m.upstream.catalog().await {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        snap.problems.push(format!("{}: {}", m.id, crate::error::Chain(&e)));
+                        None
+                    }
+                }
+            };
+            let listed = catalog.is_some();
+            let Some(catalog) = catalog.or_else(|| previous.and_then(|p| p.catalogs.get(&m.id).cloned())) else {
+                continue;
+            };
+            snap.catalogs.insert(m.id.clone(), catalog.clone());
+            if let Some(info) = &catalog.server_info {
+                has_prompts |= info.capabilities.prompts.is_some();
+                has_resources |= info.capabilities.resources.is_some();
+                has_completions |= info.capabilities.completions.is_some();
+            }
+            snap.add_member(m, &catalog, listed, &mut owners);
+        }
+        snap.capabilities = capabilities(has_prompts, has_resources, has_completions);
+        snap
+    }
+}
+
+fn capabilities(prompts: bool, resources: bool, completions: bool) -> ServerCapabilities {
+    let mut caps = ServerCapabilities::default();
+    let mut tools = ToolsCapability::default();
+    tools.list_changed = Some(true);
+    caps.tools = Some(tools);
+    if prompts {
+        let mut p = PromptsCapability::default();
+        p.list_changed = Some(true);
+        caps.prompts = Some(p);
+    }
+    if resources {
+        let mut r = ResourcesCapability::default();
+        r.list_changed = Some(true);
+        caps.resources = Some(r);
+    }
+    if completions {
+        caps.completions = Some(serde_json::Map::new());
+    }
+    caps
+}
+
+/// An endpoint's federated catalogue at one moment: what is listed, how names resolve.
+#[non_exhaustive]
+pub struct Snapshot {
+    endpoint: Arc<str>,
+    separator: String,
+    /// Increases with every rebuild.
+    pub version: u64,
+    tools: Vec<Tool>,
+    tool_index: HashMap<String, Target>,
+    prompts: Vec<Prompt>,
+    prompt_index: HashMap<String, Target>,
+    resources: Vec<Resource>,
+    templates: Vec<ResourceTemplate>,
+    upstreams: HashMap<Arc<str>, Arc<dyn Upstream>>,
+    resource_selection: HashMap<Arc<str>, Selection>,
+    catalogs: HashMap<Arc<str>, Arc<Catalog>>,
+    capabilities: ServerCapabilities,
+    problems: Vec<String>,
+    collisions: Vec<BuildError>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("endpoint", &self.endpoint)
+            .field("version", &self.version)
+            .field("tools", &self.tools.len())
+            .field("prompts", &self.prompts.len())
+            .field("resources", &self.resources.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Snapshot {
+    fn empty(endpoint: Arc<str>, separator: String) -> Self {
+        Self {
+            endpoint,
+            separator,
+            version: 0,
+            tools: Vec::new(),
+            tool_index: HashMap::new(),
+            prompts: Vec::new(),
+            prompt_index: HashMap::new(),
+            resources: Vec::new(),
+            templates: Vec::new(),
+            upstreams: HashMap::new(),
+            resource_selection: HashMap::new(),
+            catalogs: HashMap::new(),
+            capabilities: capabilities(false, false, false),
+            problems: Vec::new(),
+            collisions: Vec::new(),
+        }
+    }
+
+    fn add_member(&mut self, m: &Member, catalog: &Catalog, listed: bool, owners: &mut HashMap<String, String>) {
+        let sep = self.separator.clone();
+        for tool in &catalog.tools {
+            if !m.selection.allows(TargetKind::Tool, &tool.name) {
+                continue;
+            }
+            let exposed = format!("{}{sep}{}", m.id, tool.name);
+            if !valid_tool_name(&exposed) {
+                self.problems.push(format!("{}: tool {:?} cannot be exposed as {exposed:?} (names are 1-128 of [A-Za-z0-9_.-])", m.id, tool.name));
+                continue;
+            }
+            if !self.claim(owners, &exposed, &m.id, &tool.name) {
+                continue;
+            }
+            self.tool_index.insert(exposed.clone(), Target::new(m.id.clone(), tool.name.as_ref(), TargetKind::Tool));
+            if listed {
+                let mut t = tool.clone();
+                t.name = exposed.into();
+                self.tools.push(t);
+            }
+        }
+        for prompt in &catalog.prompts {
+            if !m.selection.allows(TargetKind::Prompt, &prompt.name) {
+                continue;
+            }
+            let exposed = format!("{}{sep}{}", m.id, prompt.name);
+            if !valid_tool_name(&exposed) {
+                self.problems.push(format!("{}: prompt {:?} cannot be exposed", m.id, prompt.name));
+                continue;
+            }
+            if !self.claim(owners, &format!("prompt:{exposed}"), &m.id, &prompt.name) {
+                continue;
+            }
+            self.prompt_index.insert(exposed.clone(), Target::new(m.id.clone(), prompt.name.as_str(), TargetKind::Prompt));
+            if listed {
+                let mut p = prompt.clone();
+                p.name = exposed;
+                self.prompts.push(p);
+            }
+        }
+        if listed {
+            for r in catalog.resources.iter().filter(|r| m.selection.allows(TargetKind::Resource, &r.uri)) {
+                let mut r = r.clone();
+                r.uri = format!("{}+{}", m.id, r.uri);
+                self.resources.push(r);
+            }
+            for t in catalog.resource_templates.iter().filter(|t| m.selection.allows(TargetKind::ResourceTemplate, &t.uri_template)) {
+                let mut t = t.clone();
+                t.uri_template = format!("{}+{}", m.id, t.uri_template);
+                self.templates.push(t);
+            }
+        }
+    }
+
+    /// Records who produces `exposed`; on a collision both entries are withheld.
+    fn claim(&mut self, owners: &mut HashMap<String, String>, exposed: &str, server: &str, name: &str) -> bool {
+        let origin = format!("{server}/{name}");
+        match owners.get(exposed) {
+            None => {
+                owners.insert(exposed.to_owned(), origin);
+                true
+            }
+            Some(first) => {
+                let display = exposed.trim_start_matches("prompt:").to_owned();
+                self.collisions.push(BuildError::Collision {
+                    endpoint: self.endpoint.to_string(),
+                    name: display.clone(),
+                    first: first.clone(),
+                    second: origin,
+                });
+                self.tool_index.remove(&display);
+                self.tools.retain(|t| t.name != display);
+                self.prompt_index.remove(&display);
+                self.prompts.retain(|p| p.name != display);
+                false
+            }
+        }
+    }
+
+    /// The endpoint name.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Listed tools, with exposed names, in deterministic order (servers by id, then the
+    /// server's own order).
+    pub fn tools(&self) -> &[Tool] {
+        &self.tools
+    }
+
+    /// Listed prompts.
+    pub fn prompts(&self) -> &[Prompt] {
+        &self.prompts
+    }
+
+    /// Listed resources (`server+uri`).
+    pub fn resources(&self) -> &[Resource] {
+        &self.resources
+    }
+
+    /// Listed resource templates (`server+template`).
+    pub fn resource_templates(&self) -> &[ResourceTemplate] {
+        &self.templates
+    }
+
+    /// The union of the members' capabilities, as the gateway advertises them.
+    pub fn capabilities(&self) -> &ServerCapabilities {
+        &self.capabilities
+    }
+
+    /// Problems found while building (servers unreachable, names not exposable).
+    pub fn problems(&self) -> &[String] {
+        &self.problems
+    }
+
+    /// The upstream serving `server` on this endpoint.
+    pub fn upstream(&self, server: &str) -> Option<&Arc<dyn Upstream>> {
+        self.upstreams.get(server)
+    }
+
+    /// The tool a name resolves to.
+    pub fn resolve_tool(&self, exposed: &str) -> Option<&Target> {
+        self.tool_index.get(exposed)
+    }
+
+    /// The prompt a name resolves to.
+    pub fn resolve_prompt(&self, exposed: &str) -> Option<&Target> {
+        self.prompt_index.get(exposed)
+    }
+
+    /// The resource a `server+uri` resolves to (also URIs from templates, when the
+    /// endpoint's resource globs allow them).
+    pub fn resolve_resource(&self, exposed: &str) -> Option<Target> {
+        let (server, uri) = exposed.split_once('+')?;
+        let selection = self.resource_selection.get(server)?;
+        selection
+            .allows(TargetKind::Resource, uri)
+            .then(|| Target::new(server, uri, TargetKind::Resource))
+    }
+
+    /// The exposed name of an upstream's resource URI.
+    pub fn expose_resource_uri(&self, server: &str, uri: &str) -> String {
+        format!("{server}+{uri}")
+    }
+
+    /// Resolves the name a request carries: (target, the name as requested).
+    pub fn resolve_request(&self, request: &ClientRequest) -> (Option<Target>, Option<Arc<str>>) {
+        let (target, name) = match request {
+            ClientRequest::CallToolRequest(r) => (self.resolve_tool(&r.params.name).cloned(), r.params.name.as_ref()),
+            ClientRequest::GetPromptRequest(r) => (self.resolve_prompt(&r.params.name).cloned(), r.params.name.as_str()),
+            ClientRequest::ReadResourceRequest(r) => (self.resolve_resource(&r.params.uri), r.params.uri.as_str()),
+            ClientRequest::CompleteRequest(r) => match &r.params.r#ref {
+                Reference::Prompt(p) => (self.resolve_prompt(&p.name).cloned(), p.name.as_str()),
+                Reference::Resource(res) => (self.resolve_resource(&res.uri), res.uri.as_str()),
+                _ => (None, ""),
+            },
+            _ => return (None, None),
+        };
+        (target, Some(Arc::from(name)))
+    }
+}
+
+/// What kind of name a request carries.
+pub(crate) fn request_kind(request: &ClientRequest) -> Option<TargetKind> {
+    match request {
+        ClientRequest::CallToolRequest(_) => Some(TargetKind::Tool),
+        ClientRequest::GetPromptRequest(_) => Some(TargetKind::Prompt),
+        ClientRequest::ReadResourceRequest(_) => Some(TargetKind::Resource),
+        ClientRequest::CompleteRequest(r) => Some(match r.params.r#ref {
+            Reference::Prompt(_) => TargetKind::Prompt,
+            _ => TargetKind::ResourceTemplate,
+        }),
+        _ => None,
+    }
+}
+
+/// Tool names are 1 to 128 characters of `[A-Za-z0-9_.-]`.
+pub fn valid_tool_name(name: &str) -> bool {
+    name.len() <= 128 && mcp_guard_core::config::is_name_safe(name)
+}

@@ -1,0 +1,339 @@
+//! [`GuardHandler`]: rmcp's `ServerHandler` in front of a tower stack over [`McpRequest`].
+//!
+//! Not rmcp's `TowerHandler`: that one drops the request context (cancellation, the
+//! client peer, `_meta`, HTTP parts), ignores notifications and cannot be served over
+//! HTTP. This adapter keeps all of it and implements `ServerHandler`, so rmcp's own
+//! protocol rules (version negotiation, 2026-07-28 metadata checks, cache hints) still
+//! apply in front of the stack.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use mcp_guard_core::{CallContext, ClientInfo, Principal, SessionId};
+use rmcp::model::{
+    CallToolRequest, CallToolRequestParams, CallToolResponse, ClientRequest, CompleteRequest, CompleteRequestParams,
+    CompleteResult, GetPromptRequest, GetPromptRequestParams, GetPromptResponse, Implementation, InitializeResult,
+    ListPromptsRequest, ListPromptsResult, ListResourceTemplatesRequest, ListResourceTemplatesResult,
+    ListResourcesRequest, ListResourcesResult, ListToolsRequest, ListToolsResult, PaginatedRequestParams,
+    ReadResourceRequest, ReadResourceRequestParams, ReadResourceResponse, ServerResult,
+    SubscriptionFilter, Tool,
+};
+use rmcp::service::{NotificationContext, RequestContext, RoleServer, SubscriptionContext};
+use rmcp::{ErrorData, ServerHandler};
+use tower::ServiceExt as _;
+use tower::util::BoxCloneSyncService;
+
+use crate::error::GuardError;
+use crate::federation::EndpointRuntime;
+use crate::request::{Downstream, McpRequest};
+
+/// The type-erased guard stack a [`GuardHandler`] drives.
+pub type GuardService = BoxCloneSyncService<McpRequest, ServerResult, GuardError>;
+
+/// Serves one endpoint: rmcp's server side in front of a guard stack.
+///
+/// Cheap to clone (one `Arc`): rmcp builds one per session, and one per request for
+/// stateless 2026-07-28 clients over HTTP.
+#[derive(Clone)]
+pub struct GuardHandler {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    endpoint: Arc<EndpointRuntime>,
+    service: GuardService,
+    principal: Option<Arc<Principal>>,
+    page_size: usize,
+}
+
+impl std::fmt::Debug for GuardHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuardHandler")
+            .field("endpoint", &self.inner.endpoint.name())
+            .field("page_size", &self.inner.page_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Default number of items per list page.
+pub const DEFAULT_PAGE_SIZE: usize = 200;
+
+impl GuardHandler {
+    /// A handler for `endpoint` driving `service`. Requests must carry an authenticated
+    /// [`Principal`] in their HTTP request extensions (put there by the HTTP edge),
+    /// unless [`GuardHandler::with_principal`] fixes one.
+    pub fn new(endpoint: Arc<EndpointRuntime>, service: GuardService) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                endpoint,
+                service,
+                principal: None,
+                page_size: DEFAULT_PAGE_SIZE,
+            }),
+        }
+    }
+
+    /// Every request is made by `principal` (the stdio front door: the process that
+    /// launched the gateway is the caller).
+    #[must_use]
+    pub fn with_principal(self, principal: Arc<Principal>) -> Self {
+        self.map(|i| i.principal = Some(principal))
+    }
+
+    /// Items per list page.
+    #[must_use]
+    pub fn page_size(self, n: usize) -> Self {
+        self.map(|i| i.page_size = n.max(1))
+    }
+
+    fn map(self, f: impl FnOnce(&mut Inner)) -> Self {
+        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|arc| Inner {
+            endpoint: arc.endpoint.clone(),
+            service: arc.service.clone(),
+            principal: arc.principal.clone(),
+            page_size: arc.page_size,
+        });
+        f(&mut inner);
+        Self { inner: Arc::new(inner) }
+    }
+
+    fn principal(&self, ctx: &RequestContext<RoleServer>) -> Option<Arc<Principal>> {
+        let from_http = ctx
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|p| p.extensions.get::<Arc<Principal>>().cloned());
+        from_http.or_else(|| self.inner.principal.clone())
+    }
+
+    async fn dispatch(&self, request: ClientRequest, ctx: RequestContext<RoleServer>) -> Result<ServerResult, ErrorData> {
+        let Some(principal) = self.principal(&ctx) else {
+            return Err(GuardError::Unauthenticated.into());
+        };
+        let endpoint = &self.inner.endpoint;
+        let catalog = endpoint.snapshot();
+        let parts = ctx.extensions.get::<http::request::Parts>();
+        let session = parts.and_then(|p| {
+            p.extensions.get::<SessionId>().cloned().or_else(|| {
+                p.headers
+                    .get("mcp-session-id")
+                    .and_then(|v| v.to_str().ok())
+                    .map(|s| SessionId(s.into()))
+            })
+        });
+        let mut context = CallContext::new(principal, endpoint.name());
+        context.session = session;
+        context.protocol_version = ctx.protocol_version().map(|v| v.as_str().to_owned());
+        context.request_id = Some(ctx.id.to_string());
+        context.client = ctx.client_info().map(|c| ClientInfo::new(c.name, c.version));
+        context.trace_id = ctx.meta.get_traceparent().and_then(|t| t.split('-').nth(1)).map(str::to_owned);
+        let (target, requested_name) = catalog.resolve_request(&request);
+        let request = McpRequest {
+            request,
+            meta: ctx.meta.clone(),
+            context,
+            target,
+            requested_name,
+            catalog,
+            cancel: ctx.ct.clone(),
+            downstream: Some(Downstream {
+                progress_token: ctx.meta.get_progress_token(),
+                peer: ctx.peer.clone(),
+            }),
+            notes: Arc::default(),
+        };
+        self.inner.service.clone().oneshot(request).await.map_err(ErrorData::from)
+    }
+
+    fn page<T>(&self, items: Vec<T>, params: Option<&PaginatedRequestParams>) -> Result<(Vec<T>, Option<String>), ErrorData> {
+        let offset = match params.and_then(|p| p.cursor.as_deref()) {
+            None => 0,
+            Some(c) => decode_cursor(c).ok_or_else(|| ErrorData::invalid_params("invalid cursor", None))?,
+        };
+        if offset > items.len() {
+            return Err(ErrorData::invalid_params("invalid cursor", None));
+        }
+        let end = offset.saturating_add(self.inner.page_size).min(items.len());
+        let next = (end < items.len()).then(|| encode_cursor(end));
+        Ok((items.into_iter().skip(offset).take(end - offset).collect(), next))
+    }
+}
+
+const CURSOR_PREFIX: &str = "mcpg1:";
+
+fn encode_cursor(offset: usize) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{CURSOR_PREFIX}{offset}"))
+}
+
+fn decode_cursor(c: &str) -> Option<usize> {
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).ok()?;
+    std::str::from_utf8(&raw).ok()?.strip_prefix(CURSOR_PREFIX)?.parse().ok()
+}
+
+fn unexpected() -> ErrorData {
+    GuardError::Internal("stack returned a result of the wrong kind".into()).into()
+}
+
+impl ServerHandler for GuardHandler {
+    fn get_info(&self) -> InitializeResult {
+        let snap = self.inner.endpoint.snapshot();
+        let mut info = InitializeResult::new(snap.capabilities().clone())
+            .with_server_info(Implementation::new("mcp-guard", env!("CARGO_PKG_VERSION")));
+        if let Some(d) = self.inner.endpoint.description() {
+            info = info.with_instructions(d);
+        }
+        info
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.inner.endpoint.snapshot().tools().iter().find(|t| t.name == name).cloned()
+    }
+
+    async fn list_tools(&self, params: Option<PaginatedRequestParams>, ctx: RequestContext<RoleServer>) -> Result<ListToolsResult, ErrorData> {
+        match self.dispatch(ClientRequest::ListToolsRequest(ListToolsRequest::default()), ctx).await? {
+            ServerResult::ListToolsResult(r) => {
+                let (items, next) = self.page(r.tools, params.as_ref())?;
+                let mut out = ListToolsResult::with_all_items(items);
+                out.next_cursor = next;
+                Ok(out)
+            }
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn call_tool(&self, params: CallToolRequestParams, ctx: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
+        match self.dispatch(ClientRequest::CallToolRequest(CallToolRequest::new(params)), ctx).await? {
+            ServerResult::CallToolResult(r) => Ok(CallToolResponse::Complete(r)),
+            ServerResult::InputRequiredResult(r) => Ok(CallToolResponse::InputRequired(r)),
+            ServerResult::CreateTaskResult(r) => Ok(CallToolResponse::Task(r)),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn list_prompts(&self, params: Option<PaginatedRequestParams>, ctx: RequestContext<RoleServer>) -> Result<ListPromptsResult, ErrorData> {
+        match self.dispatch(ClientRequest::ListPromptsRequest(ListPromptsRequest::default()), ctx).await? {
+            ServerResult::ListPromptsResult(r) => {
+                let (items, next) = self.page(r.prompts, params.as_ref())?;
+                let mut out = ListPromptsResult::with_all_items(items);
+                out.next_cursor = next;
+                Ok(out)
+            }
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn get_prompt(&self, params: GetPromptRequestParams, ctx: RequestContext<RoleServer>) -> Result<GetPromptResponse, ErrorData> {
+        match self.dispatch(ClientRequest::GetPromptRequest(GetPromptRequest::new(params)), ctx).await? {
+            ServerResult::GetPromptResult(r) => Ok(GetPromptResponse::Complete(r)),
+            ServerResult::InputRequiredResult(r) => Ok(GetPromptResponse::InputRequired(r)),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn list_resources(&self, params: Option<PaginatedRequestParams>, ctx: RequestContext<RoleServer>) -> Result<ListResourcesResult, ErrorData> {
+        match self.dispatch(ClientRequest::ListResourcesRequest(ListResourcesRequest::default()), ctx).await? {
+            ServerResult::ListResourcesResult(r) => {
+                let (items, next) = self.page(r.resources, params.as_ref())?;
+                let mut out = ListResourcesResult::with_all_items(items);
+                out.next_cursor = next;
+                Ok(out)
+            }
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn list_resource_templates(
+        &self,
+        params: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        let req = ClientRequest::ListResourceTemplatesRequest(ListResourceTemplatesRequest::default());
+        match self.dispatch(req, ctx).await? {
+            ServerResult::ListResourceTemplatesResult(r) => {
+                let (items, next) = self.page(r.resource_templates, params.as_ref())?;
+                let mut out = ListResourceTemplatesResult::with_all_items(items);
+                out.next_cursor = next;
+                Ok(out)
+            }
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn read_resource(&self, params: ReadResourceRequestParams, ctx: RequestContext<RoleServer>) -> Result<ReadResourceResponse, ErrorData> {
+        match self.dispatch(ClientRequest::ReadResourceRequest(ReadResourceRequest::new(params)), ctx).await? {
+            ServerResult::ReadResourceResult(r) => Ok(ReadResourceResponse::Complete(r)),
+            ServerResult::InputRequiredResult(r) => Ok(ReadResourceResponse::InputRequired(r)),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn complete(&self, params: CompleteRequestParams, ctx: RequestContext<RoleServer>) -> Result<CompleteResult, ErrorData> {
+        match self.dispatch(ClientRequest::CompleteRequest(CompleteRequest::new(params)), ctx).await? {
+            ServerResult::CompleteResult(r) => Ok(r),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn on_initialized(&self, ctx: NotificationContext<RoleServer>) {
+        self.inner.endpoint.register_peer(ctx.peer);
+    }
+
+    fn accepted_subscription_filter(&self, _requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {
+        Some(
+            SubscriptionFilter::builder()
+                .tools_list_changed()
+                .prompts_list_changed()
+                .resources_list_changed()
+                .build(),
+        )
+    }
+
+    async fn listen(&self, ctx: SubscriptionContext) -> Result<(), ErrorData> {
+        let mut changes = self.inner.endpoint.changes();
+        let accepted = ctx.accepted().clone();
+        loop {
+            tokio::select! {
+                () = ctx.cancelled() => return Ok(()),
+                change = changes.recv() => {
+                    let change = match change {
+                        Ok(c) => c,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => crate::federation::ListChanged { tools: true, prompts: true, resources: true },
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+                    };
+                    let sink = ctx.sink();
+                    let sent = async {
+                        if change.tools && accepted.tools_list_changed == Some(true) {
+                            sink.notify_tool_list_changed().await?;
+                        }
+                        if change.prompts && accepted.prompts_list_changed == Some(true) {
+                            sink.notify_prompt_list_changed().await?;
+                        }
+                        if change.resources && accepted.resources_list_changed == Some(true) {
+                            sink.notify_resource_list_changed().await?;
+                        }
+                        Ok::<(), rmcp::service::SubscriptionSendError>(())
+                    }.await;
+                    if sent.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    fn supported_protocol_versions(&self) -> Cow<'static, [rmcp::model::ProtocolVersion]> {
+        Cow::Borrowed(rmcp::model::ProtocolVersion::KNOWN_VERSIONS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        assert_eq!(decode_cursor(&encode_cursor(400)), Some(400));
+        assert_eq!(decode_cursor("not base64!"), None);
+        assert_eq!(decode_cursor(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("x:1")), None);
+    }
+}

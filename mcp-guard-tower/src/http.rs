@@ -1,0 +1,297 @@
+//! The HTTP front door: client authentication and transport hygiene around one
+//! streamable-HTTP MCP service per endpoint, at `/mcp/{endpoint}`.
+//!
+//! In order, for every request:
+//! 1. a token in the query string is refused (400), before anything else;
+//! 2. the client authenticates ([`Authenticate`]); a failure answers 401 with
+//!    `WWW-Authenticate: Bearer`; the [`Principal`] goes into the request extensions,
+//!    where [`GuardHandler`](crate::GuardHandler) finds it;
+//! 3. rmcp's streamable-HTTP service checks `Host` (DNS rebinding) and `Origin` against
+//!    allow-lists (403), the body size (413), the protocol headers, and that
+//!    `Mcp-Method`/`Mcp-Name` agree with the body (400, -32020), before the handler
+//!    reads anything.
+//!
+//! Legacy clients get sessions (`Mcp-Session-Id`, bound to the principal that opened
+//! them: another principal presenting the id gets 404); 2026-07-28 clients are served
+//! statelessly.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{HeaderValue, StatusCode, header};
+use mcp_guard_core::Principal;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::federation::Gateway;
+use crate::handler::{GuardHandler, GuardService};
+
+/// Why a client could not be authenticated. The reason is for logs, not the client.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// No credential was presented.
+    #[error("no credential presented")]
+    Missing,
+    /// The credential is not valid.
+    #[error("invalid credential")]
+    Invalid,
+}
+
+/// Turns an HTTP request into an authenticated [`Principal`].
+#[async_trait]
+pub trait Authenticate: Send + Sync {
+    /// Authenticates the request.
+    ///
+    /// # Errors
+    /// [`AuthError`] when the client is not authenticated; it gets a 401.
+    async fn authenticate(&self, parts: &http::request::Parts) -> Result<Principal, AuthError>;
+}
+
+/// Static bearer tokens, stored as SHA-256 digests and compared in constant time.
+#[derive(Default)]
+pub struct StaticTokens {
+    tokens: Vec<([u8; 32], Principal)>,
+}
+
+impl std::fmt::Debug for StaticTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticTokens").field("count", &self.tokens.len()).finish_non_exhaustive()
+    }
+}
+
+impl StaticTokens {
+    /// No tokens (every request is refused).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Accepts `token` for `principal`. Only its digest is kept.
+    #[must_use]
+    pub fn with_token(mut self, token: &secrecy::SecretString, principal: Principal) -> Self {
+        #[expect(clippy::disallowed_methods, reason = "hashing an inbound API token; only the digest is kept")]
+        let digest = Sha256::digest(secrecy::ExposeSecret::expose_secret(token).as_bytes());
+        self.tokens.push((digest.into(), principal));
+        self
+    }
+}
+
+fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn bearer(parts: &http::request::Parts) -> Option<&str> {
+    let v = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+#[async_trait]
+impl Authenticate for StaticTokens {
+    async fn authenticate(&self, parts: &http::request::Parts) -> Result<Principal, AuthError> {
+        let token = bearer(parts).ok_or(AuthError::Missing)?;
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let mut found = None;
+        for (d, p) in &self.tokens {
+            if ct_eq(d, &digest) && found.is_none() {
+                found = Some(p.clone());
+            }
+        }
+        found.ok_or(AuthError::Invalid)
+    }
+}
+
+/// Authentication opt-outs. Everything here weakens the gateway.
+pub mod dangerous {
+    use super::{AuthError, Authenticate, Principal, async_trait};
+
+    /// DANGEROUS: every request is made by one principal, with no credential checked.
+    /// For a demo on loopback, never for a shared deployment.
+    #[derive(Debug, Clone)]
+    pub struct Anonymous(pub Principal);
+
+    #[async_trait]
+    impl Authenticate for Anonymous {
+        async fn authenticate(&self, _: &http::request::Parts) -> Result<Principal, AuthError> {
+            Ok(self.0.clone())
+        }
+    }
+}
+
+/// Settings of the HTTP front door.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HttpOptions {
+    /// Allowed `Host` values (DNS-rebinding defence); loopback names by default.
+    pub allowed_hosts: Vec<String>,
+    /// Allowed browser origins; any other present `Origin` gets 403 (also when empty).
+    pub allowed_origins: Vec<String>,
+    /// Largest body accepted (413 above).
+    pub max_body_bytes: usize,
+    /// Items per list page.
+    pub page_size: usize,
+    /// SSE keep-alive interval.
+    pub sse_keep_alive: Option<Duration>,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            allowed_origins: Vec::new(),
+            max_body_bytes: 4 * 1024 * 1024,
+            page_size: crate::handler::DEFAULT_PAGE_SIZE,
+            sse_keep_alive: Some(Duration::from_secs(15)),
+        }
+    }
+}
+
+/// Builds the axum router of the HTTP front door.
+pub struct HttpEdge {
+    gateway: Gateway,
+    service: GuardService,
+    auth: Arc<dyn Authenticate>,
+    options: HttpOptions,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for HttpEdge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpEdge").field("options", &self.options).finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone)]
+struct EdgeState {
+    auth: Arc<dyn Authenticate>,
+    /// Legacy session id → principal id that opened it.
+    sessions: Arc<Mutex<HashMap<String, String>>>,
+}
+
+impl HttpEdge {
+    /// Serves every endpoint of `gateway` through `service`, authenticating with `auth`.
+    pub fn new(gateway: Gateway, service: GuardService, auth: Arc<dyn Authenticate>) -> Self {
+        Self {
+            gateway,
+            service,
+            auth,
+            options: HttpOptions::default(),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// Sets the options.
+    #[must_use]
+    pub fn options(mut self, options: HttpOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Cancelling this token closes every session and stream.
+    #[must_use]
+    pub fn shutdown_token(mut self, token: CancellationToken) -> Self {
+        self.shutdown = token;
+        self
+    }
+
+    /// The router: `/mcp/{endpoint}` for each endpoint, `/healthz`.
+    pub fn router(self) -> axum::Router {
+        let mut router = axum::Router::new().route("/healthz", get(|| async { "ok" }));
+        for name in self.gateway.endpoint_names() {
+            let Some(endpoint) = self.gateway.endpoint(name) else { continue };
+            let handler = GuardHandler::new(endpoint, self.service.clone()).page_size(self.options.page_size);
+            let mut config = StreamableHttpServerConfig::default()
+                .with_allowed_hosts(self.options.allowed_hosts.clone())
+                .with_allowed_origins(self.options.allowed_origins.clone())
+                .enforce_origin_validation()
+                .with_max_request_body_bytes(self.options.max_body_bytes);
+            config.sse_keep_alive = self.options.sse_keep_alive;
+            config.cancellation_token = self.shutdown.child_token();
+            let service = StreamableHttpService::new(
+                move || Ok(handler.clone()),
+                Arc::new(LocalSessionManager::default()),
+                config,
+            );
+            router = router.nest_service(&format!("/mcp/{name}"), service);
+        }
+        let state = EdgeState {
+            auth: self.auth,
+            sessions: Arc::default(),
+        };
+        router
+            .fallback(|| async { (StatusCode::NOT_FOUND, "no such endpoint\n") })
+            .layer(middleware::from_fn_with_state(state, edge))
+    }
+}
+
+fn plain(status: StatusCode, body: &'static str) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+fn query_carries_token(uri: &http::Uri) -> bool {
+    uri.query().is_some_and(|q| {
+        q.split('&').any(|kv| {
+            let k = kv.split('=').next().unwrap_or_default().to_ascii_lowercase();
+            matches!(k.as_str(), "access_token" | "token" | "api_key" | "apikey" | "auth" | "authorization")
+        })
+    })
+}
+
+async fn edge(State(state): State<EdgeState>, request: Request, next: Next) -> Response {
+    if !request.uri().path().starts_with("/mcp/") {
+        return next.run(request).await;
+    }
+    if query_carries_token(request.uri()) {
+        return plain(StatusCode::BAD_REQUEST, "credentials are not accepted in the query string\n");
+    }
+    let (mut parts, body) = request.into_parts();
+    let principal = match state.auth.authenticate(&parts).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::info!(reason = %e, path = %parts.uri.path(), "client authentication failed");
+            let mut r = plain(StatusCode::UNAUTHORIZED, "authentication required\n");
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
+    };
+    // A legacy session belongs to the principal that opened it.
+    let presented = parts
+        .headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if let Some(id) = &presented {
+        let owner = state.sessions.lock().unwrap_or_else(PoisonError::into_inner).get(id).cloned();
+        if owner.is_some_and(|o| o != principal.id()) {
+            return plain(StatusCode::NOT_FOUND, "session not found\n");
+        }
+    }
+    let principal_id = principal.id().to_owned();
+    parts.extensions.insert(Arc::new(principal));
+    let response = next.run(Request::from_parts(parts, body)).await;
+    if presented.is_none()
+        && let Some(id) = response.headers().get("mcp-session-id").and_then(|v| v.to_str().ok())
+    {
+        state
+            .sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.to_owned(), principal_id);
+    }
+    response
+}
+
+/// Empty body helper for tests.
+#[doc(hidden)]
+pub fn empty_body() -> Body {
+    Body::empty()
+}

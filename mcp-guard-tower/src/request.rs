@@ -1,0 +1,118 @@
+//! [`McpRequest`]: the one request type every layer sees.
+
+use std::fmt;
+use std::sync::Arc;
+
+use mcp_guard_core::{Action, CallContext, Operation, Target, TargetKind};
+use rmcp::model::{ClientRequest, ProgressToken, RequestMetaObject};
+use rmcp::service::{Peer, RoleServer};
+use tokio_util::sync::CancellationToken;
+
+use crate::federation::Snapshot;
+
+/// One MCP request on its way through the guard stack.
+///
+/// Built by [`GuardHandler`](crate::GuardHandler) from rmcp's typed request and its
+/// context. The namespaced name has already been resolved into [`McpRequest::target`]
+/// against [`McpRequest::catalog`]; no layer parses names again.
+#[non_exhaustive]
+pub struct McpRequest {
+    /// The request as the client sent it (namespaced names; `_meta` moved to `meta`).
+    pub request: ClientRequest,
+    /// The request's `_meta` (progress token, trace context, 2026 client context).
+    pub meta: RequestMetaObject,
+    /// Who, where, which session.
+    pub context: CallContext,
+    /// What the request targets, resolved once; `None` for lists, and for names that
+    /// resolve to nothing (which every layer treats as unknown).
+    pub target: Option<Target>,
+    /// The name the client used, for calls.
+    pub requested_name: Option<Arc<str>>,
+    /// The endpoint catalogue the name was resolved against.
+    pub catalog: Arc<Snapshot>,
+    /// Cancelled when the client cancels.
+    pub cancel: CancellationToken,
+    /// The downstream client, for progress and notifications.
+    pub downstream: Option<Downstream>,
+    /// What inner layers record for outer ones (the deciding rule).
+    pub notes: Arc<RequestNotes>,
+}
+
+/// Facts an inner layer records for an outer one (for example the policy rule that
+/// allowed a call, which the audit layer writes down).
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct RequestNotes {
+    /// The rule that allowed the call.
+    pub rule: std::sync::OnceLock<Arc<str>>,
+}
+
+impl fmt::Debug for McpRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("McpRequest")
+            .field("method", &self.request.method())
+            .field("endpoint", &self.context.endpoint)
+            .field("principal", &self.context.principal.id())
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The client side of a request: where progress goes.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Downstream {
+    /// The client.
+    pub peer: Peer<RoleServer>,
+    /// The client's progress token, if it asked for progress.
+    pub progress_token: Option<ProgressToken>,
+}
+
+impl fmt::Debug for Downstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Downstream").field("progress_token", &self.progress_token).finish_non_exhaustive()
+    }
+}
+
+impl McpRequest {
+    /// A request against `catalog` (for tests and custom front doors). Resolves the
+    /// request's name, as [`GuardHandler`](crate::GuardHandler) does.
+    pub fn new(request: ClientRequest, context: CallContext, catalog: Arc<Snapshot>) -> Self {
+        let (target, requested_name) = catalog.resolve_request(&request);
+        Self {
+            request,
+            meta: RequestMetaObject::default(),
+            context,
+            target,
+            requested_name,
+            catalog,
+            cancel: CancellationToken::new(),
+            downstream: None,
+            notes: Arc::default(),
+        }
+    }
+
+    /// Whether this is a call (tools/call, prompts/get, resources/read, completion).
+    pub fn is_call(&self) -> bool {
+        self.requested_name.is_some()
+    }
+
+    /// The kind of thing this request's name refers to, if it names one.
+    pub fn target_kind(&self) -> Option<TargetKind> {
+        crate::federation::request_kind(&self.request)
+    }
+
+    /// The operation policy evaluates for a call.
+    pub fn operation(&self) -> Operation {
+        let args = match &self.request {
+            ClientRequest::CallToolRequest(r) => r.params.arguments.clone(),
+            _ => None,
+        };
+        Operation::new(
+            Action::Call,
+            self.target.clone(),
+            self.requested_name.clone().unwrap_or_else(|| Arc::from("")),
+        )
+        .with_arguments(args)
+    }
+}
