@@ -252,7 +252,10 @@ impl HttpSpec {
 }
 
 /// Installs ring as rustls's process-wide crypto provider if none is installed.
-pub(crate) fn ensure_crypto_provider() {
+///
+/// HTTP upstream connectors call it themselves; call it early if your program builds
+/// other TLS clients with the same rustls.
+pub fn ensure_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::BoxError;
 
 pub use client::UpstreamClient;
-pub use connect::{Connector, HttpConnector, HttpSpec, InProcessConnector, StdioConnector, StdioSpec};
+pub use connect::{ensure_crypto_provider, Connector, HttpConnector, HttpSpec, InProcessConnector, StdioConnector, StdioSpec};
 pub use placeholder::{Template, resolve_template};
 pub use rmcp_upstream::{RmcpUpstream, UpstreamOptions};
 

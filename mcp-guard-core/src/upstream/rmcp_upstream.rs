@@ -243,10 +243,11 @@ impl Shared {
         if conn.as_ref().is_some_and(|c| c.generation == generation) {
             *conn = None;
             drop(conn);
-            tracing::warn!(server = %self.id, generation, ?reason, "upstream connection ended");
             if self.stopped.load(Ordering::Acquire) {
+                tracing::info!(server = %self.id, generation, "upstream stopped");
                 self.set_state(UpstreamState::Stopped);
             } else {
+                tracing::warn!(server = %self.id, generation, ?reason, "upstream connection ended");
                 self.set_state(UpstreamState::Failed {
                     error: "connection closed".to_owned(),
                 });

@@ -1,0 +1,90 @@
+//! `mcp-guard demo`: a complete gateway on an embedded default, no outside service.
+//!
+//! Three bundled upstreams (this binary, spawned as stdio children), one endpoint,
+//! token authentication with a fresh random token, and one real call through the
+//! gateway to show it works.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use mcp_guard_tower::HttpEdge;
+use rand::RngCore as _;
+use rmcp::ServiceExt as _;
+use rmcp::model::CallToolRequestParams;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
+
+fn demo_config(exe: &str, port: u16) -> String {
+    let exe = toml::Value::String(exe.to_owned()).to_string();
+    let mut s = format!(
+        "[gateway]\nlisten = \"127.0.0.1:{port}\"\n\n[auth]\n[[auth.tokens]]\nprincipal = {{ id = \"demo-user\", roles = [\"demo\"] }}\ntoken = \"${{MCP_GUARD_DEMO_TOKEN}}\"\n\n"
+    );
+    for name in ["notes", "calc", "clock"] {
+        let _ = write!(s, "[servers.{name}]\ntransport = \"stdio\"\ncommand = {exe}\nargs = [\"fixture\", \"--name\", \"{name}\"]\n\n");
+    }
+    s.push_str(
+        "[endpoints.demo]\ndescription = \"Demo endpoint: three bundled servers, a few tools each\"\n\
+         [endpoints.demo.servers.notes]\ntools = [\"echo\", \"whoami\"]\nprompts = [\"*\"]\nresources = [\"*\"]\n\
+         [endpoints.demo.servers.calc]\ntools = [\"add\"]\n\
+         [endpoints.demo.servers.clock]\ntools = [\"slow\"]\n\n\
+         [[grants]]\nname = \"demo-role\"\nroles = [\"demo\"]\nnames = [\"*\"]\n",
+    );
+    s
+}
+
+#[allow(clippy::print_stdout, reason = "the demo talks to its user")]
+pub(crate) async fn run(port: u16, once: bool) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("cannot find this program's path")?;
+    let mut raw = [0u8; 24];
+    rand::rng().fill_bytes(&mut raw);
+    let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let dir = std::env::temp_dir().join(format!("mcp-guard-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, demo_config(&exe.to_string_lossy(), port))?;
+    let loaded = crate::load::load(&path)?;
+    let cfg = loaded.config;
+    let principal = crate::load::principal(&cfg.auth.tokens[0].principal);
+    let auth = mcp_guard_tower::StaticTokens::new().with_token(&SecretString::from(token.clone()), principal);
+    let built = crate::load::build(&cfg, crate::audit_sink(), crate::redactor()).await?;
+    let shutdown = CancellationToken::new();
+    let app = HttpEdge::new(built.gateway.clone(), built.service, Arc::new(auth))
+        .options(crate::http_options(&cfg))
+        .shutdown_token(shutdown.clone())
+        .router();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("cannot listen on 127.0.0.1:{port} (try --port)"))?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).into_future());
+    let url = format!("http://{addr}/mcp/demo");
+    println!("mcp-guard demo gateway running");
+    println!("  config:   {}", path.display());
+    println!("  endpoint: {url}");
+    println!("  header:   Authorization: Bearer {token}");
+    println!("  try:      npx @modelcontextprotocol/inspector --cli {url} --transport http --header \"Authorization: Bearer {token}\" --method tools/list");
+
+    let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
+    config.auth_header = Some(token);
+    let client = ().serve(StreamableHttpClientTransport::from_config(config)).await.context("demo client could not connect")?;
+    let tools = client.list_all_tools().await?;
+    println!("\ntools through the gateway: {}", tools.iter().map(|t| t.name.as_ref()).collect::<Vec<_>>().join(", "));
+    let args = serde_json::json!({"a": 2, "b": 40}).as_object().cloned();
+    let result = client.call_tool(CallToolRequestParams::new("calc__add").with_arguments(args.unwrap_or_default())).await?;
+    let answer = result.content.first().and_then(|c| c.as_text()).map(|t| t.text.clone()).unwrap_or_default();
+    println!("calc__add(2, 40) = {answer}");
+    let _ = client.cancel().await;
+    if !once {
+        println!("\nserving until Ctrl-C");
+        tokio::spawn(crate::shutdown_signal(shutdown.clone()));
+        shutdown.cancelled().await;
+    }
+    shutdown.cancel();
+    let _ = server.await;
+    built.gateway.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

@@ -1,0 +1,165 @@
+//! A small MCP server bundled in the binary: the demo's upstreams, and a fixture that
+//! tests run as a real child process (`mcp-guard fixture --name N`).
+//!
+//! Tools: `echo`, `add`, `whoami`, `env_names` (names only, never values), `slow`
+//! (progress; records cancellation), `crash` (exits mid-call), `add_tool` (adds a tool
+//! and announces `tools/list_changed`), plus any `--extra-tool` names (echo tools).
+//! One prompt (`greeting`) and one resource (`fixture://<name>/readme`).
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, GetPromptRequestParams,
+    GetPromptResponse, GetPromptResult, Implementation, InitializeResult, ListPromptsResult, ListResourcesResult,
+    ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, Prompt, PromptMessage, ReadResourceRequestParams,
+    ReadResourceResponse, ReadResourceResult, Resource, ResourceContents, Role, ServerCapabilities, Tool,
+};
+use rmcp::service::{RequestContext, RoleServer};
+use rmcp::{ErrorData, ServerHandler};
+use serde_json::json;
+
+#[derive(Clone)]
+pub(crate) struct Fixture {
+    name: Arc<str>,
+    extra: Arc<Mutex<Vec<String>>>,
+}
+
+impl Fixture {
+    pub(crate) fn new(name: &str, extra: Vec<String>) -> Self {
+        Self {
+            name: name.into(),
+            extra: Arc::new(Mutex::new(extra)),
+        }
+    }
+
+    fn tools(&self) -> Vec<Tool> {
+        let schema = |v: serde_json::Value| Arc::new(v.as_object().cloned().unwrap_or_default());
+        let text = schema(json!({"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}));
+        let mut tools = vec![
+            Tool::new("echo", "Returns the text it is given.", text.clone()),
+            Tool::new(
+                "add",
+                "Adds two numbers.",
+                schema(json!({"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}, "required": ["a", "b"]})),
+            ),
+            Tool::new("whoami", "Names this server.", schema(json!({"type": "object"}))),
+            Tool::new("env_names", "Lists the names of this process's environment variables.", schema(json!({"type": "object"}))),
+            Tool::new(
+                "slow",
+                "Reports progress for a while; records whether it was cancelled.",
+                schema(json!({"type": "object", "properties": {"steps": {"type": "integer"}, "delay_ms": {"type": "integer"}}})),
+            ),
+            Tool::new("crash", "Exits the server process in the middle of the call.", schema(json!({"type": "object"}))),
+            Tool::new(
+                "add_tool",
+                "Adds an echo tool with the given name and announces the change.",
+                schema(json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]})),
+            ),
+        ];
+        for n in self.extra.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+            tools.push(Tool::new(n.clone(), "Extra echo tool.", text.clone()));
+        }
+        tools
+    }
+}
+
+fn text(s: impl Into<String>) -> CallToolResponse {
+    CallToolResult::success(vec![ContentBlock::text(s)]).into()
+}
+
+fn arg<'a>(p: &'a CallToolRequestParams, k: &str) -> Option<&'a serde_json::Value> {
+    p.arguments.as_ref().and_then(|a| a.get(k))
+}
+
+impl ServerHandler for Fixture {
+    fn get_info(&self) -> InitializeResult {
+        InitializeResult::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .enable_prompts()
+                .enable_resources()
+                .build(),
+        )
+        .with_server_info(Implementation::new(format!("fixture-{}", self.name), "1.0.0"))
+    }
+
+    async fn list_tools(&self, _: Option<PaginatedRequestParams>, _: RequestContext<RoleServer>) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(self.tools()))
+    }
+
+    async fn call_tool(&self, p: CallToolRequestParams, ctx: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
+        match p.name.as_ref() {
+            "echo" => Ok(text(arg(&p, "text").and_then(|v| v.as_str()).unwrap_or_default())),
+            "add" => {
+                let n = |k| arg(&p, k).and_then(serde_json::Value::as_f64).unwrap_or(0.0);
+                Ok(text(format!("{}", n("a") + n("b"))))
+            }
+            "whoami" => Ok(text(self.name.to_string())),
+            "env_names" => {
+                let mut names: Vec<String> = std::env::vars_os().map(|(k, _)| k.to_string_lossy().into_owned()).collect();
+                names.sort();
+                Ok(text(names.join(",")))
+            }
+            "slow" => {
+                let steps = arg(&p, "steps").and_then(serde_json::Value::as_u64).unwrap_or(5);
+                let delay = arg(&p, "delay_ms").and_then(serde_json::Value::as_u64).unwrap_or(100);
+                let token = ctx.meta.get_progress_token();
+                for i in 0..steps {
+                    if let Some(t) = &token {
+                        let mut note = ProgressNotificationParam::new(t.clone(), f64::from(u32::try_from(i + 1).unwrap_or(u32::MAX)));
+                        note.total = Some(f64::from(u32::try_from(steps).unwrap_or(u32::MAX)));
+                        let _ = ctx.peer.notify_progress(note).await;
+                    }
+                    tokio::select! {
+                        () = ctx.ct.cancelled() => {
+                            if let Some(path) = std::env::var_os("FIXTURE_CANCEL_FILE") {
+                                let _ = std::fs::write(path, format!("cancelled at step {i}"));
+                            }
+                            return Ok(text("cancelled"));
+                        }
+                        () = tokio::time::sleep(Duration::from_millis(delay)) => {}
+                    }
+                }
+                Ok(text(format!("done after {steps} steps")))
+            }
+            "crash" => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                std::process::exit(3);
+            }
+            "add_tool" => {
+                let name = arg(&p, "name").and_then(|v| v.as_str()).unwrap_or("added").to_owned();
+                self.extra.lock().unwrap_or_else(PoisonError::into_inner).push(name.clone());
+                let _ = ctx.peer.notify_tool_list_changed().await;
+                Ok(text(format!("added {name}")))
+            }
+            other if self.extra.lock().unwrap_or_else(PoisonError::into_inner).iter().any(|n| n == other) => {
+                Ok(text(format!("{other}: {}", arg(&p, "text").and_then(|v| v.as_str()).unwrap_or_default())))
+            }
+            other => Err(ErrorData::invalid_params(format!("Unknown tool: {other}"), None)),
+        }
+    }
+
+    async fn list_prompts(&self, _: Option<PaginatedRequestParams>, _: RequestContext<RoleServer>) -> Result<ListPromptsResult, ErrorData> {
+        Ok(ListPromptsResult::with_all_items(vec![Prompt::new("greeting", Some("Greets someone."), None)]))
+    }
+
+    async fn get_prompt(&self, p: GetPromptRequestParams, _: RequestContext<RoleServer>) -> Result<GetPromptResponse, ErrorData> {
+        if p.name != "greeting" {
+            return Err(ErrorData::invalid_params(format!("Unknown prompt: {}", p.name), None));
+        }
+        Ok(GetPromptResult::new(vec![PromptMessage::new_text(Role::User, format!("Hello from {}", self.name))]).into())
+    }
+
+    async fn list_resources(&self, _: Option<PaginatedRequestParams>, _: RequestContext<RoleServer>) -> Result<ListResourcesResult, ErrorData> {
+        Ok(ListResourcesResult::with_all_items(vec![Resource::new(format!("fixture://{}/readme", self.name), "readme")]))
+    }
+
+    async fn read_resource(&self, p: ReadResourceRequestParams, _: RequestContext<RoleServer>) -> Result<ReadResourceResponse, ErrorData> {
+        if p.uri != format!("fixture://{}/readme", self.name) {
+            return Err(ErrorData::resource_not_found(format!("no resource {}", p.uri), None));
+        }
+        Ok(ReadResourceResult::new(vec![ResourceContents::text(format!("This is {}.", self.name), p.uri)]).into())
+    }
+}

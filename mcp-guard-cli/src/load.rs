@@ -1,0 +1,202 @@
+//! Reading a config file and turning it into a running gateway.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use mcp_guard_core::config::{EffectConfig, GatewayConfig, PrincipalConfig, ServerConfig};
+use mcp_guard_core::upstream::{HttpConnector, HttpSpec, StdioConnector, StdioSpec, Template, UpstreamOptions};
+use mcp_guard_core::{
+    AuditSink, CredentialStore, EnvCredentialStore, Grant, GrantPolicy, Principal, Redactor, RmcpUpstream, Upstream,
+};
+use mcp_guard_tower::{AuditLayer, EndpointSpec, EnforcePolicyLayer, Gateway, GuardService, Router, Selection};
+use tower::ServiceBuilder;
+use tower::util::BoxCloneSyncService;
+
+/// A config file, parsed and validated, with its text for error locations.
+pub(crate) struct Loaded {
+    pub(crate) config: GatewayConfig,
+    pub(crate) warnings: Vec<String>,
+}
+
+/// The 1-based line where `entry` (a dotted path such as `servers.github.url`) is
+/// defined, found by looking for its table header or key.
+fn line_of(text: &str, entry: &str) -> Option<usize> {
+    let path: Vec<&str> = entry.split(['.', '[']).collect();
+    // Longest prefix first: `[servers.github]` for `servers.github.url`, then the key.
+    for n in (1..=path.len()).rev() {
+        let prefix = path[..n].join(".");
+        for (i, line) in text.lines().enumerate() {
+            let l = line.trim();
+            if l.starts_with('[') && l.trim_matches(['[', ']']).trim() == prefix {
+                // Prefer the key line inside the table when the entry goes deeper.
+                if n < path.len() {
+                    let key = path[n];
+                    for (j, inner) in text.lines().enumerate().skip(i + 1) {
+                        let t = inner.trim();
+                        if t.starts_with('[') {
+                            break;
+                        }
+                        if t.split('=').next().is_some_and(|k| k.trim().trim_matches('"') == key) {
+                            return Some(j + 1);
+                        }
+                    }
+                }
+                return Some(i + 1);
+            }
+        }
+    }
+    None
+}
+
+pub(crate) fn load(path: &Path) -> anyhow::Result<Loaded> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let config: GatewayConfig = match toml::from_str(&text) {
+        Ok(c) => c,
+        Err(e) => {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+                .map(|l| format!("{l}:"))
+                .unwrap_or_default();
+            bail!("{}:{line} {}", path.display(), e.message());
+        }
+    };
+    let locate = |entry: &str| match line_of(&text, entry) {
+        Some(l) => format!("{}:{l}", path.display()),
+        None => path.display().to_string(),
+    };
+    match config.validate() {
+        Ok(w) => Ok(Loaded {
+            warnings: w.0.iter().map(|e| format!("{}: warning: {e}", locate(&e.entry))).collect(),
+            config,
+        }),
+        Err(errors) => {
+            let lines: Vec<String> = errors.0.iter().map(|e| format!("{}: {e}", locate(&e.entry))).collect();
+            bail!("invalid configuration:\n{}", lines.join("\n"))
+        }
+    }
+}
+
+fn templates(map: &BTreeMap<String, String>) -> anyhow::Result<BTreeMap<String, Template>> {
+    map.iter()
+        .map(|(k, v)| Ok((k.clone(), Template::parse(v).map_err(anyhow::Error::msg)?)))
+        .collect()
+}
+
+pub(crate) fn principal(p: &PrincipalConfig) -> Principal {
+    let mut out = Principal::new(p.id.clone(), p.kind).with_roles(p.roles.iter().cloned());
+    if let Some(u) = &p.on_behalf_of {
+        out = out.acting_for(u.clone());
+    }
+    out
+}
+
+/// Everything a front door needs: the gateway and the guard stack.
+pub(crate) struct Built {
+    pub(crate) gateway: Gateway,
+    pub(crate) service: GuardService,
+}
+
+pub(crate) fn upstreams(
+    config: &GatewayConfig,
+    credentials: &Arc<dyn CredentialStore>,
+    stderr_redactor: &Arc<dyn Redactor>,
+) -> anyhow::Result<Vec<(Arc<dyn Upstream>, bool)>> {
+    let mut out = Vec::new();
+    for (id, server) in &config.servers {
+        let mut options = UpstreamOptions::default();
+        options.request_timeout = Some(Duration::from_secs(server.timeout_secs().unwrap_or(config.gateway.request_timeout_secs)));
+        let upstream: Arc<dyn Upstream> = match server {
+            ServerConfig::Stdio(s) => {
+                let mut spec = StdioSpec::new(s.command.clone(), s.args.clone());
+                spec.env = templates(&s.env).with_context(|| format!("servers.{id}.env"))?;
+                spec.cwd = s.cwd.clone().map(Into::into);
+                let c = StdioConnector::new(id.as_str(), spec, credentials.clone()).redact_stderr(stderr_redactor.clone());
+                Arc::new(RmcpUpstream::new(id.as_str(), c, options))
+            }
+            ServerConfig::Http(h) => {
+                let mut spec = HttpSpec::new(h.url.clone());
+                spec.headers = templates(&h.headers).with_context(|| format!("servers.{id}.headers"))?;
+                Arc::new(RmcpUpstream::new(id.as_str(), HttpConnector::new(id.as_str(), spec, credentials.clone()), options))
+            }
+            ServerConfig::Sse(_) => bail!("servers.{id}: the sse transport is not available in this build"),
+            _ => bail!("servers.{id}: unsupported transport"),
+        };
+        out.push((upstream, server.enabled()));
+    }
+    Ok(out)
+}
+
+pub(crate) fn policy(config: &GatewayConfig) -> anyhow::Result<GrantPolicy> {
+    let mut b = GrantPolicy::builder();
+    for g in &config.grants {
+        let mut grant = match g.effect {
+            EffectConfig::Deny => Grant::deny(),
+            _ => Grant::allow(),
+        };
+        if let Some(n) = &g.name {
+            grant = grant.named(n.clone());
+        }
+        grant = grant
+            .principals(g.principals.iter().cloned())
+            .roles(g.roles.iter().cloned())
+            .endpoints(g.endpoints.iter().cloned())
+            .servers(g.servers.iter().cloned())
+            .names(g.names.iter().cloned());
+        b = b.grant(grant);
+    }
+    Ok(b.build()?)
+}
+
+pub(crate) async fn build(
+    config: &GatewayConfig,
+    audit: Arc<dyn AuditSink>,
+    redactor: Arc<dyn Redactor>,
+) -> anyhow::Result<Built> {
+    let credentials: Arc<dyn CredentialStore> = Arc::new(EnvCredentialStore::new());
+    let mut builder = Gateway::builder().separator(config.gateway.separator.clone());
+    for (upstream, enabled) in upstreams(config, &credentials, &redactor)? {
+        builder = if enabled { builder.server(upstream) } else { builder.disabled_server(upstream) };
+    }
+    for (name, ep) in &config.endpoints {
+        let mut spec = EndpointSpec::new(name.as_str());
+        if let Some(d) = &ep.description {
+            spec = spec.description(d.clone());
+        }
+        for (sid, sel) in &ep.servers {
+            let mut s = Selection::none().tools(&sel.tools)?.prompts(&sel.prompts)?.resources(&sel.resources)?;
+            if !sel.enabled {
+                s = s.disabled();
+            }
+            spec = spec.server(sid.as_str(), s);
+        }
+        builder = builder.endpoint(spec);
+    }
+    let gateway = builder.build().await?;
+    let stack = ServiceBuilder::new()
+        .layer(AuditLayer::new(audit, redactor))
+        .layer(EnforcePolicyLayer::new(policy(config)?))
+        .service(Router::new());
+    Ok(Built {
+        gateway,
+        service: BoxCloneSyncService::new(stack),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::line_of;
+
+    #[test]
+    fn finds_tables_and_keys() {
+        let text = "[gateway]\nlisten = \"x\"\n\n[servers.github]\ntransport = \"http\"\nurl = \"ftp://x\"\n\n[endpoints.eng.servers.github]\ntools = [\"[a\"]\n";
+        assert_eq!(line_of(text, "servers.github.url"), Some(6));
+        assert_eq!(line_of(text, "servers.github"), Some(4));
+        assert_eq!(line_of(text, "endpoints.eng.servers.github.tools"), Some(9));
+        assert_eq!(line_of(text, "gateway.listen"), Some(2));
+        assert_eq!(line_of(text, "nothing.here"), None);
+    }
+}
