@@ -226,7 +226,7 @@ async fn tools(config: PathBuf, endpoint: String) -> anyhow::Result<()> {
         println!("server {server}: {}{:?}", if enabled { "" } else { "disabled, " }, status.state);
     }
     for (exposed, kind, _server, _name, enabled) in ep.selection_report().await {
-        println!("[{}] {kind:<8} {exposed}", if enabled { "x" } else { " " });
+        println!("[{}] {:<8} {exposed}", if enabled { "x" } else { " " }, kind.to_string());
     }
     built.gateway.shutdown().await;
     Ok(())

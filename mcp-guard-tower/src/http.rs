@@ -173,6 +173,7 @@ impl std::fmt::Debug for HttpEdge {
 #[derive(Clone)]
 struct EdgeState {
     auth: Arc<dyn Authenticate>,
+    max_body_bytes: usize,
     /// Legacy session id → principal id that opened it.
     sessions: Arc<Mutex<HashMap<String, String>>>,
 }
@@ -225,6 +226,7 @@ impl HttpEdge {
         }
         let state = EdgeState {
             auth: self.auth,
+            max_body_bytes: self.options.max_body_bytes,
             sessions: Arc::default(),
         };
         router
@@ -277,7 +279,23 @@ async fn edge(State(state): State<EdgeState>, request: Request, next: Next) -> R
     }
     let principal_id = principal.id().to_owned();
     parts.extensions.insert(Arc::new(principal));
-    let response = next.run(Request::from_parts(parts, body)).await;
+    let is_post = parts.method == http::Method::POST;
+    let body = if is_post {
+        // Buffered once here (rmcp would buffer it anyway) to refuse batches precisely.
+        let Ok(bytes) = axum::body::to_bytes(body, state.max_body_bytes).await else {
+            return jsonrpc_error(StatusCode::PAYLOAD_TOO_LARGE, -32600, "request body too large");
+        };
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+            return jsonrpc_error(StatusCode::BAD_REQUEST, -32600, "JSON-RPC batch arrays are not supported");
+        }
+        Body::from(bytes)
+    } else {
+        body
+    };
+    let mut response = next.run(Request::from_parts(parts, body)).await;
+    if is_post {
+        response = jsonrpc_errors(response).await;
+    }
     if presented.is_none()
         && let Some(id) = response.headers().get("mcp-session-id").and_then(|v| v.to_str().ok())
     {
@@ -288,6 +306,41 @@ async fn edge(State(state): State<EdgeState>, request: Request, next: Next) -> R
             .insert(id.to_owned(), principal_id);
     }
     response
+}
+
+fn jsonrpc_error(status: StatusCode, code: i32, message: &str) -> Response {
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}});
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+/// rmcp answers a body it cannot parse with plain text; clients get a JSON-RPC error.
+async fn jsonrpc_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_text = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|ct| ct.starts_with("text/plain"));
+    if !(status == StatusCode::BAD_REQUEST || status == StatusCode::UNPROCESSABLE_ENTITY || status == StatusCode::UNSUPPORTED_MEDIA_TYPE)
+        || !is_text
+    {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let (code, prefix) = if text.contains("deserialize") || text.contains("parse") {
+        (-32700, "Parse error")
+    } else {
+        (-32600, "Invalid request")
+    };
+    let mut r = jsonrpc_error(parts.status, code, &format!("{prefix}: {}", text.trim()));
+    for (k, v) in &parts.headers {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            r.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    r
 }
 
 /// Empty body helper for tests.

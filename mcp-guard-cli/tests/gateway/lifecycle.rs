@@ -1,0 +1,108 @@
+use std::time::{Duration, Instant};
+
+use rmcp::model::{CallToolRequest, CallToolRequestParams, ClientRequest, SubscriptionFilter};
+use rmcp::service::PeerRequestOptions;
+
+use crate::support::*;
+
+fn config(cancel_file: &std::path::Path) -> String {
+    let mut c = String::from(AUTH);
+    c.push_str(&fixture("alpha", &[]));
+    c.push_str(&format!("[servers.alpha.env]\nFIXTURE_CANCEL_FILE = \"{}\"\n\n", cancel_file.display()));
+    c.push_str(&fixture("beta", &[]));
+    c.push_str("[endpoints.main.servers.alpha]\ntools = [\"*\"]\n[endpoints.main.servers.beta]\ntools = [\"echo\"]\n");
+    c
+}
+
+#[tokio::test]
+async fn list_changed_reaches_legacy_and_modern_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = GatewayProc::start(&config(&dir.path().join("c"))).await;
+    let legacy = http_client(&gw.url("main"), TOKEN, Era::Legacy).await;
+    let modern = http_client(&gw.url("main"), TOKEN, Era::Modern).await;
+    let mut sub = modern
+        .listen(SubscriptionFilter::builder().tools_list_changed().build())
+        .await
+        .expect("subscriptions/listen is accepted");
+    let added = legacy
+        .call_tool(CallToolRequestParams::new("alpha__add_tool").with_arguments(args(serde_json::json!({"name": "fresh"}))))
+        .await
+        .unwrap();
+    assert_eq!(text_of(&added), "added fresh");
+    let note = tokio::time::timeout(Duration::from_secs(10), sub.next()).await.expect("modern client notified in time");
+    assert!(matches!(note, Ok(Some(_))), "{note:?}");
+    assert!(eventually(10, async || legacy.service().seen("tools_changed")).await, "legacy client notified");
+    assert!(names(&legacy).await.contains(&"alpha__fresh".to_owned()));
+    assert!(names(&modern).await.contains(&"alpha__fresh".to_owned()));
+    let _ = legacy.cancel().await;
+    let _ = modern.cancel().await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn progress_is_forwarded_and_cancellation_reaches_the_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let cancel_file = dir.path().join("cancelled");
+    let gw = GatewayProc::start(&config(&cancel_file)).await;
+    for era in [Era::Legacy, Era::Modern] {
+        let client = http_client(&gw.url("main"), TOKEN, era).await;
+        let done = client
+            .call_tool(CallToolRequestParams::new("alpha__slow").with_arguments(args(serde_json::json!({"steps": 3, "delay_ms": 30}))))
+            .await
+            .unwrap();
+        assert_eq!(text_of(&done), "done after 3 steps");
+        assert!(eventually(5, async || client.service().count("progress") >= 3).await, "{era:?}: progress forwarded");
+
+        let _ = std::fs::remove_file(&cancel_file);
+        let params = CallToolRequestParams::new("alpha__slow").with_arguments(args(serde_json::json!({"steps": 100, "delay_ms": 50})));
+        let handle = client
+            .send_request_with_option(ClientRequest::CallToolRequest(CallToolRequest::new(params)), PeerRequestOptions::no_options())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        handle.cancel(Some("test".into())).await.unwrap();
+        assert!(eventually(5, async || cancel_file.exists()).await, "{era:?}: the upstream saw the cancellation");
+        let _ = client.cancel().await;
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn an_upstream_dying_mid_call_gives_an_error_then_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = GatewayProc::start(&config(&dir.path().join("c"))).await;
+    let client = http_client(&gw.url("main"), TOKEN, Era::Legacy).await;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let err = client.call_tool(CallToolRequestParams::new("alpha__crash")).await.unwrap_err().to_string();
+        assert!(t.elapsed() < Duration::from_secs(2), "error within 2 s, took {:?}", t.elapsed());
+        assert!(err.contains("server alpha terminated"), "{err}");
+        // The other server is unaffected.
+        let echo = client.call_tool(CallToolRequestParams::new("beta__echo").with_arguments(args(serde_json::json!({"text": "ok"})))).await.unwrap();
+        assert_eq!(text_of(&echo), "ok");
+        // The next call to alpha restarts it.
+        let ok = eventually(3, async || {
+            client
+                .call_tool(CallToolRequestParams::new("alpha__whoami"))
+                .await
+                .is_ok_and(|r| text_of(&r) == "alpha")
+        })
+        .await;
+        assert!(ok, "alpha answered again within 3 s");
+    }
+    let _ = client.cancel().await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn stdio_upstreams_get_only_an_allow_listed_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = GatewayProc::start_with_env(&config(&dir.path().join("c")), &[("GATEWAY_SECRET_CANARY", "do-not-leak")]).await;
+    let client = http_client(&gw.url("main"), TOKEN, Era::Modern).await;
+    let env = client.call_tool(CallToolRequestParams::new("alpha__env_names")).await.unwrap();
+    let mut names: Vec<String> = text_of(&env).split(',').map(str::to_owned).collect();
+    names.sort();
+    assert_eq!(names, ["FIXTURE_CANCEL_FILE", "HOME", "PATH"]);
+    let _ = client.cancel().await;
+    gw.stop().await;
+}

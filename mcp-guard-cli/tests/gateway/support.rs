@@ -1,0 +1,195 @@
+//! Helpers: a gateway process with fixture upstreams, and MCP clients for it.
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rmcp::model::{ClientCapabilities, ClientConfig, Implementation, ProgressNotificationParam, ProtocolVersion};
+use rmcp::service::{ClientLifecycleMode, NotificationContext, RoleClient, RunningService, serve_client_with_lifecycle};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::ClientHandler;
+use tokio::io::AsyncBufReadExt;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mcp-guard");
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+pub const OTHER_TOKEN: &str = "other-token-0123456789abcdef";
+
+/// A `[servers.NAME]` table running the bundled fixture.
+pub fn fixture(name: &str, extra: &[&str]) -> String {
+    let mut args = vec![format!("\"fixture\""), "\"--name\"".into(), format!("\"{name}\"")];
+    for e in extra {
+        args.push("\"--extra-tool\"".into());
+        args.push(format!("\"{e}\""));
+    }
+    format!("[servers.{name}]\ntransport = \"stdio\"\ncommand = \"{BIN}\"\nargs = [{}]\n\n", args.join(", "))
+}
+
+/// Token auth for two principals (alice: role eng; bob: role other) and a grant for eng.
+pub const AUTH: &str = "[[auth.tokens]]\nprincipal = { id = \"alice\", roles = [\"eng\"] }\ntoken = \"${GW_TEST_TOKEN}\"\n\n\
+[[auth.tokens]]\nprincipal = { id = \"bob\", roles = [\"other\"] }\ntoken = \"${GW_TEST_OTHER_TOKEN}\"\n\n\
+[[grants]]\nname = \"eng-all\"\nroles = [\"eng\"]\nnames = [\"*\"]\n\n";
+
+pub struct GatewayProc {
+    child: Option<tokio::process::Child>,
+    pub base: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl GatewayProc {
+    /// Starts `mcp-guard serve` on 127.0.0.1 with `config` and waits until it listens.
+    pub async fn start(config: &str) -> Self {
+        Self::start_with_env(config, &[]).await
+    }
+
+    pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut cmd = tokio::process::Command::new(BIN);
+        cmd.args(["serve", "--config"])
+            .arg(&path)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("GW_TEST_TOKEN", TOKEN)
+            .env("GW_TEST_OTHER_TOKEN", OTHER_TOKEN)
+            .env("MCP_GUARD_LOG", "info,rmcp=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        let base = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(rest) = line.strip_prefix("mcp-guard listening on ") {
+                    return rest.trim().to_owned();
+                }
+            }
+            panic!("gateway exited before listening");
+        })
+        .await
+        .expect("gateway did not start in 30 s");
+        // Keep draining stderr so the gateway never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self {
+            child: Some(child),
+            base,
+            dir,
+        }
+    }
+
+    pub fn url(&self, endpoint: &str) -> String {
+        format!("{}/mcp/{endpoint}", self.base)
+    }
+
+    /// Stops the gateway with SIGTERM (graceful: children are reaped) and waits.
+    pub async fn stop(mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Some(pid) = child.id() {
+                let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(15), child.wait()).await;
+        }
+    }
+}
+
+/// Records what the gateway tells the client.
+#[derive(Clone, Default)]
+pub struct Recorder {
+    pub events: Arc<Mutex<Vec<String>>>,
+}
+
+impl Recorder {
+    pub fn seen(&self, what: &str) -> bool {
+        self.events.lock().unwrap().iter().any(|e| e.starts_with(what))
+    }
+
+    pub fn count(&self, what: &str) -> usize {
+        self.events.lock().unwrap().iter().filter(|e| e.starts_with(what)).count()
+    }
+}
+
+impl ClientHandler for Recorder {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(ClientCapabilities::default(), Implementation::new("gateway-tests", "0"))
+    }
+
+    async fn on_tool_list_changed(&self, _: NotificationContext<RoleClient>) {
+        self.events.lock().unwrap().push("tools_changed".into());
+    }
+
+    async fn on_progress(&self, p: ProgressNotificationParam, _: NotificationContext<RoleClient>) {
+        self.events.lock().unwrap().push(format!("progress {}", p.progress));
+    }
+}
+
+pub type Client = RunningService<RoleClient, Recorder>;
+
+#[derive(Clone, Copy, Debug)]
+pub enum Era {
+    Legacy,
+    Modern,
+}
+
+fn lifecycle(era: Era) -> ClientLifecycleMode {
+    match era {
+        Era::Legacy => ClientLifecycleMode::Initialize,
+        Era::Modern => ClientLifecycleMode::Discover {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+        },
+    }
+}
+
+pub async fn http_client(url: &str, token: &str, era: Era) -> Client {
+    mcp_guard_core::upstream::ensure_crypto_provider();
+    let mut cfg = StreamableHttpClientTransportConfig::with_uri(url);
+    cfg.auth_header = Some(token.to_owned());
+    let transport = StreamableHttpClientTransport::from_config(cfg);
+    let rec = Recorder::default();
+    tokio::time::timeout(Duration::from_secs(20), serve_client_with_lifecycle(rec, transport, lifecycle(era)))
+        .await
+        .expect("connect timed out")
+        .expect("connect failed")
+}
+
+/// `mcp-guard serve --stdio` as a child process, with an rmcp client on its pipes.
+pub async fn stdio_client(config_path: &std::path::Path, endpoint: &str, era: Era) -> Client {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.args(["serve", "--stdio", "--endpoint", endpoint, "--config"]).arg(config_path);
+    cmd.env("MCP_GUARD_LOG", "warn");
+    let (transport, _stderr) = TokioChildProcess::builder(cmd).stderr(Stdio::null()).spawn().unwrap();
+    tokio::time::timeout(Duration::from_secs(20), serve_client_with_lifecycle(Recorder::default(), transport, lifecycle(era)))
+        .await
+        .expect("connect timed out")
+        .expect("connect failed")
+}
+
+pub fn args(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    v.as_object().cloned().unwrap()
+}
+
+pub fn text_of(r: &rmcp::model::CallToolResult) -> String {
+    r.content.iter().filter_map(|c| c.as_text()).map(|t| t.text.clone()).collect::<Vec<_>>().join("")
+}
+
+pub async fn names(client: &Client) -> Vec<String> {
+    client.list_all_tools().await.unwrap().into_iter().map(|t| t.name.to_string()).collect()
+}
+
+/// Waits until `f` holds, up to `secs` seconds.
+pub async fn eventually(secs: u64, mut f: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if f().await {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
