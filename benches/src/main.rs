@@ -1,1 +1,2 @@
+//! Placeholder binary; the benches live under `benches/`.
 fn main() {}

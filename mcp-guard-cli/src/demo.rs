@@ -23,7 +23,10 @@ fn demo_config(exe: &str, port: u16) -> String {
         "[gateway]\nlisten = \"127.0.0.1:{port}\"\n\n[auth]\n[[auth.tokens]]\nprincipal = {{ id = \"demo-user\", roles = [\"demo\"] }}\ntoken = \"${{MCP_GUARD_DEMO_TOKEN}}\"\n\n"
     );
     for name in ["notes", "calc", "clock"] {
-        let _ = write!(s, "[servers.{name}]\ntransport = \"stdio\"\ncommand = {exe}\nargs = [\"fixture\", \"--name\", \"{name}\"]\n\n");
+        let _ = write!(
+            s,
+            "[servers.{name}]\ntransport = \"stdio\"\ncommand = {exe}\nargs = [\"fixture\", \"--name\", \"{name}\"]\n\n"
+        );
     }
     s.push_str(
         "[endpoints.demo]\ndescription = \"Demo endpoint: three bundled servers, a few tools each\"\n\
@@ -40,7 +43,10 @@ pub(crate) async fn run(port: u16, once: bool) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find this program's path")?;
     let mut raw = [0u8; 24];
     rand::rng().fill_bytes(&mut raw);
-    let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let token = raw.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    });
     let dir = std::env::temp_dir().join(format!("mcp-guard-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("gateway.toml");
@@ -59,22 +65,45 @@ pub(crate) async fn run(port: u16, once: bool) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on 127.0.0.1:{port} (try --port)"))?;
     let addr = listener.local_addr()?;
-    let server = tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).into_future());
+    let server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future(),
+    );
     let url = format!("http://{addr}/mcp/demo");
     println!("mcp-guard demo gateway running");
     println!("  config:   {}", path.display());
     println!("  endpoint: {url}");
     println!("  header:   Authorization: Bearer {token}");
-    println!("  try:      npx @modelcontextprotocol/inspector --cli {url} --transport http --header \"Authorization: Bearer {token}\" --method tools/list");
+    println!(
+        "  try:      npx @modelcontextprotocol/inspector --cli {url} --transport http --header \"Authorization: Bearer {token}\" --method tools/list"
+    );
 
     let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
     config.auth_header = Some(token);
-    let client = ().serve(StreamableHttpClientTransport::from_config(config)).await.context("demo client could not connect")?;
+    let client =
+        ().serve(StreamableHttpClientTransport::from_config(config))
+            .await
+            .context("demo client could not connect")?;
     let tools = client.list_all_tools().await?;
-    println!("\ntools through the gateway: {}", tools.iter().map(|t| t.name.as_ref()).collect::<Vec<_>>().join(", "));
+    println!(
+        "\ntools through the gateway: {}",
+        tools
+            .iter()
+            .map(|t| t.name.as_ref())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let args = serde_json::json!({"a": 2, "b": 40}).as_object().cloned();
-    let result = client.call_tool(CallToolRequestParams::new("calc__add").with_arguments(args.unwrap_or_default())).await?;
-    let answer = result.content.first().and_then(|c| c.as_text()).map(|t| t.text.clone()).unwrap_or_default();
+    let result = client
+        .call_tool(CallToolRequestParams::new("calc__add").with_arguments(args.unwrap_or_default()))
+        .await?;
+    let answer = result
+        .content
+        .first()
+        .and_then(|c| c.as_text())
+        .map(|t| t.text.clone())
+        .unwrap_or_default();
     println!("calc__add(2, 40) = {answer}");
     let _ = client.cancel().await;
     if !once {

@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, GetPromptRequestParams,
-    GetPromptResponse, GetPromptResult, Implementation, InitializeResult, ListPromptsResult, ListResourcesResult,
-    ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, Prompt, PromptMessage, ReadResourceRequestParams,
-    ReadResourceResponse, ReadResourceResult, Resource, ResourceContents, Role, ServerCapabilities, Tool,
+    GetPromptResponse, GetPromptResult, Implementation, InitializeResult, ListPromptsResult,
+    ListResourcesResult, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, Prompt,
+    PromptMessage, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource,
+    ResourceContents, Role, ServerCapabilities, Tool,
 };
 use rmcp::service::{RequestContext, RoleServer};
 use rmcp::{ErrorData, ServerHandler};
@@ -35,26 +36,42 @@ impl Fixture {
 
     fn tools(&self) -> Vec<Tool> {
         let schema = |v: serde_json::Value| Arc::new(v.as_object().cloned().unwrap_or_default());
-        let text = schema(json!({"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}));
+        let text = schema(
+            json!({"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}),
+        );
         let mut tools = vec![
             Tool::new("echo", "Returns the text it is given.", text.clone()),
             Tool::new(
                 "add",
                 "Adds two numbers.",
-                schema(json!({"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}, "required": ["a", "b"]})),
+                schema(
+                    json!({"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}, "required": ["a", "b"]}),
+                ),
             ),
             Tool::new("whoami", "Names this server.", schema(json!({"type": "object"}))),
-            Tool::new("env_names", "Lists the names of this process's environment variables.", schema(json!({"type": "object"}))),
+            Tool::new(
+                "env_names",
+                "Lists the names of this process's environment variables.",
+                schema(json!({"type": "object"})),
+            ),
             Tool::new(
                 "slow",
                 "Reports progress for a while; records whether it was cancelled.",
-                schema(json!({"type": "object", "properties": {"steps": {"type": "integer"}, "delay_ms": {"type": "integer"}}})),
+                schema(
+                    json!({"type": "object", "properties": {"steps": {"type": "integer"}, "delay_ms": {"type": "integer"}}}),
+                ),
             ),
-            Tool::new("crash", "Exits the server process in the middle of the call.", schema(json!({"type": "object"}))),
+            Tool::new(
+                "crash",
+                "Exits the server process in the middle of the call.",
+                schema(json!({"type": "object"})),
+            ),
             Tool::new(
                 "add_tool",
                 "Adds an echo tool with the given name and announces the change.",
-                schema(json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]})),
+                schema(
+                    json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}),
+                ),
             ),
         ];
         for n in self.extra.lock().unwrap_or_else(PoisonError::into_inner).iter() {
@@ -85,11 +102,19 @@ impl ServerHandler for Fixture {
         .with_server_info(Implementation::new(format!("fixture-{}", self.name), "1.0.0"))
     }
 
-    async fn list_tools(&self, _: Option<PaginatedRequestParams>, _: RequestContext<RoleServer>) -> Result<ListToolsResult, ErrorData> {
+    async fn list_tools(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
         Ok(ListToolsResult::with_all_items(self.tools()))
     }
 
-    async fn call_tool(&self, p: CallToolRequestParams, ctx: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
+    async fn call_tool(
+        &self,
+        p: CallToolRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
         match p.name.as_ref() {
             "echo" => Ok(text(arg(&p, "text").and_then(|v| v.as_str()).unwrap_or_default())),
             "add" => {
@@ -98,17 +123,24 @@ impl ServerHandler for Fixture {
             }
             "whoami" => Ok(text(self.name.to_string())),
             "env_names" => {
-                let mut names: Vec<String> = std::env::vars_os().map(|(k, _)| k.to_string_lossy().into_owned()).collect();
+                let mut names: Vec<String> = std::env::vars_os()
+                    .map(|(k, _)| k.to_string_lossy().into_owned())
+                    .collect();
                 names.sort();
                 Ok(text(names.join(",")))
             }
             "slow" => {
                 let steps = arg(&p, "steps").and_then(serde_json::Value::as_u64).unwrap_or(5);
-                let delay = arg(&p, "delay_ms").and_then(serde_json::Value::as_u64).unwrap_or(100);
+                let delay = arg(&p, "delay_ms")
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(100);
                 let token = ctx.meta.get_progress_token();
                 for i in 0..steps {
                     if let Some(t) = &token {
-                        let mut note = ProgressNotificationParam::new(t.clone(), f64::from(u32::try_from(i + 1).unwrap_or(u32::MAX)));
+                        let mut note = ProgressNotificationParam::new(
+                            t.clone(),
+                            f64::from(u32::try_from(i + 1).unwrap_or(u32::MAX)),
+                        );
                         note.total = Some(f64::from(u32::try_from(steps).unwrap_or(u32::MAX)));
                         let _ = ctx.peer.notify_progress(note).await;
                     }
@@ -129,37 +161,90 @@ impl ServerHandler for Fixture {
                 std::process::exit(3);
             }
             "add_tool" => {
-                let name = arg(&p, "name").and_then(|v| v.as_str()).unwrap_or("added").to_owned();
-                self.extra.lock().unwrap_or_else(PoisonError::into_inner).push(name.clone());
+                let name = arg(&p, "name")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("added")
+                    .to_owned();
+                self.extra
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(name.clone());
                 let _ = ctx.peer.notify_tool_list_changed().await;
                 Ok(text(format!("added {name}")))
             }
-            other if self.extra.lock().unwrap_or_else(PoisonError::into_inner).iter().any(|n| n == other) => {
-                Ok(text(format!("{other}: {}", arg(&p, "text").and_then(|v| v.as_str()).unwrap_or_default())))
+            other
+                if self
+                    .extra
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .iter()
+                    .any(|n| n == other) =>
+            {
+                Ok(text(format!(
+                    "{other}: {}",
+                    arg(&p, "text").and_then(|v| v.as_str()).unwrap_or_default()
+                )))
             }
             other => Err(ErrorData::invalid_params(format!("Unknown tool: {other}"), None)),
         }
     }
 
-    async fn list_prompts(&self, _: Option<PaginatedRequestParams>, _: RequestContext<RoleServer>) -> Result<ListPromptsResult, ErrorData> {
-        Ok(ListPromptsResult::with_all_items(vec![Prompt::new("greeting", Some("Greets someone."), None)]))
+    async fn list_prompts(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        Ok(ListPromptsResult::with_all_items(vec![Prompt::new(
+            "greeting",
+            Some("Greets someone."),
+            None,
+        )]))
     }
 
-    async fn get_prompt(&self, p: GetPromptRequestParams, _: RequestContext<RoleServer>) -> Result<GetPromptResponse, ErrorData> {
+    async fn get_prompt(
+        &self,
+        p: GetPromptRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
         if p.name != "greeting" {
-            return Err(ErrorData::invalid_params(format!("Unknown prompt: {}", p.name), None));
+            return Err(ErrorData::invalid_params(
+                format!("Unknown prompt: {}", p.name),
+                None,
+            ));
         }
-        Ok(GetPromptResult::new(vec![PromptMessage::new_text(Role::User, format!("Hello from {}", self.name))]).into())
+        Ok(GetPromptResult::new(vec![PromptMessage::new_text(
+            Role::User,
+            format!("Hello from {}", self.name),
+        )])
+        .into())
     }
 
-    async fn list_resources(&self, _: Option<PaginatedRequestParams>, _: RequestContext<RoleServer>) -> Result<ListResourcesResult, ErrorData> {
-        Ok(ListResourcesResult::with_all_items(vec![Resource::new(format!("fixture://{}/readme", self.name), "readme")]))
+    async fn list_resources(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        Ok(ListResourcesResult::with_all_items(vec![Resource::new(
+            format!("fixture://{}/readme", self.name),
+            "readme",
+        )]))
     }
 
-    async fn read_resource(&self, p: ReadResourceRequestParams, _: RequestContext<RoleServer>) -> Result<ReadResourceResponse, ErrorData> {
+    async fn read_resource(
+        &self,
+        p: ReadResourceRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
         if p.uri != format!("fixture://{}/readme", self.name) {
-            return Err(ErrorData::resource_not_found(format!("no resource {}", p.uri), None));
+            return Err(ErrorData::resource_not_found(
+                format!("no resource {}", p.uri),
+                None,
+            ));
         }
-        Ok(ReadResourceResult::new(vec![ResourceContents::text(format!("This is {}.", self.name), p.uri)]).into())
+        Ok(ReadResourceResult::new(vec![ResourceContents::text(
+            format!("This is {}.", self.name),
+            p.uri,
+        )])
+        .into())
     }
 }

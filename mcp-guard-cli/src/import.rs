@@ -54,7 +54,13 @@ fn quote(s: &str) -> String {
 fn server_id(name: &str) -> String {
     let mut id: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect();
     while id.contains("--") {
         id = id.replace("--", "-");
@@ -64,16 +70,29 @@ fn server_id(name: &str) -> String {
 }
 
 fn var_name(server: &str, key: &str) -> String {
-    let clean = |s: &str| s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect::<String>();
+    let clean = |s: &str| {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect::<String>()
+    };
     format!("{}_{}", clean(server), clean(key))
 }
 
 pub(crate) fn convert(json: &str) -> anyhow::Result<(String, Vec<String>)> {
-    let parsed: ClaudeConfig = serde_json::from_str(json).context("not a Claude Desktop config (expected an object with mcpServers)")?;
+    let parsed: ClaudeConfig = serde_json::from_str(json)
+        .context("not a Claude Desktop config (expected an object with mcpServers)")?;
     if parsed.mcp_servers.is_empty() {
         bail!("the file has no mcpServers entries");
     }
-    let mut out = String::from("# Imported by `mcp-guard import claude-desktop`. Review before use.\n# No tool is exposed until listed under [endpoints.default.servers.*] (default deny).\n\n");
+    let mut out = String::from(
+        "# Imported by `mcp-guard import claude-desktop`. Review before use.\n# No tool is exposed until listed under [endpoints.default.servers.*] (default deny).\n\n",
+    );
     out.push_str("[gateway]\nlisten = \"127.0.0.1:8787\"\n\n# Clients authenticate with a token read from the environment:\n# [[auth.tokens]]\n# principal = { id = \"me\", roles = [\"user\"] }\n# token = \"${MCP_GUARD_TOKEN}\"\n\n");
     let mut vars = Vec::new();
     let mut ids = BTreeMap::new();
@@ -103,7 +122,12 @@ pub(crate) fn convert(json: &str) -> anyhow::Result<(String, Vec<String>)> {
                 }
             }
             (None, Some(url)) => {
-                let transport = if s.kind.as_deref() == Some("sse") || url.trim_end_matches('/').ends_with("/sse") { "sse" } else { "http" };
+                let transport =
+                    if s.kind.as_deref() == Some("sse") || url.trim_end_matches('/').ends_with("/sse") {
+                        "sse"
+                    } else {
+                        "http"
+                    };
                 let _ = writeln!(out, "transport = \"{transport}\"");
                 let _ = writeln!(out, "url = {}", quote(url));
                 if !s.headers.is_empty() {
@@ -121,9 +145,14 @@ pub(crate) fn convert(json: &str) -> anyhow::Result<(String, Vec<String>)> {
     }
     out.push_str("[endpoints.default]\ndescription = \"Imported servers\"\n\n");
     for id in ids.keys() {
-        let _ = writeln!(out, "[endpoints.default.servers.{id}]\ntools = []  # list tool names or globs to expose, e.g. [\"read_*\"]\n");
+        let _ = writeln!(
+            out,
+            "[endpoints.default.servers.{id}]\ntools = []  # list tool names or globs to expose, e.g. [\"read_*\"]\n"
+        );
     }
-    out.push_str("# Who may call what (default deny):\n# [[grants]]\n# principals = [\"me\"]\n# names = [\"*\"]\n");
+    out.push_str(
+        "# Who may call what (default deny):\n# [[grants]]\n# principals = [\"me\"]\n# names = [\"*\"]\n",
+    );
     Ok((out, vars))
 }
 
@@ -131,17 +160,25 @@ pub(crate) fn convert(json: &str) -> anyhow::Result<(String, Vec<String>)> {
 pub(crate) fn run(source: Source) -> anyhow::Result<()> {
     match source {
         Source::ClaudeDesktop { file, output } => {
-            let json = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let json =
+                std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let (toml, vars) = convert(&json).with_context(|| file.display().to_string())?;
             // Prove the output is a config we accept before handing it over.
-            let parsed: mcp_guard_core::config::GatewayConfig = toml::from_str(&toml).context("internal: generated config does not parse")?;
-            parsed.validate().map_err(|e| anyhow::anyhow!("internal: generated config is invalid: {e}"))?;
+            let parsed: mcp_guard_core::config::GatewayConfig =
+                toml::from_str(&toml).context("internal: generated config does not parse")?;
+            parsed
+                .validate()
+                .map_err(|e| anyhow::anyhow!("internal: generated config is invalid: {e}"))?;
             match output {
-                Some(path) => std::fs::write(&path, &toml).with_context(|| format!("cannot write {}", path.display()))?,
+                Some(path) => std::fs::write(&path, &toml)
+                    .with_context(|| format!("cannot write {}", path.display()))?,
                 None => print!("{toml}"),
             }
             if !vars.is_empty() {
-                eprintln!("Set these environment variables for the gateway (values were not copied): {}", vars.join(", "));
+                eprintln!(
+                    "Set these environment variables for the gateway (values were not copied): {}",
+                    vars.join(", ")
+                );
             }
             Ok(())
         }
@@ -160,9 +197,16 @@ mod tests {
             "old": {"type": "sse", "url": "https://example.com/sse"}
         }}"#;
         let (toml, vars) = convert(json).unwrap();
-        assert!(!toml.contains("ghp_secretvalue") && !toml.contains("abc123"), "{toml}");
+        assert!(
+            !toml.contains("ghp_secretvalue") && !toml.contains("abc123"),
+            "{toml}"
+        );
         assert!(toml.contains("[servers.github-server]"));
-        assert!(toml.contains("\"GITHUB_TOKEN\" = \"${GITHUB-SERVER_GITHUB_TOKEN}\"") || toml.contains("${GITHUB_SERVER_GITHUB_TOKEN}"), "{toml}");
+        assert!(
+            toml.contains("\"GITHUB_TOKEN\" = \"${GITHUB-SERVER_GITHUB_TOKEN}\"")
+                || toml.contains("${GITHUB_SERVER_GITHUB_TOKEN}"),
+            "{toml}"
+        );
         assert!(toml.contains("transport = \"sse\""));
         assert_eq!(vars, ["GITHUB_SERVER_GITHUB_TOKEN", "REMOTE_AUTHORIZATION"]);
         let cfg: mcp_guard_core::config::GatewayConfig = toml::from_str(&toml).unwrap();
@@ -172,7 +216,17 @@ mod tests {
     #[test]
     fn refuses_garbage() {
         assert!(convert("[]").is_err());
-        assert!(convert("{\"mcpServers\": {}}").unwrap_err().to_string().contains("no mcpServers"));
-        assert!(convert("{\"mcpServers\": {\"x\": {}}}").unwrap_err().to_string().contains("neither a command nor a url"));
+        assert!(
+            convert("{\"mcpServers\": {}}")
+                .unwrap_err()
+                .to_string()
+                .contains("no mcpServers")
+        );
+        assert!(
+            convert("{\"mcpServers\": {\"x\": {}}}")
+                .unwrap_err()
+                .to_string()
+                .contains("neither a command nor a url")
+        );
     }
 }

@@ -7,11 +7,16 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use mcp_guard_core::config::{EffectConfig, GatewayConfig, PrincipalConfig, ServerConfig};
-use mcp_guard_core::upstream::{HttpConnector, HttpSpec, StdioConnector, StdioSpec, Template, UpstreamOptions};
-use mcp_guard_core::{
-    AuditSink, CredentialStore, EnvCredentialStore, Grant, GrantPolicy, Principal, Redactor, RmcpUpstream, Upstream,
+use mcp_guard_core::upstream::{
+    HttpConnector, HttpSpec, StdioConnector, StdioSpec, Template, UpstreamOptions,
 };
-use mcp_guard_tower::{AuditLayer, EndpointSpec, EnforcePolicyLayer, Gateway, GuardService, Router, Selection};
+use mcp_guard_core::{
+    AuditSink, CredentialStore, EnvCredentialStore, Grant, GrantPolicy, Principal, Redactor, RmcpUpstream,
+    Upstream,
+};
+use mcp_guard_tower::{
+    AuditLayer, EndpointSpec, EnforcePolicyLayer, Gateway, GuardService, Router, Selection,
+};
 use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
 
@@ -39,7 +44,10 @@ fn line_of(text: &str, entry: &str) -> Option<usize> {
                         if t.starts_with('[') {
                             break;
                         }
-                        if t.split('=').next().is_some_and(|k| k.trim().trim_matches('"') == key) {
+                        if t.split('=')
+                            .next()
+                            .is_some_and(|k| k.trim().trim_matches('"') == key)
+                        {
                             return Some(j + 1);
                         }
                     }
@@ -70,11 +78,19 @@ pub(crate) fn load(path: &Path) -> anyhow::Result<Loaded> {
     };
     match config.validate() {
         Ok(w) => Ok(Loaded {
-            warnings: w.0.iter().map(|e| format!("{}: warning: {e}", locate(&e.entry))).collect(),
+            warnings: w
+                .0
+                .iter()
+                .map(|e| format!("{}: warning: {e}", locate(&e.entry)))
+                .collect(),
             config,
         }),
         Err(errors) => {
-            let lines: Vec<String> = errors.0.iter().map(|e| format!("{}: {e}", locate(&e.entry))).collect();
+            let lines: Vec<String> = errors
+                .0
+                .iter()
+                .map(|e| format!("{}: {e}", locate(&e.entry)))
+                .collect();
             bail!("invalid configuration:\n{}", lines.join("\n"))
         }
     }
@@ -108,19 +124,28 @@ pub(crate) fn upstreams(
     let mut out = Vec::new();
     for (id, server) in &config.servers {
         let mut options = UpstreamOptions::default();
-        options.request_timeout = Some(Duration::from_secs(server.timeout_secs().unwrap_or(config.gateway.request_timeout_secs)));
+        options.request_timeout = Some(Duration::from_secs(
+            server
+                .timeout_secs()
+                .unwrap_or(config.gateway.request_timeout_secs),
+        ));
         let upstream: Arc<dyn Upstream> = match server {
             ServerConfig::Stdio(s) => {
                 let mut spec = StdioSpec::new(s.command.clone(), s.args.clone());
                 spec.env = templates(&s.env).with_context(|| format!("servers.{id}.env"))?;
                 spec.cwd = s.cwd.clone().map(Into::into);
-                let c = StdioConnector::new(id.as_str(), spec, credentials.clone()).redact_stderr(stderr_redactor.clone());
+                let c = StdioConnector::new(id.as_str(), spec, credentials.clone())
+                    .redact_stderr(stderr_redactor.clone());
                 Arc::new(RmcpUpstream::new(id.as_str(), c, options))
             }
             ServerConfig::Http(h) => {
                 let mut spec = HttpSpec::new(h.url.clone());
                 spec.headers = templates(&h.headers).with_context(|| format!("servers.{id}.headers"))?;
-                Arc::new(RmcpUpstream::new(id.as_str(), HttpConnector::new(id.as_str(), spec, credentials.clone()), options))
+                Arc::new(RmcpUpstream::new(
+                    id.as_str(),
+                    HttpConnector::new(id.as_str(), spec, credentials.clone()),
+                    options,
+                ))
             }
             ServerConfig::Sse(_) => bail!("servers.{id}: the sse transport is not available in this build"),
             _ => bail!("servers.{id}: unsupported transport"),
@@ -159,7 +184,11 @@ pub(crate) async fn build(
     let credentials: Arc<dyn CredentialStore> = Arc::new(EnvCredentialStore::new());
     let mut builder = Gateway::builder().separator(config.gateway.separator.clone());
     for (upstream, enabled) in upstreams(config, &credentials, &redactor)? {
-        builder = if enabled { builder.server(upstream) } else { builder.disabled_server(upstream) };
+        builder = if enabled {
+            builder.server(upstream)
+        } else {
+            builder.disabled_server(upstream)
+        };
     }
     for (name, ep) in &config.endpoints {
         let mut spec = EndpointSpec::new(name.as_str());
@@ -167,7 +196,10 @@ pub(crate) async fn build(
             spec = spec.description(d.clone());
         }
         for (sid, sel) in &ep.servers {
-            let mut s = Selection::none().tools(&sel.tools)?.prompts(&sel.prompts)?.resources(&sel.resources)?;
+            let mut s = Selection::none()
+                .tools(&sel.tools)?
+                .prompts(&sel.prompts)?
+                .resources(&sel.resources)?;
             if !sel.enabled {
                 s = s.disabled();
             }

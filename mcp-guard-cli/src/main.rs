@@ -1,5 +1,9 @@
 //! `mcp-guard`: a federating MCP security gateway run from a config file.
-#![allow(clippy::print_stdout, clippy::print_stderr, reason = "a command-line program talks on stdout/stderr")]
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a command-line program talks on stdout/stderr"
+)]
 
 mod demo;
 mod fixture;
@@ -88,8 +92,11 @@ enum Command {
 
 fn init_tracing(stdio: bool) {
     // rmcp logs payloads at INFO/DEBUG; keep it at WARN unless asked otherwise.
-    let filter = EnvFilter::try_from_env("MCP_GUARD_LOG").unwrap_or_else(|_| EnvFilter::new("info,rmcp=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_env("MCP_GUARD_LOG").unwrap_or_else(|_| EnvFilter::new("info,rmcp=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if stdio {
         builder.with_ansi(false).init();
     } else {
@@ -123,7 +130,10 @@ fn authenticator(config: &mcp_guard_core::config::GatewayConfig) -> anyhow::Resu
             let names: Vec<&str> = tpl.names().collect();
             let value = names
                 .iter()
-                .map(|n| std::env::var(n).with_context(|| format!("auth.tokens[{i}]: environment variable {n} is not set")))
+                .map(|n| {
+                    std::env::var(n)
+                        .with_context(|| format!("auth.tokens[{i}]: environment variable {n} is not set"))
+                })
                 .collect::<anyhow::Result<Vec<_>>>()?
                 .concat();
             if value.len() < 16 {
@@ -137,13 +147,15 @@ fn authenticator(config: &mcp_guard_core::config::GatewayConfig) -> anyhow::Resu
         tracing::warn!(principal = %p.id, "auth.dangerously_allow_anonymous is set: HTTP clients are NOT authenticated");
         return Ok(Arc::new(Anonymous(load::principal(p))));
     }
-    bail!("no client authentication is configured: add [[auth.tokens]] (or, for local experiments only, auth.dangerously_allow_anonymous)")
+    bail!(
+        "no client authentication is configured: add [[auth.tokens]] (or, for local experiments only, auth.dangerously_allow_anonymous)"
+    )
 }
 
 pub(crate) fn http_options(config: &mcp_guard_core::config::GatewayConfig) -> HttpOptions {
     let mut o = HttpOptions::default();
-    o.allowed_hosts = config.gateway.allowed_hosts.clone();
-    o.allowed_origins = config.gateway.allowed_origins.clone();
+    o.allowed_hosts.clone_from(&config.gateway.allowed_hosts);
+    o.allowed_origins.clone_from(&config.gateway.allowed_origins);
     o.max_body_bytes = config.gateway.max_body_bytes;
     o.page_size = config.gateway.page_size;
     o
@@ -160,7 +172,12 @@ pub(crate) async fn shutdown_signal(token: CancellationToken) {
     token.cancel();
 }
 
-async fn serve(config: PathBuf, stdio: bool, endpoint: Option<String>, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+async fn serve(
+    config: PathBuf,
+    stdio: bool,
+    endpoint: Option<String>,
+    listen: Option<SocketAddr>,
+) -> anyhow::Result<()> {
     let loaded = load::load(&config)?;
     for w in &loaded.warnings {
         eprintln!("{w}");
@@ -168,9 +185,16 @@ async fn serve(config: PathBuf, stdio: bool, endpoint: Option<String>, listen: O
     let cfg = loaded.config;
     if stdio {
         let name = endpoint.unwrap_or_default();
-        let principal = cfg.auth.stdio_principal.as_ref().map_or_else(|| Principal::user("stdio"), load::principal);
+        let principal = cfg
+            .auth
+            .stdio_principal
+            .as_ref()
+            .map_or_else(|| Principal::user("stdio"), load::principal);
         let built = load::build(&cfg, audit_sink(), redactor()).await?;
-        let ep = built.gateway.endpoint(&name).with_context(|| format!("no endpoint named {name:?}"))?;
+        let ep = built
+            .gateway
+            .endpoint(&name)
+            .with_context(|| format!("no endpoint named {name:?}"))?;
         let handler = GuardHandler::new(ep, built.service)
             .with_principal(Arc::new(principal))
             .page_size(cfg.gateway.page_size);
@@ -190,20 +214,24 @@ async fn serve(config: PathBuf, stdio: bool, endpoint: Option<String>, listen: O
         .options(http_options(&cfg))
         .shutdown_token(token.clone())
         .router();
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     eprintln!("mcp-guard listening on http://{local}");
     for name in built.gateway.endpoint_names() {
         eprintln!("  endpoint {name}: http://{local}/mcp/{name}");
     }
     tokio::spawn(shutdown_signal(token.clone()));
-    axum::serve(listener, app).with_graceful_shutdown(token.cancelled_owned()).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(token.cancelled_owned())
+        .await?;
     built.gateway.shutdown().await;
     Ok(())
 }
 
-fn check(config: PathBuf) -> anyhow::Result<()> {
-    let loaded = load::load(&config)?;
+fn check(config: &std::path::Path) -> anyhow::Result<()> {
+    let loaded = load::load(config)?;
     for w in &loaded.warnings {
         println!("{w}");
     }
@@ -221,12 +249,23 @@ fn check(config: PathBuf) -> anyhow::Result<()> {
 async fn tools(config: PathBuf, endpoint: String) -> anyhow::Result<()> {
     let loaded = load::load(&config)?;
     let built = load::build(&loaded.config, audit_sink(), redactor()).await?;
-    let ep = built.gateway.endpoint(&endpoint).with_context(|| format!("no endpoint named {endpoint:?}"))?;
+    let ep = built
+        .gateway
+        .endpoint(&endpoint)
+        .with_context(|| format!("no endpoint named {endpoint:?}"))?;
     for (server, enabled, status) in ep.members() {
-        println!("server {server}: {}{:?}", if enabled { "" } else { "disabled, " }, status.state);
+        println!(
+            "server {server}: {}{:?}",
+            if enabled { "" } else { "disabled, " },
+            status.state
+        );
     }
     for (exposed, kind, _server, _name, enabled) in ep.selection_report().await {
-        println!("[{}] {:<8} {exposed}", if enabled { "x" } else { " " }, kind.to_string());
+        println!(
+            "[{}] {:<8} {exposed}",
+            if enabled { "x" } else { " " },
+            kind.to_string()
+        );
     }
     built.gateway.shutdown().await;
     Ok(())
@@ -234,7 +273,10 @@ async fn tools(config: PathBuf, endpoint: String) -> anyhow::Result<()> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let stdio = matches!(cli.command, Command::Serve { stdio: true, .. } | Command::Fixture { .. });
+    let stdio = matches!(
+        cli.command,
+        Command::Serve { stdio: true, .. } | Command::Fixture { .. }
+    );
     init_tracing(stdio);
     mcp_guard_core::upstream::ensure_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -246,13 +288,20 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve { config, stdio, endpoint, listen } => serve(config, stdio, endpoint, listen).await,
-            Command::Check { config } => check(config),
+            Command::Serve {
+                config,
+                stdio,
+                endpoint,
+                listen,
+            } => serve(config, stdio, endpoint, listen).await,
+            Command::Check { config } => check(&config),
             Command::Tools { config, endpoint } => tools(config, endpoint).await,
             Command::Import { source } => import::run(source),
             Command::Demo { port, once } => demo::run(port, once).await,
             Command::Fixture { name, extra_tools } => {
-                let running = fixture::Fixture::new(&name, extra_tools).serve(rmcp::transport::stdio()).await?;
+                let running = fixture::Fixture::new(&name, extra_tools)
+                    .serve(rmcp::transport::stdio())
+                    .await?;
                 let _ = running.waiting().await;
                 Ok(())
             }

@@ -229,6 +229,7 @@ impl Operation {
 /// Identifier of a gateway session (see the crate docs on sessions).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
+#[allow(clippy::exhaustive_structs, reason = "a transparent id newtype")]
 pub struct SessionId(pub Arc<str>);
 
 impl fmt::Display for SessionId {

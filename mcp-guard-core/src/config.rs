@@ -313,7 +313,9 @@ impl std::error::Error for ConfigErrors {}
 
 /// Whether `s` is a legal MCP tool name fragment: `[A-Za-z0-9_.-]+`.
 pub fn is_name_safe(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// Non-fatal findings of [`GatewayConfig::validate`].
@@ -326,44 +328,82 @@ impl GatewayConfig {
     ///
     /// # Errors
     /// Every problem found, each naming its entry.
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one linear list of checks reads best in one place"
+    )]
     pub fn validate(&self) -> Result<Warnings, ConfigErrors> {
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
-        let err = |errors: &mut Vec<ConfigError>, entry: String, message: String| errors.push(ConfigError { entry, message });
+        let err = |errors: &mut Vec<ConfigError>, entry: String, message: String| {
+            errors.push(ConfigError { entry, message })
+        };
         let sep = &self.gateway.separator;
         if !is_name_safe(sep) {
-            err(&mut errors, "gateway.separator".into(), format!("{sep:?} must be non-empty and use only [A-Za-z0-9_.-]"));
+            err(
+                &mut errors,
+                "gateway.separator".into(),
+                format!("{sep:?} must be non-empty and use only [A-Za-z0-9_.-]"),
+            );
         }
         if self.gateway.page_size == 0 {
-            err(&mut errors, "gateway.page_size".into(), "must be at least 1".into());
+            err(
+                &mut errors,
+                "gateway.page_size".into(),
+                "must be at least 1".into(),
+            );
         }
         if self.gateway.max_body_bytes < 1024 {
-            err(&mut errors, "gateway.max_body_bytes".into(), "must be at least 1024".into());
+            err(
+                &mut errors,
+                "gateway.max_body_bytes".into(),
+                "must be at least 1024".into(),
+            );
         }
         if self.gateway.listen.parse::<std::net::SocketAddr>().is_err() {
-            err(&mut errors, "gateway.listen".into(), format!("{:?} is not a socket address like 127.0.0.1:8787", self.gateway.listen));
+            err(
+                &mut errors,
+                "gateway.listen".into(),
+                format!(
+                    "{:?} is not a socket address like 127.0.0.1:8787",
+                    self.gateway.listen
+                ),
+            );
         }
         for (id, server) in &self.servers {
             let entry = format!("servers.{id}");
             if !is_name_safe(id) {
-                err(&mut errors, entry.clone(), "server ids use only [A-Za-z0-9_.-]".into());
+                err(
+                    &mut errors,
+                    entry.clone(),
+                    "server ids use only [A-Za-z0-9_.-]".into(),
+                );
             } else if !sep.is_empty() && id.contains(sep.as_str()) {
-                err(&mut errors, entry.clone(), format!("server id contains the separator {sep:?}, which would make names ambiguous"));
+                err(
+                    &mut errors,
+                    entry.clone(),
+                    format!("server id contains the separator {sep:?}, which would make names ambiguous"),
+                );
             }
-            let check_templates = |kind: &str, map: &BTreeMap<String, String>, errs: &mut Vec<ConfigError>| {
-                for (k, v) in map {
-                    if let Err(m) = Template::parse(v) {
-                        errs.push(ConfigError {
-                            entry: format!("{entry}.{kind}.{k}"),
-                            message: m,
-                        });
+            let check_templates =
+                |kind: &str, map: &BTreeMap<String, String>, errs: &mut Vec<ConfigError>| {
+                    for (k, v) in map {
+                        if let Err(m) = Template::parse(v) {
+                            errs.push(ConfigError {
+                                entry: format!("{entry}.{kind}.{k}"),
+                                message: m,
+                            });
+                        }
                     }
-                }
-            };
+                };
             match server {
                 ServerConfig::Stdio(s) => {
                     if s.command.trim().is_empty() {
-                        err(&mut errors, format!("{entry}.command"), "must not be empty".into());
+                        err(
+                            &mut errors,
+                            format!("{entry}.command"),
+                            "must not be empty".into(),
+                        );
                     }
                     check_templates("env", &s.env, &mut errors);
                 }
@@ -376,12 +416,14 @@ impl GatewayConfig {
                     } else if h.url.contains("${") {
                         errors.push(ConfigError {
                             entry: format!("{entry}.url"),
-                            message: "placeholders are not allowed in URLs; put credentials in headers".into(),
+                            message: "placeholders are not allowed in URLs; put credentials in headers"
+                                .into(),
                         });
                     }
                     check_templates("headers", &h.headers, &mut errors);
                     for (k, v) in &h.headers {
-                        let sensitive = ["authorization", "cookie", "x-api-key", "api-key"].contains(&k.to_ascii_lowercase().as_str());
+                        let sensitive = ["authorization", "cookie", "x-api-key", "api-key"]
+                            .contains(&k.to_ascii_lowercase().as_str());
                         if sensitive && !v.contains("${") {
                             warnings.push(ConfigError {
                                 entry: format!("{entry}.headers.{k}"),
@@ -414,7 +456,11 @@ impl GatewayConfig {
                         message: format!("unknown server {sid:?} (not under [servers])"),
                     });
                 }
-                for (kind, globs) in [("tools", &sel.tools), ("prompts", &sel.prompts), ("resources", &sel.resources)] {
+                for (kind, globs) in [
+                    ("tools", &sel.tools),
+                    ("prompts", &sel.prompts),
+                    ("resources", &sel.resources),
+                ] {
                     for g in globs {
                         if let Err(e) = Pattern::new(g) {
                             errors.push(ConfigError {
@@ -433,7 +479,10 @@ impl GatewayConfig {
             }
         }
         for (i, g) in self.grants.iter().enumerate() {
-            let entry = format!("grants[{i}]{}", g.name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default());
+            let entry = format!(
+                "grants[{i}]{}",
+                g.name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
+            );
             for globs in [&g.principals, &g.endpoints, &g.servers, &g.names] {
                 for p in globs {
                     if let Err(e) = Pattern::new(p) {
@@ -511,18 +560,29 @@ mod tests {
     fn separator_in_server_id_is_rejected() {
         let cfg = parse(serde_json::json!({"servers": {"a__b": {"transport": "stdio", "command": "x"}}}));
         let errs = cfg.validate().unwrap_err().to_string();
-        assert!(errs.contains("servers.a__b: server id contains the separator"), "{errs}");
+        assert!(
+            errs.contains("servers.a__b: server id contains the separator"),
+            "{errs}"
+        );
     }
 
     #[test]
     fn unknown_fields_are_refused() {
-        let r: Result<GatewayConfig, _> = serde_json::from_value(serde_json::json!({"servers": {"a": {"transport": "stdio", "command": "x", "comand": "y"}}}));
+        let r: Result<GatewayConfig, _> = serde_json::from_value(
+            serde_json::json!({"servers": {"a": {"transport": "stdio", "command": "x", "comand": "y"}}}),
+        );
         assert!(r.unwrap_err().to_string().contains("comand"));
     }
 
     #[test]
     fn inline_token_is_refused() {
-        let cfg = parse(serde_json::json!({"auth": {"tokens": [{"principal": {"id": "a"}, "token": "abc"}]}}));
-        assert!(cfg.validate().unwrap_err().to_string().contains("auth.tokens[0]: tokens must be given as a ${NAME} placeholder"));
+        let cfg =
+            parse(serde_json::json!({"auth": {"tokens": [{"principal": {"id": "a"}, "token": "abc"}]}}));
+        assert!(
+            cfg.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("auth.tokens[0]: tokens must be given as a ${NAME} placeholder")
+        );
     }
 }

@@ -46,7 +46,9 @@ pub use rmcp;
 #[doc(inline)]
 pub use audit::{AuditError, AuditEvent, AuditSink, FanOut, MemoryAuditSink, Outcome, TracingAuditSink};
 #[doc(inline)]
-pub use call::{Action, CallContext, ClientInfo, Operation, Principal, PrincipalKind, SessionId, Target, TargetKind};
+pub use call::{
+    Action, CallContext, ClientInfo, Operation, Principal, PrincipalKind, SessionId, Target, TargetKind,
+};
 #[doc(inline)]
 pub use credential::{
     Credential, CredentialError, CredentialKey, CredentialMode, CredentialStore, EnvCredentialStore,

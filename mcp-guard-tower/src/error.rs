@@ -3,8 +3,8 @@
 use std::fmt;
 
 use mcp_guard_core::{BoxError, Denial, TargetKind, UpstreamError};
-use rmcp::model::ErrorCode;
 use rmcp::ErrorData;
+use rmcp::model::ErrorCode;
 
 /// Why the gateway did not produce a result.
 ///
@@ -94,11 +94,19 @@ fn unknown(kind: TargetKind, name: &str) -> ErrorData {
 impl From<GuardError> for ErrorData {
     fn from(e: GuardError) -> Self {
         match e {
-            GuardError::Unknown { kind, name } | GuardError::Denied { kind, name, .. } => unknown(kind, &name),
+            GuardError::Unknown { kind, name } | GuardError::Denied { kind, name, .. } => {
+                unknown(kind, &name)
+            }
             GuardError::Invalid(m) => ErrorData::invalid_params(m, None),
-            GuardError::MethodNotFound(m) => ErrorData::new(ErrorCode::METHOD_NOT_FOUND, format!("Method not found: {m}"), None),
+            GuardError::MethodNotFound(m) => ErrorData::new(
+                ErrorCode::METHOD_NOT_FOUND,
+                format!("Method not found: {m}"),
+                None,
+            ),
             GuardError::Unauthenticated => ErrorData::invalid_request("authentication required", None),
-            GuardError::RateLimited => ErrorData::new(ErrorCode(-32029), "rate limit exceeded, retry later", None),
+            GuardError::RateLimited => {
+                ErrorData::new(ErrorCode(-32029), "rate limit exceeded, retry later", None)
+            }
             GuardError::Timeout => ErrorData::internal_error("upstream timed out", None),
             GuardError::Upstream(u) => upstream_error(u),
             GuardError::AuditFailed(_) => ErrorData::internal_error("audit unavailable; call refused", None),
@@ -114,12 +122,19 @@ fn upstream_error(u: UpstreamError) -> ErrorData {
             format!("server {server} needs credentials before it can be used"),
             Some(serde_json::json!({ "missingCredentials": [{ "server": server, "names": missing }] })),
         ),
-        UpstreamError::Terminated { server } => {
-            ErrorData::internal_error(format!("server {server} terminated while handling the request"), None)
+        UpstreamError::Terminated { server } => ErrorData::internal_error(
+            format!("server {server} terminated while handling the request"),
+            None,
+        ),
+        UpstreamError::Unavailable { server, .. } => {
+            ErrorData::internal_error(format!("server {server} is unavailable"), None)
         }
-        UpstreamError::Unavailable { server, .. } => ErrorData::internal_error(format!("server {server} is unavailable"), None),
-        UpstreamError::Disabled { server } => ErrorData::internal_error(format!("server {server} is disabled"), None),
-        UpstreamError::Timeout { server, .. } => ErrorData::internal_error(format!("server {server} timed out"), None),
+        UpstreamError::Disabled { server } => {
+            ErrorData::internal_error(format!("server {server} is disabled"), None)
+        }
+        UpstreamError::Timeout { server, .. } => {
+            ErrorData::internal_error(format!("server {server} timed out"), None)
+        }
         UpstreamError::Protocol { server } => {
             ErrorData::internal_error(format!("server {server} sent an invalid response"), None)
         }

@@ -58,7 +58,10 @@ impl Selection {
     ///
     /// # Errors
     /// A glob that does not compile.
-    pub fn prompts<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, globs: I) -> Result<Self, PolicyError> {
+    pub fn prompts<I: IntoIterator<Item = S>, S: AsRef<str>>(
+        mut self,
+        globs: I,
+    ) -> Result<Self, PolicyError> {
         self.prompts.extend(patterns(globs)?);
         Ok(self)
     }
@@ -67,7 +70,10 @@ impl Selection {
     ///
     /// # Errors
     /// A glob that does not compile.
-    pub fn resources<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, globs: I) -> Result<Self, PolicyError> {
+    pub fn resources<I: IntoIterator<Item = S>, S: AsRef<str>>(
+        mut self,
+        globs: I,
+    ) -> Result<Self, PolicyError> {
         self.resources.extend(patterns(globs)?);
         Ok(self)
     }
@@ -184,14 +190,26 @@ impl GatewayBuilder {
     /// Adds an upstream under its id.
     pub fn server(mut self, upstream: Arc<dyn Upstream>) -> Self {
         let id: Arc<str> = upstream.id().into();
-        self.servers.insert(id, ServerEntry { upstream, enabled: true });
+        self.servers.insert(
+            id,
+            ServerEntry {
+                upstream,
+                enabled: true,
+            },
+        );
         self
     }
 
     /// Adds an upstream that is switched off everywhere (it never connects).
     pub fn disabled_server(mut self, upstream: Arc<dyn Upstream>) -> Self {
         let id: Arc<str> = upstream.id().into();
-        self.servers.insert(id, ServerEntry { upstream, enabled: false });
+        self.servers.insert(
+            id,
+            ServerEntry {
+                upstream,
+                enabled: false,
+            },
+        );
         self
     }
 
@@ -210,7 +228,9 @@ impl GatewayBuilder {
     pub async fn build(self) -> Result<Gateway, BuildError> {
         let separator = self.separator.unwrap_or_else(|| "__".to_owned());
         if !mcp_guard_core::config::is_name_safe(&separator) {
-            return Err(BuildError::Invalid(format!("separator {separator:?} must use only [A-Za-z0-9_.-]")));
+            return Err(BuildError::Invalid(format!(
+                "separator {separator:?} must use only [A-Za-z0-9_.-]"
+            )));
         }
         let mut endpoints = BTreeMap::new();
         let mut used = BTreeMap::new();
@@ -320,7 +340,10 @@ impl Gateway {
 
     /// Every server with whether it is switched on, sorted by id.
     pub fn servers(&self) -> impl Iterator<Item = (&str, &Arc<dyn Upstream>, bool)> {
-        self.inner.servers.iter().map(|(k, e)| (k.as_ref(), &e.upstream, e.enabled))
+        self.inner
+            .servers
+            .iter()
+            .map(|(k, e)| (k.as_ref(), &e.upstream, e.enabled))
     }
 
     /// Stops watching and shuts every upstream down (children are reaped).
@@ -389,7 +412,9 @@ pub struct EndpointRuntime {
 
 impl std::fmt::Debug for EndpointRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EndpointRuntime").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("EndpointRuntime")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -406,7 +431,10 @@ impl EndpointRuntime {
 
     /// The current catalogue.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.snapshot
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Notifications of list changes (for 2026-07-28 `subscriptions/listen`).
@@ -423,7 +451,10 @@ impl EndpointRuntime {
 
     /// Members with their status: (server id, enabled here, status).
     pub fn members(&self) -> Vec<(Arc<str>, bool, mcp_guard_core::UpstreamStatus)> {
-        self.members.iter().map(|m| (m.id.clone(), m.enabled, m.upstream.status())).collect()
+        self.members
+            .iter()
+            .map(|m| (m.id.clone(), m.enabled, m.upstream.status()))
+            .collect()
     }
 
     /// Every exposed-or-not item of the catalogue with whether the endpoint enables it:
@@ -431,17 +462,37 @@ impl EndpointRuntime {
     pub async fn selection_report(&self) -> Vec<(String, TargetKind, Arc<str>, String, bool)> {
         let mut out = Vec::new();
         for m in &self.members {
-            let Ok(cat) = m.upstream.catalog().await else { continue };
+            let Ok(cat) = m.upstream.catalog().await else {
+                continue;
+            };
             for t in &cat.tools {
                 let exposed = format!("{}{}{}", m.id, self.separator, t.name);
-                out.push((exposed, TargetKind::Tool, m.id.clone(), t.name.to_string(), m.enabled && m.selection.allows(TargetKind::Tool, &t.name)));
+                out.push((
+                    exposed,
+                    TargetKind::Tool,
+                    m.id.clone(),
+                    t.name.to_string(),
+                    m.enabled && m.selection.allows(TargetKind::Tool, &t.name),
+                ));
             }
             for p in &cat.prompts {
                 let exposed = format!("{}{}{}", m.id, self.separator, p.name);
-                out.push((exposed, TargetKind::Prompt, m.id.clone(), p.name.clone(), m.enabled && m.selection.allows(TargetKind::Prompt, &p.name)));
+                out.push((
+                    exposed,
+                    TargetKind::Prompt,
+                    m.id.clone(),
+                    p.name.clone(),
+                    m.enabled && m.selection.allows(TargetKind::Prompt, &p.name),
+                ));
             }
             for r in &cat.resources {
-                out.push((format!("{}+{}", m.id, r.uri), TargetKind::Resource, m.id.clone(), r.uri.clone(), m.enabled && m.selection.allows(TargetKind::Resource, &r.uri)));
+                out.push((
+                    format!("{}+{}", m.id, r.uri),
+                    TargetKind::Resource,
+                    m.id.clone(),
+                    r.uri.clone(),
+                    m.enabled && m.selection.allows(TargetKind::Resource, &r.uri),
+                ));
             }
         }
         out
@@ -504,20 +555,25 @@ impl EndpointRuntime {
             // A server that failed is not re-dialled here (that happens on its next call);
             // its last known names still resolve so the call can say what is wrong,
             // but it is left out of lists.
-            let failed = matches!(m.upstream.status().state, UpstreamState::Failed { .. } | UpstreamState::Stopped);
+            let failed = matches!(
+                m.upstream.status().state,
+                UpstreamState::Failed { .. } | UpstreamState::Stopped
+            );
             let catalog = if failed {
                 None
             } else {
                 match m.upstream.catalog().await {
                     Ok(c) => Some(c),
                     Err(e) => {
-                        snap.problems.push(format!("{}: {}", m.id, crate::error::Chain(&e)));
+                        snap.problems
+                            .push(format!("{}: {}", m.id, crate::error::Chain(&e)));
                         None
                     }
                 }
             };
             let listed = catalog.is_some();
-            let Some(catalog) = catalog.or_else(|| previous.and_then(|p| p.catalogs.get(&m.id).cloned())) else {
+            let Some(catalog) = catalog.or_else(|| previous.and_then(|p| p.catalogs.get(&m.id).cloned()))
+            else {
                 continue;
             };
             snap.catalogs.insert(m.id.clone(), catalog.clone());
@@ -608,7 +664,13 @@ impl Snapshot {
         }
     }
 
-    fn add_member(&mut self, m: &Member, catalog: &Catalog, listed: bool, owners: &mut HashMap<String, String>) {
+    fn add_member(
+        &mut self,
+        m: &Member,
+        catalog: &Catalog,
+        listed: bool,
+        owners: &mut HashMap<String, String>,
+    ) {
         let sep = self.separator.clone();
         for tool in &catalog.tools {
             if !m.selection.allows(TargetKind::Tool, &tool.name) {
@@ -616,13 +678,19 @@ impl Snapshot {
             }
             let exposed = format!("{}{sep}{}", m.id, tool.name);
             if !valid_tool_name(&exposed) {
-                self.problems.push(format!("{}: tool {:?} cannot be exposed as {exposed:?} (names are 1-128 of [A-Za-z0-9_.-])", m.id, tool.name));
+                self.problems.push(format!(
+                    "{}: tool {:?} cannot be exposed as {exposed:?} (names are 1-128 of [A-Za-z0-9_.-])",
+                    m.id, tool.name
+                ));
                 continue;
             }
             if !self.claim(owners, &exposed, &m.id, &tool.name) {
                 continue;
             }
-            self.tool_index.insert(exposed.clone(), Target::new(m.id.clone(), tool.name.as_ref(), TargetKind::Tool));
+            self.tool_index.insert(
+                exposed.clone(),
+                Target::new(m.id.clone(), tool.name.as_ref(), TargetKind::Tool),
+            );
             if listed {
                 let mut t = tool.clone();
                 t.name = exposed.into();
@@ -635,13 +703,17 @@ impl Snapshot {
             }
             let exposed = format!("{}{sep}{}", m.id, prompt.name);
             if !valid_tool_name(&exposed) {
-                self.problems.push(format!("{}: prompt {:?} cannot be exposed", m.id, prompt.name));
+                self.problems
+                    .push(format!("{}: prompt {:?} cannot be exposed", m.id, prompt.name));
                 continue;
             }
             if !self.claim(owners, &format!("prompt:{exposed}"), &m.id, &prompt.name) {
                 continue;
             }
-            self.prompt_index.insert(exposed.clone(), Target::new(m.id.clone(), prompt.name.as_str(), TargetKind::Prompt));
+            self.prompt_index.insert(
+                exposed.clone(),
+                Target::new(m.id.clone(), prompt.name.as_str(), TargetKind::Prompt),
+            );
             if listed {
                 let mut p = prompt.clone();
                 p.name = exposed;
@@ -649,12 +721,20 @@ impl Snapshot {
             }
         }
         if listed {
-            for r in catalog.resources.iter().filter(|r| m.selection.allows(TargetKind::Resource, &r.uri)) {
+            for r in catalog
+                .resources
+                .iter()
+                .filter(|r| m.selection.allows(TargetKind::Resource, &r.uri))
+            {
                 let mut r = r.clone();
                 r.uri = format!("{}+{}", m.id, r.uri);
                 self.resources.push(r);
             }
-            for t in catalog.resource_templates.iter().filter(|t| m.selection.allows(TargetKind::ResourceTemplate, &t.uri_template)) {
+            for t in catalog
+                .resource_templates
+                .iter()
+                .filter(|t| m.selection.allows(TargetKind::ResourceTemplate, &t.uri_template))
+            {
                 let mut t = t.clone();
                 t.uri_template = format!("{}+{}", m.id, t.uri_template);
                 self.templates.push(t);
@@ -663,7 +743,13 @@ impl Snapshot {
     }
 
     /// Records who produces `exposed`; on a collision both entries are withheld.
-    fn claim(&mut self, owners: &mut HashMap<String, String>, exposed: &str, server: &str, name: &str) -> bool {
+    fn claim(
+        &mut self,
+        owners: &mut HashMap<String, String>,
+        exposed: &str,
+        server: &str,
+        name: &str,
+    ) -> bool {
         let origin = format!("{server}/{name}");
         match owners.get(exposed) {
             None => {
@@ -756,9 +842,16 @@ impl Snapshot {
     /// Resolves the name a request carries: (target, the name as requested).
     pub fn resolve_request(&self, request: &ClientRequest) -> (Option<Target>, Option<Arc<str>>) {
         let (target, name) = match request {
-            ClientRequest::CallToolRequest(r) => (self.resolve_tool(&r.params.name).cloned(), r.params.name.as_ref()),
-            ClientRequest::GetPromptRequest(r) => (self.resolve_prompt(&r.params.name).cloned(), r.params.name.as_str()),
-            ClientRequest::ReadResourceRequest(r) => (self.resolve_resource(&r.params.uri), r.params.uri.as_str()),
+            ClientRequest::CallToolRequest(r) => {
+                (self.resolve_tool(&r.params.name).cloned(), r.params.name.as_ref())
+            }
+            ClientRequest::GetPromptRequest(r) => (
+                self.resolve_prompt(&r.params.name).cloned(),
+                r.params.name.as_str(),
+            ),
+            ClientRequest::ReadResourceRequest(r) => {
+                (self.resolve_resource(&r.params.uri), r.params.uri.as_str())
+            }
             ClientRequest::CompleteRequest(r) => match &r.params.r#ref {
                 Reference::Prompt(p) => (self.resolve_prompt(&p.name).cloned(), p.name.as_str()),
                 Reference::Resource(res) => (self.resolve_resource(&res.uri), res.uri.as_str()),

@@ -12,12 +12,12 @@ use std::sync::Arc;
 use base64::Engine as _;
 use mcp_guard_core::{CallContext, ClientInfo, Principal, SessionId};
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResponse, ClientRequest, CompleteRequest, CompleteRequestParams,
-    CompleteResult, GetPromptRequest, GetPromptRequestParams, GetPromptResponse, Implementation, InitializeResult,
-    ListPromptsRequest, ListPromptsResult, ListResourceTemplatesRequest, ListResourceTemplatesResult,
-    ListResourcesRequest, ListResourcesResult, ListToolsRequest, ListToolsResult, PaginatedRequestParams,
-    ReadResourceRequest, ReadResourceRequestParams, ReadResourceResponse, ServerResult,
-    SubscriptionFilter, Tool,
+    CallToolRequest, CallToolRequestParams, CallToolResponse, ClientRequest, CompleteRequest,
+    CompleteRequestParams, CompleteResult, GetPromptRequest, GetPromptRequestParams, GetPromptResponse,
+    Implementation, InitializeResult, ListPromptsRequest, ListPromptsResult, ListResourceTemplatesRequest,
+    ListResourceTemplatesResult, ListResourcesRequest, ListResourcesResult, ListToolsRequest,
+    ListToolsResult, PaginatedRequestParams, ReadResourceRequest, ReadResourceRequestParams,
+    ReadResourceResponse, ServerResult, SubscriptionFilter, Tool,
 };
 use rmcp::service::{NotificationContext, RequestContext, RoleServer, SubscriptionContext};
 use rmcp::{ErrorData, ServerHandler};
@@ -95,7 +95,9 @@ impl GuardHandler {
             page_size: arc.page_size,
         });
         f(&mut inner);
-        Self { inner: Arc::new(inner) }
+        Self {
+            inner: Arc::new(inner),
+        }
     }
 
     fn principal(&self, ctx: &RequestContext<RoleServer>) -> Option<Arc<Principal>> {
@@ -106,7 +108,11 @@ impl GuardHandler {
         from_http.or_else(|| self.inner.principal.clone())
     }
 
-    async fn dispatch(&self, request: ClientRequest, ctx: RequestContext<RoleServer>) -> Result<ServerResult, ErrorData> {
+    async fn dispatch(
+        &self,
+        request: ClientRequest,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ServerResult, ErrorData> {
         let Some(principal) = self.principal(&ctx) else {
             return Err(GuardError::Unauthenticated.into());
         };
@@ -126,7 +132,11 @@ impl GuardHandler {
         context.protocol_version = ctx.protocol_version().map(|v| v.as_str().to_owned());
         context.request_id = Some(ctx.id.to_string());
         context.client = ctx.client_info().map(|c| ClientInfo::new(c.name, c.version));
-        context.trace_id = ctx.meta.get_traceparent().and_then(|t| t.split('-').nth(1)).map(str::to_owned);
+        context.trace_id = ctx
+            .meta
+            .get_traceparent()
+            .and_then(|t| t.split('-').nth(1))
+            .map(str::to_owned);
         let (target, requested_name) = catalog.resolve_request(&request);
         let request = McpRequest {
             request,
@@ -142,10 +152,19 @@ impl GuardHandler {
             }),
             notes: Arc::default(),
         };
-        self.inner.service.clone().oneshot(request).await.map_err(ErrorData::from)
+        self.inner
+            .service
+            .clone()
+            .oneshot(request)
+            .await
+            .map_err(ErrorData::from)
     }
 
-    fn page<T>(&self, items: Vec<T>, params: Option<&PaginatedRequestParams>) -> Result<(Vec<T>, Option<String>), ErrorData> {
+    fn page<T>(
+        &self,
+        items: Vec<T>,
+        params: Option<&PaginatedRequestParams>,
+    ) -> Result<(Vec<T>, Option<String>), ErrorData> {
         let offset = match params.and_then(|p| p.cursor.as_deref()) {
             None => 0,
             Some(c) => decode_cursor(c).ok_or_else(|| ErrorData::invalid_params("invalid cursor", None))?,
@@ -167,7 +186,11 @@ fn encode_cursor(offset: usize) -> String {
 
 fn decode_cursor(c: &str) -> Option<usize> {
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).ok()?;
-    std::str::from_utf8(&raw).ok()?.strip_prefix(CURSOR_PREFIX)?.parse().ok()
+    std::str::from_utf8(&raw)
+        .ok()?
+        .strip_prefix(CURSOR_PREFIX)?
+        .parse()
+        .ok()
 }
 
 fn unexpected() -> ErrorData {
@@ -186,11 +209,24 @@ impl ServerHandler for GuardHandler {
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        self.inner.endpoint.snapshot().tools().iter().find(|t| t.name == name).cloned()
+        self.inner
+            .endpoint
+            .snapshot()
+            .tools()
+            .iter()
+            .find(|t| t.name == name)
+            .cloned()
     }
 
-    async fn list_tools(&self, params: Option<PaginatedRequestParams>, ctx: RequestContext<RoleServer>) -> Result<ListToolsResult, ErrorData> {
-        match self.dispatch(ClientRequest::ListToolsRequest(ListToolsRequest::default()), ctx).await? {
+    async fn list_tools(
+        &self,
+        params: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        match self
+            .dispatch(ClientRequest::ListToolsRequest(ListToolsRequest::default()), ctx)
+            .await?
+        {
             ServerResult::ListToolsResult(r) => {
                 let (items, next) = self.page(r.tools, params.as_ref())?;
                 let mut out = ListToolsResult::with_all_items(items);
@@ -201,8 +237,15 @@ impl ServerHandler for GuardHandler {
         }
     }
 
-    async fn call_tool(&self, params: CallToolRequestParams, ctx: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
-        match self.dispatch(ClientRequest::CallToolRequest(CallToolRequest::new(params)), ctx).await? {
+    async fn call_tool(
+        &self,
+        params: CallToolRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        match self
+            .dispatch(ClientRequest::CallToolRequest(CallToolRequest::new(params)), ctx)
+            .await?
+        {
             ServerResult::CallToolResult(r) => Ok(CallToolResponse::Complete(r)),
             ServerResult::InputRequiredResult(r) => Ok(CallToolResponse::InputRequired(r)),
             ServerResult::CreateTaskResult(r) => Ok(CallToolResponse::Task(r)),
@@ -210,8 +253,18 @@ impl ServerHandler for GuardHandler {
         }
     }
 
-    async fn list_prompts(&self, params: Option<PaginatedRequestParams>, ctx: RequestContext<RoleServer>) -> Result<ListPromptsResult, ErrorData> {
-        match self.dispatch(ClientRequest::ListPromptsRequest(ListPromptsRequest::default()), ctx).await? {
+    async fn list_prompts(
+        &self,
+        params: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        match self
+            .dispatch(
+                ClientRequest::ListPromptsRequest(ListPromptsRequest::default()),
+                ctx,
+            )
+            .await?
+        {
             ServerResult::ListPromptsResult(r) => {
                 let (items, next) = self.page(r.prompts, params.as_ref())?;
                 let mut out = ListPromptsResult::with_all_items(items);
@@ -222,16 +275,36 @@ impl ServerHandler for GuardHandler {
         }
     }
 
-    async fn get_prompt(&self, params: GetPromptRequestParams, ctx: RequestContext<RoleServer>) -> Result<GetPromptResponse, ErrorData> {
-        match self.dispatch(ClientRequest::GetPromptRequest(GetPromptRequest::new(params)), ctx).await? {
+    async fn get_prompt(
+        &self,
+        params: GetPromptRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        match self
+            .dispatch(
+                ClientRequest::GetPromptRequest(GetPromptRequest::new(params)),
+                ctx,
+            )
+            .await?
+        {
             ServerResult::GetPromptResult(r) => Ok(GetPromptResponse::Complete(r)),
             ServerResult::InputRequiredResult(r) => Ok(GetPromptResponse::InputRequired(r)),
             _ => Err(unexpected()),
         }
     }
 
-    async fn list_resources(&self, params: Option<PaginatedRequestParams>, ctx: RequestContext<RoleServer>) -> Result<ListResourcesResult, ErrorData> {
-        match self.dispatch(ClientRequest::ListResourcesRequest(ListResourcesRequest::default()), ctx).await? {
+    async fn list_resources(
+        &self,
+        params: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        match self
+            .dispatch(
+                ClientRequest::ListResourcesRequest(ListResourcesRequest::default()),
+                ctx,
+            )
+            .await?
+        {
             ServerResult::ListResourcesResult(r) => {
                 let (items, next) = self.page(r.resources, params.as_ref())?;
                 let mut out = ListResourcesResult::with_all_items(items);
@@ -259,16 +332,33 @@ impl ServerHandler for GuardHandler {
         }
     }
 
-    async fn read_resource(&self, params: ReadResourceRequestParams, ctx: RequestContext<RoleServer>) -> Result<ReadResourceResponse, ErrorData> {
-        match self.dispatch(ClientRequest::ReadResourceRequest(ReadResourceRequest::new(params)), ctx).await? {
+    async fn read_resource(
+        &self,
+        params: ReadResourceRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        match self
+            .dispatch(
+                ClientRequest::ReadResourceRequest(ReadResourceRequest::new(params)),
+                ctx,
+            )
+            .await?
+        {
             ServerResult::ReadResourceResult(r) => Ok(ReadResourceResponse::Complete(r)),
             ServerResult::InputRequiredResult(r) => Ok(ReadResourceResponse::InputRequired(r)),
             _ => Err(unexpected()),
         }
     }
 
-    async fn complete(&self, params: CompleteRequestParams, ctx: RequestContext<RoleServer>) -> Result<CompleteResult, ErrorData> {
-        match self.dispatch(ClientRequest::CompleteRequest(CompleteRequest::new(params)), ctx).await? {
+    async fn complete(
+        &self,
+        params: CompleteRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        match self
+            .dispatch(ClientRequest::CompleteRequest(CompleteRequest::new(params)), ctx)
+            .await?
+        {
             ServerResult::CompleteResult(r) => Ok(r),
             _ => Err(unexpected()),
         }
@@ -334,6 +424,9 @@ mod tests {
     fn cursors_round_trip_and_reject_garbage() {
         assert_eq!(decode_cursor(&encode_cursor(400)), Some(400));
         assert_eq!(decode_cursor("not base64!"), None);
-        assert_eq!(decode_cursor(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("x:1")), None);
+        assert_eq!(
+            decode_cursor(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("x:1")),
+            None
+        );
     }
 }

@@ -65,7 +65,9 @@ pub struct StaticTokens {
 
 impl std::fmt::Debug for StaticTokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StaticTokens").field("count", &self.tokens.len()).finish_non_exhaustive()
+        f.debug_struct("StaticTokens")
+            .field("count", &self.tokens.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -78,7 +80,10 @@ impl StaticTokens {
     /// Accepts `token` for `principal`. Only its digest is kept.
     #[must_use]
     pub fn with_token(mut self, token: &secrecy::SecretString, principal: Principal) -> Self {
-        #[expect(clippy::disallowed_methods, reason = "hashing an inbound API token; only the digest is kept")]
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "hashing an inbound API token; only the digest is kept"
+        )]
         let digest = Sha256::digest(secrecy::ExposeSecret::expose_secret(token).as_bytes());
         self.tokens.push((digest.into(), principal));
         self
@@ -117,6 +122,7 @@ pub mod dangerous {
     /// DANGEROUS: every request is made by one principal, with no credential checked.
     /// For a demo on loopback, never for a shared deployment.
     #[derive(Debug, Clone)]
+    #[allow(clippy::exhaustive_structs, reason = "a plain newtype")]
     pub struct Anonymous(pub Principal);
 
     #[async_trait]
@@ -166,7 +172,9 @@ pub struct HttpEdge {
 
 impl std::fmt::Debug for HttpEdge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpEdge").field("options", &self.options).finish_non_exhaustive()
+        f.debug_struct("HttpEdge")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
     }
 }
 
@@ -208,7 +216,9 @@ impl HttpEdge {
     pub fn router(self) -> axum::Router {
         let mut router = axum::Router::new().route("/healthz", get(|| async { "ok" }));
         for name in self.gateway.endpoint_names() {
-            let Some(endpoint) = self.gateway.endpoint(name) else { continue };
+            let Some(endpoint) = self.gateway.endpoint(name) else {
+                continue;
+            };
             let handler = GuardHandler::new(endpoint, self.service.clone()).page_size(self.options.page_size);
             let mut config = StreamableHttpServerConfig::default()
                 .with_allowed_hosts(self.options.allowed_hosts.clone())
@@ -236,14 +246,22 @@ impl HttpEdge {
 }
 
 fn plain(status: StatusCode, body: &'static str) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
 }
 
 fn query_carries_token(uri: &http::Uri) -> bool {
     uri.query().is_some_and(|q| {
         q.split('&').any(|kv| {
             let k = kv.split('=').next().unwrap_or_default().to_ascii_lowercase();
-            matches!(k.as_str(), "access_token" | "token" | "api_key" | "apikey" | "auth" | "authorization")
+            matches!(
+                k.as_str(),
+                "access_token" | "token" | "api_key" | "apikey" | "auth" | "authorization"
+            )
         })
     })
 }
@@ -253,7 +271,10 @@ async fn edge(State(state): State<EdgeState>, request: Request, next: Next) -> R
         return next.run(request).await;
     }
     if query_carries_token(request.uri()) {
-        return plain(StatusCode::BAD_REQUEST, "credentials are not accepted in the query string\n");
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "credentials are not accepted in the query string\n",
+        );
     }
     let (mut parts, body) = request.into_parts();
     let principal = match state.auth.authenticate(&parts).await {
@@ -261,7 +282,8 @@ async fn edge(State(state): State<EdgeState>, request: Request, next: Next) -> R
         Err(e) => {
             tracing::info!(reason = %e, path = %parts.uri.path(), "client authentication failed");
             let mut r = plain(StatusCode::UNAUTHORIZED, "authentication required\n");
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return r;
         }
     };
@@ -272,7 +294,12 @@ async fn edge(State(state): State<EdgeState>, request: Request, next: Next) -> R
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     if let Some(id) = &presented {
-        let owner = state.sessions.lock().unwrap_or_else(PoisonError::into_inner).get(id).cloned();
+        let owner = state
+            .sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .cloned();
         if owner.is_some_and(|o| o != principal.id()) {
             return plain(StatusCode::NOT_FOUND, "session not found\n");
         }
@@ -286,7 +313,11 @@ async fn edge(State(state): State<EdgeState>, request: Request, next: Next) -> R
             return jsonrpc_error(StatusCode::PAYLOAD_TOO_LARGE, -32600, "request body too large");
         };
         if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
-            return jsonrpc_error(StatusCode::BAD_REQUEST, -32600, "JSON-RPC batch arrays are not supported");
+            return jsonrpc_error(
+                StatusCode::BAD_REQUEST,
+                -32600,
+                "JSON-RPC batch arrays are not supported",
+            );
         }
         Body::from(bytes)
     } else {
@@ -297,7 +328,10 @@ async fn edge(State(state): State<EdgeState>, request: Request, next: Next) -> R
         response = jsonrpc_errors(response).await;
     }
     if presented.is_none()
-        && let Some(id) = response.headers().get("mcp-session-id").and_then(|v| v.to_str().ok())
+        && let Some(id) = response
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
     {
         state
             .sessions
@@ -310,7 +344,12 @@ async fn edge(State(state): State<EdgeState>, request: Request, next: Next) -> R
 
 fn jsonrpc_error(status: StatusCode, code: i32, message: &str) -> Response {
     let body = serde_json::json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}});
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 /// rmcp answers a body it cannot parse with plain text; clients get a JSON-RPC error.
@@ -321,7 +360,9 @@ async fn jsonrpc_errors(response: Response) -> Response {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_none_or(|ct| ct.starts_with("text/plain"));
-    if !(status == StatusCode::BAD_REQUEST || status == StatusCode::UNPROCESSABLE_ENTITY || status == StatusCode::UNSUPPORTED_MEDIA_TYPE)
+    if !(status == StatusCode::BAD_REQUEST
+        || status == StatusCode::UNPROCESSABLE_ENTITY
+        || status == StatusCode::UNSUPPORTED_MEDIA_TYPE)
         || !is_text
     {
         return response;

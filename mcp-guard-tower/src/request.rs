@@ -70,7 +70,9 @@ pub struct Downstream {
 
 impl fmt::Debug for Downstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Downstream").field("progress_token", &self.progress_token).finish_non_exhaustive()
+        f.debug_struct("Downstream")
+            .field("progress_token", &self.progress_token)
+            .finish_non_exhaustive()
     }
 }
 

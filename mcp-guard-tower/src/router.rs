@@ -8,8 +8,8 @@ use mcp_guard_core::upstream::{Forward, Progress, ProgressSink};
 use mcp_guard_core::{Target, TargetKind, Upstream};
 use rmcp::model::{
     CallToolRequest, ClientRequest, CompleteRequest, ContentBlock, GetPromptRequest, ListPromptsResult,
-    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, ProgressNotificationParam, Reference,
-    ReadResourceRequest, RequestMetaObject, ResourceContents, ServerResult,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, ProgressNotificationParam,
+    ReadResourceRequest, Reference, RequestMetaObject, ResourceContents, ServerResult,
 };
 use tower_service::Service;
 
@@ -106,23 +106,42 @@ async fn route(req: McpRequest, extra_meta: &[String]) -> Result<ServerResult, G
     let snap = req.catalog.clone();
     let listed = |r: ServerResult| Ok(r);
     match &req.request {
-        ClientRequest::ListToolsRequest(_) => return listed(ServerResult::ListToolsResult(ListToolsResult::with_all_items(snap.tools().to_vec()))),
-        ClientRequest::ListPromptsRequest(_) => return listed(ServerResult::ListPromptsResult(ListPromptsResult::with_all_items(snap.prompts().to_vec()))),
-        ClientRequest::ListResourcesRequest(_) => return listed(ServerResult::ListResourcesResult(ListResourcesResult::with_all_items(snap.resources().to_vec()))),
-        ClientRequest::ListResourceTemplatesRequest(_) => {
-            return listed(ServerResult::ListResourceTemplatesResult(ListResourceTemplatesResult::with_all_items(
-                snap.resource_templates().to_vec(),
+        ClientRequest::ListToolsRequest(_) => {
+            return listed(ServerResult::ListToolsResult(ListToolsResult::with_all_items(
+                snap.tools().to_vec(),
             )));
         }
-        ClientRequest::SetLevelRequest(_) | ClientRequest::PingRequest(_) => return Ok(ServerResult::empty(())),
+        ClientRequest::ListPromptsRequest(_) => {
+            return listed(ServerResult::ListPromptsResult(
+                ListPromptsResult::with_all_items(snap.prompts().to_vec()),
+            ));
+        }
+        ClientRequest::ListResourcesRequest(_) => {
+            return listed(ServerResult::ListResourcesResult(
+                ListResourcesResult::with_all_items(snap.resources().to_vec()),
+            ));
+        }
+        ClientRequest::ListResourceTemplatesRequest(_) => {
+            return listed(ServerResult::ListResourceTemplatesResult(
+                ListResourceTemplatesResult::with_all_items(snap.resource_templates().to_vec()),
+            ));
+        }
+        ClientRequest::SetLevelRequest(_) | ClientRequest::PingRequest(_) => {
+            return Ok(ServerResult::empty(()));
+        }
         _ => {}
     }
-    let kind = req.target_kind().ok_or_else(|| GuardError::MethodNotFound(req.request.method().to_owned()))?;
+    let kind = req
+        .target_kind()
+        .ok_or_else(|| GuardError::MethodNotFound(req.request.method().to_owned()))?;
     let target = target_of(&req, kind)?;
-    let upstream: Arc<dyn Upstream> = snap
-        .upstream(&target.server)
-        .cloned()
-        .ok_or_else(|| GuardError::Unknown { kind, name: req.requested_name.as_deref().unwrap_or_default().to_owned() })?;
+    let upstream: Arc<dyn Upstream> =
+        snap.upstream(&target.server)
+            .cloned()
+            .ok_or_else(|| GuardError::Unknown {
+                kind,
+                name: req.requested_name.as_deref().unwrap_or_default().to_owned(),
+            })?;
     let forward = {
         let mut f = Forward::default();
         f.meta = sanitise_meta(&req.meta, extra_meta);
@@ -166,7 +185,8 @@ async fn route(req: McpRequest, extra_meta: &[String]) -> Result<ServerResult, G
 /// client can read them back through the gateway.
 fn expose_uris(result: &mut ServerResult, server: &str, snap: &crate::federation::Snapshot) {
     let fix_contents = |c: &mut ResourceContents| match c {
-        ResourceContents::TextResourceContents { uri, .. } | ResourceContents::BlobResourceContents { uri, .. } => {
+        ResourceContents::TextResourceContents { uri, .. }
+        | ResourceContents::BlobResourceContents { uri, .. } => {
             *uri = snap.expose_resource_uri(server, uri);
         }
         _ => {}

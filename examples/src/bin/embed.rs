@@ -1,1 +1,2 @@
+//! Placeholder until the embedding example lands.
 fn main() {}

@@ -6,7 +6,11 @@ use crate::support::*;
 
 fn run(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(BIN).args(args).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -21,18 +25,35 @@ fn check_names_file_line_and_entry() {
     let p = path.to_str().unwrap();
     let (ok, _, err) = run(&["check", "--config", p]);
     assert!(!ok);
-    assert!(err.contains(&format!("{p}:6: servers.github.url: \"ftp://example.com\" must be an http:// or https:// URL")), "{err}");
-    assert!(err.contains(&format!("{p}:8: endpoints.eng.servers.gitlab: unknown server \"gitlab\"")), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{p}:6: servers.github.url: \"ftp://example.com\" must be an http:// or https:// URL"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{p}:8: endpoints.eng.servers.gitlab: unknown server \"gitlab\""
+        )),
+        "{err}"
+    );
     // serve refuses the same file and never starts half-configured
     let (ok, _, err) = run(&["serve", "--config", p, "--listen", "127.0.0.1:0"]);
-    assert!(!ok && err.contains("invalid configuration") && !err.contains("listening"), "{err}");
+    assert!(
+        !ok && err.contains("invalid configuration") && !err.contains("listening"),
+        "{err}"
+    );
 }
 
 #[test]
 fn syntax_errors_and_unknown_fields_are_located() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
-    std::fs::write(&path, "[servers.a]\ntransport = \"stdio\"\ncommand = \"x\"\ncomand = \"y\"\n").unwrap();
+    std::fs::write(
+        &path,
+        "[servers.a]\ntransport = \"stdio\"\ncommand = \"x\"\ncomand = \"y\"\n",
+    )
+    .unwrap();
     let (ok, _, err) = run(&["check", "--config", path.to_str().unwrap()]);
     assert!(!ok);
     assert!(err.contains("bad.toml:") && err.contains("comand"), "{err}");
@@ -51,8 +72,15 @@ fn check_accepts_a_good_config_and_warns_about_nothing_exposed() {
     std::fs::write(&path, c).unwrap();
     let (ok, out, err) = run(&["check", "--config", path.to_str().unwrap()]);
     assert!(ok, "{err}");
-    assert!(out.contains("endpoints.main.servers.alpha: exposes nothing"), "{out}");
-    assert!(out.contains("ok (1 servers, 1 endpoints, 2 grants)") || out.contains("ok (1 servers, 1 endpoints, 1 grants)"), "{out}");
+    assert!(
+        out.contains("endpoints.main.servers.alpha: exposes nothing"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ok (1 servers, 1 endpoints, 2 grants)")
+            || out.contains("ok (1 servers, 1 endpoints, 1 grants)"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -75,7 +103,13 @@ fn import_claude_desktop_never_copies_secrets() {
     let src = dir.path().join("claude_desktop_config.json");
     std::fs::write(&src, r#"{"mcpServers": {"memory": {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-memory"], "env": {"API_KEY": "sk-live-canary"}}}}"#).unwrap();
     let out = dir.path().join("gw.toml");
-    let (ok, _, err) = run(&["import", "claude-desktop", src.to_str().unwrap(), "--output", out.to_str().unwrap()]);
+    let (ok, _, err) = run(&[
+        "import",
+        "claude-desktop",
+        src.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
     assert!(ok, "{err}");
     assert!(err.contains("MEMORY_API_KEY"), "{err}");
     let text = std::fs::read_to_string(&out).unwrap();
@@ -86,8 +120,16 @@ fn import_claude_desktop_never_copies_secrets() {
 
 #[test]
 fn demo_runs_and_makes_a_call() {
-    let out = Command::new(BIN).args(["demo", "--once", "--port", "0"]).env("MCP_GUARD_LOG", "warn").output().unwrap();
+    let out = Command::new(BIN)
+        .args(["demo", "--once", "--port", "0"])
+        .env("MCP_GUARD_LOG", "warn")
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("calc__add(2, 40) = 42"), "{stdout}");
 }

@@ -1,4 +1,6 @@
-use rmcp::model::{CallToolRequestParams, GetPromptRequestParams, ReadResourceRequestParams, ResourceContents};
+use rmcp::model::{
+    CallToolRequestParams, GetPromptRequestParams, ReadResourceRequestParams, ResourceContents,
+};
 
 use crate::support::*;
 
@@ -29,27 +31,68 @@ fn expected_main() -> Vec<String> {
 }
 
 async fn exercise(client: &Client) {
-    assert_eq!(names(client).await, expected_main(), "federated list, deterministic order");
-    let sum = client.call_tool(CallToolRequestParams::new("alpha__add").with_arguments(args(serde_json::json!({"a": 2, "b": 3})))).await.unwrap();
+    assert_eq!(
+        names(client).await,
+        expected_main(),
+        "federated list, deterministic order"
+    );
+    let sum = client
+        .call_tool(
+            CallToolRequestParams::new("alpha__add")
+                .with_arguments(args(&serde_json::json!({"a": 2, "b": 3}))),
+        )
+        .await
+        .unwrap();
     assert_eq!(text_of(&sum), "5");
-    let who = client.call_tool(CallToolRequestParams::new("gamma__whoami")).await.unwrap();
-    assert_eq!(text_of(&who), "gamma", "the call reached the server its name says");
-    let echo = client.call_tool(CallToolRequestParams::new("beta__echo").with_arguments(args(serde_json::json!({"text": "hi"})))).await.unwrap();
+    let who = client
+        .call_tool(CallToolRequestParams::new("gamma__whoami"))
+        .await
+        .unwrap();
+    assert_eq!(
+        text_of(&who),
+        "gamma",
+        "the call reached the server its name says"
+    );
+    let echo = client
+        .call_tool(
+            CallToolRequestParams::new("beta__echo").with_arguments(args(&serde_json::json!({"text": "hi"}))),
+        )
+        .await
+        .unwrap();
     assert_eq!(text_of(&echo), "hi");
     // Default deny: beta's whoami exists upstream but is not enabled on this endpoint.
-    let err = client.call_tool(CallToolRequestParams::new("beta__whoami")).await.unwrap_err().to_string();
+    let err = client
+        .call_tool(CallToolRequestParams::new("beta__whoami"))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("Unknown tool: beta__whoami"), "{err}");
     // Prompts and resources are namespaced too.
     let prompts = client.list_all_prompts().await.unwrap();
-    assert_eq!(prompts.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["alpha__greeting"]);
-    let p = client.get_prompt(GetPromptRequestParams::new("alpha__greeting")).await.unwrap();
+    assert_eq!(
+        prompts.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+        ["alpha__greeting"]
+    );
+    let p = client
+        .get_prompt(GetPromptRequestParams::new("alpha__greeting"))
+        .await
+        .unwrap();
     assert_eq!(p.messages.len(), 1);
     let resources = client.list_all_resources().await.unwrap();
-    assert_eq!(resources.iter().map(|r| r.uri.as_str()).collect::<Vec<_>>(), ["alpha+fixture://alpha/readme"]);
-    let read = client.read_resource(ReadResourceRequestParams::new("alpha+fixture://alpha/readme")).await.unwrap();
+    assert_eq!(
+        resources.iter().map(|r| r.uri.as_str()).collect::<Vec<_>>(),
+        ["alpha+fixture://alpha/readme"]
+    );
+    let read = client
+        .read_resource(ReadResourceRequestParams::new("alpha+fixture://alpha/readme"))
+        .await
+        .unwrap();
     match &read.contents[0] {
         ResourceContents::TextResourceContents { uri, text, .. } => {
-            assert_eq!(uri, "alpha+fixture://alpha/readme", "URIs in results are rewritten back");
+            assert_eq!(
+                uri, "alpha+fixture://alpha/readme",
+                "URIs in results are rewritten back"
+            );
             assert_eq!(text, "This is alpha.");
         }
         other => panic!("unexpected {other:?}"),
@@ -91,7 +134,11 @@ async fn disabled_server_and_empty_selection_expose_nothing() {
     let client = http_client(&gw.url("off"), TOKEN, Era::Legacy).await;
     assert!(names(&client).await.is_empty());
     for name in ["alpha__echo", "beta__echo"] {
-        let err = client.call_tool(CallToolRequestParams::new(name)).await.unwrap_err().to_string();
+        let err = client
+            .call_tool(CallToolRequestParams::new(name))
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(&format!("Unknown tool: {name}")), "{err}");
     }
     let _ = client.cancel().await;
@@ -102,9 +149,19 @@ async fn disabled_server_and_empty_selection_expose_nothing() {
 async fn a_principal_without_a_grant_sees_nothing_and_calls_answer_unknown() {
     let gw = GatewayProc::start(&three_servers()).await;
     let bob = http_client(&gw.url("main"), OTHER_TOKEN, Era::Modern).await;
-    assert!(names(&bob).await.is_empty(), "listing and calling share one rule set");
-    let err = bob.call_tool(CallToolRequestParams::new("alpha__echo")).await.unwrap_err().to_string();
-    assert!(err.contains("Unknown tool: alpha__echo"), "a refusal reads exactly like an unknown tool: {err}");
+    assert!(
+        names(&bob).await.is_empty(),
+        "listing and calling share one rule set"
+    );
+    let err = bob
+        .call_tool(CallToolRequestParams::new("alpha__echo"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("Unknown tool: alpha__echo"),
+        "a refusal reads exactly like an unknown tool: {err}"
+    );
     let _ = bob.cancel().await;
     gw.stop().await;
 }
@@ -133,6 +190,9 @@ async fn a_name_collision_stops_the_gateway_from_starting() {
     .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("endpoint e: name \"a___x\" is produced by both a/_x and a_/x"), "{stderr}");
+    assert!(
+        stderr.contains("endpoint e: name \"a___x\" is produced by both a/_x and a_/x"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("listening"), "{stderr}");
 }

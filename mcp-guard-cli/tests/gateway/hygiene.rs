@@ -35,7 +35,11 @@ async fn message(r: reqwest::Response) -> Value {
     let body = r.text().await.unwrap();
     let json = body
         .lines()
-        .find_map(|l| l.strip_prefix("data:").map(str::trim).filter(|d| d.starts_with('{')))
+        .find_map(|l| {
+            l.strip_prefix("data:")
+                .map(str::trim)
+                .filter(|d| d.starts_with('{'))
+        })
         .unwrap_or(body.trim());
     serde_json::from_str(json).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
@@ -62,7 +66,10 @@ async fn session(c: &reqwest::Client, url: &str, token: &str) -> String {
 
 async fn still_serving(gw: &GatewayProc) {
     let client = http_client(&gw.url("main"), TOKEN, Era::Modern).await;
-    let r = client.call_tool(CallToolRequestParams::new("alpha__echo").with_arguments(args(json!({"text": "alive"})))).await.unwrap();
+    let r = client
+        .call_tool(CallToolRequestParams::new("alpha__echo").with_arguments(args(&json!({"text": "alive"}))))
+        .await
+        .unwrap();
     assert_eq!(text_of(&r), "alive");
     let _ = client.cancel().await;
 }
@@ -77,9 +84,22 @@ async fn authentication_failures_are_401_with_a_bearer_challenge() {
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{token:?}");
         assert_eq!(r.headers()["www-authenticate"], "Bearer");
     }
-    let r = post(&c, &format!("{url}?access_token={TOKEN}"), None).json(&init()).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "tokens in the query string are refused");
-    let r = c.get(format!("{}/mcp/nope", gw.base)).bearer_auth(TOKEN).send().await.unwrap();
+    let r = post(&c, &format!("{url}?access_token={TOKEN}"), None)
+        .json(&init())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::BAD_REQUEST,
+        "tokens in the query string are refused"
+    );
+    let r = c
+        .get(format!("{}/mcp/nope", gw.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     still_serving(&gw).await;
     gw.stop().await;
@@ -90,9 +110,19 @@ async fn host_origin_and_size_limits() {
     let gw = GatewayProc::start(&config()).await;
     let c = http();
     let url = gw.url("main");
-    let r = post(&c, &url, Some(TOKEN)).header("host", "evil.example.com").json(&init()).send().await.unwrap();
+    let r = post(&c, &url, Some(TOKEN))
+        .header("host", "evil.example.com")
+        .json(&init())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN, "DNS rebinding: foreign Host");
-    let r = post(&c, &url, Some(TOKEN)).header("origin", "http://evil.example.com").json(&init()).send().await.unwrap();
+    let r = post(&c, &url, Some(TOKEN))
+        .header("origin", "http://evil.example.com")
+        .json(&init())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN, "foreign Origin");
     let big = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"pad": "x".repeat(8192)}});
     let r = post(&c, &url, Some(TOKEN)).json(&big).send().await.unwrap();
@@ -108,13 +138,23 @@ async fn malformed_json_rpc_gets_precise_errors() {
     let url = gw.url("main");
     let sid = session(&c, &url, TOKEN).await;
     // Not JSON at all.
-    let r = post(&c, &url, Some(TOKEN)).header("mcp-session-id", &sid).body("{not json").send().await.unwrap();
+    let r = post(&c, &url, Some(TOKEN))
+        .header("mcp-session-id", &sid)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_client_error(), "{}", r.status());
     let m = message(r).await;
     assert_eq!(m["error"]["code"], -32700, "{m}");
     // A batch array.
     let batch = json!([{"jsonrpc": "2.0", "id": 5, "method": "tools/list"}]);
-    let r = post(&c, &url, Some(TOKEN)).header("mcp-session-id", &sid).json(&batch).send().await.unwrap();
+    let r = post(&c, &url, Some(TOKEN))
+        .header("mcp-session-id", &sid)
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let m = message(r).await;
     assert_eq!(m["error"]["code"], -32600, "{m}");
@@ -129,7 +169,15 @@ async fn malformed_json_rpc_gets_precise_errors() {
     let m = message(r).await;
     assert_eq!(m["error"]["code"], -32601, "{m}");
     // Hostile tool names: answered as unknown, never forwarded.
-    for name in ["alpha__echo ", "ALPHA__echo", "alpha__ech\u{043e}", "alpha__alpha__echo", "alpha/echo", "../alpha__echo", "alpha__crash"] {
+    for name in [
+        "alpha__echo ",
+        "ALPHA__echo",
+        "alpha__ech\u{043e}",
+        "alpha__alpha__echo",
+        "alpha/echo",
+        "../alpha__echo",
+        "alpha__crash",
+    ] {
         let r = post(&c, &url, Some(TOKEN))
             .header("mcp-session-id", &sid)
             .json(&json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": name, "arguments": {"text": "x"}}}))
@@ -173,7 +221,11 @@ async fn header_and_body_must_agree() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "Mcp-Name disagrees with the body");
+    assert_eq!(
+        r.status(),
+        StatusCode::BAD_REQUEST,
+        "Mcp-Name disagrees with the body"
+    );
     let r = post(&c, &url, Some(TOKEN))
         .header("mcp-protocol-version", "2026-07-28")
         .header("mcp-method", "tools/call")
@@ -195,9 +247,23 @@ async fn a_session_belongs_to_the_principal_that_opened_it() {
     let url = gw.url("main");
     let sid = session(&c, &url, TOKEN).await;
     let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
-    let r = post(&c, &url, Some(OTHER_TOKEN)).header("mcp-session-id", &sid).json(&list).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::NOT_FOUND, "another principal presenting the id gets nothing");
-    let r = post(&c, &url, Some(TOKEN)).header("mcp-session-id", &sid).json(&list).send().await.unwrap();
+    let r = post(&c, &url, Some(OTHER_TOKEN))
+        .header("mcp-session-id", &sid)
+        .json(&list)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::NOT_FOUND,
+        "another principal presenting the id gets nothing"
+    );
+    let r = post(&c, &url, Some(TOKEN))
+        .header("mcp-session-id", &sid)
+        .json(&list)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let m = message(r).await;
     assert_eq!(m["result"]["tools"].as_array().unwrap().len(), 2, "{m}");

@@ -1,3 +1,4 @@
+use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use rmcp::model::{CallToolRequest, CallToolRequestParams, ClientRequest, SubscriptionFilter};
@@ -8,7 +9,11 @@ use crate::support::*;
 fn config(cancel_file: &std::path::Path) -> String {
     let mut c = String::from(AUTH);
     c.push_str(&fixture("alpha", &[]));
-    c.push_str(&format!("[servers.alpha.env]\nFIXTURE_CANCEL_FILE = \"{}\"\n\n", cancel_file.display()));
+    let _ = write!(
+        c,
+        "[servers.alpha.env]\nFIXTURE_CANCEL_FILE = \"{}\"\n\n",
+        cancel_file.display()
+    );
     c.push_str(&fixture("beta", &[]));
     c.push_str("[endpoints.main.servers.alpha]\ntools = [\"*\"]\n[endpoints.main.servers.beta]\ntools = [\"echo\"]\n");
     c
@@ -25,13 +30,21 @@ async fn list_changed_reaches_legacy_and_modern_clients() {
         .await
         .expect("subscriptions/listen is accepted");
     let added = legacy
-        .call_tool(CallToolRequestParams::new("alpha__add_tool").with_arguments(args(serde_json::json!({"name": "fresh"}))))
+        .call_tool(
+            CallToolRequestParams::new("alpha__add_tool")
+                .with_arguments(args(&serde_json::json!({"name": "fresh"}))),
+        )
         .await
         .unwrap();
     assert_eq!(text_of(&added), "added fresh");
-    let note = tokio::time::timeout(Duration::from_secs(10), sub.next()).await.expect("modern client notified in time");
+    let note = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("modern client notified in time");
     assert!(matches!(note, Ok(Some(_))), "{note:?}");
-    assert!(eventually(10, async || legacy.service().seen("tools_changed")).await, "legacy client notified");
+    assert!(
+        eventually(10, async || legacy.service().seen("tools_changed")).await,
+        "legacy client notified"
+    );
     assert!(names(&legacy).await.contains(&"alpha__fresh".to_owned()));
     assert!(names(&modern).await.contains(&"alpha__fresh".to_owned()));
     let _ = legacy.cancel().await;
@@ -47,21 +60,34 @@ async fn progress_is_forwarded_and_cancellation_reaches_the_upstream() {
     for era in [Era::Legacy, Era::Modern] {
         let client = http_client(&gw.url("main"), TOKEN, era).await;
         let done = client
-            .call_tool(CallToolRequestParams::new("alpha__slow").with_arguments(args(serde_json::json!({"steps": 3, "delay_ms": 30}))))
+            .call_tool(
+                CallToolRequestParams::new("alpha__slow")
+                    .with_arguments(args(&serde_json::json!({"steps": 3, "delay_ms": 30}))),
+            )
             .await
             .unwrap();
         assert_eq!(text_of(&done), "done after 3 steps");
-        assert!(eventually(5, async || client.service().count("progress") >= 3).await, "{era:?}: progress forwarded");
+        assert!(
+            eventually(5, async || client.service().count("progress") >= 3).await,
+            "{era:?}: progress forwarded"
+        );
 
         let _ = std::fs::remove_file(&cancel_file);
-        let params = CallToolRequestParams::new("alpha__slow").with_arguments(args(serde_json::json!({"steps": 100, "delay_ms": 50})));
+        let params = CallToolRequestParams::new("alpha__slow")
+            .with_arguments(args(&serde_json::json!({"steps": 100, "delay_ms": 50})));
         let handle = client
-            .send_request_with_option(ClientRequest::CallToolRequest(CallToolRequest::new(params)), PeerRequestOptions::no_options())
+            .send_request_with_option(
+                ClientRequest::CallToolRequest(CallToolRequest::new(params)),
+                PeerRequestOptions::no_options(),
+            )
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
         handle.cancel(Some("test".into())).await.unwrap();
-        assert!(eventually(5, async || cancel_file.exists()).await, "{era:?}: the upstream saw the cancellation");
+        assert!(
+            eventually(5, async || cancel_file.exists()).await,
+            "{era:?}: the upstream saw the cancellation"
+        );
         let _ = client.cancel().await;
     }
     gw.stop().await;
@@ -74,11 +100,25 @@ async fn an_upstream_dying_mid_call_gives_an_error_then_recovers() {
     let client = http_client(&gw.url("main"), TOKEN, Era::Legacy).await;
     for _ in 0..3 {
         let t = Instant::now();
-        let err = client.call_tool(CallToolRequestParams::new("alpha__crash")).await.unwrap_err().to_string();
-        assert!(t.elapsed() < Duration::from_secs(2), "error within 2 s, took {:?}", t.elapsed());
+        let err = client
+            .call_tool(CallToolRequestParams::new("alpha__crash"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "error within 2 s, took {:?}",
+            t.elapsed()
+        );
         assert!(err.contains("server alpha terminated"), "{err}");
         // The other server is unaffected.
-        let echo = client.call_tool(CallToolRequestParams::new("beta__echo").with_arguments(args(serde_json::json!({"text": "ok"})))).await.unwrap();
+        let echo = client
+            .call_tool(
+                CallToolRequestParams::new("beta__echo")
+                    .with_arguments(args(&serde_json::json!({"text": "ok"}))),
+            )
+            .await
+            .unwrap();
         assert_eq!(text_of(&echo), "ok");
         // The next call to alpha restarts it.
         let ok = eventually(3, async || {
@@ -97,9 +137,16 @@ async fn an_upstream_dying_mid_call_gives_an_error_then_recovers() {
 #[tokio::test]
 async fn stdio_upstreams_get_only_an_allow_listed_environment() {
     let dir = tempfile::tempdir().unwrap();
-    let gw = GatewayProc::start_with_env(&config(&dir.path().join("c")), &[("GATEWAY_SECRET_CANARY", "do-not-leak")]).await;
+    let gw = GatewayProc::start_with_env(
+        &config(&dir.path().join("c")),
+        &[("GATEWAY_SECRET_CANARY", "do-not-leak")],
+    )
+    .await;
     let client = http_client(&gw.url("main"), TOKEN, Era::Modern).await;
-    let env = client.call_tool(CallToolRequestParams::new("alpha__env_names")).await.unwrap();
+    let env = client
+        .call_tool(CallToolRequestParams::new("alpha__env_names"))
+        .await
+        .unwrap();
     let mut names: Vec<String> = text_of(&env).split(',').map(str::to_owned).collect();
     names.sort();
     assert_eq!(names, ["FIXTURE_CANCEL_FILE", "HOME", "PATH"]);

@@ -1,3 +1,11 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    unreachable_pub,
+    missing_docs,
+    dead_code,
+    reason = "test helpers"
+)]
 //! End-to-end tests of the `mcp-guard` binary: real rmcp clients over HTTP and stdio,
 //! in both protocol eras, against fixture upstreams running as real child processes.
 

@@ -4,11 +4,15 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rmcp::model::{ClientCapabilities, ClientConfig, Implementation, ProgressNotificationParam, ProtocolVersion};
-use rmcp::service::{ClientLifecycleMode, NotificationContext, RoleClient, RunningService, serve_client_with_lifecycle};
+use rmcp::ClientHandler;
+use rmcp::model::{
+    ClientCapabilities, ClientConfig, Implementation, ProgressNotificationParam, ProtocolVersion,
+};
+use rmcp::service::{
+    ClientLifecycleMode, NotificationContext, RoleClient, RunningService, serve_client_with_lifecycle,
+};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
-use rmcp::ClientHandler;
 use tokio::io::AsyncBufReadExt;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mcp-guard");
@@ -22,7 +26,10 @@ pub fn fixture(name: &str, extra: &[&str]) -> String {
         args.push("\"--extra-tool\"".into());
         args.push(format!("\"{e}\""));
     }
-    format!("[servers.{name}]\ntransport = \"stdio\"\ncommand = \"{BIN}\"\nargs = [{}]\n\n", args.join(", "))
+    format!(
+        "[servers.{name}]\ntransport = \"stdio\"\ncommand = \"{BIN}\"\nargs = [{}]\n\n",
+        args.join(", ")
+    )
 }
 
 /// Token auth for two principals (alice: role eng; bob: role other) and a grant for eng.
@@ -90,7 +97,9 @@ impl GatewayProc {
     pub async fn stop(mut self) {
         if let Some(mut child) = self.child.take() {
             if let Some(pid) = child.id() {
-                let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status();
             }
             let _ = tokio::time::timeout(Duration::from_secs(15), child.wait()).await;
         }
@@ -109,13 +118,21 @@ impl Recorder {
     }
 
     pub fn count(&self, what: &str) -> usize {
-        self.events.lock().unwrap().iter().filter(|e| e.starts_with(what)).count()
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.starts_with(what))
+            .count()
     }
 }
 
 impl ClientHandler for Recorder {
     fn get_info(&self) -> ClientConfig {
-        ClientConfig::new(ClientCapabilities::default(), Implementation::new("gateway-tests", "0"))
+        ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("gateway-tests", "0"),
+        )
     }
 
     async fn on_tool_list_changed(&self, _: NotificationContext<RoleClient>) {
@@ -123,7 +140,10 @@ impl ClientHandler for Recorder {
     }
 
     async fn on_progress(&self, p: ProgressNotificationParam, _: NotificationContext<RoleClient>) {
-        self.events.lock().unwrap().push(format!("progress {}", p.progress));
+        self.events
+            .lock()
+            .unwrap()
+            .push(format!("progress {}", p.progress));
     }
 }
 
@@ -150,34 +170,54 @@ pub async fn http_client(url: &str, token: &str, era: Era) -> Client {
     cfg.auth_header = Some(token.to_owned());
     let transport = StreamableHttpClientTransport::from_config(cfg);
     let rec = Recorder::default();
-    tokio::time::timeout(Duration::from_secs(20), serve_client_with_lifecycle(rec, transport, lifecycle(era)))
-        .await
-        .expect("connect timed out")
-        .expect("connect failed")
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        serve_client_with_lifecycle(rec, transport, lifecycle(era)),
+    )
+    .await
+    .expect("connect timed out")
+    .expect("connect failed")
 }
 
 /// `mcp-guard serve --stdio` as a child process, with an rmcp client on its pipes.
 pub async fn stdio_client(config_path: &std::path::Path, endpoint: &str, era: Era) -> Client {
     let mut cmd = tokio::process::Command::new(BIN);
-    cmd.args(["serve", "--stdio", "--endpoint", endpoint, "--config"]).arg(config_path);
+    cmd.args(["serve", "--stdio", "--endpoint", endpoint, "--config"])
+        .arg(config_path);
     cmd.env("MCP_GUARD_LOG", "warn");
-    let (transport, _stderr) = TokioChildProcess::builder(cmd).stderr(Stdio::null()).spawn().unwrap();
-    tokio::time::timeout(Duration::from_secs(20), serve_client_with_lifecycle(Recorder::default(), transport, lifecycle(era)))
-        .await
-        .expect("connect timed out")
-        .expect("connect failed")
+    let (transport, _stderr) = TokioChildProcess::builder(cmd)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        serve_client_with_lifecycle(Recorder::default(), transport, lifecycle(era)),
+    )
+    .await
+    .expect("connect timed out")
+    .expect("connect failed")
 }
 
-pub fn args(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+pub fn args(v: &serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
     v.as_object().cloned().unwrap()
 }
 
 pub fn text_of(r: &rmcp::model::CallToolResult) -> String {
-    r.content.iter().filter_map(|c| c.as_text()).map(|t| t.text.clone()).collect::<Vec<_>>().join("")
+    r.content
+        .iter()
+        .filter_map(|c| c.as_text())
+        .map(|t| t.text.as_str())
+        .collect()
 }
 
 pub async fn names(client: &Client) -> Vec<String> {
-    client.list_all_tools().await.unwrap().into_iter().map(|t| t.name.to_string()).collect()
+    client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect()
 }
 
 /// Waits until `f` holds, up to `secs` seconds.

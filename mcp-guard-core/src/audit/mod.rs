@@ -12,9 +12,9 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use serde::Serialize;
 
+use crate::BoxError;
 use crate::call::{Action, PrincipalKind, Target};
 use crate::redact::Redacted;
-use crate::BoxError;
 
 pub use memory::MemoryAuditSink;
 pub use trace::TracingAuditSink;
@@ -240,7 +240,7 @@ pub trait AuditSink: Send + Sync {
 }
 
 #[async_trait]
-impl<A: AuditSink + ?Sized> AuditSink for Arc<A> {
+impl<S: AuditSink + ?Sized> AuditSink for Arc<S> {
     async fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
         (**self).record(event).await
     }
@@ -269,7 +269,9 @@ pub struct FanOut {
 
 impl std::fmt::Debug for FanOut {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FanOut").field("sinks", &self.sinks.len()).finish()
+        f.debug_struct("FanOut")
+            .field("sinks", &self.sinks.len())
+            .finish()
     }
 }
 
@@ -287,7 +289,7 @@ impl AuditSink for FanOut {
         results.into_iter().collect()
     }
     async fn flush(&self) -> Result<(), AuditError> {
-        let results = futures::future::join_all(self.sinks.iter().map(|s| s.flush())).await;
+        let results = futures::future::join_all(self.sinks.iter().map(AuditSink::flush)).await;
         results.into_iter().collect()
     }
 }

@@ -20,7 +20,9 @@ impl EnvCredentialStore {
 
     /// Reads `PREFIX` + `NAME` for `${NAME}` (e.g. `MCP_GUARD_`).
     pub fn with_prefix(prefix: impl Into<String>) -> Self {
-        Self { prefix: prefix.into() }
+        Self {
+            prefix: prefix.into(),
+        }
     }
 }
 
@@ -31,6 +33,8 @@ impl CredentialStore for EnvCredentialStore {
             return Ok(None);
         }
         let var = format!("{}{}", self.prefix, key.name);
-        Ok(std::env::var(var).ok().map(|v| Credential::new(SecretString::from(v))))
+        Ok(std::env::var(var)
+            .ok()
+            .map(|v| Credential::new(SecretString::from(v))))
     }
 }

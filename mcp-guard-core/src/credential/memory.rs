@@ -28,13 +28,22 @@ impl MemoryCredentialStore {
 
     /// Removes a credential; returns whether one was there.
     pub fn remove(&self, key: &CredentialKey) -> bool {
-        self.map.write().unwrap_or_else(PoisonError::into_inner).remove(key).is_some()
+        self.map
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key)
+            .is_some()
     }
 }
 
 #[async_trait]
 impl CredentialStore for MemoryCredentialStore {
     async fn get(&self, key: &CredentialKey) -> Result<Option<Credential>, CredentialError> {
-        Ok(self.map.read().unwrap_or_else(PoisonError::into_inner).get(key).cloned())
+        Ok(self
+            .map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned())
     }
 }

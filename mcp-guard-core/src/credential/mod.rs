@@ -59,7 +59,11 @@ impl CredentialKey {
     }
 
     /// A personal credential `name` of `server` for `principal`.
-    pub fn personal(server: impl Into<Arc<str>>, principal: impl Into<Arc<str>>, name: impl Into<Arc<str>>) -> Self {
+    pub fn personal(
+        server: impl Into<Arc<str>>,
+        principal: impl Into<Arc<str>>,
+        name: impl Into<Arc<str>>,
+    ) -> Self {
         Self {
             server: server.into(),
             mode: CredentialMode::Personal,
@@ -91,7 +95,10 @@ pub struct Credential {
 impl Credential {
     /// A credential that does not expire.
     pub fn new(secret: SecretString) -> Self {
-        Self { secret, expires_at: None }
+        Self {
+            secret,
+            expires_at: None,
+        }
     }
 }
 

@@ -203,7 +203,11 @@ impl GrantPolicyBuilder {
             .enumerate()
             .map(|(i, g)| {
                 Ok(CompiledGrant {
-                    name: g.name.clone().unwrap_or_else(|| format!("grant #{}", i + 1)).into(),
+                    name: g
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| format!("grant #{}", i + 1))
+                        .into(),
                     effect: g.effect,
                     principals: compile(&g.principals)?,
                     roles: g.roles,
@@ -213,7 +217,9 @@ impl GrantPolicyBuilder {
                 })
             })
             .collect::<Result<Vec<_>, PolicyError>>()?;
-        Ok(GrantPolicy { grants: grants.into() })
+        Ok(GrantPolicy {
+            grants: grants.into(),
+        })
     }
 }
 
@@ -260,20 +266,32 @@ mod tests {
     }
 
     fn op(server: &str, name: &str) -> Operation {
-        Operation::new(Action::Call, Some(Target::new(server, name, TargetKind::Tool)), format!("{server}__{name}"))
+        Operation::new(
+            Action::Call,
+            Some(Target::new(server, name, TargetKind::Tool)),
+            format!("{server}__{name}"),
+        )
     }
 
     #[test]
     fn default_deny_and_deny_wins() {
         let policy = GrantPolicy::builder()
             .grant(Grant::allow().roles(["eng"]).names(["*"]))
-            .grant(Grant::deny().named("no-deletes").roles(["eng"]).names(["delete_*"]))
+            .grant(
+                Grant::deny()
+                    .named("no-deletes")
+                    .roles(["eng"])
+                    .names(["delete_*"]),
+            )
             .build()
             .unwrap();
         let alice = ctx(Principal::user("alice").with_roles(["eng"]), "e");
         let bob = ctx(Principal::user("bob"), "e");
         assert!(policy.decide(&op("gh", "read"), &alice).is_allow());
-        assert_eq!(policy.decide(&op("gh", "delete_repo"), &alice).rule(), Some("no-deletes"));
+        assert_eq!(
+            policy.decide(&op("gh", "delete_repo"), &alice).rule(),
+            Some("no-deletes")
+        );
         assert!(!policy.decide(&op("gh", "read"), &bob).is_allow());
         let unknown = Operation::new(Action::Call, None, "gh__nope");
         assert!(!policy.decide(&unknown, &alice).is_allow());
@@ -282,12 +300,19 @@ mod tests {
     #[test]
     fn empty_grant_applies_to_nobody() {
         let policy = GrantPolicy::builder().grant(Grant::allow()).build().unwrap();
-        assert!(!policy.decide(&op("a", "b"), &ctx(Principal::user("x"), "e")).is_allow());
+        assert!(
+            !policy
+                .decide(&op("a", "b"), &ctx(Principal::user("x"), "e"))
+                .is_allow()
+        );
     }
 
     #[test]
     fn bad_glob_is_named() {
-        let err = GrantPolicy::builder().grant(Grant::allow().names(["[a"])).build().unwrap_err();
+        let err = GrantPolicy::builder()
+            .grant(Grant::allow().names(["[a"]))
+            .build()
+            .unwrap_err();
         assert!(err.to_string().contains("[a"), "{err}");
     }
 }

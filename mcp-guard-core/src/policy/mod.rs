@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::call::{CallContext, Operation};
 use crate::BoxError;
+use crate::call::{CallContext, Operation};
 
 pub use grants::{Effect, Grant, GrantPolicy, GrantPolicyBuilder, Pattern};
 
@@ -22,7 +22,7 @@ pub use grants::{Effect, Grant, GrantPolicy, GrantPolicyBuilder, Pattern};
 ///
 /// # Example
 /// ```
-/// use mcp_guard_core::{Action, CallContext, Decision, GrantPolicy, Grant, Operation,
+/// use mcp_guard_core::{Action, CallContext, GrantPolicy, Grant, Operation,
 ///     Policy, Principal, Target, TargetKind};
 /// # use std::sync::Arc;
 /// # tokio_test_block_on(async {
@@ -82,7 +82,9 @@ pub enum Decision {
 impl Decision {
     /// An allow decided by `rule`.
     pub fn allow_by(rule: impl Into<Arc<str>>) -> Self {
-        Self::Allow { rule: Some(rule.into()) }
+        Self::Allow {
+            rule: Some(rule.into()),
+        }
     }
 
     /// Whether this allows the operation.

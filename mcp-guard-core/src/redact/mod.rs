@@ -146,7 +146,8 @@ mod tests {
 
     #[test]
     fn walks_keys_and_leaves_keeping_shape() {
-        let v = serde_json::json!({"a": ["secret", 1], "secret": "x", "secret ": "y", "n": {"m": "my secret"}});
+        let v =
+            serde_json::json!({"a": ["secret", 1], "secret": "x", "secret ": "y", "n": {"m": "my secret"}});
         let out = Upper.redacted(v).into_inner();
         assert_eq!(out["a"], serde_json::json!(["[X]", 1]));
         assert_eq!(out["[X]"], "x");

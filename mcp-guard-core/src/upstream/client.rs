@@ -1,12 +1,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
+use rmcp::ClientHandler;
 use rmcp::model::{
-    ClientCapabilities, ClientConfig, Implementation, ProgressNotificationParam,
-    ProgressToken, ResourceUpdatedNotificationParam,
+    ClientCapabilities, ClientConfig, Implementation, ProgressNotificationParam, ProgressToken,
+    ResourceUpdatedNotificationParam,
 };
 use rmcp::service::{NotificationContext, RoleClient};
-use rmcp::ClientHandler;
 
 use super::rmcp_upstream::Shared;
 use super::{Progress, ProgressSink, UpstreamEvent};
@@ -72,7 +72,11 @@ impl ClientHandler for UpstreamClient {
         self.catalog_changed();
     }
 
-    async fn on_resource_updated(&self, params: ResourceUpdatedNotificationParam, _: NotificationContext<RoleClient>) {
+    async fn on_resource_updated(
+        &self,
+        params: ResourceUpdatedNotificationParam,
+        _: NotificationContext<RoleClient>,
+    ) {
         if let Some(shared) = self.shared.upgrade() {
             let _ = shared.events.send(UpstreamEvent::ResourceUpdated(params.uri));
         }

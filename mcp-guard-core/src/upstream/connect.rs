@@ -5,17 +5,17 @@ use std::process::Stdio;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use rmcp::ServerHandler;
 use rmcp::model::ProtocolVersion;
 use rmcp::service::{ClientLifecycleMode, RoleClient, RunningService, serve_client_with_lifecycle};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
-use rmcp::ServerHandler;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::io::AsyncBufReadExt;
 
+use super::UpstreamError;
 use super::client::UpstreamClient;
 use super::placeholder::{Template, resolve_template};
-use super::UpstreamError;
 use crate::credential::{CredentialError, CredentialStore};
 use crate::redact::Redactor;
 
@@ -30,7 +30,10 @@ pub trait Connector: Send + Sync + fmt::Debug {
     /// # Errors
     /// [`UpstreamError::MissingCredentials`] when a placeholder cannot be filled;
     /// [`UpstreamError::Unavailable`] for every other failure.
-    async fn connect(&self, client: UpstreamClient) -> Result<RunningService<RoleClient, UpstreamClient>, UpstreamError>;
+    async fn connect(
+        &self,
+        client: UpstreamClient,
+    ) -> Result<RunningService<RoleClient, UpstreamClient>, UpstreamError>;
 }
 
 /// The lifecycle every upstream connection uses: try `server/discover` (2026-07-28),
@@ -179,9 +182,18 @@ const INHERITED_ENV: &[&str] = &["PATH", "HOME"];
 
 #[async_trait]
 impl Connector for StdioConnector {
-    async fn connect(&self, client: UpstreamClient) -> Result<RunningService<RoleClient, UpstreamClient>, UpstreamError> {
+    async fn connect(
+        &self,
+        client: UpstreamClient,
+    ) -> Result<RunningService<RoleClient, UpstreamClient>, UpstreamError> {
         let server = &*self.server;
-        let env = resolve_all(server, self.principal.as_deref(), &self.spec.env, &*self.credentials).await?;
+        let env = resolve_all(
+            server,
+            self.principal.as_deref(),
+            &self.spec.env,
+            &*self.credentials,
+        )
+        .await?;
         let mut cmd = tokio::process::Command::new(&self.spec.command);
         cmd.args(&self.spec.args).env_clear().kill_on_drop(true);
         for key in INHERITED_ENV {
@@ -190,7 +202,10 @@ impl Connector for StdioConnector {
             }
         }
         for (k, v) in &env {
-            #[expect(clippy::disallowed_methods, reason = "a stdio upstream's credential enters its environment")]
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "a stdio upstream's credential enters its environment"
+            )]
             cmd.env(k, v.expose_secret());
         }
         if let Some(cwd) = &self.spec.cwd {
@@ -277,7 +292,10 @@ pub(crate) async fn resolved_headers(
     let mut map = http::HeaderMap::new();
     for (k, v) in resolve_all(server, principal, headers, store).await? {
         let name = http::HeaderName::from_bytes(k.as_bytes()).map_err(|e| unavailable(server, e))?;
-        #[expect(clippy::disallowed_methods, reason = "an HTTP upstream's credential enters its header")]
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "an HTTP upstream's credential enters its header"
+        )]
         let mut value = http::HeaderValue::from_str(v.expose_secret())
             .map_err(|_| unavailable(server, format!("header {k} is not a valid header value")))?;
         value.set_sensitive(true);
@@ -326,9 +344,18 @@ impl HttpConnector {
 
 #[async_trait]
 impl Connector for HttpConnector {
-    async fn connect(&self, client: UpstreamClient) -> Result<RunningService<RoleClient, UpstreamClient>, UpstreamError> {
+    async fn connect(
+        &self,
+        client: UpstreamClient,
+    ) -> Result<RunningService<RoleClient, UpstreamClient>, UpstreamError> {
         let server = &*self.server;
-        let headers = resolved_headers(server, self.principal.as_deref(), &self.spec.headers, &*self.credentials).await?;
+        let headers = resolved_headers(
+            server,
+            self.principal.as_deref(),
+            &self.spec.headers,
+            &*self.credentials,
+        )
+        .await?;
         let http = http_client().map_err(|e| unavailable(server, e))?;
         let mut config = StreamableHttpClientTransportConfig::with_uri(self.spec.url.as_str());
         config.custom_headers = headers.into_iter().filter_map(|(k, v)| Some((k?, v))).collect();
@@ -349,7 +376,9 @@ pub struct InProcessConnector<F> {
 
 impl<F> fmt::Debug for InProcessConnector<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("InProcessConnector").field("server", &self.server).finish_non_exhaustive()
+        f.debug_struct("InProcessConnector")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
     }
 }
 
@@ -373,7 +402,10 @@ where
     F: Fn() -> H + Send + Sync + 'static,
     H: ServerHandler,
 {
-    async fn connect(&self, client: UpstreamClient) -> Result<RunningService<RoleClient, UpstreamClient>, UpstreamError> {
+    async fn connect(
+        &self,
+        client: UpstreamClient,
+    ) -> Result<RunningService<RoleClient, UpstreamClient>, UpstreamError> {
         let (client_io, server_io) = tokio::io::duplex(64 * 1024);
         let handler = (self.factory)();
         let server = self.server.clone();

@@ -19,8 +19,8 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use rmcp::model::{
-    ClientNotification, ClientRequest, Prompt, RequestMetaObject, Resource, ResourceTemplate,
-    ServerPeerInfo, ServerResult, Tool,
+    ClientNotification, ClientRequest, Prompt, RequestMetaObject, Resource, ResourceTemplate, ServerPeerInfo,
+    ServerResult, Tool,
 };
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -28,10 +28,11 @@ use tokio_util::sync::CancellationToken;
 use crate::BoxError;
 
 pub use client::UpstreamClient;
-pub use connect::{ensure_crypto_provider, Connector, HttpConnector, HttpSpec, InProcessConnector, StdioConnector, StdioSpec};
+pub use connect::{
+    Connector, HttpConnector, HttpSpec, InProcessConnector, StdioConnector, StdioSpec, ensure_crypto_provider,
+};
 pub use placeholder::{Template, resolve_template};
 pub use rmcp_upstream::{RmcpUpstream, UpstreamOptions};
-
 
 /// One upstream MCP server.
 ///

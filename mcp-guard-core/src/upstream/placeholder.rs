@@ -33,7 +33,9 @@ impl Template {
                 lit.push('$');
                 rest = tail;
             } else if let Some(tail) = after.strip_prefix('{') {
-                let end = tail.find('}').ok_or_else(|| format!("unterminated placeholder in {s:?}"))?;
+                let end = tail
+                    .find('}')
+                    .ok_or_else(|| format!("unterminated placeholder in {s:?}"))?;
                 let name = &tail[..end];
                 if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                     return Err(format!("invalid placeholder name {name:?} (use [A-Za-z0-9_])"));
@@ -88,13 +90,18 @@ pub async fn resolve_template(
             Part::Var(name) => {
                 let mut found = None;
                 if let Some(p) = principal {
-                    found = store.get(&CredentialKey::personal(server, p, name.as_str())).await?;
+                    found = store
+                        .get(&CredentialKey::personal(server, p, name.as_str()))
+                        .await?;
                 }
                 if found.is_none() {
                     found = store.get(&CredentialKey::shared(server, name.as_str())).await?;
                 }
                 match found {
-                    #[expect(clippy::disallowed_methods, reason = "filling an upstream credential template")]
+                    #[expect(
+                        clippy::disallowed_methods,
+                        reason = "filling an upstream credential template"
+                    )]
                     Some(c) => out.push_str(secrecy::ExposeSecret::expose_secret(&c.secret)),
                     None => missing.push(name.clone()),
                 }
@@ -104,7 +111,9 @@ pub async fn resolve_template(
     if missing.is_empty() {
         Ok(SecretString::from(out))
     } else {
-        Err(CredentialError::Missing { key: missing.join(", ") })
+        Err(CredentialError::Missing {
+            key: missing.join(", "),
+        })
     }
 }
 
@@ -125,12 +134,21 @@ mod tests {
     async fn resolves_personal_before_shared_and_lists_missing() {
         let store = crate::MemoryCredentialStore::new();
         store.set(CredentialKey::shared("gh", "T"), "shared".to_owned().into());
-        store.set(CredentialKey::personal("gh", "alice", "T"), "mine".to_owned().into());
+        store.set(
+            CredentialKey::personal("gh", "alice", "T"),
+            "mine".to_owned().into(),
+        );
         let t = Template::parse("x-${T}").unwrap();
         #[expect(clippy::disallowed_methods, reason = "test reads the resolved value")]
         let got = |s: SecretString| secrecy::ExposeSecret::expose_secret(&s).to_owned();
-        assert_eq!(got(resolve_template(&t, "gh", Some("alice"), &store).await.unwrap()), "x-mine");
-        assert_eq!(got(resolve_template(&t, "gh", Some("bob"), &store).await.unwrap()), "x-shared");
+        assert_eq!(
+            got(resolve_template(&t, "gh", Some("alice"), &store).await.unwrap()),
+            "x-mine"
+        );
+        assert_eq!(
+            got(resolve_template(&t, "gh", Some("bob"), &store).await.unwrap()),
+            "x-shared"
+        );
         let t2 = Template::parse("${T}${U}${V}").unwrap();
         let err = resolve_template(&t2, "gh", None, &store).await.unwrap_err();
         assert_eq!(err.to_string(), "missing credential U, V");

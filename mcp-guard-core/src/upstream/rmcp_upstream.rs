@@ -5,15 +5,17 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rmcp::model::{
-    CancelledNotificationParam, ClientNotification, ClientRequest, ProgressToken, ProtocolVersion, ServerResult,
-    SubscriptionFilter,
+    CancelledNotificationParam, ClientNotification, ClientRequest, ProgressToken, ProtocolVersion,
+    ServerResult, SubscriptionFilter,
 };
 use rmcp::service::{Peer, PeerRequestOptions, RoleClient, RunningServiceCancellationToken, ServiceError};
 use tokio::sync::broadcast;
 
 use super::client::UpstreamClient;
 use super::connect::Connector;
-use super::{Catalog, Forward, ProgressSink, Upstream, UpstreamError, UpstreamEvent, UpstreamState, UpstreamStatus};
+use super::{
+    Catalog, Forward, ProgressSink, Upstream, UpstreamError, UpstreamEvent, UpstreamState, UpstreamStatus,
+};
 
 /// Timeouts and backoff of an [`RmcpUpstream`].
 #[derive(Debug, Clone)]
@@ -33,7 +35,7 @@ impl Default for UpstreamOptions {
     fn default() -> Self {
         Self {
             connect_timeout: Duration::from_secs(30),
-            request_timeout: Some(Duration::from_secs(120)),
+            request_timeout: Some(Duration::from_mins(2)),
             backoff_initial: Duration::from_millis(250),
             backoff_max: Duration::from_secs(30),
         }
@@ -96,12 +98,20 @@ impl std::fmt::Debug for RmcpUpstream {
 impl RmcpUpstream {
     /// An upstream `id` reached through `connector`. Nothing connects until first use
     /// (or [`RmcpUpstream::connect`]).
-    pub fn new(id: impl Into<Arc<str>>, connector: impl Connector + 'static, options: UpstreamOptions) -> Self {
+    pub fn new(
+        id: impl Into<Arc<str>>,
+        connector: impl Connector + 'static,
+        options: UpstreamOptions,
+    ) -> Self {
         Self::from_arc(id, Arc::new(connector), options)
     }
 
     /// Like [`RmcpUpstream::new`] with a shared connector.
-    pub fn from_arc(id: impl Into<Arc<str>>, connector: Arc<dyn Connector>, options: UpstreamOptions) -> Self {
+    pub fn from_arc(
+        id: impl Into<Arc<str>>,
+        connector: Arc<dyn Connector>,
+        options: UpstreamOptions,
+    ) -> Self {
         let (events, _) = broadcast::channel(64);
         Self {
             shared: Arc::new(Shared {
@@ -156,7 +166,9 @@ impl Shared {
 
     async fn connection(self: &Arc<Self>) -> Result<Arc<Conn>, UpstreamError> {
         if self.stopped.load(Ordering::Acquire) {
-            return Err(UpstreamError::Disabled { server: self.id.to_string() });
+            return Err(UpstreamError::Disabled {
+                server: self.id.to_string(),
+            });
         }
         if let Some(c) = self.current() {
             return Ok(c);
@@ -177,7 +189,8 @@ impl Shared {
             shared: Arc::downgrade(self),
             progress: self.progress.clone(),
         };
-        let attempt = tokio::time::timeout(self.options.connect_timeout, self.connector.connect(client)).await;
+        let attempt =
+            tokio::time::timeout(self.options.connect_timeout, self.connector.connect(client)).await;
         let running = match attempt {
             Ok(Ok(running)) => running,
             Ok(Err(e)) => {
@@ -196,7 +209,8 @@ impl Shared {
         *backoff = Backoff::default();
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         let peer = running.peer().clone();
-        peer.set_response_cache_config(rmcp::service::ClientCacheConfig::disabled()).await;
+        peer.set_response_cache_config(rmcp::service::ClientCacheConfig::disabled())
+            .await;
         let (ended_tx, ended) = tokio::sync::watch::channel(false);
         let conn = Arc::new(Conn {
             peer: peer.clone(),
@@ -224,7 +238,10 @@ impl Shared {
 
     fn connect_failed(&self, backoff: &mut Backoff, e: &UpstreamError) {
         backoff.failures = backoff.failures.saturating_add(1);
-        let exp = self.options.backoff_initial.saturating_mul(1 << backoff.failures.min(16).saturating_sub(1));
+        let exp = self
+            .options
+            .backoff_initial
+            .saturating_mul(1 << backoff.failures.min(16).saturating_sub(1));
         backoff.next_attempt = Some(Instant::now() + exp.min(self.options.backoff_max));
         tracing::warn!(server = %self.id, error = %error_chain(e), "upstream connect failed");
         let state = match e {
@@ -267,10 +284,18 @@ impl Shared {
         if caps.tools.as_ref().is_some_and(|t| t.list_changed == Some(true)) {
             filter = filter.tools_list_changed();
         }
-        if caps.prompts.as_ref().is_some_and(|t| t.list_changed == Some(true)) {
+        if caps
+            .prompts
+            .as_ref()
+            .is_some_and(|t| t.list_changed == Some(true))
+        {
             filter = filter.prompts_list_changed();
         }
-        if caps.resources.as_ref().is_some_and(|t| t.list_changed == Some(true)) {
+        if caps
+            .resources
+            .as_ref()
+            .is_some_and(|t| t.list_changed == Some(true))
+        {
             filter = filter.resources_list_changed();
         }
         let filter = filter.build();
@@ -280,7 +305,9 @@ impl Shared {
         let peer = peer.clone();
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
-            let Ok(mut sub) = peer.listen(filter).await else { return };
+            let Ok(mut sub) = peer.listen(filter).await else {
+                return;
+            };
             while let Ok(Some(_notification)) = sub.next().await {
                 let Some(shared) = weak.upgrade() else { return };
                 shared.refresh_catalog().await;
@@ -333,7 +360,9 @@ impl Shared {
         let server = self.id.to_string();
         match e {
             ServiceError::McpError(e) => UpstreamError::Rpc(e),
-            ServiceError::TransportClosed | ServiceError::TransportSend(_) => UpstreamError::Terminated { server },
+            ServiceError::TransportClosed | ServiceError::TransportSend(_) => {
+                UpstreamError::Terminated { server }
+            }
             ServiceError::Timeout { timeout } => UpstreamError::Timeout { server, timeout },
             ServiceError::Cancelled { .. } => UpstreamError::Cancelled,
             ServiceError::UnexpectedResponse => UpstreamError::Protocol { server },
@@ -382,7 +411,10 @@ struct ProgressGuard {
 
 impl Drop for ProgressGuard {
     fn drop(&mut self) {
-        self.map.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.token);
+        self.map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.token);
     }
 }
 

@@ -128,7 +128,9 @@ fn outcome_of(result: &Result<ServerResult, GuardError>) -> Outcome {
         Err(GuardError::Unauthenticated) => Outcome::Unauthenticated,
         Err(GuardError::RateLimited) => Outcome::RateLimited,
         Err(GuardError::Timeout) => Outcome::Timeout,
-        Err(GuardError::Upstream(mcp_guard_core::UpstreamError::Terminated { .. })) => Outcome::UpstreamTerminated,
+        Err(GuardError::Upstream(mcp_guard_core::UpstreamError::Terminated { .. })) => {
+            Outcome::UpstreamTerminated
+        }
         Err(GuardError::Upstream(mcp_guard_core::UpstreamError::Cancelled)) => Outcome::Cancelled,
         Err(GuardError::Upstream(_)) => Outcome::UpstreamError,
         Err(_) => Outcome::GatewayError,
@@ -182,7 +184,11 @@ where
             event.session = req.context.session.as_ref().map(ToString::to_string);
             event.request_id = req.context.request_id.clone();
             event.protocol_version = req.context.protocol_version.clone();
-            event.client = req.context.client.as_ref().map(|c| format!("{} {}", c.name, c.version));
+            event.client = req
+                .context
+                .client
+                .as_ref()
+                .map(|c| format!("{} {}", c.name, c.version));
             event.trace_id = req.context.trace_id.clone();
             event.target = req.target.clone();
             event.requested_name = req.requested_name.as_deref().map(str::to_owned);
@@ -198,13 +204,17 @@ where
             event.latency_us = u64::try_from(clock.elapsed().as_micros()).unwrap_or(u64::MAX);
             event.outcome = Some(outcome_of(&result));
             event.rule = match &result {
-                Err(GuardError::Denied { denial, .. }) => Some(denial.rule.as_deref().unwrap_or("default deny").to_owned()),
+                Err(GuardError::Denied { denial, .. }) => {
+                    Some(denial.rule.as_deref().unwrap_or("default deny").to_owned())
+                }
                 _ => notes.rule.get().map(ToString::to_string),
             };
             if is_call {
                 let payload = match &result {
                     Ok(r) => serde_json::to_value(r).ok(),
-                    Err(GuardError::Upstream(mcp_guard_core::UpstreamError::Rpc(e))) => serde_json::to_value(e).ok(),
+                    Err(GuardError::Upstream(mcp_guard_core::UpstreamError::Rpc(e))) => {
+                        serde_json::to_value(e).ok()
+                    }
                     Err(e) => Some(serde_json::Value::String(crate::error::Chain(e).to_string())),
                 };
                 if let Some(v) = payload {

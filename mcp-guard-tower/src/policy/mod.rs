@@ -41,14 +41,18 @@ pub struct EnforcePolicyLayer<P: ?Sized = dyn Policy> {
 
 impl<P: ?Sized> Clone for EnforcePolicyLayer<P> {
     fn clone(&self) -> Self {
-        Self { policy: self.policy.clone() }
+        Self {
+            policy: self.policy.clone(),
+        }
     }
 }
 
 impl<P: Policy> EnforcePolicyLayer<P> {
     /// A layer applying `policy`.
     pub fn new(policy: P) -> Self {
-        Self { policy: Arc::new(policy) }
+        Self {
+            policy: Arc::new(policy),
+        }
     }
 }
 
@@ -138,7 +142,12 @@ where
     }
 }
 
-async fn allowed<P: Policy + ?Sized>(policy: &P, ctx: &mcp_guard_core::CallContext, target: Option<Target>, name: &str) -> bool {
+async fn allowed<P: Policy + ?Sized>(
+    policy: &P,
+    ctx: &mcp_guard_core::CallContext,
+    target: Option<Target>,
+    name: &str,
+) -> bool {
     let op = Operation::new(Action::List, target, name);
     matches!(policy.evaluate(&op, ctx).await, Ok(d) if d.is_allow())
 }
