@@ -31,6 +31,7 @@ pub use client::UpstreamClient;
 pub use connect::{Connector, HttpConnector, HttpSpec, InProcessConnector, StdioConnector, StdioSpec};
 pub use placeholder::{Template, resolve_template};
 pub use rmcp_upstream::{RmcpUpstream, UpstreamOptions};
+pub use sse::SseConnector;
 
 
 /// One upstream MCP server.
