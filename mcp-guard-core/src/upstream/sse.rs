@@ -54,7 +54,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use reqwest::Url;
-use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
+use rmcp::model::{ClientJsonRpcMessage, ProtocolVersion, ServerJsonRpcMessage};
 use rmcp::service::{ClientLifecycleMode, RoleClient, RunningService, serve_client_with_lifecycle};
 use rmcp::transport::Transport;
 use sse_stream::{Sse, SseStream};
@@ -143,9 +143,11 @@ impl SseConnector {
 impl Connector for SseConnector {
     async fn connect(
         &self,
-        client: UpstreamClient,
+        mut client: UpstreamClient,
     ) -> Result<RunningService<RoleClient, UpstreamClient>, UpstreamError> {
         let server = &*self.server;
+        // rmcp's default would offer 2026-07-28, which has no `initialize`.
+        client.initialize_version = Some(ProtocolVersion::LATEST_WITH_INITIALIZE);
         let headers = resolved_headers(
             server,
             self.principal.as_deref(),

@@ -91,6 +91,8 @@ struct Legacy {
     next_session: AtomicUsize,
     /// The endpoint event's data; `{id}` becomes the session id. Default relative.
     endpoint: Mutex<Option<String>>,
+    /// The `protocolVersion` the client offered in `initialize`.
+    offered_version: Mutex<Option<String>>,
     /// Never send the endpoint event.
     silent: std::sync::atomic::AtomicBool,
 }
@@ -222,6 +224,11 @@ async fn message(
 ) -> StatusCode {
     record_auth(&state, "POST", &headers);
     state.posts.fetch_add(1, Ordering::SeqCst);
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body)
+        && v["method"] == "initialize"
+    {
+        *state.offered_version.lock().unwrap() = v["params"]["protocolVersion"].as_str().map(str::to_owned);
+    }
     let Ok(message) = serde_json::from_slice::<ClientJsonRpcMessage>(&body) else {
         return StatusCode::BAD_REQUEST;
     };
@@ -304,6 +311,11 @@ async fn lists_and_calls_tools_with_resolved_credentials() {
         "legacy-echo"
     );
     assert_eq!(upstream.status().state, UpstreamState::Connected);
+    // The initialize lifecycle, offering the newest version that still has it.
+    assert_eq!(
+        server.state.offered_version.lock().unwrap().as_deref(),
+        Some("2025-11-25")
+    );
 
     assert_eq!(call_echo(&upstream, "hi").await.unwrap(), "echo: hi");
 
@@ -463,4 +475,73 @@ async fn shutdown_closes_the_event_stream() {
     })
     .await;
     assert_eq!(upstream.status().state, UpstreamState::Stopped);
+}
+
+/// Collects formatted log output.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs (once) a global TRACE subscriber writing into a buffer. Global because a
+/// thread-scoped one misses events whose callsites other tests' threads registered first.
+/// Every test's logs land there afterwards; they carry the same canary.
+fn capture_logs() -> Logs {
+    static LOGS: std::sync::OnceLock<Logs> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        logs
+    })
+    .clone()
+}
+
+/// The canary: with everything logged at TRACE (rmcp, reqwest, hyper included), the
+/// credential never shows up in logs, errors or Debug output, and neither does the
+/// session-bearing endpoint query from our own code.
+#[tokio::test]
+async fn credentials_never_reach_the_logs() {
+    let logs = capture_logs();
+
+    let server = TestServer::start().await;
+    let upstream = upstream(connector(&server, store_with_token()));
+    assert_eq!(call_echo(&upstream, "hi").await.unwrap(), "echo: hi");
+    server.drop_streams();
+    wait_for("status Failed", || {
+        matches!(upstream.status().state, UpstreamState::Failed { .. })
+    })
+    .await;
+    let status = format!("{:?} {upstream:?}", upstream.status());
+    upstream.shutdown().await;
+
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("legacy SSE endpoint received"), "{logs}");
+    assert!(
+        logs.contains("skipping a legacy SSE message"),
+        "the malformed message was skipped: {logs}"
+    );
+    assert!(
+        logs.contains("ignoring legacy SSE event"),
+        "the unknown event was ignored: {logs}"
+    );
+    assert!(!logs.contains(TOKEN), "credential in the logs");
+    assert!(!status.contains(TOKEN), "credential in status or Debug: {status}");
+    for line in logs.lines().filter(|l| l.contains("mcp_guard_core")) {
+        assert!(!line.contains("sessionId"), "endpoint query logged: {line}");
+    }
 }
