@@ -1,47 +1,9 @@
-//! Legacy HTTP+SSE client transport (MCP 2024-11-05).
+//! Legacy HTTP+SSE client transport (MCP 2024-11-05): [`SseConnector`].
 //!
-//! Before streamable HTTP, MCP servers spoke a two-channel protocol over HTTP:
-//!
-//! 1. The client opens a long-lived `GET` on the server's SSE URL
-//!    (`Accept: text/event-stream`).
-//! 2. The server's first event is `event: endpoint`, whose data is the URL (often relative,
-//!    e.g. `/messages?sessionId=…`) the client must `POST` its JSON-RPC messages to.
-//! 3. Every client message is one `POST` with a JSON body; the server acknowledges with a
-//!    `2xx` (usually `202 Accepted`) and delivers its answers, notifications and requests as
-//!    `event: message` events on the `GET` stream.
-//!
-//! rmcp 3.x no longer ships this transport, so [`SseConnector`] implements it on `reqwest`
-//! and `sse-stream`. The connection always uses the `initialize` lifecycle: legacy servers
-//! know nothing of `server/discover`, and probing it would only cost a timeout.
-//!
-//! # Security
-//!
-//! * **Origin rule (SSRF guard).** The `endpoint` event is resolved against the SSE URL and
-//!   refused unless it has the *same origin* (scheme, host and port) as the SSE URL. A
-//!   server, or anything that can inject into its stream, could otherwise make the gateway
-//!   `POST` (with the configured, possibly credential-bearing headers) to an arbitrary host,
-//!   including ones inside the gateway's network.
-//! * Redirects are not followed (the shared HTTP client has redirects switched off).
-//! * Header values are never logged, and neither are endpoint paths or queries (a legacy
-//!   session id in the query is a bearer capability for the session); `Debug` shows header
-//!   names only, errors name origins only, and `reqwest` errors are stripped of their URL.
-//!
-//! # Limits
-//!
-//! * One SSE event may be at most [`SseConnector::max_event_size`] bytes (16 MiB by
-//!   default), counted on the raw stream before parsing so an endless line cannot exhaust
-//!   memory. An oversized event or an unparseable SSE stream **closes the connection**
-//!   (the stream cannot be resynchronised); the supervisor then reports the upstream as
-//!   failed and reconnects on the next use.
-//! * A well-framed `message` event whose data is not a valid server JSON-RPC message is
-//!   **skipped** and logged (without its content); a request it answered then runs into its
-//!   timeout.
-//! * Events of other types (and later `endpoint` events) are ignored.
-//! * The endpoint event must arrive within [`SseConnector::endpoint_timeout`] (10 s by
-//!   default) of starting the `GET`.
-//! * Each `POST` may take at most 30 s; a non-`2xx` answer is a send error.
-//! * There is no resumption (`Last-Event-ID`): when the stream ends the connection is over,
-//!   and the supervisor reconnects with a fresh session.
+//! rmcp 3.x no longer ships this transport, so it is implemented here on `reqwest` and
+//! `sse-stream`, as an rmcp [`Transport<RoleClient>`](rmcp::transport::Transport). The
+//! protocol, its limits and the same-origin rule for the endpoint are documented on
+//! [`SseConnector`].
 
 use std::borrow::Cow;
 use std::fmt;
@@ -75,10 +37,77 @@ const POST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Dials a legacy HTTP+SSE upstream (MCP 2024-11-05): `GET` an event stream, `POST`
 /// messages to the endpoint it announces.
 ///
+/// Before streamable HTTP, MCP servers spoke a two-channel protocol over HTTP:
+///
+/// 1. The client opens a long-lived `GET` on the server's SSE URL
+///    (`Accept: text/event-stream`).
+/// 2. The server's first event is `event: endpoint`, whose data is the URL (often relative,
+///    e.g. `/messages?sessionId=…`) the client must `POST` its JSON-RPC messages to.
+/// 3. Every client message is one `POST` with a JSON body; the server acknowledges with a
+///    `2xx` (usually `202 Accepted`) and delivers its answers, notifications and requests as
+///    `event: message` events on the `GET` stream.
+///
+/// The connection always uses the `initialize` lifecycle (offering 2025-11-25, the newest
+/// version that has it): legacy servers know nothing of `server/discover`, and probing it
+/// would only cost a timeout.
+///
 /// Same shape as [`HttpConnector`](super::HttpConnector): header values may name secrets as
 /// `${NAME}`, resolved from the credential store on every (re)connection and sent with the
-/// `GET` and every `POST`. See the [module docs](self) for the protocol, its limits and the
-/// same-origin rule for the endpoint.
+/// `GET` and every `POST`.
+///
+/// # Security
+///
+/// * **Origin rule (SSRF guard).** The `endpoint` event is resolved against the SSE URL and
+///   refused unless it has the *same origin* (scheme, host and port) as the SSE URL. A
+///   server, or anything that can inject into its stream, could otherwise make the gateway
+///   `POST` (with the configured, possibly credential-bearing headers) to an arbitrary host,
+///   including ones inside the gateway's network. A server behind a proxy that announces an
+///   absolute endpoint under another name is refused too: configure the SSE URL with the
+///   origin the server announces.
+/// * Redirects are not followed (the shared HTTP client has redirects switched off).
+/// * Header values are never logged, and neither are endpoint paths or queries (a legacy
+///   session id in the query is a bearer capability for the session); `Debug` shows header
+///   names only, errors name origins only, and `reqwest` errors are stripped of their URL.
+///
+/// # Limits
+///
+/// * One SSE event may be at most [`max_event_size`](Self::max_event_size) bytes (16 MiB by
+///   default), counted on the raw stream before parsing so an endless line cannot exhaust
+///   memory. An oversized event or an unparseable SSE stream **closes the connection**
+///   (the stream cannot be resynchronised); the supervisor then reports the upstream as
+///   failed and reconnects on the next use.
+/// * A well-framed `message` event whose data is not a valid server JSON-RPC message is
+///   **skipped** and logged (without its content); a request it answered then runs into its
+///   timeout.
+/// * Events of other types (and later `endpoint` events) are ignored.
+/// * The endpoint event must arrive within [`endpoint_timeout`](Self::endpoint_timeout) (10 s by
+///   default) of starting the `GET`.
+/// * Each `POST` may take at most 30 s; a non-`2xx` answer is a send error.
+/// * There is no resumption (`Last-Event-ID`): when the stream ends the connection is over,
+///   and the supervisor reconnects with a fresh session.
+///
+/// # Example
+///
+/// ```no_run
+/// use std::sync::Arc;
+///
+/// use mcp_guard_core::upstream::{HttpSpec, RmcpUpstream, SseConnector, Template, UpstreamOptions};
+/// use mcp_guard_core::{CredentialKey, MemoryCredentialStore, Upstream};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = MemoryCredentialStore::new();
+/// store.set(CredentialKey::shared("legacy", "TOKEN"), "s3cret".to_owned().into());
+/// let spec = HttpSpec::new("https://legacy.example/sse")
+///     .header("Authorization", Template::parse("Bearer ${TOKEN}")?);
+/// let connector = SseConnector::new("legacy", spec, Arc::new(store));
+/// let upstream = RmcpUpstream::new("legacy", connector, UpstreamOptions::default());
+/// for tool in &upstream.catalog().await?.tools {
+///     println!("{}", tool.name);
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct SseConnector {
     server: Arc<str>,

@@ -545,3 +545,47 @@ async fn credentials_never_reach_the_logs() {
         assert!(!line.contains("sessionId"), "endpoint query logged: {line}");
     }
 }
+
+/// Manual interop check against a real legacy SSE server, e.g. the Python SDK's
+/// `MCPServer(...).run(transport="sse")`. Ignored, and a no-op unless
+/// `MCP_GUARD_SSE_INTEROP_URL` names the SSE URL; the server must have a tool `add(a, b)`.
+///
+/// ```text
+/// MCP_GUARD_SSE_INTEROP_URL=http://127.0.0.1:18765/sse \
+///   cargo test -p mcp-guard-core --test api interop -- --ignored --nocapture
+/// ```
+#[tokio::test]
+#[ignore = "needs an external legacy SSE server"]
+async fn interop_with_an_external_server() {
+    let Ok(url) = std::env::var("MCP_GUARD_SSE_INTEROP_URL") else {
+        return;
+    };
+    let connector = SseConnector::new(
+        "legacy",
+        HttpSpec::new(url),
+        Arc::new(MemoryCredentialStore::new()),
+    );
+    let upstream = upstream(connector);
+    let catalog = upstream.catalog().await.unwrap();
+    let info = catalog.server_info.as_ref().unwrap();
+    let names: Vec<_> = catalog.tools.iter().map(|t| t.name.to_string()).collect();
+    println!(
+        "server {:?}, protocol {}, tools {names:?}",
+        info.server_info, info.protocol_version
+    );
+    assert!(names.iter().any(|n| n == "add"), "{names:?}");
+
+    let mut args = serde_json::Map::new();
+    args.insert("a".to_owned(), 2.into());
+    args.insert("b".to_owned(), 40.into());
+    let request = ClientRequest::CallToolRequest(CallToolRequest::new(
+        CallToolRequestParams::new("add").with_arguments(args),
+    ));
+    let ServerResult::CallToolResult(result) = upstream.request(request, Forward::default()).await.unwrap()
+    else {
+        panic!("not a tool result");
+    };
+    println!("add(2, 40) = {:?}", result.content[0].as_text().map(|t| &t.text));
+    assert_eq!(result.content[0].as_text().unwrap().text, "42");
+    upstream.shutdown().await;
+}
