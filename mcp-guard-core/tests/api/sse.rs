@@ -550,6 +550,17 @@ async fn credentials_never_reach_the_logs() {
 /// `MCPServer(...).run(transport="sse")`. Ignored, and a no-op unless
 /// `MCP_GUARD_SSE_INTEROP_URL` names the SSE URL; the server must have a tool `add(a, b)`.
 ///
+/// Checked by hand with `pip install mcp` (2.3.0) in a venv and this server:
+///
+/// ```text
+/// from mcp.server.mcpserver import MCPServer   # FastMCP in mcp < 2
+/// app = MCPServer("py-legacy-sse")
+/// @app.tool()
+/// def add(a: int, b: int) -> int:
+///     return a + b
+/// app.run(transport="sse", host="127.0.0.1", port=18765)
+/// ```
+///
 /// ```text
 /// MCP_GUARD_SSE_INTEROP_URL=http://127.0.0.1:18765/sse \
 ///   cargo test -p mcp-guard-core --test api interop -- --ignored --nocapture
