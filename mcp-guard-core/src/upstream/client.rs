@@ -3,8 +3,8 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use rmcp::ClientHandler;
 use rmcp::model::{
-    ClientCapabilities, ClientConfig, Implementation, ProgressNotificationParam, ProgressToken,
-    ResourceUpdatedNotificationParam,
+    ClientCapabilities, ClientConfig, Implementation, ProgressNotificationParam,
+    ProgressToken, ProtocolVersion, ResourceUpdatedNotificationParam,
 };
 use rmcp::service::{NotificationContext, RoleClient};
 
@@ -20,6 +20,9 @@ use super::{Progress, ProgressSink, UpstreamEvent};
 pub struct UpstreamClient {
     pub(super) shared: Weak<Shared>,
     pub(super) progress: Arc<Mutex<HashMap<ProgressToken, ProgressSink>>>,
+    /// The version offered in `initialize`, when not rmcp's default (the SSE connector
+    /// offers the newest version that still has `initialize`).
+    pub(super) initialize_version: Option<ProtocolVersion>,
 }
 
 impl std::fmt::Debug for UpstreamClient {
@@ -38,10 +41,14 @@ impl UpstreamClient {
 
 impl ClientHandler for UpstreamClient {
     fn get_info(&self) -> ClientConfig {
-        ClientConfig::new(
+        let config = ClientConfig::new(
             ClientCapabilities::default(),
             Implementation::new("mcp-guard", env!("CARGO_PKG_VERSION")),
-        )
+        );
+        match &self.initialize_version {
+            Some(v) => config.with_protocol_version(v.clone()),
+            None => config,
+        }
     }
 
     async fn on_progress(&self, params: ProgressNotificationParam, _: NotificationContext<RoleClient>) {

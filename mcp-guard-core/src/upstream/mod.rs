@@ -33,6 +33,7 @@ pub use connect::{
 };
 pub use placeholder::{Template, resolve_template};
 pub use rmcp_upstream::{RmcpUpstream, UpstreamOptions};
+pub use sse::SseConnector;
 
 /// One upstream MCP server.
 ///

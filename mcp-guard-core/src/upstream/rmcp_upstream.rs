@@ -188,6 +188,7 @@ impl Shared {
         let client = UpstreamClient {
             shared: Arc::downgrade(self),
             progress: self.progress.clone(),
+            initialize_version: None,
         };
         let attempt =
             tokio::time::timeout(self.options.connect_timeout, self.connector.connect(client)).await;
