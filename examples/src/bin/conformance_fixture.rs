@@ -31,14 +31,15 @@ use rmcp::{
     ErrorData, RoleServer, ServerHandler, ServiceExt,
     model::{
         CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities, ClientResult,
-        CompleteRequestParams, CompleteResult, ErrorCode, GetPromptRequestParams,
+        CompleteRequestParams, CompleteResult, ErrorCode, GetPromptRequestParams, InputRequiredResult,
         GetPromptResponse, GetPromptResult, Implementation, InitializeResult, ListPromptsResult,
         ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, LoggingLevel,
         PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
         ReadResourceResult, ServerCapabilities, ServerNotification, ServerRequest,
-        SetLevelRequestParams, SubscribeRequestParams, Tool, UnsubscribeRequestParams,
+        SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter, Tool,
+        UnsubscribeRequestParams,
     },
-    service::RequestContext,
+    service::{RequestContext, SubscriptionContext},
     transport::{
         StreamableHttpServerConfig, StreamableHttpService,
         streamable_http_server::session::local::LocalSessionManager,
@@ -46,6 +47,7 @@ use rmcp::{
 };
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use tokio::sync::broadcast;
 
 /// A 1x1 red PNG.
 const PNG_1X1: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==";
@@ -130,6 +132,9 @@ fn tool_catalog() -> Vec<Tool> {
         simple("test_reconnection", "Sleeps briefly, then answers (SSE polling scenario)"),
         simple("test_missing_capability", "Needs the client's sampling capability; refuses with -32021 without it"),
         simple("test_logging_tool", "Logs only when the 2026-07-28 request carries a logLevel"),
+        simple("test_streaming_elicitation", "Needs one elicitation: InputRequiredResult on 2026-07-28, elicitation/create before"),
+        simple("test_trigger_tool_change", "Sends tools/list_changed (session or listen streams)"),
+        simple("test_trigger_prompt_change", "Sends prompts/list_changed (session or listen streams)"),
         {
             "name": "test_headers",
             "description": "Echoes `region`, mirrored into the Mcp-Param-Region header (SEP-2243)",
@@ -166,12 +171,21 @@ fn tool_catalog() -> Vec<Tool> {
     model(tools)
 }
 
+/// A completed `tools/call` result. `resultType: "complete"` is required on 2026-07-28 (the
+/// official Python SDK rejects a result without it); rmcp strips it for legacy peers.
+fn call_result(mut value: Value) -> CallToolResult {
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("resultType".into(), json!("complete"));
+    }
+    model(value)
+}
+
 fn text_result(text: impl Into<String>) -> CallToolResponse {
-    model::<CallToolResult>(json!({"content": [{"type": "text", "text": text.into()}]})).into()
+    call_result(json!({"content": [{"type": "text", "text": text.into()}]})).into()
 }
 
 fn error_result(text: impl Into<String>) -> CallToolResponse {
-    model::<CallToolResult>(json!({
+    call_result(json!({
         "content": [{"type": "text", "text": text.into()}],
         "isError": true
     }))
@@ -194,9 +208,23 @@ fn severity(level: LoggingLevel) -> u8 {
 
 /// The fixture server. Cheap to clone: `StreamableHttpService` builds one per session (legacy)
 /// or per request (2026-07-28), and they share the subscription set and log level.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct Fixture {
     state: Arc<Mutex<State>>,
+    /// List changes triggered by `test_trigger_*`, fanned out to 2026 `subscriptions/listen`.
+    changes: broadcast::Sender<Change>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    Tools,
+    Prompts,
+}
+
+impl Default for Fixture {
+    fn default() -> Self {
+        Self { state: Arc::default(), changes: broadcast::channel(16).0 }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -235,6 +263,17 @@ impl Fixture {
         }));
         // A failed notification must not fail the tool call.
         let _ = cx.peer.send_notification(n).await;
+    }
+
+    async fn trigger(&self, cx: &RequestContext<RoleServer>, change: Change) {
+        // Nobody listening is fine: the send error only says so.
+        let _ = self.changes.send(change);
+        if cx.protocol_version().is_none_or(|v| v.has_initialize()) {
+            let _ = match change {
+                Change::Tools => cx.peer.notify_tool_list_changed().await,
+                Change::Prompts => cx.peer.notify_prompt_list_changed().await,
+            };
+        }
     }
 
     async fn progress(&self, cx: &RequestContext<RoleServer>, progress: u32, message: &str) {
@@ -295,9 +334,9 @@ fn arg<'a>(params: &'a CallToolRequestParams, key: &str) -> Option<&'a str> {
 impl ServerHandler for Fixture {
     fn get_info(&self) -> InitializeResult {
         let caps: ServerCapabilities = model(json!({
-            "tools": {"listChanged": false},
-            "resources": {"subscribe": true, "listChanged": false},
-            "prompts": {"listChanged": false},
+            "tools": {"listChanged": true},
+            "resources": {"subscribe": true, "listChanged": true},
+            "prompts": {"listChanged": true},
             "logging": {},
             "completions": {}
         }));
@@ -328,15 +367,15 @@ impl ServerHandler for Fixture {
     ) -> Result<CallToolResponse, ErrorData> {
         let result = match params.name.as_ref() {
             "test_simple_text" => text_result("This is a simple text response for testing."),
-            "test_image_content" => model::<CallToolResult>(json!({
+            "test_image_content" => call_result(json!({
                 "content": [{"type": "image", "data": PNG_1X1, "mimeType": "image/png"}]
             }))
             .into(),
-            "test_audio_content" => model::<CallToolResult>(json!({
+            "test_audio_content" => call_result(json!({
                 "content": [{"type": "audio", "data": WAV_EMPTY, "mimeType": "audio/wav"}]
             }))
             .into(),
-            "test_embedded_resource" => model::<CallToolResult>(json!({
+            "test_embedded_resource" => call_result(json!({
                 "content": [{"type": "resource", "resource": {
                     "uri": "test://embedded-resource",
                     "mimeType": "text/plain",
@@ -344,7 +383,7 @@ impl ServerHandler for Fixture {
                 }}]
             }))
             .into(),
-            "test_multiple_content_types" => model::<CallToolResult>(json!({
+            "test_multiple_content_types" => call_result(json!({
                 "content": [
                     {"type": "text", "text": "Multiple content types test:"},
                     {"type": "image", "data": PNG_1X1, "mimeType": "image/png"},
@@ -475,6 +514,38 @@ impl ServerHandler for Fixture {
                 }
                 text_result("client declared sampling")
             }
+            "test_streaming_elicitation" => {
+                let schema = json!({
+                    "type": "object",
+                    "properties": {"answer": {"type": "string"}},
+                    "required": ["answer"]
+                });
+                if cx.protocol_version().is_none_or(|v| v.has_initialize()) {
+                    Self::elicit(&cx, "Please answer", schema, "Elicitation completed").await
+                } else if let Some(responses) = &params.input_responses {
+                    text_result(format!(
+                        "Elicitation completed: {}",
+                        serde_json::to_value(responses).unwrap_or_default()
+                    ))
+                } else {
+                    model::<InputRequiredResult>(json!({
+                        "resultType": "input_required",
+                        "inputRequests": {"answer": {
+                            "method": "elicitation/create",
+                            "params": {"mode": "form", "message": "Please answer", "requestedSchema": schema}
+                        }}
+                    }))
+                    .into()
+                }
+            }
+            "test_trigger_tool_change" => {
+                self.trigger(&cx, Change::Tools).await;
+                text_result("tools/list_changed sent")
+            }
+            "test_trigger_prompt_change" => {
+                self.trigger(&cx, Change::Prompts).await;
+                text_result("prompts/list_changed sent")
+            }
             "test_headers" => text_result(format!("region={}", arg(&params, "region").unwrap_or(""))),
             "echo" => text_result(arg(&params, "text").unwrap_or_default()),
             "add" => {
@@ -486,7 +557,7 @@ impl ServerHandler for Fixture {
                         .and_then(|v| v.as_f64().or_else(|| v.as_str()?.parse().ok()))
                 };
                 match (num("a"), num("b")) {
-                    (Some(a), Some(b)) => model::<CallToolResult>(json!({
+                    (Some(a), Some(b)) => call_result(json!({
                         "content": [{"type": "text", "text": format!("{}", a + b)}],
                         "structuredContent": {"sum": a + b}
                     }))
@@ -509,7 +580,7 @@ impl ServerHandler for Fixture {
         _request: Option<PaginatedRequestParams>,
         _cx: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        Ok(model(json!({"resources": [
+        Ok(ListResourcesResult::with_all_items(model(json!([
             {
                 "uri": "test://static-text", "name": "static-text",
                 "title": "Static Text Resource",
@@ -524,7 +595,7 @@ impl ServerHandler for Fixture {
                 "uri": "test://watched-resource", "name": "watched-resource",
                 "description": "A resource clients may subscribe to", "mimeType": "text/plain"
             }
-        ]})))
+        ]))))
     }
 
     async fn list_resource_templates(
@@ -532,11 +603,11 @@ impl ServerHandler for Fixture {
         _request: Option<PaginatedRequestParams>,
         _cx: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        Ok(model(json!({"resourceTemplates": [{
+        Ok(ListResourceTemplatesResult::with_all_items(model(json!([{
             "uriTemplate": "test://template/{id}/data", "name": "template-data",
             "description": "A resource template with an {id} parameter",
             "mimeType": "application/json"
-        }]})))
+        }]))))
     }
 
     async fn read_resource(
@@ -572,7 +643,34 @@ impl ServerHandler for Fixture {
                 }
             },
         };
-        Ok(model::<ReadResourceResult>(json!({"contents": [contents]})).into())
+        Ok(model::<ReadResourceResult>(json!({"resultType": "complete", "contents": [contents]})).into())
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        // rmcp intersects this with the advertised capabilities.
+        Some(requested.clone())
+    }
+
+    async fn listen(&self, cx: SubscriptionContext) -> Result<(), ErrorData> {
+        let mut changes = self.changes.subscribe();
+        loop {
+            tokio::select! {
+                () = cx.cancelled() => return Ok(()),
+                change = changes.recv() => {
+                    let sent = match change {
+                        Ok(Change::Tools) => cx.sink().notify_tool_list_changed().await,
+                        Ok(Change::Prompts) => cx.sink().notify_prompt_list_changed().await,
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                    };
+                    // The sink refuses categories outside the accepted filter; that is the point.
+                    drop(sent);
+                }
+            }
+        }
     }
 
     async fn subscribe(
@@ -598,7 +696,7 @@ impl ServerHandler for Fixture {
         _request: Option<PaginatedRequestParams>,
         _cx: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
-        Ok(model(json!({"prompts": [
+        Ok(ListPromptsResult::with_all_items(model(json!([
             {"name": "test_simple_prompt", "description": "A simple prompt without arguments"},
             {
                 "name": "test_prompt_with_arguments",
@@ -616,7 +714,7 @@ impl ServerHandler for Fixture {
                 ]
             },
             {"name": "test_prompt_with_image", "description": "A prompt that includes an image"}
-        ]})))
+        ]))))
     }
 
     async fn get_prompt(
@@ -660,7 +758,7 @@ impl ServerHandler for Fixture {
                 return Err(ErrorData::invalid_params(format!("unknown prompt: {other}"), None));
             }
         };
-        Ok(model::<GetPromptResult>(json!({"messages": messages})).into())
+        Ok(model::<GetPromptResult>(json!({"resultType": "complete", "messages": messages})).into())
     }
 
     async fn complete(
