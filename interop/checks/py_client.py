@@ -71,7 +71,7 @@ async def run(args: argparse.Namespace, checks: Checks) -> None:
         token = "interop-" + secrets.token_hex(6)
         r = await client.call_tool(f"{p}echo", {"text": token})
         checks.expect(
-            "tools/call echo",
+            "tools/call-echo",
             not r.is_error and texts(r) == [token],
             f"is_error={r.is_error} text={texts(r)}",
         )
@@ -79,25 +79,25 @@ async def run(args: argparse.Namespace, checks: Checks) -> None:
         r = await client.call_tool(f"{p}add", {"a": 2, "b": 3})
         sc = r.structured_content or {}
         checks.expect(
-            "tools/call structuredContent",
+            "tools/call-structuredContent",
             not r.is_error and sc.get("sum") == 5,
             f"is_error={r.is_error} structuredContent={sc}",
         )
 
         r = await client.call_tool(f"{p}test_error_handling", {})
-        checks.expect("tools/call isError", bool(r.is_error), f"is_error={r.is_error}")
+        checks.expect("tools/call-isError", bool(r.is_error), f"is_error={r.is_error}")
 
         # An unknown tool must come back as an error (JSON-RPC error or isError result),
         # never hang or crash the session.
         try:
             r = await client.call_tool(f"{p}no_such_tool_{token}", {})
-            checks.expect("tools/call unknown", bool(r.is_error), "unknown tool returned success")
+            checks.expect("tools/call-unknown-tool", bool(r.is_error), "unknown tool returned success")
         except Exception:  # noqa: BLE001 - a protocol error is the expected outcome
-            checks.ok("tools/call unknown")
+            checks.ok("tools/call-unknown-tool")
 
         # The session still works after the error paths.
         r = await client.call_tool(f"{p}echo", {"text": token})
-        checks.expect("session survives errors", texts(r) == [token], f"text={texts(r)}")
+        checks.expect("session-survives-errors", texts(r) == [token], f"text={texts(r)}")
 
 
 def leaves(e: BaseException) -> list[str]:
