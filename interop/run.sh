@@ -92,13 +92,30 @@ free_port() {
     "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-wait_http() { # url, seconds: until something answers HTTP on the URL
-    local url="$1" deadline=$((SECONDS + $2))
+wait_http() { # url, seconds, pid: until something answers HTTP on the URL (or pid exits)
+    local url="$1" deadline=$((SECONDS + $2)) pid="$3"
     while ((SECONDS < deadline)); do
         curl -s -o /dev/null --max-time 1 "$url" && return 0
+        kill -0 "$pid" 2>/dev/null || return 1
         sleep 0.1
     done
     return 1
+}
+
+summary() {
+    echo
+    echo "artifacts: $out"
+    if ((skipped)); then
+        echo "interop: $passed passed, $failed failed, $skipped skipped"
+    else
+        echo "interop: $passed passed, $failed failed"
+    fi
+}
+
+abort() { # check name, log file: a server did not come up; nothing else can run
+    fail "$1" "did not start; log: $(tail -c 600 "$2" | tr '\n' ' ')"
+    summary
+    exit 1
 }
 
 start_fixture_http() { # -> FIXTURE_URL
@@ -106,7 +123,7 @@ start_fixture_http() { # -> FIXTURE_URL
     "$fixture" --http "127.0.0.1:$port" 2>"$out/fixture-http.log" &
     pids+=($!)
     FIXTURE_URL="http://127.0.0.1:$port/mcp"
-    wait_http "$FIXTURE_URL" 10 || { echo "run.sh: fixture did not start" >&2; cat "$out/fixture-http.log" >&2; exit 1; }
+    wait_http "$FIXTURE_URL" 10 "$!" || abort start/fixture "$out/fixture-http.log"
 }
 
 start_everything_http() { # -> EVERYTHING_URL (only inside the private namespace: it binds ::)
@@ -114,7 +131,7 @@ start_everything_http() { # -> EVERYTHING_URL (only inside the private namespace
     PORT="$port" node "$everything_js" streamableHttp >"$out/everything-http.log" 2>&1 &
     pids+=($!)
     EVERYTHING_URL="http://127.0.0.1:$port/mcp"
-    wait_http "$EVERYTHING_URL" 20 || { echo "run.sh: server-everything did not start" >&2; exit 1; }
+    wait_http "$EVERYTHING_URL" 20 "$!" || abort start/server-everything "$out/everything-http.log"
 }
 
 # ==============================================================================================
@@ -175,7 +192,7 @@ start_gateway_http() { # -> GATEWAY_BASE (http://127.0.0.1:PORT/mcp)
     "$gateway" serve --config "$GATEWAY_CONFIG" >"$out/gateway-http.log" 2>&1 &
     pids+=($!)
     GATEWAY_BASE="http://127.0.0.1:$port/mcp"
-    wait_http "$GATEWAY_BASE/interop" 20 || { echo "run.sh: gateway did not start" >&2; cat "$out/gateway-http.log" >&2; exit 1; }
+    wait_http "$GATEWAY_BASE/interop" 20 "$!" || abort start/gateway "$out/gateway-http.log"
 }
 
 # --- target resolution ------------------------------------------------------------------------
@@ -308,11 +325,5 @@ if want conformance; then
     must_pass next "$conf_next" server-session-lifecycle
 fi
 
-echo
-echo "artifacts: $out"
-if ((skipped)); then
-    echo "interop: $passed passed, $failed failed, $skipped skipped"
-else
-    echo "interop: $passed passed, $failed failed"
-fi
+summary
 ((failed == 0))

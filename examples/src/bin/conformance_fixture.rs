@@ -14,7 +14,10 @@
 //! Every result is written as spec-shaped JSON and deserialized into rmcp's types: most rmcp
 //! model structs are `#[non_exhaustive]`, and the JSON mirrors the scenario descriptions
 //! one to one, which is what a reader comparing with the runner wants to see.
-#![allow(clippy::print_stderr, reason = "a command-line fixture reports usage errors on stderr")]
+#![allow(
+    clippy::print_stderr,
+    reason = "a command-line fixture reports usage errors on stderr"
+)]
 #![allow(
     deprecated,
     reason = "the conformance scenarios still exercise logging (deprecated by SEP-2577)"
@@ -31,13 +34,12 @@ use rmcp::{
     ErrorData, RoleServer, ServerHandler, ServiceExt,
     model::{
         CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities, ClientResult,
-        CompleteRequestParams, CompleteResult, ErrorCode, GetPromptRequestParams, InputRequiredResult,
-        GetPromptResponse, GetPromptResult, Implementation, InitializeResult, ListPromptsResult,
+        CompleteRequestParams, CompleteResult, ErrorCode, GetPromptRequestParams, GetPromptResponse,
+        GetPromptResult, Implementation, InitializeResult, InputRequiredResult, ListPromptsResult,
         ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, LoggingLevel,
-        PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
-        ReadResourceResult, ServerCapabilities, ServerNotification, ServerRequest,
-        SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter, Tool,
-        UnsubscribeRequestParams,
+        PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
+        ServerCapabilities, ServerNotification, ServerRequest, SetLevelRequestParams, SubscribeRequestParams,
+        SubscriptionFilter, Tool, UnsubscribeRequestParams,
     },
     service::{RequestContext, SubscriptionContext},
     transport::{
@@ -50,7 +52,8 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 /// A 1x1 red PNG.
-const PNG_1X1: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==";
+const PNG_1X1: &str =
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==";
 /// A 44-byte WAV header with no samples (8 kHz, mono, 8-bit).
 const WAV_EMPTY: &str = "UklGRiQAAABXQVZFZm10IBAAAAABAAEAQB8AAEAfAAABAAgAZGF0YQAAAAA=";
 /// Tool-call step delay the scenarios describe ("after ~50ms").
@@ -70,9 +73,7 @@ fn model<T: DeserializeOwned>(value: Value) -> T {
 
 fn tool_catalog() -> Vec<Tool> {
     let empty = json!({"type": "object", "properties": {}});
-    let simple = |name: &str, description: &str| {
-        json!({"name": name, "description": description, "inputSchema": empty})
-    };
+    let simple = |name: &str, description: &str| json!({"name": name, "description": description, "inputSchema": empty});
     let tools = json!([
         simple("test_simple_text", "Returns a simple text content block"),
         simple("test_image_content", "Returns an image content block (1x1 PNG)"),
@@ -223,7 +224,10 @@ enum Change {
 
 impl Default for Fixture {
     fn default() -> Self {
-        Self { state: Arc::default(), changes: broadcast::channel(16).0 }
+        Self {
+            state: Arc::default(),
+            changes: broadcast::channel(16).0,
+        }
     }
 }
 
@@ -242,9 +246,7 @@ impl Fixture {
     /// Sends `notifications/message` if the session's level (legacy) or the request's
     /// `_meta` logLevel (2026-07-28) lets it through.
     async fn log(&self, cx: &RequestContext<RoleServer>, level: LoggingLevel, text: &str) {
-        let modern = cx
-            .protocol_version()
-            .is_some_and(|v| !v.has_initialize());
+        let modern = cx.protocol_version().is_some_and(|v| !v.has_initialize());
         let threshold = if modern {
             // 2026-07-28: no logLevel in the request means "send no log messages".
             match cx.meta.log_level() {
@@ -277,7 +279,9 @@ impl Fixture {
     }
 
     async fn progress(&self, cx: &RequestContext<RoleServer>, progress: u32, message: &str) {
-        let Some(token) = cx.meta.get_progress_token() else { return };
+        let Some(token) = cx.meta.get_progress_token() else {
+            return;
+        };
         let n: ServerNotification = model(json!({
             "method": "notifications/progress",
             "params": {"progressToken": token, "progress": progress, "total": 100, "message": message}
@@ -287,10 +291,7 @@ impl Fixture {
 
     /// Sends a server-to-client request (legacy sessions only) and returns the client's result
     /// as JSON.
-    async fn ask_client(
-        cx: &RequestContext<RoleServer>,
-        request: Value,
-    ) -> Result<Value, String> {
+    async fn ask_client(cx: &RequestContext<RoleServer>, request: Value) -> Result<Value, String> {
         let req: ServerRequest = model(request);
         match cx.peer.send_request(req).await {
             Ok(ClientResult::CustomResult(r)) => Ok(r.0),
@@ -360,6 +361,10 @@ impl ServerHandler for Fixture {
         tool_catalog().into_iter().find(|t| t.name == name)
     }
 
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one arm per fixture tool reads best as a flat table"
+    )]
     async fn call_tool(
         &self,
         params: CallToolRequestParams,
@@ -400,7 +405,8 @@ impl ServerHandler for Fixture {
                 tokio::time::sleep(STEP).await;
                 self.log(&cx, LoggingLevel::Info, "Tool processing data").await;
                 tokio::time::sleep(STEP).await;
-                self.log(&cx, LoggingLevel::Info, "Tool execution completed").await;
+                self.log(&cx, LoggingLevel::Info, "Tool execution completed")
+                    .await;
                 text_result("Logging test completed")
             }
             "test_logging_tool" => {
@@ -415,9 +421,7 @@ impl ServerHandler for Fixture {
                 self.progress(&cx, 100, "Complete").await;
                 text_result("Progress test completed")
             }
-            "test_error_handling" => {
-                error_result("This tool intentionally returns an error for testing")
-            }
+            "test_error_handling" => error_result("This tool intentionally returns an error for testing"),
             "test_sampling" => {
                 if !client_has(&cx, |c| c.sampling.is_some()) {
                     return Ok(error_result("client does not support sampling"));
@@ -468,8 +472,13 @@ impl ServerHandler for Fixture {
                         "verified": {"type": "boolean", "description": "Whether user is verified", "default": true}
                     }
                 });
-                Self::elicit(&cx, "Please provide values (all have defaults)", schema, "Elicitation completed")
-                    .await
+                Self::elicit(
+                    &cx,
+                    "Please provide values (all have defaults)",
+                    schema,
+                    "Elicitation completed",
+                )
+                .await
             }
             "test_elicitation_sep1330_enums" => {
                 let schema = json!({
@@ -495,7 +504,13 @@ impl ServerHandler for Fixture {
                         ]}}
                     }
                 });
-                Self::elicit(&cx, "Test enum schema improvements", schema, "Elicitation completed").await
+                Self::elicit(
+                    &cx,
+                    "Test enum schema improvements",
+                    schema,
+                    "Elicitation completed",
+                )
+                .await
             }
             "json_schema_2020_12_tool" => {
                 text_result(format!("Hello, {}!", arg(&params, "name").unwrap_or("world")))
@@ -566,10 +581,7 @@ impl ServerHandler for Fixture {
                 }
             }
             other => {
-                return Err(ErrorData::invalid_params(
-                    format!("unknown tool: {other}"),
-                    None,
-                ));
+                return Err(ErrorData::invalid_params(format!("unknown tool: {other}"), None));
             }
         };
         Ok(result)
@@ -646,10 +658,7 @@ impl ServerHandler for Fixture {
         Ok(model::<ReadResourceResult>(json!({"resultType": "complete", "contents": [contents]})).into())
     }
 
-    fn accepted_subscription_filter(
-        &self,
-        requested: &SubscriptionFilter,
-    ) -> Option<SubscriptionFilter> {
+    fn accepted_subscription_filter(&self, requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {
         // rmcp intersects this with the advertised capabilities.
         Some(requested.clone())
     }
@@ -741,7 +750,11 @@ impl ServerHandler for Fixture {
             ))]),
             "test_prompt_with_embedded_resource" => {
                 let uri = get("resourceUri");
-                let uri = if uri.is_empty() { "test://static-text".to_owned() } else { uri };
+                let uri = if uri.is_empty() {
+                    "test://static-text".to_owned()
+                } else {
+                    uri
+                };
                 json!([
                     {"role": "user", "content": {"type": "resource", "resource": {
                         "uri": uri, "mimeType": "text/plain",
@@ -755,7 +768,10 @@ impl ServerHandler for Fixture {
                 text("Please analyze the image above.")
             ]),
             other => {
-                return Err(ErrorData::invalid_params(format!("unknown prompt: {other}"), None));
+                return Err(ErrorData::invalid_params(
+                    format!("unknown prompt: {other}"),
+                    None,
+                ));
             }
         };
         Ok(model::<GetPromptResult>(json!({"resultType": "complete", "messages": messages})).into())
@@ -774,7 +790,11 @@ impl ServerHandler for Fixture {
             (Some("ref/resource"), "id") => &["1", "2", "3", "123"],
             _ => &[],
         };
-        let values: Vec<&str> = candidates.iter().copied().filter(|c| c.starts_with(prefix)).collect();
+        let values: Vec<&str> = candidates
+            .iter()
+            .copied()
+            .filter(|c| c.starts_with(prefix))
+            .collect();
         Ok(model(json!({"completion": {
             "values": values, "total": values.len(), "hasMore": false
         }})))
@@ -828,11 +848,7 @@ async fn main() -> anyhow::Result<()> {
             let fixture = Fixture::default();
             // Loopback Host values are rmcp's default; Origin is checked too (DNS rebinding).
             let config = StreamableHttpServerConfig::default()
-                .with_allowed_origins([
-                    "http://localhost:*",
-                    "http://127.0.0.1:*",
-                    "http://[::1]:*",
-                ])
+                .with_allowed_origins(["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"])
                 .with_sse_keep_alive(Some(Duration::from_secs(15)));
             let service = StreamableHttpService::new(
                 move || Ok(fixture.clone()),
@@ -841,7 +857,10 @@ async fn main() -> anyhow::Result<()> {
             );
             let app = axum::Router::new().nest_service("/mcp", service);
             let listener = tokio::net::TcpListener::bind(addr).await?;
-            eprintln!("conformance fixture listening on http://{}/mcp", listener.local_addr()?);
+            eprintln!(
+                "conformance fixture listening on http://{}/mcp",
+                listener.local_addr()?
+            );
             axum::serve(listener, app)
                 .with_graceful_shutdown(async {
                     let _ = tokio::signal::ctrl_c().await;
