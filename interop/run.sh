@@ -1,0 +1,329 @@
+#!/usr/bin/env bash
+# mcp-guard interop suite: real third-party MCP peers against a target.
+#
+#   interop/run.sh [--target direct|gateway] [--fixture PATH] [--gateway PATH] [--only LIST]
+#
+#   --target   direct  (default): the checks talk to the conformance fixture (and
+#                      server-everything) themselves; this proves the checks.
+#              gateway: the same checks talk to `mcp-guard serve`, which fronts those servers.
+#   --fixture  conformance fixture binary   (env FIXTURE_BIN;   default: cargo's debug build)
+#   --gateway  mcp-guard binary             (env MCP_GUARD_BIN; default: cargo's debug build)
+#   --only     comma list of groups: py,inspector,everything,conformance (default: all)
+#
+# Env: INTEROP_TARGET (same as --target), INTEROP_OUT (artifacts; default interop/.out),
+#      INTEROP_GATEWAY_CONFIG (use this gateway config file instead of the generated one),
+#      INTEROP_BUDGET (whole-run timeout in seconds, default 300).
+#
+# Every check prints `PASS name` or `FAIL name: reason`; the last line is
+# `interop: N passed, M failed`. Exit status is 0 only if nothing failed.
+#
+# Servers that bind every interface (server-everything's HTTP mode) must not be reachable
+# from outside: when run as root the whole suite re-executes itself inside a private network
+# namespace (`unshare -n`, loopback only). Without that, those checks are skipped.
+set -uo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/.." && pwd)"
+
+# --- arguments ----------------------------------------------------------------------------
+target="${INTEROP_TARGET:-direct}"
+fixture="${FIXTURE_BIN:-}"
+gateway="${MCP_GUARD_BIN:-}"
+only="py,inspector,everything,conformance"
+orig_args=("$@")
+while (($#)); do
+    case "$1" in
+        --target) target="$2"; shift 2 ;;
+        --fixture) fixture="$2"; shift 2 ;;
+        --gateway) gateway="$2"; shift 2 ;;
+        --only) only="$2"; shift 2 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+case "$target" in direct|gateway) ;; *) echo "run.sh: --target must be direct or gateway" >&2; exit 2 ;; esac
+
+# --- re-exec inside a private network namespace, under a time budget ------------------------
+budget="${INTEROP_BUDGET:-300}"
+if [[ -z "${INTEROP_INNER:-}" ]]; then
+    if [[ $EUID -eq 0 ]] && command -v unshare >/dev/null && unshare -n true 2>/dev/null; then
+        exec env INTEROP_INNER=1 INTEROP_NETNS=1 timeout --kill-after=10 "$budget" \
+            unshare -n bash -c 'ip link set lo up && exec "$@"' bash "$0" "${orig_args[@]}"
+    fi
+    echo "run.sh: no private network namespace (needs root + unshare); bind-all servers are skipped" >&2
+    exec env INTEROP_INNER=1 INTEROP_NETNS=0 timeout --kill-after=10 "$budget" "$0" "${orig_args[@]}"
+fi
+
+cargo_target="${CARGO_TARGET_DIR:-$repo/target}"
+fixture="${fixture:-$cargo_target/debug/conformance_fixture}"
+gateway="${gateway:-$cargo_target/debug/mcp-guard}"
+out="${INTEROP_OUT:-$here/.out}"
+rm -rf "$out"; mkdir -p "$out"
+export PATH="$here/node_modules/.bin:$PATH"   # `node` = the pinned Node 22 package
+py="$here/.venv/bin/python"
+conf_stable="$here/node_modules/@modelcontextprotocol/conformance/dist/index.js"
+conf_next="$here/node_modules/conformance-next/dist/index.js"
+everything_js="$here/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
+baseline="$here/conformance/direct-baseline.yml"
+
+[[ -x "$py" && -x "$here/node_modules/.bin/node" ]] || { echo "run.sh: run interop/setup.sh first" >&2; exit 2; }
+[[ -x "$fixture" ]] || { echo "run.sh: fixture binary not found: $fixture (cargo build -p mcp-guard-examples)" >&2; exit 2; }
+if [[ "$target" == gateway && ! -x "$gateway" ]]; then
+    echo "run.sh: gateway binary not found: $gateway" >&2; exit 2
+fi
+
+# --- bookkeeping ----------------------------------------------------------------------------
+passed=0; failed=0; skipped=0
+pass() { passed=$((passed + 1)); echo "PASS $1"; }
+fail() { failed=$((failed + 1)); echo "FAIL $1: $2"; }
+skip() { skipped=$((skipped + 1)); echo "SKIP $1: $2"; }
+want() { [[ ",$only," == *",$1,"* ]]; }
+section() { echo; echo "== $1 ($(date +%T))"; }
+
+pids=()
+cleanup() {
+    local p
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+}
+trap cleanup EXIT
+
+free_port() {
+    "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_http() { # url, seconds, pid: until something answers HTTP on the URL (or pid exits)
+    local url="$1" deadline=$((SECONDS + $2)) pid="$3"
+    while ((SECONDS < deadline)); do
+        curl -s -o /dev/null --max-time 1 "$url" && return 0
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+summary() {
+    echo
+    echo "artifacts: $out"
+    if ((skipped)); then
+        echo "interop: $passed passed, $failed failed, $skipped skipped"
+    else
+        echo "interop: $passed passed, $failed failed"
+    fi
+}
+
+abort() { # check name, log file: a server did not come up; nothing else can run
+    fail "$1" "did not start; log: $(tail -c 600 "$2" | tr '\n' ' ')"
+    summary
+    exit 1
+}
+
+start_fixture_http() { # -> FIXTURE_URL
+    local port; port="$(free_port)"
+    "$fixture" --http "127.0.0.1:$port" 2>"$out/fixture-http.log" &
+    pids+=($!)
+    FIXTURE_URL="http://127.0.0.1:$port/mcp"
+    wait_http "$FIXTURE_URL" 10 "$!" || abort start/fixture "$out/fixture-http.log"
+}
+
+start_everything_http() { # -> EVERYTHING_URL (only inside the private namespace: it binds ::)
+    local port; port="$(free_port)"
+    PORT="$port" node "$everything_js" streamableHttp >"$out/everything-http.log" 2>&1 &
+    pids+=($!)
+    EVERYTHING_URL="http://127.0.0.1:$port/mcp"
+    wait_http "$EVERYTHING_URL" 20 "$!" || abort start/server-everything "$out/everything-http.log"
+}
+
+# ==============================================================================================
+# GATEWAY INTEGRATION POINT
+#
+# The gateway is started as `mcp-guard serve --config FILE` (streamable HTTP at
+# http://127.0.0.1:PORT/mcp/{endpoint}) and as `mcp-guard serve --config FILE --stdio
+# --endpoint NAME`. It needs two endpoints:
+#   interop      upstreams `fixture` (the conformance fixture over stdio) and `everything`
+#                (server-everything over stdio); tool names are namespaced `<server>__<tool>`.
+#   conformance  the fixture as its only upstream, with NO name prefix, so the conformance
+#                runner sees exactly the fixture's names (differential run).
+# The config schema is not final: write_gateway_config below is a PLACEHOLDER to be replaced
+# once mcp-guard-cli's config lands. INTEROP_GATEWAY_CONFIG=FILE overrides it entirely
+# (the file may use @FIXTURE@, @EVERYTHING_JS@, @NODE@ and @PORT@, substituted here).
+# ==============================================================================================
+write_gateway_config() { # file, port
+    local file="$1" port="$2"
+    if [[ -n "${INTEROP_GATEWAY_CONFIG:-}" ]]; then
+        sed -e "s|@FIXTURE@|$fixture|g" -e "s|@EVERYTHING_JS@|$everything_js|g" \
+            -e "s|@NODE@|$(command -v node)|g" -e "s|@PORT@|$port|g" \
+            "$INTEROP_GATEWAY_CONFIG" >"$file"
+        return
+    fi
+    # PLACEHOLDER schema (guess): replace with the real one.
+    cat >"$file" <<EOF
+[server]
+listen = "127.0.0.1:$port"
+
+[[upstream]]
+name = "fixture"
+command = "$fixture"
+args = ["--stdio"]
+
+[[upstream]]
+name = "everything"
+command = "$(command -v node)"
+args = ["$everything_js", "stdio"]
+
+[[endpoint]]
+name = "interop"
+upstreams = ["fixture", "everything"]
+
+[[endpoint]]
+name = "conformance"
+upstreams = ["fixture"]
+prefix = false
+
+[policy]
+allow = ["*"]
+EOF
+}
+
+start_gateway_http() { # -> GATEWAY_BASE (http://127.0.0.1:PORT/mcp)
+    local port; port="$(free_port)"
+    GATEWAY_CONFIG="$out/gateway.toml"
+    write_gateway_config "$GATEWAY_CONFIG" "$port"
+    "$gateway" serve --config "$GATEWAY_CONFIG" >"$out/gateway-http.log" 2>&1 &
+    pids+=($!)
+    GATEWAY_BASE="http://127.0.0.1:$port/mcp"
+    wait_http "$GATEWAY_BASE/interop" 20 "$!" || abort start/gateway "$out/gateway-http.log"
+}
+
+# --- target resolution ------------------------------------------------------------------------
+# MAIN_URL / MAIN_STDIO: where the fixture's tools are, PREFIX: how their names are spelled.
+# CONF_URL: the fixture with unprefixed names (conformance). EV_*: server-everything's tools.
+section "target: $target"
+if [[ "$target" == direct ]]; then
+    start_fixture_http
+    MAIN_URL="$FIXTURE_URL"; CONF_URL="$FIXTURE_URL"
+    MAIN_STDIO=("$fixture" --stdio)
+    PREFIX=""
+    EV_STDIO=(node "$everything_js" stdio); EV_PREFIX=""
+    EV_URL=""
+    if [[ "${INTEROP_NETNS:-0}" == 1 ]] && want everything; then
+        start_everything_http; EV_URL="$EVERYTHING_URL"
+    fi
+else
+    start_gateway_http
+    MAIN_URL="$GATEWAY_BASE/interop"; CONF_URL="$GATEWAY_BASE/conformance"
+    MAIN_STDIO=("$gateway" serve --config "$GATEWAY_CONFIG" --stdio --endpoint interop)
+    PREFIX="fixture__"
+    EV_STDIO=("${MAIN_STDIO[@]}"); EV_PREFIX="everything__"; EV_URL="$MAIN_URL"
+fi
+echo "fixture tools: ${MAIN_URL} (prefix '${PREFIX}'), stdio: ${MAIN_STDIO[*]}"
+echo "conformance:   ${CONF_URL}"
+
+# --- 1. official Python SDK client (mcp 2.3) -----------------------------------------------------
+if want py; then
+    section "python sdk client (mcp $("$py" -c 'import importlib.metadata as m; print(m.version("mcp"))'))"
+    for mode in auto legacy; do
+        for transport in http stdio; do
+            label="$transport-$mode"
+            if [[ "$transport" == http ]]; then where=(--url "$MAIN_URL"); else where=(--stdio "${MAIN_STDIO[@]}"); fi
+            timeout 60 "$py" "$here/checks/py_client.py" --label "$label" --mode "$mode" \
+                --prefix "$PREFIX" --expect-version "${where[@]}" >"$out/py-$label.txt" 2>"$out/py-$label.err"
+            while read -r verdict name rest; do
+                case "$verdict" in
+                    PASS) pass "$name" ;;
+                    FAIL) fail "${name%:}" "$rest" ;;
+                esac
+            done <"$out/py-$label.txt"
+            grep -q . "$out/py-$label.txt" || fail "py/$label" "no output (see $out/py-$label.err)"
+        done
+    done
+fi
+
+# --- 2. Inspector CLI (@modelcontextprotocol/inspector 1.0.3) -----------------------------------
+# Exit code is 0 even for isError results, so every check asserts on the JSON it prints.
+inspect() { # name, jq-like python assertion on `r`, inspector args...
+    local name="$1" assertion="$2"; shift 2
+    local file="$out/inspector-${name//\//_}.json"
+    if ! timeout 60 mcp-inspector --cli "$@" >"$file" 2>"$file.err"; then
+        fail "$name" "mcp-inspector exited non-zero: $(tail -c 300 "$file.err" | tr '\n' ' ')"
+        return
+    fi
+    if "$py" -c 'import json,sys; r=json.load(open(sys.argv[1])); sys.exit(0 if ('"$assertion"') else 1)' "$file" 2>>"$file.err"; then
+        pass "$name"
+    else
+        fail "$name" "assertion failed: $assertion; got $(head -c 300 "$file" | tr '\n' ' ')"
+    fi
+}
+
+if want inspector; then
+    section "inspector cli"
+    names='{t["name"] for t in r["tools"]}'
+    for transport in stdio http; do
+        if [[ "$transport" == stdio ]]; then where=("${MAIN_STDIO[@]}"); else where=("$MAIN_URL" --transport http); fi
+        inspect "inspector/$transport/tools-list" "{'${PREFIX}echo','${PREFIX}add','${PREFIX}test_simple_text'} <= $names" \
+            "${where[@]}" --method tools/list
+        inspect "inspector/$transport/call-echo" "r['content'][0]['text'] == 'inspector-$transport' and not r.get('isError')" \
+            "${where[@]}" --method tools/call --tool-name "${PREFIX}echo" --tool-arg "text=inspector-$transport"
+        inspect "inspector/$transport/call-structured" "r['structuredContent']['sum'] == 5" \
+            "${where[@]}" --method tools/call --tool-name "${PREFIX}add" --tool-arg a=2 --tool-arg b=3
+        inspect "inspector/$transport/call-iserror" "r.get('isError') is True" \
+            "${where[@]}" --method tools/call --tool-name "${PREFIX}test_error_handling"
+    done
+fi
+
+# --- 3. a published third-party server (server-everything) ---------------------------------------
+if want everything; then
+    section "server-everything"
+    inspect "everything/stdio/tools-list" "{'${EV_PREFIX}echo','${EV_PREFIX}get-sum'} <= {t['name'] for t in r['tools']}" \
+        "${EV_STDIO[@]}" --method tools/list
+    inspect "everything/stdio/call-echo" "'hello-everything' in r['content'][0]['text']" \
+        "${EV_STDIO[@]}" --method tools/call --tool-name "${EV_PREFIX}echo" --tool-arg message=hello-everything
+    if [[ -n "$EV_URL" ]]; then
+        inspect "everything/http/call-get-sum" "'5' in r['content'][0]['text']" \
+            "$EV_URL" --transport http --method tools/call --tool-name "${EV_PREFIX}get-sum" --tool-arg a=2 --tool-arg b=3
+    else
+        skip "everything/http/call-get-sum" "server-everything binds every interface; needs the private namespace"
+    fi
+fi
+
+# --- 4. official conformance runner, server suite ----------------------------------------------
+# Both runner versions run the whole suite (`--suite all`) with the direct baseline as expected
+# failures: exit 0 means the failures match the baseline exactly. Through the gateway the
+# result must be the same (differential run), so the same baseline applies.
+conformance() { # label, runner js, extra args...
+    local label="$1" js="$2"; shift 2
+    local dir="$out/conformance-$label"
+    timeout 180 node "$js" server --url "$CONF_URL" --suite all \
+        --expected-failures "$baseline" -o "$dir" "$@" >"$out/conformance-$label.log" 2>&1
+    local rc=$?
+    local summary; summary="$(grep -E '^Total:' "$out/conformance-$label.log" | tail -1)"
+    if ((rc == 0)); then
+        pass "conformance/$label ($summary, failures match baseline)"
+    else
+        fail "conformance/$label" "exit $rc, $summary; $(sed -n '/Unexpected failures\|stale/,/^$/p' "$out/conformance-$label.log" | tr '\n' ' ' | head -c 600)"
+    fi
+}
+
+must_pass() { # label, runner js, scenario: a single scenario that must pass outright
+    local label="$1" js="$2" scenario="$3"
+    if timeout 60 node "$js" server --url "$CONF_URL" --scenario "$scenario" \
+        >"$out/scenario-$label-$scenario.log" 2>&1; then
+        pass "conformance/$label/$scenario"
+    else
+        fail "conformance/$label/$scenario" "$(grep -E 'Total:|✗|FAIL' "$out/scenario-$label-$scenario.log" | head -5 | tr '\n' ' ')"
+    fi
+}
+
+if want conformance; then
+    section "conformance (stable 0.1.16, next 0.2.0-alpha.12)"
+    conformance stable "$conf_stable"
+    conformance next "$conf_next" --timeout 15000
+    # Transport security the gateway must provide itself (not only relay).
+    must_pass stable "$conf_stable" dns-rebinding-protection
+    must_pass next "$conf_next" dns-rebinding-protection
+    must_pass next "$conf_next" http-header-validation
+    must_pass next "$conf_next" server-session-lifecycle
+fi
+
+summary
+((failed == 0))
