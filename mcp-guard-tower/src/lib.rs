@@ -27,7 +27,7 @@
 //! # struct NoPii; impl mcp_guard_core::Redactor for NoPii {
 //! #   fn redact_str<'a>(&self, s: &'a str) -> std::borrow::Cow<'a, str> { s.into() } }
 //!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let files = StdioConnector::new("files", StdioSpec::new("mcp-server-filesystem", ["/srv"]),
 //!     Arc::new(EnvCredentialStore::new()));
 //! let gateway = Gateway::builder()
