@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use mcp_guard_core::config::{EffectConfig, GatewayConfig, PrincipalConfig, ServerConfig};
 use mcp_guard_core::upstream::{
-    HttpConnector, HttpSpec, StdioConnector, StdioSpec, Template, UpstreamOptions,
+    HttpConnector, HttpSpec, SseConnector, StdioConnector, StdioSpec, Template, UpstreamOptions,
 };
 use mcp_guard_core::{
     AuditSink, CredentialStore, EnvCredentialStore, Grant, GrantPolicy, Principal, Redactor, RmcpUpstream,
