@@ -196,6 +196,9 @@ pub(crate) async fn build(
     }
     for (name, ep) in &config.endpoints {
         let mut spec = EndpointSpec::new(name.as_str());
+        if !ep.namespace {
+            spec = spec.without_namespace();
+        }
         if let Some(d) = &ep.description {
             spec = spec.description(d.clone());
         }

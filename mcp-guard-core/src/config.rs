@@ -213,7 +213,7 @@ pub struct HttpServerConfig {
 }
 
 /// `[endpoints.NAME]`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct EndpointConfig {
@@ -221,6 +221,19 @@ pub struct EndpointConfig {
     pub description: Option<String>,
     /// The servers it federates, with what each exposes.
     pub servers: BTreeMap<String, EndpointServerConfig>,
+    /// Prefix names with the server id (default true). `false` is allowed only for an
+    /// endpoint with exactly one server, whose names then pass through unchanged.
+    pub namespace: bool,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        Self {
+            description: None,
+            servers: BTreeMap::new(),
+            namespace: true,
+        }
+    }
 }
 
 /// `[endpoints.NAME.servers.ID]`: what of a server an endpoint exposes.
@@ -440,6 +453,12 @@ impl GatewayConfig {
                 errors.push(ConfigError {
                     entry: entry.clone(),
                     message: "endpoint names use only [A-Za-z0-9_.-]".into(),
+                });
+            }
+            if !ep.namespace && ep.servers.len() != 1 {
+                errors.push(ConfigError {
+                    entry: format!("{entry}.namespace"),
+                    message: "namespace = false needs exactly one server (names would collide)".into(),
                 });
             }
             if ep.servers.is_empty() {

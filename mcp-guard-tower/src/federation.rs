@@ -102,6 +102,7 @@ pub struct EndpointSpec {
     name: Arc<str>,
     description: Option<String>,
     servers: Vec<(Arc<str>, Selection)>,
+    namespaced: bool,
 }
 
 impl EndpointSpec {
@@ -111,7 +112,16 @@ impl EndpointSpec {
             name: name.into(),
             description: None,
             servers: Vec::new(),
+            namespaced: true,
         }
+    }
+
+    /// Exposes the one server's names unchanged (no `server__` prefix, no `server+` on
+    /// URIs). Only for an endpoint with exactly one server; [`GatewayBuilder::build`]
+    /// refuses it otherwise.
+    pub fn without_namespace(mut self) -> Self {
+        self.namespaced = false;
+        self
     }
 
     /// Sets the description.
@@ -235,6 +245,12 @@ impl GatewayBuilder {
         let mut endpoints = BTreeMap::new();
         let mut used = BTreeMap::new();
         for spec in self.endpoints {
+            if !spec.namespaced && spec.servers.len() != 1 {
+                return Err(BuildError::Invalid(format!(
+                    "endpoint {}: without_namespace needs exactly one server",
+                    spec.name
+                )));
+            }
             let mut members = Vec::new();
             for (id, selection) in spec.servers {
                 let entry = self.servers.get(&id).ok_or_else(|| BuildError::UnknownServer {
@@ -257,7 +273,8 @@ impl GatewayBuilder {
                 description: spec.description,
                 members,
                 separator: separator.clone(),
-                snapshot: RwLock::new(Arc::new(Snapshot::empty(spec.name.clone(), separator.clone()))),
+                namespaced: spec.namespaced,
+                snapshot: RwLock::new(Arc::new(Snapshot::empty(spec.name.clone(), separator.clone(), spec.namespaced))),
                 changes: broadcast::channel(16).0,
                 peers: Mutex::new(Vec::new()),
                 version: AtomicU64::new(0),
@@ -403,6 +420,7 @@ pub struct EndpointRuntime {
     description: Option<String>,
     members: Vec<Member>,
     separator: String,
+    namespaced: bool,
     snapshot: RwLock<Arc<Snapshot>>,
     changes: broadcast::Sender<ListChanged>,
     peers: Mutex<Vec<Peer<RoleServer>>>,
@@ -543,7 +561,7 @@ impl EndpointRuntime {
     }
 
     async fn build_snapshot(&self, previous: Option<&Snapshot>) -> Snapshot {
-        let mut snap = Snapshot::empty(self.name.clone(), self.separator.clone());
+        let mut snap = Snapshot::empty(self.name.clone(), self.separator.clone(), self.namespaced);
         snap.version = self.version.fetch_add(1, Ordering::AcqRel) + 1;
         let mut owners: HashMap<String, String> = HashMap::new();
         let mut has_prompts = false;
@@ -615,6 +633,7 @@ fn capabilities(prompts: bool, resources: bool, completions: bool) -> ServerCapa
 pub struct Snapshot {
     endpoint: Arc<str>,
     separator: String,
+    namespaced: bool,
     /// Increases with every rebuild.
     pub version: u64,
     tools: Vec<Tool>,
@@ -644,10 +663,11 @@ impl std::fmt::Debug for Snapshot {
 }
 
 impl Snapshot {
-    fn empty(endpoint: Arc<str>, separator: String) -> Self {
+    fn empty(endpoint: Arc<str>, separator: String, namespaced: bool) -> Self {
         Self {
             endpoint,
             separator,
+            namespaced,
             version: 0,
             tools: Vec::new(),
             tool_index: HashMap::new(),
@@ -664,6 +684,14 @@ impl Snapshot {
         }
     }
 
+    fn exposed_name(&self, server: &str, name: &str) -> String {
+        if self.namespaced {
+            format!("{server}{}{name}", self.separator)
+        } else {
+            name.to_owned()
+        }
+    }
+
     fn add_member(
         &mut self,
         m: &Member,
@@ -671,12 +699,11 @@ impl Snapshot {
         listed: bool,
         owners: &mut HashMap<String, String>,
     ) {
-        let sep = self.separator.clone();
         for tool in &catalog.tools {
             if !m.selection.allows(TargetKind::Tool, &tool.name) {
                 continue;
             }
-            let exposed = format!("{}{sep}{}", m.id, tool.name);
+            let exposed = self.exposed_name(&m.id, &tool.name);
             if !valid_tool_name(&exposed) {
                 self.problems.push(format!(
                     "{}: tool {:?} cannot be exposed as {exposed:?} (names are 1-128 of [A-Za-z0-9_.-])",
@@ -701,7 +728,7 @@ impl Snapshot {
             if !m.selection.allows(TargetKind::Prompt, &prompt.name) {
                 continue;
             }
-            let exposed = format!("{}{sep}{}", m.id, prompt.name);
+            let exposed = self.exposed_name(&m.id, &prompt.name);
             if !valid_tool_name(&exposed) {
                 self.problems
                     .push(format!("{}: prompt {:?} cannot be exposed", m.id, prompt.name));
@@ -727,7 +754,7 @@ impl Snapshot {
                 .filter(|r| m.selection.allows(TargetKind::Resource, &r.uri))
             {
                 let mut r = r.clone();
-                r.uri = format!("{}+{}", m.id, r.uri);
+                r.uri = self.expose_resource_uri(&m.id, &r.uri);
                 self.resources.push(r);
             }
             for t in catalog
@@ -736,7 +763,7 @@ impl Snapshot {
                 .filter(|t| m.selection.allows(TargetKind::ResourceTemplate, &t.uri_template))
             {
                 let mut t = t.clone();
-                t.uri_template = format!("{}+{}", m.id, t.uri_template);
+                t.uri_template = self.expose_resource_uri(&m.id, &t.uri_template);
                 self.templates.push(t);
             }
         }
@@ -827,7 +854,11 @@ impl Snapshot {
     /// The resource a `server+uri` resolves to (also URIs from templates, when the
     /// endpoint's resource globs allow them).
     pub fn resolve_resource(&self, exposed: &str) -> Option<Target> {
-        let (server, uri) = exposed.split_once('+')?;
+        let (server, uri) = if self.namespaced {
+            exposed.split_once('+')?
+        } else {
+            (self.upstreams.keys().next()?.as_ref(), exposed)
+        };
         let selection = self.resource_selection.get(server)?;
         selection
             .allows(TargetKind::Resource, uri)
@@ -836,7 +867,7 @@ impl Snapshot {
 
     /// The exposed name of an upstream's resource URI.
     pub fn expose_resource_uri(&self, server: &str, uri: &str) -> String {
-        format!("{server}+{uri}")
+        if self.namespaced { format!("{server}+{uri}") } else { uri.to_owned() }
     }
 
     /// Resolves the name a request carries: (target, the name as requested).

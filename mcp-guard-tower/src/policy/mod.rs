@@ -192,10 +192,9 @@ async fn filter_list<P: Policy + ?Sized>(
         ServerResult::ListResourceTemplatesResult(mut r) => {
             let mut keep = Vec::with_capacity(r.resource_templates.len());
             for t in r.resource_templates {
-                let target = t
-                    .uri_template
-                    .split_once('+')
-                    .map(|(s, u)| Target::new(s, u, TargetKind::ResourceTemplate));
+                let target = snap
+                    .resolve_resource(&t.uri_template)
+                    .map(|r| Target::new(r.server, r.name, TargetKind::ResourceTemplate));
                 if allowed(policy, ctx, target, &t.uri_template).await {
                     keep.push(t);
                 }
