@@ -156,32 +156,50 @@ write_gateway_config() { # file, port
             "$INTEROP_GATEWAY_CONFIG" >"$file"
         return
     fi
-    # PLACEHOLDER schema (guess): replace with the real one.
+    # The conformance runner cannot send credentials, so this gateway (loopback only,
+    # inside a private network namespace) serves anonymous clients, which the config has
+    # to ask for by a name that reads as dangerous.
     cat >"$file" <<EOF
-[server]
+[gateway]
 listen = "127.0.0.1:$port"
 
-[[upstream]]
-name = "fixture"
+[auth]
+dangerously_allow_anonymous = { id = "interop", roles = ["interop"] }
+stdio_principal = { id = "interop", roles = ["interop"] }
+
+[servers.fixture]
+transport = "stdio"
 command = "$fixture"
 args = ["--stdio"]
 
-[[upstream]]
-name = "everything"
+[servers.everything]
+transport = "stdio"
 command = "$(command -v node)"
 args = ["$everything_js", "stdio"]
 
-[[endpoint]]
+[endpoints.interop]
+description = "fixture and server-everything, namespaced"
+[endpoints.interop.servers.fixture]
+tools = ["*"]
+prompts = ["*"]
+resources = ["*"]
+[endpoints.interop.servers.everything]
+tools = ["*"]
+prompts = ["*"]
+resources = ["*"]
+
+[endpoints.conformance]
+description = "the fixture alone, names unchanged"
+namespace = false
+[endpoints.conformance.servers.fixture]
+tools = ["*"]
+prompts = ["*"]
+resources = ["*"]
+
+[[grants]]
 name = "interop"
-upstreams = ["fixture", "everything"]
-
-[[endpoint]]
-name = "conformance"
-upstreams = ["fixture"]
-prefix = false
-
-[policy]
-allow = ["*"]
+roles = ["interop"]
+names = ["*"]
 EOF
 }
 
@@ -212,7 +230,8 @@ if [[ "$target" == direct ]]; then
 else
     start_gateway_http
     MAIN_URL="$GATEWAY_BASE/interop"; CONF_URL="$GATEWAY_BASE/conformance"
-    MAIN_STDIO=("$gateway" serve --config "$GATEWAY_CONFIG" --stdio --endpoint interop)
+    # Through env(1): the Inspector takes a --config argument as its own.
+    MAIN_STDIO=(env "MCP_GUARD_CONFIG=$GATEWAY_CONFIG" "$gateway" serve --stdio --endpoint interop)
     PREFIX="fixture__"
     EV_STDIO=("${MAIN_STDIO[@]}"); EV_PREFIX="everything__"; EV_URL="$MAIN_URL"
 fi

@@ -150,7 +150,11 @@ pub(crate) fn upstreams(
             ServerConfig::Sse(h) => {
                 let mut spec = HttpSpec::new(h.url.clone());
                 spec.headers = templates(&h.headers).with_context(|| format!("servers.{id}.headers"))?;
-                Arc::new(RmcpUpstream::new(id.as_str(), SseConnector::new(id.as_str(), spec, credentials.clone()), options))
+                Arc::new(RmcpUpstream::new(
+                    id.as_str(),
+                    SseConnector::new(id.as_str(), spec, credentials.clone()),
+                    options,
+                ))
             }
             _ => bail!("servers.{id}: unsupported transport"),
         };

@@ -37,7 +37,7 @@ enum Command {
     /// Runs the gateway: HTTP at /mcp/{endpoint}, or one endpoint over stdio.
     Serve {
         /// The configuration file.
-        #[arg(long, short)]
+        #[arg(long, short, env = "MCP_GUARD_CONFIG")]
         config: PathBuf,
         /// Serve one endpoint on stdin/stdout instead of HTTP.
         #[arg(long, requires = "endpoint")]

@@ -51,7 +51,8 @@ pub struct GatewaySection {
     pub separator: String,
     /// Allowed `Host` header values (DNS-rebinding defence). Loopback by default.
     pub allowed_hosts: Vec<String>,
-    /// Allowed browser `Origin`s; any other present `Origin` gets 403.
+    /// Allowed browser `Origin`s (default: loopback, any port); any other present
+    /// `Origin` gets 403.
     pub allowed_origins: Vec<String>,
     /// Largest request body accepted, in bytes (413 above).
     pub max_body_bytes: usize,
@@ -67,12 +68,19 @@ impl Default for GatewaySection {
             listen: "127.0.0.1:8787".to_owned(),
             separator: "__".to_owned(),
             allowed_hosts: vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()],
-            allowed_origins: Vec::new(),
+            allowed_origins: loopback_origins(),
             max_body_bytes: 4 * 1024 * 1024,
             page_size: 200,
             request_timeout_secs: 120,
         }
     }
+}
+
+/// Browser origins on this machine, any port: the default `Origin` allow-list.
+pub fn loopback_origins() -> Vec<String> {
+    ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"]
+        .map(String::from)
+        .to_vec()
 }
 
 /// `[auth]`.

@@ -274,9 +274,14 @@ impl GatewayBuilder {
                 members,
                 separator: separator.clone(),
                 namespaced: spec.namespaced,
-                snapshot: RwLock::new(Arc::new(Snapshot::empty(spec.name.clone(), separator.clone(), spec.namespaced))),
+                snapshot: RwLock::new(Arc::new(Snapshot::empty(
+                    spec.name.clone(),
+                    separator.clone(),
+                    spec.namespaced,
+                ))),
                 changes: broadcast::channel(16).0,
                 peers: Mutex::new(Vec::new()),
+                subscriptions: Mutex::new(Vec::new()),
                 version: AtomicU64::new(0),
                 rebuild: tokio::sync::Mutex::new(()),
             });
@@ -373,6 +378,7 @@ impl Gateway {
         for ep in self.inner.endpoints.values() {
             for member in ep.members.iter().filter(|m| m.enabled) {
                 let mut rx = member.upstream.subscribe();
+                let server = member.id.clone();
                 let ep = Arc::downgrade(ep);
                 let stop = self.inner.shutdown.clone();
                 tokio::spawn(async move {
@@ -380,10 +386,17 @@ impl Gateway {
                         tokio::select! {
                             () = stop.cancelled() => return,
                             ev = rx.recv() => match ev {
-                                Ok(mcp_guard_core::UpstreamEvent::ResourceUpdated(_)) => {}
+                                Ok(mcp_guard_core::UpstreamEvent::ResourceUpdated(uri)) => {
+                                    let Some(ep) = ep.upgrade() else { return };
+                                    ep.resource_updated(&server, &uri).await;
+                                }
+                                Ok(mcp_guard_core::UpstreamEvent::CatalogChanged) => {
+                                    let Some(ep) = ep.upgrade() else { return };
+                                    ep.rebuild(true).await;
+                                }
                                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
                                     let Some(ep) = ep.upgrade() else { return };
-                                    ep.rebuild().await;
+                                    ep.rebuild(false).await;
                                 }
                                 Err(broadcast::error::RecvError::Closed) => return,
                             }
@@ -424,8 +437,17 @@ pub struct EndpointRuntime {
     snapshot: RwLock<Arc<Snapshot>>,
     changes: broadcast::Sender<ListChanged>,
     peers: Mutex<Vec<Peer<RoleServer>>>,
+    subscriptions: Mutex<Vec<Subscription>>,
     version: AtomicU64,
     rebuild: tokio::sync::Mutex<()>,
+}
+
+/// A legacy client's `resources/subscribe`, by upstream server and URI.
+struct Subscription {
+    client: Arc<str>,
+    server: Arc<str>,
+    uri: String,
+    peer: Peer<RoleServer>,
 }
 
 impl std::fmt::Debug for EndpointRuntime {
@@ -465,6 +487,52 @@ impl EndpointRuntime {
         let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
         peers.retain(|p| !p.is_transport_closed());
         peers.push(peer);
+    }
+
+    /// Records a legacy client's subscription to `uri` of `server` (upstream URI).
+    /// `client` identifies the client's session.
+    pub fn subscribe(&self, client: Arc<str>, server: Arc<str>, uri: String, peer: Peer<RoleServer>) {
+        let mut subs = self.subscriptions.lock().unwrap_or_else(PoisonError::into_inner);
+        subs.retain(|s| !s.peer.is_transport_closed());
+        if !subs
+            .iter()
+            .any(|s| s.client == client && s.server == server && s.uri == uri)
+        {
+            subs.push(Subscription {
+                client,
+                server,
+                uri,
+                peer,
+            });
+        }
+    }
+
+    /// Forgets a subscription.
+    pub fn unsubscribe(&self, client: &str, server: &str, uri: &str) {
+        let mut subs = self.subscriptions.lock().unwrap_or_else(PoisonError::into_inner);
+        subs.retain(|s| {
+            !(s.client.as_ref() == client && s.server.as_ref() == server && s.uri == uri)
+                && !s.peer.is_transport_closed()
+        });
+    }
+
+    async fn resource_updated(&self, server: &str, uri: &str) {
+        let peers: Vec<_> = self
+            .subscriptions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|s| s.server.as_ref() == server && s.uri == uri)
+            .map(|s| s.peer.clone())
+            .collect();
+        let exposed = self.snapshot().expose_resource_uri(server, uri);
+        for peer in peers {
+            let _ = peer
+                .notify_resource_updated(rmcp::model::ResourceUpdatedNotificationParam::new(
+                    exposed.clone(),
+                ))
+                .await;
+        }
     }
 
     /// Members with their status: (server id, enabled here, status).
@@ -528,15 +596,24 @@ impl EndpointRuntime {
         changed
     }
 
-    /// Re-reads every member's catalogue and tells clients what changed.
-    pub async fn rebuild(&self) {
+    /// Re-reads every member's catalogue and tells clients what changed. With
+    /// `announced`, an upstream said its lists changed: clients are told even when the
+    /// federated lists look the same.
+    pub async fn rebuild(&self, announced: bool) {
         let _one_at_a_time = self.rebuild.lock().await;
         let previous = self.snapshot();
         let snapshot = self.build_snapshot(Some(&previous)).await;
         for c in &snapshot.collisions {
             tracing::error!(endpoint = %self.name, error = %c, "name collision; both entries withheld");
         }
-        let changed = self.install(snapshot);
+        let mut changed = self.install(snapshot);
+        if announced {
+            changed = ListChanged {
+                tools: true,
+                prompts: true,
+                resources: true,
+            };
+        }
         if changed == ListChanged::default() {
             return;
         }
@@ -836,6 +913,17 @@ impl Snapshot {
         &self.problems
     }
 
+    /// Whether the upstream `server` speaks the 2026-07-28 revision (per-request
+    /// metadata) on its current connection.
+    pub fn upstream_is_modern(&self, server: &str) -> bool {
+        self.catalogs
+            .get(server)
+            .and_then(|c| c.server_info.as_ref())
+            .is_some_and(|i| {
+                i.protocol_version.as_str() >= rmcp::model::ProtocolVersion::V_2026_07_28.as_str()
+            })
+    }
+
     /// The upstream serving `server` on this endpoint.
     pub fn upstream(&self, server: &str) -> Option<&Arc<dyn Upstream>> {
         self.upstreams.get(server)
@@ -867,7 +955,11 @@ impl Snapshot {
 
     /// The exposed name of an upstream's resource URI.
     pub fn expose_resource_uri(&self, server: &str, uri: &str) -> String {
-        if self.namespaced { format!("{server}+{uri}") } else { uri.to_owned() }
+        if self.namespaced {
+            format!("{server}+{uri}")
+        } else {
+            uri.to_owned()
+        }
     }
 
     /// Resolves the name a request carries: (target, the name as requested).
@@ -881,6 +973,12 @@ impl Snapshot {
                 r.params.name.as_str(),
             ),
             ClientRequest::ReadResourceRequest(r) => {
+                (self.resolve_resource(&r.params.uri), r.params.uri.as_str())
+            }
+            ClientRequest::SubscribeRequest(r) => {
+                (self.resolve_resource(&r.params.uri), r.params.uri.as_str())
+            }
+            ClientRequest::UnsubscribeRequest(r) => {
                 (self.resolve_resource(&r.params.uri), r.params.uri.as_str())
             }
             ClientRequest::CompleteRequest(r) => match &r.params.r#ref {
@@ -899,7 +997,9 @@ pub(crate) fn request_kind(request: &ClientRequest) -> Option<TargetKind> {
     match request {
         ClientRequest::CallToolRequest(_) => Some(TargetKind::Tool),
         ClientRequest::GetPromptRequest(_) => Some(TargetKind::Prompt),
-        ClientRequest::ReadResourceRequest(_) => Some(TargetKind::Resource),
+        ClientRequest::ReadResourceRequest(_)
+        | ClientRequest::SubscribeRequest(_)
+        | ClientRequest::UnsubscribeRequest(_) => Some(TargetKind::Resource),
         ClientRequest::CompleteRequest(r) => Some(match r.params.r#ref {
             Reference::Prompt(_) => TargetKind::Prompt,
             _ => TargetKind::ResourceTemplate,

@@ -1,3 +1,8 @@
+#![allow(
+    deprecated,
+    reason = "logging, sampling and resources/subscribe are deprecated in rmcp but still spoken by legacy clients the gateway serves"
+)]
+
 //! [`GuardHandler`]: rmcp's `ServerHandler` in front of a tower stack over [`McpRequest`].
 //!
 //! Not rmcp's `TowerHandler`: that one drops the request context (cancellation, the
@@ -38,6 +43,25 @@ pub type GuardService = BoxCloneSyncService<McpRequest, ServerResult, GuardError
 #[derive(Clone)]
 pub struct GuardHandler {
     inner: Arc<Inner>,
+    session: Arc<SessionState>,
+}
+
+/// What a legacy session tells the gateway once and relies on after (its log level).
+#[derive(Debug)]
+struct SessionState {
+    key: Arc<str>,
+    log_level: std::sync::Mutex<Option<rmcp::model::LoggingLevel>>,
+}
+
+impl SessionState {
+    fn new() -> Arc<Self> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Arc::new(Self {
+            key: format!("session-{}", NEXT.fetch_add(1, Ordering::Relaxed)).into(),
+            log_level: std::sync::Mutex::new(None),
+        })
+    }
 }
 
 struct Inner {
@@ -71,6 +95,17 @@ impl GuardHandler {
                 principal: None,
                 page_size: DEFAULT_PAGE_SIZE,
             }),
+            session: SessionState::new(),
+        }
+    }
+
+    /// A handle for a new client session: shares everything but per-session state
+    /// (the log level a legacy client set). Front doors call it once per session.
+    #[must_use]
+    pub fn new_session(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            session: SessionState::new(),
         }
     }
 
@@ -88,6 +123,7 @@ impl GuardHandler {
     }
 
     fn map(self, f: impl FnOnce(&mut Inner)) -> Self {
+        let session = self.session.clone();
         let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|arc| Inner {
             endpoint: arc.endpoint.clone(),
             service: arc.service.clone(),
@@ -97,6 +133,7 @@ impl GuardHandler {
         f(&mut inner);
         Self {
             inner: Arc::new(inner),
+            session,
         }
     }
 
@@ -138,9 +175,22 @@ impl GuardHandler {
             .and_then(|t| t.split('-').nth(1))
             .map(str::to_owned);
         let (target, requested_name) = catalog.resolve_request(&request);
+        let mut meta = ctx.meta.clone();
+        if meta.log_level().is_none()
+            && let Some(level) = *self
+                .session
+                .log_level
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
+            meta.set_log_level(level);
+        }
+        let accepts_requests = ctx
+            .protocol_version()
+            .is_none_or(|v| v.as_str() < rmcp::model::ProtocolVersion::V_2026_07_28.as_str());
         let request = McpRequest {
             request,
-            meta: ctx.meta.clone(),
+            meta,
             context,
             target,
             requested_name,
@@ -148,6 +198,9 @@ impl GuardHandler {
             cancel: ctx.ct.clone(),
             downstream: Some(Downstream {
                 progress_token: ctx.meta.get_progress_token(),
+                request_id: ctx.id.clone(),
+                capabilities: ctx.client_capabilities().unwrap_or_default(),
+                accepts_requests,
                 peer: ctx.peer.clone(),
             }),
             notes: Arc::default(),
@@ -362,6 +415,67 @@ impl ServerHandler for GuardHandler {
             ServerResult::CompleteResult(r) => Ok(r),
             _ => Err(unexpected()),
         }
+    }
+
+    #[allow(
+        deprecated,
+        reason = "logging/setLevel is part of the revisions legacy clients speak"
+    )]
+    async fn set_level(
+        &self,
+        params: rmcp::model::SetLevelRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        *self
+            .session
+            .log_level
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(params.level);
+        Ok(())
+    }
+
+    #[allow(deprecated, reason = "resources/subscribe is how legacy clients subscribe")]
+    async fn subscribe(
+        &self,
+        params: rmcp::model::SubscribeRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let target = self.inner.endpoint.snapshot().resolve_resource(&params.uri);
+        let peer = ctx.peer.clone();
+        self.dispatch(
+            ClientRequest::SubscribeRequest(rmcp::model::SubscribeRequest::new(params)),
+            ctx,
+        )
+        .await?;
+        if let Some(t) = target {
+            self.inner
+                .endpoint
+                .subscribe(self.session.key.clone(), t.server, t.name.to_string(), peer);
+        }
+        Ok(())
+    }
+
+    #[allow(
+        deprecated,
+        reason = "resources/unsubscribe is how legacy clients unsubscribe"
+    )]
+    async fn unsubscribe(
+        &self,
+        params: rmcp::model::UnsubscribeRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let target = self.inner.endpoint.snapshot().resolve_resource(&params.uri);
+        self.dispatch(
+            ClientRequest::UnsubscribeRequest(rmcp::model::UnsubscribeRequest::new(params)),
+            ctx,
+        )
+        .await?;
+        if let Some(t) = target {
+            self.inner
+                .endpoint
+                .unsubscribe(&self.session.key, &t.server, &t.name);
+        }
+        Ok(())
     }
 
     async fn on_initialized(&self, ctx: NotificationContext<RoleServer>) {

@@ -139,7 +139,8 @@ pub mod dangerous {
 pub struct HttpOptions {
     /// Allowed `Host` values (DNS-rebinding defence); loopback names by default.
     pub allowed_hosts: Vec<String>,
-    /// Allowed browser origins; any other present `Origin` gets 403 (also when empty).
+    /// Allowed browser origins (default: loopback, any port); any other present
+    /// `Origin` gets 403, also when the list is empty.
     pub allowed_origins: Vec<String>,
     /// Largest body accepted (413 above).
     pub max_body_bytes: usize,
@@ -153,7 +154,7 @@ impl Default for HttpOptions {
     fn default() -> Self {
         Self {
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
-            allowed_origins: Vec::new(),
+            allowed_origins: mcp_guard_core::config::loopback_origins(),
             max_body_bytes: 4 * 1024 * 1024,
             page_size: crate::handler::DEFAULT_PAGE_SIZE,
             sse_keep_alive: Some(Duration::from_secs(15)),
@@ -228,7 +229,7 @@ impl HttpEdge {
             config.sse_keep_alive = self.options.sse_keep_alive;
             config.cancellation_token = self.shutdown.child_token();
             let service = StreamableHttpService::new(
-                move || Ok(handler.clone()),
+                move || Ok(handler.new_session()),
                 Arc::new(LocalSessionManager::default()),
                 config,
             );

@@ -58,7 +58,8 @@ impl fmt::Debug for McpRequest {
     }
 }
 
-/// The client side of a request: where progress goes.
+/// The client side of a request: where progress, log messages and the upstream's
+/// own requests (sampling, elicitation) go.
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct Downstream {
@@ -66,6 +67,13 @@ pub struct Downstream {
     pub peer: Peer<RoleServer>,
     /// The client's progress token, if it asked for progress.
     pub progress_token: Option<ProgressToken>,
+    /// The client's id for this request.
+    pub request_id: rmcp::model::RequestId,
+    /// What the client declared it can do.
+    pub capabilities: rmcp::model::ClientCapabilities,
+    /// Whether the client speaks a revision that allows server-to-client requests
+    /// (before 2026-07-28); 2026-07-28 clients get input-required results instead.
+    pub accepts_requests: bool,
 }
 
 impl fmt::Debug for Downstream {

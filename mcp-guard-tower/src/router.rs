@@ -1,16 +1,26 @@
+#![allow(
+    deprecated,
+    reason = "logging, sampling and resources/subscribe are deprecated in rmcp but still spoken by legacy clients the gateway serves"
+)]
+
 //! [`Router`]: the innermost service, which sends each request to its server.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
-use mcp_guard_core::upstream::{Forward, Progress, ProgressSink};
+use mcp_guard_core::upstream::{ClientLink, Forward, Progress, ProgressSink};
 use mcp_guard_core::{Target, TargetKind, Upstream};
 use rmcp::model::{
     CallToolRequest, ClientRequest, CompleteRequest, ContentBlock, GetPromptRequest, ListPromptsResult,
     ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, ProgressNotificationParam,
     ReadResourceRequest, Reference, RequestMetaObject, ResourceContents, ServerResult,
 };
+use rmcp::model::{
+    ClientCapabilities, GetExtensions as _, InputRequest, InputRequests, InputResponses, ServerRequest,
+    SubscribeRequest, UnsubscribeRequest,
+};
+use rmcp::service::OriginatingRequestId;
 use tower_service::Service;
 
 use crate::error::GuardError;
@@ -49,15 +59,33 @@ impl Router {
 
 const TRACE_KEYS: [&str; 3] = ["traceparent", "tracestate", "baggage"];
 
-fn sanitise_meta(meta: &RequestMetaObject, extra: &[String]) -> Option<RequestMetaObject> {
+/// The `_meta` an upstream gets: trace context and configured keys from the client's
+/// `_meta`; for a 2026-07-28 upstream also the client's log level and which of
+/// sampling and elicitation it can answer (the gateway bridges those), never the
+/// client's protocol version or identity.
+fn upstream_meta(req: &McpRequest, extra: &[String], modern_upstream: bool) -> Option<RequestMetaObject> {
     let mut out = RequestMetaObject::new();
-    for (k, v) in meta.0.iter() {
+    for (k, v) in req.meta.0.iter() {
         if TRACE_KEYS.contains(&k.as_str()) || extra.iter().any(|e| e == k) {
             out.0.insert(k.clone(), v.clone());
         }
     }
+    if modern_upstream {
+        if let Some(level) = req.meta.log_level() {
+            out.set_log_level(level);
+        }
+        let mut caps = ClientCapabilities::default();
+        if let Some(d) = &req.downstream {
+            caps.sampling.clone_from(&d.capabilities.sampling);
+            caps.elicitation.clone_from(&d.capabilities.elicitation);
+        }
+        out.set_client_capabilities(caps);
+    }
     (!out.0.is_empty()).then_some(out)
 }
+
+/// Most input-required rounds the gateway drives for a legacy client.
+const MAX_INPUT_ROUNDS: usize = 8;
 
 /// Forwards upstream progress to the client, in order, on one task per request.
 fn progress_sink(downstream: Option<&Downstream>) -> Option<ProgressSink> {
@@ -144,11 +172,20 @@ async fn route(req: McpRequest, extra_meta: &[String]) -> Result<ServerResult, G
             })?;
     let forward = {
         let mut f = Forward::default();
-        f.meta = sanitise_meta(&req.meta, extra_meta);
+        f.meta = upstream_meta(&req, extra_meta, snap.upstream_is_modern(&target.server));
         f.progress = progress_sink(req.downstream.as_ref());
         f.cancel = req.cancel.clone();
+        f.client = req.downstream.as_ref().map(|d| {
+            ClientLink::new(
+                d.peer.clone(),
+                d.request_id.clone(),
+                d.capabilities.clone(),
+                d.accepts_requests,
+            )
+        });
         f
     };
+    let downstream = req.downstream.clone();
     let upstream_request = match req.request {
         ClientRequest::CallToolRequest(r) => {
             let mut params = r.params;
@@ -174,11 +211,96 @@ async fn route(req: McpRequest, extra_meta: &[String]) -> Result<ServerResult, G
             }
             ClientRequest::CompleteRequest(CompleteRequest::new(params))
         }
+        ClientRequest::SubscribeRequest(r) => {
+            let mut params = r.params;
+            params.uri = target.name.to_string();
+            ClientRequest::SubscribeRequest(SubscribeRequest::new(params))
+        }
+        ClientRequest::UnsubscribeRequest(r) => {
+            let mut params = r.params;
+            params.uri = target.name.to_string();
+            ClientRequest::UnsubscribeRequest(UnsubscribeRequest::new(params))
+        }
         other => return Err(GuardError::MethodNotFound(other.method().to_owned())),
     };
-    let mut result = upstream.request(upstream_request, forward).await?;
+    let mut result = upstream
+        .request(upstream_request.clone(), forward.clone())
+        .await?;
+    // A legacy client cannot take an input-required result: the gateway asks it the
+    // upstream's questions as ordinary requests and retries with the answers.
+    if let Some(d) = downstream.filter(|d| d.accepts_requests) {
+        let mut rounds = 0;
+        while let ServerResult::InputRequiredResult(ir) = result {
+            rounds += 1;
+            if rounds > MAX_INPUT_ROUNDS {
+                return Err(GuardError::Invalid("the server kept asking for input".into()));
+            }
+            let answers = ask_client(&d, ir.input_requests.unwrap_or_default()).await?;
+            let retry = with_input(upstream_request.clone(), answers, ir.request_state);
+            result = upstream.request(retry, forward.clone()).await?;
+        }
+    }
     expose_uris(&mut result, &target.server, &snap);
     Ok(result)
+}
+
+/// Sends each input request to a legacy client as a server-to-client request.
+async fn ask_client(d: &Downstream, requests: InputRequests) -> Result<InputResponses, GuardError> {
+    let mut answers = InputResponses::new();
+    for (key, request) in requests {
+        let wanted = match &request {
+            InputRequest::CreateMessage(_) => d.capabilities.sampling.is_some(),
+            InputRequest::Elicitation(_) => d.capabilities.elicitation.is_some(),
+            InputRequest::ListRoots(_) => d.capabilities.roots.is_some(),
+            _ => false,
+        };
+        if !wanted {
+            return Err(GuardError::Invalid(format!(
+                "the server needs input ({key}) this client cannot give"
+            )));
+        }
+        let mut server_request = match request {
+            InputRequest::CreateMessage(r) => ServerRequest::CreateMessageRequest(r),
+            InputRequest::Elicitation(r) => ServerRequest::ElicitRequest(r),
+            InputRequest::ListRoots(r) => ServerRequest::ListRootsRequest(r),
+            _ => return Err(GuardError::Invalid("unsupported input request".into())),
+        };
+        server_request
+            .extensions_mut()
+            .insert(OriginatingRequestId(d.request_id.clone()));
+        let peer = d.peer.clone();
+        // A fresh task so rmcp routes the request by the extension, onto the client's stream.
+        let answer = tokio::spawn(async move { peer.send_request(server_request).await })
+            .await
+            .map_err(|e| GuardError::Internal(Box::new(e)))?
+            .map_err(|e| GuardError::Internal(Box::new(e)))?;
+        answers.insert(
+            key,
+            serde_json::to_value(&answer).map_err(|e| GuardError::Internal(Box::new(e)))?,
+        );
+    }
+    Ok(answers)
+}
+
+fn with_input(request: ClientRequest, answers: InputResponses, state: Option<String>) -> ClientRequest {
+    match request {
+        ClientRequest::CallToolRequest(mut r) => {
+            r.params.input_responses = Some(answers);
+            r.params.request_state = state;
+            ClientRequest::CallToolRequest(r)
+        }
+        ClientRequest::GetPromptRequest(mut r) => {
+            r.params.input_responses = Some(answers);
+            r.params.request_state = state;
+            ClientRequest::GetPromptRequest(r)
+        }
+        ClientRequest::ReadResourceRequest(mut r) => {
+            r.params.input_responses = Some(answers);
+            r.params.request_state = state;
+            ClientRequest::ReadResourceRequest(r)
+        }
+        other => other,
+    }
 }
 
 /// Rewrites upstream resource URIs in a result to their exposed `server+uri` form, so a

@@ -35,8 +35,8 @@ use rmcp::{
     model::{
         CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities, ClientResult,
         CompleteRequestParams, CompleteResult, ErrorCode, GetPromptRequestParams, GetPromptResponse,
-        GetPromptResult, Implementation, InitializeResult, InputRequiredResult, ListPromptsResult,
-        ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, LoggingLevel,
+        GetPromptResult, Implementation, InitializeResult, InputRequests, InputRequiredResult,
+        ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, LoggingLevel,
         PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
         ServerCapabilities, ServerNotification, ServerRequest, SetLevelRequestParams, SubscribeRequestParams,
         SubscriptionFilter, Tool, UnsubscribeRequestParams,
@@ -300,8 +300,36 @@ impl Fixture {
         }
     }
 
+    /// Asks the client for input: a server-to-client request on a legacy session; on a
+    /// 2026-07-28 request (where those are forbidden) an input-required result, answered
+    /// by the client's retry carrying `inputResponses`.
+    async fn ask(
+        cx: &RequestContext<RoleServer>,
+        params: &CallToolRequestParams,
+        key: &str,
+        request: Value,
+    ) -> Asked {
+        let modern = cx.protocol_version().is_some_and(|v| v.as_str() >= "2026-07-28");
+        if !modern {
+            return match Self::ask_client(cx, request).await {
+                Ok(v) => Asked::Answer(v),
+                Err(e) => Asked::Failed(e),
+            };
+        }
+        if let Some(v) = params.input_responses.as_ref().and_then(|m| m.get(key)) {
+            return Asked::Answer(v.clone());
+        }
+        let mut requests = InputRequests::new();
+        requests.insert(key.to_owned(), model(request));
+        Asked::Pending(CallToolResponse::InputRequired(InputRequiredResult::new(
+            Some(requests),
+            Some(format!("awaiting {key}")),
+        )))
+    }
+
     async fn elicit(
         cx: &RequestContext<RoleServer>,
+        params: &CallToolRequestParams,
         message: &str,
         schema: Value,
         label: &str,
@@ -313,15 +341,23 @@ impl Fixture {
             "method": "elicitation/create",
             "params": {"mode": "form", "message": message, "requestedSchema": schema}
         });
-        match Self::ask_client(cx, request).await {
-            Ok(r) => text_result(format!(
+        match Self::ask(cx, params, "elicitation", request).await {
+            Asked::Answer(r) => text_result(format!(
                 "{label}: action={}, content={}",
                 r.get("action").and_then(Value::as_str).unwrap_or("unknown"),
                 r.get("content").unwrap_or(&Value::Null)
             )),
-            Err(e) => error_result(format!("elicitation failed: {e}")),
+            Asked::Pending(p) => p,
+            Asked::Failed(e) => error_result(format!("elicitation failed: {e}")),
         }
     }
+}
+
+/// The outcome of [`Fixture::ask`].
+enum Asked {
+    Answer(Value),
+    Pending(CallToolResponse),
+    Failed(String),
 }
 
 fn client_has(cx: &RequestContext<RoleServer>, f: impl Fn(&ClientCapabilities) -> bool) -> bool {
@@ -434,8 +470,8 @@ impl ServerHandler for Fixture {
                         "maxTokens": 100
                     }
                 });
-                match Self::ask_client(&cx, request).await {
-                    Ok(r) => {
+                match Self::ask(&cx, &params, "sampling", request).await {
+                    Asked::Answer(r) => {
                         let content = &r["content"];
                         let text = content["text"]
                             .as_str()
@@ -443,7 +479,8 @@ impl ServerHandler for Fixture {
                             .unwrap_or("(no text)");
                         text_result(format!("LLM response: {text}"))
                     }
-                    Err(e) => error_result(format!("sampling failed: {e}")),
+                    Asked::Pending(p) => p,
+                    Asked::Failed(e) => error_result(format!("sampling failed: {e}")),
                 }
             }
             "test_elicitation" => {
@@ -456,7 +493,7 @@ impl ServerHandler for Fixture {
                     },
                     "required": ["username", "email"]
                 });
-                Self::elicit(&cx, message, schema, "User response").await
+                Self::elicit(&cx, &params, message, schema, "User response").await
             }
             "test_elicitation_sep1034_defaults" => {
                 let schema = json!({
@@ -474,6 +511,7 @@ impl ServerHandler for Fixture {
                 });
                 Self::elicit(
                     &cx,
+                    &params,
                     "Please provide values (all have defaults)",
                     schema,
                     "Elicitation completed",
@@ -506,6 +544,7 @@ impl ServerHandler for Fixture {
                 });
                 Self::elicit(
                     &cx,
+                    &params,
                     "Test enum schema improvements",
                     schema,
                     "Elicitation completed",
@@ -536,7 +575,7 @@ impl ServerHandler for Fixture {
                     "required": ["answer"]
                 });
                 if cx.protocol_version().is_none_or(|v| v.has_initialize()) {
-                    Self::elicit(&cx, "Please answer", schema, "Elicitation completed").await
+                    Self::elicit(&cx, &params, "Please answer", schema, "Elicitation completed").await
                 } else if let Some(responses) = &params.input_responses {
                     text_result(format!(
                         "Elicitation completed: {}",

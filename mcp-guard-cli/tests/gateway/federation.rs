@@ -204,11 +204,25 @@ async fn a_single_server_endpoint_can_pass_names_through_unchanged() {
     let gw = GatewayProc::start(&three_servers()).await;
     let client = http_client(&gw.url("plain"), TOKEN, Era::Modern).await;
     assert_eq!(names(&client).await, ["echo"]);
-    let r = client.call_tool(CallToolRequestParams::new("echo").with_arguments(args(&serde_json::json!({"text": "plain"})))).await.unwrap();
+    let r = client
+        .call_tool(
+            CallToolRequestParams::new("echo").with_arguments(args(&serde_json::json!({"text": "plain"}))),
+        )
+        .await
+        .unwrap();
     assert_eq!(text_of(&r), "plain");
-    let read = client.read_resource(ReadResourceRequestParams::new("fixture://alpha/readme")).await.unwrap();
-    assert!(matches!(&read.contents[0], ResourceContents::TextResourceContents { uri, .. } if uri == "fixture://alpha/readme"));
-    let err = client.call_tool(CallToolRequestParams::new("alpha__echo")).await.unwrap_err().to_string();
+    let read = client
+        .read_resource(ReadResourceRequestParams::new("fixture://alpha/readme"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&read.contents[0], ResourceContents::TextResourceContents { uri, .. } if uri == "fixture://alpha/readme")
+    );
+    let err = client
+        .call_tool(CallToolRequestParams::new("alpha__echo"))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("Unknown tool: alpha__echo"), "{err}");
     let _ = client.cancel().await;
     gw.stop().await;

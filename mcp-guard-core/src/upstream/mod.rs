@@ -186,6 +186,47 @@ pub struct Progress {
     pub message: Option<String>,
 }
 
+/// The downstream client behind a forwarded request: where the upstream's log
+/// messages, sampling and elicitation requests go while the request is in flight.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct ClientLink {
+    /// The client.
+    pub peer: rmcp::service::Peer<rmcp::service::RoleServer>,
+    /// The client's id for the request (server requests ride its response stream).
+    pub request_id: rmcp::model::RequestId,
+    /// What the client declared it can do.
+    pub capabilities: rmcp::model::ClientCapabilities,
+    /// Whether the client may be sent requests (protocol revisions before 2026-07-28).
+    pub accepts_requests: bool,
+}
+
+impl ClientLink {
+    /// A link to `peer` for its request `request_id`.
+    pub fn new(
+        peer: rmcp::service::Peer<rmcp::service::RoleServer>,
+        request_id: rmcp::model::RequestId,
+        capabilities: rmcp::model::ClientCapabilities,
+        accepts_requests: bool,
+    ) -> Self {
+        Self {
+            peer,
+            request_id,
+            capabilities,
+            accepts_requests,
+        }
+    }
+}
+
+impl fmt::Debug for ClientLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientLink")
+            .field("request_id", &self.request_id)
+            .field("accepts_requests", &self.accepts_requests)
+            .finish_non_exhaustive()
+    }
+}
+
 /// How to forward one request.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
@@ -194,6 +235,9 @@ pub struct Forward {
     pub meta: Option<RequestMetaObject>,
     /// Where the upstream's progress goes.
     pub progress: Option<ProgressSink>,
+    /// The client behind the request (for log messages, sampling and elicitation the
+    /// upstream sends while the request is in flight).
+    pub client: Option<ClientLink>,
     /// Cancelled when the downstream caller cancels.
     pub cancel: CancellationToken,
     /// How long to wait for the answer.

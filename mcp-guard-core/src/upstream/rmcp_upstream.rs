@@ -1,4 +1,3 @@
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
@@ -11,11 +10,9 @@ use rmcp::model::{
 use rmcp::service::{Peer, PeerRequestOptions, RoleClient, RunningServiceCancellationToken, ServiceError};
 use tokio::sync::broadcast;
 
-use super::client::UpstreamClient;
+use super::client::{InFlight, InFlightMap, LINGER, UpstreamClient};
 use super::connect::Connector;
-use super::{
-    Catalog, Forward, ProgressSink, Upstream, UpstreamError, UpstreamEvent, UpstreamState, UpstreamStatus,
-};
+use super::{Catalog, Forward, Upstream, UpstreamError, UpstreamEvent, UpstreamState, UpstreamStatus};
 
 /// Timeouts and backoff of an [`RmcpUpstream`].
 #[derive(Debug, Clone)]
@@ -68,13 +65,16 @@ pub(crate) struct Shared {
     connector: Arc<dyn Connector>,
     options: UpstreamOptions,
     pub(crate) events: broadcast::Sender<UpstreamEvent>,
-    progress: Arc<Mutex<HashMap<ProgressToken, ProgressSink>>>,
+    inflight: InFlightMap,
     conn: RwLock<Option<Arc<Conn>>>,
     connect_lock: tokio::sync::Mutex<Backoff>,
     catalog: RwLock<Arc<Catalog>>,
     status: RwLock<UpstreamStatus>,
     generation: AtomicU64,
     stopped: AtomicBool,
+    /// Resource subscriptions held on a 2026-07-28 connection as `subscriptions/listen`
+    /// streams: URI → (number of subscribers, the stream's stop token).
+    resource_streams: Mutex<std::collections::HashMap<String, (usize, tokio_util::sync::CancellationToken)>>,
 }
 
 /// An [`Upstream`] reached through rmcp, supervised: connects on first use, notices when
@@ -119,13 +119,14 @@ impl RmcpUpstream {
                 connector,
                 options,
                 events,
-                progress: Arc::default(),
+                inflight: Arc::default(),
                 conn: RwLock::new(None),
                 connect_lock: tokio::sync::Mutex::new(Backoff::default()),
                 catalog: RwLock::new(Arc::new(Catalog::default())),
                 status: RwLock::new(UpstreamStatus::now(UpstreamState::Idle)),
                 generation: AtomicU64::new(0),
                 stopped: AtomicBool::new(false),
+                resource_streams: Mutex::default(),
             }),
         }
     }
@@ -187,7 +188,7 @@ impl Shared {
         }
         let client = UpstreamClient {
             shared: Arc::downgrade(self),
-            progress: self.progress.clone(),
+            inflight: self.inflight.clone(),
             initialize_version: None,
         };
         let attempt =
@@ -232,7 +233,7 @@ impl Shared {
         self.set_state(UpstreamState::Connected);
         let _ = self.events.send(UpstreamEvent::Connected);
         drop(backoff);
-        self.refresh_catalog().await;
+        self.refresh_catalog(false).await;
         self.listen_for_changes(&peer);
         Ok(conn)
     }
@@ -311,12 +312,14 @@ impl Shared {
             };
             while let Ok(Some(_notification)) = sub.next().await {
                 let Some(shared) = weak.upgrade() else { return };
-                shared.refresh_catalog().await;
+                shared.refresh_catalog(true).await;
             }
         });
     }
 
-    pub(crate) async fn refresh_catalog(&self) {
+    /// Re-reads the catalogue. `announced`: the server said it changed, so clients are
+    /// told even if the re-read looks the same.
+    pub(crate) async fn refresh_catalog(&self, announced: bool) {
         let Some(conn) = self.current() else { return };
         let peer = &conn.peer;
         let info = peer.peer_info().map(|i| (*i).clone());
@@ -352,9 +355,70 @@ impl Shared {
         let old = read(&self.catalog);
         let changed = !same_catalog(&old, &catalog);
         write(&self.catalog, Arc::new(catalog));
-        if changed {
+        if changed || announced {
             let _ = self.events.send(UpstreamEvent::CatalogChanged);
         }
+    }
+
+    /// On a 2026-07-28 connection `resources/subscribe` does not exist: a subscription is
+    /// a `subscriptions/listen` stream instead, one per URI, shared by its subscribers.
+    async fn subscribe_modern(
+        self: &Arc<Self>,
+        peer: &Peer<RoleClient>,
+        uri: String,
+    ) -> Result<ServerResult, UpstreamError> {
+        if let Some((count, _)) = self
+            .resource_streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(&uri)
+        {
+            *count += 1;
+            return Ok(ServerResult::empty(()));
+        }
+        let filter = SubscriptionFilter::builder()
+            .resource_subscription(uri.clone())
+            .build();
+        let mut sub = peer.listen(filter).await.map_err(|e| self.map_error(e))?;
+        let stop = tokio_util::sync::CancellationToken::new();
+        self.resource_streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(uri.clone(), (1, stop.clone()));
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => {
+                        let _ = sub.cancel().await;
+                        return;
+                    }
+                    next = sub.next() => match next {
+                        Ok(Some(rmcp::model::ServerNotification::ResourceUpdatedNotification(n))) => {
+                            let _ = events.send(UpstreamEvent::ResourceUpdated(n.params.uri));
+                        }
+                        Ok(Some(_)) => {}
+                        Ok(None) | Err(_) => return,
+                    }
+                }
+            }
+        });
+        Ok(ServerResult::empty(()))
+    }
+
+    fn unsubscribe_modern(&self, uri: &str) -> ServerResult {
+        let mut streams = self
+            .resource_streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((count, stop)) = streams.get_mut(uri) {
+            *count -= 1;
+            if *count == 0 {
+                stop.cancel();
+                streams.remove(uri);
+            }
+        }
+        ServerResult::empty(())
     }
 
     fn map_error(&self, e: ServiceError) -> UpstreamError {
@@ -405,17 +469,34 @@ pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
-struct ProgressGuard {
-    map: Arc<Mutex<HashMap<ProgressToken, ProgressSink>>>,
+struct InFlightGuard {
+    map: InFlightMap,
     token: ProgressToken,
 }
 
-impl Drop for ProgressGuard {
+impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        self.map
+        if let Some(entry) = self
+            .map
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.token);
+            .get_mut(&self.token)
+        {
+            entry.done = Some(Instant::now());
+        }
+        let (map, token) = (self.map.clone(), self.token.clone());
+        let forget = move || {
+            map.lock().unwrap_or_else(PoisonError::into_inner).remove(&token);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    tokio::time::sleep(LINGER).await;
+                    forget();
+                });
+            }
+            Err(_) => forget(),
+        }
     }
 }
 
@@ -434,6 +515,19 @@ impl Upstream for RmcpUpstream {
     async fn request(&self, request: ClientRequest, forward: Forward) -> Result<ServerResult, UpstreamError> {
         let shared = &self.shared;
         let conn = shared.connection().await?;
+        let modern = conn
+            .peer
+            .peer_info()
+            .is_some_and(|i| i.protocol_version.as_str() >= ProtocolVersion::V_2026_07_28.as_str());
+        if modern {
+            match request {
+                ClientRequest::SubscribeRequest(r) => {
+                    return shared.subscribe_modern(&conn.peer, r.params.uri).await;
+                }
+                ClientRequest::UnsubscribeRequest(r) => return Ok(shared.unsubscribe_modern(&r.params.uri)),
+                _ => {}
+            }
+        }
         let mut options = PeerRequestOptions::no_options();
         options.timeout = forward.timeout.or(shared.options.request_timeout);
         options.meta = forward.meta;
@@ -442,14 +536,19 @@ impl Upstream for RmcpUpstream {
             .send_request_with_option(request, options)
             .await
             .map_err(|e| shared.map_error(e))?;
-        let _guard = forward.progress.map(|sink| {
+        let _guard = (forward.progress.is_some() || forward.client.is_some()).then(|| {
+            let entry = InFlight {
+                progress: forward.progress,
+                client: forward.client,
+                done: None,
+            };
             shared
-                .progress
+                .inflight
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .insert(handle.progress_token.clone(), sink);
-            ProgressGuard {
-                map: shared.progress.clone(),
+                .insert(handle.progress_token.clone(), entry);
+            InFlightGuard {
+                map: shared.inflight.clone(),
                 token: handle.progress_token.clone(),
             }
         });
