@@ -357,7 +357,7 @@ impl GatewayConfig {
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
         let err = |errors: &mut Vec<ConfigError>, entry: String, message: String| {
-            errors.push(ConfigError { entry, message })
+            errors.push(ConfigError { entry, message });
         };
         let sep = &self.gateway.separator;
         if !is_name_safe(sep) {

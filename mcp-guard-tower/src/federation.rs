@@ -323,7 +323,7 @@ struct GatewayInner {
 
 /// The federated gateway: servers, endpoints and their live catalogues.
 ///
-/// Cheap to clone. Serve an endpoint with [`Gateway::handler`] (stdio or any rmcp
+/// Cheap to clone. Serve an endpoint with [`GuardHandler`](crate::GuardHandler) (stdio or any rmcp
 /// transport) or over HTTP with [`HttpEdge`](crate::HttpEdge).
 #[derive(Clone)]
 pub struct Gateway {
@@ -511,8 +511,8 @@ impl EndpointRuntime {
     pub fn unsubscribe(&self, client: &str, server: &str, uri: &str) {
         let mut subs = self.subscriptions.lock().unwrap_or_else(PoisonError::into_inner);
         subs.retain(|s| {
-            !(s.client.as_ref() == client && s.server.as_ref() == server && s.uri == uri)
-                && !s.peer.is_transport_closed()
+            let same = s.client.as_ref() == client && s.server.as_ref() == server && s.uri == uri;
+            !same && !s.peer.is_transport_closed()
         });
     }
 

@@ -5,7 +5,7 @@
 //! 1. a token in the query string is refused (400), before anything else;
 //! 2. the client authenticates ([`Authenticate`]); a failure answers 401 with
 //!    `WWW-Authenticate: Bearer`; the [`Principal`] goes into the request extensions,
-//!    where [`GuardHandler`](crate::GuardHandler) finds it;
+//!    where [`GuardHandler`] finds it;
 //! 3. rmcp's streamable-HTTP service checks `Host` (DNS rebinding) and `Origin` against
 //!    allow-lists (403), the body size (413), the protocol headers, and that
 //!    `Mcp-Method`/`Mcp-Name` agree with the body (400, -32020), before the handler

@@ -117,8 +117,8 @@ impl UpstreamClient {
 impl ClientHandler for UpstreamClient {
     fn get_info(&self) -> ClientConfig {
         let mut caps = ClientCapabilities::default();
-        caps.sampling = Some(Default::default());
-        caps.elicitation = Some(Default::default());
+        caps.sampling = Some(rmcp::model::SamplingCapability::default());
+        caps.elicitation = Some(rmcp::model::ElicitationCapability::default());
         let mut config = ClientConfig::new(caps, Implementation::new("mcp-guard", env!("CARGO_PKG_VERSION")));
         if let Some(v) = &self.initialize_version {
             config = config.with_protocol_version(v.clone());
