@@ -198,7 +198,7 @@ async fn serve(
         let handler = GuardHandler::new(ep, built.service)
             .with_principal(Arc::new(principal))
             .page_size(cfg.gateway.page_size);
-        let running = handler.serve(rmcp::transport::stdio()).await?;
+        let running = handler.serve(mcp_guard_tower::stdio::guarded_stdio()).await?;
         let _ = running.waiting().await;
         built.gateway.shutdown().await;
         return Ok(());

@@ -63,6 +63,7 @@ mod macros;
 pub mod policy;
 mod request;
 mod router;
+pub mod stdio;
 
 #[doc(no_inline)]
 pub use rmcp;

@@ -269,3 +269,51 @@ async fn a_session_belongs_to_the_principal_that_opened_it() {
     assert_eq!(m["result"]["tools"].as_array().unwrap().len(), 2, "{m}");
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn stdio_front_door_answers_bad_lines_and_keeps_serving() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.toml");
+    let mut c = String::from("[auth]\nstdio_principal = { id = \"alice\", roles = [\"eng\"] }\n\n");
+    c.push_str(&config());
+    std::fs::write(&path, c).unwrap();
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["serve", "--stdio", "--endpoint", "main", "--config"])
+        .arg(&path)
+        .env("MCP_GUARD_LOG", "error")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut send = async |line: &str| {
+        stdin.write_all(line.as_bytes()).await.unwrap();
+        stdin.write_all(b"\n").await.unwrap();
+    };
+    let mut recv = async || -> Value {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(10), out.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        serde_json::from_str(&line).unwrap()
+    };
+    send(&init().to_string()).await;
+    assert_eq!(recv().await["result"]["serverInfo"]["name"], "mcp-guard");
+    send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).await;
+    send("{not json").await;
+    assert_eq!(recv().await["error"]["code"], -32700);
+    send(&format!("{{\"pad\":\"{}\"}}", "x".repeat(5 * 1024 * 1024))).await;
+    let m = recv().await;
+    assert_eq!(m["error"]["code"], -32600, "{m}");
+    send(r#"[{"jsonrpc":"2.0","id":2,"method":"tools/list"}]"#).await;
+    assert_eq!(recv().await["error"]["code"], -32600);
+    send(r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"alpha__echo","arguments":{"text":"still here"}}}"#).await;
+    let m = recv().await;
+    assert_eq!(m["id"], 3);
+    assert_eq!(m["result"]["content"][0]["text"], "still here", "{m}");
+}
