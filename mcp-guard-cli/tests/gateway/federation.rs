@@ -227,3 +227,24 @@ async fn a_single_server_endpoint_can_pass_names_through_unchanged() {
     let _ = client.cancel().await;
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn lists_are_paginated_with_the_gateways_own_cursor() {
+    let config = format!("[gateway]\npage_size = 3\n\n{}", three_servers());
+    let gw = GatewayProc::start(&config).await;
+    let client = http_client(&gw.url("main"), TOKEN, Era::Legacy).await;
+    let first = client.list_tools(None).await.unwrap();
+    assert_eq!(first.tools.len(), 3);
+    let cursor = first.next_cursor.clone().expect("more pages");
+    assert!(!cursor.contains("alpha"), "the cursor is opaque");
+    assert_eq!(
+        names(&client).await,
+        expected_main(),
+        "all pages together give the whole list"
+    );
+    let bad = rmcp::model::PaginatedRequestParams::default().with_cursor(Some("bm90LWEtY3Vyc29y".into()));
+    let err = client.list_tools(Some(bad)).await.unwrap_err().to_string();
+    assert!(err.contains("invalid cursor"), "{err}");
+    let _ = client.cancel().await;
+    gw.stop().await;
+}
