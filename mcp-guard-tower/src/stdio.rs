@@ -57,9 +57,8 @@ async fn read_side<R: AsyncRead + Unpin>(
         line.clear();
         // Read at most max_line + 1 bytes of this line.
         let limit = u64::try_from(max_line).unwrap_or(u64::MAX).saturating_add(1);
-        let n = match (&mut reader).take(limit).read_until(b'\n', &mut line).await {
-            Ok(n) => n,
-            Err(_) => return,
+        let Ok(n) = (&mut reader).take(limit).read_until(b'\n', &mut line).await else {
+            return;
         };
         if n == 0 {
             return;
