@@ -24,13 +24,15 @@ use serde_json::json;
 pub(crate) struct Fixture {
     name: Arc<str>,
     extra: Arc<Mutex<Vec<String>>>,
+    legacy_only: bool,
 }
 
 impl Fixture {
-    pub(crate) fn new(name: &str, extra: Vec<String>) -> Self {
+    pub(crate) fn new(name: &str, extra: Vec<String>, legacy_only: bool) -> Self {
         Self {
             name: name.into(),
             extra: Arc::new(Mutex::new(extra)),
+            legacy_only,
         }
     }
 
@@ -90,6 +92,33 @@ fn arg<'a>(p: &'a CallToolRequestParams, k: &str) -> Option<&'a serde_json::Valu
 }
 
 impl ServerHandler for Fixture {
+    fn supported_protocol_versions(&self) -> std::borrow::Cow<'static, [rmcp::model::ProtocolVersion]> {
+        if self.legacy_only {
+            rmcp::model::ProtocolVersion::known_up_to(&rmcp::model::ProtocolVersion::V_2025_11_25).into()
+        } else {
+            std::borrow::Cow::Borrowed(rmcp::model::ProtocolVersion::KNOWN_VERSIONS)
+        }
+    }
+
+    async fn discover(
+        &self,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::DiscoverResult, ErrorData> {
+        if self.legacy_only {
+            // A server from before 2026-07-28 does not know the method at all.
+            return Err(ErrorData::new(
+                rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+                "Method not found: server/discover",
+                None,
+            ));
+        }
+        let _ = ctx;
+        Ok(rmcp::model::DiscoverResult::from_server_info(
+            self.supported_protocol_versions().into_owned(),
+            self.get_info(),
+        ))
+    }
+
     fn get_info(&self) -> InitializeResult {
         InitializeResult::new(
             ServerCapabilities::builder()

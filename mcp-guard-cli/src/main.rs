@@ -87,6 +87,9 @@ enum Command {
         /// Extra echo tools.
         #[arg(long = "extra-tool")]
         extra_tools: Vec<String>,
+        /// Speak only the revisions before 2026-07-28 (answer `server/discover` with -32601).
+        #[arg(long)]
+        legacy_only: bool,
     },
 }
 
@@ -298,8 +301,12 @@ fn main() -> std::process::ExitCode {
             Command::Tools { config, endpoint } => tools(config, endpoint).await,
             Command::Import { source } => import::run(source),
             Command::Demo { port, once } => demo::run(port, once).await,
-            Command::Fixture { name, extra_tools } => {
-                let running = fixture::Fixture::new(&name, extra_tools)
+            Command::Fixture {
+                name,
+                extra_tools,
+                legacy_only,
+            } => {
+                let running = fixture::Fixture::new(&name, extra_tools, legacy_only)
                     .serve(rmcp::transport::stdio())
                     .await?;
                 let _ = running.waiting().await;

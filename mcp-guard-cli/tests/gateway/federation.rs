@@ -248,3 +248,27 @@ async fn lists_are_paginated_with_the_gateways_own_cursor() {
     let _ = client.cancel().await;
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn clients_of_either_era_see_upstreams_of_either_era() {
+    let mut c = String::from(AUTH);
+    c.push_str(&fixture("old", &[]).replace("\"old\"]", "\"old\", \"--legacy-only\"]"));
+    c.push_str(&fixture("new", &[]));
+    c.push_str("[endpoints.mixed.servers.old]\ntools = [\"echo\"]\n[endpoints.mixed.servers.new]\ntools = [\"echo\"]\n");
+    let gw = GatewayProc::start(&c).await;
+    for era in [Era::Legacy, Era::Modern] {
+        let client = http_client(&gw.url("mixed"), TOKEN, era).await;
+        assert_eq!(names(&client).await, ["new__echo", "old__echo"], "{era:?}");
+        for name in ["new__echo", "old__echo"] {
+            let r = client
+                .call_tool(
+                    CallToolRequestParams::new(name).with_arguments(args(&serde_json::json!({"text": name}))),
+                )
+                .await
+                .unwrap();
+            assert_eq!(text_of(&r), name, "{era:?}");
+        }
+        let _ = client.cancel().await;
+    }
+    gw.stop().await;
+}

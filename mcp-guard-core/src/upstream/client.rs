@@ -58,6 +58,17 @@ impl std::fmt::Debug for UpstreamClient {
 }
 
 impl UpstreamClient {
+    /// The lifecycle a connector should use: `server/discover` with fallback to
+    /// `initialize` (the default), or `initialize` only once the server has shown it
+    /// shares no 2026-07-28 version with the gateway.
+    pub fn lifecycle(&self) -> rmcp::service::ClientLifecycleMode {
+        if self.initialize_version.is_some() {
+            rmcp::service::ClientLifecycleMode::Initialize
+        } else {
+            super::connect::auto_lifecycle()
+        }
+    }
+
     fn catalog_changed(&self) {
         if let Some(shared) = self.shared.upgrade() {
             tokio::spawn(async move { shared.refresh_catalog(true).await });

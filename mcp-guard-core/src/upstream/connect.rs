@@ -233,9 +233,12 @@ impl Connector for StdioConnector {
             });
         }
         tracing::debug!(server, ?pid, command = %self.spec.command, "spawned stdio upstream");
-        serve_client_with_lifecycle(client, transport, auto_lifecycle())
-            .await
-            .map_err(|e| unavailable(server, e))
+        {
+            let lifecycle = client.lifecycle();
+            serve_client_with_lifecycle(client, transport, lifecycle)
+        }
+        .await
+        .map_err(|e| unavailable(server, e))
     }
 }
 
@@ -360,9 +363,12 @@ impl Connector for HttpConnector {
         let mut config = StreamableHttpClientTransportConfig::with_uri(self.spec.url.as_str());
         config.custom_headers = headers.into_iter().filter_map(|(k, v)| Some((k?, v))).collect();
         let transport = StreamableHttpClientTransport::with_client(http, config);
-        serve_client_with_lifecycle(client, transport, auto_lifecycle())
-            .await
-            .map_err(|e| unavailable(server, e))
+        {
+            let lifecycle = client.lifecycle();
+            serve_client_with_lifecycle(client, transport, lifecycle)
+        }
+        .await
+        .map_err(|e| unavailable(server, e))
     }
 }
 
@@ -417,8 +423,11 @@ where
                 Err(e) => tracing::warn!(server = %server, error = %e, "in-process upstream failed to start"),
             }
         });
-        serve_client_with_lifecycle(client, client_io, auto_lifecycle())
-            .await
-            .map_err(|e| unavailable(&self.server, e))
+        {
+            let lifecycle = client.lifecycle();
+            serve_client_with_lifecycle(client, client_io, lifecycle)
+        }
+        .await
+        .map_err(|e| unavailable(&self.server, e))
     }
 }

@@ -72,6 +72,9 @@ pub(crate) struct Shared {
     status: RwLock<UpstreamStatus>,
     generation: AtomicU64,
     stopped: AtomicBool,
+    /// Set once a server answered `server/discover` with no version in common: from
+    /// then on the gateway connects with `initialize`.
+    legacy_only: AtomicBool,
     /// Resource subscriptions held on a 2026-07-28 connection as `subscriptions/listen`
     /// streams: URI → (number of subscribers, the stream's stop token).
     resource_streams: Mutex<std::collections::HashMap<String, (usize, tokio_util::sync::CancellationToken)>>,
@@ -126,6 +129,7 @@ impl RmcpUpstream {
                 status: RwLock::new(UpstreamStatus::now(UpstreamState::Idle)),
                 generation: AtomicU64::new(0),
                 stopped: AtomicBool::new(false),
+                legacy_only: AtomicBool::new(false),
                 resource_streams: Mutex::default(),
             }),
         }
@@ -186,13 +190,21 @@ impl Shared {
                 source: Some(format!("reconnecting in {:?}", t - Instant::now()).into()),
             });
         }
-        let client = UpstreamClient {
+        let client = |legacy: bool| UpstreamClient {
             shared: Arc::downgrade(self),
             inflight: self.inflight.clone(),
-            initialize_version: None,
+            initialize_version: legacy.then_some(ProtocolVersion::LATEST_WITH_INITIALIZE),
         };
-        let attempt =
-            tokio::time::timeout(self.options.connect_timeout, self.connector.connect(client)).await;
+        let legacy = self.legacy_only.load(Ordering::Acquire);
+        let timeout = self.options.connect_timeout;
+        let mut attempt = tokio::time::timeout(timeout, self.connector.connect(client(legacy))).await;
+        if !legacy && matches!(&attempt, Ok(Err(e)) if shares_no_modern_version(e)) {
+            // The server answered discovery but speaks only older revisions: the spec's
+            // fallback is `initialize`, whatever the discovery answer looked like.
+            tracing::info!(server = %self.id, "server lists no 2026-07-28 version; connecting with initialize");
+            self.legacy_only.store(true, Ordering::Release);
+            attempt = tokio::time::timeout(timeout, self.connector.connect(client(true))).await;
+        }
         let running = match attempt {
             Ok(Ok(running)) => running,
             Ok(Err(e)) => {
@@ -437,6 +449,23 @@ impl Shared {
             },
         }
     }
+}
+
+fn shares_no_modern_version(e: &UpstreamError) -> bool {
+    let UpstreamError::Unavailable {
+        source: Some(source), ..
+    } = e
+    else {
+        return false;
+    };
+    source
+        .downcast_ref::<rmcp::service::ClientInitializeError>()
+        .is_some_and(|e| {
+            matches!(
+                e,
+                rmcp::service::ClientInitializeError::NoCompatibleProtocolVersion { .. }
+            )
+        })
 }
 
 fn same_catalog(a: &Catalog, b: &Catalog) -> bool {
