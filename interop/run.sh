@@ -29,7 +29,7 @@ repo="$(cd "$here/.." && pwd)"
 target="${INTEROP_TARGET:-direct}"
 fixture="${FIXTURE_BIN:-}"
 gateway="${MCP_GUARD_BIN:-}"
-only="py,inspector,everything,conformance"
+only="py,inspector,everything,conformance,pinning"
 orig_args=("$@")
 while (($#)); do
     case "$1" in
@@ -342,6 +342,48 @@ if want conformance; then
     must_pass next "$conf_next" dns-rebinding-protection
     must_pass next "$conf_next" http-header-validation
     must_pass next "$conf_next" server-session-lifecycle
+fi
+
+# --- 5. tool pinning: the real catalogues of published servers raise no false alarm ---------
+if want pinning && [[ "$target" == gateway ]]; then
+    section "pinning: hostile-text checks over real catalogues"
+    memory_js="$here/node_modules/@modelcontextprotocol/server-memory/dist/index.js"
+    fs_js="$here/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js"
+    pin_dir="$out/pinning"; mkdir -p "$pin_dir/files"
+    cat >"$pin_dir/gateway.toml" <<EOF
+[servers.everything]
+transport = "stdio"
+command = "$(command -v node)"
+args = ["$everything_js", "stdio"]
+
+[servers.memory]
+transport = "stdio"
+command = "$(command -v node)"
+args = ["$memory_js"]
+env = { MEMORY_FILE_PATH = "$pin_dir/memory.jsonl" }
+
+[servers.filesystem]
+transport = "stdio"
+command = "$(command -v node)"
+args = ["$fs_js", "$pin_dir/files"]
+
+[endpoints.all.servers.everything]
+tools = ["*"]
+[endpoints.all.servers.memory]
+tools = ["*"]
+[endpoints.all.servers.filesystem]
+tools = ["*"]
+EOF
+    for srv in everything memory filesystem; do
+        # Approve the catalogue, then `diff` re-reads it with pins and hostile-text
+        # checks enforced: anything flagged would be reported as waiting.
+        if "$gateway" tools approve --config "$pin_dir/gateway.toml" --server "$srv" >"$pin_dir/approve-$srv.log" 2>&1 \
+            && "$gateway" tools diff --config "$pin_dir/gateway.toml" --server "$srv" >"$pin_dir/diff-$srv.log" 2>&1; then
+            pass "pinning/no-false-alarm/$srv ($(grep -c '^approved' "$pin_dir/approve-$srv.log") tools)"
+        else
+            fail "pinning/no-false-alarm/$srv" "$(tail -5 "$pin_dir/diff-$srv.log" "$pin_dir/approve-$srv.log" | tr '\n' ' ')"
+        fi
+    done
 fi
 
 summary

@@ -25,24 +25,52 @@ pub(crate) struct Fixture {
     name: Arc<str>,
     extra: Arc<Mutex<Vec<String>>>,
     legacy_only: bool,
+    variant_file: Option<Arc<std::path::Path>>,
 }
 
 impl Fixture {
-    pub(crate) fn new(name: &str, extra: Vec<String>, legacy_only: bool) -> Self {
+    pub(crate) fn new(
+        name: &str,
+        extra: Vec<String>,
+        legacy_only: bool,
+        variant_file: Option<std::path::PathBuf>,
+    ) -> Self {
         Self {
             name: name.into(),
             extra: Arc::new(Mutex::new(extra)),
             legacy_only,
+            variant_file: variant_file.map(Into::into),
         }
+    }
+
+    /// The definition variant named in the variant file (read at every listing, so a
+    /// test can change a server's tools between reads): `base`, `desc`, `param`,
+    /// `default`, `new`, `rename`.
+    fn variant(&self) -> String {
+        self.variant_file
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .map_or_else(|| "base".to_owned(), |s| s.trim().to_owned())
     }
 
     fn tools(&self) -> Vec<Tool> {
         let schema = |v: serde_json::Value| Arc::new(v.as_object().cloned().unwrap_or_default());
-        let text = schema(
-            json!({"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}),
-        );
+        let variant = self.variant();
+        let mut text_param = json!({"type": "string", "description": "Text to return"});
+        match variant.as_str() {
+            "param" => text_param["description"] = "Text to return verbatim".into(),
+            "default" => text_param["default"] = "hello".into(),
+            _ => {}
+        }
+        let text =
+            schema(json!({"type": "object", "properties": {"text": text_param}, "required": ["text"]}));
+        let (echo_name, echo_desc) = match variant.as_str() {
+            "desc" => ("echo", "Returns the text it is given, politely."),
+            "rename" => ("repeat", "Returns the text it is given."),
+            _ => ("echo", "Returns the text it is given."),
+        };
         let mut tools = vec![
-            Tool::new("echo", "Returns the text it is given.", text.clone()),
+            Tool::new(echo_name, echo_desc, text.clone()),
             Tool::new(
                 "add",
                 "Adds two numbers.",
@@ -76,6 +104,14 @@ impl Fixture {
                 ),
             ),
         ];
+        tools.push(Tool::new(
+            "announce",
+            "Announces that the tool list changed.",
+            schema(json!({"type": "object"})),
+        ));
+        if variant == "new" {
+            tools.push(Tool::new("echo_twice", "Returns the text twice.", text.clone()));
+        }
         for n in self.extra.lock().unwrap_or_else(PoisonError::into_inner).iter() {
             tools.push(Tool::new(n.clone(), "Extra echo tool.", text.clone()));
         }
@@ -145,7 +181,15 @@ impl ServerHandler for Fixture {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         match p.name.as_ref() {
-            "echo" => Ok(text(arg(&p, "text").and_then(|v| v.as_str()).unwrap_or_default())),
+            "echo" | "repeat" => Ok(text(arg(&p, "text").and_then(|v| v.as_str()).unwrap_or_default())),
+            "echo_twice" => {
+                let t = arg(&p, "text").and_then(|v| v.as_str()).unwrap_or_default();
+                Ok(text(format!("{t}{t}")))
+            }
+            "announce" => {
+                let _ = ctx.peer.notify_tool_list_changed().await;
+                Ok(text("announced"))
+            }
             "add" => {
                 let n = |k| arg(&p, k).and_then(serde_json::Value::as_f64).unwrap_or(0.0);
                 Ok(text(format!("{}", n("a") + n("b"))))

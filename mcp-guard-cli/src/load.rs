@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use mcp_guard_core::config::{EffectConfig, GatewayConfig, PrincipalConfig, ServerConfig};
+use mcp_guard_core::config::{EffectConfig, GatewayConfig, ModeConfig, PrincipalConfig, ServerConfig};
+use mcp_guard_core::pin::{GateMode, HostileTextPolicy, LockFile, PinGate, ToolGate};
 use mcp_guard_core::upstream::{
     HttpConnector, HttpSpec, SseConnector, StdioConnector, StdioSpec, Template, UpstreamOptions,
 };
@@ -184,13 +185,57 @@ pub(crate) fn policy(config: &GatewayConfig) -> anyhow::Result<GrantPolicy> {
     Ok(b.build()?)
 }
 
+/// The lock file of `config` (read from `config_path`) and the gate built on it.
+pub(crate) struct Pinning {
+    pub(crate) path: std::path::PathBuf,
+    pub(crate) gate: Arc<PinGate>,
+}
+
+fn mode(m: ModeConfig) -> GateMode {
+    match m {
+        ModeConfig::Warn => GateMode::Warn,
+        ModeConfig::Off => GateMode::Off,
+        _ => GateMode::Enforce,
+    }
+}
+
+pub(crate) fn pinning(config: &GatewayConfig, config_path: &Path) -> anyhow::Result<Pinning> {
+    let dir = config_path.parent().unwrap_or(Path::new("."));
+    let path = dir.join(config.pinning.lock_file.as_deref().unwrap_or("mcp-guard.lock"));
+    let lock = LockFile::load(&path)?;
+    let pins = config.pinning.mode.map_or(
+        if lock.is_some() {
+            GateMode::Enforce
+        } else {
+            GateMode::Off
+        },
+        mode,
+    );
+    let hostile = config.pinning.hostile_text.map_or(GateMode::Enforce, mode);
+    let mut policy = HostileTextPolicy::default();
+    if let Some(n) = config.pinning.max_description_chars {
+        policy.max_description_chars = n;
+    }
+    let gate = PinGate::new(lock.unwrap_or_default(), pins, hostile).with_policy(policy);
+    Ok(Pinning {
+        path,
+        gate: Arc::new(gate),
+    })
+}
+
 pub(crate) async fn build(
     config: &GatewayConfig,
     audit: Arc<dyn AuditSink>,
     redactor: Arc<dyn Redactor>,
+    gate: Option<Arc<dyn ToolGate>>,
 ) -> anyhow::Result<Built> {
     let credentials: Arc<dyn CredentialStore> = Arc::new(EnvCredentialStore::new());
-    let mut builder = Gateway::builder().separator(config.gateway.separator.clone());
+    let mut builder = Gateway::builder()
+        .separator(config.gateway.separator.clone())
+        .audit(audit.clone());
+    if let Some(gate) = gate {
+        builder = builder.gate(gate);
+    }
     for (upstream, enabled) in upstreams(config, &credentials, &redactor)? {
         builder = if enabled {
             builder.server(upstream)

@@ -9,6 +9,7 @@ mod demo;
 mod fixture;
 mod import;
 mod load;
+mod pins;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,6 +31,37 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum ToolsAction {
+    /// Pins the current definitions of the tools in scope into the lock file.
+    Approve {
+        /// The configuration file.
+        #[arg(long, short, env = "MCP_GUARD_CONFIG")]
+        config: PathBuf,
+        /// Only the servers of this endpoint.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Only this server.
+        #[arg(long)]
+        server: Option<String>,
+        /// Only this tool (upstream name).
+        #[arg(long)]
+        tool: Option<String>,
+    },
+    /// Shows what waits for approval (new, changed, removed, hostile); exit 1 if anything does.
+    Diff {
+        /// The configuration file.
+        #[arg(long, short, env = "MCP_GUARD_CONFIG")]
+        config: PathBuf,
+        /// Only the servers of this endpoint.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Only this server.
+        #[arg(long)]
+        server: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -55,14 +87,18 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Connects the servers and prints an endpoint's catalogue, marking what is enabled.
+    /// Prints an endpoint's catalogue with what is enabled; approves or diffs pinned
+    /// tool definitions.
+    #[command(args_conflicts_with_subcommands = true)]
     Tools {
+        #[command(subcommand)]
+        action: Option<ToolsAction>,
         /// The configuration file.
-        #[arg(long, short)]
-        config: PathBuf,
+        #[arg(long, short, env = "MCP_GUARD_CONFIG")]
+        config: Option<PathBuf>,
         /// The endpoint.
         #[arg(long)]
-        endpoint: String,
+        endpoint: Option<String>,
     },
     /// Converts another program's MCP server list into an mcp-guard configuration.
     Import {
@@ -90,6 +126,9 @@ enum Command {
         /// Speak only the revisions before 2026-07-28 (answer `server/discover` with -32601).
         #[arg(long)]
         legacy_only: bool,
+        /// A file naming the definition variant to offer (read at every listing).
+        #[arg(long)]
+        variant_file: Option<PathBuf>,
     },
 }
 
@@ -193,7 +232,9 @@ async fn serve(
             .stdio_principal
             .as_ref()
             .map_or_else(|| Principal::user("stdio"), load::principal);
-        let built = load::build(&cfg, audit_sink(), redactor()).await?;
+        let pinning = load::pinning(&cfg, &config)?;
+        let built = load::build(&cfg, audit_sink(), redactor(), Some(pinning.gate.clone())).await?;
+        pins::watch_lock(pinning.path, pinning.gate, built.gateway.clone());
         let ep = built
             .gateway
             .endpoint(&name)
@@ -211,7 +252,9 @@ async fn serve(
         Some(a) => a,
         None => cfg.gateway.listen.parse()?,
     };
-    let built = load::build(&cfg, audit_sink(), redactor()).await?;
+    let pinning = load::pinning(&cfg, &config)?;
+    let built = load::build(&cfg, audit_sink(), redactor(), Some(pinning.gate.clone())).await?;
+    pins::watch_lock(pinning.path, pinning.gate, built.gateway.clone());
     let token = CancellationToken::new();
     let app = HttpEdge::new(built.gateway.clone(), built.service, auth)
         .options(http_options(&cfg))
@@ -251,7 +294,14 @@ fn check(config: &std::path::Path) -> anyhow::Result<()> {
 
 async fn tools(config: PathBuf, endpoint: String) -> anyhow::Result<()> {
     let loaded = load::load(&config)?;
-    let built = load::build(&loaded.config, audit_sink(), redactor()).await?;
+    let pinning = load::pinning(&loaded.config, &config)?;
+    let built = load::build(
+        &loaded.config,
+        audit_sink(),
+        redactor(),
+        Some(pinning.gate.clone()),
+    )
+    .await?;
     let ep = built
         .gateway
         .endpoint(&endpoint)
@@ -298,15 +348,60 @@ fn main() -> std::process::ExitCode {
                 listen,
             } => serve(config, stdio, endpoint, listen).await,
             Command::Check { config } => check(&config),
-            Command::Tools { config, endpoint } => tools(config, endpoint).await,
+            Command::Tools {
+                action: None,
+                config,
+                endpoint,
+            } => {
+                let config = config.context("--config is required")?;
+                let endpoint = endpoint.context("--endpoint is required")?;
+                tools(config, endpoint).await
+            }
+            Command::Tools {
+                action:
+                    Some(ToolsAction::Approve {
+                        config,
+                        endpoint,
+                        server,
+                        tool,
+                    }),
+                ..
+            } => {
+                let scope = pins::Scope {
+                    endpoint: endpoint.as_deref(),
+                    server: server.as_deref(),
+                    tool: tool.as_deref(),
+                };
+                pins::approve(&config, &scope).await
+            }
+            Command::Tools {
+                action:
+                    Some(ToolsAction::Diff {
+                        config,
+                        endpoint,
+                        server,
+                    }),
+                ..
+            } => {
+                let scope = pins::Scope {
+                    endpoint: endpoint.as_deref(),
+                    server: server.as_deref(),
+                    tool: None,
+                };
+                if pins::diff(&config, &scope).await? > 0 {
+                    std::process::exit(1);
+                }
+                Ok(())
+            }
             Command::Import { source } => import::run(source),
             Command::Demo { port, once } => demo::run(port, once).await,
             Command::Fixture {
                 name,
                 extra_tools,
                 legacy_only,
+                variant_file,
             } => {
-                let running = fixture::Fixture::new(&name, extra_tools, legacy_only)
+                let running = fixture::Fixture::new(&name, extra_tools, legacy_only, variant_file)
                     .serve(rmcp::transport::stdio())
                     .await?;
                 let _ = running.waiting().await;

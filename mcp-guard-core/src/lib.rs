@@ -32,6 +32,7 @@ pub mod audit;
 mod call;
 pub mod config;
 pub mod credential;
+pub mod pin;
 pub mod policy;
 pub mod redact;
 pub mod time;

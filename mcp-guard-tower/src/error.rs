@@ -33,6 +33,14 @@ pub enum GuardError {
         /// Which rule, and why (for audit).
         denial: Denial,
     },
+    /// The tool is held back until an operator approves its definition.
+    #[error("tool {name:?} awaits approval: {reason}")]
+    Quarantined {
+        /// The name as requested.
+        name: String,
+        /// Why (new, changed, hostile text).
+        reason: String,
+    },
     /// The request is malformed (bad cursor, missing argument...).
     #[error("invalid request: {0}")]
     Invalid(String),
@@ -97,6 +105,12 @@ impl From<GuardError> for ErrorData {
             GuardError::Unknown { kind, name } | GuardError::Denied { kind, name, .. } => {
                 unknown(kind, &name)
             }
+            GuardError::Quarantined { name, .. } => ErrorData::invalid_params(
+                format!(
+                    "Tool {name} is awaiting approval: its definition is new or changed since it was approved"
+                ),
+                None,
+            ),
             GuardError::Invalid(m) => ErrorData::invalid_params(m, None),
             GuardError::MethodNotFound(m) => ErrorData::new(
                 ErrorCode::METHOD_NOT_FOUND,

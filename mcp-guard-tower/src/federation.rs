@@ -13,8 +13,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
+use mcp_guard_core::pin::{Admission, ToolGate};
 use mcp_guard_core::policy::Pattern;
-use mcp_guard_core::{Catalog, PolicyError, Target, TargetKind, Upstream, UpstreamState};
+use mcp_guard_core::{AuditSink, Catalog, PolicyError, Target, TargetKind, Upstream, UpstreamState};
 use rmcp::model::{
     ClientRequest, Prompt, PromptsCapability, Reference, Resource, ResourceTemplate, ResourcesCapability,
     ServerCapabilities, Tool, ToolsCapability,
@@ -176,6 +177,8 @@ struct ServerEntry {
 #[derive(Default)]
 #[must_use]
 pub struct GatewayBuilder {
+    gate: Option<Arc<dyn ToolGate>>,
+    audit: Option<Arc<dyn AuditSink>>,
     separator: Option<String>,
     servers: BTreeMap<Arc<str>, ServerEntry>,
     endpoints: Vec<EndpointSpec>,
@@ -194,6 +197,19 @@ impl GatewayBuilder {
     /// The separator between server id and name (default `__`).
     pub fn separator(mut self, sep: impl Into<String>) -> Self {
         self.separator = Some(sep.into());
+        self
+    }
+
+    /// Checks every tool with `gate` whenever a catalogue is read (pins, hostile text);
+    /// what it quarantines is absent from lists and refused as awaiting approval.
+    pub fn gate(mut self, gate: Arc<dyn ToolGate>) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// Records gateway events (tool definitions quarantined) to `sink`.
+    pub fn audit(mut self, sink: Arc<dyn AuditSink>) -> Self {
+        self.audit = Some(sink);
         self
     }
 
@@ -280,6 +296,9 @@ impl GatewayBuilder {
                     spec.namespaced,
                 ))),
                 changes: broadcast::channel(16).0,
+                gate: self.gate.clone(),
+                audit: self.audit.clone(),
+                reported: Mutex::default(),
                 peers: Mutex::new(Vec::new()),
                 subscriptions: Mutex::new(Vec::new()),
                 version: AtomicU64::new(0),
@@ -368,6 +387,14 @@ impl Gateway {
             .map(|(k, e)| (k.as_ref(), &e.upstream, e.enabled))
     }
 
+    /// Re-checks every endpoint's catalogue (after the gate's rules changed, e.g. an
+    /// approval) and tells clients what changed.
+    pub async fn refresh(&self) {
+        for ep in self.inner.endpoints.values() {
+            ep.rebuild(false).await;
+        }
+    }
+
     /// Stops watching and shuts every upstream down (children are reaped).
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
@@ -436,6 +463,10 @@ pub struct EndpointRuntime {
     namespaced: bool,
     snapshot: RwLock<Arc<Snapshot>>,
     changes: broadcast::Sender<ListChanged>,
+    gate: Option<Arc<dyn ToolGate>>,
+    audit: Option<Arc<dyn AuditSink>>,
+    /// Quarantines already reported (server, tool, reason), so each is audited once.
+    reported: Mutex<std::collections::HashSet<String>>,
     peers: Mutex<Vec<Peer<RoleServer>>>,
     subscriptions: Mutex<Vec<Subscription>>,
     version: AtomicU64,
@@ -680,7 +711,92 @@ impl EndpointRuntime {
             snap.add_member(m, &catalog, listed, &mut owners);
         }
         snap.capabilities = capabilities(has_prompts, has_resources, has_completions);
+        if let Some(gate) = &self.gate {
+            self.apply_gate(gate.as_ref(), &mut snap).await;
+        }
         snap
+    }
+
+    /// Runs every listed tool past the gate; quarantined ones leave the lists (their
+    /// names still resolve, so a call can say it awaits approval).
+    async fn apply_gate(&self, gate: &dyn ToolGate, snap: &mut Snapshot) {
+        let mut quarantined = Vec::new();
+        let mut warnings = Vec::new();
+        for (server, catalog) in &snap.catalogs {
+            let others: Vec<&str> = snap
+                .catalogs
+                .iter()
+                .filter(|(s, _)| *s != server)
+                .flat_map(|(_, c)| c.tools.iter().map(|t| t.name.as_ref()))
+                .collect();
+            if let Some(note) = gate.check_instructions(
+                server,
+                catalog
+                    .server_info
+                    .as_ref()
+                    .and_then(|i| i.instructions.as_deref()),
+            ) {
+                warnings.push((server.clone(), "(instructions)".to_owned(), note, None));
+            }
+            for tool in &catalog.tools {
+                let exposed = snap.exposed_name(server, &tool.name);
+                if !snap.tool_index.contains_key(&exposed) {
+                    continue;
+                }
+                match gate.admit(server, tool, &others) {
+                    Admission::Quarantine { reason, diff } => {
+                        quarantined.push((server.clone(), exposed, tool.name.to_string(), reason, diff));
+                    }
+                    Admission::Warn { reason, diff } => {
+                        warnings.push((server.clone(), tool.name.to_string(), reason, diff));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for (server, exposed, name, reason, diff) in quarantined {
+            snap.tools.retain(|t| t.name != exposed);
+            self.report(&server, &name, &reason, diff.as_deref(), true).await;
+            snap.quarantined.insert(exposed, reason);
+        }
+        for (server, name, reason, diff) in warnings {
+            self.report(&server, &name, &reason, diff.as_deref(), false).await;
+        }
+    }
+
+    async fn report(&self, server: &str, tool: &str, reason: &str, diff: Option<&str>, quarantined: bool) {
+        let key = format!(
+            "{server}\u{0}{tool}\u{0}{reason}\u{0}{}",
+            diff.unwrap_or_default()
+        );
+        if !self
+            .reported
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key)
+        {
+            return;
+        }
+        if quarantined {
+            tracing::warn!(endpoint = %self.name, server, tool, reason, "tool quarantined until approved");
+        } else {
+            tracing::warn!(endpoint = %self.name, server, tool, reason, "tool admitted with a warning");
+        }
+        if let Some(sink) = &self.audit {
+            let mut event =
+                mcp_guard_core::AuditEvent::new(mcp_guard_core::audit::EventKind::ToolDefinitionChanged {
+                    diff: format!(
+                        "{} {server}/{tool}: {reason}\n{}",
+                        if quarantined { "quarantined" } else { "warning" },
+                        diff.unwrap_or_default()
+                    ),
+                });
+            event.endpoint = Some(self.name.to_string());
+            event.target = Some(Target::new(server, tool, TargetKind::Tool));
+            if let Err(e) = sink.record(&event).await {
+                tracing::error!(error = %crate::error::Chain(&e), "could not record a quarantine event");
+            }
+        }
     }
 }
 
@@ -725,6 +841,7 @@ pub struct Snapshot {
     capabilities: ServerCapabilities,
     problems: Vec<String>,
     collisions: Vec<BuildError>,
+    quarantined: HashMap<String, String>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -758,7 +875,13 @@ impl Snapshot {
             capabilities: capabilities(false, false, false),
             problems: Vec::new(),
             collisions: Vec::new(),
+            quarantined: HashMap::new(),
         }
+    }
+
+    /// Why a tool is held back, if it is (exposed name).
+    pub fn quarantine(&self, exposed: &str) -> Option<&str> {
+        self.quarantined.get(exposed).map(String::as_str)
     }
 
     fn exposed_name(&self, server: &str, name: &str) -> String {

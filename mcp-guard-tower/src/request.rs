@@ -45,6 +45,18 @@ pub struct McpRequest {
 pub struct RequestNotes {
     /// The rule that allowed the call.
     pub rule: std::sync::OnceLock<Arc<str>>,
+    /// Findings about the content (invisible characters stripped, suspected injection).
+    pub findings: std::sync::Mutex<Vec<String>>,
+}
+
+impl RequestNotes {
+    /// Adds a finding.
+    pub fn note(&self, finding: String) {
+        self.findings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(finding);
+    }
 }
 
 impl fmt::Debug for McpRequest {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
+use mcp_guard_core::pin::{FindingKind, HostileTextPolicy, scan, strip_invisible};
 use mcp_guard_core::upstream::{ClientLink, Forward, Progress, ProgressSink};
 use mcp_guard_core::{Target, TargetKind, Upstream};
 use rmcp::model::{
@@ -164,6 +165,15 @@ async fn route(req: McpRequest, extra_meta: &[String]) -> Result<ServerResult, G
         .target_kind()
         .ok_or_else(|| GuardError::MethodNotFound(req.request.method().to_owned()))?;
     let target = target_of(&req, kind)?;
+    if kind == TargetKind::Tool
+        && let Some(name) = req.requested_name.as_deref()
+        && let Some(reason) = snap.quarantine(name)
+    {
+        return Err(GuardError::Quarantined {
+            name: name.to_owned(),
+            reason: reason.to_owned(),
+        });
+    }
     let upstream: Arc<dyn Upstream> =
         snap.upstream(&target.server)
             .cloned()
@@ -242,6 +252,7 @@ async fn route(req: McpRequest, extra_meta: &[String]) -> Result<ServerResult, G
         }
     }
     expose_uris(&mut result, &target.server, &snap);
+    sanitise_text(&mut result, &req.notes);
     Ok(result)
 }
 
@@ -301,6 +312,45 @@ fn with_input(request: ClientRequest, answers: InputResponses, state: Option<Str
             ClientRequest::ReadResourceRequest(r)
         }
         other => other,
+    }
+}
+
+/// Strips invisible, tag and bidi-control characters from the text a client will read,
+/// and notes text that looks like instructions aimed at the model (for the audit record).
+fn sanitise_text(result: &mut ServerResult, notes: &crate::request::RequestNotes) {
+    let clean = |text: &mut String, what: &str| {
+        if let std::borrow::Cow::Owned(s) = strip_invisible(text) {
+            *text = s;
+            notes.note(format!("stripped invisible characters from {what}"));
+        }
+        let findings = scan(
+            &serde_json::Value::String(text.clone()),
+            &[],
+            &HostileTextPolicy::default(),
+        );
+        for f in findings
+            .into_iter()
+            .filter(|f| f.kind == FindingKind::InstructionMarker)
+        {
+            notes.note(format!("suspected injection in {what}: {}", f.excerpt));
+        }
+    };
+    match result {
+        ServerResult::CallToolResult(r) => {
+            for block in &mut r.content {
+                if let ContentBlock::Text(t) = block {
+                    clean(&mut t.text, "tool result");
+                }
+            }
+        }
+        ServerResult::GetPromptResult(r) => {
+            for m in &mut r.messages {
+                if let ContentBlock::Text(t) = &mut m.content {
+                    clean(&mut t.text, "prompt");
+                }
+            }
+        }
+        _ => {}
     }
 }
 

@@ -24,7 +24,16 @@ pub fn three_servers() -> String {
     c
 }
 
-const ALPHA: [&str; 7] = ["echo", "add", "whoami", "env_names", "slow", "crash", "add_tool"];
+const ALPHA: [&str; 8] = [
+    "echo",
+    "add",
+    "whoami",
+    "env_names",
+    "slow",
+    "crash",
+    "add_tool",
+    "announce",
+];
 
 fn expected_main() -> Vec<String> {
     let mut v: Vec<String> = ALPHA.iter().map(|t| format!("alpha__{t}")).collect();

@@ -13,4 +13,5 @@ mod config;
 mod federation;
 mod hygiene;
 mod lifecycle;
+mod pinning;
 mod support;

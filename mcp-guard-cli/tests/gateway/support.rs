@@ -49,10 +49,20 @@ impl GatewayProc {
         Self::start_with_env(config, &[]).await
     }
 
+    /// Writes the config, lets `prepare` run against it (e.g. `tools approve`), starts.
+    pub async fn start_with_lock(config: &str, prepare: impl FnOnce(&std::path::Path)) -> Self {
+        Self::start_inner(config, &[], prepare).await
+    }
+
     pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_inner(config, env, |_| {}).await
+    }
+
+    async fn start_inner(config: &str, env: &[(&str, &str)], prepare: impl FnOnce(&std::path::Path)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gateway.toml");
         std::fs::write(&path, config).unwrap();
+        prepare(&path);
         let mut cmd = tokio::process::Command::new(BIN);
         cmd.args(["serve", "--config"])
             .arg(&path)

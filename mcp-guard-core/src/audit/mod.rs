@@ -167,6 +167,10 @@ pub struct AuditEvent {
     /// W3C trace id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// What the gateway noticed about the content (invisible characters stripped,
+    /// suspected injection).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<String>,
 }
 
 impl AuditEvent {
@@ -195,6 +199,7 @@ impl AuditEvent {
             result: None,
             truncated: false,
             trace_id: None,
+            findings: Vec::new(),
         }
     }
 }

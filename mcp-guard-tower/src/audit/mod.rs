@@ -124,7 +124,9 @@ fn outcome_of(result: &Result<ServerResult, GuardError>) -> Outcome {
     match result {
         Ok(ServerResult::CallToolResult(r)) if r.is_error == Some(true) => Outcome::ToolError,
         Ok(_) => Outcome::Ok,
-        Err(GuardError::Denied { .. } | GuardError::Unknown { .. }) => Outcome::Denied,
+        Err(GuardError::Denied { .. } | GuardError::Unknown { .. } | GuardError::Quarantined { .. }) => {
+            Outcome::Denied
+        }
         Err(GuardError::Unauthenticated) => Outcome::Unauthenticated,
         Err(GuardError::RateLimited) => Outcome::RateLimited,
         Err(GuardError::Timeout) => Outcome::Timeout,
@@ -203,6 +205,12 @@ where
             event.ended_at = SystemTime::now();
             event.latency_us = u64::try_from(clock.elapsed().as_micros()).unwrap_or(u64::MAX);
             event.outcome = Some(outcome_of(&result));
+            event.findings = std::mem::take(
+                &mut *notes
+                    .findings
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
             event.rule = match &result {
                 Err(GuardError::Denied { denial, .. }) => {
                     Some(denial.rule.as_deref().unwrap_or("default deny").to_owned())
