@@ -81,11 +81,20 @@ enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
-    /// Validates a configuration file without starting anything.
+    /// Validates a configuration file; with --connect also connects each server.
     Check {
         /// The configuration file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Connect to every enabled server and list its tools.
+        #[arg(long)]
+        connect: bool,
+    },
+    /// Shows a running gateway's per-server status (from its /readyz).
+    Status {
+        /// The gateway's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8787")]
+        url: String,
     },
     /// Prints an endpoint's catalogue with what is enabled; approves or diffs pinned
     /// tool definitions.
@@ -292,6 +301,89 @@ fn check(config: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Connects every enabled server once and lists its tools; fails if any cannot connect.
+async fn check_connect(config: &std::path::Path) -> anyhow::Result<()> {
+    let loaded = load::load(config)?;
+    let credentials: Arc<dyn mcp_guard_core::CredentialStore> =
+        Arc::new(mcp_guard_core::EnvCredentialStore::new());
+    let mut failed = 0;
+    for (upstream, enabled) in load::upstreams(&loaded.config, &credentials, &redactor())? {
+        if !enabled {
+            println!("server {}: disabled", upstream.id());
+            continue;
+        }
+        match upstream.catalog().await {
+            Ok(cat) => {
+                let names: Vec<&str> = cat.tools.iter().map(|t| t.name.as_ref()).collect();
+                let version = cat
+                    .server_info
+                    .as_ref()
+                    .map(|i| i.protocol_version.as_str().to_owned())
+                    .unwrap_or_default();
+                println!(
+                    "server {}: connected ({version}), {} tools: {}",
+                    upstream.id(),
+                    names.len(),
+                    names.join(", ")
+                );
+            }
+            Err(e) => {
+                failed += 1;
+                println!(
+                    "server {}: FAILED: {}",
+                    upstream.id(),
+                    mcp_guard_core_error_chain(&e)
+                );
+            }
+        }
+        upstream.shutdown().await;
+    }
+    if failed > 0 {
+        bail!("{failed} server(s) could not be reached");
+    }
+    Ok(())
+}
+
+fn mcp_guard_core_error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+async fn status(url: &str) -> anyhow::Result<()> {
+    let body = reqwest::Client::builder()
+        .build()?
+        .get(format!("{}/readyz", url.trim_end_matches('/')))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the gateway at {url}"))?
+        .text()
+        .await?;
+    let report: serde_json::Value =
+        serde_json::from_str(&body).context("the gateway's /readyz did not answer JSON")?;
+    for s in report["servers"].as_array().into_iter().flatten() {
+        println!(
+            "{:<24} {:<20} since {}{}",
+            s["id"].as_str().unwrap_or_default(),
+            s["state"].as_str().unwrap_or_default(),
+            s["since"].as_str().unwrap_or_default(),
+            s["detail"]
+                .as_str()
+                .map(|d| format!("  ({d})"))
+                .unwrap_or_default()
+        );
+    }
+    if report["ready"] != serde_json::Value::Bool(true) {
+        bail!("not every enabled server is connected");
+    }
+    Ok(())
+}
+
 async fn tools(config: PathBuf, endpoint: String) -> anyhow::Result<()> {
     let loaded = load::load(&config)?;
     let pinning = load::pinning(&loaded.config, &config)?;
@@ -347,7 +439,15 @@ fn main() -> std::process::ExitCode {
                 endpoint,
                 listen,
             } => serve(config, stdio, endpoint, listen).await,
-            Command::Check { config } => check(&config),
+            Command::Check { config, connect } => {
+                check(&config)?;
+                if connect {
+                    check_connect(&config).await
+                } else {
+                    Ok(())
+                }
+            }
+            Command::Status { url } => status(&url).await,
             Command::Tools {
                 action: None,
                 config,

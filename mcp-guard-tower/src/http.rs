@@ -213,9 +213,14 @@ impl HttpEdge {
         self
     }
 
-    /// The router: `/mcp/{endpoint}` for each endpoint, `/healthz`.
+    /// The router: `/mcp/{endpoint}` for each endpoint, `/healthz` (liveness) and
+    /// `/readyz` (per-server status as JSON; 503 while an enabled server is not
+    /// connected).
     pub fn router(self) -> axum::Router {
-        let mut router = axum::Router::new().route("/healthz", get(|| async { "ok" }));
+        let gateway = self.gateway.clone();
+        let mut router = axum::Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(move || readiness(gateway.clone())));
         for name in self.gateway.endpoint_names() {
             let Some(endpoint) = self.gateway.endpoint(name) else {
                 continue;
@@ -246,6 +251,71 @@ impl HttpEdge {
     }
 }
 
+/// The gateway's readiness as JSON: each server's state and since when, each
+/// endpoint's servers.
+pub fn readiness_report(gateway: &Gateway) -> (bool, serde_json::Value) {
+    let mut ready = true;
+    let servers: Vec<serde_json::Value> = gateway
+        .servers()
+        .map(|(id, upstream, enabled)| {
+            let status = upstream.status();
+            let (state, detail) = match &status.state {
+                _ if !enabled => ("disabled", None),
+                mcp_guard_core::UpstreamState::Connected => ("connected", None),
+                mcp_guard_core::UpstreamState::Idle => ("idle", None),
+                mcp_guard_core::UpstreamState::MissingCredentials { missing } => {
+                    ("missing_credentials", Some(missing.join(", ")))
+                }
+                mcp_guard_core::UpstreamState::Disabled => ("disabled", None),
+                mcp_guard_core::UpstreamState::Failed { error } => ("failed", Some(error.clone())),
+                mcp_guard_core::UpstreamState::Stopped => ("stopped", None),
+                _ => ("unknown", None),
+            };
+            if enabled && state != "connected" {
+                ready = false;
+            }
+            serde_json::json!({
+                "id": id,
+                "state": state,
+                "since": mcp_guard_core::time::format_rfc3339(status.since),
+                "detail": detail,
+            })
+        })
+        .collect();
+    let endpoints: Vec<serde_json::Value> = gateway
+        .endpoint_names()
+        .filter_map(|n| gateway.endpoint(n))
+        .map(|ep| {
+            let snap = ep.snapshot();
+            serde_json::json!({
+                "name": ep.name(),
+                "tools": snap.tools().len(),
+                "servers": ep.members().iter().map(|(id, enabled, _)| serde_json::json!({"id": id.as_ref(), "enabled": enabled})).collect::<Vec<_>>(),
+                "problems": snap.problems(),
+            })
+        })
+        .collect();
+    (
+        ready,
+        serde_json::json!({"ready": ready, "servers": servers, "endpoints": endpoints}),
+    )
+}
+
+async fn readiness(gateway: Gateway) -> Response {
+    let (ready, body) = readiness_report(&gateway);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
 fn plain(status: StatusCode, body: &'static str) -> Response {
     (
         status,
@@ -268,6 +338,8 @@ fn query_carries_token(uri: &http::Uri) -> bool {
 }
 
 async fn edge(State(state): State<EdgeState>, request: Request, next: Next) -> Response {
+    // Only the MCP endpoints need a principal; /healthz and /readyz are for probes
+    // (they reveal server ids and states, not secrets; keep them off public listeners).
     if !request.uri().path().starts_with("/mcp/") {
         return next.run(request).await;
     }

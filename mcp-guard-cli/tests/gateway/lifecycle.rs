@@ -153,3 +153,49 @@ async fn stdio_upstreams_get_only_an_allow_listed_environment() {
     let _ = client.cancel().await;
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn readiness_shows_each_servers_state_and_status_prints_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(&dir.path().join("c"));
+    c.push_str(
+        &fixture("gamma", &[]).replace("transport = \"stdio\"", "transport = \"stdio\"\nenabled = false"),
+    );
+    let gw = GatewayProc::start(&c).await;
+    mcp_guard_core::upstream::ensure_crypto_provider();
+    let http = reqwest::Client::new();
+    let r = http.get(format!("{}/readyz", gw.base)).send().await.unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let state = |b: &serde_json::Value, id: &str| {
+        b["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .unwrap()["state"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(state(&body, "alpha"), "connected");
+    assert_eq!(state(&body, "gamma"), "disabled");
+    let out = std::process::Command::new(BIN)
+        .args(["status", "--url", &gw.base])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("alpha") && text.contains("connected"),
+        "{text}"
+    );
+    // A server that dies shows as failed, and readiness drops until it is back.
+    let client = http_client(&gw.url("main"), TOKEN, Era::Legacy).await;
+    let _ = client.call_tool(CallToolRequestParams::new("alpha__crash")).await;
+    let r = http.get(format!("{}/readyz", gw.base)).send().await.unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(state(&body, "alpha"), "failed");
+    let _ = client.cancel().await;
+    gw.stop().await;
+}
