@@ -301,6 +301,7 @@ pub fn readiness_report(gateway: &Gateway) -> (bool, serde_json::Value) {
     )
 }
 
+#[allow(clippy::unused_async, reason = "an axum handler")]
 async fn readiness(gateway: Gateway) -> Response {
     let (ready, body) = readiness_report(&gateway);
     let status = if ready {
