@@ -1,0 +1,668 @@
+//! Loopback HTTP load test: the gateway's added latency, throughput and CPU per call.
+//!
+//! ```text
+//! cargo run --release -p mcp-guard-benches --bin load -- [--calls 3000] [--concurrency 16]
+//!     [--tput-calls 5000] [--rounds 2] [--payload 64] [--time-limit 60] [--gateway-nodelay]
+//! ```
+//!
+//! Starts, as child processes of this binary, all on 127.0.0.1 with ephemeral ports:
+//! - `upstream`: a trivial MCP server (rmcp `StreamableHttpService`, `json_response`)
+//!   with an `echo` tool at `/mcp`, and a non-MCP `/ping` route that answers a fixed
+//!   JSON body without parsing (the loopback HTTP round trip);
+//! - `gateway`: mcp-guard's `HttpEdge` (bearer token auth, audit with a pass-through
+//!   redactor and a no-op sink, one allow grant) with an `HttpConnector` upstream
+//!   pointing at `upstream`, served as the CLI serves it;
+//! - `proxy`: a dumb HTTP forwarder (axum → pooled reqwest → upstream, body bytes
+//!   untouched): the cost of one extra loopback hop with nothing MCP-aware in it;
+//! - `proxy-nopool`: the same forwarder with `pool_max_idle_per_host(0)`, as the
+//!   gateway's upstream client is configured (a new TCP connection per call).
+//!
+//! Then drives the same stateless 2026-07-28 `tools/call echo` (raw JSON-RPC POST over
+//! one keep-alive reqwest client, `MCP-Protocol-Version`/`Mcp-Method`/`Mcp-Name`
+//! headers, `_meta` client context) against every target:
+//! 1. concurrency 1, interleaved call by call (same machine conditions), latency
+//!    percentiles;
+//! 2. concurrency N, one target at a time, alternating order over rounds: calls/s.
+//!
+//! CPU per call comes from each child's `/proc/PID/task/*/schedstat` (ns on CPU,
+//! summed over threads) before and after each phase. Stops by itself: every phase
+//! checks a hard deadline, children die with the parent (stdin EOF) or after the limit.
+//! Prints a table and one `RESULT {json}` line.
+
+#![allow(clippy::print_stdout, clippy::print_stderr, reason = "a command-line tool")]
+#![allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "statistics")]
+#![allow(clippy::expect_used, reason = "setup of a bench tool")]
+
+#[path = "../stack_support.rs"]
+mod support;
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::serve::ListenerExt as _;
+use mcp_guard_core::upstream::{HttpConnector, HttpSpec, UpstreamOptions, ensure_crypto_provider};
+use mcp_guard_core::{EnvCredentialStore, Principal, RmcpUpstream};
+use mcp_guard_tower::{EndpointSpec, Gateway, HttpEdge, Selection, StaticTokens};
+use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
+use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+use serde_json::json;
+use support::{ENDPOINT, Echo, NoopSink, SERVER};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _};
+
+const TOKEN: &str = "load-test-token-0123456789abcdef";
+const PROTOCOL: &str = "2026-07-28";
+
+#[derive(Debug, Clone)]
+struct Opts {
+    calls: usize,
+    concurrency: usize,
+    tput_calls: usize,
+    rounds: usize,
+    payload: usize,
+    time_limit: Duration,
+    gateway_nodelay: bool,
+}
+
+fn parse_opts(args: &[String]) -> Result<Opts, String> {
+    let mut o = Opts {
+        calls: 3000,
+        concurrency: 16,
+        tput_calls: 5000,
+        rounds: 2,
+        payload: 64,
+        time_limit: Duration::from_secs(60),
+        gateway_nodelay: false,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut num = |name: &str| -> Result<usize, String> {
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| format!("{name} needs a number"))
+        };
+        match a.as_str() {
+            "--calls" => o.calls = num(a)?,
+            "--concurrency" => o.concurrency = num(a)?.max(1),
+            "--tput-calls" => o.tput_calls = num(a)?,
+            "--rounds" => o.rounds = num(a)?.max(1),
+            "--payload" => o.payload = num(a)?,
+            "--time-limit" => o.time_limit = Duration::from_secs(num(a)? as u64),
+            "--gateway-nodelay" => o.gateway_nodelay = true,
+            "-h" | "--help" => {
+                return Err("usage: load [--calls N] [--concurrency N] [--tput-calls N] [--rounds N] \
+                            [--payload BYTES] [--time-limit SECS] [--gateway-nodelay]"
+                    .into());
+            }
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    Ok(o)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let role = args.first().map(String::as_str);
+    // Children: `load child ROLE ARG...`, run on a default (2-worker here) runtime,
+    // like a deployed gateway.
+    if role == Some("child") {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(child(&args[1..]));
+        return;
+    }
+    let opts = match parse_opts(&args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let limit = opts.time_limit;
+    match rt.block_on(async { tokio::time::timeout(limit + Duration::from_secs(5), run(opts)).await }) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            eprintln!("load: {e}");
+            std::process::exit(1);
+        }
+        Err(_) => {
+            eprintln!("load: hard time limit reached");
+            std::process::exit(1);
+        }
+    }
+}
+
+// ---------------------------------------------------------------- children
+
+async fn child(args: &[String]) {
+    // Die with the parent: it holds our stdin; EOF means it is gone. Hard limit too.
+    let limit: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(120);
+    tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let _ = tokio::io::stdin().read_to_end(&mut buf).await;
+        std::process::exit(0);
+    });
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(limit)).await;
+        std::process::exit(0);
+    });
+    let arg = args.get(1).cloned().unwrap_or_default();
+    let result = match args.first().map(String::as_str) {
+        Some("upstream") => serve_upstream().await,
+        Some("gateway") => serve_gateway(&arg, false).await,
+        Some("gateway-nodelay") => serve_gateway(&arg, true).await,
+        Some("proxy") => serve_proxy(&arg, true).await,
+        Some("proxy-nopool") => serve_proxy(&arg, false).await,
+        other => Err(format!("unknown child role {other:?}").into()),
+    };
+    if let Err(e) = result {
+        eprintln!("child {args:?}: {e}");
+        std::process::exit(1);
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn bind() -> Result<tokio::net::TcpListener, BoxError> {
+    let l = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    println!("ADDR {}", l.local_addr()?);
+    Ok(l)
+}
+
+async fn serve_upstream() -> Result<(), BoxError> {
+    let config = StreamableHttpServerConfig::default().with_json_response(true);
+    let mcp = StreamableHttpService::new(|| Ok(Echo), Arc::new(NeverSessionManager::default()), config);
+    let ping_body = Bytes::from_static(
+        br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"pong"}],"isError":false}}"#,
+    );
+    let app = axum::Router::new()
+        .route(
+            "/ping",
+            axum::routing::post(move |_: Bytes| {
+                let b = ping_body.clone();
+                async move { ([(http::header::CONTENT_TYPE, "application/json")], b) }
+            }),
+        )
+        .nest_service("/mcp", mcp);
+    let listener = bind().await?.tap_io(|s| {
+        let _ = s.set_nodelay(true);
+    });
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+async fn serve_gateway(upstream: &str, nodelay: bool) -> Result<(), BoxError> {
+    ensure_crypto_provider();
+    let upstream = RmcpUpstream::new(
+        SERVER,
+        HttpConnector::new(SERVER, HttpSpec::new(upstream), Arc::new(EnvCredentialStore::new())),
+        UpstreamOptions::default(),
+    );
+    upstream.connect().await?;
+    let gateway = Gateway::builder()
+        .server(Arc::new(upstream))
+        .endpoint(
+            EndpointSpec::new(ENDPOINT)
+                .without_namespace()
+                .server(SERVER, Selection::none().tools(["*"])?),
+        )
+        .build()
+        .await?;
+    let service = support::guard_stack(Arc::new(NoopSink::default()));
+    let auth = StaticTokens::new().with_token(&secrecy::SecretString::from(TOKEN), Principal::user("load"));
+    let app = HttpEdge::new(gateway, service, Arc::new(auth)).router();
+    let listener = bind().await?;
+    if nodelay {
+        axum::serve(
+            listener.tap_io(|s| {
+                let _ = s.set_nodelay(true);
+            }),
+            app,
+        )
+        .await?;
+    } else {
+        // As `mcp-guard serve` does today.
+        axum::serve(listener, app).await?;
+    }
+    Ok(())
+}
+
+async fn serve_proxy(upstream: &str, pooled: bool) -> Result<(), BoxError> {
+    ensure_crypto_provider();
+    let mut b = reqwest::Client::builder().tcp_nodelay(true);
+    if !pooled {
+        b = b.pool_max_idle_per_host(0);
+    }
+    let client = b.build()?;
+    let url: Arc<str> = upstream.into();
+    let app = axum::Router::new().route(
+        "/mcp",
+        axum::routing::post(move |headers: http::HeaderMap, body: Bytes| {
+            let client = client.clone();
+            let url = url.clone();
+            async move {
+                let mut req = client.post(&*url).body(body);
+                for h in ["content-type", "accept", "mcp-protocol-version", "mcp-method", "mcp-name"] {
+                    if let Some(v) = headers.get(h) {
+                        req = req.header(h, v.clone());
+                    }
+                }
+                match req.send().await {
+                    Ok(r) => {
+                        let status = r.status();
+                        let ct = r.headers().get(http::header::CONTENT_TYPE).cloned();
+                        let bytes = r.bytes().await.unwrap_or_default();
+                        let mut resp = axum::response::Response::new(axum::body::Body::from(bytes));
+                        *resp.status_mut() = status;
+                        if let Some(ct) = ct {
+                            resp.headers_mut().insert(http::header::CONTENT_TYPE, ct);
+                        }
+                        resp
+                    }
+                    Err(e) => {
+                        let mut resp = axum::response::Response::new(axum::body::Body::from(e.to_string()));
+                        *resp.status_mut() = http::StatusCode::BAD_GATEWAY;
+                        resp
+                    }
+                }
+            }
+        }),
+    );
+    let listener = bind().await?.tap_io(|s| {
+        let _ = s.set_nodelay(true);
+    });
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- parent
+
+struct Child {
+    proc: tokio::process::Child,
+    pid: u32,
+    addr: String,
+}
+
+async fn spawn_child(role: &str, arg: &str, limit: Duration) -> Result<Child, BoxError> {
+    let exe = std::env::current_exe()?;
+    let mut proc = tokio::process::Command::new(exe)
+        .args(["child", role, arg, &(limit.as_secs() + 10).to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = proc.id().ok_or("child exited")?;
+    let stdout = proc.stdout.take().ok_or("no stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .map_err(|_| format!("{role} did not start"))??
+        .ok_or_else(|| format!("{role} exited before listening"))?;
+    let addr = line.strip_prefix("ADDR ").ok_or("bad ADDR line")?.to_owned();
+    Ok(Child { proc, pid, addr })
+}
+
+/// ns on CPU of every live thread of `pid` (schedstat), or utime+stime at 100 Hz.
+fn cpu_ns(pid: u32) -> u64 {
+    let mut total = 0u64;
+    let mut any = false;
+    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in dir.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat"))
+                && let Some(ns) = s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok())
+            {
+                total += ns;
+                any = true;
+            }
+        }
+    }
+    if any {
+        return total;
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let u: u64 = f.get(11)?.parse().ok()?;
+            let k: u64 = f.get(12)?.parse().ok()?;
+            Some((u + k) * 10_000_000)
+        })
+        .unwrap_or(0)
+}
+
+#[derive(Clone)]
+struct Target {
+    name: &'static str,
+    url: String,
+    body: Bytes,
+    auth: bool,
+    /// Child process that serves only this target (for CPU attribution).
+    pid: Option<u32>,
+}
+
+async fn call(client: &reqwest::Client, t: &Target, expect: &str) -> Result<Duration, BoxError> {
+    let start = Instant::now();
+    let mut req = client
+        .post(&t.url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", PROTOCOL)
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "echo")
+        .body(t.body.clone());
+    if t.auth {
+        req = req.header("authorization", concat!("Bearer ", "load-test-token-0123456789abcdef"));
+    }
+    let r = req.send().await?;
+    let status = r.status();
+    let body = r.bytes().await?;
+    let elapsed = start.elapsed();
+    if !status.is_success() || memchr(&body, expect.as_bytes()).is_none() {
+        return Err(format!(
+            "{}: unexpected answer {status}: {}",
+            t.name,
+            String::from_utf8_lossy(&body[..body.len().min(400)])
+        )
+        .into());
+    }
+    Ok(elapsed)
+}
+
+fn memchr(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[derive(Debug, Default, Clone)]
+struct Lat {
+    n: usize,
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    max: f64,
+    mean: f64,
+}
+
+fn lat(mut v: Vec<u64>) -> Lat {
+    if v.is_empty() {
+        return Lat::default();
+    }
+    v.sort_unstable();
+    let q = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize] as f64 / 1000.0;
+    Lat {
+        n: v.len(),
+        p50: q(0.50),
+        p90: q(0.90),
+        p99: q(0.99),
+        max: *v.last().unwrap_or(&0) as f64 / 1000.0,
+        mean: v.iter().sum::<u64>() as f64 / v.len() as f64 / 1000.0,
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct Tput {
+    calls: usize,
+    secs: f64,
+    /// CPU ns per call of the target's own child (gateway/proxy), if any.
+    own_cpu_ns: Option<f64>,
+    /// CPU ns per call of the upstream process.
+    upstream_cpu_ns: f64,
+}
+
+async fn throughput(
+    client: &reqwest::Client,
+    t: &Target,
+    calls: usize,
+    concurrency: usize,
+    upstream_pid: u32,
+    deadline: Instant,
+    expect: &str,
+) -> Result<Tput, BoxError> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let own0 = t.pid.map(cpu_ns);
+    let up0 = cpu_ns(upstream_pid);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, t, next, expect) = (client.clone(), t.clone(), next.clone(), expect.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut done = 0usize;
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < calls && Instant::now() < deadline {
+                call(&client, &t, &expect).await?;
+                done += 1;
+            }
+            Ok::<usize, BoxError>(done)
+        }));
+    }
+    let mut done = 0;
+    for task in tasks {
+        done += task.await??;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let per = |d: u64| d as f64 / done.max(1) as f64;
+    Ok(Tput {
+        calls: done,
+        secs,
+        own_cpu_ns: t.pid.zip(own0).map(|(p, c0)| per(cpu_ns(p).saturating_sub(c0))),
+        upstream_cpu_ns: per(cpu_ns(upstream_pid).saturating_sub(up0)),
+    })
+}
+
+fn body(payload: usize) -> (Bytes, String) {
+    let text: String = "x".repeat(payload.saturating_sub(8)) + "-marker!";
+    let b = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {
+            "name": "echo",
+            "arguments": {"text": text},
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": PROTOCOL,
+                "io.modelcontextprotocol/clientInfo": {"name": "mcp-guard-load", "version": "0.1.0"},
+                "io.modelcontextprotocol/clientCapabilities": {}
+            }
+        }
+    });
+    (Bytes::from(b.to_string()), text)
+}
+
+#[expect(clippy::too_many_lines, reason = "one linear script")]
+async fn run(o: Opts) -> Result<(), BoxError> {
+    ensure_crypto_provider();
+    let t0 = Instant::now();
+    let deadline = t0 + o.time_limit;
+    let up = spawn_child("upstream", "", o.time_limit).await?;
+    let up_url = format!("http://{}/mcp", up.addr);
+    let gw_role = if o.gateway_nodelay { "gateway-nodelay" } else { "gateway" };
+    let gw = spawn_child(gw_role, &up_url, o.time_limit).await?;
+    let px = spawn_child("proxy", &up_url, o.time_limit).await?;
+    let pxn = spawn_child("proxy-nopool", &up_url, o.time_limit).await?;
+    let (body, expect) = body(o.payload);
+    let targets = vec![
+        Target { name: "rtt", url: format!("http://{}/ping", up.addr), body: body.clone(), auth: false, pid: None },
+        Target { name: "direct", url: up_url.clone(), body: body.clone(), auth: false, pid: None },
+        Target { name: "proxy", url: format!("http://{}/mcp", px.addr), body: body.clone(), auth: false, pid: Some(px.pid) },
+        Target { name: "proxy-nopool", url: format!("http://{}/mcp", pxn.addr), body: body.clone(), auth: false, pid: Some(pxn.pid) },
+        Target { name: "gateway", url: format!("http://{}/mcp/{ENDPOINT}", gw.addr), body, auth: true, pid: Some(gw.pid) },
+    ];
+    let client = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(1024)
+        .build()?;
+    let check = |t: &Target| if t.name == "rtt" { "pong".to_owned() } else { expect.clone() };
+
+    // Warm-up (connections, allocator, catalogues).
+    for _ in 0..200 {
+        for t in &targets {
+            call(&client, t, &check(t)).await?;
+        }
+    }
+
+    // Phase 1: concurrency 1, interleaved call by call, rotating the order.
+    let mut samples: Vec<Vec<u64>> = vec![Vec::with_capacity(o.calls); targets.len()];
+    let cpu0: Vec<Option<u64>> = targets.iter().map(|t| t.pid.map(cpu_ns)).collect();
+    let up_cpu0 = cpu_ns(up.pid);
+    let mut c1_calls = 0;
+    for i in 0..o.calls {
+        if Instant::now() >= deadline {
+            break;
+        }
+        for k in 0..targets.len() {
+            let j = (i + k) % targets.len();
+            let d = call(&client, &targets[j], &check(&targets[j])).await?;
+            samples[j].push(d.as_nanos() as u64);
+        }
+        c1_calls += 1;
+    }
+    let c1_cpu: Vec<Option<f64>> = targets
+        .iter()
+        .zip(&cpu0)
+        .map(|(t, c0)| {
+            t.pid
+                .zip(*c0)
+                .map(|(p, c0)| cpu_ns(p).saturating_sub(c0) as f64 / c1_calls.max(1) as f64)
+        })
+        .collect();
+    let c1_up_cpu = cpu_ns(up.pid).saturating_sub(up_cpu0) as f64 / c1_calls.max(1) as f64;
+    let lats: Vec<Lat> = samples.into_iter().map(lat).collect();
+
+    // Phase 2: concurrency N, one target at a time, order reversed every round.
+    let mut tputs: Vec<Vec<Tput>> = vec![Vec::new(); targets.len()];
+    for round in 0..o.rounds {
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..targets.len()).collect()
+        } else {
+            (0..targets.len()).rev().collect()
+        };
+        for j in order {
+            if Instant::now() >= deadline {
+                break;
+            }
+            let t = &targets[j];
+            let r = throughput(&client, t, o.tput_calls, o.concurrency, up.pid, deadline, &check(t)).await?;
+            tputs[j].push(r);
+        }
+    }
+    let agg: Vec<Tput> = tputs
+        .iter()
+        .map(|rs| {
+            let calls: usize = rs.iter().map(|r| r.calls).sum();
+            let secs: f64 = rs.iter().map(|r| r.secs).sum();
+            let w = |f: &dyn Fn(&Tput) -> f64| rs.iter().map(|r| f(r) * r.calls as f64).sum::<f64>() / calls.max(1) as f64;
+            Tput {
+                calls,
+                secs,
+                own_cpu_ns: rs.first().and_then(|r| r.own_cpu_ns).map(|_| w(&|r| r.own_cpu_ns.unwrap_or(0.0))),
+                upstream_cpu_ns: w(&|r| r.upstream_cpu_ns),
+            }
+        })
+        .collect();
+
+    // Report.
+    let idx = |n: &str| targets.iter().position(|t| t.name == n).unwrap_or(0);
+    let (rtt, direct, proxy, gateway) = (idx("rtt"), idx("direct"), idx("proxy"), idx("gateway"));
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "mcp-guard load: tools/call echo ({} B payload), 2026-07-28 stateless JSON-RPC over loopback HTTP, {} CPUs",
+        o.payload,
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
+    );
+    let _ = writeln!(out, "\nconcurrency 1, {c1_calls} calls per target, interleaved (µs)");
+    let _ = writeln!(
+        out,
+        "{:<13} {:>8} {:>8} {:>8} {:>8} {:>8} {:>14}",
+        "target", "p50", "p90", "p99", "max", "mean", "own CPU/call"
+    );
+    for (j, t) in targets.iter().enumerate() {
+        let l = &lats[j];
+        let cpu = c1_cpu[j].map_or_else(|| "-".to_owned(), |c| format!("{:.1}", c / 1000.0));
+        let _ = writeln!(
+            out,
+            "{:<13} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>14}",
+            t.name, l.p50, l.p90, l.p99, l.max, l.mean, cpu
+        );
+    }
+    let _ = writeln!(
+        out,
+        "(upstream process CPU during phase 1: {:.1} µs per round of {} calls)",
+        c1_up_cpu / 1000.0,
+        targets.len() - 1
+    );
+    let _ = writeln!(
+        out,
+        "\nconcurrency {}, {} round(s) of up to {} calls per target",
+        o.concurrency, o.rounds, o.tput_calls
+    );
+    let _ = writeln!(
+        out,
+        "{:<13} {:>10} {:>14} {:>16} {:>16}",
+        "target", "calls/s", "own CPU/call", "upstream CPU/call", "own calls/s/core"
+    );
+    for (j, t) in targets.iter().enumerate() {
+        let a = &agg[j];
+        let own = a.own_cpu_ns.map_or_else(|| "-".to_owned(), |c| format!("{:.1} µs", c / 1000.0));
+        let per_core = a.own_cpu_ns.map_or_else(|| "-".to_owned(), |c| format!("{:.0}", 1e9 / c.max(1.0)));
+        let _ = writeln!(
+            out,
+            "{:<13} {:>10.0} {:>14} {:>13.1} µs {:>16}",
+            t.name,
+            a.calls as f64 / a.secs.max(1e-9),
+            own,
+            a.upstream_cpu_ns / 1000.0,
+            per_core
+        );
+    }
+    let add50 = lats[gateway].p50 - lats[direct].p50;
+    let add99 = lats[gateway].p99 - lats[direct].p99;
+    let gw_cpu = agg[gateway].own_cpu_ns.unwrap_or(0.0) / 1000.0;
+    let px_cpu = agg[proxy].own_cpu_ns.unwrap_or(0.0) / 1000.0;
+    let up_extra = (agg[gateway].upstream_cpu_ns - agg[direct].upstream_cpu_ns) / 1000.0;
+    let _ = writeln!(out, "\nsummary (targets: ≤ RTT+15 µs p50, ≤ RTT+40 µs p99, ≤ 5 µs CPU beyond the hop, ≥ 25k calls/s/core)");
+    let _ = writeln!(out, "  loopback round trip (rtt p50/p99):        {:.1} / {:.1} µs", lats[rtt].p50, lats[rtt].p99);
+    let _ = writeln!(out, "  gateway added latency p50 (gw − direct):  {add50:.1} µs  = RTT + {:.1} µs", add50 - lats[rtt].p50);
+    let _ = writeln!(out, "  gateway added latency p99 (gw − direct):  {add99:.1} µs  = RTT + {:.1} µs", add99 - lats[rtt].p99);
+    let _ = writeln!(out, "  dumb proxy added p50 / p99:               {:.1} / {:.1} µs", lats[proxy].p50 - lats[direct].p50, lats[proxy].p99 - lats[direct].p99);
+    let _ = writeln!(out, "  gateway process CPU per call:             {gw_cpu:.1} µs (dumb pooled proxy: {px_cpu:.1} µs; beyond the hop: {:.1} µs)", gw_cpu - px_cpu);
+    let _ = writeln!(out, "  extra upstream CPU per call via gateway:  {up_extra:.1} µs");
+    let _ = writeln!(
+        out,
+        "  calls/s direct / gateway:                 {:.0} / {:.0}",
+        agg[direct].calls as f64 / agg[direct].secs.max(1e-9),
+        agg[gateway].calls as f64 / agg[gateway].secs.max(1e-9)
+    );
+    print!("{out}");
+
+    let mut j = serde_json::Map::new();
+    j.insert("payload_bytes".into(), json!(o.payload));
+    j.insert("concurrency".into(), json!(o.concurrency));
+    j.insert("gateway_nodelay".into(), json!(o.gateway_nodelay));
+    for (k, t) in targets.iter().enumerate() {
+        let l = &lats[k];
+        let a = &agg[k];
+        j.insert(
+            t.name.into(),
+            json!({
+                "c1": {"n": l.n, "p50_us": l.p50, "p90_us": l.p90, "p99_us": l.p99, "max_us": l.max, "mean_us": l.mean,
+                       "own_cpu_us_per_call": c1_cpu[k].map(|c| c / 1000.0)},
+                "cN": {"calls": a.calls, "calls_per_s": a.calls as f64 / a.secs.max(1e-9),
+                       "own_cpu_us_per_call": a.own_cpu_ns.map(|c| c / 1000.0),
+                       "upstream_cpu_us_per_call": a.upstream_cpu_ns / 1000.0},
+            }),
+        );
+    }
+    j.insert("added_p50_us".into(), json!(add50));
+    j.insert("added_p99_us".into(), json!(add99));
+    j.insert("rtt_p50_us".into(), json!(lats[rtt].p50));
+    j.insert("gateway_cpu_us_per_call".into(), json!(gw_cpu));
+    j.insert("gateway_cpu_beyond_proxy_us_per_call".into(), json!(gw_cpu - px_cpu));
+    j.insert("elapsed_s".into(), json!(t0.elapsed().as_secs_f64()));
+    println!("RESULT {}", serde_json::Value::Object(j));
+
+    drop((up.proc, gw.proc, px.proc, pxn.proc));
+    Ok(())
+}
