@@ -76,15 +76,19 @@ fn bench(c: &mut Criterion) {
     let (gw, sink) = rt.block_on(gateway());
     let service = support::guard_stack(sink.clone());
     let endpoint = gw.endpoint(ENDPOINT).expect("endpoint");
-    let handler = GuardHandler::new(endpoint.clone(), service.clone())
-        .with_principal(Arc::new(Principal::user("u")));
+    let handler =
+        GuardHandler::new(endpoint.clone(), service.clone()).with_principal(Arc::new(Principal::user("u")));
     let guarded = rt.block_on(client_over_duplex(handler));
     let principal = Arc::new(Principal::user("u"));
 
     // Sanity: both paths answer the same.
     for client in [&direct, &guarded] {
         let r = rt.block_on(client.call_tool(params())).expect("call succeeds");
-        let text = r.content.first().and_then(|c| c.as_text()).map(|t| t.text.clone());
+        let text = r
+            .content
+            .first()
+            .and_then(|c| c.as_text())
+            .map(|t| t.text.clone());
         assert_eq!(text.as_deref(), Some("hello, gateway"));
     }
 

@@ -40,12 +40,16 @@ fn tools() -> Vec<Tool> {
         Tool::new(
             "echo",
             "Returns the text it is given.",
-            schema(json!({"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]})),
+            schema(
+                json!({"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}),
+            ),
         ),
         Tool::new(
             "add",
             "Adds two numbers.",
-            schema(json!({"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}, "required": ["a", "b"]})),
+            schema(
+                json!({"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}, "required": ["a", "b"]}),
+            ),
         ),
     ]
 }
@@ -75,7 +79,10 @@ impl ServerHandler for Echo {
     ) -> Result<CallToolResponse, ErrorData> {
         let arg = |k: &str| p.arguments.as_ref().and_then(|a| a.get(k));
         let text = match p.name.as_ref() {
-            "echo" => arg("text").and_then(|v| v.as_str()).unwrap_or_default().to_owned(),
+            "echo" => arg("text")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned(),
             "add" => {
                 let n = |k| arg(k).and_then(serde_json::Value::as_f64).unwrap_or(0.0);
                 format!("{}", n("a") + n("b"))

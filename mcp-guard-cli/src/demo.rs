@@ -65,11 +65,7 @@ pub(crate) async fn run(port: u16, once: bool) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on 127.0.0.1:{port} (try --port)"))?;
     let addr = listener.local_addr()?;
-    let server = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future(),
-    );
+    let server = tokio::spawn(mcp_guard_tower::http::serve(listener, app, shutdown.clone()));
     let url = format!("http://{addr}/mcp/demo");
     println!("mcp-guard demo gateway running");
     println!("  config:   {}", path.display());

@@ -142,6 +142,7 @@ pub(crate) fn upstreams(
             ServerConfig::Http(h) => {
                 let mut spec = HttpSpec::new(h.url.clone());
                 spec.headers = templates(&h.headers).with_context(|| format!("servers.{id}.headers"))?;
+                spec.reuse_connections = h.reuse_connections;
                 Arc::new(RmcpUpstream::new(
                     id.as_str(),
                     HttpConnector::new(id.as_str(), spec, credentials.clone()),
@@ -151,6 +152,7 @@ pub(crate) fn upstreams(
             ServerConfig::Sse(h) => {
                 let mut spec = HttpSpec::new(h.url.clone());
                 spec.headers = templates(&h.headers).with_context(|| format!("servers.{id}.headers"))?;
+                spec.reuse_connections = h.reuse_connections;
                 Arc::new(RmcpUpstream::new(
                     id.as_str(),
                     SseConnector::new(id.as_str(), spec, credentials.clone()),

@@ -278,9 +278,7 @@ async fn serve(
         eprintln!("  endpoint {name}: http://{local}/mcp/{name}");
     }
     tokio::spawn(shutdown_signal(token.clone()));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(token.cancelled_owned())
-        .await?;
+    mcp_guard_tower::http::serve(listener, app, token.clone()).await?;
     built.gateway.shutdown().await;
     Ok(())
 }

@@ -243,6 +243,10 @@ pub struct HttpServerConfig {
     /// Headers (values may hold `${NAME}`).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Keep connections to the server open between requests (default false: only for
+    /// servers known to answer without delayed-ACK stalls).
+    #[serde(default)]
+    pub reuse_connections: bool,
     /// Switched on (default true).
     #[serde(default = "yes")]
     pub enabled: bool,

@@ -148,6 +148,9 @@ pub struct HttpOptions {
     pub page_size: usize,
     /// SSE keep-alive interval.
     pub sse_keep_alive: Option<Duration>,
+    /// Answer stateless requests with a single JSON body instead of an SSE stream when
+    /// nothing is sent before the result (rmcp falls back to SSE for progress etc.).
+    pub json_response: bool,
 }
 
 impl Default for HttpOptions {
@@ -158,6 +161,7 @@ impl Default for HttpOptions {
             max_body_bytes: 4 * 1024 * 1024,
             page_size: crate::handler::DEFAULT_PAGE_SIZE,
             sse_keep_alive: Some(Duration::from_secs(15)),
+            json_response: true,
         }
     }
 }
@@ -232,6 +236,7 @@ impl HttpEdge {
                 .enforce_origin_validation()
                 .with_max_request_body_bytes(self.options.max_body_bytes);
             config.sse_keep_alive = self.options.sse_keep_alive;
+            config.json_response = self.options.json_response;
             config.cancellation_token = self.shutdown.child_token();
             let service = StreamableHttpService::new(
                 move || Ok(handler.new_session()),
@@ -456,6 +461,26 @@ async fn jsonrpc_errors(response: Response) -> Response {
         }
     }
     r
+}
+
+/// Serves `router` on `listener` with `TCP_NODELAY` on every connection (without it, a
+/// reply written in pieces meets the client's delayed ACK and stalls ~40 ms), until
+/// `shutdown` is cancelled.
+///
+/// # Errors
+/// When accepting fails.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt as _;
+    let listener = listener.tap_io(|s| {
+        let _ = s.set_nodelay(true);
+    });
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
 }
 
 /// Empty body helper for tests.

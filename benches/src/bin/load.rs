@@ -30,7 +30,12 @@
 //! Prints a table and one `RESULT {json}` line.
 
 #![allow(clippy::print_stdout, clippy::print_stderr, reason = "a command-line tool")]
-#![allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "statistics")]
+#![allow(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "statistics"
+)]
 #![allow(clippy::expect_used, reason = "setup of a bench tool")]
 
 #[path = "../stack_support.rs"]
@@ -91,9 +96,11 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
             "--time-limit" => o.time_limit = Duration::from_secs(num(a)? as u64),
             "--gateway-nodelay" => o.gateway_nodelay = true,
             "-h" | "--help" => {
-                return Err("usage: load [--calls N] [--concurrency N] [--tput-calls N] [--rounds N] \
+                return Err(
+                    "usage: load [--calls N] [--concurrency N] [--tput-calls N] [--rounds N] \
                             [--payload BYTES] [--time-limit SECS] [--gateway-nodelay]"
-                    .into());
+                        .into(),
+                );
             }
             other => return Err(format!("unknown option {other}")),
         }
@@ -200,7 +207,15 @@ async fn serve_gateway(upstream: &str, nodelay: bool) -> Result<(), BoxError> {
     ensure_crypto_provider();
     let upstream = RmcpUpstream::new(
         SERVER,
-        HttpConnector::new(SERVER, HttpSpec::new(upstream), Arc::new(EnvCredentialStore::new())),
+        HttpConnector::new(
+            SERVER,
+            {
+                let mut spec = HttpSpec::new(upstream);
+                spec.reuse_connections = std::env::var_os("LOAD_NO_REUSE").is_none();
+                spec
+            },
+            Arc::new(EnvCredentialStore::new()),
+        ),
         UpstreamOptions::default(),
     );
     upstream.connect().await?;
@@ -247,7 +262,13 @@ async fn serve_proxy(upstream: &str, pooled: bool) -> Result<(), BoxError> {
             let url = url.clone();
             async move {
                 let mut req = client.post(&*url).body(body);
-                for h in ["content-type", "accept", "mcp-protocol-version", "mcp-method", "mcp-name"] {
+                for h in [
+                    "content-type",
+                    "accept",
+                    "mcp-protocol-version",
+                    "mcp-method",
+                    "mcp-name",
+                ] {
                     if let Some(v) = headers.get(h) {
                         req = req.header(h, v.clone());
                     }
@@ -357,7 +378,10 @@ async fn call(client: &reqwest::Client, t: &Target, expect: &str) -> Result<Dura
         .header("mcp-name", "echo")
         .body(t.body.clone());
     if t.auth {
-        req = req.header("authorization", concat!("Bearer ", "load-test-token-0123456789abcdef"));
+        req = req.header(
+            "authorization",
+            concat!("Bearer ", "load-test-token-0123456789abcdef"),
+        );
     }
     let r = req.send().await?;
     let status = r.status();
@@ -432,7 +456,8 @@ async fn throughput(
         let (client, t, next, expect) = (client.clone(), t.clone(), next.clone(), expect.to_owned());
         tasks.push(tokio::spawn(async move {
             let mut done = 0usize;
-            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < calls && Instant::now() < deadline {
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < calls && Instant::now() < deadline
+            {
                 call(&client, &t, &expect).await?;
                 done += 1;
             }
@@ -477,23 +502,63 @@ async fn run(o: Opts) -> Result<(), BoxError> {
     let deadline = t0 + o.time_limit;
     let up = spawn_child("upstream", "", o.time_limit).await?;
     let up_url = format!("http://{}/mcp", up.addr);
-    let gw_role = if o.gateway_nodelay { "gateway-nodelay" } else { "gateway" };
+    let gw_role = if o.gateway_nodelay {
+        "gateway-nodelay"
+    } else {
+        "gateway"
+    };
     let gw = spawn_child(gw_role, &up_url, o.time_limit).await?;
     let px = spawn_child("proxy", &up_url, o.time_limit).await?;
     let pxn = spawn_child("proxy-nopool", &up_url, o.time_limit).await?;
     let (body, expect) = body(o.payload);
     let targets = vec![
-        Target { name: "rtt", url: format!("http://{}/ping", up.addr), body: body.clone(), auth: false, pid: None },
-        Target { name: "direct", url: up_url.clone(), body: body.clone(), auth: false, pid: None },
-        Target { name: "proxy", url: format!("http://{}/mcp", px.addr), body: body.clone(), auth: false, pid: Some(px.pid) },
-        Target { name: "proxy-nopool", url: format!("http://{}/mcp", pxn.addr), body: body.clone(), auth: false, pid: Some(pxn.pid) },
-        Target { name: "gateway", url: format!("http://{}/mcp/{ENDPOINT}", gw.addr), body, auth: true, pid: Some(gw.pid) },
+        Target {
+            name: "rtt",
+            url: format!("http://{}/ping", up.addr),
+            body: body.clone(),
+            auth: false,
+            pid: None,
+        },
+        Target {
+            name: "direct",
+            url: up_url.clone(),
+            body: body.clone(),
+            auth: false,
+            pid: None,
+        },
+        Target {
+            name: "proxy",
+            url: format!("http://{}/mcp", px.addr),
+            body: body.clone(),
+            auth: false,
+            pid: Some(px.pid),
+        },
+        Target {
+            name: "proxy-nopool",
+            url: format!("http://{}/mcp", pxn.addr),
+            body: body.clone(),
+            auth: false,
+            pid: Some(pxn.pid),
+        },
+        Target {
+            name: "gateway",
+            url: format!("http://{}/mcp/{ENDPOINT}", gw.addr),
+            body,
+            auth: true,
+            pid: Some(gw.pid),
+        },
     ];
     let client = reqwest::Client::builder()
         .tcp_nodelay(true)
         .pool_max_idle_per_host(1024)
         .build()?;
-    let check = |t: &Target| if t.name == "rtt" { "pong".to_owned() } else { expect.clone() };
+    let check = |t: &Target| {
+        if t.name == "rtt" {
+            "pong".to_owned()
+        } else {
+            expect.clone()
+        }
+    };
 
     // Warm-up (connections, allocator, catalogues).
     for _ in 0..200 {
@@ -543,7 +608,16 @@ async fn run(o: Opts) -> Result<(), BoxError> {
                 break;
             }
             let t = &targets[j];
-            let r = throughput(&client, t, o.tput_calls, o.concurrency, up.pid, deadline, &check(t)).await?;
+            let r = throughput(
+                &client,
+                t,
+                o.tput_calls,
+                o.concurrency,
+                up.pid,
+                deadline,
+                &check(t),
+            )
+            .await?;
             tputs[j].push(r);
         }
     }
@@ -552,11 +626,16 @@ async fn run(o: Opts) -> Result<(), BoxError> {
         .map(|rs| {
             let calls: usize = rs.iter().map(|r| r.calls).sum();
             let secs: f64 = rs.iter().map(|r| r.secs).sum();
-            let w = |f: &dyn Fn(&Tput) -> f64| rs.iter().map(|r| f(r) * r.calls as f64).sum::<f64>() / calls.max(1) as f64;
+            let w = |f: &dyn Fn(&Tput) -> f64| {
+                rs.iter().map(|r| f(r) * r.calls as f64).sum::<f64>() / calls.max(1) as f64
+            };
             Tput {
                 calls,
                 secs,
-                own_cpu_ns: rs.first().and_then(|r| r.own_cpu_ns).map(|_| w(&|r| r.own_cpu_ns.unwrap_or(0.0))),
+                own_cpu_ns: rs
+                    .first()
+                    .and_then(|r| r.own_cpu_ns)
+                    .map(|_| w(&|r| r.own_cpu_ns.unwrap_or(0.0))),
                 upstream_cpu_ns: w(&|r| r.upstream_cpu_ns),
             }
         })
@@ -572,7 +651,10 @@ async fn run(o: Opts) -> Result<(), BoxError> {
         o.payload,
         std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
     );
-    let _ = writeln!(out, "\nconcurrency 1, {c1_calls} calls per target, interleaved (µs)");
+    let _ = writeln!(
+        out,
+        "\nconcurrency 1, {c1_calls} calls per target, interleaved (µs)"
+    );
     let _ = writeln!(
         out,
         "{:<13} {:>8} {:>8} {:>8} {:>8} {:>8} {:>14}",
@@ -605,8 +687,12 @@ async fn run(o: Opts) -> Result<(), BoxError> {
     );
     for (j, t) in targets.iter().enumerate() {
         let a = &agg[j];
-        let own = a.own_cpu_ns.map_or_else(|| "-".to_owned(), |c| format!("{:.1} µs", c / 1000.0));
-        let per_core = a.own_cpu_ns.map_or_else(|| "-".to_owned(), |c| format!("{:.0}", 1e9 / c.max(1.0)));
+        let own = a
+            .own_cpu_ns
+            .map_or_else(|| "-".to_owned(), |c| format!("{:.1} µs", c / 1000.0));
+        let per_core = a
+            .own_cpu_ns
+            .map_or_else(|| "-".to_owned(), |c| format!("{:.0}", 1e9 / c.max(1.0)));
         let _ = writeln!(
             out,
             "{:<13} {:>10.0} {:>14} {:>13.1} µs {:>16}",
@@ -622,13 +708,40 @@ async fn run(o: Opts) -> Result<(), BoxError> {
     let gw_cpu = agg[gateway].own_cpu_ns.unwrap_or(0.0) / 1000.0;
     let px_cpu = agg[proxy].own_cpu_ns.unwrap_or(0.0) / 1000.0;
     let up_extra = (agg[gateway].upstream_cpu_ns - agg[direct].upstream_cpu_ns) / 1000.0;
-    let _ = writeln!(out, "\nsummary (targets: ≤ RTT+15 µs p50, ≤ RTT+40 µs p99, ≤ 5 µs CPU beyond the hop, ≥ 25k calls/s/core)");
-    let _ = writeln!(out, "  loopback round trip (rtt p50/p99):        {:.1} / {:.1} µs", lats[rtt].p50, lats[rtt].p99);
-    let _ = writeln!(out, "  gateway added latency p50 (gw − direct):  {add50:.1} µs  = RTT + {:.1} µs", add50 - lats[rtt].p50);
-    let _ = writeln!(out, "  gateway added latency p99 (gw − direct):  {add99:.1} µs  = RTT + {:.1} µs", add99 - lats[rtt].p99);
-    let _ = writeln!(out, "  dumb proxy added p50 / p99:               {:.1} / {:.1} µs", lats[proxy].p50 - lats[direct].p50, lats[proxy].p99 - lats[direct].p99);
-    let _ = writeln!(out, "  gateway process CPU per call:             {gw_cpu:.1} µs (dumb pooled proxy: {px_cpu:.1} µs; beyond the hop: {:.1} µs)", gw_cpu - px_cpu);
-    let _ = writeln!(out, "  extra upstream CPU per call via gateway:  {up_extra:.1} µs");
+    let _ = writeln!(
+        out,
+        "\nsummary (targets: ≤ RTT+15 µs p50, ≤ RTT+40 µs p99, ≤ 5 µs CPU beyond the hop, ≥ 25k calls/s/core)"
+    );
+    let _ = writeln!(
+        out,
+        "  loopback round trip (rtt p50/p99):        {:.1} / {:.1} µs",
+        lats[rtt].p50, lats[rtt].p99
+    );
+    let _ = writeln!(
+        out,
+        "  gateway added latency p50 (gw − direct):  {add50:.1} µs  = RTT + {:.1} µs",
+        add50 - lats[rtt].p50
+    );
+    let _ = writeln!(
+        out,
+        "  gateway added latency p99 (gw − direct):  {add99:.1} µs  = RTT + {:.1} µs",
+        add99 - lats[rtt].p99
+    );
+    let _ = writeln!(
+        out,
+        "  dumb proxy added p50 / p99:               {:.1} / {:.1} µs",
+        lats[proxy].p50 - lats[direct].p50,
+        lats[proxy].p99 - lats[direct].p99
+    );
+    let _ = writeln!(
+        out,
+        "  gateway process CPU per call:             {gw_cpu:.1} µs (dumb pooled proxy: {px_cpu:.1} µs; beyond the hop: {:.1} µs)",
+        gw_cpu - px_cpu
+    );
+    let _ = writeln!(
+        out,
+        "  extra upstream CPU per call via gateway:  {up_extra:.1} µs"
+    );
     let _ = writeln!(
         out,
         "  calls/s direct / gateway:                 {:.0} / {:.0}",
@@ -659,7 +772,10 @@ async fn run(o: Opts) -> Result<(), BoxError> {
     j.insert("added_p99_us".into(), json!(add99));
     j.insert("rtt_p50_us".into(), json!(lats[rtt].p50));
     j.insert("gateway_cpu_us_per_call".into(), json!(gw_cpu));
-    j.insert("gateway_cpu_beyond_proxy_us_per_call".into(), json!(gw_cpu - px_cpu));
+    j.insert(
+        "gateway_cpu_beyond_proxy_us_per_call".into(),
+        json!(gw_cpu - px_cpu),
+    );
     j.insert("elapsed_s".into(), json!(t0.elapsed().as_secs_f64()));
     println!("RESULT {}", serde_json::Value::Object(j));
 

@@ -250,6 +250,9 @@ pub struct HttpSpec {
     pub url: String,
     /// Headers, values possibly with `${NAME}` placeholders (`Authorization` included).
     pub headers: BTreeMap<String, Template>,
+    /// Keep connections open between requests (faster; only for servers that set
+    /// TCP_NODELAY or answer in one write, else replies can stall ~40 ms).
+    pub reuse_connections: bool,
 }
 
 impl HttpSpec {
@@ -258,6 +261,7 @@ impl HttpSpec {
         Self {
             url: url.into(),
             headers: BTreeMap::new(),
+            reuse_connections: false,
         }
     }
 
@@ -277,13 +281,19 @@ pub fn ensure_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-pub(crate) fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+pub(crate) fn http_client(reuse_connections: bool) -> Result<reqwest::Client, reqwest::Error> {
     ensure_crypto_provider();
-    reqwest::Client::builder()
-        // Idle pooled connections meet delayed ACK and stall ~40 ms (rmcp issue 789).
-        .pool_max_idle_per_host(0)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
+    let builder = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .redirect(reqwest::redirect::Policy::none());
+    if reuse_connections {
+        builder.build()
+    } else {
+        // A reused connection to a server that writes its answer in pieces without
+        // TCP_NODELAY meets delayed ACK and stalls ~40 ms (rmcp issue 789), so by
+        // default every request gets a fresh connection.
+        builder.pool_max_idle_per_host(0).build()
+    }
 }
 
 pub(crate) async fn resolved_headers(
@@ -359,7 +369,7 @@ impl Connector for HttpConnector {
             &*self.credentials,
         )
         .await?;
-        let http = http_client().map_err(|e| unavailable(server, e))?;
+        let http = http_client(self.spec.reuse_connections).map_err(|e| unavailable(server, e))?;
         let mut config = StreamableHttpClientTransportConfig::with_uri(self.spec.url.as_str());
         config.custom_headers = headers.into_iter().filter_map(|(k, v)| Some((k?, v))).collect();
         let transport = StreamableHttpClientTransport::with_client(http, config);

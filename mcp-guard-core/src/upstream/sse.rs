@@ -186,7 +186,7 @@ impl Connector for SseConnector {
         .await?;
         let url =
             Url::parse(&self.spec.url).map_err(|e| unavailable(server, SseError::InvalidUrl(e.into())))?;
-        let http = http_client().map_err(|e| unavailable(server, e))?;
+        let http = http_client(self.spec.reuse_connections).map_err(|e| unavailable(server, e))?;
         let options = SseOptions {
             endpoint_timeout: self.endpoint_timeout,
             max_event_size: self.max_event_size,
