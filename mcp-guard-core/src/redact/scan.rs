@@ -1,0 +1,179 @@
+//! The scanner: one forward pass over the bytes with a cheap trigger test, per-type
+//! candidates at each trigger, then a merge of overlapping findings.
+
+use aho_corasick::AhoCorasick;
+
+use super::Kind;
+use super::detect::{digit_run_len, email, ip, numeric, secret};
+use super::known::KnownSet;
+
+/// A finding: `start..end` in the input, of kind `kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Hit {
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+    pub(crate) kind: Kind,
+}
+
+/// What the surrounding structure says about a string (from its JSON key).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Hints {
+    /// The key names an SSN: nine bare digits count.
+    pub(crate) ssn: bool,
+    /// The key names a phone number: ten bare digits count.
+    pub(crate) phone: bool,
+    /// The key names a version: dotted quads are not addresses.
+    pub(crate) version: bool,
+    /// The key names a credential: the whole value is a secret.
+    pub(crate) secret: bool,
+}
+
+/// Compiled, immutable detection settings.
+#[derive(Debug)]
+pub(crate) struct Scanner {
+    pub(crate) enabled: u16,
+    pub(crate) e164: bool,
+    pub(crate) prefixes: AhoCorasick,
+}
+
+/// Bytes that can start a finding of the byte-class detectors: `0`-`9`, `:` and `@`.
+#[inline]
+fn is_trigger(b: u8) -> bool {
+    b.wrapping_sub(b'0') <= 10 || b == b'@'
+}
+
+/// Next trigger at or after `i`. Clean stretches are skipped 32 bytes at a time with a
+/// branch-free test the compiler turns into vector code.
+#[inline]
+fn next_trigger(h: &[u8], mut i: usize) -> Option<usize> {
+    const W: usize = 32;
+    while let Some(chunk) = h.get(i..i + W) {
+        let mut any = 0u8;
+        for &b in chunk {
+            any |= u8::from(b.wrapping_sub(b'0') <= 10) | u8::from(b == b'@');
+        }
+        if any != 0 {
+            break;
+        }
+        i += W;
+    }
+    h.get(i..)?.iter().position(|&b| is_trigger(b)).map(|k| i + k)
+}
+
+impl Scanner {
+    #[inline]
+    pub(crate) fn on(&self, k: Kind) -> bool {
+        self.enabled & k.bit() != 0
+    }
+
+    /// Appends every finding in `h` to `hits` (unsorted, possibly overlapping).
+    pub(crate) fn scan(&self, h: &[u8], hints: Hints, known: &KnownSet, hits: &mut Vec<Hit>) {
+        if let Some(ac) = &known.automaton {
+            for m in ac.find_overlapping_iter(h) {
+                hits.push(Hit { start: m.start(), end: m.end(), kind: Kind::KnownSecret });
+            }
+        }
+        let mut pem = secret::PemState::default();
+        for m in self.prefixes.find_iter(h) {
+            if let Some(rule) = secret::rule(m.pattern().as_usize()) {
+                if let Some((start, end)) = secret::check(h, m.start(), m.end(), rule, &mut pem) {
+                    hits.push(Hit { start, end, kind: Kind::Secret });
+                }
+            }
+        }
+        self.scan_classes(h, hints, hits);
+    }
+
+    fn scan_classes(&self, h: &[u8], hints: Hints, hits: &mut Vec<Hit>) {
+        let (email_on, v6_on) = (self.on(Kind::Email), self.on(Kind::Ipv6));
+        let mut i = 0;
+        let mut at_floor = 0;
+        let mut v6_done = 0;
+        while let Some(p) = next_trigger(h, i) {
+            match h[p] {
+                b'@' => {
+                    if email_on {
+                        if let Some((start, end)) = email::email(h, p, at_floor) {
+                            hits.push(Hit { start, end, kind: Kind::Email });
+                            at_floor = end;
+                        } else {
+                            at_floor = p + 1;
+                        }
+                    }
+                    i = p + 1;
+                }
+                b':' => {
+                    if v6_on && p >= v6_done {
+                        let (found, region_end) = ip::ipv6(h, p, v6_done);
+                        if let Some((start, end)) = found {
+                            hits.push(Hit { start, end, kind: Kind::Ipv6 });
+                        }
+                        v6_done = region_end;
+                    }
+                    i = p + 1;
+                }
+                _ => {
+                    let run = digit_run_len(h, p);
+                    self.numeric(h, p, run, hints, hits);
+                    i = p + run;
+                }
+            }
+        }
+    }
+
+    /// Candidates of every numeric type whose first digit group starts at `p`.
+    fn numeric(&self, h: &[u8], p: usize, run: usize, hints: Hints, hits: &mut Vec<Hit>) {
+        if self.on(Kind::CreditCard) && run >= 1 {
+            if let Some(end) = numeric::card(h, p) {
+                hits.push(Hit { start: p, end, kind: Kind::CreditCard });
+            }
+        }
+        if self.on(Kind::Ssn) {
+            let found = if run == 3 {
+                numeric::ssn(h, p)
+            } else if hints.ssn {
+                numeric::ssn_bare(h, p, run)
+            } else {
+                None
+            };
+            if let Some(end) = found {
+                hits.push(Hit { start: p, end, kind: Kind::Ssn });
+            }
+        }
+        let plus = p > 0 && h[p - 1] == b'+';
+        if self.on(Kind::Phone) && (run <= 3 || plus || hints.phone) {
+            if let Some((start, end)) = numeric::phone(h, p, hints.phone, self.e164) {
+                hits.push(Hit { start, end, kind: Kind::Phone });
+            }
+        }
+        if self.on(Kind::Ipv4) && run <= 3 && !hints.version {
+            if let Some(end) = ip::ipv4(h, p) {
+                hits.push(Hit { start: p, end, kind: Kind::Ipv4 });
+            }
+        }
+    }
+}
+
+/// Sorts and merges overlapping findings; a merged finding keeps the kind of highest
+/// priority among its parts.
+pub(crate) fn merge(hits: &mut Vec<Hit>) {
+    if hits.len() < 2 {
+        return;
+    }
+    hits.sort_unstable_by_key(|h| (h.start, std::cmp::Reverse(h.end)));
+    let mut w = 0;
+    for r in 1..hits.len() {
+        let cur = hits[r];
+        let last = &mut hits[w];
+        if cur.start < last.end {
+            last.end = last.end.max(cur.end);
+            if cur.kind.priority() > last.kind.priority() {
+                last.kind = cur.kind;
+            }
+        } else {
+            w += 1;
+            hits[w] = cur;
+        }
+    }
+    hits.truncate(w + 1);
+}
