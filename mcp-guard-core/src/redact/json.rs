@@ -12,7 +12,7 @@ use super::{MAX_JSON_DEPTH, TOO_DEEP};
 
 pub(crate) fn redact(r: &PatternRedactor, value: &mut Value) {
     let known = r.snapshot();
-    let mut w = Walk { r, known: &known, hits: Vec::new() };
+    let mut w = Walk { r, known: &known, hits: Vec::new(), keys: HashMap::new() };
     w.walk(value, 0, Hints::default());
 }
 
@@ -20,7 +20,12 @@ struct Walk<'a> {
     r: &'a PatternRedactor,
     known: &'a KnownSet,
     hits: Vec<Hit>,
+    /// Keys seen in this document: their hints and redacted form (documents repeat the
+    /// same keys in every row). Bounded, so hostile key sets cost memory only up to a point.
+    keys: HashMap<String, (Hints, Option<String>)>,
 }
+
+const KEY_CACHE: usize = 512;
 
 /// Keys (lower-cased, without `_`, `-`, `.` and spaces) whose string value is a
 /// credential as a whole.
@@ -146,15 +151,30 @@ impl Walk<'_> {
         Some(String::from_utf8_lossy(&out).into_owned())
     }
 
+    /// Hints and redacted form of a key.
+    fn key(&mut self, k: &str) -> (Hints, Option<String>) {
+        if let Some(hit) = self.keys.get(k) {
+            return hit.clone();
+        }
+        let renamed = self
+            .r
+            .redact_with(k.as_bytes(), Hints::default(), self.known, &mut self.hits)
+            .map(|out| String::from_utf8_lossy(&out).into_owned());
+        let entry = (key_hints(k), renamed);
+        if self.keys.len() < KEY_CACHE {
+            self.keys.insert(k.to_owned(), entry.clone());
+        }
+        entry
+    }
+
     fn object(&mut self, map: &mut Map<String, Value>, depth: usize) -> bool {
         let mut changed = false;
-        for (k, v) in map.iter_mut() {
-            changed |= self.walk(v, depth + 1, key_hints(k));
-        }
         let mut renamed: HashMap<String, String> = HashMap::new();
-        for k in map.keys() {
-            if let Some(out) = self.r.redact_with(k.as_bytes(), Hints::default(), self.known, &mut self.hits) {
-                renamed.insert(k.clone(), String::from_utf8_lossy(&out).into_owned());
+        for (k, v) in map.iter_mut() {
+            let (hints, new_key) = self.key(k);
+            changed |= self.walk(v, depth + 1, hints);
+            if let Some(n) = new_key {
+                renamed.insert(k.clone(), n);
             }
         }
         if renamed.is_empty() {

@@ -11,7 +11,7 @@
 //! use mcp_guard_core::Redactor;
 //! use serde_json::json;
 //!
-//! let redactor = PatternRedactor::builder().build()?;
+//! let redactor = PatternRedactor::builder().build();
 //! assert_eq!(
 //!     redactor.redact_str("mail jane@example.com or call (555) 123-4567"),
 //!     "mail [REDACTED_EMAIL] or call [REDACTED_PHONE]",
@@ -33,21 +33,21 @@
 //!     .style(Style::Pseudonym)
 //!     .style_for(Kind::CreditCard, Style::Partial)
 //!     .session_key(SessionKey::from_bytes([7; 32]))
-//!     .build()?;
+//!     .build();
 //! assert_eq!(endpoint.redact_str("4111-1111-1111-1111"), "[REDACTED_CREDIT_CARD:\u{2026}1111]");
 //! assert!(endpoint.redact_str("jane@example.com").starts_with("[EMAIL:"));
 //! assert_eq!(endpoint.redact_str("10.1.2.3"), "10.1.2.3");
-//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! # How [`PatternRedactor`] works
 //!
-//! One forward pass over the bytes looks for *trigger* bytes (`0`-`9`, `:`, `@`), skipping
+//! One forward pass over the bytes looks for *trigger* bytes, skipping
 //! 32 clean bytes at a time. At each digit run, every enabled numeric detector is tried
 //! on its own (there is no single leftmost-first alternation, so a failed card candidate
 //! cannot hide the SSN inside it); at each `@` the email detector, at each `:` the IPv6
-//! detector. A multi-pattern search finds credential prefixes, and a second automaton
-//! finds registered secrets. Overlapping findings are merged and replaced in one copy.
+//! detector, and at each `_`, `-`, `A` or `J` a check for credential prefixes (`ghp_`,
+//! `sk-`, `AKIA`, `eyJ`…); a substring search finds `Bearer`, and an Aho-Corasick
+//! automaton finds registered secrets. Overlapping findings are merged and replaced in one copy.
 //! All detectors are hand-written ASCII byte matchers with bounded look-around, so the
 //! work is linear in the input and non-ASCII text costs nothing extra.
 //!
@@ -94,7 +94,7 @@ mod tests;
 
 pub use known::{KnownSecrets, MIN_KNOWN_SECRET_LEN};
 pub use pattern::{
-    BuildError, Finding, Kind, PatternRedactor, PatternRedactorBuilder, RedactionConfig, SessionKey, Style,
+    Finding, Kind, PatternRedactor, PatternRedactorBuilder, RedactionConfig, SessionKey, Style,
 };
 
 /// Finds sensitive values in text and JSON and replaces them.

@@ -14,7 +14,6 @@ use sha2::Sha256;
 use super::Redactor;
 use super::known::{KnownSecrets, KnownSet};
 use super::scan::{self, Hints, Hit, Scanner};
-use crate::BoxError;
 
 /// What a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -142,15 +141,6 @@ impl SessionKey {
     }
 }
 
-/// An error building a [`PatternRedactor`].
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BuildError {
-    /// The secret-prefix automaton could not be built.
-    #[error("cannot build the secret prefix automaton")]
-    Automaton(#[source] BoxError),
-}
-
 /// One detected value: its kind and byte range in the input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
@@ -250,22 +240,18 @@ impl PatternRedactorBuilder {
     }
 
     /// Compiles the redactor.
-    ///
-    /// # Errors
-    /// [`BuildError`] if the prefix automaton cannot be built (not expected in practice).
-    pub fn build(self) -> Result<PatternRedactor, BuildError> {
-        let prefixes = super::detect::secret::prefixes().map_err(|e| BuildError::Automaton(Box::new(e)))?;
-        Ok(PatternRedactor {
-            scanner: Arc::new(Scanner { enabled: self.enabled | ALWAYS_ON, e164: self.e164, prefixes }),
+    pub fn build(self) -> PatternRedactor {
+        PatternRedactor {
+            scanner: Arc::new(Scanner::new(self.enabled | ALWAYS_ON, self.e164)),
             styles: self.styles,
             known: self.known.unwrap_or_default(),
             key: self.key.unwrap_or_else(SessionKey::random),
-        })
+        }
     }
 }
 
-/// The reference [`Redactor`]: hand-written detectors behind a byte-class prefilter, a
-/// multi-pattern search for credential prefixes and a scrubber for known secrets.
+/// The reference [`Redactor`]: hand-written detectors behind a byte-class prefilter, and
+/// a multi-pattern scrubber for known secrets.
 ///
 /// Cheap to clone (the compiled parts are shared). See the [module docs](super) for
 /// what each detector accepts.
@@ -442,7 +428,7 @@ impl Redactor for PatternRedactor {
 ///     "style": "pseudonym",
 ///     "style-overrides": { "credit-card": "partial" },
 /// }))?;
-/// let redactor = cfg.build(None)?;
+/// let redactor = cfg.build(None);
 /// # let _ = (Kind::Email, Style::Partial, redactor);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -468,10 +454,7 @@ impl Default for RedactionConfig {
 
 impl RedactionConfig {
     /// Compiles the settings, sharing `known` (or a fresh registry) for secret scrubbing.
-    ///
-    /// # Errors
-    /// See [`PatternRedactorBuilder::build`].
-    pub fn build(&self, known: Option<Arc<KnownSecrets>>) -> Result<PatternRedactor, BuildError> {
+    pub fn build(&self, known: Option<Arc<KnownSecrets>>) -> PatternRedactor {
         let mut b = PatternRedactor::builder().only(&self.detect).style(self.style).e164(self.e164);
         for (&k, &s) in &self.style_overrides {
             b = b.style_for(k, s);

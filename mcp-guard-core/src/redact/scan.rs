@@ -1,7 +1,7 @@
 //! The scanner: one forward pass over the bytes with a cheap trigger test, per-type
 //! candidates at each trigger, then a merge of overlapping findings.
 
-use aho_corasick::AhoCorasick;
+use memchr::memmem;
 
 use super::Kind;
 use super::detect::{digit_run_len, email, ip, numeric, secret};
@@ -33,34 +33,60 @@ pub(crate) struct Hints {
 pub(crate) struct Scanner {
     pub(crate) enabled: u16,
     pub(crate) e164: bool,
-    pub(crate) prefixes: AhoCorasick,
+    bearer: [memmem::Finder<'static>; 2],
 }
 
-/// Bytes that can start a finding of the byte-class detectors: `0`-`9`, `:` and `@`.
-#[inline]
-fn is_trigger(b: u8) -> bool {
-    b.wrapping_sub(b'0') <= 10 || b == b'@'
-}
+/// Bytes that can start a finding: `0`-`9` and `:` (numbers, IPs), `@` (email), and
+/// `_ - A J` (credential prefixes such as `ghp_`, `sk-`, `AKIA`, `eyJ`).
+static TRIGGER: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = b'0';
+    while b <= b':' {
+        t[b as usize] = true;
+        b += 1;
+    }
+    t[b'@' as usize] = true;
+    t[b'_' as usize] = true;
+    t[b'-' as usize] = true;
+    t[b'A' as usize] = true;
+    t[b'J' as usize] = true;
+    t
+};
 
-/// Next trigger at or after `i`. Clean stretches are skipped 32 bytes at a time with a
+/// Next trigger at or after `i`. The next few bytes are looked at one by one (triggers
+/// come in clusters); after that, clean stretches are skipped 32 bytes at a time with a
 /// branch-free test the compiler turns into vector code.
 #[inline]
 fn next_trigger(h: &[u8], mut i: usize) -> Option<usize> {
     const W: usize = 32;
+    let near = h.get(i..(i + 8).min(h.len()))?;
+    if let Some(k) = near.iter().position(|&b| TRIGGER[usize::from(b)]) {
+        return Some(i + k);
+    }
+    i += near.len();
     while let Some(chunk) = h.get(i..i + W) {
         let mut any = 0u8;
         for &b in chunk {
-            any |= u8::from(b.wrapping_sub(b'0') <= 10) | u8::from(b == b'@');
+            any |= u8::from(b.wrapping_sub(b'0') <= 10)
+                | u8::from(b == b'@')
+                | u8::from(b == b'_')
+                | u8::from(b == b'-')
+                | u8::from(b == b'A')
+                | u8::from(b == b'J');
         }
         if any != 0 {
             break;
         }
         i += W;
     }
-    h.get(i..)?.iter().position(|&b| is_trigger(b)).map(|k| i + k)
+    h.get(i..)?.iter().position(|&b| TRIGGER[usize::from(b)]).map(|k| i + k)
 }
 
 impl Scanner {
+    pub(crate) fn new(enabled: u16, e164: bool) -> Self {
+        Self { enabled, e164, bearer: [memmem::Finder::new(b"earer "), memmem::Finder::new(b"EARER ")] }
+    }
+
     #[inline]
     pub(crate) fn on(&self, k: Kind) -> bool {
         self.enabled & k.bit() != 0
@@ -74,22 +100,23 @@ impl Scanner {
             }
         }
         let mut pem = secret::PemState::default();
-        for m in self.prefixes.find_iter(h) {
-            if let Some(rule) = secret::rule(m.pattern().as_usize()) {
-                if let Some((start, end)) = secret::check(h, m.start(), m.end(), rule, &mut pem) {
-                    hits.push(Hit { start, end, kind: Kind::Secret });
+        // `Bearer ` and a 16-byte token.
+        let bearer = if h.len() >= 23 { &self.bearer[..] } else { &[] };
+        for finder in bearer {
+            for at in finder.find_iter(h) {
+                if let Some((s, e)) = secret::bearer_at(h, at) {
+                    if let Some((start, end)) = secret::check(h, s, e, secret::Rule::Bearer, &mut pem) {
+                        hits.push(Hit { start, end, kind: Kind::Secret });
+                    }
                 }
             }
         }
-        self.scan_classes(h, hints, hits);
-    }
-
-    fn scan_classes(&self, h: &[u8], hints: Hints, hits: &mut Vec<Hit>) {
         let (email_on, v6_on) = (self.on(Kind::Email), self.on(Kind::Ipv6));
         let mut i = 0;
         let mut at_floor = 0;
         let mut v6_done = 0;
         while let Some(p) = next_trigger(h, i) {
+            i = p + 1;
             match h[p] {
                 b'@' => {
                     if email_on {
@@ -100,17 +127,24 @@ impl Scanner {
                             at_floor = p + 1;
                         }
                     }
-                    i = p + 1;
                 }
                 b':' => {
-                    if v6_on && p >= v6_done {
+                    if v6_on && p >= v6_done && ip::v6_colon_plausible(h, p) {
                         let (found, region_end) = ip::ipv6(h, p, v6_done);
                         if let Some((start, end)) = found {
                             hits.push(Hit { start, end, kind: Kind::Ipv6 });
                         }
                         v6_done = region_end;
                     }
-                    i = p + 1;
+                }
+                b'_' | b'-' | b'A' | b'J' => {
+                    if let Some((start, pend, rule)) = secret::prefix_at(h, p) {
+                        if let Some((start, end)) = secret::check(h, start, pend, rule, &mut pem) {
+                            hits.push(Hit { start, end, kind: Kind::Secret });
+                            // Nothing inside a credential needs looking at again.
+                            i = i.max(end);
+                        }
+                    }
                 }
                 _ => {
                     let run = digit_run_len(h, p);
@@ -121,17 +155,20 @@ impl Scanner {
         }
     }
 
-    /// Candidates of every numeric type whose first digit group starts at `p`.
+    /// Candidates of every numeric type whose first digit group starts at `p`. Each
+    /// detector is only tried for run lengths it can start with.
+    #[inline]
     fn numeric(&self, h: &[u8], p: usize, run: usize, hints: Hints, hits: &mut Vec<Hit>) {
-        if self.on(Kind::CreditCard) && run >= 1 {
+        let next = h.get(p + run).copied();
+        if self.on(Kind::CreditCard) && (run == 4 || (13..=19).contains(&run)) && matches!(h[p], b'2'..=b'6') {
             if let Some(end) = numeric::card(h, p) {
                 hits.push(Hit { start: p, end, kind: Kind::CreditCard });
             }
         }
         if self.on(Kind::Ssn) {
-            let found = if run == 3 {
+            let found = if run == 3 && matches!(next, Some(b'-' | b' ')) {
                 numeric::ssn(h, p)
-            } else if hints.ssn {
+            } else if hints.ssn && run == 9 {
                 numeric::ssn_bare(h, p, run)
             } else {
                 None
@@ -140,13 +177,15 @@ impl Scanner {
                 hits.push(Hit { start: p, end, kind: Kind::Ssn });
             }
         }
-        let plus = p > 0 && h[p - 1] == b'+';
-        if self.on(Kind::Phone) && (run <= 3 || plus || hints.phone) {
-            if let Some((start, end)) = numeric::phone(h, p, hints.phone, self.e164) {
-                hits.push(Hit { start, end, kind: Kind::Phone });
+        if self.on(Kind::Phone) {
+            let plus = p > 0 && h[p - 1] == b'+';
+            if run == 3 || (run == 1 && h[p] == b'1') || plus || hints.phone {
+                if let Some((start, end)) = numeric::phone(h, p, hints.phone, self.e164) {
+                    hits.push(Hit { start, end, kind: Kind::Phone });
+                }
             }
         }
-        if self.on(Kind::Ipv4) && run <= 3 && !hints.version {
+        if self.on(Kind::Ipv4) && run <= 3 && next == Some(b'.') && !hints.version {
             if let Some(end) = ip::ipv4(h, p) {
                 hits.push(Hit { start: p, end, kind: Kind::Ipv4 });
             }

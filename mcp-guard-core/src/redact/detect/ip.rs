@@ -117,6 +117,16 @@ fn ipv4_exact(g: &[u8]) -> bool {
     ipv4(g, 0) == Some(g.len())
 }
 
+/// Cheap first look at a `:`: an address has a hex digit or another `:` right next to
+/// it on both sides, or is `::`-compressed at an end.
+#[inline]
+pub(crate) fn v6_colon_plausible(h: &[u8], c: usize) -> bool {
+    let prev = c.checked_sub(1).and_then(|i| h.get(i)).copied();
+    let next = h.get(c + 1).copied();
+    let ok = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_hexdigit() || b == b':');
+    ok(prev) && ok(next) || prev == Some(b':') || next == Some(b':')
+}
+
 /// An IPv6 address containing the `:` at `c`. Looks no further left than `floor`.
 /// Returns the span if one is accepted, and where the candidate region ends (the
 /// scanner skips later colons before that point).

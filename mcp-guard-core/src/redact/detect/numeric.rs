@@ -200,6 +200,9 @@ fn in_number_column(h: &[u8], p: usize, j: usize) -> bool {
 /// A card number whose first digit is at `p`: 13-19 digits, either in one run or in
 /// groups split by single spaces or single dashes (one kind of separator throughout).
 pub(crate) fn card(h: &[u8], p: usize) -> Option<usize> {
+    if !left_ok(h, p, &[]) {
+        return None;
+    }
     let mut digits = [0u8; 19];
     let mut nd = 0usize;
     let mut groups = [0u8; 6];
@@ -209,6 +212,10 @@ pub(crate) fn card(h: &[u8], p: usize) -> Option<usize> {
     loop {
         let run = digit_run(h, j, 19);
         if run == 0 || nd + run > 19 || ng == groups.len() {
+            return None;
+        }
+        // Separated layouts start 4, then 4 or 6; give up early on anything else.
+        if ng == 1 && groups[0] == 4 && !(run == 4 || run == 6) || ng >= 2 && groups[1] == 6 && ng == 2 && !(run == 4 || run == 5) {
             return None;
         }
         digits[nd..nd + run].copy_from_slice(&h[j..j + run]);

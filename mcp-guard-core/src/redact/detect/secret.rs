@@ -1,7 +1,6 @@
-//! Credentials with a recognisable shape. Each rule starts at a literal prefix found by
-//! one multi-pattern search and then checks the body.
-
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+//! Credentials with a recognisable shape. Each rule starts at a literal prefix, found from
+//! a trigger byte of the scanner (`_`, `-`, `A`, `J`) or a substring search for `Bearer`,
+//! and then checks the body.
 
 /// What follows a prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,46 +28,54 @@ pub(crate) enum Rule {
     Bearer,
 }
 
-const PREFIXES: &[(&str, Rule)] = &[
-    ("AKIA", Rule::Aws),
-    ("ASIA", Rule::Aws),
-    ("ABIA", Rule::Aws),
-    ("ACCA", Rule::Aws),
-    ("ghp_", Rule::GithubToken),
-    ("gho_", Rule::GithubToken),
-    ("ghu_", Rule::GithubToken),
-    ("ghs_", Rule::GithubToken),
-    ("ghr_", Rule::GithubToken),
-    ("github_pat_", Rule::GithubPat),
-    ("xoxb-", Rule::Slack),
-    ("xoxp-", Rule::Slack),
-    ("xoxa-", Rule::Slack),
-    ("xoxr-", Rule::Slack),
-    ("xoxs-", Rule::Slack),
-    ("xoxe-", Rule::Slack),
-    ("sk_live_", Rule::Stripe),
-    ("rk_live_", Rule::Stripe),
-    ("sk_test_", Rule::Stripe),
-    ("rk_test_", Rule::Stripe),
-    ("sk-", Rule::SkDash),
-    ("AIza", Rule::Google),
-    ("eyJ", Rule::Jwt),
-    ("-----BEGIN ", Rule::Pem),
-    ("Bearer ", Rule::Bearer),
-    ("bearer ", Rule::Bearer),
-    ("BEARER ", Rule::Bearer),
-];
-
-/// The prefix automaton.
-pub(crate) fn prefixes() -> Result<AhoCorasick, aho_corasick::BuildError> {
-    AhoCorasickBuilder::new()
-        .match_kind(MatchKind::LeftmostFirst)
-        .build(PREFIXES.iter().map(|(p, _)| p))
+/// Looks for a credential prefix around the trigger byte at `i` (one of `_ - A J`).
+/// Returns the prefix's span and rule.
+#[inline]
+pub(crate) fn prefix_at(h: &[u8], i: usize) -> Option<(usize, usize, Rule)> {
+    let behind = |n: usize| i.checked_sub(n).and_then(|s| h.get(s..i));
+    let ahead = |n: usize| h.get(i..i + n);
+    match h[i] {
+        b'_' => {
+            if matches!(behind(3), Some(b"ghp" | b"gho" | b"ghu" | b"ghs" | b"ghr")) {
+                return Some((i - 3, i + 1, Rule::GithubToken));
+            }
+            if behind(6) == Some(b"github") && h.get(i + 1..i + 5) == Some(b"pat_") {
+                return Some((i - 6, i + 5, Rule::GithubPat));
+            }
+            if matches!(behind(2), Some(b"sk" | b"rk")) && matches!(h.get(i + 1..i + 6), Some(b"live_" | b"test_")) {
+                return Some((i - 2, i + 6, Rule::Stripe));
+            }
+            None
+        }
+        b'-' => {
+            if behind(2) == Some(b"sk") {
+                return Some((i - 2, i + 1, Rule::SkDash));
+            }
+            if let Some(&[b'x', b'o', b'x', c]) = behind(4) {
+                if b"bparse".contains(&c) {
+                    return Some((i - 4, i + 1, Rule::Slack));
+                }
+            }
+            if ahead(11) == Some(b"-----BEGIN ") {
+                return Some((i, i + 11, Rule::Pem));
+            }
+            None
+        }
+        b'A' => match ahead(4) {
+            Some(b"AKIA" | b"ASIA" | b"ABIA" | b"ACCA") => Some((i, i + 4, Rule::Aws)),
+            Some(b"AIza") => Some((i, i + 4, Rule::Google)),
+            _ => None,
+        },
+        b'J' => (behind(2) == Some(b"ey")).then(|| (i - 2, i + 1, Rule::Jwt)),
+        _ => None,
+    }
 }
 
-/// The rule of the prefix with this pattern index.
-pub(crate) fn rule(index: usize) -> Option<Rule> {
-    PREFIXES.get(index).map(|&(_, r)| r)
+/// `Bearer ` in any case: the searcher looks for `earer ` and `EARER `; this checks the
+/// byte before. Returns the prefix span.
+pub(crate) fn bearer_at(h: &[u8], earer: usize) -> Option<(usize, usize)> {
+    let b = *h.get(earer.checked_sub(1)?)?;
+    (b == b'b' || b == b'B').then_some((earer - 1, earer + 6))
 }
 
 fn is_alnum(b: u8) -> bool {
