@@ -89,6 +89,9 @@ mod scan;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod corpus;
+#[cfg(any(test, feature = "test-util"))]
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(test)]
 mod tests;
 

@@ -327,11 +327,28 @@ impl PatternRedactor {
     }
 
     /// Redacts `h`; `None` when nothing was found.
+    ///
+    /// Some rejections depend on context (an address glued to a token is not an address),
+    /// and a replacement changes the context. So the output is scanned again until
+    /// nothing more is found: that makes redaction idempotent. Only strings that had
+    /// findings pay for the extra pass; the number of passes is capped.
     pub(crate) fn redact_with(&self, h: &[u8], hints: Hints, known: &KnownSet, hits: &mut Vec<Hit>) -> Option<Vec<u8>> {
+        const MAX_PASSES: usize = 4;
         if hints.secret {
             let p = Kind::Secret.placeholder().as_bytes();
             return (!h.is_empty() && h != p).then(|| p.to_vec());
         }
+        let mut out = self.replace_once(h, hints, known, hits)?;
+        for _ in 1..MAX_PASSES {
+            match self.replace_once(&out, hints, known, hits) {
+                Some(next) => out = next,
+                None => break,
+            }
+        }
+        Some(out)
+    }
+
+    fn replace_once(&self, h: &[u8], hints: Hints, known: &KnownSet, hits: &mut Vec<Hit>) -> Option<Vec<u8>> {
         hits.clear();
         self.scanner.scan(h, hints, known, hits);
         if hits.is_empty() {

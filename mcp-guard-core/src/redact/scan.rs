@@ -64,7 +64,7 @@ fn next_trigger(h: &[u8], mut i: usize) -> Option<usize> {
         return Some(i + k);
     }
     i += near.len();
-    while let Some(chunk) = h.get(i..i + W) {
+    while let Some(chunk) = h.get(i..i + W).and_then(|c| <&[u8; W]>::try_from(c).ok()) {
         let mut any = 0u8;
         for &b in chunk {
             any |= u8::from(b.wrapping_sub(b'0') <= 10)

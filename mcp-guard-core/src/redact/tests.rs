@@ -378,3 +378,78 @@ fn show_false_cards() {
         println!("Out: {}", &out[i.saturating_sub(120)..i + 30]);
     }
 }
+
+/// Replays `fuzz/regressions/<target>/*` through the fuzz targets' property checks.
+#[test]
+fn fuzz_regressions_replay() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/regressions");
+    let mut n = 0;
+    for (target, check) in [("redact_str", fuzzing::check_str as fn(&[u8])), ("redact_json", fuzzing::check_json)] {
+        let Ok(dir) = std::fs::read_dir(root.join(target)) else { continue };
+        for entry in dir.flatten() {
+            let data = std::fs::read(entry.path()).unwrap();
+            check(&data);
+            n += 1;
+        }
+    }
+    assert!(n > 0, "no regression inputs found under {}", root.display());
+}
+
+mod props {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::super::fuzzing;
+
+    fn text() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![
+                "[0-9]{1,5}",
+                "[ .:@\\-_()+/#%A-Za-z]",
+                "[a-zA-Z]{1,6}",
+                Just("é".to_owned()),
+                Just("::".to_owned()),
+                Just("eyJ".to_owned()),
+                Just("ghp_".to_owned()),
+                Just("Bearer ".to_owned()),
+            ],
+            0..40,
+        )
+        .prop_map(|v| v.concat())
+    }
+
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<u64>().prop_map(Value::from),
+            Just(Value::from(4_111_111_111_111_111u64)),
+            text().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(6, 64, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(text(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn text_properties(pick in 0u8..20, at in any::<u8>(), s in text()) {
+            let mut data = vec![pick, at];
+            data.extend_from_slice(s.as_bytes());
+            fuzzing::check_str(&data);
+        }
+
+        #[test]
+        fn json_properties(pick in 0u8..20, v in json()) {
+            let mut data = vec![pick, 0];
+            data.extend_from_slice(serde_json::to_string(&v).unwrap().as_bytes());
+            fuzzing::check_json(&data);
+        }
+    }
+}
