@@ -97,7 +97,7 @@ mod tests;
 
 pub use known::{KnownSecrets, MIN_KNOWN_SECRET_LEN};
 pub use pattern::{
-    Finding, Kind, PatternRedactor, PatternRedactorBuilder, RedactionConfig, SessionKey, Style,
+    Finding, Kind, MAX_PASSES, PatternRedactor, PatternRedactorBuilder, RedactionConfig, SessionKey, Style, UNSTABLE,
 };
 
 /// Finds sensitive values in text and JSON and replaces them.

@@ -15,6 +15,13 @@ use super::Redactor;
 use super::known::{KnownSecrets, KnownSet};
 use super::scan::{self, Hints, Hit, Scanner};
 
+/// Passes over one string before it counts as crafted; see [`UNSTABLE`].
+pub const MAX_PASSES: usize = 8;
+
+/// Replaces a whole string whose redaction did not settle within [`MAX_PASSES`] passes
+/// (each replacement exposing another finding: only crafted input does that).
+pub const UNSTABLE: &str = "[REDACTED_UNSTABLE]";
+
 /// What a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -331,9 +338,10 @@ impl PatternRedactor {
     /// Some rejections depend on context (an address glued to a token is not an address),
     /// and a replacement changes the context. So the output is scanned again until
     /// nothing more is found: that makes redaction idempotent. Only strings that had
-    /// findings pay for the extra pass; the number of passes is capped.
+    /// findings pay for the extra pass. Real text settles after one or two passes; a
+    /// string still changing after [`MAX_PASSES`] is crafted, and is replaced as a whole
+    /// by [`UNSTABLE`] (fail closed, and still idempotent).
     pub(crate) fn redact_with(&self, h: &[u8], hints: Hints, known: &KnownSet, hits: &mut Vec<Hit>) -> Option<Vec<u8>> {
-        const MAX_PASSES: usize = 4;
         if hints.secret {
             let p = Kind::Secret.placeholder().as_bytes();
             return (!h.is_empty() && h != p).then(|| p.to_vec());
@@ -342,10 +350,10 @@ impl PatternRedactor {
         for _ in 1..MAX_PASSES {
             match self.replace_once(&out, hints, known, hits) {
                 Some(next) => out = next,
-                None => break,
+                None => return Some(out),
             }
         }
-        Some(out)
+        Some(UNSTABLE.as_bytes().to_vec())
     }
 
     fn replace_once(&self, h: &[u8], hints: Hints, known: &KnownSet, hits: &mut Vec<Hit>) -> Option<Vec<u8>> {
