@@ -31,7 +31,9 @@ fn input(case: &str, size: usize) -> String {
 fn throughput(c: &mut Criterion) {
     let redactor = PatternRedactor::builder().build();
     let mut g = c.benchmark_group("redact_json");
-    g.warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2)).sample_size(20);
+    g.warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20);
     for case in ["digits", "prose", "clean"] {
         for (size, name) in SIZES {
             let text = input(case, size);
@@ -48,13 +50,17 @@ fn throughput(c: &mut Criterion) {
                 );
             });
             if size == 64 << 10 {
-                g.bench_with_input(BenchmarkId::new(format!("parse+walk+write/{case}"), name), &text, |b, t| {
-                    b.iter(|| {
-                        let mut v: Value = serde_json::from_str(t).expect("json");
-                        redactor.redact_json(&mut v);
-                        serde_json::to_vec(&v).expect("write")
-                    });
-                });
+                g.bench_with_input(
+                    BenchmarkId::new(format!("parse+walk+write/{case}"), name),
+                    &text,
+                    |b, t| {
+                        b.iter(|| {
+                            let mut v: Value = serde_json::from_str(t).expect("json");
+                            redactor.redact_json(&mut v);
+                            serde_json::to_vec(&v).expect("write")
+                        });
+                    },
+                );
             }
         }
     }
@@ -62,11 +68,15 @@ fn throughput(c: &mut Criterion) {
 
     // Plain text (no JSON), for comparison with the per-string cost.
     let mut g = c.benchmark_group("redact_str");
-    g.warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2)).sample_size(20);
+    g.warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20);
     for case in ["digits", "prose", "clean"] {
         let text = input(case, 1 << 20);
         g.throughput(Throughput::Bytes(text.len() as u64));
-        g.bench_with_input(BenchmarkId::new(case, "1MiB"), &text, |b, t| b.iter(|| redactor.redact_str(black_box(t)).len()));
+        g.bench_with_input(BenchmarkId::new(case, "1MiB"), &text, |b, t| {
+            b.iter(|| redactor.redact_str(black_box(t)).len())
+        });
     }
     g.finish();
 }
@@ -76,7 +86,8 @@ fn latency(c: &mut Criterion) {
     let text = corpus::digit_heavy_json(21, 10_000, true);
     let value: Value = serde_json::from_str(&text).expect("json");
     let mut g = c.benchmark_group("latency_10KB_tools_call");
-    g.warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    g.warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
     g.bench_function("walk", |b| {
         b.iter_batched(
             || value.clone(),

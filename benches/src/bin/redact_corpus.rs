@@ -5,7 +5,7 @@
 //! redact_corpus gen <path> <bytes>   # one JSON-encoded string per line
 //! redact_corpus run <path>           # prints `rust_mb_per_s <n>` and findings
 //! ```
-#![allow(clippy::print_stdout, clippy::print_stderr)]
+#![allow(clippy::print_stdout, clippy::print_stderr, clippy::cast_precision_loss)]
 
 use std::time::Instant;
 
@@ -35,15 +35,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("run") => {
             let path = args.get(2).ok_or("path")?;
             let text = std::fs::read_to_string(path)?;
-            let lines: Vec<String> =
-                text.lines().map(|l| serde_json::from_str::<String>(l)).collect::<Result<_, _>>()?;
+            let lines: Vec<String> = text
+                .lines()
+                .map(serde_json::from_str::<String>)
+                .collect::<Result<_, _>>()?;
             let total: usize = lines.iter().map(String::len).sum();
             let r = PatternRedactor::builder().build();
             let mut best = f64::MAX;
             let mut changed = 0;
             for _ in 0..5 {
                 let t = Instant::now();
-                changed = lines.iter().filter(|l| matches!(r.redact_str(l), std::borrow::Cow::Owned(_))).count();
+                changed = lines
+                    .iter()
+                    .filter(|l| matches!(r.redact_str(l), std::borrow::Cow::Owned(_)))
+                    .count();
                 best = best.min(t.elapsed().as_secs_f64());
             }
             println!("rust_bytes {total}");

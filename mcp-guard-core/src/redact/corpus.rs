@@ -3,7 +3,14 @@
 //!
 //! Everything is a pure function of the seed (a `SplitMix64` generator written out
 //! here, so the data does not change with a dependency's version).
-#![allow(missing_docs, clippy::missing_panics_doc)]
+#![allow(
+    missing_docs,
+    clippy::missing_panics_doc,
+    clippy::exhaustive_structs,
+    clippy::cast_possible_truncation,
+    clippy::explicit_auto_deref,
+    reason = "test data generator"
+)]
 
 use std::fmt::Write as _;
 use std::ops::Range;
@@ -45,7 +52,9 @@ impl Rng {
     }
 
     pub fn digits(&mut self, n: usize) -> String {
-        (0..n).map(|_| char::from(b'0' + u8::try_from(self.below(10)).unwrap_or(0))).collect()
+        (0..n)
+            .map(|_| char::from(b'0' + u8::try_from(self.below(10)).unwrap_or(0)))
+            .collect()
     }
 
     pub fn alnum_in(&mut self, lo: u64, hi: u64, alphabet: &[u8]) -> String {
@@ -68,10 +77,53 @@ const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234
 const UPPER_DIGIT: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
 const HEX: &[u8] = b"0123456789abcdef";
 const WORDS: &[&str] = &[
-    "the", "report", "shows", "that", "our", "customer", "asked", "about", "a", "refund", "for", "order", "and",
-    "please", "review", "deployment", "status", "of", "service", "with", "latency", "when", "cache", "is", "warm",
-    "user", "requested", "update", "to", "profile", "settings", "meeting", "notes", "include", "next", "steps",
-    "résumé", "naïve", "café", "über", "東京", "データ", "привет", "mañana", "→", "—", "🙂",
+    "the",
+    "report",
+    "shows",
+    "that",
+    "our",
+    "customer",
+    "asked",
+    "about",
+    "a",
+    "refund",
+    "for",
+    "order",
+    "and",
+    "please",
+    "review",
+    "deployment",
+    "status",
+    "of",
+    "service",
+    "with",
+    "latency",
+    "when",
+    "cache",
+    "is",
+    "warm",
+    "user",
+    "requested",
+    "update",
+    "to",
+    "profile",
+    "settings",
+    "meeting",
+    "notes",
+    "include",
+    "next",
+    "steps",
+    "résumé",
+    "naïve",
+    "café",
+    "über",
+    "東京",
+    "データ",
+    "привет",
+    "mañana",
+    "→",
+    "—",
+    "🙂",
 ];
 
 /// A value with the kind it is.
@@ -92,7 +144,11 @@ pub fn email(r: &mut Rng) -> String {
     };
     let domain = r.alnum_in(3, 10, LOWER);
     let tld = *r.pick(&["com", "org", "io", "co.uk", "de", "example", "net"]);
-    let sub = if r.chance(20) { format!("{}.", r.alnum(4, LOWER)) } else { String::new() };
+    let sub = if r.chance(20) {
+        format!("{}.", r.alnum(4, LOWER))
+    } else {
+        String::new()
+    };
     format!("{local}@{sub}{domain}.{tld}")
 }
 
@@ -176,19 +232,32 @@ pub fn card(r: &mut Rng) -> String {
     let groups: Vec<&str> = if d.len() == 15 || d.len() == 14 {
         vec![&d[..4], &d[4..10], &d[10..]]
     } else {
-        d.as_bytes().chunks(4).map(|c| std::str::from_utf8(c).unwrap_or("")).collect()
+        d.as_bytes()
+            .chunks(4)
+            .map(|c| std::str::from_utf8(c).unwrap_or(""))
+            .collect()
     };
     groups.join(sep)
 }
 
 pub fn ipv4(r: &mut Rng) -> String {
-    format!("{}.{}.{}.{}", r.range(1, 255), r.below(256), r.below(256), r.range(1, 254))
+    format!(
+        "{}.{}.{}.{}",
+        r.range(1, 255),
+        r.below(256),
+        r.below(256),
+        r.range(1, 254)
+    )
 }
 
 pub fn ipv6(r: &mut Rng) -> String {
     let g = |r: &mut Rng| {
         let v = r.below(0x10000);
-        if r.chance(50) { format!("{v:x}") } else { format!("{v:04x}") }
+        if r.chance(50) {
+            format!("{v:x}")
+        } else {
+            format!("{v:04x}")
+        }
     };
     match r.below(8) {
         0 => (0..8).map(|_| g(r)).collect::<Vec<_>>().join(":"),
@@ -231,7 +300,10 @@ fn filler(r: &mut Rng, out: &mut String, words: usize) {
 pub fn positive(r: &mut Rng, kind: Kind) -> Labelled {
     let mut text = String::new();
     let mut spans = Vec::new();
-    { let n = r.range(0, 6) as usize; filler(r, &mut text, n) };
+    {
+        let n = r.range(0, 6) as usize;
+        filler(r, &mut text, n);
+    };
     for i in 0..r.range(1, 2) {
         if i > 0 {
             text.push_str(*r.pick(&[" and ", ", ", "; "]));
@@ -253,16 +325,38 @@ pub fn positive(r: &mut Rng, kind: Kind) -> Labelled {
         text.push_str(*r.pick(&["", ")", ">", "\"", "'", ".", ",", " "]));
     }
     text.push(' ');
-    { let n = r.range(0, 6) as usize; filler(r, &mut text, n) };
+    {
+        let n = r.range(0, 6) as usize;
+        filler(r, &mut text, n);
+    };
     Labelled { text, spans }
 }
 
 /// Text that looks numeric or structured but holds nothing to redact.
 pub fn trap(r: &mut Rng) -> String {
     match r.below(18) {
-        0 => format!("version {}.{}.{}.{}", r.below(20), r.below(20), r.below(100), r.below(100)),
-        1 => format!("v{}.{}.{}.{}", r.below(20), r.below(20), r.below(100), r.below(100)),
-        2 => format!("build {}.{}.{}.{}.{}", r.below(20), r.below(20), r.below(100), r.below(100), r.below(9)),
+        0 => format!(
+            "version {}.{}.{}.{}",
+            r.below(20),
+            r.below(20),
+            r.below(100),
+            r.below(100)
+        ),
+        1 => format!(
+            "v{}.{}.{}.{}",
+            r.below(20),
+            r.below(20),
+            r.below(100),
+            r.below(100)
+        ),
+        2 => format!(
+            "build {}.{}.{}.{}.{}",
+            r.below(20),
+            r.below(20),
+            r.below(100),
+            r.below(100),
+            r.below(9)
+        ),
         3 => format!("10.0.{}.{}", r.range(10000, 30000), r.range(1000, 9999)),
         4 => format!(
             "{}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
@@ -283,7 +377,10 @@ pub fn trap(r: &mut Rng) -> String {
             r.alnum(4, HEX),
             r.alnum(12, HEX)
         ),
-        7 => { let n = *r.pick(&[32, 40, 64]); r.alnum(n, HEX) },
+        7 => {
+            let n = *r.pick(&[32, 40, 64]);
+            r.alnum(n, HEX)
+        }
         8 => {
             // A 16-digit order number that fails Luhn.
             let c = card_digits(r);
@@ -293,13 +390,40 @@ pub fn trap(r: &mut Rng) -> String {
         }
         9 => format!("000-{:02}-{:04}", r.range(1, 99), r.range(1, 9999)),
         10 => format!("666-{:02}-{:04}", r.range(1, 99), r.range(1, 9999)),
-        11 => format!("{}-{:02}-{:04}", r.range(900, 999), r.range(1, 99), r.range(1, 9999)),
+        11 => format!(
+            "{}-{:02}-{:04}",
+            r.range(900, 999),
+            r.range(1, 99),
+            r.range(1, 9999)
+        ),
         12 => format!("{}-00-{:04}", r.range(1, 899), r.range(1, 9999)),
-        13 => format!("{}:{}", r.pick(&["localhost", "example.com", "db.internal", "api"]), r.range(1, 65535)),
-        14 => format!("{}.{}.{}.{}", r.range(256, 999), r.below(256), r.below(256), r.below(256)),
-        15 => format!("{}.{}.{}.{}", r.below(256), r.below(256), r.range(256, 999), r.below(256)),
+        13 => format!(
+            "{}:{}",
+            r.pick(&["localhost", "example.com", "db.internal", "api"]),
+            r.range(1, 65535)
+        ),
+        14 => format!(
+            "{}.{}.{}.{}",
+            r.range(256, 999),
+            r.below(256),
+            r.below(256),
+            r.below(256)
+        ),
+        15 => format!(
+            "{}.{}.{}.{}",
+            r.below(256),
+            r.below(256),
+            r.range(256, 999),
+            r.below(256)
+        ),
         16 => format!("{:02}:{:02}:{:02}", r.below(24), r.below(60), r.below(60)),
-        _ => format!("{} ms, {} items, ${}.{:02}", r.below(5000), r.below(100), r.below(10_000), r.below(100)),
+        _ => format!(
+            "{} ms, {} items, ${}.{:02}",
+            r.below(5000),
+            r.below(100),
+            r.below(10_000),
+            r.below(100)
+        ),
     }
 }
 
@@ -342,7 +466,13 @@ fn clean_number_text(r: &mut Rng, out: &mut String) {
             let _ = write!(out, "{}", r.digits_in(5, 12));
         }
         8 => {
-            let _ = write!(out, "{}/{}/{}", r.range(1, 12), r.range(1, 28), r.range(1990, 2030));
+            let _ = write!(
+                out,
+                "{}/{}/{}",
+                r.range(1, 12),
+                r.range(1, 28),
+                r.range(1990, 2030)
+            );
         }
         9 => {
             let _ = write!(out, "#{}", r.digits_in(4, 10));
@@ -357,7 +487,11 @@ fn clean_number_text(r: &mut Rng, out: &mut String) {
             let _ = write!(out, "{} {} {}", r.digits(4), r.digits(4), r.digits(4));
         }
         _ => {
-            let _ = write!(out, "{}", r.digits_in(13, 19).trim_start_matches(['3', '4', '5', '6', '2']));
+            let _ = write!(
+                out,
+                "{}",
+                r.digits_in(13, 19).trim_start_matches(['3', '4', '5', '6', '2'])
+            );
         }
     }
 }
@@ -414,17 +548,27 @@ pub fn prose_json(seed: u64, target_bytes: usize, pii: bool) -> String {
     let mut size = 0;
     while size < target_bytes {
         let mut text = String::new();
-        { let n = r.range(40, 120) as usize; prose(&mut r, &mut text, n) };
+        {
+            let n = r.range(40, 120) as usize;
+            prose(&mut r, &mut text, n);
+        };
         if pii && r.chance(30) {
             text.push_str(" contact ");
-            text.push_str(&if r.chance(50) { email(&mut r) } else { phone(&mut r) });
+            text.push_str(&if r.chance(50) {
+                email(&mut r)
+            } else {
+                phone(&mut r)
+            });
             text.push('.');
         }
         let item = format!("{{\"type\":\"text\",\"text\":{}}}", json_str(&text));
         size += item.len() + 1;
         items.push(item);
     }
-    format!("{{\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{{\"content\":[{}],\"isError\":false}}}}", items.join(","))
+    format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{{\"content\":[{}],\"isError\":false}}}}",
+        items.join(",")
+    )
 }
 
 /// PII-free JSON in the shape of tool results: records with ids, timestamps, amounts,
@@ -434,7 +578,10 @@ pub fn clean_json(seed: u64, target_bytes: usize) -> String {
     let mut out = String::from("[");
     while out.len() < target_bytes {
         let mut note = String::new();
-        { let n = r.range(3, 20) as usize; prose(&mut r, &mut note, n) };
+        {
+            let n = r.range(3, 20) as usize;
+            prose(&mut r, &mut note, n);
+        };
         for _ in 0..r.range(1, 4) {
             note.push(' ');
             clean_number_text(&mut r, &mut note);
@@ -467,5 +614,12 @@ pub fn clean_json(seed: u64, target_bytes: usize) -> String {
 }
 
 fn trap_uuid(r: &mut Rng) -> String {
-    format!("{}-{}-{}-{}-{}", r.alnum(8, HEX), r.alnum(4, HEX), r.alnum(4, HEX), r.alnum(4, HEX), r.alnum(12, HEX))
+    format!(
+        "{}-{}-{}-{}-{}",
+        r.alnum(8, HEX),
+        r.alnum(4, HEX),
+        r.alnum(4, HEX),
+        r.alnum(4, HEX),
+        r.alnum(12, HEX)
+    )
 }

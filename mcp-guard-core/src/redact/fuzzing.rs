@@ -84,7 +84,10 @@ pub fn check_str(data: &[u8]) {
         if let Some(p) = planted {
             // The planted occurrence must be gone (the same characters may still appear
             // elsewhere in a form that is not a finding, e.g. glued to a word).
-            assert!(!once.contains(&format!("<{p}>")), "planted {p:?} survived: {once:?}");
+            assert!(
+                !once.contains(&format!("<{p}>")),
+                "planted {p:?} survived: {once:?}"
+            );
         }
         if std::str::from_utf8(&bytes).is_ok() {
             assert_eq!(&*r.redact_bytes(&bytes), once.as_bytes());
@@ -108,7 +111,8 @@ fn same_shape(a: &Value, b: &Value, depth: usize) -> bool {
         (Value::Object(x), Value::Object(y)) => {
             // Keys may be renamed; compare values of unchanged keys, and counts.
             x.len() == y.len()
-                && x.iter().all(|(k, v)| y.get(k).is_none_or(|w| same_shape(v, w, depth + 1)))
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_none_or(|w| same_shape(v, w, depth + 1)))
         }
         (Value::String(_), Value::String(_))
         | (Value::Number(_), Value::Number(_) | Value::String(_))
@@ -141,9 +145,16 @@ pub fn check_json(data: &[u8]) {
         assert_eq!(again, out, "JSON not idempotent");
         if let Some(p) = planted {
             assert_ne!(out["p"], Value::from(p), "planted {p:?} survived: {text}");
-            assert!(!text.contains(&format!("<{p}>")), "planted {p:?} survived: {text}");
+            assert!(
+                !text.contains(&format!("<{p}>")),
+                "planted {p:?} survived: {text}"
+            );
             let arr = serde_json::json!([p]);
-            assert!(out.as_object().is_some_and(|m| !m.contains_key(p) && m.values().all(|v| *v != arr)), "{text}");
+            assert!(
+                out.as_object()
+                    .is_some_and(|m| !m.contains_key(p) && m.values().all(|v| *v != arr)),
+                "{text}"
+            );
         }
     }
 }

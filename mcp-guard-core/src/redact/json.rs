@@ -12,7 +12,12 @@ use super::{MAX_JSON_DEPTH, TOO_DEEP};
 
 pub(crate) fn redact(r: &PatternRedactor, value: &mut Value) {
     let known = r.snapshot();
-    let mut w = Walk { r, known: &known, hits: Vec::new(), keys: HashMap::new() };
+    let mut w = Walk {
+        r,
+        known: &known,
+        hits: Vec::new(),
+        keys: HashMap::new(),
+    };
     w.walk(value, 0, Hints::default());
 }
 
@@ -30,9 +35,26 @@ const KEY_CACHE: usize = 512;
 /// Keys (lower-cased, without `_`, `-`, `.` and spaces) whose string value is a
 /// credential as a whole.
 const SECRET_KEYS: &[&[u8]] = &[
-    b"password", b"passwd", b"pwd", b"secret", b"clientsecret", b"apikey", b"xapikey", b"apitoken",
-    b"accesstoken", b"refreshtoken", b"idtoken", b"authtoken", b"token", b"bearertoken", b"authorization",
-    b"privatekey", b"secretkey", b"secretaccesskey", b"awssecretaccesskey", b"sessiontoken",
+    b"password",
+    b"passwd",
+    b"pwd",
+    b"secret",
+    b"clientsecret",
+    b"apikey",
+    b"xapikey",
+    b"apitoken",
+    b"accesstoken",
+    b"refreshtoken",
+    b"idtoken",
+    b"authtoken",
+    b"token",
+    b"bearertoken",
+    b"authorization",
+    b"privatekey",
+    b"secretkey",
+    b"secretaccesskey",
+    b"awssecretaccesskey",
+    b"sessiontoken",
     b"proxyauthorization",
 ];
 
@@ -66,7 +88,10 @@ pub(crate) fn key_hints(key: &str) -> Hints {
 /// A string that may hold a JSON object or array.
 fn looks_like_json(s: &str) -> bool {
     let t = s.trim_ascii();
-    matches!((t.as_bytes().first(), t.as_bytes().last()), (Some(b'{'), Some(b'}')) | (Some(b'['), Some(b']')))
+    matches!(
+        (t.as_bytes().first(), t.as_bytes().last()),
+        (Some(b'{'), Some(b'}')) | (Some(b'['), Some(b']'))
+    )
 }
 
 impl Walk<'_> {
@@ -98,20 +123,28 @@ impl Walk<'_> {
     }
 
     fn string(&mut self, s: &mut String, depth: usize, hints: Hints) -> bool {
-        if !hints.secret && looks_like_json(s) {
-            if let Ok(mut inner) = serde_json::from_str::<Value>(s) {
-                if !self.walk(&mut inner, depth + 1, Hints::default()) {
-                    return false;
-                }
-                let text =
-                    if s.contains('\n') { serde_json::to_string_pretty(&inner) } else { serde_json::to_string(&inner) };
-                *s = text.unwrap_or_else(|_| TOO_DEEP.to_owned());
-                return true;
+        if !hints.secret
+            && looks_like_json(s)
+            && let Ok(mut inner) = serde_json::from_str::<Value>(s)
+        {
+            if !self.walk(&mut inner, depth + 1, Hints::default()) {
+                return false;
             }
+            let text = if s.contains('\n') {
+                serde_json::to_string_pretty(&inner)
+            } else {
+                serde_json::to_string(&inner)
+            };
+            *s = text.unwrap_or_else(|_| TOO_DEEP.to_owned());
+            return true;
         }
-        match self.r.redact_with(s.as_bytes(), hints, self.known, &mut self.hits) {
+        match self
+            .r
+            .redact_with(s.as_bytes(), hints, self.known, &mut self.hits)
+        {
             Some(out) => {
-                *s = String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                *s = String::from_utf8(out)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
                 true
             }
             None => false,

@@ -53,11 +53,16 @@ pub(crate) struct KnownSet {
 
 impl fmt::Debug for KnownSecrets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KnownSecrets").field("len", &self.len()).finish_non_exhaustive()
+        f.debug_struct("KnownSecrets")
+            .field("len", &self.len())
+            .finish_non_exhaustive()
     }
 }
 
-#[expect(clippy::disallowed_methods, reason = "the scrubber must know the bytes it searches for")]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the scrubber must know the bytes it searches for"
+)]
 fn bytes_of(secret: &SecretString) -> &[u8] {
     secret.expose_secret().as_bytes()
 }
@@ -73,10 +78,10 @@ fn variants(s: &[u8]) -> Vec<Vec<u8>> {
             // Characters whose 6 bits come from the secret alone.
             let first = (8 * k).div_ceil(6);
             let last = (8 * (k + s.len())) / 6;
-            if let Some(mid) = enc.get(first..last.min(enc.len())) {
-                if mid.len() >= MIN_KNOWN_SECRET_LEN {
-                    out.push(mid.to_vec());
-                }
+            if let Some(mid) = enc.get(first..last.min(enc.len()))
+                && mid.len() >= MIN_KNOWN_SECRET_LEN
+            {
+                out.push(mid.to_vec());
             }
         }
     }
@@ -86,18 +91,21 @@ fn variants(s: &[u8]) -> Vec<Vec<u8>> {
             if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
                 pct.push(b);
             } else {
-                let hex = if upper { b"0123456789ABCDEF" } else { b"0123456789abcdef" };
+                let hex = if upper {
+                    b"0123456789ABCDEF"
+                } else {
+                    b"0123456789abcdef"
+                };
                 pct.extend_from_slice(&[b'%', hex[usize::from(b >> 4)], hex[usize::from(b & 15)]]);
             }
         }
         out.push(pct);
     }
-    if let Ok(text) = std::str::from_utf8(s) {
-        if let Ok(json) = serde_json::to_string(text) {
-            if let Some(inner) = json.as_bytes().get(1..json.len() - 1) {
-                out.push(inner.to_vec());
-            }
-        }
+    if let Ok(text) = std::str::from_utf8(s)
+        && let Ok(json) = serde_json::to_string(text)
+        && let Some(inner) = json.as_bytes().get(1..json.len() - 1)
+    {
+        out.push(inner.to_vec());
     }
     out.sort();
     out.dedup();
@@ -132,7 +140,12 @@ impl KnownSecrets {
         let bytes = bytes_of(secret);
         let mut guard = self.current.write().unwrap_or_else(PoisonError::into_inner);
         let before = guard.secrets.len();
-        let secrets: Vec<SecretString> = guard.secrets.iter().filter(|s| bytes_of(s) != bytes).cloned().collect();
+        let secrets: Vec<SecretString> = guard
+            .secrets
+            .iter()
+            .filter(|s| bytes_of(s) != bytes)
+            .cloned()
+            .collect();
         if secrets.len() == before {
             return false;
         }
@@ -183,7 +196,10 @@ mod tests {
         assert!(has("s3cr3t/value+x"));
         assert!(has("s3cr3t%2Fvalue%2Bx"));
         assert!(has("s3cr3t%2fvalue%2bx"));
-        assert!(has("czNjcjN0L3ZhbHVlK3"), "base64 without the last, partly padded, character");
+        assert!(
+            has("czNjcjN0L3ZhbHVlK3"),
+            "base64 without the last, partly padded, character"
+        );
         assert!(v.iter().all(|p| p.len() >= MIN_KNOWN_SECRET_LEN));
     }
 

@@ -61,10 +61,10 @@
 //! | [`Kind::Email`] | `local@domain.tld`; local part of letters, digits, `._%+-`; two or more domain labels, the last 2+ letters | `@handle`, `root@localhost`, `a@b.c`, labels starting or ending with `-` |
 //! | [`Kind::Phone`] | North American numbers: `(555) 123-4567`, `555-123-4567`, `555.123.4567`, `555 123 4567`, with optional `+1`/`1` prefix, `+15551234567`; area code and exchange `[2-9]XX` (area not `N11`); bare ten digits only under a JSON key naming a phone; E.164 `+` and 8-15 digits when [`PatternRedactorBuilder::e164`] is on | mixed separators (`555-123.4567`), area or exchange starting with 0/1, bare ten-digit runs in text |
 //! | [`Kind::Ssn`] | `AAA-GG-SSSS` and `AAA GG SSSS`; nine bare digits only under a key naming an SSN | area 000, 666 or 900-999, group 00, serial 0000, mixed separators |
-//! | [`Kind::CreditCard`] | 13-19 digits in one run, or in groups split by one kind of single separator (space or dash) laid out as cards are printed (`4-4-4-4`, `4-4-4-1..3`, `4-4-4-4-1..3`, `4-6-5`, `4-6-4`); must pass Luhn and match an issuer range: Visa `4` (13/16/19), Mastercard `51-55` and `2221-2720` (16), Amex `34`/`37` (15), Discover `6011`/`644-649`/`65`, UnionPay `62`, JCB `3528-3589` (16-19), Diners `300-305`/`36`/`38`/`39` (14); also as a JSON number | numbers failing Luhn, unknown prefixes (epoch-millisecond timestamps start with `1`), other group layouts, runs embedded in longer numbers or words |
+//! | [`Kind::CreditCard`] | 13-19 digits in one run, or in groups split by one kind of single separator (space or dash) laid out as cards are printed (`4-4-4-4`, `4-4-4-1..3`, `4-4-4-4-1..3`, `4-6-5`, `4-6-4`); must pass Luhn and match an issuer range: Visa `4` (13/16/19), Mastercard `51-55` and `2221-2720` (16), Amex `34`/`37` (15), Discover `6011`/`644-649`/`65`, `UnionPay` `62`, JCB `3528-3589` (16-19), Diners `300-305`/`36`/`38`/`39` (14); also as a JSON number | numbers failing Luhn, unknown prefixes (epoch-millisecond timestamps start with `1`), other group layouts, runs embedded in longer numbers or words |
 //! | [`Kind::Ipv4`] | four octets 0-255 without leading zeros | octets above 255, `1.2.3.4.5`, `10.0.19045.2965`, `v1.2.3.4`, a quad right after the word `version`, or under a JSON key naming a version |
 //! | [`Kind::Ipv6`] | every RFC 4291 text form: full, `::`-compressed anywhere, embedded IPv4 (`::ffff:1.2.3.4`), zone ids (`fe80::1%eth0`, `%25eth0`) | a second `::`, wrong group counts, groups over 4 hex digits, compressed forms with neither a decimal digit nor 3+ groups (`A::B` is code more often than an address), `host:port`, clock times |
-//! | [`Kind::Secret`] | AWS key ids (`AKIA`/`ASIA`… + 16), GitHub (`ghp_`… + 36+, `github_pat_`), Slack (`xox?-`), Stripe (`sk_live_`, `rk_live_`, test keys), `sk-` keys with letters and digits (OpenAI, Anthropic), Google `AIza…`, JWTs, PEM private key blocks (to the `END` line, or to the end of the key body when cut off), the token after `Bearer `, and any string under a credential key (`password`, `token`, `api_key`, `authorization`…) | prefixes glued to a word, bodies that are too short, `Bearer` followed by a plain word |
+//! | [`Kind::Secret`] | AWS key ids (`AKIA`/`ASIA`… + 16), GitHub (`ghp_`… + 36+, `github_pat_`), Slack (`xox?-`), Stripe (`sk_live_`, `rk_live_`, test keys), `sk-` keys with letters and digits (`OpenAI`, Anthropic), Google `AIza…`, JWTs, PEM private key blocks (to the `END` line, or to the end of the key body when cut off), the token after `Bearer `, and any string under a credential key (`password`, `token`, `api_key`, `authorization`…) | prefixes glued to a word, bodies that are too short, `Bearer` followed by a plain word |
 //! | [`Kind::KnownSecret`] | registered values ([`KnownSecrets`]) raw, in base64 at any alignment, percent-encoded and JSON-escaped | values shorter than [`MIN_KNOWN_SECRET_LEN`] (refused when registering) |
 //!
 //! Replacements contain no trigger a detector could complete (`[REDACTED_SSN]`,
@@ -97,7 +97,8 @@ mod tests;
 
 pub use known::{KnownSecrets, MIN_KNOWN_SECRET_LEN};
 pub use pattern::{
-    Finding, Kind, MAX_PASSES, PatternRedactor, PatternRedactorBuilder, RedactionConfig, SessionKey, Style, UNSTABLE,
+    Finding, Kind, MAX_PASSES, PatternRedactor, PatternRedactorBuilder, RedactionConfig, SessionKey, Style,
+    UNSTABLE,
 };
 
 /// Finds sensitive values in text and JSON and replaces them.
@@ -238,7 +239,8 @@ mod trait_tests {
 
     #[test]
     fn walks_keys_and_leaves_keeping_shape() {
-        let v = serde_json::json!({"a": ["secret", 1], "secret": "x", "secret ": "y", "n": {"m": "my secret"}});
+        let v =
+            serde_json::json!({"a": ["secret", 1], "secret": "x", "secret ": "y", "n": {"m": "my secret"}});
         let out = Upper.redacted(v).into_inner();
         assert_eq!(out["a"], serde_json::json!(["[X]", 1]));
         assert_eq!(out["[X]"], "x");

@@ -47,7 +47,14 @@ pub enum Kind {
 
 impl Kind {
     /// The kinds that can be switched off, in a fixed order.
-    pub const PII: [Kind; 6] = [Kind::Email, Kind::Phone, Kind::Ssn, Kind::CreditCard, Kind::Ipv4, Kind::Ipv6];
+    pub const PII: [Kind; 6] = [
+        Kind::Email,
+        Kind::Phone,
+        Kind::Ssn,
+        Kind::CreditCard,
+        Kind::Ipv4,
+        Kind::Ipv6,
+    ];
 
     /// The label used in replacements: `EMAIL`, `PHONE`, `SSN`, `CREDIT_CARD`, `IP`
     /// (both IP versions) or `SECRET`.
@@ -135,7 +142,11 @@ impl SessionKey {
             use std::hash::{BuildHasher, Hasher};
             for chunk in key.chunks_mut(8) {
                 let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-                h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+                h.write_u128(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos()),
+                );
                 chunk.copy_from_slice(&h.finish().to_le_bytes());
             }
         }
@@ -309,10 +320,17 @@ impl PatternRedactor {
     /// merged.
     pub fn find(&self, input: &str) -> Vec<Finding> {
         let known = self.known.snapshot();
-        let mut hits = Vec::new();
-        self.scanner.scan(input.as_bytes(), Hints::default(), &known, &mut hits);
-        scan::merge(&mut hits);
-        hits.into_iter().map(|h| Finding { kind: h.kind, range: h.start..h.end }).collect()
+        let mut found = Vec::new();
+        self.scanner
+            .scan(input.as_bytes(), Hints::default(), &known, &mut found);
+        scan::merge(&mut found);
+        found
+            .into_iter()
+            .map(|h| Finding {
+                kind: h.kind,
+                range: h.start..h.end,
+            })
+            .collect()
     }
 
     /// Redacts bytes that need not be UTF-8 (a child's stderr, a raw body). Invalid
@@ -341,14 +359,20 @@ impl PatternRedactor {
     /// findings pay for the extra pass. Real text settles after one or two passes; a
     /// string still changing after [`MAX_PASSES`] is crafted, and is replaced as a whole
     /// by [`UNSTABLE`] (fail closed, and still idempotent).
-    pub(crate) fn redact_with(&self, h: &[u8], hints: Hints, known: &KnownSet, hits: &mut Vec<Hit>) -> Option<Vec<u8>> {
+    pub(crate) fn redact_with(
+        &self,
+        h: &[u8],
+        hints: Hints,
+        known: &KnownSet,
+        found: &mut Vec<Hit>,
+    ) -> Option<Vec<u8>> {
         if hints.secret {
             let p = Kind::Secret.placeholder().as_bytes();
             return (!h.is_empty() && h != p).then(|| p.to_vec());
         }
-        let mut out = self.replace_once(h, hints, known, hits)?;
+        let mut out = self.replace_once(h, hints, known, found)?;
         for _ in 1..MAX_PASSES {
-            match self.replace_once(&out, hints, known, hits) {
+            match self.replace_once(&out, hints, known, found) {
                 Some(next) => out = next,
                 None => return Some(out),
             }
@@ -356,16 +380,22 @@ impl PatternRedactor {
         Some(UNSTABLE.as_bytes().to_vec())
     }
 
-    fn replace_once(&self, h: &[u8], hints: Hints, known: &KnownSet, hits: &mut Vec<Hit>) -> Option<Vec<u8>> {
-        hits.clear();
-        self.scanner.scan(h, hints, known, hits);
-        if hits.is_empty() {
+    fn replace_once(
+        &self,
+        h: &[u8],
+        hints: Hints,
+        known: &KnownSet,
+        found: &mut Vec<Hit>,
+    ) -> Option<Vec<u8>> {
+        found.clear();
+        self.scanner.scan(h, hints, known, found);
+        if found.is_empty() {
             return None;
         }
-        scan::merge(hits);
-        let mut out = Vec::with_capacity(h.len() + 16 * hits.len());
+        scan::merge(found);
+        let mut out = Vec::with_capacity(h.len() + 16 * found.len());
         let mut last = 0;
-        for hit in hits.iter() {
+        for hit in found.iter() {
             out.extend_from_slice(&h[last..hit.start]);
             self.render(hit.kind, &h[hit.start..hit.end], &mut out);
             last = hit.end;
@@ -421,7 +451,11 @@ fn normalize(kind: Kind, matched: &[u8]) -> Vec<u8> {
         Kind::CreditCard | Kind::Ssn => matched.iter().copied().filter(u8::is_ascii_digit).collect(),
         Kind::Phone => {
             let d: Vec<u8> = matched.iter().copied().filter(u8::is_ascii_digit).collect();
-            if d.len() == 11 && d[0] == b'1' { d[1..].to_vec() } else { d }
+            if d.len() == 11 && d[0] == b'1' {
+                d[1..].to_vec()
+            } else {
+                d
+            }
         }
         _ => matched.to_ascii_lowercase(),
     }
@@ -473,14 +507,22 @@ pub struct RedactionConfig {
 
 impl Default for RedactionConfig {
     fn default() -> Self {
-        Self { detect: Kind::PII.to_vec(), style: Style::Placeholder, style_overrides: Default::default(), e164: false }
+        Self {
+            detect: Kind::PII.to_vec(),
+            style: Style::Placeholder,
+            style_overrides: std::collections::BTreeMap::default(),
+            e164: false,
+        }
     }
 }
 
 impl RedactionConfig {
     /// Compiles the settings, sharing `known` (or a fresh registry) for secret scrubbing.
     pub fn build(&self, known: Option<Arc<KnownSecrets>>) -> PatternRedactor {
-        let mut b = PatternRedactor::builder().only(&self.detect).style(self.style).e164(self.e164);
+        let mut b = PatternRedactor::builder()
+            .only(&self.detect)
+            .style(self.style)
+            .e164(self.e164);
         for (&k, &s) in &self.style_overrides {
             b = b.style_for(k, s);
         }

@@ -17,6 +17,10 @@ pub(crate) struct Hit {
 
 /// What the surrounding structure says about a string (from its JSON key).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent flags, read one at a time"
+)]
 pub(crate) struct Hints {
     /// The key names an SSN: nine bare digits count.
     pub(crate) ssn: bool,
@@ -79,12 +83,19 @@ fn next_trigger(h: &[u8], mut i: usize) -> Option<usize> {
         }
         i += W;
     }
-    h.get(i..)?.iter().position(|&b| TRIGGER[usize::from(b)]).map(|k| i + k)
+    h.get(i..)?
+        .iter()
+        .position(|&b| TRIGGER[usize::from(b)])
+        .map(|k| i + k)
 }
 
 impl Scanner {
     pub(crate) fn new(enabled: u16, e164: bool) -> Self {
-        Self { enabled, e164, bearer: [memmem::Finder::new(b"earer "), memmem::Finder::new(b"EARER ")] }
+        Self {
+            enabled,
+            e164,
+            bearer: [memmem::Finder::new(b"earer "), memmem::Finder::new(b"EARER ")],
+        }
     }
 
     #[inline]
@@ -92,11 +103,15 @@ impl Scanner {
         self.enabled & k.bit() != 0
     }
 
-    /// Appends every finding in `h` to `hits` (unsorted, possibly overlapping).
-    pub(crate) fn scan(&self, h: &[u8], hints: Hints, known: &KnownSet, hits: &mut Vec<Hit>) {
+    /// Appends every finding in `h` to `found` (unsorted, possibly overlapping).
+    pub(crate) fn scan(&self, h: &[u8], hints: Hints, known: &KnownSet, found: &mut Vec<Hit>) {
         if let Some(ac) = &known.automaton {
             for m in ac.find_overlapping_iter(h) {
-                hits.push(Hit { start: m.start(), end: m.end(), kind: Kind::KnownSecret });
+                found.push(Hit {
+                    start: m.start(),
+                    end: m.end(),
+                    kind: Kind::KnownSecret,
+                });
             }
         }
         let mut pem = secret::PemState::default();
@@ -104,10 +119,14 @@ impl Scanner {
         let bearer = if h.len() >= 23 { &self.bearer[..] } else { &[] };
         for finder in bearer {
             for at in finder.find_iter(h) {
-                if let Some((s, e)) = secret::bearer_at(h, at) {
-                    if let Some((start, end)) = secret::check(h, s, e, secret::Rule::Bearer, &mut pem) {
-                        hits.push(Hit { start, end, kind: Kind::Secret });
-                    }
+                if let Some((s, e)) = secret::bearer_at(h, at)
+                    && let Some((start, end)) = secret::check(h, s, e, secret::Rule::Bearer, &mut pem)
+                {
+                    found.push(Hit {
+                        start,
+                        end,
+                        kind: Kind::Secret,
+                    });
                 }
             }
         }
@@ -121,7 +140,11 @@ impl Scanner {
                 b'@' => {
                     if email_on {
                         if let Some((start, end)) = email::email(h, p, at_floor) {
-                            hits.push(Hit { start, end, kind: Kind::Email });
+                            found.push(Hit {
+                                start,
+                                end,
+                                kind: Kind::Email,
+                            });
                             at_floor = end;
                         } else {
                             at_floor = p + 1;
@@ -130,25 +153,33 @@ impl Scanner {
                 }
                 b':' => {
                     if v6_on && p >= v6_done && ip::v6_colon_plausible(h, p) {
-                        let (found, region_end) = ip::ipv6(h, p, v6_done);
-                        if let Some((start, end)) = found {
-                            hits.push(Hit { start, end, kind: Kind::Ipv6 });
+                        let (v6, region_end) = ip::ipv6(h, p, v6_done);
+                        if let Some((start, end)) = v6 {
+                            found.push(Hit {
+                                start,
+                                end,
+                                kind: Kind::Ipv6,
+                            });
                         }
                         v6_done = region_end;
                     }
                 }
                 b'_' | b'-' | b'A' | b'J' => {
-                    if let Some((start, pend, rule)) = secret::prefix_at(h, p) {
-                        if let Some((start, end)) = secret::check(h, start, pend, rule, &mut pem) {
-                            hits.push(Hit { start, end, kind: Kind::Secret });
-                            // Nothing inside a credential needs looking at again.
-                            i = i.max(end);
-                        }
+                    if let Some((start, pend, rule)) = secret::prefix_at(h, p)
+                        && let Some((start, end)) = secret::check(h, start, pend, rule, &mut pem)
+                    {
+                        found.push(Hit {
+                            start,
+                            end,
+                            kind: Kind::Secret,
+                        });
+                        // Nothing inside a credential needs looking at again.
+                        i = i.max(end);
                     }
                 }
                 _ => {
                     let run = digit_run_len(h, p);
-                    self.numeric(h, p, run, hints, hits);
+                    self.numeric(h, p, run, hints, found);
                     i = p + run;
                 }
             }
@@ -158,52 +189,73 @@ impl Scanner {
     /// Candidates of every numeric type whose first digit group starts at `p`. Each
     /// detector is only tried for run lengths it can start with.
     #[inline]
-    fn numeric(&self, h: &[u8], p: usize, run: usize, hints: Hints, hits: &mut Vec<Hit>) {
+    fn numeric(&self, h: &[u8], p: usize, run: usize, hints: Hints, found: &mut Vec<Hit>) {
         let next = h.get(p + run).copied();
-        if self.on(Kind::CreditCard) && (run == 4 || (13..=19).contains(&run)) && matches!(h[p], b'2'..=b'6') {
-            if let Some(end) = numeric::card(h, p) {
-                hits.push(Hit { start: p, end, kind: Kind::CreditCard });
-            }
+        if self.on(Kind::CreditCard)
+            && (run == 4 || (13..=19).contains(&run))
+            && matches!(h[p], b'2'..=b'6')
+            && let Some(end) = numeric::card(h, p)
+        {
+            found.push(Hit {
+                start: p,
+                end,
+                kind: Kind::CreditCard,
+            });
         }
         if self.on(Kind::Ssn) {
-            let found = if run == 3 && matches!(next, Some(b'-' | b' ')) {
+            let ssn = if run == 3 && matches!(next, Some(b'-' | b' ')) {
                 numeric::ssn(h, p)
             } else if hints.ssn && run == 9 {
                 numeric::ssn_bare(h, p, run)
             } else {
                 None
             };
-            if let Some(end) = found {
-                hits.push(Hit { start: p, end, kind: Kind::Ssn });
+            if let Some(end) = ssn {
+                found.push(Hit {
+                    start: p,
+                    end,
+                    kind: Kind::Ssn,
+                });
             }
         }
         if self.on(Kind::Phone) {
             let plus = p > 0 && h[p - 1] == b'+';
-            if run == 3 || (run == 1 && h[p] == b'1') || plus || hints.phone {
-                if let Some((start, end)) = numeric::phone(h, p, hints.phone, self.e164) {
-                    hits.push(Hit { start, end, kind: Kind::Phone });
-                }
+            if (run == 3 || (run == 1 && h[p] == b'1') || plus || hints.phone)
+                && let Some((start, end)) = numeric::phone(h, p, hints.phone, self.e164)
+            {
+                found.push(Hit {
+                    start,
+                    end,
+                    kind: Kind::Phone,
+                });
             }
         }
-        if self.on(Kind::Ipv4) && run <= 3 && next == Some(b'.') && !hints.version {
-            if let Some(end) = ip::ipv4(h, p) {
-                hits.push(Hit { start: p, end, kind: Kind::Ipv4 });
-            }
+        if self.on(Kind::Ipv4)
+            && run <= 3
+            && next == Some(b'.')
+            && !hints.version
+            && let Some(end) = ip::ipv4(h, p)
+        {
+            found.push(Hit {
+                start: p,
+                end,
+                kind: Kind::Ipv4,
+            });
         }
     }
 }
 
 /// Sorts and merges overlapping findings; a merged finding keeps the kind of highest
 /// priority among its parts.
-pub(crate) fn merge(hits: &mut Vec<Hit>) {
-    if hits.len() < 2 {
+pub(crate) fn merge(found: &mut Vec<Hit>) {
+    if found.len() < 2 {
         return;
     }
-    hits.sort_unstable_by_key(|h| (h.start, std::cmp::Reverse(h.end)));
+    found.sort_unstable_by_key(|h| (h.start, std::cmp::Reverse(h.end)));
     let mut w = 0;
-    for r in 1..hits.len() {
-        let cur = hits[r];
-        let last = &mut hits[w];
+    for r in 1..found.len() {
+        let cur = found[r];
+        let last = &mut found[w];
         if cur.start < last.end {
             last.end = last.end.max(cur.end);
             if cur.kind.priority() > last.kind.priority() {
@@ -211,8 +263,8 @@ pub(crate) fn merge(hits: &mut Vec<Hit>) {
             }
         } else {
             w += 1;
-            hits[w] = cur;
+            found[w] = cur;
         }
     }
-    hits.truncate(w + 1);
+    found.truncate(w + 1);
 }

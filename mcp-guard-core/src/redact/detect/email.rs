@@ -59,7 +59,10 @@ mod tests {
 
     #[test]
     fn accepts_and_rejects() {
-        assert_eq!(f("mail jane.doe+tag@mail.example.co.uk now"), Some("jane.doe+tag@mail.example.co.uk"));
+        assert_eq!(
+            f("mail jane.doe+tag@mail.example.co.uk now"),
+            Some("jane.doe+tag@mail.example.co.uk")
+        );
         assert_eq!(f("<a@b.io>."), Some("a@b.io"));
         assert_eq!(f("x a@b.com.x1"), Some("a@b.com"));
         assert_eq!(f("..a@b.com"), Some("a@b.com"));

@@ -19,7 +19,9 @@ fn after_version_word(h: &[u8], s: usize) -> bool {
         return false;
     }
     let word = &h[w..i];
-    ["version", "ver", "v"].iter().any(|v| word.eq_ignore_ascii_case(v.as_bytes()))
+    ["version", "ver", "v"]
+        .iter()
+        .any(|v| word.eq_ignore_ascii_case(v.as_bytes()))
 }
 
 /// A dotted quad starting at `p`: four decimal octets 0-255 without leading zeros, not
@@ -44,15 +46,15 @@ pub(crate) fn ipv4(h: &[u8], p: usize) -> Option<usize> {
             j += 1;
         }
     }
-    if let Some(&b) = p.checked_sub(1).and_then(|i| h.get(i)) {
-        if is_word(b) || b == b'.' {
-            return None;
-        }
+    if let Some(&b) = p.checked_sub(1).and_then(|i| h.get(i))
+        && (is_word(b) || b == b'.')
+    {
+        return None;
     }
-    if let Some(&b) = h.get(j) {
-        if is_word(b) || (b == b'.' && h.get(j + 1).is_some_and(u8::is_ascii_digit)) {
-            return None;
-        }
+    if let Some(&b) = h.get(j)
+        && (is_word(b) || (b == b'.' && h.get(j + 1).is_some_and(u8::is_ascii_digit)))
+    {
+        return None;
     }
     (!after_version_word(h, p)).then_some(j)
 }
@@ -165,7 +167,10 @@ pub(crate) fn ipv6(h: &[u8], c: usize, floor: usize) -> (Option<(usize, usize)>,
     // Zone id: `%eth0`, `%25eth0` (URL-encoded `%`).
     if h.get(e) == Some(&b'%') && h.get(e + 1).is_some_and(u8::is_ascii_alphanumeric) {
         e += 1;
-        while h.get(e).is_some_and(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
+        while h
+            .get(e)
+            .is_some_and(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        {
             e += 1;
         }
         while h[e - 1] == b'.' {
@@ -185,14 +190,31 @@ mod tests {
     #[test]
     fn v6_forms() {
         for ok in [
-            "::1", "::", "fe80::1", "2001:db8::", "2001:db8:0:0:1:0:0:1", "2001:0db8:85a3:0000:0000:8a2e:0370:7334",
-            "::ffff:192.0.2.128", "64:ff9b::192.0.2.33", "1::", "1:2:3:4:5:6:7::", "::2:3:4:5:6:7:8",
-            "dead:beef::cafe", "1:2:3:4:5:6:1.2.3.4",
+            "::1",
+            "::",
+            "fe80::1",
+            "2001:db8::",
+            "2001:db8:0:0:1:0:0:1",
+            "2001:0db8:85a3:0000:0000:8a2e:0370:7334",
+            "::ffff:192.0.2.128",
+            "64:ff9b::192.0.2.33",
+            "1::",
+            "1:2:3:4:5:6:7::",
+            "::2:3:4:5:6:7:8",
+            "dead:beef::cafe",
+            "1:2:3:4:5:6:1.2.3.4",
         ] {
             assert!(parse_v6(ok.as_bytes()) || ok == "::", "{ok}");
         }
         for bad in [
-            "1:2:3:4:5:6:7", "1::2::3", "12345::1", "1:2:3:4:5:6:7:8:9", "a::b", "10:20:30", "::1.2.3", ":1:2:3:4:5:6:7:8",
+            "1:2:3:4:5:6:7",
+            "1::2::3",
+            "12345::1",
+            "1:2:3:4:5:6:7:8:9",
+            "a::b",
+            "10:20:30",
+            "::1.2.3",
+            ":1:2:3:4:5:6:7:8",
             "1:2:3:4:5:6:7:1.2.3.4",
         ] {
             assert!(!parse_v6(bad.as_bytes()), "{bad}");

@@ -32,13 +32,18 @@ pub(crate) fn digit_run(h: &[u8], i: usize, max: usize) -> usize {
 /// Full length of the digit run starting at `i`.
 #[inline]
 pub(crate) fn digit_run_len(h: &[u8], i: usize) -> usize {
-    h.get(i..).unwrap_or_default().iter().take_while(|b| b.is_ascii_digit()).count()
+    h.get(i..)
+        .unwrap_or_default()
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count()
 }
 
 /// The value of up to 4 ASCII digits (callers check they are digits).
 #[inline]
 pub(crate) fn num(d: &[u8]) -> u32 {
-    d.iter().fold(0u32, |acc, &b| acc * 10 + u32::from(b.wrapping_sub(b'0') % 10))
+    d.iter()
+        .fold(0u32, |acc, &b| acc * 10 + u32::from(b.wrapping_sub(b'0') % 10))
 }
 
 /// Whether a numeric value may start at `s`: not glued to a word character, and not the

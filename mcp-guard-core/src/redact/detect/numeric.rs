@@ -126,15 +126,16 @@ pub(crate) fn phone(h: &[u8], p: usize, hinted: bool, e164: bool) -> Option<(usi
         }
         return None;
     }
-    if before == Some(b'(') {
-        if let Some(found) = nanp_body(h, p - 1, false).and_then(|m| check(p - 1, m)) {
-            return Some(found);
-        }
+    if before == Some(b'(')
+        && let Some(found) = nanp_body(h, p - 1, false).and_then(|m| check(p - 1, m))
+    {
+        return Some(found);
     }
-    if h[p] == b'1' && h.get(p + 1).copied().is_some_and(is_phone_sep) {
-        if let Some(found) = nanp_body(h, p + 2, false).and_then(|m| check(p, m)) {
-            return Some(found);
-        }
+    if h[p] == b'1'
+        && h.get(p + 1).copied().is_some_and(is_phone_sep)
+        && let Some(found) = nanp_body(h, p + 2, false).and_then(|m| check(p, m))
+    {
+        return Some(found);
     }
     if let Some(found) = nanp_body(h, p, false).and_then(|m| check(p, m)) {
         return Some(found);
@@ -149,7 +150,7 @@ pub(crate) fn phone(h: &[u8], p: usize, hinted: bool, e164: bool) -> Option<(usi
 }
 
 /// Issuer ranges by length: Visa, Mastercard (51-55, 2221-2720), American Express,
-/// Discover, Diners Club, JCB and UnionPay.
+/// Discover, Diners Club, JCB and `UnionPay`.
 pub(crate) fn issuer_ok(d: &[u8]) -> bool {
     let n = d.len();
     if !(13..=19).contains(&n) {
@@ -192,8 +193,8 @@ fn layout_ok(groups: &[u8]) -> bool {
 /// a table of numbers, where four 4-digit cells pass Luhn one time in ten.
 fn in_number_column(h: &[u8], p: usize, j: usize) -> bool {
     let ws = |b: &u8| b.is_ascii_whitespace();
-    let before = h[..p].iter().rev().take(4).skip_while(|b| ws(b)).next();
-    let after = h.get(j..).unwrap_or_default().iter().take(4).skip_while(|b| ws(b)).next();
+    let before = h[..p].iter().rev().take(4).find(|b| !ws(b));
+    let after = h.get(j..).unwrap_or_default().iter().take(4).find(|b| !ws(b));
     before.is_some_and(u8::is_ascii_digit) || after.is_some_and(u8::is_ascii_digit)
 }
 
@@ -215,7 +216,9 @@ pub(crate) fn card(h: &[u8], p: usize) -> Option<usize> {
             return None;
         }
         // Separated layouts start 4, then 4 or 6; give up early on anything else.
-        if ng == 1 && groups[0] == 4 && !(run == 4 || run == 6) || ng >= 2 && groups[1] == 6 && ng == 2 && !(run == 4 || run == 5) {
+        if ng == 1 && groups[0] == 4 && !(run == 4 || run == 6)
+            || ng >= 2 && groups[1] == 6 && ng == 2 && !(run == 4 || run == 5)
+        {
             return None;
         }
         digits[nd..nd + run].copy_from_slice(&h[j..j + run]);
@@ -238,7 +241,11 @@ pub(crate) fn card(h: &[u8], p: usize) -> Option<usize> {
         Some(s) => std::slice::from_ref(s),
         None => &[],
     };
-    let shape_ok = if ng == 1 { (13..=19).contains(&nd) } else { layout_ok(&groups[..ng]) };
+    let shape_ok = if ng == 1 {
+        (13..=19).contains(&nd)
+    } else {
+        layout_ok(&groups[..ng])
+    };
     let before = p.checked_sub(1).and_then(|i| h.get(i)).copied();
     if before == Some(b'#') || (sep == Some(b' ') && (before == Some(b':') || in_number_column(h, p, j))) {
         return None;

@@ -15,7 +15,7 @@ pub(crate) enum Rule {
     Slack,
     /// `sk_live_`, `rk_live_`, `sk_test_`, `rk_test_` + 16 or more letters and digits.
     Stripe,
-    /// `sk-` + 20 or more of `[A-Za-z0-9_-]` with both letters and digits (OpenAI,
+    /// `sk-` + 20 or more of `[A-Za-z0-9_-]` with both letters and digits (`OpenAI`,
     /// Anthropic and similar).
     SkDash,
     /// `AIza` + 30 or more of `[A-Za-z0-9_-]` (Google API keys).
@@ -42,7 +42,9 @@ pub(crate) fn prefix_at(h: &[u8], i: usize) -> Option<(usize, usize, Rule)> {
             if behind(6) == Some(b"github") && h.get(i + 1..i + 5) == Some(b"pat_") {
                 return Some((i - 6, i + 5, Rule::GithubPat));
             }
-            if matches!(behind(2), Some(b"sk" | b"rk")) && matches!(h.get(i + 1..i + 6), Some(b"live_" | b"test_")) {
+            if matches!(behind(2), Some(b"sk" | b"rk"))
+                && matches!(h.get(i + 1..i + 6), Some(b"live_" | b"test_"))
+            {
                 return Some((i - 2, i + 6, Rule::Stripe));
             }
             None
@@ -51,10 +53,10 @@ pub(crate) fn prefix_at(h: &[u8], i: usize) -> Option<(usize, usize, Rule)> {
             if behind(2) == Some(b"sk") {
                 return Some((i - 2, i + 1, Rule::SkDash));
             }
-            if let Some(&[b'x', b'o', b'x', c]) = behind(4) {
-                if b"bparse".contains(&c) {
-                    return Some((i - 4, i + 1, Rule::Slack));
-                }
+            if let Some(&[b'x', b'o', b'x', c]) = behind(4)
+                && b"bparse".contains(&c)
+            {
+                return Some((i - 4, i + 1, Rule::Slack));
             }
             if ahead(11) == Some(b"-----BEGIN ") {
                 return Some((i, i + 11, Rule::Pem));
@@ -87,25 +89,37 @@ fn is_b64url(b: u8) -> bool {
 }
 
 fn run(h: &[u8], i: usize, f: impl Fn(u8) -> bool) -> usize {
-    h.get(i..).unwrap_or_default().iter().take_while(|&&b| f(b)).count()
+    h.get(i..)
+        .unwrap_or_default()
+        .iter()
+        .take_while(|&&b| f(b))
+        .count()
 }
 
 /// State kept across matches in one string: where the next `-----END ` is, so that many
 /// unterminated `BEGIN` lines cost one search, not one each.
 #[derive(Debug, Default)]
 pub(crate) struct PemState {
-    next_end: Option<Option<usize>>,
+    searched: bool,
+    next_end: Option<usize>,
     searched_from: usize,
 }
 
 /// Checks the body after a prefix that spans `start..pend`. Returns the span to redact.
-pub(crate) fn check(h: &[u8], start: usize, pend: usize, rule: Rule, pem: &mut PemState) -> Option<(usize, usize)> {
+pub(crate) fn check(
+    h: &[u8],
+    start: usize,
+    pend: usize,
+    rule: Rule,
+    pem: &mut PemState,
+) -> Option<(usize, usize)> {
     let before = start.checked_sub(1).and_then(|i| h.get(i)).copied();
-    let glued = before.is_some_and(|b| is_b64url(b));
+    let glued = before.is_some_and(is_b64url);
     match rule {
         Rule::Aws => {
             let n = run(h, pend, |b| b.is_ascii_uppercase() || b.is_ascii_digit());
-            (!glued && n == 16 && !h.get(pend + n).copied().is_some_and(is_alnum)).then_some((start, pend + n))
+            (!glued && n == 16 && !h.get(pend + n).copied().is_some_and(is_alnum))
+                .then_some((start, pend + n))
         }
         Rule::GithubToken => {
             let n = run(h, pend, is_alnum);
@@ -159,17 +173,21 @@ fn jwt(h: &[u8], start: usize, glued: bool) -> Option<(usize, usize)> {
 }
 
 fn pem_block(h: &[u8], start: usize, pend: usize, st: &mut PemState) -> Option<(usize, usize)> {
-    let label_len = run(h, pend, |b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b' ');
+    let label_len = run(h, pend, |b| {
+        b.is_ascii_uppercase() || b.is_ascii_digit() || b == b' '
+    });
     let label = &h[pend..pend + label_len];
     if !label.ends_with(b"PRIVATE KEY") || h.get(pend + label_len..pend + label_len + 5) != Some(b"-----") {
         return None;
     }
     let body = pend + label_len + 5;
-    let next_end = match st.next_end {
-        Some(found) if st.searched_from <= body && found.is_none_or(|e| e >= body) => found,
-        _ => {
+    let next_end = if st.searched && st.searched_from <= body && st.next_end.is_none_or(|e| e >= body) {
+        st.next_end
+    } else {
+        {
             let found = memchr::memmem::find(&h[body..], b"-----END ").map(|i| body + i);
-            st.next_end = Some(found);
+            st.searched = true;
+            st.next_end = found;
             st.searched_from = body;
             found
         }
@@ -177,12 +195,18 @@ fn pem_block(h: &[u8], start: usize, pend: usize, st: &mut PemState) -> Option<(
     let end = match next_end {
         Some(e) => {
             let after = e + 9;
-            let l = run(h, after, |b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b' ');
+            let l = run(h, after, |b| {
+                b.is_ascii_uppercase() || b.is_ascii_digit() || b == b' '
+            });
             let dashes = run(h, after + l, |b| b == b'-').min(5);
             after + l + dashes
         }
         // Unterminated (a truncated log line, say): everything that looks like key body.
-        None => body + run(h, body, |b| b.is_ascii_alphanumeric() || b"+/=\r\n\t \\".contains(&b)),
+        None => {
+            body + run(h, body, |b| {
+                b.is_ascii_alphanumeric() || b"+/=\r\n\t \\".contains(&b)
+            })
+        }
     };
     Some((start, end))
 }
