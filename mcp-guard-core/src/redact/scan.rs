@@ -37,7 +37,7 @@ pub(crate) struct Hints {
 pub(crate) struct Scanner {
     pub(crate) enabled: u16,
     pub(crate) e164: bool,
-    bearer: [memmem::Finder<'static>; 2],
+    bearer: memmem::Finder<'static>,
 }
 
 /// Bytes that can start a finding: `0`-`9` and `:` (numbers, IPs), `@` (email), and
@@ -94,7 +94,7 @@ impl Scanner {
         Self {
             enabled,
             e164,
-            bearer: [memmem::Finder::new(b"earer "), memmem::Finder::new(b"EARER ")],
+            bearer: memmem::Finder::new(b"earer "),
         }
     }
 
@@ -115,18 +115,13 @@ impl Scanner {
             }
         }
         let mut pem = secret::PemState::default();
-        // `Bearer ` and a 16-byte token.
-        let bearer = if h.len() >= 23 { &self.bearer[..] } else { &[] };
-        for finder in bearer {
-            for at in finder.find_iter(h) {
+        // `Bearer `/`bearer ` and a 16-byte token (`BEARER ` is found from its `A`).
+        if h.len() >= 23 {
+            for at in self.bearer.find_iter(h) {
                 if let Some((s, e)) = secret::bearer_at(h, at)
                     && let Some((start, end)) = secret::check(h, s, e, secret::Rule::Bearer, &mut pem)
                 {
-                    found.push(Hit {
-                        start,
-                        end,
-                        kind: Kind::Secret,
-                    });
+                    found.push(Hit { start, end, kind: Kind::Secret });
                 }
             }
         }

@@ -65,6 +65,8 @@ fn exact_outputs() {
             "Authorization: Bearer abcDEF123456789xyzTOKEN",
             "Authorization: Bearer [REDACTED_SECRET]",
         ),
+        ("authorization: bearer abcDEF123456789xyzTOKEN", "authorization: bearer [REDACTED_SECRET]"),
+        ("AUTHORIZATION: BEARER abcDEF123456789xyzTOKEN", "AUTHORIZATION: BEARER [REDACTED_SECRET]"),
         ("key AKIAIOSFODNN7EXAMPLE end", "key [REDACTED_SECRET] end"),
         ("ghp_abcdefghijklmnopqrstuvwxyz0123456789", "[REDACTED_SECRET]"),
         ("x xoxb-123456789012-abcdefABCDEF y", "x [REDACTED_SECRET] y"),

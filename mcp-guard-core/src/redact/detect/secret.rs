@@ -63,6 +63,7 @@ pub(crate) fn prefix_at(h: &[u8], i: usize) -> Option<(usize, usize, Rule)> {
             }
             None
         }
+        b'A' if behind(2) == Some(b"BE") && h.get(i..i + 5) == Some(b"ARER ") => Some((i - 2, i + 5, Rule::Bearer)),
         b'A' => match ahead(4) {
             Some(b"AKIA" | b"ASIA" | b"ABIA" | b"ACCA") => Some((i, i + 4, Rule::Aws)),
             Some(b"AIza") => Some((i, i + 4, Rule::Google)),
@@ -73,8 +74,8 @@ pub(crate) fn prefix_at(h: &[u8], i: usize) -> Option<(usize, usize, Rule)> {
     }
 }
 
-/// `Bearer ` in any case: the searcher looks for `earer ` and `EARER `; this checks the
-/// byte before. Returns the prefix span.
+/// `Bearer ` or `bearer `: the searcher looks for `earer `; this checks the byte before.
+/// Returns the prefix span. (`BEARER ` comes through [`prefix_at`].)
 pub(crate) fn bearer_at(h: &[u8], earer: usize) -> Option<(usize, usize)> {
     let b = *h.get(earer.checked_sub(1)?)?;
     (b == b'b' || b == b'B').then_some((earer - 1, earer + 6))
