@@ -121,7 +121,11 @@ impl Scanner {
                 if let Some((s, e)) = secret::bearer_at(h, at)
                     && let Some((start, end)) = secret::check(h, s, e, secret::Rule::Bearer, &mut pem)
                 {
-                    found.push(Hit { start, end, kind: Kind::Secret });
+                    found.push(Hit {
+                        start,
+                        end,
+                        kind: Kind::Secret,
+                    });
                 }
             }
         }

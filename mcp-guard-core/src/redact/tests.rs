@@ -65,8 +65,14 @@ fn exact_outputs() {
             "Authorization: Bearer abcDEF123456789xyzTOKEN",
             "Authorization: Bearer [REDACTED_SECRET]",
         ),
-        ("authorization: bearer abcDEF123456789xyzTOKEN", "authorization: bearer [REDACTED_SECRET]"),
-        ("AUTHORIZATION: BEARER abcDEF123456789xyzTOKEN", "AUTHORIZATION: BEARER [REDACTED_SECRET]"),
+        (
+            "authorization: bearer abcDEF123456789xyzTOKEN",
+            "authorization: bearer [REDACTED_SECRET]",
+        ),
+        (
+            "AUTHORIZATION: BEARER abcDEF123456789xyzTOKEN",
+            "AUTHORIZATION: BEARER [REDACTED_SECRET]",
+        ),
         ("key AKIAIOSFODNN7EXAMPLE end", "key [REDACTED_SECRET] end"),
         ("ghp_abcdefghijklmnopqrstuvwxyz0123456789", "[REDACTED_SECRET]"),
         ("x xoxb-123456789012-abcdefABCDEF y", "x [REDACTED_SECRET] y"),
@@ -413,7 +419,11 @@ fn accuracy_on_labelled_corpus() {
         }
         let precision = (found - fp_found) as f64 / found.max(1) as f64;
         let recall = tp as f64 / labelled.max(1) as f64;
-        let _ = writeln!(table, "| {} | {labelled} | {found} | {tp} | {precision:.4} | {recall:.4} |", kind.label());
+        let _ = writeln!(
+            table,
+            "| {} | {labelled} | {found} | {tp} | {precision:.4} | {recall:.4} |",
+            kind.label()
+        );
         assert!(recall >= 0.99, "{kind:?} recall {recall}");
         assert!(precision >= 0.99, "{kind:?} precision {precision}");
     }

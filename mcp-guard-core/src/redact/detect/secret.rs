@@ -63,7 +63,9 @@ pub(crate) fn prefix_at(h: &[u8], i: usize) -> Option<(usize, usize, Rule)> {
             }
             None
         }
-        b'A' if behind(2) == Some(b"BE") && h.get(i..i + 5) == Some(b"ARER ") => Some((i - 2, i + 5, Rule::Bearer)),
+        b'A' if behind(2) == Some(b"BE") && h.get(i..i + 5) == Some(b"ARER ") => {
+            Some((i - 2, i + 5, Rule::Bearer))
+        }
         b'A' => match ahead(4) {
             Some(b"AKIA" | b"ASIA" | b"ABIA" | b"ACCA") => Some((i, i + 4, Rule::Aws)),
             Some(b"AIza") => Some((i, i + 4, Rule::Google)),
