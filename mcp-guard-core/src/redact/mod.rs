@@ -70,6 +70,13 @@
 //! Replacements contain no trigger a detector could complete (`[REDACTED_SSN]`,
 //! `[EMAIL:3f9a1c2b]`, `[REDACTED_CREDIT_CARD:…1234]`), so redacting twice changes nothing.
 //!
+//! # Idempotence
+//! A few rejections depend on context (an address glued to a token is not an address),
+//! and a replacement changes that context. So a string with findings is scanned again
+//! until nothing more is found; real text settles in one or two passes. A string still
+//! changing after [`MAX_PASSES`] passes can only be crafted, and is replaced as a whole by
+//! [`UNSTABLE`]: fail closed, and still idempotent.
+//!
 //! # Limits
 //! Only ASCII digits and punctuation are recognised (full-width digits are not); names,
 //! street addresses and other free-text PII need a different kind of detector. A dotted
