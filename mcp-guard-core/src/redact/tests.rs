@@ -421,8 +421,7 @@ fn accuracy_on_labelled_corpus() {
         let recall = tp as f64 / labelled.max(1) as f64;
         let _ = writeln!(
             table,
-            "| {} | {labelled} | {found} | {tp} | {precision:.4} | {recall:.4} |",
-            kind.label()
+            "| {kind:?} | {labelled} | {found} | {tp} | {precision:.4} | {recall:.4} |"
         );
         assert!(recall >= 0.99, "{kind:?} recall {recall}");
         assert!(precision >= 0.99, "{kind:?} precision {precision}");
