@@ -58,7 +58,7 @@ pub use credential::{
 #[doc(inline)]
 pub use policy::{Decision, Denial, DenyAll, Grant, GrantPolicy, Policy, PolicyError};
 #[doc(inline)]
-pub use redact::{Redacted, Redactor};
+pub use redact::{KnownSecrets, PatternRedactor, Redacted, Redactor};
 #[doc(inline)]
 pub use upstream::{
     Catalog, Connector, Forward, RmcpUpstream, Upstream, UpstreamError, UpstreamEvent, UpstreamState,

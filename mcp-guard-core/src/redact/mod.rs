@@ -1,12 +1,112 @@
-//! Removing personal data and secrets: the [`Redactor`] trait and [`Redacted`].
+//! Removing personal data and secrets: the [`Redactor`] trait, [`Redacted`], and the
+//! reference implementation [`PatternRedactor`].
 //!
 //! A [`Redacted<T>`] can only be made by a [`Redactor`], and audit sinks accept only
 //! `Redacted` payloads, so "forgot to redact" is a type error rather than a review comment.
+//!
+//! # Example
+//!
+//! ```
+//! use mcp_guard_core::redact::{Kind, PatternRedactor, SessionKey, Style};
+//! use mcp_guard_core::Redactor;
+//! use serde_json::json;
+//!
+//! let redactor = PatternRedactor::builder().build();
+//! assert_eq!(
+//!     redactor.redact_str("mail jane@example.com or call (555) 123-4567"),
+//!     "mail [REDACTED_EMAIL] or call [REDACTED_PHONE]",
+//! );
+//!
+//! // JSON is walked structurally: keys, string leaves, numbers, JSON inside strings.
+//! let out = redactor.redacted(json!({
+//!     "card": 4111111111111111u64,
+//!     "text": "{\"ip\": \"10.1.2.3\"}",
+//!     "jane@example.com": true,
+//! }));
+//! assert_eq!(out.get()["card"], "[REDACTED_CREDIT_CARD]");
+//! assert_eq!(out.get()["text"], r#"{"ip":"[REDACTED_IP]"}"#);
+//! assert_eq!(out.get()["[REDACTED_EMAIL]"], true);
+//!
+//! // Per endpoint: which kinds, and how they are replaced.
+//! let endpoint = PatternRedactor::builder()
+//!     .disable(Kind::Ipv4)
+//!     .style(Style::Pseudonym)
+//!     .style_for(Kind::CreditCard, Style::Partial)
+//!     .session_key(SessionKey::from_bytes([7; 32]))
+//!     .build();
+//! assert_eq!(endpoint.redact_str("4111-1111-1111-1111"), "[REDACTED_CREDIT_CARD:\u{2026}1111]");
+//! assert!(endpoint.redact_str("jane@example.com").starts_with("[EMAIL:"));
+//! assert_eq!(endpoint.redact_str("10.1.2.3"), "10.1.2.3");
+//! ```
+//!
+//! # How [`PatternRedactor`] works
+//!
+//! One forward pass over the bytes looks for *trigger* bytes, skipping
+//! 32 clean bytes at a time. At each digit run, every enabled numeric detector is tried
+//! on its own (there is no single leftmost-first alternation, so a failed card candidate
+//! cannot hide the SSN inside it); at each `@` the email detector, at each `:` the IPv6
+//! detector, and at each `_`, `-`, `A` or `J` a check for credential prefixes (`ghp_`,
+//! `sk-`, `AKIA`, `eyJ`…); a substring search finds `Bearer`, and an Aho-Corasick
+//! automaton finds registered secrets. Overlapping findings are merged and replaced in one copy.
+//! All detectors are hand-written ASCII byte matchers with bounded look-around, so the
+//! work is linear in the input and non-ASCII text costs nothing extra.
+//!
+//! # What each detector accepts and rejects
+//!
+//! Shared rule: a value must not be glued to a letter, digit or `_`, and a number must
+//! not run on into another number through `.`, `-` or its own separator.
+//!
+//! | kind | accepts | rejects |
+//! |---|---|---|
+//! | [`Kind::Email`] | `local@domain.tld`; local part of letters, digits, `._%+-`; two or more domain labels, the last 2+ letters | `@handle`, `root@localhost`, `a@b.c`, labels starting or ending with `-` |
+//! | [`Kind::Phone`] | North American numbers: `(555) 123-4567`, `555-123-4567`, `555.123.4567`, `555 123 4567`, with optional `+1`/`1` prefix, `+15551234567`; area code and exchange `[2-9]XX` (area not `N11`); bare ten digits only under a JSON key naming a phone; E.164 `+` and 8-15 digits when [`PatternRedactorBuilder::e164`] is on | mixed separators (`555-123.4567`), area or exchange starting with 0/1, bare ten-digit runs in text |
+//! | [`Kind::Ssn`] | `AAA-GG-SSSS` and `AAA GG SSSS`; nine bare digits only under a key naming an SSN | area 000, 666 or 900-999, group 00, serial 0000, mixed separators |
+//! | [`Kind::CreditCard`] | 13-19 digits in one run, or in groups split by one kind of single separator (space or dash) laid out as cards are printed (`4-4-4-4`, `4-4-4-1..3`, `4-4-4-4-1..3`, `4-6-5`, `4-6-4`); must pass Luhn and match an issuer range: Visa `4` (13/16/19), Mastercard `51-55` and `2221-2720` (16), Amex `34`/`37` (15), Discover `6011`/`644-649`/`65`, `UnionPay` `62`, JCB `3528-3589` (16-19), Diners `300-305`/`36`/`38`/`39` (14); also as a JSON number | numbers failing Luhn, unknown prefixes (epoch-millisecond timestamps start with `1`), other group layouts, runs embedded in longer numbers or words |
+//! | [`Kind::Ipv4`] | four octets 0-255 without leading zeros | octets above 255, `1.2.3.4.5`, `10.0.19045.2965`, `v1.2.3.4`, a quad right after the word `version`, or under a JSON key naming a version |
+//! | [`Kind::Ipv6`] | every RFC 4291 text form: full, `::`-compressed anywhere, embedded IPv4 (`::ffff:1.2.3.4`), zone ids (`fe80::1%eth0`, `%25eth0`) | a second `::`, wrong group counts, groups over 4 hex digits, compressed forms with neither a decimal digit nor 3+ groups (`A::B` is code more often than an address), `host:port`, clock times |
+//! | [`Kind::Secret`] | AWS key ids (`AKIA`/`ASIA`… + 16), GitHub (`ghp_`… + 36+, `github_pat_`), Slack (`xox?-`), Stripe (`sk_live_`, `rk_live_`, test keys), `sk-` keys with letters and digits (`OpenAI`, Anthropic), Google `AIza…`, JWTs, PEM private key blocks (to the `END` line, or to the end of the key body when cut off), the token after `Bearer `, and any string under a credential key (`password`, `token`, `api_key`, `authorization`…) | prefixes glued to a word, bodies that are too short, `Bearer` followed by a plain word |
+//! | [`Kind::KnownSecret`] | registered values ([`KnownSecrets`]) raw, in base64 at any alignment, percent-encoded and JSON-escaped | values shorter than [`MIN_KNOWN_SECRET_LEN`] (refused when registering) |
+//!
+//! Replacements contain no trigger a detector could complete (`[REDACTED_SSN]`,
+//! `[EMAIL:3f9a1c2b]`, `[REDACTED_CREDIT_CARD:…1234]`), so redacting twice changes nothing.
+//!
+//! # Idempotence
+//! A few rejections depend on context (an address glued to a token is not an address),
+//! and a replacement changes that context. So a string with findings is scanned again
+//! until nothing more is found; real text settles in one or two passes. A string still
+//! changing after [`MAX_PASSES`] passes can only be crafted, and is replaced as a whole by
+//! [`UNSTABLE`]: fail closed, and still idempotent.
+//!
+//! # Limits
+//! Only ASCII digits and punctuation are recognised (full-width digits are not); names,
+//! street addresses and other free-text PII need a different kind of detector. A dotted
+//! quad with no context (`1.2.3.4`) is an address even when it was a version.
 
 use std::borrow::Cow;
 
 use serde::Serialize;
 use serde_json::Value;
+
+mod detect;
+mod json;
+mod known;
+mod luhn;
+mod pattern;
+mod scan;
+
+#[cfg(any(test, feature = "test-util"))]
+pub mod corpus;
+#[cfg(any(test, feature = "test-util"))]
+#[doc(hidden)]
+pub mod fuzzing;
+#[cfg(test)]
+mod tests;
+
+pub use known::{KnownSecrets, MIN_KNOWN_SECRET_LEN};
+pub use pattern::{
+    Finding, Kind, MAX_PASSES, PatternRedactor, PatternRedactorBuilder, RedactionConfig, SessionKey, Style,
+    UNSTABLE,
+};
 
 /// Finds sensitive values in text and JSON and replaces them.
 ///
@@ -130,7 +230,7 @@ impl Redacted<Value> {
 }
 
 #[cfg(test)]
-mod tests {
+mod trait_tests {
     use super::*;
 
     struct Upper;

@@ -1,0 +1,160 @@
+//! Property checks shared by the fuzz targets (`fuzz/`) and the test that replays
+//! `fuzz/regressions/`. Not part of the API.
+#![allow(missing_docs)]
+
+use std::sync::OnceLock;
+
+use secrecy::SecretString;
+use serde_json::Value;
+
+use super::{MAX_JSON_DEPTH, PatternRedactor, Redactor, SessionKey, Style, TOO_DEEP};
+
+/// A registered credential the checks plant.
+pub const KNOWN: &str = "fz-KnownSecret-7Hq2/x+9";
+
+/// Values that must never survive redaction when planted between `<` and `>`.
+pub const PLANTS: &[&str] = &[
+    "jane.doe@example.com",
+    "(415) 555-0132",
+    "+1 415 555 0132",
+    "123-45-6789",
+    "4111 1111 1111 1111",
+    "5555-5555-5555-4444",
+    "378282246310005",
+    "192.168.1.20",
+    "2001:db8::8a2e:370:7334",
+    "fe80::1%eth0",
+    "AKIAIOSFODNN7EXAMPLE",
+    "ghp_0123456789abcdefghijABCDEFGHIJ012345",
+    "sk-proj-abc123DEF456ghi789JKL0",
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlLXZhbHVl",
+    KNOWN,
+];
+
+/// The redactors under test: placeholders, and pseudonyms with partial cards.
+pub fn redactors() -> &'static [PatternRedactor; 2] {
+    static R: OnceLock<[PatternRedactor; 2]> = OnceLock::new();
+    R.get_or_init(|| {
+        let a = PatternRedactor::builder().build();
+        a.add_known_secret(&SecretString::from(KNOWN));
+        let b = PatternRedactor::builder()
+            .style(Style::Pseudonym)
+            .style_for(super::Kind::CreditCard, Style::Partial)
+            .e164(true)
+            .known_secrets(std::sync::Arc::clone(a.known_secrets()))
+            .session_key(SessionKey::from_bytes([9; 32]))
+            .build();
+        [a, b]
+    })
+}
+
+/// `data[0]` picks a value to plant (or none), `data[1]` where; the rest is the text.
+fn plant(data: &[u8]) -> (Vec<u8>, Option<&'static str>) {
+    let Some((&pick, rest)) = data.split_first() else {
+        return (Vec::new(), None);
+    };
+    let Some((&at, text)) = rest.split_first() else {
+        return (Vec::new(), None);
+    };
+    let Some(&value) = PLANTS.get(usize::from(pick)) else {
+        return (text.to_vec(), None);
+    };
+    let at = usize::from(at).min(text.len());
+    let mut out = text[..at].to_vec();
+    out.extend_from_slice(b" <");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"> ");
+    out.extend_from_slice(&text[at..]);
+    (out, Some(value))
+}
+
+/// Text properties: no panic; idempotent; nothing detectable left; a planted value is
+/// gone; the byte API agrees with the string API on valid UTF-8.
+///
+/// # Panics
+/// When a property does not hold.
+pub fn check_str(data: &[u8]) {
+    let (bytes, planted) = plant(data);
+    let text = String::from_utf8_lossy(&bytes);
+    for r in redactors() {
+        let once = r.redact_str(&text);
+        let twice = r.redact_str(&once);
+        assert_eq!(once, twice, "not idempotent for {text:?}");
+        assert!(r.find(&once).is_empty(), "left {:?} in {once:?}", r.find(&once));
+        if let Some(p) = planted {
+            // The planted occurrence must be gone (the same characters may still appear
+            // elsewhere in a form that is not a finding, e.g. glued to a word).
+            assert!(
+                !once.contains(&format!("<{p}>")),
+                "planted {p:?} survived: {once:?}"
+            );
+        }
+        if std::str::from_utf8(&bytes).is_ok() {
+            assert_eq!(&*r.redact_bytes(&bytes), once.as_bytes());
+        }
+        let b1 = r.redact_bytes(&bytes);
+        assert_eq!(r.redact_bytes(&b1), b1, "bytes not idempotent");
+    }
+}
+
+/// Same shape: arrays keep their length, objects their number of keys, scalars stay
+/// scalars (a number may become a placeholder string); a subtree may be cut at the depth
+/// limit.
+fn same_shape(a: &Value, b: &Value, depth: usize) -> bool {
+    if depth >= MAX_JSON_DEPTH && *b == Value::String(TOO_DEEP.to_owned()) {
+        return true;
+    }
+    match (a, b) {
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same_shape(p, q, depth + 1))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            // Keys may be renamed; compare values of unchanged keys, and counts.
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_none_or(|w| same_shape(v, w, depth + 1)))
+        }
+        (Value::String(_), Value::String(_))
+        | (Value::Number(_), Value::Number(_) | Value::String(_))
+        | (Value::Null, Value::Null) => true,
+        (Value::Bool(x), Value::Bool(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// JSON properties: valid JSON out; same shape; idempotent; a planted value is gone.
+/// Inputs that are not JSON are wrapped as a string leaf.
+///
+/// # Panics
+/// When a property does not hold.
+pub fn check_json(data: &[u8]) {
+    let (bytes, planted) = plant(data);
+    let mut value: Value = serde_json::from_slice(data.get(2..).unwrap_or_default())
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    if let Some(p) = planted {
+        value = serde_json::json!({ "wrapped": value, "p": p, "in": format!("x <{p}> y"), p: [p] });
+    }
+    for r in redactors() {
+        let out = r.redacted(value.clone()).into_inner();
+        assert!(same_shape(&value, &out, 0), "shape changed: {value} -> {out}");
+        let text = serde_json::to_string(&out).expect("serialises");
+        let back: Value = serde_json::from_str(&text).expect("valid JSON");
+        // (Not `back == out`: serde_json's float parsing does not always round-trip.)
+        assert!(same_shape(&out, &back, 0));
+        let again = r.redacted(out.clone()).into_inner();
+        assert_eq!(again, out, "JSON not idempotent");
+        if let Some(p) = planted {
+            assert_ne!(out["p"], Value::from(p), "planted {p:?} survived: {text}");
+            assert!(
+                !text.contains(&format!("<{p}>")),
+                "planted {p:?} survived: {text}"
+            );
+            let arr = serde_json::json!([p]);
+            assert!(
+                out.as_object()
+                    .is_some_and(|m| !m.contains_key(p) && m.values().all(|v| *v != arr)),
+                "{text}"
+            );
+        }
+    }
+}

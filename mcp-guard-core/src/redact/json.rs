@@ -1,0 +1,236 @@
+//! The structure-aware JSON walk of [`PatternRedactor`].
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Number, Value};
+
+use super::detect::numeric;
+use super::known::KnownSet;
+use super::pattern::{Kind, PatternRedactor};
+use super::scan::{Hints, Hit};
+use super::{MAX_JSON_DEPTH, TOO_DEEP};
+
+pub(crate) fn redact(r: &PatternRedactor, value: &mut Value) {
+    let known = r.snapshot();
+    let mut w = Walk {
+        r,
+        known: &known,
+        hits: Vec::new(),
+        keys: HashMap::new(),
+    };
+    w.walk(value, 0, Hints::default());
+}
+
+struct Walk<'a> {
+    r: &'a PatternRedactor,
+    known: &'a KnownSet,
+    hits: Vec<Hit>,
+    /// Keys seen in this document: their hints and redacted form (documents repeat the
+    /// same keys in every row). Bounded, so hostile key sets cost memory only up to a point.
+    keys: HashMap<String, (Hints, Option<String>)>,
+}
+
+const KEY_CACHE: usize = 512;
+
+/// Keys (lower-cased, without `_`, `-`, `.` and spaces) whose string value is a
+/// credential as a whole.
+const SECRET_KEYS: &[&[u8]] = &[
+    b"password",
+    b"passwd",
+    b"pwd",
+    b"secret",
+    b"clientsecret",
+    b"apikey",
+    b"xapikey",
+    b"apitoken",
+    b"accesstoken",
+    b"refreshtoken",
+    b"idtoken",
+    b"authtoken",
+    b"token",
+    b"bearertoken",
+    b"authorization",
+    b"privatekey",
+    b"secretkey",
+    b"secretaccesskey",
+    b"awssecretaccesskey",
+    b"sessiontoken",
+    b"proxyauthorization",
+];
+
+fn contains(h: &[u8], n: &[u8]) -> bool {
+    h.windows(n.len()).any(|w| w == n)
+}
+
+/// What a key says about its value.
+pub(crate) fn key_hints(key: &str) -> Hints {
+    let mut buf = [0u8; 48];
+    let mut n = 0;
+    for &b in key.as_bytes() {
+        if matches!(b, b'_' | b'-' | b'.' | b' ') {
+            continue;
+        }
+        if n == buf.len() {
+            return Hints::default();
+        }
+        buf[n] = b.to_ascii_lowercase();
+        n += 1;
+    }
+    let k = &buf[..n];
+    Hints {
+        ssn: contains(k, b"ssn") || contains(k, b"socialsecurity"),
+        phone: contains(k, b"phone") || contains(k, b"mobile") || k == b"tel" || k == b"fax",
+        version: contains(k, b"version") || k == b"ver" || k == b"v",
+        secret: SECRET_KEYS.contains(&k),
+    }
+}
+
+/// A string that may hold a JSON object or array.
+fn looks_like_json(s: &str) -> bool {
+    let t = s.trim_ascii();
+    matches!(
+        (t.as_bytes().first(), t.as_bytes().last()),
+        (Some(b'{'), Some(b'}')) | (Some(b'['), Some(b']'))
+    )
+}
+
+impl Walk<'_> {
+    /// Redacts `v` in place; returns whether anything changed.
+    fn walk(&mut self, v: &mut Value, depth: usize, hints: Hints) -> bool {
+        if depth >= MAX_JSON_DEPTH {
+            *v = Value::String(TOO_DEEP.to_owned());
+            return true;
+        }
+        match v {
+            Value::String(s) => self.string(s, depth, hints),
+            Value::Number(n) => match self.number(n, hints) {
+                Some(rep) => {
+                    *v = Value::String(rep);
+                    true
+                }
+                None => false,
+            },
+            Value::Array(items) => {
+                let mut changed = false;
+                for item in items {
+                    changed |= self.walk(item, depth + 1, hints);
+                }
+                changed
+            }
+            Value::Object(map) => self.object(map, depth),
+            Value::Null | Value::Bool(_) => false,
+        }
+    }
+
+    fn string(&mut self, s: &mut String, depth: usize, hints: Hints) -> bool {
+        if !hints.secret
+            && looks_like_json(s)
+            && let Ok(mut inner) = serde_json::from_str::<Value>(s)
+        {
+            if !self.walk(&mut inner, depth + 1, Hints::default()) {
+                return false;
+            }
+            let text = if s.contains('\n') {
+                serde_json::to_string_pretty(&inner)
+            } else {
+                serde_json::to_string(&inner)
+            };
+            *s = text.unwrap_or_else(|_| TOO_DEEP.to_owned());
+            return true;
+        }
+        match self
+            .r
+            .redact_with(s.as_bytes(), hints, self.known, &mut self.hits)
+        {
+            Some(out) => {
+                *s = String::from_utf8(out)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A number that is a card (always), an SSN or phone number (under a key that says
+    /// so) or anything under a credential key becomes a placeholder string.
+    fn number(&self, n: &Number, hints: Hints) -> Option<String> {
+        if hints.secret {
+            return Some(Kind::Secret.placeholder().to_owned());
+        }
+        let mut u = n.as_u64()?;
+        if u < 100_000_000 {
+            return None;
+        }
+        let mut buf = [0u8; 20];
+        let mut i = buf.len();
+        while u > 0 {
+            i -= 1;
+            buf[i] = b'0' + u8::try_from(u % 10).unwrap_or(0);
+            u /= 10;
+        }
+        let d = &buf[i..];
+        let sc = self.r.scanner();
+        let kind = if sc.on(Kind::CreditCard) && numeric::card_digits_valid(d) {
+            Kind::CreditCard
+        } else if sc.on(Kind::Ssn) && hints.ssn && numeric::ssn_digits_valid(d) {
+            Kind::Ssn
+        } else if sc.on(Kind::Phone) && hints.phone && numeric::nanp_digits_valid(d) {
+            Kind::Phone
+        } else {
+            return None;
+        };
+        let mut out = Vec::new();
+        self.r.render(kind, d, &mut out);
+        Some(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// Hints and redacted form of a key.
+    fn key(&mut self, k: &str) -> (Hints, Option<String>) {
+        if let Some(hit) = self.keys.get(k) {
+            return hit.clone();
+        }
+        let renamed = self
+            .r
+            .redact_with(k.as_bytes(), Hints::default(), self.known, &mut self.hits)
+            .map(|out| String::from_utf8_lossy(&out).into_owned());
+        let entry = (key_hints(k), renamed);
+        if self.keys.len() < KEY_CACHE {
+            self.keys.insert(k.to_owned(), entry.clone());
+        }
+        entry
+    }
+
+    fn object(&mut self, map: &mut Map<String, Value>, depth: usize) -> bool {
+        let mut changed = false;
+        let mut renamed: HashMap<String, String> = HashMap::new();
+        for (k, v) in map.iter_mut() {
+            let (hints, new_key) = self.key(k);
+            changed |= self.walk(v, depth + 1, hints);
+            if let Some(n) = new_key {
+                renamed.insert(k.clone(), n);
+            }
+        }
+        if renamed.is_empty() {
+            return changed;
+        }
+        let old = std::mem::take(map);
+        let mut next_suffix: HashMap<String, usize> = HashMap::new();
+        for (k, v) in old {
+            let key = renamed.remove(&k).unwrap_or(k);
+            // Two keys redacted to the same placeholder: keep both values.
+            let mut out = key.clone();
+            if map.contains_key(&out) {
+                let n = next_suffix.entry(key.clone()).or_insert(2);
+                loop {
+                    out = format!("{key}#{n}");
+                    *n += 1;
+                    if !map.contains_key(&out) {
+                        break;
+                    }
+                }
+            }
+            map.insert(out, v);
+        }
+        true
+    }
+}

@@ -1,0 +1,217 @@
+//! The credential scrubber: exact secret values the gateway holds.
+
+use std::fmt;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+use secrecy::{ExposeSecret, SecretString};
+
+/// Shortest secret [`KnownSecrets::add`] accepts, in bytes. Shorter values would match
+/// ordinary text.
+pub const MIN_KNOWN_SECRET_LEN: usize = 8;
+
+/// The exact credentials a gateway holds, so that an upstream echoing one back (in an
+/// error message, a debug dump, a reflected header) never gets it through.
+///
+/// Each secret is searched for as is and in the encodings it is likely to travel in:
+/// base64 (standard and URL-safe, at every byte alignment, so it is also found inside a
+/// longer encoded string such as `Basic base64(user:token)`), percent-encoding (upper-
+/// and lower-case hex) and JSON string escaping. Matches become `[REDACTED_SECRET]`.
+///
+/// Shared and updatable at run time: clone the `Arc` into every redactor; `add` and
+/// `remove` rebuild one multi-pattern automaton and swap it in, and redactions already
+/// under way keep the automaton they started with.
+///
+/// # Security
+/// The automaton holds copies of the secrets (and their encodings) in memory for as long
+/// as they are registered; those copies are not zeroed on drop.
+///
+/// ```
+/// use std::sync::Arc;
+/// use mcp_guard_core::redact::{KnownSecrets, PatternRedactor};
+/// use mcp_guard_core::Redactor;
+/// use secrecy::SecretString;
+///
+/// let known = Arc::new(KnownSecrets::new());
+/// let redactor = PatternRedactor::builder().known_secrets(Arc::clone(&known)).build();
+/// known.add(&SecretString::from("hunter2-correct-horse"));
+/// assert_eq!(redactor.redact_str("token=hunter2-correct-horse"), "token=[REDACTED_SECRET]");
+/// ```
+#[derive(Default)]
+pub struct KnownSecrets {
+    current: RwLock<Arc<KnownSet>>,
+}
+
+/// One immutable generation of the registry.
+#[derive(Default)]
+pub(crate) struct KnownSet {
+    secrets: Vec<SecretString>,
+    pub(crate) automaton: Option<AhoCorasick>,
+}
+
+impl fmt::Debug for KnownSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KnownSecrets")
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the scrubber must know the bytes it searches for"
+)]
+fn bytes_of(secret: &SecretString) -> &[u8] {
+    secret.expose_secret().as_bytes()
+}
+
+/// The forms a secret is searched in.
+fn variants(s: &[u8]) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = vec![s.to_vec()];
+    for engine in [STANDARD_NO_PAD, URL_SAFE_NO_PAD] {
+        for k in 0..3usize {
+            let mut buf = vec![0u8; k];
+            buf.extend_from_slice(s);
+            let enc = engine.encode(&buf).into_bytes();
+            // Characters whose 6 bits come from the secret alone.
+            let first = (8 * k).div_ceil(6);
+            let last = (8 * (k + s.len())) / 6;
+            if let Some(mid) = enc.get(first..last.min(enc.len()))
+                && mid.len() >= MIN_KNOWN_SECRET_LEN
+            {
+                out.push(mid.to_vec());
+            }
+        }
+    }
+    for upper in [true, false] {
+        let mut pct = Vec::with_capacity(s.len() * 3);
+        for &b in s {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                pct.push(b);
+            } else {
+                let hex = if upper {
+                    b"0123456789ABCDEF"
+                } else {
+                    b"0123456789abcdef"
+                };
+                pct.extend_from_slice(&[b'%', hex[usize::from(b >> 4)], hex[usize::from(b & 15)]]);
+            }
+        }
+        out.push(pct);
+    }
+    if let Ok(text) = std::str::from_utf8(s)
+        && let Ok(json) = serde_json::to_string(text)
+        && let Some(inner) = json.as_bytes().get(1..json.len() - 1)
+    {
+        out.push(inner.to_vec());
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+impl KnownSecrets {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers `secret`. Returns `false` (and registers nothing) if it is shorter than
+    /// [`MIN_KNOWN_SECRET_LEN`] bytes or already registered.
+    pub fn add(&self, secret: &SecretString) -> bool {
+        let bytes = bytes_of(secret);
+        if bytes.len() < MIN_KNOWN_SECRET_LEN {
+            return false;
+        }
+        let mut guard = self.current.write().unwrap_or_else(PoisonError::into_inner);
+        if guard.secrets.iter().any(|s| bytes_of(s) == bytes) {
+            return false;
+        }
+        let mut secrets = guard.secrets.clone();
+        secrets.push(secret.clone());
+        *guard = Arc::new(KnownSet::build(secrets));
+        true
+    }
+
+    /// Unregisters `secret`. Returns whether it was registered.
+    pub fn remove(&self, secret: &SecretString) -> bool {
+        let bytes = bytes_of(secret);
+        let mut guard = self.current.write().unwrap_or_else(PoisonError::into_inner);
+        let before = guard.secrets.len();
+        let secrets: Vec<SecretString> = guard
+            .secrets
+            .iter()
+            .filter(|s| bytes_of(s) != bytes)
+            .cloned()
+            .collect();
+        if secrets.len() == before {
+            return false;
+        }
+        *guard = Arc::new(KnownSet::build(secrets));
+        true
+    }
+
+    /// Number of registered secrets.
+    pub fn len(&self) -> usize {
+        self.snapshot().secrets.len()
+    }
+
+    /// Whether no secret is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) fn snapshot(&self) -> Arc<KnownSet> {
+        Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+impl KnownSet {
+    fn build(secrets: Vec<SecretString>) -> Self {
+        let mut patterns: Vec<Vec<u8>> = secrets.iter().flat_map(|s| variants(bytes_of(s))).collect();
+        patterns.sort();
+        patterns.dedup();
+        // Standard semantics so overlapping occurrences are all reported. A failed build
+        // (only possible past the automaton's size limits) falls back to the raw values.
+        let automaton = AhoCorasickBuilder::new()
+            .match_kind(MatchKind::Standard)
+            .build(&patterns)
+            .or_else(|_| AhoCorasick::new(secrets.iter().map(bytes_of)))
+            .ok()
+            .filter(|_| !secrets.is_empty());
+        Self { secrets, automaton }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variants_cover_encodings() {
+        let v = variants(b"s3cr3t/value+x");
+        let has = |x: &str| v.iter().any(|p| p == x.as_bytes());
+        assert!(has("s3cr3t/value+x"));
+        assert!(has("s3cr3t%2Fvalue%2Bx"));
+        assert!(has("s3cr3t%2fvalue%2bx"));
+        assert!(
+            has("czNjcjN0L3ZhbHVlK3"),
+            "base64 without the last, partly padded, character"
+        );
+        assert!(v.iter().all(|p| p.len() >= MIN_KNOWN_SECRET_LEN));
+    }
+
+    #[test]
+    fn add_remove() {
+        let k = KnownSecrets::new();
+        assert!(!k.add(&SecretString::from("short")));
+        assert!(k.add(&SecretString::from("long-enough")));
+        assert!(!k.add(&SecretString::from("long-enough")));
+        assert_eq!(k.len(), 1);
+        assert!(k.remove(&SecretString::from("long-enough")));
+        assert!(k.is_empty());
+        assert!(k.snapshot().automaton.is_none());
+    }
+}

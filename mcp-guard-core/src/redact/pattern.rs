@@ -1,0 +1,534 @@
+//! [`PatternRedactor`]: the reference [`Redactor`].
+
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+
+use hmac::{Hmac, Mac};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::Sha256;
+
+use super::Redactor;
+use super::known::{KnownSecrets, KnownSet};
+use super::scan::{self, Hints, Hit, Scanner};
+
+/// Passes over one string before it counts as crafted; see [`UNSTABLE`].
+pub const MAX_PASSES: usize = 8;
+
+/// Replaces a whole string whose redaction did not settle within [`MAX_PASSES`] passes
+/// (each replacement exposing another finding: only crafted input does that).
+pub const UNSTABLE: &str = "[REDACTED_UNSTABLE]";
+
+/// What a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Kind {
+    /// An email address.
+    Email,
+    /// A North American phone number (or any E.164 number, when enabled).
+    Phone,
+    /// A US Social Security number.
+    Ssn,
+    /// A payment card number.
+    CreditCard,
+    /// An IPv4 address.
+    Ipv4,
+    /// An IPv6 address.
+    Ipv6,
+    /// A credential recognised by its shape (API keys, tokens, private keys). Always on.
+    Secret,
+    /// A credential registered in [`KnownSecrets`]. Always on.
+    KnownSecret,
+}
+
+impl Kind {
+    /// The kinds that can be switched off, in a fixed order.
+    pub const PII: [Kind; 6] = [
+        Kind::Email,
+        Kind::Phone,
+        Kind::Ssn,
+        Kind::CreditCard,
+        Kind::Ipv4,
+        Kind::Ipv6,
+    ];
+
+    /// The label used in replacements: `EMAIL`, `PHONE`, `SSN`, `CREDIT_CARD`, `IP`
+    /// (both IP versions) or `SECRET`.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Kind::Email => "EMAIL",
+            Kind::Phone => "PHONE",
+            Kind::Ssn => "SSN",
+            Kind::CreditCard => "CREDIT_CARD",
+            Kind::Ipv4 | Kind::Ipv6 => "IP",
+            Kind::Secret | Kind::KnownSecret => "SECRET",
+        }
+    }
+
+    /// The fixed placeholder, e.g. `[REDACTED_EMAIL]`.
+    pub const fn placeholder(self) -> &'static str {
+        match self {
+            Kind::Email => "[REDACTED_EMAIL]",
+            Kind::Phone => "[REDACTED_PHONE]",
+            Kind::Ssn => "[REDACTED_SSN]",
+            Kind::CreditCard => "[REDACTED_CREDIT_CARD]",
+            Kind::Ipv4 | Kind::Ipv6 => "[REDACTED_IP]",
+            Kind::Secret | Kind::KnownSecret => "[REDACTED_SECRET]",
+        }
+    }
+
+    pub(crate) const fn bit(self) -> u16 {
+        1 << (self as u16)
+    }
+
+    /// Which kind names a merged finding made of overlapping ones.
+    pub(crate) const fn priority(self) -> u8 {
+        match self {
+            Kind::KnownSecret => 8,
+            Kind::Secret => 7,
+            Kind::CreditCard => 6,
+            Kind::Ssn => 5,
+            Kind::Phone => 4,
+            Kind::Email => 3,
+            Kind::Ipv6 => 2,
+            Kind::Ipv4 => 1,
+        }
+    }
+
+    fn pii_index(self) -> Option<usize> {
+        Kind::PII.iter().position(|&k| k == self)
+    }
+}
+
+/// How a finding is replaced. Secrets always get the fixed `[REDACTED_SECRET]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Style {
+    /// A fixed placeholder such as `[REDACTED_EMAIL]`.
+    #[default]
+    Placeholder,
+    /// A keyed hash of the value, stable for one [`SessionKey`]: `[EMAIL:3f9a1c2b]`. The
+    /// same value gets the same tag within a session (so a model can still tell two people
+    /// apart) and an unrelated tag in another session.
+    Pseudonym,
+    /// The last four digits of a card, phone or SSN: `[REDACTED_CREDIT_CARD:…1234]`.
+    /// Other kinds fall back to the placeholder.
+    Partial,
+}
+
+/// The per-session key of [`Style::Pseudonym`] (HMAC-SHA256).
+#[derive(Clone)]
+pub struct SessionKey([u8; 32]);
+
+impl fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionKey(..)")
+    }
+}
+
+impl SessionKey {
+    /// A key from the operating system's random source.
+    ///
+    /// If that source fails, falls back to a key derived from the process's hashing
+    /// seeds and the clock: still different per session, not suitable as a secret.
+    pub fn random() -> Self {
+        let mut key = [0u8; 32];
+        if getrandom::getrandom(&mut key).is_err() {
+            use std::hash::{BuildHasher, Hasher};
+            for chunk in key.chunks_mut(8) {
+                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+                h.write_u128(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos()),
+                );
+                chunk.copy_from_slice(&h.finish().to_le_bytes());
+            }
+        }
+        Self(key)
+    }
+
+    /// A key from fixed bytes (tests, or a key derived from the gateway session id).
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+}
+
+/// One detected value: its kind and byte range in the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    kind: Kind,
+    range: Range<usize>,
+}
+
+impl Finding {
+    /// What was found.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// Where, in bytes.
+    pub fn range(&self) -> Range<usize> {
+        self.range.clone()
+    }
+}
+
+/// Builds a [`PatternRedactor`]. Every PII kind is on by default, with placeholders.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct PatternRedactorBuilder {
+    enabled: u16,
+    styles: [Style; 6],
+    e164: bool,
+    known: Option<Arc<KnownSecrets>>,
+    key: Option<SessionKey>,
+}
+
+impl Default for PatternRedactorBuilder {
+    fn default() -> Self {
+        Self {
+            enabled: Kind::PII.iter().fold(0, |acc, k| acc | k.bit()),
+            styles: [Style::Placeholder; 6],
+            e164: false,
+            known: None,
+            key: None,
+        }
+    }
+}
+
+const ALWAYS_ON: u16 = Kind::Secret.bit() | Kind::KnownSecret.bit();
+
+impl PatternRedactorBuilder {
+    /// Detects exactly these PII kinds (secrets are always detected).
+    pub fn only(mut self, kinds: &[Kind]) -> Self {
+        self.enabled = kinds.iter().fold(0, |acc, k| acc | k.bit());
+        self
+    }
+
+    /// Turns detection of `kind` on.
+    pub fn enable(mut self, kind: Kind) -> Self {
+        self.enabled |= kind.bit();
+        self
+    }
+
+    /// Turns detection of `kind` off. Has no effect on [`Kind::Secret`] and
+    /// [`Kind::KnownSecret`], which cannot be switched off.
+    pub fn disable(mut self, kind: Kind) -> Self {
+        self.enabled &= !kind.bit();
+        self
+    }
+
+    /// The replacement style of every PII kind.
+    pub fn style(mut self, style: Style) -> Self {
+        self.styles = [style; 6];
+        self
+    }
+
+    /// The replacement style of one PII kind. Ignored for secrets.
+    pub fn style_for(mut self, kind: Kind, style: Style) -> Self {
+        if let Some(i) = kind.pii_index() {
+            self.styles[i] = style;
+        }
+        self
+    }
+
+    /// Also accept international numbers in E.164 form (`+` and 8 to 15 digits, no
+    /// separators) as phone numbers. Off by default.
+    pub fn e164(mut self, on: bool) -> Self {
+        self.e164 = on;
+        self
+    }
+
+    /// The registry of known secrets to scrub (shared with the credential store). Without
+    /// one, the redactor gets its own empty registry.
+    pub fn known_secrets(mut self, known: Arc<KnownSecrets>) -> Self {
+        self.known = Some(known);
+        self
+    }
+
+    /// The pseudonym key. Without one, a random key is drawn at [`build`](Self::build).
+    pub fn session_key(mut self, key: SessionKey) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// Compiles the redactor.
+    pub fn build(self) -> PatternRedactor {
+        PatternRedactor {
+            scanner: Arc::new(Scanner::new(self.enabled | ALWAYS_ON, self.e164)),
+            styles: self.styles,
+            known: self.known.unwrap_or_default(),
+            key: self.key.unwrap_or_else(SessionKey::random),
+        }
+    }
+}
+
+/// The reference [`Redactor`]: hand-written detectors behind a byte-class prefilter, and
+/// a multi-pattern scrubber for known secrets.
+///
+/// Cheap to clone (the compiled parts are shared). See the [module docs](super) for
+/// what each detector accepts.
+#[derive(Clone)]
+pub struct PatternRedactor {
+    scanner: Arc<Scanner>,
+    styles: [Style; 6],
+    pub(crate) known: Arc<KnownSecrets>,
+    key: SessionKey,
+}
+
+impl fmt::Debug for PatternRedactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let on: Vec<Kind> = Kind::PII.into_iter().filter(|&k| self.scanner.on(k)).collect();
+        f.debug_struct("PatternRedactor")
+            .field("kinds", &on)
+            .field("styles", &self.styles)
+            .field("e164", &self.scanner.e164)
+            .field("known_secrets", &self.known.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PatternRedactor {
+    /// A builder with every PII kind on and placeholder replacements.
+    pub fn builder() -> PatternRedactorBuilder {
+        PatternRedactorBuilder::default()
+    }
+
+    /// The same detectors and registry with another pseudonym key: one per gateway
+    /// session, so pseudonyms are stable within a session and unrelated across sessions.
+    #[must_use]
+    pub fn with_session_key(&self, key: SessionKey) -> Self {
+        Self { key, ..self.clone() }
+    }
+
+    /// The registry of known secrets this redactor scrubs.
+    pub fn known_secrets(&self) -> &Arc<KnownSecrets> {
+        &self.known
+    }
+
+    /// Registers a secret to scrub; shorthand for `known_secrets().add(secret)`.
+    pub fn add_known_secret(&self, secret: &SecretString) -> bool {
+        self.known.add(secret)
+    }
+
+    /// Every value the redactor would replace in `input`, in order, overlapping findings
+    /// merged.
+    pub fn find(&self, input: &str) -> Vec<Finding> {
+        let known = self.known.snapshot();
+        let mut found = Vec::new();
+        self.scanner
+            .scan(input.as_bytes(), Hints::default(), &known, &mut found);
+        scan::merge(&mut found);
+        found
+            .into_iter()
+            .map(|h| Finding {
+                kind: h.kind,
+                range: h.start..h.end,
+            })
+            .collect()
+    }
+
+    /// Redacts bytes that need not be UTF-8 (a child's stderr, a raw body). Invalid
+    /// sequences are kept as they are; every detector works on ASCII.
+    pub fn redact_bytes<'a>(&self, input: &'a [u8]) -> Cow<'a, [u8]> {
+        let known = self.known.snapshot();
+        match self.redact_with(input, Hints::default(), &known, &mut Vec::new()) {
+            Some(out) => Cow::Owned(out),
+            None => Cow::Borrowed(input),
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> Arc<KnownSet> {
+        self.known.snapshot()
+    }
+
+    pub(crate) fn scanner(&self) -> &Scanner {
+        &self.scanner
+    }
+
+    /// Redacts `h`; `None` when nothing was found.
+    ///
+    /// Some rejections depend on context (an address glued to a token is not an address),
+    /// and a replacement changes the context. So the output is scanned again until
+    /// nothing more is found: that makes redaction idempotent. Only strings that had
+    /// findings pay for the extra pass. Real text settles after one or two passes; a
+    /// string still changing after [`MAX_PASSES`] is crafted, and is replaced as a whole
+    /// by [`UNSTABLE`] (fail closed, and still idempotent).
+    pub(crate) fn redact_with(
+        &self,
+        h: &[u8],
+        hints: Hints,
+        known: &KnownSet,
+        found: &mut Vec<Hit>,
+    ) -> Option<Vec<u8>> {
+        if hints.secret {
+            let p = Kind::Secret.placeholder().as_bytes();
+            return (!h.is_empty() && h != p).then(|| p.to_vec());
+        }
+        let mut out = self.replace_once(h, hints, known, found)?;
+        for _ in 1..MAX_PASSES {
+            match self.replace_once(&out, hints, known, found) {
+                Some(next) => out = next,
+                None => return Some(out),
+            }
+        }
+        Some(UNSTABLE.as_bytes().to_vec())
+    }
+
+    fn replace_once(
+        &self,
+        h: &[u8],
+        hints: Hints,
+        known: &KnownSet,
+        found: &mut Vec<Hit>,
+    ) -> Option<Vec<u8>> {
+        found.clear();
+        self.scanner.scan(h, hints, known, found);
+        if found.is_empty() {
+            return None;
+        }
+        scan::merge(found);
+        let mut out = Vec::with_capacity(h.len() + 16 * found.len());
+        let mut last = 0;
+        for hit in found.iter() {
+            out.extend_from_slice(&h[last..hit.start]);
+            self.render(hit.kind, &h[hit.start..hit.end], &mut out);
+            last = hit.end;
+        }
+        out.extend_from_slice(&h[last..]);
+        Some(out)
+    }
+
+    /// Writes the replacement of `matched` (a value of kind `kind`) to `out`.
+    pub(crate) fn render(&self, kind: Kind, matched: &[u8], out: &mut Vec<u8>) {
+        let style = kind.pii_index().map_or(Style::Placeholder, |i| self.styles[i]);
+        match style {
+            Style::Pseudonym => {
+                if let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.key.0) {
+                    mac.update(kind.label().as_bytes());
+                    mac.update(&[0]);
+                    mac.update(&normalize(kind, matched));
+                    let tag = mac.finalize().into_bytes();
+                    out.push(b'[');
+                    out.extend_from_slice(kind.label().as_bytes());
+                    out.push(b':');
+                    for b in tag.iter().take(4) {
+                        out.extend_from_slice(&hex_byte(*b));
+                    }
+                    out.push(b']');
+                    return;
+                }
+            }
+            Style::Partial if matches!(kind, Kind::CreditCard | Kind::Phone | Kind::Ssn) => {
+                let digits: Vec<u8> = matched.iter().copied().filter(u8::is_ascii_digit).collect();
+                let last4 = &digits[digits.len().saturating_sub(4)..];
+                let p = kind.placeholder().as_bytes();
+                out.extend_from_slice(&p[..p.len() - 1]);
+                out.extend_from_slice(":\u{2026}".as_bytes());
+                out.extend_from_slice(last4);
+                out.push(b']');
+                return;
+            }
+            Style::Placeholder | Style::Partial => {}
+        }
+        out.extend_from_slice(kind.placeholder().as_bytes());
+    }
+}
+
+fn hex_byte(b: u8) -> [u8; 2] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]
+}
+
+/// The canonical form hashed for a pseudonym, so that spellings of one value agree.
+fn normalize(kind: Kind, matched: &[u8]) -> Vec<u8> {
+    match kind {
+        Kind::CreditCard | Kind::Ssn => matched.iter().copied().filter(u8::is_ascii_digit).collect(),
+        Kind::Phone => {
+            let d: Vec<u8> = matched.iter().copied().filter(u8::is_ascii_digit).collect();
+            if d.len() == 11 && d[0] == b'1' {
+                d[1..].to_vec()
+            } else {
+                d
+            }
+        }
+        _ => matched.to_ascii_lowercase(),
+    }
+}
+
+impl Redactor for PatternRedactor {
+    fn redact_str<'a>(&self, input: &'a str) -> Cow<'a, str> {
+        let known = self.known.snapshot();
+        match self.redact_with(input.as_bytes(), Hints::default(), &known, &mut Vec::new()) {
+            None => Cow::Borrowed(input),
+            Some(out) => Cow::Owned(
+                String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            ),
+        }
+    }
+
+    fn redact_json(&self, value: &mut Value) {
+        super::json::redact(self, value);
+    }
+}
+
+/// Redaction settings of one endpoint, as configuration data.
+///
+/// ```
+/// use mcp_guard_core::redact::{Kind, RedactionConfig, Style};
+///
+/// let cfg: RedactionConfig = serde_json::from_value(serde_json::json!({
+///     "detect": ["email", "credit-card"],
+///     "style": "pseudonym",
+///     "style-overrides": { "credit-card": "partial" },
+/// }))?;
+/// let redactor = cfg.build(None);
+/// # let _ = (Kind::Email, Style::Partial, redactor);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+#[non_exhaustive]
+pub struct RedactionConfig {
+    /// PII kinds to detect (default: all). Secrets are always detected.
+    pub detect: Vec<Kind>,
+    /// Replacement style of every PII kind.
+    pub style: Style,
+    /// Per-kind style overrides.
+    pub style_overrides: std::collections::BTreeMap<Kind, Style>,
+    /// Accept E.164 international numbers as phone numbers.
+    pub e164: bool,
+}
+
+impl Default for RedactionConfig {
+    fn default() -> Self {
+        Self {
+            detect: Kind::PII.to_vec(),
+            style: Style::Placeholder,
+            style_overrides: std::collections::BTreeMap::default(),
+            e164: false,
+        }
+    }
+}
+
+impl RedactionConfig {
+    /// Compiles the settings, sharing `known` (or a fresh registry) for secret scrubbing.
+    pub fn build(&self, known: Option<Arc<KnownSecrets>>) -> PatternRedactor {
+        let mut b = PatternRedactor::builder()
+            .only(&self.detect)
+            .style(self.style)
+            .e164(self.e164);
+        for (&k, &s) in &self.style_overrides {
+            b = b.style_for(k, s);
+        }
+        if let Some(known) = known {
+            b = b.known_secrets(known);
+        }
+        b.build()
+    }
+}
