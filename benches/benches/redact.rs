@@ -75,7 +75,7 @@ fn throughput(c: &mut Criterion) {
         let text = input(case, 1 << 20);
         g.throughput(Throughput::Bytes(text.len() as u64));
         g.bench_with_input(BenchmarkId::new(case, "1MiB"), &text, |b, t| {
-            b.iter(|| redactor.redact_str(black_box(t)).len())
+            b.iter(|| redactor.redact_str(black_box(t)).len());
         });
     }
     g.finish();

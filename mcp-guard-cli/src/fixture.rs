@@ -109,6 +109,13 @@ impl Fixture {
             "Announces that the tool list changed.",
             schema(json!({"type": "object"})),
         ));
+        tools.push(Tool::new(
+            "getenv",
+            "Returns the value of one environment variable (a leak probe for tests).",
+            schema(
+                json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}),
+            ),
+        ));
         if variant == "new" {
             tools.push(Tool::new("echo_twice", "Returns the text twice.", text.clone()));
         }
@@ -185,6 +192,10 @@ impl ServerHandler for Fixture {
             "echo_twice" => {
                 let t = arg(&p, "text").and_then(|v| v.as_str()).unwrap_or_default();
                 Ok(text(format!("{t}{t}")))
+            }
+            "getenv" => {
+                let name = arg(&p, "name").and_then(|v| v.as_str()).unwrap_or_default();
+                Ok(text(std::env::var(name).unwrap_or_default()))
             }
             "announce" => {
                 let _ = ctx.peer.notify_tool_list_changed().await;

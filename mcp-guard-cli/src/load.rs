@@ -8,16 +8,17 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use mcp_guard_core::config::{EffectConfig, GatewayConfig, ModeConfig, PrincipalConfig, ServerConfig};
 use mcp_guard_core::pin::{GateMode, HostileTextPolicy, LockFile, PinGate, ToolGate};
+use mcp_guard_core::redact::RedactionConfig;
 use mcp_guard_core::upstream::{
     HttpConnector, HttpSpec, SseConnector, StdioConnector, StdioSpec, Template, UpstreamOptions,
 };
 use mcp_guard_core::{
-    AuditSink, CredentialStore, EnvCredentialStore, Grant, GrantPolicy, Principal, Redactor, RmcpUpstream,
-    Upstream,
+    AuditSink, CredentialStore, Grant, GrantPolicy, Principal, Redactor, RmcpUpstream, Upstream,
 };
 use mcp_guard_tower::{
     AuditLayer, EndpointSpec, EnforcePolicyLayer, Gateway, GuardService, Router, Selection,
 };
+use mcp_guard_tower::{EndpointRedactors, RedactRequestsLayer, RedactResponsesLayer};
 use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
 
@@ -231,7 +232,7 @@ pub(crate) async fn build(
     redactor: Arc<dyn Redactor>,
     gate: Option<Arc<dyn ToolGate>>,
 ) -> anyhow::Result<Built> {
-    let credentials: Arc<dyn CredentialStore> = Arc::new(EnvCredentialStore::new());
+    let credentials = crate::credentials();
     let mut builder = Gateway::builder()
         .separator(config.gateway.separator.clone())
         .audit(audit.clone());
@@ -266,9 +267,26 @@ pub(crate) async fn build(
         builder = builder.endpoint(spec);
     }
     let gateway = builder.build().await?;
+    // Responses always lose secrets and known credentials; endpoints add personal data.
+    let mut secrets_only = RedactionConfig::default();
+    secrets_only.detect.clear();
+    let mut requests = EndpointRedactors::new(None);
+    let mut responses =
+        EndpointRedactors::new(Some(Arc::new(secrets_only.build(Some(crate::known_secrets())))));
+    for (name, ep) in &config.endpoints {
+        let r: Arc<dyn Redactor> = Arc::new(ep.redaction.rules.build(Some(crate::known_secrets())));
+        if ep.redaction.requests {
+            requests = requests.with(name.as_str(), r.clone());
+        }
+        if ep.redaction.responses {
+            responses = responses.with(name.as_str(), r);
+        }
+    }
     let stack = ServiceBuilder::new()
         .layer(AuditLayer::new(audit, redactor))
         .layer(EnforcePolicyLayer::new(policy(config)?))
+        .layer(RedactRequestsLayer::new(requests))
+        .layer(RedactResponsesLayer::new(responses))
         .service(Router::new());
     Ok(Built {
         gateway,

@@ -156,16 +156,29 @@ fn init_tracing(stdio: bool) {
 }
 
 /// The redactor audit records pass through.
-pub(crate) fn redactor() -> Arc<dyn Redactor> {
-    Arc::new(Interim)
+/// Every secret the gateway holds (upstream credentials as they are handed out, client
+/// tokens): scrubbed from anything an upstream sends back, from logs and from audit.
+pub(crate) fn known_secrets() -> Arc<mcp_guard_core::redact::KnownSecrets> {
+    static KNOWN: std::sync::OnceLock<Arc<mcp_guard_core::redact::KnownSecrets>> = std::sync::OnceLock::new();
+    KNOWN.get_or_init(Arc::default).clone()
 }
 
-// Interim until the pattern redactor lands: redacts nothing.
-struct Interim;
-impl Redactor for Interim {
-    fn redact_str<'a>(&self, input: &'a str) -> std::borrow::Cow<'a, str> {
-        input.into()
-    }
+/// The redactor for audit records and upstream stderr: every kind of personal data,
+/// secrets, and the known credentials.
+pub(crate) fn redactor() -> Arc<dyn Redactor> {
+    Arc::new(
+        mcp_guard_core::redact::PatternRedactor::builder()
+            .known_secrets(known_secrets())
+            .build(),
+    )
+}
+
+/// The credential store: the gateway's environment, feeding the scrubber.
+pub(crate) fn credentials() -> Arc<dyn mcp_guard_core::CredentialStore> {
+    Arc::new(mcp_guard_core::credential::Scrubbing::new(
+        mcp_guard_core::EnvCredentialStore::new(),
+        known_secrets(),
+    ))
 }
 
 pub(crate) fn audit_sink() -> Arc<dyn AuditSink> {
@@ -190,7 +203,9 @@ fn authenticator(config: &mcp_guard_core::config::GatewayConfig) -> anyhow::Resu
             if value.len() < 16 {
                 bail!("auth.tokens[{i}]: the token must be at least 16 characters");
             }
-            tokens = tokens.with_token(&SecretString::from(value), load::principal(&t.principal));
+            let secret = SecretString::from(value);
+            known_secrets().add(&secret);
+            tokens = tokens.with_token(&secret, load::principal(&t.principal));
         }
         return Ok(Arc::new(tokens));
     }
@@ -302,8 +317,7 @@ fn check(config: &std::path::Path) -> anyhow::Result<()> {
 /// Connects every enabled server once and lists its tools; fails if any cannot connect.
 async fn check_connect(config: &std::path::Path) -> anyhow::Result<()> {
     let loaded = load::load(config)?;
-    let credentials: Arc<dyn mcp_guard_core::CredentialStore> =
-        Arc::new(mcp_guard_core::EnvCredentialStore::new());
+    let credentials = credentials();
     let mut failed = 0;
     for (upstream, enabled) in load::upstreams(&loaded.config, &credentials, &redactor())? {
         if !enabled {

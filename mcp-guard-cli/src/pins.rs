@@ -35,8 +35,7 @@ fn servers(
         ),
         None => None,
     };
-    let credentials: Arc<dyn mcp_guard_core::CredentialStore> =
-        Arc::new(mcp_guard_core::EnvCredentialStore::new());
+    let credentials = crate::credentials();
     let mut out = Vec::new();
     for (upstream, enabled) in crate::load::upstreams(&cfg, &credentials, &crate::redactor())? {
         let id = upstream.id().to_owned();

@@ -267,6 +267,24 @@ pub struct EndpointConfig {
     /// Prefix names with the server id (default true). `false` is allowed only for an
     /// endpoint with exactly one server, whose names then pass through unchanged.
     pub namespace: bool,
+    /// Personal-data redaction on this endpoint.
+    pub redaction: EndpointRedaction,
+}
+
+/// `[endpoints.NAME.redaction]`: which personal data is removed, in which direction.
+/// Secrets and the credentials the gateway holds are always scrubbed from responses,
+/// and audit records are always redacted for every kind, whatever this says.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct EndpointRedaction {
+    /// Redact arguments before they reach upstreams.
+    pub requests: bool,
+    /// Redact results before they reach clients.
+    pub responses: bool,
+    /// Kinds and replacement style (`detect = ["email", ...]`, `style = "placeholder" |
+    /// "pseudonym" | "partial"`, `style-overrides`, `e164`).
+    pub rules: crate::redact::RedactionConfig,
 }
 
 impl Default for EndpointConfig {
@@ -275,6 +293,7 @@ impl Default for EndpointConfig {
             description: None,
             servers: BTreeMap::new(),
             namespace: true,
+            redaction: EndpointRedaction::default(),
         }
     }
 }

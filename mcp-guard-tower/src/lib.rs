@@ -61,6 +61,7 @@ mod handler;
 pub mod http;
 mod macros;
 pub mod policy;
+pub mod redact;
 mod request;
 mod router;
 pub mod stdio;
@@ -80,6 +81,8 @@ pub use handler::{DEFAULT_PAGE_SIZE, GuardHandler, GuardService};
 pub use http::{Authenticate, HttpEdge, HttpOptions, StaticTokens};
 #[doc(inline)]
 pub use policy::EnforcePolicyLayer;
+#[doc(inline)]
+pub use redact::{EndpointRedactors, RedactRequestsLayer, RedactResponsesLayer};
 #[doc(inline)]
 pub use request::{Downstream, McpRequest, RequestNotes};
 #[doc(inline)]

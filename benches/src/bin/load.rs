@@ -77,7 +77,7 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
         tput_calls: 5000,
         rounds: 2,
         payload: 64,
-        time_limit: Duration::from_secs(60),
+        time_limit: Duration::from_mins(1),
         gateway_nodelay: false,
     };
     let mut it = args.iter();
@@ -589,10 +589,10 @@ async fn run(o: Opts) -> Result<(), BoxError> {
         .map(|(t, c0)| {
             t.pid
                 .zip(*c0)
-                .map(|(p, c0)| cpu_ns(p).saturating_sub(c0) as f64 / c1_calls.max(1) as f64)
+                .map(|(p, c0)| cpu_ns(p).saturating_sub(c0) as f64 / f64::from(c1_calls.max(1)))
         })
         .collect();
-    let c1_up_cpu = cpu_ns(up.pid).saturating_sub(up_cpu0) as f64 / c1_calls.max(1) as f64;
+    let c1_up_cpu = cpu_ns(up.pid).saturating_sub(up_cpu0) as f64 / f64::from(c1_calls.max(1));
     let lats: Vec<Lat> = samples.into_iter().map(lat).collect();
 
     // Phase 2: concurrency N, one target at a time, order reversed every round.

@@ -24,7 +24,7 @@ pub fn three_servers() -> String {
     c
 }
 
-const ALPHA: [&str; 8] = [
+const ALPHA: [&str; 9] = [
     "echo",
     "add",
     "whoami",
@@ -33,6 +33,7 @@ const ALPHA: [&str; 8] = [
     "crash",
     "add_tool",
     "announce",
+    "getenv",
 ];
 
 fn expected_main() -> Vec<String> {

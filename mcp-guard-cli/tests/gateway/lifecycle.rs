@@ -192,10 +192,14 @@ async fn readiness_shows_each_servers_state_and_status_prints_it() {
     // A server that dies shows as failed, and readiness drops until it is back.
     let client = http_client(&gw.url("main"), TOKEN, Era::Legacy).await;
     let _ = client.call_tool(CallToolRequestParams::new("alpha__crash")).await;
-    let r = http.get(format!("{}/readyz", gw.base)).send().await.unwrap();
-    assert_eq!(r.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
-    let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(state(&body, "alpha"), "failed");
+    let dropped = eventually(5, async || {
+        let r = http.get(format!("{}/readyz", gw.base)).send().await.unwrap();
+        let unavailable = r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE;
+        let body: serde_json::Value = r.json().await.unwrap();
+        unavailable && state(&body, "alpha") == "failed"
+    })
+    .await;
+    assert!(dropped, "readiness reports the dead server");
     let _ = client.cancel().await;
     gw.stop().await;
 }

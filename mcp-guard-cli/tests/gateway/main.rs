@@ -14,4 +14,5 @@ mod federation;
 mod hygiene;
 mod lifecycle;
 mod pinning;
+mod redaction;
 mod support;

@@ -87,16 +87,23 @@ async fn changed_definitions_are_quarantined_with_a_diff_until_approved() {
             .call_tool(CallToolRequestParams::new("alpha__announce"))
             .await
             .unwrap();
-        let gone = eventually(10, async || !names(&client).await.contains(&tool.to_owned())).await;
-        assert!(gone, "{variant_name}: {tool} must leave the list");
-        let err = client
-            .call_tool(
-                CallToolRequestParams::new(tool).with_arguments(args(&serde_json::json!({"text": "x"}))),
-            )
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("awaiting approval"), "{variant_name}: {err}");
+        // Wait until the gateway has re-read the catalogue: the call then says the
+        // tool awaits approval (a brand-new tool was never listed, so absence alone
+        // proves nothing).
+        let held = eventually(10, async || {
+            client
+                .call_tool(
+                    CallToolRequestParams::new(tool).with_arguments(args(&serde_json::json!({"text": "x"}))),
+                )
+                .await
+                .is_err_and(|e| e.to_string().contains("awaiting approval"))
+        })
+        .await;
+        assert!(held, "{variant_name}: {tool} must be held for approval");
+        assert!(
+            !names(&client).await.contains(&tool.to_owned()),
+            "{variant_name}: {tool} must not be listed"
+        );
         let (pending, out) = cli(&["tools", "diff"], &cfg_path);
         assert!(!pending, "diff exits non-zero while something waits");
         assert!(

@@ -131,6 +131,37 @@ impl<C: CredentialStore + ?Sized> CredentialStore for Arc<C> {
     }
 }
 
+/// A store that tells a [`KnownSecrets`](crate::redact::KnownSecrets) registry every
+/// secret it hands out, so the redactor scrubs it from anything an upstream sends back.
+pub struct Scrubbing<S> {
+    inner: S,
+    known: Arc<crate::redact::KnownSecrets>,
+}
+
+impl<S> fmt::Debug for Scrubbing<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scrubbing").finish_non_exhaustive()
+    }
+}
+
+impl<S> Scrubbing<S> {
+    /// Wraps `inner`, registering into `known`.
+    pub fn new(inner: S, known: Arc<crate::redact::KnownSecrets>) -> Self {
+        Self { inner, known }
+    }
+}
+
+#[async_trait]
+impl<S: CredentialStore> CredentialStore for Scrubbing<S> {
+    async fn get(&self, key: &CredentialKey) -> Result<Option<Credential>, CredentialError> {
+        let found = self.inner.get(key).await?;
+        if let Some(c) = &found {
+            self.known.add(&c.secret);
+        }
+        Ok(found)
+    }
+}
+
 /// Why a credential could not be read.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -251,7 +251,7 @@ pub struct HttpSpec {
     /// Headers, values possibly with `${NAME}` placeholders (`Authorization` included).
     pub headers: BTreeMap<String, Template>,
     /// Keep connections open between requests (faster; only for servers that set
-    /// TCP_NODELAY or answer in one write, else replies can stall ~40 ms).
+    /// `TCP_NODELAY` or answer in one write, else replies can stall ~40 ms).
     pub reuse_connections: bool,
 }
 
