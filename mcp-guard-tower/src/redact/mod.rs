@@ -22,7 +22,7 @@
 //! use mcp_guard_tower::redact::{EndpointRedactors, RedactRequestsLayer, RedactResponsesLayer};
 //! use mcp_guard_tower::Router;
 //!
-//! let pii = Arc::new(PatternRedactor::default());
+//! let pii: Arc<dyn mcp_guard_core::Redactor> = Arc::new(PatternRedactor::builder().build());
 //! let redactors = EndpointRedactors::new(None).with("support", pii.clone());
 //! let stack = tower::ServiceBuilder::new()
 //!     .layer(RedactRequestsLayer::new(redactors.clone()))
