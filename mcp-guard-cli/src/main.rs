@@ -5,6 +5,7 @@
     reason = "a command-line program talks on stdout/stderr"
 )]
 
+mod audit;
 mod demo;
 mod fixture;
 mod import;
@@ -64,6 +65,11 @@ enum Command {
         #[arg(long)]
         endpoint: String,
     },
+    /// Checks and searches the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
     /// Converts another program's MCP server list into an mcp-guard configuration.
     Import {
         #[command(subcommand)]
@@ -120,6 +126,7 @@ impl Redactor for Interim {
     }
 }
 
+/// The sink of commands that serve no clients (`tools`, `demo`): log output only.
 pub(crate) fn audit_sink() -> Arc<dyn AuditSink> {
     Arc::new(TracingAuditSink::default())
 }
@@ -186,6 +193,8 @@ async fn serve(
         eprintln!("{w}");
     }
     let cfg = loaded.config;
+    let base = config.parent().unwrap_or(std::path::Path::new("")).to_owned();
+    let sink = audit::sinks(&cfg.audit, &base)?;
     if stdio {
         let name = endpoint.unwrap_or_default();
         let principal = cfg
@@ -193,7 +202,7 @@ async fn serve(
             .stdio_principal
             .as_ref()
             .map_or_else(|| Principal::user("stdio"), load::principal);
-        let built = load::build(&cfg, audit_sink(), redactor()).await?;
+        let built = load::build(&cfg, sink.clone(), redactor()).await?;
         let ep = built
             .gateway
             .endpoint(&name)
@@ -204,6 +213,7 @@ async fn serve(
         let running = handler.serve(mcp_guard_tower::stdio::guarded_stdio()).await?;
         let _ = running.waiting().await;
         built.gateway.shutdown().await;
+        sink.flush().await.context("flushing the audit trail")?;
         return Ok(());
     }
     let auth = authenticator(&cfg)?;
@@ -211,7 +221,7 @@ async fn serve(
         Some(a) => a,
         None => cfg.gateway.listen.parse()?,
     };
-    let built = load::build(&cfg, audit_sink(), redactor()).await?;
+    let built = load::build(&cfg, sink.clone(), redactor()).await?;
     let token = CancellationToken::new();
     let app = HttpEdge::new(built.gateway.clone(), built.service, auth)
         .options(http_options(&cfg))
@@ -230,6 +240,7 @@ async fn serve(
         .with_graceful_shutdown(token.cancelled_owned())
         .await?;
     built.gateway.shutdown().await;
+    sink.flush().await.context("flushing the audit trail")?;
     Ok(())
 }
 
@@ -299,6 +310,12 @@ fn main() -> std::process::ExitCode {
             } => serve(config, stdio, endpoint, listen).await,
             Command::Check { config } => check(&config),
             Command::Tools { config, endpoint } => tools(config, endpoint).await,
+            Command::Audit { command } => {
+                return Ok(audit::run(command).unwrap_or_else(|e| {
+                    eprintln!("error: {e:#}");
+                    std::process::ExitCode::from(audit::EXIT_UNREADABLE)
+                }));
+            }
             Command::Import { source } => import::run(source),
             Command::Demo { port, once } => demo::run(port, once).await,
             Command::Fixture {
@@ -313,9 +330,10 @@ fn main() -> std::process::ExitCode {
                 Ok(())
             }
         }
+        .map(|()| std::process::ExitCode::SUCCESS)
     });
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
