@@ -56,7 +56,7 @@ pub(crate) enum AuditCommand {
         /// The upstream's tool name.
         #[arg(long)]
         tool: Option<String>,
-        /// Outcome: ok, tool_error, denied, unauthenticated, timeout, upstream_error, ...
+        /// Outcome as recorded, e.g. ok, denied, timeout (the records' outcome field).
         #[arg(long)]
         outcome: Option<String>,
         /// Gateway session.
@@ -114,13 +114,20 @@ fn mac_key(file: Option<&Path>, env: Option<&str>) -> anyhow::Result<Option<MacK
 
 /// The sinks `[audit]` asks for, fanned out; paths relative to `base`.
 pub(crate) fn sinks(cfg: &AuditSection, base: &Path) -> anyhow::Result<Arc<dyn AuditSink>> {
-    let key = mac_key(cfg.mac_key_file.as_deref().map(|p| base.join(p)).as_deref(), cfg.mac_key_env.as_deref())
-        .context("audit")?;
+    let key = mac_key(
+        cfg.mac_key_file.as_deref().map(|p| base.join(p)).as_deref(),
+        cfg.mac_key_env.as_deref(),
+    )
+    .context("audit")?;
     let mut out: Vec<Arc<dyn AuditSink>> = Vec::new();
     for kind in &cfg.sinks {
         match kind {
             AuditSinkKind::Sqlite => {
-                let path = base.join(cfg.sqlite_path.as_deref().unwrap_or(Path::new("mcp-guard-audit.db")));
+                let path = base.join(
+                    cfg.sqlite_path
+                        .as_deref()
+                        .unwrap_or(Path::new("mcp-guard-audit.db")),
+                );
                 let mut o = SqliteOptions::default();
                 o.mac_key.clone_from(&key);
                 o.queue = cfg.queue;
@@ -300,7 +307,8 @@ fn print_table(rows: &[mcp_guard_core::audit::QueryRow]) {
             target,
             s(r.outcome.as_deref()),
             s(get("rule")),
-            e.get("latency_us").map_or_else(|| "-".to_owned(), ToString::to_string),
+            e.get("latency_us")
+                .map_or_else(|| "-".to_owned(), ToString::to_string),
         ]);
     }
     let mut widths = [0usize; 9];
@@ -310,11 +318,7 @@ fn print_table(rows: &[mcp_guard_core::audit::QueryRow]) {
         }
     }
     for row in &table {
-        let line: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
+        let line: Vec<String> = row.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
         println!("{}", line.join("  ").trim_end());
     }
 }

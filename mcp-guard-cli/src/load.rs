@@ -223,7 +223,9 @@ pub(crate) async fn build(
         .payload_cap(config.audit.payload_cap_bytes)
         .record_lists(config.audit.record_lists);
     if config.audit.dangerously_fail_open {
-        tracing::warn!("audit.dangerously_fail_open is set: calls go through even when they cannot be recorded");
+        tracing::warn!(
+            "audit.dangerously_fail_open is set: calls go through even when they cannot be recorded"
+        );
         audit_layer = audit_layer.dangerous().fail_open();
     }
     let stack = ServiceBuilder::new()

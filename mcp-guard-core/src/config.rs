@@ -635,7 +635,6 @@ impl GatewayConfig {
     }
 }
 
-
 impl AuditSection {
     fn validate(&self, errors: &mut Vec<ConfigError>, warnings: &mut Vec<ConfigError>) {
         let mut err = |entry: &str, message: &str| {
@@ -645,7 +644,10 @@ impl AuditSection {
             });
         };
         if self.sinks.is_empty() {
-            err("sinks", "name at least one sink: \"sqlite\", \"jsonl\" or \"tracing\"");
+            err(
+                "sinks",
+                "name at least one sink: \"sqlite\", \"jsonl\" or \"tracing\"",
+            );
         }
         let mut seen = std::collections::HashSet::new();
         if self.sinks.iter().any(|s| !seen.insert(*s)) {
@@ -688,6 +690,30 @@ mod tests {
 
     fn parse(v: serde_json::Value) -> GatewayConfig {
         serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn audit_defaults_fail_closed_and_bad_values_are_named() {
+        let cfg = parse(serde_json::json!({}));
+        assert_eq!(cfg.audit.sinks, vec![AuditSinkKind::Sqlite]);
+        assert!(!cfg.audit.dangerously_fail_open);
+        let cfg = parse(serde_json::json!({"audit": {
+            "sinks": [], "rotate_bytes": 10, "mac_key_file": "k", "mac_key_env": "K",
+        }}));
+        let errors = cfg.validate().unwrap_err().to_string();
+        for entry in ["audit.sinks", "audit.rotate_bytes", "audit.mac_key_env"] {
+            assert!(errors.contains(entry), "{entry} in {errors}");
+        }
+        let cfg = parse(serde_json::json!({"audit": {"sinks": ["tracing"], "dangerously_fail_open": true}}));
+        let warnings = cfg.validate().unwrap().0;
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            serde_json::from_value::<GatewayConfig>(serde_json::json!({"audit": {"sinks": ["kafka"]}}))
+                .is_err()
+        );
+        assert!(
+            serde_json::from_value::<GatewayConfig>(serde_json::json!({"audit": {"rotate": 1}})).is_err()
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub fn format_rfc3339(t: SystemTime) -> String {
 
 /// Parses RFC 3339 in UTC (`2026-11-21T09:30:00Z`, with optional fraction, `Z` or
 /// `+00:00`) or a bare date (`2026-11-21`, midnight UTC). Other offsets are refused.
+#[allow(clippy::many_single_char_names, reason = "y, m, d, h: the fields of a date")]
 pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let s = s.trim();
     let (date, time) = match s.split_once(['T', 't', ' ']) {

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mcp_guard_core::audit::{AuditQuery, EventKind, JsonLinesAuditSink, JsonLinesOptions, MacKey, query_database};
+use mcp_guard_core::audit::{
+    AuditQuery, EventKind, JsonLinesAuditSink, JsonLinesOptions, MacKey, query_database,
+};
 use mcp_guard_core::{AuditEvent, AuditSink};
 use rand::Rng as _;
 use rmcp::model::CallToolRequestParams;
@@ -20,11 +22,12 @@ fn config(data: &Path) -> String {
     let mut c = String::from(AUTH);
     c.push_str(&fixture("alpha", &[]));
     c.push_str("[endpoints.main.servers.alpha]\ntools = [\"echo\", \"whoami\"]\n\n");
-    c.push_str(&format!(
+    let audit = format!(
         "[audit]\nsinks = [\"sqlite\", \"jsonl\"]\nsqlite_path = \"{}\"\njsonl_dir = \"{}\"\nrotate_bytes = 65536\n",
         data.join("audit.db").display(),
         data.join("jsonl").display()
-    ));
+    );
+    c.push_str(&audit);
     c
 }
 
@@ -78,7 +81,8 @@ fn texts_in_db(db: &Path) -> HashSet<String> {
 async fn echo(client: &Client, text: &str) -> Result<String, rmcp::ServiceError> {
     client
         .call_tool(
-            CallToolRequestParams::new("alpha__echo").with_arguments(args(&serde_json::json!({"text": text}))),
+            CallToolRequestParams::new("alpha__echo")
+                .with_arguments(args(&serde_json::json!({"text": text}))),
         )
         .await
         .map(|r| text_of(&r))
@@ -90,7 +94,10 @@ async fn records_reach_sqlite_and_jsonl_and_query_finds_them() {
     let gw = GatewayProc::start(&config(data.path())).await;
     let alice = http_client(&gw.url("main"), TOKEN, Era::Modern).await;
     for i in 0..5 {
-        assert_eq!(echo(&alice, &format!("hello-{i}")).await.unwrap(), format!("hello-{i}"));
+        assert_eq!(
+            echo(&alice, &format!("hello-{i}")).await.unwrap(),
+            format!("hello-{i}")
+        );
     }
     let bob = http_client(&gw.url("main"), OTHER_TOKEN, Era::Modern).await;
     assert!(echo(&bob, "refused").await.is_err());
@@ -105,7 +112,17 @@ async fn records_reach_sqlite_and_jsonl_and_query_finds_them() {
     assert!(out.contains("intact"), "{out}");
 
     let db_s = db.display().to_string();
-    let (code, out) = audit_cmd(&["query", "--db", &db_s, "--tool", "echo", "--principal", "alice", "--format", "jsonl"]);
+    let (code, out) = audit_cmd(&[
+        "query",
+        "--db",
+        &db_s,
+        "--tool",
+        "echo",
+        "--principal",
+        "alice",
+        "--format",
+        "jsonl",
+    ]);
     assert_eq!(code, 0, "{out}");
     assert_eq!(out.lines().count(), 5, "{out}");
     for line in out.lines() {
@@ -116,10 +133,28 @@ async fn records_reach_sqlite_and_jsonl_and_query_finds_them() {
     let (code, out) = audit_cmd(&["query", "--db", &db_s, "--outcome", "denied", "--since", "1h"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with("SEQ"), "{out}");
-    assert!(out.contains("bob") && out.contains("denied") && !out.contains("alice"), "{out}");
-    let (code, out) = audit_cmd(&["query", "--db", &db_s, "--endpoint", "main", "--limit", "2", "--format", "json"]);
+    assert!(
+        out.contains("bob") && out.contains("denied") && !out.contains("alice"),
+        "{out}"
+    );
+    let (code, out) = audit_cmd(&[
+        "query",
+        "--db",
+        &db_s,
+        "--endpoint",
+        "main",
+        "--limit",
+        "2",
+        "--format",
+        "json",
+    ]);
     assert_eq!(code, 0, "{out}");
-    assert_eq!(serde_json::from_str::<Vec<serde_json::Value>>(&out).unwrap().len(), 2);
+    assert_eq!(
+        serde_json::from_str::<Vec<serde_json::Value>>(&out)
+            .unwrap()
+            .len(),
+        2
+    );
     let (code, out) = audit_cmd(&["query", "--db", &db_s, "--until", "2000-01-01"]);
     assert_eq!((code, out.lines().count()), (0, 1), "only the header: {out}");
     let (code, out) = audit_cmd(&["query", "--db", "/nonexistent/audit.db"]);
@@ -202,7 +237,11 @@ async fn each_kind_of_tampering_is_detected_and_named() {
     let (code, out) = verify_file(&f, &key_file);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains(&format!("{name}:5: seq 5: hash mismatch")), "{out}");
-    assert_eq!(out.matches("TAMPERED").count(), 2, "hash and MAC of that record only: {out}");
+    assert_eq!(
+        out.matches("TAMPERED").count(),
+        2,
+        "hash and MAC of that record only: {out}"
+    );
 
     // 2. A record deleted.
     let f = case("deleted", &|l| {
@@ -210,7 +249,10 @@ async fn each_kind_of_tampering_is_detected_and_named() {
     });
     let (code, out) = verify_file(&f, &key_file);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains(&format!("{name}:5: seq 6: seq 6 follows seq 4")), "{out}");
+    assert!(
+        out.contains(&format!("{name}:5: seq 6: seq 6 follows seq 4")),
+        "{out}"
+    );
     assert!(out.contains("prev does not match"), "{out}");
 
     // 3. A forged record inserted, with a correct hash (the forger knows the format)
@@ -225,22 +267,34 @@ async fn each_kind_of_tampering_is_detected_and_named() {
         );
         let hash: String = sha2::Sha256::digest(body.as_bytes())
             .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+            .fold(String::new(), |mut s, b| {
+                use std::fmt::Write as _;
+                let _ = write!(s, "{b:02x}");
+                s
+            });
         l.insert(5, format!("{body},\"hash\":\"{hash}\"}}"));
     };
     let f = case("inserted", &forge);
     let (code, out) = verify_file(&f, &key_file);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains(&format!("{name}:6: seq 6: MAC missing")), "{out}");
-    assert!(out.contains(&format!("{name}:7: seq 6: seq 6 follows seq 6")), "{out}");
+    assert!(
+        out.contains(&format!("{name}:7: seq 6: seq 6 follows seq 6")),
+        "{out}"
+    );
 
     // 4. Two records swapped.
     let f = case("swapped", &|l| l.swap(3, 4));
     let (code, out) = verify_file(&f, &key_file);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains(&format!("{name}:4: seq 5: seq 5 follows seq 3")), "{out}");
-    assert!(out.contains(&format!("{name}:5: seq 4: seq 4 follows seq 5")), "{out}");
+    assert!(
+        out.contains(&format!("{name}:4: seq 5: seq 5 follows seq 3")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{name}:5: seq 4: seq 4 follows seq 5")),
+        "{out}"
+    );
 
     // 5. Truncated in the middle of the last line: a torn tail, reported, not fatal.
     let torn_dir = tmp.path().join("torn");
@@ -251,7 +305,10 @@ async fn each_kind_of_tampering_is_detected_and_named() {
     std::fs::write(&torn, &bytes).unwrap();
     let (code, out) = verify_file(&torn, &key_file);
     assert_eq!(code, 3, "{out}");
-    assert!(out.contains(&format!("TORN     {}:10: torn last line", torn.display())), "{out}");
+    assert!(
+        out.contains(&format!("TORN     {}:10: torn last line", torn.display())),
+        "{out}"
+    );
     assert!(!out.contains("TAMPERED"), "{out}");
 
     // 6. Cut in the middle of a line that is not the last: tampering, not a crash.
@@ -266,7 +323,12 @@ async fn each_kind_of_tampering_is_detected_and_named() {
     // 7. A wrong key is a failure of every record.
     let wrong = tmp.path().join("wrong-key");
     std::fs::write(&wrong, b"another key entirely, 32 bytes..").unwrap();
-    let (code, out) = audit_cmd(&["verify", "--mac-key-file", &wrong.display().to_string(), &original.display().to_string()]);
+    let (code, out) = audit_cmd(&[
+        "verify",
+        "--mac-key-file",
+        &wrong.display().to_string(),
+        &original.display().to_string(),
+    ]);
     assert_eq!(code, 1, "{out}");
     assert_eq!(out.matches("MAC missing or wrong").count(), 10, "{out}");
 }
@@ -276,7 +338,11 @@ async fn tampering_with_the_database_is_detected_and_named() {
     let data = tempfile::tempdir().unwrap();
     let db = data.path().join("audit.db");
     {
-        let sink = mcp_guard_core::audit::SqliteAuditSink::open(&db, Default::default()).unwrap();
+        let sink = mcp_guard_core::audit::SqliteAuditSink::open(
+            &db,
+            mcp_guard_core::audit::SqliteOptions::default(),
+        )
+        .unwrap();
         for i in 1..=10 {
             let mut e = AuditEvent::new(EventKind::ConfigReloaded);
             e.request_id = Some(format!("req-{i}"));
@@ -287,17 +353,24 @@ async fn tampering_with_the_database_is_detected_and_named() {
     let (code, out) = verify(&[&db]);
     assert_eq!(code, 0, "{out}");
     let conn = rusqlite::Connection::open(&db).unwrap();
-    conn.execute("UPDATE audit_records SET record = replace(record, 'req-3', 'req-X') WHERE seq = 3", [])
-        .unwrap();
+    conn.execute(
+        "UPDATE audit_records SET record = replace(record, 'req-3', 'req-X') WHERE seq = 3",
+        [],
+    )
+    .unwrap();
     conn.execute("UPDATE audit_records SET request_id = 'hidden' WHERE seq = 5", [])
         .unwrap();
-    conn.execute("DELETE FROM audit_records WHERE seq = 8", []).unwrap();
+    conn.execute("DELETE FROM audit_records WHERE seq = 8", [])
+        .unwrap();
     drop(conn);
     let (code, out) = verify(&[&db]);
     assert_eq!(code, 1, "{out}");
     let d = db.display();
     assert!(out.contains(&format!("{d}: seq 3: hash mismatch")), "{out}");
-    assert!(out.contains(&format!("{d}: seq 5: column request_id differs")), "{out}");
+    assert!(
+        out.contains(&format!("{d}: seq 5: column request_id differs")),
+        "{out}"
+    );
     assert!(out.contains(&format!("{d}: seq 9: seq 9 follows seq 7")), "{out}");
 }
 
@@ -309,6 +382,7 @@ async fn tampering_with_the_database_is_detected_and_named() {
 /// calls, with others in flight), restarting it each time. Every call whose answer
 /// the client received must be in both the database and the files, and the chains
 /// must verify after every kill (a torn last line allowed: exit 3).
+#[allow(clippy::print_stdout, reason = "prints the figures of the run")]
 async fn kill_under_load(kills: usize, calls: usize) {
     let started = Instant::now();
     let data = tempfile::tempdir().unwrap();
@@ -338,16 +412,15 @@ async fn kill_under_load(kills: usize, calls: usize) {
                         break;
                     }
                     let text = format!("call-{i:05}");
-                    match tokio::time::timeout(Duration::from_secs(10), echo(&client, &text)).await {
-                        Ok(Ok(got)) => {
-                            assert_eq!(got, text);
-                            acked.lock().unwrap().insert(text);
-                            answered.fetch_add(1, Ordering::SeqCst);
-                        }
-                        _ => {
-                            failures += 1;
-                            break; // the gateway is gone: this worker's life ends
-                        }
+                    if let Ok(Ok(got)) =
+                        tokio::time::timeout(Duration::from_secs(10), echo(&client, &text)).await
+                    {
+                        assert_eq!(got, text);
+                        acked.lock().unwrap().insert(text);
+                        answered.fetch_add(1, Ordering::SeqCst);
+                    } else {
+                        failures += 1;
+                        break; // the gateway is gone: this worker's life ends
                     }
                 }
                 failures
@@ -362,11 +435,15 @@ async fn kill_under_load(kills: usize, calls: usize) {
             for w in workers {
                 failed += w.await.unwrap();
             }
-            if killed % 10 == 0 {
+            if killed.is_multiple_of(10) {
                 // A kill mid-write can leave part of a line; SIGKILL rarely manages it
                 // (a write to the page cache completes), so leave one by hand as the
                 // crash would, and require verify to report it and restart to recover.
-                let newest = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).max().unwrap();
+                let newest = std::fs::read_dir(&dir)
+                    .unwrap()
+                    .map(|e| e.unwrap().path())
+                    .max()
+                    .unwrap();
                 let mut f = std::fs::OpenOptions::new().append(true).open(&newest).unwrap();
                 std::io::Write::write_all(&mut f, b"{\"seq\":999999,\"prev\":\"00ab").unwrap();
                 torn_made += 1;
@@ -391,13 +468,24 @@ async fn kill_under_load(kills: usize, calls: usize) {
     let in_files = texts_in_jsonl(&dir);
     let missing_db: Vec<_> = acked.iter().filter(|t| !in_db.contains(*t)).collect();
     let missing_files: Vec<_> = acked.iter().filter(|t| !in_files.contains(*t)).collect();
-    assert!(missing_db.is_empty(), "answered but not in the database: {missing_db:?}");
-    assert!(missing_files.is_empty(), "answered but not in the files: {missing_files:?}");
+    assert!(
+        missing_db.is_empty(),
+        "answered but not in the database: {missing_db:?}"
+    );
+    assert!(
+        missing_files.is_empty(),
+        "answered but not in the files: {missing_files:?}"
+    );
     let (code, out) = verify(&[&db, &dir]);
     assert_eq!(code, 0, "{out}");
     let recovered = std::fs::read_dir(&dir)
         .unwrap()
-        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap().matches("\"action\":\"recovered\"").count())
+        .map(|e| {
+            std::fs::read_to_string(e.unwrap().path())
+                .unwrap()
+                .matches("\"action\":\"recovered\"")
+                .count()
+        })
         .sum::<usize>();
     println!(
         "kill test: {killed} SIGKILLs, {calls} calls issued, {} answered and all recorded (db {} / files {} echo records), \
@@ -409,7 +497,10 @@ async fn kill_under_load(kills: usize, calls: usize) {
     );
     assert!(acked.len() >= calls / 2, "most calls were answered");
     assert_eq!(killed, kills);
-    assert!(torn_seen >= torn_made && recovered >= torn_made, "every torn tail reported and recovered");
+    assert!(
+        torn_seen >= torn_made && recovered >= torn_made,
+        "every torn tail reported and recovered"
+    );
 }
 
 /// 50 SIGKILLs during 1,000 calls (about 20 s on 2 cores).
@@ -447,9 +538,9 @@ impl rmcp::ServerHandler for Echo {
         _: rmcp::service::RequestContext<rmcp::service::RoleServer>,
     ) -> Result<rmcp::model::ListToolsResult, rmcp::ErrorData> {
         let schema = Arc::new(serde_json::Map::new());
-        Ok(rmcp::model::ListToolsResult::with_all_items(vec![rmcp::model::Tool::new(
-            "echo", "Echoes.", schema,
-        )]))
+        Ok(rmcp::model::ListToolsResult::with_all_items(vec![
+            rmcp::model::Tool::new("echo", "Echoes.", schema),
+        ]))
     }
     async fn call_tool(
         &self,
@@ -464,17 +555,26 @@ impl rmcp::ServerHandler for Echo {
 #[tokio::test]
 async fn a_planted_canary_never_reaches_the_durable_records() {
     use mcp_guard_core::upstream::{InProcessConnector, UpstreamOptions};
-    use mcp_guard_tower::{AuditLayer, EndpointSpec, EnforcePolicyLayer, Gateway, GuardHandler, Router, Selection};
+    use mcp_guard_tower::{
+        AuditLayer, EndpointSpec, EnforcePolicyLayer, Gateway, GuardHandler, Router, Selection,
+    };
     use rmcp::ServiceExt as _;
 
     let data = tempfile::tempdir().unwrap();
     let db = data.path().join("audit.db");
     let dir = data.path().join("jsonl");
-    let sqlite = Arc::new(mcp_guard_core::audit::SqliteAuditSink::open(&db, Default::default()).unwrap());
+    let sqlite = Arc::new(
+        mcp_guard_core::audit::SqliteAuditSink::open(&db, mcp_guard_core::audit::SqliteOptions::default())
+            .unwrap(),
+    );
     let files = Arc::new(JsonLinesAuditSink::open(&dir, JsonLinesOptions::default()).unwrap());
     let sink = Arc::new(mcp_guard_core::FanOut::new(vec![sqlite.clone(), files.clone()]));
 
-    let upstream = mcp_guard_core::RmcpUpstream::new("up", InProcessConnector::new("up", || Echo), UpstreamOptions::default());
+    let upstream = mcp_guard_core::RmcpUpstream::new(
+        "up",
+        InProcessConnector::new("up", || Echo),
+        UpstreamOptions::default(),
+    );
     let gateway = Gateway::builder()
         .server(Arc::new(upstream))
         .endpoint(EndpointSpec::new("team").server("up", Selection::none().tools(["echo"]).unwrap()))
@@ -489,8 +589,13 @@ async fn a_planted_canary_never_reaches_the_durable_records() {
         .layer(AuditLayer::new(sink, Arc::new(ScrubCanary)))
         .layer(EnforcePolicyLayer::new(policy))
         .service(Router::new());
-    let handler = GuardHandler::new(gateway.endpoint("team").unwrap(), tower::util::BoxCloneSyncService::new(stack))
-        .with_principal(Arc::new(mcp_guard_core::Principal::user("ada").with_roles(["member"])));
+    let handler = GuardHandler::new(
+        gateway.endpoint("team").unwrap(),
+        tower::util::BoxCloneSyncService::new(stack),
+    )
+    .with_principal(Arc::new(
+        mcp_guard_core::Principal::user("ada").with_roles(["member"]),
+    ));
     let (client_io, server_io) = tokio::io::duplex(64 * 1024);
     tokio::spawn(async move {
         if let Ok(running) = handler.serve(server_io).await {
@@ -503,7 +608,10 @@ async fn a_planted_canary_never_reaches_the_durable_records() {
         .call_tool(CallToolRequestParams::new("up__echo").with_arguments(args(&arguments)))
         .await
         .unwrap();
-    assert!(text_of(&result).contains(CANARY), "the client gets the real answer");
+    assert!(
+        text_of(&result).contains(CANARY),
+        "the client gets the real answer"
+    );
     let _ = client.cancel().await;
     gateway.shutdown().await;
     Arc::into_inner(sqlite).unwrap().close();

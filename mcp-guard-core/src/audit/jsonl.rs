@@ -1,5 +1,6 @@
 //! [`JsonLinesAuditSink`]: append-only JSON Lines files with a hash chain.
 
+use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
@@ -37,7 +38,7 @@ impl Default for JsonLinesOptions {
     fn default() -> Self {
         Self {
             rotate_bytes: 64 * 1024 * 1024,
-            rotate_after: Some(Duration::from_secs(86_400)),
+            rotate_after: Some(Duration::from_hours(24)),
             keep_files: 0,
             mac_key: None,
             queue: 4096,
@@ -94,7 +95,8 @@ impl JsonLinesAuditSink {
     /// [`AuditError::Corrupt`] when the newest file fails verification.
     pub fn open(dir: impl AsRef<Path>, options: JsonLinesOptions) -> Result<Self, AuditError> {
         let dir = dir.as_ref().to_owned();
-        let mut backend = Jsonl::open(&dir, options.clone())?;
+        let (queue, max_batch) = (options.queue, options.max_batch);
+        let mut backend = Jsonl::open(&dir, options)?;
         if let Some(note) = backend.recovered.take() {
             tracing::warn!(dir = %dir.display(), %note, "audit log recovered after a crash");
             let event = AuditEvent::new(EventKind::AuditLog {
@@ -105,7 +107,7 @@ impl JsonLinesAuditSink {
                 .commit(&[Job::of(&event)?])
                 .map_err(|e| AuditError::open(&dir, io::Error::new(e.kind, e.message)))?;
         }
-        let writer = GroupCommit::spawn("mcp-guard-audit-jsonl", backend, options.queue, options.max_batch)?;
+        let writer = GroupCommit::spawn("mcp-guard-audit-jsonl", backend, queue, max_batch)?;
         Ok(Self { writer, dir })
     }
 
@@ -309,11 +311,12 @@ impl Jsonl {
             .collect();
         let mut detail = format!("continues {previous}");
         if !removed.is_empty() {
-            detail.push_str(&format!(
+            let _ = write!(
+                detail,
                 "; removing {} (keep_files = {})",
                 removed.join(", "),
                 self.options.keep_files
-            ));
+            );
         }
         self.pending_rotation = Some(detail);
         Ok(remove)

@@ -1,6 +1,7 @@
 //! [`SqliteAuditSink`]: hash-chained records in an embedded SQLite database, with
 //! indexed columns for [`query_database`].
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -311,20 +312,20 @@ pub fn query_database(path: &Path, q: &AuditQuery) -> Result<Vec<QueryRow>, Audi
     ] {
         if let Some(v) = v {
             args.push(v.clone().into());
-            sql.push_str(&format!(" AND {col} = ?{}", args.len()));
+            let _ = write!(sql, " AND {col} = ?{}", args.len());
         }
     }
     if let Some(t) = q.since {
         args.push(micros(t).into());
-        sql.push_str(&format!(" AND time_us >= ?{}", args.len()));
+        let _ = write!(sql, " AND time_us >= ?{}", args.len());
     }
     if let Some(t) = q.until {
         args.push(micros(t).into());
-        sql.push_str(&format!(" AND time_us < ?{}", args.len()));
+        let _ = write!(sql, " AND time_us < ?{}", args.len());
     }
     sql.push_str(" ORDER BY seq DESC");
     if let Some(n) = q.limit {
-        sql.push_str(&format!(" LIMIT {n}"));
+        let _ = write!(sql, " LIMIT {n}");
     }
     let mut stmt = conn.prepare(&sql).map_err(db_err)?;
     let mut rows: Vec<QueryRow> = stmt

@@ -56,8 +56,10 @@ async fn concurrent_records_are_all_chained_in_order() {
 async fn a_torn_tail_is_cut_recorded_and_the_chain_continues() {
     let dir = tempfile::tempdir().unwrap();
     let key = MacKey::new(b"a key of twenty bytes".to_vec()).unwrap();
-    let mut opts = JsonLinesOptions::default();
-    opts.mac_key = Some(key.clone());
+    let opts = JsonLinesOptions {
+        mac_key: Some(key.clone()),
+        ..JsonLinesOptions::default()
+    };
     {
         let sink = JsonLinesAuditSink::open(dir.path(), opts.clone()).unwrap();
         for i in 0..3 {
@@ -120,10 +122,12 @@ async fn damage_before_the_tail_stops_open() {
 #[tokio::test]
 async fn rotation_carries_the_chain_and_retention_keeps_n_files() {
     let dir = tempfile::tempdir().unwrap();
-    let mut opts = JsonLinesOptions::default();
-    opts.rotate_bytes = 2000;
-    opts.keep_files = 3;
-    opts.max_batch = 1;
+    let opts = JsonLinesOptions {
+        rotate_bytes: 2000,
+        keep_files: 3,
+        max_batch: 1,
+        ..JsonLinesOptions::default()
+    };
     {
         let sink = JsonLinesAuditSink::open(dir.path(), opts.clone()).unwrap();
         for i in 0..40 {
@@ -171,8 +175,10 @@ async fn sqlite_records_chain_query_and_detect_column_edits() {
     for t in tasks {
         t.await.unwrap().unwrap();
     }
-    let mut q = AuditQuery::default();
-    q.outcome = Some("denied".to_owned());
+    let mut q = AuditQuery {
+        outcome: Some("denied".to_owned()),
+        ..AuditQuery::default()
+    };
     assert_eq!(query_database(&db, &q).unwrap().len(), 10);
     q.limit = Some(3);
     let rows = query_database(&db, &q).unwrap();

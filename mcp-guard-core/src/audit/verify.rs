@@ -168,17 +168,12 @@ fn verify_file(
     let mut line_no = 0;
     while !rest.is_empty() {
         line_no += 1;
-        let (line, complete) = match rest.iter().position(|&b| b == b'\n') {
-            Some(i) => {
-                let l = &rest[..i];
-                rest = &rest[i + 1..];
-                (l, true)
-            }
-            None => {
-                let l = rest;
-                rest = &[];
-                (l, false)
-            }
+        let (line, complete) = if let Some(i) = rest.iter().position(|&b| b == b'\n') {
+            let l = &rest[..i];
+            rest = &rest[i + 1..];
+            (l, true)
+        } else {
+            (std::mem::take(&mut rest), false)
         };
         if !complete {
             let f = Finding {

@@ -9,7 +9,6 @@
 //! added latency is bounded by one sync and batches grow with the load.
 
 use std::io;
-use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
@@ -114,14 +113,14 @@ pub(crate) trait Backend: Send + 'static {
 }
 
 enum Msg {
-    Record(Job, oneshot::Sender<Result<(), BatchError>>),
+    Record(Box<Job>, oneshot::Sender<Result<(), BatchError>>),
     Flush(oneshot::Sender<()>),
 }
 
 /// The callers' end of a writer thread.
 pub(crate) struct GroupCommit {
     tx: mpsc::Sender<Msg>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for GroupCommit {
@@ -152,7 +151,7 @@ impl GroupCommit {
                     while let Some(msg) = next.take() {
                         match msg {
                             Msg::Record(job, ack) => {
-                                jobs.push(job);
+                                jobs.push(*job);
                                 acks.push(ack);
                             }
                             Msg::Flush(ack) => flushes.push(ack),
@@ -176,7 +175,7 @@ impl GroupCommit {
             .map_err(AuditError::Io)?;
         Ok(Self {
             tx,
-            thread: Mutex::new(Some(thread)),
+            thread: Some(thread),
         })
     }
 
@@ -184,7 +183,7 @@ impl GroupCommit {
     pub(crate) async fn submit(&self, job: Job) -> Result<(), AuditError> {
         let (ack, done) = oneshot::channel();
         self.tx
-            .send(Msg::Record(job, ack))
+            .send(Msg::Record(Box::new(job), ack))
             .await
             .map_err(|_| AuditError::Unavailable("audit writer has stopped".into()))?;
         match done.await {
@@ -208,11 +207,7 @@ impl GroupCommit {
     pub(crate) fn close(self) {
         let Self { tx, thread } = self;
         drop(tx);
-        let handle = thread
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(h) = handle {
+        if let Some(h) = thread {
             let _ = h.join();
         }
     }
