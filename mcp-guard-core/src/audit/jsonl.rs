@@ -67,7 +67,8 @@ impl Default for JsonLinesOptions {
 /// [`AuditError::Corrupt`]: the sink never writes onto a chain it cannot trust.
 ///
 /// ```
-/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use mcp_guard_core::audit::{EventKind, JsonLinesAuditSink, JsonLinesOptions};
 /// use mcp_guard_core::{AuditEvent, AuditSink};
 /// let dir = tempfile::tempdir()?;

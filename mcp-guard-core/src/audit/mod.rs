@@ -34,7 +34,8 @@
 //! wait (backpressure), and no record is ever dropped.
 //!
 //! ```
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
 //! use mcp_guard_core::audit::{EventKind, JsonLinesAuditSink, JsonLinesOptions, verify_paths};
 //! use mcp_guard_core::{AuditEvent, AuditSink, FanOut, TracingAuditSink};

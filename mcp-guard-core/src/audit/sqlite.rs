@@ -79,7 +79,8 @@ impl Default for SqliteOptions {
 /// recorded.) Concurrent records share one transaction (group commit).
 ///
 /// ```
-/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use mcp_guard_core::audit::{AuditQuery, EventKind, SqliteAuditSink, SqliteOptions, query_database};
 /// use mcp_guard_core::{AuditEvent, AuditSink};
 /// let dir = tempfile::tempdir()?;

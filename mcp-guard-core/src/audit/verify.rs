@@ -118,7 +118,8 @@ pub(crate) fn files_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// catch that.
 ///
 /// ```
-/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use mcp_guard_core::audit::{verify_paths, JsonLinesAuditSink, JsonLinesOptions};
 /// use mcp_guard_core::{AuditEvent, AuditSink};
 /// let dir = tempfile::tempdir()?;
