@@ -282,8 +282,17 @@ pub(crate) async fn build(
             responses = responses.with(name.as_str(), r);
         }
     }
+    let mut audit_layer = AuditLayer::new(audit, redactor)
+        .payload_cap(config.audit.payload_cap_bytes)
+        .record_lists(config.audit.record_lists);
+    if config.audit.dangerously_fail_open {
+        tracing::warn!(
+            "audit.dangerously_fail_open is set: calls go through even when they cannot be recorded"
+        );
+        audit_layer = audit_layer.dangerous().fail_open();
+    }
     let stack = ServiceBuilder::new()
-        .layer(AuditLayer::new(audit, redactor))
+        .layer(audit_layer)
         .layer(EnforcePolicyLayer::new(policy(config)?))
         .layer(RedactRequestsLayer::new(requests))
         .layer(RedactResponsesLayer::new(responses))

@@ -5,6 +5,7 @@
     reason = "a command-line program talks on stdout/stderr"
 )]
 
+mod audit;
 mod demo;
 mod fixture;
 mod import;
@@ -109,6 +110,11 @@ enum Command {
         #[arg(long)]
         endpoint: Option<String>,
     },
+    /// Checks and searches the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
     /// Converts another program's MCP server list into an mcp-guard configuration.
     Import {
         #[command(subcommand)]
@@ -181,6 +187,7 @@ pub(crate) fn credentials() -> Arc<dyn mcp_guard_core::CredentialStore> {
     ))
 }
 
+/// The sink of commands that serve no clients (`tools`, `demo`): log output only.
 pub(crate) fn audit_sink() -> Arc<dyn AuditSink> {
     Arc::new(TracingAuditSink::default())
 }
@@ -249,6 +256,8 @@ async fn serve(
         eprintln!("{w}");
     }
     let cfg = loaded.config;
+    let base = config.parent().unwrap_or(std::path::Path::new("")).to_owned();
+    let sink = audit::sinks(&cfg.audit, &base)?;
     if stdio {
         let name = endpoint.unwrap_or_default();
         let principal = cfg
@@ -257,7 +266,7 @@ async fn serve(
             .as_ref()
             .map_or_else(|| Principal::user("stdio"), load::principal);
         let pinning = load::pinning(&cfg, &config)?;
-        let built = load::build(&cfg, audit_sink(), redactor(), Some(pinning.gate.clone())).await?;
+        let built = load::build(&cfg, sink.clone(), redactor(), Some(pinning.gate.clone())).await?;
         pins::watch_lock(pinning.path, pinning.gate, built.gateway.clone());
         let ep = built
             .gateway
@@ -269,6 +278,7 @@ async fn serve(
         let running = handler.serve(mcp_guard_tower::stdio::guarded_stdio()).await?;
         let _ = running.waiting().await;
         built.gateway.shutdown().await;
+        sink.flush().await.context("flushing the audit trail")?;
         return Ok(());
     }
     let auth = authenticator(&cfg)?;
@@ -277,7 +287,7 @@ async fn serve(
         None => cfg.gateway.listen.parse()?,
     };
     let pinning = load::pinning(&cfg, &config)?;
-    let built = load::build(&cfg, audit_sink(), redactor(), Some(pinning.gate.clone())).await?;
+    let built = load::build(&cfg, sink.clone(), redactor(), Some(pinning.gate.clone())).await?;
     pins::watch_lock(pinning.path, pinning.gate, built.gateway.clone());
     let token = CancellationToken::new();
     let app = HttpEdge::new(built.gateway.clone(), built.service, auth)
@@ -295,6 +305,7 @@ async fn serve(
     tokio::spawn(shutdown_signal(token.clone()));
     mcp_guard_tower::http::serve(listener, app, token.clone()).await?;
     built.gateway.shutdown().await;
+    sink.flush().await.context("flushing the audit trail")?;
     Ok(())
 }
 
@@ -505,6 +516,12 @@ fn main() -> std::process::ExitCode {
                 }
                 Ok(())
             }
+            Command::Audit { command } => {
+                return Ok(audit::run(command).unwrap_or_else(|e| {
+                    eprintln!("error: {e:#}");
+                    std::process::ExitCode::from(audit::EXIT_UNREADABLE)
+                }));
+            }
             Command::Import { source } => import::run(source),
             Command::Demo { port, once } => demo::run(port, once).await,
             Command::Fixture {
@@ -520,9 +537,10 @@ fn main() -> std::process::ExitCode {
                 Ok(())
             }
         }
+        .map(|()| std::process::ExitCode::SUCCESS)
     });
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE

@@ -45,7 +45,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub use rmcp;
 
 #[doc(inline)]
-pub use audit::{AuditError, AuditEvent, AuditSink, FanOut, MemoryAuditSink, Outcome, TracingAuditSink};
+pub use audit::{
+    AuditError, AuditEvent, AuditSink, FanOut, JsonLinesAuditSink, MemoryAuditSink, Outcome, TracingAuditSink,
+};
 #[doc(inline)]
 pub use call::{
     Action, CallContext, ClientInfo, Operation, Principal, PrincipalKind, SessionId, Target, TargetKind,

@@ -137,11 +137,15 @@ fn demo_runs_and_makes_a_call() {
 #[test]
 fn the_readme_config_example_is_valid() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
-    let start = readme.find("```toml\n").expect("a toml block") + "```toml\n".len();
-    let end = start + readme[start..].find("```").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("readme.toml");
-    std::fs::write(&path, &readme[start..end]).unwrap();
-    let (ok, out, err) = run(&["check", "--config", path.to_str().unwrap()]);
-    assert!(ok, "{out}{err}");
+    let mut blocks = 0;
+    for (i, block) in readme.split("```toml\n").skip(1).enumerate() {
+        let text = &block[..block.find("```").unwrap()];
+        let path = dir.path().join(format!("readme-{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let (ok, out, err) = run(&["check", "--config", path.to_str().unwrap()]);
+        assert!(ok, "README toml block {i}: {out}{err}");
+        blocks += 1;
+    }
+    assert!(blocks >= 2, "the gateway example and the [audit] example");
 }

@@ -103,6 +103,19 @@ impl GatewayProc {
         format!("{}/mcp/{endpoint}", self.base)
     }
 
+    /// The gateway's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(tokio::process::Child::id)
+    }
+
+    /// Kills the gateway with SIGKILL (no shutdown code runs) and waits for it.
+    pub async fn kill9(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.start_kill();
+            let _ = tokio::time::timeout(Duration::from_secs(15), child.wait()).await;
+        }
+    }
+
     /// Stops the gateway with SIGTERM (graceful: children are reaped) and waits.
     pub async fn stop(mut self) {
         if let Some(mut child) = self.child.take() {

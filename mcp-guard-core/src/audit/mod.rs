@@ -2,9 +2,59 @@
 //!
 //! Payloads inside an event are [`Redacted`]: a sink never receives an original
 //! argument or result.
+//!
+//! # Sinks
+//!
+//! - [`JsonLinesAuditSink`]: durable, hash-chained JSON Lines files with rotation,
+//!   retention and crash recovery.
+//! - `SqliteAuditSink` (feature `sqlite`): durable, hash-chained rows in a SQLite
+//!   database (WAL, `synchronous = FULL`) with indexed columns for queries.
+//! - [`TracingAuditSink`]: one `tracing` event per record; not durable.
+//! - [`MemoryAuditSink`]: for tests; [`FanOut`]: several sinks at once.
+//!
+//! # The hash chain
+//!
+//! Both durable sinks store each event as the same sealed record, one line of JSON:
+//! `{"seq":N,"prev":"<hash of record N-1>","event":{..},"hash":"..","mac":".."}`.
+//! `hash` is SHA-256 over the record's stored bytes up to `,"hash":` (so it covers
+//! `seq`, `prev` and the event); `mac`, present when a key is configured
+//! ([`MacKey`]), is HMAC-SHA256 with that key over the same bytes. [`verify_paths`]
+//! (and `verify_database`) walk the chain and name every record that was modified,
+//! deleted, inserted or reordered. Without a key the chain proves integrity against
+//! accidents and careless edits; an attacker who can rewrite the whole file can also
+//! recompute every hash, which the MAC (key kept outside the log) prevents.
+//!
+//! # Durability and group commit
+//!
+//! A durable sink's `record` returns only after the record is on disk (`fdatasync`
+//! for files, a `synchronous = FULL` WAL commit for SQLite). One writer thread per
+//! sink takes every record queued while the previous sync ran and commits them with
+//! one write and one sync, so throughput grows with concurrency while each caller
+//! still waits for its own record. The queue is bounded: when it is full, callers
+//! wait (backpressure), and no record is ever dropped.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use mcp_guard_core::audit::{EventKind, JsonLinesAuditSink, JsonLinesOptions, verify_paths};
+//! use mcp_guard_core::{AuditEvent, AuditSink, FanOut, TracingAuditSink};
+//! let dir = tempfile::tempdir()?;
+//! let files = Arc::new(JsonLinesAuditSink::open(dir.path(), JsonLinesOptions::default())?);
+//! let sink = FanOut::new(vec![files, Arc::new(TracingAuditSink::default())]);
+//! sink.record(&AuditEvent::new(EventKind::ConfigReloaded)).await?;
+//! assert!(verify_paths(&[dir.path().to_owned()], None)?.is_intact());
+//! # Ok(()) }
+//! ```
 
+mod chain;
+mod jsonl;
 mod memory;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 mod trace;
+mod verify;
+mod writer;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -16,8 +66,13 @@ use crate::BoxError;
 use crate::call::{Action, PrincipalKind, Target};
 use crate::redact::Redacted;
 
+pub use chain::{GENESIS, MIN_KEY_BYTES, MacKey};
+pub use jsonl::{JsonLinesAuditSink, JsonLinesOptions};
 pub use memory::MemoryAuditSink;
+#[cfg(feature = "sqlite")]
+pub use sqlite::{AuditQuery, QueryRow, SqliteAuditSink, SqliteOptions, query_database, verify_database};
 pub use trace::TracingAuditSink;
+pub use verify::{Finding, VerifyReport, verify_paths};
 
 /// How a call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -76,6 +131,13 @@ pub enum EventKind {
     },
     /// The configuration was (re)loaded.
     ConfigReloaded,
+    /// The audit trail itself: recovered after a crash, or rotated to a new file.
+    AuditLog {
+        /// `recovered` or `rotated`.
+        action: String,
+        /// What was done (file names, byte counts; never record content).
+        detail: String,
+    },
 }
 
 /// The principal as recorded.
@@ -264,6 +326,43 @@ pub enum AuditError {
     /// The sink is shut down or overloaded.
     #[error("audit sink unavailable")]
     Unavailable(#[source] BoxError),
+    /// A file or directory of the trail cannot be opened or read.
+    #[error("cannot open audit trail {}", path.display())]
+    Open {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The stored trail fails verification where the sink would continue it.
+    #[error("audit trail {}, record {line}, fails verification: {reason} (run `mcp-guard audit verify`; move the damaged trail away to start a new chain)", path.display())]
+    Corrupt {
+        /// The file or database.
+        path: std::path::PathBuf,
+        /// 1-based line (file) or `seq` (database).
+        line: usize,
+        /// What failed.
+        reason: String,
+    },
+    /// The MAC key is missing or unusable (the message never contains the key).
+    #[error("audit MAC key unusable: {reason}")]
+    Key {
+        /// Why.
+        reason: String,
+    },
+    /// The audit database failed.
+    #[error("audit database failed")]
+    Database(#[source] BoxError),
+}
+
+impl AuditError {
+    pub(crate) fn open(path: &std::path::Path, source: std::io::Error) -> Self {
+        Self::Open {
+            path: path.to_owned(),
+            source,
+        }
+    }
 }
 
 /// Sends every event to several sinks; succeeds only if all of them do.
@@ -298,3 +397,6 @@ impl AuditSink for FanOut {
         results.into_iter().collect()
     }
 }
+
+#[cfg(test)]
+mod tests;

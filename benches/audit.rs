@@ -1,0 +1,149 @@
+//! Audit cost per call with the durable sinks: p50/p99 latency of `record` (the time
+//! a call waits for its record to be on disk) and records per second, at several
+//! numbers of concurrent callers. Group commit is what makes the high-concurrency
+//! rows possible: one sync covers every record queued while the previous one ran.
+//!
+//! Run: `cargo bench -p mcp-guard-benches --bench audit` (release build). The files go
+//! to `$AUDIT_BENCH_DIR` or a temporary directory under `benches/`; put them on the
+//! disk you mean to measure (a tmpfs makes every sync free).
+#![allow(
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    clippy::cast_precision_loss,
+    missing_docs
+)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mcp_guard_core::audit::{
+    AuditPrincipal, EventKind, JsonLinesOptions, MacKey, SqliteAuditSink, SqliteOptions,
+};
+use mcp_guard_core::{
+    Action, AuditEvent, AuditSink, FanOut, JsonLinesAuditSink, Outcome, PrincipalKind, Redactor, Target,
+    TargetKind,
+};
+
+struct Keep;
+impl Redactor for Keep {
+    fn redact_str<'a>(&self, s: &'a str) -> std::borrow::Cow<'a, str> {
+        s.into()
+    }
+}
+
+fn event(i: usize) -> AuditEvent {
+    let mut e = AuditEvent::new(EventKind::Request {
+        method: "tools/call".to_owned(),
+        action: Action::Call,
+    });
+    e.principal = Some(AuditPrincipal::new("alice", PrincipalKind::User));
+    e.endpoint = Some("engineering".to_owned());
+    e.target = Some(Target::new("files", "read_file", TargetKind::Tool));
+    e.requested_name = Some("files__read_file".to_owned());
+    e.request_id = Some(i.to_string());
+    e.rule = Some("engineers-read".to_owned());
+    e.outcome = Some(Outcome::Ok);
+    e.latency_us = 1234;
+    e.request_bytes = Some(48);
+    e.response_bytes = Some(120);
+    e.arguments = Some(Keep.redacted(serde_json::json!({"path": format!("/srv/docs/report-{i}.md")})));
+    e.result =
+        Some(Keep.redacted(serde_json::json!({"content": [{"type": "text", "text": "x".repeat(96)}]})));
+    e
+}
+
+struct Figures {
+    per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+async fn run(sink: Arc<dyn AuditSink>, callers: usize, total: usize) -> Figures {
+    let per = total / callers;
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|c| {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(per);
+                for k in 0..per {
+                    let e = event(c * per + k);
+                    let t = Instant::now();
+                    sink.record(&e).await.unwrap();
+                    lat.push(t.elapsed());
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(total);
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let elapsed = start.elapsed();
+    all.sort();
+    Figures {
+        per_sec: all.len() as f64 / elapsed.as_secs_f64(),
+        p50: all[all.len() / 2],
+        p99: all[all.len() * 99 / 100],
+    }
+}
+
+fn main() {
+    // `cargo test --benches` passes `--bench`-less args; run a tiny smoke pass then.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let base = std::env::var_os("AUDIT_BENCH_DIR").map_or_else(
+        || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+        Into::into,
+    );
+    let key = MacKey::new(b"bench key, thirty-two bytes long".to_vec()).unwrap();
+    let levels: &[usize] = if smoke { &[4] } else { &[1, 16, 64, 256] };
+    println!(
+        "{:<18} {:>8} {:>12} {:>10} {:>10}",
+        "sink", "callers", "records/s", "p50", "p99"
+    );
+    for &callers in levels {
+        let total = if smoke {
+            40
+        } else if callers == 1 {
+            2_000
+        } else {
+            40_000
+        };
+        for name in ["sqlite", "jsonl", "jsonl+mac", "sqlite+jsonl"] {
+            let dir = tempfile::tempdir_in(&base).unwrap();
+            let figures = runtime.block_on(async {
+                let sqlite = || {
+                    Arc::new(
+                        SqliteAuditSink::open(dir.path().join("audit.db"), SqliteOptions::default()).unwrap(),
+                    ) as Arc<dyn AuditSink>
+                };
+                let jsonl = |mac: bool| {
+                    let mut o = JsonLinesOptions::default();
+                    if mac {
+                        o.mac_key = Some(key.clone());
+                    }
+                    Arc::new(JsonLinesAuditSink::open(dir.path().join("jsonl"), o).unwrap())
+                        as Arc<dyn AuditSink>
+                };
+                let sink: Arc<dyn AuditSink> = match name {
+                    "sqlite" => sqlite(),
+                    "jsonl" => jsonl(false),
+                    "jsonl+mac" => jsonl(true),
+                    _ => Arc::new(FanOut::new(vec![sqlite(), jsonl(false)])),
+                };
+                run(sink, callers, total).await
+            });
+            println!(
+                "{name:<18} {callers:>8} {:>12.0} {:>8.0}us {:>8.0}us",
+                figures.per_sec,
+                figures.p50.as_secs_f64() * 1e6,
+                figures.p99.as_secs_f64() * 1e6
+            );
+        }
+    }
+}

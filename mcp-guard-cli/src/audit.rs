@@ -1,0 +1,324 @@
+//! The audit trail: sinks from `[audit]`, and `mcp-guard audit verify|query`.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context as _, bail};
+use clap::{Subcommand, ValueEnum};
+use mcp_guard_core::audit::{
+    AuditQuery, JsonLinesOptions, MacKey, SqliteAuditSink, SqliteOptions, VerifyReport, query_database,
+    verify_database, verify_paths,
+};
+use mcp_guard_core::config::{AuditSection, AuditSinkKind};
+use mcp_guard_core::{AuditSink, FanOut, JsonLinesAuditSink, TracingAuditSink};
+
+/// Exit code of `audit verify` when the only finding is a torn last line.
+pub(crate) const EXIT_TORN_TAIL: u8 = 3;
+/// Exit code of `audit` commands that cannot read their input.
+pub(crate) const EXIT_UNREADABLE: u8 = 2;
+/// Exit code of `audit verify` when a record was tampered with (or is malformed).
+pub(crate) const EXIT_TAMPERED: u8 = 1;
+
+/// `mcp-guard audit ...`.
+#[derive(Subcommand, Debug)]
+pub(crate) enum AuditCommand {
+    /// Checks hash chains: JSON Lines files or directories (one chain, in order) and
+    /// SQLite databases. Exit 0: intact; 3: intact except a torn last line (a crash
+    /// cut a write short); 1: tampered or malformed; 2: cannot be read.
+    Verify {
+        /// Files, directories (their audit-*.jsonl files) or SQLite databases.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Also check each record's MAC with the key in this file.
+        #[arg(long, conflicts_with = "mac_key_env")]
+        mac_key_file: Option<PathBuf>,
+        /// Also check each record's MAC with the key in this environment variable.
+        #[arg(long)]
+        mac_key_env: Option<String>,
+    },
+    /// Finds records in the SQLite audit database.
+    Query {
+        /// The database.
+        #[arg(long)]
+        db: PathBuf,
+        /// Principal id.
+        #[arg(long)]
+        principal: Option<String>,
+        /// Endpoint name.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Configured server id.
+        #[arg(long)]
+        server: Option<String>,
+        /// The upstream's tool name.
+        #[arg(long)]
+        tool: Option<String>,
+        /// Outcome as recorded, e.g. ok, denied, timeout (the records' outcome field).
+        #[arg(long)]
+        outcome: Option<String>,
+        /// Gateway session.
+        #[arg(long)]
+        session: Option<String>,
+        /// Started at or after: RFC 3339 UTC (2026-11-21T09:30:00Z), a date, or an age (15m, 2h, 7d).
+        #[arg(long, value_parser = parse_when)]
+        since: Option<SystemTime>,
+        /// Started before (same forms as --since).
+        #[arg(long, value_parser = parse_when)]
+        until: Option<SystemTime>,
+        /// The newest N records (printed oldest first).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+/// Output format of `audit query`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Format {
+    Table,
+    Json,
+    Jsonl,
+}
+
+fn parse_when(s: &str) -> Result<SystemTime, String> {
+    if let Some(t) = mcp_guard_core::time::parse_rfc3339(s) {
+        return Ok(t);
+    }
+    let bad = || format!("{s:?} is not RFC 3339 UTC, a date, or an age like 15m, 2h, 7d");
+    let unit = s.chars().last().ok_or_else(bad)?;
+    let n: u64 = s[..s.len() - unit.len_utf8()].parse().map_err(|_| bad())?;
+    let secs = match unit {
+        's' => n,
+        'm' => n * 60,
+        'h' => n * 3600,
+        'd' => n * 86_400,
+        _ => return Err(bad()),
+    };
+    SystemTime::now()
+        .checked_sub(Duration::from_secs(secs))
+        .ok_or_else(bad)
+}
+
+fn mac_key(file: Option<&Path>, env: Option<&str>) -> anyhow::Result<Option<MacKey>> {
+    Ok(match (file, env) {
+        (Some(f), _) => Some(MacKey::from_file(f)?),
+        (None, Some(v)) => Some(MacKey::from_env(v)?),
+        (None, None) => None,
+    })
+}
+
+/// The sinks `[audit]` asks for, fanned out; paths relative to `base`.
+pub(crate) fn sinks(cfg: &AuditSection, base: &Path) -> anyhow::Result<Arc<dyn AuditSink>> {
+    let key = mac_key(
+        cfg.mac_key_file.as_deref().map(|p| base.join(p)).as_deref(),
+        cfg.mac_key_env.as_deref(),
+    )
+    .context("audit")?;
+    let mut out: Vec<Arc<dyn AuditSink>> = Vec::new();
+    for kind in &cfg.sinks {
+        match kind {
+            AuditSinkKind::Sqlite => {
+                let path = base.join(
+                    cfg.sqlite_path
+                        .as_deref()
+                        .unwrap_or(Path::new("mcp-guard-audit.db")),
+                );
+                let mut o = SqliteOptions::default();
+                o.mac_key.clone_from(&key);
+                o.queue = cfg.queue;
+                let sink = SqliteAuditSink::open(&path, o)
+                    .with_context(|| format!("audit.sqlite_path: cannot use {}", path.display()))?;
+                tracing::info!(db = %path.display(), "audit records go to SQLite");
+                out.push(Arc::new(sink));
+            }
+            AuditSinkKind::Jsonl => {
+                let dir = base.join(cfg.jsonl_dir.as_deref().unwrap_or(Path::new("audit")));
+                let mut o = JsonLinesOptions::default();
+                o.mac_key.clone_from(&key);
+                o.queue = cfg.queue;
+                o.rotate_bytes = cfg.rotate_bytes;
+                o.rotate_after = (cfg.rotate_secs > 0).then(|| Duration::from_secs(cfg.rotate_secs));
+                o.keep_files = cfg.keep_files;
+                let sink = JsonLinesAuditSink::open(&dir, o)
+                    .with_context(|| format!("audit.jsonl_dir: cannot use {}", dir.display()))?;
+                tracing::info!(dir = %dir.display(), "audit records go to JSON Lines files");
+                out.push(Arc::new(sink));
+            }
+            AuditSinkKind::Tracing => out.push(Arc::new(TracingAuditSink::default())),
+            _ => bail!("audit.sinks: unsupported sink {kind:?}"),
+        }
+    }
+    Ok(match out.len() {
+        1 => out.remove(0),
+        _ => Arc::new(FanOut::new(out)),
+    })
+}
+
+fn is_sqlite(path: &Path) -> bool {
+    let mut magic = [0u8; 16];
+    path.is_file()
+        && std::fs::File::open(path)
+            .and_then(|mut f| f.read_exact(&mut magic))
+            .is_ok()
+        && &magic == b"SQLite format 3\0"
+}
+
+fn print_report(what: &str, r: &VerifyReport) {
+    for p in &r.problems {
+        println!("TAMPERED {p}");
+    }
+    if let Some(t) = &r.torn_tail {
+        println!("TORN     {t}");
+    }
+    for n in &r.notes {
+        println!("note     {n}");
+    }
+    let range = r
+        .seq_range
+        .map_or_else(String::new, |(a, b)| format!(", seq {a}..={b}"));
+    let verdict = if !r.problems.is_empty() {
+        format!("{} problem(s)", r.problems.len())
+    } else if r.torn_tail.is_some() {
+        "intact except a torn last line".to_owned()
+    } else {
+        "intact".to_owned()
+    };
+    println!(
+        "{what}: {} record(s) in {} file(s){range}; head {}: {verdict}",
+        r.records,
+        r.files,
+        r.head.as_deref().unwrap_or("-")
+    );
+}
+
+pub(crate) fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        AuditCommand::Verify {
+            paths,
+            mac_key_file,
+            mac_key_env,
+        } => {
+            let key = mac_key(mac_key_file.as_deref(), mac_key_env.as_deref())?;
+            let (dbs, files): (Vec<PathBuf>, Vec<PathBuf>) = paths.into_iter().partition(|p| is_sqlite(p));
+            let mut reports = Vec::new();
+            for db in &dbs {
+                let r = verify_database(db, key.as_ref())?;
+                print_report(&db.display().to_string(), &r);
+                reports.push(r);
+            }
+            if !files.is_empty() {
+                for f in &files {
+                    if !f.exists() {
+                        bail!("{}: no such file or directory", f.display());
+                    }
+                }
+                let r = verify_paths(&files, key.as_ref())?;
+                print_report("JSON Lines", &r);
+                reports.push(r);
+            }
+            Ok(if reports.iter().any(|r| !r.problems.is_empty()) {
+                ExitCode::from(EXIT_TAMPERED)
+            } else if reports.iter().any(|r| r.torn_tail.is_some()) {
+                ExitCode::from(EXIT_TORN_TAIL)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        AuditCommand::Query {
+            db,
+            principal,
+            endpoint,
+            server,
+            tool,
+            outcome,
+            session,
+            since,
+            until,
+            limit,
+            format,
+        } => {
+            let mut q = AuditQuery::default();
+            q.principal = principal;
+            q.endpoint = endpoint;
+            q.server = server;
+            q.tool = tool;
+            q.outcome = outcome;
+            q.session = session;
+            q.since = since;
+            q.until = until;
+            q.limit = Some(limit);
+            let rows = query_database(&db, &q)?;
+            let with_seq = |r: &mcp_guard_core::audit::QueryRow| {
+                let mut v = r.event.clone();
+                if let Some(m) = v.as_object_mut() {
+                    m.insert("seq".to_owned(), r.seq.into());
+                }
+                v
+            };
+            match format {
+                Format::Json => {
+                    let all: Vec<_> = rows.iter().map(with_seq).collect();
+                    println!("{}", serde_json::to_string_pretty(&all)?);
+                }
+                Format::Jsonl => {
+                    for r in &rows {
+                        println!("{}", serde_json::to_string(&with_seq(r))?);
+                    }
+                }
+                Format::Table => print_table(&rows),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_table(rows: &[mcp_guard_core::audit::QueryRow]) {
+    let s = |v: Option<&str>| v.unwrap_or("-").to_owned();
+    let mut table = vec![[
+        "SEQ".to_owned(),
+        "STARTED".to_owned(),
+        "PRINCIPAL".to_owned(),
+        "ENDPOINT".to_owned(),
+        "METHOD".to_owned(),
+        "TARGET".to_owned(),
+        "OUTCOME".to_owned(),
+        "RULE".to_owned(),
+        "LATENCY_US".to_owned(),
+    ]];
+    for r in rows {
+        let e = &r.event;
+        let get = |k: &str| e.get(k).and_then(serde_json::Value::as_str);
+        let method = get("method").or_else(|| get("type"));
+        let target = match (&r.server, &r.tool) {
+            (Some(sv), Some(t)) => format!("{sv}/{t}"),
+            _ => "-".to_owned(),
+        };
+        table.push([
+            r.seq.to_string(),
+            s(get("started_at")),
+            s(r.principal.as_deref()),
+            s(r.endpoint.as_deref()),
+            s(method),
+            target,
+            s(r.outcome.as_deref()),
+            s(get("rule")),
+            e.get("latency_us")
+                .map_or_else(|| "-".to_owned(), ToString::to_string),
+        ]);
+    }
+    let mut widths = [0usize; 9];
+    for row in &table {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    for row in &table {
+        let line: Vec<String> = row.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}
