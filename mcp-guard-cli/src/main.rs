@@ -439,6 +439,7 @@ async fn tools(config: PathBuf, endpoint: String) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[allow(clippy::too_many_lines, reason = "one dispatch over every subcommand")]
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let stdio = matches!(
