@@ -291,6 +291,7 @@ async fn serve(
     pins::watch_lock(pinning.path, pinning.gate, built.gateway.clone());
     let token = CancellationToken::new();
     let app = HttpEdge::new(built.gateway.clone(), built.service, auth)
+        .audit(sink.clone())
         .options(http_options(&cfg))
         .shutdown_token(token.clone())
         .router();

@@ -171,6 +171,7 @@ pub struct HttpEdge {
     gateway: Gateway,
     service: GuardService,
     auth: Arc<dyn Authenticate>,
+    audit: Option<Arc<dyn mcp_guard_core::AuditSink>>,
     options: HttpOptions,
     shutdown: CancellationToken,
 }
@@ -186,6 +187,7 @@ impl std::fmt::Debug for HttpEdge {
 #[derive(Clone)]
 struct EdgeState {
     auth: Arc<dyn Authenticate>,
+    audit: Option<Arc<dyn mcp_guard_core::AuditSink>>,
     max_body_bytes: usize,
     /// Legacy session id → principal id that opened it.
     sessions: Arc<Mutex<HashMap<String, String>>>,
@@ -198,6 +200,7 @@ impl HttpEdge {
             gateway,
             service,
             auth,
+            audit: None,
             options: HttpOptions::default(),
             shutdown: CancellationToken::new(),
         }
@@ -207,6 +210,14 @@ impl HttpEdge {
     #[must_use]
     pub fn options(mut self, options: HttpOptions) -> Self {
         self.options = options;
+        self
+    }
+
+    /// Records authentication failures to `sink` (the reason and the path, never the
+    /// presented credential).
+    #[must_use]
+    pub fn audit(mut self, sink: Arc<dyn mcp_guard_core::AuditSink>) -> Self {
+        self.audit = Some(sink);
         self
     }
 
@@ -247,6 +258,7 @@ impl HttpEdge {
         }
         let state = EdgeState {
             auth: self.auth,
+            audit: self.audit,
             max_body_bytes: self.options.max_body_bytes,
             sessions: Arc::default(),
         };
@@ -360,6 +372,17 @@ async fn edge(State(state): State<EdgeState>, request: Request, next: Next) -> R
         Ok(p) => p,
         Err(e) => {
             tracing::info!(reason = %e, path = %parts.uri.path(), "client authentication failed");
+            if let Some(sink) = &state.audit {
+                let mut event =
+                    mcp_guard_core::AuditEvent::new(mcp_guard_core::audit::EventKind::AuthenticationFailed {
+                        reason: e.to_string(),
+                    });
+                event.endpoint = parts.uri.path().strip_prefix("/mcp/").map(str::to_owned);
+                event.outcome = Some(mcp_guard_core::Outcome::Unauthenticated);
+                if let Err(err) = sink.record(&event).await {
+                    tracing::error!(error = %crate::error::Chain(&err), "could not record an authentication failure");
+                }
+            }
             let mut r = plain(StatusCode::UNAUTHORIZED, "authentication required\n");
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -101,9 +101,36 @@ async fn records_reach_sqlite_and_jsonl_and_query_finds_them() {
     }
     let bob = http_client(&gw.url("main"), OTHER_TOKEN, Era::Modern).await;
     assert!(echo(&bob, "refused").await.is_err());
+    // A failed authentication is an audit event too (without the presented token).
+    mcp_guard_core::upstream::ensure_crypto_provider();
+    let r = reqwest::Client::new()
+        .post(gw.url("main"))
+        .bearer_auth("not-a-valid-token-0123456789")
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::UNAUTHORIZED);
     let _ = alice.cancel().await;
     let _ = bob.cancel().await;
     gw.stop().await;
+    let db_path = data.path().join("audit.db").display().to_string();
+    let (code, out) = audit_cmd(&[
+        "query",
+        "--db",
+        &db_path,
+        "--outcome",
+        "unauthenticated",
+        "--format",
+        "jsonl",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("authentication_failed") && out.contains("invalid credential"),
+        "{out}"
+    );
+    assert!(!out.contains("not-a-valid-token"), "{out}");
 
     let db = data.path().join("audit.db");
     let dir = data.path().join("jsonl");
