@@ -356,7 +356,7 @@ async fn check_connect(config: &std::path::Path) -> anyhow::Result<()> {
                 println!(
                     "server {}: FAILED: {}",
                     upstream.id(),
-                    mcp_guard_core_error_chain(&e)
+                    mcp_guard_core::upstream::error_chain(&e)
                 );
             }
         }
@@ -366,17 +366,6 @@ async fn check_connect(config: &std::path::Path) -> anyhow::Result<()> {
         bail!("{failed} server(s) could not be reached");
     }
     Ok(())
-}
-
-fn mcp_guard_core_error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 async fn status(url: &str) -> anyhow::Result<()> {

@@ -32,7 +32,7 @@ pub use connect::{
     Connector, HttpConnector, HttpSpec, InProcessConnector, StdioConnector, StdioSpec, ensure_crypto_provider,
 };
 pub use placeholder::{Template, resolve_template};
-pub use rmcp_upstream::{RmcpUpstream, UpstreamOptions};
+pub use rmcp_upstream::{RmcpUpstream, UpstreamOptions, error_chain};
 pub use sse::SseConnector;
 
 /// One upstream MCP server.

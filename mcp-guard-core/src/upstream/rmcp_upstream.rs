@@ -487,7 +487,8 @@ mod erased {
     }
 }
 
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+/// An error with its sources, `outer: inner: innermost`, for operator-facing messages.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
