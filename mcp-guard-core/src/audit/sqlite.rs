@@ -190,6 +190,21 @@ impl Sqlite {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Another process may share the database (a stdio gateway next to an HTTP one):
+        // under the write lock, continue the chain from whatever is newest now.
+        let newest: Option<(i64, String)> = tx
+            .query_row(
+                "SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((seq, hash)) = newest {
+            self.head = Head {
+                next_seq: u64::try_from(seq).unwrap_or(0) + 1,
+                prev: hash,
+            };
+        }
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO audit_records (seq, id, kind, method, time_us, principal, endpoint, server, tool, outcome, session, request_id, prev, hash, mac, record)

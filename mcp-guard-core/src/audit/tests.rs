@@ -208,3 +208,21 @@ async fn sqlite_records_chain_query_and_detect_column_edits() {
         report.problems
     );
 }
+
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn two_writers_on_one_database_keep_one_chain() {
+    use crate::audit::{SqliteAuditSink, SqliteOptions, verify_database};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let a = SqliteAuditSink::open(&path, SqliteOptions::default()).unwrap();
+    let b = SqliteAuditSink::open(&path, SqliteOptions::default()).unwrap();
+    for i in 0..20 {
+        let sink = if i % 2 == 0 { &a } else { &b };
+        sink.record(&crate::AuditEvent::new(crate::audit::EventKind::ConfigReloaded))
+            .await
+            .unwrap();
+    }
+    let report = verify_database(&path, None).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
