@@ -212,6 +212,7 @@ async fn sqlite_records_chain_query_and_detect_column_edits() {
 #[cfg(feature = "sqlite")]
 #[tokio::test]
 async fn two_writers_on_one_database_keep_one_chain() {
+    use crate::audit::EventKind;
     use crate::audit::{SqliteAuditSink, SqliteOptions, verify_database};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("shared.db");
@@ -219,7 +220,7 @@ async fn two_writers_on_one_database_keep_one_chain() {
     let b = SqliteAuditSink::open(&path, SqliteOptions::default()).unwrap();
     for i in 0..20 {
         let sink = if i % 2 == 0 { &a } else { &b };
-        sink.record(&crate::AuditEvent::new(crate::audit::EventKind::ConfigReloaded))
+        sink.record(&AuditEvent::new(EventKind::ConfigReloaded))
             .await
             .unwrap();
     }
