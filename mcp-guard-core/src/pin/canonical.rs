@@ -95,6 +95,23 @@ mod tests {
     }
 
     #[test]
+    fn floats_survive_a_text_round_trip() {
+        // Found by the pin_canonical fuzz target: approximate float parsing changed the
+        // last digit on the second pass.
+        for text in [
+            "1.5111111111111111e+29",
+            "0.1",
+            "-2.5e-308",
+            "12345678901234567890",
+        ] {
+            let v: Value = serde_json::from_str(text).unwrap();
+            let once = canonical_json(&v);
+            let again = canonical_json(&serde_json::from_str(&once).unwrap());
+            assert_eq!(once, again, "{text}");
+        }
+    }
+
+    #[test]
     fn hashes_are_prefixed_hex() {
         assert_eq!(sha256_hex("").len(), 71);
         assert!(sha256_hex("x").starts_with("sha256:2d711642"));
