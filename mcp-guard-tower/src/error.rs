@@ -1,7 +1,5 @@
 //! [`GuardError`]: the one error type of every guard layer, and how clients see it.
 
-use std::fmt;
-
 use mcp_guard_core::{BoxError, Denial, TargetKind, UpstreamError};
 use rmcp::ErrorData;
 use rmcp::model::ErrorCode;
@@ -154,20 +152,5 @@ fn upstream_error(u: UpstreamError) -> ErrorData {
         }
         UpstreamError::Cancelled => ErrorData::internal_error("request cancelled", None),
         other => ErrorData::internal_error(format!("upstream error: {other}"), None),
-    }
-}
-
-/// A short operator-facing rendering of an error with its sources.
-pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
-
-impl fmt::Display for Chain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut cur = self.0.source();
-        while let Some(c) = cur {
-            write!(f, ": {c}")?;
-            cur = c.source();
-        }
-        Ok(())
     }
 }

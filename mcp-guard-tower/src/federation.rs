@@ -308,7 +308,7 @@ impl GatewayBuilder {
         }
         let connects = used.iter().map(|(id, u)| async move {
             if let Err(e) = u.catalog().await {
-                tracing::warn!(server = %id, error = %crate::error::Chain(&e), "upstream not available at start");
+                tracing::warn!(server = %id, error = %mcp_guard_core::upstream::error_chain(&e), "upstream not available at start");
             }
         });
         futures::future::join_all(connects).await;
@@ -691,8 +691,11 @@ impl EndpointRuntime {
                 match m.upstream.catalog().await {
                     Ok(c) => Some(c),
                     Err(e) => {
-                        snap.problems
-                            .push(format!("{}: {}", m.id, crate::error::Chain(&e)));
+                        snap.problems.push(format!(
+                            "{}: {}",
+                            m.id,
+                            mcp_guard_core::upstream::error_chain(&e)
+                        ));
                         None
                     }
                 }
@@ -794,7 +797,7 @@ impl EndpointRuntime {
             event.endpoint = Some(self.name.to_string());
             event.target = Some(Target::new(server, tool, TargetKind::Tool));
             if let Err(e) = sink.record(&event).await {
-                tracing::error!(error = %crate::error::Chain(&e), "could not record a quarantine event");
+                tracing::error!(error = %mcp_guard_core::upstream::error_chain(&e), "could not record a quarantine event");
             }
         }
     }

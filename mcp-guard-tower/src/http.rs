@@ -380,7 +380,7 @@ async fn edge(State(state): State<EdgeState>, request: Request, next: Next) -> R
                 event.endpoint = parts.uri.path().strip_prefix("/mcp/").map(str::to_owned);
                 event.outcome = Some(mcp_guard_core::Outcome::Unauthenticated);
                 if let Err(err) = sink.record(&event).await {
-                    tracing::error!(error = %crate::error::Chain(&err), "could not record an authentication failure");
+                    tracing::error!(error = %mcp_guard_core::upstream::error_chain(&err), "could not record an authentication failure");
                 }
             }
             let mut r = plain(StatusCode::UNAUTHORIZED, "authentication required\n");

@@ -234,12 +234,14 @@ async fn route(req: McpRequest, extra_meta: &[String]) -> Result<ServerResult, G
         }
         other => return Err(GuardError::MethodNotFound(other.method().to_owned())),
     };
-    let mut result = upstream
-        .request(upstream_request.clone(), forward.clone())
-        .await?;
     // A legacy client cannot take an input-required result: the gateway asks it the
-    // upstream's questions as ordinary requests and retries with the answers.
-    if let Some(d) = downstream.filter(|d| d.accepts_requests) {
+    // upstream's questions as ordinary requests and retries with the answers. Only then
+    // is a copy of the request kept for the retry.
+    let bridge = downstream
+        .filter(|d| d.accepts_requests)
+        .map(|d| (d, upstream_request.clone(), forward.clone()));
+    let mut result = upstream.request(upstream_request, forward).await?;
+    if let Some((d, upstream_request, forward)) = bridge {
         let mut rounds = 0;
         while let ServerResult::InputRequiredResult(ir) = result {
             rounds += 1;

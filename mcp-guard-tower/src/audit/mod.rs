@@ -223,7 +223,9 @@ where
                     Err(GuardError::Upstream(mcp_guard_core::UpstreamError::Rpc(e))) => {
                         serde_json::to_value(e).ok()
                     }
-                    Err(e) => Some(serde_json::Value::String(crate::error::Chain(e).to_string())),
+                    Err(e) => Some(serde_json::Value::String(mcp_guard_core::upstream::error_chain(
+                        e,
+                    ))),
                 };
                 if let Some(v) = payload {
                     event.response_bytes = serde_json::to_vec(&v).ok().map(|b| b.len());
@@ -233,7 +235,7 @@ where
                 }
             }
             if let Err(e) = layer.sink.record(&event).await {
-                tracing::error!(error = %crate::error::Chain(&e), "audit record failed");
+                tracing::error!(error = %mcp_guard_core::upstream::error_chain(&e), "audit record failed");
                 if !layer.fail_open {
                     return Err(GuardError::AuditFailed(Box::new(e)));
                 }
