@@ -72,6 +72,10 @@ impl Index {
 #[derive(Debug)]
 pub(crate) struct Job {
     pub(crate) event_json: String,
+    #[cfg_attr(
+        not(feature = "sqlite"),
+        allow(dead_code, reason = "the SQLite sink's columns")
+    )]
     pub(crate) index: Index,
 }
 
