@@ -5,6 +5,7 @@
     reason = "a command-line program talks on stdout/stderr"
 )]
 
+mod access;
 mod audit;
 mod demo;
 mod fixture;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use mcp_guard_core::{AuditSink, Principal, Redactor, TracingAuditSink};
+use mcp_guard_tower::auth::{AnyOf, ApiTokens, JwksSource, JwtBearer, JwtSettings};
 use mcp_guard_tower::http::dangerous::Anonymous;
 use mcp_guard_tower::{Authenticate, GuardHandler, HttpEdge, HttpOptions, StaticTokens};
 use rmcp::ServiceExt;
@@ -110,6 +112,16 @@ enum Command {
         #[arg(long)]
         endpoint: Option<String>,
     },
+    /// Issues, lists and revokes gateway API tokens.
+    Tokens {
+        #[command(subcommand)]
+        command: access::TokensCommand,
+    },
+    /// Lists and revokes gateway sessions.
+    Sessions {
+        #[command(subcommand)]
+        command: access::SessionsCommand,
+    },
     /// Checks and searches the audit trail.
     Audit {
         #[command(subcommand)]
@@ -192,8 +204,19 @@ pub(crate) fn audit_sink() -> Arc<dyn AuditSink> {
     Arc::new(TracingAuditSink::default())
 }
 
-fn authenticator(config: &mcp_guard_core::config::GatewayConfig) -> anyhow::Result<Arc<dyn Authenticate>> {
+/// Client authentication from `[auth]`: configured tokens, gateway-issued tokens from
+/// the access store, and JWTs when `[auth.jwt]` is set, tried in that order.
+async fn authenticator(
+    config: &mcp_guard_core::config::GatewayConfig,
+    base: &std::path::Path,
+    store: &mcp_guard_core::access::AccessStore,
+) -> anyhow::Result<Arc<dyn Authenticate>> {
     let auth = &config.auth;
+    if let Some(p) = &auth.dangerously_allow_anonymous {
+        tracing::warn!(principal = %p.id, "auth.dangerously_allow_anonymous is set: HTTP clients are NOT authenticated");
+        return Ok(Arc::new(Anonymous(load::principal(p))));
+    }
+    let mut chain = AnyOf::new();
     if !auth.tokens.is_empty() {
         let mut tokens = StaticTokens::new();
         for (i, t) in auth.tokens.iter().enumerate() {
@@ -214,15 +237,41 @@ fn authenticator(config: &mcp_guard_core::config::GatewayConfig) -> anyhow::Resu
             known_secrets().add(&secret);
             tokens = tokens.with_token(&secret, load::principal(&t.principal));
         }
-        return Ok(Arc::new(tokens));
+        chain = chain.or(Arc::new(tokens));
     }
-    if let Some(p) = &auth.dangerously_allow_anonymous {
-        tracing::warn!(principal = %p.id, "auth.dangerously_allow_anonymous is set: HTTP clients are NOT authenticated");
-        return Ok(Arc::new(Anonymous(load::principal(p))));
+    chain = chain.or(Arc::new(ApiTokens::new(store.clone())));
+    if let Some(j) = &auth.jwt {
+        let resource_base = config
+            .gateway
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", config.gateway.listen));
+        let mut s = JwtSettings::new(j.issuer.clone(), resource_base);
+        s.extra_audiences.clone_from(&j.audiences);
+        if !j.algorithms.is_empty() {
+            s.algorithms.clone_from(&j.algorithms);
+        }
+        if let Some(l) = j.leeway_secs {
+            s.leeway = std::time::Duration::from_secs(l);
+        }
+        if let Some(c) = &j.principal_claim {
+            s.principal_claim.clone_from(c);
+        }
+        if j.roles_claim.is_some() {
+            s.roles_claim.clone_from(&j.roles_claim);
+        }
+        s.kind_claim.clone_from(&j.kind_claim);
+        s.attribute_claims.clone_from(&j.attribute_claims);
+        s.required_scopes.clone_from(&j.required_scopes);
+        let source = match (&j.jwks_file, &j.jwks_url) {
+            (Some(f), _) => JwksSource::File(base.join(f)),
+            (None, Some(u)) => JwksSource::Url(u.clone()),
+            (None, None) => bail!("auth.jwt: set jwks_file or jwks_url"),
+        };
+        let jwt = JwtBearer::new(s, source).await.context("auth.jwt")?;
+        chain = chain.or(Arc::new(jwt));
     }
-    bail!(
-        "no client authentication is configured: add [[auth.tokens]] (or, for local experiments only, auth.dangerously_allow_anonymous)"
-    )
+    Ok(Arc::new(chain))
 }
 
 pub(crate) fn http_options(config: &mcp_guard_core::config::GatewayConfig) -> HttpOptions {
@@ -231,6 +280,15 @@ pub(crate) fn http_options(config: &mcp_guard_core::config::GatewayConfig) -> Ht
     o.allowed_origins.clone_from(&config.gateway.allowed_origins);
     o.max_body_bytes = config.gateway.max_body_bytes;
     o.page_size = config.gateway.page_size;
+    o.resource_base.clone_from(&config.gateway.public_url);
+    if let Some(j) = &config.auth.jwt {
+        o.authorization_servers = if j.authorization_servers.is_empty() {
+            vec![j.issuer.clone()]
+        } else {
+            j.authorization_servers.clone()
+        };
+        o.scopes_supported.clone_from(&j.required_scopes);
+    }
     o
 }
 
@@ -281,7 +339,11 @@ async fn serve(
         sink.flush().await.context("flushing the audit trail")?;
         return Ok(());
     }
-    let auth = authenticator(&cfg)?;
+    let store_path = access::store_path(&config, &cfg);
+    let store = mcp_guard_core::access::AccessStore::open(&store_path)
+        .with_context(|| format!("opening the access store {}", store_path.display()))?;
+    let auth = authenticator(&cfg, &base, &store).await?;
+    let sessions = mcp_guard_core::access::Sessions::with_store(store)?;
     let addr: SocketAddr = match listen {
         Some(a) => a,
         None => cfg.gateway.listen.parse()?,
@@ -290,8 +352,14 @@ async fn serve(
     let built = load::build(&cfg, sink.clone(), redactor(), Some(pinning.gate.clone())).await?;
     pins::watch_lock(pinning.path, pinning.gate, built.gateway.clone());
     let token = CancellationToken::new();
+    tokio::spawn(
+        sessions
+            .clone()
+            .maintain(std::time::Duration::from_millis(250), token.clone()),
+    );
     let app = HttpEdge::new(built.gateway.clone(), built.service, auth)
         .audit(sink.clone())
+        .sessions(sessions)
         .options(http_options(&cfg))
         .shutdown_token(token.clone())
         .router();
@@ -513,6 +581,8 @@ fn main() -> std::process::ExitCode {
                     std::process::ExitCode::from(audit::EXIT_UNREADABLE)
                 }));
             }
+            Command::Tokens { command } => access::tokens(command),
+            Command::Sessions { command } => access::sessions(command),
             Command::Import { source } => import::run(source),
             Command::Demo { port, once } => demo::run(port, once).await,
             Command::Fixture {

@@ -173,6 +173,10 @@ pub struct GatewaySection {
     pub page_size: usize,
     /// Default per-request upstream timeout in seconds.
     pub request_timeout_secs: u64,
+    /// The gateway's public base URL (`https://gw.example.com`). Endpoint resource
+    /// URIs are `<public_url>/mcp/<endpoint>`: the audience JWTs must carry and the
+    /// `resource` of the RFC 9728 metadata. Default: built from the request's `Host`.
+    pub public_url: Option<String>,
 }
 
 impl Default for GatewaySection {
@@ -185,6 +189,7 @@ impl Default for GatewaySection {
             max_body_bytes: 4 * 1024 * 1024,
             page_size: 200,
             request_timeout_secs: 120,
+            public_url: None,
         }
     }
 }
@@ -207,6 +212,54 @@ pub struct AuthSection {
     pub stdio_principal: Option<PrincipalConfig>,
     /// DANGEROUS: serve HTTP clients without authentication, as this principal.
     pub dangerously_allow_anonymous: Option<PrincipalConfig>,
+    /// The access store (issued API tokens, the session journal), relative to the
+    /// configuration file. Default `mcp-guard-access.db`.
+    pub store: Option<String>,
+    /// JWT bearer tokens from an identity provider.
+    pub jwt: Option<JwtConfig>,
+}
+
+/// `[auth.jwt]`: JWTs from an identity provider, checked against its JWKS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct JwtConfig {
+    /// The required `iss`.
+    pub issuer: String,
+    /// A JWKS file (relative to the configuration file).
+    #[serde(default)]
+    pub jwks_file: Option<String>,
+    /// A JWKS URL (`https://`, or `http://` on loopback).
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// Audiences accepted besides the endpoint's resource URI.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Accepted algorithms (asymmetric only). Default `["RS256", "ES256"]`.
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+    /// Clock skew allowed on `exp`/`nbf`, seconds (at most 300). Default 30.
+    #[serde(default)]
+    pub leeway_secs: Option<u64>,
+    /// The claim holding the principal id. Default `sub`.
+    #[serde(default)]
+    pub principal_claim: Option<String>,
+    /// The claim holding roles. Default `roles`.
+    #[serde(default)]
+    pub roles_claim: Option<String>,
+    /// A claim whose value `agent` marks an agent.
+    #[serde(default)]
+    pub kind_claim: Option<String>,
+    /// Claims copied into principal attributes.
+    #[serde(default)]
+    pub attribute_claims: Vec<String>,
+    /// Scopes every token must carry (403 `insufficient_scope` otherwise).
+    #[serde(default)]
+    pub required_scopes: Vec<String>,
+    /// Authorization servers named in the protected-resource metadata. Default: the
+    /// issuer.
+    #[serde(default)]
+    pub authorization_servers: Vec<String>,
 }
 
 /// A principal as configured.
@@ -429,6 +482,58 @@ pub enum EffectConfig {
     Allow,
     /// Deny.
     Deny,
+}
+
+impl JwtConfig {
+    fn validate(&self, errors: &mut Vec<ConfigError>) {
+        let err = |entry: &str, message: &str| ConfigError {
+            entry: format!("auth.jwt.{entry}"),
+            message: message.to_owned(),
+        };
+        if self.issuer.trim().is_empty() {
+            errors.push(err("issuer", "must not be empty"));
+        }
+        match (&self.jwks_file, &self.jwks_url) {
+            (None, None) => errors.push(err("jwks_file", "set jwks_file or jwks_url")),
+            (Some(_), Some(_)) => errors.push(err("jwks_url", "set jwks_file or jwks_url, not both")),
+            (None, Some(u)) if !is_secure_url(u) => errors.push(err(
+                "jwks_url",
+                "must be https:// (http:// only on 127.0.0.1, ::1 or localhost)",
+            )),
+            _ => {}
+        }
+        for (i, a) in self.algorithms.iter().enumerate() {
+            let ok = matches!(
+                a.as_str(),
+                "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512" | "ES256" | "ES384" | "EdDSA"
+            );
+            if !ok {
+                errors.push(err(
+                    &format!("algorithms[{i}]"),
+                    &format!("{a:?} is not accepted: asymmetric algorithms only (RS256/384/512, PS256/384/512, ES256/384, EdDSA)"),
+                ));
+            }
+        }
+        if self.leeway_secs.is_some_and(|l| l > 300) {
+            errors.push(err("leeway_secs", "at most 300 seconds"));
+        }
+    }
+}
+
+/// `https://`, or `http://` to this machine.
+fn is_secure_url(u: &str) -> bool {
+    if u.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = u.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = match host.strip_prefix('[') {
+        Some(h) => h.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    matches!(host, "127.0.0.1" | "::1" | "localhost")
 }
 
 /// A configuration problem, naming the entry (`servers.github.env.TOKEN`).
@@ -673,6 +778,17 @@ impl GatewayConfig {
                 }),
                 Err(m) => errors.push(ConfigError { entry, message: m }),
             }
+        }
+        if let Some(j) = &self.auth.jwt {
+            j.validate(&mut errors);
+        }
+        if let Some(u) = &self.gateway.public_url
+            && !(u.starts_with("https://") || u.starts_with("http://"))
+        {
+            errors.push(ConfigError {
+                entry: "gateway.public_url".into(),
+                message: "must be an http:// or https:// URL".into(),
+            });
         }
         if self.grants.is_empty() && !self.endpoints.is_empty() {
             warnings.push(ConfigError {

@@ -22,12 +22,14 @@
 //!
 //! # Feature flags
 //! - `test-util`: conformance helpers for implementors of the traits.
+//! - `sqlite`: the SQLite audit sink and the [`access::AccessStore`] of tokens and sessions.
 //!
 //! # Minimum supported Rust version
 //! 1.95.
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod access;
 pub mod audit;
 mod call;
 pub mod config;

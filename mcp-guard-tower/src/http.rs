@@ -19,119 +19,20 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{HeaderValue, StatusCode, header};
-use mcp_guard_core::Principal;
+use mcp_guard_core::access::{Session, SessionRefused, Sessions};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
-use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+pub use crate::auth::{AuthError, Authenticate, Authenticated, StaticTokens, dangerous};
 use crate::federation::Gateway;
 use crate::handler::{GuardHandler, GuardService};
-
-/// Why a client could not be authenticated. The reason is for logs, not the client.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum AuthError {
-    /// No credential was presented.
-    #[error("no credential presented")]
-    Missing,
-    /// The credential is not valid.
-    #[error("invalid credential")]
-    Invalid,
-}
-
-/// Turns an HTTP request into an authenticated [`Principal`].
-#[async_trait]
-pub trait Authenticate: Send + Sync {
-    /// Authenticates the request.
-    ///
-    /// # Errors
-    /// [`AuthError`] when the client is not authenticated; it gets a 401.
-    async fn authenticate(&self, parts: &http::request::Parts) -> Result<Principal, AuthError>;
-}
-
-/// Static bearer tokens, stored as SHA-256 digests and compared in constant time.
-#[derive(Default)]
-pub struct StaticTokens {
-    tokens: Vec<([u8; 32], Principal)>,
-}
-
-impl std::fmt::Debug for StaticTokens {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StaticTokens")
-            .field("count", &self.tokens.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl StaticTokens {
-    /// No tokens (every request is refused).
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Accepts `token` for `principal`. Only its digest is kept.
-    #[must_use]
-    pub fn with_token(mut self, token: &secrecy::SecretString, principal: Principal) -> Self {
-        #[expect(
-            clippy::disallowed_methods,
-            reason = "hashing an inbound API token; only the digest is kept"
-        )]
-        let digest = Sha256::digest(secrecy::ExposeSecret::expose_secret(token).as_bytes());
-        self.tokens.push((digest.into(), principal));
-        self
-    }
-}
-
-fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn bearer(parts: &http::request::Parts) -> Option<&str> {
-    let v = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
-#[async_trait]
-impl Authenticate for StaticTokens {
-    async fn authenticate(&self, parts: &http::request::Parts) -> Result<Principal, AuthError> {
-        let token = bearer(parts).ok_or(AuthError::Missing)?;
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let mut found = None;
-        for (d, p) in &self.tokens {
-            if ct_eq(d, &digest) && found.is_none() {
-                found = Some(p.clone());
-            }
-        }
-        found.ok_or(AuthError::Invalid)
-    }
-}
-
-/// Authentication opt-outs. Everything here weakens the gateway.
-pub mod dangerous {
-    use super::{AuthError, Authenticate, Principal, async_trait};
-
-    /// DANGEROUS: every request is made by one principal, with no credential checked.
-    /// For a demo on loopback, never for a shared deployment.
-    #[derive(Debug, Clone)]
-    #[allow(clippy::exhaustive_structs, reason = "a plain newtype")]
-    pub struct Anonymous(pub Principal);
-
-    #[async_trait]
-    impl Authenticate for Anonymous {
-        async fn authenticate(&self, _: &http::request::Parts) -> Result<Principal, AuthError> {
-            Ok(self.0.clone())
-        }
-    }
-}
 
 /// Settings of the HTTP front door.
 #[derive(Debug, Clone)]
@@ -151,6 +52,15 @@ pub struct HttpOptions {
     /// Answer stateless requests with a single JSON body instead of an SSE stream when
     /// nothing is sent before the result (rmcp falls back to SSE for progress etc.).
     pub json_response: bool,
+    /// The gateway's public base URL (`https://gw.example.com`): endpoint resource
+    /// URIs are `<base>/mcp/<endpoint>`, named in RFC 9728 metadata and in
+    /// `WWW-Authenticate`. Without it those URLs are built from the request's `Host`
+    /// (only hosts in `allowed_hosts` are used).
+    pub resource_base: Option<String>,
+    /// Authorization servers advertised in RFC 9728 metadata.
+    pub authorization_servers: Vec<String>,
+    /// Scopes advertised in RFC 9728 metadata.
+    pub scopes_supported: Vec<String>,
 }
 
 impl Default for HttpOptions {
@@ -162,6 +72,9 @@ impl Default for HttpOptions {
             page_size: crate::handler::DEFAULT_PAGE_SIZE,
             sse_keep_alive: Some(Duration::from_secs(15)),
             json_response: true,
+            resource_base: None,
+            authorization_servers: Vec::new(),
+            scopes_supported: Vec::new(),
         }
     }
 }
@@ -172,6 +85,7 @@ pub struct HttpEdge {
     service: GuardService,
     auth: Arc<dyn Authenticate>,
     audit: Option<Arc<dyn mcp_guard_core::AuditSink>>,
+    sessions: Sessions,
     options: HttpOptions,
     shutdown: CancellationToken,
 }
@@ -189,8 +103,12 @@ struct EdgeState {
     auth: Arc<dyn Authenticate>,
     audit: Option<Arc<dyn mcp_guard_core::AuditSink>>,
     max_body_bytes: usize,
-    /// Legacy session id → principal id that opened it.
-    sessions: Arc<Mutex<HashMap<String, String>>>,
+    gateway_sessions: Sessions,
+    endpoints: Arc<HashMap<String, Arc<LocalSessionManager>>>,
+    /// Legacy `Mcp-Session-Id` → the gateway session that opened it.
+    legacy: Arc<Mutex<HashMap<String, Arc<str>>>>,
+    resource_base: Option<Arc<str>>,
+    allowed_hosts: Arc<[String]>,
 }
 
 impl HttpEdge {
@@ -201,6 +119,7 @@ impl HttpEdge {
             service,
             auth,
             audit: None,
+            sessions: Sessions::new(),
             options: HttpOptions::default(),
             shutdown: CancellationToken::new(),
         }
@@ -221,6 +140,14 @@ impl HttpEdge {
         self
     }
 
+    /// Admits requests into these gateway sessions (default: a fresh in-memory
+    /// registry). Share it with whatever lists and revokes sessions.
+    #[must_use]
+    pub fn sessions(mut self, sessions: Sessions) -> Self {
+        self.sessions = sessions;
+        self
+    }
+
     /// Cancelling this token closes every session and stream.
     #[must_use]
     pub fn shutdown_token(mut self, token: CancellationToken) -> Self {
@@ -236,6 +163,7 @@ impl HttpEdge {
         let mut router = axum::Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(move || readiness(gateway.clone())));
+        let mut managers = HashMap::new();
         for name in self.gateway.endpoint_names() {
             let Some(endpoint) = self.gateway.endpoint(name) else {
                 continue;
@@ -249,18 +177,42 @@ impl HttpEdge {
             config.sse_keep_alive = self.options.sse_keep_alive;
             config.json_response = self.options.json_response;
             config.cancellation_token = self.shutdown.child_token();
-            let service = StreamableHttpService::new(
-                move || Ok(handler.new_session()),
-                Arc::new(LocalSessionManager::default()),
-                config,
-            );
+            let manager = Arc::new(LocalSessionManager::default());
+            managers.insert(name.to_owned(), manager.clone());
+            let service = StreamableHttpService::new(move || Ok(handler.new_session()), manager, config);
             router = router.nest_service(&format!("/mcp/{name}"), service);
         }
+        let metadata = Arc::new(Metadata {
+            base: self.options.resource_base.clone(),
+            allowed_hosts: self.options.allowed_hosts.clone(),
+            authorization_servers: self.options.authorization_servers.clone(),
+            scopes: self.options.scopes_supported.clone(),
+            endpoints: self.gateway.endpoint_names().map(str::to_owned).collect(),
+        });
+        let m = metadata.clone();
+        router = router
+            .route(
+                "/.well-known/oauth-protected-resource",
+                get(move |parts: http::request::Parts| async move { m.document(&parts, None) }),
+            )
+            .route(
+                "/.well-known/oauth-protected-resource/mcp/{endpoint}",
+                get(
+                    move |axum::extract::Path(endpoint): axum::extract::Path<String>,
+                          parts: http::request::Parts| async move {
+                        metadata.document(&parts, Some(&endpoint))
+                    },
+                ),
+            );
         let state = EdgeState {
             auth: self.auth,
             audit: self.audit,
             max_body_bytes: self.options.max_body_bytes,
-            sessions: Arc::default(),
+            gateway_sessions: self.sessions,
+            endpoints: Arc::new(managers),
+            legacy: Arc::default(),
+            resource_base: self.options.resource_base.map(Into::into),
+            allowed_hosts: self.options.allowed_hosts.into(),
         };
         router
             .fallback(|| async { (StatusCode::NOT_FOUND, "no such endpoint\n") })
@@ -355,12 +307,162 @@ fn query_carries_token(uri: &http::Uri) -> bool {
     })
 }
 
-async fn edge(State(state): State<EdgeState>, request: Request, next: Next) -> Response {
-    // Only the MCP endpoints need a principal; /healthz and /readyz are for probes
-    // (they reveal server ids and states, not secrets; keep them off public listeners).
-    if !request.uri().path().starts_with("/mcp/") {
-        return next.run(request).await;
+/// The base URL of this gateway as the client addressed it: the configured one, or
+/// `http://<Host>` when the host is one the gateway answers to.
+fn base_url(
+    configured: Option<&str>,
+    allowed_hosts: &[String],
+    parts: &http::request::Parts,
+) -> Option<String> {
+    if let Some(b) = configured {
+        return Some(b.trim_end_matches('/').to_owned());
     }
+    let host = parts.headers.get(header::HOST)?.to_str().ok()?;
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next()?,
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    let ok = host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        && allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(name));
+    ok.then(|| format!("http://{host}"))
+}
+
+struct Metadata {
+    base: Option<String>,
+    allowed_hosts: Vec<String>,
+    authorization_servers: Vec<String>,
+    scopes: Vec<String>,
+    endpoints: Vec<String>,
+}
+
+impl Metadata {
+    /// RFC 9728 protected-resource metadata for one endpoint (or the gateway root).
+    fn document(&self, parts: &http::request::Parts, endpoint: Option<&str>) -> Response {
+        if endpoint.is_some_and(|e| !self.endpoints.iter().any(|n| n == e)) {
+            return plain(StatusCode::NOT_FOUND, "no such endpoint\n");
+        }
+        let Some(base) = base_url(self.base.as_deref(), &self.allowed_hosts, parts) else {
+            return plain(StatusCode::BAD_REQUEST, "unknown host\n");
+        };
+        let resource = match endpoint {
+            Some(e) => format!("{base}/mcp/{e}"),
+            None => base,
+        };
+        let mut doc = serde_json::json!({
+            "resource": resource,
+            "authorization_servers": self.authorization_servers,
+            "bearer_methods_supported": ["header"],
+            "resource_name": endpoint.map_or_else(|| "mcp-guard".to_owned(), |e| format!("mcp-guard endpoint {e}")),
+        });
+        if !self.scopes.is_empty() {
+            doc["scopes_supported"] = serde_json::json!(self.scopes);
+        }
+        (
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CACHE_CONTROL, "max-age=300"),
+            ],
+            doc.to_string(),
+        )
+            .into_response()
+    }
+}
+
+/// Quotes a value for an auth-param (RFC 9110 quoted-string).
+fn quoted(v: &str) -> String {
+    let mut out = String::with_capacity(v.len() + 2);
+    out.push('"');
+    for c in v.chars().filter(|c| !c.is_control()) {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+fn challenge(state: &EdgeState, parts: &http::request::Parts, endpoint: &str, error: &AuthError) -> Response {
+    let mut params: Vec<String> = Vec::new();
+    if let Some(code) = error.code() {
+        params.push(format!("error={}", quoted(code)));
+        let description = match error {
+            AuthError::Expired => "the access has expired",
+            AuthError::Revoked => "the access was revoked",
+            AuthError::InsufficientScope { .. } => "more scope is required",
+            _ => "the token is not valid for this endpoint",
+        };
+        params.push(format!("error_description={}", quoted(description)));
+    }
+    if let AuthError::InsufficientScope { required } = error {
+        params.push(format!("scope={}", quoted(required)));
+    }
+    if let Some(base) = base_url(state.resource_base.as_deref(), &state.allowed_hosts, parts) {
+        params.push(format!(
+            "resource_metadata={}",
+            quoted(&format!(
+                "{base}/.well-known/oauth-protected-resource/mcp/{endpoint}"
+            ))
+        ));
+    }
+    let value = if params.is_empty() {
+        "Bearer".to_owned()
+    } else {
+        format!("Bearer {}", params.join(", "))
+    };
+    let (status, body) = if matches!(error, AuthError::InsufficientScope { .. }) {
+        (StatusCode::FORBIDDEN, "insufficient scope\n")
+    } else if matches!(error, AuthError::Unavailable(_)) {
+        (StatusCode::SERVICE_UNAVAILABLE, "authentication is unavailable\n")
+    } else {
+        (StatusCode::UNAUTHORIZED, "authentication required\n")
+    };
+    let mut r = plain(status, body);
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r
+}
+
+async fn refuse(
+    state: &EdgeState,
+    parts: &http::request::Parts,
+    endpoint: &str,
+    error: &AuthError,
+) -> Response {
+    tracing::info!(reason = %error, path = %parts.uri.path(), "client authentication failed");
+    if let Some(sink) = &state.audit {
+        let mut event =
+            mcp_guard_core::AuditEvent::new(mcp_guard_core::audit::EventKind::AuthenticationFailed {
+                reason: error.to_string(),
+            });
+        event.endpoint = Some(endpoint.to_owned());
+        event.outcome = Some(mcp_guard_core::Outcome::Unauthenticated);
+        if let Err(err) = sink.record(&event).await {
+            tracing::error!(error = %mcp_guard_core::upstream::error_chain(&err), "could not record an authentication failure");
+        }
+    }
+    challenge(state, parts, endpoint, error)
+}
+
+async fn edge(State(state): State<EdgeState>, request: Request, next: Next) -> Response {
+    // Only the MCP endpoints need a principal; /healthz, /readyz and the metadata are
+    // for probes and discovery (they reveal server ids and states, not secrets; keep
+    // the probes off public listeners).
+    let Some(endpoint) = request
+        .uri()
+        .path()
+        .strip_prefix("/mcp/")
+        .map(|r| r.split('/').next().unwrap_or_default().to_owned())
+    else {
+        return next.run(request).await;
+    };
+    let Some(manager) = state.endpoints.get(&endpoint).cloned() else {
+        return plain(StatusCode::NOT_FOUND, "no such endpoint\n");
+    };
     if query_carries_token(request.uri()) {
         return plain(
             StatusCode::BAD_REQUEST,
@@ -368,28 +470,20 @@ async fn edge(State(state): State<EdgeState>, request: Request, next: Next) -> R
         );
     }
     let (mut parts, body) = request.into_parts();
-    let principal = match state.auth.authenticate(&parts).await {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::info!(reason = %e, path = %parts.uri.path(), "client authentication failed");
-            if let Some(sink) = &state.audit {
-                let mut event =
-                    mcp_guard_core::AuditEvent::new(mcp_guard_core::audit::EventKind::AuthenticationFailed {
-                        reason: e.to_string(),
-                    });
-                event.endpoint = parts.uri.path().strip_prefix("/mcp/").map(str::to_owned);
-                event.outcome = Some(mcp_guard_core::Outcome::Unauthenticated);
-                if let Err(err) = sink.record(&event).await {
-                    tracing::error!(error = %mcp_guard_core::upstream::error_chain(&err), "could not record an authentication failure");
-                }
-            }
-            let mut r = plain(StatusCode::UNAUTHORIZED, "authentication required\n");
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return r;
-        }
+    let authenticated = match state.auth.authenticate(&parts).await {
+        Ok(a) => a,
+        Err(e) => return refuse(&state, &parts, &endpoint, &e).await,
     };
-    // A legacy session belongs to the principal that opened it.
+    let principal = Arc::new(authenticated.principal);
+    let session = match state
+        .gateway_sessions
+        .admit(&principal, &authenticated.credential, &endpoint)
+    {
+        Ok(s) => s,
+        Err(SessionRefused::Expired) => return refuse(&state, &parts, &endpoint, &AuthError::Expired).await,
+        Err(_) => return refuse(&state, &parts, &endpoint, &AuthError::Revoked).await,
+    };
+    // A legacy session belongs to the gateway session (so the principal) that opened it.
     let presented = parts
         .headers
         .get("mcp-session-id")
@@ -397,17 +491,17 @@ async fn edge(State(state): State<EdgeState>, request: Request, next: Next) -> R
         .map(str::to_owned);
     if let Some(id) = &presented {
         let owner = state
-            .sessions
+            .legacy
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(id)
             .cloned();
-        if owner.is_some_and(|o| o != principal.id()) {
+        if owner.is_some_and(|o| o != session.id().0) {
             return plain(StatusCode::NOT_FOUND, "session not found\n");
         }
     }
-    let principal_id = principal.id().to_owned();
-    parts.extensions.insert(Arc::new(principal));
+    parts.extensions.insert(principal);
+    parts.extensions.insert(session.id().clone());
     let is_post = parts.method == http::Method::POST;
     let body = if is_post {
         // Buffered once here (rmcp would buffer it anyway) to refuse batches precisely.
@@ -435,13 +529,43 @@ async fn edge(State(state): State<EdgeState>, request: Request, next: Next) -> R
             .get("mcp-session-id")
             .and_then(|v| v.to_str().ok())
     {
-        state
-            .sessions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id.to_owned(), principal_id);
+        bind_legacy(&state, &session, manager, id.to_owned());
     }
-    response
+    end_with_session(response, &session)
+}
+
+/// Records that a legacy session belongs to `session`, and closes it when `session`
+/// ends (revoked, expired, shut down).
+fn bind_legacy(state: &EdgeState, session: &Arc<Session>, manager: Arc<LocalSessionManager>, id: String) {
+    state
+        .legacy
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(id.clone(), session.id().0.clone());
+    let closed = session.closed().clone();
+    let legacy = state.legacy.clone();
+    tokio::spawn(async move {
+        closed.cancelled().await;
+        legacy.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+        let _ = rmcp::transport::streamable_http_server::SessionManager::close_session(&*manager, &id.into())
+            .await;
+    });
+}
+
+/// A streamed response (SSE) stops when its gateway session ends.
+fn end_with_session(response: Response, session: &Session) -> Response {
+    let streaming = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/event-stream"));
+    if !streaming {
+        return response;
+    }
+    let closed = session.closed().clone().cancelled_owned();
+    let (parts, body) = response.into_parts();
+    let stream = futures::StreamExt::take_until(body.into_data_stream(), closed);
+    Response::from_parts(parts, Body::from_stream(stream))
 }
 
 fn jsonrpc_error(status: StatusCode, code: i32, message: &str) -> Response {

@@ -54,6 +54,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod audit;
+pub mod auth;
 pub mod docs;
 mod error;
 pub mod federation;
@@ -72,13 +73,15 @@ pub use rmcp;
 #[doc(inline)]
 pub use audit::AuditLayer;
 #[doc(inline)]
+pub use auth::{Authenticate, Authenticated, StaticTokens};
+#[doc(inline)]
 pub use error::GuardError;
 #[doc(inline)]
 pub use federation::{BuildError, EndpointSpec, Gateway, Selection, Snapshot};
 #[doc(inline)]
 pub use handler::{DEFAULT_PAGE_SIZE, GuardHandler, GuardService};
 #[doc(inline)]
-pub use http::{Authenticate, HttpEdge, HttpOptions, StaticTokens};
+pub use http::{HttpEdge, HttpOptions};
 #[doc(inline)]
 pub use policy::EnforcePolicyLayer;
 #[doc(inline)]

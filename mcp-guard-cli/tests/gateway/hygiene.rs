@@ -79,11 +79,26 @@ async fn authentication_failures_are_401_with_a_bearer_challenge() {
     let gw = GatewayProc::start(&config()).await;
     let c = http();
     let url = gw.url("main");
-    for token in [None, Some("wrong-token-0123456789")] {
-        let r = post(&c, &url, token).json(&init()).send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{token:?}");
-        assert_eq!(r.headers()["www-authenticate"], "Bearer");
-    }
+    let metadata = format!(
+        "resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp/main\"",
+        gw.base
+    );
+    let r = post(&c, &url, None).json(&init()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        format!("Bearer {metadata}").as_str(),
+        "no credential: a bare challenge naming the metadata (RFC 6750 3.1, RFC 9728 5.1)"
+    );
+    let r = post(&c, &url, Some("wrong-token-0123456789"))
+        .json(&init())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let h = r.headers()["www-authenticate"].to_str().unwrap();
+    assert!(h.starts_with("Bearer error=\"invalid_token\""), "{h}");
+    assert!(h.contains(&metadata), "{h}");
     let r = post(&c, &format!("{url}?access_token={TOKEN}"), None)
         .json(&init())
         .send()

@@ -9,6 +9,7 @@
 //! End-to-end tests of the `mcp-guard` binary: real rmcp clients over HTTP and stdio,
 //! in both protocol eras, against fixture upstreams running as real child processes.
 
+mod access;
 mod audit;
 mod config;
 mod federation;

@@ -1,0 +1,245 @@
+//! `mcp-guard tokens …` and `mcp-guard sessions …`: gateway-issued API tokens and the
+//! gateway sessions they (and JWTs) open, in the access store shared with `serve`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use clap::Subcommand;
+use mcp_guard_core::access::{AccessStore, parse_duration};
+use mcp_guard_core::config::GatewayConfig;
+use mcp_guard_core::{Principal, PrincipalKind};
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum TokensCommand {
+    /// Issues an API token with an access duration; prints it once.
+    Issue {
+        /// The configuration file (locates the access store).
+        #[arg(long, short, env = "MCP_GUARD_CONFIG")]
+        config: PathBuf,
+        /// Who presents it.
+        #[arg(long)]
+        principal: String,
+        /// The principal is an agent (robot identity), not a person.
+        #[arg(long)]
+        agent: bool,
+        /// Roles (repeat the flag).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// For an agent: the user it acts for.
+        #[arg(long)]
+        on_behalf_of: Option<String>,
+        /// Attributes for policy conditions, `key=value` (repeat the flag).
+        #[arg(long = "attr")]
+        attributes: Vec<String>,
+        /// How long it is valid: `30d`, `12h`, `15m`, `2w`.
+        #[arg(long)]
+        duration: String,
+        /// A note for listings (where the token went).
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Lists tokens (never their secrets).
+    List {
+        /// The configuration file.
+        #[arg(long, short, env = "MCP_GUARD_CONFIG")]
+        config: PathBuf,
+        /// JSON Lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revokes a token: refused from the next request, its sessions closed.
+    Revoke {
+        /// The configuration file.
+        #[arg(long, short, env = "MCP_GUARD_CONFIG")]
+        config: PathBuf,
+        /// The token id (the 12 hex digits after `mcpg_`).
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum SessionsCommand {
+    /// Lists gateway sessions (active ones unless --all).
+    List {
+        /// The configuration file.
+        #[arg(long, short, env = "MCP_GUARD_CONFIG")]
+        config: PathBuf,
+        /// Include expired and revoked sessions.
+        #[arg(long)]
+        all: bool,
+        /// JSON Lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revokes a session: its next request is refused and its streams close.
+    Revoke {
+        /// The configuration file.
+        #[arg(long, short, env = "MCP_GUARD_CONFIG")]
+        config: PathBuf,
+        /// The session id (`s_…`).
+        id: String,
+    },
+}
+
+/// The access store of a configuration: `auth.store` relative to the file.
+pub(crate) fn store_path(config_path: &Path, config: &GatewayConfig) -> PathBuf {
+    let base = config_path.parent().unwrap_or(Path::new(""));
+    base.join(config.auth.store.as_deref().unwrap_or("mcp-guard-access.db"))
+}
+
+fn open(config_path: &Path) -> anyhow::Result<AccessStore> {
+    let loaded = crate::load::load(config_path)?;
+    let path = store_path(config_path, &loaded.config);
+    AccessStore::open(&path).with_context(|| format!("opening the access store {}", path.display()))
+}
+
+fn when(t: Option<std::time::SystemTime>) -> String {
+    t.map_or_else(|| "never".to_owned(), mcp_guard_core::time::format_rfc3339)
+}
+
+pub(crate) fn tokens(command: TokensCommand) -> anyhow::Result<()> {
+    match command {
+        TokensCommand::Issue {
+            config,
+            principal,
+            agent,
+            roles,
+            on_behalf_of,
+            attributes,
+            duration,
+            description,
+        } => {
+            let duration = parse_duration(&duration).map_err(anyhow::Error::msg)?;
+            if principal.trim().is_empty() || principal.chars().any(char::is_control) {
+                bail!("--principal: give a non-empty id without control characters");
+            }
+            if on_behalf_of.is_some() && !agent {
+                bail!("--on-behalf-of is for agents: add --agent");
+            }
+            let kind = if agent {
+                PrincipalKind::Agent
+            } else {
+                PrincipalKind::User
+            };
+            let mut p = Principal::new(principal, kind).with_roles(roles);
+            if let Some(u) = on_behalf_of {
+                p = p.acting_for(u);
+            }
+            for a in attributes {
+                let (k, v) = a
+                    .split_once('=')
+                    .with_context(|| format!("--attr {a:?}: expected key=value"))?;
+                p = p.with_attribute(k, v);
+            }
+            let store = open(&config)?;
+            let (record, token) = store.issue_token(&p, Some(duration), description.as_deref())?;
+            eprintln!(
+                "issued token {} for {} {} (roles: {}), expires {}",
+                record.id,
+                p.kind(),
+                p.id(),
+                if p.roles().is_empty() {
+                    "none".to_owned()
+                } else {
+                    p.roles().join(", ")
+                },
+                when(record.expires)
+            );
+            eprintln!("this is the only time the token is shown:");
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "the one place a new token is shown to its owner"
+            )]
+            let shown = secrecy::ExposeSecret::expose_secret(&token).to_owned();
+            println!("{shown}");
+            Ok(())
+        }
+        TokensCommand::List { config, json } => {
+            let store = open(&config)?;
+            let tokens = store.list_tokens()?;
+            if json {
+                for t in &tokens {
+                    println!("{}", serde_json::to_string(t)?);
+                }
+                return Ok(());
+            }
+            if tokens.is_empty() {
+                println!("no tokens (issue one with `mcp-guard tokens issue`)");
+            }
+            for t in &tokens {
+                let state = if t.revoked.is_some() {
+                    "revoked"
+                } else if t.expires.is_some_and(|e| e <= std::time::SystemTime::now()) {
+                    "expired"
+                } else {
+                    "active"
+                };
+                println!(
+                    "{}  {:<8} {} {:<16} roles={:<20} expires={}  {}",
+                    t.id,
+                    state,
+                    t.principal.kind(),
+                    t.principal.id(),
+                    t.principal.roles().join(","),
+                    when(t.expires),
+                    t.description.as_deref().unwrap_or("")
+                );
+            }
+            Ok(())
+        }
+        TokensCommand::Revoke { config, id } => {
+            let store = open(&config)?;
+            if store.revoke_token(&id)? {
+                println!("revoked token {id}; a running gateway refuses it from its next request");
+                Ok(())
+            } else {
+                bail!("no active token {id:?} (see `mcp-guard tokens list`)")
+            }
+        }
+    }
+}
+
+pub(crate) fn sessions(command: SessionsCommand) -> anyhow::Result<()> {
+    match command {
+        SessionsCommand::List { config, all, json } => {
+            let store = open(&config)?;
+            let sessions: Vec<_> = store
+                .list_sessions()?
+                .into_iter()
+                .filter(|s| all || s.state == mcp_guard_core::access::SessionState::Active)
+                .collect();
+            if json {
+                for s in &sessions {
+                    println!("{}", serde_json::to_string(s)?);
+                }
+                return Ok(());
+            }
+            if sessions.is_empty() {
+                println!("no sessions");
+            }
+            for s in &sessions {
+                println!(
+                    "{}  {:<8} {} {:<16} endpoint={:<12} via={} last_seen={} expires={}",
+                    s.id,
+                    s.state,
+                    s.kind,
+                    s.principal,
+                    s.endpoint,
+                    s.credential,
+                    mcp_guard_core::time::format_rfc3339(s.last_seen),
+                    when(s.expires)
+                );
+            }
+            Ok(())
+        }
+        SessionsCommand::Revoke { config, id } => {
+            let store = open(&config)?;
+            if store.revoke_session(&id, std::time::SystemTime::now())? {
+                println!("revoked session {id}; a running gateway closes it within a second");
+                Ok(())
+            } else {
+                bail!("no active session {id:?} (see `mcp-guard sessions list`)")
+            }
+        }
+    }
+}

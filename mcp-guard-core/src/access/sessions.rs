@@ -1,0 +1,584 @@
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::ClientCredential;
+use crate::call::{Principal, PrincipalKind, SessionId};
+
+/// Why a request was not admitted into a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionRefused {
+    /// The session (or the credential behind it) was revoked.
+    #[error("the session was revoked")]
+    Revoked,
+    /// The credential's access duration is over.
+    #[error("the session has expired")]
+    Expired,
+}
+
+/// Where a session stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum SessionState {
+    /// In use.
+    Active,
+    /// Past its expiry.
+    Expired,
+    /// Revoked.
+    Revoked,
+}
+
+impl std::fmt::Display for SessionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Active => "active",
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+        })
+    }
+}
+
+/// One gateway session: a credential's use of one endpoint.
+///
+/// Everything that belongs to the session (open streams, per-session upstream
+/// processes) watches [`Session::closed`] and ends with it.
+#[derive(Debug)]
+pub struct Session {
+    id: SessionId,
+    principal_id: Arc<str>,
+    kind: PrincipalKind,
+    credential: Arc<str>,
+    endpoint: Arc<str>,
+    created: SystemTime,
+    expires: Mutex<Option<SystemTime>>,
+    last_seen: AtomicU64,
+    persisted_seen: AtomicU64,
+    closed: CancellationToken,
+    revoked_at: Mutex<Option<SystemTime>>,
+}
+
+impl Session {
+    /// The id (random, not guessable).
+    pub fn id(&self) -> &SessionId {
+        &self.id
+    }
+
+    /// The principal the session is bound to.
+    pub fn principal_id(&self) -> &str {
+        &self.principal_id
+    }
+
+    /// The endpoint.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The credential id that opened it.
+    pub fn credential(&self) -> &str {
+        &self.credential
+    }
+
+    /// Cancelled when the session ends (revoked, expired, gateway shutting down).
+    pub fn closed(&self) -> &CancellationToken {
+        &self.closed
+    }
+
+    /// When it expires, if ever.
+    pub fn expires(&self) -> Option<SystemTime> {
+        *self.expires.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn state(&self, now: SystemTime) -> SessionState {
+        if self
+            .revoked_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+        {
+            SessionState::Revoked
+        } else if self.expires().is_some_and(|e| e <= now) {
+            SessionState::Expired
+        } else {
+            SessionState::Active
+        }
+    }
+
+    /// A snapshot for listings.
+    pub fn info(&self) -> SessionInfo {
+        SessionInfo {
+            id: self.id.0.to_string(),
+            principal: self.principal_id.to_string(),
+            kind: self.kind,
+            credential: self.credential.to_string(),
+            endpoint: self.endpoint.to_string(),
+            created: self.created,
+            last_seen: from_secs(self.last_seen.load(Ordering::Relaxed)),
+            expires: self.expires(),
+            state: self.state(SystemTime::now()),
+        }
+    }
+
+    fn revoke(&self, at: SystemTime) {
+        self.revoked_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert(at);
+        self.closed.cancel();
+    }
+}
+
+/// What `sessions list` shows of a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct SessionInfo {
+    /// Id.
+    pub id: String,
+    /// Principal id.
+    pub principal: String,
+    /// User or agent.
+    pub kind: PrincipalKind,
+    /// Credential id (never the secret).
+    pub credential: String,
+    /// Endpoint.
+    pub endpoint: String,
+    /// Opened.
+    #[serde(serialize_with = "rfc3339")]
+    pub created: SystemTime,
+    /// Last request (to the minute).
+    #[serde(serialize_with = "rfc3339")]
+    pub last_seen: SystemTime,
+    /// Expiry.
+    #[serde(serialize_with = "rfc3339_opt")]
+    pub expires: Option<SystemTime>,
+    /// State.
+    pub state: SessionState,
+}
+
+fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::time::format_rfc3339(*t))
+}
+
+#[allow(clippy::ref_option, reason = "serde's serialize_with signature")]
+fn rfc3339_opt<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => rfc3339(t, s),
+        None => s.serialize_none(),
+    }
+}
+
+pub(super) fn secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+pub(super) fn from_secs(s: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(s)
+}
+
+type Key = (Arc<str>, Arc<str>);
+
+#[derive(Debug, Default)]
+struct State {
+    by_key: HashMap<Key, Arc<Session>>,
+    by_id: HashMap<Arc<str>, Arc<Session>>,
+    /// Credential-and-endpoint revocations: refused unless issued after.
+    revoked: HashMap<Key, SystemTime>,
+    /// Revoked credentials (every endpoint).
+    revoked_credentials: HashMap<Arc<str>, SystemTime>,
+}
+
+/// The gateway's sessions: admission, listing, revocation.
+///
+/// Cheap to clone (one `Arc`).
+///
+/// # Example
+/// ```
+/// use std::sync::Arc;
+/// use mcp_guard_core::Principal;
+/// use mcp_guard_core::access::{ClientCredential, SessionRefused, Sessions};
+///
+/// let sessions = Sessions::new();
+/// let alice = Arc::new(Principal::user("alice"));
+/// let cred = ClientCredential::new("token:0123456789ab");
+/// let s = sessions.admit(&alice, &cred, "eng").unwrap();
+/// assert!(sessions.revoke(&s.id().0));
+/// assert!(s.closed().is_cancelled());
+/// assert_eq!(sessions.admit(&alice, &cred, "eng").unwrap_err(), SessionRefused::Revoked);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Sessions {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    state: Mutex<State>,
+    shutdown: CancellationToken,
+    #[cfg(feature = "sqlite")]
+    store: Option<super::AccessStore>,
+    #[cfg(feature = "sqlite")]
+    seen_version: AtomicU64,
+}
+
+/// How often `last_seen` reaches the journal.
+const TOUCH_EVERY_SECS: u64 = 60;
+
+impl Sessions {
+    /// Sessions kept in memory only.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sessions journalled to `store`, so other processes can list and revoke them.
+    /// Revocations already in the store apply at once.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    #[cfg(feature = "sqlite")]
+    pub fn with_store(store: super::AccessStore) -> Result<Self, super::StoreError> {
+        let this = Self {
+            inner: Arc::new(Inner {
+                store: Some(store),
+                ..Inner::default()
+            }),
+        };
+        this.sync()?;
+        Ok(this)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Admits a request by `principal`, authenticated with `credential`, to
+    /// `endpoint`: the session it belongs to, opened if needed.
+    ///
+    /// # Errors
+    /// [`SessionRefused`] when the credential was revoked for this endpoint (and not
+    /// reissued since) or has expired.
+    pub fn admit(
+        &self,
+        principal: &Arc<Principal>,
+        credential: &ClientCredential,
+        endpoint: &str,
+    ) -> Result<Arc<Session>, SessionRefused> {
+        let now = SystemTime::now();
+        let key: Key = (credential.id.clone(), endpoint.into());
+        if credential.expires_at.is_some_and(|e| e <= now) {
+            return Err(SessionRefused::Expired);
+        }
+        let mut state = self.lock();
+        let issued_after = |t: SystemTime| credential.issued_at.is_some_and(|i| i > t);
+        if let Some(t) = state.revoked_credentials.get(&credential.id)
+            && !issued_after(*t)
+        {
+            return Err(SessionRefused::Revoked);
+        }
+        if let Some(t) = state.revoked.get(&key)
+            && !issued_after(*t)
+        {
+            return Err(SessionRefused::Revoked);
+        }
+        if let Some(s) = state.by_key.get(&key).cloned() {
+            if s.closed.is_cancelled() || s.principal_id.as_ref() != principal.id() {
+                // Revoked, or closed at expiry/shutdown: a fresh credential opens anew.
+                state.by_key.remove(&key);
+                state.by_id.remove(&s.id.0);
+            } else {
+                if credential.expires_at > s.expires() {
+                    *s.expires.lock().unwrap_or_else(PoisonError::into_inner) = credential.expires_at;
+                }
+                drop(state);
+                self.touch(&s, now);
+                return Ok(s);
+            }
+        }
+        let session = Arc::new(Session {
+            id: SessionId(new_id().into()),
+            principal_id: principal.id().into(),
+            kind: principal.kind(),
+            credential: credential.id.clone(),
+            endpoint: endpoint.into(),
+            created: now,
+            expires: Mutex::new(credential.expires_at),
+            last_seen: AtomicU64::new(secs(now)),
+            persisted_seen: AtomicU64::new(secs(now)),
+            closed: self.inner.shutdown.child_token(),
+            revoked_at: Mutex::new(None),
+        });
+        state.by_key.insert(key, session.clone());
+        state.by_id.insert(session.id.0.clone(), session.clone());
+        drop(state);
+        #[cfg(feature = "sqlite")]
+        if let Some(store) = &self.inner.store
+            && let Err(e) = store.insert_session(&session.info())
+        {
+            tracing::warn!(error = %crate::upstream::error_chain(&e), "could not journal a new session");
+        }
+        tracing::info!(session = %session.id, principal = %session.principal_id, endpoint, "session opened");
+        Ok(session)
+    }
+
+    fn touch(&self, s: &Session, now: SystemTime) {
+        let now = secs(now);
+        s.last_seen.store(now, Ordering::Relaxed);
+        let before = s.persisted_seen.load(Ordering::Relaxed);
+        if now.saturating_sub(before) >= TOUCH_EVERY_SECS
+            && s.persisted_seen
+                .compare_exchange(before, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            #[cfg(feature = "sqlite")]
+            if let Some(store) = &self.inner.store {
+                let _ = store.touch_session(&s.id.0, from_secs(now));
+            }
+        }
+    }
+
+    /// The live session with this id.
+    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
+        self.lock().by_id.get(id).cloned()
+    }
+
+    /// The sessions this process holds (the store, if any, may know more).
+    pub fn list(&self) -> Vec<SessionInfo> {
+        let mut v: Vec<SessionInfo> = self.lock().by_id.values().map(|s| s.info()).collect();
+        v.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id)));
+        v
+    }
+
+    /// How many sessions are open.
+    pub fn active(&self) -> usize {
+        self.lock().by_id.len()
+    }
+
+    /// Revokes a session: the next request with its credential on its endpoint is
+    /// refused and everything attached to it closes now. Returns whether a session of
+    /// this process (or of the store) had that id.
+    pub fn revoke(&self, id: &str) -> bool {
+        let now = SystemTime::now();
+        let found = {
+            let mut state = self.lock();
+            let s = state.by_id.remove(id);
+            if let Some(s) = &s {
+                state.by_key.remove(&(s.credential.clone(), s.endpoint.clone()));
+                state
+                    .revoked
+                    .insert((s.credential.clone(), s.endpoint.clone()), now);
+                s.revoke(now);
+            }
+            s.is_some()
+        };
+        #[cfg(feature = "sqlite")]
+        if let Some(store) = &self.inner.store {
+            match store.revoke_session(id, now) {
+                Ok(in_store) => return found || in_store,
+                Err(e) => {
+                    tracing::error!(error = %crate::upstream::error_chain(&e), "could not journal a revocation")
+                }
+            }
+        }
+        found
+    }
+
+    /// Closes every session whose credential is `credential` (a revoked API token).
+    pub fn revoke_credential(&self, credential: &str, at: SystemTime) {
+        let mut state = self.lock();
+        state.revoked_credentials.insert(credential.into(), at);
+        let gone: Vec<Arc<Session>> = state
+            .by_id
+            .values()
+            .filter(|s| s.credential.as_ref() == credential)
+            .cloned()
+            .collect();
+        for s in gone {
+            state.by_id.remove(&s.id.0);
+            state.by_key.remove(&(s.credential.clone(), s.endpoint.clone()));
+            s.revoke(at);
+        }
+    }
+
+    /// Closes sessions past their expiry and forgets them.
+    pub fn close_expired(&self) -> usize {
+        let now = SystemTime::now();
+        let mut state = self.lock();
+        let gone: Vec<Arc<Session>> = state
+            .by_id
+            .values()
+            .filter(|s| s.expires().is_some_and(|e| e <= now))
+            .cloned()
+            .collect();
+        for s in &gone {
+            state.by_id.remove(&s.id.0);
+            state.by_key.remove(&(s.credential.clone(), s.endpoint.clone()));
+            s.closed.cancel();
+            tracing::info!(session = %s.id, principal = %s.principal_id, "session expired");
+        }
+        gone.len()
+    }
+
+    /// Applies revocations written to the store by other processes (cheap when
+    /// nothing changed). A no-op without a store.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    #[cfg(feature = "sqlite")]
+    pub fn sync(&self) -> Result<(), super::StoreError> {
+        let Some(store) = &self.inner.store else {
+            return Ok(());
+        };
+        let version = store.data_version()?;
+        if self.inner.seen_version.swap(version, Ordering::Relaxed) == version && version != 0 {
+            return Ok(());
+        }
+        let revoked = store.revocations()?;
+        let mut state = self.lock();
+        for r in revoked.sessions {
+            let key: Key = (r.credential.into(), r.endpoint.into());
+            state.revoked.insert(key.clone(), r.at);
+            if let Some(s) = state.by_id.remove(r.id.as_str()) {
+                state.by_key.remove(&key);
+                s.revoke(r.at);
+            } else if let Some(s) = state.by_key.get(&key).cloned()
+                && s.created <= r.at
+            {
+                state.by_key.remove(&key);
+                state.by_id.remove(&s.id.0);
+                s.revoke(r.at);
+            }
+        }
+        drop(state);
+        for (token, at) in revoked.credentials {
+            self.revoke_credential(&token, at);
+        }
+        Ok(())
+    }
+
+    /// Without the `sqlite` feature there is no store to read.
+    ///
+    /// # Errors
+    /// Never.
+    #[cfg(not(feature = "sqlite"))]
+    pub fn sync(&self) -> Result<(), std::convert::Infallible> {
+        Ok(())
+    }
+
+    /// Runs [`Self::sync`] and [`Self::close_expired`] every `period` until `stop` is
+    /// cancelled; then closes every session.
+    pub async fn maintain(self, period: Duration, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = tick.tick() => {
+                    if let Err(e) = self.sync() {
+                        tracing::warn!(error = %crate::upstream::error_chain(&e), "could not read revocations");
+                    }
+                    self.close_expired();
+                }
+            }
+        }
+        self.inner.shutdown.cancel();
+    }
+}
+
+pub(super) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
+}
+
+fn new_id() -> String {
+    let mut b = [0u8; 16];
+    if getrandom::getrandom(&mut b).is_err() {
+        // Unique even without the OS source; never used as a secret.
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        b[..8].copy_from_slice(&n.to_le_bytes());
+        b[8..].copy_from_slice(&secs(SystemTime::now()).to_le_bytes());
+    }
+    let mut s = String::with_capacity(34);
+    s.push_str("s_");
+    s.push_str(&hex(&b));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(id: &str) -> Arc<Principal> {
+        Arc::new(Principal::user(id))
+    }
+
+    #[test]
+    fn one_session_per_credential_and_endpoint() {
+        let s = Sessions::new();
+        let c = ClientCredential::new("token:a");
+        let a = s.admit(&p("alice"), &c, "eng").unwrap();
+        let b = s.admit(&p("alice"), &c, "eng").unwrap();
+        let other = s.admit(&p("alice"), &c, "ops").unwrap();
+        assert_eq!(a.id(), b.id());
+        assert_ne!(a.id(), other.id());
+        assert_eq!(s.active(), 2);
+    }
+
+    #[test]
+    fn expired_credentials_are_refused_and_sessions_close() {
+        let s = Sessions::new();
+        let past = SystemTime::now() - Duration::from_secs(1);
+        let c = ClientCredential::new("token:a").expires_at(Some(past));
+        assert_eq!(s.admit(&p("a"), &c, "e").unwrap_err(), SessionRefused::Expired);
+        let soon = SystemTime::now() + Duration::from_millis(50);
+        let c = ClientCredential::new("token:b").expires_at(Some(soon));
+        let sess = s.admit(&p("a"), &c, "e").unwrap();
+        std::thread::sleep(Duration::from_millis(80));
+        assert_eq!(s.close_expired(), 1);
+        assert!(sess.closed().is_cancelled());
+        assert_eq!(s.admit(&p("a"), &c, "e").unwrap_err(), SessionRefused::Expired);
+    }
+
+    #[test]
+    fn credentials_issued_after_a_revocation_open_a_new_session() {
+        let s = Sessions::new();
+        let t0 = SystemTime::now() - Duration::from_secs(10);
+        let old = ClientCredential::new("jwt:iss#alice").issued_at(Some(t0));
+        let first = s.admit(&p("alice"), &old, "e").unwrap();
+        assert!(s.revoke(&first.id().0));
+        assert_eq!(
+            s.admit(&p("alice"), &old, "e").unwrap_err(),
+            SessionRefused::Revoked
+        );
+        let fresh = ClientCredential::new("jwt:iss#alice")
+            .issued_at(Some(SystemTime::now() + Duration::from_secs(1)));
+        let second = s.admit(&p("alice"), &fresh, "e").unwrap();
+        assert_ne!(first.id(), second.id());
+        // The old token stays refused even though a session for the key is open again.
+        assert_eq!(
+            s.admit(&p("alice"), &old, "e").unwrap_err(),
+            SessionRefused::Revoked
+        );
+    }
+
+    #[test]
+    fn revoking_a_credential_closes_all_its_sessions() {
+        let s = Sessions::new();
+        let c = ClientCredential::new("token:x");
+        let a = s.admit(&p("a"), &c, "e1").unwrap();
+        let b = s.admit(&p("a"), &c, "e2").unwrap();
+        s.revoke_credential("token:x", SystemTime::now());
+        assert!(a.closed().is_cancelled() && b.closed().is_cancelled());
+        assert_eq!(s.active(), 0);
+        assert_eq!(s.admit(&p("a"), &c, "e1").unwrap_err(), SessionRefused::Revoked);
+    }
+}

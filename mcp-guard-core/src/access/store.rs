@@ -1,0 +1,542 @@
+//! The access store: API tokens and the session journal in one SQLite file, shared by
+//! the serving gateway and the `mcp-guard tokens|sessions` commands.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use secrecy::SecretString;
+use serde::Serialize;
+
+use super::sessions::SessionInfo;
+use super::{ClientCredential, SessionState, tokens};
+use crate::call::{Principal, PrincipalKind};
+
+/// Why the access store failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("access store {path}")]
+    Database {
+        /// The database file.
+        path: PathBuf,
+        /// The SQLite error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A stored row does not parse.
+    #[error("access store {path}: corrupt row {id}")]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// The row's id.
+        id: String,
+    },
+    /// The random source failed.
+    #[error("no random source for a new token")]
+    Random,
+}
+
+/// Why a presented token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenRefused {
+    /// Not a gateway token, unknown id, or wrong secret.
+    #[error("unknown or invalid token")]
+    Invalid,
+    /// Revoked.
+    #[error("the token was revoked")]
+    Revoked,
+    /// Past its access duration.
+    #[error("the token has expired")]
+    Expired,
+}
+
+/// A token as listed (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct TokenRecord {
+    /// Public id.
+    pub id: String,
+    /// Who presents it.
+    pub principal: Principal,
+    /// Operator's note.
+    pub description: Option<String>,
+    /// Issued.
+    #[serde(serialize_with = "ser_time")]
+    pub created: SystemTime,
+    /// Expiry.
+    #[serde(serialize_with = "ser_time_opt")]
+    pub expires: Option<SystemTime>,
+    /// Revocation time.
+    #[serde(serialize_with = "ser_time_opt")]
+    pub revoked: Option<SystemTime>,
+}
+
+fn ser_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::time::format_rfc3339(*t))
+}
+
+#[allow(clippy::ref_option, reason = "serde's serialize_with signature")]
+fn ser_time_opt<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => ser_time(t, s),
+        None => s.serialize_none(),
+    }
+}
+
+pub(super) struct RevokedSession {
+    pub(super) id: String,
+    pub(super) credential: String,
+    pub(super) endpoint: String,
+    pub(super) at: SystemTime,
+}
+
+pub(super) struct Revocations {
+    pub(super) sessions: Vec<RevokedSession>,
+    pub(super) credentials: Vec<(String, SystemTime)>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY,
+    digest BLOB NOT NULL,
+    principal TEXT NOT NULL,
+    description TEXT,
+    created_ms INTEGER NOT NULL,
+    expires_ms INTEGER,
+    revoked_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    principal TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    credential TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL,
+    expires_ms INTEGER,
+    revoked_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS sessions_revoked ON sessions(revoked_ms) WHERE revoked_ms IS NOT NULL;
+";
+
+fn ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn from_ms(v: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(v).unwrap_or(0))
+}
+
+/// Tokens and sessions in a SQLite file (WAL, `synchronous = FULL`), shared between
+/// processes. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AccessStore {
+    conn: Arc<Mutex<Connection>>,
+    path: Arc<Path>,
+}
+
+impl AccessStore {
+    /// Opens (creating if needed) the store at `path`.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when SQLite cannot open or initialise it.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path: Arc<Path> = path.as_ref().into();
+        let err = |source| StoreError::Database {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        let conn = Connection::open(&path).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+        }
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&conn).map_err(|source| StoreError::Database {
+            path: self.path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Issues a token for `principal`, valid for `duration` (forever when `None`).
+    /// The returned secret is the only copy.
+    ///
+    /// # Errors
+    /// When the store cannot be written or the random source fails.
+    pub fn issue_token(
+        &self,
+        principal: &Principal,
+        duration: Option<Duration>,
+        description: Option<&str>,
+    ) -> Result<(TokenRecord, SecretString), StoreError> {
+        let minted = tokens::mint().map_err(|_| StoreError::Random)?;
+        let now = SystemTime::now();
+        let record = TokenRecord {
+            id: minted.id.clone(),
+            principal: principal.clone(),
+            description: description.map(str::to_owned),
+            created: now,
+            expires: duration.map(|d| now + d),
+            revoked: None,
+        };
+        let principal_json = serde_json::to_string(principal).unwrap_or_default();
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO tokens (id, digest, principal, description, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    record.id,
+                    minted.digest.as_slice(),
+                    principal_json,
+                    record.description,
+                    ms(now),
+                    record.expires.map(ms)
+                ],
+            )
+        })?;
+        Ok((record, minted.token))
+    }
+
+    /// Checks a presented token.
+    ///
+    /// # Errors
+    /// `Ok(Err(TokenRefused))` when the token is refused; `Err` when the store failed.
+    pub fn verify_token(
+        &self,
+        token: &str,
+    ) -> Result<Result<(Principal, ClientCredential), TokenRefused>, StoreError> {
+        type Row = (Vec<u8>, String, i64, Option<i64>, Option<i64>);
+        let Some((id, secret)) = tokens::split(token) else {
+            return Ok(Err(TokenRefused::Invalid));
+        };
+        let row: Option<Row> = self.with(|c| {
+            c.prepare_cached(
+                "SELECT digest, principal, created_ms, expires_ms, revoked_ms FROM tokens WHERE id = ?1",
+            )?
+            .query_row([id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .optional()
+        })?;
+        let presented = tokens::digest(secret);
+        let Some((digest, principal, created, expires, revoked)) = row else {
+            // Same work as a hit, so timing does not tell ids apart.
+            let _ = tokens::digests_equal(&presented, &[0; 32]);
+            return Ok(Err(TokenRefused::Invalid));
+        };
+        let Ok(stored) = <[u8; 32]>::try_from(digest.as_slice()) else {
+            return Err(StoreError::Corrupt {
+                path: self.path.to_path_buf(),
+                id: id.to_owned(),
+            });
+        };
+        if !tokens::digests_equal(&stored, &presented) {
+            return Ok(Err(TokenRefused::Invalid));
+        }
+        if revoked.is_some() {
+            return Ok(Err(TokenRefused::Revoked));
+        }
+        let expires = expires.map(from_ms);
+        if expires.is_some_and(|e| e <= SystemTime::now()) {
+            return Ok(Err(TokenRefused::Expired));
+        }
+        let principal: Principal = serde_json::from_str(&principal).map_err(|_| StoreError::Corrupt {
+            path: self.path.to_path_buf(),
+            id: id.to_owned(),
+        })?;
+        let credential = ClientCredential::new(format!("token:{id}"))
+            .issued_at(Some(from_ms(created)))
+            .expires_at(expires);
+        Ok(Ok((principal, credential)))
+    }
+
+    /// Every token, newest first.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        type Row = (String, String, Option<String>, i64, Option<i64>, Option<i64>);
+        let rows: Vec<Row> = self.with(|c| {
+            c.prepare(
+                "SELECT id, principal, description, created_ms, expires_ms, revoked_ms FROM tokens ORDER BY created_ms DESC, id",
+            )?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?
+            .collect()
+        })?;
+        rows.into_iter()
+            .map(|(id, p, description, created, expires, revoked)| {
+                let principal = serde_json::from_str(&p).map_err(|_| StoreError::Corrupt {
+                    path: self.path.to_path_buf(),
+                    id: id.clone(),
+                })?;
+                Ok(TokenRecord {
+                    id,
+                    principal,
+                    description,
+                    created: from_ms(created),
+                    expires: expires.map(from_ms),
+                    revoked: revoked.map(from_ms),
+                })
+            })
+            .collect()
+    }
+
+    /// Revokes a token (and, through the serving gateway, closes its sessions).
+    /// Returns whether a live token had that id.
+    ///
+    /// # Errors
+    /// When the store cannot be written.
+    pub fn revoke_token(&self, id: &str) -> Result<bool, StoreError> {
+        let n = self.with(|c| {
+            c.execute(
+                "UPDATE tokens SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL",
+                params![id, ms(SystemTime::now())],
+            )
+        })?;
+        Ok(n > 0)
+    }
+
+    pub(super) fn insert_session(&self, s: &SessionInfo) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO sessions (id, principal, kind, credential, endpoint, created_ms, last_seen_ms, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    s.id,
+                    s.principal,
+                    s.kind.to_string(),
+                    s.credential,
+                    s.endpoint,
+                    ms(s.created),
+                    ms(s.last_seen),
+                    s.expires.map(ms)
+                ],
+            )
+        })
+        .map(drop)
+    }
+
+    pub(super) fn touch_session(&self, id: &str, at: SystemTime) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE sessions SET last_seen_ms = ?2 WHERE id = ?1",
+                params![id, ms(at)],
+            )
+        })
+        .map(drop)
+    }
+
+    /// Revokes a session by id. Returns whether a live session had that id.
+    ///
+    /// # Errors
+    /// When the store cannot be written.
+    pub fn revoke_session(&self, id: &str, at: SystemTime) -> Result<bool, StoreError> {
+        let n = self.with(|c| {
+            c.execute(
+                "UPDATE sessions SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL",
+                params![id, ms(at)],
+            )
+        })?;
+        Ok(n > 0)
+    }
+
+    /// Every journalled session, newest first (expired and revoked included).
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub fn list_sessions(&self) -> Result<Vec<SessionInfo>, StoreError> {
+        type Row = (
+            String,
+            String,
+            String,
+            String,
+            String,
+            i64,
+            i64,
+            Option<i64>,
+            Option<i64>,
+        );
+        let rows: Vec<Row> = self.with(|c| {
+            c.prepare(
+                "SELECT id, principal, kind, credential, endpoint, created_ms, last_seen_ms, expires_ms, revoked_ms FROM sessions ORDER BY created_ms DESC, id",
+            )?
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                ))
+            })?
+            .collect()
+        })?;
+        let now = SystemTime::now();
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, principal, kind, credential, endpoint, created, seen, expires, revoked)| {
+                    let expires = expires.map(from_ms);
+                    let state = if revoked.is_some() {
+                        SessionState::Revoked
+                    } else if expires.is_some_and(|e| e <= now) {
+                        SessionState::Expired
+                    } else {
+                        SessionState::Active
+                    };
+                    SessionInfo {
+                        id,
+                        principal,
+                        kind: if kind == "agent" {
+                            PrincipalKind::Agent
+                        } else {
+                            PrincipalKind::User
+                        },
+                        credential,
+                        endpoint,
+                        created: from_ms(created),
+                        last_seen: from_ms(seen),
+                        expires,
+                        state,
+                    }
+                },
+            )
+            .collect())
+    }
+
+    /// SQLite's `data_version`: changes when another connection commits.
+    pub(super) fn data_version(&self) -> Result<u64, StoreError> {
+        self.with(|c| c.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0)))
+            .map(|v| u64::try_from(v).unwrap_or(0))
+    }
+
+    pub(super) fn revocations(&self) -> Result<Revocations, StoreError> {
+        self.with(|c| {
+            let sessions = c
+                .prepare(
+                    "SELECT id, credential, endpoint, revoked_ms FROM sessions WHERE revoked_ms IS NOT NULL",
+                )?
+                .query_map([], |r| {
+                    Ok(RevokedSession {
+                        id: r.get(0)?,
+                        credential: r.get(1)?,
+                        endpoint: r.get(2)?,
+                        at: from_ms(r.get(3)?),
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let credentials = c
+                .prepare("SELECT id, revoked_ms FROM tokens WHERE revoked_ms IS NOT NULL")?
+                .query_map([], |r| {
+                    Ok((format!("token:{}", r.get::<_, String>(0)?), from_ms(r.get(1)?)))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(Revocations {
+                sessions,
+                credentials,
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::{SessionRefused, Sessions};
+
+    fn expose(s: &SecretString) -> String {
+        #[expect(clippy::disallowed_methods, reason = "test presents the token it issued")]
+        secrecy::ExposeSecret::expose_secret(s).to_owned()
+    }
+
+    #[test]
+    fn tokens_issue_verify_revoke() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AccessStore::open(dir.path().join("access.db")).unwrap();
+        let alice = Principal::user("alice").with_roles(["engineer"]);
+        let (rec, secret) = store
+            .issue_token(&alice, Some(Duration::from_hours(1)), Some("laptop"))
+            .unwrap();
+        let token = expose(&secret);
+        let (p, cred) = store.verify_token(&token).unwrap().unwrap();
+        assert_eq!(p, alice);
+        assert_eq!(&*cred.id, format!("token:{}", rec.id).as_str());
+        let mut wrong = token.clone();
+        wrong.pop();
+        wrong.push(if token.ends_with('A') { 'B' } else { 'A' });
+        assert_eq!(
+            store.verify_token(&wrong).unwrap().unwrap_err(),
+            TokenRefused::Invalid
+        );
+        assert_eq!(store.list_tokens().unwrap().len(), 1);
+        assert!(store.revoke_token(&rec.id).unwrap());
+        assert!(!store.revoke_token(&rec.id).unwrap());
+        assert_eq!(
+            store.verify_token(&token).unwrap().unwrap_err(),
+            TokenRefused::Revoked
+        );
+        // The file never holds the secret.
+        let bytes = std::fs::read(store.path()).unwrap();
+        let secret_part = token.rsplit('_').next().unwrap();
+        assert!(
+            !bytes
+                .windows(secret_part.len())
+                .any(|w| w == secret_part.as_bytes())
+        );
+    }
+
+    #[test]
+    fn revocation_in_another_connection_reaches_live_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.db");
+        let serving = Sessions::with_store(AccessStore::open(&path).unwrap()).unwrap();
+        let cli = AccessStore::open(&path).unwrap();
+        let alice = Arc::new(Principal::user("alice"));
+        let cred = ClientCredential::new("token:0123456789ab");
+        let s = serving.admit(&alice, &cred, "eng").unwrap();
+        let listed = cli.list_sessions().unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].id, s.id().0.as_ref());
+        assert!(cli.revoke_session(&listed[0].id, SystemTime::now()).unwrap());
+        serving.sync().unwrap();
+        assert!(s.closed().is_cancelled());
+        assert_eq!(
+            serving.admit(&alice, &cred, "eng").unwrap_err(),
+            SessionRefused::Revoked
+        );
+        // A restarted gateway still refuses it.
+        let restarted = Sessions::with_store(AccessStore::open(&path).unwrap()).unwrap();
+        assert_eq!(
+            restarted.admit(&alice, &cred, "eng").unwrap_err(),
+            SessionRefused::Revoked
+        );
+        assert_eq!(cli.list_sessions().unwrap()[0].state, SessionState::Revoked);
+    }
+}

@@ -1,0 +1,100 @@
+//! Gateway API tokens: `mcpg_<id>_<secret>`.
+//!
+//! The id (12 hex digits) names the token in listings and audit records; the secret
+//! (32 random bytes, base64url) is shown once, when the token is issued. Only the
+//! SHA-256 digest of the secret is kept, and digests are compared in constant time.
+//! The fixed prefix lets secret scanners (and the gateway's own redactor) spot a
+//! leaked token.
+
+use base64::Engine as _;
+use secrecy::SecretString;
+use sha2::{Digest, Sha256};
+
+/// The prefix of every gateway token.
+pub const PREFIX: &str = "mcpg_";
+
+/// A freshly minted token: give `token` to the client, store `id` and `digest`.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct MintedToken {
+    /// The public id.
+    pub id: String,
+    /// The whole token, shown once.
+    pub token: SecretString,
+    /// SHA-256 of the secret part.
+    pub digest: [u8; 32],
+}
+
+/// Mints a token from the operating system's random source.
+///
+/// # Errors
+/// When the random source fails.
+pub fn mint() -> Result<MintedToken, getrandom::Error> {
+    let mut id = [0u8; 6];
+    let mut secret = [0u8; 32];
+    getrandom::getrandom(&mut id)?;
+    getrandom::getrandom(&mut secret)?;
+    let id = super::sessions::hex(&id);
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+    let digest = digest(&secret);
+    Ok(MintedToken {
+        token: SecretString::from(format!("{PREFIX}{id}_{secret}")),
+        id,
+        digest,
+    })
+}
+
+/// Splits a presented token into (id, secret), or `None` when it is not a gateway
+/// token at all.
+pub fn split(token: &str) -> Option<(&str, &str)> {
+    let rest = token.strip_prefix(PREFIX)?;
+    let (id, secret) = rest.split_once('_')?;
+    let id_ok = id.len() == 12 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let secret_ok = secret.len() == 43
+        && secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    (id_ok && secret_ok).then_some((id, secret))
+}
+
+/// SHA-256 of a token's secret part.
+pub fn digest(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// Compares two digests in constant time.
+pub fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minted_tokens_split_and_verify() {
+        let t = mint().unwrap();
+        #[expect(clippy::disallowed_methods, reason = "test reads the token it minted")]
+        let s = secrecy::ExposeSecret::expose_secret(&t.token).to_owned();
+        let (id, secret) = split(&s).unwrap();
+        assert_eq!(id, t.id);
+        assert!(digests_equal(&digest(secret), &t.digest));
+        assert!(!digests_equal(&digest("x"), &t.digest));
+        assert_ne!(mint().unwrap().id, t.id);
+    }
+
+    #[test]
+    fn foreign_strings_are_not_tokens() {
+        for s in [
+            "",
+            "mcpg_",
+            "mcpg_abc_def",
+            "Bearer mcpg_0123456789ab_xxx",
+            "mcpg_0123456789AB_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "mcpg_0123456789ab_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!",
+        ] {
+            assert!(split(s).is_none(), "{s}");
+        }
+        assert!(split("mcpg_0123456789ab_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa").is_some());
+    }
+}
