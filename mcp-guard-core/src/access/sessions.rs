@@ -379,7 +379,7 @@ impl Sessions {
             match store.revoke_session(id, now) {
                 Ok(in_store) => return found || in_store,
                 Err(e) => {
-                    tracing::error!(error = %crate::upstream::error_chain(&e), "could not journal a revocation")
+                    tracing::error!(error = %crate::upstream::error_chain(&e), "could not journal a revocation");
                 }
             }
         }

@@ -183,7 +183,7 @@ impl JwtBearer {
         match load(&self.source, &self.client).await {
             Ok(keys) => *self.keys.write().unwrap_or_else(PoisonError::into_inner) = keys,
             Err(e) => {
-                tracing::warn!(error = %mcp_guard_core::upstream::error_chain(&e), "could not reload the JWKS")
+                tracing::warn!(error = %mcp_guard_core::upstream::error_chain(&e), "could not reload the JWKS");
             }
         }
     }
@@ -364,5 +364,73 @@ impl Authenticate for JwtBearer {
             .issued_at(time_claim(&claims, "iat"))
             .expires_at(time_claim(&claims, "exp"));
         Ok(Authenticated::new(principal, credential))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIXTURES: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../mcp-guard-cli/tests/gateway/fixtures"
+    );
+
+    fn parts(token: &str, path: &str) -> http::request::Parts {
+        http::Request::builder()
+            .uri(path)
+            .header("authorization", format!("Bearer {token}"))
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+    }
+
+    #[tokio::test]
+    async fn keys_from_a_jwks_url_and_claims_to_a_principal() {
+        let jwks = std::fs::read_to_string(format!("{FIXTURES}/jwks.json")).unwrap();
+        let app = axum::Router::new().route("/jwks", axum::routing::get(move || async move { jwks }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let mut settings = JwtSettings::new("https://idp.test", "https://gw.test/");
+        settings.attribute_claims = vec!["team".into()];
+        let auth = JwtBearer::new(settings, JwksSource::Url(format!("http://{addr}/jwks")))
+            .await
+            .unwrap();
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(
+            &std::fs::read(format!("{FIXTURES}/jwt-test-rsa.pem")).unwrap(),
+        )
+        .unwrap();
+        let mut header = jsonwebtoken::Header::new(Algorithm::RS256);
+        header.kid = Some("test-key-1".into());
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let claims = serde_json::json!({
+            "iss": "https://idp.test", "sub": "alice", "aud": "https://gw.test/mcp/eng",
+            "iat": now, "exp": now + 60, "roles": "eng ops", "team": "core",
+            "act": {"sub": "ci-bot"},
+        });
+        let token = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+        let ok = auth.authenticate(&parts(&token, "/mcp/eng")).await.unwrap();
+        assert_eq!(ok.principal.id(), "ci-bot");
+        assert_eq!(ok.principal.kind(), mcp_guard_core::PrincipalKind::Agent);
+        assert_eq!(ok.principal.on_behalf_of(), Some("alice"));
+        assert_eq!(ok.principal.roles(), ["eng", "ops"]);
+        assert_eq!(
+            ok.principal.attributes().get("team").map(String::as_str),
+            Some("core")
+        );
+        assert_eq!(&*ok.credential.id, "jwt:https://idp.test#ci-bot");
+        // The audience is per endpoint.
+        let err = auth.authenticate(&parts(&token, "/mcp/ops")).await.unwrap_err();
+        assert!(matches!(err, AuthError::Invalid(_)), "{err:?}");
+        // Symmetric algorithms cannot even be configured.
+        let mut bad = JwtSettings::new("i", "r");
+        bad.algorithms = vec!["HS256".into()];
+        assert!(matches!(
+            JwtBearer::new(bad, JwksSource::Url(format!("http://{addr}/jwks"))).await,
+            Err(JwtSetupError::Algorithm(_))
+        ));
     }
 }
