@@ -195,6 +195,10 @@ impl ServerHandler for Fixture {
             }
             "getenv" => {
                 let name = arg(&p, "name").and_then(|v| v.as_str()).unwrap_or_default();
+                if name == "@pid" {
+                    // Which process answered: isolation tests tell instances apart.
+                    return Ok(text(std::process::id().to_string()));
+                }
                 Ok(text(std::env::var(name).unwrap_or_default()))
             }
             "announce" => {

@@ -6,11 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use mcp_guard_core::config::{EffectConfig, GatewayConfig, ModeConfig, PrincipalConfig, ServerConfig};
+use mcp_guard_core::config::{
+    EffectConfig, GatewayConfig, Isolation, ModeConfig, PrincipalConfig, ServerConfig,
+};
 use mcp_guard_core::pin::{GateMode, HostileTextPolicy, LockFile, PinGate, ToolGate};
 use mcp_guard_core::redact::RedactionConfig;
 use mcp_guard_core::upstream::{
-    HttpConnector, HttpSpec, SseConnector, StdioConnector, StdioSpec, Template, UpstreamOptions,
+    HttpConnector, HttpSpec, MakeUpstream, PerSessionUpstream, SessionLimits, SseConnector, StdioConnector,
+    StdioSpec, Template, UpstreamOptions,
 };
 use mcp_guard_core::{
     AuditSink, CredentialStore, Grant, GrantPolicy, Principal, Redactor, RmcpUpstream, Upstream,
@@ -136,9 +139,32 @@ pub(crate) fn upstreams(
                 let mut spec = StdioSpec::new(s.command.clone(), s.args.clone());
                 spec.env = templates(&s.env).with_context(|| format!("servers.{id}.env"))?;
                 spec.cwd = s.cwd.clone().map(Into::into);
-                let c = StdioConnector::new(id.as_str(), spec, credentials.clone())
+                let c = StdioConnector::new(id.as_str(), spec.clone(), credentials.clone())
                     .redact_stderr(stderr_redactor.clone());
-                Arc::new(RmcpUpstream::new(id.as_str(), c, options))
+                let shared: Arc<dyn Upstream> = Arc::new(RmcpUpstream::new(id.as_str(), c, options.clone()));
+                if s.isolation == Isolation::Shared {
+                    shared
+                } else {
+                    let (server, credentials, redactor) =
+                        (id.clone(), credentials.clone(), stderr_redactor.clone());
+                    let make: MakeUpstream = Arc::new(move |_session| {
+                        // Personal credentials join the environment here (issue 6).
+                        let c = StdioConnector::new(server.as_str(), spec.clone(), credentials.clone())
+                            .redact_stderr(redactor.clone());
+                        Arc::new(RmcpUpstream::new(server.as_str(), c, options.clone()))
+                    });
+                    let mut limits = SessionLimits::default();
+                    if let Some(n) = s.max_processes {
+                        limits.max_total = n;
+                    }
+                    if let Some(n) = s.max_processes_per_principal {
+                        limits.max_per_principal = n;
+                    }
+                    if let Some(t) = s.idle_timeout_secs {
+                        limits.idle_timeout = Duration::from_secs(t);
+                    }
+                    Arc::new(PerSessionUpstream::new(shared, make, limits))
+                }
             }
             ServerConfig::Http(h) => {
                 let mut spec = HttpSpec::new(h.url.clone());

@@ -268,6 +268,8 @@ pub struct CallContext {
     pub endpoint: Arc<str>,
     /// The gateway session, when the front door has one.
     pub session: Option<SessionId>,
+    /// The gateway session itself (what belongs to it ends with it).
+    pub gateway_session: Option<Arc<crate::access::Session>>,
     /// The MCP protocol revision of the downstream request.
     pub protocol_version: Option<String>,
     /// The downstream JSON-RPC request id, as text.
@@ -285,6 +287,7 @@ impl CallContext {
             principal,
             endpoint: endpoint.into(),
             session: None,
+            gateway_session: None,
             protocol_version: None,
             request_id: None,
             client: None,

@@ -363,6 +363,32 @@ pub struct StdioServerConfig {
     /// Per-request timeout in seconds.
     #[serde(default)]
     pub timeout_secs: Option<u64>,
+    /// `session` (default): each client session gets its own process, stopped when
+    /// the session ends; `shared`: one process for everyone (only for stateless
+    /// servers that hold no per-user data or credentials).
+    #[serde(default)]
+    pub isolation: Isolation,
+    /// Per-session processes of this server, at most (default 256).
+    #[serde(default)]
+    pub max_processes: Option<usize>,
+    /// Per-session processes of this server per principal, at most (default 8).
+    #[serde(default)]
+    pub max_processes_per_principal: Option<usize>,
+    /// A per-session process idle this long is stopped, seconds (default 900).
+    #[serde(default)]
+    pub idle_timeout_secs: Option<u64>,
+}
+
+/// How a stdio server's processes are shared.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Isolation {
+    /// One process per client session.
+    #[default]
+    Session,
+    /// One process for every client.
+    Shared,
 }
 
 /// An HTTP server (streamable or legacy SSE).

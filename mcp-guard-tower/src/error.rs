@@ -151,6 +151,10 @@ fn upstream_error(u: UpstreamError) -> ErrorData {
             ErrorData::internal_error(format!("server {server} sent an invalid response"), None)
         }
         UpstreamError::Cancelled => ErrorData::internal_error("request cancelled", None),
+        UpstreamError::Exhausted { server, limit } => ErrorData::internal_error(
+            format!("server {server} cannot start another process ({limit}); try again later"),
+            None,
+        ),
         other => ErrorData::internal_error(format!("upstream error: {other}"), None),
     }
 }

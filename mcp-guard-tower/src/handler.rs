@@ -166,6 +166,11 @@ impl GuardHandler {
         });
         let mut context = CallContext::new(principal, endpoint.name());
         context.session = session;
+        context.gateway_session = parts.and_then(|p| {
+            p.extensions
+                .get::<Arc<mcp_guard_core::access::Session>>()
+                .cloned()
+        });
         context.protocol_version = ctx.protocol_version().map(|v| v.as_str().to_owned());
         context.request_id = Some(ctx.id.to_string());
         context.client = ctx.client_info().map(|c| ClientInfo::new(c.name, c.version));

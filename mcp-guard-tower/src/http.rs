@@ -502,6 +502,7 @@ async fn edge(State(state): State<EdgeState>, request: Request, next: Next) -> R
     }
     parts.extensions.insert(principal);
     parts.extensions.insert(session.id().clone());
+    parts.extensions.insert(session.clone());
     let is_post = parts.method == http::Method::POST;
     let body = if is_post {
         // Buffered once here (rmcp would buffer it anyway) to refuse batches precisely.

@@ -186,6 +186,7 @@ async fn route(req: McpRequest, extra_meta: &[String]) -> Result<ServerResult, G
         f.meta = upstream_meta(&req, extra_meta, snap.upstream_is_modern(&target.server));
         f.progress = progress_sink(req.downstream.as_ref());
         f.cancel = req.cancel.clone();
+        f.session.clone_from(&req.context.gateway_session);
         f.client = req.downstream.as_ref().map(|d| {
             ClientLink::new(
                 d.peer.clone(),

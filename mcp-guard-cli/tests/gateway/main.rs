@@ -14,6 +14,7 @@ mod audit;
 mod config;
 mod federation;
 mod hygiene;
+mod isolation;
 mod lifecycle;
 mod pinning;
 mod redaction;

@@ -9,6 +9,7 @@
 
 mod client;
 mod connect;
+mod per_session;
 mod placeholder;
 mod rmcp_upstream;
 mod sse;
@@ -31,6 +32,7 @@ pub use client::UpstreamClient;
 pub use connect::{
     Connector, HttpConnector, HttpSpec, InProcessConnector, StdioConnector, StdioSpec, ensure_crypto_provider,
 };
+pub use per_session::{MakeUpstream, PerSessionUpstream, SessionLimits};
 pub use placeholder::{Template, resolve_template};
 pub use rmcp_upstream::{RmcpUpstream, UpstreamOptions, error_chain};
 pub use sse::SseConnector;
@@ -242,6 +244,8 @@ pub struct Forward {
     pub cancel: CancellationToken,
     /// How long to wait for the answer.
     pub timeout: Option<Duration>,
+    /// The gateway session the request belongs to (per-session upstreams route by it).
+    pub session: Option<Arc<crate::access::Session>>,
 }
 
 /// Why an upstream request failed.
@@ -285,6 +289,14 @@ pub enum UpstreamError {
     /// The caller cancelled.
     #[error("request cancelled")]
     Cancelled,
+    /// A process limit is reached (per-session instances).
+    #[error("upstream {server}: {limit}")]
+    Exhausted {
+        /// Server id.
+        server: String,
+        /// Which limit, in words.
+        limit: String,
+    },
     /// The server answered something that is not valid for the request.
     #[error("upstream {server} sent an invalid response")]
     Protocol {

@@ -1,0 +1,156 @@
+//! Per-session stdio upstreams: each client session gets its own process, which ends
+//! with the session.
+
+use std::time::{Duration, Instant};
+
+use rmcp::model::CallToolRequestParams;
+use serde_json::json;
+
+use crate::support::*;
+
+fn config(extra: &str) -> String {
+    let mut c = String::from(AUTH);
+    c.push_str(&fixture("alpha", &[]));
+    c.push_str(extra);
+    c.push_str("[endpoints.main.servers.alpha]\ntools = [\"getenv\", \"echo\"]\n");
+    c
+}
+
+async fn pid(client: &Client) -> u32 {
+    let r = client
+        .call_tool(CallToolRequestParams::new("alpha__getenv").with_arguments(args(&json!({"name": "@pid"}))))
+        .await
+        .unwrap();
+    text_of(&r).parse().unwrap()
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie still has a /proc entry; count it as alive (not reaped).
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+async fn gone_within(pid: u32, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if !alive(pid) {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+fn issue(config: &std::path::Path, principal: &str) -> String {
+    let out = std::process::Command::new(BIN)
+        .args([
+            "tokens",
+            "issue",
+            "--principal",
+            principal,
+            "--role",
+            "eng",
+            "--duration",
+            "1h",
+            "--config",
+        ])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test]
+async fn each_session_gets_its_own_process_which_ends_with_it() {
+    let gw = GatewayProc::start(&config("")).await;
+    let path = gw.dir.path().join("gateway.toml");
+    let carol_token = issue(&path, "carol");
+    let alice = http_client(&gw.url("main"), TOKEN, Era::Modern).await;
+    let carol = http_client(&gw.url("main"), &carol_token, Era::Legacy).await;
+    let (a, c) = (pid(&alice).await, pid(&carol).await);
+    assert_ne!(a, c, "two sessions never share a process");
+    assert_eq!(pid(&alice).await, a, "a session keeps its process");
+    assert_eq!(pid(&carol).await, c);
+
+    // Revoking carol's session stops her process (and only hers).
+    let out = std::process::Command::new(BIN)
+        .args(["sessions", "list", "--json", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let listed = String::from_utf8(out.stdout).unwrap();
+    let id = listed
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|s| s["principal"] == "carol")
+        .expect("carol's session is listed")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = std::process::Command::new(BIN)
+        .args(["sessions", "revoke", &id, "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let took = gone_within(c, Duration::from_secs(5)).await;
+    assert!(took.is_some(), "carol's upstream process {c} still runs");
+    assert!(alive(a), "alice's process is untouched");
+    assert_eq!(pid(&alice).await, a);
+
+    let _ = alice.cancel().await;
+    let _ = carol.cancel().await;
+    gw.stop().await;
+    assert!(
+        gone_within(a, Duration::from_secs(5)).await.is_some(),
+        "shutdown reaps every per-session process"
+    );
+}
+
+#[tokio::test]
+async fn idle_processes_stop_and_limits_give_a_clear_error() {
+    let extra = "idle_timeout_secs = 1\nmax_processes_per_principal = 1\n\n";
+    // The extra keys belong to [servers.alpha]: append them right after its table.
+    let mut c = String::from(AUTH);
+    c.push_str(&fixture("alpha", &[]));
+    c.push_str(extra);
+    c.push_str("[endpoints.main.servers.alpha]\ntools = [\"getenv\", \"echo\"]\n");
+    let gw = GatewayProc::start(&c).await;
+    let path = gw.dir.path().join("gateway.toml");
+    let client = http_client(&gw.url("main"), TOKEN, Era::Modern).await;
+    let first = pid(&client).await;
+    assert!(
+        gone_within(first, Duration::from_secs(5)).await.is_some(),
+        "an idle per-session process is stopped"
+    );
+    let second = pid(&client).await;
+    assert_ne!(first, second, "the next call starts a fresh process");
+
+    // One process per principal: alice's second credential (a new session) is refused.
+    let out = std::process::Command::new(BIN)
+        .args([
+            "tokens",
+            "issue",
+            "--principal",
+            "alice",
+            "--role",
+            "eng",
+            "--duration",
+            "1h",
+            "--config",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let other = http_client(&gw.url("main"), &token, Era::Modern).await;
+    let err = other
+        .call_tool(CallToolRequestParams::new("alpha__getenv").with_arguments(args(&json!({"name": "@pid"}))))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("process limit"), "{err}");
+    let _ = client.cancel().await;
+    let _ = other.cancel().await;
+    gw.stop().await;
+}

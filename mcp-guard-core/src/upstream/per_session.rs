@@ -1,0 +1,244 @@
+//! One upstream instance per gateway session: a stdio server's process is never
+//! shared between clients.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use rmcp::model::{ClientNotification, ClientRequest, ServerResult};
+use tokio::sync::broadcast;
+
+use super::{Catalog, Forward, Upstream, UpstreamError, UpstreamEvent, UpstreamStatus};
+use crate::access::Session;
+use crate::call::SessionId;
+
+/// Builds the upstream of one session (for a stdio server: a process with the
+/// session's credentials in its environment).
+pub type MakeUpstream = Arc<dyn Fn(&Session) -> Arc<dyn Upstream> + Send + Sync>;
+
+/// Bounds on per-session instances.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct SessionLimits {
+    /// Instances of this server in total.
+    pub max_total: usize,
+    /// Instances of this server per principal.
+    pub max_per_principal: usize,
+    /// An instance unused this long is stopped (the next call starts a new one).
+    pub idle_timeout: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        Self {
+            max_total: 256,
+            max_per_principal: 8,
+            idle_timeout: Duration::from_mins(15),
+        }
+    }
+}
+
+struct Instance {
+    upstream: Arc<dyn Upstream>,
+    principal: Arc<str>,
+    last_used: Instant,
+}
+
+type Instances = Arc<Mutex<HashMap<SessionId, Instance>>>;
+
+/// An [`Upstream`] that gives every gateway session its own instance, started on the
+/// session's first call and stopped when the session ends (revoked, expired, gateway
+/// shutdown) or has been idle for [`SessionLimits::idle_timeout`].
+///
+/// A separate *catalogue* instance, which serves no session's calls, answers
+/// [`Upstream::catalog`], [`Upstream::status`] and [`Upstream::subscribe`] (tool lists
+/// do not depend on who asks), and serves requests that come without a session (the
+/// stdio front door, where the whole process is one client's).
+pub struct PerSessionUpstream {
+    id: Arc<str>,
+    catalogue: Arc<dyn Upstream>,
+    make: MakeUpstream,
+    limits: SessionLimits,
+    instances: Instances,
+    reaper: std::sync::OnceLock<()>,
+}
+
+impl std::fmt::Debug for PerSessionUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PerSessionUpstream")
+            .field("id", &self.id)
+            .field("instances", &self.instances())
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PerSessionUpstream {
+    /// Per-session instances of server `id`, made by `make`; `catalogue` lists.
+    pub fn new(catalogue: Arc<dyn Upstream>, make: MakeUpstream, limits: SessionLimits) -> Self {
+        Self {
+            id: catalogue.id().into(),
+            catalogue,
+            make,
+            limits,
+            instances: Arc::default(),
+            reaper: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Live instances (sessions with a running upstream).
+    pub fn instances(&self) -> usize {
+        self.instances
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    fn limit(&self, what: String) -> UpstreamError {
+        UpstreamError::Exhausted {
+            server: self.id.to_string(),
+            limit: what,
+        }
+    }
+
+    fn instance(&self, session: &Arc<Session>) -> Result<Arc<dyn Upstream>, UpstreamError> {
+        let mut map = self.instances.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(i) = map.get_mut(session.id()) {
+            i.last_used = Instant::now();
+            return Ok(i.upstream.clone());
+        }
+        if session.closed().is_cancelled() {
+            return Err(UpstreamError::Cancelled);
+        }
+        if map.len() >= self.limits.max_total {
+            return Err(self.limit(format!(
+                "process limit reached: {} sessions already run their own instance",
+                self.limits.max_total
+            )));
+        }
+        let mine = map
+            .values()
+            .filter(|i| *i.principal == *session.principal_id())
+            .count();
+        if mine >= self.limits.max_per_principal {
+            return Err(self.limit(format!(
+                "process limit reached: {} instances for principal {}",
+                self.limits.max_per_principal,
+                session.principal_id()
+            )));
+        }
+        let upstream = (self.make)(session);
+        map.insert(
+            session.id().clone(),
+            Instance {
+                upstream: upstream.clone(),
+                principal: session.principal_id().into(),
+                last_used: Instant::now(),
+            },
+        );
+        drop(map);
+        tracing::info!(server = %self.id, session = %session.id(), "started a per-session upstream");
+        let closed = session.closed().clone();
+        let instances = Arc::downgrade(&self.instances);
+        let id = session.id().clone();
+        tokio::spawn(async move {
+            closed.cancelled().await;
+            stop(&instances, &id).await;
+        });
+        self.reaper.get_or_init(|| {
+            tokio::spawn(reap(Arc::downgrade(&self.instances), self.limits.idle_timeout));
+        });
+        Ok(upstream)
+    }
+}
+
+async fn stop(instances: &Weak<Mutex<HashMap<SessionId, Instance>>>, id: &SessionId) {
+    let Some(map) = instances.upgrade() else { return };
+    let gone = map.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
+    if let Some(i) = gone {
+        i.upstream.shutdown().await;
+        tracing::info!(server = %i.upstream.id(), session = %id, "stopped a per-session upstream");
+    }
+}
+
+async fn reap(instances: Weak<Mutex<HashMap<SessionId, Instance>>>, idle: Duration) {
+    let period = (idle / 4).clamp(Duration::from_millis(200), Duration::from_secs(30));
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(map) = instances.upgrade() else { return };
+        let idle_ones: Vec<SessionId> = map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(_, i)| i.last_used.elapsed() >= idle)
+            .map(|(k, _)| k.clone())
+            .collect();
+        drop(map);
+        for id in idle_ones {
+            stop(&instances, &id).await;
+        }
+    }
+}
+
+#[async_trait]
+impl Upstream for PerSessionUpstream {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    async fn catalog(&self) -> Result<Arc<Catalog>, UpstreamError> {
+        self.catalogue.catalog().await
+    }
+
+    async fn request(&self, request: ClientRequest, forward: Forward) -> Result<ServerResult, UpstreamError> {
+        let Some(session) = forward.session.clone() else {
+            return self.catalogue.request(request, forward).await;
+        };
+        let upstream = self.instance(&session)?;
+        let result = upstream.request(request, forward).await;
+        if let Some(i) = self
+            .instances
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(session.id())
+        {
+            i.last_used = Instant::now();
+        }
+        result
+    }
+
+    async fn notify(&self, notification: ClientNotification) -> Result<(), UpstreamError> {
+        let all: Vec<Arc<dyn Upstream>> = self
+            .instances
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .map(|i| i.upstream.clone())
+            .collect();
+        for u in all {
+            let _ = u.notify(notification.clone()).await;
+        }
+        self.catalogue.notify(notification).await
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<UpstreamEvent> {
+        self.catalogue.subscribe()
+    }
+
+    fn status(&self) -> UpstreamStatus {
+        self.catalogue.status()
+    }
+
+    async fn shutdown(&self) {
+        let all: Vec<Instance> = self
+            .instances
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .map(|(_, i)| i)
+            .collect();
+        futures::future::join_all(all.iter().map(|i| i.upstream.shutdown())).await;
+        self.catalogue.shutdown().await;
+    }
+}
