@@ -15,6 +15,7 @@ mod pins;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
@@ -144,6 +145,10 @@ enum Command {
         /// A file naming the definition variant to offer (read at every listing).
         #[arg(long)]
         variant_file: Option<PathBuf>,
+        /// After this many tool calls, each further call first writes a line that is
+        /// not JSON-RPC to stdout (protocol garbage), then answers after 2 s.
+        #[arg(long)]
+        garbage_after: Option<u64>,
     },
 }
 
@@ -276,7 +281,19 @@ async fn serve(
             .with_principal(Arc::new(principal))
             .page_size(cfg.gateway.page_size);
         let running = handler.serve(mcp_guard_tower::stdio::guarded_stdio()).await?;
-        let _ = running.waiting().await;
+        let signal = CancellationToken::new();
+        tokio::spawn(shutdown_signal(signal.clone()));
+        let stop = running.cancellation_token();
+        let waiting = running.waiting();
+        tokio::pin!(waiting);
+        tokio::select! {
+            _ = &mut waiting => {}
+            () = signal.cancelled() => {
+                drain(&built.drain, grace(&cfg)).await;
+                stop.cancel();
+                let _ = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+            }
+        }
         built.gateway.shutdown().await;
         sink.flush().await.context("flushing the audit trail")?;
         return Ok(());
@@ -289,12 +306,19 @@ async fn serve(
     let pinning = load::pinning(&cfg, &config)?;
     let built = load::build(&cfg, sink.clone(), redactor(), Some(pinning.gate.clone())).await?;
     pins::watch_lock(pinning.path, pinning.gate, built.gateway.clone());
-    let token = CancellationToken::new();
-    let app = HttpEdge::new(built.gateway.clone(), built.service, auth)
+    // Three stages: a signal; then no new connections (in-flight requests drain);
+    // then every session and stream is closed.
+    let signal = CancellationToken::new();
+    let stop_accepting = CancellationToken::new();
+    let close_sessions = CancellationToken::new();
+    let mut edge = HttpEdge::new(built.gateway.clone(), built.service, auth)
         .audit(sink.clone())
         .options(http_options(&cfg))
-        .shutdown_token(token.clone())
-        .router();
+        .shutdown_token(close_sessions.clone());
+    if cfg.gateway.metrics {
+        edge = edge.metrics(built.metrics.clone());
+    }
+    let app = edge.router();
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -303,11 +327,49 @@ async fn serve(
     for name in built.gateway.endpoint_names() {
         eprintln!("  endpoint {name}: http://{local}/mcp/{name}");
     }
-    tokio::spawn(shutdown_signal(token.clone()));
-    mcp_guard_tower::http::serve(listener, app, token.clone()).await?;
+    tokio::spawn(shutdown_signal(signal.clone()));
+    let server = tokio::spawn(mcp_guard_tower::http::serve(listener, app, stop_accepting.clone()));
+    signal.cancelled().await;
+    stop_accepting.cancel();
+    drain(&built.drain, grace(&cfg)).await;
+    close_sessions.cancel();
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the listener failed while stopping"),
+        Err(_) => tracing::warn!("connections still open 5 s after sessions closed; stopping anyway"),
+        _ => {}
+    }
     built.gateway.shutdown().await;
     sink.flush().await.context("flushing the audit trail")?;
+    tracing::info!(
+        processes = mcp_guard_core::upstream::live_processes(),
+        "stopped"
+    );
     Ok(())
+}
+
+fn grace(cfg: &mcp_guard_core::config::GatewayConfig) -> Duration {
+    Duration::from_secs(cfg.gateway.shutdown_grace_secs)
+}
+
+/// Refuses new requests, waits up to `grace` for those in flight, then answers the rest
+/// with an error (each still gets its audit record) and gives their answers a moment
+/// to reach the clients.
+async fn drain(drain: &mcp_guard_tower::Drain, grace: Duration) {
+    drain.start();
+    let pending = drain.in_flight();
+    if pending > 0 {
+        tracing::info!(pending, ?grace, "waiting for requests in flight");
+    }
+    if !drain.wait_idle(grace).await {
+        tracing::warn!(
+            pending = drain.in_flight(),
+            "shutdown grace period over; abandoning requests in flight"
+        );
+        drain.abort();
+        let _ = drain.wait_idle(Duration::from_secs(2)).await;
+    }
+    // Answers already produced still have to be written to their streams.
+    tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
 fn check(config: &std::path::Path) -> anyhow::Result<()> {
@@ -520,8 +582,10 @@ fn main() -> std::process::ExitCode {
                 extra_tools,
                 legacy_only,
                 variant_file,
+                garbage_after,
             } => {
                 let running = fixture::Fixture::new(&name, extra_tools, legacy_only, variant_file)
+                    .garbage_after(garbage_after)
                     .serve(rmcp::transport::stdio())
                     .await?;
                 let _ = running.waiting().await;

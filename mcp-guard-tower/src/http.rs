@@ -174,6 +174,7 @@ pub struct HttpEdge {
     audit: Option<Arc<dyn mcp_guard_core::AuditSink>>,
     options: HttpOptions,
     shutdown: CancellationToken,
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for HttpEdge {
@@ -203,7 +204,17 @@ impl HttpEdge {
             audit: None,
             options: HttpOptions::default(),
             shutdown: CancellationToken::new(),
+            metrics: None,
         }
+    }
+
+    /// Serves `metrics` at `/metrics` (Prometheus/OpenMetrics text), unauthenticated
+    /// like `/readyz`: keep the listener off public networks. Each endpoint's legacy
+    /// sessions and each server's state are reported there too.
+    #[must_use]
+    pub fn metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Sets the options.
@@ -236,6 +247,16 @@ impl HttpEdge {
         let mut router = axum::Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(move || readiness(gateway.clone())));
+        if let Some(m) = self.metrics.clone() {
+            m.track_gateway(&self.gateway);
+            router = router.route(
+                "/metrics",
+                get(move || {
+                    let m = m.clone();
+                    async move { ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], m.render()) }
+                }),
+            );
+        }
         for name in self.gateway.endpoint_names() {
             let Some(endpoint) = self.gateway.endpoint(name) else {
                 continue;
@@ -249,11 +270,11 @@ impl HttpEdge {
             config.sse_keep_alive = self.options.sse_keep_alive;
             config.json_response = self.options.json_response;
             config.cancellation_token = self.shutdown.child_token();
-            let service = StreamableHttpService::new(
-                move || Ok(handler.new_session()),
-                Arc::new(LocalSessionManager::default()),
-                config,
-            );
+            let sessions = Arc::new(LocalSessionManager::default());
+            if let Some(m) = &self.metrics {
+                m.track_sessions(name, &sessions);
+            }
+            let service = StreamableHttpService::new(move || Ok(handler.new_session()), sessions, config);
             router = router.nest_service(&format!("/mcp/{name}"), service);
         }
         let state = EdgeState {

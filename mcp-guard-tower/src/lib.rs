@@ -55,11 +55,13 @@
 
 pub mod audit;
 pub mod docs;
+pub mod drain;
 mod error;
 pub mod federation;
 mod handler;
 pub mod http;
 mod macros;
+pub mod metrics;
 pub mod policy;
 pub mod redact;
 mod request;
@@ -72,6 +74,8 @@ pub use rmcp;
 #[doc(inline)]
 pub use audit::AuditLayer;
 #[doc(inline)]
+pub use drain::{Drain, DrainLayer};
+#[doc(inline)]
 pub use error::GuardError;
 #[doc(inline)]
 pub use federation::{BuildError, EndpointSpec, Gateway, Selection, Snapshot};
@@ -79,6 +83,8 @@ pub use federation::{BuildError, EndpointSpec, Gateway, Selection, Snapshot};
 pub use handler::{DEFAULT_PAGE_SIZE, GuardHandler, GuardService};
 #[doc(inline)]
 pub use http::{Authenticate, HttpEdge, HttpOptions, StaticTokens};
+#[doc(inline)]
+pub use metrics::{Metrics, MetricsLayer};
 #[doc(inline)]
 pub use policy::EnforcePolicyLayer;
 #[doc(inline)]

@@ -16,4 +16,5 @@ mod hygiene;
 mod lifecycle;
 mod pinning;
 mod redaction;
+mod resilience;
 mod support;
