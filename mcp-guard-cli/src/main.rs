@@ -328,7 +328,11 @@ async fn serve(
         eprintln!("  endpoint {name}: http://{local}/mcp/{name}");
     }
     tokio::spawn(shutdown_signal(signal.clone()));
-    let server = tokio::spawn(mcp_guard_tower::http::serve(listener, app, stop_accepting.clone()));
+    let server = tokio::spawn(mcp_guard_tower::http::serve(
+        listener,
+        app,
+        stop_accepting.clone(),
+    ));
     signal.cancelled().await;
     stop_accepting.cancel();
     drain(&built.drain, grace(&cfg)).await;
@@ -340,10 +344,7 @@ async fn serve(
     }
     built.gateway.shutdown().await;
     sink.flush().await.context("flushing the audit trail")?;
-    tracing::info!(
-        processes = mcp_guard_core::upstream::live_processes(),
-        "stopped"
-    );
+    tracing::info!(processes = mcp_guard_core::upstream::live_processes(), "stopped");
     Ok(())
 }
 

@@ -587,7 +587,11 @@ impl GatewayConfig {
                 );
             }
             if server.timeout_secs() == Some(0) {
-                err(&mut errors, format!("{entry}.timeout_secs"), "must be at least 1".into());
+                err(
+                    &mut errors,
+                    format!("{entry}.timeout_secs"),
+                    "must be at least 1".into(),
+                );
             }
             if server.max_response_bytes().is_some_and(|b| b < 1024) {
                 err(

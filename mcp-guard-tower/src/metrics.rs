@@ -1,5 +1,5 @@
 //! [`Metrics`] and [`MetricsLayer`]: Prometheus metrics of the gateway, rendered as
-//! OpenMetrics text (which Prometheus scrapes) by [`Metrics::render`], served by
+//! `OpenMetrics` text (which Prometheus scrapes) by [`Metrics::render`], served by
 //! [`HttpEdge`](crate::HttpEdge) at `/metrics` when given one.
 //!
 //! | metric | labels | what |
@@ -251,22 +251,26 @@ impl Metrics {
                     .set(i64::try_from(s.len()).unwrap_or(i64::MAX));
             }
         }
-        if let Some(gw) = inner.gateway.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
+        if let Some(gw) = inner
+            .gateway
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
             for (id, upstream, enabled) in gw.servers() {
-                let up = enabled
-                    && matches!(
-                        upstream.status().state,
-                        mcp_guard_core::UpstreamState::Connected
-                    );
+                let up =
+                    enabled && matches!(upstream.status().state, mcp_guard_core::UpstreamState::Connected);
                 inner
                     .upstream_up
-                    .get_or_create(&ServerLabel { server: id.to_owned() })
+                    .get_or_create(&ServerLabel {
+                        server: id.to_owned(),
+                    })
                     .set(i64::from(up));
             }
         }
     }
 
-    /// Every metric as OpenMetrics text (content type [`CONTENT_TYPE`]).
+    /// Every metric as `OpenMetrics` text (content type [`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
         self.refresh();
         let mut out = String::new();
@@ -351,12 +355,9 @@ where
         let mut inner = std::mem::replace(&mut self.inner, fresh);
         let metrics = self.metrics.clone();
         // Only resolved names: a name the client made up never becomes a label.
-        let (server, tool) = req
-            .target
-            .as_ref()
-            .map_or((String::new(), String::new()), |t| {
-                (t.server.to_string(), t.name.to_string())
-            });
+        let (server, tool) = req.target.as_ref().map_or((String::new(), String::new()), |t| {
+            (t.server.to_string(), t.name.to_string())
+        });
         let endpoint = req.context.endpoint.to_string();
         let method = req.request.method().to_owned();
         Box::pin(async move {

@@ -8,7 +8,7 @@
 //!
 //! 1. **Soak.** Starts `mcp-guard serve` (127.0.0.1, ephemeral port, token auth, the
 //!    default SQLite audit trail) with three stdio upstreams (`mcp-guard fixture`), sends
-//!    `--warmup` calls, samples the gateway's resident memory (VmRSS), open file
+//!    `--warmup` calls, samples the gateway's resident memory (`VmRSS`), open file
 //!    descriptors and child processes, then sends `--calls` stateless 2026-07-28
 //!    `tools/call echo` requests spread over the three servers, sampling every 1000
 //!    calls. Reports growth after warm-up (the bar: RSS < 10 %, fds and children
@@ -169,7 +169,9 @@ fn fds(pid: u32) -> usize {
 
 /// Direct children of `pid` (any state, zombies included).
 fn children(pid: u32) -> usize {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
     dir.flatten()
         .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
         .filter(|p| {
@@ -214,7 +216,9 @@ impl Proc {
 
 /// Processes whose command line contains `needle`.
 fn processes_with(needle: &str) -> usize {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
     let me = std::process::id().to_string();
     dir.flatten()
         .filter(|e| e.file_name().to_string_lossy() != me.as_str())
@@ -312,7 +316,13 @@ async fn one_call(http: &reqwest::Client, url: &str, i: usize) -> Result<(), Box
 }
 
 /// Calls `from..to`, `concurrency` at a time.
-async fn calls(http: &reqwest::Client, url: &str, from: usize, to: usize, concurrency: usize) -> Result<(), BoxError> {
+async fn calls(
+    http: &reqwest::Client,
+    url: &str,
+    from: usize,
+    to: usize,
+    concurrency: usize,
+) -> Result<(), BoxError> {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(from));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
@@ -357,7 +367,11 @@ async fn open_sessions(http: &reqwest::Client, url: &str, n: usize, auth: bool) 
                     req = req.header("authorization", format!("Bearer {TOKEN}"));
                 }
                 let r = req.body(init.to_string()).send().await?;
-                let Some(id) = r.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_owned)
+                let Some(id) = r
+                    .headers()
+                    .get("mcp-session-id")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
                 else {
                     return Err(format!("initialize {i}: {} without a session id", r.status()).into());
                 };
@@ -410,7 +424,12 @@ impl SessionCost {
     }
 }
 
-async fn session_cost(http: &reqwest::Client, p: &Proc, n: usize, auth: bool) -> Result<SessionCost, BoxError> {
+async fn session_cost(
+    http: &reqwest::Client,
+    p: &Proc,
+    n: usize,
+    auth: bool,
+) -> Result<SessionCost, BoxError> {
     let url = format!("{}/mcp/main", p.base);
     // One session first, so lazily built state is not billed to the 10k.
     open_sessions(http, &url, 1, auth).await?;
@@ -459,7 +478,10 @@ async fn run(o: Opts) -> Result<(), BoxError> {
     let last = *samples.last().unwrap_or(&base);
     let max_rss = samples.iter().map(|s| s.rss_kib).max().unwrap_or(0);
     let growth = (last.rss_kib as f64 - base.rss_kib as f64) / base.rss_kib.max(1) as f64 * 100.0;
-    println!("soak: {} calls after {} warm-up, concurrency {}, {soak_secs:.1} s", o.calls, o.warmup, o.concurrency);
+    println!(
+        "soak: {} calls after {} warm-up, concurrency {}, {soak_secs:.1} s",
+        o.calls, o.warmup, o.concurrency
+    );
     println!("{:>8} {:>10} {:>6} {:>9}", "calls", "RSS KiB", "fds", "children");
     for s in &samples {
         println!("{:>8} {:>10} {:>6} {:>9}", s.calls, s.rss_kib, s.fds, s.children);
@@ -470,7 +492,12 @@ async fn run(o: Opts) -> Result<(), BoxError> {
     );
 
     let gw_cost = session_cost(&http, &gw, o.sessions, true).await?;
-    let metrics = http.get(format!("{}/metrics", gw.base)).send().await?.text().await?;
+    let metrics = http
+        .get(format!("{}/metrics", gw.base))
+        .send()
+        .await?
+        .text()
+        .await?;
     let counted = metrics
         .lines()
         .find(|l| l.starts_with("mcp_guard_sessions_active{endpoint=\"main\"}"))
@@ -491,8 +518,8 @@ async fn run(o: Opts) -> Result<(), BoxError> {
 
     let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
     cmd.arg("child-rmcp");
-    let bare = start(cmd).await?;
-    let bare_cost = session_cost(&http, &bare, o.sessions, false).await?;
+    let rmcp_only = start(cmd).await?;
+    let bare_cost = session_cost(&http, &rmcp_only, o.sessions, false).await?;
     println!(
         "bare rmcp (LocalSessionManager, trivial handler): {} idle sessions, RSS {} -> {} KiB: {:.0} bytes per session",
         bare_cost.opened,
@@ -500,7 +527,7 @@ async fn run(o: Opts) -> Result<(), BoxError> {
         bare_cost.after_kib,
         bare_cost.per_session_bytes()
     );
-    drop(bare);
+    drop(rmcp_only);
     println!(
         "RESULT {}",
         json!({

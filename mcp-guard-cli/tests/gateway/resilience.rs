@@ -32,6 +32,7 @@ fn config(name: &str, extra: &str, data: &Path) -> String {
     c
 }
 
+#[allow(clippy::needless_pass_by_value, reason = "call sites pass json! literals")]
 fn call(name: &str, args_json: serde_json::Value) -> CallToolRequestParams {
     CallToolRequestParams::new(name.to_owned()).with_arguments(args(&args_json))
 }
@@ -44,19 +45,28 @@ async fn a_hung_upstream_times_out_with_its_name_and_limit_and_is_told_to_cancel
     let client = http_client(&gw.url("main"), TOKEN, Era::Legacy).await;
     let t = Instant::now();
     let err = client
-        .call_tool(call("alpha__slow", serde_json::json!({"steps": 100, "delay_ms": 50})))
+        .call_tool(call(
+            "alpha__slow",
+            serde_json::json!({"steps": 100, "delay_ms": 50}),
+        ))
         .await
         .unwrap_err()
         .to_string();
     let took = t.elapsed();
     assert!(err.contains("server alpha timed out after 1s"), "{err}");
-    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(3), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
     assert!(
         eventually(5, async || dir.path().join("cancelled").exists()).await,
         "the upstream got notifications/cancelled"
     );
     // The connection itself is fine: the next call is answered.
-    let ok = client.call_tool(call("alpha__echo", serde_json::json!({"text": "hi"}))).await.unwrap();
+    let ok = client
+        .call_tool(call("alpha__echo", serde_json::json!({"text": "hi"})))
+        .await
+        .unwrap();
     assert_eq!(text_of(&ok), "hi");
     let _ = client.cancel().await;
     gw.stop().await;
@@ -68,13 +78,19 @@ async fn an_oversized_answer_is_an_error_and_the_connection_is_recycled() {
     let name = marker("big");
     let gw = GatewayProc::start(&config(&name, "max_response_bytes = 4096\n", dir.path())).await;
     let client = http_client(&gw.url("main"), TOKEN, Era::Modern).await;
-    let small = client.call_tool(call("alpha__echo", serde_json::json!({"text": "small"}))).await.unwrap();
+    let small = client
+        .call_tool(call("alpha__echo", serde_json::json!({"text": "small"})))
+        .await
+        .unwrap();
     assert_eq!(text_of(&small), "small");
     let before: Vec<u32> = processes_with(&name).iter().map(|p| p.pid).collect();
     assert_eq!(before.len(), 1, "{before:?}");
     let t = Instant::now();
     let err = client
-        .call_tool(call("alpha__echo", serde_json::json!({"text": "x".repeat(10_000)})))
+        .call_tool(call(
+            "alpha__echo",
+            serde_json::json!({"text": "x".repeat(10_000)}),
+        ))
         .await
         .unwrap_err()
         .to_string();
@@ -92,7 +108,10 @@ async fn an_oversized_answer_is_an_error_and_the_connection_is_recycled() {
     .await;
     assert!(ok, "a fresh connection answers");
     assert!(
-        eventually(5, async || before.iter().all(|p| !Path::new(&format!("/proc/{p}")).exists())).await,
+        eventually(5, async || before
+            .iter()
+            .all(|p| !Path::new(&format!("/proc/{p}")).exists()))
+        .await,
         "the old process is gone (reaped)"
     );
     let _ = client.cancel().await;
@@ -127,10 +146,19 @@ async fn protocol_garbage_is_an_error_and_the_connection_is_recycled() {
             .await
             .unwrap_err()
             .to_string();
-        assert!(t.elapsed() < Duration::from_millis(1500), "round {round}: {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_millis(1500),
+            "round {round}: {:?}",
+            t.elapsed()
+        );
         assert!(err.contains("server alpha sent an invalid response"), "{err}");
     }
-    let r: serde_json::Value = reqwest::get(format!("{}/readyz", gw.base)).await.unwrap().json().await.unwrap();
+    let r: serde_json::Value = reqwest::get(format!("{}/readyz", gw.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let detail = r["servers"][0]["detail"].as_str().unwrap_or_default().to_owned();
     assert!(detail.contains("not JSON-RPC"), "{r}");
     let _ = client.cancel().await;
@@ -177,7 +205,10 @@ async fn crash_rounds(test: &str, rounds: usize) -> Vec<Round> {
             "round {round}: the in-flight call fails: {err}"
         );
         assert!(err.contains("server alpha terminated"), "round {round}: {err}");
-        assert!(error_after < Duration::from_secs(2), "round {round}: error after {error_after:?}");
+        assert!(
+            error_after < Duration::from_secs(2),
+            "round {round}: error after {error_after:?}"
+        );
         let t = Instant::now();
         let recovered = eventually(3, async || {
             client
@@ -187,7 +218,10 @@ async fn crash_rounds(test: &str, rounds: usize) -> Vec<Round> {
         })
         .await;
         let recovered_after = t.elapsed();
-        assert!(recovered, "round {round}: answered again within 3 s ({recovered_after:?})");
+        assert!(
+            recovered,
+            "round {round}: answered again within 3 s ({recovered_after:?})"
+        );
         out.push(Round {
             error_after,
             recovered_after,
@@ -227,7 +261,11 @@ fn report(rounds: &[Round]) -> String {
     e.sort();
     r.sort();
     let p = |v: &[Duration], q: f64| {
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
         v[((v.len() - 1) as f64 * q).round() as usize]
     };
     format!(
@@ -259,7 +297,9 @@ async fn crash_100_times_mid_call() {
 
 fn audit_records(dir: &Path) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
     for entry in entries.flatten() {
         let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
         out.extend(text.lines().filter_map(|l| serde_json::from_str(l).ok()));
@@ -283,14 +323,20 @@ async fn sigterm_lets_a_call_in_flight_finish_records_it_and_reaps_every_child()
     let gw = GatewayProc::start(&cfg).await;
     let gw_pid = gw.pid().unwrap();
     let client = http_client(&gw.url("main"), TOKEN, Era::Legacy).await;
-    let _ = client.call_tool(call("alpha__whoami", serde_json::json!({}))).await.unwrap();
+    let _ = client
+        .call_tool(call("alpha__whoami", serde_json::json!({})))
+        .await
+        .unwrap();
     let children: Vec<u32> = children_of(gw_pid).iter().map(|p| p.pid).collect();
     assert_eq!(children.len(), 1, "{children:?}");
     let call_task = {
         let peer = client.peer().clone();
         tokio::spawn(async move {
-            peer.call_tool(call("alpha__slow", serde_json::json!({"steps": 15, "delay_ms": 100})))
-                .await
+            peer.call_tool(call(
+                "alpha__slow",
+                serde_json::json!({"steps": 15, "delay_ms": 100}),
+            ))
+            .await
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -302,12 +348,18 @@ async fn sigterm_lets_a_call_in_flight_finish_records_it_and_reaps_every_child()
         "the call in flight completed"
     );
     assert!(status.is_some_and(|s| s.success()), "clean exit: {status:?}");
-    assert!(took >= Duration::from_millis(1000), "it waited for the call: {took:?}");
+    assert!(took >= Duration::from_secs(1), "it waited for the call: {took:?}");
     let records = slow_records(&dir.path().join("jsonl"));
     assert_eq!(records.len(), 1, "{records:?}");
-    assert_eq!(records[0].pointer("/event/outcome").and_then(|v| v.as_str()), Some("ok"));
+    assert_eq!(
+        records[0].pointer("/event/outcome").and_then(|v| v.as_str()),
+        Some("ok")
+    );
     for pid in children {
-        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "child {pid} is gone");
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "child {pid} is gone"
+        );
     }
     assert!(processes_with(&name).is_empty(), "no fixture left");
 }
@@ -323,8 +375,11 @@ async fn sigterm_answers_a_call_still_running_at_the_deadline_with_an_error() {
     let call_task = {
         let peer = client.peer().clone();
         tokio::spawn(async move {
-            peer.call_tool(call("alpha__slow", serde_json::json!({"steps": 200, "delay_ms": 100})))
-                .await
+            peer.call_tool(call(
+                "alpha__slow",
+                serde_json::json!({"steps": 200, "delay_ms": 100}),
+            ))
+            .await
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -344,9 +399,17 @@ async fn metrics_count_requests_by_resolved_name_only() {
     let name = marker("metrics");
     let gw = GatewayProc::start(&config(&name, "", dir.path())).await;
     let client = http_client(&gw.url("main"), TOKEN, Era::Legacy).await;
-    let _ = client.call_tool(call("alpha__echo", serde_json::json!({"text": "a"}))).await.unwrap();
-    let _ = client.call_tool(call("alpha__echo", serde_json::json!({"text": "b"}))).await.unwrap();
-    let _ = client.call_tool(call("alpha__made_up_by_client", serde_json::json!({}))).await;
+    let _ = client
+        .call_tool(call("alpha__echo", serde_json::json!({"text": "a"})))
+        .await
+        .unwrap();
+    let _ = client
+        .call_tool(call("alpha__echo", serde_json::json!({"text": "b"})))
+        .await
+        .unwrap();
+    let _ = client
+        .call_tool(call("alpha__made_up_by_client", serde_json::json!({})))
+        .await;
     let r = reqwest::get(format!("{}/metrics", gw.base)).await.unwrap();
     assert_eq!(r.status(), reqwest::StatusCode::OK);
     let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
@@ -362,9 +425,18 @@ async fn metrics_count_requests_by_resolved_name_only() {
     );
     assert!(!text.contains("made_up"), "{text}");
     assert!(text.contains("mcp_guard_upstream_processes 1"), "{text}");
-    assert!(text.contains(r#"mcp_guard_upstream_up{server="alpha"} 1"#), "{text}");
-    assert!(text.contains(r#"mcp_guard_sessions_active{endpoint="main"} 1"#), "{text}");
-    assert!(text.contains("mcp_guard_request_duration_seconds_bucket"), "{text}");
+    assert!(
+        text.contains(r#"mcp_guard_upstream_up{server="alpha"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"mcp_guard_sessions_active{endpoint="main"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("mcp_guard_request_duration_seconds_bucket"),
+        "{text}"
+    );
     let _ = client.cancel().await;
     gw.stop().await;
 }

@@ -268,7 +268,10 @@ impl GatewayProc {
         if let Some(pid) = child.id() {
             signal(pid, "TERM");
         }
-        let status = tokio::time::timeout(limit, child.wait()).await.ok().and_then(Result::ok);
+        let status = tokio::time::timeout(limit, child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok);
         (status, started.elapsed())
     }
 }
@@ -294,12 +297,20 @@ pub struct ProcInfo {
 /// Every process on the machine (from /proc).
 pub fn processes() -> Vec<ProcInfo> {
     let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return out };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
     for entry in dir.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
         // comm may hold spaces and parentheses: the fields start after the last ')'.
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
         let f: Vec<&str> = rest.split(' ').collect();
         if f.len() < 4 {
             continue;
@@ -320,7 +331,10 @@ pub fn processes() -> Vec<ProcInfo> {
 
 /// Processes whose command line contains `marker`.
 pub fn processes_with(marker: &str) -> Vec<ProcInfo> {
-    processes().into_iter().filter(|p| p.cmdline.contains(marker)).collect()
+    processes()
+        .into_iter()
+        .filter(|p| p.cmdline.contains(marker))
+        .collect()
 }
 
 /// Direct children of `pid`.

@@ -200,7 +200,10 @@ impl ChildTransport {
             .stdout()
             .take()
             .ok_or_else(|| io::Error::other("child stdout not piped"))?;
-        let proc = Proc { child, _live: Live::new() };
+        let proc = Proc {
+            child,
+            _live: Live::new(),
+        };
         // rmcp's own line cap stays above ours, so ours is the one that fires.
         let io = AsyncRwTransport::new_client(LineGuard::new(stdout, limit, fault.clone()), stdin)
             .with_max_line_length(limit.saturating_add(1));
@@ -221,18 +224,18 @@ impl ChildTransport {
         };
         let _ = self.io.close().await;
         let exited = matches!(proc.child.try_wait(), Ok(Some(_)));
-        if self.fault.get().is_none() && !exited {
-            if tokio::time::timeout(self.stop.stdin_grace, proc.child.wait())
+        if self.fault.get().is_none()
+            && !exited
+            && tokio::time::timeout(self.stop.stdin_grace, proc.child.wait())
+                .await
+                .is_err()
+        {
+            let _ = proc.child.signal(libc::SIGTERM);
+            if tokio::time::timeout(self.stop.term_grace, proc.child.wait())
                 .await
                 .is_err()
             {
-                let _ = proc.child.signal(libc::SIGTERM);
-                if tokio::time::timeout(self.stop.term_grace, proc.child.wait())
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!(pid = ?proc.child.id(), "stdio upstream ignored SIGTERM; killing its process group");
-                }
+                tracing::warn!(pid = ?proc.child.id(), "stdio upstream ignored SIGTERM; killing its process group");
             }
         }
         // Also catches what the server left behind in its group after it exited.

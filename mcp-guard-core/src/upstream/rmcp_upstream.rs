@@ -303,7 +303,9 @@ impl Shared {
                     Some(Fault::TooLarge { limit }) => {
                         format!("sent a message larger than {limit} bytes; connection recycled")
                     }
-                    Some(Fault::Garbage) => "wrote a line that is not JSON-RPC; connection recycled".to_owned(),
+                    Some(Fault::Garbage) => {
+                        "wrote a line that is not JSON-RPC; connection recycled".to_owned()
+                    }
                     None => "connection closed".to_owned(),
                 };
                 tracing::warn!(server = %self.id, generation, ?reason, %error, "upstream connection ended");
@@ -463,12 +465,13 @@ impl Shared {
     /// connection itself.
     fn map_conn_error(&self, conn: &Conn, e: ServiceError) -> UpstreamError {
         match (&e, conn.fault.get()) {
-            (ServiceError::TransportClosed | ServiceError::TransportSend(_), Some(Fault::TooLarge { limit })) => {
-                UpstreamError::ResponseTooLarge {
-                    server: self.id.to_string(),
-                    limit: *limit,
-                }
-            }
+            (
+                ServiceError::TransportClosed | ServiceError::TransportSend(_),
+                Some(Fault::TooLarge { limit }),
+            ) => UpstreamError::ResponseTooLarge {
+                server: self.id.to_string(),
+                limit: *limit,
+            },
             (ServiceError::TransportClosed | ServiceError::TransportSend(_), Some(Fault::Garbage)) => {
                 UpstreamError::Protocol {
                     server: self.id.to_string(),
