@@ -3,7 +3,7 @@
 //! ```text
 //! cargo build --release -p mcp-guard-cli -p mcp-guard-benches --bin mcp-guard --bin soak
 //! target/release/soak [--calls 10000] [--warmup 1000] [--concurrency 8]
-//!     [--sessions 10000] [--time-limit 600] [--gateway-bin PATH]
+//!     [--sessions 10000] [--settle-secs 65] [--time-limit 600] [--gateway-bin PATH]
 //! ```
 //!
 //! 1. **Soak.** Starts `mcp-guard serve` (127.0.0.1, ephemeral port, token auth, the
@@ -17,7 +17,9 @@
 //!    `notifications/initialized`, `Mcp-Session-Id` kept, never deleted) and reports the
 //!    RSS delta per session, first against the gateway, then against a bare rmcp
 //!    `StreamableHttpService` with `LocalSessionManager` and a trivial handler in a
-//!    child of this binary (rmcp's own share). Upstream processes are not involved.
+//!    child of this binary (rmcp's own share). Measured right after opening and again
+//!    after `--settle-secs` idle (rmcp keeps each finished request stream's replay cache
+//!    for 60 s). Upstream processes are not involved.
 //!
 //! Everything is bounded: a hard time limit, loopback only, children die with the
 //! parent. Prints a table and one `RESULT {json}` line.
@@ -55,6 +57,7 @@ struct Opts {
     warmup: usize,
     concurrency: usize,
     sessions: usize,
+    settle: Duration,
     time_limit: Duration,
     gateway_bin: PathBuf,
 }
@@ -66,6 +69,7 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
         warmup: 1000,
         concurrency: 8,
         sessions: 10_000,
+        settle: Duration::from_secs(65),
         time_limit: Duration::from_mins(10),
         gateway_bin: exe.with_file_name("mcp-guard"),
     };
@@ -78,6 +82,7 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
             "--warmup" => o.warmup = num(v()?)?,
             "--concurrency" => o.concurrency = num(v()?)?.max(1),
             "--sessions" => o.sessions = num(v()?)?,
+            "--settle-secs" => o.settle = Duration::from_secs(num(v()?)? as u64),
             "--time-limit" => o.time_limit = Duration::from_secs(num(v()?)? as u64),
             "--gateway-bin" => o.gateway_bin = PathBuf::from(v()?),
             other => return Err(format!("unknown option {other}")),
@@ -416,11 +421,16 @@ struct SessionCost {
     opened: usize,
     before_kib: u64,
     after_kib: u64,
+    settled_kib: u64,
 }
 
 impl SessionCost {
     fn per_session_bytes(&self) -> f64 {
         (self.after_kib.saturating_sub(self.before_kib) * 1024) as f64 / self.opened.max(1) as f64
+    }
+
+    fn settled_per_session_bytes(&self) -> f64 {
+        (self.settled_kib.saturating_sub(self.before_kib) * 1024) as f64 / self.opened.max(1) as f64
     }
 }
 
@@ -429,6 +439,7 @@ async fn session_cost(
     p: &Proc,
     n: usize,
     auth: bool,
+    settle: Duration,
 ) -> Result<SessionCost, BoxError> {
     let url = format!("{}/mcp/main", p.base);
     // One session first, so lazily built state is not billed to the 10k.
@@ -436,10 +447,13 @@ async fn session_cost(
     let before_kib = settled_rss(p.pid).await;
     let opened = open_sessions(http, &url, n, auth).await?;
     let after_kib = settled_rss(p.pid).await;
+    tokio::time::sleep(settle).await;
+    let settled_kib = settled_rss(p.pid).await;
     Ok(SessionCost {
         opened,
         before_kib,
         after_kib,
+        settled_kib,
     })
 }
 
@@ -491,7 +505,7 @@ async fn run(o: Opts) -> Result<(), BoxError> {
         base.fds, last.fds, base.children, last.children
     );
 
-    let gw_cost = session_cost(&http, &gw, o.sessions, true).await?;
+    let gw_cost = session_cost(&http, &gw, o.sessions, true, o.settle).await?;
     let metrics = http
         .get(format!("{}/metrics", gw.base))
         .send()
@@ -504,11 +518,14 @@ async fn run(o: Opts) -> Result<(), BoxError> {
         .unwrap_or_default()
         .to_owned();
     println!(
-        "gateway: {} idle sessions, RSS {} -> {} KiB: {:.0} bytes per session ({counted})",
+        "gateway: {} idle sessions, RSS {} -> {} KiB: {:.0} bytes per session; after {:?} idle {} KiB: {:.0} bytes per session ({counted})",
         gw_cost.opened,
         gw_cost.before_kib,
         gw_cost.after_kib,
-        gw_cost.per_session_bytes()
+        gw_cost.per_session_bytes(),
+        o.settle,
+        gw_cost.settled_kib,
+        gw_cost.settled_per_session_bytes()
     );
     let gw_pid = gw.pid;
     let clean = gw.stop().await;
@@ -519,13 +536,16 @@ async fn run(o: Opts) -> Result<(), BoxError> {
     let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
     cmd.arg("child-rmcp");
     let rmcp_only = start(cmd).await?;
-    let bare_cost = session_cost(&http, &rmcp_only, o.sessions, false).await?;
+    let bare_cost = session_cost(&http, &rmcp_only, o.sessions, false, o.settle).await?;
     println!(
-        "bare rmcp (LocalSessionManager, trivial handler): {} idle sessions, RSS {} -> {} KiB: {:.0} bytes per session",
+        "bare rmcp (LocalSessionManager, trivial handler): {} idle sessions, RSS {} -> {} KiB: {:.0} bytes per session; after {:?} idle {} KiB: {:.0} bytes per session",
         bare_cost.opened,
         bare_cost.before_kib,
         bare_cost.after_kib,
-        bare_cost.per_session_bytes()
+        bare_cost.per_session_bytes(),
+        o.settle,
+        bare_cost.settled_kib,
+        bare_cost.settled_per_session_bytes()
     );
     drop(rmcp_only);
     println!(
@@ -539,10 +559,8 @@ async fn run(o: Opts) -> Result<(), BoxError> {
                 "fds": [base.fds, last.fds], "children": [base.children, last.children],
             },
             "idle_sessions": {
-                "gateway": {"sessions": gw_cost.opened, "rss_kib": [gw_cost.before_kib, gw_cost.after_kib],
-                            "bytes_per_session": gw_cost.per_session_bytes()},
-                "bare_rmcp": {"sessions": bare_cost.opened, "rss_kib": [bare_cost.before_kib, bare_cost.after_kib],
-                              "bytes_per_session": bare_cost.per_session_bytes()},
+                "gateway": {"sessions": gw_cost.opened, "rss_kib": [gw_cost.before_kib, gw_cost.after_kib, gw_cost.settled_kib], "bytes_per_session": gw_cost.per_session_bytes(), "bytes_per_session_settled": gw_cost.settled_per_session_bytes()},
+                "bare_rmcp": {"sessions": bare_cost.opened, "rss_kib": [bare_cost.before_kib, bare_cost.after_kib, bare_cost.settled_kib], "bytes_per_session": bare_cost.per_session_bytes(), "bytes_per_session_settled": bare_cost.settled_per_session_bytes()},
             }
         })
     );

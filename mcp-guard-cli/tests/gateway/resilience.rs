@@ -248,10 +248,23 @@ async fn crash_rounds(test: &str, rounds: usize) -> Vec<Round> {
             .filter(|p| p.ppid == gw_pid || p.cmdline.contains(&name))
             .collect::<Vec<_>>()
     );
+    let zombies = now.iter().filter(|p| p.ppid == gw_pid && p.state == 'Z').count();
+    let alphas = now.iter().filter(|p| p.cmdline.contains(&name)).count();
+    let orphans = now
+        .iter()
+        .filter(|p| p.cmdline.contains(&name) && p.ppid != gw_pid)
+        .count();
+    let children_after = now.iter().filter(|p| p.ppid == gw_pid).count();
     let _ = client.cancel().await;
     let (status, _) = gw.terminate(Duration::from_secs(15)).await;
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
-    assert!(processes_with(&name).is_empty(), "no alpha after shutdown");
+    let after_shutdown = processes_with(&name).len();
+    assert_eq!(after_shutdown, 0, "no alpha after shutdown");
+    println!(
+        "processes: gateway children {baseline_children} before, {children_after} after; \
+         upstream processes alive {alphas}, orphaned {orphans}, zombie children {zombies}; \
+         upstream processes after SIGTERM of the gateway {after_shutdown}"
+    );
     out
 }
 
