@@ -514,6 +514,27 @@ mod tests {
     }
 
     #[test]
+    fn counting_redactor_counts_what_the_pattern_redactor_replaced() {
+        let m = Metrics::new();
+        let inner: Arc<dyn Redactor> = Arc::new(mcp_guard_core::redact::PatternRedactor::builder().build());
+        let r = CountingRedactor::new(inner, m.clone(), "response");
+        let mut v =
+            serde_json::json!({"a": "mail bob@example.com or ann@example.org", "b": ["nothing here"]});
+        r.redact_json(&mut v);
+        assert!(!v.to_string().contains("example.com"), "{v}");
+        assert_eq!(r.redact_str("call 415-555-0100 now").matches("PHONE").count(), 1);
+        let text = m.render();
+        assert!(
+            text.contains(r#"mcp_guard_redactions_total{kind="email",direction="response"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"mcp_guard_redactions_total{kind="phone",direction="response"} 1"#),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn renders_requests_and_redactions() {
         let m = Metrics::new();
         m.record_redaction("email", "response");
