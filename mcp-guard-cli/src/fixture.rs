@@ -26,6 +26,8 @@ pub(crate) struct Fixture {
     extra: Arc<Mutex<Vec<String>>>,
     legacy_only: bool,
     variant_file: Option<Arc<std::path::Path>>,
+    garbage_after: Option<u64>,
+    calls: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Fixture {
@@ -40,7 +42,15 @@ impl Fixture {
             extra: Arc::new(Mutex::new(extra)),
             legacy_only,
             variant_file: variant_file.map(Into::into),
+            garbage_after: None,
+            calls: Arc::default(),
         }
+    }
+
+    /// After `n` tool calls, every call writes protocol garbage to stdout first.
+    pub(crate) fn garbage_after(mut self, n: Option<u64>) -> Self {
+        self.garbage_after = n;
+        self
     }
 
     /// The definition variant named in the variant file (read at every listing, so a
@@ -187,6 +197,16 @@ impl ServerHandler for Fixture {
         p: CallToolRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if self.garbage_after.is_some_and(|after| n >= after) {
+            {
+                use std::io::Write as _;
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(b"fixture: this line is not JSON-RPC\n");
+                let _ = out.flush();
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
         match p.name.as_ref() {
             "echo" | "repeat" => Ok(text(arg(&p, "text").and_then(|v| v.as_str()).unwrap_or_default())),
             "echo_twice" => {

@@ -18,8 +18,10 @@ use mcp_guard_core::upstream::{
 use mcp_guard_core::{
     AuditSink, CredentialStore, Grant, GrantPolicy, Principal, Redactor, RmcpUpstream, Upstream,
 };
+use mcp_guard_tower::metrics::CountingRedactor;
 use mcp_guard_tower::{
-    AuditLayer, EndpointSpec, EnforcePolicyLayer, Gateway, GuardService, Router, Selection,
+    AuditLayer, Drain, DrainLayer, EndpointSpec, EnforcePolicyLayer, Gateway, GuardService, Metrics,
+    MetricsLayer, Router, Selection,
 };
 use mcp_guard_tower::{EndpointRedactors, RedactRequestsLayer, RedactResponsesLayer};
 use tower::ServiceBuilder;
@@ -119,6 +121,10 @@ pub(crate) fn principal(p: &PrincipalConfig) -> Principal {
 pub(crate) struct Built {
     pub(crate) gateway: Gateway,
     pub(crate) service: GuardService,
+    /// What the stack counts (served at `/metrics`).
+    pub(crate) metrics: Metrics,
+    /// Requests in flight, for graceful shutdown.
+    pub(crate) drain: Drain,
 }
 
 pub(crate) fn upstreams(
@@ -134,6 +140,9 @@ pub(crate) fn upstreams(
                 .timeout_secs()
                 .unwrap_or(config.gateway.request_timeout_secs),
         ));
+        options.max_response_bytes = server
+            .max_response_bytes()
+            .unwrap_or(config.gateway.max_response_bytes);
         let upstream: Arc<dyn Upstream> = match server {
             ServerConfig::Stdio(s) => {
                 let mut spec = StdioSpec::new(s.command.clone(), s.args.clone());
@@ -294,18 +303,24 @@ pub(crate) async fn build(
     }
     let gateway = builder.build().await?;
     // Responses always lose secrets and known credentials; endpoints add personal data.
+    let metrics = Metrics::new();
+    let counted = |r: Arc<dyn Redactor>, direction| -> Arc<dyn Redactor> {
+        Arc::new(CountingRedactor::new(r, metrics.clone(), direction))
+    };
     let mut secrets_only = RedactionConfig::default();
     secrets_only.detect.clear();
     let mut requests = EndpointRedactors::new(None);
-    let mut responses =
-        EndpointRedactors::new(Some(Arc::new(secrets_only.build(Some(crate::known_secrets())))));
+    let mut responses = EndpointRedactors::new(Some(counted(
+        Arc::new(secrets_only.build(Some(crate::known_secrets()))),
+        "response",
+    )));
     for (name, ep) in &config.endpoints {
         let r: Arc<dyn Redactor> = Arc::new(ep.redaction.rules.build(Some(crate::known_secrets())));
         if ep.redaction.requests {
-            requests = requests.with(name.as_str(), r.clone());
+            requests = requests.with(name.as_str(), counted(r.clone(), "request"));
         }
         if ep.redaction.responses {
-            responses = responses.with(name.as_str(), r);
+            responses = responses.with(name.as_str(), counted(r, "response"));
         }
     }
     let mut audit_layer = AuditLayer::new(audit, redactor)
@@ -317,8 +332,12 @@ pub(crate) async fn build(
         );
         audit_layer = audit_layer.dangerous().fail_open();
     }
+    let drain = Drain::new();
     let stack = ServiceBuilder::new()
+        .layer(MetricsLayer::new(metrics.clone()))
+        .layer(DrainLayer::new(drain.clone()))
         .layer(audit_layer)
+        .layer(DrainLayer::abort_point(drain.clone()))
         .layer(EnforcePolicyLayer::new(policy(config)?))
         .layer(RedactRequestsLayer::new(requests))
         .layer(RedactResponsesLayer::new(responses))
@@ -326,6 +345,8 @@ pub(crate) async fn build(
     Ok(Built {
         gateway,
         service: BoxCloneSyncService::new(stack),
+        metrics,
+        drain,
     })
 }
 

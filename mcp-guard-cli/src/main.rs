@@ -16,6 +16,7 @@ mod pins;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
@@ -156,6 +157,10 @@ enum Command {
         /// A file naming the definition variant to offer (read at every listing).
         #[arg(long)]
         variant_file: Option<PathBuf>,
+        /// After this many tool calls, each further call first writes a line that is
+        /// not JSON-RPC to stdout (protocol garbage), then answers after 2 s.
+        #[arg(long)]
+        garbage_after: Option<u64>,
     },
 }
 
@@ -252,7 +257,7 @@ async fn authenticator(
             s.algorithms.clone_from(&j.algorithms);
         }
         if let Some(l) = j.leeway_secs {
-            s.leeway = std::time::Duration::from_secs(l);
+            s.leeway = Duration::from_secs(l);
         }
         if let Some(c) = &j.principal_claim {
             s.principal_claim.clone_from(c);
@@ -303,6 +308,48 @@ pub(crate) async fn shutdown_signal(token: CancellationToken) {
     token.cancel();
 }
 
+/// `serve --stdio`: one endpoint on stdin/stdout, as the configured stdio principal.
+async fn serve_stdio(
+    cfg: &mcp_guard_core::config::GatewayConfig,
+    config: &std::path::Path,
+    sink: Arc<dyn AuditSink>,
+    endpoint: Option<String>,
+) -> anyhow::Result<()> {
+    let name = endpoint.unwrap_or_default();
+    let principal = cfg
+        .auth
+        .stdio_principal
+        .as_ref()
+        .map_or_else(|| Principal::user("stdio"), load::principal);
+    let pinning = load::pinning(cfg, config)?;
+    let built = load::build(cfg, sink.clone(), redactor(), Some(pinning.gate.clone())).await?;
+    pins::watch_lock(pinning.path, pinning.gate, built.gateway.clone());
+    let ep = built
+        .gateway
+        .endpoint(&name)
+        .with_context(|| format!("no endpoint named {name:?}"))?;
+    let handler = GuardHandler::new(ep, built.service)
+        .with_principal(Arc::new(principal))
+        .page_size(cfg.gateway.page_size);
+    let running = handler.serve(mcp_guard_tower::stdio::guarded_stdio()).await?;
+    let signal = CancellationToken::new();
+    tokio::spawn(shutdown_signal(signal.clone()));
+    let stop = running.cancellation_token();
+    let waiting = running.waiting();
+    tokio::pin!(waiting);
+    tokio::select! {
+        _ = &mut waiting => {}
+        () = signal.cancelled() => {
+            drain(&built.drain, grace(cfg)).await;
+            stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+        }
+    }
+    built.gateway.shutdown().await;
+    sink.flush().await.context("flushing the audit trail")?;
+    Ok(())
+}
+
 async fn serve(
     config: PathBuf,
     stdio: bool,
@@ -317,27 +364,7 @@ async fn serve(
     let base = config.parent().unwrap_or(std::path::Path::new("")).to_owned();
     let sink = audit::sinks(&cfg.audit, &base)?;
     if stdio {
-        let name = endpoint.unwrap_or_default();
-        let principal = cfg
-            .auth
-            .stdio_principal
-            .as_ref()
-            .map_or_else(|| Principal::user("stdio"), load::principal);
-        let pinning = load::pinning(&cfg, &config)?;
-        let built = load::build(&cfg, sink.clone(), redactor(), Some(pinning.gate.clone())).await?;
-        pins::watch_lock(pinning.path, pinning.gate, built.gateway.clone());
-        let ep = built
-            .gateway
-            .endpoint(&name)
-            .with_context(|| format!("no endpoint named {name:?}"))?;
-        let handler = GuardHandler::new(ep, built.service)
-            .with_principal(Arc::new(principal))
-            .page_size(cfg.gateway.page_size);
-        let running = handler.serve(mcp_guard_tower::stdio::guarded_stdio()).await?;
-        let _ = running.waiting().await;
-        built.gateway.shutdown().await;
-        sink.flush().await.context("flushing the audit trail")?;
-        return Ok(());
+        return serve_stdio(&cfg, &config, sink, endpoint).await;
     }
     let store_path = access::store_path(&config, &cfg);
     let store = mcp_guard_core::access::AccessStore::open(&store_path)
@@ -351,18 +378,28 @@ async fn serve(
     let pinning = load::pinning(&cfg, &config)?;
     let built = load::build(&cfg, sink.clone(), redactor(), Some(pinning.gate.clone())).await?;
     pins::watch_lock(pinning.path, pinning.gate, built.gateway.clone());
-    let token = CancellationToken::new();
-    tokio::spawn(
-        sessions
-            .clone()
-            .maintain(std::time::Duration::from_millis(250), token.clone()),
+    // Three stages: a signal; then no new connections (in-flight requests drain);
+    // then every session and stream is closed.
+    let signal = CancellationToken::new();
+    let stop_accepting = CancellationToken::new();
+    let close_sessions = CancellationToken::new();
+    let gauge = built.metrics.gateway_sessions();
+    keep_sessions(
+        &sessions,
+        move |n| {
+            gauge.set(i64::try_from(n).unwrap_or(i64::MAX));
+        },
+        &close_sessions,
     );
-    let app = HttpEdge::new(built.gateway.clone(), built.service, auth)
+    let mut edge = HttpEdge::new(built.gateway.clone(), built.service, auth)
         .audit(sink.clone())
         .sessions(sessions)
         .options(http_options(&cfg))
-        .shutdown_token(token.clone())
-        .router();
+        .shutdown_token(close_sessions.clone());
+    if cfg.gateway.metrics {
+        edge = edge.metrics(built.metrics.clone());
+    }
+    let app = edge.router();
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -371,11 +408,73 @@ async fn serve(
     for name in built.gateway.endpoint_names() {
         eprintln!("  endpoint {name}: http://{local}/mcp/{name}");
     }
-    tokio::spawn(shutdown_signal(token.clone()));
-    mcp_guard_tower::http::serve(listener, app, token.clone()).await?;
+    tokio::spawn(shutdown_signal(signal.clone()));
+    let server = tokio::spawn(mcp_guard_tower::http::serve(
+        listener,
+        app,
+        stop_accepting.clone(),
+    ));
+    signal.cancelled().await;
+    stop_accepting.cancel();
+    drain(&built.drain, grace(&cfg)).await;
+    close_sessions.cancel();
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the listener failed while stopping"),
+        Err(_) => tracing::warn!("connections still open 5 s after sessions closed; stopping anyway"),
+        _ => {}
+    }
     built.gateway.shutdown().await;
     sink.flush().await.context("flushing the audit trail")?;
+    tracing::info!(processes = mcp_guard_core::upstream::live_processes(), "stopped");
     Ok(())
+}
+
+/// Applies revocations from other processes and expiries every 250 ms, and keeps the
+/// sessions gauge current, until `stop`; then closes every session.
+fn keep_sessions(
+    sessions: &mcp_guard_core::access::Sessions,
+    report: impl Fn(usize) + Send + 'static,
+    stop: &CancellationToken,
+) {
+    tokio::spawn(
+        sessions
+            .clone()
+            .maintain(Duration::from_millis(250), stop.clone()),
+    );
+    let (sessions, stop) = (sessions.clone(), stop.clone());
+    tokio::spawn(async move {
+        while tokio::time::timeout(Duration::from_secs(1), stop.cancelled())
+            .await
+            .is_err()
+        {
+            report(sessions.active());
+        }
+    });
+}
+
+fn grace(cfg: &mcp_guard_core::config::GatewayConfig) -> Duration {
+    Duration::from_secs(cfg.gateway.shutdown_grace_secs)
+}
+
+/// Refuses new requests, waits up to `grace` for those in flight, then answers the rest
+/// with an error (each still gets its audit record) and gives their answers a moment
+/// to reach the clients.
+async fn drain(drain: &mcp_guard_tower::Drain, grace: Duration) {
+    drain.start();
+    let pending = drain.in_flight();
+    if pending > 0 {
+        tracing::info!(pending, ?grace, "waiting for requests in flight");
+    }
+    if !drain.wait_idle(grace).await {
+        tracing::warn!(
+            pending = drain.in_flight(),
+            "shutdown grace period over; abandoning requests in flight"
+        );
+        drain.abort();
+        let _ = drain.wait_idle(Duration::from_secs(2)).await;
+    }
+    // Answers already produced still have to be written to their streams.
+    tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
 fn check(config: &std::path::Path) -> anyhow::Result<()> {
@@ -590,8 +689,10 @@ fn main() -> std::process::ExitCode {
                 extra_tools,
                 legacy_only,
                 variant_file,
+                garbage_after,
             } => {
                 let running = fixture::Fixture::new(&name, extra_tools, legacy_only, variant_file)
+                    .garbage_after(garbage_after)
                     .serve(rmcp::transport::stdio())
                     .await?;
                 let _ = running.waiting().await;

@@ -171,12 +171,23 @@ pub struct GatewaySection {
     pub max_body_bytes: usize,
     /// Items per page in list results.
     pub page_size: usize,
-    /// Default per-request upstream timeout in seconds.
+    /// Default per-request upstream timeout in seconds (a server's `timeout_secs`
+    /// overrides it). A request still unanswered then fails with an error naming the
+    /// server and the limit, and the upstream is sent `notifications/cancelled`.
     pub request_timeout_secs: u64,
     /// The gateway's public base URL (`https://gw.example.com`). Endpoint resource
     /// URIs are `<public_url>/mcp/<endpoint>`: the audience JWTs must carry and the
     /// `resource` of the RFC 9728 metadata. Default: built from the request's `Host`.
     pub public_url: Option<String>,
+    /// Default cap on one message from an upstream, in bytes (a server's
+    /// `max_response_bytes` overrides it; at most 16 MiB on stdio).
+    pub max_response_bytes: usize,
+    /// On SIGTERM/SIGINT, how long calls in flight may take to finish, in seconds,
+    /// before they are answered with an error and the gateway stops.
+    pub shutdown_grace_secs: u64,
+    /// Serve Prometheus metrics at `/metrics` (unauthenticated, like `/readyz`: keep
+    /// the listener off public networks, or switch this off).
+    pub metrics: bool,
 }
 
 impl Default for GatewaySection {
@@ -188,7 +199,10 @@ impl Default for GatewaySection {
             allowed_origins: loopback_origins(),
             max_body_bytes: 4 * 1024 * 1024,
             page_size: 200,
-            request_timeout_secs: 120,
+            request_timeout_secs: 60,
+            max_response_bytes: crate::upstream::DEFAULT_MAX_RESPONSE_BYTES,
+            shutdown_grace_secs: 10,
+            metrics: true,
             public_url: None,
         }
     }
@@ -332,6 +346,14 @@ impl ServerConfig {
             Self::Http(h) | Self::Sse(h) => h.timeout_secs,
         }
     }
+
+    /// Cap override on one message from the server, in bytes.
+    pub fn max_response_bytes(&self) -> Option<usize> {
+        match self {
+            Self::Stdio(s) => s.max_response_bytes,
+            Self::Http(h) | Self::Sse(h) => h.max_response_bytes,
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -360,9 +382,13 @@ pub struct StdioServerConfig {
     /// Switched on (default true).
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// Per-request timeout in seconds.
+    /// Per-request timeout in seconds (default `gateway.request_timeout_secs`).
     #[serde(default)]
     pub timeout_secs: Option<u64>,
+    /// Largest single message accepted from the server, in bytes (default
+    /// `gateway.max_response_bytes`).
+    #[serde(default)]
+    pub max_response_bytes: Option<usize>,
     /// `session` (default): each client session gets its own process, stopped when
     /// the session ends; `shared`: one process for everyone (only for stateless
     /// servers that hold no per-user data or credentials).
@@ -411,9 +437,13 @@ pub struct HttpServerConfig {
     /// Switched on (default true).
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// Per-request timeout in seconds.
+    /// Per-request timeout in seconds (default `gateway.request_timeout_secs`).
     #[serde(default)]
     pub timeout_secs: Option<u64>,
+    /// Largest single message accepted from the server, in bytes (default
+    /// `gateway.max_response_bytes`).
+    #[serde(default)]
+    pub max_response_bytes: Option<usize>,
 }
 
 /// `[endpoints.NAME]`.
@@ -648,6 +678,20 @@ impl GatewayConfig {
                 "must be at least 1024".into(),
             );
         }
+        if self.gateway.request_timeout_secs == 0 {
+            err(
+                &mut errors,
+                "gateway.request_timeout_secs".into(),
+                "must be at least 1".into(),
+            );
+        }
+        if self.gateway.max_response_bytes < 1024 {
+            err(
+                &mut errors,
+                "gateway.max_response_bytes".into(),
+                "must be at least 1024".into(),
+            );
+        }
         if self.gateway.listen.parse::<std::net::SocketAddr>().is_err() {
             err(
                 &mut errors,
@@ -671,6 +715,20 @@ impl GatewayConfig {
                     &mut errors,
                     entry.clone(),
                     format!("server id contains the separator {sep:?}, which would make names ambiguous"),
+                );
+            }
+            if server.timeout_secs() == Some(0) {
+                err(
+                    &mut errors,
+                    format!("{entry}.timeout_secs"),
+                    "must be at least 1".into(),
+                );
+            }
+            if server.max_response_bytes().is_some_and(|b| b < 1024) {
+                err(
+                    &mut errors,
+                    format!("{entry}.max_response_bytes"),
+                    "must be at least 1024".into(),
                 );
             }
             let check_templates =

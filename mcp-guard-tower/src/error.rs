@@ -63,14 +63,17 @@ pub enum GuardError {
     /// Any other failure inside the gateway.
     #[error("gateway error")]
     Internal(#[source] BoxError),
+    /// The gateway is shutting down: the request was refused, or abandoned at the end
+    /// of the shutdown grace period.
+    #[error("gateway shutting down")]
+    ShuttingDown,
 }
 
 impl From<UpstreamError> for GuardError {
+    /// Kept as [`GuardError::Upstream`], timeouts included, so the client's error can
+    /// name the server and its limit.
     fn from(e: UpstreamError) -> Self {
-        match e {
-            UpstreamError::Timeout { .. } => Self::Timeout,
-            other => Self::Upstream(other),
-        }
+        Self::Upstream(e)
     }
 }
 
@@ -123,7 +126,22 @@ impl From<GuardError> for ErrorData {
             GuardError::Upstream(u) => upstream_error(u),
             GuardError::AuditFailed(_) => ErrorData::internal_error("audit unavailable; call refused", None),
             GuardError::Internal(_) => ErrorData::internal_error("internal gateway error", None),
+            GuardError::ShuttingDown => ErrorData::internal_error(
+                "the gateway is shutting down; the request was not completed",
+                None,
+            ),
         }
+    }
+}
+
+/// `60s`, `1.5s`, `250ms`.
+fn human_duration(d: std::time::Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d < std::time::Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
     }
 }
 
@@ -144,9 +162,19 @@ fn upstream_error(u: UpstreamError) -> ErrorData {
         UpstreamError::Disabled { server } => {
             ErrorData::internal_error(format!("server {server} is disabled"), None)
         }
-        UpstreamError::Timeout { server, .. } => {
-            ErrorData::internal_error(format!("server {server} timed out"), None)
-        }
+        UpstreamError::Timeout { server, timeout } => ErrorData::internal_error(
+            format!(
+                "server {server} timed out after {}; the request was cancelled",
+                human_duration(timeout)
+            ),
+            None,
+        ),
+        UpstreamError::ResponseTooLarge { server, limit } => ErrorData::internal_error(
+            format!(
+                "server {server} sent a response larger than its limit of {limit} bytes; the connection was reset"
+            ),
+            None,
+        ),
         UpstreamError::Protocol { server } => {
             ErrorData::internal_error(format!("server {server} sent an invalid response"), None)
         }

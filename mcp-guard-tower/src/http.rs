@@ -88,6 +88,7 @@ pub struct HttpEdge {
     sessions: Sessions,
     options: HttpOptions,
     shutdown: CancellationToken,
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for HttpEdge {
@@ -122,7 +123,17 @@ impl HttpEdge {
             sessions: Sessions::new(),
             options: HttpOptions::default(),
             shutdown: CancellationToken::new(),
+            metrics: None,
         }
+    }
+
+    /// Serves `metrics` at `/metrics` (Prometheus/OpenMetrics text), unauthenticated
+    /// like `/readyz`: keep the listener off public networks. Each endpoint's legacy
+    /// sessions and each server's state are reported there too.
+    #[must_use]
+    pub fn metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Sets the options.
@@ -163,6 +174,16 @@ impl HttpEdge {
         let mut router = axum::Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(move || readiness(gateway.clone())));
+        if let Some(m) = self.metrics.clone() {
+            m.track_gateway(&self.gateway);
+            router = router.route(
+                "/metrics",
+                get(move || {
+                    let m = m.clone();
+                    async move { ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], m.render()) }
+                }),
+            );
+        }
         let mut managers = HashMap::new();
         for name in self.gateway.endpoint_names() {
             let Some(endpoint) = self.gateway.endpoint(name) else {
@@ -179,6 +200,9 @@ impl HttpEdge {
             config.cancellation_token = self.shutdown.child_token();
             let manager = Arc::new(LocalSessionManager::default());
             managers.insert(name.to_owned(), manager.clone());
+            if let Some(m) = &self.metrics {
+                m.track_sessions(name, &manager);
+            }
             let service = StreamableHttpService::new(move || Ok(handler.new_session()), manager, config);
             router = router.nest_service(&format!("/mcp/{name}"), service);
         }

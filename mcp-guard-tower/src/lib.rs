@@ -56,11 +56,13 @@
 pub mod audit;
 pub mod auth;
 pub mod docs;
+pub mod drain;
 mod error;
 pub mod federation;
 mod handler;
 pub mod http;
 mod macros;
+pub mod metrics;
 pub mod policy;
 pub mod redact;
 mod request;
@@ -75,6 +77,8 @@ pub use audit::AuditLayer;
 #[doc(inline)]
 pub use auth::{Authenticate, Authenticated, StaticTokens};
 #[doc(inline)]
+pub use drain::{Drain, DrainLayer};
+#[doc(inline)]
 pub use error::GuardError;
 #[doc(inline)]
 pub use federation::{BuildError, EndpointSpec, Gateway, Selection, Snapshot};
@@ -82,6 +86,8 @@ pub use federation::{BuildError, EndpointSpec, Gateway, Selection, Snapshot};
 pub use handler::{DEFAULT_PAGE_SIZE, GuardHandler, GuardService};
 #[doc(inline)]
 pub use http::{HttpEdge, HttpOptions};
+#[doc(inline)]
+pub use metrics::{Metrics, MetricsLayer};
 #[doc(inline)]
 pub use policy::EnforcePolicyLayer;
 #[doc(inline)]

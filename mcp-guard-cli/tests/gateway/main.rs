@@ -18,4 +18,5 @@ mod isolation;
 mod lifecycle;
 mod pinning;
 mod redaction;
+mod resilience;
 mod support;

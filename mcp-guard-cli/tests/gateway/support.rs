@@ -256,3 +256,88 @@ pub async fn eventually(secs: u64, mut f: impl AsyncFnMut() -> bool) -> bool {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+impl GatewayProc {
+    /// Sends SIGTERM and waits (up to `limit`) for the gateway to exit: its exit status
+    /// and how long it took.
+    pub async fn terminate(mut self, limit: Duration) -> (Option<std::process::ExitStatus>, Duration) {
+        let started = std::time::Instant::now();
+        let Some(mut child) = self.child.take() else {
+            return (None, Duration::ZERO);
+        };
+        if let Some(pid) = child.id() {
+            signal(pid, "TERM");
+        }
+        let status = tokio::time::timeout(limit, child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok);
+        (status, started.elapsed())
+    }
+}
+
+/// `kill -SIG pid`.
+pub fn signal(pid: u32, sig: &str) {
+    let _ = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status();
+}
+
+/// One process as `/proc/PID/stat` shows it.
+#[derive(Debug, Clone)]
+pub struct ProcInfo {
+    pub pid: u32,
+    pub ppid: u32,
+    pub pgid: u32,
+    /// `R`, `S`, `Z`...
+    pub state: char,
+    pub cmdline: String,
+}
+
+/// Every process on the machine (from /proc).
+pub fn processes() -> Vec<ProcInfo> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // comm may hold spaces and parentheses: the fields start after the last ')'.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split(' ').collect();
+        if f.len() < 4 {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
+        out.push(ProcInfo {
+            pid,
+            ppid: f[1].parse().unwrap_or(0),
+            pgid: f[2].parse().unwrap_or(0),
+            state: f[0].chars().next().unwrap_or('?'),
+            cmdline,
+        });
+    }
+    out
+}
+
+/// Processes whose command line contains `marker`.
+pub fn processes_with(marker: &str) -> Vec<ProcInfo> {
+    processes()
+        .into_iter()
+        .filter(|p| p.cmdline.contains(marker))
+        .collect()
+}
+
+/// Direct children of `pid`.
+pub fn children_of(pid: u32) -> Vec<ProcInfo> {
+    processes().into_iter().filter(|p| p.ppid == pid).collect()
+}

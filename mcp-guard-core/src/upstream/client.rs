@@ -49,6 +49,10 @@ pub struct UpstreamClient {
     /// With the `initialize` lifecycle, the version to offer (rmcp's default offers
     /// 2026-07-28, which has no `initialize`); `None` keeps rmcp's default.
     pub(super) initialize_version: Option<ProtocolVersion>,
+    /// Where a transport records why it ended a connection itself.
+    pub(super) fault: super::child::FaultSlot,
+    /// Largest message accepted from the server, in bytes.
+    pub(super) max_response_bytes: usize,
 }
 
 impl std::fmt::Debug for UpstreamClient {
@@ -67,6 +71,12 @@ impl UpstreamClient {
         } else {
             super::connect::auto_lifecycle()
         }
+    }
+
+    /// The largest message a connector should accept from the server, in bytes
+    /// (`UpstreamOptions::max_response_bytes`).
+    pub fn max_response_bytes(&self) -> usize {
+        self.max_response_bytes
     }
 
     fn catalog_changed(&self) {

@@ -8,12 +8,13 @@ use async_trait::async_trait;
 use rmcp::ServerHandler;
 use rmcp::model::ProtocolVersion;
 use rmcp::service::{ClientLifecycleMode, RoleClient, RunningService, serve_client_with_lifecycle};
+use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::io::AsyncBufReadExt;
 
 use super::UpstreamError;
+use super::child::{ChildTransport, StopTimes};
 use super::client::UpstreamClient;
 use super::placeholder::{Template, resolve_template};
 use crate::credential::{CredentialError, CredentialStore};
@@ -211,13 +212,21 @@ impl Connector for StdioConnector {
         if let Some(cwd) = &self.spec.cwd {
             cmd.current_dir(cwd);
         }
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut wrapped = process_wrap::tokio::CommandWrap::from(cmd);
         wrapped.wrap(process_wrap::tokio::ProcessGroup::leader());
-        let (transport, stderr) = TokioChildProcess::builder(wrapped)
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| unavailable(server, e))?;
-        let pid = transport.id();
+        let mut child = wrapped.spawn().map_err(|e| unavailable(server, e))?;
+        let pid = child.id();
+        let stderr = child.stderr().take();
+        let transport = ChildTransport::new(
+            child,
+            client.max_response_bytes,
+            client.fault.clone(),
+            StopTimes::default(),
+        )
+        .map_err(|e| unavailable(server, e))?;
         if let Some(stderr) = stderr {
             let server = self.server.clone();
             let redactor = self.stderr_redactor.clone();
@@ -371,6 +380,7 @@ impl Connector for HttpConnector {
         .await?;
         let http = http_client(self.spec.reuse_connections).map_err(|e| unavailable(server, e))?;
         let mut config = StreamableHttpClientTransportConfig::with_uri(self.spec.url.as_str());
+        config.max_sse_event_size = client.max_response_bytes;
         config.custom_headers = headers.into_iter().filter_map(|(k, v)| Some((k?, v))).collect();
         let transport = StreamableHttpClientTransport::with_client(http, config);
         {

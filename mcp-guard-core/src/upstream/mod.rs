@@ -7,6 +7,7 @@
 //! falling back to `initialize`), keeps the catalogue current, notices when the server
 //! goes away and reconnects, with backoff, on the next use.
 
+mod child;
 mod client;
 mod connect;
 mod per_session;
@@ -28,13 +29,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::BoxError;
 
+pub use child::live_processes;
 pub use client::UpstreamClient;
 pub use connect::{
     Connector, HttpConnector, HttpSpec, InProcessConnector, StdioConnector, StdioSpec, ensure_crypto_provider,
 };
 pub use per_session::{MakeUpstream, PerSessionUpstream, SessionLimits};
 pub use placeholder::{Template, resolve_template};
-pub use rmcp_upstream::{RmcpUpstream, UpstreamOptions, error_chain};
+pub use rmcp_upstream::{DEFAULT_MAX_RESPONSE_BYTES, RmcpUpstream, UpstreamOptions, error_chain};
 pub use sse::SseConnector;
 
 /// One upstream MCP server.
@@ -297,11 +299,21 @@ pub enum UpstreamError {
         /// Which limit, in words.
         limit: String,
     },
-    /// The server answered something that is not valid for the request.
+    /// The server answered something that is not valid for the request, or wrote
+    /// something that is not JSON-RPC (the connection is then recycled).
     #[error("upstream {server} sent an invalid response")]
     Protocol {
         /// Server id.
         server: String,
+    },
+    /// One message from the server was larger than its cap (the connection is then
+    /// recycled).
+    #[error("upstream {server} sent a message larger than {limit} bytes")]
+    ResponseTooLarge {
+        /// Server id.
+        server: String,
+        /// The cap, in bytes.
+        limit: usize,
     },
     /// The server was switched off or shut down.
     #[error("upstream {server} is disabled")]

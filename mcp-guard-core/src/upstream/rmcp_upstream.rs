@@ -10,6 +10,7 @@ use rmcp::model::{
 use rmcp::service::{Peer, PeerRequestOptions, RoleClient, RunningServiceCancellationToken, ServiceError};
 use tokio::sync::broadcast;
 
+use super::child::{Fault, FaultSlot};
 use super::client::{InFlight, InFlightMap, LINGER, UpstreamClient};
 use super::connect::Connector;
 use super::{Catalog, Forward, Upstream, UpstreamError, UpstreamEvent, UpstreamState, UpstreamStatus};
@@ -26,7 +27,15 @@ pub struct UpstreamOptions {
     pub backoff_initial: Duration,
     /// Longest wait between connect attempts.
     pub backoff_max: Duration,
+    /// Largest single message accepted from the server, in bytes. Enforced as the
+    /// bytes stream in: on stdio per line (at most 16 MiB, rmcp's own line cap), on
+    /// streamable HTTP per SSE event. Above it the request fails with
+    /// [`UpstreamError::ResponseTooLarge`] and a stdio connection is recycled.
+    pub max_response_bytes: usize,
 }
+
+/// Default [`UpstreamOptions::max_response_bytes`]: 16 MiB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
 impl Default for UpstreamOptions {
     fn default() -> Self {
@@ -35,6 +44,7 @@ impl Default for UpstreamOptions {
             request_timeout: Some(Duration::from_mins(2)),
             backoff_initial: Duration::from_millis(250),
             backoff_max: Duration::from_secs(30),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 }
@@ -44,6 +54,8 @@ struct Conn {
     generation: u64,
     stop: Mutex<Option<RunningServiceCancellationToken>>,
     ended: tokio::sync::watch::Receiver<bool>,
+    /// Why the transport ended the connection itself, if it did.
+    fault: FaultSlot,
 }
 
 impl Conn {
@@ -190,10 +202,13 @@ impl Shared {
                 source: Some(format!("reconnecting in {:?}", t - Instant::now()).into()),
             });
         }
+        let fault = FaultSlot::default();
         let client = |legacy: bool| UpstreamClient {
             shared: Arc::downgrade(self),
             inflight: self.inflight.clone(),
             initialize_version: legacy.then_some(ProtocolVersion::LATEST_WITH_INITIALIZE),
+            fault: fault.clone(),
+            max_response_bytes: self.options.max_response_bytes,
         };
         let legacy = self.legacy_only.load(Ordering::Acquire);
         let timeout = self.options.connect_timeout;
@@ -231,13 +246,14 @@ impl Shared {
             generation,
             stop: Mutex::new(Some(running.cancellation_token())),
             ended,
+            fault: fault.clone(),
         });
         write(&self.conn, Some(conn.clone()));
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             let reason = running.waiting().await;
             if let Some(shared) = weak.upgrade() {
-                shared.closed(generation, &reason);
+                shared.closed(generation, &reason, fault.get());
             }
             let _ = ended_tx.send(true);
         });
@@ -269,7 +285,12 @@ impl Shared {
         self.set_state(state);
     }
 
-    fn closed(&self, generation: u64, reason: &Result<rmcp::service::QuitReason, tokio::task::JoinError>) {
+    fn closed(
+        &self,
+        generation: u64,
+        reason: &Result<rmcp::service::QuitReason, tokio::task::JoinError>,
+        fault: Option<&Fault>,
+    ) {
         let mut conn = self.conn.write().unwrap_or_else(PoisonError::into_inner);
         if conn.as_ref().is_some_and(|c| c.generation == generation) {
             *conn = None;
@@ -278,10 +299,17 @@ impl Shared {
                 tracing::info!(server = %self.id, generation, "upstream stopped");
                 self.set_state(UpstreamState::Stopped);
             } else {
-                tracing::warn!(server = %self.id, generation, ?reason, "upstream connection ended");
-                self.set_state(UpstreamState::Failed {
-                    error: "connection closed".to_owned(),
-                });
+                let error = match fault {
+                    Some(Fault::TooLarge { limit }) => {
+                        format!("sent a message larger than {limit} bytes; connection recycled")
+                    }
+                    Some(Fault::Garbage) => {
+                        "wrote a line that is not JSON-RPC; connection recycled".to_owned()
+                    }
+                    None => "connection closed".to_owned(),
+                };
+                tracing::warn!(server = %self.id, generation, ?reason, %error, "upstream connection ended");
+                self.set_state(UpstreamState::Failed { error });
             }
             let _ = self.events.send(UpstreamEvent::Disconnected);
         }
@@ -433,6 +461,26 @@ impl Shared {
         ServerResult::empty(())
     }
 
+    /// Like [`Shared::map_error`], naming the transport's fault when it ended the
+    /// connection itself.
+    fn map_conn_error(&self, conn: &Conn, e: ServiceError) -> UpstreamError {
+        match (&e, conn.fault.get()) {
+            (
+                ServiceError::TransportClosed | ServiceError::TransportSend(_),
+                Some(Fault::TooLarge { limit }),
+            ) => UpstreamError::ResponseTooLarge {
+                server: self.id.to_string(),
+                limit: *limit,
+            },
+            (ServiceError::TransportClosed | ServiceError::TransportSend(_), Some(Fault::Garbage)) => {
+                UpstreamError::Protocol {
+                    server: self.id.to_string(),
+                }
+            }
+            _ => self.map_error(e),
+        }
+    }
+
     fn map_error(&self, e: ServiceError) -> UpstreamError {
         let server = self.id.to_string();
         match e {
@@ -565,7 +613,7 @@ impl Upstream for RmcpUpstream {
             .peer
             .send_request_with_option(request, options)
             .await
-            .map_err(|e| shared.map_error(e))?;
+            .map_err(|e| shared.map_conn_error(&conn, e))?;
         let _guard = (forward.progress.is_some() || forward.client.is_some()).then(|| {
             let entry = InFlight {
                 progress: forward.progress,
@@ -585,7 +633,7 @@ impl Upstream for RmcpUpstream {
         let id = handle.id.clone();
         let peer = handle.peer.clone();
         tokio::select! {
-            result = handle.await_response() => result.map_err(|e| shared.map_error(e)),
+            result = handle.await_response() => result.map_err(|e| shared.map_conn_error(&conn, e)),
             () = forward.cancel.cancelled() => {
                 let note = CancelledNotificationParam::new(Some(id), Some("cancelled by the client".to_owned()));
                 let _ = peer.notify_cancelled(note).await;

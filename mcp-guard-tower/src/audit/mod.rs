@@ -120,7 +120,7 @@ pub struct Audit<S> {
 
 crate::macros::inner_service_accessors!(Audit<S>);
 
-fn outcome_of(result: &Result<ServerResult, GuardError>) -> Outcome {
+pub(crate) fn outcome_of(result: &Result<ServerResult, GuardError>) -> Outcome {
     match result {
         Ok(ServerResult::CallToolResult(r)) if r.is_error == Some(true) => Outcome::ToolError,
         Ok(_) => Outcome::Ok,
@@ -129,7 +129,9 @@ fn outcome_of(result: &Result<ServerResult, GuardError>) -> Outcome {
         }
         Err(GuardError::Unauthenticated) => Outcome::Unauthenticated,
         Err(GuardError::RateLimited) => Outcome::RateLimited,
-        Err(GuardError::Timeout) => Outcome::Timeout,
+        Err(GuardError::Timeout | GuardError::Upstream(mcp_guard_core::UpstreamError::Timeout { .. })) => {
+            Outcome::Timeout
+        }
         Err(GuardError::Upstream(mcp_guard_core::UpstreamError::Terminated { .. })) => {
             Outcome::UpstreamTerminated
         }
