@@ -12,7 +12,7 @@ fn config(extra: &str) -> String {
     let mut c = String::from(AUTH);
     c.push_str(&fixture("alpha", &[]));
     c.push_str(extra);
-    c.push_str("[endpoints.main.servers.alpha]\ntools = [\"getenv\", \"echo\"]\n");
+    c.push_str("[endpoints.main.servers.alpha]\ntools = [\"getenv\", \"echo\", \"crash\"]\n");
     c
 }
 
@@ -98,6 +98,37 @@ async fn each_session_gets_its_own_process_which_ends_with_it() {
     assert!(alive(a), "alice's process is untouched");
     assert_eq!(pid(&alice).await, a);
 
+    // A session's process that dies mid-call: an error within 2 s, the next call gets
+    // a fresh process, the dead one is reaped.
+    let t = Instant::now();
+    let err = alice
+        .call_tool(CallToolRequestParams::new("alpha__crash"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(err.contains("terminated"), "{err}");
+    let mut fresh = None;
+    for _ in 0..30 {
+        if let Ok(r) = alice
+            .call_tool(
+                CallToolRequestParams::new("alpha__getenv").with_arguments(args(&json!({"name": "@pid"}))),
+            )
+            .await
+        {
+            fresh = Some(text_of(&r).parse::<u32>().unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let fresh = fresh.expect("the session's server answers again within 3 s");
+    assert_ne!(fresh, a);
+    assert!(
+        gone_within(a, Duration::from_secs(3)).await.is_some(),
+        "the crashed process is reaped"
+    );
+    let a = fresh;
+
     let _ = alice.cancel().await;
     let _ = carol.cancel().await;
     gw.stop().await;
@@ -114,7 +145,7 @@ async fn idle_processes_stop_and_limits_give_a_clear_error() {
     let mut c = String::from(AUTH);
     c.push_str(&fixture("alpha", &[]));
     c.push_str(extra);
-    c.push_str("[endpoints.main.servers.alpha]\ntools = [\"getenv\", \"echo\"]\n");
+    c.push_str("[endpoints.main.servers.alpha]\ntools = [\"getenv\", \"echo\", \"crash\"]\n");
     let gw = GatewayProc::start(&c).await;
     let path = gw.dir.path().join("gateway.toml");
     let client = http_client(&gw.url("main"), TOKEN, Era::Modern).await;

@@ -8,7 +8,9 @@ use crate::support::*;
 
 fn config(cancel_file: &std::path::Path) -> String {
     let mut c = String::from(AUTH);
-    c.push_str(&fixture("alpha", &[]));
+    // Shared: these tests change the server's state (add_tool) and kill it, and watch
+    // every client see the result. Per-session processes are tested in isolation.rs.
+    c.push_str(&shared(&fixture("alpha", &[])));
     let _ = write!(
         c,
         "[servers.alpha.env]\nFIXTURE_CANCEL_FILE = \"{}\"\n\n",

@@ -21,7 +21,8 @@ fn marker(test: &str) -> String {
 /// alpha (the fixture named `name`, with `extra` settings) on endpoint main, all tools.
 fn config(name: &str, extra: &str, data: &Path) -> String {
     let mut c = String::from(AUTH);
-    c.push_str(&fixture(name, &[]).replace(&format!("[servers.{name}]"), "[servers.alpha]"));
+    // One shared process: these tests count and kill it.
+    c.push_str(&shared(&fixture(name, &[])).replace(&format!("[servers.{name}]"), "[servers.alpha]"));
     c.push_str(extra);
     let _ = write!(
         c,

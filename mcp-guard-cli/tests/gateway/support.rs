@@ -32,6 +32,15 @@ pub fn fixture(name: &str, extra: &[&str]) -> String {
     )
 }
 
+/// The same table with one process shared by every session (`isolation = "shared"`).
+pub fn shared(table: &str) -> String {
+    table.replacen(
+        "transport = \"stdio\"",
+        "transport = \"stdio\"\nisolation = \"shared\"",
+        1,
+    )
+}
+
 /// Token auth for two principals (alice: role eng; bob: role other) and a grant for eng.
 pub const AUTH: &str = "[[auth.tokens]]\nprincipal = { id = \"alice\", roles = [\"eng\"] }\ntoken = \"${GW_TEST_TOKEN}\"\n\n\
 [[auth.tokens]]\nprincipal = { id = \"bob\", roles = [\"other\"] }\ntoken = \"${GW_TEST_OTHER_TOKEN}\"\n\n\

@@ -81,6 +81,10 @@ pub trait Upstream: Send + Sync + fmt::Debug {
     /// Stops the server (a child process is stopped: stdin closed, then SIGTERM, then
     /// SIGKILL to its process group) and does not reconnect.
     async fn shutdown(&self);
+
+    /// Re-reads the catalogue now and reports it as changed (another instance of the
+    /// same server announced a change). The default does nothing.
+    async fn refresh(&self) {}
 }
 
 /// What a server offers, with its own names.

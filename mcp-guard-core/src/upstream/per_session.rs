@@ -146,6 +146,26 @@ impl PerSessionUpstream {
             closed.cancelled().await;
             stop(&instances, &id).await;
         });
+        // Lists come from the catalogue instance: when a session's instance says its
+        // lists changed, the catalogue instance re-reads its own.
+        let mut events = upstream.subscribe();
+        let catalogue = Arc::downgrade(&self.catalogue);
+        let closed = session.closed().clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = closed.cancelled() => return,
+                    event = events.recv() => match event {
+                        Ok(UpstreamEvent::CatalogChanged) => {
+                            let Some(c) = catalogue.upgrade() else { return };
+                            c.refresh().await;
+                        }
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                }
+            }
+        });
         self.reaper.get_or_init(|| {
             tokio::spawn(reap(Arc::downgrade(&self.instances), self.limits.idle_timeout));
         });
@@ -228,6 +248,10 @@ impl Upstream for PerSessionUpstream {
 
     fn status(&self) -> UpstreamStatus {
         self.catalogue.status()
+    }
+
+    async fn refresh(&self) {
+        self.catalogue.refresh().await;
     }
 
     async fn shutdown(&self) {

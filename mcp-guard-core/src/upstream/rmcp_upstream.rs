@@ -589,6 +589,12 @@ impl Upstream for RmcpUpstream {
         Ok(read(&self.shared.catalog))
     }
 
+    async fn refresh(&self) {
+        if self.shared.connection().await.is_ok() {
+            self.shared.refresh_catalog(true).await;
+        }
+    }
+
     #[tracing::instrument(skip_all, fields(server = %self.shared.id, method = request.method()))]
     async fn request(&self, request: ClientRequest, forward: Forward) -> Result<ServerResult, UpstreamError> {
         let shared = &self.shared;
