@@ -61,6 +61,7 @@ mod handler;
 pub mod http;
 mod macros;
 pub mod policy;
+pub mod rate_limit;
 pub mod redact;
 mod request;
 mod router;
@@ -72,7 +73,7 @@ pub use rmcp;
 #[doc(inline)]
 pub use audit::AuditLayer;
 #[doc(inline)]
-pub use error::GuardError;
+pub use error::{GuardError, RATE_LIMITED};
 #[doc(inline)]
 pub use federation::{BuildError, EndpointSpec, Gateway, Selection, Snapshot};
 #[doc(inline)]
@@ -81,6 +82,8 @@ pub use handler::{DEFAULT_PAGE_SIZE, GuardHandler, GuardService};
 pub use http::{Authenticate, HttpEdge, HttpOptions, StaticTokens};
 #[doc(inline)]
 pub use policy::EnforcePolicyLayer;
+#[doc(inline)]
+pub use rate_limit::{Rate, RateLimitLayer, RateLimits};
 #[doc(inline)]
 pub use redact::{EndpointRedactors, RedactRequestsLayer, RedactResponsesLayer};
 #[doc(inline)]

@@ -7,7 +7,9 @@
 //! The same evaluation filters every list and gates every call, so a tool a principal
 //! may not call is also absent from what that principal lists.
 
+mod conditions;
 mod grants;
+mod index;
 
 use std::sync::Arc;
 
@@ -16,6 +18,7 @@ use async_trait::async_trait;
 use crate::BoxError;
 use crate::call::{CallContext, Operation};
 
+pub use conditions::{Condition, ConditionOn, Subject, Test};
 pub use grants::{Effect, Grant, GrantPolicy, GrantPolicyBuilder, Pattern};
 
 /// Decides whether an operation may proceed.
