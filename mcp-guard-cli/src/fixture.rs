@@ -126,6 +126,17 @@ impl Fixture {
     }
 }
 
+/// Appends `method name` to the file named by `FIXTURE_CALL_LOG`, if set: the tests'
+/// proof of what reached the upstream.
+fn record_call(method: &str, name: &str) {
+    if let Some(path) = std::env::var_os("FIXTURE_CALL_LOG") {
+        use std::io::Write as _;
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            let _ = writeln!(f, "{method} {name}");
+        }
+    }
+}
+
 fn text(s: impl Into<String>) -> CallToolResponse {
     CallToolResult::success(vec![ContentBlock::text(s)]).into()
 }
@@ -187,6 +198,7 @@ impl ServerHandler for Fixture {
         p: CallToolRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        record_call("tools/call", &p.name);
         match p.name.as_ref() {
             "echo" | "repeat" => Ok(text(arg(&p, "text").and_then(|v| v.as_str()).unwrap_or_default())),
             "echo_twice" => {
@@ -290,6 +302,7 @@ impl ServerHandler for Fixture {
         p: GetPromptRequestParams,
         _: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
+        record_call("prompts/get", &p.name);
         if p.name != "greeting" {
             return Err(ErrorData::invalid_params(
                 format!("Unknown prompt: {}", p.name),

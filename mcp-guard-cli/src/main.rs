@@ -7,6 +7,7 @@
 
 mod audit;
 mod demo;
+mod explain;
 mod fixture;
 mod import;
 mod load;
@@ -115,6 +116,9 @@ enum Command {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
+    /// Prints what the grants decide for a principal, endpoint and tool, and the rule
+    /// that decided (exit 0 allow, 1 deny, 2 error); contacts no upstream.
+    Explain(explain::ExplainArgs),
     /// Converts another program's MCP server list into an mcp-guard configuration.
     Import {
         #[command(subcommand)]
@@ -512,6 +516,15 @@ fn main() -> std::process::ExitCode {
                     eprintln!("error: {e:#}");
                     std::process::ExitCode::from(audit::EXIT_UNREADABLE)
                 }));
+            }
+            Command::Explain(args) => {
+                return Ok(explain::run(&args).map_or_else(
+                    |e| {
+                        eprintln!("error: {e:#}");
+                        std::process::ExitCode::from(explain::EXIT_ERROR)
+                    },
+                    std::process::ExitCode::from,
+                ));
             }
             Command::Import { source } => import::run(source),
             Command::Demo { port, once } => demo::run(port, once).await,

@@ -15,5 +15,6 @@ mod federation;
 mod hygiene;
 mod lifecycle;
 mod pinning;
+mod policy;
 mod redaction;
 mod support;

@@ -6,7 +6,7 @@ use globset::{GlobBuilder, GlobMatcher};
 use super::conditions::{CompiledCondition, Condition};
 use super::index::{FieldIndexBuilder, GrantIndex};
 use super::{Decision, Denial, Policy, PolicyError};
-use crate::call::{Action, CallContext, Operation, PrincipalKind, TargetKind};
+use crate::call::{Action, CallContext, Operation, PrincipalKind, Target, TargetKind};
 
 /// Whether a grant allows or refuses. A matching deny always wins over an allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,7 +205,22 @@ impl CompiledGrant {
         let p = &ctx.principal;
         let by_id = !self.principals.is_empty() && self.principals.iter().any(|g| g.is_match(p.id()));
         let by_role = self.roles.iter().any(|r| p.has_role(r));
-        (by_id || by_role) && self.principal_kind.is_none_or(|k| k == p.kind())
+        by_id || by_role
+    }
+
+    /// What the index has not already checked: target kind, principal kind,
+    /// conditions. See [`CompiledGrant::matches`] for lists.
+    fn matches_rest(&self, op: &Operation, target: &Target, ctx: &CallContext) -> bool {
+        let listing = op.action == Action::List;
+        if listing && self.effect == Effect::Deny && self.has_argument_conditions {
+            return false;
+        }
+        self.principal_kind.is_none_or(|k| k == ctx.principal.kind())
+            && (self.kinds.is_empty() || self.kinds.contains(&target.kind))
+            && self
+                .conditions
+                .iter()
+                .all(|c| (listing && c.is_argument()) || c.holds(op, ctx))
     }
 
     /// Whether the grant matches. For a list entry ([`Action::List`]) argument
@@ -213,19 +228,11 @@ impl CompiledGrant {
     /// matching whatever they say, a deny that has any does not match.
     fn matches(&self, op: &Operation, ctx: &CallContext) -> bool {
         let Some(target) = &op.target else { return false };
-        let listing = op.action == Action::List;
-        if listing && self.effect == Effect::Deny && self.has_argument_conditions {
-            return false;
-        }
         self.applies_to(ctx)
-            && (self.kinds.is_empty() || self.kinds.contains(&target.kind))
             && any(&self.endpoints, &ctx.endpoint)
             && any(&self.servers, &target.server)
             && any(&self.names, &target.name)
-            && self
-                .conditions
-                .iter()
-                .all(|c| (listing && c.is_argument()) || c.holds(op, ctx))
+            && self.matches_rest(op, target, ctx)
     }
 }
 
@@ -348,18 +355,21 @@ impl GrantPolicy {
             &ctx.endpoint,
             &target.server,
             &target.name,
-            |candidates| self.decide_among(candidates.ones(), op, ctx),
+            // The index matched principal, endpoint, server and name already.
+            |candidates| {
+                Self::decide_among(
+                    candidates
+                        .ones()
+                        .map(|i| &self.grants[i])
+                        .filter(|g| g.matches_rest(op, target, ctx)),
+                )
+            },
         )
     }
 
-    fn decide_among(
-        &self,
-        candidates: impl Iterator<Item = usize>,
-        op: &Operation,
-        ctx: &CallContext,
-    ) -> Decision {
+    fn decide_among<'a>(matching: impl Iterator<Item = &'a CompiledGrant>) -> Decision {
         let mut allowed_by = None;
-        for g in candidates.map(|i| &self.grants[i]).filter(|g| g.matches(op, ctx)) {
+        for g in matching {
             match g.effect {
                 Effect::Deny => return Decision::Deny(Denial::by_rule(g.name.clone(), "denied by grant")),
                 Effect::Allow => {
@@ -379,7 +389,7 @@ impl GrantPolicy {
     /// index against the plain definition).
     #[doc(hidden)]
     pub fn decide_linear(&self, op: &Operation, ctx: &CallContext) -> Decision {
-        self.decide_among(0..self.grants.len(), op, ctx)
+        Self::decide_among(self.grants.iter().filter(|g| g.matches(op, ctx)))
     }
 }
 
@@ -393,7 +403,7 @@ impl Policy for GrantPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Principal, Target};
+    use crate::Principal;
 
     fn ctx(p: Principal, endpoint: &str) -> CallContext {
         CallContext::new(Arc::new(p), endpoint)

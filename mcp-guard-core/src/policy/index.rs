@@ -64,11 +64,32 @@ fn is_literal(glob: &str) -> bool {
     !glob.contains(['*', '?', '[', ']', '{', '}', '\\'])
 }
 
+/// The grants listed under one literal value: positions when they are few, a bit set
+/// when setting them one by one would cost more than OR-ing words.
+#[derive(Debug)]
+enum Hits {
+    Few(Vec<u32>),
+    Many(Bits),
+}
+
+impl Hits {
+    fn add_to(&self, out: &mut Bits) {
+        match self {
+            Self::Few(v) => {
+                for &i in v {
+                    out.set(i as usize);
+                }
+            }
+            Self::Many(b) => out.or(b),
+        }
+    }
+}
+
 /// Candidates by one field.
 #[derive(Debug)]
 pub(super) struct FieldIndex {
     always: Bits,
-    exact: HashMap<Box<str>, Vec<u32>>,
+    exact: HashMap<Box<str>, Hits>,
     globs: GlobSet,
     glob_owner: Vec<u32>,
 }
@@ -142,10 +163,26 @@ impl FieldIndexBuilder {
     }
 
     pub(super) fn build(self) -> Result<FieldIndex, PolicyError> {
-        debug_assert_eq!(self.always.0.len(), self.n.div_ceil(64));
+        let words = self.n.div_ceil(64);
+        let exact = self
+            .exact
+            .into_iter()
+            .map(|(k, v)| {
+                let hits = if v.len() > words {
+                    let mut b = Bits::zeros(self.n);
+                    for i in v {
+                        b.set(i as usize);
+                    }
+                    Hits::Many(b)
+                } else {
+                    Hits::Few(v)
+                };
+                (k, hits)
+            })
+            .collect();
         Ok(FieldIndex {
             always: self.always,
-            exact: self.exact,
+            exact,
             globs: self.globs.build().map_err(|e| PolicyError::InvalidRule {
                 rule: "glob set".into(),
                 source: Box::new(e),
@@ -164,9 +201,7 @@ impl FieldIndex {
     fn collect(&self, value: &str, out: &mut Bits) {
         out.or(&self.always);
         if let Some(hits) = self.exact.get(value) {
-            for &i in hits {
-                out.set(i as usize);
-            }
+            hits.add_to(out);
         }
         if !self.globs.is_empty() {
             MATCHES.with_borrow_mut(|m| {
@@ -181,9 +216,7 @@ impl FieldIndex {
     /// Adds the grants listed under literal `key` (no globs, no open grants).
     fn collect_exact(&self, key: &str, out: &mut Bits) {
         if let Some(hits) = self.exact.get(key) {
-            for &i in hits {
-                out.set(i as usize);
-            }
+            hits.add_to(out);
         }
     }
 }
