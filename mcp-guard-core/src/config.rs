@@ -433,7 +433,7 @@ pub struct GrantConfig {
     pub effect: EffectConfig,
     /// Principal id globs.
     pub principals: Vec<String>,
-    /// Roles.
+    /// Roles (exact names); `"*"` stands for every principal.
     pub roles: Vec<String>,
     /// Only users or only agents.
     pub principal_kind: Option<PrincipalKind>,

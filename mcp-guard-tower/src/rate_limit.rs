@@ -91,7 +91,7 @@ impl Rate {
 
     fn quota(self) -> Quota {
         // One cell every 60 s / per_minute, at least 1 ns apart.
-        let period = Duration::from_secs(60) / self.per_minute.get();
+        let period = Duration::from_mins(1) / self.per_minute.get();
         Quota::with_period(period.max(Duration::from_nanos(1)))
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
             .allow_burst(self.burst)
@@ -99,7 +99,7 @@ impl Rate {
 }
 
 /// Which limits apply; each scope is optional.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Copy, Default)]
 #[must_use]
 #[non_exhaustive]
 pub struct RateLimits {

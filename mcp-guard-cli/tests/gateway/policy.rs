@@ -3,6 +3,7 @@
 //! never forwarded; grant conditions on arguments, attributes and the endpoint; rate
 //! limits; `mcp-guard explain`.
 
+use std::fmt::Write as _;
 use std::path::Path;
 
 use reqwest::StatusCode;
@@ -20,15 +21,17 @@ fn config(dir: &Path, extra: &str) -> String {
     );
     c.push_str(extra);
     c.push_str(&fixture("fixture", &["denied"]));
-    c.push_str(&format!(
+    let _ = write!(
+        c,
         "[servers.fixture.env]\nFIXTURE_CALL_LOG = \"{}\"\n\n",
         dir.join("calls.log").display()
-    ));
+    );
     c.push_str("[endpoints.main.servers.fixture]\ntools = [\"echo\", \"denied\", \"add\"]\nprompts = [\"greeting\"]\n\n");
-    c.push_str(&format!(
+    let _ = write!(
+        c,
         "[audit]\nsinks = [\"jsonl\"]\njsonl_dir = \"{}\"\n",
         dir.join("audit").display()
-    ));
+    );
     c
 }
 
@@ -205,6 +208,7 @@ fn legacy_call(id: u64, name: &str) -> String {
 }
 
 #[tokio::test]
+#[allow(clippy::too_many_lines, reason = "one scenario over one gateway process")]
 async fn hostile_names_are_refused_audited_and_never_forwarded() {
     let data = tempfile::tempdir().unwrap();
     let gw = GatewayProc::start(&config(data.path(), "")).await;

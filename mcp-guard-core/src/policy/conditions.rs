@@ -178,12 +178,12 @@ pub(super) struct CompiledCondition {
 }
 
 /// JSON equality where numbers compare by value.
-fn json_eq(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => {
-            x == y || matches!((x.as_f64(), y.as_f64()), (Some(p), Some(q)) if p == q)
+fn json_eq(left: &Value, right: &Value) -> bool {
+    match (left, right) {
+        (Value::Number(l), Value::Number(r)) => {
+            l == r || matches!((l.as_f64(), r.as_f64()), (Some(lf), Some(rf)) if lf == rf)
         }
-        _ => a == b,
+        _ => left == right,
     }
 }
 
@@ -238,6 +238,7 @@ impl CompiledCondition {
     }
 }
 
+#[derive(Clone, Copy)]
 enum Outcome {
     Absent,
     Tested(bool),
@@ -271,10 +272,12 @@ mod tests {
         )
     }
 
+    #[expect(clippy::needless_pass_by_value, reason = "json! literals at call sites")]
     fn op(args: Value) -> Operation {
         Operation::new(Action::Call, None, "x").with_arguments(args.as_object().cloned())
     }
 
+    #[expect(clippy::needless_pass_by_value, reason = "built inline at call sites")]
     fn holds(c: Condition, args: Value) -> bool {
         c.compile().unwrap().holds(&op(args), &ctx())
     }
@@ -324,7 +327,7 @@ mod tests {
         assert!(holds(Condition::arg("/missing").ne("x"), args.clone()));
         assert!(holds(Condition::arg("/repo").eq("other").negate(), args));
         assert!(
-            !Condition::arg("repo").eq("x").compile().is_ok(),
+            Condition::arg("repo").eq("x").compile().is_err(),
             "pointer without /"
         );
     }

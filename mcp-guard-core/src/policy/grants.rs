@@ -137,7 +137,7 @@ impl Grant {
         self
     }
 
-    /// Roles, any of which qualifies.
+    /// Roles, any of which qualifies; `*` stands for every principal.
     pub fn roles<I: IntoIterator<Item = S>, S: Into<String>>(mut self, r: I) -> Self {
         self.roles.extend(r.into_iter().map(Into::into));
         self
@@ -204,7 +204,7 @@ impl CompiledGrant {
     fn applies_to(&self, ctx: &CallContext) -> bool {
         let p = &ctx.principal;
         let by_id = !self.principals.is_empty() && self.principals.iter().any(|g| g.is_match(p.id()));
-        let by_role = self.roles.iter().any(|r| p.has_role(r));
+        let by_role = self.roles.iter().any(|r| r == "*" || p.has_role(r));
         by_id || by_role
     }
 
@@ -431,6 +431,12 @@ mod tests {
             .unwrap();
         let alice = ctx(Principal::user("alice").with_roles(["eng"]), "e");
         let bob = ctx(Principal::user("bob"), "e");
+        let everyone = GrantPolicy::builder()
+            .grant(Grant::deny().named("all").roles(["*"]))
+            .grant(Grant::allow().principals(["bob"]))
+            .build()
+            .unwrap();
+        assert_eq!(everyone.decide(&op("gh", "x"), &bob).rule(), Some("all"));
         assert!(policy.decide(&op("gh", "read"), &alice).is_allow());
         assert_eq!(
             policy.decide(&op("gh", "delete_repo"), &alice).rule(),
@@ -468,6 +474,7 @@ mod tests {
         )
     }
 
+    #[expect(clippy::needless_pass_by_value, reason = "json! literals at call sites")]
     fn call_with(server: &str, name: &str, args: serde_json::Value) -> Operation {
         op(server, name).with_arguments(args.as_object().cloned())
     }
@@ -556,6 +563,7 @@ mod tests {
         use proptest::prelude::*;
 
         const VALUES: [&str; 6] = ["a", "b", "ab", "read_x", "write_y", "*"];
+        const ROLES: [&str; 4] = ["a", "b", "ab", "*"];
         const GLOBS: [&str; 9] = ["a", "b", "ab", "*", "a*", "read_*", "*_y", "{a,b}", "?b"];
 
         fn grant() -> impl Strategy<Value = Grant> {
@@ -563,7 +571,7 @@ mod tests {
             (
                 proptest::prelude::any::<bool>(),
                 list(),
-                proptest::collection::vec(proptest::sample::select(&VALUES[..3]), 0..2),
+                proptest::collection::vec(proptest::sample::select(&ROLES[..]), 0..2),
                 list(),
                 list(),
                 list(),

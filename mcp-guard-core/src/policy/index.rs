@@ -150,15 +150,19 @@ impl FieldIndexBuilder {
         Ok(())
     }
 
-    /// Registers grant `i` under literal keys (roles).
+    /// Registers grant `i` under literal keys (roles); `*` stands for every value.
     pub(super) fn add_exact(&mut self, i: usize, keys: &[String]) {
         #[expect(
             clippy::cast_possible_truncation,
-            reason = "checked by add() for the same grant"
+            reason = "add() has checked the same position on another field"
         )]
         let pos = i as u32;
         for k in keys {
-            self.exact.entry(k.as_str().into()).or_default().push(pos);
+            if k == "*" {
+                self.always.set(i);
+            } else {
+                self.exact.entry(k.as_str().into()).or_default().push(pos);
+            }
         }
     }
 
@@ -250,6 +254,7 @@ impl GrantIndex {
         SCRATCH.with_borrow_mut(|(acc, field)| {
             acc.reset(self.n);
             self.ids.collect(id, acc);
+            acc.or(&self.roles.always);
             for r in roles {
                 self.roles.collect_exact(r, acc);
             }
