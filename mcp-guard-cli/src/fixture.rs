@@ -136,6 +136,17 @@ impl Fixture {
     }
 }
 
+/// Appends `method name` to the file named by `FIXTURE_CALL_LOG`, if set: the tests'
+/// proof of what reached the upstream.
+fn record_call(method: &str, name: &str) {
+    if let Some(path) = std::env::var_os("FIXTURE_CALL_LOG") {
+        use std::io::Write as _;
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            let _ = writeln!(f, "{method} {name}");
+        }
+    }
+}
+
 fn text(s: impl Into<String>) -> CallToolResponse {
     CallToolResult::success(vec![ContentBlock::text(s)]).into()
 }
@@ -197,6 +208,7 @@ impl ServerHandler for Fixture {
         p: CallToolRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        record_call("tools/call", &p.name);
         let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if self.garbage_after.is_some_and(|after| n >= after) {
             {
@@ -314,6 +326,7 @@ impl ServerHandler for Fixture {
         p: GetPromptRequestParams,
         _: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
+        record_call("prompts/get", &p.name);
         if p.name != "greeting" {
             return Err(ErrorData::invalid_params(
                 format!("Unknown prompt: {}", p.name),

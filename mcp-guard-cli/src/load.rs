@@ -16,12 +16,12 @@ use mcp_guard_core::upstream::{
     StdioSpec, Template, UpstreamOptions,
 };
 use mcp_guard_core::{
-    AuditSink, CredentialStore, Grant, GrantPolicy, Principal, Redactor, RmcpUpstream, Upstream,
+    AuditSink, CredentialStore, Grant, GrantPolicy, Principal, Redactor, RmcpUpstream, TargetKind, Upstream,
 };
 use mcp_guard_tower::metrics::CountingRedactor;
 use mcp_guard_tower::{
     AuditLayer, Drain, DrainLayer, EndpointSpec, EnforcePolicyLayer, Gateway, GuardService, Metrics,
-    MetricsLayer, Router, Selection,
+    MetricsLayer, Rate, RateLimitLayer, RateLimits, Router, Selection,
 };
 use mcp_guard_tower::{EndpointRedactors, RedactRequestsLayer, RedactResponsesLayer};
 use tower::ServiceBuilder;
@@ -114,6 +114,9 @@ pub(crate) fn principal(p: &PrincipalConfig) -> Principal {
     if let Some(u) = &p.on_behalf_of {
         out = out.acting_for(u.clone());
     }
+    for (k, v) in &p.attributes {
+        out = out.with_attribute(k.clone(), v.clone());
+    }
     out
 }
 
@@ -202,25 +205,58 @@ pub(crate) fn upstreams(
     Ok(out)
 }
 
+/// Compiles `[[grants]]`; an unnamed grant is named after its entry (`grants[2]`), so
+/// audit records and `explain` point at the config.
 pub(crate) fn policy(config: &GatewayConfig) -> anyhow::Result<GrantPolicy> {
     let mut b = GrantPolicy::builder();
-    for g in &config.grants {
+    for (i, g) in config.grants.iter().enumerate() {
         let mut grant = match g.effect {
             EffectConfig::Deny => Grant::deny(),
             _ => Grant::allow(),
         };
-        if let Some(n) = &g.name {
-            grant = grant.named(n.clone());
-        }
         grant = grant
+            .named(g.name.clone().unwrap_or_else(|| format!("grants[{i}]")))
             .principals(g.principals.iter().cloned())
             .roles(g.roles.iter().cloned())
             .endpoints(g.endpoints.iter().cloned())
             .servers(g.servers.iter().cloned())
+            .kinds(g.kinds.iter().copied().map(TargetKind::from))
             .names(g.names.iter().cloned());
+        if let Some(k) = g.principal_kind {
+            grant = grant.principal_kind(k);
+        }
+        if let Some(t) = &g.endpoint {
+            let c = t
+                .endpoint_condition()
+                .map_err(|(suffix, m)| anyhow::anyhow!("grants[{i}].endpoint{suffix}: {m}"))?;
+            grant = grant.when(c);
+        }
+        for (j, w) in g.when.iter().enumerate() {
+            let c = w
+                .condition()
+                .map_err(|(suffix, m)| anyhow::anyhow!("grants[{i}].when[{j}]{suffix}: {m}"))?;
+            grant = grant.when(c);
+        }
         b = b.grant(grant);
     }
     Ok(b.build()?)
+}
+
+/// `[rate_limits]` as tower limits; `None` when no scope is set.
+pub(crate) fn rate_limits(config: &GatewayConfig) -> anyhow::Result<Option<RateLimits>> {
+    let mut limits = RateLimits::new();
+    for (name, rate) in config.rate_limits.scopes() {
+        let Some(r) = rate else { continue };
+        let rate = Rate::per_minute(r.per_minute)
+            .and_then(|x| x.burst(r.burst.unwrap_or(r.per_minute)))
+            .with_context(|| format!("rate_limits.{name}"))?;
+        limits = match name {
+            "per_principal" => limits.per_principal(rate),
+            "per_tool" => limits.per_tool(rate),
+            _ => limits.per_principal_tool(rate),
+        };
+    }
+    Ok((!limits.is_empty()).then_some(limits))
 }
 
 /// The lock file of `config` (read from `config_path`) and the gate built on it.
@@ -339,6 +375,7 @@ pub(crate) async fn build(
         .layer(audit_layer)
         .layer(DrainLayer::abort_point(drain.clone()))
         .layer(EnforcePolicyLayer::new(policy(config)?))
+        .option_layer(rate_limits(config)?.map(RateLimitLayer::new))
         .layer(RedactRequestsLayer::new(requests))
         .layer(RedactResponsesLayer::new(responses))
         .service(Router::new());

@@ -8,6 +8,7 @@
 mod access;
 mod audit;
 mod demo;
+mod explain;
 mod fixture;
 mod import;
 mod load;
@@ -128,6 +129,9 @@ enum Command {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
+    /// Prints what the grants decide for a principal, endpoint and tool, and the rule
+    /// that decided (exit 0 allow, 1 deny, 2 error); contacts no upstream.
+    Explain(explain::ExplainArgs),
     /// Converts another program's MCP server list into an mcp-guard configuration.
     Import {
         #[command(subcommand)]
@@ -682,6 +686,15 @@ fn main() -> std::process::ExitCode {
             }
             Command::Tokens { command } => access::tokens(command),
             Command::Sessions { command } => access::sessions(command),
+            Command::Explain(args) => {
+                return Ok(explain::run(&args).map_or_else(
+                    |e| {
+                        eprintln!("error: {e:#}");
+                        std::process::ExitCode::from(explain::EXIT_ERROR)
+                    },
+                    std::process::ExitCode::from,
+                ));
+            }
             Command::Import { source } => import::run(source),
             Command::Demo { port, once } => demo::run(port, once).await,
             Command::Fixture {

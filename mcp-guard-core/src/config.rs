@@ -19,8 +19,8 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use crate::call::PrincipalKind;
-use crate::policy::Pattern;
+use crate::call::{PrincipalKind, TargetKind};
+use crate::policy::{Condition, Pattern, Subject, Test};
 use crate::upstream::Template;
 
 /// The whole gateway configuration.
@@ -38,6 +38,8 @@ pub struct GatewayConfig {
     pub endpoints: BTreeMap<String, EndpointConfig>,
     /// Access grants (default deny).
     pub grants: Vec<GrantConfig>,
+    /// Requests per minute, per principal and per tool.
+    pub rate_limits: RateLimitsSection,
     /// Tool pinning and hostile-text checks.
     pub pinning: PinningSection,
     /// The audit trail.
@@ -292,6 +294,9 @@ pub struct PrincipalConfig {
     /// For agents: the user they act for.
     #[serde(default)]
     pub on_behalf_of: Option<String>,
+    /// Attributes grant conditions may test (`team = "infra"`).
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
 }
 
 fn default_kind() -> PrincipalKind {
@@ -507,7 +512,26 @@ pub struct EndpointServerConfig {
     pub resources: Vec<String>,
 }
 
-/// `[[grants]]`.
+/// `[[grants]]`: who may do what, under which conditions.
+///
+/// ```toml
+/// [[grants]]
+/// name = "eng-create"
+/// roles = ["engineer"]
+/// servers = ["github"]
+/// kinds = ["tool"]                          # tool | prompt | resource | template
+/// names = ["create_*"]
+/// principal_kind = "user"                   # or "agent"
+/// endpoint = { glob = "engineering-*" }     # eq | ne | glob | in, optional not = true
+///
+/// [[grants.when]]                           # every condition must hold
+/// arg = "/repo"                             # a JSON pointer into the call's arguments
+/// in = ["infra", "docs"]
+///
+/// [[grants.when]]
+/// attr = "team"                             # a principal attribute
+/// eq = "platform"
+/// ```
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
@@ -518,14 +542,253 @@ pub struct GrantConfig {
     pub effect: EffectConfig,
     /// Principal id globs.
     pub principals: Vec<String>,
-    /// Roles.
+    /// Roles (exact names); `"*"` stands for every principal.
     pub roles: Vec<String>,
+    /// Only users or only agents.
+    pub principal_kind: Option<PrincipalKind>,
     /// Endpoint globs.
     pub endpoints: Vec<String>,
+    /// A test on the endpoint name.
+    pub endpoint: Option<TestConfig>,
     /// Server id globs.
     pub servers: Vec<String>,
+    /// What kinds of target the grant covers; empty: all.
+    pub kinds: Vec<KindConfig>,
     /// Tool/prompt name or resource URI globs (upstream names).
     pub names: Vec<String>,
+    /// Conditions on principal attributes and call arguments; all must hold.
+    pub when: Vec<ConditionConfig>,
+}
+
+/// A kind of target in `grants.kinds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum KindConfig {
+    /// Tools.
+    Tool,
+    /// Prompts.
+    Prompt,
+    /// Concrete resources.
+    Resource,
+    /// Resource templates.
+    Template,
+}
+
+impl From<KindConfig> for TargetKind {
+    fn from(k: KindConfig) -> Self {
+        match k {
+            KindConfig::Tool => Self::Tool,
+            KindConfig::Prompt => Self::Prompt,
+            KindConfig::Resource => Self::Resource,
+            KindConfig::Template => Self::ResourceTemplate,
+        }
+    }
+}
+
+/// A test: exactly one of `eq`, `ne`, `glob`, `in`, optionally `not = true`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct TestConfig {
+    /// Equal to.
+    pub eq: Option<serde_json::Value>,
+    /// Not equal to (an absent value is not equal).
+    pub ne: Option<serde_json::Value>,
+    /// A string matching the glob.
+    pub glob: Option<String>,
+    /// Equal to one of.
+    #[serde(rename = "in")]
+    pub one_of: Option<Vec<serde_json::Value>>,
+    /// Inverts the test.
+    pub not: bool,
+}
+
+/// `[[grants.when]]`: a test on a principal attribute (`attr`) or a call argument
+/// (`arg`, a JSON pointer), with exactly one of `eq`, `ne`, `glob`, `in`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct ConditionConfig {
+    /// A JSON pointer into the arguments (`/repo`).
+    pub arg: Option<String>,
+    /// A principal attribute key (`team`).
+    pub attr: Option<String>,
+    /// Equal to.
+    pub eq: Option<serde_json::Value>,
+    /// Not equal to (an absent value is not equal).
+    pub ne: Option<serde_json::Value>,
+    /// A string matching the glob.
+    pub glob: Option<String>,
+    /// Equal to one of.
+    #[serde(rename = "in")]
+    pub one_of: Option<Vec<serde_json::Value>>,
+    /// Inverts the test.
+    pub not: bool,
+}
+
+/// Builds the test of a condition: (error entry suffix, message) on failure.
+fn test_of(
+    eq: Option<&serde_json::Value>,
+    ne: Option<&serde_json::Value>,
+    glob: Option<&String>,
+    one_of: Option<&Vec<serde_json::Value>>,
+    strings_only: bool,
+) -> Result<Test, (&'static str, String)> {
+    let given = [eq.is_some(), ne.is_some(), glob.is_some(), one_of.is_some()]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    if given != 1 {
+        return Err(("", "give exactly one of eq, ne, glob, in".into()));
+    }
+    let scalar = |v: &serde_json::Value| match v {
+        serde_json::Value::String(_) => true,
+        serde_json::Value::Number(_) | serde_json::Value::Bool(_) | serde_json::Value::Null => !strings_only,
+        _ => false,
+    };
+    let what = if strings_only {
+        "a string"
+    } else {
+        "a string, number or boolean"
+    };
+    if let Some(v) = eq {
+        return if scalar(v) {
+            Ok(Test::Eq(v.clone()))
+        } else {
+            Err((".eq", format!("must be {what}")))
+        };
+    }
+    if let Some(v) = ne {
+        return if scalar(v) {
+            Ok(Test::Ne(v.clone()))
+        } else {
+            Err((".ne", format!("must be {what}")))
+        };
+    }
+    if let Some(g) = glob {
+        return match Pattern::new(g) {
+            Ok(_) => Ok(Test::Glob(g.clone())),
+            Err(e) => Err((".glob", e.to_string())),
+        };
+    }
+    let vs = one_of.map(Vec::as_slice).unwrap_or_default();
+    if vs.iter().all(scalar) {
+        Ok(Test::In(vs.to_vec()))
+    } else {
+        Err((".in", format!("every value must be {what}")))
+    }
+}
+
+impl TestConfig {
+    /// The condition this test puts on the endpoint name.
+    ///
+    /// # Errors
+    /// `(entry suffix, message)` when the test is malformed.
+    pub fn endpoint_condition(&self) -> Result<Condition, (&'static str, String)> {
+        let t = test_of(
+            self.eq.as_ref(),
+            self.ne.as_ref(),
+            self.glob.as_ref(),
+            self.one_of.as_ref(),
+            true,
+        )?;
+        let c = Condition::new(Subject::Endpoint, t);
+        Ok(if self.not { c.negate() } else { c })
+    }
+}
+
+impl ConditionConfig {
+    /// The condition this entry describes.
+    ///
+    /// # Errors
+    /// `(entry suffix, message)` when the entry is malformed.
+    pub fn condition(&self) -> Result<Condition, (&'static str, String)> {
+        let subject = match (&self.arg, &self.attr) {
+            (Some(p), None) => {
+                if !p.starts_with('/') {
+                    return Err((
+                        ".arg",
+                        format!("{p:?} is not a JSON pointer (it starts with '/', e.g. \"/repo\")"),
+                    ));
+                }
+                Subject::Argument(p.clone())
+            }
+            (None, Some(k)) => Subject::Attribute(k.clone()),
+            _ => return Err(("", "give exactly one of arg, attr".into())),
+        };
+        let strings_only = matches!(subject, Subject::Attribute(_));
+        let t = test_of(
+            self.eq.as_ref(),
+            self.ne.as_ref(),
+            self.glob.as_ref(),
+            self.one_of.as_ref(),
+            strings_only,
+        )?;
+        let c = Condition::new(subject, t);
+        Ok(if self.not { c.negate() } else { c })
+    }
+}
+
+/// `[rate_limits]`: requests per minute with a burst; every scope is optional.
+///
+/// ```toml
+/// [rate_limits]
+/// per_principal = { per_minute = 600, burst = 60 }   # every request of one principal
+/// per_tool = { per_minute = 1200 }                  # one tool, all principals together
+/// per_principal_tool = { per_minute = 60, burst = 10 }
+/// ```
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct RateLimitsSection {
+    /// Every request (calls and lists) of one principal.
+    pub per_principal: Option<RateConfig>,
+    /// Calls to one tool, prompt or resource by all principals together.
+    pub per_tool: Option<RateConfig>,
+    /// One principal's calls to one tool, prompt or resource.
+    pub per_principal_tool: Option<RateConfig>,
+}
+
+/// A steady rate and a burst.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RateConfig {
+    /// Requests per minute (at least 1).
+    pub per_minute: u32,
+    /// How many may come at once (default: `per_minute`).
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+impl RateLimitsSection {
+    /// The scopes by config name.
+    pub fn scopes(&self) -> [(&'static str, Option<RateConfig>); 3] {
+        [
+            ("per_principal", self.per_principal),
+            ("per_tool", self.per_tool),
+            ("per_principal_tool", self.per_principal_tool),
+        ]
+    }
+
+    fn validate(&self, errors: &mut Vec<ConfigError>) {
+        for (name, rate) in self.scopes() {
+            let Some(r) = rate else { continue };
+            if r.per_minute == 0 {
+                errors.push(ConfigError {
+                    entry: format!("rate_limits.{name}.per_minute"),
+                    message: "must be at least 1".into(),
+                });
+            }
+            if r.burst == Some(0) {
+                errors.push(ConfigError {
+                    entry: format!("rate_limits.{name}.burst"),
+                    message: "must be at least 1".into(),
+                });
+            }
+        }
+    }
 }
 
 /// Grant effect.
@@ -845,6 +1108,22 @@ impl GatewayConfig {
                     }
                 }
             }
+            if let Some(t) = &g.endpoint
+                && let Err((suffix, message)) = t.endpoint_condition()
+            {
+                errors.push(ConfigError {
+                    entry: format!("grants[{i}].endpoint{suffix}"),
+                    message,
+                });
+            }
+            for (j, w) in g.when.iter().enumerate() {
+                if let Err((suffix, message)) = w.condition() {
+                    errors.push(ConfigError {
+                        entry: format!("grants[{i}].when[{j}]{suffix}"),
+                        message,
+                    });
+                }
+            }
             if g.principals.is_empty() && g.roles.is_empty() {
                 warnings.push(ConfigError {
                     entry,
@@ -881,6 +1160,7 @@ impl GatewayConfig {
             });
         }
         self.audit.validate(&mut errors, &mut warnings);
+        self.rate_limits.validate(&mut errors);
         if errors.is_empty() {
             Ok(Warnings(warnings))
         } else {
@@ -1020,6 +1300,69 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("auth.tokens[0]: tokens must be given as a ${NAME} placeholder")
+        );
+    }
+
+    #[test]
+    fn grant_conditions_parse_and_bad_ones_are_named() {
+        let cfg = parse(serde_json::json!({"grants": [
+            {"roles": ["eng"], "kinds": ["tool", "template"], "principal_kind": "agent",
+             "endpoint": {"glob": "engineering-*"},
+             "when": [{"arg": "/repo", "in": ["a", "b"]}, {"attr": "team", "eq": "x", "not": true}]},
+        ]}));
+        cfg.validate().unwrap();
+        let g = &cfg.grants[0];
+        assert_eq!(
+            g.when[0].condition().unwrap(),
+            Condition::arg("/repo").is_in(["a", "b"])
+        );
+        assert_eq!(
+            g.endpoint.as_ref().unwrap().endpoint_condition().unwrap(),
+            Condition::endpoint().glob("engineering-*")
+        );
+        let cfg = parse(serde_json::json!({"grants": [
+            {"roles": ["eng"]},
+            {"roles": ["eng"], "endpoint": {"eq": "a", "glob": "b"}},
+            {"roles": ["eng"], "when": [
+                {"arg": "/ok", "eq": 1},
+                {"arg": "repo", "eq": "x"},
+                {"attr": "team", "eq": 1},
+                {"arg": "/x", "attr": "y", "eq": "z"},
+                {"arg": "/x", "glob": "[a"},
+                {"arg": "/x", "in": [{"a": 1}]},
+            ]},
+        ]}));
+        let errs = cfg.validate().unwrap_err().to_string();
+        for needle in [
+            "grants[1].endpoint: give exactly one of eq, ne, glob, in",
+            "grants[2].when[1].arg: \"repo\" is not a JSON pointer",
+            "grants[2].when[2].eq: must be a string",
+            "grants[2].when[3]: give exactly one of arg, attr",
+            "grants[2].when[4].glob",
+            "grants[2].when[5].in",
+        ] {
+            assert!(errs.contains(needle), "missing {needle:?} in\n{errs}");
+        }
+        assert!(!errs.contains("when[0]"), "{errs}");
+        assert!(
+            serde_json::from_value::<GatewayConfig>(
+                serde_json::json!({"grants": [{"when": [{"arg": "/x", "equals": 1}]}]})
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn rate_limits_parse_and_zero_is_named() {
+        let cfg = parse(serde_json::json!({"rate_limits": {
+            "per_principal": {"per_minute": 60, "burst": 5}, "per_tool": {"per_minute": 0, "burst": 0}}}));
+        let errs = cfg.validate().unwrap_err().to_string();
+        assert!(errs.contains("rate_limits.per_tool.per_minute"), "{errs}");
+        assert!(errs.contains("rate_limits.per_tool.burst"), "{errs}");
+        assert!(!errs.contains("per_principal"), "{errs}");
+        assert!(
+            serde_json::from_value::<GatewayConfig>(serde_json::json!({"rate_limits": {"per_user": {}}}))
+                .is_err()
         );
     }
 }

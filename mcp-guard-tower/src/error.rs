@@ -48,9 +48,15 @@ pub enum GuardError {
     /// No authenticated principal.
     #[error("unauthenticated")]
     Unauthenticated,
-    /// A rate limit refused the call.
-    #[error("rate limited")]
-    RateLimited,
+    /// A rate limit refused the request. Clients see JSON-RPC error `-32029` with
+    /// `data: {"limit": .., "retryAfterMs": .., "retryAfterSecs": ..}`.
+    #[error("rate limited by {limit} (retry after {retry_after:?})")]
+    RateLimited {
+        /// Which limit (`per_principal`, `per_tool`, `per_principal_tool`).
+        limit: String,
+        /// How long until a request would pass.
+        retry_after: std::time::Duration,
+    },
     /// A timeout (tower's stock timeout layer, or the upstream's).
     #[error("timed out")]
     Timeout,
@@ -90,6 +96,10 @@ impl From<BoxError> for GuardError {
     }
 }
 
+/// The JSON-RPC error code of a request refused by a rate limit (in the range
+/// JSON-RPC reserves for implementation-defined server errors).
+pub const RATE_LIMITED: ErrorCode = ErrorCode(-32029);
+
 fn unknown(kind: TargetKind, name: &str) -> ErrorData {
     match kind {
         TargetKind::Resource | TargetKind::ResourceTemplate => {
@@ -119,9 +129,15 @@ impl From<GuardError> for ErrorData {
                 None,
             ),
             GuardError::Unauthenticated => ErrorData::invalid_request("authentication required", None),
-            GuardError::RateLimited => {
-                ErrorData::new(ErrorCode(-32029), "rate limit exceeded, retry later", None)
-            }
+            GuardError::RateLimited { limit, retry_after } => ErrorData::new(
+                RATE_LIMITED,
+                "rate limit exceeded, retry later",
+                Some(serde_json::json!({
+                    "limit": limit,
+                    "retryAfterMs": u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX),
+                    "retryAfterSecs": retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0),
+                })),
+            ),
             GuardError::Timeout => ErrorData::internal_error("upstream timed out", None),
             GuardError::Upstream(u) => upstream_error(u),
             GuardError::AuditFailed(_) => ErrorData::internal_error("audit unavailable; call refused", None),

@@ -1109,7 +1109,13 @@ impl Snapshot {
             }
             ClientRequest::CompleteRequest(r) => match &r.params.r#ref {
                 Reference::Prompt(p) => (self.resolve_prompt(&p.name).cloned(), p.name.as_str()),
-                Reference::Resource(res) => (self.resolve_resource(&res.uri), res.uri.as_str()),
+                // A completion names a template: policy sees the template kind, as the
+                // template's list entry does.
+                Reference::Resource(res) => (
+                    self.resolve_resource(&res.uri)
+                        .map(|t| Target::new(t.server, t.name, TargetKind::ResourceTemplate)),
+                    res.uri.as_str(),
+                ),
                 _ => (None, ""),
             },
             _ => return (None, None),

@@ -64,6 +64,7 @@ pub mod http;
 mod macros;
 pub mod metrics;
 pub mod policy;
+pub mod rate_limit;
 pub mod redact;
 mod request;
 mod router;
@@ -79,7 +80,7 @@ pub use auth::{Authenticate, Authenticated, StaticTokens};
 #[doc(inline)]
 pub use drain::{Drain, DrainLayer};
 #[doc(inline)]
-pub use error::GuardError;
+pub use error::{GuardError, RATE_LIMITED};
 #[doc(inline)]
 pub use federation::{BuildError, EndpointSpec, Gateway, Selection, Snapshot};
 #[doc(inline)]
@@ -90,6 +91,8 @@ pub use http::{HttpEdge, HttpOptions};
 pub use metrics::{Metrics, MetricsLayer};
 #[doc(inline)]
 pub use policy::EnforcePolicyLayer;
+#[doc(inline)]
+pub use rate_limit::{Rate, RateLimitLayer, RateLimits};
 #[doc(inline)]
 pub use redact::{EndpointRedactors, RedactRequestsLayer, RedactResponsesLayer};
 #[doc(inline)]

@@ -124,10 +124,13 @@ impl McpRequest {
         crate::federation::request_kind(&self.request)
     }
 
-    /// The operation policy evaluates for a call.
+    /// The operation policy evaluates for a call. Arguments are those of
+    /// `tools/call` and `prompts/get`; other calls carry none, so a grant with
+    /// argument conditions never allows them.
     pub fn operation(&self) -> Operation {
         let args = match &self.request {
             ClientRequest::CallToolRequest(r) => r.params.arguments.clone(),
+            ClientRequest::GetPromptRequest(r) => r.params.arguments.clone(),
             _ => None,
         };
         Operation::new(

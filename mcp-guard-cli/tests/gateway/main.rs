@@ -17,6 +17,7 @@ mod hygiene;
 mod isolation;
 mod lifecycle;
 mod pinning;
+mod policy;
 mod redaction;
 mod resilience;
 mod support;

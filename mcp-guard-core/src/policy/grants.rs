@@ -3,8 +3,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use globset::{GlobBuilder, GlobMatcher};
 
+use super::conditions::{CompiledCondition, Condition};
+use super::index::{FieldIndexBuilder, GrantIndex};
 use super::{Decision, Denial, Policy, PolicyError};
-use crate::call::{CallContext, Operation};
+use crate::call::{Action, CallContext, Operation, PrincipalKind, Target, TargetKind};
 
 /// Whether a grant allows or refuses. A matching deny always wins over an allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,10 +63,27 @@ impl Pattern {
     }
 }
 
-/// One rule: who (principals or roles) may do what (endpoints, servers, names).
+/// One rule: who (principals or roles) may do what (endpoints, servers, names, kinds),
+/// under which conditions.
 ///
 /// Every list left empty means "any". A grant with neither principals nor roles
-/// applies to nobody, so an accidental empty grant opens nothing.
+/// applies to nobody, so an accidental empty grant opens nothing. Conditions
+/// ([`Grant::when`]) must all hold.
+///
+/// # Example
+/// ```
+/// use mcp_guard_core::policy::{Condition, Grant};
+/// use mcp_guard_core::TargetKind;
+/// let g = Grant::allow()
+///     .named("eng-create")
+///     .roles(["engineer"])
+///     .servers(["github"])
+///     .kinds([TargetKind::Tool])
+///     .names(["create_*"])
+///     .when(Condition::endpoint().glob("engineering-*"))
+///     .when(Condition::arg("/repo").is_in(["infra", "docs"]));
+/// # let _ = g;
+/// ```
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct Grant {
@@ -72,9 +91,12 @@ pub struct Grant {
     effect: Effect,
     principals: Vec<String>,
     roles: Vec<String>,
+    principal_kind: Option<PrincipalKind>,
     endpoints: Vec<String>,
     servers: Vec<String>,
+    kinds: Vec<TargetKind>,
     names: Vec<String>,
+    conditions: Vec<Condition>,
 }
 
 impl Grant {
@@ -94,9 +116,12 @@ impl Grant {
             effect,
             principals: Vec::new(),
             roles: Vec::new(),
+            principal_kind: None,
             endpoints: Vec::new(),
             servers: Vec::new(),
+            kinds: Vec::new(),
             names: Vec::new(),
+            conditions: Vec::new(),
         }
     }
 
@@ -112,9 +137,15 @@ impl Grant {
         self
     }
 
-    /// Roles, any of which qualifies.
+    /// Roles, any of which qualifies; `*` stands for every principal.
     pub fn roles<I: IntoIterator<Item = S>, S: Into<String>>(mut self, r: I) -> Self {
         self.roles.extend(r.into_iter().map(Into::into));
+        self
+    }
+
+    /// Only principals of this kind (users or agents).
+    pub fn principal_kind(mut self, kind: PrincipalKind) -> Self {
+        self.principal_kind = Some(kind);
         self
     }
 
@@ -130,9 +161,22 @@ impl Grant {
         self
     }
 
+    /// The kinds of target the grant covers (tool, prompt, resource, resource
+    /// template); none named means all.
+    pub fn kinds<I: IntoIterator<Item = TargetKind>>(mut self, k: I) -> Self {
+        self.kinds.extend(k);
+        self
+    }
+
     /// Globs over the upstream's own tool/prompt name or resource URI.
     pub fn names<I: IntoIterator<Item = S>, S: Into<String>>(mut self, n: I) -> Self {
         self.names.extend(n.into_iter().map(Into::into));
+        self
+    }
+
+    /// Adds a condition; all of a grant's conditions must hold.
+    pub fn when(mut self, condition: Condition) -> Self {
+        self.conditions.push(condition);
         self
     }
 }
@@ -143,9 +187,13 @@ struct CompiledGrant {
     effect: Effect,
     principals: Vec<Pattern>,
     roles: Vec<String>,
+    principal_kind: Option<PrincipalKind>,
     endpoints: Vec<Pattern>,
     servers: Vec<Pattern>,
+    kinds: Vec<TargetKind>,
     names: Vec<Pattern>,
+    conditions: Vec<CompiledCondition>,
+    has_argument_conditions: bool,
 }
 
 fn any(patterns: &[Pattern], value: &str) -> bool {
@@ -156,25 +204,55 @@ impl CompiledGrant {
     fn applies_to(&self, ctx: &CallContext) -> bool {
         let p = &ctx.principal;
         let by_id = !self.principals.is_empty() && self.principals.iter().any(|g| g.is_match(p.id()));
-        let by_role = self.roles.iter().any(|r| p.has_role(r));
+        let by_role = self.roles.iter().any(|r| r == "*" || p.has_role(r));
         by_id || by_role
     }
 
+    /// What the index has not already checked: target kind, principal kind,
+    /// conditions. See [`CompiledGrant::matches`] for lists.
+    fn matches_rest(&self, op: &Operation, target: &Target, ctx: &CallContext) -> bool {
+        let listing = op.action == Action::List;
+        if listing && self.effect == Effect::Deny && self.has_argument_conditions {
+            return false;
+        }
+        self.principal_kind.is_none_or(|k| k == ctx.principal.kind())
+            && (self.kinds.is_empty() || self.kinds.contains(&target.kind))
+            && self
+                .conditions
+                .iter()
+                .all(|c| (listing && c.is_argument()) || c.holds(op, ctx))
+    }
+
+    /// Whether the grant matches. For a list entry ([`Action::List`]) argument
+    /// conditions are not evaluated (there are no arguments yet): an allow counts as
+    /// matching whatever they say, a deny that has any does not match.
     fn matches(&self, op: &Operation, ctx: &CallContext) -> bool {
         let Some(target) = &op.target else { return false };
         self.applies_to(ctx)
             && any(&self.endpoints, &ctx.endpoint)
             && any(&self.servers, &target.server)
             && any(&self.names, &target.name)
+            && self.matches_rest(op, target, ctx)
     }
 }
 
-/// The reference policy: allow and deny grants over globs; deny wins; default deny.
+/// The reference policy: allow and deny grants over globs and conditions; deny wins;
+/// default deny.
 ///
-/// Patterns are compiled once, at [`GrantPolicyBuilder::build`].
+/// Patterns are compiled once, at [`GrantPolicyBuilder::build`], into an index
+/// (literal values in hash maps, globs in one `GlobSet` per field), so a decision
+/// evaluates only the grants that could match.
+///
+/// # Lists and argument conditions
+/// A list entry has no arguments. So that listing and calling stay one rule set
+/// without hiding tools that some calls may use, a list entry is shown when an allow
+/// grant could apply to *some* call of it: argument conditions are ignored for an
+/// allow, and a deny with argument conditions does not hide the entry. Calls evaluate
+/// every condition.
 #[derive(Debug, Clone)]
 pub struct GrantPolicy {
     grants: Arc<[CompiledGrant]>,
+    index: Arc<GrantIndex>,
 }
 
 /// Builds a [`GrantPolicy`].
@@ -191,34 +269,60 @@ impl GrantPolicyBuilder {
         self
     }
 
-    /// Compiles every pattern.
+    /// Compiles every pattern and condition, and indexes the grants.
     ///
     /// # Errors
-    /// [`PolicyError::InvalidRule`] naming the first pattern that does not compile.
+    /// [`PolicyError::InvalidRule`] naming the first pattern or condition that does
+    /// not compile.
     pub fn build(self) -> Result<GrantPolicy, PolicyError> {
         let compile = |v: &[String]| v.iter().map(|s| Pattern::new(s)).collect::<Result<Vec<_>, _>>();
-        let grants = self
-            .grants
-            .into_iter()
-            .enumerate()
-            .map(|(i, g)| {
-                Ok(CompiledGrant {
-                    name: g
-                        .name
-                        .clone()
-                        .unwrap_or_else(|| format!("grant #{}", i + 1))
-                        .into(),
-                    effect: g.effect,
-                    principals: compile(&g.principals)?,
-                    roles: g.roles,
-                    endpoints: compile(&g.endpoints)?,
-                    servers: compile(&g.servers)?,
-                    names: compile(&g.names)?,
-                })
-            })
-            .collect::<Result<Vec<_>, PolicyError>>()?;
+        let n = self.grants.len();
+        let mut ids = FieldIndexBuilder::new(n);
+        let mut roles = FieldIndexBuilder::new(n);
+        let mut endpoints = FieldIndexBuilder::new(n);
+        let mut servers = FieldIndexBuilder::new(n);
+        let mut names = FieldIndexBuilder::new(n);
+        let mut grants = Vec::with_capacity(n);
+        for (i, g) in self.grants.into_iter().enumerate() {
+            ids.add(i, &g.principals, false)?;
+            roles.add_exact(i, &g.roles);
+            endpoints.add(i, &g.endpoints, true)?;
+            servers.add(i, &g.servers, true)?;
+            names.add(i, &g.names, true)?;
+            let conditions = g
+                .conditions
+                .iter()
+                .map(Condition::compile)
+                .collect::<Result<Vec<_>, _>>()?;
+            grants.push(CompiledGrant {
+                name: g
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("grant #{}", i + 1))
+                    .into(),
+                effect: g.effect,
+                principals: compile(&g.principals)?,
+                roles: g.roles,
+                principal_kind: g.principal_kind,
+                endpoints: compile(&g.endpoints)?,
+                servers: compile(&g.servers)?,
+                kinds: g.kinds,
+                names: compile(&g.names)?,
+                has_argument_conditions: conditions.iter().any(CompiledCondition::is_argument),
+                conditions,
+            });
+        }
+        let index = GrantIndex {
+            n,
+            ids: ids.build()?,
+            roles: roles.build()?,
+            endpoints: endpoints.build()?,
+            servers: servers.build()?,
+            names: names.build()?,
+        };
         Ok(GrantPolicy {
             grants: grants.into(),
+            index: Arc::new(index),
         })
     }
 }
@@ -229,10 +333,43 @@ impl GrantPolicy {
         GrantPolicyBuilder::default()
     }
 
+    /// How many grants the policy holds.
+    pub fn len(&self) -> usize {
+        self.grants.len()
+    }
+
+    /// Whether the policy holds no grant (and so refuses everything).
+    pub fn is_empty(&self) -> bool {
+        self.grants.is_empty()
+    }
+
     /// Decides synchronously (the grant policy never waits on anything).
     pub fn decide(&self, op: &Operation, ctx: &CallContext) -> Decision {
+        let Some(target) = &op.target else {
+            return Decision::Deny(Denial::no_grant());
+        };
+        let p = &ctx.principal;
+        self.index.with_candidates(
+            p.id(),
+            p.roles(),
+            &ctx.endpoint,
+            &target.server,
+            &target.name,
+            // The index matched principal, endpoint, server and name already.
+            |candidates| {
+                Self::decide_among(
+                    candidates
+                        .ones()
+                        .map(|i| &self.grants[i])
+                        .filter(|g| g.matches_rest(op, target, ctx)),
+                )
+            },
+        )
+    }
+
+    fn decide_among<'a>(matching: impl Iterator<Item = &'a CompiledGrant>) -> Decision {
         let mut allowed_by = None;
-        for g in self.grants.iter().filter(|g| g.matches(op, ctx)) {
+        for g in matching {
             match g.effect {
                 Effect::Deny => return Decision::Deny(Denial::by_rule(g.name.clone(), "denied by grant")),
                 Effect::Allow => {
@@ -247,6 +384,13 @@ impl GrantPolicy {
             None => Decision::Deny(Denial::no_grant()),
         }
     }
+
+    /// Decides by scanning every grant, without the index (for tests that check the
+    /// index against the plain definition).
+    #[doc(hidden)]
+    pub fn decide_linear(&self, op: &Operation, ctx: &CallContext) -> Decision {
+        Self::decide_among(self.grants.iter().filter(|g| g.matches(op, ctx)))
+    }
 }
 
 #[async_trait]
@@ -259,7 +403,7 @@ impl Policy for GrantPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Action, Principal, Target, TargetKind};
+    use crate::Principal;
 
     fn ctx(p: Principal, endpoint: &str) -> CallContext {
         CallContext::new(Arc::new(p), endpoint)
@@ -287,6 +431,12 @@ mod tests {
             .unwrap();
         let alice = ctx(Principal::user("alice").with_roles(["eng"]), "e");
         let bob = ctx(Principal::user("bob"), "e");
+        let everyone = GrantPolicy::builder()
+            .grant(Grant::deny().named("all").roles(["*"]))
+            .grant(Grant::allow().principals(["bob"]))
+            .build()
+            .unwrap();
+        assert_eq!(everyone.decide(&op("gh", "x"), &bob).rule(), Some("all"));
         assert!(policy.decide(&op("gh", "read"), &alice).is_allow());
         assert_eq!(
             policy.decide(&op("gh", "delete_repo"), &alice).rule(),
@@ -314,5 +464,162 @@ mod tests {
             .build()
             .unwrap_err();
         assert!(err.to_string().contains("[a"), "{err}");
+    }
+
+    fn list(server: &str, name: &str, kind: TargetKind) -> Operation {
+        Operation::new(
+            Action::List,
+            Some(Target::new(server, name, kind)),
+            format!("{server}__{name}"),
+        )
+    }
+
+    #[expect(clippy::needless_pass_by_value, reason = "json! literals at call sites")]
+    fn call_with(server: &str, name: &str, args: serde_json::Value) -> Operation {
+        op(server, name).with_arguments(args.as_object().cloned())
+    }
+
+    #[test]
+    fn kinds_principal_kind_and_endpoint_conditions() {
+        let policy = GrantPolicy::builder()
+            .grant(
+                Grant::allow()
+                    .named("eng-tools")
+                    .roles(["eng"])
+                    .kinds([TargetKind::Tool])
+                    .when(Condition::endpoint().glob("engineering-*")),
+            )
+            .grant(
+                Grant::allow()
+                    .named("bots")
+                    .principals(["*"])
+                    .principal_kind(PrincipalKind::Agent)
+                    .names(["status"])
+                    .when(Condition::attr("team").is_in(["infra"])),
+            )
+            .build()
+            .unwrap();
+        let alice = ctx(Principal::user("alice").with_roles(["eng"]), "engineering-eu");
+        assert_eq!(policy.decide(&op("gh", "x"), &alice).rule(), Some("eng-tools"));
+        assert!(
+            !policy
+                .decide(&list("gh", "p", TargetKind::Prompt), &alice)
+                .is_allow()
+        );
+        let elsewhere = ctx(Principal::user("alice").with_roles(["eng"]), "prod-eu");
+        assert!(!policy.decide(&op("gh", "x"), &elsewhere).is_allow());
+        let bot = ctx(Principal::agent("ci").with_attribute("team", "infra"), "any");
+        assert_eq!(policy.decide(&op("gh", "status"), &bot).rule(), Some("bots"));
+        let user = ctx(Principal::user("ci").with_attribute("team", "infra"), "any");
+        assert!(!policy.decide(&op("gh", "status"), &user).is_allow());
+        let other_team = ctx(Principal::agent("ci").with_attribute("team", "web"), "any");
+        assert!(!policy.decide(&op("gh", "status"), &other_team).is_allow());
+    }
+
+    #[test]
+    fn argument_conditions_gate_calls_but_not_lists() {
+        let policy = GrantPolicy::builder()
+            .grant(
+                Grant::allow()
+                    .named("two-repos")
+                    .roles(["eng"])
+                    .names(["create_*"])
+                    .when(Condition::arg("/repo").is_in(["a", "b"])),
+            )
+            .grant(
+                Grant::deny()
+                    .named("no-force")
+                    .roles(["eng"])
+                    .when(Condition::arg("/force").eq(true)),
+            )
+            .build()
+            .unwrap();
+        let alice = ctx(Principal::user("alice").with_roles(["eng"]), "e");
+        let ok = call_with("gh", "create_issue", serde_json::json!({"repo": "a"}));
+        assert_eq!(policy.decide(&ok, &alice).rule(), Some("two-repos"));
+        let other = call_with("gh", "create_issue", serde_json::json!({"repo": "c"}));
+        assert_eq!(policy.decide(&other, &alice), Decision::Deny(Denial::no_grant()));
+        let missing = call_with("gh", "create_issue", serde_json::json!({}));
+        assert!(!policy.decide(&missing, &alice).is_allow());
+        let forced = call_with(
+            "gh",
+            "create_issue",
+            serde_json::json!({"repo": "a", "force": true}),
+        );
+        assert_eq!(policy.decide(&forced, &alice).rule(), Some("no-force"));
+        assert!(!policy.decide(&forced, &alice).is_allow());
+        // Listed: the allow could apply to some call; the deny needs arguments.
+        let listed = policy.decide(&list("gh", "create_issue", TargetKind::Tool), &alice);
+        assert_eq!(listed.rule(), Some("two-repos"));
+        assert!(
+            !policy
+                .decide(&list("gh", "delete", TargetKind::Tool), &alice)
+                .is_allow()
+        );
+    }
+
+    mod index_agrees {
+        use super::*;
+        use proptest::prelude::*;
+
+        const VALUES: [&str; 6] = ["a", "b", "ab", "read_x", "write_y", "*"];
+        const ROLES: [&str; 4] = ["a", "b", "ab", "*"];
+        const GLOBS: [&str; 9] = ["a", "b", "ab", "*", "a*", "read_*", "*_y", "{a,b}", "?b"];
+
+        fn grant() -> impl Strategy<Value = Grant> {
+            let list = || proptest::collection::vec(proptest::sample::select(&GLOBS[..]), 0..3);
+            (
+                proptest::prelude::any::<bool>(),
+                list(),
+                proptest::collection::vec(proptest::sample::select(&ROLES[..]), 0..2),
+                list(),
+                list(),
+                list(),
+                proptest::option::of(proptest::prelude::any::<bool>()),
+            )
+                .prop_map(|(deny, principals, roles, endpoints, servers, names, kind)| {
+                    let mut g = if deny { Grant::deny() } else { Grant::allow() };
+                    g = g
+                        .principals(principals)
+                        .roles(roles)
+                        .endpoints(endpoints)
+                        .servers(servers)
+                        .names(names);
+                    if let Some(agent) = kind {
+                        g = g.principal_kind(if agent {
+                            PrincipalKind::Agent
+                        } else {
+                            PrincipalKind::User
+                        });
+                    }
+                    g
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+            #[test]
+            fn same_decision_as_a_linear_scan(
+                grants in proptest::collection::vec(grant(), 0..80),
+                id in proptest::sample::select(&VALUES[..]),
+                role in proptest::sample::select(&VALUES[..3]),
+                agent in proptest::prelude::any::<bool>(),
+                endpoint in proptest::sample::select(&VALUES[..]),
+                server in proptest::sample::select(&VALUES[..]),
+                name in proptest::sample::select(&VALUES[..]),
+                listing in proptest::prelude::any::<bool>(),
+            ) {
+                let mut b = GrantPolicy::builder();
+                for g in grants {
+                    b = b.grant(g);
+                }
+                let policy = b.build().unwrap();
+                let p = if agent { Principal::agent(id) } else { Principal::user(id) };
+                let c = ctx(p.with_roles([role]), endpoint);
+                let action = if listing { Action::List } else { Action::Call };
+                let o = Operation::new(action, Some(Target::new(server, name, TargetKind::Tool)), "x");
+                prop_assert_eq!(policy.decide(&o, &c), policy.decide_linear(&o, &c));
+            }
+        }
     }
 }

@@ -6,8 +6,25 @@
 //!
 //! The same evaluation filters every list and gates every call, so a tool a principal
 //! may not call is also absent from what that principal lists.
+//!
+//! # Grants and conditions
+//! A [`Grant`] names who (principal id globs, roles, optionally the principal kind),
+//! where (endpoint globs), what (server globs, target kinds, name globs), and
+//! [`Condition`]s that must all hold: tests (`eq`, `ne`, `glob`, `in`, each negatable)
+//! on the endpoint name, a principal attribute, or a call argument by JSON pointer.
+//! A missing attribute or argument never satisfies `eq`, `glob` or `in` and does
+//! satisfy `ne`; negation applies after that.
+//!
+//! # Lists and argument conditions
+//! A list entry carries no arguments. It is shown when an allow grant could apply to
+//! *some* call of it: for [`Action::List`](crate::Action::List) argument conditions are
+//! ignored on allows, and a deny with argument conditions does not hide the entry. A
+//! call evaluates every condition, so an entry may be listed while a particular call of
+//! it is refused (as an unknown tool).
 
+mod conditions;
 mod grants;
+mod index;
 
 use std::sync::Arc;
 
@@ -16,6 +33,7 @@ use async_trait::async_trait;
 use crate::BoxError;
 use crate::call::{CallContext, Operation};
 
+pub use conditions::{Condition, ConditionOn, Subject, Test};
 pub use grants::{Effect, Grant, GrantPolicy, GrantPolicyBuilder, Pattern};
 
 /// Decides whether an operation may proceed.

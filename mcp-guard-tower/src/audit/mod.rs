@@ -128,7 +128,7 @@ pub(crate) fn outcome_of(result: &Result<ServerResult, GuardError>) -> Outcome {
             Outcome::Denied
         }
         Err(GuardError::Unauthenticated) => Outcome::Unauthenticated,
-        Err(GuardError::RateLimited) => Outcome::RateLimited,
+        Err(GuardError::RateLimited { .. }) => Outcome::RateLimited,
         Err(GuardError::Timeout | GuardError::Upstream(mcp_guard_core::UpstreamError::Timeout { .. })) => {
             Outcome::Timeout
         }
@@ -217,6 +217,7 @@ where
                 Err(GuardError::Denied { denial, .. }) => {
                     Some(denial.rule.as_deref().unwrap_or("default deny").to_owned())
                 }
+                Err(GuardError::RateLimited { limit, .. }) => Some(format!("rate_limits.{limit}")),
                 _ => notes.rule.get().map(ToString::to_string),
             };
             if is_call {

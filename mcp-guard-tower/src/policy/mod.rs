@@ -3,7 +3,10 @@
 //! A refused call fails with [`GuardError::Denied`], which clients see exactly as an
 //! unknown name; the inner service is never called. List results are filtered item
 //! by item with the same [`Policy`], so what a principal can list is exactly what it
-//! can call.
+//! can call. (A list entry has no arguments: see [`GrantPolicy`](mcp_guard_core::GrantPolicy)
+//! for how argument conditions apply to lists.) Every call that names something is
+//! gated: `tools/call`, `prompts/get`, `resources/read`, `resources/subscribe` and
+//! `completion/complete`.
 //!
 //! # Where it goes
 //! Inside [`AuditLayer`](crate::AuditLayer) (so refusals are recorded) and outside

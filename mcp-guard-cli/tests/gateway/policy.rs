@@ -1,0 +1,628 @@
+//! Access control end to end: a corpus of hostile names (case, confusables, whitespace,
+//! separator tricks, header/body disagreement, duplicate JSON keys) refused, audited and
+//! never forwarded; grant conditions on arguments, attributes and the endpoint; rate
+//! limits; `mcp-guard explain`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use reqwest::StatusCode;
+use rmcp::model::CallToolRequestParams;
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+/// alice (eng) may call everything but `denied`; bob has no grant. The fixture records
+/// every call that reaches it in `calls.log`.
+fn config(dir: &Path, extra: &str) -> String {
+    let mut c = String::from(AUTH);
+    c.push_str(
+        "[[grants]]\nname = \"no-denied\"\neffect = \"deny\"\nroles = [\"eng\"]\nnames = [\"denied\"]\n\n",
+    );
+    c.push_str(extra);
+    c.push_str(&fixture("fixture", &["denied"]));
+    let _ = write!(
+        c,
+        "[servers.fixture.env]\nFIXTURE_CALL_LOG = \"{}\"\n\n",
+        dir.join("calls.log").display()
+    );
+    c.push_str("[endpoints.main.servers.fixture]\ntools = [\"echo\", \"denied\", \"add\"]\nprompts = [\"greeting\"]\n\n");
+    let _ = write!(
+        c,
+        "[audit]\nsinks = [\"jsonl\"]\njsonl_dir = \"{}\"\n",
+        dir.join("audit").display()
+    );
+    c
+}
+
+fn calls(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("calls.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every audit event written so far.
+fn audit_events(dir: &Path) -> Vec<Value> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir.join("audit")) else {
+        return out;
+    };
+    for e in entries {
+        for line in std::fs::read_to_string(e.unwrap().path()).unwrap().lines() {
+            if let Ok(v) = serde_json::from_str::<Value>(line) {
+                out.push(v["event"].clone());
+            }
+        }
+    }
+    out
+}
+
+fn http() -> reqwest::Client {
+    mcp_guard_core::upstream::ensure_crypto_provider();
+    reqwest::Client::new()
+}
+
+fn meta() -> Value {
+    json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+           "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "0"},
+           "io.modelcontextprotocol/clientCapabilities": {}})
+}
+
+/// A stateless 2026-07-28 request; `name` goes in `Mcp-Name` when it is a valid header.
+fn post(
+    c: &reqwest::Client,
+    url: &str,
+    method: &str,
+    name: Option<&str>,
+    body: String,
+) -> reqwest::RequestBuilder {
+    let mut r = c
+        .post(url)
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", method);
+    if let Some(n) = name.and_then(|n| reqwest::header::HeaderValue::from_str(n).ok()) {
+        r = r.header("mcp-name", n);
+    }
+    r.body(body)
+}
+
+/// The JSON-RPC message in a response (plain JSON or the first SSE `data:` line).
+async fn message(r: reqwest::Response) -> (StatusCode, Value) {
+    let status = r.status();
+    let body = r.text().await.unwrap();
+    let json = body
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("data:")
+                .map(str::trim)
+                .filter(|d| d.starts_with('{'))
+        })
+        .unwrap_or(body.trim());
+    (
+        status,
+        serde_json::from_str(json).unwrap_or_else(|_| json!({"raw": body})),
+    )
+}
+
+fn call_body(id: u64, name: &str) -> String {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+        "name": name, "arguments": {"text": "hostile"}, "_meta": meta()}})
+    .to_string()
+}
+
+const HOSTILE: &[&str] = &[
+    // case
+    "Fixture__Echo",
+    "FIXTURE__ECHO",
+    "fixture__Echo",
+    "fixture__ECHO",
+    // confusables: Cyrillic 'е' (U+0435), fullwidth, dotless/accented
+    "fixture__\u{0435}cho",
+    "fixture__\u{FF45}\u{FF43}\u{FF48}\u{FF4F}",
+    "\u{FF46}ixture__echo",
+    "fixture__ech\u{043E}",
+    "fixture__e\u{0301}cho",
+    // whitespace and invisibles
+    " fixture__echo",
+    "fixture__echo ",
+    "fixture__echo\t",
+    "fixture__echo\n",
+    "fixture__echo\u{00A0}",
+    "fixture__echo\u{200B}",
+    "\u{200B}fixture__echo",
+    "fixture__\u{200D}echo",
+    "fixture__echo\u{FEFF}",
+    "fixture__echo\u{0000}",
+    // separator and namespace tricks
+    "a__b__c",
+    "fixture__fixture__echo",
+    "fixture___echo",
+    "fixture____echo",
+    "__echo",
+    "__fixture__echo",
+    "fixture__",
+    "fixture__echo__",
+    "fixture_echo",
+    "fixture",
+    "echo",
+    "fixture/echo",
+    "fixture.echo",
+    "fixture+echo",
+    "fixture__ech*",
+    "fixture__e?ho",
+    "fixture__*",
+    "",
+    // the denied tool itself, and its variants
+    "fixture__denied",
+    "Fixture__Denied",
+    "fixture__denied ",
+];
+
+/// Opens a legacy (2025-11-25) session; its requests carry no `Mcp-Name` header, so
+/// whatever name the body holds reaches name resolution and policy.
+async fn legacy_session(c: &reqwest::Client, url: &str) -> String {
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}});
+    let r = c
+        .post(url)
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(init.to_string())
+        .send()
+        .await
+        .unwrap();
+    let id = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let _ = r.text().await;
+    legacy(
+        c,
+        url,
+        &id,
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string(),
+    )
+    .send()
+    .await
+    .unwrap();
+    id
+}
+
+fn legacy(c: &reqwest::Client, url: &str, session: &str, body: String) -> reqwest::RequestBuilder {
+    c.post(url)
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .header("mcp-session-id", session)
+        .body(body)
+}
+
+fn legacy_call(id: u64, name: &str) -> String {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+        "name": name, "arguments": {"text": "hostile"}}})
+    .to_string()
+}
+
+#[tokio::test]
+#[allow(clippy::too_many_lines, reason = "one scenario over one gateway process")]
+async fn hostile_names_are_refused_audited_and_never_forwarded() {
+    let data = tempfile::tempdir().unwrap();
+    let gw = GatewayProc::start(&config(data.path(), "")).await;
+    let url = gw.url("main");
+    let c = http();
+
+    // 2026-07-28 requests: `Mcp-Name` must be a visible-ASCII copy of the body's name,
+    // so most of the corpus stops at the edge (400, -32020); the rest reaches policy.
+    for (i, name) in HOSTILE.iter().enumerate() {
+        let (status, m) = message(
+            post(&c, &url, "tools/call", Some(name), call_body(i as u64 + 10, name))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert!(m.get("result").is_none(), "{name:?} was answered: {m}");
+        if status == StatusCode::OK {
+            assert_eq!(m["error"]["code"], -32602, "{name:?}: {m}");
+            assert_eq!(
+                m["error"]["message"],
+                format!("Unknown tool: {name}"),
+                "{name:?}: {m}"
+            );
+        } else {
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{name:?}: {m}");
+            assert_eq!(m["error"]["code"], -32020, "{name:?}: {m}");
+        }
+    }
+
+    // Legacy requests: every name reaches resolution and policy, and is refused exactly
+    // as an unknown tool.
+    let session = legacy_session(&c, &url).await;
+    for (i, name) in HOSTILE.iter().enumerate() {
+        let (status, m) = message(
+            legacy(&c, &url, &session, legacy_call(i as u64 + 100, name))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{name:?}: {m}");
+        assert!(m.get("result").is_none(), "{name:?} was answered: {m}");
+        assert_eq!(m["error"]["code"], -32602, "{name:?}: {m}");
+        assert_eq!(
+            m["error"]["message"],
+            format!("Unknown tool: {name}"),
+            "{name:?}: {m}"
+        );
+    }
+
+    // Header and body disagree: the header names an allowed tool, the body another.
+    for (header, body_name) in [
+        ("fixture__echo", "fixture__denied"),
+        ("fixture__denied", "fixture__echo"),
+        ("fixture__echo", "Fixture__Echo"),
+        ("fixture__echo", "fixture__echo\u{200B}"),
+    ] {
+        let (status, m) = message(
+            post(&c, &url, "tools/call", Some(header), call_body(90, body_name))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert!(
+            m.get("result").is_none(),
+            "{header} vs {body_name:?} answered: {m}"
+        );
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{header} vs {body_name:?}: {m}");
+    }
+
+    // Duplicate JSON keys, in either order, in params and at the top level.
+    let meta_text = meta().to_string();
+    for body in [
+        format!(
+            r#"{{"jsonrpc":"2.0","id":91,"method":"tools/call","params":{{"name":"fixture__denied","name":"fixture__echo","arguments":{{"text":"dup"}},"_meta":{meta_text}}}}}"#
+        ),
+        format!(
+            r#"{{"jsonrpc":"2.0","id":92,"method":"tools/call","params":{{"name":"fixture__echo","name":"fixture__denied","arguments":{{"text":"dup"}},"_meta":{meta_text}}}}}"#
+        ),
+        format!(
+            r#"{{"jsonrpc":"2.0","id":93,"method":"tools/call","params":{{"name":"fixture__denied","arguments":{{"text":"dup"}},"_meta":{meta_text}}},"params":{{"name":"fixture__echo","arguments":{{"text":"dup"}},"_meta":{meta_text}}}}}"#
+        ),
+    ] {
+        for header in ["fixture__echo", "fixture__denied"] {
+            let (status, m) = message(
+                post(&c, &url, "tools/call", Some(header), body.clone())
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert!(
+                m.get("result").is_none(),
+                "duplicate keys answered: {body} -> {m}"
+            );
+            assert!(
+                !status.is_success() || m["error"].is_object(),
+                "{body} -> {status} {m}"
+            );
+        }
+        let legacy_body = body.replace(&format!(r#","_meta":{meta_text}"#), "");
+        let (status, m) = message(
+            legacy(&c, &url, &session, legacy_body.clone())
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert!(
+            m.get("result").is_none(),
+            "duplicate keys answered: {legacy_body} -> {m}"
+        );
+        assert!(
+            !status.is_success() || m["error"].is_object(),
+            "{legacy_body} -> {status} {m}"
+        );
+    }
+
+    // bob has no grant: even the real name is refused, as unknown, for tools, prompts
+    // and completions.
+    let bob = |body: String, method: &str, name: &str| {
+        c.post(&url)
+            .bearer_auth(OTHER_TOKEN)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", method)
+            .header("mcp-name", name)
+            .body(body)
+    };
+    let (_, m) = message(
+        bob(call_body(94, "fixture__echo"), "tools/call", "fixture__echo")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(m["error"]["message"], "Unknown tool: fixture__echo", "{m}");
+    let prompt = json!({"jsonrpc": "2.0", "id": 95, "method": "prompts/get", "params": {
+        "name": "fixture__greeting", "arguments": {"name": "x"}, "_meta": meta()}});
+    let (_, m) = message(
+        bob(prompt.to_string(), "prompts/get", "fixture__greeting")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        m["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Unknown prompt"),
+        "{m}"
+    );
+    let complete = json!({"jsonrpc": "2.0", "id": 96, "method": "completion/complete", "params": {
+        "ref": {"type": "ref/prompt", "name": "fixture__greeting"},
+        "argument": {"name": "name", "value": "a"}, "_meta": meta()}});
+    let (_, m) = message(
+        bob(complete.to_string(), "completion/complete", "fixture__greeting")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(m["error"].is_object(), "{m}");
+
+    // Nothing reached the upstream.
+    assert_eq!(calls(data.path()), Vec::<String>::new());
+
+    // The control: the real name works and is recorded by the fixture, so the log
+    // above would have shown a forwarded call.
+    let (_, m) = message(
+        post(
+            &c,
+            &url,
+            "tools/call",
+            Some("fixture__echo"),
+            call_body(99, "fixture__echo"),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(m["result"]["content"][0]["text"], "hostile", "{m}");
+    assert_eq!(calls(data.path()), ["tools/call echo"]);
+    gw.stop().await;
+
+    let events = audit_events(data.path());
+    for name in HOSTILE {
+        let denied = events
+            .iter()
+            .any(|e| e["requested_name"].as_str() == Some(*name) && e["outcome"] == "denied");
+        assert!(denied, "no denied audit record for {name:?}");
+    }
+    let by_rule = events
+        .iter()
+        .find(|e| e["requested_name"] == "fixture__denied")
+        .unwrap();
+    assert_eq!(by_rule["rule"], "no-denied", "{by_rule}");
+    let bobs: Vec<&Value> = events.iter().filter(|e| e["principal"]["id"] == "bob").collect();
+    for method in ["tools/call", "prompts/get", "completion/complete"] {
+        let e = bobs
+            .iter()
+            .find(|e| e["method"] == method)
+            .unwrap_or_else(|| panic!("no audit record of bob's {method}: {bobs:?}"));
+        assert_eq!(e["outcome"], "denied", "{e}");
+        assert_eq!(e["rule"], "default deny", "{e}");
+    }
+}
+
+/// bob may call `echo` only with `text` "a" or "b", only on endpoints `ma*`.
+const BOB_CONDITIONAL: &str = "[[grants]]\nname = \"bob-echo\"\nroles = [\"other\"]\nnames = [\"echo\"]\n\
+kinds = [\"tool\"]\nendpoint = { glob = \"ma*\" }\n\n[[grants.when]]\narg = \"/text\"\nin = [\"a\", \"b\"]\n\n";
+
+#[tokio::test]
+async fn argument_conditions_gate_calls_and_lists_show_what_some_call_may_use() {
+    let data = tempfile::tempdir().unwrap();
+    let gw = GatewayProc::start(&config(data.path(), BOB_CONDITIONAL)).await;
+    let bob = http_client(&gw.url("main"), OTHER_TOKEN, Era::Modern).await;
+    assert_eq!(names(&bob).await, ["fixture__echo"]);
+    let r = bob
+        .call_tool(CallToolRequestParams::new("fixture__echo").with_arguments(args(&json!({"text": "a"}))))
+        .await
+        .unwrap();
+    assert_eq!(text_of(&r), "a");
+    for refused in [json!({"text": "c"}), json!({}), json!({"text": ["a"]})] {
+        let e = bob
+            .call_tool(CallToolRequestParams::new("fixture__echo").with_arguments(args(&refused)))
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("Unknown tool: fixture__echo"),
+            "{refused}: {e}"
+        );
+    }
+    let _ = bob.cancel().await;
+    assert_eq!(calls(data.path()), ["tools/call echo"]);
+    gw.stop().await;
+    let events = audit_events(data.path());
+    let rules: Vec<&str> = events
+        .iter()
+        .filter(|e| e["principal"]["id"] == "bob" && e["requested_name"] == "fixture__echo")
+        .map(|e| e["rule"].as_str().unwrap_or("-"))
+        .collect();
+    assert_eq!(
+        rules,
+        ["bob-echo", "default deny", "default deny", "default deny"]
+    );
+}
+
+#[tokio::test]
+async fn rate_limits_refuse_with_a_retry_hint_and_are_audited() {
+    let data = tempfile::tempdir().unwrap();
+    let extra = "[rate_limits]\nper_principal_tool = { per_minute = 6, burst = 2 }\n\n";
+    let gw = GatewayProc::start(&config(data.path(), extra)).await;
+    let url = gw.url("main");
+    let c = http();
+    let mut answers = Vec::new();
+    for i in 0..3 {
+        answers.push(
+            message(
+                post(
+                    &c,
+                    &url,
+                    "tools/call",
+                    Some("fixture__echo"),
+                    call_body(i, "fixture__echo"),
+                )
+                .send()
+                .await
+                .unwrap(),
+            )
+            .await
+            .1,
+        );
+    }
+    assert_eq!(answers[0]["result"]["content"][0]["text"], "hostile");
+    assert_eq!(answers[1]["result"]["content"][0]["text"], "hostile");
+    let e = &answers[2]["error"];
+    assert_eq!(e["code"], -32029, "{e}");
+    assert_eq!(e["message"], "rate limit exceeded, retry later");
+    assert_eq!(e["data"]["limit"], "per_principal_tool");
+    let ms = e["data"]["retryAfterMs"].as_u64().unwrap();
+    assert!(ms > 5_000 && ms <= 10_000, "one token per 10 s: {e}");
+    assert!(e["data"]["retryAfterSecs"].as_u64().unwrap() >= 5);
+    // Another tool has its own budget; a refused call does not use any.
+    let add = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+        "name": "fixture__add", "arguments": {"a": 1, "b": 2}, "_meta": meta()}});
+    let (_, m) = message(
+        post(&c, &url, "tools/call", Some("fixture__add"), add.to_string())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(m["result"]["content"][0]["text"], "3", "{m}");
+    assert_eq!(
+        calls(data.path()),
+        ["tools/call echo", "tools/call echo", "tools/call add"]
+    );
+    gw.stop().await;
+    let events = audit_events(data.path());
+    let limited: Vec<&Value> = events.iter().filter(|e| e["outcome"] == "rate_limited").collect();
+    assert_eq!(limited.len(), 1, "{events:?}");
+    assert_eq!(limited[0]["rule"], "rate_limits.per_principal_tool");
+    assert_eq!(limited[0]["requested_name"], "fixture__echo");
+}
+
+/// Runs `mcp-guard explain` with `config`; returns the exit code and stdout + stderr.
+fn explain(config: &Path, args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(BIN)
+        .arg("explain")
+        .args(args)
+        .env("MCP_GUARD_CONFIG", config)
+        .env("GW_TEST_TOKEN", TOKEN)
+        .env("GW_TEST_OTHER_TOKEN", OTHER_TOKEN)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn explain_prints_the_decision_and_the_rule() {
+    let data = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "{BOB_CONDITIONAL}[[grants]]\nname = \"infra-agents\"\nprincipals = [\"*\"]\nprincipal_kind = \"agent\"\nnames = [\"add\"]\n\n\
+[[grants.when]]\nattr = \"team\"\neq = \"infra\"\n\n"
+    );
+    let path = data.path().join("gateway.toml");
+    std::fs::write(&path, config(data.path(), &extra)).unwrap();
+    let base = ["--endpoint", "main", "--tool"];
+    let run = |principal: &[&str], tool: &str, more: &[&str]| {
+        let mut a: Vec<&str> = vec!["--principal"];
+        a.extend(principal);
+        a.extend(base);
+        a.push(tool);
+        a.extend(more);
+        explain(&path, &a)
+    };
+
+    let (code, out) = run(&["alice", "--role", "eng"], "fixture__echo", &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("decision: allow"), "{out}");
+    assert!(out.contains("grant \"eng-all\""), "{out}");
+    assert!(
+        out.contains("by \"echo\" in endpoints.main.servers.fixture.tools"),
+        "{out}"
+    );
+
+    let (code, out) = run(&["alice", "--role", "eng"], "fixture__denied", &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("policy:   deny by grant \"no-denied\""), "{out}");
+
+    let (code, out) = run(&["carol"], "fixture__echo", &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("no grant matched (default deny)"), "{out}");
+
+    // Argument conditions: the call depends on --args, the listing does not.
+    let (code, out) = run(
+        &["bob", "--role", "other"],
+        "fixture__echo",
+        &["--args", r#"{"text": "a"}"#],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("grant \"bob-echo\""), "{out}");
+    let (code, out) = run(
+        &["bob", "--role", "other"],
+        "fixture__echo",
+        &["--args", r#"{"text": "z"}"#],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("listed:   yes"), "{out}");
+
+    // Principal kind and attributes; --server with the upstream's own name.
+    let agent = ["ci", "--agent", "--attr", "team=infra"];
+    let (code, out) = run(&agent, "add", &["--server", "fixture"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("grant \"infra-agents\""), "{out}");
+    let (code, _) = run(&["ci", "--attr", "team=infra"], "fixture__add", &[]);
+    assert_eq!(code, 1, "a user is not an agent");
+    let (code, _) = run(&["ci", "--agent", "--attr", "team=web"], "fixture__add", &[]);
+    assert_eq!(code, 1, "wrong team");
+
+    // Allowed by a grant but not exposed by the endpoint.
+    let (code, out) = run(&["alice", "--role", "eng"], "fixture__whoami", &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("policy:   allow"), "{out}");
+    assert!(
+        out.contains("exposed:  no: nothing in endpoints.main.servers.fixture.tools"),
+        "{out}"
+    );
+
+    // Prompts; errors exit 2.
+    let (code, out) = run(
+        &["alice", "--role", "eng"],
+        "fixture__greeting",
+        &["--kind", "prompt"],
+    );
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run(&["alice"], "nosuch__echo", &[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("does not federate"), "{out}");
+    let (code, out) = run(&["alice"], "fixture__echo", &["--args", "[1]"]);
+    assert_eq!(code, 2, "{out}");
+    let (code, out) = explain(
+        &path,
+        &["--principal", "a", "--endpoint", "nope", "--tool", "x__y"],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("no endpoint named \"nope\""), "{out}");
+}
