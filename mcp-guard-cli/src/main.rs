@@ -374,7 +374,7 @@ async fn serve(
     let store = mcp_guard_core::access::AccessStore::open(&store_path)
         .with_context(|| format!("opening the access store {}", store_path.display()))?;
     let auth = authenticator(&cfg, &base, &store).await?;
-    let sessions = mcp_guard_core::access::Sessions::with_store(store)?;
+    let sessions = mcp_guard_core::access::Sessions::with_store(store)?.with_audit(sink.clone());
     let addr: SocketAddr = match listen {
         Some(a) => a,
         None => cfg.gateway.listen.parse()?,

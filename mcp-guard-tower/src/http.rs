@@ -524,10 +524,12 @@ async fn edge(State(state): State<EdgeState>, request: Request, next: Next) -> R
             return plain(StatusCode::NOT_FOUND, "session not found\n");
         }
     }
+    let audit_principal = state.audit.as_ref().map(|_| principal.clone());
     parts.extensions.insert(principal);
     parts.extensions.insert(session.id().clone());
     parts.extensions.insert(session.clone());
     let is_post = parts.method == http::Method::POST;
+    let mut posted = None;
     let body = if is_post {
         // Buffered once here (rmcp would buffer it anyway) to refuse batches precisely.
         let Ok(bytes) = axum::body::to_bytes(body, state.max_body_bytes).await else {
@@ -540,12 +542,18 @@ async fn edge(State(state): State<EdgeState>, request: Request, next: Next) -> R
                 "JSON-RPC batch arrays are not supported",
             );
         }
+        posted = Some(bytes.clone());
         Body::from(bytes)
     } else {
         body
     };
     let mut response = next.run(Request::from_parts(parts, body)).await;
     if is_post {
+        if response.status() == StatusCode::BAD_REQUEST
+            && let (Some(sink), Some(p), Some(bytes)) = (&state.audit, audit_principal, &posted)
+        {
+            record_refused(sink, &p, &session, &endpoint, bytes).await;
+        }
         response = jsonrpc_errors(response).await;
     }
     if presented.is_none()
@@ -557,6 +565,51 @@ async fn edge(State(state): State<EdgeState>, request: Request, next: Next) -> R
         bind_legacy(&state, &session, manager, id.to_owned());
     }
     end_with_session(response, &session)
+}
+
+/// Audits a request the transport refused before any layer saw it (header and body
+/// disagree, a malformed name): nothing was forwarded.
+async fn record_refused(
+    sink: &Arc<dyn mcp_guard_core::AuditSink>,
+    principal: &mcp_guard_core::Principal,
+    session: &Session,
+    endpoint: &str,
+    body: &[u8],
+) {
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let field = |v: Option<&serde_json::Value>| {
+        v.and_then(serde_json::Value::as_str)
+            .map(|s| s.chars().take(256).collect::<String>())
+    };
+    let method =
+        field(parsed.as_ref().and_then(|v| v.get("method"))).unwrap_or_else(|| "(unparsable)".into());
+    let action = if matches!(
+        method.as_str(),
+        "tools/call" | "prompts/get" | "resources/read" | "completion/complete"
+    ) {
+        mcp_guard_core::Action::Call
+    } else {
+        mcp_guard_core::Action::List
+    };
+    let mut event =
+        mcp_guard_core::AuditEvent::new(mcp_guard_core::audit::EventKind::Request { method, action });
+    let mut who = mcp_guard_core::audit::AuditPrincipal::new(principal.id(), principal.kind());
+    who.on_behalf_of = principal.on_behalf_of().map(str::to_owned);
+    event.principal = Some(who);
+    event.session = Some(session.id().0.to_string());
+    event.endpoint = Some(endpoint.to_owned());
+    event.requested_name = field(
+        parsed
+            .as_ref()
+            .and_then(|v| v.get("params"))
+            .and_then(|p| p.get("name").or_else(|| p.get("uri"))),
+    );
+    event.rule = Some("http edge: refused by the transport checks (400)".into());
+    event.outcome = Some(mcp_guard_core::Outcome::Denied);
+    event.request_bytes = Some(body.len());
+    if let Err(e) = sink.record(&event).await {
+        tracing::error!(error = %mcp_guard_core::upstream::error_chain(&e), "could not record a refused request");
+    }
 }
 
 /// Records that a legacy session belongs to `session`, and closes it when `session`

@@ -217,6 +217,7 @@ async fn hostile_names_are_refused_audited_and_never_forwarded() {
 
     // 2026-07-28 requests: `Mcp-Name` must be a visible-ASCII copy of the body's name,
     // so most of the corpus stops at the edge (400, -32020); the rest reaches policy.
+    let mut at_the_edge = 0;
     for (i, name) in HOSTILE.iter().enumerate() {
         let (status, m) = message(
             post(&c, &url, "tools/call", Some(name), call_body(i as u64 + 10, name))
@@ -236,8 +237,10 @@ async fn hostile_names_are_refused_audited_and_never_forwarded() {
         } else {
             assert_eq!(status, StatusCode::BAD_REQUEST, "{name:?}: {m}");
             assert_eq!(m["error"]["code"], -32020, "{name:?}: {m}");
+            at_the_edge += 1;
         }
     }
+    assert!(at_the_edge > 0);
 
     // Legacy requests: every name reaches resolution and policy, and is refused exactly
     // as an unknown tool.
@@ -406,6 +409,15 @@ async fn hostile_names_are_refused_audited_and_never_forwarded() {
             .any(|e| e["requested_name"].as_str() == Some(*name) && e["outcome"] == "denied");
         assert!(denied, "no denied audit record for {name:?}");
     }
+    // Refusals at the edge are audited too (with the rule naming the edge).
+    let edge = events
+        .iter()
+        .filter(|e| e["rule"].as_str().is_some_and(|r| r.starts_with("http edge")))
+        .count();
+    assert!(
+        edge >= at_the_edge,
+        "{edge} edge records for {at_the_edge} edge refusals"
+    );
     let by_rule = events
         .iter()
         .find(|e| e["requested_name"] == "fixture__denied")

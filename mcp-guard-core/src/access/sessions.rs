@@ -215,14 +215,31 @@ pub struct Sessions {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Inner {
     state: Mutex<State>,
     shutdown: CancellationToken,
+    audit: std::sync::OnceLock<Arc<dyn crate::audit::AuditSink>>,
     #[cfg(feature = "sqlite")]
     store: Option<super::AccessStore>,
     #[cfg(feature = "sqlite")]
     seen_version: AtomicU64,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions")
+            .field(
+                "open",
+                &self
+                    .state
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .by_id
+                    .len(),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 /// How often `last_seen` reaches the journal.
@@ -249,6 +266,35 @@ impl Sessions {
         };
         this.sync()?;
         Ok(this)
+    }
+
+    /// Records session creation, revocation and expiry to `sink` (set once; later
+    /// calls are ignored).
+    #[must_use]
+    pub fn with_audit(self, sink: Arc<dyn crate::audit::AuditSink>) -> Self {
+        let _ = self.inner.audit.set(sink);
+        self
+    }
+
+    fn record(&self, session: &Session, kind: crate::audit::EventKind) {
+        let Some(sink) = self.inner.audit.get().cloned() else {
+            return;
+        };
+        let mut event = crate::audit::AuditEvent::new(kind);
+        event.session = Some(session.id.0.to_string());
+        event.principal = Some(crate::audit::AuditPrincipal::new(
+            session.principal_id.to_string(),
+            session.kind,
+        ));
+        event.endpoint = Some(session.endpoint.to_string());
+        event.rule = Some(session.credential.to_string());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = sink.record(&event).await {
+                    tracing::error!(error = %crate::upstream::error_chain(&e), "could not record a session event");
+                }
+            });
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -321,6 +367,7 @@ impl Sessions {
             tracing::warn!(error = %crate::upstream::error_chain(&e), "could not journal a new session");
         }
         tracing::info!(session = %session.id, principal = %session.principal_id, endpoint, "session opened");
+        self.record(&session, crate::audit::EventKind::SessionCreated);
         Ok(session)
     }
 
@@ -372,8 +419,12 @@ impl Sessions {
                     .insert((s.credential.clone(), s.endpoint.clone()), now);
                 s.revoke(now);
             }
-            s.is_some()
+            s
         };
+        if let Some(s) = &found {
+            self.record(s, crate::audit::EventKind::SessionRevoked);
+        }
+        let found = found.is_some();
         #[cfg(feature = "sqlite")]
         if let Some(store) = &self.inner.store {
             match store.revoke_session(id, now) {
@@ -396,10 +447,14 @@ impl Sessions {
             .filter(|s| s.credential.as_ref() == credential)
             .cloned()
             .collect();
-        for s in gone {
+        for s in &gone {
             state.by_id.remove(&s.id.0);
             state.by_key.remove(&(s.credential.clone(), s.endpoint.clone()));
             s.revoke(at);
+        }
+        drop(state);
+        for s in &gone {
+            self.record(s, crate::audit::EventKind::SessionRevoked);
         }
     }
 
@@ -418,6 +473,10 @@ impl Sessions {
             state.by_key.remove(&(s.credential.clone(), s.endpoint.clone()));
             s.closed.cancel();
             tracing::info!(session = %s.id, principal = %s.principal_id, "session expired");
+        }
+        drop(state);
+        for s in &gone {
+            self.record(s, crate::audit::EventKind::SessionExpired);
         }
         gone.len()
     }
@@ -438,21 +497,27 @@ impl Sessions {
         }
         let revoked = store.revocations()?;
         let mut state = self.lock();
+        let mut ended = Vec::new();
         for r in revoked.sessions {
             let key: Key = (r.credential.into(), r.endpoint.into());
             state.revoked.insert(key.clone(), r.at);
             if let Some(s) = state.by_id.remove(r.id.as_str()) {
                 state.by_key.remove(&key);
                 s.revoke(r.at);
+                ended.push(s);
             } else if let Some(s) = state.by_key.get(&key).cloned()
                 && s.created <= r.at
             {
                 state.by_key.remove(&key);
                 state.by_id.remove(&s.id.0);
                 s.revoke(r.at);
+                ended.push(s);
             }
         }
         drop(state);
+        for s in &ended {
+            self.record(s, crate::audit::EventKind::SessionRevoked);
+        }
         for (token, at) in revoked.credentials {
             self.revoke_credential(&token, at);
         }
@@ -567,6 +632,36 @@ mod tests {
         assert_eq!(
             s.admit(&p("alice"), &old, "e").unwrap_err(),
             SessionRefused::Revoked
+        );
+    }
+
+    #[tokio::test]
+    async fn session_lifecycle_is_audited() {
+        let sink = Arc::new(crate::audit::MemoryAuditSink::new());
+        let s = Sessions::new().with_audit(sink.clone());
+        let c = ClientCredential::new("token:a");
+        let a = s.admit(&p("alice"), &c, "eng").unwrap();
+        assert!(s.revoke(&a.id().0));
+        let soon =
+            ClientCredential::new("token:b").expires_at(Some(SystemTime::now() + Duration::from_millis(20)));
+        let _b = s.admit(&p("bob"), &soon, "eng").unwrap();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        s.close_expired();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let kinds: Vec<(String, crate::audit::EventKind)> = sink
+            .events()
+            .into_iter()
+            .map(|e| (e.principal.map(|p| p.id).unwrap_or_default(), e.kind))
+            .collect();
+        use crate::audit::EventKind::{SessionCreated, SessionExpired, SessionRevoked};
+        assert_eq!(
+            kinds,
+            [
+                ("alice".into(), SessionCreated),
+                ("alice".into(), SessionRevoked),
+                ("bob".into(), SessionCreated),
+                ("bob".into(), SessionExpired)
+            ]
         );
     }
 
