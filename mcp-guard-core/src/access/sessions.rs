@@ -637,6 +637,7 @@ mod tests {
 
     #[tokio::test]
     async fn session_lifecycle_is_audited() {
+        use crate::audit::EventKind::{SessionCreated, SessionExpired, SessionRevoked};
         let sink = Arc::new(crate::audit::MemoryAuditSink::new());
         let s = Sessions::new().with_audit(sink.clone());
         let c = ClientCredential::new("token:a");
@@ -653,7 +654,6 @@ mod tests {
             .into_iter()
             .map(|e| (e.principal.map(|p| p.id).unwrap_or_default(), e.kind))
             .collect();
-        use crate::audit::EventKind::{SessionCreated, SessionExpired, SessionRevoked};
         assert_eq!(
             kinds,
             [
