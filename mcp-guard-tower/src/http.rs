@@ -2,18 +2,25 @@
 //! streamable-HTTP MCP service per endpoint, at `/mcp/{endpoint}`.
 //!
 //! In order, for every request:
-//! 1. a token in the query string is refused (400), before anything else;
-//! 2. the client authenticates ([`Authenticate`]); a failure answers 401 with
-//!    `WWW-Authenticate: Bearer`; the [`Principal`] goes into the request extensions,
-//!    where [`GuardHandler`] finds it;
-//! 3. rmcp's streamable-HTTP service checks `Host` (DNS rebinding) and `Origin` against
+//! 1. a token in the query string is refused (401 `invalid_request`), before anything else;
+//! 2. the client authenticates ([`Authenticate`]); a failure answers 401 with a
+//!    `WWW-Authenticate: Bearer` challenge naming the endpoint's RFC 9728 metadata
+//!    (and `error="invalid_token"` when a credential was refused; 403
+//!    `insufficient_scope` for a missing scope), and is audited;
+//! 3. the request is admitted into its gateway session ([`Sessions`]): a revoked or
+//!    expired one answers 401; the [`Principal`](mcp_guard_core::Principal), the
+//!    session id and the session go into the request extensions, where
+//!    [`GuardHandler`] finds them;
+//! 4. rmcp's streamable-HTTP service checks `Host` (DNS rebinding) and `Origin` against
 //!    allow-lists (403), the body size (413), the protocol headers, and that
-//!    `Mcp-Method`/`Mcp-Name` agree with the body (400, -32020), before the handler
-//!    reads anything.
+//!    `Mcp-Method`/`Mcp-Name` agree with the body (400, -32020, audited as refused),
+//!    before the handler reads anything.
 //!
-//! Legacy clients get sessions (`Mcp-Session-Id`, bound to the principal that opened
-//! them: another principal presenting the id gets 404); 2026-07-28 clients are served
-//! statelessly.
+//! Streamed responses end when their gateway session does.
+//!
+//! Legacy clients get rmcp sessions (`Mcp-Session-Id`, bound to the gateway session that
+//! opened them: anyone else presenting the id gets 404, and they close with it);
+//! 2026-07-28 clients are served statelessly within their gateway session.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -417,6 +424,7 @@ fn challenge(state: &EdgeState, parts: &http::request::Parts, endpoint: &str, er
             AuthError::Expired => "the access has expired",
             AuthError::Revoked => "the access was revoked",
             AuthError::InsufficientScope { .. } => "more scope is required",
+            AuthError::InvalidRequest(_) => "send the token in the Authorization header, never in the URL",
             _ => "the token is not valid for this endpoint",
         };
         params.push(format!("error_description={}", quoted(description)));
@@ -487,13 +495,12 @@ async fn edge(State(state): State<EdgeState>, request: Request, next: Next) -> R
     let Some(manager) = state.endpoints.get(&endpoint).cloned() else {
         return plain(StatusCode::NOT_FOUND, "no such endpoint\n");
     };
-    if query_carries_token(request.uri()) {
-        return plain(
-            StatusCode::BAD_REQUEST,
-            "credentials are not accepted in the query string\n",
-        );
-    }
     let (mut parts, body) = request.into_parts();
+    if query_carries_token(&parts.uri) {
+        // Never looked at, never logged: a token in a URL leaks through logs and history.
+        let e = AuthError::InvalidRequest("credentials in the query string are not accepted".into());
+        return refuse(&state, &parts, &endpoint, &e).await;
+    }
     let authenticated = match state.auth.authenticate(&parts).await {
         Ok(a) => a,
         Err(e) => return refuse(&state, &parts, &endpoint, &e).await,

@@ -179,16 +179,26 @@ async fn jwt_failures_answer_401_with_the_right_challenge() {
         assert_invalid_token(&r, case, &gw);
     }
 
-    // A token in the query string is refused before anything else.
-    let r = c
-        .post(format!("{url}?access_token={good}"))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .json(&init())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // A token in the query string is refused before anything else, even a valid one
+    // (and even alongside a valid header).
+    for header in [None, Some(good.as_str())] {
+        let r = c
+            .post(format!("{url}?access_token={good}"))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header(
+                "authorization",
+                header.map(|t| format!("Bearer {t}")).unwrap_or_default(),
+            )
+            .json(&init())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        let h = r.headers()["www-authenticate"].to_str().unwrap();
+        assert!(h.starts_with("Bearer error=\"invalid_request\""), "{h}");
+        assert!(h.contains("resource_metadata="), "{h}");
+    }
 
     check_metadata(&c, &gw).await;
 

@@ -106,9 +106,11 @@ async fn authentication_failures_are_401_with_a_bearer_challenge() {
         .unwrap();
     assert_eq!(
         r.status(),
-        StatusCode::BAD_REQUEST,
+        StatusCode::UNAUTHORIZED,
         "tokens in the query string are refused"
     );
+    let h = r.headers()["www-authenticate"].to_str().unwrap();
+    assert!(h.starts_with("Bearer error=\"invalid_request\""), "{h}");
     let r = c
         .get(format!("{}/mcp/nope", gw.base))
         .bearer_auth(TOKEN)

@@ -70,6 +70,9 @@ pub enum AuthError {
     /// The credential's access duration is over.
     #[error("credential expired")]
     Expired,
+    /// The request carries its credential the wrong way (in the query string).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
     /// The credential or its session was revoked.
     #[error("credential revoked")]
     Revoked,
@@ -90,6 +93,7 @@ impl AuthError {
         match self {
             Self::Missing => None,
             Self::InsufficientScope { .. } => Some("insufficient_scope"),
+            Self::InvalidRequest(_) => Some("invalid_request"),
             _ => Some("invalid_token"),
         }
     }
