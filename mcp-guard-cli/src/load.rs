@@ -12,11 +12,11 @@ use mcp_guard_core::config::{
 use mcp_guard_core::pin::{GateMode, HostileTextPolicy, LockFile, PinGate, ToolGate};
 use mcp_guard_core::redact::RedactionConfig;
 use mcp_guard_core::upstream::{
-    HttpConnector, HttpSpec, MakeUpstream, PerSessionUpstream, SessionLimits, SseConnector, StdioConnector,
+    HttpConnector, HttpSpec, MakeInstance, MakeUpstream, RecheckCredentials, PerSessionUpstream, SessionLimits, SseConnector, StdioConnector,
     StdioSpec, Template, UpstreamOptions,
 };
 use mcp_guard_core::{
-    AuditSink, CredentialStore, Grant, GrantPolicy, Principal, Redactor, RmcpUpstream, Upstream,
+    AuditSink, Grant, GrantPolicy, Principal, Redactor, RmcpUpstream, Upstream,
 };
 use mcp_guard_tower::metrics::CountingRedactor;
 use mcp_guard_tower::{
@@ -129,9 +129,10 @@ pub(crate) struct Built {
 
 pub(crate) fn upstreams(
     config: &GatewayConfig,
-    credentials: &Arc<dyn CredentialStore>,
+    stores: &crate::credentials::Stores,
     stderr_redactor: &Arc<dyn Redactor>,
 ) -> anyhow::Result<Vec<(Arc<dyn Upstream>, bool)>> {
+    let credentials = &stores.calls;
     let mut out = Vec::new();
     for (id, server) in &config.servers {
         let mut options = UpstreamOptions::default();
@@ -148,19 +149,50 @@ pub(crate) fn upstreams(
                 let mut spec = StdioSpec::new(s.command.clone(), s.args.clone());
                 spec.env = templates(&s.env).with_context(|| format!("servers.{id}.env"))?;
                 spec.cwd = s.cwd.clone().map(Into::into);
-                let c = StdioConnector::new(id.as_str(), spec.clone(), credentials.clone())
-                    .redact_stderr(stderr_redactor.clone());
+                // The catalogue instance of a per-session server serves no one's calls
+                // over HTTP: personal names are blank there. Over stdio it serves the
+                // stdio principal, with that principal's personal credentials.
+                let mut c = match (&stores.catalogue_principal, s.isolation) {
+                    (_, Isolation::Shared) => StdioConnector::new(id.as_str(), spec.clone(), credentials.clone()),
+                    (Some(p), _) => StdioConnector::new(id.as_str(), spec.clone(), credentials.clone())
+                        .for_principal(p.clone()),
+                    (None, _) => StdioConnector::new(id.as_str(), spec.clone(), stores.listing.clone()),
+                };
+                c = c.redact_stderr(stderr_redactor.clone());
                 let shared: Arc<dyn Upstream> = Arc::new(RmcpUpstream::new(id.as_str(), c, options.clone()));
                 if s.isolation == Isolation::Shared {
                     shared
                 } else {
                     let (server, credentials, redactor) =
                         (id.clone(), credentials.clone(), stderr_redactor.clone());
-                    let make: MakeUpstream = Arc::new(move |_session| {
-                        // Personal credentials join the environment here (issue 6).
-                        let c = StdioConnector::new(server.as_str(), spec.clone(), credentials.clone())
-                            .redact_stderr(redactor.clone());
-                        Arc::new(RmcpUpstream::new(server.as_str(), c, options.clone()))
+                    let make: MakeUpstream = Arc::new(move |session| {
+                        // The session's principal: personal names resolve to its own
+                        // credentials only (`Declared`), shared ones as for everyone.
+                        // Before each call the credentials are resolved again: removed
+                        // ones stop the process and the call reports them missing;
+                        // replaced ones restart it.
+                        let principal: Arc<str> = session.principal_id().into();
+                        let (server2, spec2, credentials2, redactor2, options2, principal2) = (
+                            server.clone(),
+                            spec.clone(),
+                            credentials.clone(),
+                            redactor.clone(),
+                            options.clone(),
+                            principal.clone(),
+                        );
+                        let instance: MakeInstance = Arc::new(move || {
+                            let c = StdioConnector::new(server2.as_str(), spec2.clone(), credentials2.clone())
+                                .for_principal(principal2.clone())
+                                .redact_stderr(redactor2.clone());
+                            Arc::new(RmcpUpstream::new(server2.as_str(), c, options2.clone()))
+                        });
+                        Arc::new(RecheckCredentials::new(
+                            server.as_str(),
+                            Some(principal),
+                            spec.env.values().cloned().collect(),
+                            credentials.clone(),
+                            instance,
+                        ))
                     });
                     let mut limits = SessionLimits::default();
                     if let Some(n) = s.max_processes {
@@ -263,18 +295,18 @@ pub(crate) fn pinning(config: &GatewayConfig, config_path: &Path) -> anyhow::Res
 
 pub(crate) async fn build(
     config: &GatewayConfig,
+    credentials: &crate::credentials::Stores,
     audit: Arc<dyn AuditSink>,
     redactor: Arc<dyn Redactor>,
     gate: Option<Arc<dyn ToolGate>>,
 ) -> anyhow::Result<Built> {
-    let credentials = crate::credentials();
     let mut builder = Gateway::builder()
         .separator(config.gateway.separator.clone())
         .audit(audit.clone());
     if let Some(gate) = gate {
         builder = builder.gate(gate);
     }
-    for (upstream, enabled) in upstreams(config, &credentials, &redactor)? {
+    for (upstream, enabled) in upstreams(config, credentials, &redactor)? {
         builder = if enabled {
             builder.server(upstream)
         } else {

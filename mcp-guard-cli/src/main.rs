@@ -7,6 +7,7 @@
 
 mod access;
 mod audit;
+mod credentials;
 mod demo;
 mod fixture;
 mod import;
@@ -118,6 +119,11 @@ enum Command {
         #[command(subcommand)]
         command: access::TokensCommand,
     },
+    /// Stores, lists and removes upstream credentials (encrypted at rest); rotates the key.
+    Credentials {
+        #[command(subcommand)]
+        command: credentials::CredentialsCommand,
+    },
     /// Lists and revokes gateway sessions.
     Sessions {
         #[command(subcommand)]
@@ -196,13 +202,6 @@ pub(crate) fn redactor() -> Arc<dyn Redactor> {
     )
 }
 
-/// The credential store: the gateway's environment, feeding the scrubber.
-pub(crate) fn credentials() -> Arc<dyn mcp_guard_core::CredentialStore> {
-    Arc::new(mcp_guard_core::credential::Scrubbing::new(
-        mcp_guard_core::EnvCredentialStore::new(),
-        known_secrets(),
-    ))
-}
 
 /// The sink of commands that serve no clients (`tools`, `demo`): log output only.
 pub(crate) fn audit_sink() -> Arc<dyn AuditSink> {
@@ -322,7 +321,8 @@ async fn serve_stdio(
         .as_ref()
         .map_or_else(|| Principal::user("stdio"), load::principal);
     let pinning = load::pinning(cfg, config)?;
-    let built = load::build(cfg, sink.clone(), redactor(), Some(pinning.gate.clone())).await?;
+    let stores = credentials::stores(cfg, config, Some(principal.id()))?;
+    let built = load::build(cfg, &stores, sink.clone(), redactor(), Some(pinning.gate.clone())).await?;
     pins::watch_lock(pinning.path, pinning.gate, built.gateway.clone());
     let ep = built
         .gateway
@@ -376,7 +376,8 @@ async fn serve(
         None => cfg.gateway.listen.parse()?,
     };
     let pinning = load::pinning(&cfg, &config)?;
-    let built = load::build(&cfg, sink.clone(), redactor(), Some(pinning.gate.clone())).await?;
+    let stores = credentials::stores(&cfg, &config, None)?;
+    let built = load::build(&cfg, &stores, sink.clone(), redactor(), Some(pinning.gate.clone())).await?;
     pins::watch_lock(pinning.path, pinning.gate, built.gateway.clone());
     // Three stages: a signal; then no new connections (in-flight requests drain);
     // then every session and stream is closed.
@@ -496,9 +497,9 @@ fn check(config: &std::path::Path) -> anyhow::Result<()> {
 /// Connects every enabled server once and lists its tools; fails if any cannot connect.
 async fn check_connect(config: &std::path::Path) -> anyhow::Result<()> {
     let loaded = load::load(config)?;
-    let credentials = credentials();
+    let stores = credentials::stores(&loaded.config, config, None)?;
     let mut failed = 0;
-    for (upstream, enabled) in load::upstreams(&loaded.config, &credentials, &redactor())? {
+    for (upstream, enabled) in load::upstreams(&loaded.config, &stores, &redactor())? {
         if !enabled {
             println!("server {}: disabled", upstream.id());
             continue;
@@ -567,8 +568,10 @@ async fn status(url: &str) -> anyhow::Result<()> {
 async fn tools(config: PathBuf, endpoint: String) -> anyhow::Result<()> {
     let loaded = load::load(&config)?;
     let pinning = load::pinning(&loaded.config, &config)?;
+    let stores = credentials::stores(&loaded.config, &config, None)?;
     let built = load::build(
         &loaded.config,
+        &stores,
         audit_sink(),
         redactor(),
         Some(pinning.gate.clone()),
@@ -682,6 +685,7 @@ fn main() -> std::process::ExitCode {
             }
             Command::Tokens { command } => access::tokens(command),
             Command::Sessions { command } => access::sessions(command),
+            Command::Credentials { command } => credentials::run(command),
             Command::Import { source } => import::run(source),
             Command::Demo { port, once } => demo::run(port, once).await,
             Command::Fixture {

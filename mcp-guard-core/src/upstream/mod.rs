@@ -12,6 +12,7 @@ mod client;
 mod connect;
 mod per_session;
 mod placeholder;
+mod recheck;
 mod rmcp_upstream;
 mod sse;
 
@@ -36,6 +37,7 @@ pub use connect::{
 };
 pub use per_session::{MakeUpstream, PerSessionUpstream, SessionLimits};
 pub use placeholder::{Template, resolve_template};
+pub use recheck::{MakeInstance, RecheckCredentials};
 pub use rmcp_upstream::{DEFAULT_MAX_RESPONSE_BYTES, RmcpUpstream, UpstreamOptions, error_chain};
 pub use sse::SseConnector;
 
