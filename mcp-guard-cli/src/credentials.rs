@@ -228,7 +228,7 @@ pub(crate) fn run(command: CredentialsCommand) -> anyhow::Result<()> {
             if !store.remove(&key)? {
                 bail!("no credential stored for {key}");
             }
-            println!("removed {key}; sessions started from now on no longer get it");
+            println!("removed {key}; the next call that needs it reports it missing");
         }
         CredentialsCommand::RotateKey { config, new_key_env } => {
             let loaded = crate::load::load(&config)?;

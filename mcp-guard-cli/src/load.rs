@@ -165,6 +165,7 @@ pub(crate) fn upstreams(
                 } else {
                     let (server, credentials, redactor) =
                         (id.clone(), credentials.clone(), stderr_redactor.clone());
+                    let personal = s.personal.clone();
                     let make: MakeUpstream = Arc::new(move |session| {
                         // The session's principal: personal names resolve to its own
                         // credentials only (`Declared`), shared ones as for everyone.
@@ -192,7 +193,8 @@ pub(crate) fn upstreams(
                             spec.env.values().cloned().collect(),
                             credentials.clone(),
                             instance,
-                        ))
+                        )
+                        .personal_names(personal.iter().cloned()))
                     });
                     let mut limits = SessionLimits::default();
                     if let Some(n) = s.max_processes {

@@ -280,6 +280,19 @@ pub enum UpstreamError {
         /// Placeholder names.
         missing: Vec<String>,
     },
+    /// Personal credentials of the calling principal are missing (and maybe shared
+    /// ones too): the principal sets their own with `mcp-guard credentials set`.
+    #[error("upstream {server} is missing credentials for principal {principal}: {}", personal.iter().chain(shared).cloned().collect::<Vec<_>>().join(", "))]
+    MissingPersonalCredentials {
+        /// Server id.
+        server: String,
+        /// Whose.
+        principal: String,
+        /// Missing personal names (the principal sets these).
+        personal: Vec<String>,
+        /// Missing shared names (an operator sets these).
+        shared: Vec<String>,
+    },
     /// The connection ended while the request was in flight.
     #[error("upstream {server} terminated")]
     Terminated {

@@ -30,6 +30,7 @@ pub struct RecheckCredentials {
     templates: Vec<Template>,
     store: Arc<dyn CredentialStore>,
     make: MakeInstance,
+    personal: Vec<String>,
     current: Mutex<Option<([u8; 32], Arc<dyn Upstream>)>>,
 }
 
@@ -60,8 +61,17 @@ impl RecheckCredentials {
             templates,
             store,
             make,
+            personal: Vec::new(),
             current: Mutex::new(None),
         }
+    }
+
+    /// The names the server declares personal: when one is missing the error is
+    /// [`UpstreamError::MissingPersonalCredentials`], telling the principal how to set it.
+    #[must_use]
+    pub fn personal_names(mut self, names: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.personal = names.into_iter().map(Into::into).collect();
+        self
     }
 
     async fn fingerprint(&self) -> Result<[u8; 32], UpstreamError> {
@@ -88,14 +98,23 @@ impl RecheckCredentials {
             }
         }
         if missing.is_empty() {
-            Ok(h.finalize().into())
-        } else {
-            missing.sort();
-            missing.dedup();
-            Err(UpstreamError::MissingCredentials {
+            return Ok(h.finalize().into());
+        }
+        missing.sort();
+        missing.dedup();
+        let (personal, shared): (Vec<String>, Vec<String>) =
+            missing.into_iter().partition(|n| self.personal.contains(n));
+        match &self.principal {
+            Some(p) if !personal.is_empty() => Err(UpstreamError::MissingPersonalCredentials {
                 server: self.server.to_string(),
-                missing,
-            })
+                principal: p.to_string(),
+                personal,
+                shared,
+            }),
+            _ => Err(UpstreamError::MissingCredentials {
+                server: self.server.to_string(),
+                missing: personal.into_iter().chain(shared).collect(),
+            }),
         }
     }
 
@@ -125,7 +144,10 @@ impl RecheckCredentials {
         let fp = match self.fingerprint().await {
             Ok(fp) => fp,
             Err(e) => {
-                if matches!(e, UpstreamError::MissingCredentials { .. }) {
+                if matches!(
+                    e,
+                    UpstreamError::MissingCredentials { .. } | UpstreamError::MissingPersonalCredentials { .. }
+                ) {
                     self.stop_current();
                 }
                 return Err(e);
