@@ -135,7 +135,12 @@ pub(crate) fn stores(
     })
 }
 
-fn key_for(config: &GatewayConfig, server: &str, name: &str, principal: Option<&str>) -> anyhow::Result<CredentialKey> {
+fn key_for(
+    config: &GatewayConfig,
+    server: &str,
+    name: &str,
+    principal: Option<&str>,
+) -> anyhow::Result<CredentialKey> {
     let s = config
         .servers
         .get(server)
@@ -148,9 +153,9 @@ fn key_for(config: &GatewayConfig, server: &str, name: &str, principal: Option<&
         (Some(p), true) if !p.trim().is_empty() => Ok(CredentialKey::personal(server, p, name)),
         (Some(_), true) => bail!("--principal must not be empty"),
         (None, false) => Ok(CredentialKey::shared(server, name)),
-        (None, true) => bail!(
-            "{name} is personal for server {server}: give --principal (each principal sets their own)"
-        ),
+        (None, true) => {
+            bail!("{name} is personal for server {server}: give --principal (each principal sets their own)")
+        }
         (Some(_), false) => bail!(
             "{name} is not declared personal for server {server} (add it to servers.{server}.personal, or drop --principal for a shared credential)"
         ),
@@ -186,7 +191,11 @@ fn display(key: &CredentialKey) -> String {
     }
 }
 
-#[allow(clippy::print_stdout, clippy::print_stderr, reason = "a command reports to its user")]
+#[allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a command reports to its user"
+)]
 pub(crate) fn run(command: CredentialsCommand) -> anyhow::Result<()> {
     match command {
         CredentialsCommand::Set {

@@ -12,12 +12,10 @@ use mcp_guard_core::config::{
 use mcp_guard_core::pin::{GateMode, HostileTextPolicy, LockFile, PinGate, ToolGate};
 use mcp_guard_core::redact::RedactionConfig;
 use mcp_guard_core::upstream::{
-    HttpConnector, HttpSpec, MakeInstance, MakeUpstream, RecheckCredentials, PerSessionUpstream, SessionLimits, SseConnector, StdioConnector,
-    StdioSpec, Template, UpstreamOptions,
+    HttpConnector, HttpSpec, MakeInstance, MakeUpstream, PerSessionUpstream, RecheckCredentials,
+    SessionLimits, SseConnector, StdioConnector, StdioSpec, Template, UpstreamOptions,
 };
-use mcp_guard_core::{
-    AuditSink, Grant, GrantPolicy, Principal, Redactor, RmcpUpstream, Upstream,
-};
+use mcp_guard_core::{AuditSink, Grant, GrantPolicy, Principal, Redactor, RmcpUpstream, Upstream};
 use mcp_guard_tower::metrics::CountingRedactor;
 use mcp_guard_tower::{
     AuditLayer, Drain, DrainLayer, EndpointSpec, EnforcePolicyLayer, Gateway, GuardService, Metrics,
@@ -153,7 +151,9 @@ pub(crate) fn upstreams(
                 // over HTTP: personal names are blank there. Over stdio it serves the
                 // stdio principal, with that principal's personal credentials.
                 let mut c = match (&stores.catalogue_principal, s.isolation) {
-                    (_, Isolation::Shared) => StdioConnector::new(id.as_str(), spec.clone(), credentials.clone()),
+                    (_, Isolation::Shared) => {
+                        StdioConnector::new(id.as_str(), spec.clone(), credentials.clone())
+                    }
                     (Some(p), _) => StdioConnector::new(id.as_str(), spec.clone(), credentials.clone())
                         .for_principal(p.clone()),
                     (None, _) => StdioConnector::new(id.as_str(), spec.clone(), stores.listing.clone()),
@@ -182,19 +182,22 @@ pub(crate) fn upstreams(
                             principal.clone(),
                         );
                         let instance: MakeInstance = Arc::new(move || {
-                            let c = StdioConnector::new(server2.as_str(), spec2.clone(), credentials2.clone())
-                                .for_principal(principal2.clone())
-                                .redact_stderr(redactor2.clone());
+                            let c =
+                                StdioConnector::new(server2.as_str(), spec2.clone(), credentials2.clone())
+                                    .for_principal(principal2.clone())
+                                    .redact_stderr(redactor2.clone());
                             Arc::new(RmcpUpstream::new(server2.as_str(), c, options2.clone()))
                         });
-                        Arc::new(RecheckCredentials::new(
-                            server.as_str(),
-                            Some(principal),
-                            spec.env.values().cloned().collect(),
-                            credentials.clone(),
-                            instance,
+                        Arc::new(
+                            RecheckCredentials::new(
+                                server.as_str(),
+                                Some(principal),
+                                spec.env.values().cloned().collect(),
+                                credentials.clone(),
+                                instance,
+                            )
+                            .personal_names(personal.iter().cloned()),
                         )
-                        .personal_names(personal.iter().cloned()))
                     });
                     let mut limits = SessionLimits::default();
                     if let Some(n) = s.max_processes {

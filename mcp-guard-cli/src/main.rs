@@ -243,7 +243,6 @@ pub(crate) fn redactor() -> Arc<dyn Redactor> {
     )
 }
 
-
 /// The sink of commands that serve no clients (`tools`, `demo`): log output only.
 pub(crate) fn audit_sink() -> Arc<dyn AuditSink> {
     Arc::new(TracingAuditSink::default())
@@ -418,7 +417,14 @@ async fn serve(
     };
     let pinning = load::pinning(&cfg, &config)?;
     let stores = credentials::stores(&cfg, &config, None)?;
-    let built = load::build(&cfg, &stores, sink.clone(), redactor(), Some(pinning.gate.clone())).await?;
+    let built = load::build(
+        &cfg,
+        &stores,
+        sink.clone(),
+        redactor(),
+        Some(pinning.gate.clone()),
+    )
+    .await?;
     pins::watch_lock(pinning.path, pinning.gate, built.gateway.clone());
     // Three stages: a signal; then no new connections (in-flight requests drain);
     // then every session and stream is closed.

@@ -893,7 +893,10 @@ impl GatewayConfig {
             err(
                 &mut errors,
                 "credentials.key_env".into(),
-                format!("{:?} is not an environment variable name ([A-Za-z0-9_])", c.key_env_or_default()),
+                format!(
+                    "{:?} is not an environment variable name ([A-Za-z0-9_])",
+                    c.key_env_or_default()
+                ),
             );
         }
         for (name, ep) in &self.endpoints {

@@ -155,7 +155,9 @@ fn upstream_error(u: UpstreamError) -> ErrorData {
                 .collect();
             ErrorData::invalid_request(
                 format!("server {server} needs credentials before it can be used"),
-                Some(serde_json::json!({ "missingCredentials": [{ "server": server, "names": missing, "set": set }] })),
+                Some(
+                    serde_json::json!({ "missingCredentials": [{ "server": server, "names": missing, "set": set }] }),
+                ),
             )
         }
         UpstreamError::MissingPersonalCredentials {
@@ -166,7 +168,9 @@ fn upstream_error(u: UpstreamError) -> ErrorData {
         } => {
             let set: Vec<String> = personal
                 .iter()
-                .map(|n| format!("mcp-guard credentials set --server {server} --name {n} --principal {principal}"))
+                .map(|n| {
+                    format!("mcp-guard credentials set --server {server} --name {n} --principal {principal}")
+                })
                 .chain(
                     shared
                         .iter()

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::Write as _;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,14 +20,26 @@ const SHARED: &str = "shared-canary-7f3a9c21d4";
 const ALICE: &str = "alice-canary-5b8e0d44e1";
 const CAROL: &str = "carol-canary-91c2e6f7a8";
 const CAROL2: &str = "carol-canary2-0d6b3e55c9";
+const A_VALUE: &str = "a-upstream-secret-4411aa";
+const B_VALUE: &str = "b-upstream-secret-9922bb";
+const COOKIE: &str = "session=client-cookie-secret-7733";
 
 /// Runs the CLI; `stdin` feeds the value of `credentials set`.
-fn cli(config: &std::path::Path, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> std::process::Output {
+fn cli(
+    config: &std::path::Path,
+    args: &[&str],
+    stdin: Option<&str>,
+    env: &[(&str, &str)],
+) -> std::process::Output {
     let mut cmd = std::process::Command::new(BIN);
     cmd.args(args)
         .arg("--config")
         .arg(config)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     for (k, v) in env {
@@ -52,7 +65,16 @@ fn ok(out: &std::process::Output) -> String {
 fn issue(config: &std::path::Path, principal: &str) -> String {
     let out = ok(&cli(
         config,
-        &["tokens", "issue", "--principal", principal, "--role", "eng", "--duration", "1h"],
+        &[
+            "tokens",
+            "issue",
+            "--principal",
+            principal,
+            "--role",
+            "eng",
+            "--duration",
+            "1h",
+        ],
         None,
         &[],
     ));
@@ -94,7 +116,10 @@ async fn serve_logged(dir: &std::path::Path, env: &[(&str, &str)]) -> Logged {
     let mut base = None;
     for _ in 0..300 {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(l) = text.lines().find_map(|l| l.strip_prefix("mcp-guard listening on ")) {
+        if let Some(l) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("mcp-guard listening on "))
+        {
             base = Some(l.trim().to_owned());
             break;
         }
@@ -163,6 +188,7 @@ fn stdio_config() -> String {
 }
 
 #[tokio::test]
+#[allow(clippy::too_many_lines, reason = "one scenario, step by step")]
 async fn shared_and_personal_credentials_reach_the_right_user_and_never_leak() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gateway.toml");
@@ -172,12 +198,26 @@ async fn shared_and_personal_credentials_reach_the_right_user_and_never_leak() {
     // --value-env: the value never appears on a command line.
     ok(&cli(
         &path,
-        &["credentials", "set", "--server", "alpha", "--name", "PERSONAL_T", "--principal", "carol", "--value-env", "CAROL_VALUE"],
+        &[
+            "credentials",
+            "set",
+            "--server",
+            "alpha",
+            "--name",
+            "PERSONAL_T",
+            "--principal",
+            "carol",
+            "--value-env",
+            "CAROL_VALUE",
+        ],
         None,
         &[("CAROL_VALUE", CAROL)],
     ));
     let listed = ok(&cli(&path, &["credentials", "list"], None, &[]));
-    assert!(listed.contains("PERSONAL_T") && listed.contains("carol") && listed.contains("SHARED_T"), "{listed}");
+    assert!(
+        listed.contains("PERSONAL_T") && listed.contains("carol") && listed.contains("SHARED_T"),
+        "{listed}"
+    );
     for c in [SHARED, ALICE, CAROL] {
         assert!(!listed.contains(c), "list never prints values");
     }
@@ -195,8 +235,16 @@ async fn shared_and_personal_credentials_reach_the_right_user_and_never_leak() {
     let dave = http_client(&url, &dave_token, Era::Modern).await;
 
     // Each principal's own process has the shared value and their own personal one.
-    let a_pid: u32 = call(&alice, "alpha__getenv", "@pid").await.unwrap().parse().unwrap();
-    let c_pid: u32 = call(&carol, "alpha__getenv", "@pid").await.unwrap().parse().unwrap();
+    let a_pid: u32 = call(&alice, "alpha__getenv", "@pid")
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    let c_pid: u32 = call(&carol, "alpha__getenv", "@pid")
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_ne!(a_pid, c_pid);
     let (a_env, c_env) = (environ(a_pid), environ(c_pid));
     assert_eq!(a_env.get("PERSONAL_T").map(String::as_str), Some(ALICE));
@@ -220,8 +268,7 @@ async fn shared_and_personal_credentials_reach_the_right_user_and_never_leak() {
     assert_eq!(entry["server"], "alpha", "{d}");
     assert_eq!(entry["names"], json!(["PERSONAL_T"]), "{d}");
     assert_eq!(
-        entry["set"][0],
-        "mcp-guard credentials set --server alpha --name PERSONAL_T --principal dave",
+        entry["set"][0], "mcp-guard credentials set --server alpha --name PERSONAL_T --principal dave",
         "{d}"
     );
     assert!(d["message"].as_str().unwrap().contains("--principal dave"), "{d}");
@@ -231,23 +278,45 @@ async fn shared_and_personal_credentials_reach_the_right_user_and_never_leak() {
     // her process, which still had it, is stopped. Alice is unaffected.
     ok(&cli(
         &path,
-        &["credentials", "remove", "--server", "alpha", "--name", "PERSONAL_T", "--principal", "carol"],
+        &[
+            "credentials",
+            "remove",
+            "--server",
+            "alpha",
+            "--name",
+            "PERSONAL_T",
+            "--principal",
+            "carol",
+        ],
         None,
         &[],
     ));
     let err = call(&carol, "alpha__getenv", "@pid").await.unwrap_err();
     let d = error_data(&err);
-    assert_eq!(d["data"]["missingCredentials"][0]["names"], json!(["PERSONAL_T"]), "{d}");
+    assert_eq!(
+        d["data"]["missingCredentials"][0]["names"],
+        json!(["PERSONAL_T"]),
+        "{d}"
+    );
     assert_eq!(d["data"]["missingCredentials"][0]["principal"], "carol", "{d}");
     assert!(
-        eventually(10, async || !std::path::Path::new(&format!("/proc/{c_pid}")).exists()).await,
+        eventually(10, async || !std::path::Path::new(&format!("/proc/{c_pid}"))
+            .exists())
+        .await,
         "carol's process with the removed credential is stopped"
     );
-    assert_eq!(call(&alice, "alpha__getenv", "@pid").await.unwrap(), a_pid.to_string());
+    assert_eq!(
+        call(&alice, "alpha__getenv", "@pid").await.unwrap(),
+        a_pid.to_string()
+    );
 
     // Setting a new value: the next call runs in a new process with it.
     set(&path, "alpha", "PERSONAL_T", Some("carol"), CAROL2);
-    let c2: u32 = call(&carol, "alpha__getenv", "@pid").await.unwrap().parse().unwrap();
+    let c2: u32 = call(&carol, "alpha__getenv", "@pid")
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_ne!(c2, c_pid);
     assert_eq!(environ(c2).get("PERSONAL_T").map(String::as_str), Some(CAROL2));
     let echoed = call(&carol, "alpha__getenv", "PERSONAL_T").await.unwrap();
@@ -264,7 +333,10 @@ async fn shared_and_personal_credentials_reach_the_right_user_and_never_leak() {
 
     // Canary: no value in the trace-level log, the audit trail or any other file.
     let log = std::fs::read_to_string(&gw.log).unwrap();
-    assert!(log.contains("TRACE") || log.contains("DEBUG"), "the log ran at trace level");
+    assert!(
+        log.contains("TRACE") || log.contains("DEBUG"),
+        "the log ran at trace level"
+    );
     for c in [SHARED, ALICE, CAROL, CAROL2] {
         let lines: Vec<&str> = log.lines().filter(|l| l.contains(c)).collect();
         assert!(lines.is_empty(), "{c} appears in the log:\n{}", lines.join("\n"));
@@ -284,30 +356,39 @@ async fn wrong_key_fails_clearly_and_changes_nothing_and_rotation_reseals() {
     set(&path, "alpha", "SHARED_T", None, SHARED);
     let store = dir.path().join("mcp-guard-credentials.json");
     let key = dir.path().join("mcp-guard-credentials.key");
-    use std::os::unix::fs::MetadataExt as _;
     assert_eq!(std::fs::metadata(&key).unwrap().mode() & 0o777, 0o600);
     let before = std::fs::read(&store).unwrap();
     let mtime = std::fs::metadata(&store).unwrap().modified().unwrap();
 
-    let wrong = [("MCP_GUARD_CREDENTIALS_KEY", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")];
+    let wrong = [(
+        "MCP_GUARD_CREDENTIALS_KEY",
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+    )];
     for args in [
         &["credentials", "set", "--server", "alpha", "--name", "SHARED_T"][..],
         &["credentials", "remove", "--server", "alpha", "--name", "SHARED_T"][..],
         &["credentials", "list"][..],
         &["serve", "--listen", "127.0.0.1:0"][..],
     ] {
-        let env = [wrong[0], ("GW_TEST_TOKEN", TOKEN), ("GW_TEST_OTHER_TOKEN", OTHER_TOKEN)];
+        let env = [
+            wrong[0],
+            ("GW_TEST_TOKEN", TOKEN),
+            ("GW_TEST_OTHER_TOKEN", OTHER_TOKEN),
+        ];
         let out = cli(&path, args, Some("other-value-123456\n"), &env);
         assert!(!out.status.success(), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("does not open credential store"), "{args:?}: {err}");
         assert!(err.contains("mcp-guard-credentials.json"), "{err}");
     }
-    assert_eq!(std::fs::read(&store).unwrap(), before, "a wrong key overwrites nothing");
+    assert_eq!(
+        std::fs::read(&store).unwrap(),
+        before,
+        "a wrong key overwrites nothing"
+    );
     assert_eq!(std::fs::metadata(&store).unwrap().modified().unwrap(), mtime);
 
     // A key file others can read is refused.
-    use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
     let out = cli(&path, &["credentials", "list"], None, &[]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
@@ -320,14 +401,29 @@ async fn wrong_key_fails_clearly_and_changes_nothing_and_rotation_reseals() {
     assert_ne!(std::fs::read_to_string(&key).unwrap(), old_key);
     assert_ne!(std::fs::read(&store).unwrap(), before);
     assert!(ok(&cli(&path, &["credentials", "list"], None, &[])).contains("SHARED_T"));
-    let out = cli(&path, &["credentials", "list"], None, &[("MCP_GUARD_CREDENTIALS_KEY", old_key.trim())]);
+    let out = cli(
+        &path,
+        &["credentials", "list"],
+        None,
+        &[("MCP_GUARD_CREDENTIALS_KEY", old_key.trim())],
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not open"));
     assert!(!contains(&std::fs::read(&store).unwrap(), SHARED));
 
     // The value comes from stdin or --value-env, never argv; names are checked.
-    let out = cli(&path, &["credentials", "set", "--server", "nope", "--name", "X"], Some("v\n"), &[]);
+    let out = cli(
+        &path,
+        &["credentials", "set", "--server", "nope", "--name", "X"],
+        Some("v\n"),
+        &[],
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("no server named"));
-    let out = cli(&path, &["credentials", "set", "--server", "alpha", "--name", "PERSONAL_T"], Some("v\n"), &[]);
+    let out = cli(
+        &path,
+        &["credentials", "set", "--server", "alpha", "--name", "PERSONAL_T"],
+        Some("v\n"),
+        &[],
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("--principal"));
 }
 
@@ -370,9 +466,9 @@ impl rmcp::ServerHandler for Pong {
         _: rmcp::service::RequestContext<rmcp::RoleServer>,
     ) -> Result<rmcp::model::ListToolsResult, rmcp::ErrorData> {
         let schema = Arc::new(json!({"type": "object"}).as_object().unwrap().clone());
-        Ok(rmcp::model::ListToolsResult::with_all_items(vec![rmcp::model::Tool::new(
-            "ping", "Answers pong.", schema,
-        )]))
+        Ok(rmcp::model::ListToolsResult::with_all_items(vec![
+            rmcp::model::Tool::new("ping", "Answers pong.", schema),
+        ]))
     }
 
     async fn call_tool(
@@ -396,9 +492,6 @@ async fn client_tokens_are_never_forwarded_and_credentials_stay_with_their_serve
          [endpoints.main.servers.a]\ntools = [\"ping\"]\n[endpoints.main.servers.b]\ntools = [\"ping\"]\n"
     );
     std::fs::write(&path, config).unwrap();
-    const A_VALUE: &str = "a-upstream-secret-4411aa";
-    const B_VALUE: &str = "b-upstream-secret-9922bb";
-    const COOKIE: &str = "session=client-cookie-secret-7733";
     set(&path, "a", "API_T", None, A_VALUE);
     set(&path, "b", "API_T", None, B_VALUE);
     let gw = serve_logged(dir.path(), &[]).await;
@@ -433,14 +526,32 @@ async fn client_tokens_are_never_forwarded_and_credentials_stay_with_their_serve
         for h in seen {
             let all = format!("{h:?}");
             assert!(!all.contains(TOKEN), "{server} saw the client's token: {all}");
-            assert!(!all.contains("client-cookie-secret"), "{server} saw the client's cookie");
-            assert!(h.get(reqwest::header::COOKIE).is_none(), "{server} got a Cookie header");
+            assert!(
+                !all.contains("client-cookie-secret"),
+                "{server} saw the client's cookie"
+            );
+            assert!(
+                h.get(reqwest::header::COOKIE).is_none(),
+                "{server} got a Cookie header"
+            );
         }
     }
-    assert!(a.iter().all(|h| h.get("authorization").is_some_and(|v| v == &format!("Bearer {A_VALUE}"))));
-    assert!(a.iter().all(|h| !format!("{h:?}").contains(B_VALUE)), "b's credential went to a");
+    assert!(a.iter().all(|h| {
+        h.get("authorization")
+            .is_some_and(|v| v == &format!("Bearer {A_VALUE}"))
+    }));
+    assert!(
+        a.iter().all(|h| !format!("{h:?}").contains(B_VALUE)),
+        "b's credential went to a"
+    );
     assert!(b.iter().all(|h| h.get("x-api-key").is_some_and(|v| v == B_VALUE)));
-    assert!(b.iter().all(|h| !format!("{h:?}").contains(A_VALUE)), "a's credential went to b");
-    assert!(b.iter().all(|h| h.get("authorization").is_none()), "b got an Authorization header");
+    assert!(
+        b.iter().all(|h| !format!("{h:?}").contains(A_VALUE)),
+        "a's credential went to b"
+    );
+    assert!(
+        b.iter().all(|h| h.get("authorization").is_none()),
+        "b got an Authorization header"
+    );
     drop(gw);
 }

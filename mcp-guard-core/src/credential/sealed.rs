@@ -58,10 +58,13 @@ impl StoreKey {
             origin: origin.to_owned(),
             reason: "not base64".into(),
         })?);
-        let arr: [u8; 32] = bytes.as_slice().try_into().map_err(|_| SealedStoreError::BadKey {
-            origin: origin.to_owned(),
-            reason: format!("{} bytes, need 32", bytes.len()),
-        })?;
+        let arr: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| SealedStoreError::BadKey {
+                origin: origin.to_owned(),
+                reason: format!("{} bytes, need 32", bytes.len()),
+            })?;
         Ok(Self(Zeroizing::new(arr)))
     }
 
@@ -567,7 +570,11 @@ impl SealedFileStore {
         }
     }
 
-    fn write_file(&self, key: &StoreKey, map: &BTreeMap<CredentialKey, FileRecord>) -> Result<(), SealedStoreError> {
+    fn write_file(
+        &self,
+        key: &StoreKey,
+        map: &BTreeMap<CredentialKey, FileRecord>,
+    ) -> Result<(), SealedStoreError> {
         let file = StoreFile {
             format: FORMAT.into(),
             check: seal(key, CHECK_PLAINTEXT, FORMAT.as_bytes())?,
@@ -730,23 +737,20 @@ impl SealedFileStore {
         if !next.exists() {
             return Ok(());
         }
-        match self.read(None) {
-            Err(SealedStoreError::WrongKey { .. }) => {
-                let candidate = StoreKey::read_file(&next)?;
-                if self.read(Some(&candidate)).is_ok() {
-                    std::fs::rename(&next, key_path).map_err(|e| io(key_path, e))?;
-                    *self.cache.lock().unwrap_or_else(PoisonError::into_inner) = None;
-                    tracing::warn!(key_file = %key_path.display(), "completed an interrupted credential key rotation");
-                }
-                Ok(())
+        let current = self.read(None);
+        if let Err(SealedStoreError::WrongKey { .. }) = current {
+            let candidate = StoreKey::read_file(&next)?;
+            if self.read(Some(&candidate)).is_ok() {
+                std::fs::rename(&next, key_path).map_err(|e| io(key_path, e))?;
+                *self.cache.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                tracing::warn!(key_file = %key_path.display(), "completed an interrupted credential key rotation");
             }
-            _ => {
-                // The store still opens with the current key: the rotation never
-                // replaced it, so the leftover key is dropped.
-                let _ = std::fs::remove_file(&next);
-                Ok(())
-            }
+        } else if current.is_ok() {
+            // The store still opens with the current key: the rotation never replaced
+            // it, so the leftover key is dropped. (On any other error it is kept.)
+            let _ = std::fs::remove_file(&next);
         }
+        Ok(())
     }
 }
 
@@ -781,7 +785,10 @@ mod tests {
         let k = CredentialKey::personal("gh", "alice", "TOKEN");
         store.set(&k, &SecretString::from("canary-value-123456")).unwrap();
         store.set(&k, &SecretString::from("canary-value-654321")).unwrap();
-        assert_eq!(reveal(&store.get_sync(&k).unwrap().unwrap()), "canary-value-654321");
+        assert_eq!(
+            reveal(&store.get_sync(&k).unwrap().unwrap()),
+            "canary-value-654321"
+        );
         let bytes = std::fs::read(dir.path().join("c.json")).unwrap();
         assert!(!String::from_utf8_lossy(&bytes).contains("canary"));
         let mode = std::fs::metadata(dir.path().join("k")).unwrap().mode() & 0o777;
@@ -816,14 +823,23 @@ mod tests {
         let path = dir.path().join("c.json");
         let store = SealedFileStore::new(&path, KeySource::Value(StoreKey::generate().unwrap()));
         store
-            .set(&CredentialKey::shared("s", "N"), &SecretString::from("value-1234567"))
+            .set(
+                &CredentialKey::shared("s", "N"),
+                &SecretString::from("value-1234567"),
+            )
             .unwrap();
         let before = std::fs::read(&path).unwrap();
         let other = SealedFileStore::new(&path, KeySource::Value(StoreKey::generate().unwrap()));
         let err = other
-            .set(&CredentialKey::shared("s", "M"), &SecretString::from("value-7654321"))
+            .set(
+                &CredentialKey::shared("s", "M"),
+                &SecretString::from("value-7654321"),
+            )
             .unwrap_err();
-        assert!(err.to_string().contains("does not open credential store"), "{err}");
+        assert!(
+            err.to_string().contains("does not open credential store"),
+            "{err}"
+        );
         assert!(err.to_string().contains("c.json"), "{err}");
         assert!(other.get_sync(&CredentialKey::shared("s", "N")).is_err());
         assert_eq!(std::fs::read(&path).unwrap(), before);
@@ -859,7 +875,10 @@ mod tests {
         let next = StoreKey::generate().unwrap();
         write_key_file(&next_key_path(&kp), &next, true).unwrap();
         store.reseal(&next).unwrap();
-        assert!(matches!(store.get_sync(&k), Err(SealedStoreError::WrongKey { .. })));
+        assert!(matches!(
+            store.get_sync(&k),
+            Err(SealedStoreError::WrongKey { .. })
+        ));
         store.recover_rotation().unwrap();
         assert_ne!(std::fs::read(&kp).unwrap(), current);
         assert_eq!(reveal(&store.get_sync(&k).unwrap().unwrap()), "value-1234567");

@@ -15,6 +15,9 @@ use crate::credential::{CredentialError, CredentialStore};
 /// Makes a fresh instance (a new process with the credentials of this moment).
 pub type MakeInstance = Arc<dyn Fn() -> Arc<dyn Upstream> + Send + Sync>;
 
+/// The running instance and the digest of the credentials it was started with.
+type Current = Mutex<Option<([u8; 32], Arc<dyn Upstream>)>>;
+
 /// An [`Upstream`] that checks, before every request, that the credentials its
 /// instance was started with are still the stored ones, for one server and principal.
 ///
@@ -31,7 +34,7 @@ pub struct RecheckCredentials {
     store: Arc<dyn CredentialStore>,
     make: MakeInstance,
     personal: Vec<String>,
-    current: Mutex<Option<([u8; 32], Arc<dyn Upstream>)>>,
+    current: Current,
 }
 
 impl fmt::Debug for RecheckCredentials {
@@ -119,11 +122,7 @@ impl RecheckCredentials {
     }
 
     fn stop_current(&self) {
-        let old = self
-            .current
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let old = self.current.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some((_, u)) = old {
             tokio::spawn(async move { u.shutdown().await });
         }
@@ -146,7 +145,8 @@ impl RecheckCredentials {
             Err(e) => {
                 if matches!(
                     e,
-                    UpstreamError::MissingCredentials { .. } | UpstreamError::MissingPersonalCredentials { .. }
+                    UpstreamError::MissingCredentials { .. }
+                        | UpstreamError::MissingPersonalCredentials { .. }
                 ) {
                     self.stop_current();
                 }
@@ -225,11 +225,7 @@ impl Upstream for RecheckCredentials {
     }
 
     async fn shutdown(&self) {
-        let old = self
-            .current
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let old = self.current.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some((_, u)) = old {
             u.shutdown().await;
         }
