@@ -4,6 +4,12 @@
 //! passed through. Every secret is a [`SecretString`]: redacted in `Debug`, zeroed on
 //! drop, never `Serialize`.
 //!
+//! Adapters: [`SealedFileStore`] (the default: an encrypted file), [`EnvCredentialStore`]
+//! (shared names from the environment), [`MemoryCredentialStore`] (tests, embedding);
+//! combinators: [`FirstOf`] (try stores in order), [`Declared`] (a server's personal
+//! names only as the caller's own) and [`Scrubbing`] (every value handed out joins the
+//! redactor's known secrets).
+//!
 //! rmcp's `auth` feature has a trait of the same name that stores one OAuth
 //! credential set for one client; this one is keyed by server, mode and principal,
 //! and an OAuth adapter can sit on top of it.
