@@ -555,3 +555,44 @@ async fn client_tokens_are_never_forwarded_and_credentials_stay_with_their_serve
     );
     drop(gw);
 }
+
+#[test]
+fn personal_names_are_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    let cases = [
+        (
+            stdio_config().replace("personal = [\"PERSONAL_T\"]", "personal = [\"NOT_USED\"]"),
+            "servers.alpha.personal[0]",
+            "is not a ${NAME} placeholder",
+        ),
+        (
+            stdio_config().replace("personal = [", "isolation = \"shared\"\npersonal = ["),
+            "servers.alpha.personal",
+            "isolation = \"session\"",
+        ),
+        (
+            format!(
+                "[servers.h]\ntransport = \"http\"\nurl = \"http://127.0.0.1:1/mcp\"\nheaders = {{ Authorization = \"Bearer ${{T}}\" }}\npersonal = [\"T\"]\n"
+            ),
+            "servers.h.personal",
+            "not supported for HTTP servers yet",
+        ),
+        (
+            "[credentials]\nstore = \"same\"\nkey_file = \"same\"\n".to_owned(),
+            "credentials.key_file",
+            "must differ",
+        ),
+    ];
+    for (config, entry, message) in cases {
+        std::fs::write(&path, &config).unwrap();
+        let out = std::process::Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{config}");
+        assert!(err.contains(entry) && err.contains(message), "{entry}: {err}");
+    }
+}

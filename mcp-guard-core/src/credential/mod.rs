@@ -300,3 +300,47 @@ impl CredentialError {
         Self::Backend(e.into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn declared_personal_names_resolve_only_as_the_callers_own() {
+        let mem = MemoryCredentialStore::new();
+        mem.set(
+            CredentialKey::shared("gh", "TOKEN"),
+            SecretString::from("shared-value"),
+        );
+        mem.set(
+            CredentialKey::personal("gh", "alice", "TOKEN"),
+            SecretString::from("alice-value"),
+        );
+        mem.set(
+            CredentialKey::personal("gh", "alice", "ORG"),
+            SecretString::from("personal-org"),
+        );
+        mem.set(
+            CredentialKey::shared("gh", "ORG"),
+            SecretString::from("shared-org"),
+        );
+        let store = Declared::new(mem.clone()).personal("gh", ["TOKEN"]);
+        let t = crate::upstream::Template::parse("${TOKEN}/${ORG}").unwrap();
+        #[expect(clippy::disallowed_methods, reason = "test reads the resolved value")]
+        let got = |s: SecretString| secrecy::ExposeSecret::expose_secret(&s).to_owned();
+        let alice = crate::upstream::resolve_template(&t, "gh", Some("alice"), &store).await;
+        assert_eq!(got(alice.unwrap()), "alice-value/shared-org");
+        // Bob has no TOKEN of his own: missing, never the shared one or alice's.
+        let bob = crate::upstream::resolve_template(&t, "gh", Some("bob"), &store).await;
+        assert_eq!(bob.unwrap_err().to_string(), "missing credential TOKEN");
+        // Another server's names are not personal, and do not see gh's values.
+        let other = crate::upstream::resolve_template(&t, "other", Some("alice"), &store).await;
+        assert!(other.is_err());
+        // The listing variant fills personal names with "" and nothing else.
+        let listing = Declared::new(mem)
+            .personal("gh", ["TOKEN"])
+            .blank_personal_for_listing();
+        let l = crate::upstream::resolve_template(&t, "gh", None, &listing).await;
+        assert_eq!(got(l.unwrap()), "/shared-org");
+    }
+}
