@@ -572,9 +572,8 @@ fn personal_names_are_validated() {
             "isolation = \"session\"",
         ),
         (
-            format!(
-                "[servers.h]\ntransport = \"http\"\nurl = \"http://127.0.0.1:1/mcp\"\nheaders = {{ Authorization = \"Bearer ${{T}}\" }}\npersonal = [\"T\"]\n"
-            ),
+            "[servers.h]\ntransport = \"http\"\nurl = \"http://127.0.0.1:1/mcp\"\nheaders = { Authorization = \"Bearer ${T}\" }\npersonal = [\"T\"]\n"
+                .to_owned(),
             "servers.h.personal",
             "not supported for HTTP servers yet",
         ),
