@@ -125,6 +125,49 @@ pub(crate) struct Built {
     pub(crate) drain: Drain,
 }
 
+/// What it takes to start one principal's own instance of a stdio server.
+struct OwnInstance {
+    server: String,
+    spec: StdioSpec,
+    credentials: Arc<dyn mcp_guard_core::CredentialStore>,
+    redactor: Arc<dyn Redactor>,
+    options: UpstreamOptions,
+    personal: Vec<String>,
+}
+
+impl OwnInstance {
+    /// `principal`'s instance: personal names resolve to its own credentials only
+    /// (`Declared`), shared ones as for everyone. Before each call the credentials are
+    /// resolved again: removed ones stop the process and the call reports them
+    /// missing; replaced ones restart it.
+    fn for_principal(&self, principal: Arc<str>) -> Arc<dyn Upstream> {
+        let (server, spec, credentials, redactor, options, p) = (
+            self.server.clone(),
+            self.spec.clone(),
+            self.credentials.clone(),
+            self.redactor.clone(),
+            self.options.clone(),
+            principal.clone(),
+        );
+        let instance: MakeInstance = Arc::new(move || {
+            let c = StdioConnector::new(server.as_str(), spec.clone(), credentials.clone())
+                .for_principal(p.clone())
+                .redact_stderr(redactor.clone());
+            Arc::new(RmcpUpstream::new(server.as_str(), c, options.clone()))
+        });
+        Arc::new(
+            RecheckCredentials::new(
+                self.server.as_str(),
+                Some(principal),
+                self.spec.env.values().cloned().collect(),
+                self.credentials.clone(),
+                instance,
+            )
+            .personal_names(self.personal.iter().cloned()),
+        )
+    }
+}
+
 pub(crate) fn upstreams(
     config: &GatewayConfig,
     stores: &crate::credentials::Stores,
@@ -148,57 +191,38 @@ pub(crate) fn upstreams(
                 spec.env = templates(&s.env).with_context(|| format!("servers.{id}.env"))?;
                 spec.cwd = s.cwd.clone().map(Into::into);
                 // The catalogue instance of a per-session server serves no one's calls
-                // over HTTP: personal names are blank there. Over stdio it serves the
-                // stdio principal, with that principal's personal credentials.
+                // over HTTP: personal names are blank there. Over stdio (one client) it
+                // also serves the stdio principal's calls, unless the server has
+                // personal names: then those go to that principal's own instance.
+                let personal_stdio = (!s.personal.is_empty())
+                    .then_some(stores.catalogue_principal.as_ref())
+                    .flatten();
                 let mut c = match (&stores.catalogue_principal, s.isolation) {
                     (_, Isolation::Shared) => {
                         StdioConnector::new(id.as_str(), spec.clone(), credentials.clone())
                     }
-                    (Some(p), _) => StdioConnector::new(id.as_str(), spec.clone(), credentials.clone())
-                        .for_principal(p.clone()),
-                    (None, _) => StdioConnector::new(id.as_str(), spec.clone(), stores.listing.clone()),
+                    (Some(p), _) if personal_stdio.is_none() => {
+                        StdioConnector::new(id.as_str(), spec.clone(), credentials.clone())
+                            .for_principal(p.clone())
+                    }
+                    _ => StdioConnector::new(id.as_str(), spec.clone(), stores.listing.clone()),
                 };
                 c = c.redact_stderr(stderr_redactor.clone());
                 let shared: Arc<dyn Upstream> = Arc::new(RmcpUpstream::new(id.as_str(), c, options.clone()));
                 if s.isolation == Isolation::Shared {
                     shared
                 } else {
-                    let (server, credentials, redactor) =
-                        (id.clone(), credentials.clone(), stderr_redactor.clone());
-                    let personal = s.personal.clone();
-                    let make: MakeUpstream = Arc::new(move |session| {
-                        // The session's principal: personal names resolve to its own
-                        // credentials only (`Declared`), shared ones as for everyone.
-                        // Before each call the credentials are resolved again: removed
-                        // ones stop the process and the call reports them missing;
-                        // replaced ones restart it.
-                        let principal: Arc<str> = session.principal_id().into();
-                        let (server2, spec2, credentials2, redactor2, options2, principal2) = (
-                            server.clone(),
-                            spec.clone(),
-                            credentials.clone(),
-                            redactor.clone(),
-                            options.clone(),
-                            principal.clone(),
-                        );
-                        let instance: MakeInstance = Arc::new(move || {
-                            let c =
-                                StdioConnector::new(server2.as_str(), spec2.clone(), credentials2.clone())
-                                    .for_principal(principal2.clone())
-                                    .redact_stderr(redactor2.clone());
-                            Arc::new(RmcpUpstream::new(server2.as_str(), c, options2.clone()))
-                        });
-                        Arc::new(
-                            RecheckCredentials::new(
-                                server.as_str(),
-                                Some(principal),
-                                spec.env.values().cloned().collect(),
-                                credentials.clone(),
-                                instance,
-                            )
-                            .personal_names(personal.iter().cloned()),
-                        )
-                    });
+                    let own = OwnInstance {
+                        server: id.clone(),
+                        spec: spec.clone(),
+                        credentials: credentials.clone(),
+                        redactor: stderr_redactor.clone(),
+                        options: options.clone(),
+                        personal: s.personal.clone(),
+                    };
+                    let sessionless = personal_stdio.map(|p| own.for_principal(p.clone()));
+                    let make: MakeUpstream =
+                        Arc::new(move |session| own.for_principal(session.principal_id().into()));
                     let mut limits = SessionLimits::default();
                     if let Some(n) = s.max_processes {
                         limits.max_total = n;
@@ -209,7 +233,11 @@ pub(crate) fn upstreams(
                     if let Some(t) = s.idle_timeout_secs {
                         limits.idle_timeout = Duration::from_secs(t);
                     }
-                    Arc::new(PerSessionUpstream::new(shared, make, limits))
+                    let mut per_session = PerSessionUpstream::new(shared, make, limits);
+                    if let Some(u) = sessionless {
+                        per_session = per_session.sessionless(u);
+                    }
+                    Arc::new(per_session)
                 }
             }
             ServerConfig::Http(h) => {

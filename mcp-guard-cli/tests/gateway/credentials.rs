@@ -595,3 +595,36 @@ fn personal_names_are_validated() {
         assert!(err.contains(entry) && err.contains(message), "{entry}: {err}");
     }
 }
+
+#[tokio::test]
+async fn stdio_front_door_gets_the_stdio_principals_personal_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    let config = format!(
+        "{}[auth]\nstdio_principal = {{ id = \"alice\", roles = [\"eng\"] }}\n",
+        stdio_config()
+    );
+    std::fs::write(&path, config).unwrap();
+    set(&path, "alpha", "SHARED_T", None, SHARED);
+    set(&path, "alpha", "PERSONAL_T", Some("carol"), CAROL);
+    // Alice has not set hers: the call says so (carol's value is never used).
+    let client = stdio_client(&path, "main", Era::Legacy).await;
+    let err = call(&client, "alpha__getenv", "@pid").await.unwrap_err();
+    let d = error_data(&err);
+    assert!(d.to_string().contains("PERSONAL_T"), "{d}");
+    let _ = client.cancel().await;
+
+    set(&path, "alpha", "PERSONAL_T", Some("alice"), ALICE);
+    let client = stdio_client(&path, "main", Era::Modern).await;
+    let pid: u32 = call(&client, "alpha__getenv", "@pid")
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    let env = environ(pid);
+    assert_eq!(env.get("PERSONAL_T").map(String::as_str), Some(ALICE));
+    assert_eq!(env.get("SHARED_T").map(String::as_str), Some(SHARED));
+    let echoed = call(&client, "alpha__getenv", "PERSONAL_T").await.unwrap();
+    assert!(!echoed.contains(ALICE), "{echoed}");
+    let _ = client.cancel().await;
+}
