@@ -628,3 +628,46 @@ async fn stdio_front_door_gets_the_stdio_principals_personal_credentials() {
     assert!(!echoed.contains(ALICE), "{echoed}");
     let _ = client.cancel().await;
 }
+
+#[test]
+fn a_key_in_the_environment_is_used_and_no_key_file_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, stdio_config()).unwrap();
+    let key = [(
+        "MCP_GUARD_CREDENTIALS_KEY",
+        "q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq80=",
+    )];
+    ok(&cli(
+        &path,
+        &["credentials", "set", "--server", "alpha", "--name", "SHARED_T"],
+        Some(SHARED),
+        &key,
+    ));
+    assert!(!dir.path().join("mcp-guard-credentials.key").exists());
+    assert!(
+        ok(&cli(
+            &path,
+            &["credentials", "list", "--server", "alpha"],
+            None,
+            &key
+        ))
+        .contains("SHARED_T")
+    );
+    // Without the variable there is no key at all: a clear error, not an empty store.
+    let out = cli(&path, &["credentials", "list"], None, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("there is no key"), "{err}");
+    // A malformed key names its variable and never echoes it.
+    let out = cli(
+        &path,
+        &["credentials", "list"],
+        None,
+        &[("MCP_GUARD_CREDENTIALS_KEY", "c2hvcnQ=")],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("MCP_GUARD_CREDENTIALS_KEY") && err.contains("need 32") && !err.contains("c2hvcnQ="),
+        "{err}"
+    );
+}
