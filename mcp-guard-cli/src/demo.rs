@@ -55,7 +55,8 @@ pub(crate) async fn run(port: u16, once: bool) -> anyhow::Result<()> {
     let cfg = loaded.config;
     let principal = crate::load::principal(&cfg.auth.tokens[0].principal);
     let auth = mcp_guard_tower::StaticTokens::new().with_token(&SecretString::from(token.clone()), principal);
-    let built = crate::load::build(&cfg, crate::audit_sink(), crate::redactor(), None).await?;
+    let stores = crate::credentials::stores(&cfg, &path, None)?;
+    let built = crate::load::build(&cfg, &stores, crate::audit_sink(), crate::redactor(), None).await?;
     let shutdown = CancellationToken::new();
     let app = HttpEdge::new(built.gateway.clone(), built.service, Arc::new(auth))
         .options(crate::http_options(&cfg))

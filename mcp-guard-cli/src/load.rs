@@ -12,11 +12,11 @@ use mcp_guard_core::config::{
 use mcp_guard_core::pin::{GateMode, HostileTextPolicy, LockFile, PinGate, ToolGate};
 use mcp_guard_core::redact::RedactionConfig;
 use mcp_guard_core::upstream::{
-    HttpConnector, HttpSpec, MakeUpstream, PerSessionUpstream, SessionLimits, SseConnector, StdioConnector,
-    StdioSpec, Template, UpstreamOptions,
+    HttpConnector, HttpSpec, MakeInstance, MakeUpstream, PerSessionUpstream, RecheckCredentials,
+    SessionLimits, SseConnector, StdioConnector, StdioSpec, Template, UpstreamOptions,
 };
 use mcp_guard_core::{
-    AuditSink, CredentialStore, Grant, GrantPolicy, Principal, Redactor, RmcpUpstream, TargetKind, Upstream,
+    AuditSink, Grant, GrantPolicy, Principal, Redactor, RmcpUpstream, TargetKind, Upstream,
 };
 use mcp_guard_tower::metrics::CountingRedactor;
 use mcp_guard_tower::{
@@ -130,11 +130,55 @@ pub(crate) struct Built {
     pub(crate) drain: Drain,
 }
 
+/// What it takes to start one principal's own instance of a stdio server.
+struct OwnInstance {
+    server: String,
+    spec: StdioSpec,
+    credentials: Arc<dyn mcp_guard_core::CredentialStore>,
+    redactor: Arc<dyn Redactor>,
+    options: UpstreamOptions,
+    personal: Vec<String>,
+}
+
+impl OwnInstance {
+    /// `principal`'s instance: personal names resolve to its own credentials only
+    /// (`Declared`), shared ones as for everyone. Before each call the credentials are
+    /// resolved again: removed ones stop the process and the call reports them
+    /// missing; replaced ones restart it.
+    fn for_principal(&self, principal: Arc<str>) -> Arc<dyn Upstream> {
+        let (server, spec, credentials, redactor, options, p) = (
+            self.server.clone(),
+            self.spec.clone(),
+            self.credentials.clone(),
+            self.redactor.clone(),
+            self.options.clone(),
+            principal.clone(),
+        );
+        let instance: MakeInstance = Arc::new(move || {
+            let c = StdioConnector::new(server.as_str(), spec.clone(), credentials.clone())
+                .for_principal(p.clone())
+                .redact_stderr(redactor.clone());
+            Arc::new(RmcpUpstream::new(server.as_str(), c, options.clone()))
+        });
+        Arc::new(
+            RecheckCredentials::new(
+                self.server.as_str(),
+                Some(principal),
+                self.spec.env.values().cloned().collect(),
+                self.credentials.clone(),
+                instance,
+            )
+            .personal_names(self.personal.iter().cloned()),
+        )
+    }
+}
+
 pub(crate) fn upstreams(
     config: &GatewayConfig,
-    credentials: &Arc<dyn CredentialStore>,
+    stores: &crate::credentials::Stores,
     stderr_redactor: &Arc<dyn Redactor>,
 ) -> anyhow::Result<Vec<(Arc<dyn Upstream>, bool)>> {
+    let credentials = &stores.calls;
     let mut out = Vec::new();
     for (id, server) in &config.servers {
         let mut options = UpstreamOptions::default();
@@ -151,20 +195,39 @@ pub(crate) fn upstreams(
                 let mut spec = StdioSpec::new(s.command.clone(), s.args.clone());
                 spec.env = templates(&s.env).with_context(|| format!("servers.{id}.env"))?;
                 spec.cwd = s.cwd.clone().map(Into::into);
-                let c = StdioConnector::new(id.as_str(), spec.clone(), credentials.clone())
-                    .redact_stderr(stderr_redactor.clone());
+                // The catalogue instance of a per-session server serves no one's calls
+                // over HTTP: personal names are blank there. Over stdio (one client) it
+                // also serves the stdio principal's calls, unless the server has
+                // personal names: then those go to that principal's own instance.
+                let personal_stdio = (!s.personal.is_empty())
+                    .then_some(stores.catalogue_principal.as_ref())
+                    .flatten();
+                let mut c = match (&stores.catalogue_principal, s.isolation) {
+                    (_, Isolation::Shared) => {
+                        StdioConnector::new(id.as_str(), spec.clone(), credentials.clone())
+                    }
+                    (Some(p), _) if personal_stdio.is_none() => {
+                        StdioConnector::new(id.as_str(), spec.clone(), credentials.clone())
+                            .for_principal(p.clone())
+                    }
+                    _ => StdioConnector::new(id.as_str(), spec.clone(), stores.listing.clone()),
+                };
+                c = c.redact_stderr(stderr_redactor.clone());
                 let shared: Arc<dyn Upstream> = Arc::new(RmcpUpstream::new(id.as_str(), c, options.clone()));
                 if s.isolation == Isolation::Shared {
                     shared
                 } else {
-                    let (server, credentials, redactor) =
-                        (id.clone(), credentials.clone(), stderr_redactor.clone());
-                    let make: MakeUpstream = Arc::new(move |_session| {
-                        // Personal credentials join the environment here (issue 6).
-                        let c = StdioConnector::new(server.as_str(), spec.clone(), credentials.clone())
-                            .redact_stderr(redactor.clone());
-                        Arc::new(RmcpUpstream::new(server.as_str(), c, options.clone()))
-                    });
+                    let own = OwnInstance {
+                        server: id.clone(),
+                        spec: spec.clone(),
+                        credentials: credentials.clone(),
+                        redactor: stderr_redactor.clone(),
+                        options: options.clone(),
+                        personal: s.personal.clone(),
+                    };
+                    let sessionless = personal_stdio.map(|p| own.for_principal(p.clone()));
+                    let make: MakeUpstream =
+                        Arc::new(move |session| own.for_principal(session.principal_id().into()));
                     let mut limits = SessionLimits::default();
                     if let Some(n) = s.max_processes {
                         limits.max_total = n;
@@ -175,7 +238,11 @@ pub(crate) fn upstreams(
                     if let Some(t) = s.idle_timeout_secs {
                         limits.idle_timeout = Duration::from_secs(t);
                     }
-                    Arc::new(PerSessionUpstream::new(shared, make, limits))
+                    let mut per_session = PerSessionUpstream::new(shared, make, limits);
+                    if let Some(u) = sessionless {
+                        per_session = per_session.sessionless(u);
+                    }
+                    Arc::new(per_session)
                 }
             }
             ServerConfig::Http(h) => {
@@ -299,18 +366,18 @@ pub(crate) fn pinning(config: &GatewayConfig, config_path: &Path) -> anyhow::Res
 
 pub(crate) async fn build(
     config: &GatewayConfig,
+    credentials: &crate::credentials::Stores,
     audit: Arc<dyn AuditSink>,
     redactor: Arc<dyn Redactor>,
     gate: Option<Arc<dyn ToolGate>>,
 ) -> anyhow::Result<Built> {
-    let credentials = crate::credentials();
     let mut builder = Gateway::builder()
         .separator(config.gateway.separator.clone())
         .audit(audit.clone());
     if let Some(gate) = gate {
         builder = builder.gate(gate);
     }
-    for (upstream, enabled) in upstreams(config, &credentials, &redactor)? {
+    for (upstream, enabled) in upstreams(config, credentials, &redactor)? {
         builder = if enabled {
             builder.server(upstream)
         } else {

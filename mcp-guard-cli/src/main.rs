@@ -7,6 +7,7 @@
 
 mod access;
 mod audit;
+mod credentials;
 mod demo;
 mod explain;
 mod fixture;
@@ -119,6 +120,11 @@ enum Command {
         #[command(subcommand)]
         command: access::TokensCommand,
     },
+    /// Stores, lists and removes upstream credentials (encrypted at rest); rotates the key.
+    Credentials {
+        #[command(subcommand)]
+        command: credentials::CredentialsCommand,
+    },
     /// Lists and revokes gateway sessions.
     Sessions {
         #[command(subcommand)]
@@ -174,11 +180,52 @@ fn init_tracing(stdio: bool) {
         EnvFilter::try_from_env("MCP_GUARD_LOG").unwrap_or_else(|_| EnvFilter::new("info,rmcp=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(ScrubbedStderr);
     if stdio {
         builder.with_ansi(false).init();
     } else {
         builder.init();
+    }
+}
+
+/// Log output: each event is formatted into a buffer, cleaned of every credential the
+/// gateway has handed out and of secret patterns, then written to stderr in one piece.
+/// rmcp traces whole upstream messages at `trace`, so without this a credential an
+/// upstream echoes would reach the log before the response redactor sees it.
+struct ScrubbedStderr;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for ScrubbedStderr {
+    type Writer = ScrubbedEvent;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        ScrubbedEvent(Vec::with_capacity(256))
+    }
+}
+
+struct ScrubbedEvent(Vec<u8>);
+
+impl std::io::Write for ScrubbedEvent {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for ScrubbedEvent {
+    fn drop(&mut self) {
+        static LOG_REDACTOR: std::sync::OnceLock<Arc<dyn Redactor>> = std::sync::OnceLock::new();
+        let redactor = LOG_REDACTOR.get_or_init(|| {
+            let mut secrets_only = mcp_guard_core::redact::RedactionConfig::default();
+            secrets_only.detect.clear();
+            Arc::new(secrets_only.build(Some(known_secrets())))
+        });
+        let text = String::from_utf8_lossy(&self.0);
+        let clean = redactor.redact_str(&text);
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), clean.as_bytes());
     }
 }
 
@@ -198,14 +245,6 @@ pub(crate) fn redactor() -> Arc<dyn Redactor> {
             .known_secrets(known_secrets())
             .build(),
     )
-}
-
-/// The credential store: the gateway's environment, feeding the scrubber.
-pub(crate) fn credentials() -> Arc<dyn mcp_guard_core::CredentialStore> {
-    Arc::new(mcp_guard_core::credential::Scrubbing::new(
-        mcp_guard_core::EnvCredentialStore::new(),
-        known_secrets(),
-    ))
 }
 
 /// The sink of commands that serve no clients (`tools`, `demo`): log output only.
@@ -326,7 +365,8 @@ async fn serve_stdio(
         .as_ref()
         .map_or_else(|| Principal::user("stdio"), load::principal);
     let pinning = load::pinning(cfg, config)?;
-    let built = load::build(cfg, sink.clone(), redactor(), Some(pinning.gate.clone())).await?;
+    let stores = credentials::stores(cfg, config, Some(principal.id()))?;
+    let built = load::build(cfg, &stores, sink.clone(), redactor(), Some(pinning.gate.clone())).await?;
     pins::watch_lock(pinning.path, pinning.gate, built.gateway.clone());
     let ep = built
         .gateway
@@ -380,7 +420,15 @@ async fn serve(
         None => cfg.gateway.listen.parse()?,
     };
     let pinning = load::pinning(&cfg, &config)?;
-    let built = load::build(&cfg, sink.clone(), redactor(), Some(pinning.gate.clone())).await?;
+    let stores = credentials::stores(&cfg, &config, None)?;
+    let built = load::build(
+        &cfg,
+        &stores,
+        sink.clone(),
+        redactor(),
+        Some(pinning.gate.clone()),
+    )
+    .await?;
     pins::watch_lock(pinning.path, pinning.gate, built.gateway.clone());
     // Three stages: a signal; then no new connections (in-flight requests drain);
     // then every session and stream is closed.
@@ -500,9 +548,9 @@ fn check(config: &std::path::Path) -> anyhow::Result<()> {
 /// Connects every enabled server once and lists its tools; fails if any cannot connect.
 async fn check_connect(config: &std::path::Path) -> anyhow::Result<()> {
     let loaded = load::load(config)?;
-    let credentials = credentials();
+    let stores = credentials::stores(&loaded.config, config, None)?;
     let mut failed = 0;
-    for (upstream, enabled) in load::upstreams(&loaded.config, &credentials, &redactor())? {
+    for (upstream, enabled) in load::upstreams(&loaded.config, &stores, &redactor())? {
         if !enabled {
             println!("server {}: disabled", upstream.id());
             continue;
@@ -571,8 +619,10 @@ async fn status(url: &str) -> anyhow::Result<()> {
 async fn tools(config: PathBuf, endpoint: String) -> anyhow::Result<()> {
     let loaded = load::load(&config)?;
     let pinning = load::pinning(&loaded.config, &config)?;
+    let stores = credentials::stores(&loaded.config, &config, None)?;
     let built = load::build(
         &loaded.config,
+        &stores,
         audit_sink(),
         redactor(),
         Some(pinning.gate.clone()),
@@ -695,6 +745,7 @@ fn main() -> std::process::ExitCode {
                     std::process::ExitCode::from,
                 ));
             }
+            Command::Credentials { command } => credentials::run(command),
             Command::Import { source } => import::run(source),
             Command::Demo { port, once } => demo::run(port, once).await,
             Command::Fixture {

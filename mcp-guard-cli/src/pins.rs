@@ -35,9 +35,9 @@ fn servers(
         ),
         None => None,
     };
-    let credentials = crate::credentials();
+    let stores = crate::credentials::stores(&cfg, config_path, None)?;
     let mut out = Vec::new();
-    for (upstream, enabled) in crate::load::upstreams(&cfg, &credentials, &crate::redactor())? {
+    for (upstream, enabled) in crate::load::upstreams(&cfg, &stores, &crate::redactor())? {
         let id = upstream.id().to_owned();
         if !enabled
             || wanted.as_ref().is_some_and(|w| !w.contains(&id))

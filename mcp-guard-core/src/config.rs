@@ -44,6 +44,47 @@ pub struct GatewayConfig {
     pub pinning: PinningSection,
     /// The audit trail.
     pub audit: AuditSection,
+    /// Where upstream credentials are stored.
+    pub credentials: CredentialsSection,
+}
+
+/// `[credentials]`: the encrypted credential store `${NAME}` placeholders resolve from
+/// (before the environment). Relative paths are relative to the config file's directory.
+///
+/// ```toml
+/// [credentials]
+/// store = "mcp-guard-credentials.json"      # default
+/// key_file = "mcp-guard-credentials.key"    # default; created 0600 on the first `credentials set`
+/// key_env = "MCP_GUARD_CREDENTIALS_KEY"     # default; when set, its base64 key wins over key_file
+/// ```
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct CredentialsSection {
+    /// The store file (default `mcp-guard-credentials.json`).
+    pub store: Option<String>,
+    /// The key file (default `mcp-guard-credentials.key`).
+    pub key_file: Option<String>,
+    /// The environment variable that may hold the key as base64 (default
+    /// `MCP_GUARD_CREDENTIALS_KEY`).
+    pub key_env: Option<String>,
+}
+
+impl CredentialsSection {
+    /// The store file name as configured or the default.
+    pub fn store_or_default(&self) -> &str {
+        self.store.as_deref().unwrap_or("mcp-guard-credentials.json")
+    }
+
+    /// The key file name as configured or the default.
+    pub fn key_file_or_default(&self) -> &str {
+        self.key_file.as_deref().unwrap_or("mcp-guard-credentials.key")
+    }
+
+    /// The key variable as configured or the default.
+    pub fn key_env_or_default(&self) -> &str {
+        self.key_env.as_deref().unwrap_or("MCP_GUARD_CREDENTIALS_KEY")
+    }
 }
 
 /// `[audit]`: where every request's record goes.
@@ -408,6 +449,11 @@ pub struct StdioServerConfig {
     /// A per-session process idle this long is stopped, seconds (default 900).
     #[serde(default)]
     pub idle_timeout_secs: Option<u64>,
+    /// Placeholder names that are personal: `${NAME}` is filled with the calling
+    /// principal's own credential (`credentials set --principal`), never a shared one
+    /// or the environment. Needs `isolation = "session"`.
+    #[serde(default)]
+    pub personal: Vec<String>,
 }
 
 /// How a stdio server's processes are shared.
@@ -449,6 +495,10 @@ pub struct HttpServerConfig {
     /// `gateway.max_response_bytes`).
     #[serde(default)]
     pub max_response_bytes: Option<usize>,
+    /// Personal placeholder names: not supported for HTTP servers yet (a configuration
+    /// error), which share one connection between principals.
+    #[serde(default)]
+    pub personal: Vec<String>,
 }
 
 /// `[endpoints.NAME]`.
@@ -904,6 +954,32 @@ pub fn is_name_safe(s: &str) -> bool {
 #[non_exhaustive]
 pub struct Warnings(pub Vec<ConfigError>);
 
+fn is_env_name(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Every personal name must be a placeholder the server uses.
+fn check_personal(
+    entry: &str,
+    personal: &[String],
+    values: &BTreeMap<String, String>,
+    errors: &mut Vec<ConfigError>,
+) {
+    let used: std::collections::BTreeSet<String> = values
+        .values()
+        .filter_map(|v| Template::parse(v).ok())
+        .flat_map(|t| t.names().map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    for (i, n) in personal.iter().enumerate() {
+        if !used.contains(n) {
+            errors.push(ConfigError {
+                entry: format!("{entry}.personal[{i}]"),
+                message: format!("{n:?} is not a ${{NAME}} placeholder of this server"),
+            });
+        }
+    }
+}
+
 impl GatewayConfig {
     /// Checks everything that can be checked without connecting.
     ///
@@ -1015,6 +1091,15 @@ impl GatewayConfig {
                         );
                     }
                     check_templates("env", &s.env, &mut errors);
+                    check_personal(&entry, &s.personal, &s.env, &mut errors);
+                    if !s.personal.is_empty() && s.isolation == Isolation::Shared {
+                        err(
+                            &mut errors,
+                            format!("{entry}.personal"),
+                            "personal credentials need isolation = \"session\" (one process per client session)"
+                                .into(),
+                        );
+                    }
                 }
                 ServerConfig::Http(h) | ServerConfig::Sse(h) => {
                     if !(h.url.starts_with("http://") || h.url.starts_with("https://")) {
@@ -1030,6 +1115,13 @@ impl GatewayConfig {
                         });
                     }
                     check_templates("headers", &h.headers, &mut errors);
+                    if !h.personal.is_empty() {
+                        err(
+                            &mut errors,
+                            format!("{entry}.personal"),
+                            "personal credentials are not supported for HTTP servers yet (one connection serves every principal); use a stdio server with isolation = \"session\"".into(),
+                        );
+                    }
                     for (k, v) in &h.headers {
                         let sensitive = ["authorization", "cookie", "x-api-key", "api-key"]
                             .contains(&k.to_ascii_lowercase().as_str());
@@ -1042,6 +1134,33 @@ impl GatewayConfig {
                     }
                 }
             }
+        }
+        let c = &self.credentials;
+        for (field, value) in [("store", &c.store), ("key_file", &c.key_file)] {
+            if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                err(
+                    &mut errors,
+                    format!("credentials.{field}"),
+                    "must not be empty".into(),
+                );
+            }
+        }
+        if c.store_or_default() == c.key_file_or_default() {
+            err(
+                &mut errors,
+                "credentials.key_file".into(),
+                "must differ from credentials.store".into(),
+            );
+        }
+        if !is_env_name(c.key_env_or_default()) {
+            err(
+                &mut errors,
+                "credentials.key_env".into(),
+                format!(
+                    "{:?} is not an environment variable name ([A-Za-z0-9_])",
+                    c.key_env_or_default()
+                ),
+            );
         }
         for (name, ep) in &self.endpoints {
             let entry = format!("endpoints.{name}");

@@ -164,10 +164,50 @@ fn human_duration(d: std::time::Duration) -> String {
 fn upstream_error(u: UpstreamError) -> ErrorData {
     match u {
         UpstreamError::Rpc(e) => e,
-        UpstreamError::MissingCredentials { server, missing } => ErrorData::invalid_request(
-            format!("server {server} needs credentials before it can be used"),
-            Some(serde_json::json!({ "missingCredentials": [{ "server": server, "names": missing }] })),
-        ),
+        UpstreamError::MissingCredentials { server, missing } => {
+            let set: Vec<String> = missing
+                .iter()
+                .map(|n| format!("mcp-guard credentials set --server {server} --name {n}"))
+                .collect();
+            ErrorData::invalid_request(
+                format!("server {server} needs credentials before it can be used"),
+                Some(
+                    serde_json::json!({ "missingCredentials": [{ "server": server, "names": missing, "set": set }] }),
+                ),
+            )
+        }
+        UpstreamError::MissingPersonalCredentials {
+            server,
+            principal,
+            personal,
+            shared,
+        } => {
+            let set: Vec<String> = personal
+                .iter()
+                .map(|n| {
+                    format!("mcp-guard credentials set --server {server} --name {n} --principal {principal}")
+                })
+                .chain(
+                    shared
+                        .iter()
+                        .map(|n| format!("mcp-guard credentials set --server {server} --name {n}")),
+                )
+                .collect();
+            let names: Vec<&String> = personal.iter().chain(&shared).collect();
+            ErrorData::invalid_request(
+                format!(
+                    "server {server} needs credentials before it can be used; set yours with: {}",
+                    set.first().map_or("", String::as_str)
+                ),
+                Some(serde_json::json!({ "missingCredentials": [{
+                    "server": server,
+                    "names": names,
+                    "principal": principal,
+                    "personal": personal,
+                    "set": set,
+                }] })),
+            )
+        }
         UpstreamError::Terminated { server } => ErrorData::internal_error(
             format!("server {server} terminated while handling the request"),
             None,

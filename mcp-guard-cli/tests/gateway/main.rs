@@ -12,6 +12,7 @@
 mod access;
 mod audit;
 mod config;
+mod credentials;
 mod federation;
 mod hygiene;
 mod isolation;

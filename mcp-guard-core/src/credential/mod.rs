@@ -4,12 +4,19 @@
 //! passed through. Every secret is a [`SecretString`]: redacted in `Debug`, zeroed on
 //! drop, never `Serialize`.
 //!
+//! Adapters: [`SealedFileStore`] (the default: an encrypted file), [`EnvCredentialStore`]
+//! (shared names from the environment), [`MemoryCredentialStore`] (tests, embedding);
+//! combinators: [`FirstOf`] (try stores in order), [`Declared`] (a server's personal
+//! names only as the caller's own) and [`Scrubbing`] (every value handed out joins the
+//! redactor's known secrets).
+//!
 //! rmcp's `auth` feature has a trait of the same name that stores one OAuth
 //! credential set for one client; this one is keyed by server, mode and principal,
 //! and an OAuth adapter can sit on top of it.
 
 mod env;
 mod memory;
+mod sealed;
 
 use std::fmt;
 use std::sync::Arc;
@@ -22,6 +29,7 @@ use crate::BoxError;
 
 pub use env::EnvCredentialStore;
 pub use memory::MemoryCredentialStore;
+pub use sealed::{KeySource, SealedFileStore, SealedStoreError, StoreKey, StoredEntry};
 
 /// Shared (one credential for everyone) or personal (one per principal).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -162,6 +170,115 @@ impl<S: CredentialStore> CredentialStore for Scrubbing<S> {
     }
 }
 
+/// Tries each store in turn; the first that has the credential answers.
+///
+/// The CLI's default is the sealed file, then the environment (shared credentials only).
+pub struct FirstOf {
+    stores: Vec<Arc<dyn CredentialStore>>,
+}
+
+impl fmt::Debug for FirstOf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FirstOf")
+            .field("stores", &self.stores.len())
+            .finish()
+    }
+}
+
+impl FirstOf {
+    /// `stores`, asked in order.
+    pub fn new(stores: Vec<Arc<dyn CredentialStore>>) -> Self {
+        Self { stores }
+    }
+}
+
+#[async_trait]
+impl CredentialStore for FirstOf {
+    async fn get(&self, key: &CredentialKey) -> Result<Option<Credential>, CredentialError> {
+        for s in &self.stores {
+            if let Some(c) = s.get(key).await? {
+                return Ok(Some(c));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Enforces each server's declared personal names: a name declared personal for a
+/// server is only ever looked up as that principal's personal credential (never as a
+/// shared one, never from the environment), and every other name only as a shared one.
+/// So a principal without their own credential gets "missing", not someone else's.
+pub struct Declared<S> {
+    inner: S,
+    personal: std::collections::BTreeMap<Arc<str>, std::collections::BTreeSet<Arc<str>>>,
+    blank_personal: bool,
+}
+
+impl<S> fmt::Debug for Declared<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Declared")
+            .field("personal", &self.personal)
+            .field("blank_personal", &self.blank_personal)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Declared<S> {
+    /// `inner`, with no personal names declared yet.
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            personal: std::collections::BTreeMap::new(),
+            blank_personal: false,
+        }
+    }
+
+    /// Declares `names` personal for `server`.
+    #[must_use]
+    pub fn personal(
+        mut self,
+        server: impl Into<Arc<str>>,
+        names: impl IntoIterator<Item = impl Into<Arc<str>>>,
+    ) -> Self {
+        self.personal
+            .entry(server.into())
+            .or_default()
+            .extend(names.into_iter().map(Into::into));
+        self
+    }
+
+    /// For an instance that only lists (serves no principal's calls): a personal name
+    /// resolves to an empty value instead of being missing.
+    ///
+    /// # Security
+    /// Only for connections that never serve a call on anyone's behalf.
+    #[must_use]
+    pub fn blank_personal_for_listing(mut self) -> Self {
+        self.blank_personal = true;
+        self
+    }
+
+    fn is_personal(&self, key: &CredentialKey) -> bool {
+        self.personal
+            .get(&key.server)
+            .is_some_and(|n| n.contains(&key.name))
+    }
+}
+
+#[async_trait]
+impl<S: CredentialStore> CredentialStore for Declared<S> {
+    async fn get(&self, key: &CredentialKey) -> Result<Option<Credential>, CredentialError> {
+        let personal = self.is_personal(key);
+        match (key.mode, personal) {
+            (CredentialMode::Personal, true) | (CredentialMode::Shared, false) => self.inner.get(key).await,
+            (CredentialMode::Shared, true) if self.blank_personal => {
+                Ok(Some(Credential::new(SecretString::from(String::new()))))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
 /// Why a credential could not be read.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -181,5 +298,49 @@ impl CredentialError {
     /// Wraps a backend failure.
     pub fn backend(e: impl Into<BoxError>) -> Self {
         Self::Backend(e.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn declared_personal_names_resolve_only_as_the_callers_own() {
+        let mem = MemoryCredentialStore::new();
+        mem.set(
+            CredentialKey::shared("gh", "TOKEN"),
+            SecretString::from("shared-value"),
+        );
+        mem.set(
+            CredentialKey::personal("gh", "alice", "TOKEN"),
+            SecretString::from("alice-value"),
+        );
+        mem.set(
+            CredentialKey::personal("gh", "alice", "ORG"),
+            SecretString::from("personal-org"),
+        );
+        mem.set(
+            CredentialKey::shared("gh", "ORG"),
+            SecretString::from("shared-org"),
+        );
+        let store = Declared::new(mem.clone()).personal("gh", ["TOKEN"]);
+        let t = crate::upstream::Template::parse("${TOKEN}/${ORG}").unwrap();
+        #[expect(clippy::disallowed_methods, reason = "test reads the resolved value")]
+        let got = |s: SecretString| secrecy::ExposeSecret::expose_secret(&s).to_owned();
+        let alice = crate::upstream::resolve_template(&t, "gh", Some("alice"), &store).await;
+        assert_eq!(got(alice.unwrap()), "alice-value/shared-org");
+        // Bob has no TOKEN of his own: missing, never the shared one or alice's.
+        let bob = crate::upstream::resolve_template(&t, "gh", Some("bob"), &store).await;
+        assert_eq!(bob.unwrap_err().to_string(), "missing credential TOKEN");
+        // Another server's names are not personal, and do not see gh's values.
+        let other = crate::upstream::resolve_template(&t, "other", Some("alice"), &store).await;
+        assert!(other.is_err());
+        // The listing variant fills personal names with "" and nothing else.
+        let listing = Declared::new(mem)
+            .personal("gh", ["TOKEN"])
+            .blank_personal_for_listing();
+        let l = crate::upstream::resolve_template(&t, "gh", None, &listing).await;
+        assert_eq!(got(l.unwrap()), "/shared-org");
     }
 }

@@ -12,6 +12,7 @@ mod client;
 mod connect;
 mod per_session;
 mod placeholder;
+mod recheck;
 mod rmcp_upstream;
 mod sse;
 
@@ -36,6 +37,7 @@ pub use connect::{
 };
 pub use per_session::{MakeUpstream, PerSessionUpstream, SessionLimits};
 pub use placeholder::{Template, resolve_template};
+pub use recheck::{MakeInstance, RecheckCredentials};
 pub use rmcp_upstream::{DEFAULT_MAX_RESPONSE_BYTES, RmcpUpstream, UpstreamOptions, error_chain};
 pub use sse::SseConnector;
 
@@ -277,6 +279,19 @@ pub enum UpstreamError {
         server: String,
         /// Placeholder names.
         missing: Vec<String>,
+    },
+    /// Personal credentials of the calling principal are missing (and maybe shared
+    /// ones too): the principal sets their own with `mcp-guard credentials set`.
+    #[error("upstream {server} is missing credentials for principal {principal}: {}", personal.iter().chain(shared).cloned().collect::<Vec<_>>().join(", "))]
+    MissingPersonalCredentials {
+        /// Server id.
+        server: String,
+        /// Whose.
+        principal: String,
+        /// Missing personal names (the principal sets these).
+        personal: Vec<String>,
+        /// Missing shared names (an operator sets these).
+        shared: Vec<String>,
     },
     /// The connection ended while the request was in flight.
     #[error("upstream {server} terminated")]

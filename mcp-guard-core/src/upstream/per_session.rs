@@ -62,6 +62,7 @@ pub struct PerSessionUpstream {
     limits: SessionLimits,
     instances: Instances,
     reaper: std::sync::OnceLock<()>,
+    sessionless: Option<Arc<dyn Upstream>>,
 }
 
 impl std::fmt::Debug for PerSessionUpstream {
@@ -84,7 +85,17 @@ impl PerSessionUpstream {
             limits,
             instances: Arc::default(),
             reaper: std::sync::OnceLock::new(),
+            sessionless: None,
         }
+    }
+
+    /// Requests that come without a session (the stdio front door) go to `upstream`
+    /// instead of the catalogue instance: e.g. the stdio principal's own instance when
+    /// the catalogue instance runs without personal credentials.
+    #[must_use]
+    pub fn sessionless(mut self, upstream: Arc<dyn Upstream>) -> Self {
+        self.sessionless = Some(upstream);
+        self
     }
 
     /// Live instances (sessions with a running upstream).
@@ -213,7 +224,8 @@ impl Upstream for PerSessionUpstream {
 
     async fn request(&self, request: ClientRequest, forward: Forward) -> Result<ServerResult, UpstreamError> {
         let Some(session) = forward.session.clone() else {
-            return self.catalogue.request(request, forward).await;
+            let target = self.sessionless.as_ref().unwrap_or(&self.catalogue);
+            return target.request(request, forward).await;
         };
         let upstream = self.instance(&session)?;
         let result = upstream.request(request, forward).await;
@@ -236,7 +248,7 @@ impl Upstream for PerSessionUpstream {
             .values()
             .map(|i| i.upstream.clone())
             .collect();
-        for u in all {
+        for u in all.iter().chain(&self.sessionless) {
             let _ = u.notify(notification.clone()).await;
         }
         self.catalogue.notify(notification).await
@@ -263,6 +275,9 @@ impl Upstream for PerSessionUpstream {
             .map(|(_, i)| i)
             .collect();
         futures::future::join_all(all.iter().map(|i| i.upstream.shutdown())).await;
+        if let Some(u) = &self.sessionless {
+            u.shutdown().await;
+        }
         self.catalogue.shutdown().await;
     }
 }
