@@ -103,6 +103,18 @@ pub(crate) fn load(path: &Path) -> anyhow::Result<Loaded> {
     }
 }
 
+/// `${MCP_GUARD_SESSION}` in a stdio server's environment: the gateway session id
+/// (`s_` and hex), so a per-session process can have its own files
+/// (`MEMORY_FILE_PATH = "/var/lib/memory/${MCP_GUARD_SESSION}.jsonl"`). The catalogue
+/// instance and the stdio front door get `catalogue` and `stdio`.
+pub(crate) const SESSION_PLACEHOLDER: &str = "${MCP_GUARD_SESSION}";
+
+fn with_session(map: &BTreeMap<String, String>, session: &str) -> BTreeMap<String, String> {
+    map.iter()
+        .map(|(k, v)| (k.clone(), v.replace(SESSION_PLACEHOLDER, session)))
+        .collect()
+}
+
 fn templates(map: &BTreeMap<String, String>) -> anyhow::Result<BTreeMap<String, Template>> {
     map.iter()
         .map(|(k, v)| Ok((k.clone(), Template::parse(v).map_err(anyhow::Error::msg)?)))
@@ -138,6 +150,8 @@ struct OwnInstance {
     redactor: Arc<dyn Redactor>,
     options: UpstreamOptions,
     personal: Vec<String>,
+    /// The environment as configured, when it names `${MCP_GUARD_SESSION}`.
+    per_session_env: Option<BTreeMap<String, String>>,
 }
 
 impl OwnInstance {
@@ -146,9 +160,20 @@ impl OwnInstance {
     /// resolved again: removed ones stop the process and the call reports them
     /// missing; replaced ones restart it.
     fn for_principal(&self, principal: Arc<str>) -> Arc<dyn Upstream> {
+        self.instance(principal, "stdio")
+    }
+
+    /// Like [`Self::for_principal`], with `${MCP_GUARD_SESSION}` set to `session`.
+    fn instance(&self, principal: Arc<str>, session: &str) -> Arc<dyn Upstream> {
+        let mut spec = self.spec.clone();
+        if let Some(raw) = &self.per_session_env
+            && let Ok(env) = templates(&with_session(raw, session))
+        {
+            spec.env = env;
+        }
         let (server, spec, credentials, redactor, options, p) = (
             self.server.clone(),
-            self.spec.clone(),
+            spec,
             self.credentials.clone(),
             self.redactor.clone(),
             self.options.clone(),
@@ -193,7 +218,13 @@ pub(crate) fn upstreams(
         let upstream: Arc<dyn Upstream> = match server {
             ServerConfig::Stdio(s) => {
                 let mut spec = StdioSpec::new(s.command.clone(), s.args.clone());
-                spec.env = templates(&s.env).with_context(|| format!("servers.{id}.env"))?;
+                let per_session_env = s
+                    .env
+                    .values()
+                    .any(|v| v.contains(SESSION_PLACEHOLDER))
+                    .then(|| s.env.clone());
+                let catalogue_env = with_session(&s.env, "catalogue");
+                spec.env = templates(&catalogue_env).with_context(|| format!("servers.{id}.env"))?;
                 spec.cwd = s.cwd.clone().map(Into::into);
                 // The catalogue instance of a per-session server serves no one's calls
                 // over HTTP: personal names are blank there. Over stdio (one client) it
@@ -224,10 +255,11 @@ pub(crate) fn upstreams(
                         redactor: stderr_redactor.clone(),
                         options: options.clone(),
                         personal: s.personal.clone(),
+                        per_session_env,
                     };
                     let sessionless = personal_stdio.map(|p| own.for_principal(p.clone()));
                     let make: MakeUpstream =
-                        Arc::new(move |session| own.for_principal(session.principal_id().into()));
+                        Arc::new(move |session| own.instance(session.principal_id().into(), &session.id().0));
                     let mut limits = SessionLimits::default();
                     if let Some(n) = s.max_processes {
                         limits.max_total = n;

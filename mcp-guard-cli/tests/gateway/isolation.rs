@@ -185,3 +185,87 @@ async fn idle_processes_stop_and_limits_give_a_clear_error() {
     let _ = other.cancel().await;
     gw.stop().await;
 }
+
+/// The official server-memory, one process per session, each with its own
+/// `MEMORY_FILE_PATH` (`${MCP_GUARD_SESSION}`): `MEMORY_SESSIONS` (default 100)
+/// concurrent sessions each write an entity and read the graph back; none may see
+/// another's. Needs `bash interop/setup.sh` (`node_modules`); run by hand:
+/// `cargo test -p mcp-guard-cli --test gateway -- --ignored server_memory`.
+#[tokio::test]
+#[ignore = "needs interop/node_modules and about 100 node processes"]
+async fn server_memory_sessions_never_see_each_other() {
+    let memory_js = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../interop/node_modules/@modelcontextprotocol/server-memory/dist/index.js");
+    assert!(memory_js.exists(), "run `bash interop/setup.sh` first");
+    let n: usize = std::env::var("MEMORY_SESSIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let files = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[[grants]]\nroles = [\"eng\"]\nnames = [\"*\"]\n\n\
+         [servers.memory]\ntransport = \"stdio\"\ncommand = \"node\"\nargs = [\"{}\"]\n\
+         max_processes = {}\nenv = {{ MEMORY_FILE_PATH = \"{}/${{MCP_GUARD_SESSION}}.jsonl\" }}\n\n\
+         [endpoints.main.servers.memory]\ntools = [\"create_entities\", \"read_graph\"]\n",
+        memory_js.display(),
+        n + 8,
+        files.path().display()
+    );
+    let gw = GatewayProc::start(&config).await;
+    let path = gw.dir.path().join("gateway.toml");
+    let tokens: Vec<String> = (0..n).map(|i| issue(&path, &format!("user-{i}"))).collect();
+    // Sessions start in waves of 10 (100 node processes starting at the same instant
+    // exceed the connect timeout on 2 cores); all stay open, and then every one reads
+    // the graph at the same time.
+    let started = Instant::now();
+    let mut clients = Vec::new();
+    for wave in tokens.chunks(10) {
+        let base = clients.len();
+        let opened = futures::future::join_all(wave.iter().enumerate().map(|(k, token)| {
+            let url = gw.url("main");
+            async move {
+                let i = base + k;
+                let client = http_client(&url, token, Era::Legacy).await;
+                client
+                    .call_tool(
+                        CallToolRequestParams::new("memory__create_entities").with_arguments(args(&json!({
+                            "entities": [{"name": format!("entity-of-session-{i}"), "entityType": "probe",
+                                          "observations": [format!("written by {i}")]}]
+                        }))),
+                    )
+                    .await
+                    .unwrap();
+                client
+            }
+        }))
+        .await;
+        clients.extend(opened);
+    }
+    let results = futures::future::join_all(clients.iter().enumerate().map(|(i, client)| async move {
+        let graph = client
+            .call_tool(CallToolRequestParams::new("memory__read_graph"))
+            .await
+            .unwrap();
+        let text = text_of(&graph);
+        let seen: Vec<usize> = (0..n)
+            .filter(|j| text.contains(&format!("\"entity-of-session-{j}\"")))
+            .collect();
+        (i, seen)
+    }))
+    .await;
+    for c in clients {
+        let _ = c.cancel().await;
+    }
+    let elapsed = started.elapsed();
+    let mut cross = 0;
+    for (i, seen) in &results {
+        assert!(seen.contains(i), "session {i} lost its own entity");
+        cross += seen.iter().filter(|j| *j != i).count();
+    }
+    let written = std::fs::read_dir(files.path()).unwrap().count();
+    println!(
+        "server-memory isolation: {n} sessions in {elapsed:?}, {cross} cross-reads, {written} memory files"
+    );
+    assert_eq!(cross, 0, "a session read another session's entity");
+    gw.stop().await;
+}
