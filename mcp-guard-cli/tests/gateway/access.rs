@@ -265,25 +265,6 @@ fn cli(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     )
 }
 
-fn issue(config: &std::path::Path, principal: &str, duration: &str) -> String {
-    let (ok, token, err) = cli(
-        config,
-        &[
-            "tokens",
-            "issue",
-            "--principal",
-            principal,
-            "--role",
-            "eng",
-            "--duration",
-            duration,
-        ],
-    );
-    assert!(ok, "{err}");
-    assert!(token.starts_with("mcpg_"), "{token}");
-    token
-}
-
 /// Waits until `f` answers 401, returning how long that took.
 async fn until_refused(c: &reqwest::Client, url: &str, token: &str) -> Duration {
     let start = Instant::now();
@@ -308,7 +289,7 @@ async fn issued_tokens_expire_and_revoke_within_a_second() {
     let url = gw.url("main");
 
     // A token works through a real MCP client, and its session is listed.
-    let token = issue(&config, "carol", "1h");
+    let token = issue_token(&config, "carol", "1h");
     let client = http_client(&url, &token, Era::Modern).await;
     assert_eq!(names(&client).await, ["alpha__echo"]);
     let (ok, listed, err) = cli(&config, &["sessions", "list", "--json"]);
@@ -332,7 +313,7 @@ async fn issued_tokens_expire_and_revoke_within_a_second() {
     assert!(!ok, "revoking twice is an error");
 
     // A short access duration ends by itself.
-    let short = issue(&config, "dave", "2s");
+    let short = issue_token(&config, "dave", "2s");
     assert_eq!(post_init(&c, &url, Some(&short)).await.status(), StatusCode::OK);
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let r = post_init(&c, &url, Some(&short)).await;
@@ -358,7 +339,7 @@ async fn revoking_a_session_refuses_the_next_request_and_closes_its_stream() {
     let config = gw.dir.path().join("gateway.toml");
     let c = http();
     let url = gw.url("main");
-    let token = issue(&config, "erin", "1d");
+    let token = issue_token(&config, "erin", "1d");
 
     // A legacy session with its GET stream open.
     let r = post_init(&c, &url, Some(&token)).await;
@@ -409,7 +390,7 @@ async fn revoking_a_session_refuses_the_next_request_and_closes_its_stream() {
     assert!(all.contains("\"revoked\""), "{all}");
 
     // The same principal with a new grant gets a new session.
-    let again = issue(&config, "erin", "1d");
+    let again = issue_token(&config, "erin", "1d");
     assert_eq!(post_init(&c, &url, Some(&again)).await.status(), StatusCode::OK);
     let (ok, _, _) = cli(&config, &["sessions", "revoke", "s_doesnotexist"]);
     assert!(!ok);

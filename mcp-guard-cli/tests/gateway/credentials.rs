@@ -62,25 +62,6 @@ fn ok(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn issue(config: &std::path::Path, principal: &str) -> String {
-    let out = ok(&cli(
-        config,
-        &[
-            "tokens",
-            "issue",
-            "--principal",
-            principal,
-            "--role",
-            "eng",
-            "--duration",
-            "1h",
-        ],
-        None,
-        &[],
-    ));
-    out.trim().to_owned()
-}
-
 fn set(config: &std::path::Path, server: &str, name: &str, principal: Option<&str>, value: &str) {
     let mut args = vec!["credentials", "set", "--server", server, "--name", name];
     if let Some(p) = principal {
@@ -226,8 +207,8 @@ async fn shared_and_personal_credentials_reach_the_right_user_and_never_leak() {
         assert!(!contains(&store, c), "the store file holds {c} in the clear");
     }
 
-    let carol_token = issue(&path, "carol");
-    let dave_token = issue(&path, "dave");
+    let carol_token = issue_token(&path, "carol", "1h");
+    let dave_token = issue_token(&path, "dave", "1h");
     let gw = serve_logged(dir.path(), &[]).await;
     let url = format!("{}/mcp/main", gw.base);
     let alice = http_client(&url, TOKEN, Era::Modern).await;

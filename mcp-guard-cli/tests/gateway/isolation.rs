@@ -40,31 +40,11 @@ async fn gone_within(pid: u32, limit: Duration) -> Option<Duration> {
     None
 }
 
-fn issue(config: &std::path::Path, principal: &str) -> String {
-    let out = std::process::Command::new(BIN)
-        .args([
-            "tokens",
-            "issue",
-            "--principal",
-            principal,
-            "--role",
-            "eng",
-            "--duration",
-            "1h",
-            "--config",
-        ])
-        .arg(config)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
 #[tokio::test]
 async fn each_session_gets_its_own_process_which_ends_with_it() {
     let gw = GatewayProc::start(&config("")).await;
     let path = gw.dir.path().join("gateway.toml");
-    let carol_token = issue(&path, "carol");
+    let carol_token = issue_token(&path, "carol", "1h");
     let alice = http_client(&gw.url("main"), TOKEN, Era::Modern).await;
     let carol = http_client(&gw.url("main"), &carol_token, Era::Legacy).await;
     let (a, c) = (pid(&alice).await, pid(&carol).await);
@@ -158,22 +138,7 @@ async fn idle_processes_stop_and_limits_give_a_clear_error() {
     assert_ne!(first, second, "the next call starts a fresh process");
 
     // One process per principal: alice's second credential (a new session) is refused.
-    let out = std::process::Command::new(BIN)
-        .args([
-            "tokens",
-            "issue",
-            "--principal",
-            "alice",
-            "--role",
-            "eng",
-            "--duration",
-            "1h",
-            "--config",
-        ])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let token = issue_token(&path, "alice", "1h");
     let other = http_client(&gw.url("main"), &token, Era::Modern).await;
     let err = other
         .call_tool(CallToolRequestParams::new("alpha__getenv").with_arguments(args(&json!({"name": "@pid"}))))
@@ -213,7 +178,9 @@ async fn server_memory_sessions_never_see_each_other() {
     );
     let gw = GatewayProc::start(&config).await;
     let path = gw.dir.path().join("gateway.toml");
-    let tokens: Vec<String> = (0..n).map(|i| issue(&path, &format!("user-{i}"))).collect();
+    let tokens: Vec<String> = (0..n)
+        .map(|i| issue_token(&path, &format!("user-{i}"), "1h"))
+        .collect();
     // Sessions start in waves of 10 (100 node processes starting at the same instant
     // exceed the connect timeout on 2 cores); all stay open, and then every one reads
     // the graph at the same time.

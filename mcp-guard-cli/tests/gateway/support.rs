@@ -32,6 +32,29 @@ pub fn fixture(name: &str, extra: &[&str]) -> String {
     )
 }
 
+/// `mcp-guard tokens issue` for `principal` with role `eng`: the new token.
+pub fn issue_token(config: &std::path::Path, principal: &str, duration: &str) -> String {
+    let out = std::process::Command::new(BIN)
+        .args([
+            "tokens",
+            "issue",
+            "--principal",
+            principal,
+            "--role",
+            "eng",
+            "--duration",
+            duration,
+            "--config",
+        ])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(token.starts_with("mcpg_"), "{token}");
+    token
+}
+
 /// The same table with one process shared by every session (`isolation = "shared"`).
 pub fn shared(table: &str) -> String {
     table.replacen(
