@@ -1,6 +1,6 @@
 //! US Social Security numbers, North American phone numbers and payment card numbers.
 
-use super::{digit_run, left_ok, num, right_ok};
+use super::{digit_run, digit_run_len, left_ok, num, right_ok};
 use crate::redact::luhn;
 
 /// Area, group and serial rules of an SSN (digits only, 9 of them).
@@ -198,59 +198,70 @@ fn in_number_column(h: &[u8], p: usize, j: usize) -> bool {
     before.is_some_and(u8::is_ascii_digit) || after.is_some_and(u8::is_ascii_digit)
 }
 
-/// A card number whose first digit is at `p`: 13-19 digits, either in one run or in
-/// groups split by single spaces or single dashes (one kind of separator throughout).
-pub(crate) fn card(h: &[u8], p: usize) -> Option<usize> {
+/// A card number whose first digit is at `p`, where a run of `run` digits starts: 13-19
+/// digits, either in one run or in groups split by single spaces or single dashes (one
+/// kind of separator throughout).
+pub(crate) fn card(h: &[u8], p: usize, run: usize) -> Option<usize> {
     if !left_ok(h, p, &[]) {
         return None;
     }
-    let mut digits = [0u8; 19];
-    let mut nd = 0usize;
     let mut groups = [0u8; 6];
     let mut ng = 0usize;
+    let mut nd = 0usize;
     let mut sep: Option<u8> = None;
-    let mut j = p;
+    let mut pos = p;
+    let mut run = run;
     loop {
-        let run = digit_run(h, j, 19);
         if run == 0 || nd + run > 19 || ng == groups.len() {
             return None;
         }
         // Separated layouts start 4, then 4 or 6; give up early on anything else.
         if ng == 1 && groups[0] == 4 && !(run == 4 || run == 6)
-            || ng >= 2 && groups[1] == 6 && ng == 2 && !(run == 4 || run == 5)
+            || ng == 2 && groups[1] == 6 && !(run == 4 || run == 5)
         {
             return None;
         }
-        digits[nd..nd + run].copy_from_slice(&h[j..j + run]);
-        nd += run;
         groups[ng] = u8::try_from(run).ok()?;
         ng += 1;
-        j += run;
-        match h.get(j) {
-            Some(&c @ (b' ' | b'-')) if run <= 6 && h.get(j + 1).is_some_and(u8::is_ascii_digit) => {
+        nd += run;
+        pos += run;
+        match h.get(pos) {
+            Some(&c @ (b' ' | b'-')) if run <= 6 && h.get(pos + 1).is_some_and(u8::is_ascii_digit) => {
                 if sep.is_some_and(|s| s != c) {
                     break;
                 }
                 sep = Some(c);
-                j += 1;
+                pos += 1;
             }
             _ => break,
+        }
+        run = digit_run_len(h, pos);
+    }
+    let shape_ok = if ng == 1 {
+        (13..=19).contains(&nd)
+    } else {
+        layout_ok(&groups[..ng])
+    };
+    if !shape_ok {
+        return None;
+    }
+    let before = p.checked_sub(1).and_then(|i| h.get(i)).copied();
+    if before == Some(b'#') || (sep == Some(b' ') && (before == Some(b':') || in_number_column(h, p, pos))) {
+        return None;
+    }
+    let mut digits = [0u8; 19];
+    let mut n = 0;
+    for &b in &h[p..pos] {
+        if b.is_ascii_digit() {
+            digits[n] = b;
+            n += 1;
         }
     }
     let seps: &[u8] = match &sep {
         Some(s) => std::slice::from_ref(s),
         None => &[],
     };
-    let shape_ok = if ng == 1 {
-        (13..=19).contains(&nd)
-    } else {
-        layout_ok(&groups[..ng])
-    };
-    let before = p.checked_sub(1).and_then(|i| h.get(i)).copied();
-    if before == Some(b'#') || (sep == Some(b' ') && (before == Some(b':') || in_number_column(h, p, j))) {
-        return None;
-    }
-    (shape_ok && card_digits_valid(&digits[..nd]) && left_ok(h, p, seps) && right_ok(h, j, seps)).then_some(j)
+    (card_digits_valid(&digits[..n]) && right_ok(h, pos, seps)).then_some(pos)
 }
 
 #[cfg(test)]
@@ -258,7 +269,8 @@ mod tests {
     use super::*;
 
     fn at(s: &str) -> Option<usize> {
-        card(s.as_bytes(), s.find(|c: char| c.is_ascii_digit())?)
+        let p = s.find(|c: char| c.is_ascii_digit())?;
+        card(s.as_bytes(), p, digit_run_len(s.as_bytes(), p))
     }
 
     #[test]
