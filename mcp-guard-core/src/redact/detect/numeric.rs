@@ -189,13 +189,23 @@ fn layout_ok(groups: &[u8]) -> bool {
     }
 }
 
-/// Whether more numbers sit right next to `p..j` with only whitespace between: a row of
-/// a table of numbers, where four 4-digit cells pass Luhn one time in ten.
+/// Whether a number printed in space-separated groups at `p..j` looks like cells of a
+/// table rather than one value: more numbers right next to it with only whitespace
+/// between (`#` and `$` allowed in front of a neighbour), or a run of blanks right in
+/// front of it (two or more spaces, or a tab: column alignment). Four 4-digit cells pass
+/// the issuer and Luhn checks about one time in forty, so a table of small numbers
+/// would otherwise be a steady source of false cards.
 fn in_number_column(h: &[u8], p: usize, j: usize) -> bool {
-    let ws = |b: &u8| b.is_ascii_whitespace();
+    let ws = |b: &&u8| b.is_ascii_whitespace();
+    let number_at = |rest: &[u8]| match rest {
+        [b'#' | b'$', d, ..] | [d, ..] => d.is_ascii_digit(),
+        [] => false,
+    };
     let before = h[..p].iter().rev().take(4).find(|b| !ws(b));
-    let after = h.get(j..).unwrap_or_default().iter().take(4).find(|b| !ws(b));
-    before.is_some_and(u8::is_ascii_digit) || after.is_some_and(u8::is_ascii_digit)
+    let after = h.get(j..).unwrap_or_default();
+    let lead = after.iter().take(4).take_while(ws).count();
+    let aligned = matches!(h[..p], [.., b' ' | b'\t', b' '] | [.., b'\t']);
+    aligned || before.is_some_and(u8::is_ascii_digit) || (lead < 4 && number_at(&after[lead..]))
 }
 
 /// A card number whose first digit is at `p`, where a run of `run` digits starts: 13-19
@@ -261,7 +271,12 @@ pub(crate) fn card(h: &[u8], p: usize, run: usize) -> Option<usize> {
         Some(s) => std::slice::from_ref(s),
         None => &[],
     };
-    (card_digits_valid(&digits[..n]) && right_ok(h, pos, seps)).then_some(pos)
+    // A short last group that starts a date or time (`4947 8207 3841 5/1/1997`) is not
+    // part of a card (`4111 1111 1111 1111/12`, a card and its expiry, still is one).
+    let glued = ng > 1
+        && groups[ng - 1] < 4
+        && matches!(h.get(pos..pos + 2), Some([b'/' | b':', d]) if d.is_ascii_digit());
+    (!glued && card_digits_valid(&digits[..n]) && right_ok(h, pos, seps)).then_some(pos)
 }
 
 #[cfg(test)]
@@ -285,6 +300,13 @@ mod tests {
         assert_eq!(at("4111111111111112"), None, "luhn");
         assert_eq!(at("1234567812345670"), None, "no issuer starts with 1");
         assert_eq!(at("x4111111111111111"), None);
+        assert_eq!(at("in a table  4111 1111 1111 1111"), None, "column-aligned");
+        assert_eq!(at("\t4111 1111 1111 1111"), None, "column-aligned");
+        assert_eq!(at("4111 1111 1111 1111 #12"), None, "next to a number");
+        assert_eq!(at("4111 1111 1111 1111/12"), Some(19), "card and expiry");
+        assert_eq!(at("4111 1111 1111 1/1/1997"), None, "short group glued to a date");
+        assert_eq!(at("4111 1111 1111 1 and"), None, "luhn");
+        assert_eq!(at("card: 4111-1111-1111-1111"), Some(25));
     }
 
     #[test]
