@@ -42,14 +42,13 @@ const KEY_SLOTS: usize = 64;
 const KEY_CACHE_MAX_LEN: usize = 64;
 
 /// The first of the two cache slots a key may sit in: a multiplicative hash of its
-/// length and first 16 bytes.
+/// length and its first, middle and last bytes (a collision costs a comparison).
 fn key_slot(k: &str) -> usize {
     let b = k.as_bytes();
-    let mut x = b.len() as u64;
-    for &c in b.iter().take(16) {
-        x = (x.rotate_left(5) ^ u64::from(c)).wrapping_mul(0x517C_C1B7_2722_0A95);
-    }
-    x ^= x >> 29;
+    let n = b.len();
+    let pick = |i: usize| u64::from(b.get(i).copied().unwrap_or(0));
+    let x =
+        (n as u64) ^ (pick(0) << 8) ^ (pick(n / 2) << 16) ^ (pick(n.wrapping_sub(1)) << 24) ^ (pick(1) << 32);
     (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % KEY_SLOTS
 }
 
@@ -247,17 +246,18 @@ impl Walk<'_> {
 
     fn object(&mut self, map: &mut Map<String, Value>, depth: usize) -> bool {
         let mut changed = false;
-        let mut renamed: HashMap<String, String> = HashMap::new();
+        // Built only when a key needs renaming (most objects have none).
+        let mut renamed: Option<HashMap<String, String>> = None;
         for (k, v) in map.iter_mut() {
             let (hints, new_key) = self.key(k);
             changed |= self.walk(v, depth + 1, hints);
             if let Some(n) = new_key {
-                renamed.insert(k.clone(), n);
+                renamed.get_or_insert_with(HashMap::new).insert(k.clone(), n);
             }
         }
-        if renamed.is_empty() {
+        let Some(mut renamed) = renamed else {
             return changed;
-        }
+        };
         let old = std::mem::take(map);
         let mut next_suffix: HashMap<String, usize> = HashMap::new();
         for (k, v) in old {

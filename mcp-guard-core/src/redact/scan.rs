@@ -289,7 +289,9 @@ impl Scanner {
             match CLASS[usize::from(h[p])] {
                 DIGIT => {
                     let run = digit_run_len(h, p);
-                    self.numeric(h, p, run, hints, found);
+                    if Self::numeric_maybe(h, p, run, hints) {
+                        self.numeric(h, p, run, hints, found);
+                    }
                     i = p + run;
                 }
                 AT => {
@@ -336,9 +338,22 @@ impl Scanner {
         }
     }
 
+    /// Whether a run of `run` digits at `p` can start any numeric finding: every numeric
+    /// detector needs a separator, `.` or `)` right after the first group, 13-19 digits
+    /// in a row, a `+` in front, or a key that names an SSN or phone number. Most numbers
+    /// in a table (`12, 3.5, 2024/01/02, 17150000000`) fail this at once.
+    #[inline]
+    fn numeric_maybe(h: &[u8], p: usize, run: usize, hints: Hints) -> bool {
+        matches!(h.get(p + run), Some(b' ' | b'-' | b'.' | b')'))
+            || (13..=19).contains(&run)
+            || hints.ssn
+            || hints.phone
+            || (p > 0 && h[p - 1] == b'+')
+    }
+
     /// Candidates of every numeric type whose first digit group starts at `p`. A
     /// detector is only tried for the run lengths, first digits and following bytes it
-    /// can start with, so most numbers cost a few comparisons.
+    /// can start with.
     #[inline]
     fn numeric(&self, h: &[u8], p: usize, run: usize, hints: Hints, found: &mut Vec<Hit>) {
         let first = h[p];

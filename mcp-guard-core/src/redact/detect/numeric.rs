@@ -15,6 +15,7 @@ pub(crate) fn ssn_digits_valid(d: &[u8]) -> bool {
 }
 
 /// `AAA-GG-SSSS` or `AAA GG SSSS` starting at `p`.
+#[inline(never)]
 pub(crate) fn ssn(h: &[u8], p: usize) -> Option<usize> {
     let w = h.get(p..p + 11)?;
     let sep = w[3];
@@ -101,6 +102,7 @@ fn nanp_body(h: &[u8], i: usize, bare: bool) -> Option<(usize, u8)> {
 
 /// A North American number whose first digit group starts at `p` (the number itself may
 /// start one byte earlier, at `(` or `+`). Returns (start, end).
+#[inline(never)]
 pub(crate) fn phone(h: &[u8], p: usize, hinted: bool, e164: bool) -> Option<(usize, usize)> {
     let before = p.checked_sub(1).and_then(|i| h.get(i)).copied();
     let check = |s: usize, (e, sep): (usize, u8)| {
@@ -211,6 +213,7 @@ fn in_number_column(h: &[u8], p: usize, j: usize) -> bool {
 /// A card number whose first digit is at `p`, where a run of `run` digits starts: 13-19
 /// digits, either in one run or in groups split by single spaces or single dashes (one
 /// kind of separator throughout).
+#[inline(never)]
 pub(crate) fn card(h: &[u8], p: usize, run: usize) -> Option<usize> {
     if !left_ok(h, p, &[]) {
         return None;

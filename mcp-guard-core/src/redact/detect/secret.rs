@@ -116,6 +116,7 @@ pub(crate) struct PemState {
 }
 
 /// Checks the body after a prefix that spans `start..pend`. Returns the span to redact.
+#[inline(never)]
 pub(crate) fn check(
     h: &[u8],
     start: usize,
