@@ -41,13 +41,19 @@
 //!
 //! # How [`PatternRedactor`] works
 //!
-//! One forward pass over the bytes looks for *trigger* bytes, skipping
-//! 32 clean bytes at a time. At each digit run, every enabled numeric detector is tried
-//! on its own (there is no single leftmost-first alternation, so a failed card candidate
-//! cannot hide the SSN inside it); at each `@` the email detector, at each `:` the IPv6
-//! detector, and at each `_`, `-`, `A` or `J` a check for credential prefixes (`ghp_`,
-//! `sk-`, `AKIA`, `eyJ`…); a substring search finds `Bearer`, and an Aho-Corasick
-//! automaton finds registered secrets. Overlapping findings are merged and replaced in one copy.
+//! One forward pass over the bytes looks for *trigger* bytes: `0`-`9`, `:`, `@`, `_`, `-`,
+//! `A` and `J`. Clean stretches are skipped by a vectorised multi-byte search
+//! (`aho-corasick`'s Teddy, chosen at run time for the CPU) or, for short strings and
+//! CPUs without it, a portable 64-byte block test that the compiler vectorises; near the
+//! last trigger bytes are tested one at a time. At each digit run, every enabled numeric
+//! detector whose shape can start there is tried on its own (there is no single
+//! leftmost-first alternation, so a failed card candidate cannot hide the SSN inside
+//! it), and most numbers are turned down by their length and the byte after them; at
+//! each `@` the email detector, at each `:` the IPv6 detector, and at each `_`, `-`, `A`
+//! or `J` a check for credential prefixes (`ghp_`, `sk-`, `AKIA`, `eyJ`…); a vector
+//! search keyed on the two `r`s of `earer ` finds `Bearer`, and an Aho-Corasick
+//! automaton finds registered secrets. Overlapping findings are merged and replaced in
+//! one copy; a string with nothing to replace is returned as it is, without a copy.
 //! All detectors are hand-written ASCII byte matchers with bounded look-around, so the
 //! work is linear in the input and non-ASCII text costs nothing extra.
 //!
