@@ -16,7 +16,7 @@ pub(crate) fn redact(r: &PatternRedactor, value: &mut Value) {
         r,
         known: &known,
         hits: Vec::new(),
-        keys: HashMap::new(),
+        keys: Vec::new(),
     };
     w.walk(value, 0, Hints::default());
 }
@@ -25,12 +25,32 @@ struct Walk<'a> {
     r: &'a PatternRedactor,
     known: &'a KnownSet,
     hits: Vec<Hit>,
-    /// Keys seen in this document: their hints and redacted form (documents repeat the
-    /// same keys in every row). Bounded, so hostile key sets cost memory only up to a point.
-    keys: HashMap<String, (Hints, Option<String>)>,
+    /// Keys seen in this document with their hints and redacted form (documents repeat
+    /// the same keys in every row): a small direct-mapped cache, so a lookup is a cheap
+    /// hash and one comparison, and hostile key sets cost bounded memory.
+    keys: Vec<Option<CachedKey>>,
 }
 
-const KEY_CACHE: usize = 512;
+struct CachedKey {
+    key: Box<str>,
+    hints: Hints,
+    renamed: Option<String>,
+}
+
+/// Slots of the key cache (a power of two), and the longest key it keeps.
+const KEY_SLOTS: usize = 64;
+const KEY_CACHE_MAX_LEN: usize = 64;
+
+/// The first of the two cache slots a key may sit in: a multiplicative hash of its
+/// length and its first, middle and last bytes (a collision costs a comparison).
+fn key_slot(k: &str) -> usize {
+    let b = k.as_bytes();
+    let n = b.len();
+    let pick = |i: usize| u64::from(b.get(i).copied().unwrap_or(0));
+    let x =
+        (n as u64) ^ (pick(0) << 8) ^ (pick(n / 2) << 16) ^ (pick(n.wrapping_sub(1)) << 24) ^ (pick(1) << 32);
+    (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % KEY_SLOTS
+}
 
 /// Keys (lower-cased, without `_`, `-`, `.` and spaces) whose string value is a
 /// credential as a whole.
@@ -161,6 +181,16 @@ impl Walk<'_> {
         if u < 100_000_000 {
             return None;
         }
+        let sc = self.r.scanner();
+        // Which kinds this many digits can be, before spelling the digits out: cards
+        // have 13-19 digits and start with 2-6; SSNs 9; phone numbers 10 or 11.
+        let digits = u.ilog10() + 1;
+        let card = sc.on(Kind::CreditCard) && digits >= 13 && (2..=6).contains(&(u / 10u64.pow(digits - 1)));
+        let ssn = hints.ssn && digits == 9 && sc.on(Kind::Ssn);
+        let phone = hints.phone && (digits == 10 || digits == 11) && sc.on(Kind::Phone);
+        if !(card || ssn || phone) {
+            return None;
+        }
         let mut buf = [0u8; 20];
         let mut i = buf.len();
         while u > 0 {
@@ -169,12 +199,11 @@ impl Walk<'_> {
             u /= 10;
         }
         let d = &buf[i..];
-        let sc = self.r.scanner();
-        let kind = if sc.on(Kind::CreditCard) && numeric::card_digits_valid(d) {
+        let kind = if card && numeric::card_digits_valid(d) {
             Kind::CreditCard
-        } else if sc.on(Kind::Ssn) && hints.ssn && numeric::ssn_digits_valid(d) {
+        } else if ssn && numeric::ssn_digits_valid(d) {
             Kind::Ssn
-        } else if sc.on(Kind::Phone) && hints.phone && numeric::nanp_digits_valid(d) {
+        } else if phone && numeric::nanp_digits_valid(d) {
             Kind::Phone
         } else {
             return None;
@@ -186,33 +215,49 @@ impl Walk<'_> {
 
     /// Hints and redacted form of a key.
     fn key(&mut self, k: &str) -> (Hints, Option<String>) {
-        if let Some(hit) = self.keys.get(k) {
-            return hit.clone();
+        let slot = key_slot(k);
+        let other = (slot + 1) % KEY_SLOTS;
+        for s in [slot, other] {
+            if let Some(Some(c)) = self.keys.get(s)
+                && &*c.key == k
+            {
+                return (c.hints, c.renamed.clone());
+            }
         }
         let renamed = self
             .r
             .redact_with(k.as_bytes(), Hints::default(), self.known, &mut self.hits)
             .map(|out| String::from_utf8_lossy(&out).into_owned());
-        let entry = (key_hints(k), renamed);
-        if self.keys.len() < KEY_CACHE {
-            self.keys.insert(k.to_owned(), entry.clone());
+        let hints = key_hints(k);
+        if k.len() <= KEY_CACHE_MAX_LEN {
+            if self.keys.is_empty() {
+                self.keys.resize_with(KEY_SLOTS, || None);
+            }
+            // Two-way: a free slot of the pair, else the second one.
+            let s = if self.keys[slot].is_none() { slot } else { other };
+            self.keys[s] = Some(CachedKey {
+                key: k.into(),
+                hints,
+                renamed: renamed.clone(),
+            });
         }
-        entry
+        (hints, renamed)
     }
 
     fn object(&mut self, map: &mut Map<String, Value>, depth: usize) -> bool {
         let mut changed = false;
-        let mut renamed: HashMap<String, String> = HashMap::new();
+        // Built only when a key needs renaming (most objects have none).
+        let mut renamed: Option<HashMap<String, String>> = None;
         for (k, v) in map.iter_mut() {
             let (hints, new_key) = self.key(k);
             changed |= self.walk(v, depth + 1, hints);
             if let Some(n) = new_key {
-                renamed.insert(k.clone(), n);
+                renamed.get_or_insert_with(HashMap::new).insert(k.clone(), n);
             }
         }
-        if renamed.is_empty() {
+        let Some(mut renamed) = renamed else {
             return changed;
-        }
+        };
         let old = std::mem::take(map);
         let mut next_suffix: HashMap<String, usize> = HashMap::new();
         for (k, v) in old {

@@ -41,13 +41,19 @@
 //!
 //! # How [`PatternRedactor`] works
 //!
-//! One forward pass over the bytes looks for *trigger* bytes, skipping
-//! 32 clean bytes at a time. At each digit run, every enabled numeric detector is tried
-//! on its own (there is no single leftmost-first alternation, so a failed card candidate
-//! cannot hide the SSN inside it); at each `@` the email detector, at each `:` the IPv6
-//! detector, and at each `_`, `-`, `A` or `J` a check for credential prefixes (`ghp_`,
-//! `sk-`, `AKIA`, `eyJ`…); a substring search finds `Bearer`, and an Aho-Corasick
-//! automaton finds registered secrets. Overlapping findings are merged and replaced in one copy.
+//! One forward pass over the bytes looks for *trigger* bytes: `0`-`9`, `:`, `@`, `_`, `-`,
+//! `A` and `J`. Clean stretches are skipped by a vectorised multi-byte search
+//! (`aho-corasick`'s Teddy, chosen at run time for the CPU) or, for short strings and
+//! CPUs without it, a portable 64-byte block test that the compiler vectorises; near the
+//! last trigger bytes are tested one at a time. At each digit run, every enabled numeric
+//! detector whose shape can start there is tried on its own (there is no single
+//! leftmost-first alternation, so a failed card candidate cannot hide the SSN inside
+//! it), and most numbers are turned down by their length and the byte after them; at
+//! each `@` the email detector, at each `:` the IPv6 detector, and at each `_`, `-`, `A`
+//! or `J` a check for credential prefixes (`ghp_`, `sk-`, `AKIA`, `eyJ`…); a vector
+//! search keyed on the two `r`s of `earer ` finds `Bearer`, and an Aho-Corasick
+//! automaton finds registered secrets. Overlapping findings are merged and replaced in
+//! one copy; a string with nothing to replace is returned as it is, without a copy.
 //! All detectors are hand-written ASCII byte matchers with bounded look-around, so the
 //! work is linear in the input and non-ASCII text costs nothing extra.
 //!
@@ -61,7 +67,7 @@
 //! | [`Kind::Email`] | `local@domain.tld`; local part of letters, digits, `._%+-`; two or more domain labels, the last 2+ letters | `@handle`, `root@localhost`, `a@b.c`, labels starting or ending with `-` |
 //! | [`Kind::Phone`] | North American numbers: `(555) 123-4567`, `555-123-4567`, `555.123.4567`, `555 123 4567`, with optional `+1`/`1` prefix, `+15551234567`; area code and exchange `[2-9]XX` (area not `N11`); bare ten digits only under a JSON key naming a phone; E.164 `+` and 8-15 digits when [`PatternRedactorBuilder::e164`] is on | mixed separators (`555-123.4567`), area or exchange starting with 0/1, bare ten-digit runs in text |
 //! | [`Kind::Ssn`] | `AAA-GG-SSSS` and `AAA GG SSSS`; nine bare digits only under a key naming an SSN | area 000, 666 or 900-999, group 00, serial 0000, mixed separators |
-//! | [`Kind::CreditCard`] | 13-19 digits in one run, or in groups split by one kind of single separator (space or dash) laid out as cards are printed (`4-4-4-4`, `4-4-4-1..3`, `4-4-4-4-1..3`, `4-6-5`, `4-6-4`); must pass Luhn and match an issuer range: Visa `4` (13/16/19), Mastercard `51-55` and `2221-2720` (16), Amex `34`/`37` (15), Discover `6011`/`644-649`/`65`, `UnionPay` `62`, JCB `3528-3589` (16-19), Diners `300-305`/`36`/`38`/`39` (14); also as a JSON number | numbers failing Luhn, unknown prefixes (epoch-millisecond timestamps start with `1`), other group layouts, runs embedded in longer numbers or words |
+//! | [`Kind::CreditCard`] | 13-19 digits in one run, or in groups split by one kind of single separator (space or dash) laid out as cards are printed (`4-4-4-4`, `4-4-4-1..3`, `4-4-4-4-1..3`, `4-6-5`, `4-6-4`); must pass Luhn and match an issuer range: Visa `4` (13/16/19), Mastercard `51-55` and `2221-2720` (16), Amex `34`/`37` (15), Discover `6011`/`644-649`/`65`, `UnionPay` `62`, JCB `3528-3589` (16-19), Diners `300-305`/`36`/`38`/`39` (14); also as a JSON number | numbers failing Luhn, unknown prefixes (epoch-millisecond timestamps start with `1`), other group layouts, runs embedded in longer numbers or words, a date or time glued to the end (`4947 8207 3841 5/1/1997`); space-separated groups that sit in a table of numbers (another number within a few blanks, or aligned after two or more spaces or a tab) |
 //! | [`Kind::Ipv4`] | four octets 0-255 without leading zeros | octets above 255, `1.2.3.4.5`, `10.0.19045.2965`, `v1.2.3.4`, a quad right after the word `version`, or under a JSON key naming a version |
 //! | [`Kind::Ipv6`] | every RFC 4291 text form: full, `::`-compressed anywhere, embedded IPv4 (`::ffff:1.2.3.4`), zone ids (`fe80::1%eth0`, `%25eth0`) | a second `::`, wrong group counts, groups over 4 hex digits, compressed forms with neither a decimal digit nor 3+ groups (`A::B` is code more often than an address), `host:port`, clock times |
 //! | [`Kind::Secret`] | AWS key ids (`AKIA`/`ASIA`… + 16), GitHub (`ghp_`… + 36+, `github_pat_`), Slack (`xox?-`), Stripe (`sk_live_`, `rk_live_`, test keys), `sk-` keys with letters and digits (`OpenAI`, Anthropic), Google `AIza…`, JWTs, PEM private key blocks (to the `END` line, or to the end of the key body when cut off), the token after `Bearer `, and any string under a credential key (`password`, `token`, `api_key`, `authorization`…) | prefixes glued to a word, bodies that are too short, `Bearer` followed by a plain word |

@@ -1,6 +1,10 @@
 //! The scanner: one forward pass over the bytes with a cheap trigger test, per-type
 //! candidates at each trigger, then a merge of overlapping findings.
+//!
+//! The trigger test runs on 64-byte blocks as straight-line lane operations that the
+//! compiler vectorises, and one byte at a time only near the last trigger.
 
+use aho_corasick::packed;
 use memchr::memmem;
 
 use super::Kind;
@@ -37,70 +41,213 @@ pub(crate) struct Hints {
 pub(crate) struct Scanner {
     pub(crate) enabled: u16,
     pub(crate) e164: bool,
-    bearer: memmem::Finder<'static>,
+    bearer: EarerFinder,
+    /// A vectorised multi-byte search for the trigger bytes (`aho-corasick`'s Teddy,
+    /// chosen at run time for the CPU: SSSE3 or AVX2 on `x86_64`, NEON on `aarch64`),
+    /// used to skip long clean stretches. `None` where the CPU has no such support: the
+    /// portable block test does the same job a little slower.
+    teddy: Option<packed::Searcher>,
 }
 
-/// Bytes that can start a finding: `0`-`9` and `:` (numbers, IPs), `@` (email), and
-/// `_ - A J` (credential prefixes such as `ghp_`, `sk-`, `AKIA`, `eyJ`).
-static TRIGGER: [bool; 256] = {
-    let mut t = [false; 256];
+/// Byte classes: what a trigger byte may start.
+const DIGIT: u8 = 1;
+const AT: u8 = 2;
+const COLON: u8 = 3;
+/// `_ - A J`: credential prefixes (`ghp_`, `sk-`, `AKIA`, `eyJ`, `BEARER`…).
+const PREFIX: u8 = 4;
+
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
     let mut b = b'0';
-    while b <= b':' {
-        t[b as usize] = true;
+    while b <= b'9' {
+        t[b as usize] = DIGIT;
         b += 1;
     }
-    t[b'@' as usize] = true;
-    t[b'_' as usize] = true;
-    t[b'-' as usize] = true;
-    t[b'A' as usize] = true;
-    t[b'J' as usize] = true;
+    t[b':' as usize] = COLON;
+    t[b'@' as usize] = AT;
+    t[b'_' as usize] = PREFIX;
+    t[b'-' as usize] = PREFIX;
+    t[b'A' as usize] = PREFIX;
+    t[b'J' as usize] = PREFIX;
     t
 };
 
-/// Next trigger at or after `i`. The next few bytes are looked at one by one (triggers
-/// come in clusters); after that, clean stretches are skipped 32 bytes at a time with a
-/// branch-free test the compiler turns into vector code.
+/// The trigger bytes in the order they are given to Teddy. Teddy puts patterns in 8
+/// buckets by low nibble and tests a byte against a bucket by its low and high nibble
+/// separately, so a bucket holding `-` (0x2D) and `4` (0x34) would also fire on `$`
+/// (0x24) and `=` (0x3D). This order yields buckets `0 1 @ A`, `: J`, `2 3`, `4 5`,
+/// `6 7`, `8 9`, `-`, `_`: each fires on its own bytes only. (Only speed depends on it.)
+const TEDDY_ORDER: &[u8; 16] = b"0:2-_468A13@J579";
+
+/// Whether the byte at `k` is a trigger.
 #[inline]
-fn next_trigger(h: &[u8], mut i: usize) -> Option<usize> {
-    const W: usize = 32;
-    let near = h.get(i..(i + 8).min(h.len()))?;
-    if let Some(k) = near.iter().position(|&b| TRIGGER[usize::from(b)]) {
-        return Some(i + k);
+fn hit(h: &[u8], k: usize) -> bool {
+    CLASS[usize::from(h[k])] != 0
+}
+
+/// Bytes the portable block test decides on per step.
+const BLOCK: usize = 64;
+
+/// Whether position `k` of `w` may be a trigger: a superset of [`hit`] (it also fires
+/// on `; < = > ?`, which sit between `:` and `@`). One range test and three byte
+/// compares, written so that the compiler vectorises it over a block.
+#[inline]
+fn may_hit(b: u8) -> u8 {
+    u8::from(b.wrapping_sub(b'0') <= b'A' - b'0')
+        | u8::from(b == b'-')
+        | u8::from(b == b'_')
+        | u8::from(b == b'J')
+}
+
+/// Whether any byte of `w` may be a trigger. Independent lane operations and an OR
+/// reduction: the compiler turns this into vector code with baseline SSE2 or NEON (no
+/// `unsafe`, no run-time CPU dispatch).
+#[inline]
+fn block_may_hit(w: &[u8; BLOCK]) -> bool {
+    let mut any = 0u8;
+    for &b in w {
+        any |= may_hit(b);
     }
-    i += near.len();
-    while let Some(chunk) = h.get(i..i + W).and_then(|c| <&[u8; W]>::try_from(c).ok()) {
-        let mut any = 0u8;
-        for &b in chunk {
-            any |= u8::from(b.wrapping_sub(b'0') <= 10)
-                | u8::from(b == b'@')
-                | u8::from(b == b'_')
-                | u8::from(b == b'-')
-                | u8::from(b == b'A')
-                | u8::from(b == b'J');
-        }
-        if any != 0 {
-            break;
-        }
-        i += W;
+    any != 0
+}
+
+/// The first trigger in the block at `start`, found from a per-byte flag vector read back
+/// eight bytes at a time.
+#[inline]
+fn first_in_block(h: &[u8], start: usize, block: &[u8; BLOCK]) -> Option<usize> {
+    let mut flags = [0u8; BLOCK];
+    for (flag, &b) in flags.iter_mut().zip(block) {
+        *flag = may_hit(b);
     }
-    h.get(i..)?
-        .iter()
-        .position(|&b| TRIGGER[usize::from(b)])
-        .map(|k| i + k)
+    for (word_index, word) in flags.chunks_exact(8).enumerate() {
+        let mut word = word.try_into().map_or(0, u64::from_le_bytes);
+        while word != 0 {
+            let at = start + 8 * word_index + (word.trailing_zeros() / 8) as usize;
+            if at < h.len() && hit(h, at) {
+                return Some(at);
+            }
+            word &= word - 1;
+        }
+    }
+    None
+}
+
+/// How many bytes after a trigger are looked at one by one before a block test
+/// (triggers come in clusters: the digits and separators of a table).
+const NEAR: usize = 8;
+
+/// Finds `earer ` (of `Bearer `/`bearer `). Where the CPU allows, a vector search
+/// keyed on the two `r`s (`r?r` is rare in text, unlike the bytes a general substring
+/// search would pick from `earer `); otherwise `memchr`'s substring search.
+#[derive(Debug)]
+struct EarerFinder {
+    #[cfg(target_arch = "x86_64")]
+    avx2: Option<memchr::arch::x86_64::avx2::packedpair::Finder>,
+    #[cfg(target_arch = "x86_64")]
+    sse2: Option<memchr::arch::x86_64::sse2::packedpair::Finder>,
+    generic: memmem::Finder<'static>,
+}
+
+const EARER: &[u8; 6] = b"earer ";
+
+impl EarerFinder {
+    fn new() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        let pair = || memchr::arch::all::packedpair::Pair::with_indices(EARER, 2, 4);
+        Self {
+            #[cfg(target_arch = "x86_64")]
+            avx2: pair().and_then(|p| memchr::arch::x86_64::avx2::packedpair::Finder::with_pair(EARER, p)),
+            #[cfg(target_arch = "x86_64")]
+            sse2: pair().and_then(|p| memchr::arch::x86_64::sse2::packedpair::Finder::with_pair(EARER, p)),
+            generic: memmem::Finder::new(EARER),
+        }
+    }
+
+    /// The first `earer ` at or after `from`.
+    #[inline]
+    fn find(&self, h: &[u8], from: usize) -> Option<usize> {
+        let rest = h.get(from..)?;
+        #[cfg(target_arch = "x86_64")]
+        {
+            if let Some(f) = &self.avx2
+                && rest.len() >= f.min_haystack_len()
+            {
+                return f.find(rest, EARER).map(|k| from + k);
+            }
+            if let Some(f) = &self.sse2
+                && rest.len() >= f.min_haystack_len()
+            {
+                return f.find(rest, EARER).map(|k| from + k);
+            }
+        }
+        self.generic.find(rest).map(|k| from + k)
+    }
 }
 
 impl Scanner {
     pub(crate) fn new(enabled: u16, e164: bool) -> Self {
+        let mut builder = packed::Config::new()
+            .match_kind(packed::MatchKind::LeftmostFirst)
+            .heuristic_pattern_limits(false)
+            .builder();
+        for b in TEDDY_ORDER {
+            builder.add([*b]);
+        }
         Self {
             enabled,
             e164,
-            bearer: memmem::Finder::new(b"earer "),
+            bearer: EarerFinder::new(),
+            teddy: builder.build().filter(|t| t.minimum_len() <= 2 * BLOCK),
         }
     }
 
     #[inline]
     pub(crate) fn on(&self, k: Kind) -> bool {
         self.enabled & k.bit() != 0
+    }
+
+    /// Next trigger at or after `i`. The first `near` bytes are tested one by one (in
+    /// the caller's loop, inlined); the rest goes to [`Self::far_trigger`].
+    #[inline]
+    fn next_trigger(&self, h: &[u8], mut i: usize, near: usize) -> Option<usize> {
+        let stop = (i + near).min(h.len());
+        while i < stop {
+            if hit(h, i) {
+                return Some(i);
+            }
+            i += 1;
+        }
+        self.far_trigger(h, i)
+    }
+
+    /// Next trigger at or after `i`, found a block at a time: long stretches go to
+    /// Teddy, the rest is tested [`BLOCK`] bytes at a time (the tail on a zero-padded
+    /// copy, so a short string costs a few vector operations rather than a loop over
+    /// its bytes).
+    #[inline(never)]
+    fn far_trigger(&self, h: &[u8], mut i: usize) -> Option<usize> {
+        let n = h.len();
+        if let Some(t) = &self.teddy
+            && n.saturating_sub(i) >= 2 * BLOCK
+        {
+            return t.find_in(h, aho_corasick::Span::from(i..n)).map(|m| m.start());
+        }
+        while let Some(w) = h.get(i..i + BLOCK) {
+            let w: &[u8; BLOCK] = w.try_into().ok()?;
+            if block_may_hit(w)
+                && let Some(k) = first_in_block(h, i, w)
+            {
+                return Some(k);
+            }
+            i += BLOCK;
+        }
+        let rest = h.get(i..).filter(|r| !r.is_empty())?;
+        let mut buf = [0u8; BLOCK];
+        buf[..rest.len()].copy_from_slice(rest);
+        if !block_may_hit(&buf) {
+            return None;
+        }
+        first_in_block(h, i, &buf)
     }
 
     /// Appends every finding in `h` to `found` (unsorted, possibly overlapping).
@@ -117,7 +264,9 @@ impl Scanner {
         let mut pem = secret::PemState::default();
         // `Bearer `/`bearer ` and a 16-byte token (`BEARER ` is found from its `A`).
         if h.len() >= 23 {
-            for at in self.bearer.find_iter(h) {
+            let mut from = 0;
+            while let Some(at) = self.bearer.find(h, from) {
+                from = at + 1;
                 if let Some((s, e)) = secret::bearer_at(h, at)
                     && let Some((start, end)) = secret::check(h, s, e, secret::Rule::Bearer, &mut pem)
                 {
@@ -131,12 +280,21 @@ impl Scanner {
         }
         let (email_on, v6_on) = (self.on(Kind::Email), self.on(Kind::Ipv6));
         let mut i = 0;
+        let mut near = 0;
         let mut at_floor = 0;
         let mut v6_done = 0;
-        while let Some(p) = next_trigger(h, i) {
+        while let Some(p) = self.next_trigger(h, i, near) {
             i = p + 1;
-            match h[p] {
-                b'@' => {
+            near = NEAR;
+            match CLASS[usize::from(h[p])] {
+                DIGIT => {
+                    let run = digit_run_len(h, p);
+                    if Self::numeric_maybe(h, p, run, hints) {
+                        self.numeric(h, p, run, hints, found);
+                    }
+                    i = p + run;
+                }
+                AT => {
                     if email_on {
                         if let Some((start, end)) = email::email(h, p, at_floor) {
                             found.push(Hit {
@@ -150,7 +308,7 @@ impl Scanner {
                         }
                     }
                 }
-                b':' => {
+                COLON => {
                     if v6_on && p >= v6_done && ip::v6_colon_plausible(h, p) {
                         let (v6, region_end) = ip::ipv6(h, p, v6_done);
                         if let Some((start, end)) = v6 {
@@ -163,7 +321,7 @@ impl Scanner {
                         v6_done = region_end;
                     }
                 }
-                b'_' | b'-' | b'A' | b'J' => {
+                _ => {
                     if let Some((start, pend, rule)) = secret::prefix_at(h, p)
                         && let Some((start, end)) = secret::check(h, start, pend, rule, &mut pem)
                     {
@@ -176,24 +334,36 @@ impl Scanner {
                         i = i.max(end);
                     }
                 }
-                _ => {
-                    let run = digit_run_len(h, p);
-                    self.numeric(h, p, run, hints, found);
-                    i = p + run;
-                }
             }
         }
     }
 
-    /// Candidates of every numeric type whose first digit group starts at `p`. Each
-    /// detector is only tried for run lengths it can start with.
+    /// Whether a run of `run` digits at `p` can start any numeric finding: every numeric
+    /// detector needs a separator, `.` or `)` right after the first group, 13-19 digits
+    /// in a row, a `+` in front, or a key that names an SSN or phone number. Most numbers
+    /// in a table (`12, 3.5, 2024/01/02, 17150000000`) fail this at once.
+    #[inline]
+    fn numeric_maybe(h: &[u8], p: usize, run: usize, hints: Hints) -> bool {
+        matches!(h.get(p + run), Some(b' ' | b'-' | b'.' | b')'))
+            || (13..=19).contains(&run)
+            || hints.ssn
+            || hints.phone
+            || (p > 0 && h[p - 1] == b'+')
+    }
+
+    /// Candidates of every numeric type whose first digit group starts at `p`. A
+    /// detector is only tried for the run lengths, first digits and following bytes it
+    /// can start with.
     #[inline]
     fn numeric(&self, h: &[u8], p: usize, run: usize, hints: Hints, found: &mut Vec<Hit>) {
-        let next = h.get(p + run).copied();
-        if self.on(Kind::CreditCard)
-            && (run == 4 || (13..=19).contains(&run))
-            && matches!(h[p], b'2'..=b'6')
-            && let Some(end) = numeric::card(h, p)
+        let first = h[p];
+        let next = h.get(p + run).copied().unwrap_or(0);
+        let before = p.checked_sub(1).map_or(0, |i| h[i]);
+        let sep = matches!(next, b' ' | b'-');
+        if (run == 4 && sep || (13..=19).contains(&run))
+            && matches!(first, b'2'..=b'6')
+            && self.on(Kind::CreditCard)
+            && let Some(end) = numeric::card(h, p, run)
         {
             found.push(Hit {
                 start: p,
@@ -202,9 +372,9 @@ impl Scanner {
             });
         }
         if self.on(Kind::Ssn) {
-            let ssn = if run == 3 && matches!(next, Some(b'-' | b' ')) {
+            let ssn = if run == 3 && sep {
                 numeric::ssn(h, p)
-            } else if hints.ssn && run == 9 {
+            } else if run == 9 && hints.ssn {
                 numeric::ssn_bare(h, p, run)
             } else {
                 None
@@ -217,22 +387,27 @@ impl Scanner {
                 });
             }
         }
-        if self.on(Kind::Phone) {
-            let plus = p > 0 && h[p - 1] == b'+';
-            if (run == 3 || (run == 1 && h[p] == b'1') || plus || hints.phone)
-                && let Some((start, end)) = numeric::phone(h, p, hints.phone, self.e164)
-            {
-                found.push(Hit {
-                    start,
-                    end,
-                    kind: Kind::Phone,
-                });
-            }
+        // The shapes `numeric::phone` can start with at `p`: after `+`, an area code
+        // followed by a separator (or `)` after `(`), a `1-` prefix, or ten bare digits
+        // under a phone key.
+        let phone_shape = before == b'+'
+            || hints.phone
+            || (run == 3 && (sep || next == b'.' || (next == b')' && before == b'(')))
+            || (run == 1 && first == b'1' && matches!(next, b' ' | b'-' | b'.'));
+        if phone_shape
+            && self.on(Kind::Phone)
+            && let Some((start, end)) = numeric::phone(h, p, hints.phone, self.e164)
+        {
+            found.push(Hit {
+                start,
+                end,
+                kind: Kind::Phone,
+            });
         }
-        if self.on(Kind::Ipv4)
-            && run <= 3
-            && next == Some(b'.')
+        if run <= 3
+            && next == b'.'
             && !hints.version
+            && self.on(Kind::Ipv4)
             && let Some(end) = ip::ipv4(h, p)
         {
             found.push(Hit {

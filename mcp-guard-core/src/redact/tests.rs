@@ -440,10 +440,11 @@ fn accuracy_on_labelled_corpus() {
     assert_eq!(trap_hits, 0);
 }
 
-/// About 10 MB of PII-free tool output: false cards stay rare. The corpus deliberately
+/// About 10 MB of PII-free tool output: at most one false card. The corpus deliberately
 /// holds rows of 3-12 small space-separated numbers; a row of exactly four 4-digit
-/// numbers is indistinguishable from a card printed in groups and passes issuer and
-/// Luhn checks about 2% of the time. Dashed and unseparated forms give none.
+/// numbers is shaped like a card printed in groups and passes the issuer and Luhn checks
+/// about one time in forty. The card rule turns those down by context (numbers next to
+/// it, column alignment, a date glued to the end); the rest is chance.
 #[test]
 fn false_cards_in_clean_json() {
     let text = corpus::clean_json(0x000C_1EA4, 10_000_000);
@@ -462,7 +463,7 @@ fn false_cards_in_clean_json() {
         count("[REDACTED_EMAIL]"),
         count("[REDACTED_SECRET]"),
     );
-    assert!(cards <= 3, "{cards} false cards");
+    assert!(cards <= 1, "{cards} false cards");
 }
 
 /// Replays `fuzz/regressions/<target>/*` through the fuzz targets' property checks.

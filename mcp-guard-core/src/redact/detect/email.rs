@@ -15,6 +15,7 @@ fn is_label(b: u8) -> bool {
 /// Accepts a non-empty local part of letters, digits and `._%+-` (leading dots dropped)
 /// and a domain of at least two labels whose last label is 2+ letters. The domain ends at
 /// the last label that makes it valid, so `a@b.com.` or `a@b.com.x1` yield `a@b.com`.
+#[inline(never)]
 pub(crate) fn email(h: &[u8], at: usize, floor: usize) -> Option<(usize, usize)> {
     let mut s = at;
     while s > floor && is_local(h[s - 1]) {

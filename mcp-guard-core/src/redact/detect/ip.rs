@@ -28,6 +28,7 @@ fn after_version_word(h: &[u8], s: usize) -> bool {
 /// glued to a word character, not preceded by `.` and not followed by `.digit`
 /// (so `1.2.3.4.5` and `10.0.19045.2965` are not addresses), and not right after the
 /// word `version`.
+#[inline(never)]
 pub(crate) fn ipv4(h: &[u8], p: usize) -> Option<usize> {
     let mut j = p;
     for k in 0..4 {
@@ -132,6 +133,7 @@ pub(crate) fn v6_colon_plausible(h: &[u8], c: usize) -> bool {
 /// An IPv6 address containing the `:` at `c`. Looks no further left than `floor`.
 /// Returns the span if one is accepted, and where the candidate region ends (the
 /// scanner skips later colons before that point).
+#[inline(never)]
 pub(crate) fn ipv6(h: &[u8], c: usize, floor: usize) -> (Option<(usize, usize)>, usize) {
     let mut s = c;
     while s > floor && is_v6_byte(h[s - 1]) {

@@ -29,14 +29,34 @@ pub(crate) fn digit_run(h: &[u8], i: usize, max: usize) -> usize {
         .count()
 }
 
-/// Full length of the digit run starting at `i`.
+/// Full length of the digit run starting at `i`, eight bytes at a time.
 #[inline]
 pub(crate) fn digit_run_len(h: &[u8], i: usize) -> usize {
-    h.get(i..)
+    let mut n = 0;
+    while let Some(w) = h.get(i + n..i + n + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) {
+        let nd = non_digits(u64::from_le_bytes(w));
+        if nd != 0 {
+            return n + (nd.trailing_zeros() / 8) as usize;
+        }
+        n += 8;
+    }
+    n + h
+        .get(i + n..)
         .unwrap_or_default()
         .iter()
         .take_while(|b| b.is_ascii_digit())
         .count()
+}
+
+/// The high bit of every byte of `x` (little-endian lanes) that is not an ASCII digit.
+#[inline]
+fn non_digits(x: u64) -> u64 {
+    const L: u64 = 0x0101_0101_0101_0101;
+    let a = x ^ (0x30 * L); // digits become 0x00..=0x09
+    let high = a & (0xF0 * L);
+    let low = ((a & (0x0F * L)) + 0x06 * L) & (0x10 * L); // low nibble above 9
+    let m = high | low;
+    (((m & (0x7F * L)) + 0x7F * L) | m) & (0x80 * L)
 }
 
 /// The value of up to 4 ASCII digits (callers check they are digits).
@@ -71,4 +91,36 @@ pub(crate) fn right_ok(h: &[u8], e: usize, seps: &[u8]) -> bool {
     }
     let joiner = n == b'.' || n == b'-' || seps.contains(&n);
     !(joiner && h.get(e + 1).is_some_and(u8::is_ascii_digit))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn digit_runs() {
+        for s in [
+            "",
+            "x",
+            "1",
+            "12345678",
+            "123456789",
+            "1234567x",
+            "0123456789012345678901",
+            "99/",
+            "12\u{e9}",
+        ] {
+            for i in 0..s.len() {
+                let want = s.as_bytes()[i..]
+                    .iter()
+                    .take_while(|b| b.is_ascii_digit())
+                    .count();
+                assert_eq!(super::digit_run_len(s.as_bytes(), i), want, "{s:?} at {i}");
+            }
+        }
+        for b in 0..=255u8 {
+            let mut h = [b'1'; 9];
+            h[3] = b;
+            let want = if b.is_ascii_digit() { 9 } else { 3 };
+            assert_eq!(super::digit_run_len(&h, 0), want, "byte {b}");
+        }
+    }
 }

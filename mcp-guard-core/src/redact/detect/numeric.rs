@@ -1,6 +1,6 @@
 //! US Social Security numbers, North American phone numbers and payment card numbers.
 
-use super::{digit_run, left_ok, num, right_ok};
+use super::{digit_run, digit_run_len, left_ok, num, right_ok};
 use crate::redact::luhn;
 
 /// Area, group and serial rules of an SSN (digits only, 9 of them).
@@ -15,6 +15,7 @@ pub(crate) fn ssn_digits_valid(d: &[u8]) -> bool {
 }
 
 /// `AAA-GG-SSSS` or `AAA GG SSSS` starting at `p`.
+#[inline(never)]
 pub(crate) fn ssn(h: &[u8], p: usize) -> Option<usize> {
     let w = h.get(p..p + 11)?;
     let sep = w[3];
@@ -101,6 +102,7 @@ fn nanp_body(h: &[u8], i: usize, bare: bool) -> Option<(usize, u8)> {
 
 /// A North American number whose first digit group starts at `p` (the number itself may
 /// start one byte earlier, at `(` or `+`). Returns (start, end).
+#[inline(never)]
 pub(crate) fn phone(h: &[u8], p: usize, hinted: bool, e164: bool) -> Option<(usize, usize)> {
     let before = p.checked_sub(1).and_then(|i| h.get(i)).copied();
     let check = |s: usize, (e, sep): (usize, u8)| {
@@ -189,68 +191,95 @@ fn layout_ok(groups: &[u8]) -> bool {
     }
 }
 
-/// Whether more numbers sit right next to `p..j` with only whitespace between: a row of
-/// a table of numbers, where four 4-digit cells pass Luhn one time in ten.
+/// Whether a number printed in space-separated groups at `p..j` looks like cells of a
+/// table rather than one value: more numbers right next to it with only whitespace
+/// between (`#` and `$` allowed in front of a neighbour), or a run of blanks right in
+/// front of it (two or more spaces, or a tab: column alignment). Four 4-digit cells pass
+/// the issuer and Luhn checks about one time in forty, so a table of small numbers
+/// would otherwise be a steady source of false cards.
 fn in_number_column(h: &[u8], p: usize, j: usize) -> bool {
-    let ws = |b: &u8| b.is_ascii_whitespace();
+    let ws = |b: &&u8| b.is_ascii_whitespace();
+    let number_at = |rest: &[u8]| match rest {
+        [b'#' | b'$', d, ..] | [d, ..] => d.is_ascii_digit(),
+        [] => false,
+    };
     let before = h[..p].iter().rev().take(4).find(|b| !ws(b));
-    let after = h.get(j..).unwrap_or_default().iter().take(4).find(|b| !ws(b));
-    before.is_some_and(u8::is_ascii_digit) || after.is_some_and(u8::is_ascii_digit)
+    let after = h.get(j..).unwrap_or_default();
+    let lead = after.iter().take(4).take_while(ws).count();
+    let aligned = matches!(h[..p], [.., b' ' | b'\t', b' '] | [.., b'\t']);
+    aligned || before.is_some_and(u8::is_ascii_digit) || (lead < 4 && number_at(&after[lead..]))
 }
 
-/// A card number whose first digit is at `p`: 13-19 digits, either in one run or in
-/// groups split by single spaces or single dashes (one kind of separator throughout).
-pub(crate) fn card(h: &[u8], p: usize) -> Option<usize> {
+/// A card number whose first digit is at `p`, where a run of `run` digits starts: 13-19
+/// digits, either in one run or in groups split by single spaces or single dashes (one
+/// kind of separator throughout).
+#[inline(never)]
+pub(crate) fn card(h: &[u8], p: usize, run: usize) -> Option<usize> {
     if !left_ok(h, p, &[]) {
         return None;
     }
-    let mut digits = [0u8; 19];
-    let mut nd = 0usize;
     let mut groups = [0u8; 6];
     let mut ng = 0usize;
+    let mut nd = 0usize;
     let mut sep: Option<u8> = None;
-    let mut j = p;
+    let mut pos = p;
+    let mut run = run;
     loop {
-        let run = digit_run(h, j, 19);
         if run == 0 || nd + run > 19 || ng == groups.len() {
             return None;
         }
         // Separated layouts start 4, then 4 or 6; give up early on anything else.
         if ng == 1 && groups[0] == 4 && !(run == 4 || run == 6)
-            || ng >= 2 && groups[1] == 6 && ng == 2 && !(run == 4 || run == 5)
+            || ng == 2 && groups[1] == 6 && !(run == 4 || run == 5)
         {
             return None;
         }
-        digits[nd..nd + run].copy_from_slice(&h[j..j + run]);
-        nd += run;
         groups[ng] = u8::try_from(run).ok()?;
         ng += 1;
-        j += run;
-        match h.get(j) {
-            Some(&c @ (b' ' | b'-')) if run <= 6 && h.get(j + 1).is_some_and(u8::is_ascii_digit) => {
+        nd += run;
+        pos += run;
+        match h.get(pos) {
+            Some(&c @ (b' ' | b'-')) if run <= 6 && h.get(pos + 1).is_some_and(u8::is_ascii_digit) => {
                 if sep.is_some_and(|s| s != c) {
                     break;
                 }
                 sep = Some(c);
-                j += 1;
+                pos += 1;
             }
             _ => break,
+        }
+        run = digit_run_len(h, pos);
+    }
+    let shape_ok = if ng == 1 {
+        (13..=19).contains(&nd)
+    } else {
+        layout_ok(&groups[..ng])
+    };
+    if !shape_ok {
+        return None;
+    }
+    let before = p.checked_sub(1).and_then(|i| h.get(i)).copied();
+    if before == Some(b'#') || (sep == Some(b' ') && (before == Some(b':') || in_number_column(h, p, pos))) {
+        return None;
+    }
+    let mut digits = [0u8; 19];
+    let mut n = 0;
+    for &b in &h[p..pos] {
+        if b.is_ascii_digit() {
+            digits[n] = b;
+            n += 1;
         }
     }
     let seps: &[u8] = match &sep {
         Some(s) => std::slice::from_ref(s),
         None => &[],
     };
-    let shape_ok = if ng == 1 {
-        (13..=19).contains(&nd)
-    } else {
-        layout_ok(&groups[..ng])
-    };
-    let before = p.checked_sub(1).and_then(|i| h.get(i)).copied();
-    if before == Some(b'#') || (sep == Some(b' ') && (before == Some(b':') || in_number_column(h, p, j))) {
-        return None;
-    }
-    (shape_ok && card_digits_valid(&digits[..nd]) && left_ok(h, p, seps) && right_ok(h, j, seps)).then_some(j)
+    // A short last group that starts a date or time (`4947 8207 3841 5/1/1997`) is not
+    // part of a card (`4111 1111 1111 1111/12`, a card and its expiry, still is one).
+    let glued = ng > 1
+        && groups[ng - 1] < 4
+        && matches!(h.get(pos..pos + 2), Some([b'/' | b':', d]) if d.is_ascii_digit());
+    (!glued && card_digits_valid(&digits[..n]) && right_ok(h, pos, seps)).then_some(pos)
 }
 
 #[cfg(test)]
@@ -258,7 +287,8 @@ mod tests {
     use super::*;
 
     fn at(s: &str) -> Option<usize> {
-        card(s.as_bytes(), s.find(|c: char| c.is_ascii_digit())?)
+        let p = s.find(|c: char| c.is_ascii_digit())?;
+        card(s.as_bytes(), p, digit_run_len(s.as_bytes(), p))
     }
 
     #[test]
@@ -273,6 +303,13 @@ mod tests {
         assert_eq!(at("4111111111111112"), None, "luhn");
         assert_eq!(at("1234567812345670"), None, "no issuer starts with 1");
         assert_eq!(at("x4111111111111111"), None);
+        assert_eq!(at("in a table  4111 1111 1111 1111"), None, "column-aligned");
+        assert_eq!(at("\t4111 1111 1111 1111"), None, "column-aligned");
+        assert_eq!(at("4111 1111 1111 1111 #12"), None, "next to a number");
+        assert_eq!(at("4111 1111 1111 1111/12"), Some(19), "card and expiry");
+        assert_eq!(at("4111 1111 1111 1/1/1997"), None, "short group glued to a date");
+        assert_eq!(at("4111 1111 1111 1 and"), None, "luhn");
+        assert_eq!(at("card: 4111-1111-1111-1111"), Some(25));
     }
 
     #[test]

@@ -1,0 +1,54 @@
+//! A small driver for profiling `PatternRedactor::redact_json` under `perf` or
+//! `valgrind --tool=callgrind`, where criterion's adaptive loops get in the way.
+//!
+//! ```text
+//! redact_profile <digits|prose|clean|latency> <bytes> <iterations> [dump-path]
+//! ```
+//!
+//! Prints the median time of one `redact_json` (the clone of the input is not timed)
+//! and the throughput in serialised JSON bytes per second.
+#![allow(clippy::print_stdout, clippy::cast_precision_loss)]
+
+use std::time::Instant;
+
+use mcp_guard_core::Redactor;
+use mcp_guard_core::redact::{PatternRedactor, corpus};
+use serde_json::Value;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let case = args.get(1).map_or("digits", String::as_str);
+    let size: usize = args.get(2).map_or(Ok(1 << 20), |s| s.parse())?;
+    let iters: usize = args.get(3).map_or(Ok(20), |s| s.parse())?;
+    let text = match case {
+        "digits" => corpus::digit_heavy_json(11, size, true),
+        "prose" => corpus::prose_json(12, size, true),
+        "latency" => corpus::digit_heavy_json(21, size, true),
+        _ => corpus::prose_json(13, size, false),
+    };
+    if let Some(path) = args.get(4) {
+        std::fs::write(path, &text)?;
+    }
+    let value: Value = serde_json::from_str(&text)?;
+    let redactor = PatternRedactor::builder().build();
+    let mut times = Vec::with_capacity(iters);
+    let mut inputs: Vec<Value> = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        inputs.push(value.clone());
+    }
+    for v in &mut inputs {
+        let t = Instant::now();
+        redactor.redact_json(std::hint::black_box(v));
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    println!(
+        "{case} {} bytes: median {:.2} µs, {:.0} MB/s (best {:.0} MB/s)",
+        text.len(),
+        median * 1e6,
+        text.len() as f64 / median / 1e6,
+        text.len() as f64 / times[0] / 1e6
+    );
+    Ok(())
+}
