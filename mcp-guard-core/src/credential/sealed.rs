@@ -339,7 +339,14 @@ struct Stamp {
     ino: u64,
 }
 
-type Parsed = Arc<BTreeMap<CredentialKey, FileRecord>>;
+/// The file as last read, with the key that opened its check value: a key rotation
+/// rewrites the file, so the key is read again only when the file changes.
+struct Snapshot {
+    key: StoreKey,
+    records: BTreeMap<CredentialKey, FileRecord>,
+}
+
+type Parsed = Arc<Snapshot>;
 
 /// The default credential store: one JSON file whose records are each sealed with
 /// XChaCha20-Poly1305 under a 256-bit key, with a random 192-bit nonce per record and
@@ -450,12 +457,15 @@ impl SealedFileStore {
         {
             return Ok(Some(parsed.clone()));
         }
-        let Some((stamp, file)) = self.read(None)? else {
+        let key = self.key()?;
+        let Some((stamp, file)) = self.read(Some(&key))? else {
             *cache = None;
             return Ok(None);
         };
-        let map = self.index(file)?;
-        let parsed = Arc::new(map);
+        let parsed = Arc::new(Snapshot {
+            key,
+            records: self.index(file)?,
+        });
         *cache = Some((stamp, parsed.clone()));
         Ok(Some(parsed))
     }
@@ -480,11 +490,10 @@ impl SealedFileStore {
         let Some(parsed) = self.parsed()? else {
             return Ok(None);
         };
-        let Some(rec) = parsed.get(key) else {
+        let Some(rec) = parsed.records.get(key) else {
             return Ok(None);
         };
-        let store_key = self.key()?;
-        self.open_record(&store_key, key, rec).map(Some)
+        self.open_record(&parsed.key, key, rec).map(Some)
     }
 
     fn open_record(
@@ -515,6 +524,7 @@ impl SealedFileStore {
             return Ok(Vec::new());
         };
         Ok(parsed
+            .records
             .iter()
             .map(|(k, r)| StoredEntry {
                 key: k.clone(),
