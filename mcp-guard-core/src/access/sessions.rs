@@ -553,16 +553,6 @@ impl Sessions {
     }
 }
 
-pub(super) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    s
-}
-
 fn new_id() -> String {
     let mut b = [0u8; 16];
     if getrandom::getrandom(&mut b).is_err() {
@@ -574,7 +564,7 @@ fn new_id() -> String {
     }
     let mut s = String::with_capacity(34);
     s.push_str("s_");
-    s.push_str(&hex(&b));
+    s.push_str(&crate::audit::hex(&b));
     s
 }
 

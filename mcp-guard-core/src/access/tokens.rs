@@ -34,7 +34,7 @@ pub fn mint() -> Result<MintedToken, getrandom::Error> {
     let mut secret = [0u8; 32];
     getrandom::getrandom(&mut id)?;
     getrandom::getrandom(&mut secret)?;
-    let id = super::sessions::hex(&id);
+    let id = crate::audit::hex(&id);
     let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
     let digest = digest(&secret);
     Ok(MintedToken {

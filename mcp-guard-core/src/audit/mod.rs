@@ -48,6 +48,7 @@
 //! ```
 
 mod chain;
+pub(crate) use chain::hex;
 mod jsonl;
 mod memory;
 #[cfg(feature = "sqlite")]

@@ -93,10 +93,9 @@ pub enum JwtSetupError {
     NoKeys(String),
 }
 
-#[derive(Clone)]
 struct Key {
     kid: Option<String>,
-    alg: Option<String>,
+    alg: Option<KeyAlgorithm>,
     family: AlgorithmFamily,
     decoding: DecodingKey,
 }
@@ -112,7 +111,7 @@ pub struct JwtBearer {
     settings: JwtSettings,
     algorithms: Vec<Algorithm>,
     source: JwksSource,
-    keys: RwLock<Arc<[Key]>>,
+    keys: RwLock<Arc<[Arc<Key>]>>,
     last_load: Mutex<Instant>,
     client: reqwest::Client,
 }
@@ -163,7 +162,7 @@ impl JwtBearer {
         })
     }
 
-    fn find(&self, kid: Option<&str>) -> Option<Key> {
+    fn find(&self, kid: Option<&str>) -> Option<Arc<Key>> {
         let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner).clone();
         match kid {
             Some(kid) => keys.iter().find(|k| k.kid.as_deref() == Some(kid)).cloned(),
@@ -245,7 +244,7 @@ fn time_claim(claims: &Value, name: &str) -> Option<SystemTime> {
         .map(|s| UNIX_EPOCH + Duration::from_secs(s))
 }
 
-async fn load(source: &JwksSource, client: &reqwest::Client) -> Result<Arc<[Key]>, JwtSetupError> {
+async fn load(source: &JwksSource, client: &reqwest::Client) -> Result<Arc<[Arc<Key>]>, JwtSetupError> {
     let (name, bytes) = match source {
         JwksSource::File(p) => (
             p.display().to_string(),
@@ -276,7 +275,7 @@ async fn load(source: &JwksSource, client: &reqwest::Client) -> Result<Arc<[Key]
         source_name: name.clone(),
         source: Box::new(e),
     })?;
-    let keys: Vec<Key> = set
+    let keys: Vec<Arc<Key>> = set
         .keys
         .iter()
         .filter(|k| {
@@ -285,12 +284,12 @@ async fn load(source: &JwksSource, client: &reqwest::Client) -> Result<Arc<[Key]
         })
         .filter_map(|k| {
             let key = DecodingKey::from_jwk(k).ok()?;
-            Some(Key {
+            Some(Arc::new(Key {
                 kid: k.common.key_id.clone(),
-                alg: k.common.key_algorithm.map(|a: KeyAlgorithm| a.to_string()),
+                alg: k.common.key_algorithm,
                 family: key.family(),
                 decoding: key,
-            })
+            }))
         })
         .collect();
     if keys.is_empty() {
@@ -336,8 +335,7 @@ impl Authenticate for JwtBearer {
             self.find(header.kid.as_deref())
                 .ok_or_else(|| AuthError::Invalid("unknown signing key".into()))?
         };
-        let alg_name = format!("{:?}", header.alg);
-        if key.family != header.alg.family() || key.alg.as_ref().is_some_and(|a| *a != alg_name) {
+        if key.family != header.alg.family() || key.alg.is_some_and(|a| a != KeyAlgorithm::from(header.alg)) {
             return Err(AuthError::Invalid(
                 "key does not match the token's algorithm".into(),
             ));
