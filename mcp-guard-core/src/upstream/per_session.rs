@@ -150,29 +150,35 @@ impl PerSessionUpstream {
         );
         drop(map);
         tracing::info!(server = %self.id, session = %session.id(), "started a per-session upstream");
+        // One watcher per instance: it stops the instance when the session ends, and
+        // since lists come from the catalogue instance, makes that re-read its own when
+        // the session's instance says its lists changed.
         let closed = session.closed().clone();
         let instances = Arc::downgrade(&self.instances);
         let id = session.id().clone();
-        tokio::spawn(async move {
-            closed.cancelled().await;
-            stop(&instances, &id).await;
-        });
-        // Lists come from the catalogue instance: when a session's instance says its
-        // lists changed, the catalogue instance re-reads its own.
         let mut events = upstream.subscribe();
         let catalogue = Arc::downgrade(&self.catalogue);
-        let closed = session.closed().clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    () = closed.cancelled() => return,
+                    () = closed.cancelled() => {
+                        stop(&instances, &id).await;
+                        return;
+                    }
                     event = events.recv() => match event {
                         Ok(UpstreamEvent::CatalogChanged) => {
-                            let Some(c) = catalogue.upgrade() else { return };
-                            c.refresh().await;
+                            if let Some(c) = catalogue.upgrade() {
+                                c.refresh().await;
+                            }
                         }
                         Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                        Err(broadcast::error::RecvError::Closed) => return,
+                        // No more events (the instance was replaced or dropped): still
+                        // stop whatever runs for this session when it ends.
+                        Err(broadcast::error::RecvError::Closed) => {
+                            closed.cancelled().await;
+                            stop(&instances, &id).await;
+                            return;
+                        }
                     },
                 }
             }
