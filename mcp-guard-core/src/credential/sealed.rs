@@ -355,7 +355,8 @@ type Parsed = Arc<Snapshot>;
 ///
 /// Writes are atomic (a temporary file, `fsync`, `rename`) under an exclusive lock on
 /// `<store>.lock`, so the gateway and the `credentials` commands can share the file. The
-/// gateway re-reads the file when it changes. Values are decrypted only when handed out.
+/// gateway re-reads the file, and the key with it, when the file changes (a key rotation
+/// always rewrites it). Values are decrypted only when handed out.
 ///
 /// # Security
 /// A wrong key is detected before anything is written (a sealed check value), and the
