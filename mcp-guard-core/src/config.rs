@@ -1423,6 +1423,39 @@ mod tests {
     }
 
     #[test]
+    fn bad_jwt_settings_and_public_url_are_named() {
+        let errors = |v: serde_json::Value| parse(v).validate().unwrap_err().to_string();
+        let e = errors(serde_json::json!({
+            "gateway": {"public_url": "gw.example.com"},
+            "auth": {"jwt": {"issuer": " ", "jwks_url": "http://idp.example.com/jwks",
+                             "algorithms": ["RS256", "HS256", "none"], "leeway_secs": 301}}}));
+        for expected in [
+            "gateway.public_url: must be an http:// or https:// URL",
+            "auth.jwt.issuer: must not be empty",
+            "auth.jwt.jwks_url: must be https:// (http:// only on 127.0.0.1, ::1 or localhost)",
+            "auth.jwt.algorithms[1]: \"HS256\" is not accepted: asymmetric algorithms only",
+            "auth.jwt.algorithms[2]: \"none\" is not accepted",
+            "auth.jwt.leeway_secs: at most 300 seconds",
+        ] {
+            assert!(e.contains(expected), "{expected:?} missing from {e}");
+        }
+        assert!(!e.contains("algorithms[0]"), "{e}");
+        let e = errors(serde_json::json!({"auth": {"jwt": {"issuer": "i"}}}));
+        assert!(e.contains("auth.jwt.jwks_file: set jwks_file or jwks_url"), "{e}");
+        let e = errors(
+            serde_json::json!({"auth": {"jwt": {"issuer": "i", "jwks_file": "k.json",
+            "jwks_url": "https://i/jwks"}}}),
+        );
+        assert!(
+            e.contains("auth.jwt.jwks_url: set jwks_file or jwks_url, not both"),
+            "{e}"
+        );
+        let ok = parse(serde_json::json!({"auth": {"jwt": {"issuer": "i",
+            "jwks_url": "http://127.0.0.1:9000/jwks"}}}));
+        assert!(ok.validate().is_ok());
+    }
+
+    #[test]
     fn grant_conditions_parse_and_bad_ones_are_named() {
         let cfg = parse(serde_json::json!({"grants": [
             {"roles": ["eng"], "kinds": ["tool", "template"], "principal_kind": "agent",

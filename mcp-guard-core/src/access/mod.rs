@@ -107,3 +107,34 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         .map(std::time::Duration::from_secs)
         .ok_or_else(|| format!("{s:?}: longer than ten years"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations_and_their_errors() {
+        assert_eq!(parse_duration("90s").unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("2w").unwrap().as_secs(), 14 * 86_400);
+        assert_eq!(
+            parse_duration("30").unwrap_err(),
+            "\"30\": add a unit (s, m, h, d or w), e.g. 30d"
+        );
+        assert_eq!(
+            parse_duration("3y").unwrap_err(),
+            "\"3y\": unknown unit \"y\" (use s, m, h, d or w)"
+        );
+        assert_eq!(
+            parse_duration("0d").unwrap_err(),
+            "\"0d\": a duration must be positive"
+        );
+        assert_eq!(
+            parse_duration("4000d").unwrap_err(),
+            "\"4000d\": longer than ten years"
+        );
+        assert_eq!(
+            parse_duration("d").unwrap_err(),
+            "\"d\": expected a number followed by s, m, h, d or w"
+        );
+    }
+}
