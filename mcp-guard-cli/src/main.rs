@@ -7,6 +7,7 @@
 
 mod access;
 mod audit;
+mod connect;
 mod credentials;
 mod demo;
 mod explain;
@@ -125,6 +126,14 @@ enum Command {
         #[command(subcommand)]
         command: credentials::CredentialsCommand,
     },
+    /// Users of the built-in authorization server: one-time sign-in links.
+    Users {
+        #[command(subcommand)]
+        command: connect::UsersCommand,
+    },
+    /// Prints the client-side configuration (Claude Desktop, Claude Code, Cursor,
+    /// VS Code, JSON) for an endpoint.
+    ConnectConfig(connect::ConnectConfigArgs),
     /// Lists and revokes gateway sessions.
     Sessions {
         #[command(subcommand)]
@@ -288,6 +297,9 @@ async fn authenticator(
         chain = chain.or(Arc::new(tokens));
     }
     chain = chain.or(Arc::new(ApiTokens::new(store.clone())));
+    if auth.server.is_some() {
+        chain = chain.or(Arc::new(mcp_guard_tower::auth::GrantTokens::new(store.clone())));
+    }
     if let Some(j) = &auth.jwt {
         let resource_base = config
             .gateway
@@ -336,6 +348,11 @@ pub(crate) fn http_options(config: &mcp_guard_core::config::GatewayConfig) -> Ht
             j.authorization_servers.clone()
         };
         o.scopes_supported.clone_from(&j.required_scopes);
+    }
+    if let (Some(a), Some(issuer)) = (&config.auth.server, &config.gateway.public_url) {
+        o.authorization_servers
+            .insert(0, issuer.trim_end_matches('/').to_owned());
+        o.scopes_supported.extend(a.scopes.iter().cloned());
     }
     o
 }
@@ -414,7 +431,7 @@ async fn serve(
     let store = mcp_guard_core::access::AccessStore::open(&store_path)
         .with_context(|| format!("opening the access store {}", store_path.display()))?;
     let auth = authenticator(&cfg, &base, &store).await?;
-    let sessions = mcp_guard_core::access::Sessions::with_store(store)?.with_audit(sink.clone());
+    let sessions = mcp_guard_core::access::Sessions::with_store(store.clone())?.with_audit(sink.clone());
     let addr: SocketAddr = match listen {
         Some(a) => a,
         None => cfg.gateway.listen.parse()?,
@@ -443,6 +460,8 @@ async fn serve(
         },
         &close_sessions,
     );
+    let authorization =
+        connect::authorization_server(&cfg, &config, &store, &sessions, &built.gateway, &stores)?;
     let mut edge = HttpEdge::new(built.gateway.clone(), built.service, auth)
         .audit(sink.clone())
         .sessions(sessions)
@@ -451,7 +470,10 @@ async fn serve(
     if cfg.gateway.metrics {
         edge = edge.metrics(built.metrics.clone());
     }
-    let app = edge.router();
+    let mut app = edge.router();
+    if let Some(a) = &authorization {
+        app = a.router().merge(app);
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -736,6 +758,8 @@ fn main() -> std::process::ExitCode {
             }
             Command::Tokens { command } => access::tokens(command),
             Command::Sessions { command } => access::sessions(command),
+            Command::Users { command } => connect::users(command),
+            Command::ConnectConfig(args) => connect::connect_config(&args),
             Command::Explain(args) => {
                 return Ok(explain::run(&args).map_or_else(
                     |e| {

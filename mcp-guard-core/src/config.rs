@@ -274,6 +274,96 @@ pub struct AuthSection {
     pub store: Option<String>,
     /// JWT bearer tokens from an identity provider.
     pub jwt: Option<JwtConfig>,
+    /// The built-in OAuth authorization server (sign-in, consent with an access
+    /// duration, personal credentials), for clients that connect the MCP way.
+    pub server: Option<AuthServerConfig>,
+}
+
+/// `[auth.server]`: the built-in authorization server. Its issuer is
+/// `gateway.public_url`, which must be set (https, or http on loopback).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AuthServerConfig {
+    /// Access token lifetime (never past the chosen duration). Default `1h`.
+    #[serde(default)]
+    pub access_token_ttl: Option<String>,
+    /// The access durations offered on the consent page, in order. Default
+    /// `["1h", "1d", "7d", "30d"]`.
+    #[serde(default)]
+    pub durations: Vec<String>,
+    /// How long a browser sign-in lasts. Default `12h`.
+    #[serde(default)]
+    pub signin_ttl: Option<String>,
+    /// Scopes advertised (none by default).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// The users who may sign in (with one-time links from `mcp-guard users
+    /// login-link`), with their roles and attributes.
+    #[serde(default)]
+    pub users: Vec<PrincipalConfig>,
+    /// DANGEROUS: fetch client metadata documents from plain-HTTP or private
+    /// addresses (tests on loopback only).
+    #[serde(default)]
+    pub dangerously_allow_private_client_metadata: bool,
+}
+
+impl AuthServerConfig {
+    fn validate(&self, public_url: Option<&str>, errors: &mut Vec<ConfigError>) {
+        let mut err = |entry: &str, message: String| {
+            errors.push(ConfigError {
+                entry: format!("auth.server{entry}"),
+                message,
+            });
+        };
+        match public_url {
+            None => err(
+                "",
+                "set gateway.public_url: it is the authorization server's issuer".into(),
+            ),
+            Some(u) if u.starts_with("http://") => {
+                let host = u
+                    .trim_start_matches("http://")
+                    .split(['/', ':'])
+                    .next()
+                    .unwrap_or("");
+                if !matches!(host, "127.0.0.1" | "localhost") && !u.starts_with("http://[::1]") {
+                    err(
+                        "",
+                        "gateway.public_url must be https:// (plain http only on loopback)".into(),
+                    );
+                }
+            }
+            Some(_) => {}
+        }
+        for (entry, v) in [
+            ("access_token_ttl", &self.access_token_ttl),
+            ("signin_ttl", &self.signin_ttl),
+        ] {
+            if let Some(v) = v
+                && let Err(m) = crate::access::parse_duration(v)
+            {
+                err(&format!(".{entry}"), m);
+            }
+        }
+        for (i, d) in self.durations.iter().enumerate() {
+            if let Err(m) = crate::access::parse_duration(d) {
+                err(&format!(".durations[{i}]"), m);
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, u) in self.users.iter().enumerate() {
+            if !seen.insert(u.id.as_str()) {
+                err(&format!(".users[{i}]"), format!("user {} is listed twice", u.id));
+            }
+            if u.kind != PrincipalKind::User {
+                err(
+                    &format!(".users[{i}]"),
+                    "only users sign in (agents use tokens)".into(),
+                );
+            }
+        }
+    }
 }
 
 /// `[auth.jwt]`: JWTs from an identity provider, checked against its JWKS.
@@ -1263,6 +1353,9 @@ impl GatewayConfig {
         }
         if let Some(j) = &self.auth.jwt {
             j.validate(&mut errors);
+        }
+        if let Some(a) = &self.auth.server {
+            a.validate(self.gateway.public_url.as_deref(), &mut errors);
         }
         if let Some(u) = &self.gateway.public_url
             && !(u.starts_with("https://") || u.starts_with("http://"))

@@ -55,6 +55,8 @@
 
 pub mod audit;
 pub mod auth;
+#[cfg(feature = "sqlite")]
+pub mod authorize;
 pub mod docs;
 pub mod drain;
 mod error;

@@ -11,6 +11,7 @@
 
 mod access;
 mod audit;
+mod authorize;
 mod config;
 mod credentials;
 mod federation;

@@ -83,14 +83,24 @@ impl GatewayProc {
 
     /// Writes the config, lets `prepare` run against it (e.g. `tools approve`), starts.
     pub async fn start_with_lock(config: &str, prepare: impl FnOnce(&std::path::Path)) -> Self {
-        Self::start_inner(config, &[], prepare).await
+        Self::start_inner(config, &[], prepare, "127.0.0.1:0").await
+    }
+
+    /// Starts on a chosen address (for configs whose `public_url` names the port).
+    pub async fn start_listening(config: &str, listen: &str) -> Self {
+        Self::start_inner(config, &[], |_| {}, listen).await
     }
 
     pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
-        Self::start_inner(config, env, |_| {}).await
+        Self::start_inner(config, env, |_| {}, "127.0.0.1:0").await
     }
 
-    async fn start_inner(config: &str, env: &[(&str, &str)], prepare: impl FnOnce(&std::path::Path)) -> Self {
+    async fn start_inner(
+        config: &str,
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&std::path::Path),
+        listen: &str,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gateway.toml");
         std::fs::write(&path, config).unwrap();
@@ -98,7 +108,7 @@ impl GatewayProc {
         let mut cmd = tokio::process::Command::new(BIN);
         cmd.args(["serve", "--config"])
             .arg(&path)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .env("GW_TEST_TOKEN", TOKEN)
             .env("GW_TEST_OTHER_TOKEN", OTHER_TOKEN)
             .env("MCP_GUARD_LOG", "info,rmcp=warn")
@@ -129,6 +139,11 @@ impl GatewayProc {
             base,
             dir,
         }
+    }
+
+    /// The configuration file.
+    pub fn config(&self) -> std::path::PathBuf {
+        self.dir.path().join("gateway.toml")
     }
 
     pub fn url(&self, endpoint: &str) -> String {
@@ -372,4 +387,13 @@ pub fn processes_with(marker: &str) -> Vec<ProcInfo> {
 /// Direct children of `pid`.
 pub fn children_of(pid: u32) -> Vec<ProcInfo> {
     processes().into_iter().filter(|p| p.ppid == pid).collect()
+}
+
+/// A port free on 127.0.0.1 right now (for a `public_url` that must name it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

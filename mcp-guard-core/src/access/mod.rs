@@ -21,6 +21,8 @@
 //! revocation (a JWT the identity provider minted after the user signed in again),
 //! which opens a new session. Revoking an API token refuses it everywhere.
 
+#[cfg(feature = "sqlite")]
+pub mod oauth;
 mod sessions;
 #[cfg(feature = "sqlite")]
 mod store;

@@ -123,12 +123,12 @@ CREATE TABLE IF NOT EXISTS sessions (
 CREATE INDEX IF NOT EXISTS sessions_revoked ON sessions(revoked_ms) WHERE revoked_ms IS NOT NULL;
 ";
 
-fn ms(t: SystemTime) -> i64 {
+pub(super) fn ms(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-fn from_ms(v: i64) -> SystemTime {
+pub(super) fn from_ms(v: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(u64::try_from(v).unwrap_or(0))
 }
 
@@ -159,6 +159,7 @@ impl AccessStore {
         conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        conn.execute_batch(super::oauth::SCHEMA).map_err(err)?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
@@ -175,7 +176,10 @@ impl AccessStore {
         &self.path
     }
 
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+    pub(super) fn with<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
         let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
         f(&conn).map_err(|source| StoreError::Database {
             path: self.path.to_path_buf(),
@@ -458,6 +462,14 @@ impl AccessStore {
                     Ok((format!("token:{}", r.get::<_, String>(0)?), from_ms(r.get(1)?)))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
+            let grants = c
+                .prepare("SELECT id, revoked_ms FROM oauth_grants WHERE revoked_ms IS NOT NULL")?
+                .query_map([], |r| {
+                    Ok((format!("grant:{}", r.get::<_, String>(0)?), from_ms(r.get(1)?)))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut credentials = credentials;
+            credentials.extend(grants);
             Ok(Revocations {
                 sessions,
                 credentials,

@@ -30,6 +30,15 @@ pub struct MintedToken {
 /// # Errors
 /// When the random source fails.
 pub fn mint() -> Result<MintedToken, getrandom::Error> {
+    mint_prefixed(PREFIX)
+}
+
+/// Mints a token with another fixed prefix (the built-in authorization server's
+/// access and refresh tokens, one-time sign-in links).
+///
+/// # Errors
+/// When the random source fails.
+pub fn mint_prefixed(prefix: &str) -> Result<MintedToken, getrandom::Error> {
     let mut id = [0u8; 6];
     let mut secret = [0u8; 32];
     getrandom::getrandom(&mut id)?;
@@ -38,7 +47,7 @@ pub fn mint() -> Result<MintedToken, getrandom::Error> {
     let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
     let digest = digest(&secret);
     Ok(MintedToken {
-        token: SecretString::from(format!("{PREFIX}{id}_{secret}")),
+        token: SecretString::from(format!("{prefix}{id}_{secret}")),
         id,
         digest,
     })
@@ -47,7 +56,12 @@ pub fn mint() -> Result<MintedToken, getrandom::Error> {
 /// Splits a presented token into (id, secret), or `None` when it is not a gateway
 /// token at all.
 pub fn split(token: &str) -> Option<(&str, &str)> {
-    let rest = token.strip_prefix(PREFIX)?;
+    split_prefixed(PREFIX, token)
+}
+
+/// [`split`] for a token minted by [`mint_prefixed`] with `prefix`.
+pub fn split_prefixed<'a>(prefix: &str, token: &'a str) -> Option<(&'a str, &'a str)> {
+    let rest = token.strip_prefix(prefix)?;
     let (id, secret) = rest.split_once('_')?;
     let id_ok = id.len() == 12 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     let secret_ok = secret.len() == 43

@@ -31,7 +31,7 @@ use sha2::{Digest, Sha256};
 
 pub use jwt::{JwksSource, JwtBearer, JwtSettings, JwtSetupError};
 #[cfg(feature = "sqlite")]
-pub use tokens::ApiTokens;
+pub use tokens::{ApiTokens, GrantTokens};
 
 /// A request's authenticated caller.
 #[derive(Debug, Clone)]

@@ -1,0 +1,802 @@
+//! The built-in authorization server over real HTTP: registration, sign-in with a
+//! one-time link, consent with a duration, personal tokens, the code exchange with
+//! PKCE, refresh rotation, revocation, and every refusal the specifications name.
+#![allow(
+    clippy::too_many_lines,
+    clippy::many_single_char_names,
+    reason = "each test is one scenario against one gateway, step by step"
+)]
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sha2::Digest as _;
+
+use crate::support::{BIN, Era, GatewayProc, fixture, free_port, http_client, names, text_of};
+
+const REDIRECT: &str = "http://127.0.0.1:9/callback";
+const VERIFIER: &str = "dBjftJeZ4CVP-mJ92bIOpxTd5P8YE2xGk0Gd6rrHxsNw1";
+
+fn challenge(verifier: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()))
+}
+
+fn config(port: u16, personal: bool) -> String {
+    let mut c = format!(
+        "[gateway]\npublic_url = \"http://127.0.0.1:{port}\"\n\n\
+[auth.server]\ndurations = [\"1d\", \"4s\"]\n\n\
+[[auth.server.users]]\nid = \"alice\"\nroles = [\"eng\"]\n\n\
+[[auth.server.users]]\nid = \"mallory\"\nroles = [\"eng\"]\n\n\
+[[grants]]\nroles = [\"eng\"]\nnames = [\"*\"]\n\n"
+    );
+    c.push_str(&fixture("alpha", &[]));
+    if personal {
+        c.push_str(&fixture("desk", &[]).replace(
+            "transport = \"stdio\"\n",
+            "transport = \"stdio\"\npersonal = [\"DESK_TOKEN\"]\nenv = { DESK_TOKEN = \"${DESK_TOKEN}\" }\n",
+        ));
+        c.push_str("[endpoints.main.servers.desk]\ntools = [\"*\"]\n");
+    }
+    c.push_str(
+        "[endpoints.main]\ndescription = \"Main tools\"\n[endpoints.main.servers.alpha]\ntools = [\"*\"]\n",
+    );
+    c.push_str("[endpoints.other.servers.alpha]\ntools = [\"*\"]\n");
+    c
+}
+
+/// A browser stand-in: no redirects followed, cookies kept by name.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    cookies: HashMap<String, String>,
+}
+
+impl Browser {
+    fn new(base: &str) -> Self {
+        mcp_guard_core::upstream::ensure_crypto_provider();
+        Self {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base: base.to_owned(),
+            cookies: HashMap::new(),
+        }
+    }
+
+    fn absorb(&mut self, r: &reqwest::Response) {
+        for v in r.headers().get_all("set-cookie") {
+            let v = v.to_str().unwrap();
+            let (kv, _) = v.split_once(';').unwrap_or((v, ""));
+            let (k, val) = kv.split_once('=').unwrap();
+            if val.is_empty() {
+                self.cookies.remove(k);
+            } else {
+                self.cookies.insert(k.to_owned(), val.to_owned());
+            }
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn get(&mut self, path: &str) -> (StatusCode, String, String) {
+        let url = if path.starts_with("http") {
+            path.to_owned()
+        } else {
+            format!("{}{path}", self.base)
+        };
+        let r = self
+            .http
+            .get(url)
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.finish(r).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> (StatusCode, String, String) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        self.finish(r).await
+    }
+
+    /// (status, Location, body)
+    async fn finish(&mut self, r: reqwest::Response) -> (StatusCode, String, String) {
+        self.absorb(&r);
+        let status = r.status();
+        let location = r
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        (status, location, r.text().await.unwrap())
+    }
+}
+
+fn hidden(body: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = body
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+        + marker.len();
+    body[start..start + body[start..].find('"').unwrap()].to_owned()
+}
+
+fn query(location: &str) -> HashMap<String, String> {
+    url::Url::parse(location)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect()
+}
+
+fn login_link(gw: &GatewayProc, user: &str) -> String {
+    let out = std::process::Command::new(BIN)
+        .args(["users", "login-link", user, "--config"])
+        .arg(gw.config())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+async fn register(b: &Browser) -> String {
+    let r = b
+        .http
+        .post(format!("{}/oauth/register", b.base))
+        .json(&json!({"redirect_uris": [REDIRECT], "client_name": "Test <Client>", "token_endpoint_auth_method": "none"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = r.json().await.unwrap();
+    v["client_id"].as_str().unwrap().to_owned()
+}
+
+fn authorize_url(base: &str, client: &str, endpoint: &str, extra: &[(&str, &str)]) -> String {
+    let mut u = url::Url::parse(&format!("{base}/oauth/authorize")).unwrap();
+    {
+        let mut q = u.query_pairs_mut();
+        q.append_pair("response_type", "code")
+            .append_pair("client_id", client)
+            .append_pair("redirect_uri", REDIRECT)
+            .append_pair("state", "st-1")
+            .append_pair("code_challenge", &challenge(VERIFIER))
+            .append_pair("code_challenge_method", "S256")
+            .append_pair("resource", &format!("{base}/mcp/{endpoint}"));
+        for (k, v) in extra {
+            q.append_pair(k, v);
+        }
+    }
+    u.to_string()
+}
+
+/// Signs `user` in through the form a consent URL shows first.
+async fn sign_in(b: &mut Browser, gw: &GatewayProc, consent: &str, user: &str) {
+    let (status, _, page) = b.get(consent).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("Sign in"), "{page}");
+    let csrf = hidden(&page, "csrf");
+    let next = hidden(&page, "next");
+    let link = login_link(gw, user);
+    let (status, location, _) = b
+        .post(
+            "/oauth/signin",
+            &[("csrf", &csrf), ("next", &next), ("code", &link)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(location, next);
+}
+
+/// From the authorize URL to the client's redirect with a code, choosing `duration`.
+async fn consent(b: &mut Browser, gw: &GatewayProc, client: &str, duration: &str) -> HashMap<String, String> {
+    let (status, consent, _) = b.get(&authorize_url(&gw.base, client, "main", &[])).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(consent.starts_with("/oauth/consent?request="), "{consent}");
+    if b.cookies.keys().all(|k| k != "mcp-guard-session") {
+        sign_in(b, gw, &consent, "alice").await;
+    }
+    let (status, _, page) = b.get(&consent).await;
+    assert_eq!(status, StatusCode::OK);
+    for shown in [
+        "Test &lt;Client&gt;",
+        REDIRECT,
+        "/mcp/main",
+        "Main tools",
+        "alpha__echo",
+        "Access duration",
+    ] {
+        assert!(page.contains(shown), "consent page lacks {shown}: {page}");
+    }
+    let (status, location, _) = b
+        .post(
+            "/oauth/consent",
+            &[
+                ("request", &hidden(&page, "request")),
+                ("csrf", &hidden(&page, "csrf")),
+                ("duration", duration),
+                ("decision", "allow"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(location.starts_with(REDIRECT), "{location}");
+    query(&location)
+}
+
+async fn exchange(b: &Browser, form: &[(&str, &str)]) -> (StatusCode, Value) {
+    let r = b
+        .http
+        .post(format!("{}/oauth/token", b.base))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    (r.status(), r.json().await.unwrap())
+}
+
+async fn code_for_tokens(b: &Browser, client: &str, code: &str) -> (StatusCode, Value) {
+    let resource = format!("{}/mcp/main", b.base);
+    exchange(
+        b,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", REDIRECT),
+            ("client_id", client),
+            ("code_verifier", VERIFIER),
+            ("resource", &resource),
+        ],
+    )
+    .await
+}
+
+async fn mcp_status(url: &str, token: &str) -> StatusCode {
+    let r = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .bearer_auth(token)
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}))
+        .send()
+        .await
+        .unwrap();
+    r.status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_consent_and_a_token_that_works_only_where_and_while_granted() {
+    let port = free_port();
+    let gw = GatewayProc::start_listening(&config(port, false), &format!("127.0.0.1:{port}")).await;
+    let mut b = Browser::new(&gw.base);
+
+    // Discovery: the endpoint's metadata names this server; its metadata is RFC 8414.
+    let prm: Value = b
+        .http
+        .get(format!(
+            "{}/.well-known/oauth-protected-resource/mcp/main",
+            gw.base
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(prm["authorization_servers"][0], gw.base);
+    let meta: Value = b
+        .http
+        .get(format!("{}/.well-known/oauth-authorization-server", gw.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta["issuer"], gw.base);
+    assert_eq!(meta["code_challenge_methods_supported"], json!(["S256"]));
+    assert_eq!(meta["client_id_metadata_document_supported"], true);
+
+    let client = register(&b).await;
+    let q = consent(&mut b, &gw, &client, "1d").await;
+    assert_eq!(q["state"], "st-1");
+    assert_eq!(q["iss"], gw.base);
+    let (status, tokens) = code_for_tokens(&b, &client, &q["code"]).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    assert_eq!(tokens["token_type"], "Bearer");
+    let access = tokens["access_token"].as_str().unwrap();
+    assert!(access.starts_with("mcpo_"));
+    assert!(tokens["expires_in"].as_u64().unwrap() <= 3_600);
+
+    // A real MCP client lists and calls with it, in both eras.
+    for era in [Era::Legacy, Era::Modern] {
+        let c = http_client(&gw.url("main"), access, era).await;
+        assert!(names(&c).await.contains(&"alpha__echo".to_owned()));
+        let r = c
+            .call_tool(
+                rmcp::model::CallToolRequestParams::new("alpha__echo")
+                    .with_arguments(crate::support::args(&json!({"text": "hi"}))),
+            )
+            .await
+            .unwrap();
+        assert!(text_of(&r).contains("hi"));
+        c.cancel().await.unwrap();
+    }
+    // Not on another endpoint (the resource it was granted for is /mcp/main).
+    assert_eq!(
+        mcp_status(&gw.url("other"), access).await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Refresh rotates; the old refresh token, presented again, revokes the grant.
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let (status, next) = exchange(
+        &b,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh),
+            ("client_id", &client),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{next}");
+    let next_access = next["access_token"].as_str().unwrap();
+    assert_eq!(mcp_status(&gw.url("main"), next_access).await, StatusCode::OK);
+    let (status, err) = exchange(
+        &b,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh),
+            ("client_id", &client),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    assert_eq!(
+        mcp_status(&gw.url("main"), next_access).await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // The code is single use: presented again, refused, and what it granted is revoked.
+    let q = consent(&mut b, &gw, &client, "1d").await;
+    let (status, t) = code_for_tokens(&b, &client, &q["code"]).await;
+    assert_eq!(status, StatusCode::OK);
+    let access = t["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(mcp_status(&gw.url("main"), &access).await, StatusCode::OK);
+    let (status, err) = code_for_tokens(&b, &client, &q["code"]).await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    assert_eq!(
+        mcp_status(&gw.url("main"), &access).await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // RFC 7009: revoking the refresh token ends the grant.
+    let q = consent(&mut b, &gw, &client, "1d").await;
+    let (_, t) = code_for_tokens(&b, &client, &q["code"]).await;
+    let access = t["access_token"].as_str().unwrap().to_owned();
+    let r = b
+        .http
+        .post(format!("{}/oauth/revoke", gw.base))
+        .form(&[
+            ("token", t["refresh_token"].as_str().unwrap()),
+            ("client_id", &client),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        mcp_status(&gw.url("main"), &access).await,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chosen_duration_ends_access_and_session_revocation_is_immediate() {
+    let port = free_port();
+    let gw = GatewayProc::start_listening(&config(port, false), &format!("127.0.0.1:{port}")).await;
+    let mut b = Browser::new(&gw.base);
+    let client = register(&b).await;
+
+    // A 4-second grant: the access token is capped at it and stops working with it.
+    let q = consent(&mut b, &gw, &client, "4s").await;
+    let (_, t) = code_for_tokens(&b, &client, &q["code"]).await;
+    assert!(t["expires_in"].as_u64().unwrap() <= 4, "{t}");
+    assert!(t.get("refresh_token").is_none(), "no refresh past the grant: {t}");
+    let access = t["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(mcp_status(&gw.url("main"), &access).await, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(4_300)).await;
+    assert_eq!(
+        mcp_status(&gw.url("main"), &access).await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // `mcp-guard sessions revoke` in another process: refused within 1 s.
+    let q = consent(&mut b, &gw, &client, "1d").await;
+    let (_, t) = code_for_tokens(&b, &client, &q["code"]).await;
+    let access = t["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(mcp_status(&gw.url("main"), &access).await, StatusCode::OK);
+    let out = std::process::Command::new(BIN)
+        .args(["sessions", "list", "--json", "--config"])
+        .arg(gw.config())
+        .output()
+        .unwrap();
+    let listed = String::from_utf8(out.stdout).unwrap();
+    let session: Value = listed
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|s| s["state"] == "active")
+        .expect("an active session");
+    assert!(
+        session["credential"].as_str().unwrap().starts_with("grant:"),
+        "{session}"
+    );
+    let start = Instant::now();
+    let out = std::process::Command::new(BIN)
+        .args(["sessions", "revoke", session["id"].as_str().unwrap(), "--config"])
+        .arg(gw.config())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    loop {
+        if mcp_status(&gw.url("main"), &access).await == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "still accepted after 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("revoked session refused after {:?}", start.elapsed());
+    // Its refresh token is dead too.
+    let (status, _) = exchange(
+        &b,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", t["refresh_token"].as_str().unwrap()),
+            ("client_id", &client),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_carry_the_errors_the_specifications_name() {
+    let port = free_port();
+    let gw = GatewayProc::start_listening(&config(port, false), &format!("127.0.0.1:{port}")).await;
+    let mut b = Browser::new(&gw.base);
+    let client = register(&b).await;
+    let base = gw.base.clone();
+
+    // A wrong redirect_uri: an error page, never a redirect to it.
+    let url = authorize_url(&base, &client, "main", &[]).replace("127.0.0.1%3A9", "127.0.0.1%3A10");
+    let (status, location, page) = b.get(&url).await;
+    assert_eq!((status, location.as_str()), (StatusCode::BAD_REQUEST, ""));
+    assert!(page.contains("redirect_uri does not match"), "{page}");
+    // An unknown client: the same.
+    let (status, location, _) = b.get(&authorize_url(&base, "nobody", "main", &[])).await;
+    assert_eq!((status, location.as_str()), (StatusCode::BAD_REQUEST, ""));
+
+    // Errors after the redirect URI is trusted go back to the client.
+    let cases: [(&str, Change, &str); 5] = [
+        (
+            "no PKCE",
+            Box::new(|u: String| strip(&u, &["code_challenge", "code_challenge_method"])),
+            "invalid_request",
+        ),
+        (
+            "plain PKCE",
+            Box::new(|u: String| u.replace("code_challenge_method=S256", "code_challenge_method=plain")),
+            "invalid_request",
+        ),
+        (
+            "no method (plain by default)",
+            Box::new(|u: String| strip(&u, &["code_challenge_method"])),
+            "invalid_request",
+        ),
+        (
+            "unknown endpoint",
+            Box::new(|u: String| u.replace("%2Fmcp%2Fmain", "%2Fmcp%2Fnope")),
+            "invalid_target",
+        ),
+        (
+            "token response type",
+            Box::new(|u: String| u.replace("response_type=code", "response_type=token")),
+            "unsupported_response_type",
+        ),
+    ];
+    for (case, change, error) in cases {
+        let (status, location, _) = b.get(&change(authorize_url(&base, &client, "main", &[]))).await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{case}");
+        let q = query(&location);
+        assert_eq!(
+            q.get("error").map(String::as_str),
+            Some(error),
+            "{case}: {location}"
+        );
+        assert_eq!(q["state"], "st-1", "{case}");
+    }
+
+    // A resource for another endpoint at the token endpoint.
+    let q = consent(&mut b, &gw, &client, "1d").await;
+    let other = format!("{base}/mcp/other");
+    let (status, err) = exchange(
+        &b,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &q["code"]),
+            ("redirect_uri", REDIRECT),
+            ("client_id", &client),
+            ("code_verifier", VERIFIER),
+            ("resource", &other),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_target"))
+    );
+    // A wrong verifier, a missing one, a changed redirect_uri.
+    for (case, form_change, error) in [
+        (
+            "wrong verifier",
+            ("code_verifier", "x".repeat(43)),
+            "invalid_grant",
+        ),
+        (
+            "redirect changed",
+            ("redirect_uri", "http://127.0.0.1:10/callback".to_owned()),
+            "invalid_grant",
+        ),
+    ] {
+        let q = consent(&mut b, &gw, &client, "1d").await;
+        let mut form = vec![
+            ("grant_type", "authorization_code".to_owned()),
+            ("code", q["code"].clone()),
+            ("redirect_uri", REDIRECT.to_owned()),
+            ("client_id", client.clone()),
+            ("code_verifier", VERIFIER.to_owned()),
+        ];
+        for f in &mut form {
+            if f.0 == form_change.0 {
+                f.1.clone_from(&form_change.1);
+            }
+        }
+        let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, err) = exchange(&b, &form).await;
+        assert_eq!(
+            (status, err["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(error)),
+            "{case}: {err}"
+        );
+    }
+    let q = consent(&mut b, &gw, &client, "1d").await;
+    let (status, err) = exchange(
+        &b,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &q["code"]),
+            ("redirect_uri", REDIRECT),
+            ("client_id", &client),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request")),
+        "{err}"
+    );
+
+    // The consent form without its CSRF token, or with another's: 403, nothing issued.
+    let (_, consent_url, _) = b.get(&authorize_url(&base, &client, "main", &[])).await;
+    let (_, _, page) = b.get(&consent_url).await;
+    let request = hidden(&page, "request");
+    for csrf in ["", "forged"] {
+        let (status, location, body) = b
+            .post(
+                "/oauth/consent",
+                &[
+                    ("request", &request),
+                    ("csrf", csrf),
+                    ("duration", "1d"),
+                    ("decision", "allow"),
+                ],
+            )
+            .await;
+        assert_eq!((status, location.as_str()), (StatusCode::FORBIDDEN, ""), "{body}");
+        assert!(body.contains("CSRF"));
+    }
+    // Another signed-in user cannot take up alice's request.
+    let mut m = Browser::new(&base);
+    sign_in(&mut m, &gw, &consent_url, "mallory").await;
+    let (status, _, _) = m.get(&consent_url).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // A sign-in link is single use.
+    let link = login_link(&gw, "alice");
+    let mut c = Browser::new(&base);
+    let (_, _, page) = c.get("/oauth/signin").await;
+    let csrf = hidden(&page, "csrf");
+    let (status, _, _) = c
+        .post(
+            "/oauth/signin",
+            &[("csrf", &csrf), ("next", "/oauth/signin"), ("code", &link)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut d = Browser::new(&base);
+    let (_, _, page) = d.get("/oauth/signin").await;
+    let (_, _, page) = d
+        .post(
+            "/oauth/signin",
+            &[
+                ("csrf", &hidden(&page, "csrf")),
+                ("next", "/oauth/signin"),
+                ("code", &link),
+            ],
+        )
+        .await;
+    assert!(page.contains("not valid"), "{page}");
+
+    // Every page forbids framing and caching.
+    let r = b
+        .http
+        .get(format!("{base}{consent_url}"))
+        .header("cookie", b.cookie_header())
+        .send()
+        .await
+        .unwrap();
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    assert_eq!(r.headers()["cache-control"], "no-store");
+
+    // Registration refuses unsafe redirect URIs.
+    for uri in [
+        "http://evil.example/cb",
+        "javascript:alert(1)",
+        "https://x.example/cb#f",
+    ] {
+        let r = b
+            .http
+            .post(format!("{base}/oauth/register"))
+            .json(&json!({"redirect_uris": [uri]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{uri}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"], "invalid_redirect_uri", "{uri}");
+    }
+}
+
+type Change = Box<dyn Fn(String) -> String>;
+
+fn strip(url: &str, params: &[&str]) -> String {
+    let mut u = url::Url::parse(url).unwrap();
+    let kept: Vec<(String, String)> = u
+        .query_pairs()
+        .into_owned()
+        .filter(|(k, _)| !params.contains(&k.as_str()))
+        .collect();
+    u.query_pairs_mut().clear().extend_pairs(kept);
+    u.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn personal_tokens_are_completed_before_the_client_gets_its_code() {
+    let port = free_port();
+    let gw = GatewayProc::start_listening(&config(port, true), &format!("127.0.0.1:{port}")).await;
+    let mut b = Browser::new(&gw.base);
+    let client = register(&b).await;
+    let (_, consent_url, _) = b.get(&authorize_url(&gw.base, &client, "main", &[])).await;
+    sign_in(&mut b, &gw, &consent_url, "alice").await;
+    let (_, _, page) = b.get(&consent_url).await;
+    let (status, location, _) = b
+        .post(
+            "/oauth/consent",
+            &[
+                ("request", &hidden(&page, "request")),
+                ("csrf", &hidden(&page, "csrf")),
+                ("duration", "1d"),
+                ("decision", "allow"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(location.starts_with("/oauth/connect?request="), "{location}");
+    let (_, _, page) = b.get(&location).await;
+    assert!(
+        page.contains("Needs a token") && page.contains(" disabled>"),
+        "{page}"
+    );
+    // Continuing early is refused.
+    let (status, _, body) = b
+        .post(
+            "/oauth/connect",
+            &[
+                ("request", &hidden(&page, "request")),
+                ("csrf", &hidden(&page, "csrf")),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("still need"), "{body}");
+    // The token form stores alice's personal value; the server turns done.
+    let (status, back, _) = b
+        .post(
+            "/oauth/connect/token",
+            &[
+                ("request", &hidden(&page, "request")),
+                ("csrf", &hidden(&page, "csrf")),
+                ("server", "desk"),
+                ("value:DESK_TOKEN", "alice-desk-secret-1"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, _, page) = b.get(&back).await;
+    assert!(
+        page.contains("state-done") && !page.contains(" disabled>"),
+        "{page}"
+    );
+    let (status, location, _) = b
+        .post(
+            "/oauth/connect",
+            &[
+                ("request", &hidden(&page, "request")),
+                ("csrf", &hidden(&page, "csrf")),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let q = query(&location);
+    let (_, t) = code_for_tokens(&b, &client, &q["code"]).await;
+    let access = t["access_token"].as_str().unwrap();
+    // The personal value reached alice's own upstream process.
+    let c = http_client(&gw.url("main"), access, Era::Modern).await;
+    let r = c
+        .call_tool(
+            rmcp::model::CallToolRequestParams::new("desk__getenv")
+                .with_arguments(crate::support::args(&json!({"name": "DESK_TOKEN"}))),
+        )
+        .await
+        .unwrap();
+    // The upstream echoes the value it received; the gateway's scrubber replaces the
+    // exact credential value on the way back, so seeing the placeholder proves it
+    // arrived (and never reaches the client).
+    assert_eq!(text_of(&r), "[REDACTED_SECRET]");
+    c.cancel().await.unwrap();
+    // The value is sealed at rest, not in the clear.
+    let store = std::fs::read(gw.dir.path().join("mcp-guard-credentials.json")).unwrap_or_default();
+    assert!(!String::from_utf8_lossy(&store).contains("alice-desk-secret-1"));
+}

@@ -1,0 +1,1441 @@
+//! The authorization server's routes.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use mcp_guard_core::Principal;
+use mcp_guard_core::access::oauth::{GrantRefused, IssuedTokens, OAuthClient};
+use mcp_guard_core::access::tokens;
+use secrecy::{ExposeSecret as _, SecretString};
+use sha2::{Digest as _, Sha256};
+
+use super::pages::{self, esc, hidden, page};
+use super::{BrowserSession, Inner, IssuedCode, Pending, PersonalState, sweep};
+
+type Shared = State<Arc<Inner>>;
+type Params = Vec<(String, String)>;
+
+const CODE_TTL: Duration = Duration::from_mins(1);
+const REQUEST_TTL: Duration = Duration::from_mins(10);
+const SIGNIN_COOKIE: &str = "mcp-guard-signin";
+
+pub(super) fn router(inner: Arc<Inner>) -> Router {
+    Router::new()
+        .route("/.well-known/oauth-authorization-server", get(metadata))
+        .route("/oauth/style.css", get(style))
+        .route("/oauth/register", post(register))
+        .route("/oauth/authorize", get(authorize))
+        .route("/oauth/consent", get(consent_page).post(consent_submit))
+        .route("/oauth/connect", get(connect_page).post(connect_finish))
+        .route("/oauth/connect/token", post(connect_token))
+        .route("/oauth/token", post(token))
+        .route("/oauth/revoke", post(revoke))
+        .route("/oauth/signin", get(signin_page).post(signin_submit))
+        .route("/oauth/signout", post(signout))
+        .route("/login", get(login_link))
+        .layer(DefaultBodyLimit::max(16 * 1024))
+        .with_state(inner)
+}
+
+// ---- small helpers -------------------------------------------------------------------
+
+fn random_b64(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    getrandom::getrandom(&mut b).unwrap_or_else(|_| panic!("the operating system's random source failed"));
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+fn sha(s: &str) -> [u8; 32] {
+    Sha256::digest(s.as_bytes()).into()
+}
+
+fn same(a: &str, b: &str) -> bool {
+    tokens::digests_equal(&sha(a), &sha(b))
+}
+
+/// One value of a form or query; `Err` when given twice (parameters must not repeat).
+fn one<'a>(params: &'a Params, name: &str) -> Result<Option<&'a str>, String> {
+    let mut it = params.iter().filter(|(k, _)| k == name);
+    let first = it.next().map(|(_, v)| v.as_str());
+    if it.next().is_some() {
+        return Err(format!("parameter {name} is repeated"));
+    }
+    Ok(first.filter(|v| !v.is_empty()))
+}
+
+fn json_error(status: StatusCode, error: &str, description: &str) -> Response {
+    let mut r = (
+        status,
+        axum::Json(serde_json::json!({"error": error, "error_description": description})),
+    )
+        .into_response();
+    pages::secure_headers(r.headers_mut());
+    r
+}
+
+fn json_ok(status: StatusCode, body: serde_json::Value) -> Response {
+    let mut r = (status, axum::Json(body)).into_response();
+    pages::secure_headers(r.headers_mut());
+    r.headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    r
+}
+
+fn see_other(to: &str) -> Response {
+    let mut r = Redirect::to(to).into_response();
+    pages::secure_headers(r.headers_mut());
+    r
+}
+
+/// A local path to return to after signing in: `/…` but never `//…` (another host).
+fn local_path(next: Option<&str>) -> String {
+    match next {
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.contains('\\')
+                && !n.contains(['\r', '\n']) =>
+        {
+            n.to_owned()
+        }
+        _ => "/oauth/signin".to_owned(),
+    }
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+impl Inner {
+    fn secure(&self) -> bool {
+        self.settings.issuer.starts_with("https://")
+    }
+
+    fn session_cookie_name(&self) -> &'static str {
+        if self.secure() {
+            "__Host-mcp-guard"
+        } else {
+            "mcp-guard-session"
+        }
+    }
+
+    fn set_cookie(
+        &self,
+        name: &str,
+        value: &str,
+        path: &str,
+        max_age: Option<Duration>,
+        same_site: &str,
+    ) -> HeaderValue {
+        let mut c = format!("{name}={value}; Path={path}; HttpOnly; SameSite={same_site}");
+        if self.secure() {
+            c.push_str("; Secure");
+        }
+        if let Some(a) = max_age {
+            let _ = write!(c, "; Max-Age={}", a.as_secs());
+        }
+        HeaderValue::from_str(&c).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
+    /// The signed-in user of this browser, if any.
+    fn browser(&self, headers: &HeaderMap) -> Option<BrowserSession> {
+        let v = cookie(headers, self.session_cookie_name())?;
+        let now = Instant::now();
+        self.lock()
+            .browsers
+            .get(&sha(v))
+            .filter(|b| b.expires > now)
+            .cloned()
+    }
+
+    fn revoke_grant(&self, grant: &str) {
+        if let Err(e) = self.store.revoke_grant(grant) {
+            tracing::error!(error = %mcp_guard_core::upstream::error_chain(&e), "could not revoke a grant");
+        }
+        if let Some(s) = &self.sessions {
+            s.revoke_credential(&format!("grant:{grant}"), SystemTime::now());
+        }
+    }
+}
+
+// ---- metadata and registration --------------------------------------------------------
+
+async fn metadata(State(inner): Shared) -> Response {
+    let i = &inner.settings.issuer;
+    json_ok(
+        StatusCode::OK,
+        serde_json::json!({
+            "issuer": i,
+            "authorization_endpoint": format!("{i}/oauth/authorize"),
+            "token_endpoint": format!("{i}/oauth/token"),
+            "registration_endpoint": format!("{i}/oauth/register"),
+            "revocation_endpoint": format!("{i}/oauth/revoke"),
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "code_challenge_methods_supported": ["S256"],
+            "token_endpoint_auth_methods_supported": ["none"],
+            "revocation_endpoint_auth_methods_supported": ["none"],
+            "scopes_supported": inner.settings.scopes,
+            "client_id_metadata_document_supported": true,
+            "authorization_response_iss_parameter_supported": true,
+        }),
+    )
+}
+
+async fn style() -> Response {
+    let mut r = pages::STYLE.into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/css; charset=utf-8"),
+    );
+    r.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+/// Whether `uri` may receive authorization codes: https anywhere, http only on
+/// loopback, or a private-use scheme of a native app; never a fragment.
+pub(super) fn acceptable_redirect(uri: &str) -> Result<(), String> {
+    let u = url::Url::parse(uri).map_err(|e| format!("redirect URI {uri:?} is not a URL: {e}"))?;
+    if u.fragment().is_some() {
+        return Err(format!("redirect URI {uri:?} has a fragment"));
+    }
+    match u.scheme() {
+        "http" => match u.host() {
+            Some(url::Host::Domain("localhost")) => Ok(()),
+            Some(url::Host::Ipv4(a)) if a.is_loopback() => Ok(()),
+            Some(url::Host::Ipv6(a)) if a.is_loopback() => Ok(()),
+            _ => Err(format!(
+                "redirect URI {uri:?}: plain http is allowed only on loopback"
+            )),
+        },
+        "javascript" | "data" | "file" | "vbscript" | "blob" | "about" => {
+            Err(format!("redirect URI {uri:?}: scheme not allowed"))
+        }
+        // https, or a native app's private-use scheme.
+        _ => Ok(()),
+    }
+}
+
+fn check_client_metadata(body: &serde_json::Value) -> Result<(String, Vec<String>), String> {
+    let uris: Vec<String> = body
+        .get("redirect_uris")
+        .and_then(|v| v.as_array())
+        .ok_or("redirect_uris is required")?
+        .iter()
+        .map(|v| {
+            v.as_str()
+                .map(str::to_owned)
+                .ok_or("redirect_uris must be strings")
+        })
+        .collect::<Result<_, _>>()?;
+    if uris.is_empty() || uris.len() > 10 {
+        return Err("redirect_uris must hold 1 to 10 URIs".into());
+    }
+    for u in &uris {
+        if u.len() > 2_000 {
+            return Err("a redirect URI is longer than 2000 bytes".into());
+        }
+        acceptable_redirect(u)?;
+    }
+    for (field, allowed) in [
+        ("grant_types", &["authorization_code", "refresh_token"][..]),
+        ("response_types", &["code"][..]),
+    ] {
+        if let Some(v) = body.get(field) {
+            let list = v.as_array().ok_or(format!("{field} must be an array"))?;
+            if let Some(bad) = list
+                .iter()
+                .find(|g| !g.as_str().is_some_and(|g| allowed.contains(&g)))
+            {
+                return Err(format!("{field}: {bad} is not supported"));
+            }
+        }
+    }
+    let name = body
+        .get("client_name")
+        .and_then(|v| v.as_str())
+        .unwrap_or("Unnamed client")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(100)
+        .collect::<String>();
+    Ok((name, uris))
+}
+
+async fn register(State(inner): Shared, body: axum::body::Bytes) -> Response {
+    let Ok(body) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_client_metadata",
+            "the body is not a JSON object",
+        );
+    };
+    let (name, uris) = match check_client_metadata(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            let code = if e.contains("redirect") {
+                "invalid_redirect_uri"
+            } else {
+                "invalid_client_metadata"
+            };
+            return json_error(StatusCode::BAD_REQUEST, code, &e);
+        }
+    };
+    let id = format!("mcpg-client-{}", &random_b64(12));
+    let client = OAuthClient::new(&id, &name, uris.clone(), "dcr");
+    if let Err(e) = inner.store.register_client(&client) {
+        tracing::error!(error = %mcp_guard_core::upstream::error_chain(&e), "could not register a client");
+        return json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "the client could not be stored",
+        );
+    }
+    tracing::info!(client = %id, name = %name, "client registered");
+    json_ok(
+        StatusCode::CREATED,
+        serde_json::json!({
+            "client_id": id,
+            "client_id_issued_at": SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            "client_name": name,
+            "redirect_uris": uris,
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "none",
+        }),
+    )
+}
+
+/// A client by id: registered, or a Client ID Metadata Document fetched now.
+async fn find_client(inner: &Inner, client_id: &str) -> Result<OAuthClient, String> {
+    if !client_id.contains("://") {
+        return match inner.store.client(client_id) {
+            Ok(Some(c)) => Ok(c),
+            Ok(None) => Err("unknown client_id".into()),
+            Err(_) => Err("the client registry is unavailable".into()),
+        };
+    }
+    let url = url::Url::parse(client_id).map_err(|_| "client_id is not a valid URL")?;
+    let private = match url.host() {
+        Some(url::Host::Ipv4(a)) => {
+            a.is_loopback() || a.is_private() || a.is_link_local() || a.is_unspecified()
+        }
+        Some(url::Host::Ipv6(a)) => a.is_loopback() || a.is_unspecified(),
+        Some(url::Host::Domain(d)) => d == "localhost" || d.ends_with(".localhost"),
+        None => true,
+    };
+    let allowed = inner.settings.dangerously_allow_private_client_metadata
+        || (url.scheme() == "https" && !private && url.path() != "/");
+    if !allowed {
+        return Err("a client metadata document must be an https URL with a path on a public host".into());
+    }
+    let resp = inner
+        .http
+        .get(url.clone())
+        .header(header::ACCEPT, "application/json")
+        .send()
+        .await
+        .map_err(|_| "the client metadata document could not be fetched")?;
+    if !resp.status().is_success() {
+        return Err(format!("the client metadata document answered {}", resp.status()));
+    }
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|_| "the client metadata document could not be read")?;
+    if body.len() > 16 * 1024 {
+        return Err("the client metadata document is larger than 16 KiB".into());
+    }
+    let doc: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|_| "the client metadata document is not JSON")?;
+    if doc.get("client_id").and_then(|v| v.as_str()) != Some(client_id) {
+        return Err("the client metadata document's client_id is not its own URL".into());
+    }
+    if doc
+        .get("token_endpoint_auth_method")
+        .and_then(|v| v.as_str())
+        .is_some_and(|m| m != "none")
+    {
+        return Err("only public clients (token_endpoint_auth_method none) are supported".into());
+    }
+    let (name, uris) = check_client_metadata(&doc)?;
+    let client = OAuthClient::new(client_id, name, uris, "cimd");
+    let _ = inner.store.register_client(&client);
+    Ok(client)
+}
+
+// ---- authorization ---------------------------------------------------------------------
+
+/// Where errors go once the client and redirect URI are trusted (RFC 6749 §4.1.2.1).
+fn error_redirect(
+    inner: &Inner,
+    redirect_uri: &str,
+    state: Option<&str>,
+    error: &str,
+    description: &str,
+) -> Response {
+    let Ok(mut u) = url::Url::parse(redirect_uri) else {
+        return pages::error_page(StatusCode::BAD_REQUEST, "Invalid request", description);
+    };
+    {
+        let mut q = u.query_pairs_mut();
+        q.append_pair("error", error)
+            .append_pair("error_description", description);
+        if let Some(s) = state {
+            q.append_pair("state", s);
+        }
+        q.append_pair("iss", &inner.settings.issuer);
+    }
+    see_other(u.as_str())
+}
+
+async fn authorize(State(inner): Shared, Query(params): Query<Params>) -> Response {
+    let bad =
+        |detail: &str| pages::error_page(StatusCode::BAD_REQUEST, "This sign-in link is not valid", detail);
+    let (client_id, redirect_uri, state) = match (
+        one(&params, "client_id"),
+        one(&params, "redirect_uri"),
+        one(&params, "state"),
+    ) {
+        (Ok(Some(c)), Ok(Some(r)), Ok(s)) => (c, r, s),
+        (Ok(None), ..) => return bad("client_id is missing."),
+        (_, Ok(None), _) => return bad("redirect_uri is missing."),
+        _ => return bad("A parameter is repeated."),
+    };
+    let client = match find_client(&inner, client_id).await {
+        Ok(c) => c,
+        Err(e) => return bad(&format!("The client is not valid: {e}.")),
+    };
+    if !client.redirect_uris.iter().any(|u| u == redirect_uri) {
+        tracing::warn!(client = %client.id, "authorization request with an unregistered redirect_uri");
+        return bad("redirect_uri does not match any URI the client registered.");
+    }
+    let fail = |error: &str, d: &str| error_redirect(&inner, redirect_uri, state, error, d);
+    let get = |n: &str| one(&params, n);
+    let (Ok(response_type), Ok(challenge), Ok(method), Ok(resource), Ok(scope)) = (
+        get("response_type"),
+        get("code_challenge"),
+        get("code_challenge_method"),
+        get("resource"),
+        get("scope"),
+    ) else {
+        return fail("invalid_request", "a parameter is repeated");
+    };
+    if response_type != Some("code") {
+        return fail(
+            "unsupported_response_type",
+            "only response_type=code is supported",
+        );
+    }
+    let Some(challenge) = challenge else {
+        return fail("invalid_request", "code_challenge is required (PKCE with S256)");
+    };
+    if method != Some("S256") {
+        return fail("invalid_request", "code_challenge_method must be S256");
+    }
+    if challenge.len() != 43
+        || !challenge
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return fail(
+            "invalid_request",
+            "code_challenge is not a base64url SHA-256 digest",
+        );
+    }
+    let Some(resource) = resource else {
+        return fail(
+            "invalid_request",
+            "resource is required (RFC 8707): the endpoint's URL",
+        );
+    };
+    let Some(endpoint) = inner.endpoint_of(resource) else {
+        return fail("invalid_target", "resource is not an endpoint of this gateway");
+    };
+    let scope = scope.unwrap_or("");
+    if !inner.settings.scopes.is_empty()
+        && let Some(s) = scope
+            .split(' ')
+            .find(|s| !s.is_empty() && !inner.settings.scopes.iter().any(|k| k == s))
+    {
+        return fail("invalid_scope", &format!("unknown scope {s}"));
+    }
+    let id = random_b64(18);
+    {
+        let mut st = inner.lock();
+        sweep(&mut st);
+        st.pending.insert(
+            id.clone(),
+            Pending {
+                redirect_uri: redirect_uri.to_owned(),
+                state: state.map(str::to_owned),
+                code_challenge: challenge.to_owned(),
+                endpoint,
+                resource: resource.trim_end_matches('/').to_owned(),
+                scope: if inner.settings.scopes.is_empty() {
+                    String::new()
+                } else {
+                    scope.to_owned()
+                },
+                principal: None,
+                approved: None,
+                expires: Instant::now() + REQUEST_TTL,
+                client,
+            },
+        );
+    }
+    see_other(&format!("/oauth/consent?request={id}"))
+}
+
+/// The pending request `id`, bound to `user` (taken up by them now if nobody has).
+#[allow(clippy::result_large_err, reason = "the refusal is the page to answer with")]
+fn take_up(inner: &Inner, id: &str, user: &Principal) -> Result<Pending, Response> {
+    let mut st = inner.lock();
+    let now = Instant::now();
+    let Some(p) = st.pending.get_mut(id).filter(|p| p.expires > now) else {
+        return Err(pages::error_page(
+            StatusCode::BAD_REQUEST,
+            "This request has expired",
+            "Start again from your MCP client.",
+        ));
+    };
+    match &p.principal {
+        Some(owner) if owner != user.id() => Err(pages::error_page(
+            StatusCode::FORBIDDEN,
+            "This request belongs to someone else",
+            "Start again from your MCP client.",
+        )),
+        _ => {
+            p.principal = Some(user.id().to_owned());
+            Ok(p.clone())
+        }
+    }
+}
+
+fn request_id(params: &Params) -> Option<String> {
+    one(params, "request").ok().flatten().map(str::to_owned)
+}
+
+async fn consent_page(State(inner): Shared, headers: HeaderMap, Query(params): Query<Params>) -> Response {
+    let Some(id) = request_id(&params) else {
+        return pages::error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The request id is missing.",
+        );
+    };
+    let Some(browser) = inner.browser(&headers) else {
+        return signin_form(&inner, &format!("/oauth/consent?request={id}"), None);
+    };
+    let p = match take_up(&inner, &id, &browser.principal) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    render_consent(&inner, &id, &p, &browser).await
+}
+
+async fn render_consent(inner: &Inner, id: &str, p: &Pending, browser: &BrowserSession) -> Response {
+    let user = &browser.principal;
+    let description = inner.catalog.describe(&p.endpoint).flatten();
+    let tools = inner.catalog.tools(user, &p.endpoint).await;
+    let before = inner
+        .store
+        .consent(user.id(), &p.client.id, &p.endpoint)
+        .ok()
+        .flatten();
+    let mut b = String::new();
+    let _ = write!(
+        b,
+        "<h1>Allow {} to use {}?</h1>\
+<p>Signed in as <strong>{}</strong>.</p>\
+<dl><dt>Client</dt><dd>{} <small>({})</small></dd>\
+<dt>Redirect URI</dt><dd><code>{}</code></dd>\
+<dt>Endpoint</dt><dd><code>{}</code>{}</dd></dl>",
+        esc(&p.client.name),
+        esc(&p.endpoint),
+        esc(user.id()),
+        esc(&p.client.name),
+        esc(&p.client.id),
+        esc(&p.redirect_uri),
+        esc(&p.resource),
+        description.map(|d| format!(" — {}", esc(&d))).unwrap_or_default(),
+    );
+    if tools.is_empty() {
+        b.push_str("<p>No tool of this endpoint is enabled for you.</p>");
+    } else {
+        let _ = write!(
+            b,
+            "<h2>Tools it will be able to call ({})</h2><ul class=\"tools\">",
+            tools.len()
+        );
+        for t in &tools {
+            let _ = write!(b, "<li><code>{}</code></li>", esc(t));
+        }
+        b.push_str("</ul>");
+    }
+    if before.is_some() {
+        b.push_str("<p>You have allowed this client on this endpoint before.</p>");
+    }
+    let _ = write!(
+        b,
+        "<form method=\"post\" action=\"/oauth/consent\">{}{}<fieldset><legend>Access duration</legend>",
+        hidden("request", id),
+        hidden("csrf", &browser.csrf)
+    );
+    for (i, (label, _)) in inner.settings.durations.iter().enumerate() {
+        let _ = write!(
+            b,
+            "<div><input type=\"radio\" name=\"duration\" id=\"d{i}\" value=\"{v}\"{c}><label for=\"d{i}\">{v}</label></div>",
+            v = esc(label),
+            c = if i == 0 { " checked" } else { "" }
+        );
+    }
+    b.push_str(
+        "</fieldset><div class=\"actions\"><button type=\"submit\" name=\"decision\" value=\"allow\">Allow</button>\
+<button type=\"submit\" name=\"decision\" value=\"deny\" class=\"secondary\">Deny</button></div></form>",
+    );
+    let targets: Vec<String> = pages::origin(&p.redirect_uri).into_iter().collect();
+    page(StatusCode::OK, "Allow access", &b, &targets)
+}
+
+/// The signed-in browser whose CSRF token the form carries, or the refusal.
+#[allow(clippy::result_large_err, reason = "the refusal is the page to answer with")]
+fn checked_browser(inner: &Inner, headers: &HeaderMap, form: &Params) -> Result<BrowserSession, Response> {
+    let Some(browser) = inner.browser(headers) else {
+        return Err(pages::error_page(
+            StatusCode::UNAUTHORIZED,
+            "Not signed in",
+            "Sign in and start again.",
+        ));
+    };
+    match one(form, "csrf") {
+        Ok(Some(t)) if same(t, &browser.csrf) => Ok(browser),
+        _ => {
+            tracing::warn!(user = %browser.principal.id(), "form without a valid CSRF token refused");
+            Err(pages::error_page(
+                StatusCode::FORBIDDEN,
+                "Refused",
+                "The form's CSRF token is missing or wrong. Reload the page and try again.",
+            ))
+        }
+    }
+}
+
+async fn consent_submit(
+    State(inner): Shared,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<Params>,
+) -> Response {
+    let browser = match checked_browser(&inner, &headers, &form) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(id) = request_id(&form) else {
+        return pages::error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The request id is missing.",
+        );
+    };
+    let p = match take_up(&inner, &id, &browser.principal) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    if one(&form, "decision").ok().flatten() != Some("allow") {
+        inner.lock().pending.remove(&id);
+        return error_redirect(
+            &inner,
+            &p.redirect_uri,
+            p.state.as_deref(),
+            "access_denied",
+            "the user denied access",
+        );
+    }
+    let chosen = one(&form, "duration").ok().flatten();
+    let Some((_, duration)) = inner
+        .settings
+        .durations
+        .iter()
+        .find(|(l, _)| Some(l.as_str()) == chosen)
+    else {
+        return pages::error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid duration",
+            "Choose one of the offered durations.",
+        );
+    };
+    if let Err(e) =
+        inner
+            .store
+            .record_consent(browser.principal.id(), &p.client.id, &p.endpoint, &p.redirect_uri)
+    {
+        tracing::error!(error = %mcp_guard_core::upstream::error_chain(&e), "could not record consent");
+        return pages::error_page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Try again",
+            "The consent could not be recorded.",
+        );
+    }
+    tracing::info!(user = %browser.principal.id(), client = %p.client.id, endpoint = %p.endpoint, duration = ?duration, "consent given");
+    if let Some(p) = inner.lock().pending.get_mut(&id) {
+        p.approved = Some(*duration);
+    }
+    let servers = inner.personal.servers(&browser.principal, &p.endpoint).await;
+    if servers.iter().all(|s| s.state == PersonalState::Done) {
+        return issue_code(&inner, &id, &browser.principal);
+    }
+    see_other(&format!("/oauth/connect?request={id}"))
+}
+
+/// Issues the code for an approved request and sends the browser back to the client.
+fn issue_code(inner: &Inner, id: &str, user: &Principal) -> Response {
+    let Some(p) = inner.lock().pending.remove(id) else {
+        return pages::error_page(
+            StatusCode::BAD_REQUEST,
+            "This request has expired",
+            "Start again from your MCP client.",
+        );
+    };
+    let (Some(duration), Some(owner)) = (p.approved, p.principal.as_deref()) else {
+        return pages::error_page(
+            StatusCode::BAD_REQUEST,
+            "Not approved",
+            "Approve the request first.",
+        );
+    };
+    let Some(principal) = inner.users.get(owner).filter(|_| owner == user.id()) else {
+        return pages::error_page(
+            StatusCode::FORBIDDEN,
+            "Refused",
+            "This request belongs to someone else.",
+        );
+    };
+    let grant = match inner
+        .store
+        .create_grant(principal, &p.client.id, &p.endpoint, &p.scope, duration)
+    {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::error!(error = %mcp_guard_core::upstream::error_chain(&e), "could not create a grant");
+            return pages::error_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Try again",
+                "The grant could not be stored.",
+            );
+        }
+    };
+    let code = random_b64(32);
+    inner.lock().codes.insert(
+        sha(&code),
+        IssuedCode {
+            client_id: p.client.id.clone(),
+            redirect_uri: p.redirect_uri.clone(),
+            code_challenge: p.code_challenge.clone(),
+            resource: p.resource.clone(),
+            grant: grant.id.clone(),
+            expires: Instant::now() + CODE_TTL,
+            used: false,
+        },
+    );
+    tracing::info!(user = %principal.id(), client = %p.client.id, grant = %grant.id, endpoint = %p.endpoint, "authorization code issued");
+    let Ok(mut u) = url::Url::parse(&p.redirect_uri) else {
+        return pages::error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The redirect URI is not valid.",
+        );
+    };
+    {
+        let mut q = u.query_pairs_mut();
+        q.append_pair("code", &code);
+        if let Some(s) = &p.state {
+            q.append_pair("state", s);
+        }
+        q.append_pair("iss", &inner.settings.issuer);
+    }
+    see_other(u.as_str())
+}
+
+// ---- personal credentials ---------------------------------------------------------------
+
+async fn connect_page(State(inner): Shared, headers: HeaderMap, Query(params): Query<Params>) -> Response {
+    let Some(id) = request_id(&params) else {
+        return pages::error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The request id is missing.",
+        );
+    };
+    let Some(browser) = inner.browser(&headers) else {
+        return signin_form(&inner, &format!("/oauth/connect?request={id}"), None);
+    };
+    let p = match take_up(&inner, &id, &browser.principal) {
+        Ok(p) if p.approved.is_some() => p,
+        Ok(_) => return see_other(&format!("/oauth/consent?request={id}")),
+        Err(r) => return r,
+    };
+    render_connect(&inner, &id, &p, &browser, None).await
+}
+
+async fn render_connect(
+    inner: &Inner,
+    id: &str,
+    p: &Pending,
+    browser: &BrowserSession,
+    error: Option<&str>,
+) -> Response {
+    let user = &browser.principal;
+    let servers = inner.personal.servers(user, &p.endpoint).await;
+    let here = format!("/oauth/connect?request={id}");
+    let mut b = format!(
+        "<h1>Connect your accounts</h1><p>{} needs your own credentials for these servers of <code>{}</code>. \
+The connection is made once every one is done.</p>",
+        esc(&p.client.name),
+        esc(&p.endpoint)
+    );
+    if let Some(e) = error {
+        let _ = write!(b, "<p class=\"error\" role=\"alert\">{}</p>", esc(e));
+    }
+    b.push_str("<table><thead><tr><th scope=\"col\">Server</th><th scope=\"col\">State</th><th scope=\"col\">Action</th></tr></thead><tbody>");
+    for s in &servers {
+        let (label, class) = match s.state {
+            PersonalState::Done => ("Done", "state-done"),
+            PersonalState::NeedsOAuth => ("Needs sign-in", "state-needed"),
+            PersonalState::NeedsToken => ("Needs a token", "state-needed"),
+            PersonalState::NeedsReauthentication => ("Needs re-authentication", "state-needed"),
+        };
+        let _ = write!(
+            b,
+            "<tr><td><strong>{}</strong>{}</td><td><span class=\"state {class}\" id=\"state-{}\">{label}</span></td><td>",
+            esc(&s.server),
+            s.description
+                .as_deref()
+                .map(|d| format!("<br><small>{}</small>", esc(d)))
+                .unwrap_or_default(),
+            esc(&s.server),
+        );
+        if s.oauth {
+            if let Some(url) = inner.personal.oauth_start(user, &s.server, &here) {
+                let verb = if s.state == PersonalState::Done {
+                    "Re-authenticate"
+                } else {
+                    "Connect"
+                };
+                let _ = write!(
+                    b,
+                    "<a href=\"{}\" id=\"connect-{}\">{verb} {}</a>",
+                    esc(&url),
+                    esc(&s.server),
+                    esc(&s.server)
+                );
+            }
+        } else {
+            let _ = write!(
+                b,
+                "<form method=\"post\" action=\"/oauth/connect/token\">{}{}{}",
+                hidden("request", id),
+                hidden("csrf", &browser.csrf),
+                hidden("server", &s.server)
+            );
+            for n in &s.token_names {
+                let _ = write!(
+                    b,
+                    "<label for=\"v-{s}-{n}\">{n}</label><input type=\"password\" id=\"v-{s}-{n}\" name=\"value:{n}\" autocomplete=\"off\" required>",
+                    s = esc(&s.server),
+                    n = esc(n)
+                );
+            }
+            let verb = if s.state == PersonalState::Done {
+                "Replace token"
+            } else {
+                "Save token"
+            };
+            let _ = write!(b, "<button type=\"submit\">{verb}</button></form>");
+        }
+        b.push_str("</td></tr>");
+    }
+    b.push_str("</tbody></table>");
+    let ready = servers.iter().all(|s| s.state == PersonalState::Done);
+    let _ = write!(
+        b,
+        "<form method=\"post\" action=\"/oauth/connect\">{}{}<div class=\"actions\"><button type=\"submit\" id=\"continue\"{}>Continue to {}</button></div></form>",
+        hidden("request", id),
+        hidden("csrf", &browser.csrf),
+        if ready { "" } else { " disabled" },
+        esc(&p.client.name)
+    );
+    let targets: Vec<String> = pages::origin(&p.redirect_uri).into_iter().collect();
+    page(StatusCode::OK, "Connect your accounts", &b, &targets)
+}
+
+async fn connect_token(
+    State(inner): Shared,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<Params>,
+) -> Response {
+    let browser = match checked_browser(&inner, &headers, &form) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let (Some(id), Ok(Some(server))) = (request_id(&form), one(&form, "server")) else {
+        return pages::error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The request or server is missing.",
+        );
+    };
+    let p = match take_up(&inner, &id, &browser.principal) {
+        Ok(p) if p.approved.is_some() => p,
+        Ok(_) => return see_other(&format!("/oauth/consent?request={id}")),
+        Err(r) => return r,
+    };
+    let servers = inner.personal.servers(&browser.principal, &p.endpoint).await;
+    let Some(s) = servers.iter().find(|s| s.server == server && !s.oauth) else {
+        return pages::error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "That server takes no token here.",
+        );
+    };
+    for name in &s.token_names {
+        let value = match one(&form, &format!("value:{name}")) {
+            Ok(Some(v)) if !v.trim().is_empty() && v.len() <= 8 * 1024 => v.trim().to_owned(),
+            _ => {
+                return render_connect(
+                    &inner,
+                    &id,
+                    &p,
+                    &browser,
+                    Some(&format!("Enter a value for {name}.")),
+                )
+                .await;
+            }
+        };
+        if let Err(e) = inner
+            .personal
+            .set_token(&browser.principal, server, name, SecretString::from(value))
+            .await
+        {
+            tracing::error!(server, error = %e, "could not store a personal token");
+            return render_connect(&inner, &id, &p, &browser, Some("The token could not be stored.")).await;
+        }
+    }
+    tracing::info!(user = %browser.principal.id(), server, "personal token stored");
+    see_other(&format!("/oauth/connect?request={id}"))
+}
+
+async fn connect_finish(
+    State(inner): Shared,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<Params>,
+) -> Response {
+    let browser = match checked_browser(&inner, &headers, &form) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(id) = request_id(&form) else {
+        return pages::error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The request id is missing.",
+        );
+    };
+    let p = match take_up(&inner, &id, &browser.principal) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let servers = inner.personal.servers(&browser.principal, &p.endpoint).await;
+    if !servers.iter().all(|s| s.state == PersonalState::Done) {
+        return render_connect(
+            &inner,
+            &id,
+            &p,
+            &browser,
+            Some("Some servers still need your credentials."),
+        )
+        .await;
+    }
+    issue_code(&inner, &id, &browser.principal)
+}
+
+// ---- token and revocation ---------------------------------------------------------------
+
+/// The client id of a token or revocation request: `client_id` in the form, or the
+/// user part of HTTP Basic (a secret, if any, is ignored: clients are public).
+#[allow(clippy::result_large_err, reason = "the refusal is the page to answer with")]
+fn presented_client(headers: &HeaderMap, form: &Params) -> Result<String, Response> {
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.split_once(':').map(|(id, _)| id.to_owned()));
+    let form_id =
+        one(form, "client_id").map_err(|e| json_error(StatusCode::BAD_REQUEST, "invalid_request", &e))?;
+    match (basic, form_id) {
+        (Some(b), Some(f)) if b != f => Err(json_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "two different client ids",
+        )),
+        (Some(b), _) => Ok(b),
+        (None, Some(f)) => Ok(f.to_owned()),
+        (None, None) => Err(json_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "client_id is required",
+        )),
+    }
+}
+
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the token endpoint hands the client its new tokens"
+)]
+fn token_response(t: &IssuedTokens) -> Response {
+    let mut body = serde_json::json!({
+        "access_token": t.access_token.expose_secret(),
+        "token_type": "Bearer",
+        "expires_in": t.expires_in,
+    });
+    if let Some(r) = &t.refresh_token {
+        body["refresh_token"] = r.expose_secret().into();
+    }
+    if !t.grant.scope.is_empty() {
+        body["scope"] = t.grant.scope.clone().into();
+    }
+    json_ok(StatusCode::OK, body)
+}
+
+async fn token(State(inner): Shared, headers: HeaderMap, axum::Form(form): axum::Form<Params>) -> Response {
+    let client_id = match presented_client(&headers, &form) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match one(&form, "grant_type") {
+        Ok(Some("authorization_code")) => exchange_code(&inner, &client_id, &form),
+        Ok(Some("refresh_token")) => refresh(&inner, &client_id, &form),
+        Ok(Some(_)) => json_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "use authorization_code or refresh_token",
+        ),
+        Ok(None) => json_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "grant_type is required",
+        ),
+        Err(e) => json_error(StatusCode::BAD_REQUEST, "invalid_request", &e),
+    }
+}
+
+fn exchange_code(inner: &Inner, client_id: &str, form: &Params) -> Response {
+    let get = |n| one(form, n);
+    let (Ok(Some(code)), Ok(redirect_uri), Ok(verifier), Ok(resource)) = (
+        get("code"),
+        get("redirect_uri"),
+        get("code_verifier"),
+        get("resource"),
+    ) else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "code is required (once)",
+        );
+    };
+    let Some(verifier) = verifier else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "code_verifier is required (PKCE)",
+        );
+    };
+    let (grant, expected) = {
+        let mut st = inner.lock();
+        let Some(c) = st.codes.get_mut(&sha(code)) else {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "unknown authorization code",
+            );
+        };
+        if c.used {
+            let grant = c.grant.clone();
+            drop(st);
+            tracing::warn!(grant = %grant, "an authorization code was presented twice; revoking its grant");
+            inner.revoke_grant(&grant);
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "the authorization code was already used",
+            );
+        }
+        c.used = true;
+        if c.expires <= Instant::now() {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "the authorization code has expired",
+            );
+        }
+        if c.client_id != client_id {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "the code was issued to another client",
+            );
+        }
+        if redirect_uri != Some(c.redirect_uri.as_str()) {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "redirect_uri does not match the authorization request",
+            );
+        }
+        if resource.is_some_and(|r| r.trim_end_matches('/') != c.resource) {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_target",
+                "resource differs from the authorization request",
+            );
+        }
+        let valid_verifier = (43..=128).contains(&verifier.len())
+            && verifier
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+        let computed =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+        if !valid_verifier || !same(&computed, &c.code_challenge) {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "code_verifier does not match the code_challenge",
+            );
+        }
+        (c.grant.clone(), c.resource.clone())
+    };
+    let Ok(Some(g)) = inner.store.grant(&grant) else {
+        return json_error(StatusCode::BAD_REQUEST, "invalid_grant", "the grant is gone");
+    };
+    debug_assert!(expected.ends_with(&g.endpoint));
+    match inner
+        .store
+        .issue_grant_tokens(&g, inner.settings.access_token_ttl)
+    {
+        Ok(t) => token_response(&t),
+        Err(_) => json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "tokens could not be issued",
+        ),
+    }
+}
+
+fn refresh(inner: &Inner, client_id: &str, form: &Params) -> Response {
+    let (Ok(Some(rt)), Ok(resource)) = (one(form, "refresh_token"), one(form, "resource")) else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "refresh_token is required (once)",
+        );
+    };
+    match inner
+        .store
+        .refresh_grant(rt, client_id, inner.settings.access_token_ttl)
+    {
+        Ok(Ok(t)) => {
+            let expected = format!("{}/mcp/{}", inner.settings.issuer, t.grant.endpoint);
+            if resource.is_some_and(|r| r.trim_end_matches('/') != expected) {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_target",
+                    "resource differs from the grant's endpoint",
+                );
+            }
+            token_response(&t)
+        }
+        Ok(Err(GrantRefused::Reused)) => {
+            if let Ok(Some(grant)) = inner.store.grant_of_refresh(rt) {
+                inner.revoke_grant(&grant);
+            }
+            json_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "the refresh token was already used; the grant is revoked",
+            )
+        }
+        Ok(Err(e)) => json_error(StatusCode::BAD_REQUEST, "invalid_grant", &e.to_string()),
+        Err(_) => json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "the grant store is unavailable",
+        ),
+    }
+}
+
+async fn revoke(State(inner): Shared, headers: HeaderMap, axum::Form(form): axum::Form<Params>) -> Response {
+    let client_id = match presented_client(&headers, &form) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let Ok(Some(token)) = one(&form, "token") else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "token is required (once)",
+        );
+    };
+    let grant = inner.store.grant_of_refresh(token).ok().flatten();
+    match inner.store.revoke_presented(token, &client_id) {
+        Ok(Ok(())) => {
+            if let Some(g) = grant {
+                inner.revoke_grant(&g);
+            }
+            json_ok(StatusCode::OK, serde_json::json!({}))
+        }
+        Ok(Err(_)) => json_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "the token was issued to another client",
+        ),
+        Err(_) => json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "the grant store is unavailable",
+        ),
+    }
+}
+
+// ---- sign-in ---------------------------------------------------------------------------
+
+fn signin_form(inner: &Inner, next: &str, error: Option<&str>) -> Response {
+    let pre = random_b64(24);
+    let mut b = String::from("<h1>Sign in to mcp-guard</h1>");
+    if let Some(e) = error {
+        let _ = write!(b, "<p class=\"error\" role=\"alert\">{}</p>", esc(e));
+    }
+    let _ = write!(
+        b,
+        "<p>Paste the sign-in link or code your administrator gave you \
+(<code>mcp-guard users login-link &lt;you&gt;</code>).</p>\
+<form method=\"post\" action=\"/oauth/signin\">{}{}\
+<label for=\"code\">Sign-in link or code</label>\
+<input type=\"password\" id=\"code\" name=\"code\" autocomplete=\"off\" required>\
+<div class=\"actions\"><button type=\"submit\">Sign in</button></div></form>",
+        hidden("csrf", &pre),
+        hidden("next", next)
+    );
+    let mut r = page(StatusCode::OK, "Sign in", &b, &[]);
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        inner.set_cookie(SIGNIN_COOKIE, &pre, "/", Some(REQUEST_TTL), "Strict"),
+    );
+    r
+}
+
+async fn signin_page(State(inner): Shared, Query(params): Query<Params>) -> Response {
+    let next = local_path(one(&params, "next").ok().flatten());
+    signin_form(&inner, &next, None)
+}
+
+/// A sign-in link opened in the browser: a confirmation form (so that a link
+/// previewer fetching the URL does not use it up).
+async fn login_link(State(inner): Shared, Query(params): Query<Params>) -> Response {
+    let Ok(Some(code)) = one(&params, "code") else {
+        return signin_form(&inner, "/oauth/signin", Some("The link has no code."));
+    };
+    let pre = random_b64(24);
+    let b = format!(
+        "<h1>Sign in to mcp-guard</h1><form method=\"post\" action=\"/oauth/signin\">{}{}{}\
+<div class=\"actions\"><button type=\"submit\">Sign in</button></div></form>",
+        hidden("csrf", &pre),
+        hidden("code", code),
+        hidden("next", &local_path(one(&params, "next").ok().flatten()))
+    );
+    let mut r = page(StatusCode::OK, "Sign in", &b, &[]);
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        inner.set_cookie(SIGNIN_COOKIE, &pre, "/", Some(REQUEST_TTL), "Strict"),
+    );
+    r
+}
+
+async fn signin_submit(
+    State(inner): Shared,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<Params>,
+) -> Response {
+    let next = local_path(one(&form, "next").ok().flatten());
+    let csrf_ok = matches!(
+        (cookie(&headers, SIGNIN_COOKIE), one(&form, "csrf")),
+        (Some(c), Ok(Some(f))) if same(c, f)
+    );
+    if !csrf_ok {
+        return pages::error_page(
+            StatusCode::FORBIDDEN,
+            "Refused",
+            "The form's CSRF token is missing or wrong. Reload the page and try again.",
+        );
+    }
+    let raw = one(&form, "code").ok().flatten().unwrap_or("").trim();
+    // Accept the whole link as well as the bare code.
+    let code = url::Url::parse(raw)
+        .ok()
+        .and_then(|u| {
+            u.query_pairs()
+                .find(|(k, _)| k == "code")
+                .map(|(_, v)| v.into_owned())
+        })
+        .unwrap_or_else(|| raw.to_owned());
+    let user = match inner.store.redeem_login_link(&code) {
+        Ok(Ok(u)) => u,
+        Ok(Err(e)) => {
+            tracing::warn!(reason = %e, "sign-in refused");
+            return signin_form(
+                &inner,
+                &next,
+                Some("That sign-in link is not valid (unknown, used or expired)."),
+            );
+        }
+        Err(_) => return signin_form(&inner, &next, Some("Sign-in is unavailable; try again.")),
+    };
+    let Some(principal) = inner.users.get(&user).cloned() else {
+        return signin_form(
+            &inner,
+            &next,
+            Some("That user is not configured on this gateway."),
+        );
+    };
+    let value = random_b64(32);
+    {
+        let mut st = inner.lock();
+        sweep(&mut st);
+        st.browsers.insert(
+            sha(&value),
+            BrowserSession {
+                principal,
+                csrf: random_b64(24),
+                expires: Instant::now() + inner.settings.signin_ttl,
+            },
+        );
+    }
+    tracing::info!(user = %user, "signed in");
+    let mut r = see_other(&next);
+    let h = r.headers_mut();
+    h.append(
+        header::SET_COOKIE,
+        inner.set_cookie(
+            inner.session_cookie_name(),
+            &value,
+            "/",
+            Some(inner.settings.signin_ttl),
+            "Lax",
+        ),
+    );
+    h.append(
+        header::SET_COOKIE,
+        inner.set_cookie(SIGNIN_COOKIE, "", "/", Some(Duration::ZERO), "Strict"),
+    );
+    if next == "/oauth/signin" {
+        return page(
+            StatusCode::OK,
+            "Signed in",
+            &format!(
+                "<h1>Signed in as {}</h1><p>Return to your MCP client.</p>",
+                esc(&user)
+            ),
+            &[],
+        );
+    }
+    r
+}
+
+async fn signout(State(inner): Shared, headers: HeaderMap, axum::Form(form): axum::Form<Params>) -> Response {
+    if checked_browser(&inner, &headers, &form).is_ok()
+        && let Some(v) = cookie(&headers, inner.session_cookie_name())
+    {
+        inner.lock().browsers.remove(&sha(v));
+    }
+    let mut r = page(StatusCode::OK, "Signed out", "<h1>Signed out</h1>", &[]);
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        inner.set_cookie(inner.session_cookie_name(), "", "/", Some(Duration::ZERO), "Lax"),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_uris_that_may_receive_codes() {
+        for ok in [
+            "https://client.example/cb",
+            "http://127.0.0.1:33418/callback",
+            "http://localhost:8080/cb",
+            "http://[::1]:9/cb",
+            "cursor://anysphere.cursor-retrieval/oauth/callback",
+        ] {
+            assert!(acceptable_redirect(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://client.example/cb",
+            "https://client.example/cb#frag",
+            "javascript:alert(1)",
+            "data:text/html,x",
+            "not a url",
+        ] {
+            assert!(acceptable_redirect(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_local_paths_are_followed_after_sign_in() {
+        assert_eq!(
+            local_path(Some("/oauth/consent?request=x")),
+            "/oauth/consent?request=x"
+        );
+        for bad in [
+            "//evil.example/x",
+            "https://evil.example",
+            "/\\evil",
+            "x",
+            "/a\r\nSet-Cookie: x",
+        ] {
+            assert_eq!(local_path(Some(bad)), "/oauth/signin", "{bad}");
+        }
+        assert_eq!(local_path(None), "/oauth/signin");
+    }
+
+    #[test]
+    fn repeated_parameters_are_refused() {
+        let p: Params = vec![
+            ("a".into(), "1".into()),
+            ("a".into(), "2".into()),
+            ("b".into(), String::new()),
+        ];
+        assert!(one(&p, "a").is_err());
+        assert_eq!(one(&p, "b").unwrap(), None);
+        assert_eq!(one(&p, "c").unwrap(), None);
+    }
+}

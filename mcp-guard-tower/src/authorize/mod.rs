@@ -1,0 +1,410 @@
+//! A built-in OAuth 2.1 authorization server for the gateway's own endpoints, so MCP
+//! clients connect the way the MCP authorization specification describes: discover it
+//! from the protected-resource metadata, register, send the user to sign in and
+//! consent, receive a token.
+//!
+//! - RFC 8414 metadata at `/.well-known/oauth-authorization-server`.
+//! - Clients register by RFC 7591 dynamic registration (`/oauth/register`, public
+//!   clients only) or present a Client ID Metadata Document URL as their `client_id`.
+//! - Authorization code with PKCE `S256` only; the RFC 8707 `resource` names exactly
+//!   one endpoint (`<issuer>/mcp/<endpoint>`); `redirect_uri` matches a registered one
+//!   byte for byte; codes live 60 s and are single use (a reused code revokes what it
+//!   granted); the authorization response carries `iss` (RFC 9207).
+//! - The user chooses the access duration on the consent page. That choice is a
+//!   [`Grant`](mcp_guard_core::access::oauth::Grant): no token outlives it, refresh
+//!   tokens rotate, and its gateway session is revoked with `mcp-guard sessions
+//!   revoke` like any other (which ends the grant). RFC 7009 revocation at
+//!   `/oauth/revoke`.
+//! - Before the client gets its code, the user completes every personal credential
+//!   the endpoint's servers need ([`PersonalCredentials`]): an OAuth redirect to the
+//!   upstream's provider, or a pasted token.
+//!
+//! Pages are server-rendered HTML without script, CSRF-protected, never framed
+//! (`frame-ancestors 'none'`, `X-Frame-Options: DENY`), never cached. Consent is
+//! recorded per user, client and endpoint before any third-party flow starts, as the
+//! MCP security best practices require of a proxy.
+//!
+//! Sign-in: a one-time link for a configured local user (`mcp-guard users login-link
+//! alice`), so the embedded default works with no outside service.
+
+mod flow;
+mod pages;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use mcp_guard_core::Principal;
+use mcp_guard_core::access::AccessStore;
+use mcp_guard_core::access::oauth::OAuthClient;
+use secrecy::SecretString;
+
+/// The settings of the built-in authorization server.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AuthServerSettings {
+    /// The issuer: the gateway's public base URL, without a trailing slash. Endpoint
+    /// resource URIs are `<issuer>/mcp/<endpoint>`.
+    pub issuer: String,
+    /// Lifetime of an access token (never past the grant's end). Default one hour.
+    pub access_token_ttl: Duration,
+    /// The durations offered on the consent page, as (label, duration), in order.
+    pub durations: Vec<(String, Duration)>,
+    /// How long a browser sign-in lasts. Default 12 hours.
+    pub signin_ttl: Duration,
+    /// Scopes the server advertises (none by default).
+    pub scopes: Vec<String>,
+    /// Fetch client metadata documents from plain-HTTP or private addresses (tests
+    /// on loopback only: a client could point the gateway at an internal service).
+    pub dangerously_allow_private_client_metadata: bool,
+}
+
+impl AuthServerSettings {
+    /// Defaults for `issuer`: tokens of one hour, durations of 1 hour, 1 day, 7 days
+    /// and 30 days.
+    pub fn new(issuer: impl Into<String>) -> Self {
+        let issuer: String = issuer.into();
+        Self {
+            issuer: issuer.trim_end_matches('/').to_owned(),
+            access_token_ttl: Duration::from_hours(1),
+            durations: [
+                ("1h", 3_600),
+                ("1d", 86_400),
+                ("7d", 7 * 86_400),
+                ("30d", 30 * 86_400),
+            ]
+            .into_iter()
+            .map(|(l, s)| (l.to_owned(), Duration::from_secs(s)))
+            .collect(),
+            signin_ttl: Duration::from_hours(12),
+            scopes: Vec::new(),
+            dangerously_allow_private_client_metadata: false,
+        }
+    }
+}
+
+/// Where a personal credential of one server stands for one user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PersonalState {
+    /// Present (and not known to be rejected).
+    Done,
+    /// Needs the user to sign in with the upstream's OAuth provider.
+    NeedsOAuth,
+    /// Needs the user to paste a token.
+    NeedsToken,
+    /// Was present but the provider rejected it (a refresh failed): sign in again.
+    NeedsReauthentication,
+}
+
+/// One server of an endpoint that needs the user's own credentials.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PersonalServer {
+    /// The server id.
+    pub server: String,
+    /// Its description, if configured.
+    pub description: Option<String>,
+    /// Where the user stands.
+    pub state: PersonalState,
+    /// The placeholder names a pasted token fills (empty for OAuth servers).
+    pub token_names: Vec<String>,
+    /// Whether the server authenticates through OAuth (else tokens are pasted).
+    pub oauth: bool,
+}
+
+impl PersonalServer {
+    /// A server and its state.
+    pub fn new(server: impl Into<String>, state: PersonalState) -> Self {
+        Self {
+            server: server.into(),
+            description: None,
+            state,
+            token_names: Vec::new(),
+            oauth: false,
+        }
+    }
+
+    /// Sets the description.
+    #[must_use]
+    pub fn description(mut self, d: Option<String>) -> Self {
+        self.description = d;
+        self
+    }
+
+    /// Sets the names a pasted token fills.
+    #[must_use]
+    pub fn token_names(mut self, names: Vec<String>) -> Self {
+        self.token_names = names;
+        self
+    }
+
+    /// Marks the server as an OAuth one.
+    #[must_use]
+    pub fn oauth(mut self, yes: bool) -> Self {
+        self.oauth = yes;
+        self
+    }
+}
+
+/// The personal credentials an endpoint needs, as the consent flow sees them.
+#[async_trait]
+pub trait PersonalCredentials: Send + Sync {
+    /// The servers of `endpoint` needing `principal`'s own credentials.
+    async fn servers(&self, principal: &Principal, endpoint: &str) -> Vec<PersonalServer>;
+    /// Stores a pasted token as `principal`'s value of `name` for `server`
+    /// (replacing an older one).
+    async fn set_token(
+        &self,
+        principal: &Principal,
+        server: &str,
+        name: &str,
+        value: SecretString,
+    ) -> Result<(), mcp_guard_core::BoxError>;
+    /// A same-origin URL that starts `principal`'s OAuth flow for `server` and comes
+    /// back to `return_to` (a path) when done; `None` when the server has no OAuth.
+    fn oauth_start(&self, principal: &Principal, server: &str, return_to: &str) -> Option<String>;
+}
+
+/// No personal credentials anywhere.
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct NoPersonalCredentials;
+
+#[async_trait]
+impl PersonalCredentials for NoPersonalCredentials {
+    async fn servers(&self, _: &Principal, _: &str) -> Vec<PersonalServer> {
+        Vec::new()
+    }
+    async fn set_token(
+        &self,
+        _: &Principal,
+        _: &str,
+        _: &str,
+        _: SecretString,
+    ) -> Result<(), mcp_guard_core::BoxError> {
+        Err("no personal credentials are configured".into())
+    }
+    fn oauth_start(&self, _: &Principal, _: &str, _: &str) -> Option<String> {
+        None
+    }
+}
+
+/// What an endpoint offers a user, for the consent page.
+#[async_trait]
+pub trait EndpointCatalog: Send + Sync {
+    /// The endpoint's description, or `None` when there is no such endpoint.
+    fn describe(&self, endpoint: &str) -> Option<Option<String>>;
+    /// The tools `principal` may call on `endpoint` (exposed names).
+    async fn tools(&self, principal: &Principal, endpoint: &str) -> Vec<String>;
+}
+
+/// The built-in authorization server. Cheap to clone.
+#[derive(Clone)]
+pub struct AuthorizationServer {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AuthorizationServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthorizationServer")
+            .field("issuer", &self.inner.settings.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    settings: AuthServerSettings,
+    store: AccessStore,
+    users: BTreeMap<String, Principal>,
+    catalog: Arc<dyn EndpointCatalog>,
+    personal: Arc<dyn PersonalCredentials>,
+    sessions: Option<mcp_guard_core::access::Sessions>,
+    http: reqwest::Client,
+    state: Mutex<FlowState>,
+}
+
+#[derive(Default)]
+struct FlowState {
+    /// Browser sign-ins by SHA-256 of the cookie value.
+    browsers: HashMap<[u8; 32], BrowserSession>,
+    /// Authorization requests in progress, by id.
+    pending: HashMap<String, Pending>,
+    /// Issued codes by SHA-256 of the code.
+    codes: HashMap<[u8; 32], IssuedCode>,
+}
+
+#[derive(Clone)]
+struct BrowserSession {
+    principal: Principal,
+    csrf: String,
+    expires: Instant,
+}
+
+#[derive(Clone)]
+struct Pending {
+    client: OAuthClient,
+    redirect_uri: String,
+    state: Option<String>,
+    code_challenge: String,
+    endpoint: String,
+    resource: String,
+    scope: String,
+    /// The user who took up the request (bound at the consent page).
+    principal: Option<String>,
+    /// The approved duration, once consented.
+    approved: Option<Duration>,
+    expires: Instant,
+}
+
+struct IssuedCode {
+    client_id: String,
+    redirect_uri: String,
+    code_challenge: String,
+    resource: String,
+    grant: String,
+    expires: Instant,
+    used: bool,
+}
+
+impl AuthorizationServer {
+    /// An authorization server keeping its records in `store`, signing in the
+    /// `users` given (by id), describing endpoints through `catalog`.
+    pub fn new(
+        settings: AuthServerSettings,
+        store: AccessStore,
+        users: impl IntoIterator<Item = Principal>,
+        catalog: Arc<dyn EndpointCatalog>,
+    ) -> Self {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_default();
+        Self {
+            inner: Arc::new(Inner {
+                settings,
+                store,
+                users: users.into_iter().map(|p| (p.id().to_owned(), p)).collect(),
+                catalog,
+                personal: Arc::new(NoPersonalCredentials),
+                sessions: None,
+                http,
+                state: Mutex::default(),
+            }),
+        }
+    }
+
+    /// Uses `personal` to find and complete the personal credentials of an endpoint
+    /// before a client is given its code.
+    ///
+    /// # Panics
+    /// When called after the server was cloned.
+    #[must_use]
+    pub fn personal_credentials(mut self, personal: Arc<dyn PersonalCredentials>) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("configure the authorization server before cloning it")
+            .personal = personal;
+        self
+    }
+
+    /// Closes the gateway sessions of grants this server revokes (a reused code or
+    /// refresh token, RFC 7009 revocation) at once, in this process.
+    ///
+    /// # Panics
+    /// When called after the server was cloned.
+    #[must_use]
+    pub fn sessions(mut self, sessions: mcp_guard_core::access::Sessions) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("configure the authorization server before cloning it")
+            .sessions = Some(sessions);
+        self
+    }
+
+    /// The issuer URL.
+    pub fn issuer(&self) -> &str {
+        &self.inner.settings.issuer
+    }
+
+    /// The routes: metadata, registration, authorization, consent, personal
+    /// credentials, token, revocation and sign-in.
+    pub fn router(&self) -> axum::Router {
+        flow::router(self.inner.clone())
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FlowState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The endpoint a resource URI names.
+    fn endpoint_of(&self, resource: &str) -> Option<String> {
+        let rest = resource
+            .strip_prefix(&self.settings.issuer)?
+            .strip_prefix("/mcp/")?;
+        let name = rest.trim_end_matches('/');
+        (!name.is_empty() && !name.contains('/') && self.catalog.describe(name).is_some())
+            .then(|| name.to_owned())
+    }
+}
+
+/// Drops expired sign-ins, requests and codes (called on each new one).
+fn sweep(state: &mut FlowState) {
+    let now = Instant::now();
+    state.browsers.retain(|_, b| b.expires > now);
+    state.pending.retain(|_, p| p.expires > now);
+    state
+        .codes
+        .retain(|_, c| c.expires + Duration::from_mins(10) > now);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct OneEndpoint;
+
+    #[async_trait]
+    impl EndpointCatalog for OneEndpoint {
+        fn describe(&self, endpoint: &str) -> Option<Option<String>> {
+            (endpoint == "main").then_some(None)
+        }
+        async fn tools(&self, _: &Principal, _: &str) -> Vec<String> {
+            vec!["echo".into()]
+        }
+    }
+
+    #[test]
+    fn resources_name_exactly_one_known_endpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AccessStore::open(dir.path().join("a.db")).unwrap();
+        let s = AuthorizationServer::new(
+            AuthServerSettings::new("https://gw.example/"),
+            store,
+            [],
+            Arc::new(OneEndpoint),
+        );
+        assert_eq!(s.issuer(), "https://gw.example");
+        let i = &s.inner;
+        assert_eq!(
+            i.endpoint_of("https://gw.example/mcp/main").as_deref(),
+            Some("main")
+        );
+        assert_eq!(
+            i.endpoint_of("https://gw.example/mcp/main/").as_deref(),
+            Some("main")
+        );
+        for bad in [
+            "https://gw.example/mcp/other",
+            "https://gw.example/mcp/",
+            "https://gw.example/mcp/main/x",
+            "https://evil.example/mcp/main",
+            "https://gw.example.evil/mcp/main",
+            "https://gw.example",
+        ] {
+            assert_eq!(i.endpoint_of(bad), None, "{bad}");
+        }
+    }
+}
