@@ -13,8 +13,8 @@ use mcp_guard_core::credential::{CredentialKey, CredentialStore, SealedFileStore
 use mcp_guard_core::policy::GrantPolicy;
 use mcp_guard_core::{Action, CallContext, Operation, Principal};
 use mcp_guard_tower::authorize::{
-    AuthServerSettings, AuthorizationServer, EndpointCatalog, PersonalCredentials, PersonalServer,
-    PersonalState,
+    AuthServerSettings, AuthorizationServer, EndpointCatalog, OidcSettings, PersonalCredentials,
+    PersonalServer, PersonalState,
 };
 use mcp_guard_tower::federation::Gateway;
 use secrecy::SecretString;
@@ -239,16 +239,48 @@ pub(crate) fn authorization_server(
         stores: stores.clone(),
         sealed: crate::credentials::sealed(cfg, config_path),
     });
-    Ok(Some(
-        AuthorizationServer::new(
-            settings,
-            store.clone(),
-            a.users.iter().map(load::principal),
-            catalog,
-        )
-        .personal_credentials(personal)
-        .sessions(sessions.clone()),
-    ))
+    let mut server = AuthorizationServer::new(
+        settings,
+        store.clone(),
+        a.users.iter().map(load::principal),
+        catalog,
+    )
+    .personal_credentials(personal)
+    .sessions(sessions.clone());
+    if let Some(o) = &a.oidc {
+        server = server.oidc(oidc_settings(o)?);
+    }
+    Ok(Some(server))
+}
+
+fn oidc_settings(o: &mcp_guard_core::config::OidcConfig) -> anyhow::Result<OidcSettings> {
+    let mut s = OidcSettings::new(o.issuer.clone(), o.client_id.clone());
+    if let Some(secret) = &o.client_secret {
+        let tpl = mcp_guard_core::upstream::Template::parse(secret).map_err(anyhow::Error::msg)?;
+        let value = tpl
+            .names()
+            .map(|n| {
+                std::env::var(n).with_context(|| {
+                    format!("auth.server.oidc.client_secret: environment variable {n} is not set")
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?
+            .concat();
+        let value = SecretString::from(value);
+        crate::known_secrets().add(&value);
+        s.client_secret = Some(value);
+    }
+    if let Some(v) = &o.scopes {
+        s.scopes.clone_from(v);
+    }
+    if let Some(v) = &o.principal_claim {
+        s.principal_claim.clone_from(v);
+    }
+    s.roles_claim.clone_from(&o.roles_claim);
+    if let Some(v) = &o.display_name {
+        s.display_name.clone_from(v);
+    }
+    Ok(s)
 }
 
 struct Catalog {

@@ -306,6 +306,35 @@ pub struct AuthServerConfig {
     /// addresses (tests on loopback only).
     #[serde(default)]
     pub dangerously_allow_private_client_metadata: bool,
+    /// Sign-in delegated to an external OpenID Connect provider.
+    #[serde(default)]
+    pub oidc: Option<OidcConfig>,
+}
+
+/// `[auth.server.oidc]`: users sign in at an OpenID Connect provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct OidcConfig {
+    /// The provider's issuer URL.
+    pub issuer: String,
+    /// The gateway's client id there.
+    pub client_id: String,
+    /// The client secret, as a `${NAME}` placeholder (read from the environment).
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    /// Scopes. Default `openid profile email`.
+    #[serde(default)]
+    pub scopes: Option<String>,
+    /// The claim naming the user. Default `sub`.
+    #[serde(default)]
+    pub principal_claim: Option<String>,
+    /// A claim holding roles.
+    #[serde(default)]
+    pub roles_claim: Option<String>,
+    /// The provider's name on the sign-in button.
+    #[serde(default)]
+    pub display_name: Option<String>,
 }
 
 impl AuthServerConfig {
@@ -350,6 +379,33 @@ impl AuthServerConfig {
             if let Err(m) = crate::access::parse_duration(d) {
                 err(&format!(".durations[{i}]"), m);
             }
+        }
+        if let Some(o) = &self.oidc {
+            if !(o.issuer.starts_with("https://")
+                || o.issuer.starts_with("http://127.0.0.1")
+                || o.issuer.starts_with("http://localhost"))
+            {
+                err(
+                    ".oidc.issuer",
+                    "must be an https:// URL (plain http only on loopback)".into(),
+                );
+            }
+            if let Some(secret) = &o.client_secret {
+                match Template::parse(secret) {
+                    Ok(t) if t.has_placeholders() => {}
+                    Ok(_) => err(
+                        ".oidc.client_secret",
+                        "give the secret as a ${NAME} placeholder, never inline".into(),
+                    ),
+                    Err(m) => err(".oidc.client_secret", m),
+                }
+            }
+        }
+        if self.users.is_empty() && self.oidc.is_none() {
+            err(
+                "",
+                "nobody can sign in: add [[auth.server.users]] or [auth.server.oidc]".into(),
+            );
         }
         let mut seen = std::collections::HashSet::new();
         for (i, u) in self.users.iter().enumerate() {

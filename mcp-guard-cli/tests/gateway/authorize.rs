@@ -20,7 +20,7 @@ use crate::support::{BIN, Era, GatewayProc, fixture, free_port, http_client, nam
 const REDIRECT: &str = "http://127.0.0.1:9/callback";
 const VERIFIER: &str = "dBjftJeZ4CVP-mJ92bIOpxTd5P8YE2xGk0Gd6rrHxsNw1";
 
-fn challenge(verifier: &str) -> String {
+pub(crate) fn challenge(verifier: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()))
 }
 
@@ -799,4 +799,133 @@ async fn personal_tokens_are_completed_before_the_client_gets_its_code() {
     // The value is sealed at rest, not in the clear.
     let store = std::fs::read(gw.dir.path().join("mcp-guard-credentials.json")).unwrap_or_default();
     assert!(!String::from_utf8_lossy(&store).contains("alice-desk-secret-1"));
+}
+
+/// A small OpenID Connect provider on 127.0.0.1 standing in for the company's
+/// identity provider: it signs in "dana" without asking and signs ID tokens with the
+/// test RSA key. `mode` breaks one thing on purpose.
+async fn oidc_provider(mode: &'static str) -> String {
+    use axum::extract::{Form, Query, State};
+    use axum::routing::{get, post};
+    type Seen = std::sync::Arc<std::sync::Mutex<HashMap<String, (String, String)>>>;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let seen: Seen = Seen::default();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/gateway/fixtures");
+    let jwks: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join("jwks.json")).unwrap()).unwrap();
+    let key =
+        jsonwebtoken::EncodingKey::from_rsa_pem(&std::fs::read(fixtures.join("jwt-test-rsa.pem")).unwrap())
+            .unwrap();
+    let iss = issuer.clone();
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            get({
+                let i = issuer.clone();
+                move || async move {
+                    axum::Json(json!({"issuer": i, "authorization_endpoint": format!("{i}/authorize"),
+                        "token_endpoint": format!("{i}/token"), "jwks_uri": format!("{i}/jwks")}))
+                }
+            }),
+        )
+        .route("/jwks", get(move || async move { axum::Json(jwks) }))
+        .route(
+            "/authorize",
+            get(|State(seen): State<Seen>, Query(q): Query<HashMap<String, String>>| async move {
+                assert_eq!(q["code_challenge_method"], "S256");
+                seen.lock().unwrap().insert("code-1".into(), (q["nonce"].clone(), q["code_challenge"].clone()));
+                let to = format!("{}?code=code-1&state={}", q["redirect_uri"], q["state"]);
+                axum::response::Redirect::to(&to)
+            }),
+        )
+        .route(
+            "/token",
+            post(move |State(seen): State<Seen>, headers: axum::http::HeaderMap, Form(f): Form<HashMap<String, String>>| {
+                let (key, iss) = (key.clone(), iss.clone());
+                async move {
+                    let basic = base64::engine::general_purpose::STANDARD.encode("mcp-guard:oidc-client-secret-1");
+                    assert_eq!(headers["authorization"], format!("Basic {basic}"));
+                    let (nonce, challenge) = seen.lock().unwrap().remove(&f["code"]).expect("a code issued once");
+                    assert_eq!(super::authorize::challenge(&f["code_verifier"]), challenge);
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+                    let claims = json!({"iss": iss, "sub": "dana", "aud": if mode == "wrong-aud" { "someone-else" } else { "mcp-guard" },
+                        "exp": now + 300, "iat": now, "nonce": if mode == "bad-nonce" { "forged" } else { nonce.as_str() },
+                        "roles": ["eng"]});
+                    let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+                    h.kid = Some("test-key-1".into());
+                    axum::Json(json!({"id_token": jsonwebtoken::encode(&h, &claims, &key).unwrap(), "access_token": "x", "token_type": "Bearer"}))
+                }
+            }),
+        )
+        .with_state(seen);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    issuer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_at_an_openid_connect_provider() {
+    for mode in ["ok", "bad-nonce", "wrong-aud"] {
+        let idp = oidc_provider(mode).await;
+        let port = free_port();
+        let mut c = config(port, false);
+        c = c.replace(
+            "[[auth.server.users]]\nid = \"alice\"\nroles = [\"eng\"]\n\n[[auth.server.users]]\nid = \"mallory\"\nroles = [\"eng\"]\n\n",
+            &format!("[auth.server.oidc]\nissuer = \"{idp}\"\nclient_id = \"mcp-guard\"\nclient_secret = \"${{OIDC_SECRET}}\"\nroles_claim = \"roles\"\ndisplay_name = \"Test IdP\"\n\n"),
+        );
+        let gw = GatewayProc::start_listening_with_env(
+            &c,
+            &format!("127.0.0.1:{port}"),
+            &[("OIDC_SECRET", "oidc-client-secret-1")],
+        )
+        .await;
+        let mut b = Browser::new(&gw.base);
+        let client = register(&b).await;
+        let (_, consent_url, _) = b.get(&authorize_url(&gw.base, &client, "main", &[])).await;
+        let (_, _, page) = b.get(&consent_url).await;
+        assert!(page.contains("Sign in with Test IdP"), "{page}");
+        let (status, to_idp, _) = b
+            .get(&format!(
+                "/oauth/signin/oidc?next={}",
+                url::form_urlencoded::byte_serialize(consent_url.as_bytes()).collect::<String>()
+            ))
+            .await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert!(
+            to_idp.starts_with(&idp) && to_idp.contains("nonce=") && to_idp.contains("code_challenge="),
+            "{to_idp}"
+        );
+        let r = b.http.get(&to_idp).send().await.unwrap();
+        let back = r.headers()["location"].to_str().unwrap().to_owned();
+        // The callback from another browser (no state cookie) is refused.
+        let mut other = Browser::new(&gw.base);
+        let (status, _, _) = other.get(&back).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{mode}");
+        let (status, next, body) = b.get(&back).await;
+        match mode {
+            "ok" => {
+                assert_eq!(
+                    (status, next.as_str()),
+                    (StatusCode::SEE_OTHER, consent_url.as_str()),
+                    "{body}"
+                );
+                let (_, _, page) = b.get(&consent_url).await;
+                assert!(
+                    page.contains("Signed in as <strong>dana</strong>") && page.contains("alpha__echo"),
+                    "{page}"
+                );
+                // The state was single use.
+                let (status, _, _) = b.get(&back).await;
+                assert_eq!(status, StatusCode::BAD_REQUEST);
+            }
+            "bad-nonce" => assert!(
+                status == StatusCode::BAD_REQUEST && body.contains("nonce"),
+                "{body}"
+            ),
+            _ => assert!(
+                status == StatusCode::BAD_REQUEST && body.contains("ID token is not valid"),
+                "{body}"
+            ),
+        }
+    }
 }

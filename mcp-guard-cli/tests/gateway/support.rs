@@ -91,6 +91,11 @@ impl GatewayProc {
         Self::start_inner(config, &[], |_| {}, listen).await
     }
 
+    /// [`Self::start_listening`] with extra environment variables.
+    pub async fn start_listening_with_env(config: &str, listen: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_inner(config, env, |_| {}, listen).await
+    }
+
     pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
         Self::start_inner(config, env, |_| {}, "127.0.0.1:0").await
     }

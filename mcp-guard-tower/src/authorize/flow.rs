@@ -20,7 +20,7 @@ use super::pages::{self, esc, hidden, page};
 use super::{BrowserSession, Inner, IssuedCode, Pending, PersonalState, sweep};
 
 type Shared = State<Arc<Inner>>;
-type Params = Vec<(String, String)>;
+pub(super) type Params = Vec<(String, String)>;
 
 const CODE_TTL: Duration = Duration::from_mins(1);
 const REQUEST_TTL: Duration = Duration::from_mins(10);
@@ -38,6 +38,8 @@ pub(super) fn router(inner: Arc<Inner>) -> Router {
         .route("/oauth/token", post(token))
         .route("/oauth/revoke", post(revoke))
         .route("/oauth/signin", get(signin_page).post(signin_submit))
+        .route("/oauth/signin/oidc", get(super::oidc::start))
+        .route("/oauth/signin/callback", get(super::oidc::callback))
         .route("/oauth/signout", post(signout))
         .route("/login", get(login_link))
         .layer(DefaultBodyLimit::max(16 * 1024))
@@ -46,7 +48,7 @@ pub(super) fn router(inner: Arc<Inner>) -> Router {
 
 // ---- small helpers -------------------------------------------------------------------
 
-fn random_b64(n: usize) -> String {
+pub(super) fn random_b64(n: usize) -> String {
     let mut b = vec![0u8; n];
     getrandom::getrandom(&mut b).unwrap_or_else(|_| panic!("the operating system's random source failed"));
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
@@ -61,7 +63,7 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 /// One value of a form or query; `Err` when given twice (parameters must not repeat).
-fn one<'a>(params: &'a Params, name: &str) -> Result<Option<&'a str>, String> {
+pub(super) fn one<'a>(params: &'a Params, name: &str) -> Result<Option<&'a str>, String> {
     let mut it = params.iter().filter(|(k, _)| k == name);
     let first = it.next().map(|(_, v)| v.as_str());
     if it.next().is_some() {
@@ -88,14 +90,14 @@ fn json_ok(status: StatusCode, body: serde_json::Value) -> Response {
     r
 }
 
-fn see_other(to: &str) -> Response {
+pub(super) fn see_other(to: &str) -> Response {
     let mut r = Redirect::to(to).into_response();
     pages::secure_headers(r.headers_mut());
     r
 }
 
 /// A local path to return to after signing in: `/…` but never `//…` (another host).
-fn local_path(next: Option<&str>) -> String {
+pub(super) fn local_path(next: Option<&str>) -> String {
     match next {
         Some(n)
             if n.starts_with('/')
@@ -109,7 +111,7 @@ fn local_path(next: Option<&str>) -> String {
     }
 }
 
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(super) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -133,7 +135,7 @@ impl Inner {
         }
     }
 
-    fn set_cookie(
+    pub(super) fn set_cookie(
         &self,
         name: &str,
         value: &str,
@@ -603,8 +605,9 @@ async fn render_consent(inner: &Inner, id: &str, p: &Pending, browser: &BrowserS
     for (i, (label, _)) in inner.settings.durations.iter().enumerate() {
         let _ = write!(
             b,
-            "<div><input type=\"radio\" name=\"duration\" id=\"d{i}\" value=\"{v}\"{c}><label for=\"d{i}\">{v}</label></div>",
+            "<div><input type=\"radio\" name=\"duration\" id=\"d{i}\" value=\"{v}\"{c}><label for=\"d{i}\">{h}</label></div>",
             v = esc(label),
+            h = esc(&pages::humanize(label)),
             c = if i == 0 { " checked" } else { "" }
         );
     }
@@ -1233,6 +1236,23 @@ fn signin_form(inner: &Inner, next: &str, error: Option<&str>) -> Response {
     if let Some(e) = error {
         let _ = write!(b, "<p class=\"error\" role=\"alert\">{}</p>", esc(e));
     }
+    if let Some(o) = &inner.oidc {
+        let _ = write!(
+            b,
+            "<form method=\"get\" action=\"/oauth/signin/oidc\">{}<div class=\"actions\"><button type=\"submit\">Sign in with {}</button></div></form>",
+            hidden("next", next),
+            esc(&o.settings.display_name)
+        );
+        if inner.users.is_empty() {
+            let mut r = page(StatusCode::OK, "Sign in", &b, &[]);
+            r.headers_mut().append(
+                header::SET_COOKIE,
+                inner.set_cookie(SIGNIN_COOKIE, &pre, "/", Some(REQUEST_TTL), "Strict"),
+            );
+            return r;
+        }
+        b.push_str("<p>Or, with a one-time link:</p>");
+    }
     let _ = write!(
         b,
         "<p>Paste the sign-in link or code your administrator gave you \
@@ -1325,7 +1345,14 @@ async fn signin_submit(
             Some("That user is not configured on this gateway."),
         );
     };
+    tracing::info!(user = %user, "signed in");
+    start_browser_session(&inner, principal, &next)
+}
+
+/// Signs `principal` in on this browser (a new session cookie) and sends it to `next`.
+pub(super) fn start_browser_session(inner: &Inner, principal: Principal, next: &str) -> Response {
     let value = random_b64(32);
+    let user = principal.id().to_owned();
     {
         let mut st = inner.lock();
         sweep(&mut st);
@@ -1338,8 +1365,19 @@ async fn signin_submit(
             },
         );
     }
-    tracing::info!(user = %user, "signed in");
-    let mut r = see_other(&next);
+    let mut r = if next == "/oauth/signin" {
+        page(
+            StatusCode::OK,
+            "Signed in",
+            &format!(
+                "<h1>Signed in as {}</h1><p>Return to your MCP client.</p>",
+                esc(&user)
+            ),
+            &[],
+        )
+    } else {
+        see_other(next)
+    };
     let h = r.headers_mut();
     h.append(
         header::SET_COOKIE,
@@ -1355,17 +1393,6 @@ async fn signin_submit(
         header::SET_COOKIE,
         inner.set_cookie(SIGNIN_COOKIE, "", "/", Some(Duration::ZERO), "Strict"),
     );
-    if next == "/oauth/signin" {
-        return page(
-            StatusCode::OK,
-            "Signed in",
-            &format!(
-                "<h1>Signed in as {}</h1><p>Return to your MCP client.</p>",
-                esc(&user)
-            ),
-            &[],
-        );
-    }
     r
 }
 

@@ -24,11 +24,15 @@
 //! recorded per user, client and endpoint before any third-party flow starts, as the
 //! MCP security best practices require of a proxy.
 //!
-//! Sign-in: a one-time link for a configured local user (`mcp-guard users login-link
-//! alice`), so the embedded default works with no outside service.
+//! Sign-in: delegated to an external OpenID Connect provider when one is configured
+//! ([`OidcSettings`]); and a one-time link for a configured local user (`mcp-guard
+//! users login-link alice`), so the embedded default works with no outside service.
 
 mod flow;
+mod oidc;
 mod pages;
+
+pub use oidc::OidcSettings;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -221,6 +225,7 @@ struct Inner {
     catalog: Arc<dyn EndpointCatalog>,
     personal: Arc<dyn PersonalCredentials>,
     sessions: Option<mcp_guard_core::access::Sessions>,
+    oidc: Option<oidc::Oidc>,
     http: reqwest::Client,
     state: Mutex<FlowState>,
 }
@@ -233,6 +238,8 @@ struct FlowState {
     pending: HashMap<String, Pending>,
     /// Issued codes by SHA-256 of the code.
     codes: HashMap<[u8; 32], IssuedCode>,
+    /// Sign-ins in progress at the OpenID Connect provider, by `state`.
+    oidc: HashMap<String, oidc::OidcPending>,
 }
 
 #[derive(Clone)]
@@ -290,6 +297,7 @@ impl AuthorizationServer {
                 catalog,
                 personal: Arc::new(NoPersonalCredentials),
                 sessions: None,
+                oidc: None,
                 http,
                 state: Mutex::default(),
             }),
@@ -306,6 +314,19 @@ impl AuthorizationServer {
         Arc::get_mut(&mut self.inner)
             .expect("configure the authorization server before cloning it")
             .personal = personal;
+        self
+    }
+
+    /// Lets users sign in with an external OpenID Connect provider (besides, or
+    /// instead of, one-time links for configured users).
+    ///
+    /// # Panics
+    /// When called after the server was cloned.
+    #[must_use]
+    pub fn oidc(mut self, settings: OidcSettings) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("configure the authorization server before cloning it")
+            .oidc = Some(oidc::Oidc::new(settings));
         self
     }
 

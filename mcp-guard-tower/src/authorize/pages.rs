@@ -11,10 +11,30 @@ main{max-width:40rem;margin:3rem auto;background:#fff;padding:2rem;border-radius
 h1{font-size:1.5rem;margin-top:0}dt{font-weight:600}dd{margin:0 0 .75rem 0;word-break:break-all}\
 fieldset{border:1px solid #ccd;border-radius:6px;margin:1rem 0}legend{font-weight:600}\
 button{font:inherit;padding:.5rem 1.25rem;border-radius:6px;border:1px solid #245;background:#245;color:#fff;cursor:pointer}\
-button.secondary{background:#fff;color:#245}input[type=text],input[type=password]{font:inherit;padding:.4rem;width:100%;box-sizing:border-box}\
+button.secondary{background:#fff;color:#245}button:disabled{opacity:.45;cursor:not-allowed}\
+td form{display:grid;gap:.4rem}input[type=text],input[type=password]{font:inherit;padding:.4rem;width:100%;box-sizing:border-box}\
 .state{font-weight:600}.state-done{color:#176b2c}.state-needed{color:#8a4b00}.error{color:#a1151b}\
 ul.tools{columns:2}li{margin:.15rem 0}.actions{display:flex;gap:1rem;margin-top:1.5rem}\
 table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.4rem;border-bottom:1px solid #e3e5e8}";
+
+/// A duration label as a person reads it: `1d` → "1 day", `30d` → "30 days".
+pub(super) fn humanize(label: &str) -> String {
+    let split = label.find(|c: char| !c.is_ascii_digit()).unwrap_or(label.len());
+    let (n, unit) = label.split_at(split);
+    let word = match unit {
+        "s" => "second",
+        "m" => "minute",
+        "h" => "hour",
+        "d" => "day",
+        "w" => "week",
+        _ => return label.to_owned(),
+    };
+    if n == "1" {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
 
 /// Escapes text for HTML element content and attribute values.
 pub(super) fn esc(s: &str) -> String {
@@ -110,6 +130,14 @@ pub(super) fn origin(url: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_as_words() {
+        assert_eq!(humanize("1d"), "1 day");
+        assert_eq!(humanize("30d"), "30 days");
+        assert_eq!(humanize("12h"), "12 hours");
+        assert_eq!(humanize("odd"), "odd");
+    }
 
     #[test]
     fn escapes_markup_and_quotes() {
