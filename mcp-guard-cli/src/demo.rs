@@ -1,8 +1,9 @@
 //! `mcp-guard demo`: a complete gateway on an embedded default, no outside service.
 //!
 //! Three bundled upstreams (this binary, spawned as stdio children), one endpoint,
-//! token authentication with a fresh random token, and one real call through the
-//! gateway to show it works.
+//! token authentication with a fresh random token, the built-in authorization server
+//! (sign in with a printed one-time link), and one real call through the gateway to
+//! show it works.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -17,10 +18,11 @@ use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
-fn demo_config(exe: &str, port: u16) -> String {
+fn demo_config(exe: &str, addr: std::net::SocketAddr) -> String {
     let exe = toml::Value::String(exe.to_owned()).to_string();
     let mut s = format!(
-        "[gateway]\nlisten = \"127.0.0.1:{port}\"\n\n[auth]\n[[auth.tokens]]\nprincipal = {{ id = \"demo-user\", roles = [\"demo\"] }}\ntoken = \"${{MCP_GUARD_DEMO_TOKEN}}\"\n\n"
+        "[gateway]\nlisten = \"{addr}\"\npublic_url = \"http://{addr}\"\n\n[auth]\nstore = \"access.db\"\n[[auth.tokens]]\nprincipal = {{ id = \"demo-user\", roles = [\"demo\"] }}\ntoken = \"${{MCP_GUARD_DEMO_TOKEN}}\"\n\n\
+         [auth.server]\ndurations = [\"1h\", \"1d\", \"30d\"]\n[[auth.server.users]]\nid = \"demo-user\"\nroles = [\"demo\"]\n\n"
     );
     for name in ["notes", "calc", "clock"] {
         let _ = write!(
@@ -49,23 +51,49 @@ pub(crate) async fn run(port: u16, once: bool) -> anyhow::Result<()> {
     });
     let dir = std::env::temp_dir().join(format!("mcp-guard-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let path = dir.join("gateway.toml");
-    std::fs::write(&path, demo_config(&exe.to_string_lossy(), port))?;
-    let loaded = crate::load::load(&path)?;
-    let cfg = loaded.config;
-    let principal = crate::load::principal(&cfg.auth.tokens[0].principal);
-    let auth = mcp_guard_tower::StaticTokens::new().with_token(&SecretString::from(token.clone()), principal);
-    let stores = crate::credentials::stores(&cfg, &path, None)?;
-    let built = crate::load::build(&cfg, &stores, crate::audit_sink(), crate::redactor(), None).await?;
-    let shutdown = CancellationToken::new();
-    let app = HttpEdge::new(built.gateway.clone(), built.service, Arc::new(auth))
-        .options(crate::http_options(&cfg))
-        .shutdown_token(shutdown.clone())
-        .router();
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .with_context(|| format!("cannot listen on 127.0.0.1:{port} (try --port)"))?;
     let addr = listener.local_addr()?;
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, demo_config(&exe.to_string_lossy(), addr))?;
+    let loaded = crate::load::load(&path)?;
+    let cfg = loaded.config;
+    let principal = crate::load::principal(&cfg.auth.tokens[0].principal);
+    let store = mcp_guard_core::access::AccessStore::open(dir.join("access.db"))?;
+    let sessions = mcp_guard_core::access::Sessions::with_store(store.clone())?;
+    let auth = mcp_guard_tower::auth::AnyOf::new()
+        .or(Arc::new(
+            mcp_guard_tower::StaticTokens::new().with_token(&SecretString::from(token.clone()), principal),
+        ))
+        .or(Arc::new(mcp_guard_tower::auth::GrantTokens::new(store.clone())));
+    let stores = crate::credentials::stores(&cfg, &path, None)?;
+    let built = crate::load::build(&cfg, &stores, crate::audit_sink(), crate::redactor(), None).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(
+        sessions
+            .clone()
+            .maintain(std::time::Duration::from_millis(250), shutdown.clone()),
+    );
+    let authorization =
+        crate::connect::authorization_server(&cfg, &path, &store, &sessions, &built.gateway, &stores)?
+            .context("the demo configures the built-in authorization server")?;
+    let app = authorization.router().merge(
+        HttpEdge::new(built.gateway.clone(), built.service, Arc::new(auth))
+            .options(crate::http_options(&cfg))
+            .sessions(sessions)
+            .shutdown_token(shutdown.clone())
+            .router(),
+    );
+    let link = store.issue_login_link("demo-user", std::time::Duration::from_hours(1))?;
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the demo prints its sign-in link for its user"
+    )]
+    let link = format!(
+        "http://{addr}/login?code={}",
+        secrecy::ExposeSecret::expose_secret(&link)
+    );
     let server = tokio::spawn(mcp_guard_tower::http::serve(listener, app, shutdown.clone()));
     let url = format!("http://{addr}/mcp/demo");
     println!("mcp-guard demo gateway running");
@@ -75,6 +103,8 @@ pub(crate) async fn run(port: u16, once: bool) -> anyhow::Result<()> {
     println!(
         "  try:      npx @modelcontextprotocol/inspector --cli {url} --transport http --header \"Authorization: Bearer {token}\" --method tools/list"
     );
+    println!("  OAuth:    add {url} to an MCP client (Claude, the Inspector); when it opens the");
+    println!("            sign-in page, paste this one-time link (valid 1 hour): {link}");
 
     let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
     config.auth_header = Some(token);
