@@ -106,7 +106,23 @@ pub(crate) async fn run(port: u16, once: bool) -> anyhow::Result<()> {
     println!("  OAuth:    add {url} to an MCP client (Claude, the Inspector); when it opens the");
     println!("            sign-in page, paste this one-time link (valid 1 hour): {link}");
 
-    let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
+    show(&url, token).await?;
+    if !once {
+        println!("\nserving until Ctrl-C");
+        tokio::spawn(crate::shutdown_signal(shutdown.clone()));
+        shutdown.cancelled().await;
+    }
+    shutdown.cancel();
+    let _ = server.await;
+    built.gateway.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// One real call through the gateway: lists the tools and adds two numbers.
+#[allow(clippy::print_stdout, reason = "the demo talks to its user")]
+async fn show(url: &str, token: String) -> anyhow::Result<()> {
+    let mut config = StreamableHttpClientTransportConfig::with_uri(url);
     config.auth_header = Some(token);
     let client =
         ().serve(StreamableHttpClientTransport::from_config(config))
@@ -133,14 +149,5 @@ pub(crate) async fn run(port: u16, once: bool) -> anyhow::Result<()> {
         .unwrap_or_default();
     println!("calc__add(2, 40) = {answer}");
     let _ = client.cancel().await;
-    if !once {
-        println!("\nserving until Ctrl-C");
-        tokio::spawn(crate::shutdown_signal(shutdown.clone()));
-        shutdown.cancelled().await;
-    }
-    shutdown.cancel();
-    let _ = server.await;
-    built.gateway.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
