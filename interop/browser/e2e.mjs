@@ -12,7 +12,8 @@
 // artefact directory.
 
 import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, writeFileSync, mkdirSync } from "node:fs";
+import { mkdtempSync, writeFileSync, mkdirSync, readFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import http from "node:http";
 import net from "node:net";
 import os from "node:os";
@@ -179,11 +180,22 @@ const browser = await chromium.launch({
 });
 const page = await browser.newPage({ viewport: { width: 900, height: 900 } });
 let shot = 0;
-async function snap(name) {
+const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
+// Each of the gateway's pages is screenshotted and checked with axe-core (WCAG 2.1 A
+// and AA rules). The script is evaluated through the DevTools protocol, which the
+// pages' strict Content-Security-Policy does not govern.
+async function snap(name, { audit = true } = {}) {
   shot += 1;
   const file = path.join(artefacts, `${String(shot).padStart(2, "0")}-${name}.png`);
   await page.screenshot({ path: file, fullPage: true });
   console.log(`     screenshot ${file}`);
+  if (!audit) return;
+  await page.evaluate(axeSource);
+  const result = await page.evaluate(() =>
+    globalThis.axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] } }),
+  );
+  const problems = result.violations.map((v) => `${v.id} (${v.nodes.length}): ${v.help}`);
+  check(`page "${name}" has no accessibility violations`, problems.length === 0, problems.join("; "));
 }
 
 try {
@@ -234,7 +246,7 @@ try {
   await page.locator("#continue").click();
   const params = await codePromise;
   await page.waitForLoadState();
-  await snap("done");
+  await snap("done", { audit: false }); // the client's own page
   check("the client receives a code, its state and the issuer", !!params.get("code") && params.get("iss") === gateway);
 
   // The SDK finishes the flow and connects.
@@ -284,10 +296,10 @@ try {
   } catch {
     framedText = "";
   }
-  await snap("framing-blocked");
+  await snap("framing-blocked", { audit: false });
   check("a page framing the gateway shows nothing of it", !framedText.includes("Sign in"), JSON.stringify(framedText.slice(0, 80)));
 } catch (e) {
-  await snap("failure").catch(() => {});
+  await snap("failure", { audit: false }).catch(() => {});
   console.error(e);
   process.exitCode = 1;
 } finally {

@@ -929,3 +929,69 @@ async fn sign_in_at_an_openid_connect_provider() {
         }
     }
 }
+
+/// Serves a Client ID Metadata Document on 127.0.0.1; `claimed` is the `client_id`
+/// it states (its own URL unless a test lies).
+async fn metadata_document(claimed: Option<&str>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/clients/e2e.json", listener.local_addr().unwrap());
+    let doc = json!({
+        "client_id": claimed.unwrap_or(&url),
+        "client_name": "Metadata Document Client",
+        "redirect_uris": [REDIRECT],
+        "token_endpoint_auth_method": "none",
+    });
+    let app = axum::Router::new().route(
+        "/clients/e2e.json",
+        axum::routing::get(move || async move { axum::Json(doc) }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_identified_by_a_metadata_document() {
+    let port = free_port();
+    let c = config(port, false).replace(
+        "[auth.server]\n",
+        "[auth.server]\ndangerously_allow_private_client_metadata = true\n",
+    );
+    let gw = GatewayProc::start_listening(&c, &format!("127.0.0.1:{port}")).await;
+    let mut b = Browser::new(&gw.base);
+    let client = metadata_document(None).await;
+    let (status, consent_url, body) = b.get(&authorize_url(&gw.base, &client, "main", &[])).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    sign_in(&mut b, &gw, &consent_url, "alice").await;
+    let (_, _, page) = b.get(&consent_url).await;
+    assert!(
+        page.contains("Metadata Document Client") && page.contains(&client),
+        "{page}"
+    );
+    let (_, location, _) = b
+        .post(
+            "/oauth/consent",
+            &[
+                ("request", &hidden(&page, "request")),
+                ("csrf", &hidden(&page, "csrf")),
+                ("duration", "1d"),
+                ("decision", "allow"),
+            ],
+        )
+        .await;
+    let (status, tokens) = code_for_tokens(&b, &client, &query(&location)["code"]).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+
+    // A document that claims another client id is refused, with no redirect.
+    let liar = metadata_document(Some("https://someone-else.example/client.json")).await;
+    let (status, location, page) = b.get(&authorize_url(&gw.base, &liar, "main", &[])).await;
+    assert_eq!((status, location.as_str()), (StatusCode::BAD_REQUEST, ""));
+    assert!(page.contains("not its own URL"), "{page}");
+
+    // Without the dangerous setting, a document on a private address is not fetched.
+    let port = free_port();
+    let strict = GatewayProc::start_listening(&config(port, false), &format!("127.0.0.1:{port}")).await;
+    let mut b = Browser::new(&strict.base);
+    let (status, location, page) = b.get(&authorize_url(&strict.base, &client, "main", &[])).await;
+    assert_eq!((status, location.as_str()), (StatusCode::BAD_REQUEST, ""));
+    assert!(page.contains("public host"), "{page}");
+}
