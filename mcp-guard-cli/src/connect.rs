@@ -291,6 +291,10 @@ struct Catalog {
 
 #[async_trait]
 impl EndpointCatalog for Catalog {
+    fn endpoints(&self) -> Vec<String> {
+        self.descriptions.keys().cloned().collect()
+    }
+
     fn describe(&self, endpoint: &str) -> Option<Option<String>> {
         self.descriptions.get(endpoint).cloned()
     }

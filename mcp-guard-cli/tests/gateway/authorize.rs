@@ -796,6 +796,45 @@ async fn personal_tokens_are_completed_before_the_client_gets_its_code() {
     // arrived (and never reaches the client).
     assert_eq!(text_of(&r), "[REDACTED_SECRET]");
     c.cancel().await.unwrap();
+    // Her own page lists the client and the credential; she can replace the token and
+    // revoke the client's access herself.
+    let (status, _, page) = b.get("/oauth/account").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("Test &lt;Client&gt;") && page.contains("state-done") && page.contains("Replace token"),
+        "{page}"
+    );
+    let grant = page
+        .split("id=\"revoke-")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let (status, _, page) = b
+        .post(
+            "/oauth/account/revoke",
+            &[("csrf", &hidden(&page, "csrf")), ("grant", &grant)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("Access revoked") && page.contains("No client holds access"),
+        "{page}"
+    );
+    assert_eq!(
+        mcp_status(&gw.url("main"), access).await,
+        StatusCode::UNAUTHORIZED
+    );
+    // Someone else's grant id is not hers to revoke.
+    let (status, _, _) = b
+        .post(
+            "/oauth/account/revoke",
+            &[("csrf", &hidden(&page, "csrf")), ("grant", "000000000000")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     // The value is sealed at rest, not in the clear.
     let store = std::fs::read(gw.dir.path().join("mcp-guard-credentials.json")).unwrap_or_default();
     assert!(!String::from_utf8_lossy(&store).contains("alice-desk-secret-1"));

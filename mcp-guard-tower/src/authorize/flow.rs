@@ -35,6 +35,9 @@ pub(super) fn router(inner: Arc<Inner>) -> Router {
         .route("/oauth/consent", get(consent_page).post(consent_submit))
         .route("/oauth/connect", get(connect_page).post(connect_finish))
         .route("/oauth/connect/token", post(connect_token))
+        .route("/oauth/account", get(account_page))
+        .route("/oauth/account/token", post(account_token))
+        .route("/oauth/account/revoke", post(account_revoke))
         .route("/oauth/token", post(token))
         .route("/oauth/revoke", post(revoke))
         .route("/oauth/signin", get(signin_page).post(signin_submit))
@@ -817,8 +820,41 @@ The connection is made once every one is done.</p>",
     if let Some(e) = error {
         let _ = write!(b, "<p class=\"error\" role=\"alert\">{}</p>", esc(e));
     }
+    b.push_str(&credentials_table(
+        inner,
+        browser,
+        &servers,
+        &here,
+        "/oauth/connect/token",
+        &hidden("request", id),
+    ));
+    let ready = servers.iter().all(|s| s.state == PersonalState::Done);
+    let _ = write!(
+        b,
+        "<form method=\"post\" action=\"/oauth/connect\">{}{}<div class=\"actions\"><button type=\"submit\" id=\"continue\"{}>Continue to {}</button></div></form>",
+        hidden("request", id),
+        hidden("csrf", &browser.csrf),
+        if ready { "" } else { " disabled" },
+        esc(&p.client.name)
+    );
+    let targets: Vec<String> = pages::origin(&p.redirect_uri).into_iter().collect();
+    page(StatusCode::OK, "Connect your accounts", &b, &targets)
+}
+
+/// The table of an endpoint's personal servers with their state and what to do:
+/// OAuth links come back to `here`; token forms post to `action` with `extra` fields.
+fn credentials_table(
+    inner: &Inner,
+    browser: &BrowserSession,
+    servers: &[super::PersonalServer],
+    here: &str,
+    action: &str,
+    extra: &str,
+) -> String {
+    let user = &browser.principal;
+    let mut b = String::new();
     b.push_str("<table><thead><tr><th scope=\"col\">Server</th><th scope=\"col\">State</th><th scope=\"col\">Action</th></tr></thead><tbody>");
-    for s in &servers {
+    for s in servers {
         let (label, class) = match s.state {
             PersonalState::Done => ("Done", "state-done"),
             PersonalState::NeedsOAuth => ("Needs sign-in", "state-needed"),
@@ -836,7 +872,7 @@ The connection is made once every one is done.</p>",
             esc(&s.server),
         );
         if s.oauth {
-            if let Some(url) = inner.personal.oauth_start(user, &s.server, &here) {
+            if let Some(url) = inner.personal.oauth_start(user, &s.server, here) {
                 let verb = if s.state == PersonalState::Done {
                     "Re-authenticate"
                 } else {
@@ -853,8 +889,9 @@ The connection is made once every one is done.</p>",
         } else {
             let _ = write!(
                 b,
-                "<form method=\"post\" action=\"/oauth/connect/token\">{}{}{}",
-                hidden("request", id),
+                "<form method=\"post\" action=\"{}\">{}{}{}",
+                esc(action),
+                extra,
                 hidden("csrf", &browser.csrf),
                 hidden("server", &s.server)
             );
@@ -876,17 +913,7 @@ The connection is made once every one is done.</p>",
         b.push_str("</td></tr>");
     }
     b.push_str("</tbody></table>");
-    let ready = servers.iter().all(|s| s.state == PersonalState::Done);
-    let _ = write!(
-        b,
-        "<form method=\"post\" action=\"/oauth/connect\">{}{}<div class=\"actions\"><button type=\"submit\" id=\"continue\"{}>Continue to {}</button></div></form>",
-        hidden("request", id),
-        hidden("csrf", &browser.csrf),
-        if ready { "" } else { " disabled" },
-        esc(&p.client.name)
-    );
-    let targets: Vec<String> = pages::origin(&p.redirect_uri).into_iter().collect();
-    page(StatusCode::OK, "Connect your accounts", &b, &targets)
+    b
 }
 
 async fn connect_token(
@@ -977,6 +1004,157 @@ async fn connect_finish(
         .await;
     }
     issue_code(&inner, &id, &browser.principal)
+}
+
+// ---- the user's own page: connected clients and personal credentials ---------------------
+
+async fn account_page(State(inner): Shared, headers: HeaderMap) -> Response {
+    let Some(browser) = inner.browser(&headers) else {
+        return signin_form(&inner, "/oauth/account", None);
+    };
+    render_account(&inner, &browser, None).await
+}
+
+async fn render_account(inner: &Inner, browser: &BrowserSession, note: Option<&str>) -> Response {
+    let user = &browser.principal;
+    let mut b = format!(
+        "<h1>Your access</h1><p>Signed in as <strong>{}</strong>.</p>",
+        esc(user.id())
+    );
+    if let Some(n) = note {
+        let _ = write!(b, "<p role=\"status\">{}</p>", esc(n));
+    }
+    b.push_str("<h2>Connected clients</h2>");
+    let now = SystemTime::now();
+    let grants: Vec<_> = inner
+        .store
+        .list_grants()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(g, revoked)| g.principal.id() == user.id() && revoked.is_none() && g.expires > now)
+        .map(|(g, _)| g)
+        .collect();
+    if grants.is_empty() {
+        b.push_str("<p>No client holds access for you.</p>");
+    } else {
+        b.push_str("<table><thead><tr><th scope=\"col\">Client</th><th scope=\"col\">Endpoint</th><th scope=\"col\">Until</th><th scope=\"col\">Action</th></tr></thead><tbody>");
+        for g in &grants {
+            let name = inner
+                .store
+                .client(&g.client_id)
+                .ok()
+                .flatten()
+                .map_or_else(|| g.client_id.clone(), |c| c.name);
+            let _ = write!(
+                b,
+                "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td><form method=\"post\" action=\"/oauth/account/revoke\">{}{}\
+<button type=\"submit\" class=\"secondary\" id=\"revoke-{}\">Revoke</button></form></td></tr>",
+                esc(&name),
+                esc(&g.endpoint),
+                esc(&mcp_guard_core::time::format_rfc3339(g.expires)),
+                hidden("csrf", &browser.csrf),
+                hidden("grant", &g.id),
+                esc(&g.id),
+            );
+        }
+        b.push_str("</tbody></table>");
+    }
+    b.push_str("<h2>Your credentials</h2>");
+    let mut any = false;
+    for endpoint in inner.catalog.endpoints() {
+        let servers = inner.personal.servers(user, &endpoint).await;
+        if servers.is_empty() {
+            continue;
+        }
+        any = true;
+        let _ = write!(b, "<h3>Endpoint <code>{}</code></h3>", esc(&endpoint));
+        let extra = format!(
+            "{}{}",
+            hidden("endpoint", &endpoint),
+            hidden("csrf", &browser.csrf)
+        );
+        b.push_str(&credentials_table(
+            inner,
+            browser,
+            &servers,
+            "/oauth/account",
+            "/oauth/account/token",
+            &extra,
+        ));
+    }
+    if !any {
+        b.push_str("<p>No server needs your own credentials.</p>");
+    }
+    page(StatusCode::OK, "Your access", &b, &[])
+}
+
+async fn account_token(
+    State(inner): Shared,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<Params>,
+) -> Response {
+    let browser = match checked_browser(&inner, &headers, &form) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let (Ok(Some(endpoint)), Ok(Some(server))) = (one(&form, "endpoint"), one(&form, "server")) else {
+        return pages::error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The endpoint or server is missing.",
+        );
+    };
+    let servers = inner.personal.servers(&browser.principal, endpoint).await;
+    let Some(s) = servers.iter().find(|s| s.server == server && !s.oauth) else {
+        return pages::error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "That server takes no token here.",
+        );
+    };
+    for name in &s.token_names {
+        let value = match one(&form, &format!("value:{name}")) {
+            Ok(Some(v)) if !v.trim().is_empty() && v.len() <= 8 * 1024 => v.trim().to_owned(),
+            _ => return render_account(&inner, &browser, Some(&format!("Enter a value for {name}."))).await,
+        };
+        if inner
+            .personal
+            .set_token(&browser.principal, server, name, SecretString::from(value))
+            .await
+            .is_err()
+        {
+            return render_account(&inner, &browser, Some("The token could not be stored.")).await;
+        }
+    }
+    tracing::info!(user = %browser.principal.id(), server, "personal token replaced");
+    see_other("/oauth/account")
+}
+
+async fn account_revoke(
+    State(inner): Shared,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<Params>,
+) -> Response {
+    let browser = match checked_browser(&inner, &headers, &form) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Ok(Some(id)) = one(&form, "grant") else {
+        return pages::error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The grant is missing.",
+        );
+    };
+    // Only the user's own grants.
+    match inner.store.grant(id) {
+        Ok(Some(g)) if g.principal.id() == browser.principal.id() => {
+            inner.revoke_grant(id);
+            tracing::info!(user = %browser.principal.id(), grant = id, "grant revoked by its user");
+            render_account(&inner, &browser, Some("Access revoked.")).await
+        }
+        _ => pages::error_page(StatusCode::NOT_FOUND, "Not found", "No such access of yours."),
+    }
 }
 
 // ---- token and revocation ---------------------------------------------------------------

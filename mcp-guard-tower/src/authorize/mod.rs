@@ -198,6 +198,8 @@ impl PersonalCredentials for NoPersonalCredentials {
 /// What an endpoint offers a user, for the consent page.
 #[async_trait]
 pub trait EndpointCatalog: Send + Sync {
+    /// Every endpoint's name.
+    fn endpoints(&self) -> Vec<String>;
     /// The endpoint's description, or `None` when there is no such endpoint.
     fn describe(&self, endpoint: &str) -> Option<Option<String>>;
     /// The tools `principal` may call on `endpoint` (exposed names).
@@ -389,6 +391,9 @@ mod tests {
 
     #[async_trait]
     impl EndpointCatalog for OneEndpoint {
+        fn endpoints(&self) -> Vec<String> {
+            vec!["main".into()]
+        }
         fn describe(&self, endpoint: &str) -> Option<Option<String>> {
             (endpoint == "main").then_some(None)
         }
