@@ -315,6 +315,16 @@ async fn sign_in_consent_and_a_token_that_works_only_where_and_while_granted() {
     assert_eq!(meta["issuer"], gw.base);
     assert_eq!(meta["code_challenge_methods_supported"], json!(["S256"]));
     assert_eq!(meta["client_id_metadata_document_supported"], true);
+    // Browser-based clients may call the JSON endpoints from their own origin.
+    let pre = b
+        .http
+        .request(reqwest::Method::OPTIONS, format!("{}/oauth/token", gw.base))
+        .header("origin", "http://localhost:6274")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pre.headers()["access-control-allow-origin"], "*");
 
     let client = register(&b).await;
     let q = consent(&mut b, &gw, &client, "1d").await;

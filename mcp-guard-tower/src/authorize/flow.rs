@@ -27,10 +27,25 @@ const REQUEST_TTL: Duration = Duration::from_mins(10);
 const SIGNIN_COOKIE: &str = "mcp-guard-signin";
 
 pub(super) fn router(inner: Arc<Inner>) -> Router {
-    Router::new()
+    // What a browser-based client calls from its own origin: no cookies are read
+    // there, so any origin may (the pages below get no CORS headers at all).
+    let cors = tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([http::Method::GET, http::Method::POST])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            header::HeaderName::from_static("mcp-protocol-version"),
+        ]);
+    let api = Router::new()
         .route("/.well-known/oauth-authorization-server", get(metadata))
-        .route("/oauth/style.css", get(style))
         .route("/oauth/register", post(register))
+        .route("/oauth/token", post(token))
+        .route("/oauth/revoke", post(revoke))
+        .layer(cors);
+    Router::new()
+        .merge(api)
+        .route("/oauth/style.css", get(style))
         .route("/oauth/authorize", get(authorize))
         .route("/oauth/consent", get(consent_page).post(consent_submit))
         .route("/oauth/connect", get(connect_page).post(connect_finish))
@@ -38,8 +53,6 @@ pub(super) fn router(inner: Arc<Inner>) -> Router {
         .route("/oauth/account", get(account_page))
         .route("/oauth/account/token", post(account_token))
         .route("/oauth/account/revoke", post(account_revoke))
-        .route("/oauth/token", post(token))
-        .route("/oauth/revoke", post(revoke))
         .route("/oauth/signin", get(signin_page).post(signin_submit))
         .route("/oauth/signin/oidc", get(super::oidc::start))
         .route("/oauth/signin/callback", get(super::oidc::callback))
