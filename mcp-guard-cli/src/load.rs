@@ -13,7 +13,7 @@ use mcp_guard_core::pin::{GateMode, HostileTextPolicy, LockFile, PinGate, ToolGa
 use mcp_guard_core::redact::RedactionConfig;
 use mcp_guard_core::upstream::{
     HttpConnector, HttpSpec, MakeInstance, MakeUpstream, PerSessionUpstream, RecheckCredentials,
-    SessionLimits, SseConnector, StdioConnector, StdioSpec, Template, UpstreamOptions,
+    ProcessBudget, SessionLimits, SseConnector, StdioConnector, StdioSpec, Template, UpstreamOptions,
 };
 use mcp_guard_core::{
     AuditSink, Grant, GrantPolicy, Principal, Redactor, RmcpUpstream, TargetKind, Upstream,
@@ -205,6 +205,7 @@ pub(crate) fn upstreams(
 ) -> anyhow::Result<Vec<(Arc<dyn Upstream>, bool)>> {
     let credentials = &stores.calls;
     let mut out = Vec::new();
+    let budget = ProcessBudget::new(config.gateway.max_upstream_processes);
     for (id, server) in &config.servers {
         let mut options = UpstreamOptions::default();
         options.request_timeout = Some(Duration::from_secs(
@@ -244,6 +245,15 @@ pub(crate) fn upstreams(
                     _ => StdioConnector::new(id.as_str(), spec.clone(), stores.listing.clone()),
                 };
                 c = c.redact_stderr(stderr_redactor.clone());
+                // The shared (or catalogue) process always runs, and so does the stdio
+                // principal's own instance where there is one.
+                let always = 1 + usize::from(personal_stdio.is_some() && s.isolation != Isolation::Shared);
+                if !budget.reserve(always) {
+                    bail!(
+                        "gateway.max_upstream_processes = {} leaves no room for servers.{id}'s process",
+                        budget.limit()
+                    );
+                }
                 let shared: Arc<dyn Upstream> = Arc::new(RmcpUpstream::new(id.as_str(), c, options.clone()));
                 if s.isolation == Isolation::Shared {
                     shared
@@ -270,7 +280,7 @@ pub(crate) fn upstreams(
                     if let Some(t) = s.idle_timeout_secs {
                         limits.idle_timeout = Duration::from_secs(t);
                     }
-                    let mut per_session = PerSessionUpstream::new(shared, make, limits);
+                    let mut per_session = PerSessionUpstream::new(shared, make, limits).budget(budget.clone());
                     if let Some(u) = sessionless {
                         per_session = per_session.sessionless(u);
                     }

@@ -231,6 +231,11 @@ pub struct GatewaySection {
     /// Serve Prometheus metrics at `/metrics` (unauthenticated, like `/readyz`: keep
     /// the listener off public networks, or switch this off).
     pub metrics: bool,
+    /// Stdio upstream processes of all servers together, at most (default 256): one
+    /// per stdio server always runs, and a per-session process that would exceed the
+    /// bound is refused with an error naming it. Each server's `max_processes` and
+    /// `max_processes_per_principal` apply as well.
+    pub max_upstream_processes: usize,
 }
 
 impl Default for GatewaySection {
@@ -247,6 +252,7 @@ impl Default for GatewaySection {
             shutdown_grace_secs: 10,
             metrics: true,
             public_url: None,
+            max_upstream_processes: crate::upstream::DEFAULT_MAX_UPSTREAM_PROCESSES,
         }
     }
 }
@@ -1141,6 +1147,21 @@ impl GatewayConfig {
         let err = |errors: &mut Vec<ConfigError>, entry: String, message: String| {
             errors.push(ConfigError { entry, message });
         };
+        let stdio = self
+            .servers
+            .values()
+            .filter(|s| matches!(s, ServerConfig::Stdio(_)))
+            .count();
+        if self.gateway.max_upstream_processes < stdio.max(1) {
+            err(
+                &mut errors,
+                "gateway.max_upstream_processes".into(),
+                format!(
+                    "{} is too low: {stdio} stdio server(s) each keep one process running, and at least 1 is needed",
+                    self.gateway.max_upstream_processes
+                ),
+            );
+        }
         let sep = &self.gateway.separator;
         if !is_name_safe(sep) {
             err(

@@ -33,13 +33,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{HeaderValue, StatusCode, header};
 use mcp_guard_core::access::{Session, SessionRefused, Sessions};
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
 
 pub use crate::auth::{AuthError, Authenticate, Authenticated, StaticTokens, dangerous};
 use crate::federation::Gateway;
 use crate::handler::{GuardHandler, GuardService};
+use crate::legacy_sessions::{LeanSessionConfig, LeanSessionManager};
 
 /// Settings of the HTTP front door.
 #[derive(Debug, Clone)]
@@ -112,7 +112,7 @@ struct EdgeState {
     audit: Option<Arc<dyn mcp_guard_core::AuditSink>>,
     max_body_bytes: usize,
     gateway_sessions: Sessions,
-    endpoints: Arc<HashMap<String, Arc<LocalSessionManager>>>,
+    endpoints: Arc<HashMap<String, Arc<LeanSessionManager>>>,
     /// Legacy `Mcp-Session-Id` → the gateway session that opened it.
     legacy: Arc<Mutex<HashMap<String, Arc<str>>>>,
     resource_base: Option<Arc<str>>,
@@ -205,7 +205,12 @@ impl HttpEdge {
             config.sse_keep_alive = self.options.sse_keep_alive;
             config.json_response = self.options.json_response;
             config.cancellation_token = self.shutdown.child_token();
-            let manager = Arc::new(LocalSessionManager::default());
+            let per_session = handler.clone();
+            let manager = Arc::new(LeanSessionManager::new(
+                move || per_session.new_session(),
+                LeanSessionConfig::default(),
+                config.cancellation_token.clone(),
+            ));
             managers.insert(name.to_owned(), manager.clone());
             if let Some(m) = &self.metrics {
                 m.track_sessions(name, &manager);
@@ -621,7 +626,7 @@ async fn record_refused(
 
 /// Records that a legacy session belongs to `session`, and closes it when `session`
 /// ends (revoked, expired, shut down).
-fn bind_legacy(state: &EdgeState, session: &Arc<Session>, manager: Arc<LocalSessionManager>, id: String) {
+fn bind_legacy(state: &EdgeState, session: &Arc<Session>, manager: Arc<LeanSessionManager>, id: String) {
     state
         .legacy
         .lock()

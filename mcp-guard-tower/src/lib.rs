@@ -63,6 +63,7 @@ mod error;
 pub mod federation;
 mod handler;
 pub mod http;
+pub mod legacy_sessions;
 mod macros;
 pub mod metrics;
 pub mod policy;

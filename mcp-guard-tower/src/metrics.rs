@@ -7,7 +7,8 @@
 //! | `mcp_guard_requests_total` | endpoint, server, tool, method, outcome | every request through the stack |
 //! | `mcp_guard_request_duration_seconds` | endpoint, server, method | latency histogram (the whole stack, audit included) |
 //! | `mcp_guard_requests_in_flight` | | requests being handled now |
-//! | `mcp_guard_sessions_active` | endpoint | live legacy (`Mcp-Session-Id`) HTTP sessions, read from rmcp's session manager |
+//! | `mcp_guard_sessions_active` | endpoint | live legacy (`Mcp-Session-Id`) HTTP sessions, parked ones included |
+//! | `mcp_guard_sessions_resident` | endpoint | of those, the ones holding a service loop now (busy, or pinned by their state) |
 //! | `mcp_guard_gateway_sessions_active` | | gateway sessions; a gauge the owner of sessions drives through [`Metrics::gateway_sessions`] |
 //! | `mcp_guard_upstream_processes` | | stdio upstream processes alive (spawned and not yet reaped) |
 //! | `mcp_guard_upstream_up` | server | 1 while a server is connected |
@@ -48,13 +49,13 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use rmcp::model::ServerResult;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use serde_json::Value;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::error::GuardError;
 use crate::federation::Gateway;
+use crate::legacy_sessions::LeanSessionManager;
 use crate::request::McpRequest;
 
 /// The content type of [`Metrics::render`]'s output.
@@ -105,11 +106,12 @@ struct Inner {
     latency: LatencyFamily,
     in_flight: Gauge,
     sessions: Family<EndpointLabel, Gauge>,
+    sessions_resident: Family<EndpointLabel, Gauge>,
     gateway_sessions: Gauge,
     processes: Gauge,
     upstream_up: Family<ServerLabel, Gauge>,
     redactions: Family<RedactionLabels, Counter>,
-    session_managers: Mutex<Vec<(String, Weak<LocalSessionManager>)>>,
+    session_managers: Mutex<Vec<(String, Weak<LeanSessionManager>)>>,
     gateway: Mutex<Option<Gateway>>,
 }
 
@@ -160,6 +162,12 @@ impl Metrics {
             "Live legacy HTTP sessions (Mcp-Session-Id) per endpoint",
             sessions.clone(),
         );
+        let sessions_resident = Family::<EndpointLabel, Gauge>::default();
+        registry.register(
+            "mcp_guard_sessions_resident",
+            "Legacy HTTP sessions holding a service loop now (the others are parked while idle)",
+            sessions_resident.clone(),
+        );
         let gateway_sessions = Gauge::<i64, AtomicI64>::default();
         registry.register(
             "mcp_guard_gateway_sessions_active",
@@ -191,6 +199,7 @@ impl Metrics {
                 latency,
                 in_flight,
                 sessions,
+                sessions_resident,
                 gateway_sessions,
                 processes,
                 upstream_up,
@@ -207,7 +216,7 @@ impl Metrics {
     }
 
     /// Reports `endpoint`'s legacy sessions from `manager` at every render.
-    pub fn track_sessions(&self, endpoint: &str, manager: &Arc<LocalSessionManager>) {
+    pub fn track_sessions(&self, endpoint: &str, manager: &Arc<LeanSessionManager>) {
         self.inner
             .session_managers
             .lock()
@@ -242,13 +251,18 @@ impl Metrics {
             let Some(m) = manager.upgrade() else { continue };
             // A writer holding the lock means a session is being added or removed; the
             // previous value stands until the next scrape.
-            if let Ok(s) = m.sessions.try_read() {
+            if let Some((all, resident)) = m.counts() {
+                let label = EndpointLabel {
+                    endpoint: endpoint.clone(),
+                };
                 inner
                     .sessions
-                    .get_or_create(&EndpointLabel {
-                        endpoint: endpoint.clone(),
-                    })
-                    .set(i64::try_from(s.len()).unwrap_or(i64::MAX));
+                    .get_or_create(&label)
+                    .set(i64::try_from(all).unwrap_or(i64::MAX));
+                inner
+                    .sessions_resident
+                    .get_or_create(&label)
+                    .set(i64::try_from(resident).unwrap_or(i64::MAX));
             }
         }
         if let Some(gw) = inner

@@ -151,6 +151,112 @@ async fn idle_processes_stop_and_limits_give_a_clear_error() {
     gw.stop().await;
 }
 
+fn upstream_processes(metrics: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("mcp_guard_upstream_processes "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+async fn metrics_of(gw: &GatewayProc) -> String {
+    reqwest::get(format!("{}/metrics", gw.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Waits (5 s at most) until `mcp_guard_upstream_processes` reads `n`.
+async fn processes_become(gw: &GatewayProc, n: u64) {
+    let mut seen = None;
+    for _ in 0..100 {
+        seen = upstream_processes(&metrics_of(gw).await);
+        if seen == Some(n) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("mcp_guard_upstream_processes is {seen:?}, not {n}");
+}
+
+#[tokio::test]
+async fn the_gateway_wide_process_bound_spans_servers_and_frees_with_sessions() {
+    mcp_guard_core::upstream::ensure_crypto_provider();
+    // Two servers, each with one process that always runs (its catalogue instance):
+    // a bound of 3 leaves room for exactly one per-session process, whichever server.
+    let mut c = String::from("[gateway]\nmax_upstream_processes = 3\n\n");
+    c.push_str(AUTH);
+    c.push_str(&fixture("alpha", &[]));
+    c.push_str("idle_timeout_secs = 1\n\n");
+    c.push_str(&fixture("beta", &[]));
+    c.push_str("[endpoints.main.servers.alpha]\ntools = [\"getenv\"]\n");
+    c.push_str("[endpoints.main.servers.beta]\ntools = [\"getenv\"]\n");
+    let gw = GatewayProc::start(&c).await;
+    let path = gw.dir.path().join("gateway.toml");
+    processes_become(&gw, 2).await;
+
+    let alice = http_client(&gw.url("main"), TOKEN, Era::Modern).await;
+    let a = pid(&alice).await;
+    assert!(alive(a));
+    processes_become(&gw, 3).await;
+
+    // Another principal, another server: its own limits have room, the gateway's not.
+    let carol_token = issue_token(&path, "carol", "1h");
+    let carol = http_client(&gw.url("main"), &carol_token, Era::Legacy).await;
+    let err = carol
+        .call_tool(CallToolRequestParams::new("beta__getenv").with_arguments(args(&json!({"name": "@pid"}))))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("max_upstream_processes"), "{err}");
+    assert!(err.contains('3'), "the error names the bound: {err}");
+    assert_eq!(upstream_processes(&metrics_of(&gw).await), Some(3), "nothing was started");
+
+    // Alice's process stops when idle; its place is free again.
+    assert!(gone_within(a, Duration::from_secs(5)).await.is_some(), "an idle process stops");
+    let mut started = None;
+    for _ in 0..50 {
+        match carol
+            .call_tool(CallToolRequestParams::new("beta__getenv").with_arguments(args(&json!({"name": "@pid"}))))
+            .await
+        {
+            Ok(r) => {
+                started = Some(text_of(&r).parse::<u32>().unwrap());
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let b = started.expect("a freed place is used again");
+    assert!(alive(b));
+    processes_become(&gw, 3).await;
+    let _ = alice.cancel().await;
+    let _ = carol.cancel().await;
+    gw.stop().await;
+    assert!(gone_within(b, Duration::from_secs(5)).await.is_some());
+}
+
+#[tokio::test]
+async fn a_process_bound_below_the_stdio_servers_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    let mut c = String::from("[gateway]\nmax_upstream_processes = 1\n\n");
+    c.push_str(AUTH);
+    c.push_str(&fixture("alpha", &[]));
+    c.push_str(&fixture("beta", &[]));
+    c.push_str("[endpoints.main.servers.alpha]\ntools = [\"*\"]\n");
+    std::fs::write(&path, c).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("gateway.max_upstream_processes"), "{text}");
+}
+
 /// The official server-memory, one process per session, each with its own
 /// `MEMORY_FILE_PATH` (`${MCP_GUARD_SESSION}`): `MEMORY_SESSIONS` (default 100)
 /// concurrent sessions each write an entity and read the graph back; none may see

@@ -35,7 +35,9 @@ pub use client::UpstreamClient;
 pub use connect::{
     Connector, HttpConnector, HttpSpec, InProcessConnector, StdioConnector, StdioSpec, ensure_crypto_provider,
 };
-pub use per_session::{MakeUpstream, PerSessionUpstream, SessionLimits};
+pub use per_session::{
+    DEFAULT_MAX_UPSTREAM_PROCESSES, MakeUpstream, PerSessionUpstream, ProcessBudget, ProcessPermit, SessionLimits,
+};
 pub use placeholder::{Template, resolve_template};
 pub use recheck::{MakeInstance, RecheckCredentials};
 pub use rmcp_upstream::{DEFAULT_MAX_RESPONSE_BYTES, RmcpUpstream, UpstreamOptions, error_chain};

@@ -2,6 +2,7 @@
 //! shared between clients.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -39,10 +40,82 @@ impl Default for SessionLimits {
     }
 }
 
+/// The default of `gateway.max_upstream_processes`.
+pub const DEFAULT_MAX_UPSTREAM_PROCESSES: usize = 256;
+
+/// A bound on upstream processes across every server of the gateway
+/// (`gateway.max_upstream_processes`): the processes that always run (one per stdio
+/// server) are [reserved](ProcessBudget::reserve) once, and each per-session instance
+/// holds a [`ProcessPermit`] while it lives. Clones share the count.
+#[derive(Debug, Clone)]
+pub struct ProcessBudget {
+    inner: Arc<Budget>,
+}
+
+#[derive(Debug)]
+struct Budget {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl ProcessBudget {
+    /// At most `limit` processes.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            inner: Arc::new(Budget {
+                limit,
+                used: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// The bound.
+    pub fn limit(&self) -> usize {
+        self.inner.limit
+    }
+
+    /// Processes counted now.
+    pub fn in_use(&self) -> usize {
+        self.inner.used.load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` processes for good (those that always run); `false`, counting
+    /// nothing, if they do not fit.
+    pub fn reserve(&self, n: usize) -> bool {
+        self.inner
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                u.checked_add(n).filter(|t| *t <= self.inner.limit)
+            })
+            .is_ok()
+    }
+
+    /// One more process, if it fits; counted until the permit is dropped.
+    pub fn try_take(&self) -> Option<ProcessPermit> {
+        self.reserve(1).then(|| ProcessPermit {
+            budget: self.inner.clone(),
+        })
+    }
+}
+
+/// One process counted in a [`ProcessBudget`] until dropped.
+#[derive(Debug)]
+pub struct ProcessPermit {
+    budget: Arc<Budget>,
+}
+
+impl Drop for ProcessPermit {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 struct Instance {
     upstream: Arc<dyn Upstream>,
     principal: Arc<str>,
     last_used: Instant,
+    /// Released when the instance is dropped, after its process was stopped.
+    _permit: Option<ProcessPermit>,
 }
 
 type Instances = Arc<Mutex<HashMap<SessionId, Instance>>>;
@@ -63,6 +136,7 @@ pub struct PerSessionUpstream {
     instances: Instances,
     reaper: std::sync::OnceLock<()>,
     sessionless: Option<Arc<dyn Upstream>>,
+    budget: Option<ProcessBudget>,
 }
 
 impl std::fmt::Debug for PerSessionUpstream {
@@ -86,7 +160,17 @@ impl PerSessionUpstream {
             instances: Arc::default(),
             reaper: std::sync::OnceLock::new(),
             sessionless: None,
+            budget: None,
         }
+    }
+
+    /// Counts every instance against `budget`, shared with the gateway's other
+    /// servers: an instance that does not fit is refused with
+    /// [`UpstreamError::Exhausted`] naming `gateway.max_upstream_processes`.
+    #[must_use]
+    pub fn budget(mut self, budget: ProcessBudget) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     /// Requests that come without a session (the stdio front door) go to `upstream`
@@ -139,6 +223,16 @@ impl PerSessionUpstream {
                 session.principal_id()
             )));
         }
+        let permit = match &self.budget {
+            Some(b) => Some(b.try_take().ok_or_else(|| {
+                self.limit(format!(
+                    "gateway process limit reached: {} upstream processes already run across all servers \
+                     (gateway.max_upstream_processes)",
+                    b.limit()
+                ))
+            })?),
+            None => None,
+        };
         let upstream = (self.make)(session);
         map.insert(
             session.id().clone(),
@@ -146,6 +240,7 @@ impl PerSessionUpstream {
                 upstream: upstream.clone(),
                 principal: session.principal_id().into(),
                 last_used: Instant::now(),
+                _permit: permit,
             },
         );
         drop(map);
