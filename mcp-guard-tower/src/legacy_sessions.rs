@@ -226,6 +226,7 @@ struct Standalone {
     shadows: Vec<mpsc::Sender<ServerSseMessage>>,
 }
 
+#[expect(clippy::struct_excessive_bools, reason = "independent flags of one session")]
 struct State {
     /// Messages to the service loop; `Some` while one runs for this session.
     to_loop: Option<mpsc::UnboundedSender<ClientJsonRpcMessage>>,
@@ -645,10 +646,7 @@ impl SessionManager for LeanSessionManager {
         st.last_active = Instant::now();
         let mut keys = Vec::new();
         if let JsonRpcMessage::Request(r) = &message {
-            if matches!(
-                r.request,
-                ClientRequest::SetLevelRequest(_) | ClientRequest::SubscribeRequest(_)
-            ) {
+            if keeps_state(&r.request) {
                 st.pinned = true;
             }
             keys.push(Key::Request(r.id.clone()));
@@ -788,6 +786,15 @@ impl SessionManager for LeanSessionManager {
             session: Some(session),
         })
     }
+}
+
+/// Requests that leave state in the session's handler (which parking would lose).
+#[allow(deprecated, reason = "resources/subscribe is how legacy clients subscribe")]
+fn keeps_state(request: &ClientRequest) -> bool {
+    matches!(
+        request,
+        ClientRequest::SetLevelRequest(_) | ClientRequest::SubscribeRequest(_)
+    )
 }
 
 /// The standalone stream for a new GET: the primary one (replaying kept events from

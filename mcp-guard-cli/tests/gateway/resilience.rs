@@ -455,3 +455,100 @@ async fn metrics_count_requests_by_resolved_name_only() {
     let _ = client.cancel().await;
     gw.stop().await;
 }
+
+/// One POST of a legacy session's JSON-RPC message: (status, session id, body).
+async fn legacy_post(
+    http: &reqwest::Client,
+    url: &str,
+    session: Option<&str>,
+    body: &serde_json::Value,
+) -> (reqwest::StatusCode, Option<String>, String) {
+    let mut req = http
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("authorization", format!("Bearer {TOKEN}"));
+    if let Some(id) = session {
+        req = req
+            .header("mcp-session-id", id)
+            .header("mcp-protocol-version", "2025-11-25");
+    }
+    let r = req.body(body.to_string()).send().await.unwrap();
+    let status = r.status();
+    let id = r
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (status, id, r.text().await.unwrap())
+}
+
+async fn metrics_text(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap()
+}
+
+fn gauge(metrics: &str, name: &str) -> Option<i64> {
+    let prefix = format!("{name}{{endpoint=\"main\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn an_idle_legacy_session_is_parked_and_resumes_on_its_next_request() {
+    mcp_guard_core::upstream::ensure_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let gw = GatewayProc::start(&config(&marker("parked"), "", dir.path())).await;
+    let url = gw.url("main");
+    let http = reqwest::Client::new();
+    let init = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "parking-test", "version": "1.0.0"}}});
+    let (status, id, body) = legacy_post(&http, &url, None, &init).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    let id = id.expect("a legacy session id");
+    let note = serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let (status, _, _) = legacy_post(&http, &url, Some(&id), &note).await;
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED);
+
+    // Idle: counted, but holding no service loop.
+    let m = metrics_text(&gw.base).await;
+    assert_eq!(gauge(&m, "mcp_guard_sessions_active"), Some(1), "{m}");
+    assert_eq!(gauge(&m, "mcp_guard_sessions_resident"), Some(0), "{m}");
+
+    // Each request resumes it, is answered on its stream, and it parks again.
+    for (i, text) in ["first", "second"].into_iter().enumerate() {
+        let call = serde_json::json!({"jsonrpc": "2.0", "id": 10 + i, "method": "tools/call",
+            "params": {"name": "alpha__echo", "arguments": {"text": text}}});
+        let (status, _, body) = legacy_post(&http, &url, Some(&id), &call).await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+        assert!(body.contains(text) && body.contains(&format!("\"id\":{}", 10 + i)), "{body}");
+        assert!(body.contains("id: 0/"), "the stream opens with a priming event: {body}");
+    }
+    let mut resident = None;
+    for _ in 0..50 {
+        resident = gauge(&metrics_text(&gw.base).await, "mcp_guard_sessions_resident");
+        if resident == Some(0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(resident, Some(0));
+
+    // DELETE ends it for good.
+    let r = http
+        .delete(&url)
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("mcp-session-id", &id)
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(gauge(&metrics_text(&gw.base).await, "mcp_guard_sessions_active"), Some(0));
+    let ping = serde_json::json!({"jsonrpc": "2.0", "id": 99, "method": "ping"});
+    let (status, _, _) = legacy_post(&http, &url, Some(&id), &ping).await;
+    assert_eq!(status, reqwest::StatusCode::NOT_FOUND);
+    gw.stop().await;
+}
