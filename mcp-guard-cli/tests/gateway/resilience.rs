@@ -524,7 +524,7 @@ async fn an_idle_legacy_session_is_parked_and_resumes_on_its_next_request() {
         let (status, _, body) = legacy_post(&http, &url, Some(&id), &call).await;
         assert_eq!(status, reqwest::StatusCode::OK, "{body}");
         assert!(body.contains(text) && body.contains(&format!("\"id\":{}", 10 + i)), "{body}");
-        assert!(body.contains("id: 0/"), "the stream opens with a priming event: {body}");
+        assert!(body.contains("id: 0/") || body.contains("id:0/"), "the stream opens with a priming event: {body}");
     }
     let mut resident = None;
     for _ in 0..50 {
