@@ -12,8 +12,8 @@ use mcp_guard_core::config::{
 use mcp_guard_core::pin::{GateMode, HostileTextPolicy, LockFile, PinGate, ToolGate};
 use mcp_guard_core::redact::RedactionConfig;
 use mcp_guard_core::upstream::{
-    HttpConnector, HttpSpec, MakeInstance, MakeUpstream, PerSessionUpstream, RecheckCredentials,
-    ProcessBudget, SessionLimits, SseConnector, StdioConnector, StdioSpec, Template, UpstreamOptions,
+    HttpConnector, HttpSpec, MakeInstance, MakeUpstream, PerSessionUpstream, ProcessBudget,
+    RecheckCredentials, SessionLimits, SseConnector, StdioConnector, StdioSpec, Template, UpstreamOptions,
 };
 use mcp_guard_core::{
     AuditSink, Grant, GrantPolicy, Principal, Redactor, RmcpUpstream, TargetKind, Upstream,
@@ -280,7 +280,8 @@ pub(crate) fn upstreams(
                     if let Some(t) = s.idle_timeout_secs {
                         limits.idle_timeout = Duration::from_secs(t);
                     }
-                    let mut per_session = PerSessionUpstream::new(shared, make, limits).budget(budget.clone());
+                    let mut per_session =
+                        PerSessionUpstream::new(shared, make, limits).budget(budget.clone());
                     if let Some(u) = sessionless {
                         per_session = per_session.sessionless(u);
                     }

@@ -198,7 +198,11 @@ impl Events {
     }
 
     /// Attaches a new client and replays the kept events from `from` (an index).
-    fn attach(&mut self, from: usize, last_event_id: &str) -> Result<mpsc::Receiver<ServerSseMessage>, LeanSessionError> {
+    fn attach(
+        &mut self,
+        from: usize,
+        last_event_id: &str,
+    ) -> Result<mpsc::Receiver<ServerSseMessage>, LeanSessionError> {
         let front = self.next - self.cache.len();
         if from < front {
             return Err(LeanSessionError::NotKept(last_event_id.to_owned()));
@@ -365,9 +369,7 @@ impl State {
                 _ => (None, false),
             },
         };
-        if last
-            && let Some(Key::Request(id)) = &key
-        {
+        if last && let Some(Key::Request(id)) = &key {
             if self.init_waiter.as_ref().is_some_and(|(w, _)| w == id) {
                 if let Some((_, tx)) = self.init_waiter.take() {
                     let _ = tx.send(message);
@@ -482,7 +484,8 @@ impl LeanSessionManager {
         self.shared.sweeper.call_once(|| {
             let shared = Arc::downgrade(&self.shared);
             let shutdown = self.shared.shutdown.clone();
-            let every = (self.shared.config.idle_timeout / 4).clamp(Duration::from_secs(1), Duration::from_secs(15));
+            let every =
+                (self.shared.config.idle_timeout / 4).clamp(Duration::from_secs(1), Duration::from_secs(15));
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -510,7 +513,10 @@ fn sweep(shared: &Shared) {
             st.close();
             return false;
         }
-        if st.standalone.as_ref().is_some_and(|s| s.events.tx.is_none() && s.shadows.is_empty())
+        if st
+            .standalone
+            .as_ref()
+            .is_some_and(|s| s.events.tx.is_none() && s.shadows.is_empty())
             && st.last_active.elapsed() >= ttl
         {
             st.standalone = None;
@@ -679,13 +685,14 @@ impl SessionManager for LeanSessionManager {
             return Err(LeanSessionError::ServiceEnded);
         }
         drop(st);
-        Ok(Tracked {
-            rx,
-            session: None,
-        })
+        Ok(Tracked { rx, session: None })
     }
 
-    async fn accept_message(&self, id: &SessionId, message: ClientJsonRpcMessage) -> Result<(), LeanSessionError> {
+    async fn accept_message(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<(), LeanSessionError> {
         let session = self.get(id)?;
         let mut st = session.lock();
         if st.closed {
@@ -864,7 +871,10 @@ impl std::fmt::Debug for LeanTransport {
 impl Transport<RoleServer> for LeanTransport {
     type Error = LeanSessionError;
 
-    fn send(&mut self, item: ServerJsonRpcMessage) -> impl Future<Output = Result<(), LeanSessionError>> + Send + 'static {
+    fn send(
+        &mut self,
+        item: ServerJsonRpcMessage,
+    ) -> impl Future<Output = Result<(), LeanSessionError>> + Send + 'static {
         let mut deferred = Vec::new();
         {
             let mut st = self.session.lock();

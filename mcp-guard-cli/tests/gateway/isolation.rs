@@ -211,14 +211,23 @@ async fn the_gateway_wide_process_bound_spans_servers_and_frees_with_sessions() 
         .to_string();
     assert!(err.contains("max_upstream_processes"), "{err}");
     assert!(err.contains('3'), "the error names the bound: {err}");
-    assert_eq!(upstream_processes(&metrics_of(&gw).await), Some(3), "nothing was started");
+    assert_eq!(
+        upstream_processes(&metrics_of(&gw).await),
+        Some(3),
+        "nothing was started"
+    );
 
     // Alice's process stops when idle; its place is free again.
-    assert!(gone_within(a, Duration::from_secs(5)).await.is_some(), "an idle process stops");
+    assert!(
+        gone_within(a, Duration::from_secs(5)).await.is_some(),
+        "an idle process stops"
+    );
     let mut started = None;
     for _ in 0..50 {
         match carol
-            .call_tool(CallToolRequestParams::new("beta__getenv").with_arguments(args(&json!({"name": "@pid"}))))
+            .call_tool(
+                CallToolRequestParams::new("beta__getenv").with_arguments(args(&json!({"name": "@pid"}))),
+            )
             .await
         {
             Ok(r) => {
@@ -252,7 +261,11 @@ async fn a_process_bound_below_the_stdio_servers_is_a_config_error() {
         .arg(&path)
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("gateway.max_upstream_processes"), "{text}");
 }

@@ -484,7 +484,12 @@ async fn legacy_post(
 }
 
 async fn metrics_text(base: &str) -> String {
-    reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap()
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 fn gauge(metrics: &str, name: &str) -> Option<i64> {
@@ -523,8 +528,14 @@ async fn an_idle_legacy_session_is_parked_and_resumes_on_its_next_request() {
             "params": {"name": "alpha__echo", "arguments": {"text": text}}});
         let (status, _, body) = legacy_post(&http, &url, Some(&id), &call).await;
         assert_eq!(status, reqwest::StatusCode::OK, "{body}");
-        assert!(body.contains(text) && body.contains(&format!("\"id\":{}", 10 + i)), "{body}");
-        assert!(body.contains("id: 0/") || body.contains("id:0/"), "the stream opens with a priming event: {body}");
+        assert!(
+            body.contains(text) && body.contains(&format!("\"id\":{}", 10 + i)),
+            "{body}"
+        );
+        assert!(
+            body.contains("id: 0/") || body.contains("id:0/"),
+            "the stream opens with a priming event: {body}"
+        );
     }
     let mut resident = None;
     for _ in 0..50 {
@@ -546,7 +557,10 @@ async fn an_idle_legacy_session_is_parked_and_resumes_on_its_next_request() {
         .await
         .unwrap();
     assert!(r.status().is_success(), "{}", r.status());
-    assert_eq!(gauge(&metrics_text(&gw.base).await, "mcp_guard_sessions_active"), Some(0));
+    assert_eq!(
+        gauge(&metrics_text(&gw.base).await, "mcp_guard_sessions_active"),
+        Some(0)
+    );
     let ping = serde_json::json!({"jsonrpc": "2.0", "id": 99, "method": "ping"});
     let (status, _, _) = legacy_post(&http, &url, Some(&id), &ping).await;
     assert_eq!(status, reqwest::StatusCode::NOT_FOUND);

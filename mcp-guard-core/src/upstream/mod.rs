@@ -36,7 +36,8 @@ pub use connect::{
     Connector, HttpConnector, HttpSpec, InProcessConnector, StdioConnector, StdioSpec, ensure_crypto_provider,
 };
 pub use per_session::{
-    DEFAULT_MAX_UPSTREAM_PROCESSES, MakeUpstream, PerSessionUpstream, ProcessBudget, ProcessPermit, SessionLimits,
+    DEFAULT_MAX_UPSTREAM_PROCESSES, MakeUpstream, PerSessionUpstream, ProcessBudget, ProcessPermit,
+    SessionLimits,
 };
 pub use placeholder::{Template, resolve_template};
 pub use recheck::{MakeInstance, RecheckCredentials};
