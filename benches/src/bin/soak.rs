@@ -15,9 +15,10 @@
 //!    flat).
 //! 2. **Idle sessions.** Opens `--sessions` legacy sessions (`initialize` +
 //!    `notifications/initialized`, `Mcp-Session-Id` kept, never deleted) and reports the
-//!    RSS delta per session, first against the gateway, then against a bare rmcp
-//!    `StreamableHttpService` with `LocalSessionManager` and a trivial handler in a
-//!    child of this binary (rmcp's own share). Measured right after opening and again
+//!    RSS delta per session, first against the gateway (whose `LeanSessionManager`
+//!    parks idle sessions), then against a bare rmcp `StreamableHttpService` with rmcp's
+//!    `LocalSessionManager` and a trivial handler in a child of this binary (the cost
+//!    of an idle session in rmcp's own manager, for comparison). Measured right after opening and again
 //!    after `--settle-secs` idle (rmcp keeps each finished request stream's replay cache
 //!    for 60 s). Upstream processes are not involved.
 //!
