@@ -245,15 +245,8 @@ pub(crate) fn upstreams(
                     _ => StdioConnector::new(id.as_str(), spec.clone(), stores.listing.clone()),
                 };
                 c = c.redact_stderr(stderr_redactor.clone());
-                // The shared (or catalogue) process always runs, and so does the stdio
-                // principal's own instance where there is one.
                 let always = 1 + usize::from(personal_stdio.is_some() && s.isolation != Isolation::Shared);
-                if !budget.reserve(always) {
-                    bail!(
-                        "gateway.max_upstream_processes = {} leaves no room for servers.{id}'s process",
-                        budget.limit()
-                    );
-                }
+                reserve_always(&budget, id, always)?;
                 let shared: Arc<dyn Upstream> = Arc::new(RmcpUpstream::new(id.as_str(), c, options.clone()));
                 if s.isolation == Isolation::Shared {
                     shared
@@ -313,6 +306,18 @@ pub(crate) fn upstreams(
         out.push((upstream, server.enabled()));
     }
     Ok(out)
+}
+
+/// Counts a stdio server's processes that always run (the shared or catalogue one, and
+/// the stdio principal's own where there is one) against `gateway.max_upstream_processes`.
+fn reserve_always(budget: &ProcessBudget, id: &str, always: usize) -> anyhow::Result<()> {
+    if !budget.reserve(always) {
+        bail!(
+            "gateway.max_upstream_processes = {} leaves no room for servers.{id}'s process",
+            budget.limit()
+        );
+    }
+    Ok(())
 }
 
 /// Compiles `[[grants]]`; an unnamed grant is named after its entry (`grants[2]`), so

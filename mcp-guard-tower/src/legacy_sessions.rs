@@ -681,7 +681,7 @@ impl SessionManager for LeanSessionManager {
                 .emit(Some(http), ServerSseMessage::priming("", retry), &mut none);
         }
         st.streams.push(stream);
-        if !st.to_loop.as_ref().is_some_and(|l| l.send(message).is_ok()) {
+        if st.to_loop.as_ref().is_none_or(|l| l.send(message).is_err()) {
             return Err(LeanSessionError::ServiceEnded);
         }
         drop(st);
