@@ -179,8 +179,40 @@ fn upstream_error(u: UpstreamError) -> ErrorData {
         UpstreamError::MissingPersonalCredentials {
             server,
             principal,
+            authorize_url: Some(url),
+            ..
+        } => ErrorData::invalid_request(
+            format!("server {server} needs you to sign in first: open {url}"),
+            Some(serde_json::json!({ "authorizationRequired": {
+                "server": server,
+                "principal": principal,
+                "authorizeUrl": url,
+            } })),
+        ),
+        UpstreamError::NeedsReauthentication {
+            server,
+            principal,
+            reason,
+            authorize_url,
+        } => ErrorData::invalid_request(
+            match &authorize_url {
+                Some(url) => format!("server {server} needs you to sign in again ({reason}): open {url}"),
+                None => format!("server {server} needs you to sign in again ({reason})"),
+            },
+            Some(serde_json::json!({ "authorizationRequired": {
+                "server": server,
+                "principal": principal,
+                "reauthenticate": true,
+                "reason": reason,
+                "authorizeUrl": authorize_url,
+            } })),
+        ),
+        UpstreamError::MissingPersonalCredentials {
+            server,
+            principal,
             personal,
             shared,
+            ..
         } => {
             let set: Vec<String> = personal
                 .iter()
