@@ -223,19 +223,18 @@ fn http_upstream(
     }
     // The listing connection: without the personal headers; for OAuth without a token
     // unless the server refuses that, then with the first signed-in principal's.
-    let catalogue: Arc<dyn Connector> = match &personal_oauth {
-        Some(o) => Arc::new(OAuthConnector::new(
+    let catalogue: Arc<dyn Connector> = if let Some(o) = &personal_oauth {
+        Arc::new(OAuthConnector::new(
             o.clone(),
             spec.clone(),
             stores.listing.clone(),
-        )),
-        None => {
-            let mut listing = spec.clone();
-            listing
-                .headers
-                .retain(|_, t| !t.names().any(|n| personal.iter().any(|p| p == n)));
-            Arc::new(HttpConnector::new(id, listing, stores.listing.clone()))
-        }
+        ))
+    } else {
+        let mut listing = spec.clone();
+        listing
+            .headers
+            .retain(|_, t| !t.names().any(|n| personal.iter().any(|p| p == n)));
+        Arc::new(HttpConnector::new(id, listing, stores.listing.clone()))
     };
     let catalogue: Arc<dyn Upstream> = Arc::new(RmcpUpstream::from_arc(id, catalogue, options.clone()));
     if let Some(o) = &personal_oauth {

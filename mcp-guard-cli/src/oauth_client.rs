@@ -55,7 +55,7 @@ fn spec(
         spec.client_secret = Some(Template::parse("${CLIENT_SECRET}").map_err(anyhow::Error::msg)?);
     }
     spec.client_metadata_url = Some(CLIENT_METADATA_URL.to_owned());
-    spec.client_name = "mcp-guard conformance client".to_owned();
+    "mcp-guard conformance client".clone_into(&mut spec.client_name);
     Ok(spec)
 }
 

@@ -1228,7 +1228,7 @@ fn check_oauth(
         if let Some(v) = v
             && let Err(e) = Template::parse(v)
         {
-            err(&format!(".{field}"), &e.to_string());
+            err(&format!(".{field}"), &e);
         }
     }
     if o.client_metadata_url

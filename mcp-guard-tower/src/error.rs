@@ -161,21 +161,9 @@ fn human_duration(d: std::time::Duration) -> String {
     }
 }
 
-fn upstream_error(u: UpstreamError) -> ErrorData {
+/// A call that needs the principal to sign in to the upstream (first time or again).
+fn sign_in_error(u: UpstreamError) -> ErrorData {
     match u {
-        UpstreamError::Rpc(e) => e,
-        UpstreamError::MissingCredentials { server, missing } => {
-            let set: Vec<String> = missing
-                .iter()
-                .map(|n| format!("mcp-guard credentials set --server {server} --name {n}"))
-                .collect();
-            ErrorData::invalid_request(
-                format!("server {server} needs credentials before it can be used"),
-                Some(
-                    serde_json::json!({ "missingCredentials": [{ "server": server, "names": missing, "set": set }] }),
-                ),
-            )
-        }
         UpstreamError::MissingPersonalCredentials {
             server,
             principal,
@@ -207,6 +195,30 @@ fn upstream_error(u: UpstreamError) -> ErrorData {
                 "authorizeUrl": authorize_url,
             } })),
         ),
+        other => ErrorData::internal_error(format!("upstream error: {other}"), None),
+    }
+}
+
+fn upstream_error(u: UpstreamError) -> ErrorData {
+    match u {
+        UpstreamError::Rpc(e) => e,
+        UpstreamError::MissingCredentials { server, missing } => {
+            let set: Vec<String> = missing
+                .iter()
+                .map(|n| format!("mcp-guard credentials set --server {server} --name {n}"))
+                .collect();
+            ErrorData::invalid_request(
+                format!("server {server} needs credentials before it can be used"),
+                Some(
+                    serde_json::json!({ "missingCredentials": [{ "server": server, "names": missing, "set": set }] }),
+                ),
+            )
+        }
+        u @ (UpstreamError::MissingPersonalCredentials {
+            authorize_url: Some(_),
+            ..
+        }
+        | UpstreamError::NeedsReauthentication { .. }) => sign_in_error(u),
         UpstreamError::MissingPersonalCredentials {
             server,
             principal,

@@ -122,7 +122,11 @@ fn random_hex() -> String {
         // No randomness: fail closed with a value nobody can match.
         return String::new();
     }
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    let mut out = String::with_capacity(64);
+    for x in b {
+        let _ = fmt::Write::write_fmt(&mut out, format_args!("{x:02x}"));
+    }
+    out
 }
 
 fn now_secs() -> u64 {
@@ -456,7 +460,7 @@ async fn consent_page(
 }
 
 #[derive(serde::Deserialize)]
-struct Decision {
+struct ConsentForm {
     ticket: String,
     #[serde(default)]
     csrf: String,
@@ -487,7 +491,7 @@ async fn decide(
     State(auth): State<UpstreamAuth>,
     Path(server): Path<String>,
     headers: HeaderMap,
-    axum::Form(form): axum::Form<Decision>,
+    axum::Form(form): axum::Form<ConsentForm>,
 ) -> Response {
     let Some(oauth) = auth.inner.servers.get(&server).cloned() else {
         return refused("unknown server");

@@ -216,7 +216,7 @@ async fn world() -> Arc<World> {
     w.access_ttl.store(3600, Ordering::SeqCst);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    *w.base.lock().unwrap() = base.clone();
+    w.base.lock().unwrap().clone_from(&base);
     let prm = json!({
         "resource": format!("{base}/mcp"),
         "authorization_servers": [base],

@@ -262,9 +262,12 @@ pub struct OAuthServer {
     known: Option<Arc<KnownSecrets>>,
     redirect_uri: RwLock<Option<String>>,
     links: RwLock<Option<Arc<dyn AuthLinks>>>,
-    guards: Mutex<HashMap<Option<Arc<str>>, Arc<tokio::sync::Mutex<()>>>>,
+    guards: Mutex<HashMap<Option<Arc<str>>, RefreshLock>>,
     hooks: Mutex<Vec<SignInHook>>,
 }
+
+/// Serialises the refreshes of one (server, principal) token set in this process.
+type RefreshLock = Arc<tokio::sync::Mutex<()>>;
 
 /// Called after a principal signed in.
 type SignInHook = Arc<dyn Fn(&str) + Send + Sync>;
@@ -521,14 +524,12 @@ impl OAuthServer {
             .await
             .map_err(step("setting up the OAuth client"))?;
         m.set_credential_store(self.token_store(principal));
-        let probed;
-        let challenge = match challenge {
-            Some(c) => Some(c),
-            None => {
-                probed = self.challenge().await;
-                probed.as_deref()
-            }
+        let probed = if challenge.is_none() {
+            self.challenge().await
+        } else {
+            None
         };
+        let challenge = challenge.or(probed.as_deref());
         let res = m
             .resolve_metadata_from_challenge(challenge)
             .await
@@ -754,13 +755,7 @@ impl OAuthServer {
             .map_err(step("reading the stored tokens"))?;
         let Some(stored) = stored else { return Ok(m) };
         let redirect = self.redirect_uri().unwrap_or_else(|| self.url.clone());
-        let secret = match self
-            .client_choice_for_refresh(&stored.client_id, &metadata, &redirect)
-            .await?
-        {
-            Some(s) => Some(s),
-            None => None,
-        };
+        let secret = self.refresh_secret(&stored.client_id, &metadata).await?;
         let mut config = OAuthClientConfig::new(stored.client_id.clone(), redirect);
         if let Some(s) = secret {
             config = config.with_client_secret(s);
@@ -771,11 +766,10 @@ impl OAuthServer {
     }
 
     /// The secret of the client that obtained stored tokens, if the gateway knows it.
-    async fn client_choice_for_refresh(
+    async fn refresh_secret(
         &self,
         client_id: &str,
         metadata: &AuthorizationMetadata,
-        _redirect: &str,
     ) -> Result<Option<String>, OAuthError> {
         if let Some(id) = self.resolve(self.spec.client_id.as_ref()).await? {
             #[expect(clippy::disallowed_methods, reason = "comparing client ids")]
