@@ -653,6 +653,11 @@ fn a_key_in_the_environment_is_used_and_no_key_file_is_written() {
     );
 }
 
+async fn ping(c: &Client) -> Result<rmcp::model::CallToolResult, rmcp::ServiceError> {
+    c.call_tool(CallToolRequestParams::new("a__ping").with_arguments(args(&json!({}))))
+        .await
+}
+
 #[tokio::test]
 async fn personal_http_headers_carry_each_principals_own_value() {
     let (url, seen) = capture_upstream().await;
@@ -671,10 +676,6 @@ async fn personal_http_headers_carry_each_principals_own_value() {
     let url = format!("{}/mcp/main", gw.base);
     let alice = http_client(&url, TOKEN, Era::Legacy).await;
     let bob = http_client(&url, OTHER_TOKEN, Era::Legacy).await;
-    async fn ping(c: &Client) -> Result<rmcp::model::CallToolResult, rmcp::ServiceError> {
-        c.call_tool(CallToolRequestParams::new("a__ping").with_arguments(args(&json!({}))))
-            .await
-    }
     seen.lock().unwrap().clear();
     assert_eq!(text_of(&ping(&alice).await.unwrap()), "pong");
     let alice_saw = std::mem::take(&mut *seen.lock().unwrap());
