@@ -8,11 +8,11 @@
 #              gateway: the same checks talk to `mcp-guard serve`, which fronts those servers.
 #   --fixture  conformance fixture binary   (env FIXTURE_BIN;   default: cargo's debug build)
 #   --gateway  mcp-guard binary             (env MCP_GUARD_BIN; default: cargo's debug build)
-#   --only     comma list of groups: py,inspector,everything,conformance (default: all)
+#   --only     comma list of groups: py,inspector,everything,conformance,oauth,pinning (default: all)
 #
 # Env: INTEROP_TARGET (same as --target), INTEROP_OUT (artifacts; default interop/.out),
 #      INTEROP_GATEWAY_CONFIG (use this gateway config file instead of the generated one),
-#      INTEROP_BUDGET (whole-run timeout in seconds, default 300).
+#      INTEROP_BUDGET (whole-run timeout in seconds, default 420).
 #
 # Every check prints `PASS name` or `FAIL name: reason`; the last line is
 # `interop: N passed, M failed`. Exit status is 0 only if nothing failed.
@@ -29,7 +29,7 @@ repo="$(cd "$here/.." && pwd)"
 target="${INTEROP_TARGET:-direct}"
 fixture="${FIXTURE_BIN:-}"
 gateway="${MCP_GUARD_BIN:-}"
-only="py,inspector,everything,conformance,pinning"
+only="py,inspector,everything,conformance,oauth,pinning"
 orig_args=("$@")
 while (($#)); do
     case "$1" in
@@ -44,7 +44,7 @@ done
 case "$target" in direct|gateway) ;; *) echo "run.sh: --target must be direct or gateway" >&2; exit 2 ;; esac
 
 # --- re-exec inside a private network namespace, under a time budget ------------------------
-budget="${INTEROP_BUDGET:-300}"
+budget="${INTEROP_BUDGET:-420}"
 if [[ -z "${INTEROP_INNER:-}" ]]; then
     if [[ $EUID -eq 0 ]] && command -v unshare >/dev/null && unshare -n true 2>/dev/null; then
         exec env INTEROP_INNER=1 INTEROP_NETNS=1 timeout --kill-after=10 "$budget" \
@@ -342,6 +342,38 @@ if want conformance; then
     must_pass next "$conf_next" dns-rebinding-protection
     must_pass next "$conf_next" http-header-validation
     must_pass next "$conf_next" server-session-lifecycle
+fi
+
+# --- 4b. official conformance runner, client authorization scenarios ----------------------------
+# The gateway's own upstream OAuth client (`mcp-guard oauth-client URL`, headless: it reads the
+# auto-approving authorization endpoint's redirect instead of opening a browser) against every
+# `auth/*` client scenario of both runners, each with its baseline as --expected-failures: an
+# unlisted failure or a listed scenario that passes fails the check.
+oauth_client() { # label, runner js, baseline
+    local label="$1" js="$2" base="$3" failed_here=() s
+    local scenarios; scenarios="$(node "$js" list 2>/dev/null | sed -n '/^Client scenarios/,/^Authorization server scenarios/p' | grep -o 'auth/[A-Za-z0-9./-]*')"
+    for s in $scenarios; do
+        if ! timeout 60 node "$js" client --command "$gateway oauth-client" --scenario "$s" \
+            --expected-failures "$base" >"$out/oauth-$label-${s//\//_}.log" 2>&1; then
+            failed_here+=("$s")
+        fi
+    done
+    if ((${#failed_here[@]} == 0)); then
+        pass "conformance-oauth-client/$label ($(wc -w <<<"$scenarios") scenarios, failures match baseline)"
+    else
+        fail "conformance-oauth-client/$label" "not as in $(basename "$base"): ${failed_here[*]}"
+    fi
+}
+
+# It does not depend on --target, so it runs with the direct target only (CI runs both).
+if want oauth && [[ "$target" == direct ]]; then
+    section "conformance client auth (the gateway's upstream OAuth client)"
+    if [[ -x "$gateway" ]]; then
+        oauth_client stable "$conf_stable" "$here/conformance/oauth-client-stable.yml"
+        oauth_client next "$conf_next" "$here/conformance/oauth-client-next.yml"
+    else
+        skip "conformance-oauth-client" "gateway binary not found: $gateway"
+    fi
 fi
 
 # --- 5. tool pinning: the real catalogues of published servers raise no false alarm ---------

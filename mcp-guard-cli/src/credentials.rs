@@ -6,8 +6,12 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
-use mcp_guard_core::config::{GatewayConfig, ServerConfig};
+use std::collections::BTreeMap;
+
+use mcp_guard_core::config::{GatewayConfig, OAuthConfig, OAuthModeConfig, ServerConfig};
 use mcp_guard_core::credential::{Declared, FirstOf, KeySource, Scrubbing, SealedFileStore, StoreKey};
+use mcp_guard_core::upstream::Template;
+use mcp_guard_core::upstream::oauth::{OAuthMode, OAuthServer, OAuthSpec};
 use mcp_guard_core::{CredentialKey, CredentialMode, CredentialStore, EnvCredentialStore};
 use secrecy::SecretString;
 use zeroize::Zeroizing;
@@ -42,6 +46,11 @@ pub(crate) enum CredentialsCommand {
         /// Only this server.
         #[arg(long)]
         server: Option<String>,
+        /// Show what this principal has for each server with personal credentials
+        /// (set / missing; for OAuth servers connected / missing / needs
+        /// re-authentication).
+        #[arg(long)]
+        principal: Option<String>,
     },
     /// Removes a credential.
     Remove {
@@ -102,6 +111,29 @@ pub(crate) struct Stores {
     /// When set (the stdio front door), catalogue connections serve this principal's
     /// calls and resolve its personal credentials.
     pub(crate) catalogue_principal: Option<Arc<str>>,
+    /// Servers the gateway signs in to with OAuth (tokens in the sealed store).
+    pub(crate) oauth: BTreeMap<String, Arc<OAuthServer>>,
+}
+
+/// The OAuth settings of `servers.ID.oauth`, as core takes them.
+fn oauth_spec(o: &OAuthConfig) -> anyhow::Result<OAuthSpec> {
+    let mut spec = OAuthSpec::new(match o.mode {
+        OAuthModeConfig::Shared => OAuthMode::Shared,
+        _ => OAuthMode::Personal,
+    });
+    let t = |v: &Option<String>| -> anyhow::Result<Option<Template>> {
+        v.as_deref()
+            .map(|v| Template::parse(v).map_err(anyhow::Error::msg))
+            .transpose()
+    };
+    spec.client_id = t(&o.client_id)?;
+    spec.client_secret = t(&o.client_secret)?;
+    spec.scopes.clone_from(&o.scopes);
+    spec.client_metadata_url.clone_from(&o.client_metadata_url);
+    if let Some(n) = &o.client_name {
+        spec.client_name.clone_from(n);
+    }
+    Ok(spec)
 }
 
 /// The sealed file first, then the environment (shared names only); names a server
@@ -113,11 +145,11 @@ pub(crate) fn stores(
     config_path: &Path,
     catalogue_principal: Option<&str>,
 ) -> anyhow::Result<Stores> {
-    let sealed = sealed(config, config_path);
+    let sealed = Arc::new(sealed(config, config_path));
     sealed.recover_rotation()?;
     sealed.list()?;
     let chain: Arc<dyn CredentialStore> = Arc::new(FirstOf::new(vec![
-        Arc::new(sealed),
+        sealed.clone(),
         Arc::new(EnvCredentialStore::new()),
     ]));
     let declare = |mut d: Declared<Arc<dyn CredentialStore>>| {
@@ -128,10 +160,23 @@ pub(crate) fn stores(
     };
     let calls = declare(Declared::new(chain.clone()));
     let listing = declare(Declared::new(chain)).blank_personal_for_listing();
+    let calls: Arc<dyn CredentialStore> = Arc::new(Scrubbing::new(calls, crate::known_secrets()));
+    let mut oauth = BTreeMap::new();
+    for (id, server) in &config.servers {
+        if let ServerConfig::Http(h) = server
+            && let Some(o) = &h.oauth
+        {
+            let spec = oauth_spec(o).with_context(|| format!("servers.{id}.oauth"))?;
+            let s = OAuthServer::new(id.as_str(), h.url.clone(), spec, sealed.clone(), calls.clone())
+                .known_secrets(crate::known_secrets());
+            oauth.insert(id.clone(), Arc::new(s));
+        }
+    }
     Ok(Stores {
-        calls: Arc::new(Scrubbing::new(calls, crate::known_secrets())),
+        calls,
         listing: Arc::new(Scrubbing::new(listing, crate::known_secrets())),
         catalogue_principal: catalogue_principal.map(Into::into),
+        oauth,
     })
 }
 
@@ -148,7 +193,13 @@ fn key_for(
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         bail!("invalid name {name:?} (use [A-Za-z0-9_], as in ${{NAME}})");
     }
-    let personal = personal_names(s).iter().any(|n| n == name);
+    let oauth_personal = matches!(s, ServerConfig::Http(h) if h.oauth.as_ref().is_some_and(|o| o.mode == OAuthModeConfig::Personal))
+        && [
+            mcp_guard_core::upstream::oauth::TOKENS,
+            mcp_guard_core::upstream::oauth::NEEDS_REAUTHENTICATION,
+        ]
+        .contains(&name);
+    let personal = oauth_personal || personal_names(s).iter().any(|n| n == name);
     match (principal, personal) {
         (Some(p), true) if !p.trim().is_empty() => Ok(CredentialKey::personal(server, p, name)),
         (Some(_), true) => bail!("--principal must not be empty"),
@@ -191,6 +242,55 @@ fn display(key: &CredentialKey) -> String {
     }
 }
 
+/// One line per server with personal credentials: what `principal` has for it.
+fn principal_report(
+    config: &GatewayConfig,
+    store: &SealedFileStore,
+    only: Option<&str>,
+    principal: &str,
+) -> anyhow::Result<Vec<String>> {
+    use mcp_guard_core::upstream::oauth::{NEEDS_REAUTHENTICATION, TOKENS};
+    let mut out = Vec::new();
+    for (id, server) in &config.servers {
+        if only.is_some_and(|s| s != id) {
+            continue;
+        }
+        let oauth = matches!(server, ServerConfig::Http(h) if h.oauth.as_ref().is_some_and(|o| o.mode == OAuthModeConfig::Personal));
+        if oauth {
+            let get = |name: &str| store.get_sync(&CredentialKey::personal(id.as_str(), principal, name));
+            let state = if let Some(m) = get(NEEDS_REAUTHENTICATION)? {
+                #[expect(clippy::disallowed_methods, reason = "the marker holds no secret")]
+                let v: serde_json::Value =
+                    serde_json::from_str(secrecy::ExposeSecret::expose_secret(&m)).unwrap_or_default();
+                format!(
+                    "needs re-authentication since {} ({})",
+                    mcp_guard_core::time::format_rfc3339(
+                        std::time::UNIX_EPOCH
+                            + std::time::Duration::from_secs(v["since"].as_u64().unwrap_or(0))
+                    ),
+                    v["reason"].as_str().unwrap_or_default()
+                )
+            } else if get(TOKENS)?.is_some() {
+                "connected (OAuth)".to_owned()
+            } else {
+                "missing: sign in through the gateway (GET /auth/upstreams gives the link)".to_owned()
+            };
+            out.push(format!("{id:<20} {principal:<16} {state}"));
+            continue;
+        }
+        for name in personal_names(server) {
+            let key = CredentialKey::personal(id.as_str(), principal, name.as_str());
+            let state = if store.get_sync(&key)?.is_some() {
+                "set"
+            } else {
+                "missing"
+            };
+            out.push(format!("{id:<20} {principal:<16} {name:<24} {state}"));
+        }
+    }
+    Ok(out)
+}
+
 #[allow(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -212,7 +312,18 @@ pub(crate) fn run(command: CredentialsCommand) -> anyhow::Result<()> {
             store.set(&key, &value)?;
             println!("stored {} in {}", key, store.path().display());
         }
-        CredentialsCommand::List { config, server } => {
+        CredentialsCommand::List {
+            config,
+            server,
+            principal: Some(principal),
+        } => {
+            let loaded = crate::load::load(&config)?;
+            let store = sealed(&loaded.config, &config);
+            for line in principal_report(&loaded.config, &store, server.as_deref(), &principal)? {
+                println!("{line}");
+            }
+        }
+        CredentialsCommand::List { config, server, .. } => {
             let loaded = crate::load::load(&config)?;
             let store = sealed(&loaded.config, &config);
             for e in store.list()? {

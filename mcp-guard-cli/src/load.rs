@@ -11,8 +11,9 @@ use mcp_guard_core::config::{
 };
 use mcp_guard_core::pin::{GateMode, HostileTextPolicy, LockFile, PinGate, ToolGate};
 use mcp_guard_core::redact::RedactionConfig;
+use mcp_guard_core::upstream::oauth::{OAuthConnector, OAuthGate, OAuthMode};
 use mcp_guard_core::upstream::{
-    HttpConnector, HttpSpec, MakeInstance, MakeUpstream, PerSessionUpstream, ProcessBudget,
+    Connector, HttpConnector, HttpSpec, MakeInstance, MakeUpstream, PerSessionUpstream, ProcessBudget,
     RecheckCredentials, SessionLimits, SseConnector, StdioConnector, StdioSpec, Template, UpstreamOptions,
 };
 use mcp_guard_core::{
@@ -198,6 +199,99 @@ impl OwnInstance {
     }
 }
 
+/// An HTTP server: one connection for everyone, or (personal header credentials,
+/// personal OAuth) one per gateway session with the principal's own credentials and a
+/// separate listing connection.
+fn http_upstream(
+    id: &str,
+    personal: &[String],
+    spec: HttpSpec,
+    stores: &crate::credentials::Stores,
+    options: UpstreamOptions,
+) -> Arc<dyn Upstream> {
+    let oauth = stores.oauth.get(id).cloned();
+    let personal_oauth = oauth
+        .as_ref()
+        .filter(|o| o.spec().mode == OAuthMode::Personal)
+        .cloned();
+    if personal.is_empty() && personal_oauth.is_none() {
+        let connector: Arc<dyn Connector> = match oauth {
+            Some(o) => Arc::new(OAuthConnector::new(o, spec, stores.calls.clone())),
+            None => Arc::new(HttpConnector::new(id, spec, stores.calls.clone())),
+        };
+        return Arc::new(RmcpUpstream::from_arc(id, connector, options));
+    }
+    // The listing connection: without the personal headers; for OAuth without a token
+    // unless the server refuses that, then with the first signed-in principal's.
+    let catalogue: Arc<dyn Connector> = if let Some(o) = &personal_oauth {
+        Arc::new(OAuthConnector::new(
+            o.clone(),
+            spec.clone(),
+            stores.listing.clone(),
+        ))
+    } else {
+        let mut listing = spec.clone();
+        listing
+            .headers
+            .retain(|_, t| !t.names().any(|n| personal.iter().any(|p| p == n)));
+        Arc::new(HttpConnector::new(id, listing, stores.listing.clone()))
+    };
+    let catalogue: Arc<dyn Upstream> = Arc::new(RmcpUpstream::from_arc(id, catalogue, options.clone()));
+    if let Some(o) = &personal_oauth {
+        // A listing connection may be waiting for a first signed-in principal.
+        let weak = Arc::downgrade(&catalogue);
+        o.on_sign_in(move |_| {
+            if let Some(c) = weak.upgrade() {
+                tokio::spawn(async move { c.refresh().await });
+            }
+        });
+    }
+    let (id, calls, personal): (Arc<str>, _, Vec<String>) =
+        (id.into(), stores.calls.clone(), personal.to_vec());
+    let own = move |p: Arc<str>| -> Arc<dyn Upstream> {
+        let (id2, spec2, calls2, options2, p2, o2) = (
+            id.clone(),
+            spec.clone(),
+            calls.clone(),
+            options.clone(),
+            p.clone(),
+            personal_oauth.clone(),
+        );
+        let instance: MakeInstance = Arc::new(move || {
+            let c: Arc<dyn Connector> = match &o2 {
+                Some(o) => Arc::new(
+                    OAuthConnector::new(o.clone(), spec2.clone(), calls2.clone()).for_principal(p2.clone()),
+                ),
+                None => Arc::new(
+                    HttpConnector::new(id2.clone(), spec2.clone(), calls2.clone()).for_principal(p2.clone()),
+                ),
+            };
+            Arc::new(RmcpUpstream::from_arc(id2.clone(), c, options2.clone()))
+        });
+        let recheck: Arc<dyn Upstream> = Arc::new(
+            RecheckCredentials::new(
+                id.clone(),
+                Some(p.clone()),
+                spec.headers.values().cloned().collect(),
+                calls.clone(),
+                instance,
+            )
+            .personal_names(personal.iter().cloned()),
+        );
+        match &personal_oauth {
+            Some(o) => Arc::new(OAuthGate::new(o.clone(), p, recheck)),
+            None => recheck,
+        }
+    };
+    let sessionless = stores.catalogue_principal.clone().map(&own);
+    let make: MakeUpstream = Arc::new(move |session| own(session.principal_id().into()));
+    let mut per_session = PerSessionUpstream::new(catalogue, make, SessionLimits::default());
+    if let Some(u) = sessionless {
+        per_session = per_session.sessionless(u);
+    }
+    Arc::new(per_session)
+}
+
 pub(crate) fn upstreams(
     config: &GatewayConfig,
     stores: &crate::credentials::Stores,
@@ -285,11 +379,7 @@ pub(crate) fn upstreams(
                 let mut spec = HttpSpec::new(h.url.clone());
                 spec.headers = templates(&h.headers).with_context(|| format!("servers.{id}.headers"))?;
                 spec.reuse_connections = h.reuse_connections;
-                Arc::new(RmcpUpstream::new(
-                    id.as_str(),
-                    HttpConnector::new(id.as_str(), spec, credentials.clone()),
-                    options,
-                ))
+                http_upstream(id, &h.personal, spec, stores, options)
             }
             ServerConfig::Sse(h) => {
                 let mut spec = HttpSpec::new(h.url.clone());

@@ -14,6 +14,7 @@ mod explain;
 mod fixture;
 mod import;
 mod load;
+mod oauth_client;
 mod pins;
 
 use std::net::SocketAddr;
@@ -160,6 +161,13 @@ enum Command {
         /// Exit after the demonstration call instead of serving.
         #[arg(long)]
         once: bool,
+    },
+    /// The gateway's upstream OAuth client, headless, against one OAuth-protected MCP
+    /// server (for the conformance suite's client authorization scenarios).
+    #[command(hide = true)]
+    OauthClient {
+        /// The server's MCP URL.
+        url: String,
     },
     /// A bundled MCP server on stdio (the demo's upstreams and the test fixture).
     #[command(hide = true)]
@@ -462,7 +470,7 @@ async fn serve(
     );
     let authorization =
         connect::authorization_server(&cfg, &config, &store, &sessions, &built.gateway, &stores)?;
-    let mut edge = HttpEdge::new(built.gateway.clone(), built.service, auth)
+    let mut edge = HttpEdge::new(built.gateway.clone(), built.service, auth.clone())
         .audit(sink.clone())
         .sessions(sessions)
         .options(http_options(&cfg))
@@ -473,6 +481,9 @@ async fn serve(
     let mut app = edge.router();
     if let Some(a) = &authorization {
         app = a.router().merge(app);
+    }
+    if let Some(upstream) = upstream_auth(&cfg, &stores)? {
+        app = app.merge(upstream.authenticate(auth.clone()).router());
     }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -501,6 +512,30 @@ async fn serve(
     sink.flush().await.context("flushing the audit trail")?;
     tracing::info!(processes = mcp_guard_core::upstream::live_processes(), "stopped");
     Ok(())
+}
+
+/// The sign-in routes for servers principals sign in to with OAuth (none: `None`).
+fn upstream_auth(
+    cfg: &mcp_guard_core::config::GatewayConfig,
+    stores: &credentials::Stores,
+) -> anyhow::Result<Option<mcp_guard_tower::upstream_auth::UpstreamAuth>> {
+    let personal: Vec<_> = stores
+        .oauth
+        .values()
+        .filter(|o| o.spec().mode == mcp_guard_core::upstream::oauth::OAuthMode::Personal)
+        .cloned()
+        .collect();
+    if personal.is_empty() {
+        return Ok(None);
+    }
+    let public_url = cfg
+        .gateway
+        .public_url
+        .as_deref()
+        .context("personal OAuth servers need gateway.public_url")?;
+    Ok(Some(mcp_guard_tower::upstream_auth::UpstreamAuth::new(
+        personal, public_url,
+    )?))
 }
 
 /// Applies revocations from other processes and expiries every 250 ms, and keeps the
@@ -770,6 +805,7 @@ fn main() -> std::process::ExitCode {
                 ));
             }
             Command::Credentials { command } => credentials::run(command),
+            Command::OauthClient { url } => oauth_client::run(url).await,
             Command::Import { source } => import::run(source),
             Command::Demo { port, once } => demo::run(port, once).await,
             Command::Fixture {

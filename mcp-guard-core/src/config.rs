@@ -647,10 +647,59 @@ pub struct HttpServerConfig {
     /// `gateway.max_response_bytes`).
     #[serde(default)]
     pub max_response_bytes: Option<usize>,
-    /// Personal placeholder names: not supported for HTTP servers yet (a configuration
-    /// error), which share one connection between principals.
+    /// Placeholder names of `headers` that are personal: `${NAME}` is filled with the
+    /// calling principal's own credential, and each gateway session gets its own
+    /// connection (listing uses a connection with those headers left out).
     #[serde(default)]
     pub personal: Vec<String>,
+    /// The gateway signs in to this server with OAuth 2.1 (streamable HTTP only).
+    #[serde(default)]
+    pub oauth: Option<OAuthConfig>,
+}
+
+/// `[servers.ID.oauth]`: the gateway as the OAuth client of an HTTP upstream.
+///
+/// ```toml
+/// [servers.github.oauth]
+/// mode = "personal"                      # or "shared" (client credentials)
+/// client_id = "Iv1.0123"                 # optional: else a metadata document or registration
+/// client_secret = "${GITHUB_CLIENT_SECRET}"
+/// scopes = ["repo"]
+/// ```
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct OAuthConfig {
+    /// `personal`: each principal signs in (authorization code + PKCE); `shared`: the
+    /// gateway's own client-credentials token for everyone.
+    pub mode: OAuthModeConfig,
+    /// A pre-registered client id (may be a `${NAME}` placeholder).
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// The pre-registered client's secret: a `${NAME}` placeholder, never inline.
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    /// Scopes to request (default: what the server's challenge or metadata names).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// An HTTPS URL of the gateway's client ID metadata document, used when the
+    /// authorization server supports those and no `client_id` is set.
+    #[serde(default)]
+    pub client_metadata_url: Option<String>,
+    /// The client name given at dynamic registration (default `mcp-guard`).
+    #[serde(default)]
+    pub client_name: Option<String>,
+}
+
+/// Who signs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum OAuthModeConfig {
+    /// Each principal with their own account.
+    Personal,
+    /// The gateway, with client credentials.
+    Shared,
 }
 
 /// `[endpoints.NAME]`.
@@ -1132,6 +1181,73 @@ fn check_personal(
     }
 }
 
+fn check_oauth(
+    entry: &str,
+    o: &OAuthConfig,
+    h: &HttpServerConfig,
+    sse: bool,
+    has_public_url: bool,
+    errors: &mut Vec<ConfigError>,
+) {
+    let mut err = |field: &str, message: &str| {
+        errors.push(ConfigError {
+            entry: format!("{entry}.oauth{field}"),
+            message: message.to_owned(),
+        });
+    };
+    if sse {
+        err(
+            "",
+            "OAuth is supported for streamable HTTP servers (transport = \"http\") only",
+        );
+    }
+    if h.headers.keys().any(|k| k.eq_ignore_ascii_case("authorization")) {
+        err(
+            "",
+            "a server signed in to with OAuth must not also set an Authorization header",
+        );
+    }
+    if o.mode == OAuthModeConfig::Personal && !has_public_url {
+        err(
+            ".mode",
+            "personal OAuth needs gateway.public_url (the sign-in redirect URI is built from it)",
+        );
+    }
+    if o.mode == OAuthModeConfig::Shared && (o.client_id.is_none() || o.client_secret.is_none()) {
+        err(
+            ".mode",
+            "shared OAuth (client credentials) needs client_id and client_secret",
+        );
+    }
+    if o.client_secret.is_some() && o.client_id.is_none() {
+        err(".client_secret", "a client secret needs its client_id");
+    }
+    if let Some(s) = &o.client_secret
+        && !(s.starts_with("${") && s.ends_with('}') && Template::parse(s).is_ok())
+    {
+        err(
+            ".client_secret",
+            "must be a ${NAME} placeholder (set the value with `mcp-guard credentials set`)",
+        );
+    }
+    for (field, v) in [("client_id", &o.client_id), ("client_secret", &o.client_secret)] {
+        if let Some(v) = v
+            && let Err(e) = Template::parse(v)
+        {
+            err(&format!(".{field}"), &e);
+        }
+    }
+    if o.client_metadata_url
+        .as_deref()
+        .is_some_and(|u| !u.starts_with("https://") || u.trim_end_matches('/').matches('/').count() < 3)
+    {
+        err(
+            ".client_metadata_url",
+            "must be an https:// URL with a path (a client ID metadata document)",
+        );
+    }
+}
+
 impl GatewayConfig {
     /// Checks everything that can be checked without connecting.
     ///
@@ -1282,12 +1398,17 @@ impl GatewayConfig {
                         });
                     }
                     check_templates("headers", &h.headers, &mut errors);
-                    if !h.personal.is_empty() {
+                    check_personal(&entry, &h.personal, &h.headers, &mut errors);
+                    if h.oauth.is_some() && !h.personal.is_empty() {
                         err(
                             &mut errors,
                             format!("{entry}.personal"),
-                            "personal credentials are not supported for HTTP servers yet (one connection serves every principal); use a stdio server with isolation = \"session\"".into(),
+                            "personal header credentials cannot be combined with oauth on one server".into(),
                         );
+                    }
+                    if let Some(o) = &h.oauth {
+                        let sse = matches!(server, ServerConfig::Sse(_));
+                        check_oauth(&entry, o, h, sse, self.gateway.public_url.is_some(), &mut errors);
                     }
                     for (k, v) in &h.headers {
                         let sensitive = ["authorization", "cookie", "x-api-key", "api-key"]

@@ -56,8 +56,8 @@ pub use call::{
 };
 #[doc(inline)]
 pub use credential::{
-    Credential, CredentialError, CredentialKey, CredentialMode, CredentialStore, EnvCredentialStore,
-    MemoryCredentialStore,
+    Credential, CredentialError, CredentialKey, CredentialMode, CredentialStore, CredentialWriter,
+    EnvCredentialStore, MemoryCredentialStore,
 };
 #[doc(inline)]
 pub use policy::{Decision, Denial, DenyAll, Grant, GrantPolicy, Policy, PolicyError};

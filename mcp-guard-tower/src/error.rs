@@ -161,6 +161,44 @@ fn human_duration(d: std::time::Duration) -> String {
     }
 }
 
+/// A call that needs the principal to sign in to the upstream (first time or again).
+fn sign_in_error(u: UpstreamError) -> ErrorData {
+    match u {
+        UpstreamError::MissingPersonalCredentials {
+            server,
+            principal,
+            authorize_url: Some(url),
+            ..
+        } => ErrorData::invalid_request(
+            format!("server {server} needs you to sign in first: open {url}"),
+            Some(serde_json::json!({ "authorizationRequired": {
+                "server": server,
+                "principal": principal,
+                "authorizeUrl": url,
+            } })),
+        ),
+        UpstreamError::NeedsReauthentication {
+            server,
+            principal,
+            reason,
+            authorize_url,
+        } => ErrorData::invalid_request(
+            match &authorize_url {
+                Some(url) => format!("server {server} needs you to sign in again ({reason}): open {url}"),
+                None => format!("server {server} needs you to sign in again ({reason})"),
+            },
+            Some(serde_json::json!({ "authorizationRequired": {
+                "server": server,
+                "principal": principal,
+                "reauthenticate": true,
+                "reason": reason,
+                "authorizeUrl": authorize_url,
+            } })),
+        ),
+        other => ErrorData::internal_error(format!("upstream error: {other}"), None),
+    }
+}
+
 fn upstream_error(u: UpstreamError) -> ErrorData {
     match u {
         UpstreamError::Rpc(e) => e,
@@ -176,11 +214,17 @@ fn upstream_error(u: UpstreamError) -> ErrorData {
                 ),
             )
         }
+        u @ (UpstreamError::MissingPersonalCredentials {
+            authorize_url: Some(_),
+            ..
+        }
+        | UpstreamError::NeedsReauthentication { .. }) => sign_in_error(u),
         UpstreamError::MissingPersonalCredentials {
             server,
             principal,
             personal,
             shared,
+            ..
         } => {
             let set: Vec<String> = personal
                 .iter()

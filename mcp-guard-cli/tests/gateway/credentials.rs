@@ -553,10 +553,10 @@ fn personal_names_are_validated() {
             "isolation = \"session\"",
         ),
         (
-            "[servers.h]\ntransport = \"http\"\nurl = \"http://127.0.0.1:1/mcp\"\nheaders = { Authorization = \"Bearer ${T}\" }\npersonal = [\"T\"]\n"
+            "[servers.h]\ntransport = \"http\"\nurl = \"http://127.0.0.1:1/mcp\"\nheaders = { Authorization = \"Bearer ${T}\" }\npersonal = [\"U\"]\n"
                 .to_owned(),
-            "servers.h.personal",
-            "not supported for HTTP servers yet",
+            "servers.h.personal[0]",
+            "is not a ${NAME} placeholder",
         ),
         (
             "[credentials]\nstore = \"same\"\nkey_file = \"same\"\n".to_owned(),
@@ -651,4 +651,58 @@ fn a_key_in_the_environment_is_used_and_no_key_file_is_written() {
         err.contains("MCP_GUARD_CREDENTIALS_KEY") && err.contains("need 32") && !err.contains("c2hvcnQ="),
         "{err}"
     );
+}
+
+async fn ping(c: &Client) -> Result<rmcp::model::CallToolResult, rmcp::ServiceError> {
+    c.call_tool(CallToolRequestParams::new("a__ping").with_arguments(args(&json!({}))))
+        .await
+}
+
+#[tokio::test]
+async fn personal_http_headers_carry_each_principals_own_value() {
+    let (url, seen) = capture_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    let config = format!(
+        "{AUTH}[[grants]]\nroles = [\"other\"]\nnames = [\"*\"]\n\n\
+         [servers.a]\ntransport = \"http\"\nurl = \"{url}\"\n\
+         headers = {{ Authorization = \"Bearer ${{API_T}}\", X-Team = \"${{TEAM}}\" }}\npersonal = [\"API_T\"]\n\n\
+         [endpoints.main.servers.a]\ntools = [\"ping\"]\n"
+    );
+    std::fs::write(&path, config).unwrap();
+    set(&path, "a", "API_T", Some("alice"), ALICE);
+    set(&path, "a", "TEAM", None, SHARED);
+    let gw = serve_logged(dir.path(), &[]).await;
+    let url = format!("{}/mcp/main", gw.base);
+    let alice = http_client(&url, TOKEN, Era::Legacy).await;
+    let bob = http_client(&url, OTHER_TOKEN, Era::Legacy).await;
+    seen.lock().unwrap().clear();
+    assert_eq!(text_of(&ping(&alice).await.unwrap()), "pong");
+    let alice_saw = std::mem::take(&mut *seen.lock().unwrap());
+    // Bob has no value of his own: refused with the command to set it, nothing sent.
+    let e = ping(&bob).await.unwrap_err();
+    let data = error_data(&e);
+    assert_eq!(
+        data["data"]["missingCredentials"][0]["principal"], "bob",
+        "{data}"
+    );
+    assert!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .all(|h| h.get("authorization").is_none()),
+        "bob's call reached the upstream with a token"
+    );
+    // Alice's connection carries her value; the listing connection carries none (never
+    // an empty or someone else's); the shared header goes on both.
+    assert!(alice_saw.iter().any(|h| h.get("authorization").is_some()));
+    for h in &alice_saw {
+        if let Some(v) = h.get("authorization") {
+            assert_eq!(v, &format!("Bearer {ALICE}"));
+        }
+        assert_eq!(h["x-team"], SHARED);
+    }
+    let _ = alice.cancel().await;
+    let _ = bob.cancel().await;
+    drop(gw);
 }

@@ -18,6 +18,7 @@ mod federation;
 mod hygiene;
 mod isolation;
 mod lifecycle;
+mod oauth;
 mod pinning;
 mod policy;
 mod redaction;

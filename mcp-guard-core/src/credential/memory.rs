@@ -4,7 +4,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use async_trait::async_trait;
 use secrecy::SecretString;
 
-use super::{Credential, CredentialError, CredentialKey, CredentialStore};
+use super::{Credential, CredentialError, CredentialKey, CredentialStore, CredentialWriter};
 
 /// Credentials held in memory; for tests and embedding. Cheap to clone.
 #[derive(Debug, Clone, Default)]
@@ -45,5 +45,28 @@ impl CredentialStore for MemoryCredentialStore {
             .unwrap_or_else(PoisonError::into_inner)
             .get(key)
             .cloned())
+    }
+}
+
+#[async_trait]
+impl CredentialWriter for MemoryCredentialStore {
+    async fn put(&self, key: &CredentialKey, value: &SecretString) -> Result<(), CredentialError> {
+        self.set(key.clone(), value.clone());
+        Ok(())
+    }
+
+    async fn delete(&self, key: &CredentialKey) -> Result<bool, CredentialError> {
+        Ok(self.remove(key))
+    }
+
+    async fn keys(&self, server: &str) -> Result<Vec<CredentialKey>, CredentialError> {
+        Ok(self
+            .map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .filter(|k| *k.server == *server)
+            .cloned()
+            .collect())
     }
 }

@@ -139,6 +139,44 @@ impl<C: CredentialStore + ?Sized> CredentialStore for Arc<C> {
     }
 }
 
+/// A store the gateway can also write: OAuth tokens it obtains and refreshes, and the
+/// "needs re-authentication" marker, are kept next to the credentials operators set.
+#[async_trait]
+pub trait CredentialWriter: CredentialStore {
+    /// Stores (or replaces) the value for `key`.
+    ///
+    /// # Errors
+    /// The backend failed; nothing was stored.
+    async fn put(&self, key: &CredentialKey, value: &SecretString) -> Result<(), CredentialError>;
+
+    /// Removes `key`; returns whether it was stored.
+    ///
+    /// # Errors
+    /// The backend failed.
+    async fn delete(&self, key: &CredentialKey) -> Result<bool, CredentialError>;
+
+    /// Every stored key of `server` (names only, never values).
+    ///
+    /// # Errors
+    /// The backend failed.
+    async fn keys(&self, server: &str) -> Result<Vec<CredentialKey>, CredentialError>;
+}
+
+#[async_trait]
+impl<C: CredentialWriter + ?Sized> CredentialWriter for Arc<C> {
+    async fn put(&self, key: &CredentialKey, value: &SecretString) -> Result<(), CredentialError> {
+        (**self).put(key, value).await
+    }
+
+    async fn delete(&self, key: &CredentialKey) -> Result<bool, CredentialError> {
+        (**self).delete(key).await
+    }
+
+    async fn keys(&self, server: &str) -> Result<Vec<CredentialKey>, CredentialError> {
+        (**self).keys(server).await
+    }
+}
+
 /// A store that tells a [`KnownSecrets`](crate::redact::KnownSecrets) registry every
 /// secret it hands out, so the redactor scrubs it from anything an upstream sends back.
 pub struct Scrubbing<S> {

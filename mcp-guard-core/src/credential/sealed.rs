@@ -780,6 +780,29 @@ impl CredentialStore for SealedFileStore {
     }
 }
 
+/// Writes go to the file under its lock, synchronously (a small file; the OAuth
+/// writes are rare: a sign-in, a refresh).
+#[async_trait]
+impl super::CredentialWriter for SealedFileStore {
+    async fn put(&self, key: &CredentialKey, value: &SecretString) -> Result<(), CredentialError> {
+        self.set(key, value).map_err(CredentialError::backend)
+    }
+
+    async fn delete(&self, key: &CredentialKey) -> Result<bool, CredentialError> {
+        self.remove(key).map_err(CredentialError::backend)
+    }
+
+    async fn keys(&self, server: &str) -> Result<Vec<CredentialKey>, CredentialError> {
+        Ok(self
+            .list()
+            .map_err(CredentialError::backend)?
+            .into_iter()
+            .map(|e| e.key)
+            .filter(|k| *k.server == *server)
+            .collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

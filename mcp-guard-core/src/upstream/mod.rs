@@ -10,6 +10,7 @@
 mod child;
 mod client;
 mod connect;
+pub mod oauth;
 mod per_session;
 mod placeholder;
 mod recheck;
@@ -295,6 +296,23 @@ pub enum UpstreamError {
         personal: Vec<String>,
         /// Missing shared names (an operator sets these).
         shared: Vec<String>,
+        /// For a server the principal signs in to with OAuth: a link that starts the
+        /// sign-in (single-use, short-lived, bound to the principal and server).
+        authorize_url: Option<String>,
+    },
+    /// The principal's OAuth grant for the server stopped working (the authorization
+    /// server rejected the refresh token, or the server refused the token): the
+    /// principal signs in again.
+    #[error("upstream {server} needs principal {principal} to sign in again: {reason}")]
+    NeedsReauthentication {
+        /// Server id.
+        server: String,
+        /// Whose grant.
+        principal: String,
+        /// Why, in words.
+        reason: String,
+        /// A link that starts the sign-in, when the gateway can build one.
+        authorize_url: Option<String>,
     },
     /// The connection ended while the request was in flight.
     #[error("upstream {server} terminated")]

@@ -113,6 +113,7 @@ impl RecheckCredentials {
                 principal: p.to_string(),
                 personal,
                 shared,
+                authorize_url: None,
             }),
             _ => Err(UpstreamError::MissingCredentials {
                 server: self.server.to_string(),

@@ -589,7 +589,10 @@ impl Upstream for RmcpUpstream {
         Ok(read(&self.shared.catalog))
     }
 
+    /// An explicit refresh does not wait out the reconnect backoff (it follows an event
+    /// that may have fixed the cause, such as a sign-in).
     async fn refresh(&self) {
+        self.shared.connect_lock.lock().await.next_attempt = None;
         if self.shared.connection().await.is_ok() {
             self.shared.refresh_catalog(true).await;
         }
