@@ -97,7 +97,7 @@ const providerConfig = await startGateway(
     `[[auth.server.users]]\nid = "alice"\nroles = ["eng"]\n\n` +
     `[[grants]]\nroles = ["eng"]\nnames = ["*"]\n\n` +
     fixtureTable("notes") +
-    `[endpoints.notes]\ndescription = "Alice's notes (upstream provider)"\n[endpoints.notes.servers.notes]\ntools = ["*"]\n`,
+    `[endpoints.notes]\ndescription = "Alice's notes (upstream provider)"\nnamespace = false\n[endpoints.notes.servers.notes]\ntools = ["*"]\n`,
   providerPort,
 );
 

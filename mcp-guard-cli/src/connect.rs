@@ -11,12 +11,14 @@ use mcp_guard_core::access::{AccessStore, Sessions, parse_duration};
 use mcp_guard_core::config::{GatewayConfig, ServerConfig};
 use mcp_guard_core::credential::{CredentialKey, CredentialStore, SealedFileStore};
 use mcp_guard_core::policy::GrantPolicy;
+use mcp_guard_core::upstream::oauth::PersonalState as OAuthState;
 use mcp_guard_core::{Action, CallContext, Operation, Principal};
 use mcp_guard_tower::authorize::{
     AuthServerSettings, AuthorizationServer, EndpointCatalog, OidcSettings, PersonalCredentials,
     PersonalServer, PersonalState,
 };
 use mcp_guard_tower::federation::Gateway;
+use mcp_guard_tower::upstream_auth::UpstreamAuth;
 use secrecy::SecretString;
 
 use crate::load;
@@ -194,6 +196,7 @@ pub(crate) fn authorization_server(
     sessions: &Sessions,
     gateway: &Gateway,
     stores: &crate::credentials::Stores,
+    upstream: Option<&UpstreamAuth>,
 ) -> anyhow::Result<Option<AuthorizationServer>> {
     let Some(a) = &cfg.auth.server else {
         return Ok(None);
@@ -238,6 +241,7 @@ pub(crate) fn authorization_server(
         servers: personal_servers(cfg),
         stores: stores.clone(),
         sealed: crate::credentials::sealed(cfg, config_path),
+        oauth: upstream.cloned(),
     });
     let mut server = AuthorizationServer::new(
         settings,
@@ -323,9 +327,9 @@ impl EndpointCatalog for Catalog {
     }
 }
 
-/// Per endpoint: (server, description, personal names) of its enabled servers that
-/// declare personal credentials.
-type PersonalMap = std::collections::BTreeMap<String, Vec<(String, Option<String>, Vec<String>)>>;
+/// Per endpoint: (server, description, personal names, personal OAuth) of its enabled
+/// servers that need the user's own credentials.
+type PersonalMap = std::collections::BTreeMap<String, Vec<(String, Option<String>, Vec<String>, bool)>>;
 
 fn personal_servers(cfg: &GatewayConfig) -> PersonalMap {
     let mut out = PersonalMap::new();
@@ -335,13 +339,19 @@ fn personal_servers(cfg: &GatewayConfig) -> PersonalMap {
             let Some(server) = cfg.servers.get(id).filter(|_| sel.enabled) else {
                 continue;
             };
-            let (names, description) = match server {
-                ServerConfig::Stdio(s) if s.enabled => (&s.personal, &s.description),
-                ServerConfig::Http(h) | ServerConfig::Sse(h) if h.enabled => (&h.personal, &h.description),
+            let (names, description, oauth) = match server {
+                ServerConfig::Stdio(s) if s.enabled => (&s.personal, &s.description, false),
+                ServerConfig::Http(h) | ServerConfig::Sse(h) if h.enabled => (
+                    &h.personal,
+                    &h.description,
+                    h.oauth
+                        .as_ref()
+                        .is_some_and(|o| o.mode == mcp_guard_core::config::OAuthModeConfig::Personal),
+                ),
                 _ => continue,
             };
-            if !names.is_empty() {
-                list.push((id.clone(), description.clone(), names.clone()));
+            if !names.is_empty() || oauth {
+                list.push((id.clone(), description.clone(), names.clone(), oauth));
             }
         }
         out.insert(name.clone(), list);
@@ -353,13 +363,30 @@ struct Personal {
     servers: PersonalMap,
     stores: crate::credentials::Stores,
     sealed: SealedFileStore,
+    oauth: Option<UpstreamAuth>,
 }
 
 #[async_trait]
 impl PersonalCredentials for Personal {
     async fn servers(&self, principal: &Principal, endpoint: &str) -> Vec<PersonalServer> {
         let mut out = Vec::new();
-        for (server, description, names) in self.servers.get(endpoint).into_iter().flatten() {
+        for (server, description, names, oauth) in self.servers.get(endpoint).into_iter().flatten() {
+            if *oauth {
+                let state = match &self.oauth {
+                    Some(o) => match o.personal_state(principal.id(), server).await {
+                        OAuthState::Connected { .. } => PersonalState::Done,
+                        OAuthState::NeedsReauthentication { .. } => PersonalState::NeedsReauthentication,
+                        _ => PersonalState::NeedsOAuth,
+                    },
+                    None => PersonalState::NeedsOAuth,
+                };
+                out.push(
+                    PersonalServer::new(server.clone(), state)
+                        .description(description.clone())
+                        .oauth(true),
+                );
+                continue;
+            }
             let mut done = true;
             for n in names {
                 let key = CredentialKey::personal(server.as_str(), principal.id(), n.as_str());
@@ -392,7 +419,7 @@ impl PersonalCredentials for Personal {
             .servers
             .values()
             .flatten()
-            .any(|(s, _, names)| s == server && names.iter().any(|n| n == name));
+            .any(|(s, _, names, _)| s == server && names.iter().any(|n| n == name));
         if !declared {
             return Err(format!("{name} is not a personal credential of {server}").into());
         }
@@ -402,8 +429,11 @@ impl PersonalCredentials for Personal {
         Ok(())
     }
 
-    fn oauth_start(&self, _: &Principal, _: &str, _: &str) -> Option<String> {
-        None
+    fn oauth_start(&self, principal: &Principal, server: &str, return_to: &str) -> Option<String> {
+        self.oauth
+            .as_ref()?
+            .start_url(principal, server, Some(return_to))
+            .ok()
     }
 }
 

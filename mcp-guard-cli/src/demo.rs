@@ -76,7 +76,7 @@ pub(crate) async fn run(port: u16, once: bool) -> anyhow::Result<()> {
             .maintain(std::time::Duration::from_millis(250), shutdown.clone()),
     );
     let authorization =
-        crate::connect::authorization_server(&cfg, &path, &store, &sessions, &built.gateway, &stores)?
+        crate::connect::authorization_server(&cfg, &path, &store, &sessions, &built.gateway, &stores, None)?
             .context("the demo configures the built-in authorization server")?;
     let app = authorization.router().merge(
         HttpEdge::new(built.gateway.clone(), built.service, Arc::new(auth))

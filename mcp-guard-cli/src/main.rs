@@ -468,8 +468,16 @@ async fn serve(
         },
         &close_sessions,
     );
-    let authorization =
-        connect::authorization_server(&cfg, &config, &store, &sessions, &built.gateway, &stores)?;
+    let upstream = upstream_auth(&cfg, &stores)?;
+    let authorization = connect::authorization_server(
+        &cfg,
+        &config,
+        &store,
+        &sessions,
+        &built.gateway,
+        &stores,
+        upstream.as_ref(),
+    )?;
     let mut edge = HttpEdge::new(built.gateway.clone(), built.service, auth.clone())
         .audit(sink.clone())
         .sessions(sessions)
@@ -482,7 +490,12 @@ async fn serve(
     if let Some(a) = &authorization {
         app = a.router().merge(app);
     }
-    if let Some(upstream) = upstream_auth(&cfg, &stores)? {
+    if let Some(mut upstream) = upstream {
+        if let Some(a) = authorization.clone() {
+            // With the gateway's own sign-in, a start link works only in a browser
+            // signed in as the principal it was made for.
+            upstream = upstream.require_browser_sign_in(move |headers| a.signed_in(headers));
+        }
         app = app.merge(upstream.authenticate(auth.clone()).router());
     }
     let listener = tokio::net::TcpListener::bind(addr)

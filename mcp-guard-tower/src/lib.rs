@@ -72,6 +72,7 @@ pub mod redact;
 mod request;
 mod router;
 pub mod stdio;
+mod style;
 pub mod upstream_auth;
 
 #[doc(no_inline)]

@@ -90,7 +90,11 @@ struct Inner {
     authenticate: std::sync::OnceLock<Arc<dyn crate::auth::Authenticate>>,
     consents: Mutex<HashMap<String, Consent>>,
     flows: Mutex<HashMap<String, Flow>>,
+    browser: std::sync::OnceLock<BrowserCheck>,
 }
+
+/// Who a browser is signed in as (the built-in authorization server's sign-in).
+type BrowserCheck = Arc<dyn Fn(&HeaderMap) -> Option<String> + Send + Sync>;
 
 /// The sign-in routes and links for OAuth-protected upstreams. Cheap to clone.
 #[derive(Clone)]
@@ -171,6 +175,7 @@ impl UpstreamAuth {
             authenticate: std::sync::OnceLock::new(),
             consents: Mutex::default(),
             flows: Mutex::default(),
+            browser: std::sync::OnceLock::new(),
         });
         for (id, s) in &inner.servers {
             s.set_redirect_uri(format!("{}/auth/{id}/callback", inner.public_url));
@@ -187,6 +192,38 @@ impl UpstreamAuth {
     pub fn authenticate(self, auth: Arc<dyn crate::auth::Authenticate>) -> Self {
         let _ = self.inner.authenticate.set(auth);
         self
+    }
+
+    /// Requires the browser that opens a start link to be signed in (with the
+    /// gateway's own sign-in, `signed_in` tells as whom) as the principal the link was
+    /// made for: without it, whoever holds a link could attach their own upstream
+    /// account to that principal. A browser not signed in is sent to `/oauth/signin`
+    /// first. Set once; later calls are ignored.
+    #[must_use]
+    pub fn require_browser_sign_in(
+        self,
+        signed_in: impl Fn(&HeaderMap) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        let _ = self.inner.browser.set(Arc::new(signed_in));
+        self
+    }
+
+    /// `Err(answer)` when the browser must sign in first or is someone else.
+    #[allow(clippy::result_large_err, reason = "the refusal is the answer to send")]
+    fn check_browser(&self, headers: &HeaderMap, principal: &str, again: &str) -> Result<(), Response> {
+        let Some(check) = self.inner.browser.get() else {
+            return Ok(());
+        };
+        match check(headers) {
+            Some(p) if p == principal => Ok(()),
+            Some(_) => Err(refused(
+                "this sign-in link was made for another user than the one signed in here",
+            )),
+            None => {
+                let next: String = url::form_urlencoded::byte_serialize(again.as_bytes()).collect();
+                Err(axum::response::Redirect::to(&format!("/oauth/signin?next={next}")).into_response())
+            }
+        }
     }
 
     /// Every sign-in server's state for `principal`, with a start link where one is
@@ -226,6 +263,18 @@ impl UpstreamAuth {
             .route("/auth/{server}/start", get(consent_page).post(decide))
             .route("/auth/{server}/callback", get(callback))
             .route("/auth/upstreams", get(report))
+            .route(
+                "/auth/style.css",
+                get(|| async {
+                    (
+                        [
+                            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+                            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                        ],
+                        crate::style::STYLE,
+                    )
+                }),
+            )
             .with_state(self.clone())
     }
 
@@ -339,10 +388,10 @@ fn escape(s: &str) -> String {
 /// An HTML page that cannot be framed, cached, or run scripts.
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
     let html = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title>\
-         <style>body{{font-family:sans-serif;max-width:40em;margin:3em auto;line-height:1.5}}\
-         dt{{font-weight:bold}}button{{margin-right:1em;padding:.4em 1.2em}}</style></head>\
-         <body><h1>{t}</h1>{body}</body></html>",
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{t} · mcp-guard</title><link rel=\"stylesheet\" href=\"/auth/style.css\"></head>\
+         <body><main><h1>{t}</h1>{body}</main></body></html>",
         t = escape(title)
     );
     let mut r = (status, html).into_response();
@@ -353,7 +402,9 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
     );
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -394,6 +445,7 @@ struct StartQuery {
 async fn consent_page(
     State(auth): State<UpstreamAuth>,
     Path(server): Path<String>,
+    headers: HeaderMap,
     Query(q): Query<StartQuery>,
 ) -> Response {
     let Some(oauth) = auth.inner.servers.get(&server).cloned() else {
@@ -402,6 +454,13 @@ async fn consent_page(
     let Some(ticket) = auth.open_ticket(&q.ticket, &server) else {
         return refused("this sign-in link is invalid, expired or already used; ask for a new one");
     };
+    if let Err(r) = auth.check_browser(
+        &headers,
+        &ticket.principal,
+        &format!("/auth/{server}/start?ticket={}", q.ticket),
+    ) {
+        return r;
+    }
     let discovery = match oauth.discover(&ticket.principal).await {
         Ok(d) => d,
         Err(e) => {
@@ -431,8 +490,8 @@ async fn consent_page(
          <form method=\"post\" action=\"/auth/{server}/start\">\
          <input type=\"hidden\" name=\"ticket\" value=\"{ticket}\">\
          <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-         <button name=\"decision\" value=\"approve\">Approve</button>\
-         <button name=\"decision\" value=\"deny\">Cancel</button></form>",
+         <div class=\"actions\"><button name=\"decision\" value=\"approve\">Approve</button>\
+         <button name=\"decision\" value=\"deny\" class=\"secondary\">Cancel</button></div></form>",
         principal = escape(&ticket.principal),
         server = escape(&server),
         url = escape(oauth.url()),
@@ -510,6 +569,13 @@ async fn decide(
     };
     if ticket.nonce != consent.ticket.nonce || ticket.principal != consent.ticket.principal {
         return refused("the form does not belong to this sign-in link");
+    }
+    if let Err(r) = auth.check_browser(
+        &headers,
+        &ticket.principal,
+        &format!("/auth/{server}/start?ticket={}", form.ticket),
+    ) {
+        return r;
     }
     {
         let mut spent = lock(&auth.inner.spent);

@@ -210,7 +210,7 @@ async fn consent(b: &mut Browser, gw: &GatewayProc, client: &str, duration: &str
     let (status, consent, _) = b.get(&authorize_url(&gw.base, client, "main", &[])).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert!(consent.starts_with("/oauth/consent?request="), "{consent}");
-    if b.cookies.keys().all(|k| k != "mcp-guard-session") {
+    if b.cookies.keys().all(|k| !k.starts_with("mcp-guard-session")) {
         sign_in(b, gw, &consent, "alice").await;
     }
     let (status, _, page) = b.get(&consent).await;

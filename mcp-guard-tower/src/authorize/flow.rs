@@ -143,11 +143,22 @@ impl Inner {
         self.settings.issuer.starts_with("https://")
     }
 
-    fn session_cookie_name(&self) -> &'static str {
+    /// A cookie's name on this server. Over plain http (loopback) the port is part of
+    /// it: browsers share cookies between ports of one host, and two gateways on one
+    /// machine must not overwrite each other's sign-ins.
+    pub(super) fn cookie_name(&self, base: &str) -> String {
+        let port = url::Url::parse(&self.settings.issuer).ok().and_then(|u| u.port());
+        match port {
+            Some(p) if !self.secure() => format!("{base}-{p}"),
+            _ => base.to_owned(),
+        }
+    }
+
+    fn session_cookie_name(&self) -> String {
         if self.secure() {
-            "__Host-mcp-guard"
+            "__Host-mcp-guard".to_owned()
         } else {
-            "mcp-guard-session"
+            self.cookie_name("mcp-guard-session")
         }
     }
 
@@ -170,8 +181,8 @@ impl Inner {
     }
 
     /// The signed-in user of this browser, if any.
-    fn browser(&self, headers: &HeaderMap) -> Option<BrowserSession> {
-        let v = cookie(headers, self.session_cookie_name())?;
+    pub(super) fn browser(&self, headers: &HeaderMap) -> Option<BrowserSession> {
+        let v = cookie(headers, &self.session_cookie_name())?;
         let now = Instant::now();
         self.lock()
             .browsers
@@ -1438,7 +1449,13 @@ fn signin_form(inner: &Inner, next: &str, error: Option<&str>) -> Response {
             let mut r = page(StatusCode::OK, "Sign in", &b, &[]);
             r.headers_mut().append(
                 header::SET_COOKIE,
-                inner.set_cookie(SIGNIN_COOKIE, &pre, "/", Some(REQUEST_TTL), "Strict"),
+                inner.set_cookie(
+                    &inner.cookie_name(SIGNIN_COOKIE),
+                    &pre,
+                    "/",
+                    Some(REQUEST_TTL),
+                    "Strict",
+                ),
             );
             return r;
         }
@@ -1458,7 +1475,13 @@ fn signin_form(inner: &Inner, next: &str, error: Option<&str>) -> Response {
     let mut r = page(StatusCode::OK, "Sign in", &b, &[]);
     r.headers_mut().append(
         header::SET_COOKIE,
-        inner.set_cookie(SIGNIN_COOKIE, &pre, "/", Some(REQUEST_TTL), "Strict"),
+        inner.set_cookie(
+            &inner.cookie_name(SIGNIN_COOKIE),
+            &pre,
+            "/",
+            Some(REQUEST_TTL),
+            "Strict",
+        ),
     );
     r
 }
@@ -1485,7 +1508,13 @@ async fn login_link(State(inner): Shared, Query(params): Query<Params>) -> Respo
     let mut r = page(StatusCode::OK, "Sign in", &b, &[]);
     r.headers_mut().append(
         header::SET_COOKIE,
-        inner.set_cookie(SIGNIN_COOKIE, &pre, "/", Some(REQUEST_TTL), "Strict"),
+        inner.set_cookie(
+            &inner.cookie_name(SIGNIN_COOKIE),
+            &pre,
+            "/",
+            Some(REQUEST_TTL),
+            "Strict",
+        ),
     );
     r
 }
@@ -1497,7 +1526,7 @@ async fn signin_submit(
 ) -> Response {
     let next = local_path(one(&form, "next").ok().flatten());
     let csrf_ok = matches!(
-        (cookie(&headers, SIGNIN_COOKIE), one(&form, "csrf")),
+        (cookie(&headers, &inner.cookie_name(SIGNIN_COOKIE)), one(&form, "csrf")),
         (Some(c), Ok(Some(f))) if same(c, f)
     );
     if !csrf_ok {
@@ -1573,7 +1602,7 @@ pub(super) fn start_browser_session(inner: &Inner, principal: Principal, next: &
     h.append(
         header::SET_COOKIE,
         inner.set_cookie(
-            inner.session_cookie_name(),
+            &inner.session_cookie_name(),
             &value,
             "/",
             Some(inner.settings.signin_ttl),
@@ -1582,21 +1611,27 @@ pub(super) fn start_browser_session(inner: &Inner, principal: Principal, next: &
     );
     h.append(
         header::SET_COOKIE,
-        inner.set_cookie(SIGNIN_COOKIE, "", "/", Some(Duration::ZERO), "Strict"),
+        inner.set_cookie(
+            &inner.cookie_name(SIGNIN_COOKIE),
+            "",
+            "/",
+            Some(Duration::ZERO),
+            "Strict",
+        ),
     );
     r
 }
 
 async fn signout(State(inner): Shared, headers: HeaderMap, axum::Form(form): axum::Form<Params>) -> Response {
     if checked_browser(&inner, &headers, &form).is_ok()
-        && let Some(v) = cookie(&headers, inner.session_cookie_name())
+        && let Some(v) = cookie(&headers, &inner.session_cookie_name())
     {
         inner.lock().browsers.remove(&sha(v));
     }
     let mut r = page(StatusCode::OK, "Signed out", "<h1>Signed out</h1>", &[]);
     r.headers_mut().append(
         header::SET_COOKIE,
-        inner.set_cookie(inner.session_cookie_name(), "", "/", Some(Duration::ZERO), "Lax"),
+        inner.set_cookie(&inner.session_cookie_name(), "", "/", Some(Duration::ZERO), "Lax"),
     );
     r
 }

@@ -345,6 +345,11 @@ impl AuthorizationServer {
         self
     }
 
+    /// The user this browser is signed in as (by its session cookie), if any.
+    pub fn signed_in(&self, headers: &http::HeaderMap) -> Option<String> {
+        self.inner.browser(headers).map(|b| b.principal.id().to_owned())
+    }
+
     /// The issuer URL.
     pub fn issuer(&self) -> &str {
         &self.inner.settings.issuer

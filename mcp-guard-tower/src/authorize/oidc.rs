@@ -169,7 +169,13 @@ pub(super) async fn start(State(inner): State<Arc<Inner>>, Query(params): Query<
     let mut r = see_other(url.as_str());
     r.headers_mut().append(
         header::SET_COOKIE,
-        inner.set_cookie(OIDC_COOKIE, &state, "/oauth/signin", Some(PENDING_TTL), "Lax"),
+        inner.set_cookie(
+            &inner.cookie_name(OIDC_COOKIE),
+            &state,
+            "/oauth/signin",
+            Some(PENDING_TTL),
+            "Lax",
+        ),
     );
     r
 }
@@ -200,7 +206,7 @@ pub(super) async fn callback(
         return refused("The provider's answer has no state.");
     };
     // The state must be the one this browser was sent off with, and is used up now.
-    if cookie(&headers, OIDC_COOKIE) != Some(state) {
+    if cookie(&headers, &inner.cookie_name(OIDC_COOKIE)) != Some(state) {
         return refused("The sign-in did not start in this browser.");
     }
     let Some(pending) = inner
@@ -260,7 +266,13 @@ pub(super) async fn callback(
     let mut r = start_browser_session(&inner, principal, &pending.next);
     r.headers_mut().append(
         header::SET_COOKIE,
-        inner.set_cookie(OIDC_COOKIE, "", "/oauth/signin", Some(Duration::ZERO), "Lax"),
+        inner.set_cookie(
+            &inner.cookie_name(OIDC_COOKIE),
+            "",
+            "/oauth/signin",
+            Some(Duration::ZERO),
+            "Lax",
+        ),
     );
     r
 }
