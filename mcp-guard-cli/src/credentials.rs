@@ -243,7 +243,7 @@ fn display(key: &CredentialKey) -> String {
 }
 
 /// One line per server with personal credentials: what `principal` has for it.
-fn principal_report(
+pub(crate) fn principal_report(
     config: &GatewayConfig,
     store: &SealedFileStore,
     only: Option<&str>,

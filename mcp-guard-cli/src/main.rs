@@ -103,6 +103,13 @@ enum Command {
         /// The gateway's base URL.
         #[arg(long, default_value = "http://127.0.0.1:8787")]
         url: String,
+        /// Also show this principal's personal credentials per server (connected,
+        /// missing, needs re-authentication); needs --config.
+        #[arg(long, requires = "config")]
+        principal: Option<String>,
+        /// The configuration file (locates the credential store).
+        #[arg(long, short, env = "MCP_GUARD_CONFIG")]
+        config: Option<PathBuf>,
     },
     /// Prints an endpoint's catalogue with what is enabled; approves or diffs pinned
     /// tool definitions.
@@ -657,7 +664,7 @@ async fn check_connect(config: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn status(url: &str) -> anyhow::Result<()> {
+async fn status(url: &str, principal: Option<&str>, config: Option<&std::path::Path>) -> anyhow::Result<()> {
     let body = reqwest::Client::builder()
         .build()?
         .get(format!("{}/readyz", url.trim_end_matches('/')))
@@ -679,6 +686,18 @@ async fn status(url: &str) -> anyhow::Result<()> {
                 .map(|d| format!("  ({d})"))
                 .unwrap_or_default()
         );
+    }
+    if let (Some(p), Some(config)) = (principal, config) {
+        let loaded = load::load(config)?;
+        let store = credentials::sealed(&loaded.config, config);
+        let lines = credentials::principal_report(&loaded.config, &store, None, p)?;
+        println!("\npersonal credentials of {p}:");
+        if lines.is_empty() {
+            println!("  (no server takes personal credentials)");
+        }
+        for l in lines {
+            println!("  {l}");
+        }
     }
     if report["ready"] != serde_json::Value::Bool(true) {
         bail!("not every enabled server is connected");
@@ -752,7 +771,11 @@ fn main() -> std::process::ExitCode {
                     Ok(())
                 }
             }
-            Command::Status { url } => status(&url).await,
+            Command::Status {
+                url,
+                principal,
+                config,
+            } => status(&url, principal.as_deref(), config.as_deref()).await,
             Command::Tools {
                 action: None,
                 config,

@@ -806,6 +806,25 @@ async fn personal_tokens_are_completed_before_the_client_gets_its_code() {
     // arrived (and never reaches the client).
     assert_eq!(text_of(&r), "[REDACTED_SECRET]");
     c.cancel().await.unwrap();
+    // `mcp-guard status --principal` shows each server's state and hers.
+    let out = std::process::Command::new(BIN)
+        .args(["status", "--url", &gw.base, "--principal", "alice", "--config"])
+        .arg(gw.config())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("personal credentials of alice")
+            && text.contains("DESK_TOKEN")
+            && text.contains(" set"),
+        "{text}"
+    );
+    let out = std::process::Command::new(BIN)
+        .args(["status", "--url", &gw.base, "--principal", "bob", "--config"])
+        .arg(gw.config())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("missing"));
     // Her own page lists the client and the credential; she can replace the token and
     // revoke the client's access herself.
     let (status, _, page) = b.get("/oauth/account").await;
@@ -1043,4 +1062,69 @@ async fn clients_identified_by_a_metadata_document() {
     let (status, location, page) = b.get(&authorize_url(&strict.base, &client, "main", &[])).await;
     assert_eq!((status, location.as_str()), (StatusCode::BAD_REQUEST, ""));
     assert!(page.contains("public host"), "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_sign_in_link_works_only_for_its_own_signed_in_user() {
+    let w = crate::oauth::world().await;
+    let gw = crate::oauth::Gw::start_prepared(&w, "personal", "", |path| {
+        let mut c = std::fs::read_to_string(path).unwrap();
+        c.push_str("\n[auth.server]\n[[auth.server.users]]\nid = \"alice\"\nroles = [\"eng\"]\n[[auth.server.users]]\nid = \"mallory\"\nroles = [\"eng\"]\n");
+        std::fs::write(path, c).unwrap();
+    })
+    .await;
+    // A link made for alice (her token asks for it).
+    let link = crate::oauth::start_url_of(&gw.report(crate::support::TOKEN).await);
+    let path = link.strip_prefix(&gw.base).unwrap().to_owned();
+    // Not signed in: off to the sign-in page first, coming back to the link.
+    let mut b = Browser::new(&gw.base);
+    let (status, to, _) = b.get(&path).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(
+        to.starts_with("/oauth/signin?next=%2Fauth%2Ffiles%2Fstart"),
+        "{to}"
+    );
+    // Signed in as somebody else: refused.
+    let link_for = |user: &str| {
+        let out = std::process::Command::new(BIN)
+            .args(["users", "login-link", user, "--config"])
+            .arg(gw.config())
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let (_, _, page) = b.get(&to).await;
+    let next = hidden(&page, "next");
+    assert!(next.starts_with("/auth/files/start?ticket="), "{next}");
+    let (status, _, _) = b
+        .post(
+            "/oauth/signin",
+            &[
+                ("csrf", &hidden(&page, "csrf")),
+                ("next", &next),
+                ("code", &link_for("mallory")),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (status, _, page) = b.get(&path).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(page.contains("another user"), "{page}");
+    // Signed in as alice: her consent page.
+    let mut a = Browser::new(&gw.base);
+    let (_, _, page) = a.get(&to).await;
+    let (status, back, _) = a
+        .post(
+            "/oauth/signin",
+            &[
+                ("csrf", &hidden(&page, "csrf")),
+                ("next", &next),
+                ("code", &link_for("alice")),
+            ],
+        )
+        .await;
+    assert_eq!((status, back.as_str()), (StatusCode::SEE_OTHER, next.as_str()));
+    let (status, _, page) = a.get(&path).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("alice") && page.contains("Approve"), "{page}");
 }

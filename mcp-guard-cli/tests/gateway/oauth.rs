@@ -26,7 +26,7 @@ const CC_SECRET: &str = "cc-secret-oauthcanary-5e1f";
 
 /// The provider and the protected MCP server.
 #[derive(Default)]
-struct World {
+pub(crate) struct World {
     base: Mutex<String>,
     /// code → (user, PKCE challenge, resource)
     codes: Mutex<HashMap<String, (String, String, String)>>,
@@ -209,7 +209,7 @@ impl rmcp::ServerHandler for WhoAmI {
 }
 
 /// Starts the provider and the protected MCP server (`<base>/mcp`).
-async fn world() -> Arc<World> {
+pub(crate) async fn world() -> Arc<World> {
     use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
     use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
     let w = Arc::new(World::default());
@@ -291,19 +291,19 @@ async fn world() -> Arc<World> {
 }
 
 /// `mcp-guard serve` on a free port with `public_url` set, trace logs in a file.
-struct Gw {
+pub(crate) struct Gw {
     child: tokio::process::Child,
-    base: String,
+    pub(crate) base: String,
     dir: tempfile::TempDir,
 }
 
 impl Gw {
-    async fn start(world: &World, mode: &str, extra: &str) -> Self {
+    pub(crate) async fn start(world: &World, mode: &str, extra: &str) -> Self {
         Self::start_prepared(world, mode, extra, |_| {}).await
     }
 
     /// Like [`Self::start`], running `prepare` on the config file first.
-    async fn start_prepared(
+    pub(crate) async fn start_prepared(
         world: &World,
         mode: &str,
         extra: &str,
@@ -366,7 +366,7 @@ impl Gw {
         Self::spawn(self.dir, self.base, &[]).await
     }
 
-    fn config(&self) -> std::path::PathBuf {
+    pub(crate) fn config(&self) -> std::path::PathBuf {
         self.dir.path().join("gateway.toml")
     }
 
@@ -375,7 +375,7 @@ impl Gw {
     }
 
     /// The caller's own sign-in report (`GET /auth/upstreams`).
-    async fn report(&self, token: &str) -> Value {
+    pub(crate) async fn report(&self, token: &str) -> Value {
         browser()
             .get(format!("{}/auth/upstreams", self.base))
             .bearer_auth(token)
@@ -466,7 +466,7 @@ fn error_of(e: &rmcp::ServiceError) -> (String, Value) {
     }
 }
 
-fn start_url_of(report: &Value) -> String {
+pub(crate) fn start_url_of(report: &Value) -> String {
     report["servers"][0]["startUrl"].as_str().unwrap().to_owned()
 }
 
