@@ -17,6 +17,8 @@ pub(crate) fn redact(r: &PatternRedactor, value: &mut Value) {
         known: &known,
         hits: Vec::new(),
         keys: Vec::new(),
+        out: String::new(),
+        spare: String::new(),
     };
     w.walk(value, 0, Hints::default());
 }
@@ -29,6 +31,9 @@ struct Walk<'a> {
     /// the same keys in every row): a small direct-mapped cache, so a lookup is a cheap
     /// hash and one comparison, and hostile key sets cost bounded memory.
     keys: Vec<Option<CachedKey>>,
+    /// Output buffers of [`PatternRedactor::redact_into`], reused for every string.
+    out: String,
+    spare: String,
 }
 
 struct CachedKey {
@@ -158,17 +163,25 @@ impl Walk<'_> {
             *s = text.unwrap_or_else(|_| TOO_DEEP.to_owned());
             return true;
         }
-        match self
-            .r
-            .redact_with(s.as_bytes(), hints, self.known, &mut self.hits)
-        {
-            Some(out) => {
-                *s = String::from_utf8(out)
-                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-                true
-            }
-            None => false,
+        if !self.r.redact_into(
+            s,
+            hints,
+            self.known,
+            &mut self.hits,
+            &mut self.out,
+            &mut self.spare,
+        ) {
+            return false;
         }
+        // Into the string's own allocation when it fits; otherwise the string takes the
+        // output buffer and leaves its old one as the next output buffer.
+        if s.capacity() >= self.out.len() {
+            s.clear();
+            s.push_str(&self.out);
+        } else {
+            std::mem::swap(s, &mut self.out);
+        }
+        true
     }
 
     /// A number that is a card (always), an SSN or phone number (under a key that says
@@ -208,9 +221,9 @@ impl Walk<'_> {
         } else {
             return None;
         };
-        let mut out = Vec::new();
+        let mut out = String::new();
         self.r.render(kind, d, &mut out);
-        Some(String::from_utf8_lossy(&out).into_owned())
+        Some(out)
     }
 
     /// Hints and redacted form of a key.
@@ -226,8 +239,15 @@ impl Walk<'_> {
         }
         let renamed = self
             .r
-            .redact_with(k.as_bytes(), Hints::default(), self.known, &mut self.hits)
-            .map(|out| String::from_utf8_lossy(&out).into_owned());
+            .redact_into(
+                k,
+                Hints::default(),
+                self.known,
+                &mut self.hits,
+                &mut self.out,
+                &mut self.spare,
+            )
+            .then(|| self.out.clone());
         let hints = key_hints(k);
         if k.len() <= KEY_CACHE_MAX_LEN {
             if self.keys.is_empty() {

@@ -394,18 +394,101 @@ impl PatternRedactor {
         }
         scan::merge(found);
         let mut out = Vec::with_capacity(h.len() + 16 * found.len());
-        let mut last = 0;
-        for hit in found.iter() {
-            out.extend_from_slice(&h[last..hit.start]);
-            self.render(hit.kind, &h[hit.start..hit.end], &mut out);
-            last = hit.end;
-        }
-        out.extend_from_slice(&h[last..]);
+        self.splice_bytes(h, found, &mut out);
         Some(out)
     }
 
+    /// Writes `h` with the (merged) findings `found` replaced to `out`.
+    fn splice_bytes(&self, h: &[u8], found: &[Hit], out: &mut Vec<u8>) {
+        let mut last = 0;
+        let mut text = String::new();
+        for hit in found {
+            out.extend_from_slice(&h[last..hit.start]);
+            text.clear();
+            self.render(hit.kind, &h[hit.start..hit.end], &mut text);
+            out.extend_from_slice(text.as_bytes());
+            last = hit.end;
+        }
+        out.extend_from_slice(&h[last..]);
+    }
+
+    /// Redacts `s` into `out`; returns `false` (leaving `out` unspecified) when nothing
+    /// was found. The text version of [`Self::redact_with`]: the output is assembled
+    /// from pieces of `s` cut at character boundaries and from ASCII replacements, so
+    /// it is valid UTF-8 by construction and is not validated again. `spare` is a
+    /// second buffer for the passes after the first; both keep their capacity across
+    /// calls.
+    pub(crate) fn redact_into(
+        &self,
+        s: &str,
+        hints: Hints,
+        known: &KnownSet,
+        found: &mut Vec<Hit>,
+        out: &mut String,
+        spare: &mut String,
+    ) -> bool {
+        if hints.secret {
+            let p = Kind::Secret.placeholder();
+            if s.is_empty() || s == p {
+                return false;
+            }
+            out.clear();
+            out.push_str(p);
+            return true;
+        }
+        if !self.replace_once_str(s, hints, known, found, out) {
+            return false;
+        }
+        for _ in 1..MAX_PASSES {
+            if !self.replace_once_str(out, hints, known, found, spare) {
+                return true;
+            }
+            std::mem::swap(out, spare);
+        }
+        out.clear();
+        out.push_str(UNSTABLE);
+        true
+    }
+
+    /// One pass of [`Self::redact_into`]: scans `h` and, when something was found,
+    /// writes `h` with the findings replaced to `out` (cleared first).
+    fn replace_once_str(
+        &self,
+        h: &str,
+        hints: Hints,
+        known: &KnownSet,
+        found: &mut Vec<Hit>,
+        out: &mut String,
+    ) -> bool {
+        found.clear();
+        self.scanner.scan(h.as_bytes(), hints, known, found);
+        if found.is_empty() {
+            return false;
+        }
+        scan::merge(found);
+        out.clear();
+        out.reserve(h.len() + 16 * found.len());
+        let mut last = 0;
+        for hit in found.iter() {
+            let (Some(keep), Some(matched)) = (h.get(last..hit.start), h.get(hit.start..hit.end)) else {
+                // Every detector starts and ends on an ASCII byte, so this is not
+                // reached; should it be, the byte path keeps the output well-formed.
+                let mut bytes = Vec::with_capacity(h.len());
+                self.splice_bytes(h.as_bytes(), found, &mut bytes);
+                out.clear();
+                out.push_str(&String::from_utf8_lossy(&bytes));
+                return true;
+            };
+            out.push_str(keep);
+            self.render(hit.kind, matched.as_bytes(), out);
+            last = hit.end;
+        }
+        out.push_str(h.get(last..).unwrap_or_default());
+        true
+    }
+
     /// Writes the replacement of `matched` (a value of kind `kind`) to `out`.
-    pub(crate) fn render(&self, kind: Kind, matched: &[u8], out: &mut Vec<u8>) {
+    pub(crate) fn render(&self, kind: Kind, matched: &[u8], out: &mut String) {
         let style = kind.pii_index().map_or(Style::Placeholder, |i| self.styles[i]);
         match style {
             Style::Pseudonym => {
@@ -414,29 +497,31 @@ impl PatternRedactor {
                     mac.update(&[0]);
                     mac.update(&normalize(kind, matched));
                     let tag = mac.finalize().into_bytes();
-                    out.push(b'[');
-                    out.extend_from_slice(kind.label().as_bytes());
-                    out.push(b':');
+                    out.push('[');
+                    out.push_str(kind.label());
+                    out.push(':');
                     for b in tag.iter().take(4) {
-                        out.extend_from_slice(&hex_byte(*b));
+                        let [hi, lo] = hex_byte(*b);
+                        out.push(char::from(hi));
+                        out.push(char::from(lo));
                     }
-                    out.push(b']');
+                    out.push(']');
                     return;
                 }
             }
             Style::Partial if matches!(kind, Kind::CreditCard | Kind::Phone | Kind::Ssn) => {
                 let digits: Vec<u8> = matched.iter().copied().filter(u8::is_ascii_digit).collect();
                 let last4 = &digits[digits.len().saturating_sub(4)..];
-                let p = kind.placeholder().as_bytes();
-                out.extend_from_slice(&p[..p.len() - 1]);
-                out.extend_from_slice(":\u{2026}".as_bytes());
-                out.extend_from_slice(last4);
-                out.push(b']');
+                let p = kind.placeholder();
+                out.push_str(&p[..p.len() - 1]);
+                out.push_str(":\u{2026}");
+                out.extend(last4.iter().map(|&d| char::from(d)));
+                out.push(']');
                 return;
             }
             Style::Placeholder | Style::Partial => {}
         }
-        out.extend_from_slice(kind.placeholder().as_bytes());
+        out.push_str(kind.placeholder());
     }
 }
 
@@ -464,11 +549,19 @@ fn normalize(kind: Kind, matched: &[u8]) -> Vec<u8> {
 impl Redactor for PatternRedactor {
     fn redact_str<'a>(&self, input: &'a str) -> Cow<'a, str> {
         let known = self.known.snapshot();
-        match self.redact_with(input.as_bytes(), Hints::default(), &known, &mut Vec::new()) {
-            None => Cow::Borrowed(input),
-            Some(out) => Cow::Owned(
-                String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
-            ),
+        let mut out = String::new();
+        let mut found = Vec::new();
+        if self.redact_into(
+            input,
+            Hints::default(),
+            &known,
+            &mut found,
+            &mut out,
+            &mut String::new(),
+        ) {
+            Cow::Owned(out)
+        } else {
+            Cow::Borrowed(input)
         }
     }
 

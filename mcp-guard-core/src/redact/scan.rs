@@ -360,7 +360,15 @@ impl Scanner {
         let next = h.get(p + run).copied().unwrap_or(0);
         let before = p.checked_sub(1).map_or(0, |i| h[i]);
         let sep = matches!(next, b' ' | b'-');
-        if (run == 4 && sep || (13..=19).contains(&run))
+        // The length of the digit group after a one-byte separator: every separated
+        // shape fixes it (card 4 or 6, SSN 2, phone 3, IPv4 1-3), so most numbers in a
+        // list are turned down here by arithmetic, before any detector runs.
+        let g2 = if sep || next == b'.' {
+            digit_run_len(h, p + run + 1)
+        } else {
+            0
+        };
+        if (run == 4 && sep && (g2 == 4 || g2 == 6) || (13..=19).contains(&run))
             && matches!(first, b'2'..=b'6')
             && self.on(Kind::CreditCard)
             && let Some(end) = numeric::card(h, p, run)
@@ -372,7 +380,7 @@ impl Scanner {
             });
         }
         if self.on(Kind::Ssn) {
-            let ssn = if run == 3 && sep {
+            let ssn = if run == 3 && sep && g2 == 2 {
                 numeric::ssn(h, p)
             } else if run == 9 && hints.ssn {
                 numeric::ssn_bare(h, p, run)
@@ -388,12 +396,17 @@ impl Scanner {
             }
         }
         // The shapes `numeric::phone` can start with at `p`: after `+`, an area code
-        // followed by a separator (or `)` after `(`), a `1-` prefix, or ten bare digits
-        // under a phone key.
+        // followed by a separator and a 3-digit exchange (or `)` after `(`), a `1-`
+        // prefix before an area code, or ten bare digits under a phone key.
         let phone_shape = before == b'+'
             || hints.phone
-            || (run == 3 && (sep || next == b'.' || (next == b')' && before == b'(')))
-            || (run == 1 && first == b'1' && matches!(next, b' ' | b'-' | b'.'));
+            || (run == 3
+                && (((sep || next == b'.') && g2 == 3 && numeric::line_after_exchange(h, p + 7))
+                    || (next == b')' && before == b'(')))
+            || (run == 1
+                && first == b'1'
+                && matches!(next, b' ' | b'-' | b'.')
+                && (g2 == 3 || h.get(p + 2) == Some(&b'(')));
         if phone_shape
             && self.on(Kind::Phone)
             && let Some((start, end)) = numeric::phone(h, p, hints.phone, self.e164)
@@ -406,6 +419,8 @@ impl Scanner {
         }
         if run <= 3
             && next == b'.'
+            && (1..=3).contains(&g2)
+            && h.get(p + run + 1 + g2) == Some(&b'.')
             && !hints.version
             && self.on(Kind::Ipv4)
             && let Some(end) = ip::ipv4(h, p)

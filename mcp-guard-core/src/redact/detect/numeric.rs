@@ -100,6 +100,13 @@ fn nanp_body(h: &[u8], i: usize, bare: bool) -> Option<(usize, u8)> {
     line.iter().all(u8::is_ascii_digit).then_some((j + 4, sep2))
 }
 
+/// Whether `j` (just after an exchange) holds a separator and a line of exactly four
+/// digits: the end of every separated NANP shape.
+#[inline]
+pub(crate) fn line_after_exchange(h: &[u8], j: usize) -> bool {
+    h.get(j).copied().is_some_and(is_phone_sep) && digit_run_len(h, j + 1) == 4
+}
+
 /// A North American number whose first digit group starts at `p` (the number itself may
 /// start one byte earlier, at `(` or `+`). Returns (start, end).
 #[inline(never)]
@@ -203,11 +210,17 @@ fn in_number_column(h: &[u8], p: usize, j: usize) -> bool {
         [b'#' | b'$', d, ..] | [d, ..] => d.is_ascii_digit(),
         [] => false,
     };
-    let before = h[..p].iter().rev().take(4).find(|b| !ws(b));
     let after = h.get(j..).unwrap_or_default();
     let lead = after.iter().take(4).take_while(ws).count();
+    column_on_left(h, p) || (lead < 4 && number_at(&after[lead..]))
+}
+
+/// The part of [`in_number_column`] that looks left of `p`: a number within a few
+/// blanks before it, or column alignment (two or more spaces, or a tab).
+fn column_on_left(h: &[u8], p: usize) -> bool {
+    let before = h[..p].iter().rev().take(4).find(|b| !b.is_ascii_whitespace());
     let aligned = matches!(h[..p], [.., b' ' | b'\t', b' '] | [.., b'\t']);
-    aligned || before.is_some_and(u8::is_ascii_digit) || (lead < 4 && number_at(&after[lead..]))
+    aligned || before.is_some_and(u8::is_ascii_digit)
 }
 
 /// A card number whose first digit is at `p`, where a run of `run` digits starts: 13-19
@@ -216,6 +229,15 @@ fn in_number_column(h: &[u8], p: usize, j: usize) -> bool {
 #[inline(never)]
 pub(crate) fn card(h: &[u8], p: usize, run: usize) -> Option<usize> {
     if !left_ok(h, p, &[]) {
+        return None;
+    }
+    let before = p.checked_sub(1).and_then(|i| h.get(i)).copied();
+    // A first group of four followed by a space can only be a card in space-separated
+    // groups: the checks of those that look left are made before reading the groups
+    // (in a list of numbers this turns down every group but the first at once).
+    if before == Some(b'#')
+        || (run == 4 && h.get(p + 4) == Some(&b' ') && (before == Some(b':') || column_on_left(h, p)))
+    {
         return None;
     }
     let mut groups = [0u8; 6];
@@ -258,8 +280,7 @@ pub(crate) fn card(h: &[u8], p: usize, run: usize) -> Option<usize> {
     if !shape_ok {
         return None;
     }
-    let before = p.checked_sub(1).and_then(|i| h.get(i)).copied();
-    if before == Some(b'#') || (sep == Some(b' ') && (before == Some(b':') || in_number_column(h, p, pos))) {
+    if sep == Some(b' ') && (before == Some(b':') || in_number_column(h, p, pos)) {
         return None;
     }
     let mut digits = [0u8; 19];
