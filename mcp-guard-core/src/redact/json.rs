@@ -19,6 +19,7 @@ pub(crate) fn redact(r: &PatternRedactor, value: &mut Value) {
         keys: Vec::new(),
         out: String::new(),
         spare: String::new(),
+        uncached: 0,
     };
     w.walk(value, 0, Hints::default());
 }
@@ -34,6 +35,9 @@ struct Walk<'a> {
     /// Output buffers of [`PatternRedactor::redact_into`], reused for every string.
     out: String,
     spare: String,
+    /// Keys looked up without the cache so far: the first [`UNCACHED_KEYS`] of a
+    /// document are not cached, so a small document pays for no cache allocation.
+    uncached: usize,
 }
 
 struct CachedKey {
@@ -41,6 +45,9 @@ struct CachedKey {
     hints: Hints,
     renamed: Option<String>,
 }
+
+/// Keys of a document handled before the key cache is set up.
+const UNCACHED_KEYS: usize = 16;
 
 /// Slots of the key cache (a power of two), and the longest key it keeps.
 const KEY_SLOTS: usize = 64;
@@ -83,10 +90,6 @@ const SECRET_KEYS: &[&[u8]] = &[
     b"proxyauthorization",
 ];
 
-fn contains(h: &[u8], n: &[u8]) -> bool {
-    h.windows(n.len()).any(|w| w == n)
-}
-
 /// What a key says about its value.
 pub(crate) fn key_hints(key: &str) -> Hints {
     let mut buf = [0u8; 48];
@@ -102,12 +105,25 @@ pub(crate) fn key_hints(key: &str) -> Hints {
         n += 1;
     }
     let k = &buf[..n];
-    Hints {
-        ssn: contains(k, b"ssn") || contains(k, b"socialsecurity"),
-        phone: contains(k, b"phone") || contains(k, b"mobile") || k == b"tel" || k == b"fax",
-        version: contains(k, b"version") || k == b"ver" || k == b"v",
+    let mut hints = Hints {
+        phone: k == b"tel" || k == b"fax",
+        version: k == b"ver" || k == b"v",
         secret: SECRET_KEYS.contains(&k),
+        ..Hints::default()
+    };
+    // One pass for the words that may sit anywhere in the key: each starts with its
+    // own letter, so most positions cost one byte compare.
+    for i in 0..k.len() {
+        let rest = &k[i..];
+        match rest[0] {
+            b's' => hints.ssn |= rest.starts_with(b"ssn") || rest.starts_with(b"socialsecurity"),
+            b'p' => hints.phone |= rest.starts_with(b"phone"),
+            b'm' => hints.phone |= rest.starts_with(b"mobile"),
+            b'v' => hints.version |= rest.starts_with(b"version"),
+            _ => {}
+        }
     }
+    hints
 }
 
 /// A string that may hold a JSON object or array.
@@ -228,6 +244,21 @@ impl Walk<'_> {
 
     /// Hints and redacted form of a key.
     fn key(&mut self, k: &str) -> (Hints, Option<String>) {
+        if self.uncached < UNCACHED_KEYS {
+            self.uncached += 1;
+            let renamed = self
+                .r
+                .redact_into(
+                    k,
+                    Hints::default(),
+                    self.known,
+                    &mut self.hits,
+                    &mut self.out,
+                    &mut self.spare,
+                )
+                .then(|| self.out.clone());
+            return (key_hints(k), renamed);
+        }
         let slot = key_slot(k);
         let other = (slot + 1) % KEY_SLOTS;
         for s in [slot, other] {
