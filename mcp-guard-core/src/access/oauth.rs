@@ -447,7 +447,10 @@ impl AccessStore {
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
         };
-        if row.revoked || self.grant_revoked(&row.grant.id, row.grant_revoked)? {
+        // The grant's own revocation only: a revoked gateway session is refused by the
+        // serving process's `Sessions` (kept in step with this store), so the per-request
+        // path skips the journal lookup that refresh does.
+        if row.revoked || row.grant_revoked.is_some() {
             return Ok(Err(GrantRefused::Revoked));
         }
         if row.expires <= SystemTime::now() {

@@ -88,6 +88,11 @@ pub(super) fn one<'a>(params: &'a Params, name: &str) -> Result<Option<&'a str>,
     Ok(first.filter(|v| !v.is_empty()))
 }
 
+/// A 400 page for a form or link that lacks what it needs.
+fn bad_request(detail: &str) -> Response {
+    pages::error_page(StatusCode::BAD_REQUEST, "Invalid request", detail)
+}
+
 fn json_error(status: StatusCode, error: &str, description: &str) -> Response {
     let mut r = (
         status,
@@ -147,11 +152,7 @@ impl Inner {
     /// it: browsers share cookies between ports of one host, and two gateways on one
     /// machine must not overwrite each other's sign-ins.
     pub(super) fn cookie_name(&self, base: &str) -> String {
-        let port = url::Url::parse(&self.settings.issuer).ok().and_then(|u| u.port());
-        match port {
-            Some(p) if !self.secure() => format!("{base}-{p}"),
-            _ => base.to_owned(),
-        }
+        format!("{base}{}", self.cookie_suffix)
     }
 
     fn session_cookie_name(&self) -> String {
@@ -422,7 +423,7 @@ fn error_redirect(
     description: &str,
 ) -> Response {
     let Ok(mut u) = url::Url::parse(redirect_uri) else {
-        return pages::error_page(StatusCode::BAD_REQUEST, "Invalid request", description);
+        return bad_request(description);
     };
     {
         let mut q = u.query_pairs_mut();
@@ -565,11 +566,7 @@ fn request_id(params: &Params) -> Option<String> {
 
 async fn consent_page(State(inner): Shared, headers: HeaderMap, Query(params): Query<Params>) -> Response {
     let Some(id) = request_id(&params) else {
-        return pages::error_page(
-            StatusCode::BAD_REQUEST,
-            "Invalid request",
-            "The request id is missing.",
-        );
+        return bad_request("The request id is missing.");
     };
     let Some(browser) = inner.browser(&headers) else {
         return signin_form(&inner, &format!("/oauth/consent?request={id}"), None);
@@ -679,11 +676,7 @@ async fn consent_submit(
         Err(r) => return r,
     };
     let Some(id) = request_id(&form) else {
-        return pages::error_page(
-            StatusCode::BAD_REQUEST,
-            "Invalid request",
-            "The request id is missing.",
-        );
+        return bad_request("The request id is missing.");
     };
     let p = match take_up(&inner, &id, &browser.principal) {
         Ok(p) => p,
@@ -787,11 +780,7 @@ fn issue_code(inner: &Inner, id: &str, user: &Principal) -> Response {
     );
     tracing::info!(user = %principal.id(), client = %p.client.id, grant = %grant.id, endpoint = %p.endpoint, "authorization code issued");
     let Ok(mut u) = url::Url::parse(&p.redirect_uri) else {
-        return pages::error_page(
-            StatusCode::BAD_REQUEST,
-            "Invalid request",
-            "The redirect URI is not valid.",
-        );
+        return bad_request("The redirect URI is not valid.");
     };
     {
         let mut q = u.query_pairs_mut();
@@ -808,11 +797,7 @@ fn issue_code(inner: &Inner, id: &str, user: &Principal) -> Response {
 
 async fn connect_page(State(inner): Shared, headers: HeaderMap, Query(params): Query<Params>) -> Response {
     let Some(id) = request_id(&params) else {
-        return pages::error_page(
-            StatusCode::BAD_REQUEST,
-            "Invalid request",
-            "The request id is missing.",
-        );
+        return bad_request("The request id is missing.");
     };
     let Some(browser) = inner.browser(&headers) else {
         return signin_form(&inner, &format!("/oauth/connect?request={id}"), None);
@@ -940,6 +925,31 @@ fn credentials_table(
     b
 }
 
+/// Stores the values a token form carries (`value:<NAME>` for each of the server's
+/// names) as `principal`'s own; `Err` holds what to tell the user.
+async fn store_pasted_tokens(
+    inner: &Inner,
+    principal: &Principal,
+    server: &super::PersonalServer,
+    form: &Params,
+) -> Result<(), String> {
+    for name in &server.token_names {
+        let value = match one(form, &format!("value:{name}")) {
+            Ok(Some(v)) if !v.trim().is_empty() && v.len() <= 8 * 1024 => v.trim().to_owned(),
+            _ => return Err(format!("Enter a value for {name}.")),
+        };
+        if let Err(e) = inner
+            .personal
+            .set_token(principal, &server.server, name, SecretString::from(value))
+            .await
+        {
+            tracing::error!(server = %server.server, error = %e, "could not store a personal token");
+            return Err("The token could not be stored.".into());
+        }
+    }
+    Ok(())
+}
+
 async fn connect_token(
     State(inner): Shared,
     headers: HeaderMap,
@@ -950,11 +960,7 @@ async fn connect_token(
         Err(r) => return r,
     };
     let (Some(id), Ok(Some(server))) = (request_id(&form), one(&form, "server")) else {
-        return pages::error_page(
-            StatusCode::BAD_REQUEST,
-            "Invalid request",
-            "The request or server is missing.",
-        );
+        return bad_request("The request or server is missing.");
     };
     let p = match take_up(&inner, &id, &browser.principal) {
         Ok(p) if p.approved.is_some() => p,
@@ -963,34 +969,10 @@ async fn connect_token(
     };
     let servers = inner.personal.servers(&browser.principal, &p.endpoint).await;
     let Some(s) = servers.iter().find(|s| s.server == server && !s.oauth) else {
-        return pages::error_page(
-            StatusCode::BAD_REQUEST,
-            "Invalid request",
-            "That server takes no token here.",
-        );
+        return bad_request("That server takes no token here.");
     };
-    for name in &s.token_names {
-        let value = match one(&form, &format!("value:{name}")) {
-            Ok(Some(v)) if !v.trim().is_empty() && v.len() <= 8 * 1024 => v.trim().to_owned(),
-            _ => {
-                return render_connect(
-                    &inner,
-                    &id,
-                    &p,
-                    &browser,
-                    Some(&format!("Enter a value for {name}.")),
-                )
-                .await;
-            }
-        };
-        if let Err(e) = inner
-            .personal
-            .set_token(&browser.principal, server, name, SecretString::from(value))
-            .await
-        {
-            tracing::error!(server, error = %e, "could not store a personal token");
-            return render_connect(&inner, &id, &p, &browser, Some("The token could not be stored.")).await;
-        }
+    if let Err(message) = store_pasted_tokens(&inner, &browser.principal, s, &form).await {
+        return render_connect(&inner, &id, &p, &browser, Some(&message)).await;
     }
     tracing::info!(user = %browser.principal.id(), server, "personal token stored");
     see_other(&format!("/oauth/connect?request={id}"))
@@ -1006,11 +988,7 @@ async fn connect_finish(
         Err(r) => return r,
     };
     let Some(id) = request_id(&form) else {
-        return pages::error_page(
-            StatusCode::BAD_REQUEST,
-            "Invalid request",
-            "The request id is missing.",
-        );
+        return bad_request("The request id is missing.");
     };
     let p = match take_up(&inner, &id, &browser.principal) {
         Ok(p) => p,
@@ -1122,33 +1100,14 @@ async fn account_token(
         Err(r) => return r,
     };
     let (Ok(Some(endpoint)), Ok(Some(server))) = (one(&form, "endpoint"), one(&form, "server")) else {
-        return pages::error_page(
-            StatusCode::BAD_REQUEST,
-            "Invalid request",
-            "The endpoint or server is missing.",
-        );
+        return bad_request("The endpoint or server is missing.");
     };
     let servers = inner.personal.servers(&browser.principal, endpoint).await;
     let Some(s) = servers.iter().find(|s| s.server == server && !s.oauth) else {
-        return pages::error_page(
-            StatusCode::BAD_REQUEST,
-            "Invalid request",
-            "That server takes no token here.",
-        );
+        return bad_request("That server takes no token here.");
     };
-    for name in &s.token_names {
-        let value = match one(&form, &format!("value:{name}")) {
-            Ok(Some(v)) if !v.trim().is_empty() && v.len() <= 8 * 1024 => v.trim().to_owned(),
-            _ => return render_account(&inner, &browser, Some(&format!("Enter a value for {name}."))).await,
-        };
-        if inner
-            .personal
-            .set_token(&browser.principal, server, name, SecretString::from(value))
-            .await
-            .is_err()
-        {
-            return render_account(&inner, &browser, Some("The token could not be stored.")).await;
-        }
+    if let Err(message) = store_pasted_tokens(&inner, &browser.principal, s, &form).await {
+        return render_account(&inner, &browser, Some(&message)).await;
     }
     tracing::info!(user = %browser.principal.id(), server, "personal token replaced");
     see_other("/oauth/account")
@@ -1164,11 +1123,7 @@ async fn account_revoke(
         Err(r) => return r,
     };
     let Ok(Some(id)) = one(&form, "grant") else {
-        return pages::error_page(
-            StatusCode::BAD_REQUEST,
-            "Invalid request",
-            "The grant is missing.",
-        );
+        return bad_request("The grant is missing.");
     };
     // Only the user's own grants.
     match inner.store.grant(id) {
@@ -1274,7 +1229,7 @@ fn exchange_code(inner: &Inner, client_id: &str, form: &Params) -> Response {
             "code_verifier is required (PKCE)",
         );
     };
-    let (grant, expected) = {
+    let grant = {
         let mut st = inner.lock();
         let Some(c) = st.codes.get_mut(&sha(code)) else {
             return json_error(
@@ -1336,12 +1291,11 @@ fn exchange_code(inner: &Inner, client_id: &str, form: &Params) -> Response {
                 "code_verifier does not match the code_challenge",
             );
         }
-        (c.grant.clone(), c.resource.clone())
+        c.grant.clone()
     };
     let Ok(Some(g)) = inner.store.grant(&grant) else {
         return json_error(StatusCode::BAD_REQUEST, "invalid_grant", "the grant is gone");
     };
-    debug_assert!(expected.ends_with(&g.endpoint));
     match inner
         .store
         .issue_grant_tokens(&g, inner.settings.access_token_ttl)

@@ -228,6 +228,10 @@ struct Inner {
     personal: Arc<dyn PersonalCredentials>,
     sessions: Option<mcp_guard_core::access::Sessions>,
     oidc: Option<oidc::Oidc>,
+    /// Appended to cookie names: `-<port>` over plain http (browsers share cookies
+    /// between ports of one host, and two gateways on one machine must not overwrite
+    /// each other's sign-ins), empty over https.
+    cookie_suffix: String,
     http: reqwest::Client,
     state: Mutex<FlowState>,
 }
@@ -291,8 +295,14 @@ impl AuthorizationServer {
             .timeout(Duration::from_secs(5))
             .build()
             .unwrap_or_default();
+        let port = url::Url::parse(&settings.issuer).ok().and_then(|u| u.port());
+        let cookie_suffix = match port {
+            Some(p) if !settings.issuer.starts_with("https://") => format!("-{p}"),
+            _ => String::new(),
+        };
         Self {
             inner: Arc::new(Inner {
+                cookie_suffix,
                 settings,
                 store,
                 users: users.into_iter().map(|p| (p.id().to_owned(), p)).collect(),
@@ -313,9 +323,7 @@ impl AuthorizationServer {
     /// When called after the server was cloned.
     #[must_use]
     pub fn personal_credentials(mut self, personal: Arc<dyn PersonalCredentials>) -> Self {
-        Arc::get_mut(&mut self.inner)
-            .expect("configure the authorization server before cloning it")
-            .personal = personal;
+        self.configure().personal = personal;
         self
     }
 
@@ -326,9 +334,7 @@ impl AuthorizationServer {
     /// When called after the server was cloned.
     #[must_use]
     pub fn oidc(mut self, settings: OidcSettings) -> Self {
-        Arc::get_mut(&mut self.inner)
-            .expect("configure the authorization server before cloning it")
-            .oidc = Some(oidc::Oidc::new(settings));
+        self.configure().oidc = Some(oidc::Oidc::new(settings));
         self
     }
 
@@ -339,10 +345,12 @@ impl AuthorizationServer {
     /// When called after the server was cloned.
     #[must_use]
     pub fn sessions(mut self, sessions: mcp_guard_core::access::Sessions) -> Self {
-        Arc::get_mut(&mut self.inner)
-            .expect("configure the authorization server before cloning it")
-            .sessions = Some(sessions);
+        self.configure().sessions = Some(sessions);
         self
+    }
+
+    fn configure(&mut self) -> &mut Inner {
+        Arc::get_mut(&mut self.inner).expect("configure the authorization server before cloning it")
     }
 
     /// The user this browser is signed in as (by its session cookie), if any.
