@@ -290,6 +290,7 @@ impl AuthorizationServer {
         users: impl IntoIterator<Item = Principal>,
         catalog: Arc<dyn EndpointCatalog>,
     ) -> Self {
+        mcp_guard_core::upstream::ensure_crypto_provider();
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(5))
