@@ -260,18 +260,7 @@ pub(crate) fn authorization_server(
 fn oidc_settings(o: &mcp_guard_core::config::OidcConfig) -> anyhow::Result<OidcSettings> {
     let mut s = OidcSettings::new(o.issuer.clone(), o.client_id.clone());
     if let Some(secret) = &o.client_secret {
-        let tpl = mcp_guard_core::upstream::Template::parse(secret).map_err(anyhow::Error::msg)?;
-        let value = tpl
-            .names()
-            .map(|n| {
-                std::env::var(n).with_context(|| {
-                    format!("auth.server.oidc.client_secret: environment variable {n} is not set")
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?
-            .concat();
-        let value = SecretString::from(value);
-        crate::known_secrets().add(&value);
+        let value = crate::env_secret("auth.server.oidc.client_secret", secret)?;
         s.client_secret = Some(value);
     }
     if let Some(v) = &o.scopes {

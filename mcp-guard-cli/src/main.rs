@@ -292,21 +292,14 @@ async fn authenticator(
     if !auth.tokens.is_empty() {
         let mut tokens = StaticTokens::new();
         for (i, t) in auth.tokens.iter().enumerate() {
-            let tpl = mcp_guard_core::upstream::Template::parse(&t.token).map_err(anyhow::Error::msg)?;
-            let names: Vec<&str> = tpl.names().collect();
-            let value = names
-                .iter()
-                .map(|n| {
-                    std::env::var(n)
-                        .with_context(|| format!("auth.tokens[{i}]: environment variable {n} is not set"))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?
-                .concat();
-            if value.len() < 16 {
+            let secret = env_secret(&format!("auth.tokens[{i}]"), &t.token)?;
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "only the length of the configured token is checked"
+            )]
+            if secrecy::ExposeSecret::expose_secret(&secret).len() < 16 {
                 bail!("auth.tokens[{i}]: the token must be at least 16 characters");
             }
-            let secret = SecretString::from(value);
-            known_secrets().add(&secret);
             tokens = tokens.with_token(&secret, load::principal(&t.principal));
         }
         chain = chain.or(Arc::new(tokens));
@@ -347,6 +340,20 @@ async fn authenticator(
         chain = chain.or(Arc::new(jwt));
     }
     Ok(Arc::new(chain))
+}
+
+/// A secret configured as `${NAME}` placeholders, read from the environment (errors
+/// name `entry` and the missing variable); it joins the scrubber's known secrets.
+pub(crate) fn env_secret(entry: &str, template: &str) -> anyhow::Result<SecretString> {
+    let tpl = mcp_guard_core::upstream::Template::parse(template).map_err(anyhow::Error::msg)?;
+    let value = tpl
+        .names()
+        .map(|n| std::env::var(n).with_context(|| format!("{entry}: environment variable {n} is not set")))
+        .collect::<anyhow::Result<Vec<_>>>()?
+        .concat();
+    let secret = SecretString::from(value);
+    known_secrets().add(&secret);
+    Ok(secret)
 }
 
 pub(crate) fn http_options(config: &mcp_guard_core::config::GatewayConfig) -> HttpOptions {
