@@ -90,8 +90,62 @@ const SECRET_KEYS: &[&[u8]] = &[
     b"proxyauthorization",
 ];
 
+/// The set of ASCII letters in `word`, case folded, as bits `a` = 0 to `z` = 25.
+const fn letters(word: &[u8]) -> u32 {
+    let mut set = 0;
+    let mut i = 0;
+    while i < word.len() {
+        let l = (word[i] | 0x20).wrapping_sub(b'a');
+        if l < 26 {
+            set |= 1 << l;
+        }
+        i += 1;
+    }
+    set
+}
+
+/// The bit of each ASCII letter in [`letters`], 0 for other bytes.
+static LETTER: [u32; 256] = {
+    let mut t = [0u32; 256];
+    let mut b = 0u8;
+    loop {
+        t[b as usize] = letters(&[b]);
+        if b == u8::MAX {
+            break t;
+        }
+        b += 1;
+    }
+};
+
+/// For each word [`key_hints`] looks for, a set of letters the key must contain: a key
+/// that holds none of these sets in full (`type`, `text`, `id`, `amount`, `rows`…) says
+/// nothing, which is decided without normalising it or comparing it to any word.
+const HINT_LETTERS: [u32; 12] = [
+    letters(b"ssn"),
+    letters(b"socialsecurity"),
+    letters(b"phone"),
+    letters(b"mobile"),
+    letters(b"v"),
+    letters(b"tel"),
+    letters(b"fax"),
+    letters(b"pwd"),
+    letters(b"secret"),
+    letters(b"token"),
+    letters(b"apikey"),
+    letters(b"authorization"),
+];
+
 /// What a key says about its value.
 pub(crate) fn key_hints(key: &str) -> Hints {
+    let set = key.bytes().fold(0, |set, b| set | LETTER[usize::from(b)]);
+    if !HINT_LETTERS.iter().any(|&w| w & !set == 0) {
+        return Hints::default();
+    }
+    key_hints_slow(key)
+}
+
+/// [`key_hints`] without the letter-set shortcut.
+fn key_hints_slow(key: &str) -> Hints {
     let mut buf = [0u8; 48];
     let mut n = 0;
     for &b in key.as_bytes() {
@@ -164,6 +218,12 @@ impl Walk<'_> {
     }
 
     fn string(&mut self, s: &mut String, depth: usize, hints: Hints) -> bool {
+        // Most strings hold no trigger at all: one vector pass and done. (Nor can JSON
+        // inside such a string: an escape that decodes to an ASCII trigger, `\u0040`,
+        // has the digits `00` in it.)
+        if !hints.secret && self.quiet(s) {
+            return false;
+        }
         if !hints.secret
             && looks_like_json(s)
             && let Ok(mut inner) = serde_json::from_str::<Value>(s)
@@ -198,6 +258,29 @@ impl Walk<'_> {
             std::mem::swap(s, &mut self.out);
         }
         true
+    }
+
+    /// The redacted form of key `k`, if it has anything to redact.
+    fn redacted_key(&mut self, k: &str) -> Option<String> {
+        if self.quiet(k) {
+            return None;
+        }
+        self.r
+            .redact_into(
+                k,
+                Hints::default(),
+                self.known,
+                &mut self.hits,
+                &mut self.out,
+                &mut self.spare,
+            )
+            .then(|| self.out.clone())
+    }
+
+    /// Whether nothing in `s` can be found (no trigger, no registered secrets).
+    #[inline]
+    fn quiet(&self, s: &str) -> bool {
+        self.known.automaton.is_none() && self.r.scanner().quiet(s.as_bytes())
     }
 
     /// A number that is a card (always), an SSN or phone number (under a key that says
@@ -246,18 +329,7 @@ impl Walk<'_> {
     fn key(&mut self, k: &str) -> (Hints, Option<String>) {
         if self.uncached < UNCACHED_KEYS {
             self.uncached += 1;
-            let renamed = self
-                .r
-                .redact_into(
-                    k,
-                    Hints::default(),
-                    self.known,
-                    &mut self.hits,
-                    &mut self.out,
-                    &mut self.spare,
-                )
-                .then(|| self.out.clone());
-            return (key_hints(k), renamed);
+            return (key_hints(k), self.redacted_key(k));
         }
         let slot = key_slot(k);
         let other = (slot + 1) % KEY_SLOTS;
@@ -268,17 +340,7 @@ impl Walk<'_> {
                 return (c.hints, c.renamed.clone());
             }
         }
-        let renamed = self
-            .r
-            .redact_into(
-                k,
-                Hints::default(),
-                self.known,
-                &mut self.hits,
-                &mut self.out,
-                &mut self.spare,
-            )
-            .then(|| self.out.clone());
+        let renamed = self.redacted_key(k);
         let hints = key_hints(k);
         if k.len() <= KEY_CACHE_MAX_LEN {
             if self.keys.is_empty() {
@@ -328,5 +390,56 @@ impl Walk<'_> {
             map.insert(out, v);
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The letter-set shortcut never turns down a key the full test gives a hint.
+    #[test]
+    fn key_shortcut_keeps_every_hint() {
+        let mut keys: Vec<String> = SECRET_KEYS
+            .iter()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect();
+        keys.extend(
+            [
+                "ssn",
+                "SSN",
+                "customer_ssn",
+                "Social-Security",
+                "socialSecurityNumber",
+                "phone",
+                "mobilePhone",
+                "Mobile",
+                "tel",
+                "FAX",
+                "v",
+                "ver",
+                "Version",
+                "apiVersion",
+                "x-api-key",
+                "X_API_KEY",
+                "Authorization",
+                "client.secret",
+                "access token",
+                "AWS_SECRET_ACCESS_KEY",
+                "private-key",
+                "Pass_Word",
+                "home_phone_2",
+            ]
+            .map(String::from),
+        );
+        for k in &keys {
+            assert_ne!(key_hints_slow(k), Hints::default(), "{k} has a hint");
+            assert_eq!(key_hints(k), key_hints_slow(k), "{k}");
+        }
+        for k in [
+            "type", "text", "id", "amount", "rows", "note", "result", "jsonrpc", "content",
+        ] {
+            assert_eq!(key_hints(k), key_hints_slow(k), "{k}");
+        }
     }
 }

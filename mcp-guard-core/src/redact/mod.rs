@@ -41,8 +41,11 @@
 //!
 //! # How [`PatternRedactor`] works
 //!
-//! One forward pass over the bytes looks for *trigger* bytes: `0`-`9`, `:`, `@`, `_`, `-`,
-//! `A` and `J`. Clean stretches are skipped by a vectorised multi-byte search
+//! Every string first gets one vector test for *trigger* bytes (`0`-`9`, `:`, `@`, `_`,
+//! `-`, `A` and `J`) and for `ar?r ` (the middle of `earer `). Most strings (prose, keys,
+//! identifiers) have neither, and that test is all they cost; when secrets are
+//! registered, their automaton runs on every string as well. Otherwise one forward pass
+//! over the bytes looks for the trigger bytes. Clean stretches are skipped by a vectorised multi-byte search
 //! (`aho-corasick`'s Teddy, chosen at run time for the CPU) or, for short strings and
 //! CPUs without it, a portable 64-byte block test that the compiler vectorises; near the
 //! last trigger bytes are tested one at a time. At each digit run, every enabled numeric

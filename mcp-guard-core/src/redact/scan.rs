@@ -111,6 +111,35 @@ fn block_may_hit(w: &[u8; BLOCK]) -> bool {
     any != 0
 }
 
+/// What a block of [`quiet`](Scanner::quiet) holds: bit 0, a byte that may be a
+/// trigger; bit 1, `ar?r ` (the middle of `earer `, rare in text). Reads four bytes
+/// past the block, so `w` is the block and those four bytes.
+#[inline]
+fn block_survey(w: &[u8; BLOCK + 4]) -> u8 {
+    let (mut class, mut earer) = (0u8, 0u8);
+    for k in 0..BLOCK {
+        class |= may_hit(w[k]);
+        earer |= u8::from(w[k] == b'a')
+            & u8::from(w[k + 1] == b'r')
+            & u8::from(w[k + 3] == b'r')
+            & u8::from(w[k + 4] == b' ');
+    }
+    u8::from(class != 0) | (u8::from(earer != 0) << 1)
+}
+
+/// The first `BLOCK + 4` bytes of `w` (which has at least that many).
+#[inline]
+fn first_block(w: &[u8]) -> &[u8; BLOCK + 4] {
+    w.first_chunk().unwrap_or(&[0; BLOCK + 4])
+}
+
+/// Shorter strings cannot hold `Bearer ` and a token; their survey is a byte loop.
+const SHORT: usize = 23;
+
+/// Strings at least this long are surveyed with the run-time-dispatched searchers
+/// (Teddy and the `earer ` finder), shorter ones with [`block_survey`].
+const LONG: usize = 4 * BLOCK;
+
 /// The first trigger in the block at `start`, found from a per-byte flag vector read back
 /// eight bytes at a time.
 #[inline]
@@ -206,6 +235,35 @@ impl Scanner {
         self.enabled & k.bit() != 0
     }
 
+    /// Whether no detector can fire anywhere in `h` (registered secrets aside): no
+    /// trigger byte and no `earer `. The first test of every string: most text (prose,
+    /// keys, identifiers) has neither, and costs this one vector pass and nothing more.
+    #[inline]
+    pub(crate) fn quiet(&self, h: &[u8]) -> bool {
+        if h.len() < SHORT {
+            return !h.iter().any(|&b| CLASS[usize::from(b)] != 0);
+        }
+        if h.len() >= LONG
+            && let Some(t) = &self.teddy
+        {
+            return t.find(h).is_none() && self.bearer.find(h, 0).is_none();
+        }
+        let mut i = 0;
+        while let Some(w) = h.get(i..i + BLOCK + 4) {
+            if block_survey(first_block(w)) != 0 {
+                return false;
+            }
+            i += BLOCK;
+        }
+        // The tail (at most `BLOCK + 3` bytes) on a zero-padded copy: zeros are neither
+        // triggers nor part of `earer `.
+        let rest = h.get(i..).unwrap_or_default();
+        let mut buf = [0u8; 2 * BLOCK + 4];
+        buf[..rest.len()].copy_from_slice(rest);
+        block_survey(first_block(&buf)) == 0
+            && (rest.len() <= BLOCK || block_survey(first_block(&buf[BLOCK..])) == 0)
+    }
+
     /// Next trigger at or after `i`. The first `near` bytes are tested one by one (in
     /// the caller's loop, inlined); the rest goes to [`Self::far_trigger`].
     #[inline]
@@ -263,7 +321,7 @@ impl Scanner {
         }
         let mut pem = secret::PemState::default();
         // `Bearer `/`bearer ` and a 16-byte token (`BEARER ` is found from its `A`).
-        if h.len() >= 23 {
+        if h.len() >= SHORT {
             let mut from = 0;
             while let Some(at) = self.bearer.find(h, from) {
                 from = at + 1;
