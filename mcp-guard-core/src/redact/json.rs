@@ -221,9 +221,14 @@ impl Walk<'_> {
         // Most strings hold no trigger at all: one vector pass and done. (Nor can JSON
         // inside such a string: an escape that decodes to an ASCII trigger, `\u0040`,
         // has the digits `00` in it.)
-        if !hints.secret && self.quiet(s) {
-            return false;
-        }
+        let from = if hints.secret {
+            0
+        } else {
+            match self.survey(s) {
+                Some(from) => from,
+                None => return false,
+            }
+        };
         if !hints.secret
             && looks_like_json(s)
             && let Ok(mut inner) = serde_json::from_str::<Value>(s)
@@ -241,6 +246,7 @@ impl Walk<'_> {
         }
         if !self.r.redact_into(
             s,
+            from,
             hints,
             self.known,
             &mut self.hits,
@@ -262,12 +268,11 @@ impl Walk<'_> {
 
     /// The redacted form of key `k`, if it has anything to redact.
     fn redacted_key(&mut self, k: &str) -> Option<String> {
-        if self.quiet(k) {
-            return None;
-        }
+        let from = self.survey(k)?;
         self.r
             .redact_into(
                 k,
+                from,
                 Hints::default(),
                 self.known,
                 &mut self.hits,
@@ -277,10 +282,14 @@ impl Walk<'_> {
             .then(|| self.out.clone())
     }
 
-    /// Whether nothing in `s` can be found (no trigger, no registered secrets).
+    /// [`Scanner::survey`] of `s`: `None` when nothing in it can be found. With
+    /// registered secrets every string is scanned whole (`Some(0)`).
     #[inline]
-    fn quiet(&self, s: &str) -> bool {
-        self.known.automaton.is_none() && self.r.scanner().quiet(s.as_bytes())
+    fn survey(&self, s: &str) -> Option<usize> {
+        if self.known.automaton.is_some() {
+            return Some(0);
+        }
+        self.r.scanner().survey(s.as_bytes())
     }
 
     /// A number that is a card (always), an SSN or phone number (under a key that says

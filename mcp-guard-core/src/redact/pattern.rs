@@ -322,7 +322,7 @@ impl PatternRedactor {
         let known = self.known.snapshot();
         let mut found = Vec::new();
         self.scanner
-            .scan(input.as_bytes(), Hints::default(), &known, &mut found);
+            .scan(input.as_bytes(), 0, Hints::default(), &known, &mut found);
         scan::merge(&mut found);
         found
             .into_iter()
@@ -388,7 +388,7 @@ impl PatternRedactor {
         found: &mut Vec<Hit>,
     ) -> Option<Vec<u8>> {
         found.clear();
-        self.scanner.scan(h, hints, known, found);
+        self.scanner.scan(h, 0, hints, known, found);
         if found.is_empty() {
             return None;
         }
@@ -417,10 +417,12 @@ impl PatternRedactor {
     /// from pieces of `s` cut at character boundaries and from ASCII replacements, so
     /// it is valid UTF-8 by construction and is not validated again. `spare` is a
     /// second buffer for the passes after the first; both keep their capacity across
-    /// calls.
+    /// calls. No trigger byte of `s` comes before `from` (see [`Scanner::survey`]).
+    #[allow(clippy::too_many_arguments, reason = "internal; the buffers are reused")]
     pub(crate) fn redact_into(
         &self,
         s: &str,
+        from: usize,
         hints: Hints,
         known: &KnownSet,
         found: &mut Vec<Hit>,
@@ -436,11 +438,11 @@ impl PatternRedactor {
             out.push_str(p);
             return true;
         }
-        if !self.replace_once_str(s, hints, known, found, out) {
+        if !self.replace_once_str(s, from, hints, known, found, out) {
             return false;
         }
         for _ in 1..MAX_PASSES {
-            if !self.replace_once_str(out, hints, known, found, spare) {
+            if !self.replace_once_str(out, 0, hints, known, found, spare) {
                 return true;
             }
             std::mem::swap(out, spare);
@@ -455,13 +457,14 @@ impl PatternRedactor {
     fn replace_once_str(
         &self,
         h: &str,
+        from: usize,
         hints: Hints,
         known: &KnownSet,
         found: &mut Vec<Hit>,
         out: &mut String,
     ) -> bool {
         found.clear();
-        self.scanner.scan(h.as_bytes(), hints, known, found);
+        self.scanner.scan(h.as_bytes(), from, hints, known, found);
         if found.is_empty() {
             return false;
         }
@@ -553,6 +556,7 @@ impl Redactor for PatternRedactor {
         let mut found = Vec::new();
         if self.redact_into(
             input,
+            0,
             Hints::default(),
             &known,
             &mut found,

@@ -138,7 +138,7 @@ const SHORT: usize = 23;
 
 /// Strings at least this long are surveyed with the run-time-dispatched searchers
 /// (Teddy and the `earer ` finder), shorter ones with [`block_survey`].
-const LONG: usize = 4 * BLOCK;
+const LONG: usize = 2 * BLOCK;
 
 /// The first trigger in the block at `start`, found from a per-byte flag vector read back
 /// eight bytes at a time.
@@ -235,24 +235,34 @@ impl Scanner {
         self.enabled & k.bit() != 0
     }
 
-    /// Whether no detector can fire anywhere in `h` (registered secrets aside): no
-    /// trigger byte and no `earer `. The first test of every string: most text (prose,
-    /// keys, identifiers) has neither, and costs this one vector pass and nothing more.
+    /// Where the trigger bytes of `h` start, or `None` when no detector can fire
+    /// anywhere in `h` (registered secrets aside): no trigger byte and no `earer `. The
+    /// first test of every string; most text (prose, keys, identifiers) has neither and
+    /// costs this one vector pass and nothing more. `Some(from)`: every trigger byte is
+    /// at or after `from` (`h.len()` when there is only an `earer `), which is where
+    /// [`Self::scan`] can start.
     #[inline]
-    pub(crate) fn quiet(&self, h: &[u8]) -> bool {
-        if h.len() < SHORT {
-            return !h.iter().any(|&b| CLASS[usize::from(b)] != 0);
+    pub(crate) fn survey(&self, h: &[u8]) -> Option<usize> {
+        let n = h.len();
+        if n < SHORT {
+            return h.iter().position(|&b| CLASS[usize::from(b)] != 0);
         }
-        if h.len() >= LONG
+        if n >= LONG
             && let Some(t) = &self.teddy
         {
-            return t.find(h).is_none() && self.bearer.find(h, 0).is_none();
+            return match t.find(h) {
+                Some(m) => Some(m.start()),
+                None => self.bearer.find(h, 0).map(|_| n),
+            };
         }
+        let mut earer = false;
         let mut i = 0;
         while let Some(w) = h.get(i..i + BLOCK + 4) {
-            if block_survey(first_block(w)) != 0 {
-                return false;
+            let seen = block_survey(first_block(w));
+            if seen & 1 != 0 {
+                return Some(i);
             }
+            earer |= seen & 2 != 0;
             i += BLOCK;
         }
         // The tail (at most `BLOCK + 3` bytes) on a zero-padded copy: zeros are neither
@@ -260,8 +270,21 @@ impl Scanner {
         let rest = h.get(i..).unwrap_or_default();
         let mut buf = [0u8; 2 * BLOCK + 4];
         buf[..rest.len()].copy_from_slice(rest);
-        block_survey(first_block(&buf)) == 0
-            && (rest.len() <= BLOCK || block_survey(first_block(&buf[BLOCK..])) == 0)
+        let mut seen = block_survey(first_block(&buf));
+        if rest.len() > BLOCK {
+            seen |= block_survey(first_block(&buf[BLOCK..]));
+        }
+        if seen & 1 != 0 {
+            Some(i)
+        } else {
+            (earer || seen & 2 != 0).then_some(n)
+        }
+    }
+
+    /// Whether no detector can fire anywhere in `h` (see [`Self::survey`]).
+    #[cfg(any(test, feature = "test-util"))]
+    pub(crate) fn quiet(&self, h: &[u8]) -> bool {
+        self.survey(h).is_none()
     }
 
     /// Next trigger at or after `i`. The first `near` bytes are tested one by one (in
@@ -308,8 +331,9 @@ impl Scanner {
         first_in_block(h, i, &buf)
     }
 
-    /// Appends every finding in `h` to `found` (unsorted, possibly overlapping).
-    pub(crate) fn scan(&self, h: &[u8], hints: Hints, known: &KnownSet, found: &mut Vec<Hit>) {
+    /// Appends every finding in `h` to `found` (unsorted, possibly overlapping). No
+    /// trigger byte comes before `from` (0, or what [`Self::survey`] said).
+    pub(crate) fn scan(&self, h: &[u8], from: usize, hints: Hints, known: &KnownSet, found: &mut Vec<Hit>) {
         if let Some(ac) = &known.automaton {
             for m in ac.find_overlapping_iter(h) {
                 found.push(Hit {
@@ -337,21 +361,25 @@ impl Scanner {
             }
         }
         let (email_on, v6_on) = (self.on(Kind::Email), self.on(Kind::Ipv6));
-        let mut i = 0;
+        let mut i = from;
         let mut near = 0;
         let mut at_floor = 0;
         let mut v6_done = 0;
         while let Some(p) = self.next_trigger(h, i, near) {
             i = p + 1;
             near = NEAR;
-            match CLASS[usize::from(h[p])] {
-                DIGIT => {
-                    let run = digit_run_len(h, p);
-                    if Self::numeric_maybe(h, p, run, hints) {
-                        self.numeric(h, p, run, hints, found);
-                    }
-                    i = p + run;
+            // Digits first, as a plain branch: in number-heavy text most triggers are
+            // digits, and a jump table over the classes is an indirect jump the CPU
+            // mispredicts.
+            if h[p].is_ascii_digit() {
+                let run = digit_run_len(h, p);
+                if Self::numeric_maybe(h, p, run, hints) {
+                    self.numeric(h, p, run, hints, found);
                 }
+                i = p + run;
+                continue;
+            }
+            match CLASS[usize::from(h[p])] {
                 AT => {
                     if email_on {
                         if let Some((start, end)) = email::email(h, p, at_floor) {
@@ -396,17 +424,24 @@ impl Scanner {
         }
     }
 
-    /// Whether a run of `run` digits at `p` can start any numeric finding: every numeric
-    /// detector needs a separator, `.` or `)` right after the first group, 13-19 digits
-    /// in a row, a `+` in front, or a key that names an SSN or phone number. Most numbers
-    /// in a table (`12, 3.5, 2024/01/02, 17150000000`) fail this at once.
+    /// Whether a run of `run` digits at `p` can start any numeric finding. Without a
+    /// `+` in front or a key that names an SSN or phone number, every numeric detector
+    /// needs one of a few first groups: 13-19 digits (a card); 4 digits and a space or
+    /// dash (a card); 3 digits and a separator, `.` or `)` (SSN, phone); 1-3 digits and
+    /// `.` (IPv4); a `1` and a separator (a phone prefix). Most numbers in a table
+    /// (`12, 3.5, 2024/01/02, 17150000000, 34189.80`) fail this at once.
     #[inline]
     fn numeric_maybe(h: &[u8], p: usize, run: usize, hints: Hints) -> bool {
-        matches!(h.get(p + run), Some(b' ' | b'-' | b'.' | b')'))
-            || (13..=19).contains(&run)
-            || hints.ssn
-            || hints.phone
-            || (p > 0 && h[p - 1] == b'+')
+        let next = h.get(p + run).copied().unwrap_or(0);
+        let shaped = match run {
+            1 => matches!(next, b' ' | b'-' | b'.'),
+            2 => next == b'.',
+            3 => matches!(next, b' ' | b'-' | b'.' | b')'),
+            4 => matches!(next, b' ' | b'-'),
+            13..=19 => true,
+            _ => false,
+        };
+        shaped || hints.ssn || hints.phone || (p > 0 && h[p - 1] == b'+')
     }
 
     /// Candidates of every numeric type whose first digit group starts at `p`. A
