@@ -65,7 +65,8 @@ fn key_slot(k: &str) -> usize {
 }
 
 /// Keys (lower-cased, without `_`, `-`, `.` and spaces) whose string value is a
-/// credential as a whole.
+/// credential as a whole: the reference list the tests hold [`exact_key`]'s `match` to.
+#[cfg(test)]
 const SECRET_KEYS: &[&[u8]] = &[
     b"password",
     b"passwd",
@@ -144,6 +145,39 @@ pub(crate) fn key_hints(key: &str) -> Hints {
     key_hints_slow(key)
 }
 
+/// What a whole (normalised) key says: a `match` on byte strings, which the compiler
+/// turns into a switch on the length and a few byte tests.
+fn exact_key(k: &[u8]) -> Hints {
+    let mut hints = Hints::default();
+    match k {
+        b"tel" | b"fax" => hints.phone = true,
+        b"ver" | b"v" => hints.version = true,
+        b"password"
+        | b"passwd"
+        | b"pwd"
+        | b"secret"
+        | b"clientsecret"
+        | b"apikey"
+        | b"xapikey"
+        | b"apitoken"
+        | b"accesstoken"
+        | b"refreshtoken"
+        | b"idtoken"
+        | b"authtoken"
+        | b"token"
+        | b"bearertoken"
+        | b"authorization"
+        | b"privatekey"
+        | b"secretkey"
+        | b"secretaccesskey"
+        | b"awssecretaccesskey"
+        | b"sessiontoken"
+        | b"proxyauthorization" => hints.secret = true,
+        _ => {}
+    }
+    hints
+}
+
 /// [`key_hints`] without the letter-set shortcut.
 fn key_hints_slow(key: &str) -> Hints {
     let mut buf = [0u8; 48];
@@ -159,12 +193,7 @@ fn key_hints_slow(key: &str) -> Hints {
         n += 1;
     }
     let k = &buf[..n];
-    let mut hints = Hints {
-        phone: k == b"tel" || k == b"fax",
-        version: k == b"ver" || k == b"v",
-        secret: SECRET_KEYS.contains(&k),
-        ..Hints::default()
-    };
+    let mut hints = exact_key(k);
     // One pass for the words that may sit anywhere in the key: each starts with its
     // own letter, so most positions cost one byte compare.
     for i in 0..k.len() {
@@ -441,6 +470,9 @@ mod tests {
             ]
             .map(String::from),
         );
+        for k in SECRET_KEYS {
+            assert!(exact_key(k).secret, "{}", String::from_utf8_lossy(k));
+        }
         for k in &keys {
             assert_ne!(key_hints_slow(k), Hints::default(), "{k} has a hint");
             assert_eq!(key_hints(k), key_hints_slow(k), "{k}");
