@@ -1,8 +1,10 @@
-//! The scanner: one forward pass over the bytes with a cheap trigger test, per-type
-//! candidates at each trigger, then a merge of overlapping findings.
+//! The scanner: a survey that tells a string with nothing to find from the rest, then one
+//! forward pass over the bytes from the first trigger, per-type candidates at each
+//! trigger, and a merge of overlapping findings.
 //!
-//! The trigger test runs on 64-byte blocks as straight-line lane operations that the
-//! compiler vectorises, and one byte at a time only near the last trigger.
+//! The survey and the trigger test run on 64-byte blocks as straight-line lane operations
+//! that the compiler vectorises (or, on long strings, on Teddy and the `earer ` finder,
+//! chosen at run time for the CPU), and one byte at a time only near the last trigger.
 
 use aho_corasick::packed;
 use memchr::memmem;
