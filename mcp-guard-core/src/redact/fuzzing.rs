@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use secrecy::SecretString;
 use serde_json::Value;
 
+use super::scan::Hints;
 use super::{MAX_JSON_DEPTH, PatternRedactor, Redactor, SessionKey, Style, TOO_DEEP};
 
 /// A registered credential the checks plant.
@@ -84,6 +85,19 @@ pub fn check_str(data: &[u8]) {
         "quiet, yet {:?} found in {text:?}",
         plain.find(&text)
     );
+    // Starting the scan where the survey says the triggers start finds the same.
+    if let Some(from) = plain.scanner().survey(text.as_bytes()) {
+        let known = plain.snapshot();
+        let scan_from = |start| {
+            let mut found = Vec::new();
+            plain
+                .scanner()
+                .scan(text.as_bytes(), start, Hints::default(), &known, &mut found);
+            super::scan::merge(&mut found);
+            found
+        };
+        assert_eq!(scan_from(from), scan_from(0), "survey start {from} in {text:?}");
+    }
     for r in redactors() {
         // The one without a registry leaves the registered value.
         let planted = planted.filter(|&p| p != KNOWN || !r.known_secrets().is_empty());

@@ -113,7 +113,7 @@ fn block_may_hit(w: &[u8; BLOCK]) -> bool {
     any != 0
 }
 
-/// What a block of [`quiet`](Scanner::quiet) holds: bit 0, a byte that may be a
+/// What a block of [`survey`](Scanner::survey) holds: bit 0, a byte that may be a
 /// trigger; bit 1, `ar?r ` (the middle of `earer `, rare in text). Reads four bytes
 /// past the block, so `w` is the block and those four bytes.
 #[inline]
@@ -348,9 +348,9 @@ impl Scanner {
         let mut pem = secret::PemState::default();
         // `Bearer `/`bearer ` and a 16-byte token (`BEARER ` is found from its `A`).
         if h.len() >= SHORT {
-            let mut from = 0;
-            while let Some(at) = self.bearer.find(h, from) {
-                from = at + 1;
+            let mut next = 0;
+            while let Some(at) = self.bearer.find(h, next) {
+                next = at + 1;
                 if let Some((s, e)) = secret::bearer_at(h, at)
                     && let Some((start, end)) = secret::check(h, s, e, secret::Rule::Bearer, &mut pem)
                 {
