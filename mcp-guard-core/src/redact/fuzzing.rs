@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use secrecy::SecretString;
 use serde_json::Value;
 
-use super::scan::Hints;
+use super::scan::{Hints, Start};
 use super::{MAX_JSON_DEPTH, PatternRedactor, Redactor, SessionKey, Style, TOO_DEEP};
 
 /// A registered credential the checks plant.
@@ -88,8 +88,9 @@ pub fn check_str(data: &[u8]) {
     // Starting the scan where the survey says the triggers start finds the same.
     if let Some(from) = plain.scanner().survey(text.as_bytes()) {
         let known = plain.snapshot();
-        let scan_from = |start| {
+        let scan_from = |from| {
             let mut found = Vec::new();
+            let start = Start { from, earer: true };
             plain
                 .scanner()
                 .scan(text.as_bytes(), start, Hints::default(), &known, &mut found);

@@ -13,7 +13,7 @@ use sha2::Sha256;
 
 use super::Redactor;
 use super::known::{KnownSecrets, KnownSet};
-use super::scan::{self, Hints, Hit, Scanner};
+use super::scan::{self, Hints, Hit, Scanner, Start};
 
 /// Passes over one string before it counts as crafted; see [`UNSTABLE`].
 pub const MAX_PASSES: usize = 8;
@@ -321,8 +321,13 @@ impl PatternRedactor {
     pub fn find(&self, input: &str) -> Vec<Finding> {
         let known = self.known.snapshot();
         let mut found = Vec::new();
-        self.scanner
-            .scan(input.as_bytes(), 0, Hints::default(), &known, &mut found);
+        self.scanner.scan(
+            input.as_bytes(),
+            Start::WHOLE,
+            Hints::default(),
+            &known,
+            &mut found,
+        );
         scan::merge(&mut found);
         found
             .into_iter()
@@ -388,7 +393,7 @@ impl PatternRedactor {
         found: &mut Vec<Hit>,
     ) -> Option<Vec<u8>> {
         found.clear();
-        self.scanner.scan(h, 0, hints, known, found);
+        self.scanner.scan(h, Start::WHOLE, hints, known, found);
         if found.is_empty() {
             return None;
         }
@@ -418,6 +423,11 @@ impl PatternRedactor {
     /// it is valid UTF-8 by construction and is not validated again. `spare` is a
     /// second buffer for the passes after the first; both keep their capacity across
     /// calls. No trigger byte of `s` comes before `from` (see [`Scanner::survey`]).
+    ///
+    /// A pass after the first knows where its text can differ from the text before: not
+    /// before the first finding replaced. So it looks for triggers from there (or from
+    /// where the previous pass did, if earlier), and for `earer ` only if the previous
+    /// pass saw one (a replacement cannot make one: placeholders hold no lower-case `r`).
     #[allow(clippy::too_many_arguments, reason = "internal; the buffers are reused")]
     pub(crate) fn redact_into(
         &self,
@@ -438,12 +448,14 @@ impl PatternRedactor {
             out.push_str(p);
             return true;
         }
-        if !self.replace_once_str(s, from, hints, known, found, out) {
+        let start = Start { from, earer: true };
+        let Some(mut next) = self.replace_once_str(s, start, hints, known, found, out) else {
             return false;
-        }
+        };
         for _ in 1..MAX_PASSES {
-            if !self.replace_once_str(out, 0, hints, known, found, spare) {
-                return true;
+            match self.replace_once_str(out, next, hints, known, found, spare) {
+                Some(after) => next = after,
+                None => return true,
             }
             std::mem::swap(out, spare);
         }
@@ -452,23 +464,29 @@ impl PatternRedactor {
         true
     }
 
-    /// One pass of [`Self::redact_into`]: scans `h` and, when something was found,
-    /// writes `h` with the findings replaced to `out` (cleared first).
+    /// One pass of [`Self::redact_into`]: scans `h` from `start` and, when something was
+    /// found, writes `h` with the findings replaced to `out` (cleared first) and returns
+    /// where the next pass can start.
     fn replace_once_str(
         &self,
         h: &str,
-        from: usize,
+        start: Start,
         hints: Hints,
         known: &KnownSet,
         found: &mut Vec<Hit>,
         out: &mut String,
-    ) -> bool {
+    ) -> Option<Start> {
         found.clear();
-        self.scanner.scan(h.as_bytes(), from, hints, known, found);
+        let earer = self.scanner.scan(h.as_bytes(), start, hints, known, found);
         if found.is_empty() {
-            return false;
+            return None;
         }
         scan::merge(found);
+        // The text before the first finding stays as it is.
+        let next = Start {
+            from: start.from.min(found[0].start),
+            earer,
+        };
         out.clear();
         out.reserve(h.len() + 16 * found.len());
         let mut last = 0;
@@ -480,14 +498,14 @@ impl PatternRedactor {
                 self.splice_bytes(h.as_bytes(), found, &mut bytes);
                 out.clear();
                 out.push_str(&String::from_utf8_lossy(&bytes));
-                return true;
+                return Some(Start::WHOLE);
             };
             out.push_str(keep);
             self.render(hit.kind, matched.as_bytes(), out);
             last = hit.end;
         }
         out.push_str(h.get(last..).unwrap_or_default());
-        true
+        Some(next)
     }
 
     /// Writes the replacement of `matched` (a value of kind `kind`) to `out`.

@@ -38,6 +38,19 @@ pub(crate) struct Hints {
     pub(crate) secret: bool,
 }
 
+/// Where a scan of a string can start, from what is already known about it: no trigger
+/// byte comes before `from`, and there is no `earer ` anywhere unless `earer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Start {
+    pub(crate) from: usize,
+    pub(crate) earer: bool,
+}
+
+impl Start {
+    /// Nothing known: the whole string.
+    pub(crate) const WHOLE: Start = Start { from: 0, earer: true };
+}
+
 /// Compiled, immutable detection settings.
 #[derive(Debug)]
 pub(crate) struct Scanner {
@@ -242,7 +255,7 @@ impl Scanner {
     /// first test of every string; most text (prose, keys, identifiers) has neither and
     /// costs this one vector pass and nothing more. `Some(from)`: every trigger byte is
     /// at or after `from` (`h.len()` when there is only an `earer `), which is where
-    /// [`Self::scan`] can start.
+    /// [`Self::scan`] can start looking for them.
     #[inline]
     pub(crate) fn survey(&self, h: &[u8]) -> Option<usize> {
         let n = h.len();
@@ -333,9 +346,17 @@ impl Scanner {
         first_in_block(h, i, &buf)
     }
 
-    /// Appends every finding in `h` to `found` (unsorted, possibly overlapping). No
-    /// trigger byte comes before `from` (0, or what [`Self::survey`] said).
-    pub(crate) fn scan(&self, h: &[u8], from: usize, hints: Hints, known: &KnownSet, found: &mut Vec<Hit>) {
+    /// Appends every finding in `h` to `found` (unsorted, possibly overlapping), looking
+    /// for triggers and `earer ` only where `start` says they can be. Returns whether an
+    /// `earer ` was seen (accepted or not).
+    pub(crate) fn scan(
+        &self,
+        h: &[u8],
+        start: Start,
+        hints: Hints,
+        known: &KnownSet,
+        found: &mut Vec<Hit>,
+    ) -> bool {
         if let Some(ac) = &known.automaton {
             for m in ac.find_overlapping_iter(h) {
                 found.push(Hit {
@@ -347,9 +368,11 @@ impl Scanner {
         }
         let mut pem = secret::PemState::default();
         // `Bearer `/`bearer ` and a 16-byte token (`BEARER ` is found from its `A`).
-        if h.len() >= SHORT {
+        let mut earer = false;
+        if start.earer && h.len() >= SHORT {
             let mut next = 0;
             while let Some(at) = self.bearer.find(h, next) {
+                earer = true;
                 next = at + 1;
                 if let Some((s, e)) = secret::bearer_at(h, at)
                     && let Some((start, end)) = secret::check(h, s, e, secret::Rule::Bearer, &mut pem)
@@ -363,7 +386,7 @@ impl Scanner {
             }
         }
         let (email_on, v6_on) = (self.on(Kind::Email), self.on(Kind::Ipv6));
-        let mut i = from;
+        let mut i = start.from;
         let mut near = 0;
         let mut at_floor = 0;
         let mut v6_done = 0;
@@ -424,6 +447,7 @@ impl Scanner {
                 }
             }
         }
+        earer
     }
 
     /// Whether a run of `run` digits at `p` can start any numeric finding. Without a
