@@ -136,6 +136,60 @@ const HINT_LETTERS: [u32; 12] = [
     letters(b"authorization"),
 ];
 
+/// Keys of the MCP and JSON-RPC envelopes (and common JSON Schema words): no trigger
+/// byte, no hint. Every message carries several, so they skip even the survey. A `match`
+/// on strings is a switch on the length and a few word compares.
+fn plain_key(k: &str) -> bool {
+    matches!(
+        k,
+        "jsonrpc"
+            | "id"
+            | "result"
+            | "method"
+            | "params"
+            | "error"
+            | "code"
+            | "message"
+            | "data"
+            | "content"
+            | "contents"
+            | "type"
+            | "text"
+            | "isError"
+            | "structuredContent"
+            | "name"
+            | "title"
+            | "description"
+            | "arguments"
+            | "mimeType"
+            | "uri"
+            | "blob"
+            | "resource"
+            | "annotations"
+            | "audience"
+            | "priority"
+            | "lastModified"
+            | "size"
+            | "tools"
+            | "prompts"
+            | "resources"
+            | "messages"
+            | "role"
+            | "nextCursor"
+            | "cursor"
+            | "inputSchema"
+            | "outputSchema"
+            | "properties"
+            | "required"
+            | "items"
+            | "level"
+            | "logger"
+            | "values"
+            | "total"
+            | "hasMore"
+    )
+}
+
 /// What a key says about its value.
 pub(crate) fn key_hints(key: &str) -> Hints {
     let set = key.bytes().fold(0, |set, b| set | LETTER[usize::from(b)]);
@@ -365,6 +419,9 @@ impl Walk<'_> {
 
     /// Hints and redacted form of a key.
     fn key(&mut self, k: &str) -> (Hints, Option<String>) {
+        if plain_key(k) {
+            return (Hints::default(), None);
+        }
         if self.uncached < UNCACHED_KEYS {
             self.uncached += 1;
             return (key_hints(k), self.redacted_key(k));
@@ -434,6 +491,64 @@ impl Walk<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The envelope keys that skip every test have neither a hint nor a trigger.
+    #[test]
+    fn plain_keys_are_plain() {
+        let r = PatternRedactor::builder().build();
+        for k in [
+            "jsonrpc",
+            "id",
+            "result",
+            "method",
+            "params",
+            "error",
+            "code",
+            "message",
+            "data",
+            "content",
+            "contents",
+            "type",
+            "text",
+            "isError",
+            "structuredContent",
+            "name",
+            "title",
+            "description",
+            "arguments",
+            "mimeType",
+            "uri",
+            "blob",
+            "resource",
+            "annotations",
+            "audience",
+            "priority",
+            "lastModified",
+            "size",
+            "tools",
+            "prompts",
+            "resources",
+            "messages",
+            "role",
+            "nextCursor",
+            "cursor",
+            "inputSchema",
+            "outputSchema",
+            "properties",
+            "required",
+            "items",
+            "level",
+            "logger",
+            "values",
+            "total",
+            "hasMore",
+        ] {
+            assert!(plain_key(k), "{k}");
+            assert_eq!(key_hints_slow(k), Hints::default(), "{k}");
+            assert_eq!(r.scanner().survey(k.as_bytes()), None, "{k}");
+        }
+        assert!(!plain_key("password") && !plain_key("phone") && !plain_key("Type"));
+    }
 
     /// The letter-set shortcut never turns down a key the full test gives a hint.
     #[test]
