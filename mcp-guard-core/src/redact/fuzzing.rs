@@ -33,8 +33,7 @@ pub const PLANTS: &[&str] = &[
 ];
 
 /// The redactors under test: placeholders, and pseudonyms with partial cards, both
-/// scrubbing [`KNOWN`]; and a default one with no registered secret, which takes the
-/// shortcut for strings without triggers (a registry disables it).
+/// scrubbing [`KNOWN`]; and a default one with no registered secret.
 pub fn redactors() -> &'static [PatternRedactor; 3] {
     static R: OnceLock<[PatternRedactor; 3]> = OnceLock::new();
     R.get_or_init(|| {
@@ -100,6 +99,12 @@ pub fn check_str(data: &[u8]) {
         assert_eq!(scan_from(from), scan_from(0), "survey start {from} in {text:?}");
     }
     for r in redactors() {
+        let known = r.snapshot();
+        assert!(
+            r.survey(&known, text.as_bytes()).is_some() || r.find(&text).is_empty(),
+            "surveyed as empty, yet {:?} found in {text:?}",
+            r.find(&text)
+        );
         // The one without a registry leaves the registered value.
         let planted = planted.filter(|&p| p != KNOWN || !r.known_secrets().is_empty());
         let once = r.redact_str(&text);

@@ -365,14 +365,10 @@ impl Walk<'_> {
             .then(|| self.out.clone())
     }
 
-    /// [`Scanner::survey`] of `s`: `None` when nothing in it can be found. With
-    /// registered secrets every string is scanned whole (`Some(0)`).
+    /// [`PatternRedactor::survey`] of `s`: `None` when nothing in it can be found.
     #[inline]
     fn survey(&self, s: &str) -> Option<usize> {
-        if self.known.automaton.is_some() {
-            return Some(0);
-        }
-        self.r.scanner().survey(s.as_bytes())
+        self.r.survey(self.known, s.as_bytes())
     }
 
     /// A number that is a card (always), an SSN or phone number (under a key that says

@@ -356,6 +356,19 @@ impl PatternRedactor {
         &self.scanner
     }
 
+    /// [`Scanner::survey`] with the registered secrets: `None` when nothing in `h` can
+    /// be found (no trigger, no `earer `, no registered secret), else where the trigger
+    /// bytes start. A string that holds only a registered secret starts past its end:
+    /// the registry's automaton runs on the whole string in [`Scanner::scan`] anyway.
+    #[inline]
+    pub(crate) fn survey(&self, known: &KnownSet, h: &[u8]) -> Option<usize> {
+        match (self.scanner.survey(h), &known.automaton) {
+            (Some(from), _) => Some(from),
+            (None, None) => None,
+            (None, Some(ac)) => ac.is_match(h).then_some(h.len()),
+        }
+    }
+
     /// Redacts `h`; `None` when nothing was found.
     ///
     /// Some rejections depend on context (an address glued to a token is not an address),
@@ -570,11 +583,14 @@ fn normalize(kind: Kind, matched: &[u8]) -> Vec<u8> {
 impl Redactor for PatternRedactor {
     fn redact_str<'a>(&self, input: &'a str) -> Cow<'a, str> {
         let known = self.known.snapshot();
+        let Some(from) = self.survey(&known, input.as_bytes()) else {
+            return Cow::Borrowed(input);
+        };
         let mut out = String::new();
         let mut found = Vec::new();
         if self.redact_into(
             input,
-            0,
+            from,
             Hints::default(),
             &known,
             &mut found,
