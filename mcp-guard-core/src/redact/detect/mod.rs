@@ -49,14 +49,16 @@ pub(crate) fn digit_run_len(h: &[u8], i: usize) -> usize {
 }
 
 /// The high bit of every byte of `x` (little-endian lanes) that is not an ASCII digit.
+/// With the high bits cleared, adding `0x50` sets a lane's high bit from `0x30` up and
+/// adding `0x46` from `0x3A` up, with no carry between lanes: a digit has the first, not
+/// the second, and no high bit of its own.
 #[inline]
 fn non_digits(x: u64) -> u64 {
     const L: u64 = 0x0101_0101_0101_0101;
-    let a = x ^ (0x30 * L); // digits become 0x00..=0x09
-    let high = a & (0xF0 * L);
-    let low = ((a & (0x0F * L)) + 0x06 * L) & (0x10 * L); // low nibble above 9
-    let m = high | low;
-    (((m & (0x7F * L)) + 0x7F * L) | m) & (0x80 * L)
+    let low = x & (0x7F * L);
+    let from_zero = low + 0x50 * L;
+    let past_nine = low + 0x46 * L;
+    !(from_zero & !past_nine & !x) & (0x80 * L)
 }
 
 /// The value of up to 4 ASCII digits (callers check they are digits).
@@ -121,6 +123,28 @@ mod tests {
             h[3] = b;
             let want = if b.is_ascii_digit() { 9 } else { 3 };
             assert_eq!(super::digit_run_len(&h, 0), want, "byte {b}");
+        }
+    }
+
+    /// The word-at-a-time digit test agrees with `is_ascii_digit` on every byte value in
+    /// every lane.
+    #[test]
+    fn non_digits_matches_bytes() {
+        for (b, fill, lane) in (0..=u8::MAX)
+            .flat_map(|b| [b'x', b'0', b'9', b'/', b':', 0, 0x7F, 0xFF].map(|f| (b, f)))
+            .flat_map(|(b, f)| (0..8).map(move |l| (b, f, l)))
+        {
+            let mut w = [fill; 8];
+            w[lane] = b;
+            let nd = super::non_digits(u64::from_le_bytes(w));
+            let expect = (0..8).fold(0u64, |m, i| {
+                if w[i].is_ascii_digit() {
+                    m
+                } else {
+                    m | (0x80 << (8 * i))
+                }
+            });
+            assert_eq!(nd, expect, "byte {b:#04x} in lane {lane} among {fill:#04x}");
         }
     }
 }
