@@ -156,6 +156,17 @@ impl Session {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Locks a session a client is using: refused as not found once it is closed, and
+    /// marked active.
+    fn lock_live(&self, id: &SessionId) -> Result<MutexGuard<'_, State>, LeanSessionError> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err(LeanSessionError::NotFound(id.clone()));
+        }
+        st.last_active = Instant::now();
+        Ok(st)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -645,11 +656,7 @@ impl SessionManager for LeanSessionManager {
         message: ClientJsonRpcMessage,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, LeanSessionError> {
         let session = self.get(id)?;
-        let mut st = session.lock();
-        if st.closed {
-            return Err(LeanSessionError::NotFound(id.clone()));
-        }
-        st.last_active = Instant::now();
+        let mut st = session.lock_live(id)?;
         let mut keys = Vec::new();
         if let JsonRpcMessage::Request(r) = &message {
             if keeps_state(&r.request) {
@@ -694,11 +701,7 @@ impl SessionManager for LeanSessionManager {
         message: ClientJsonRpcMessage,
     ) -> Result<(), LeanSessionError> {
         let session = self.get(id)?;
-        let mut st = session.lock();
-        if st.closed {
-            return Err(LeanSessionError::NotFound(id.clone()));
-        }
-        st.last_active = Instant::now();
+        let mut st = session.lock_live(id)?;
         // What a parked session's service has no use for is not worth resuming it.
         let mut needs_loop = true;
         match &message {
@@ -743,11 +746,7 @@ impl SessionManager for LeanSessionManager {
         id: &SessionId,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, LeanSessionError> {
         let session = self.get(id)?;
-        let mut st = session.lock();
-        if st.closed {
-            return Err(LeanSessionError::NotFound(id.clone()));
-        }
-        st.last_active = Instant::now();
+        let mut st = session.lock_live(id)?;
         self.resume_loop(&session, &mut st)?;
         let rx = standalone_receiver(&mut st, 0, "0")?;
         st.open += 1;
@@ -765,11 +764,7 @@ impl SessionManager for LeanSessionManager {
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, LeanSessionError> {
         let session = self.get(id)?;
         let (index, http) = parse_event_id(&last_event_id)?;
-        let mut st = session.lock();
-        if st.closed {
-            return Err(LeanSessionError::NotFound(id.clone()));
-        }
-        st.last_active = Instant::now();
+        let mut st = session.lock_live(id)?;
         if let Some(http) = http {
             let stream = st
                 .streams
