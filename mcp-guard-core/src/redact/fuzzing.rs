@@ -79,11 +79,6 @@ pub fn check_str(data: &[u8]) {
     let (bytes, planted) = plant(data);
     let text = String::from_utf8_lossy(&bytes);
     let plain = &redactors()[2];
-    assert!(
-        !plain.scanner().quiet(text.as_bytes()) || plain.find(&text).is_empty(),
-        "quiet, yet {:?} found in {text:?}",
-        plain.find(&text)
-    );
     // Starting the scan where the survey says the triggers start finds the same.
     if let Some(from) = plain.scanner().survey(text.as_bytes()) {
         let known = plain.snapshot();

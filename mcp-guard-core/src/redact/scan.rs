@@ -296,12 +296,6 @@ impl Scanner {
         }
     }
 
-    /// Whether no detector can fire anywhere in `h` (see [`Self::survey`]).
-    #[cfg(any(test, feature = "test-util"))]
-    pub(crate) fn quiet(&self, h: &[u8]) -> bool {
-        self.survey(h).is_none()
-    }
-
     /// Next trigger at or after `i`. The first `near` bytes are tested one by one (in
     /// the caller's loop, inlined); the rest goes to [`Self::far_trigger`].
     #[inline]
