@@ -78,21 +78,7 @@ fn plant(data: &[u8]) -> (Vec<u8>, Option<&'static str>) {
 pub fn check_str(data: &[u8]) {
     let (bytes, planted) = plant(data);
     let text = String::from_utf8_lossy(&bytes);
-    let plain = &redactors()[2];
-    // Starting the scan where the survey says the triggers start finds the same.
-    if let Some(from) = plain.scanner().survey(text.as_bytes()) {
-        let known = plain.snapshot();
-        let scan_from = |from| {
-            let mut found = Vec::new();
-            let start = Start { from, earer: true };
-            plain
-                .scanner()
-                .scan(text.as_bytes(), start, Hints::default(), &known, &mut found);
-            super::scan::merge(&mut found);
-            found
-        };
-        assert_eq!(scan_from(from), scan_from(0), "survey start {from} in {text:?}");
-    }
+    check_scan(text.as_bytes());
     for r in redactors() {
         let known = r.snapshot();
         assert!(
@@ -119,6 +105,64 @@ pub fn check_str(data: &[u8]) {
         }
         let b1 = r.redact_bytes(&bytes);
         assert_eq!(r.redact_bytes(&b1), b1, "bytes not idempotent");
+    }
+}
+
+/// The scanner against its byte-at-a-time reference (which visits every trigger byte
+/// in turn), under every key hint: the same findings from 0, from where the survey says
+/// the triggers start, and from two points inside the text.
+///
+/// # Panics
+/// When they differ.
+pub fn check_scan(h: &[u8]) {
+    let plain = &redactors()[2];
+    let known = plain.snapshot();
+    let sc = plain.scanner();
+    let hinted = [
+        Hints::default(),
+        Hints {
+            ssn: true,
+            ..Hints::default()
+        },
+        Hints {
+            phone: true,
+            ..Hints::default()
+        },
+        Hints {
+            version: true,
+            ..Hints::default()
+        },
+    ];
+    for hints in hinted {
+        let run = |from, reference: bool| {
+            let mut found = Vec::new();
+            let start = Start { from, earer: true };
+            if reference {
+                sc.scan_reference(h, start, hints, &known, &mut found);
+            } else {
+                sc.scan(h, start, hints, &known, &mut found);
+            }
+            super::scan::merge(&mut found);
+            found
+        };
+        let want = run(0, true);
+        let text = String::from_utf8_lossy(h);
+        assert_eq!(run(0, false), want, "{hints:?} in {text:?}");
+        if let Some(from) = sc.survey(h) {
+            assert_eq!(
+                run(from, false),
+                want,
+                "survey start {from}, {hints:?} in {text:?}"
+            );
+        }
+        // From anywhere, the middle of a digit run included.
+        for from in [h.len() / 3, h.len() / 2] {
+            assert_eq!(
+                run(from, false),
+                run(from, true),
+                "from {from}, {hints:?} in {text:?}"
+            );
+        }
     }
 }
 

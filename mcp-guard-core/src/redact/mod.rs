@@ -102,6 +102,7 @@ mod known;
 mod luhn;
 mod pattern;
 mod scan;
+mod window;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod corpus;

@@ -12,6 +12,7 @@ use memchr::memmem;
 use super::Kind;
 use super::detect::{digit_run_len, email, ip, numeric, secret};
 use super::known::KnownSet;
+use super::window::{CHUNK, STEP, Window};
 
 /// A finding: `start..end` in the input, of kind `kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +50,16 @@ pub(crate) struct Start {
 impl Start {
     /// Nothing known: the whole string.
     pub(crate) const WHOLE: Start = Start { from: 0, earer: true };
+}
+
+/// What one scan carries from trigger to trigger.
+#[derive(Debug, Default)]
+struct ScanState {
+    /// No email can start before this (the end of the last one, or past a failed `@`).
+    at_floor: usize,
+    /// The end of the last region the IPv6 detector looked at.
+    v6_done: usize,
+    pem: secret::PemState,
 }
 
 /// Compiled, immutable detection settings.
@@ -298,7 +309,7 @@ impl Scanner {
 
     /// Next trigger at or after `i`. The first `near` bytes are tested one by one (in
     /// the caller's loop, inlined); the rest goes to [`Self::far_trigger`].
-    #[inline]
+    #[cfg(any(test, feature = "test-util"))]
     fn next_trigger(&self, h: &[u8], mut i: usize, near: usize) -> Option<usize> {
         let stop = (i + near).min(h.len());
         while i < stop {
@@ -351,6 +362,58 @@ impl Scanner {
         known: &KnownSet,
         found: &mut Vec<Hit>,
     ) -> bool {
+        let mut state = ScanState::default();
+        let earer = self.whole(h, start, known, &mut state, found);
+        // Triggers one at a time while they are sparse (prose, identifiers); a window
+        // at a time from a digit run that starts close after another (a table of
+        // numbers), at least a step from the end, until a window finds nothing.
+        let n = h.len();
+        // `start.from` (or the end of a credential) may fall inside a digit run. Whether
+        // the rest of that run is visited (here it is, by a window it is not) makes no
+        // difference: no numeric finding starts right after a digit (every detector
+        // wants a non-word byte before its start).
+        let mut i = start.from;
+        let mut near = NEAR;
+        // Where the last digit run visited one at a time ended.
+        let mut run_end = None;
+        while i < n {
+            let stop = (i + near).min(n);
+            let mut p = i;
+            while p < stop && !hit(h, p) {
+                p += 1;
+            }
+            if p == stop {
+                let Some(far) = self.far_trigger(h, stop) else {
+                    break;
+                };
+                p = far;
+            }
+            near = NEAR;
+            if !h[p].is_ascii_digit() {
+                i = self.event(h, p, hints, &mut state, found);
+            } else if run_end.is_some_and(|e| p < e + NEAR) && n - p >= STEP {
+                i = self.dense(h, p, i, hints, &mut state, found);
+                (near, run_end) = (0, None);
+            } else {
+                i = self.event(h, p, hints, &mut state, found);
+                run_end = Some(i);
+            }
+        }
+        earer
+    }
+
+    /// The searches that run over the whole of `h` rather than from trigger to
+    /// trigger: registered secrets, and `Bearer `/`bearer ` and a 16-byte token
+    /// (`BEARER ` is found from its `A`), the latter only if `start` says `h` may hold
+    /// `earer `. Returns whether it does.
+    fn whole(
+        &self,
+        h: &[u8],
+        start: Start,
+        known: &KnownSet,
+        state: &mut ScanState,
+        found: &mut Vec<Hit>,
+    ) -> bool {
         if let Some(ac) = &known.automaton {
             for m in ac.find_overlapping_iter(h) {
                 found.push(Hit {
@@ -360,8 +423,6 @@ impl Scanner {
                 });
             }
         }
-        let mut pem = secret::PemState::default();
-        // `Bearer `/`bearer ` and a 16-byte token (`BEARER ` is found from its `A`).
         let mut earer = false;
         if start.earer && h.len() >= SHORT {
             let mut next = 0;
@@ -369,7 +430,7 @@ impl Scanner {
                 earer = true;
                 next = at + 1;
                 if let Some((s, e)) = secret::bearer_at(h, at)
-                    && let Some((start, end)) = secret::check(h, s, e, secret::Rule::Bearer, &mut pem)
+                    && let Some((start, end)) = secret::check(h, s, e, secret::Rule::Bearer, &mut state.pem)
                 {
                     found.push(Hit {
                         start,
@@ -379,67 +440,127 @@ impl Scanner {
                 }
             }
         }
-        let (email_on, v6_on) = (self.on(Kind::Email), self.on(Kind::Ipv6));
-        let mut i = start.from;
-        let mut near = 0;
-        let mut at_floor = 0;
-        let mut v6_done = 0;
-        while let Some(p) = self.next_trigger(h, i, near) {
-            i = p + 1;
-            near = NEAR;
-            // Digits first, as a plain branch: in number-heavy text most triggers are
-            // digits, and a jump table over the classes is an indirect jump the CPU
-            // mispredicts.
-            if h[p].is_ascii_digit() {
-                let run = digit_run_len(h, p);
-                if Self::numeric_maybe(h, p, run, hints) {
-                    self.numeric(h, p, run, hints, found);
-                }
-                i = p + run;
-                continue;
+        earer
+    }
+
+    /// The scan from `p` on, a [`Window`] at a time, until a window holds no trigger.
+    /// `i` is where the scan is (no event before it is visited); returns where it goes
+    /// on.
+    fn dense(
+        &self,
+        h: &[u8],
+        p: usize,
+        mut i: usize,
+        hints: Hints,
+        state: &mut ScanState,
+        found: &mut Vec<Hit>,
+    ) -> usize {
+        let every_run = hints.ssn || hints.phone;
+        let mut w = Window::at(h, p);
+        while w.base < h.len() {
+            if w.quiet() {
+                // Nothing in this step or the next 16 bytes.
+                return i.max(w.base + STEP + CHUNK);
             }
-            match CLASS[usize::from(h[p])] {
-                AT => {
-                    if email_on {
-                        if let Some((start, end)) = email::email(h, p, at_floor) {
-                            found.push(Hit {
-                                start,
-                                end,
-                                kind: Kind::Email,
-                            });
-                            at_floor = end;
-                        } else {
-                            at_floor = p + 1;
-                        }
-                    }
+            let mut events = w.events(every_run);
+            while events != 0 {
+                let p = w.base + events.trailing_zeros() as usize;
+                events &= events - 1;
+                if p >= i {
+                    i = self.event(h, p, hints, state, found);
                 }
-                COLON => {
-                    if v6_on && p >= v6_done && ip::v6_colon_plausible(h, p) {
-                        let (v6, region_end) = ip::ipv6(h, p, v6_done);
-                        if let Some((start, end)) = v6 {
-                            found.push(Hit {
-                                start,
-                                end,
-                                kind: Kind::Ipv6,
-                            });
-                        }
-                        v6_done = region_end;
-                    }
-                }
-                _ => {
-                    if let Some((start, pend, rule)) = secret::prefix_at(h, p)
-                        && let Some((start, end)) = secret::check(h, start, pend, rule, &mut pem)
-                    {
+            }
+            if i >= w.base + 2 * STEP {
+                w = Window::at(h, i);
+            } else {
+                w.advance(h);
+            }
+        }
+        i.max(h.len())
+    }
+
+    /// Visits the trigger at `p` (a digit-run start or one of `@ : _ - A J`): runs the
+    /// detectors it can start and records their findings. Returns where the scan goes
+    /// on: past the digit run, past an accepted credential (nothing inside one needs
+    /// looking at again), or the next byte.
+    #[allow(
+        clippy::inline_always,
+        reason = "one call per trigger from two loops; out of line it costs number tables 5% more instructions"
+    )]
+    #[inline(always)]
+    fn event(&self, h: &[u8], p: usize, hints: Hints, state: &mut ScanState, found: &mut Vec<Hit>) -> usize {
+        // Digits first, as a plain branch: in number-heavy text most triggers are
+        // digits, and a jump table over the classes is an indirect jump the CPU
+        // mispredicts.
+        if h[p].is_ascii_digit() {
+            let run = digit_run_len(h, p);
+            if Self::numeric_maybe(h, p, run, hints) {
+                self.numeric(h, p, run, hints, found);
+            }
+            return p + run;
+        }
+        match CLASS[usize::from(h[p])] {
+            AT => {
+                if self.on(Kind::Email) {
+                    if let Some((start, end)) = email::email(h, p, state.at_floor) {
                         found.push(Hit {
                             start,
                             end,
-                            kind: Kind::Secret,
+                            kind: Kind::Email,
                         });
-                        // Nothing inside a credential needs looking at again.
-                        i = i.max(end);
+                        state.at_floor = end;
+                    } else {
+                        state.at_floor = p + 1;
                     }
                 }
             }
+            COLON => {
+                if self.on(Kind::Ipv6) && p >= state.v6_done && ip::v6_colon_plausible(h, p) {
+                    let (v6, region_end) = ip::ipv6(h, p, state.v6_done);
+                    if let Some((start, end)) = v6 {
+                        found.push(Hit {
+                            start,
+                            end,
+                            kind: Kind::Ipv6,
+                        });
+                    }
+                    state.v6_done = region_end;
+                }
+            }
+            _ => {
+                if let Some((start, pend, rule)) = secret::prefix_at(h, p)
+                    && let Some((start, end)) = secret::check(h, start, pend, rule, &mut state.pem)
+                {
+                    found.push(Hit {
+                        start,
+                        end,
+                        kind: Kind::Secret,
+                    });
+                    return end.max(p + 1);
+                }
+            }
+        }
+        p + 1
+    }
+
+    /// [`Self::scan`] as it was written before the window: the next trigger byte at a
+    /// time. The tests and the fuzz targets hold the window to it.
+    #[cfg(any(test, feature = "test-util"))]
+    pub(crate) fn scan_reference(
+        &self,
+        h: &[u8],
+        start: Start,
+        hints: Hints,
+        known: &KnownSet,
+        found: &mut Vec<Hit>,
+    ) -> bool {
+        let mut state = ScanState::default();
+        let earer = self.whole(h, start, known, &mut state, found);
+        let mut i = start.from;
+        let mut near = 0;
+        while let Some(p) = self.next_trigger(h, i, near) {
+            near = NEAR;
+            i = self.event(h, p, hints, &mut state, found);
         }
         earer
     }

@@ -466,6 +466,77 @@ fn false_cards_in_clean_json() {
     assert!(cards <= 1, "{cards} false cards");
 }
 
+/// The windowed scan finds exactly what the byte-at-a-time reference finds, on text
+/// made of the shapes the window's masks encode (groups of digits and the bytes that
+/// join them, valid and off by one), at every alignment against the 16-byte chunks.
+#[test]
+fn window_scan_matches_reference() {
+    use corpus::Rng;
+    const PIECES: &[&str] = &[
+        " ",
+        " ",
+        ", ",
+        "-",
+        ".",
+        "(",
+        ")",
+        "+",
+        "/",
+        ":",
+        "@",
+        "_",
+        "A",
+        "J",
+        "x",
+        "#",
+        "$",
+        "  ",
+        "\t",
+        "\n",
+        "é",
+        "ab",
+        "sk-",
+        "Bearer ",
+        "4111 1111 1111 1111",
+        "5555-5555-5555-4444",
+        "3782 822463 10005",
+        "123-45-6789",
+        "078-05-1120",
+        "(415) 555-0132",
+        "415.555.0132",
+        "1-415-555-0132",
+        "+1 415 555 0132",
+        "+44 20 7946 0958",
+        "192.168.1.20",
+        "1.2.3.4.5",
+        "2001:db8::1",
+        "jane@example.com",
+        "4111111111111111",
+        "1234 5678",
+    ];
+    let mut rng = Rng::new(0x0005_ca1e);
+    for _ in 0..20_000 {
+        let mut s = String::new();
+        let pieces = rng.range(0, 40);
+        for _ in 0..pieces {
+            if rng.chance(55) {
+                let len = if rng.chance(10) {
+                    rng.range(5, 20)
+                } else {
+                    rng.range(1, 6)
+                };
+                for _ in 0..len {
+                    s.push(char::from(b'0' + u8::try_from(rng.below(10)).unwrap()));
+                }
+            } else {
+                let piece: &&str = rng.pick(PIECES);
+                s.push_str(piece);
+            }
+        }
+        fuzzing::check_scan(s.as_bytes());
+    }
+}
+
 /// Replays `fuzz/regressions/<target>/*` through the fuzz targets' property checks.
 #[test]
 fn fuzz_regressions_replay() {

@@ -1,0 +1,228 @@
+//! Byte-class bit masks over a sliding window, and the scan events read from them.
+//!
+//! The scanner moves through a string 32 bytes at a time. It classifies 16 bytes at a
+//! time with one vector compare per class (SSE2 on `x86_64`, NEON on `aarch64`, through
+//! `wide`; plain code elsewhere) and keeps one bit per byte and class in a 64-bit
+//! register. Digit-run starts, run ends and the bytes around a run are then shifts and
+//! ANDs, so the numbers of a table that cannot start any numeric finding (`12, 3.5,
+//! 2024/01/02, 17150000000`) are turned down 32 at a time, without being visited.
+
+use wide::u8x16;
+
+/// Bytes classified at a time.
+pub(crate) const CHUNK: usize = 16;
+
+/// Bytes decided per step.
+pub(crate) const STEP: usize = 2 * CHUNK;
+
+/// Class masks of a window of 64 bytes, `[base - CHUNK, base + STEP + CHUNK)`: bit `j`
+/// stands for byte `base - CHUNK + j`. Bytes outside the string read as zero, which is
+/// in no class. The step being decided is `[base, base + STEP)`; the bytes before it are
+/// there for the byte just before `base`, the bytes after for the shapes that reach past
+/// the end of the step (up to 12 bytes, for a 13-digit run).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Window {
+    pub(crate) base: usize,
+    c: Classes,
+}
+
+/// One bit per byte for each class.
+#[derive(Debug, Clone, Copy, Default)]
+struct Classes {
+    /// ASCII digits.
+    digit: u64,
+    /// `2` to `6`: the first digits of cards.
+    lead: u64,
+    /// Space and `-`: the separators of card, SSN and phone groups.
+    space: u64,
+    dash: u64,
+    dot: u64,
+    /// `( ) +`, which phone numbers may start with or hold.
+    punct: u64,
+    /// The trigger bytes that are not digits: `@ : _ - A J`.
+    other: u64,
+}
+
+impl Classes {
+    /// `f` applied to each class of `self` and of `o`.
+    #[inline]
+    fn zip(self, o: Self, f: impl Fn(u64, u64) -> u64) -> Self {
+        Self {
+            digit: f(self.digit, o.digit),
+            lead: f(self.lead, o.lead),
+            space: f(self.space, o.space),
+            dash: f(self.dash, o.dash),
+            dot: f(self.dot, o.dot),
+            punct: f(self.punct, o.punct),
+            other: f(self.other, o.other),
+        }
+    }
+}
+
+/// The 16 bytes of `h` at `at`, zero-padded past its end.
+#[inline]
+fn chunk(h: &[u8], at: usize) -> [u8; CHUNK] {
+    if let Some(c) = h
+        .get(at..at + CHUNK)
+        .and_then(|c| <[u8; CHUNK]>::try_from(c).ok())
+    {
+        return c;
+    }
+    let mut c = [0u8; CHUNK];
+    let rest = h.get(at..).unwrap_or_default();
+    c[..rest.len()].copy_from_slice(rest);
+    c
+}
+
+/// The classes of the 16 bytes of `h` at `at`, in bits `0..16`.
+#[inline]
+fn classify(h: &[u8], at: usize) -> Classes {
+    let v = u8x16::new(chunk(h, at));
+    let eq = |b: u8| v.simd_eq(u8x16::splat(b));
+    let mask = |m: u8x16| u64::from(m.to_bitmask());
+    let from_zero = v - u8x16::splat(b'0');
+    let digit = from_zero.simd_eq(from_zero.min(u8x16::splat(9)));
+    let from_two = v - u8x16::splat(b'2');
+    let lead = from_two.simd_eq(from_two.min(u8x16::splat(4)));
+    let dash = eq(b'-');
+    Classes {
+        digit: mask(digit),
+        lead: mask(lead),
+        space: mask(eq(b' ')),
+        dash: mask(dash),
+        dot: mask(eq(b'.')),
+        punct: mask(eq(b'(') | eq(b')') | eq(b'+')),
+        other: mask(eq(b'@') | eq(b':') | eq(b'_') | dash | eq(b'A') | eq(b'J')),
+    }
+}
+
+impl Window {
+    /// The window whose step starts at `base`.
+    #[inline]
+    pub(crate) fn at(h: &[u8], base: usize) -> Self {
+        let place = |k: usize| move |acc: u64, c: u64| acc | (c << (CHUNK * k));
+        let c = classify(h, base).zip(Classes::default(), |c, _| c << CHUNK);
+        let c = c.zip(classify(h, base + CHUNK), place(2));
+        let mut c = c.zip(classify(h, base + 2 * CHUNK), place(3));
+        // Of the bytes before the step, only the last one is ever read.
+        if let Some(&b) = base.checked_sub(1).and_then(|k| h.get(k)) {
+            let last = 1u64 << (CHUNK - 1);
+            let bit = |yes: bool| if yes { last } else { 0 };
+            c.digit |= bit(b.is_ascii_digit());
+            c.punct |= bit(matches!(b, b'(' | b')' | b'+'));
+            c.space |= bit(b == b' ');
+        }
+        Self { base, c }
+    }
+
+    /// Moves the window one step on.
+    #[inline]
+    pub(crate) fn advance(&mut self, h: &[u8]) {
+        self.base += STEP;
+        let c = self.c.zip(classify(h, self.base + CHUNK), |r, c| {
+            (r >> STEP) | (c << (2 * CHUNK))
+        });
+        self.c = c.zip(classify(h, self.base + 2 * CHUNK), |r, c| r | (c << (3 * CHUNK)));
+    }
+
+    /// Whether `[base, base + STEP + CHUNK)` holds no trigger byte at all.
+    #[inline]
+    pub(crate) fn quiet(&self) -> bool {
+        (self.c.digit | self.c.other) >> CHUNK == 0
+    }
+
+    /// The positions of the step (bit `k` for byte `base + k`) the scanner must visit:
+    /// every non-digit trigger (but a single `-` after a digit), and every digit-run
+    /// start where
+    /// [`Scanner::numeric`](super::scan::Scanner) could run a detector. Each shape
+    /// below holds whenever `numeric` (or the detector, on its first test) lets a run
+    /// through, so a run that fits none of them would only be turned down there:
+    /// - a card: a `2` to `6`, three more digits, a space or `-`, then four digits and
+    ///   a separator and a digit, or six digits and a separator and a digit (a card in
+    ///   groups has at least three), unless the groups are spaced and a number and a
+    ///   space come just before (a list of numbers); or a `2` to `6` and 12 digits or
+    ///   more;
+    /// - an SSN: three digits, a space or `-`, then two digits;
+    /// - a phone number: three digits, a space, `-` or `.`, three digits, one of those
+    ///   again and four digits; one digit, a space, `-` or `.`, then three digits or
+    ///   `(`; or any run after `(`, `)` or `+`;
+    /// - an IPv4 address: two groups of one to three digits, each followed by `.`.
+    ///
+    /// With `every_run` (a key that names an SSN or phone number, under which bare
+    /// digits count), every run start.
+    #[inline]
+    pub(crate) fn events(&self, every_run: bool) -> u64 {
+        let c = &self.c;
+        let d = c.digit;
+        let start = d & !(d << 1);
+        let runs = if every_run {
+            start
+        } else {
+            // Bit `j` of `x >> k` is `x` at byte `j + k`; of `x << k`, at byte `j - k`.
+            let end = d & !(d >> 1);
+            let (space, dot) = (c.space, c.dot);
+            let sep = space | c.dash;
+            let sep_dot = sep | dot;
+            let d2 = d & (d >> 1);
+            let d3 = d2 & (d >> 2);
+            let d4 = d2 & (d2 >> 2);
+            let three = d3 & (end >> 2);
+            // Cards in groups have at least three: 4-4-4…, or 4-6-5. `card` turns down
+            // a spaced first group right after a number and a space at once.
+            let listed = (space >> 4) & (space << 1) & (d << 2);
+            let card = c.lead
+                & (d4
+                    & (end >> 3)
+                    & (sep >> 4)
+                    & (d4 >> 5)
+                    & !listed
+                    & (((end >> 8) & (sep >> 9) & (d >> 10))
+                        | ((d2 >> 9) & (end >> 10) & (sep >> 11) & (d >> 12)))
+                    | d4 & (d4 >> 4) & (d4 >> 8) & (d >> 12));
+            let ssn = three & (sep >> 3) & (d2 >> 4) & (end >> 5);
+            let phone = three & (sep_dot >> 3) & (three >> 4) & (sep_dot >> 7) & (d4 >> 8) & (end >> 11)
+                | end & (sep_dot >> 1) & ((three >> 2) | (c.punct >> 2))
+                | (c.punct << 1);
+            // A group of one to three digits at `j` followed by `.`, `group`; and such a
+            // group followed by another, `ip`.
+            let dotted = end & (dot >> 1);
+            let group = d & (dotted | (dotted >> 1) | ((d >> 1) & (dotted >> 2)));
+            let ip = (dotted & (group >> 2))
+                | (d & (dotted >> 1) & (group >> 3))
+                | (d2 & (dotted >> 2) & (group >> 4));
+            start & (card | ssn | phone | ip)
+        };
+        // A dash after a digit (dates, ranges, number lists) starts no credential unless
+        // another dash follows (`-----BEGIN`).
+        let numeric_dash = c.dash & (c.digit << 1) & !(c.dash >> 1);
+        ((runs | (c.other & !numeric_dash)) >> CHUNK) & ((1 << STEP) - 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every class mask agrees with a byte-at-a-time test, for every byte value in every
+    /// lane.
+    #[test]
+    fn classes_match_bytes() {
+        for b in 0..=u8::MAX {
+            for lane in 0..CHUNK {
+                let mut c = [b'x'; CHUNK];
+                c[lane] = b;
+                let got = classify(&c, 0);
+                let bit = 1u64 << lane;
+                let want = |yes: bool| if yes { bit } else { 0 };
+                assert_eq!(got.digit & bit, want(b.is_ascii_digit()), "digit {b:#04x}");
+                assert_eq!(got.lead & bit, want((b'2'..=b'6').contains(&b)), "lead {b:#04x}");
+                assert_eq!(got.space & bit, want(b == b' '), "space {b:#04x}");
+                assert_eq!(got.dash & bit, want(b == b'-'), "dash {b:#04x}");
+                assert_eq!(got.dot & bit, want(b == b'.'), "dot {b:#04x}");
+                assert_eq!(got.punct & bit, want(b"()+".contains(&b)), "punct {b:#04x}");
+                assert_eq!(got.other & bit, want(b"@:_-AJ".contains(&b)), "other {b:#04x}");
+                assert_eq!((got.digit | got.other) & !bit, 0, "only lane {lane}");
+            }
+        }
+    }
+}
