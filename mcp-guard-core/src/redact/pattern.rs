@@ -501,7 +501,12 @@ impl PatternRedactor {
             earer,
         };
         out.clear();
-        out.reserve(h.len() + 16 * found.len());
+        let need = h.len() + 16 * found.len();
+        if out.capacity() < need {
+            // A fresh allocation rather than `reserve`, which would copy the old
+            // (cleared) contents over.
+            *out = String::with_capacity(need);
+        }
         let mut last = 0;
         for hit in found.iter() {
             let (Some(keep), Some(matched)) = (h.get(last..hit.start), h.get(hit.start..hit.end)) else {
