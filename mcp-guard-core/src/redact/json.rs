@@ -385,7 +385,11 @@ impl Walk<'_> {
         // Which kinds this many digits can be, before spelling the digits out: cards
         // have 13-19 digits and start with 2-6; SSNs 9; phone numbers 10 or 11.
         let digits = u.ilog10() + 1;
-        let card = sc.on(Kind::CreditCard) && digits >= 13 && (2..=6).contains(&(u / 10u64.pow(digits - 1)));
+        // The first digit is 2-6 when `u` lies in [2, 7) times the lowest power of ten of
+        // its length. (Divided by constants, which compile to multiplications, rather
+        // than by that power; and no product that could overflow.)
+        let low = 10u64.pow(digits - 1);
+        let card = sc.on(Kind::CreditCard) && digits >= 13 && u / 2 >= low && u / 7 < low;
         let ssn = hints.ssn && digits == 9 && sc.on(Kind::Ssn);
         let phone = hints.phone && (digits == 10 || digits == 11) && sc.on(Kind::Phone);
         if !(card || ssn || phone) {

@@ -193,6 +193,31 @@ fn json_keys_numbers_and_embedded() {
     );
 }
 
+/// A number is a card candidate only with a first digit of 2-6 (tested without dividing
+/// by a power of ten), up to the largest `u64` with no overflow.
+#[test]
+fn card_numbers_by_first_digit() {
+    let cases = [
+        (2_221_000_000_000_009u64, true),
+        (6_011_111_111_111_117, true),
+        (5_555_555_555_554_444, true),
+        (1_999_999_999_999_999, false),
+        (7_011_111_111_111_117, false),
+        (9_999_999_999_999_995, false),
+        (u64::MAX, false),
+    ];
+    for (n, card) in cases {
+        let mut v = json!({ "n": n });
+        r().redact_json(&mut v);
+        let want = if card {
+            json!("[REDACTED_CREDIT_CARD]")
+        } else {
+            json!(n)
+        };
+        assert_eq!(v["n"], want, "{n}");
+    }
+}
+
 #[test]
 fn escaped_values_are_found_after_parsing() {
     // In JSON text the `@` is `\u0040`; the walk sees the decoded string.
