@@ -47,7 +47,7 @@ struct CachedKey {
 }
 
 /// Keys of a document handled before the key cache is set up.
-const UNCACHED_KEYS: usize = 16;
+const UNCACHED_KEYS: usize = 32;
 
 /// Slots of the key cache (a power of two), and the longest key it keeps.
 const KEY_SLOTS: usize = 64;
