@@ -18,8 +18,8 @@ pub(crate) const STEP: usize = 2 * CHUNK;
 /// Class masks of a window of 64 bytes, `[base - CHUNK, base + STEP + CHUNK)`: bit `j`
 /// stands for byte `base - CHUNK + j`. Bytes outside the string read as zero, which is
 /// in no class. The step being decided is `[base, base + STEP)`; the bytes before it are
-/// there for the byte just before `base`, the bytes after for the shapes that reach past
-/// the end of the step (up to 12 bytes, for a 13-digit run).
+/// there for the two bytes just before `base`, the bytes after for the shapes that reach
+/// past the end of the step (up to 12 bytes, for a 13-digit run).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Window {
     pub(crate) base: usize,
@@ -104,7 +104,10 @@ impl Window {
         let c = classify(h, base).zip(Classes::default(), |c, _| c << CHUNK);
         let c = c.zip(classify(h, base + CHUNK), place(2));
         let mut c = c.zip(classify(h, base + 2 * CHUNK), place(3));
-        // Of the bytes before the step, only the last one is ever read.
+        // Of the bytes before the step, the shapes read the last one (a digit, space or
+        // `( ) +`). The list rule also reads the one before it, as a digit; left unset
+        // here, it lets a group at the very start of a new window through to `card`,
+        // which turns a listed group down itself.
         if let Some(&b) = base.checked_sub(1).and_then(|k| h.get(k)) {
             let last = 1u64 << (CHUNK - 1);
             let bit = |yes: bool| if yes { last } else { 0 };
