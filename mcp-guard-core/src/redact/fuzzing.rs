@@ -138,7 +138,7 @@ pub fn check_scan(h: &[u8]) {
             let mut found = Vec::new();
             let start = Start { from, earer: true };
             if reference {
-                sc.scan_reference(h, start, hints, &known, &mut found);
+                sc.scan_with::<false>(h, start, hints, &known, &mut found);
             } else {
                 sc.scan(h, start, hints, &known, &mut found);
             }

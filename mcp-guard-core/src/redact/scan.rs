@@ -307,20 +307,6 @@ impl Scanner {
         }
     }
 
-    /// Next trigger at or after `i`. The first `near` bytes are tested one by one (in
-    /// the caller's loop, inlined); the rest goes to [`Self::far_trigger`].
-    #[cfg(any(test, feature = "test-util"))]
-    fn next_trigger(&self, h: &[u8], mut i: usize, near: usize) -> Option<usize> {
-        let stop = (i + near).min(h.len());
-        while i < stop {
-            if hit(h, i) {
-                return Some(i);
-            }
-            i += 1;
-        }
-        self.far_trigger(h, i)
-    }
-
     /// Next trigger at or after `i`, found a block at a time: long stretches go to
     /// Teddy, the rest is tested [`BLOCK`] bytes at a time (the tail on a zero-padded
     /// copy, so a short string costs a few vector operations rather than a loop over
@@ -362,6 +348,21 @@ impl Scanner {
         known: &KnownSet,
         found: &mut Vec<Hit>,
     ) -> bool {
+        self.scan_with::<true>(h, start, hints, known, found)
+    }
+
+    /// [`Self::scan`], with (`WINDOWS`) or without the window for tables of numbers.
+    /// Without, every trigger is visited one at a time, as before the window: the
+    /// reference the tests and the fuzz targets hold the window to.
+    #[inline]
+    pub(crate) fn scan_with<const WINDOWS: bool>(
+        &self,
+        h: &[u8],
+        start: Start,
+        hints: Hints,
+        known: &KnownSet,
+        found: &mut Vec<Hit>,
+    ) -> bool {
         let mut state = ScanState::default();
         let earer = self.whole(h, start, known, &mut state, found);
         // Triggers one at a time while they are sparse (prose, identifiers); a window
@@ -391,7 +392,7 @@ impl Scanner {
             near = NEAR;
             if !h[p].is_ascii_digit() {
                 i = self.event(h, p, hints, &mut state, found);
-            } else if run_end.is_some_and(|e| p < e + NEAR) && n - p >= STEP {
+            } else if WINDOWS && run_end.is_some_and(|e| p < e + NEAR) && n - p >= STEP {
                 i = self.dense(h, p, i, hints, &mut state, found);
                 (near, run_end) = (0, None);
             } else {
@@ -541,28 +542,6 @@ impl Scanner {
             }
         }
         p + 1
-    }
-
-    /// [`Self::scan`] as it was written before the window: the next trigger byte at a
-    /// time. The tests and the fuzz targets hold the window to it.
-    #[cfg(any(test, feature = "test-util"))]
-    pub(crate) fn scan_reference(
-        &self,
-        h: &[u8],
-        start: Start,
-        hints: Hints,
-        known: &KnownSet,
-        found: &mut Vec<Hit>,
-    ) -> bool {
-        let mut state = ScanState::default();
-        let earer = self.whole(h, start, known, &mut state, found);
-        let mut i = start.from;
-        let mut near = 0;
-        while let Some(p) = self.next_trigger(h, i, near) {
-            near = NEAR;
-            i = self.event(h, p, hints, &mut state, found);
-        }
-        earer
     }
 
     /// Whether a run of `run` digits at `p` can start any numeric finding. Without a
