@@ -33,7 +33,7 @@ struct Classes {
     digit: u64,
     /// `2` to `6`: the first digits of cards.
     lead: u64,
-    /// Space and `-`: the separators of card, SSN and phone groups.
+    /// Space and `-` (`dash`): the separators of card, SSN and phone groups.
     space: u64,
     dash: u64,
     dot: u64,
