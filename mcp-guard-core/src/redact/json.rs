@@ -41,7 +41,7 @@ struct Walk<'a> {
 }
 
 struct CachedKey {
-    key: Box<str>,
+    id: KeyId,
     hints: Hints,
     renamed: Option<String>,
 }
@@ -50,19 +50,160 @@ struct CachedKey {
 /// cache's set-up costs more than the look-ups it saves (measured on a 1 KiB table).
 const UNCACHED_KEYS: usize = 32;
 
-/// Slots of the key cache (a power of two), and the longest key it keeps.
+/// Slots of the key cache (a power of two).
 const KEY_SLOTS: usize = 64;
-const KEY_CACHE_MAX_LEN: usize = 64;
 
-/// The first of the two cache slots a key may sit in: a multiplicative hash of its
-/// length and its first, middle and last bytes (a collision costs a comparison).
-fn key_slot(k: &str) -> usize {
-    let b = k.as_bytes();
-    let n = b.len();
-    let pick = |i: usize| u64::from(b.get(i).copied().unwrap_or(0));
-    let x =
-        (n as u64) ^ (pick(0) << 8) ^ (pick(n / 2) << 16) ^ (pick(n.wrapping_sub(1)) << 24) ^ (pick(1) << 32);
-    (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % KEY_SLOTS
+/// The longest key with a [`KeyId`]: longer keys are neither plain nor cached.
+const KEY_ID_MAX_LEN: usize = 24;
+
+/// A key of at most [`KEY_ID_MAX_LEN`] bytes as its length and three words that together
+/// hold every byte of it, so that two keys are equal exactly when their ids are: a key
+/// compare is four integer compares instead of a call to `memcmp`. The words overlap
+/// where the key is shorter than they are (a key of 5 bytes is bytes 0-3 and 1-4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct KeyId {
+    len: u32,
+    a: u64,
+    b: u64,
+    c: u64,
+}
+
+/// The little-endian word of `N` bytes of `k` at `at` (`at + N <= k.len()`).
+const fn word<const N: usize>(k: &[u8], at: usize) -> u64 {
+    let mut x = 0u64;
+    let mut i = 0;
+    while i < N {
+        x |= (k[at + i] as u64) << (8 * i);
+        i += 1;
+    }
+    x
+}
+
+impl KeyId {
+    /// Never the id of a key: the empty slots of [`PLAIN`].
+    const NONE: KeyId = KeyId {
+        len: u32::MAX,
+        a: 0,
+        b: 0,
+        c: 0,
+    };
+
+    /// The id of `key`, `None` when it is longer than [`KEY_ID_MAX_LEN`].
+    #[inline]
+    const fn of(key: &[u8]) -> Option<KeyId> {
+        let len = key.len();
+        let (first, middle, last) = match len {
+            0 => (0, 0, 0),
+            1..=3 => {
+                let bytes = word::<1>(key, 0) | word::<1>(key, len / 2) << 8 | word::<1>(key, len - 1) << 16;
+                (bytes, 0, 0)
+            }
+            4..=7 => (word::<4>(key, 0) | word::<4>(key, len - 4) << 32, 0, 0),
+            8..=16 => (word::<8>(key, 0), 0, word::<8>(key, len - 8)),
+            17..=KEY_ID_MAX_LEN => (word::<8>(key, 0), word::<8>(key, 8), word::<8>(key, len - 8)),
+            _ => return None,
+        };
+        #[allow(clippy::cast_possible_truncation, reason = "len <= KEY_ID_MAX_LEN")]
+        Some(KeyId {
+            len: len as u32,
+            a: first,
+            b: middle,
+            c: last,
+        })
+    }
+
+    /// A multiplicative hash of the id, `bits` (at most 32) wide. (The rotations and the
+    /// multiplier are ones under which [`PLAIN`] builds.)
+    #[inline]
+    const fn hash(&self, bits: u32) -> usize {
+        let x = self.a ^ self.b.rotate_left(1) ^ self.c.rotate_left(3) ^ self.len as u64;
+        #[allow(clippy::cast_possible_truncation, reason = "the value has `bits` <= 32 bits")]
+        let slot = (x.wrapping_mul(0xC4CE_B9FE_1A85_EC53) >> (64 - bits)) as usize;
+        slot
+    }
+}
+
+/// Keys of the MCP and JSON-RPC envelopes (and common JSON Schema words): no trigger
+/// byte, no hint. Every message carries several, so they skip even the survey.
+const PLAIN_KEYS: [&str; 45] = [
+    "jsonrpc",
+    "id",
+    "result",
+    "method",
+    "params",
+    "error",
+    "code",
+    "message",
+    "data",
+    "content",
+    "contents",
+    "type",
+    "text",
+    "isError",
+    "structuredContent",
+    "name",
+    "title",
+    "description",
+    "arguments",
+    "mimeType",
+    "uri",
+    "blob",
+    "resource",
+    "annotations",
+    "audience",
+    "priority",
+    "lastModified",
+    "size",
+    "tools",
+    "prompts",
+    "resources",
+    "messages",
+    "role",
+    "nextCursor",
+    "cursor",
+    "inputSchema",
+    "outputSchema",
+    "properties",
+    "required",
+    "items",
+    "level",
+    "logger",
+    "values",
+    "total",
+    "hasMore",
+];
+
+/// Bits of the [`PLAIN`] table's hash.
+const PLAIN_BITS: u32 = 7;
+
+/// [`PLAIN_KEYS`] by [`KeyId`], built at compile time: each key sits in its hash's slot
+/// or the next one (the build fails otherwise), so a look-up is two compares.
+static PLAIN: [KeyId; 1 << PLAIN_BITS] = {
+    let mut table = [KeyId::NONE; 1 << PLAIN_BITS];
+    let mut i = 0;
+    while i < PLAIN_KEYS.len() {
+        let Some(id) = KeyId::of(PLAIN_KEYS[i].as_bytes()) else {
+            panic!("a plain key is too long for a KeyId");
+        };
+        let slot = id.hash(PLAIN_BITS);
+        let next = (slot + 1) % (1 << PLAIN_BITS);
+        if table[slot].len == u32::MAX {
+            table[slot] = id;
+        } else if table[next].len == u32::MAX {
+            table[next] = id;
+        } else {
+            panic!("three plain keys share a slot: change the hash");
+        }
+        i += 1;
+    }
+    table
+};
+
+/// Whether `id` is one of [`PLAIN_KEYS`].
+#[inline]
+fn plain(id: &KeyId) -> bool {
+    let slot = id.hash(PLAIN_BITS);
+    PLAIN[slot] == *id || PLAIN[(slot + 1) % PLAIN.len()] == *id
 }
 
 /// Keys (lower-cased, without `_`, `-`, `.` and spaces) whose string value is a
@@ -136,60 +277,6 @@ const HINT_LETTERS: [u32; 12] = [
     letters(b"apikey"),
     letters(b"authorization"),
 ];
-
-/// Keys of the MCP and JSON-RPC envelopes (and common JSON Schema words): no trigger
-/// byte, no hint. Every message carries several, so they skip even the survey. A `match`
-/// on strings is a switch on the length and a few word compares.
-fn plain_key(k: &str) -> bool {
-    matches!(
-        k,
-        "jsonrpc"
-            | "id"
-            | "result"
-            | "method"
-            | "params"
-            | "error"
-            | "code"
-            | "message"
-            | "data"
-            | "content"
-            | "contents"
-            | "type"
-            | "text"
-            | "isError"
-            | "structuredContent"
-            | "name"
-            | "title"
-            | "description"
-            | "arguments"
-            | "mimeType"
-            | "uri"
-            | "blob"
-            | "resource"
-            | "annotations"
-            | "audience"
-            | "priority"
-            | "lastModified"
-            | "size"
-            | "tools"
-            | "prompts"
-            | "resources"
-            | "messages"
-            | "role"
-            | "nextCursor"
-            | "cursor"
-            | "inputSchema"
-            | "outputSchema"
-            | "properties"
-            | "required"
-            | "items"
-            | "level"
-            | "logger"
-            | "values"
-            | "total"
-            | "hasMore"
-    )
-}
 
 /// What a key says about its value.
 pub(crate) fn key_hints(key: &str) -> Hints {
@@ -277,7 +364,7 @@ impl Walk<'_> {
     /// Redacts `v` in place; returns whether anything changed.
     fn walk(&mut self, v: &mut Value, depth: usize, hints: Hints) -> bool {
         if depth >= MAX_JSON_DEPTH {
-            *v = Value::String(TOO_DEEP.to_owned());
+            super::replace_too_deep(v);
             return true;
         }
         match v {
@@ -420,36 +507,37 @@ impl Walk<'_> {
 
     /// Hints and redacted form of a key.
     fn key(&mut self, k: &str) -> (Hints, Option<String>) {
-        if plain_key(k) {
+        let Some(id) = KeyId::of(k.as_bytes()) else {
+            return (key_hints(k), self.redacted_key(k));
+        };
+        if plain(&id) {
             return (Hints::default(), None);
         }
         if self.uncached < UNCACHED_KEYS {
             self.uncached += 1;
             return (key_hints(k), self.redacted_key(k));
         }
-        let slot = key_slot(k);
+        let slot = id.hash(KEY_SLOTS.trailing_zeros());
         let other = (slot + 1) % KEY_SLOTS;
         for s in [slot, other] {
             if let Some(Some(c)) = self.keys.get(s)
-                && &*c.key == k
+                && c.id == id
             {
                 return (c.hints, c.renamed.clone());
             }
         }
         let renamed = self.redacted_key(k);
         let hints = key_hints(k);
-        if k.len() <= KEY_CACHE_MAX_LEN {
-            if self.keys.is_empty() {
-                self.keys.resize_with(KEY_SLOTS, || None);
-            }
-            // Two-way: a free slot of the pair, else the second one.
-            let s = if self.keys[slot].is_none() { slot } else { other };
-            self.keys[s] = Some(CachedKey {
-                key: k.into(),
-                hints,
-                renamed: renamed.clone(),
-            });
+        if self.keys.is_empty() {
+            self.keys.resize_with(KEY_SLOTS, || None);
         }
+        // Two-way: a free slot of the pair, else the second one.
+        let s = if self.keys[slot].is_none() { slot } else { other };
+        self.keys[s] = Some(CachedKey {
+            id,
+            hints,
+            renamed: renamed.clone(),
+        });
         (hints, renamed)
     }
 
@@ -544,11 +632,38 @@ mod tests {
             "total",
             "hasMore",
         ] {
-            assert!(plain_key(k), "{k}");
+            assert!(KeyId::of(k.as_bytes()).is_some_and(|id| plain(&id)), "{k}");
             assert_eq!(key_hints_slow(k), Hints::default(), "{k}");
             assert_eq!(r.scanner().survey(k.as_bytes()), None, "{k}");
         }
+        for k in PLAIN_KEYS {
+            assert_eq!(key_hints_slow(k), Hints::default(), "{k}");
+            assert_eq!(r.scanner().survey(k.as_bytes()), None, "{k}");
+        }
+        let plain_key = |k: &str| KeyId::of(k.as_bytes()).is_some_and(|id| plain(&id));
         assert!(!plain_key("password") && !plain_key("phone") && !plain_key("Type"));
+        assert!(!plain_key("jsonrpc2") && !plain_key("i") && !plain_key("") && !plain_key("Id"));
+    }
+
+    /// A key's id holds every byte of it: changing any one byte of a key changes its
+    /// id, and equal keys have equal ids, at every length that has an id.
+    #[test]
+    fn key_ids_tell_keys_apart() {
+        let mut rng = super::super::corpus::Rng::new(0x6b65_7969);
+        for len in 0..=KEY_ID_MAX_LEN {
+            for _ in 0..50 {
+                let key: Vec<u8> = (0..len).map(|_| *rng.pick(b"abAB_-.0")).collect();
+                let id = KeyId::of(&key).unwrap();
+                assert_eq!(KeyId::of(&key.clone()), Some(id));
+                for at in 0..len {
+                    let mut other = key.clone();
+                    other[at] ^= *rng.pick(&[1, 2, 4, 8, 16, 32, 64, 128]);
+                    assert_ne!(KeyId::of(&other), Some(id), "{len} bytes, byte {at}");
+                }
+            }
+        }
+        assert_eq!(KeyId::of(&[b'k'; KEY_ID_MAX_LEN + 1]), None);
+        assert_ne!(KeyId::of(b"ab"), KeyId::of(b"abb"), "lengths differ");
     }
 
     /// The letter-set shortcut never turns down a key the full test gives a hint.

@@ -155,9 +155,24 @@ pub const MAX_JSON_DEPTH: usize = 128;
 /// Text a subtree deeper than [`MAX_JSON_DEPTH`] is replaced with.
 pub const TOO_DEEP: &str = "[REDACTED_TOO_DEEP]";
 
+/// Replaces a subtree deeper than [`MAX_JSON_DEPTH`] with [`TOO_DEEP`], and drops the
+/// old subtree without recursion: dropping a `Value` recurses once per level, and a
+/// value built in memory (rather than parsed, which `serde_json` limits to 128 levels)
+/// may be deep enough to overflow the stack.
+pub(crate) fn replace_too_deep(value: &mut Value) {
+    let mut stack = vec![std::mem::replace(value, Value::String(TOO_DEEP.to_owned()))];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => stack.extend(map.into_iter().map(|(_, v)| v)),
+            Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => {}
+        }
+    }
+}
+
 fn walk<R: Redactor + ?Sized>(r: &R, value: &mut Value, depth: usize) {
     if depth >= MAX_JSON_DEPTH {
-        *value = Value::String(TOO_DEEP.to_owned());
+        replace_too_deep(value);
         return;
     }
     match value {

@@ -368,7 +368,7 @@ fn hostile_16_mib_inputs_are_linear() {
 #[test]
 fn deep_json_is_bounded() {
     let mut v = Value::String("a@b.io".into());
-    for _ in 0..10_000 {
+    for _ in 0..100_000 {
         v = Value::Array(vec![v]);
     }
     let out = r().redacted(v);
@@ -553,6 +553,14 @@ fn window_scan_matches_reference() {
                 for _ in 0..len {
                     s.push(char::from(b'0' + u8::try_from(rng.below(10)).unwrap()));
                 }
+            } else if rng.chance(15) {
+                // Generated values: every card layout (`4-4-4-1` for 13 digits…).
+                let value = match rng.below(4) {
+                    0 | 1 => corpus::card(&mut rng),
+                    2 => corpus::ssn(&mut rng),
+                    _ => corpus::phone(&mut rng),
+                };
+                s.push_str(&value);
             } else {
                 let piece: &&str = rng.pick(PIECES);
                 s.push_str(piece);

@@ -140,16 +140,19 @@ impl Window {
     /// [`Scanner::numeric`](super::scan::Scanner) could run a detector. Each shape
     /// below holds whenever `numeric` (or the detector, on its first test) lets a run
     /// through, so a run that fits none of them would only be turned down there:
-    /// - a card: a `2` to `6`, three more digits, a space or `-`, then four digits and
-    ///   a separator and a digit, or six digits and a separator and a digit (a card in
-    ///   groups has at least three), unless the groups are spaced and a number and a
-    ///   space come just before (a list of numbers); or a `2` to `6` and 12 digits or
-    ///   more;
+    /// - a card: a `2` to `6`, three more digits, a space or `-`, then either two more
+    ///   groups of four and a separator and a digit (a card in fours has at least four
+    ///   groups), or six digits, a separator and four digits (`4-6-5` or `4-6-4`),
+    ///   unless the groups are spaced and a number and a space come just before (a list
+    ///   of numbers); or a `2` to `6` and 12 digits or more;
     /// - an SSN: three digits, a space or `-`, then two digits;
     /// - a phone number: three digits, a space, `-` or `.`, three digits, one of those
     ///   again and four digits; one digit, a space, `-` or `.`, then three digits or
     ///   `(`; or any run after `(`, `)` or `+`;
-    /// - an IPv4 address: two groups of one to three digits, each followed by `.`.
+    /// - an IPv4 address: two groups of one to three digits, each followed by `.`;
+    ///
+    /// and none but the last where a digit and `-` come just before, none at all where
+    /// a digit and `.` do.
     ///
     /// With `every_run` (a key that names an SSN or phone number, under which bare
     /// digits count), every run start.
@@ -170,8 +173,8 @@ impl Window {
             let d3 = d2 & (d >> 2);
             let d4 = d2 & (d2 >> 2);
             let three = d3 & (end >> 2);
-            // Cards in groups have at least three: 4-4-4…, or 4-6-5. `card` turns down
-            // a spaced first group right after a number and a space at once.
+            // Cards in groups: 4-4-4-4…, or 4-6-5. `card` turns down a spaced first
+            // group right after a number and a space at once.
             let listed = (space >> 4) & (space << 1) & (d << 2);
             let card = c.lead
                 & (d4
@@ -179,8 +182,8 @@ impl Window {
                     & (sep >> 4)
                     & (d4 >> 5)
                     & !listed
-                    & (((end >> 8) & (sep >> 9) & (d >> 10))
-                        | ((d2 >> 9) & (end >> 10) & (sep >> 11) & (d >> 12)))
+                    & (((end >> 8) & (sep >> 9) & (d4 >> 10) & (end >> 13) & (sep >> 14) & (d >> 15))
+                        | ((d2 >> 9) & (end >> 10) & (sep >> 11) & (d4 >> 12)))
                     | d4 & (d4 >> 4) & (d4 >> 8) & (d >> 12));
             let ssn = three & (sep >> 3) & (d2 >> 4) & (end >> 5);
             let phone = three & (sep_dot >> 3) & (three >> 4) & (sep_dot >> 7) & (d4 >> 8) & (end >> 11)
@@ -193,7 +196,11 @@ impl Window {
             let ip = (dotted & (group >> 2))
                 | (d & (dotted >> 1) & (group >> 3))
                 | (d2 & (dotted >> 2) & (group >> 4));
-            start & (card | ssn | phone | ip)
+            // A run right after a digit and `.` starts nothing (every detector turns
+            // down a value joined to a number before it by `.`); right after a digit
+            // and `-`, nothing but an address (`10.0.0.1-10.0.0.9`).
+            let joined = d << 2;
+            start & !(joined & (dot << 1)) & ((card | ssn | phone) & !(joined & (c.dash << 1)) | ip)
         };
         // A dash after a digit (dates, ranges, number lists) starts no credential unless
         // another dash follows (`-----BEGIN`).
