@@ -59,25 +59,34 @@ impl Classes {
     }
 }
 
-/// The 16 bytes of `h` at `at`, zero-padded past its end.
+/// The classes of the 16 bytes of `h` at `at`, in bits `0..16`; bytes past the end of
+/// `h` are in no class.
 #[inline]
-fn chunk(h: &[u8], at: usize) -> [u8; CHUNK] {
+fn classify(h: &[u8], at: usize) -> Classes {
     if let Some(c) = h
         .get(at..at + CHUNK)
         .and_then(|c| <[u8; CHUNK]>::try_from(c).ok())
     {
-        return c;
+        return classify_chunk(c);
+    }
+    if at >= h.len() {
+        return Classes::default();
+    }
+    // The tail: the last 16 bytes of `h`, shifted down so that byte `at` is bit 0 (no
+    // copy into a padded buffer, which costs a call to `memcpy`).
+    if let Some(last) = h.last_chunk::<CHUNK>() {
+        let past = at + CHUNK - h.len();
+        return classify_chunk(*last).zip(Classes::default(), |c, _| c >> past);
     }
     let mut c = [0u8; CHUNK];
-    let rest = h.get(at..).unwrap_or_default();
-    c[..rest.len()].copy_from_slice(rest);
-    c
+    c[..h.len() - at].copy_from_slice(&h[at..]);
+    classify_chunk(c)
 }
 
-/// The classes of the 16 bytes of `h` at `at`, in bits `0..16`.
+/// The classes of the 16 bytes `c`, in bits `0..16`.
 #[inline]
-fn classify(h: &[u8], at: usize) -> Classes {
-    let v = u8x16::new(chunk(h, at));
+fn classify_chunk(c: [u8; CHUNK]) -> Classes {
+    let v = u8x16::new(c);
     let eq = |b: u8| v.simd_eq(u8x16::splat(b));
     let mask = |m: u8x16| u64::from(m.to_bitmask());
     let from_zero = v - u8x16::splat(b'0');
@@ -212,6 +221,29 @@ impl Window {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Near and past the end of a string, every byte inside it keeps its class and the
+    /// bytes past the end are in none (the short-string copy, the shifted last chunk
+    /// and the empty chunk alike).
+    #[test]
+    fn tails_are_classified_in_place() {
+        let text = b"12 4111-1111 (555) a@b:c_dAJ.x+0123456789 -- end";
+        for len in 0..=text.len() {
+            let h = &text[..len];
+            for at in 0..len + 2 * CHUNK {
+                let got = classify(h, at);
+                for j in 0..CHUNK {
+                    let digit = h.get(at + j).is_some_and(u8::is_ascii_digit);
+                    let space = h.get(at + j) == Some(&b' ');
+                    let other = h.get(at + j).is_some_and(|b| b"@:_-AJ".contains(b));
+                    assert_eq!(got.digit >> j & 1 == 1, digit, "{len} {at} {j}");
+                    assert_eq!(got.space >> j & 1 == 1, space, "{len} {at} {j}");
+                    assert_eq!(got.other >> j & 1 == 1, other, "{len} {at} {j}");
+                }
+                assert_eq!(got.digit >> CHUNK, 0);
+            }
+        }
+    }
 
     /// Every class mask agrees with a byte-at-a-time test, for every byte value in every
     /// lane.
