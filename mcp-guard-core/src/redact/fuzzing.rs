@@ -134,9 +134,8 @@ pub fn check_scan(h: &[u8]) {
         },
     ];
     for hints in hinted {
-        let run = |from, reference: bool| {
+        let run = |start: Start, reference: bool| {
             let mut found = Vec::new();
-            let start = Start { from, earer: true };
             if reference {
                 sc.scan_with::<false>(h, start, hints, &known, &mut found);
             } else {
@@ -145,21 +144,19 @@ pub fn check_scan(h: &[u8]) {
             super::scan::merge(&mut found);
             found
         };
-        let want = run(0, true);
+        let want = run(Start::WHOLE, true);
         let text = String::from_utf8_lossy(h);
-        assert_eq!(run(0, false), want, "{hints:?} in {text:?}");
-        if let Some(from) = sc.survey(h) {
-            assert_eq!(
-                run(from, false),
-                want,
-                "survey start {from}, {hints:?} in {text:?}"
-            );
+        assert_eq!(run(Start::WHOLE, false), want, "{hints:?} in {text:?}");
+        match sc.survey(h) {
+            Some(start) => assert_eq!(run(start, false), want, "survey {start:?}, {hints:?} in {text:?}"),
+            None => assert!(want.is_empty(), "surveyed as empty, {hints:?} in {text:?}"),
         }
         // From anywhere, the middle of a digit run included.
         for from in [h.len() / 3, h.len() / 2] {
+            let start = Start { from, earer: true };
             assert_eq!(
-                run(from, false),
-                run(from, true),
+                run(start, false),
+                run(start, true),
                 "from {from}, {hints:?} in {text:?}"
             );
         }

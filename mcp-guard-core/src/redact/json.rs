@@ -7,7 +7,7 @@ use serde_json::{Map, Number, Value};
 use super::detect::numeric;
 use super::known::KnownSet;
 use super::pattern::{Kind, PatternRedactor};
-use super::scan::{Hints, Hit};
+use super::scan::{Hints, Hit, Start};
 use super::{MAX_JSON_DEPTH, TOO_DEEP};
 
 pub(crate) fn redact(r: &PatternRedactor, value: &mut Value) {
@@ -392,11 +392,11 @@ impl Walk<'_> {
         // Most strings hold no trigger at all: one vector pass and done. (Nor can JSON
         // inside such a string: an escape that decodes to an ASCII trigger, `\u0040`,
         // has the digits `00` in it.)
-        let from = if hints.secret {
-            0
+        let start = if hints.secret {
+            Start::WHOLE
         } else {
             match self.survey(s) {
-                Some(from) => from,
+                Some(start) => start,
                 None => return false,
             }
         };
@@ -417,7 +417,7 @@ impl Walk<'_> {
         }
         if !self.r.redact_into(
             s,
-            from,
+            start,
             hints,
             self.known,
             &mut self.hits,
@@ -439,11 +439,11 @@ impl Walk<'_> {
 
     /// The redacted form of key `k`, if it has anything to redact.
     fn redacted_key(&mut self, k: &str) -> Option<String> {
-        let from = self.survey(k)?;
+        let start = self.survey(k)?;
         self.r
             .redact_into(
                 k,
-                from,
+                start,
                 Hints::default(),
                 self.known,
                 &mut self.hits,
@@ -455,7 +455,7 @@ impl Walk<'_> {
 
     /// [`PatternRedactor::survey`] of `s`: `None` when nothing in it can be found.
     #[inline]
-    fn survey(&self, s: &str) -> Option<usize> {
+    fn survey(&self, s: &str) -> Option<Start> {
         self.r.survey(self.known, s.as_bytes())
     }
 

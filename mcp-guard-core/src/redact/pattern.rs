@@ -357,15 +357,18 @@ impl PatternRedactor {
     }
 
     /// [`Scanner::survey`] with the registered secrets: `None` when nothing in `h` can
-    /// be found (no trigger, no `earer `, no registered secret), else where the trigger
-    /// bytes start. A string that holds only a registered secret starts past its end:
-    /// the registry's automaton runs on the whole string in [`Scanner::scan`] anyway.
+    /// be found (no trigger, no `earer `, no registered secret), else where the scan
+    /// starts. A string that holds only a registered secret starts past its end: the
+    /// registry's automaton runs on the whole string in [`Scanner::scan`] anyway.
     #[inline]
-    pub(crate) fn survey(&self, known: &KnownSet, h: &[u8]) -> Option<usize> {
+    pub(crate) fn survey(&self, known: &KnownSet, h: &[u8]) -> Option<Start> {
         match (self.scanner.survey(h), &known.automaton) {
-            (Some(from), _) => Some(from),
+            (Some(start), _) => Some(start),
             (None, None) => None,
-            (None, Some(ac)) => ac.is_match(h).then_some(h.len()),
+            (None, Some(ac)) => ac.is_match(h).then_some(Start {
+                from: h.len(),
+                earer: false,
+            }),
         }
     }
 
@@ -445,7 +448,7 @@ impl PatternRedactor {
     pub(crate) fn redact_into(
         &self,
         s: &str,
-        from: usize,
+        start: Start,
         hints: Hints,
         known: &KnownSet,
         found: &mut Vec<Hit>,
@@ -461,7 +464,6 @@ impl PatternRedactor {
             out.push_str(p);
             return true;
         }
-        let start = Start { from, earer: true };
         let Some(mut next) = self.replace_once_str(s, start, hints, known, found, out) else {
             return false;
         };
@@ -588,14 +590,14 @@ fn normalize(kind: Kind, matched: &[u8]) -> Vec<u8> {
 impl Redactor for PatternRedactor {
     fn redact_str<'a>(&self, input: &'a str) -> Cow<'a, str> {
         let known = self.known.snapshot();
-        let Some(from) = self.survey(&known, input.as_bytes()) else {
+        let Some(start) = self.survey(&known, input.as_bytes()) else {
             return Cow::Borrowed(input);
         };
         let mut out = String::new();
         let mut found = Vec::new();
         if self.redact_into(
             input,
-            from,
+            start,
             Hints::default(),
             &known,
             &mut found,
