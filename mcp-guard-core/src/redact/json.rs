@@ -53,7 +53,7 @@ const UNCACHED_KEYS: usize = 32;
 /// Slots of the key cache (a power of two).
 const KEY_SLOTS: usize = 64;
 
-/// The longest key with a [`KeyId`]: longer keys are neither plain nor cached.
+/// The longest key with a [`KeyId`]: longer keys (rare) are not cached.
 const KEY_ID_MAX_LEN: usize = 24;
 
 /// A key of at most [`KEY_ID_MAX_LEN`] bytes as its length and three words that together
@@ -80,14 +80,6 @@ const fn word<const N: usize>(k: &[u8], at: usize) -> u64 {
 }
 
 impl KeyId {
-    /// Never the id of a key: the empty slots of [`PLAIN`].
-    const NONE: KeyId = KeyId {
-        len: u32::MAX,
-        a: 0,
-        b: 0,
-        c: 0,
-    };
-
     /// The id of `key`, `None` when it is longer than [`KEY_ID_MAX_LEN`].
     #[inline]
     const fn of(key: &[u8]) -> Option<KeyId> {
@@ -112,8 +104,7 @@ impl KeyId {
         })
     }
 
-    /// A multiplicative hash of the id, `bits` (at most 32) wide. (The rotations and the
-    /// multiplier are ones under which [`PLAIN`] builds.)
+    /// A multiplicative hash of the id, `bits` (at most 32) wide.
     #[inline]
     const fn hash(&self, bits: u32) -> usize {
         let x = self.a ^ self.b.rotate_left(1) ^ self.c.rotate_left(3) ^ self.len as u64;
@@ -124,86 +115,58 @@ impl KeyId {
 }
 
 /// Keys of the MCP and JSON-RPC envelopes (and common JSON Schema words): no trigger
-/// byte, no hint. Every message carries several, so they skip even the survey.
-const PLAIN_KEYS: [&str; 45] = [
-    "jsonrpc",
-    "id",
-    "result",
-    "method",
-    "params",
-    "error",
-    "code",
-    "message",
-    "data",
-    "content",
-    "contents",
-    "type",
-    "text",
-    "isError",
-    "structuredContent",
-    "name",
-    "title",
-    "description",
-    "arguments",
-    "mimeType",
-    "uri",
-    "blob",
-    "resource",
-    "annotations",
-    "audience",
-    "priority",
-    "lastModified",
-    "size",
-    "tools",
-    "prompts",
-    "resources",
-    "messages",
-    "role",
-    "nextCursor",
-    "cursor",
-    "inputSchema",
-    "outputSchema",
-    "properties",
-    "required",
-    "items",
-    "level",
-    "logger",
-    "values",
-    "total",
-    "hasMore",
-];
-
-/// Bits of the [`PLAIN`] table's hash.
-const PLAIN_BITS: u32 = 7;
-
-/// [`PLAIN_KEYS`] by [`KeyId`], built at compile time: each key sits in its hash's slot
-/// or the next one (the build fails otherwise), so a look-up is two compares.
-static PLAIN: [KeyId; 1 << PLAIN_BITS] = {
-    let mut table = [KeyId::NONE; 1 << PLAIN_BITS];
-    let mut i = 0;
-    while i < PLAIN_KEYS.len() {
-        let Some(id) = KeyId::of(PLAIN_KEYS[i].as_bytes()) else {
-            panic!("a plain key is too long for a KeyId");
-        };
-        let slot = id.hash(PLAIN_BITS);
-        let next = (slot + 1) % (1 << PLAIN_BITS);
-        if table[slot].len == u32::MAX {
-            table[slot] = id;
-        } else if table[next].len == u32::MAX {
-            table[next] = id;
-        } else {
-            panic!("three plain keys share a slot: change the hash");
-        }
-        i += 1;
-    }
-    table
-};
-
-/// Whether `id` is one of [`PLAIN_KEYS`].
-#[inline]
-fn plain(id: &KeyId) -> bool {
-    let slot = id.hash(PLAIN_BITS);
-    PLAIN[slot] == *id || PLAIN[(slot + 1) % PLAIN.len()] == *id
+/// byte, no hint. Every message carries several, so they skip even the survey. A `match`
+/// on strings is a switch on the length and a few word compares (cheaper, for these
+/// short keys, than a [`KeyId`] and a table).
+fn plain_key(k: &str) -> bool {
+    matches!(
+        k,
+        "jsonrpc"
+            | "id"
+            | "result"
+            | "method"
+            | "params"
+            | "error"
+            | "code"
+            | "message"
+            | "data"
+            | "content"
+            | "contents"
+            | "type"
+            | "text"
+            | "isError"
+            | "structuredContent"
+            | "name"
+            | "title"
+            | "description"
+            | "arguments"
+            | "mimeType"
+            | "uri"
+            | "blob"
+            | "resource"
+            | "annotations"
+            | "audience"
+            | "priority"
+            | "lastModified"
+            | "size"
+            | "tools"
+            | "prompts"
+            | "resources"
+            | "messages"
+            | "role"
+            | "nextCursor"
+            | "cursor"
+            | "inputSchema"
+            | "outputSchema"
+            | "properties"
+            | "required"
+            | "items"
+            | "level"
+            | "logger"
+            | "values"
+            | "total"
+            | "hasMore"
+    )
 }
 
 /// Keys (lower-cased, without `_`, `-`, `.` and spaces) whose string value is a
@@ -507,16 +470,16 @@ impl Walk<'_> {
 
     /// Hints and redacted form of a key.
     fn key(&mut self, k: &str) -> (Hints, Option<String>) {
-        let Some(id) = KeyId::of(k.as_bytes()) else {
-            return (key_hints(k), self.redacted_key(k));
-        };
-        if plain(&id) {
+        if plain_key(k) {
             return (Hints::default(), None);
         }
         if self.uncached < UNCACHED_KEYS {
             self.uncached += 1;
             return (key_hints(k), self.redacted_key(k));
         }
+        let Some(id) = KeyId::of(k.as_bytes()) else {
+            return (key_hints(k), self.redacted_key(k));
+        };
         let slot = id.hash(KEY_SLOTS.trailing_zeros());
         let other = (slot + 1) % KEY_SLOTS;
         for s in [slot, other] {
@@ -632,17 +595,11 @@ mod tests {
             "total",
             "hasMore",
         ] {
-            assert!(KeyId::of(k.as_bytes()).is_some_and(|id| plain(&id)), "{k}");
+            assert!(plain_key(k), "{k}");
             assert_eq!(key_hints_slow(k), Hints::default(), "{k}");
             assert_eq!(r.scanner().survey(k.as_bytes()), None, "{k}");
         }
-        for k in PLAIN_KEYS {
-            assert_eq!(key_hints_slow(k), Hints::default(), "{k}");
-            assert_eq!(r.scanner().survey(k.as_bytes()), None, "{k}");
-        }
-        let plain_key = |k: &str| KeyId::of(k.as_bytes()).is_some_and(|id| plain(&id));
         assert!(!plain_key("password") && !plain_key("phone") && !plain_key("Type"));
-        assert!(!plain_key("jsonrpc2") && !plain_key("i") && !plain_key("") && !plain_key("Id"));
     }
 
     /// A key's id holds every byte of it: changing any one byte of a key changes its
