@@ -199,24 +199,25 @@ impl Window {
             let sep = space | c.dash;
             let sep_dot = sep | dot;
             let d2 = d & (d >> 1);
-            let d3 = d2 & (d >> 2);
             let d4 = d2 & (d2 >> 2);
-            let three = d3 & (end >> 2);
+            // Groups of exactly 2, 3, 4 and 6 digits ending at `j + 1`, `j + 2`…
+            let g2 = d2 & (end >> 1);
+            let g3 = d2 & (g2 >> 1);
+            let g4 = d2 & (g2 >> 2);
+            let g6 = d4 & (g2 >> 4);
             // Cards in groups: 4-4-4-4…, or 4-6-5. `card` turns down a spaced first
             // group right after a number and a space at once.
             let listed = (space >> 4) & (space << 1) & (d << 2);
             let card = c.lead
-                & (d4
-                    & (end >> 3)
+                & (g4
                     & (sep >> 4)
-                    & (d4 >> 5)
                     & !listed
-                    & (((end >> 8) & (sep >> 9) & (d4 >> 10) & (end >> 13) & (sep >> 14) & (d >> 15))
-                        | ((d2 >> 9) & (end >> 10) & (sep >> 11) & (d4 >> 12)))
+                    & (((g4 >> 5) & (sep >> 9) & (g4 >> 10) & (sep >> 14) & (d >> 15))
+                        | ((g6 >> 5) & (sep >> 11) & (d4 >> 12)))
                     | d4 & (d4 >> 4) & (d4 >> 8) & (d >> 12));
-            let ssn = three & (sep >> 3) & (d2 >> 4) & (end >> 5);
-            let phone = three & (sep_dot >> 3) & (three >> 4) & (sep_dot >> 7) & (d4 >> 8) & (end >> 11)
-                | end & (sep_dot >> 1) & ((three >> 2) | (c.punct >> 2))
+            let ssn = g3 & (sep >> 3) & (g2 >> 4);
+            let phone = g3 & (sep_dot >> 3) & (g3 >> 4) & (sep_dot >> 7) & (g4 >> 8)
+                | end & (sep_dot >> 1) & ((g3 >> 2) | (c.punct >> 2))
                 | (c.punct << 1);
             // A group of one to three digits at `j` followed by `.`, `group`; and such a
             // group followed by another, `ip`.
