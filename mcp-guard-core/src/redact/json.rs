@@ -429,7 +429,10 @@ impl Walk<'_> {
             return Some(Kind::Secret.placeholder().to_owned());
         }
         let mut u = n.as_u64()?;
-        if u < 100_000_000 {
+        // Below 9 digits nothing; below 2 * 10^12 (12 digits, or 13 starting with `1`,
+        // as epoch milliseconds do) no card, so nothing without a key that names an SSN
+        // or a phone number.
+        if u < 100_000_000 || u < 2_000_000_000_000 && !(hints.ssn || hints.phone) {
             return None;
         }
         let sc = self.r.scanner();
