@@ -198,7 +198,9 @@ fn json_keys_numbers_and_embedded() {
 #[test]
 fn card_numbers_by_first_digit() {
     let cases = [
-        (2_221_000_000_000_009u64, true),
+        (4_222_222_222_222u64, true),
+        (1_715_000_000_000, false),
+        (2_221_000_000_000_009, true),
         (6_011_111_111_111_117, true),
         (5_555_555_555_554_444, true),
         (1_999_999_999_999_999, false),
@@ -216,6 +218,13 @@ fn card_numbers_by_first_digit() {
         };
         assert_eq!(v["n"], want, "{n}");
     }
+    // Under keys that name them, SSNs and phone numbers sent as numbers.
+    let mut v = json!({"ssn": 123_456_789, "mobile": 4_155_550_132u64, "tel": 14_155_550_132u64, "n": 4_155_550_132u64});
+    r().redact_json(&mut v);
+    assert_eq!(
+        v,
+        json!({"ssn": "[REDACTED_SSN]", "mobile": "[REDACTED_PHONE]", "tel": "[REDACTED_PHONE]", "n": 4_155_550_132u64})
+    );
 }
 
 #[test]
