@@ -1,6 +1,6 @@
 //! IPv4 and IPv6 addresses.
 
-use super::{digit_run, is_word};
+use super::is_word;
 
 /// Whether the word just before `s` (past up to three of ` :=/`) is `version`, `ver`
 /// or `v`, case-insensitively: `version 1.2.3.4` is a version, not an address.
@@ -30,13 +30,27 @@ fn after_version_word(h: &[u8], s: usize) -> bool {
 /// word `version`.
 #[inline(never)]
 pub(crate) fn ipv4(h: &[u8], p: usize) -> Option<usize> {
+    // The byte before first: it turns down `v1.2.3.4` and the middle of a longer
+    // dotted run without reading the octets.
+    if let Some(&b) = p.checked_sub(1).and_then(|i| h.get(i))
+        && (is_word(b) || b == b'.')
+    {
+        return None;
+    }
     let mut j = p;
     for k in 0..4 {
-        let n = digit_run(h, j, 3);
-        if n == 0 || n > 3 || (n > 1 && h[j] == b'0') {
-            return None;
+        // An octet: one to three digits (a fourth turns it down), its value as it is
+        // read.
+        let mut value = 0u32;
+        let mut n = 0;
+        while let Some(&b) = h.get(j + n).filter(|b| b.is_ascii_digit()) {
+            if n == 3 {
+                return None;
+            }
+            value = value * 10 + u32::from(b - b'0');
+            n += 1;
         }
-        if super::num(&h[j..j + n]) > 255 {
+        if n == 0 || (n > 1 && h[j] == b'0') || value > 255 {
             return None;
         }
         j += n;
@@ -46,11 +60,6 @@ pub(crate) fn ipv4(h: &[u8], p: usize) -> Option<usize> {
             }
             j += 1;
         }
-    }
-    if let Some(&b) = p.checked_sub(1).and_then(|i| h.get(i))
-        && (is_word(b) || b == b'.')
-    {
-        return None;
     }
     if let Some(&b) = h.get(j)
         && (is_word(b) || (b == b'.' && h.get(j + 1).is_some_and(u8::is_ascii_digit)))
