@@ -69,20 +69,14 @@ struct KeyId {
 }
 
 /// The little-endian word of `N` bytes of `k` at `at` (`at + N <= k.len()`).
-const fn word<const N: usize>(k: &[u8], at: usize) -> u64 {
-    let mut x = 0u64;
-    let mut i = 0;
-    while i < N {
-        x |= (k[at + i] as u64) << (8 * i);
-        i += 1;
-    }
-    x
+fn word<const N: usize>(k: &[u8], at: usize) -> u64 {
+    k[at..at + N].iter().rev().fold(0, |x, &b| x << 8 | u64::from(b))
 }
 
 impl KeyId {
     /// The id of `key`, `None` when it is longer than [`KEY_ID_MAX_LEN`].
     #[inline]
-    const fn of(key: &[u8]) -> Option<KeyId> {
+    fn of(key: &[u8]) -> Option<KeyId> {
         let len = key.len();
         let (first, middle, last) = match len {
             0 => (0, 0, 0),
@@ -106,8 +100,8 @@ impl KeyId {
 
     /// A multiplicative hash of the id, `bits` (at most 32) wide.
     #[inline]
-    const fn hash(&self, bits: u32) -> usize {
-        let x = self.a ^ self.b.rotate_left(1) ^ self.c.rotate_left(3) ^ self.len as u64;
+    fn hash(&self, bits: u32) -> usize {
+        let x = self.a ^ self.b.rotate_left(1) ^ self.c.rotate_left(3) ^ u64::from(self.len);
         #[allow(clippy::cast_possible_truncation, reason = "the value has `bits` <= 32 bits")]
         let slot = (x.wrapping_mul(0xC4CE_B9FE_1A85_EC53) >> (64 - bits)) as usize;
         slot
@@ -476,11 +470,13 @@ impl Walk<'_> {
         if plain_key(k) {
             return (Hints::default(), None);
         }
-        if self.uncached < UNCACHED_KEYS {
+        let id = if self.uncached < UNCACHED_KEYS {
             self.uncached += 1;
-            return (key_hints(k), self.redacted_key(k));
-        }
-        let Some(id) = KeyId::of(k.as_bytes()) else {
+            None
+        } else {
+            KeyId::of(k.as_bytes())
+        };
+        let Some(id) = id else {
             return (key_hints(k), self.redacted_key(k));
         };
         let slot = id.hash(KEY_SLOTS.trailing_zeros());

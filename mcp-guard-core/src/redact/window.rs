@@ -114,17 +114,9 @@ impl Window {
     #[inline(always)]
     pub(crate) fn at(h: &[u8], base: usize) -> Self {
         let place = |k: usize| move |acc: u64, c: u64| acc | (c << (CHUNK * k));
-        let (c0, c1, c2) = match h
-            .get(base..base + 3 * CHUNK)
-            .and_then(|w| <&[u8; 3 * CHUNK]>::try_from(w).ok())
-        {
-            Some(w) => {
-                let (c0, rest) = w.split_first_chunk::<CHUNK>().unwrap_or((&[0; CHUNK], &[]));
-                let (c1, c2) = rest.split_first_chunk::<CHUNK>().unwrap_or((&[0; CHUNK], &[]));
-                let c2 = c2.first_chunk::<CHUNK>().unwrap_or(&[0; CHUNK]);
-                (classify_chunk(*c0), classify_chunk(*c1), classify_chunk(*c2))
-            }
-            None => (
+        let (c0, c1, c2) = match h.get(base..base + 3 * CHUNK).map(<[u8]>::as_chunks::<CHUNK>) {
+            Some(([c0, c1, c2], _)) => (classify_chunk(*c0), classify_chunk(*c1), classify_chunk(*c2)),
+            _ => (
                 classify(h, base),
                 classify(h, base + CHUNK),
                 classify(h, base + 2 * CHUNK),
