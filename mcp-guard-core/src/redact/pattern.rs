@@ -444,6 +444,7 @@ impl PatternRedactor {
     /// before the first finding replaced. So it looks for triggers from there (or from
     /// where the previous pass did, if earlier), and for `earer ` only if the previous
     /// pass saw one (a replacement cannot make one: placeholders hold no lower-case `r`).
+    /// When nothing is left there for it to look at, it is skipped ([`Self::settled`]).
     #[allow(clippy::too_many_arguments, reason = "internal; the buffers are reused")]
     pub(crate) fn redact_into(
         &self,
@@ -467,6 +468,9 @@ impl PatternRedactor {
         let Some(mut next) = self.replace_once_str(s, start, hints, known, found, out) else {
             return false;
         };
+        if self.settled(s.as_bytes(), next, known, found) {
+            return true;
+        }
         for _ in 1..MAX_PASSES {
             match self.replace_once_str(out, next, hints, known, found, spare) {
                 Some(after) => next = after,
@@ -477,6 +481,43 @@ impl PatternRedactor {
         out.clear();
         out.push_str(UNSTABLE);
         true
+    }
+
+    /// Whether the output of a first pass over `h`, which found `found` (merged), is
+    /// already final, so that the second pass can be skipped: it would look from
+    /// `next.from` on (see [`Self::redact_into`]) and find nothing there.
+    ///
+    /// Every finding of a pass is set off by a trigger byte, by an `earer `, or by a
+    /// registered secret. With no registry and no `earer ` (a replacement cannot make
+    /// one), what is left are the triggers from `next.from` on. Those between and after
+    /// the findings are bytes of `h` as they were: when there are none, the only
+    /// triggers the second pass would meet are the `A`s and `_`s of the placeholders,
+    /// and those are inert (no prefix starts there, and what [`secret::prefix_at`] reads
+    /// around them lies inside the placeholder: the test `placeholders_are_inert` holds
+    /// every placeholder to that). Pseudonyms and partial forms have digits and `:` in
+    /// them, so a pass that wrote one is always checked by a second.
+    ///
+    /// [`secret::prefix_at`]: super::detect::secret::prefix_at
+    fn settled(&self, h: &[u8], next: Start, known: &KnownSet, found: &[Hit]) -> bool {
+        if known.automaton.is_some() || next.earer {
+            return false;
+        }
+        let quiet = |from: usize, to: usize| {
+            h.get(from..to)
+                .is_some_and(|t| !t.iter().any(|&b| scan::is_trigger(b)))
+        };
+        let mut from = next.from;
+        for hit in found {
+            let plain = hit
+                .kind
+                .pii_index()
+                .is_none_or(|i| self.styles[i] == Style::Placeholder);
+            if !plain || !quiet(from, hit.start) {
+                return false;
+            }
+            from = hit.end;
+        }
+        quiet(from, h.len())
     }
 
     /// One pass of [`Self::redact_into`]: scans `h` from `start` and, when something was

@@ -108,7 +108,14 @@ const TEDDY_ORDER: &[u8; 16] = b"0:2-_468A13@J579";
 /// Whether the byte at `k` is a trigger.
 #[inline]
 fn hit(h: &[u8], k: usize) -> bool {
-    CLASS[usize::from(h[k])] != 0
+    is_trigger(h[k])
+}
+
+/// Whether `b` is a trigger: a byte that can set off a finding (a digit or one of
+/// `: @ _ - A J`).
+#[inline]
+pub(crate) fn is_trigger(b: u8) -> bool {
+    CLASS[usize::from(b)] != 0
 }
 
 /// Bytes the portable block test decides on per step.

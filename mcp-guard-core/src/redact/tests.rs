@@ -331,6 +331,79 @@ fn idempotent_on_mixed_text() {
     assert!(r.find(&once).is_empty(), "{once}");
 }
 
+/// A card next to another number reads as cells of a table and is let go; once that
+/// number is replaced, the card stands alone, and the second pass takes it.
+#[test]
+fn second_pass_takes_what_a_replacement_uncovers() {
+    let plain = PatternRedactor::builder().build();
+    for (text, want) in [
+        (
+            "123-45-6789 4111 1111 1111 1111",
+            "[REDACTED_SSN] [REDACTED_CREDIT_CARD]",
+        ),
+        (
+            "4111 1111 1111 1111 123-45-6789",
+            "[REDACTED_CREDIT_CARD] [REDACTED_SSN]",
+        ),
+        (
+            "10.0.0.1 4111 1111 1111 1111",
+            "[REDACTED_IP] [REDACTED_CREDIT_CARD]",
+        ),
+    ] {
+        assert_eq!(plain.redact_str(text), want);
+        assert_eq!(&*plain.redact_bytes(text.as_bytes()), want.as_bytes());
+        let mut v = json!({ "note": text });
+        plain.redact_json(&mut v);
+        assert_eq!(v, json!({ "note": want }));
+    }
+}
+
+/// What lets a first pass skip the second (`PatternRedactor::settled`): the plain
+/// placeholders set nothing off, whatever is glued to them on either side, alone or
+/// next to each other.
+#[test]
+fn placeholders_are_inert() {
+    let kinds = [
+        Kind::Email,
+        Kind::Phone,
+        Kind::Ssn,
+        Kind::CreditCard,
+        Kind::Ipv4,
+        Kind::Secret,
+    ];
+    let mut texts = Vec::new();
+    for a in kinds {
+        for b in kinds {
+            let (a, b) = (a.placeholder(), b.placeholder());
+            texts.push(format!("{a}{b}"));
+            for glue in (0x20u8..0x7f)
+                .chain([b'\n', b'\t'])
+                .filter(|&g| !scan::is_trigger(g))
+            {
+                let g = char::from(glue);
+                texts.push(format!("{g}{a}{g}{b}{g}"));
+                texts.push(format!("BE{a}{g}{g}{b}ARER {g}"));
+            }
+            texts.push(format!("é{a}→{b}東"));
+        }
+    }
+    let plain = PatternRedactor::builder().build();
+    for text in &texts {
+        assert!(plain.find(text).is_empty(), "{:?} in {text:?}", plain.find(text));
+        assert_eq!(plain.redact_str(text), text.as_str());
+    }
+    // And so a string whose findings leave no trigger outside the placeholders settles
+    // after one pass, with the result two full passes give.
+    for text in [
+        "call (415) 555-0132.",
+        "to a@b.io, c@d.io or 10.0.0.1!",
+        "key AKIAIOSFODNN7EXAMPLE",
+    ] {
+        let once = plain.redact_str(text);
+        assert_eq!(&*plain.redact_bytes(text.as_bytes()), once.as_bytes(), "{text}");
+        assert_eq!(plain.redact_str(&once), once);
+    }
+}
 #[test]
 fn bytes_with_invalid_utf8() {
     let r = r();
