@@ -49,6 +49,34 @@ pub struct KnownSecrets {
 pub(crate) struct KnownSet {
     secrets: Vec<SecretString>,
     pub(crate) automaton: Option<AhoCorasick>,
+    /// No pattern of the automaton can match across or inside a placeholder: none holds
+    /// `[` or `]`, and none is part of a placeholder. Then a replacement cannot make a
+    /// new match, and a pass after the first has none to find (see
+    /// `PatternRedactor::settled`).
+    pub(crate) clear_of_placeholders: bool,
+}
+
+/// Whether no pattern can match text that overlaps a placeholder: a match that starts
+/// before one holds its `[`, one that ends after it holds its `]`, and one inside it is
+/// part of it.
+fn clear_of_placeholders(patterns: &[Vec<u8>]) -> bool {
+    use super::Kind;
+    let placeholders = [
+        Kind::Email,
+        Kind::Phone,
+        Kind::Ssn,
+        Kind::CreditCard,
+        Kind::Ipv4,
+        Kind::Secret,
+    ]
+    .map(|k| k.placeholder().as_bytes());
+    patterns.iter().all(|p| {
+        !p.contains(&b'[')
+            && !p.contains(&b']')
+            && !placeholders
+                .iter()
+                .any(|ph| ph.windows(p.len().max(1)).any(|w| w == p.as_slice()))
+    })
 }
 
 impl fmt::Debug for KnownSecrets {
@@ -181,7 +209,13 @@ impl KnownSet {
             .or_else(|_| AhoCorasick::new(secrets.iter().map(bytes_of)))
             .ok()
             .filter(|_| !secrets.is_empty());
-        Self { secrets, automaton }
+        let raw: Vec<Vec<u8>> = secrets.iter().map(|s| bytes_of(s).to_vec()).collect();
+        let clear_of_placeholders = clear_of_placeholders(&patterns) && clear_of_placeholders(&raw);
+        Self {
+            secrets,
+            automaton,
+            clear_of_placeholders,
+        }
     }
 }
 
@@ -201,6 +235,17 @@ mod tests {
             "base64 without the last, partly padded, character"
         );
         assert!(v.iter().all(|p| p.len() >= MIN_KNOWN_SECRET_LEN));
+    }
+
+    #[test]
+    fn placeholder_overlap_is_noticed() {
+        let set = |v: &str| KnownSet::build(vec![SecretString::from(v)]).clear_of_placeholders;
+        assert!(set("cred-00-q8Xv2LmN5tRz7WkPd4Hs9Yb"));
+        assert!(!set("abc[defghij"));
+        assert!(!set("abcdefgh]ij"));
+        assert!(!set("REDACTED_EMAIL"));
+        assert!(!set("EDACTED_"));
+        assert!(KnownSet::default().clear_of_placeholders || KnownSet::default().automaton.is_none());
     }
 
     #[test]

@@ -488,8 +488,10 @@ impl PatternRedactor {
     /// `next.from` on (see [`Self::redact_into`]) and find nothing there.
     ///
     /// Every finding of a pass is set off by a trigger byte, by an `earer `, or by a
-    /// registered secret. With no registry and no `earer ` (a replacement cannot make
-    /// one), what is left are the triggers from `next.from` on. Those between and after
+    /// registered secret. A replacement cannot make an `earer `, nor a match of a
+    /// registered secret unless one could overlap a placeholder (which the registry
+    /// tells: `clear_of_placeholders`); what is left are the triggers from `next.from`
+    /// on. Those between and after
     /// the findings are bytes of `h` as they were: when there are none, the only
     /// triggers the second pass would meet are the `A`s and `_`s of the placeholders,
     /// and those are inert (no prefix starts there, and what [`secret::prefix_at`] reads
@@ -498,8 +500,9 @@ impl PatternRedactor {
     /// them, so a pass that wrote one is always checked by a second.
     ///
     /// [`secret::prefix_at`]: super::detect::secret::prefix_at
+    #[inline(never)]
     fn settled(&self, h: &[u8], next: Start, known: &KnownSet, found: &[Hit]) -> bool {
-        if known.automaton.is_some() || next.earer {
+        if (known.automaton.is_some() && !known.clear_of_placeholders) || next.earer {
             return false;
         }
         let quiet = |from: usize, to: usize| {

@@ -356,6 +356,26 @@ fn second_pass_takes_what_a_replacement_uncovers() {
         plain.redact_json(&mut v);
         assert_eq!(v, json!({ "note": want }));
     }
+    // With registered secrets: one that cannot touch a placeholder (the skip applies),
+    // and one that is part of a placeholder (every pass is taken). Either way the text
+    // path gives what the byte path, which takes every pass, gives.
+    for secret in ["cred-00-q8Xv2LmN5tRz7WkPd4Hs9Yb", "REDACTED_SSN"] {
+        let r = PatternRedactor::builder().build();
+        r.add_known_secret(&SecretString::from(secret));
+        for text in [
+            "123-45-6789 4111 1111 1111 1111",
+            "id 078-05-1120 then cred-00-q8Xv2LmN5tRz7WkPd4Hs9Yb.",
+            "call (415) 555-0132 now",
+        ] {
+            let once = r.redact_str(text);
+            assert_eq!(
+                &*r.redact_bytes(text.as_bytes()),
+                once.as_bytes(),
+                "{secret}: {text}"
+            );
+            assert_eq!(r.redact_str(&once), once, "{secret}: {text}");
+        }
+    }
 }
 
 /// What lets a first pass skip the second (`PatternRedactor::settled`): the plain
