@@ -61,15 +61,7 @@ pub(crate) struct KnownSet {
 /// part of it.
 fn clear_of_placeholders(patterns: &[Vec<u8>]) -> bool {
     use super::Kind;
-    let placeholders = [
-        Kind::Email,
-        Kind::Phone,
-        Kind::Ssn,
-        Kind::CreditCard,
-        Kind::Ipv4,
-        Kind::Secret,
-    ]
-    .map(|k| k.placeholder().as_bytes());
+    let placeholders = Kind::WITH_OWN_PLACEHOLDER.map(|k| k.placeholder().as_bytes());
     patterns.iter().all(|p| {
         !p.contains(&b'[')
             && !p.contains(&b']')

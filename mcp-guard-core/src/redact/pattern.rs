@@ -69,6 +69,17 @@ impl Kind {
         }
     }
 
+    /// One kind for each distinct placeholder (IPv6 shares IPv4's, a registered secret
+    /// any secret's).
+    pub(crate) const WITH_OWN_PLACEHOLDER: [Kind; 6] = [
+        Kind::Email,
+        Kind::Phone,
+        Kind::Ssn,
+        Kind::CreditCard,
+        Kind::Ipv4,
+        Kind::Secret,
+    ];
+
     /// The fixed placeholder, e.g. `[REDACTED_EMAIL]`.
     pub const fn placeholder(self) -> &'static str {
         match self {
@@ -491,13 +502,13 @@ impl PatternRedactor {
     /// registered secret. A replacement cannot make an `earer `, nor a match of a
     /// registered secret unless one could overlap a placeholder (which the registry
     /// tells: `clear_of_placeholders`); what is left are the triggers from `next.from`
-    /// on. Those between and after
-    /// the findings are bytes of `h` as they were: when there are none, the only
-    /// triggers the second pass would meet are the `A`s and `_`s of the placeholders,
-    /// and those are inert (no prefix starts there, and what [`secret::prefix_at`] reads
-    /// around them lies inside the placeholder: the test `placeholders_are_inert` holds
-    /// every placeholder to that). Pseudonyms and partial forms have digits and `:` in
-    /// them, so a pass that wrote one is always checked by a second.
+    /// on. Those between and after the findings are bytes of `h` as they were: when
+    /// there are none, the only triggers the second pass would meet are the `A`s and
+    /// `_`s of the placeholders, and those are inert (no prefix starts there, and what
+    /// [`secret::prefix_at`] reads around them lies inside the placeholder: the test
+    /// `placeholders_are_inert` holds every placeholder to that). Pseudonyms and partial
+    /// forms have digits and `:` in them, so a pass that wrote one is always checked by
+    /// a second.
     ///
     /// [`secret::prefix_at`]: super::detect::secret::prefix_at
     #[inline(never)]
