@@ -82,7 +82,8 @@
 //! # Idempotence
 //! A few rejections depend on context (an address glued to a token is not an address),
 //! and a replacement changes that context. So a string with findings is scanned again
-//! until nothing more is found; real text settles in one or two passes. A string still
+//! until nothing more is found; real text settles in one or two passes, and a pass that
+//! could only meet the placeholders it follows is not taken. A string still
 //! changing after [`MAX_PASSES`] passes can only be crafted, and is replaced as a whole by
 //! [`UNSTABLE`]: fail closed, and still idempotent.
 //!

@@ -283,7 +283,7 @@ impl Scanner {
         let n = h.len();
         if n < SHORT {
             // Too short for `Bearer ` and a token.
-            let from = h.iter().position(|&b| CLASS[usize::from(b)] != 0)?;
+            let from = h.iter().position(|&b| is_trigger(b))?;
             return Some(Start { from, earer: false });
         }
         let unknown = |from| Some(Start { from, earer: true });

@@ -417,6 +417,7 @@ fn placeholders_are_inert() {
         assert_eq!(plain.redact_str(&once), once);
     }
 }
+
 #[test]
 fn bytes_with_invalid_utf8() {
     let r = r();
