@@ -11,17 +11,18 @@ use super::scan::{Hints, Hit, Start};
 use super::{MAX_JSON_DEPTH, TOO_DEEP};
 
 pub(crate) fn redact(r: &PatternRedactor, value: &mut Value) {
-    let known = r.snapshot();
-    let mut w = Walk {
-        r,
-        known: &known,
-        hits: Vec::new(),
-        keys: Vec::new(),
-        out: String::new(),
-        spare: String::new(),
-        uncached: 0,
-    };
-    w.walk(value, 0, Hints::default());
+    r.known_secrets().with_snapshot(|known| {
+        let mut w = Walk {
+            r,
+            known,
+            hits: Vec::new(),
+            keys: Vec::new(),
+            out: String::new(),
+            spare: String::new(),
+            uncached: 0,
+        };
+        w.walk(value, 0, Hints::default());
+    });
 }
 
 struct Walk<'a> {

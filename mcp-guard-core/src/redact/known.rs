@@ -1,6 +1,8 @@
 //! The credential scrubber: exact secret values the gateway holds.
 
+use std::cell::RefCell;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
@@ -26,7 +28,10 @@ pub const MIN_KNOWN_SECRET_LEN: usize = 8;
 ///
 /// # Security
 /// The automaton holds copies of the secrets (and their encodings) in memory for as long
-/// as they are registered; those copies are not zeroed on drop.
+/// as they are registered; those copies are not zeroed on drop. Each thread that redacts
+/// keeps the generations it used last (see [`KnownSecrets::with_snapshot`]): a removed
+/// secret stays in such a copy until that thread next redacts with this registry, or
+/// with four others.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -39,14 +44,41 @@ pub const MIN_KNOWN_SECRET_LEN: usize = 8;
 /// known.add(&SecretString::from("hunter2-correct-horse"));
 /// assert_eq!(redactor.redact_str("token=hunter2-correct-horse"), "token=[REDACTED_SECRET]");
 /// ```
-#[derive(Default)]
 pub struct KnownSecrets {
+    /// Told apart from every other registry of the process (see [`STAMPS`]).
+    id: u64,
     current: RwLock<Arc<KnownSet>>,
+    /// The stamp of `current`, read without the lock: a thread that still holds that
+    /// generation in its cache need not take the lock (see [`Self::with_snapshot`]).
+    stamp: AtomicU64,
+}
+
+/// Registry ids and generation stamps, each drawn once in the life of the process, so
+/// that equal stamps are the same generation of the same registry.
+static STAMPS: AtomicU64 = AtomicU64::new(1);
+
+fn next_stamp() -> u64 {
+    STAMPS.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Generations cached per thread.
+const RECENT: usize = 4;
+
+/// A cached generation and the id of its registry.
+type Recent = Option<(u64, Arc<KnownSet>)>;
+
+thread_local! {
+    /// The generations this thread used last, each with the id of its registry, the
+    /// latest first: at most one per registry, [`RECENT`] in all.
+    static RECENT_SETS: RefCell<[Recent; RECENT]> =
+        const { RefCell::new([None, None, None, None]) };
 }
 
 /// One immutable generation of the registry.
 #[derive(Default)]
 pub(crate) struct KnownSet {
+    /// Which generation of which registry this is (0 for one outside any registry).
+    stamp: u64,
     secrets: Vec<SecretString>,
     pub(crate) automaton: Option<AhoCorasick>,
     /// No pattern of the automaton can match across or inside a placeholder: none holds
@@ -132,6 +164,17 @@ fn variants(s: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
+impl Default for KnownSecrets {
+    fn default() -> Self {
+        let set = KnownSet::build(Vec::new());
+        Self {
+            id: next_stamp(),
+            stamp: AtomicU64::new(set.stamp),
+            current: RwLock::new(Arc::new(set)),
+        }
+    }
+}
+
 impl KnownSecrets {
     /// An empty registry.
     pub fn new() -> Self {
@@ -151,7 +194,7 @@ impl KnownSecrets {
         }
         let mut secrets = guard.secrets.clone();
         secrets.push(secret.clone());
-        *guard = Arc::new(KnownSet::build(secrets));
+        self.replace(&mut guard, KnownSet::build(secrets));
         true
     }
 
@@ -169,8 +212,16 @@ impl KnownSecrets {
         if secrets.len() == before {
             return false;
         }
-        *guard = Arc::new(KnownSet::build(secrets));
+        self.replace(&mut guard, KnownSet::build(secrets));
         true
+    }
+
+    /// Makes `set` the current generation; the stamp changes before the write lock is
+    /// let go, so a redaction that starts after `add` or `remove` returns sees it.
+    fn replace(&self, current: &mut Arc<KnownSet>, set: KnownSet) {
+        let stamp = set.stamp;
+        *current = Arc::new(set);
+        self.stamp.store(stamp, Ordering::Release);
     }
 
     /// Number of registered secrets.
@@ -186,10 +237,54 @@ impl KnownSecrets {
     pub(crate) fn snapshot(&self) -> Arc<KnownSet> {
         Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
     }
+
+    /// Calls `f` with the current generation.
+    ///
+    /// Taking the lock and a counted reference costs four atomic read-modify-writes,
+    /// about 30 ns: a tenth of the redaction of a 1 KiB message. So each thread keeps the
+    /// generations it used last, and when the registry's stamp says the current one is
+    /// among them, `f` gets it with no atomic write at all. Otherwise (a new generation,
+    /// a registry this thread has not used lately, or a call from inside `f`) it takes
+    /// the lock as before and remembers what it got.
+    pub(crate) fn with_snapshot<R>(&self, mut f: impl FnMut(&KnownSet) -> R) -> R {
+        let stamp = self.stamp.load(Ordering::Acquire);
+        let cached = RECENT_SETS.try_with(|recent| {
+            let recent = recent.try_borrow().ok()?;
+            let (_, set) = recent.iter().flatten().find(|(_, set)| set.stamp == stamp)?;
+            Some(f(set))
+        });
+        if let Ok(Some(out)) = cached {
+            return out;
+        }
+        let set = self.snapshot();
+        // Ignored when the thread is exiting or a caller up the stack holds the cache:
+        // the set is used without being remembered.
+        let _ = RECENT_SETS.try_with(|recent| {
+            if let Ok(mut recent) = recent.try_borrow_mut() {
+                // Over this registry's older generation if there is one, else over the
+                // one remembered first; then moved to the front.
+                let at = recent
+                    .iter()
+                    .position(|slot| slot.as_ref().is_none_or(|(id, _)| *id == self.id))
+                    .unwrap_or(RECENT - 1);
+                recent[at] = Some((self.id, Arc::clone(&set)));
+                recent[..=at].rotate_right(1);
+            }
+        });
+        f(&set)
+    }
 }
 
 impl KnownSet {
     fn build(secrets: Vec<SecretString>) -> Self {
+        let stamp = next_stamp();
+        if secrets.is_empty() {
+            return Self {
+                stamp,
+                clear_of_placeholders: true,
+                ..Self::default()
+            };
+        }
         let mut patterns: Vec<Vec<u8>> = secrets.iter().flat_map(|s| variants(bytes_of(s))).collect();
         patterns.sort();
         patterns.dedup();
@@ -204,6 +299,7 @@ impl KnownSet {
         // The patterns hold every raw value too (the fallback automaton's patterns).
         let clear_of_placeholders = clear_of_placeholders(&patterns);
         Self {
+            stamp,
             secrets,
             automaton,
             clear_of_placeholders,
@@ -238,6 +334,21 @@ mod tests {
         assert!(!set("REDACTED_EMAIL"));
         assert!(!set("EDACTED_"));
         assert!(KnownSet::default().clear_of_placeholders || KnownSet::default().automaton.is_none());
+    }
+
+    /// A call from inside another gets the current generation too, cached or not.
+    #[test]
+    fn nested_snapshots() {
+        let (a, b) = (KnownSecrets::new(), KnownSecrets::new());
+        assert!(a.add(&SecretString::from("outer-secret")));
+        a.with_snapshot(|outer| {
+            assert_eq!(outer.secrets.len(), 1);
+            a.with_snapshot(|inner| assert_eq!(inner.stamp, outer.stamp));
+            // Not cached yet, and the cache is in use up the stack.
+            assert!(b.add(&SecretString::from("inner-secret")));
+            b.with_snapshot(|inner| assert_eq!(inner.secrets.len(), 1));
+        });
+        b.with_snapshot(|set| assert_eq!(set.secrets.len(), 1));
     }
 
     #[test]

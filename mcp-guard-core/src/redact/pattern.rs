@@ -330,15 +330,16 @@ impl PatternRedactor {
     /// Every value the redactor would replace in `input`, in order, overlapping findings
     /// merged.
     pub fn find(&self, input: &str) -> Vec<Finding> {
-        let known = self.known.snapshot();
         let mut found = Vec::new();
-        self.scanner.scan(
-            input.as_bytes(),
-            Start::WHOLE,
-            Hints::default(),
-            &known,
-            &mut found,
-        );
+        self.known.with_snapshot(|known| {
+            self.scanner.scan(
+                input.as_bytes(),
+                Start::WHOLE,
+                Hints::default(),
+                known,
+                &mut found,
+            )
+        });
         scan::merge(&mut found);
         found
             .into_iter()
@@ -352,8 +353,10 @@ impl PatternRedactor {
     /// Redacts bytes that need not be UTF-8 (a child's stderr, a raw body). Invalid
     /// sequences are kept as they are; every detector works on ASCII.
     pub fn redact_bytes<'a>(&self, input: &'a [u8]) -> Cow<'a, [u8]> {
-        let known = self.known.snapshot();
-        match self.redact_with(input, Hints::default(), &known, &mut Vec::new()) {
+        match self
+            .known
+            .with_snapshot(|known| self.redact_with(input, Hints::default(), known, &mut Vec::new()))
+        {
             Some(out) => Cow::Owned(out),
             None => Cow::Borrowed(input),
         }
@@ -644,25 +647,21 @@ fn normalize(kind: Kind, matched: &[u8]) -> Vec<u8> {
 
 impl Redactor for PatternRedactor {
     fn redact_str<'a>(&self, input: &'a str) -> Cow<'a, str> {
-        let known = self.known.snapshot();
-        let Some(start) = self.survey(&known, input.as_bytes()) else {
-            return Cow::Borrowed(input);
-        };
-        let mut out = String::new();
-        let mut found = Vec::new();
-        if self.redact_into(
-            input,
-            start,
-            Hints::default(),
-            &known,
-            &mut found,
-            &mut out,
-            &mut String::new(),
-        ) {
-            Cow::Owned(out)
-        } else {
-            Cow::Borrowed(input)
-        }
+        let redacted = self.known.with_snapshot(|known| {
+            let start = self.survey(known, input.as_bytes())?;
+            let mut out = String::new();
+            self.redact_into(
+                input,
+                start,
+                Hints::default(),
+                known,
+                &mut Vec::new(),
+                &mut out,
+                &mut String::new(),
+            )
+            .then_some(out)
+        });
+        redacted.map_or(Cow::Borrowed(input), Cow::Owned)
     }
 
     fn redact_json(&self, value: &mut Value) {

@@ -317,6 +317,67 @@ fn known_secrets_in_encodings() {
     assert_eq!(clone.redact_str(secret), secret);
 }
 
+/// Every thread keeps the registry generations it used last: a change made on another
+/// thread, or on this one, still takes effect for the next redaction, and a thread that
+/// works with more registries than it keeps gets each one's own secrets.
+#[test]
+fn registry_changes_reach_every_thread() {
+    let known = Arc::new(KnownSecrets::new());
+    let red = PatternRedactor::builder()
+        .known_secrets(Arc::clone(&known))
+        .build();
+    let secret = SecretString::from("cross-thread-Secret-42x");
+    let text = "echo cross-thread-Secret-42x";
+    let mut doc = serde_json::json!({ "t": text });
+    red.redact_json(&mut doc);
+    assert_eq!(
+        doc["t"], text,
+        "nothing registered yet; this generation is now cached"
+    );
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            assert_eq!(red.redact_str(text), text);
+            assert!(known.add(&secret));
+        });
+    });
+    let mut doc = serde_json::json!({ "t": text });
+    red.redact_json(&mut doc);
+    assert_eq!(doc["t"], "echo [REDACTED_SECRET]", "added on another thread");
+    assert_eq!(red.find(text).len(), 1);
+    assert_eq!(&*red.redact_bytes(text.as_bytes()), b"echo [REDACTED_SECRET]");
+    // A thread that cached the generation with the secret sees it go.
+    let (cached, go) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+    std::thread::scope(|s| {
+        let worker = s.spawn(|| {
+            assert_eq!(red.redact_str(text), "echo [REDACTED_SECRET]");
+            cached.wait();
+            go.wait();
+            red.redact_str(text).into_owned()
+        });
+        cached.wait();
+        assert!(known.remove(&secret));
+        go.wait();
+        assert_eq!(worker.join().unwrap(), text, "removed on another thread");
+    });
+    assert_eq!(red.redact_str(text), text, "removed");
+    // More registries on one thread than it keeps generations of, used in turn.
+    let many: Vec<(PatternRedactor, String)> = (0..7)
+        .map(|i| {
+            let r = PatternRedactor::builder().build();
+            let s = format!("registry-{i}-secret-Q7xZ");
+            assert!(r.add_known_secret(&SecretString::from(s.as_str())));
+            (r, s)
+        })
+        .collect();
+    for _ in 0..3 {
+        for (i, (r, own)) in many.iter().enumerate() {
+            let other = &many[(i + 1) % many.len()].1;
+            let out = r.redact_str(&format!("{own} {other}")).into_owned();
+            assert_eq!(out, format!("[REDACTED_SECRET] {other}"), "registry {i}");
+        }
+    }
+}
+
 #[test]
 fn idempotent_on_mixed_text() {
     let r = r();
