@@ -479,22 +479,117 @@ impl PatternRedactor {
             out.push_str(p);
             return true;
         }
-        let Some(mut next) = self.replace_once_str(s, start, hints, known, found, out) else {
+        let Some(next) = self.scan_once(s, start, hints, known, found) else {
             return false;
         };
-        if self.settled(s.as_bytes(), next, known, found) {
+        let next = self.write_once(s, next, found, out);
+        if !self.settled(s.as_bytes(), next, known, found) {
+            self.settle(next, hints, known, found, out, spare);
+        }
+        true
+    }
+
+    /// [`Self::redact_into`] for a string the caller owns, redacted where it is: when
+    /// one pass settles it (see [`Self::settled`]) and its findings are near its end,
+    /// they are replaced in `s` itself, which saves an allocation and a copy of the
+    /// whole string (a small growth usually fits the allocation as it is). Otherwise
+    /// the passes run through `out` and `spare` as in [`Self::redact_into`], and the
+    /// result is moved into `s`. Returns whether `s` changed.
+    #[allow(clippy::too_many_arguments, reason = "internal; the buffers are reused")]
+    pub(crate) fn redact_string(
+        &self,
+        s: &mut String,
+        start: Start,
+        hints: Hints,
+        known: &KnownSet,
+        found: &mut Vec<Hit>,
+        out: &mut String,
+        spare: &mut String,
+    ) -> bool {
+        if hints.secret {
+            let p = Kind::Secret.placeholder();
+            if s.is_empty() || s == p {
+                return false;
+            }
+            s.clear();
+            s.push_str(p);
             return true;
         }
-        for _ in 1..MAX_PASSES {
-            match self.replace_once_str(out, next, hints, known, found, spare) {
-                Some(after) => next = after,
-                None => return true,
+        let Some(next) = self.scan_once(s, start, hints, known, found) else {
+            return false;
+        };
+        if self.settled(s.as_bytes(), next, known, found) && self.splice_in_place(s, found) {
+            return true;
+        }
+        let next = self.write_once(s, next, found, out);
+        if !self.settled(s.as_bytes(), next, known, found) {
+            self.settle(next, hints, known, found, out, spare);
+        }
+        // Into the string's own allocation when it fits; otherwise the string takes the
+        // output buffer and leaves its old one as the next output buffer.
+        if s.capacity() >= out.len() {
+            s.clear();
+            s.push_str(out);
+        } else {
+            std::mem::swap(s, out);
+        }
+        true
+    }
+
+    /// Replaces the (merged) findings `found` of `s` in `s` itself, the last first, when
+    /// every one gets its plain placeholder and the bytes moved (everything after each
+    /// finding) are no more than the string: then this costs no more than building a
+    /// copy, and usually no allocation. Returns `false`, with `s` unchanged, otherwise.
+    fn splice_in_place(&self, s: &mut String, found: &[Hit]) -> bool {
+        let n = s.len();
+        let mut moved = 0;
+        let mut len = n;
+        for hit in found {
+            if !self.plain(hit.kind) || !s.is_char_boundary(hit.start) || !s.is_char_boundary(hit.end) {
+                return false;
             }
+            moved += n - hit.end;
+            len = len - (hit.end - hit.start) + hit.kind.placeholder().len();
+        }
+        if moved > n {
+            return false;
+        }
+        // Exactly: a string copied from the wire has no spare capacity, and an exact
+        // request is one the allocator can often grant where the string is.
+        s.reserve_exact(len.saturating_sub(n));
+        for hit in found.iter().rev() {
+            s.replace_range(hit.start..hit.end, hit.kind.placeholder());
+        }
+        true
+    }
+
+    /// Whether findings of `kind` get the fixed placeholder.
+    fn plain(&self, kind: Kind) -> bool {
+        kind.pii_index()
+            .is_none_or(|i| self.styles[i] == Style::Placeholder)
+    }
+
+    /// The passes after the first, on `out` (the output of the pass before, which
+    /// started its search at `next`), until one finds nothing.
+    #[allow(clippy::too_many_arguments, reason = "internal; the buffers are reused")]
+    fn settle(
+        &self,
+        mut next: Start,
+        hints: Hints,
+        known: &KnownSet,
+        found: &mut Vec<Hit>,
+        out: &mut String,
+        spare: &mut String,
+    ) {
+        for _ in 1..MAX_PASSES {
+            let Some(after) = self.scan_once(out, next, hints, known, found) else {
+                return;
+            };
+            next = self.write_once(out, after, found, spare);
             std::mem::swap(out, spare);
         }
         out.clear();
         out.push_str(UNSTABLE);
-        true
     }
 
     /// Whether the output of a first pass over `h`, which found `found` (merged), is
@@ -525,11 +620,7 @@ impl PatternRedactor {
         };
         let mut from = next.from;
         for hit in found {
-            let plain = hit
-                .kind
-                .pii_index()
-                .is_none_or(|i| self.styles[i] == Style::Placeholder);
-            if !plain || !quiet(from, hit.start) {
+            if !self.plain(hit.kind) || !quiet(from, hit.start) {
                 return false;
             }
             from = hit.end;
@@ -537,17 +628,16 @@ impl PatternRedactor {
         quiet(from, h.len())
     }
 
-    /// One pass of [`Self::redact_into`]: scans `h` from `start` and, when something was
-    /// found, writes `h` with the findings replaced to `out` (cleared first) and returns
-    /// where the next pass can start.
-    fn replace_once_str(
+    /// The scan of one pass of [`Self::redact_into`]: the (merged) findings of `h` from
+    /// `start` in `found`, and where the next pass can start; `None` when there are
+    /// none.
+    fn scan_once(
         &self,
         h: &str,
         start: Start,
         hints: Hints,
         known: &KnownSet,
         found: &mut Vec<Hit>,
-        out: &mut String,
     ) -> Option<Start> {
         found.clear();
         let earer = self.scanner.scan(h.as_bytes(), start, hints, known, found);
@@ -556,10 +646,16 @@ impl PatternRedactor {
         }
         scan::merge(found);
         // The text before the first finding stays as it is.
-        let next = Start {
+        Some(Start {
             from: start.from.min(found[0].start),
             earer,
-        };
+        })
+    }
+
+    /// The output of one pass: `h` with the findings `found` of [`Self::scan_once`]
+    /// replaced, in `out` (cleared first). Returns where the next pass starts: `next`,
+    /// or the whole string if a finding was not cut at character boundaries.
+    fn write_once(&self, h: &str, next: Start, found: &[Hit], out: &mut String) -> Start {
         out.clear();
         let need = h.len() + 16 * found.len();
         if out.capacity() < need {
@@ -568,7 +664,7 @@ impl PatternRedactor {
             *out = String::with_capacity(need);
         }
         let mut last = 0;
-        for hit in found.iter() {
+        for hit in found {
             let (Some(keep), Some(matched)) = (h.get(last..hit.start), h.get(hit.start..hit.end)) else {
                 // Every detector starts and ends on an ASCII byte, so this is not
                 // reached; should it be, the byte path keeps the output well-formed.
@@ -576,14 +672,14 @@ impl PatternRedactor {
                 self.splice_bytes(h.as_bytes(), found, &mut bytes);
                 out.clear();
                 out.push_str(&String::from_utf8_lossy(&bytes));
-                return Some(Start::WHOLE);
+                return Start::WHOLE;
             };
             out.push_str(keep);
             self.render(hit.kind, matched.as_bytes(), out);
             last = hit.end;
         }
         out.push_str(h.get(last..).unwrap_or_default());
-        Some(next)
+        next
     }
 
     /// Writes the replacement of `matched` (a value of kind `kind`) to `out`.

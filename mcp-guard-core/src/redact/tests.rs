@@ -378,6 +378,49 @@ fn registry_changes_reach_every_thread() {
     }
 }
 
+/// A string leaf whose findings are replaced where it is (one pass settles it, the
+/// findings near its end) comes out exactly as one rebuilt from a copy: the text path
+/// always copies. Both ways are taken here: findings at the end, at the start (too much
+/// to move), many, with and without spare capacity, after non-ASCII text, and with
+/// styles that are not plain placeholders.
+#[test]
+fn leaves_redacted_in_place_match_the_text_path() {
+    let texts = [
+        "résumé 東京 привет, contact (236) 446-1795.",
+        "call +17696200570",
+        "a@b.io then a long tail of ordinary words that would all have to move over",
+        "ends with a card 4111 1111 1111 1111",
+        "x 123-45-6789 y 10.0.0.1 z a@b.io w (415) 555-0132",
+        "shrinks: jane.doe.with.a.long.name@example.com",
+        "grows: 1.2.3.4",
+        "key AKIAIOSFODNN7EXAMPLE at the end",
+        "two findings close to the end, a@b.io 10.0.0.1",
+        "three near the end, jane.doe.with.a.long.name@example.com or 10.0.0.1 or (415) 555-0132",
+        "two at the start, too much to move: a@b.io c@d.io and then a long tail of plain words",
+        "a finding, then a trigger after it: a@b.io 12",
+        "Bearer abcdefghijklmnopqrstuvwxyz012345",
+    ];
+    let styled = PatternRedactor::builder()
+        .style(Style::Pseudonym)
+        .style_for(Kind::CreditCard, Style::Partial)
+        .session_key(SessionKey::from_bytes([3; 32]))
+        .build();
+    for red in [r(), styled] {
+        for text in texts {
+            let want = red.redact_str(text).into_owned();
+            assert_ne!(want, text, "{text}");
+            for spare in [0, 1, 3, 64] {
+                let mut leaf = String::with_capacity(text.len() + spare);
+                leaf.push_str(text);
+                let mut doc = json!({ "content": [{ "type": "text", "text": null }] });
+                doc["content"][0]["text"] = Value::String(leaf);
+                red.redact_json(&mut doc);
+                assert_eq!(doc["content"][0]["text"], want, "{text} with {spare} spare bytes");
+            }
+        }
+    }
+}
+
 #[test]
 fn idempotent_on_mixed_text() {
     let r = r();
