@@ -484,17 +484,18 @@ impl PatternRedactor {
         };
         let next = self.write_once(s, next, found, out);
         if !self.settled(s.as_bytes(), next, known, found) {
-            self.settle(next, hints, known, found, out, spare);
+            self.settle(1, next, hints, known, found, out, spare);
         }
         true
     }
 
     /// [`Self::redact_into`] for a string the caller owns, redacted where it is: when
-    /// one pass settles it (see [`Self::settled`]) and its findings are near its end,
+    /// the findings of the first pass are near its end (see [`Self::splice_in_place`]),
     /// they are replaced in `s` itself, which saves an allocation and a copy of the
-    /// whole string (a small growth usually fits the allocation as it is). Otherwise
-    /// the passes run through `out` and `spare` as in [`Self::redact_into`], and the
-    /// result is moved into `s`. Returns whether `s` changed.
+    /// whole string (a small growth usually fits the allocation as it is), and the
+    /// second pass, unless [`Self::settled`] says it can be skipped, scans `s`. Passes
+    /// that find something run through `out` and `spare` as in [`Self::redact_into`],
+    /// and the result is moved into `s`. Returns whether `s` changed.
     #[allow(clippy::too_many_arguments, reason = "internal; the buffers are reused")]
     pub(crate) fn redact_string(
         &self,
@@ -518,12 +519,23 @@ impl PatternRedactor {
         let Some(next) = self.scan_once(s, start, hints, known, found) else {
             return false;
         };
-        if self.settled(s.as_bytes(), next, known, found) && self.splice_in_place(s, found) {
-            return true;
-        }
-        let next = self.write_once(s, next, found, out);
-        if !self.settled(s.as_bytes(), next, known, found) {
-            self.settle(next, hints, known, found, out, spare);
+        let settled = self.settled(s.as_bytes(), next, known, found);
+        if self.splice_in_place(s, found) {
+            // `s` is the output of the first pass. The second, if it is needed, looks at
+            // `s` itself (it usually finds nothing: no copy at all then).
+            if settled {
+                return true;
+            }
+            let Some(after) = self.scan_once(s, next, hints, known, found) else {
+                return true;
+            };
+            let next = self.write_once(s, after, found, out);
+            self.settle(2, next, hints, known, found, out, spare);
+        } else {
+            let next = self.write_once(s, next, found, out);
+            if !settled {
+                self.settle(1, next, hints, known, found, out, spare);
+            }
         }
         // Into the string's own allocation when it fits; otherwise the string takes the
         // output buffer and leaves its old one as the next output buffer.
@@ -569,11 +581,13 @@ impl PatternRedactor {
             .is_none_or(|i| self.styles[i] == Style::Placeholder)
     }
 
-    /// The passes after the first, on `out` (the output of the pass before, which
-    /// started its search at `next`), until one finds nothing.
+    /// The passes after the first `done`, on `out` (the output of the pass before,
+    /// which started its search at `next`), until one finds nothing or [`MAX_PASSES`]
+    /// have.
     #[allow(clippy::too_many_arguments, reason = "internal; the buffers are reused")]
     fn settle(
         &self,
+        done: usize,
         mut next: Start,
         hints: Hints,
         known: &KnownSet,
@@ -581,7 +595,7 @@ impl PatternRedactor {
         out: &mut String,
         spare: &mut String,
     ) {
-        for _ in 1..MAX_PASSES {
+        for _ in done..MAX_PASSES {
             let Some(after) = self.scan_once(out, next, hints, known, found) else {
                 return;
             };

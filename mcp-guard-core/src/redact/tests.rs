@@ -421,6 +421,31 @@ fn leaves_redacted_in_place_match_the_text_path() {
     }
 }
 
+/// A registered secret that a placeholder completes (`SECRET]x`) makes a chain: each
+/// pass replaces one match, and its placeholder and the next `x` form the next. Text, bytes
+/// and a JSON leaf (which takes its first two passes where it is) agree on when the
+/// chain is too long: a string still changing after `MAX_PASSES` passes is replaced
+/// whole.
+#[test]
+fn pass_limit_is_the_same_on_every_path() {
+    let r = PatternRedactor::builder().build();
+    assert!(r.add_known_secret(&SecretString::from("SECRET]x")));
+    for m in 1..=MAX_PASSES + 2 {
+        let text = format!("SECRET]{}", "x".repeat(m));
+        let want = if m < MAX_PASSES {
+            format!("{}[REDACTED_SECRET]", "[REDACTED_".repeat(m - 1))
+        } else {
+            UNSTABLE.to_owned()
+        };
+        assert_eq!(r.redact_str(&text), want, "{m} links");
+        assert_eq!(&*r.redact_bytes(text.as_bytes()), want.as_bytes(), "{m} links");
+        let mut doc = json!({ "t": null });
+        doc["t"] = Value::String(text.clone());
+        r.redact_json(&mut doc);
+        assert_eq!(doc["t"], want, "{m} links, as a JSON leaf");
+    }
+}
+
 #[test]
 fn idempotent_on_mixed_text() {
     let r = r();
