@@ -29,9 +29,9 @@ pub const MIN_KNOWN_SECRET_LEN: usize = 8;
 /// # Security
 /// The automaton holds copies of the secrets (and their encodings) in memory for as long
 /// as they are registered; those copies are not zeroed on drop. Each thread that redacts
-/// keeps the generations it used last (see [`KnownSecrets::with_snapshot`]): a removed
-/// secret stays in such a copy until that thread next redacts with this registry, or
-/// with four others.
+/// keeps the generations of the registry it used last, so that a redaction need not take
+/// the lock: a removed secret stays in such a copy until that thread next redacts with
+/// this registry, or with four others.
 ///
 /// ```
 /// use std::sync::Arc;
