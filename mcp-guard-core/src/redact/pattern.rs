@@ -402,8 +402,7 @@ impl PatternRedactor {
         found: &mut Vec<Hit>,
     ) -> Option<Vec<u8>> {
         if hints.secret {
-            let p = Kind::Secret.placeholder().as_bytes();
-            return (!h.is_empty() && h != p).then(|| p.to_vec());
+            return credential_value(h).map(|p| p.as_bytes().to_vec());
         }
         let mut out = self.replace_once(h, hints, known, found)?;
         for _ in 1..MAX_PASSES {
@@ -471,10 +470,9 @@ impl PatternRedactor {
         spare: &mut String,
     ) -> bool {
         if hints.secret {
-            let p = Kind::Secret.placeholder();
-            if s.is_empty() || s == p {
+            let Some(p) = credential_value(s.as_bytes()) else {
                 return false;
-            }
+            };
             out.clear();
             out.push_str(p);
             return true;
@@ -482,15 +480,32 @@ impl PatternRedactor {
         let Some(next) = self.scan_once(s, start, hints, known, found) else {
             return false;
         };
+        self.copy_and_settle(s, next, hints, known, found, out, spare);
+        true
+    }
+
+    /// The output of the first pass over `s`, whose findings are `found`, written to
+    /// `out`, and then the passes after it unless [`Self::settled`] says they would find
+    /// nothing.
+    #[allow(clippy::too_many_arguments, reason = "internal; the buffers are reused")]
+    fn copy_and_settle(
+        &self,
+        s: &str,
+        next: Start,
+        hints: Hints,
+        known: &KnownSet,
+        found: &mut Vec<Hit>,
+        out: &mut String,
+        spare: &mut String,
+    ) {
         let next = self.write_once(s, next, found, out);
         if !self.settled(s.as_bytes(), next, known, found) {
             self.settle(1, next, hints, known, found, out, spare);
         }
-        true
     }
 
     /// [`Self::redact_into`] for a string the caller owns, redacted where it is: when
-    /// the findings of the first pass are near its end (see [`Self::splice_in_place`]),
+    /// the findings of the first pass are near its end (see [`Self::growth_in_place`]),
     /// they are replaced in `s` itself, which saves an allocation and a copy of the
     /// whole string (a small growth usually fits the allocation as it is), and the
     /// second pass, unless [`Self::settled`] says it can be skipped, scans `s`. Passes
@@ -508,10 +523,9 @@ impl PatternRedactor {
         spare: &mut String,
     ) -> bool {
         if hints.secret {
-            let p = Kind::Secret.placeholder();
-            if s.is_empty() || s == p {
+            let Some(p) = credential_value(s.as_bytes()) else {
                 return false;
-            }
+            };
             s.clear();
             s.push_str(p);
             return true;
@@ -519,8 +533,13 @@ impl PatternRedactor {
         let Some(next) = self.scan_once(s, start, hints, known, found) else {
             return false;
         };
-        let settled = self.settled(s.as_bytes(), next, known, found);
-        if self.splice_in_place(s, found) {
+        if let Some(growth) = self.growth_in_place(s, found) {
+            // Decided on the text as it was, before the splice.
+            let settled = self.settled(s.as_bytes(), next, known, found);
+            s.reserve_exact(growth);
+            for hit in found.iter().rev() {
+                s.replace_range(hit.start..hit.end, hit.kind.placeholder());
+            }
             // `s` is the output of the first pass. The second, if it is needed, looks at
             // `s` itself (it usually finds nothing: no copy at all then).
             if settled {
@@ -532,10 +551,7 @@ impl PatternRedactor {
             let next = self.write_once(s, after, found, out);
             self.settle(2, next, hints, known, found, out, spare);
         } else {
-            let next = self.write_once(s, next, found, out);
-            if !settled {
-                self.settle(1, next, hints, known, found, out, spare);
-            }
+            self.copy_and_settle(s, next, hints, known, found, out, spare);
         }
         // Into the string's own allocation when it fits; otherwise the string takes the
         // output buffer and leaves its old one as the next output buffer.
@@ -548,31 +564,25 @@ impl PatternRedactor {
         true
     }
 
-    /// Replaces the (merged) findings `found` of `s` in `s` itself, the last first, when
-    /// every one gets its plain placeholder and the bytes moved (everything after each
-    /// finding) are no more than the string: then this costs no more than building a
-    /// copy, and usually no allocation. Returns `false`, with `s` unchanged, otherwise.
-    fn splice_in_place(&self, s: &mut String, found: &[Hit]) -> bool {
+    /// How many bytes `s` grows by when its (merged) findings `found` are replaced in
+    /// `s` itself, the last first; `None` when that is not done: unless every finding
+    /// gets its plain placeholder and the bytes moved (everything after each finding)
+    /// are no more than the string, when it costs no more than building a copy, and
+    /// usually no allocation (the growth is requested exactly: a string copied from
+    /// the wire has no spare capacity, and an exact request is one the allocator can
+    /// often grant where the string is).
+    fn growth_in_place(&self, s: &str, found: &[Hit]) -> Option<usize> {
         let n = s.len();
         let mut moved = 0;
         let mut len = n;
         for hit in found {
             if !self.plain(hit.kind) || !s.is_char_boundary(hit.start) || !s.is_char_boundary(hit.end) {
-                return false;
+                return None;
             }
             moved += n - hit.end;
             len = len - (hit.end - hit.start) + hit.kind.placeholder().len();
         }
-        if moved > n {
-            return false;
-        }
-        // Exactly: a string copied from the wire has no spare capacity, and an exact
-        // request is one the allocator can often grant where the string is.
-        s.reserve_exact(len.saturating_sub(n));
-        for hit in found.iter().rev() {
-            s.replace_range(hit.start..hit.end, hit.kind.placeholder());
-        }
-        true
+        (moved <= n).then(|| len.saturating_sub(n))
     }
 
     /// Whether findings of `kind` get the fixed placeholder.
@@ -732,6 +742,13 @@ impl PatternRedactor {
         }
         out.push_str(kind.placeholder());
     }
+}
+
+/// Under a credential key the whole value is a secret: its placeholder, unless `s` is
+/// empty or that placeholder already.
+fn credential_value(s: &[u8]) -> Option<&'static str> {
+    let p = Kind::Secret.placeholder();
+    (!s.is_empty() && s != p.as_bytes()).then_some(p)
 }
 
 fn hex_byte(b: u8) -> [u8; 2] {
