@@ -12,7 +12,7 @@ use memchr::memmem;
 use super::Kind;
 use super::detect::{digit_run_len, email, ip, numeric, secret};
 use super::known::KnownSet;
-use super::window::{CHUNK, STEP, Window};
+use super::window::{REACH, STEP, Window};
 
 /// A finding: `start..end` in the input, of kind `kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,6 +193,9 @@ fn first_in_block(h: &[u8], start: usize, block: &[u8; BLOCK]) -> Option<usize> 
     }
     None
 }
+
+/// The fewest bytes left in a string for the window to take over from a digit run.
+const DENSE_MIN: usize = 32;
 
 /// How many bytes after a trigger are looked at one by one before a block test
 /// (triggers come in clusters: the digits and separators of a table).
@@ -408,7 +411,7 @@ impl Scanner {
             near = NEAR;
             if !h[p].is_ascii_digit() {
                 i = self.event(h, p, hints, &mut state, found);
-            } else if WINDOWS && run_end.is_some_and(|e| p < e + NEAR) && n - p >= STEP {
+            } else if WINDOWS && run_end.is_some_and(|e| p < e + NEAR) && n - p >= DENSE_MIN {
                 i = self.dense(h, p, i, hints, &mut state, found);
                 (near, run_end) = (0, None);
             } else {
@@ -476,8 +479,8 @@ impl Scanner {
         let mut w = Window::at(h, p);
         while w.base < h.len() {
             if w.quiet() {
-                // Nothing in this step or the next 16 bytes.
-                return i.max(w.base + STEP + CHUNK);
+                // Nothing in this step or the 15 bytes after it.
+                return i.max(w.base + REACH);
             }
             let mut events = w.events(every_run);
             while events != 0 {

@@ -1,11 +1,11 @@
 //! Byte-class bit masks over a sliding window, and the scan events read from them.
 //!
-//! The scanner moves through a string 32 bytes at a time. It classifies 16 bytes at a
+//! The scanner moves through a string 48 bytes at a time. It classifies 16 bytes at a
 //! time with one vector compare per class (SSE2 on `x86_64`, NEON on `aarch64`, through
 //! `wide`; plain code elsewhere) and keeps one bit per byte and class in a 64-bit
 //! register. Digit-run starts, run ends and the bytes around a run are then shifts and
 //! ANDs, so the numbers of a table that cannot start any numeric finding (`12, 3.5,
-//! 2024/01/02, 17150000000`) are turned down 32 at a time, without being visited.
+//! 2024/01/02, 17150000000`) are turned down 48 at a time, without being visited.
 
 use wide::u8x16;
 
@@ -13,13 +13,19 @@ use wide::u8x16;
 pub(crate) const CHUNK: usize = 16;
 
 /// Bytes decided per step.
-pub(crate) const STEP: usize = 2 * CHUNK;
+pub(crate) const STEP: usize = 3 * CHUNK;
 
-/// Class masks of a window of 64 bytes, `[base - CHUNK, base + STEP + CHUNK)`: bit `j`
-/// stands for byte `base - CHUNK + j`. Bytes outside the string read as zero, which is
-/// in no class. The step being decided is `[base, base + STEP)`; the bytes before it are
-/// there for the two bytes just before `base`, the bytes after for the shapes that reach
-/// past the end of the step (up to 12 bytes, for a 13-digit run).
+/// Bytes of a window after the start of its step: the step and the 15 bytes after it.
+pub(crate) const REACH: usize = 64 - 1;
+
+/// Class masks of a window of 64 bytes, `[base - 1, base + REACH)`: bit `j` stands for
+/// byte `base - 1 + j`. Bytes outside the string read as zero, which is in no class.
+/// The step being decided is `[base, base + STEP)`, bits 1 to 48; the byte before it is
+/// there for the tests that read the byte just before a run, the 15 bytes after it for
+/// the shapes that reach past the end of the step (up to 15 bytes, for the last group
+/// of a card). A shape that would read two bytes back from the first byte of the step
+/// reads a zero there: those reads only ever turn a run down, so the first byte is let
+/// through to the detectors, which decide it on the bytes themselves.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Window {
     pub(crate) base: usize,
@@ -27,7 +33,7 @@ pub(crate) struct Window {
 }
 
 /// One bit per byte for each class.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Classes {
     /// ASCII digits.
     digit: u64,
@@ -113,46 +119,52 @@ impl Window {
     )]
     #[inline(always)]
     pub(crate) fn at(h: &[u8], base: usize) -> Self {
+        let c = match base.checked_sub(1) {
+            Some(from) => Self::load(h, from),
+            // Nothing before the string: bit 0 is in no class.
+            None => Self::load(h, 0).zip(Classes::default(), |c, _| c << 1),
+        };
+        Self { base, c }
+    }
+
+    /// The classes of the 64 bytes from `from`, bit `j` for byte `from + j`.
+    #[inline]
+    fn load(h: &[u8], from: usize) -> Classes {
         let place = |k: usize| move |acc: u64, c: u64| acc | (c << (CHUNK * k));
-        let (c0, c1, c2) = match h.get(base..base + 3 * CHUNK).map(<[u8]>::as_chunks::<CHUNK>) {
-            Some(([c0, c1, c2], _)) => (classify_chunk(*c0), classify_chunk(*c1), classify_chunk(*c2)),
+        let (c0, c1, c2, c3) = match h.get(from..from + 4 * CHUNK).map(<[u8]>::as_chunks::<CHUNK>) {
+            Some(([c0, c1, c2, c3], _)) => (
+                classify_chunk(*c0),
+                classify_chunk(*c1),
+                classify_chunk(*c2),
+                classify_chunk(*c3),
+            ),
             _ => (
-                classify(h, base),
-                classify(h, base + CHUNK),
-                classify(h, base + 2 * CHUNK),
+                classify(h, from),
+                classify(h, from + CHUNK),
+                classify(h, from + 2 * CHUNK),
+                classify(h, from + 3 * CHUNK),
             ),
         };
-        let c = c0.zip(Classes::default(), |c, _| c << CHUNK);
-        let c = c.zip(c1, place(2));
-        let mut c = c.zip(c2, place(3));
-        // Of the bytes before the step, the shapes read the last one (a digit, space or
-        // `( ) +`). The list rule also reads the one before it, as a digit; left unset
-        // here, it lets a group at the very start of a new window through to `card`,
-        // which turns a listed group down itself.
-        if let Some(&b) = base.checked_sub(1).and_then(|k| h.get(k)) {
-            let last = 1u64 << (CHUNK - 1);
-            let bit = |yes: bool| if yes { last } else { 0 };
-            c.digit |= bit(b.is_ascii_digit());
-            c.punct |= bit(matches!(b, b'(' | b')' | b'+'));
-            c.space |= bit(b == b' ');
-        }
-        Self { base, c }
+        c0.zip(c1, place(1)).zip(c2, place(2)).zip(c3, place(3))
     }
 
     /// Moves the window one step on.
     #[inline]
     pub(crate) fn advance(&mut self, h: &[u8]) {
         self.base += STEP;
-        let c = self.c.zip(classify(h, self.base + CHUNK), |r, c| {
-            (r >> STEP) | (c << (2 * CHUNK))
-        });
-        self.c = c.zip(classify(h, self.base + 2 * CHUNK), |r, c| r | (c << (3 * CHUNK)));
+        // The last 16 bytes of the old window are the first 16 of the new one.
+        let from = self.base - 1;
+        let c = self
+            .c
+            .zip(classify(h, from + CHUNK), |r, c| (r >> STEP) | (c << CHUNK));
+        let c = c.zip(classify(h, from + 2 * CHUNK), |r, c| r | (c << (2 * CHUNK)));
+        self.c = c.zip(classify(h, from + 3 * CHUNK), |r, c| r | (c << (3 * CHUNK)));
     }
 
-    /// Whether `[base, base + STEP + CHUNK)` holds no trigger byte at all.
+    /// Whether `[base, base + REACH)` holds no trigger byte at all.
     #[inline]
     pub(crate) fn quiet(&self) -> bool {
-        (self.c.digit | self.c.other) >> CHUNK == 0
+        (self.c.digit | self.c.other) >> 1 == 0
     }
 
     /// The positions of the step (bit `k` for byte `base + k`) the scanner must visit:
@@ -197,27 +209,30 @@ impl Window {
             let g3 = d2 & (g2 >> 1);
             let g4 = d2 & (g2 >> 2);
             let g6 = d4 & (g2 >> 4);
+            // … and followed by a separator (and, for a group of three, `.`): a group
+            // read once is tested further on by shifting the whole of it.
+            let four = g4 & (sep >> 4);
+            let six = g6 & (sep >> 6);
+            let three = g3 & (sep_dot >> 3);
             // Cards in groups: 4-4-4-4…, or 4-6-5. `card` turns down a spaced first
             // group right after a number and a space at once.
             let listed = (space >> 4) & (space << 1) & (d << 2);
+            let fours = four & (four >> 5);
+            let d8 = d4 & (d4 >> 4);
             let card = c.lead
-                & (g4
-                    & (sep >> 4)
-                    & !listed
-                    & (((g4 >> 5) & (sep >> 9) & (g4 >> 10) & (sep >> 14) & (d >> 15))
-                        | ((g6 >> 5) & (sep >> 11) & (d4 >> 12)))
-                    | d4 & (d4 >> 4) & (d4 >> 8) & (d >> 12));
+                & (four & !listed & (((fours & (d >> 10)) | (six & (d4 >> 7))) >> 5)
+                    | d8 & (d8 >> 4) & (d >> 12));
             let ssn = g3 & (sep >> 3) & (g2 >> 4);
-            let phone = g3 & (sep_dot >> 3) & (g3 >> 4) & (sep_dot >> 7) & (g4 >> 8)
-                | end & (sep_dot >> 1) & ((g3 >> 2) | (c.punct >> 2))
+            let phone = three & (three >> 4) & (g4 >> 8)
+                | end & (sep_dot >> 1) & ((g3 | c.punct) >> 2)
                 | (c.punct << 1);
             // A group of one to three digits at `j` followed by `.`, `group`; and such a
-            // group followed by another, `ip`.
+            // group followed by another, `ip` (the last digit of the first group at `j`,
+            // `j + 1` or `j + 2`).
             let dotted = end & (dot >> 1);
             let group = d & (dotted | (dotted >> 1) | ((d >> 1) & (dotted >> 2)));
-            let ip = (dotted & (group >> 2))
-                | (d & (dotted >> 1) & (group >> 3))
-                | (d2 & (dotted >> 2) & (group >> 4));
+            let next = dotted & (group >> 2);
+            let ip = next | (d & (next >> 1)) | (d2 & (next >> 2));
             // A run right after a digit and `.` starts nothing (every detector turns
             // down a value joined to a number before it by `.`); right after a digit
             // and `-`, nothing but an address (`10.0.0.1-10.0.0.9`).
@@ -227,7 +242,7 @@ impl Window {
         // A dash after a digit (dates, ranges, number lists) starts no credential unless
         // another dash follows (`-----BEGIN`).
         let numeric_dash = c.dash & (c.digit << 1) & !(c.dash >> 1);
-        ((runs | (c.other & !numeric_dash)) >> CHUNK) & ((1 << STEP) - 1)
+        ((runs | (c.other & !numeric_dash)) >> 1) & ((1 << STEP) - 1)
     }
 }
 
@@ -254,6 +269,42 @@ mod tests {
                     assert_eq!(got.other >> j & 1 == 1, other, "{len} {at} {j}");
                 }
                 assert_eq!(got.digit >> CHUNK, 0);
+            }
+        }
+    }
+
+    /// A window moved on step by step holds what a window built where it stands holds
+    /// (the byte before the step included), from every start, up to and past the end of
+    /// the text; and bit `j` is the class of byte `base - 1 + j`.
+    #[test]
+    fn moved_windows_match_fresh_ones() {
+        let mut text = Vec::new();
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..400 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            text.push(b"0123456789 -.()+@:_AJx,"[usize::try_from(x % 23).unwrap_or(0)]);
+        }
+        for len in [0, 1, 15, 16, 17, 47, 48, 49, 63, 64, 65, 130, 400] {
+            let h = &text[..len];
+            for start in 0..3 {
+                let mut w = Window::at(h, start);
+                while w.base < len + 2 * STEP {
+                    let fresh = Window::at(h, w.base);
+                    assert_eq!(w.c, fresh.c, "len {len}, from {start}, at {}", w.base);
+                    for j in 0..64 {
+                        let byte = (w.base + j).checked_sub(1).and_then(|k| h.get(k));
+                        let digit = byte.is_some_and(u8::is_ascii_digit);
+                        assert_eq!(
+                            w.c.digit >> j & 1 == 1,
+                            digit,
+                            "len {len}, at {}, bit {j}",
+                            w.base
+                        );
+                    }
+                    w.advance(h);
+                }
             }
         }
     }
