@@ -10,7 +10,7 @@
 use wide::u8x16;
 
 /// Bytes classified at a time.
-pub(crate) const CHUNK: usize = 16;
+const CHUNK: usize = 16;
 
 /// Bytes decided per step.
 pub(crate) const STEP: usize = 3 * CHUNK;
