@@ -167,6 +167,45 @@ pub fn check_scan(h: &[u8]) {
                 "from {from}, {hints:?} in {text:?}"
             );
         }
+        check_fences(h, hints, &want);
+    }
+}
+
+/// No detector reads across a fence (`PatternRedactor::settled` relies on it): cut
+/// at a fence outside every finding, the two sides, each with the fence, are found to
+/// hold what the whole holds. Checked at the first and the last such fence.
+fn check_fences(h: &[u8], hints: Hints, want: &[super::scan::Hit]) {
+    let plain = &redactors()[2];
+    let known = plain.snapshot();
+    let outside = |f: &usize| !want.iter().any(|w| (w.start..w.end).contains(f));
+    let mut fences = h
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| super::pattern::FENCES.contains(b))
+        .map(|(f, _)| f)
+        .filter(outside);
+    let (first, last) = (fences.clone().next(), fences.next_back());
+    for f in first.into_iter().chain(last.filter(|l| Some(*l) != first)) {
+        let scan = |part: &[u8]| {
+            let mut found = Vec::new();
+            plain
+                .scanner()
+                .scan_with::<false>(part, Start::WHOLE, hints, &known, &mut found);
+            super::scan::merge(&mut found);
+            found
+        };
+        let mut split = scan(&h[..=f]);
+        split.extend(scan(&h[f..]).into_iter().map(|mut hit| {
+            hit.start += f;
+            hit.end += f;
+            hit
+        }));
+        assert_eq!(
+            split,
+            want,
+            "cut at the fence at {f}, {hints:?} in {:?}",
+            String::from_utf8_lossy(h)
+        );
     }
 }
 

@@ -470,7 +470,10 @@ impl Walk<'_> {
         Some(out)
     }
 
-    /// Hints and redacted form of a key.
+    /// Hints and redacted form of a key. The hints are those of the key as it comes
+    /// out: a key that held an SSN comes out with `[REDACTED_SSN]` in it, which names
+    /// one, and a second redaction of the document must read the same hints as the
+    /// first (idempotence).
     fn key(&mut self, k: &str) -> (Hints, Option<String>) {
         if plain_key(k) {
             return (Hints::default(), None);
@@ -482,7 +485,8 @@ impl Walk<'_> {
             KeyId::of(k.as_bytes())
         };
         let Some(id) = id else {
-            return (key_hints(k), self.redacted_key(k));
+            let renamed = self.redacted_key(k);
+            return (key_hints(renamed.as_deref().unwrap_or(k)), renamed);
         };
         let slot = id.hash(KEY_SLOTS.trailing_zeros());
         let other = (slot + 1) % KEY_SLOTS;
@@ -494,7 +498,7 @@ impl Walk<'_> {
             }
         }
         let renamed = self.redacted_key(k);
-        let hints = key_hints(k);
+        let hints = key_hints(renamed.as_deref().unwrap_or(k));
         if self.keys.is_empty() {
             self.keys.resize_with(KEY_SLOTS, || None);
         }

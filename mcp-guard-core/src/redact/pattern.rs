@@ -624,13 +624,23 @@ impl PatternRedactor {
     /// registered secret. A replacement cannot make an `earer `, nor a match of a
     /// registered secret unless one could overlap a placeholder (which the registry
     /// tells: `clear_of_placeholders`); what is left are the triggers from `next.from`
-    /// on. Those between and after the findings are bytes of `h` as they were: when
-    /// there are none, the only triggers the second pass would meet are the `A`s and
-    /// `_`s of the placeholders, and those are inert (no prefix starts there, and what
-    /// [`secret::prefix_at`] reads around them lies inside the placeholder: the test
-    /// `placeholders_are_inert` holds every placeholder to that). Pseudonyms and partial
-    /// forms have digits and `:` in them, so a pass that wrote one is always checked by
-    /// a second.
+    /// on. The `A`s and `_`s of the plain placeholders are inert (no prefix starts
+    /// there, and what [`secret::prefix_at`] reads around them lies inside the
+    /// placeholder: the test `placeholders_are_inert` holds every placeholder to that).
+    /// The triggers between and after the findings are bytes of `h` as they were, and
+    /// none of them set off a finding in the first pass (a finding holds the trigger
+    /// that set it off, and these lie outside every finding; the one exception, the `A`
+    /// of `BEARER ` before its token, has no fence between it and the token's
+    /// placeholder, so the walk below stops at it). A detector decides on the
+    /// bytes it reads, so one of them can only decide otherwise in the second pass if it
+    /// reads a byte that changed: a byte of a placeholder. It cannot when a fence
+    /// ([`FENCES`]) stands between the trigger and every placeholder next to it, and
+    /// the scan's state (the email and IPv6 floors) then matters as little: what it
+    /// bounds cannot reach across a fence either. So the second pass is skipped when,
+    /// walking out from each finding over the text beside it, a fence (or the next
+    /// finding, or the end) comes before any trigger. (In a table of numbers that is the
+    /// `, ` between cells.) Pseudonyms and partial forms have digits and `:` in them, so
+    /// a pass that wrote one is always checked by a second.
     ///
     /// [`secret::prefix_at`]: super::detect::secret::prefix_at
     #[inline(never)]
@@ -638,18 +648,17 @@ impl PatternRedactor {
         if (known.automaton.is_some() && !known.clear_of_placeholders) || next.earer {
             return false;
         }
-        let quiet = |from: usize, to: usize| {
-            h.get(from..to)
-                .is_some_and(|t| !t.iter().any(|&b| scan::is_trigger(b)))
-        };
         let mut from = next.from;
-        for hit in found {
-            if !self.plain(hit.kind) || !quiet(from, hit.start) {
+        for (k, hit) in found.iter().enumerate() {
+            let Some(beside) = h.get(from..hit.start) else {
+                return false;
+            };
+            if !self.plain(hit.kind) || !fenced(beside.iter().rev()) || (k > 0 && !fenced(beside.iter())) {
                 return false;
             }
             from = hit.end;
         }
-        quiet(from, h.len())
+        h.get(from..).is_some_and(|after| fenced(after.iter()))
     }
 
     /// The scan of one pass of [`Self::redact_into`]: the (merged) findings of `h` from
@@ -742,6 +751,29 @@ impl PatternRedactor {
         }
         out.push_str(kind.placeholder());
     }
+}
+
+/// Bytes that no detector turning a trigger down reads across, in either direction:
+/// none is part of any value (a digit group, a separator, an address, a token) nor of
+/// what a detector skips while looking around a value (spaces, `:`, `=`, `/`, `#`,
+/// `$`), so every look left or right stops at one, and reading one decides the look.
+/// (The one read that goes on is the search for the end of a PEM block, and a
+/// `-----BEGIN` line with a private-key label is always a finding, up to that end.)
+/// The test `fences_stop_every_detector` holds the detectors to it.
+pub(crate) const FENCES: [u8; 2] = [b',', b';'];
+
+/// Whether `bytes`, walked in order away from a finding, reach a fence (or their end)
+/// before a trigger byte.
+fn fenced<'a>(bytes: impl Iterator<Item = &'a u8>) -> bool {
+    for &b in bytes {
+        if FENCES.contains(&b) {
+            return true;
+        }
+        if scan::is_trigger(b) {
+            return false;
+        }
+    }
+    true
 }
 
 /// Under a credential key the whole value is a secret: its placeholder, unless `s` is
