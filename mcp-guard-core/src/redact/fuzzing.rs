@@ -167,45 +167,50 @@ pub fn check_scan(h: &[u8]) {
                 "from {from}, {hints:?} in {text:?}"
             );
         }
-        check_fences(h, hints, &want);
+        check_fences(h, hints);
     }
 }
 
 /// No detector reads across a fence (`PatternRedactor::settled` relies on it): cut
 /// at a fence outside every finding, the two sides, each with the fence, are found to
-/// hold what the whole holds. Checked at the first and the last such fence.
-fn check_fences(h: &[u8], hints: Hints, want: &[super::scan::Hit]) {
-    let plain = &redactors()[2];
-    let known = plain.snapshot();
-    let outside = |f: &usize| !want.iter().any(|w| (w.start..w.end).contains(f));
-    let mut fences = h
-        .iter()
-        .enumerate()
-        .filter(|(_, b)| super::pattern::FENCES.contains(b))
-        .map(|(f, _)| f)
-        .filter(outside);
-    let (first, last) = (fences.clone().next(), fences.next_back());
-    for f in first.into_iter().chain(last.filter(|l| Some(*l) != first)) {
+/// hold what the whole holds. Checked at the first and the last such fence, with the
+/// default detectors and with E.164 phone numbers on.
+fn check_fences(h: &[u8], hints: Hints) {
+    static E164: OnceLock<PatternRedactor> = OnceLock::new();
+    let e164 = E164.get_or_init(|| PatternRedactor::builder().e164(true).build());
+    for r in [&redactors()[2], e164] {
+        let known = r.snapshot();
         let scan = |part: &[u8]| {
             let mut found = Vec::new();
-            plain
-                .scanner()
+            r.scanner()
                 .scan_with::<false>(part, Start::WHOLE, hints, &known, &mut found);
             super::scan::merge(&mut found);
             found
         };
-        let mut split = scan(&h[..=f]);
-        split.extend(scan(&h[f..]).into_iter().map(|mut hit| {
-            hit.start += f;
-            hit.end += f;
-            hit
-        }));
-        assert_eq!(
-            split,
-            want,
-            "cut at the fence at {f}, {hints:?} in {:?}",
-            String::from_utf8_lossy(h)
-        );
+        let want = scan(h);
+        let outside = |f: &usize| !want.iter().any(|w| (w.start..w.end).contains(f));
+        let mut fences = h
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| super::pattern::FENCES.contains(b))
+            .map(|(f, _)| f)
+            .filter(outside);
+        let (first, last) = (fences.clone().next(), fences.next_back());
+        for f in first.into_iter().chain(last.filter(|l| Some(*l) != first)) {
+            let mut split = scan(&h[..=f]);
+            split.extend(scan(&h[f..]).into_iter().map(|mut hit| {
+                hit.start += f;
+                hit.end += f;
+                hit
+            }));
+            assert_eq!(
+                split,
+                want,
+                "cut at the fence at {f}, {hints:?}, e164 {}, in {:?}",
+                r.scanner().e164,
+                String::from_utf8_lossy(h)
+            );
+        }
     }
 }
 
