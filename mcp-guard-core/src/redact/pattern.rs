@@ -756,23 +756,46 @@ impl PatternRedactor {
 }
 
 /// Bytes that no detector turning a trigger down reads across, in either direction:
-/// none is part of any value (a digit group, a separator, an address, a token) nor of
-/// what a detector skips while looking around a value (spaces, `:`, `=`, `/`, `#`,
-/// `$`), so every look left or right stops at one, and reading one decides the look.
-/// (The one read that goes on is the search for the end of a PEM block, and a
-/// `-----BEGIN` line with a private-key label is always a finding, up to that end.)
-/// The test `fences_stop_every_detector` holds the detectors to it.
-pub(crate) const FENCES: [u8; 2] = [b',', b';'];
+/// list and cell separators, quotes and brackets. None is part of any value (a digit
+/// group, a separator, an address, a token) nor of what a detector skips while looking
+/// around a value (spaces, `:`, `=`, `/`, `#`, `$`), so every look left or right stops
+/// at one, and reading one decides the look. (The one read that goes on is the search
+/// for the end of a PEM block, and a `-----BEGIN` line with a private-key label is
+/// always a finding, up to that end.) The test `fences_stop_every_detector` holds the
+/// detectors to it.
+pub(crate) const FENCES: [u8; 10] = [b',', b';', b'|', b'"', b'<', b'>', b'[', b']', b'{', b'}'];
+
+/// What [`fenced`] makes of a byte: a fence, a trigger, or neither.
+static BESIDE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0u8;
+    loop {
+        if scan::is_trigger(b) {
+            t[b as usize] = TRIGGER;
+        }
+        b = b.wrapping_add(1);
+        if b == 0 {
+            break;
+        }
+    }
+    let mut k = 0;
+    while k < FENCES.len() {
+        t[FENCES[k] as usize] = FENCE;
+        k += 1;
+    }
+    t
+};
+const FENCE: u8 = 1;
+const TRIGGER: u8 = 2;
 
 /// Whether `bytes`, walked in order away from a finding, reach a fence (or their end)
 /// before a trigger byte.
 fn fenced<'a>(bytes: impl Iterator<Item = &'a u8>) -> bool {
     for &b in bytes {
-        if FENCES.contains(&b) {
-            return true;
-        }
-        if scan::is_trigger(b) {
-            return false;
+        match BESIDE[usize::from(b)] {
+            FENCE => return true,
+            TRIGGER => return false,
+            _ => {}
         }
     }
     true

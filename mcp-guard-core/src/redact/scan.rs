@@ -114,8 +114,8 @@ fn hit(h: &[u8], k: usize) -> bool {
 /// Whether `b` is a trigger: a byte that can set off a finding (a digit or one of
 /// `: @ _ - A J`).
 #[inline]
-pub(crate) fn is_trigger(b: u8) -> bool {
-    CLASS[usize::from(b)] != 0
+pub(crate) const fn is_trigger(b: u8) -> bool {
+    CLASS[b as usize] != 0
 }
 
 /// Bytes the portable block test decides on per step.

@@ -651,6 +651,14 @@ fn fenced_rows_settle_after_one_pass() {
             "x, BEARER abcdefghijklmnop1234, 7",
             "x, BEARER [REDACTED_SECRET], 7",
         ),
+        (
+            "| 704638 | 4111 1111 1111 1111 | 12 |",
+            "| 704638 | [REDACTED_CREDIT_CARD] | 12 |",
+        ),
+        (
+            "<td>12</td><td>4111 1111 1111 1111</td><td>123-45-6789</td>",
+            "<td>12</td><td>[REDACTED_CREDIT_CARD]</td><td>[REDACTED_SSN]</td>",
+        ),
     ] {
         assert_eq!(plain.redact_str(text), want, "{text}");
         assert_eq!(&*plain.redact_bytes(text.as_bytes()), want.as_bytes(), "{text}");
