@@ -479,11 +479,7 @@ fn second_pass_takes_what_a_replacement_uncovers() {
             "[REDACTED_IP] [REDACTED_CREDIT_CARD]",
         ),
     ] {
-        assert_eq!(plain.redact_str(text), want);
-        assert_eq!(&*plain.redact_bytes(text.as_bytes()), want.as_bytes());
-        let mut v = json!({ "note": text });
-        plain.redact_json(&mut v);
-        assert_eq!(v, json!({ "note": want }));
+        assert_every_path(&plain, text, want);
     }
     // With registered secrets: one that cannot touch a placeholder (the skip applies),
     // and one that is part of a placeholder (every pass is taken). Either way the text
@@ -660,12 +656,18 @@ fn fenced_rows_settle_after_one_pass() {
             "<td>12</td><td>[REDACTED_CREDIT_CARD]</td><td>[REDACTED_SSN]</td>",
         ),
     ] {
-        assert_eq!(plain.redact_str(text), want, "{text}");
-        assert_eq!(&*plain.redact_bytes(text.as_bytes()), want.as_bytes(), "{text}");
-        let mut v = json!({ "note": text });
-        plain.redact_json(&mut v);
-        assert_eq!(v, json!({ "note": want }), "{text}");
+        assert_every_path(&plain, text, want);
     }
+}
+
+/// `text` redacts to `want` as text, as bytes (which take every pass) and as a JSON
+/// leaf (redacted where it is).
+fn assert_every_path(r: &PatternRedactor, text: &str, want: &str) {
+    assert_eq!(r.redact_str(text), want, "{text}");
+    assert_eq!(&*r.redact_bytes(text.as_bytes()), want.as_bytes(), "{text}");
+    let mut v = json!({ "note": text });
+    r.redact_json(&mut v);
+    assert_eq!(v, json!({ "note": want }), "{text}");
 }
 
 /// A key that held a value comes out holding its placeholder, and `[REDACTED_SSN]` or
