@@ -134,18 +134,32 @@ fn demo_runs_and_makes_a_call() {
     assert!(stdout.contains("calc__add(2, 40) = 42"), "{stdout}");
 }
 
+/// Every ```toml block of the README and of `docs/` passes `mcp-guard check`: a
+/// reader can copy any of them into a file and start from it.
 #[test]
-fn the_readme_config_example_is_valid() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+fn the_documented_config_examples_are_valid() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let mut pages = vec![std::path::PathBuf::from(format!("{root}/README.md"))];
+    let mut docs: Vec<_> = std::fs::read_dir(format!("{root}/docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    docs.sort();
+    pages.extend(docs);
     let dir = tempfile::tempdir().unwrap();
     let mut blocks = 0;
-    for (i, block) in readme.split("```toml\n").skip(1).enumerate() {
-        let text = &block[..block.find("```").unwrap()];
-        let path = dir.path().join(format!("readme-{i}.toml"));
-        std::fs::write(&path, text).unwrap();
-        let (ok, out, err) = run(&["check", "--config", path.to_str().unwrap()]);
-        assert!(ok, "README toml block {i}: {out}{err}");
-        blocks += 1;
+    for page in &pages {
+        let text = std::fs::read_to_string(page).unwrap();
+        let name = page.file_name().unwrap().to_string_lossy();
+        for (i, block) in text.split("```toml\n").skip(1).enumerate() {
+            let toml = &block[..block.find("```").unwrap()];
+            let path = dir.path().join(format!("{name}-{i}.toml"));
+            std::fs::write(&path, toml).unwrap();
+            let (ok, out, err) = run(&["check", "--config", path.to_str().unwrap()]);
+            assert!(ok, "{name}: toml block {i}: {out}{err}");
+            blocks += 1;
+        }
     }
-    assert!(blocks >= 2, "the gateway example and the [audit] example");
+    assert!(blocks >= 8, "only {blocks} toml blocks found in the README and docs/");
 }
