@@ -448,6 +448,7 @@ pub struct GuardedClient {
     /// Trusted origins: unfiltered resolver; no redirects / redirects within them.
     trusted: reqwest::Client,
     trusted_follow: reqwest::Client,
+    lookup: Arc<dyn Resolve>,
     max_body: usize,
 }
 
@@ -492,7 +493,7 @@ impl GuardedClient {
             lookup: lookup.clone(),
             policy: policy.clone(),
         });
-        let plain: Arc<dyn Resolve> = Arc::new(Plain(lookup));
+        let plain: Arc<dyn Resolve> = Arc::new(Plain(lookup.clone()));
         let p = policy.clone();
         let checked_hops = reqwest::redirect::Policy::custom(move |attempt| {
             if attempt.previous().len() >= MAX_REDIRECTS {
@@ -527,6 +528,7 @@ impl GuardedClient {
             trusted: build(plain.clone(), reqwest::redirect::Policy::none())?,
             trusted_follow: build(plain, trusted_hops)?,
             policy,
+            lookup,
             max_body: 1024 * 1024,
         })
     }
@@ -549,6 +551,37 @@ impl GuardedClient {
             (false, false) => &self.guarded,
             (false, true) => &self.guarded_follow,
         })
+    }
+
+    /// Checks `url` ahead of a request made elsewhere (e.g. by rmcp): the scheme, an
+    /// IP-literal host, or every address the name resolves to now. The request itself
+    /// is checked again when it is made; this only gives an early, precise error.
+    ///
+    /// # Errors
+    /// The URL is refused.
+    pub async fn check(&self, url: &Url) -> Result<(), FetchRefused> {
+        self.policy.check_url(url)?;
+        if self.policy.is_trusted(url) {
+            return Ok(());
+        }
+        let Some(url::Host::Domain(host)) = url.host() else {
+            return Ok(());
+        };
+        let Ok(name) = host.parse::<Name>() else {
+            return Ok(());
+        };
+        let checking = Checking {
+            lookup: self.lookup.clone(),
+            policy: self.policy.clone(),
+        };
+        match checking.resolve(name).await {
+            Err(e) => match FetchRefused::find(e.as_ref()) {
+                Some(r) => Err(r.clone()),
+                // A name that does not resolve fails when the request is made.
+                None => Ok(()),
+            },
+            Ok(_) => Ok(()),
+        }
     }
 
     /// GETs `url` without following redirects and reads at most `max` bytes of the
