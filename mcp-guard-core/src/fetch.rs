@@ -121,9 +121,8 @@ const fn v4(a: u8, b: u8, c: u8, d: u8, len: u8) -> Ipv4Net {
     Ipv4Net::new_assert(Ipv4Addr::new(a, b, c, d), len)
 }
 
-const fn v6(segments: [u16; 8], len: u8) -> Ipv6Net {
-    let [a, b, c, d, e, f, g, h] = segments;
-    Ipv6Net::new_assert(Ipv6Addr::new(a, b, c, d, e, f, g, h), len)
+const fn v6(s: [u16; 8], len: u8) -> Ipv6Net {
+    Ipv6Net::new_assert(Ipv6Addr::new(s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]), len)
 }
 
 /// IPv4 ranges, most specific first (IANA IPv4 special-purpose address registry).
@@ -390,6 +389,7 @@ impl FetchPolicy {
 
 /// Resolves names with the operating system's resolver (`getaddrinfo`).
 #[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
 pub struct SystemResolver;
 
 impl Resolve for SystemResolver {
@@ -467,7 +467,7 @@ impl GuardedClient {
     /// # Errors
     /// A client could not be built (TLS setup).
     pub fn new(policy: FetchPolicy, timeout: Duration) -> Result<Self, reqwest::Error> {
-        Self::with_resolver(policy, timeout, Arc::new(SystemResolver))
+        Self::with_resolver(policy, timeout, Arc::new(SystemResolver::default()))
     }
 
     /// Like [`Self::new`], resolving names with `lookup` (tests inject their own).

@@ -163,6 +163,7 @@ fn refused_kind(r: Result<(reqwest::StatusCode, Vec<u8>), FetchError>) -> Addres
 /// are refused before any connection reaches the listener they point at.
 #[tokio::test]
 async fn loopback_in_any_spelling_is_refused_without_a_connection() {
+    use AddressKind as K;
     let (port, hits) = counting_listener().await;
     let lookup = table(&[
         ("rebind.attacker.test", &["127.0.0.1"]),
@@ -171,7 +172,6 @@ async fn loopback_in_any_spelling_is_refused_without_a_connection() {
         ("localhost", &["127.0.0.1", "::1"]),
     ]);
     let guard = GuardedClient::with_resolver(FetchPolicy::new(), Duration::from_secs(5), lookup).unwrap();
-    use AddressKind as K;
     let cases: &[(&str, AddressKind)] = &[
         ("127.0.0.1", K::Loopback),
         ("127.1", K::Loopback),

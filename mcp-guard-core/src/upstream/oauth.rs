@@ -416,7 +416,7 @@ impl OAuthServer {
     /// trusted origins are fetched as they are; every other URL (named by the server's
     /// challenge, its metadata, the authorization server's metadata, a redirect) only
     /// on public addresses, unless the dangerous opt-out is set.
-    fn guarded(&self) -> Result<GuardedClient, OAuthError> {
+    fn guarded(&self) -> Result<GuardedClient, String> {
         self.http
             .get_or_init(|| {
                 let url = reqwest::Url::parse(&self.url).map_err(|e| format!("the server URL: {e}"))?;
@@ -432,7 +432,6 @@ impl OAuthServer {
                     .map_err(|e| e.to_string())
             })
             .clone()
-            .map_err(OAuthError::Config)
     }
 
     /// Runs `hook` (with the principal) after each completed sign-in: e.g. to reconnect a
@@ -646,7 +645,7 @@ impl OAuthServer {
         principal: Option<&str>,
         challenge: Option<&str>,
     ) -> Result<(AuthorizationManager, AuthorizationMetadata), OAuthError> {
-        let http = self.guarded()?;
+        let http = self.guarded().map_err(OAuthError::Config)?;
         let mut m =
             AuthorizationManager::new_with_oauth_http_client(self.url.as_str(), Arc::new(http.clone()))
                 .await
@@ -1544,3 +1543,6 @@ impl Upstream for OAuthGate {
         self.inner.refresh().await;
     }
 }
+
+#[cfg(test)]
+mod tests;

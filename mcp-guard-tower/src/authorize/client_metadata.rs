@@ -24,7 +24,7 @@ pub(super) fn client(
     let policy = FetchPolicy::new()
         .allow_http(dangerously_allow_private)
         .dangerously_allow_private(dangerously_allow_private);
-    let lookup = lookup.unwrap_or_else(|| Arc::new(SystemResolver));
+    let lookup = lookup.unwrap_or_else(|| Arc::new(SystemResolver::default()));
     match GuardedClient::with_resolver(policy, TIMEOUT, lookup) {
         Ok(c) => Some(c),
         Err(e) => {
