@@ -286,11 +286,17 @@ impl FetchRefused {
 }
 
 /// Which URLs a [`GuardedClient`] may fetch.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct FetchPolicy {
     trusted: Vec<url::Origin>,
     allow_internal: bool,
     allow_http: bool,
+}
+
+impl Default for FetchPolicy {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl FetchPolicy {
