@@ -133,6 +133,9 @@ fn oauth_spec(o: &OAuthConfig) -> anyhow::Result<OAuthSpec> {
     if let Some(n) = &o.client_name {
         spec.client_name.clone_from(n);
     }
+    spec.issuer.clone_from(&o.issuer);
+    spec.trusted_origins.clone_from(&o.trusted_origins);
+    spec.dangerously_allow_private_addresses = o.dangerously_allow_private_addresses;
     Ok(spec)
 }
 
@@ -167,6 +170,11 @@ pub(crate) fn stores(
             && let Some(o) = &h.oauth
         {
             let spec = oauth_spec(o).with_context(|| format!("servers.{id}.oauth"))?;
+            if spec.dangerously_allow_private_addresses {
+                tracing::warn!(
+                    "servers.{id}.oauth.dangerously_allow_private_addresses is set: the server's metadata may point the gateway at private addresses"
+                );
+            }
             let s = OAuthServer::new(id.as_str(), h.url.clone(), spec, sealed.clone(), calls.clone())
                 .known_secrets(crate::known_secrets());
             oauth.insert(id.clone(), Arc::new(s));

@@ -55,6 +55,9 @@ fn spec(
         spec.client_secret = Some(Template::parse("${CLIENT_SECRET}").map_err(anyhow::Error::msg)?);
     }
     spec.client_metadata_url = Some(CLIENT_METADATA_URL.to_owned());
+    // The conformance suite runs its authorization servers on loopback ports of its
+    // own: a test harness, never a gateway.
+    spec.dangerously_allow_private_addresses = true;
     "mcp-guard conformance client".clone_into(&mut spec.client_name);
     Ok(spec)
 }

@@ -689,6 +689,21 @@ pub struct OAuthConfig {
     /// The client name given at dynamic registration (default `mcp-guard`).
     #[serde(default)]
     pub client_name: Option<String>,
+    /// The authorization server's issuer URL, pinned: discovery that finds another one
+    /// is refused. Without it, a configured client secret is bound to the issuer of its
+    /// first use, and tokens to the issuer that issued them.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Origins (`https://sso.corp`) the operator vouches for besides the server's own:
+    /// fetched during sign-in and refresh whatever their addresses. URLs the server or
+    /// its authorization server name elsewhere must be on public addresses.
+    #[serde(default)]
+    pub trusted_origins: Vec<String>,
+    /// DANGEROUS: URLs the server or its authorization server name may be on loopback,
+    /// private, CGNAT and unique-local addresses (link-local and cloud metadata
+    /// addresses stay refused). Prefer `trusted_origins`.
+    #[serde(default)]
+    pub dangerously_allow_private_addresses: bool,
 }
 
 /// Who signs in.
@@ -1221,6 +1236,17 @@ fn check_oauth(
     }
     if o.client_secret.is_some() && o.client_id.is_none() {
         err(".client_secret", "a client secret needs its client_id");
+    }
+    for (field, u) in o
+        .issuer
+        .iter()
+        .map(|u| (".issuer", u))
+        .chain(o.trusted_origins.iter().map(|u| (".trusted_origins", u)))
+    {
+        match url::Url::parse(u) {
+            Ok(p) if matches!(p.scheme(), "http" | "https") && p.host().is_some() => {}
+            _ => err(field, &format!("{u:?} is not an http(s) URL")),
+        }
     }
     if let Some(s) = &o.client_secret
         && !(s.starts_with("${") && s.ends_with('}') && Template::parse(s).is_ok())

@@ -40,7 +40,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use mcp_guard_core::Principal;
 pub use mcp_guard_core::upstream::oauth::PersonalState;
-use mcp_guard_core::upstream::oauth::{AuthLinks, Discovery, OAuthMode, OAuthServer, PendingAuthorization};
+use mcp_guard_core::upstream::oauth::{
+    AuthLinks, Discovery, OAuthError, OAuthMode, OAuthServer, PendingAuthorization,
+};
 use sha2::Sha256;
 
 /// How long a ticket link, a consent page and a pending `state` stay valid.
@@ -413,6 +415,23 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
     r
 }
 
+/// The reason of a failed discovery or start the user may see: a URL the fetch guard
+/// refused (without the address a name resolved to), or an authorization server that
+/// is not the one the gateway is bound to. Other failures stay in the log.
+fn why_not(e: &OAuthError) -> String {
+    let text = match e {
+        OAuthError::Refused { source, .. } => format!(
+            "The server named a URL the gateway does not fetch: {}.",
+            source.public_message()
+        ),
+        OAuthError::NotThePinnedIssuer { .. } | OAuthError::SecretBoundToAnotherIssuer { .. } => {
+            format!("{e}.")
+        }
+        _ => return String::new(),
+    };
+    format!("<p class=\"error\">{}</p>", escape(&text))
+}
+
 fn refused(reason: &str) -> Response {
     page(
         StatusCode::BAD_REQUEST,
@@ -469,8 +488,9 @@ async fn consent_page(
                 StatusCode::BAD_GATEWAY,
                 "Sign-in unavailable",
                 &format!(
-                    "<p>The authorization server of {} could not be found.</p>",
-                    escape(&server)
+                    "<p>The authorization server of {} could not be found.</p>{}",
+                    escape(&server),
+                    why_not(&e)
                 ),
             );
         }
@@ -594,7 +614,10 @@ async fn decide(
             return page(
                 StatusCode::BAD_GATEWAY,
                 "Sign-in unavailable",
-                "<p>The authorization server refused to start the sign-in.</p>",
+                &format!(
+                    "<p>The authorization server refused to start the sign-in.</p>{}",
+                    why_not(&e)
+                ),
             );
         }
     };

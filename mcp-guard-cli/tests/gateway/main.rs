@@ -19,6 +19,7 @@ mod hygiene;
 mod isolation;
 mod lifecycle;
 mod oauth;
+mod oauth_attacks;
 mod pinning;
 mod policy;
 mod redaction;

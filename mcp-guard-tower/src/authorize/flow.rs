@@ -363,42 +363,7 @@ async fn find_client(inner: &Inner, client_id: &str) -> Result<OAuthClient, Stri
             Err(_) => Err("the client registry is unavailable".into()),
         };
     }
-    let url = url::Url::parse(client_id).map_err(|_| "client_id is not a valid URL")?;
-    let private = match url.host() {
-        Some(url::Host::Ipv4(a)) => {
-            a.is_loopback() || a.is_private() || a.is_link_local() || a.is_unspecified()
-        }
-        Some(url::Host::Ipv6(a)) => a.is_loopback() || a.is_unspecified(),
-        Some(url::Host::Domain(d)) => d == "localhost" || d.ends_with(".localhost"),
-        None => true,
-    };
-    let allowed = inner.settings.dangerously_allow_private_client_metadata
-        || (url.scheme() == "https" && !private && url.path() != "/");
-    if !allowed {
-        return Err("a client metadata document must be an https URL with a path on a public host".into());
-    }
-    let resp = inner
-        .http
-        .get(url.clone())
-        .header(header::ACCEPT, "application/json")
-        .send()
-        .await
-        .map_err(|_| "the client metadata document could not be fetched")?;
-    if !resp.status().is_success() {
-        return Err(format!("the client metadata document answered {}", resp.status()));
-    }
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|_| "the client metadata document could not be read")?;
-    if body.len() > 16 * 1024 {
-        return Err("the client metadata document is larger than 16 KiB".into());
-    }
-    let doc: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|_| "the client metadata document is not JSON")?;
-    if doc.get("client_id").and_then(|v| v.as_str()) != Some(client_id) {
-        return Err("the client metadata document's client_id is not its own URL".into());
-    }
+    let doc = super::client_metadata::fetch(inner.client_metadata.as_ref(), client_id).await?;
     if doc
         .get("token_endpoint_auth_method")
         .and_then(|v| v.as_str())

@@ -28,6 +28,7 @@
 //! ([`OidcSettings`]); and a one-time link for a configured local user (`mcp-guard
 //! users login-link alice`), so the embedded default works with no outside service.
 
+mod client_metadata;
 mod flow;
 mod oidc;
 mod pages;
@@ -59,8 +60,10 @@ pub struct AuthServerSettings {
     pub signin_ttl: Duration,
     /// Scopes the server advertises (none by default).
     pub scopes: Vec<String>,
-    /// Fetch client metadata documents from plain-HTTP or private addresses (tests
-    /// on loopback only: a client could point the gateway at an internal service).
+    /// DANGEROUS: fetch client metadata documents over plain HTTP and from loopback,
+    /// private, CGNAT and unique-local addresses (tests on loopback only: a client
+    /// could point the gateway at an internal service). Link-local and cloud metadata
+    /// addresses stay refused.
     pub dangerously_allow_private_client_metadata: bool,
 }
 
@@ -233,6 +236,8 @@ struct Inner {
     /// each other's sign-ins), empty over https.
     cookie_suffix: String,
     http: reqwest::Client,
+    /// Fetches Client ID Metadata Documents (third-party URLs: guarded).
+    client_metadata: Option<mcp_guard_core::fetch::GuardedClient>,
     state: Mutex<FlowState>,
 }
 
@@ -301,8 +306,11 @@ impl AuthorizationServer {
             Some(p) if !settings.issuer.starts_with("https://") => format!("-{p}"),
             _ => String::new(),
         };
+        let client_metadata =
+            client_metadata::client(settings.dangerously_allow_private_client_metadata, None);
         Self {
             inner: Arc::new(Inner {
+                client_metadata,
                 cookie_suffix,
                 settings,
                 store,
@@ -347,6 +355,19 @@ impl AuthorizationServer {
     #[must_use]
     pub fn sessions(mut self, sessions: mcp_guard_core::access::Sessions) -> Self {
         self.configure().sessions = Some(sessions);
+        self
+    }
+
+    /// Resolves the hosts of Client ID Metadata Document URLs with `lookup` instead of
+    /// the system resolver (tests point names at addresses the guard must refuse).
+    /// Every address it returns is still checked.
+    ///
+    /// # Panics
+    /// When called after the server was cloned.
+    #[must_use]
+    pub fn client_metadata_resolver(mut self, lookup: Arc<dyn reqwest::dns::Resolve>) -> Self {
+        let allow = self.inner.settings.dangerously_allow_private_client_metadata;
+        self.configure().client_metadata = client_metadata::client(allow, Some(lookup));
         self
     }
 
