@@ -24,3 +24,4 @@ mod policy;
 mod redaction;
 mod resilience;
 mod support;
+mod unauthenticated;
