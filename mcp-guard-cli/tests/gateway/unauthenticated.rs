@@ -406,4 +406,49 @@ async fn pending_authorization_requests_and_registrations_are_capped_with_a_clea
     let c = http_client(&gw.url("main"), TOKEN, Era::Modern).await;
     assert!(names(&c).await.contains(&"alpha__echo".to_owned()));
     c.cancel().await.unwrap();
+
+    // The caps in all, set low: 3 clients, 5 requests in progress.
+    let port = free_port();
+    let small = config(port, data.path()).replace(
+        "[auth.server]\n",
+        "[auth.server]\nmax_clients = 3\nmax_pending_authorizations = 5\n",
+    );
+    let gw = GatewayProc::start_listening(&small, &format!("127.0.0.1:{port}")).await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let r = register(&http, &gw.base).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        clients.push(
+            r.json::<Value>().await.unwrap()["client_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let r = register(&http, &gw.base).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable", "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("limit of 3 registered clients"),
+        "{body}"
+    );
+    for i in 0..5 {
+        let r = http
+            .get(authorize_url(&gw.base, &clients[0], &format!("s{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    }
+    let r = http
+        .get(authorize_url(&gw.base, &clients[1], "s6"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.text().await.unwrap().contains("in progress on this gateway"));
 }

@@ -354,13 +354,15 @@ fn room_for_a_client(inner: &Inner) -> Result<(), Response> {
     }
     if let Some(before) = SystemTime::now().checked_sub(REQUEST_TTL) {
         match inner.store.forget_unused_clients(before) {
-            Ok(n) if n > 0 => tracing::info!(
-                forgotten = n,
-                "registered clients that never obtained a grant were forgotten"
-            ),
-            Ok(_) => {}
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(
+                    forgotten = n,
+                    "registered clients that never obtained a grant were forgotten"
+                );
+            }
             Err(e) => {
-                tracing::error!(error = %mcp_guard_core::upstream::error_chain(&e), "could not forget unused clients")
+                tracing::error!(error = %mcp_guard_core::upstream::error_chain(&e), "could not forget unused clients");
             }
         }
     }
@@ -466,10 +468,9 @@ fn error_redirect(
 
 async fn authorize(
     State(inner): Shared,
-    source: Option<axum::Extension<crate::preauth::Source>>,
+    source: crate::preauth::Source,
     Query(params): Query<Params>,
 ) -> Response {
-    let source = source.map_or(crate::preauth::Source::Unknown, |s| s.0);
     let bad =
         |detail: &str| pages::error_page(StatusCode::BAD_REQUEST, "This sign-in link is not valid", detail);
     let (client_id, redirect_uri, state) = match (

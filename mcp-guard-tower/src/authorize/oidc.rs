@@ -121,10 +121,9 @@ fn unavailable(detail: &str) -> Response {
 /// `GET /oauth/signin/oidc?next=…`: off to the provider.
 pub(super) async fn start(
     State(inner): State<Arc<Inner>>,
-    source: Option<axum::Extension<crate::preauth::Source>>,
+    source: crate::preauth::Source,
     Query(params): Query<Params>,
 ) -> Response {
-    let source = source.map_or(crate::preauth::Source::Unknown, |s| s.0);
     let Some(oidc) = &inner.oidc else {
         return pages::error_page(
             StatusCode::NOT_FOUND,
