@@ -1783,6 +1783,32 @@ mod tests {
     }
 
     #[test]
+    fn zero_limits_before_authentication_are_named() {
+        let e = parse(serde_json::json!({
+            "gateway": {"public_url": "https://gw.example"},
+            "unauthenticated_limits": {"per_minute": 0, "registration_burst": 0, "max_sources": 0},
+            "auth": {"server": {"users": [{"id": "a"}], "max_pending_authorizations": 0, "max_state_bytes": 0}},
+        }))
+        .validate()
+        .unwrap_err()
+        .to_string();
+        for entry in [
+            "unauthenticated_limits.per_minute",
+            "unauthenticated_limits.registration_burst",
+            "unauthenticated_limits.max_sources",
+            "auth.server.max_pending_authorizations",
+            "auth.server.max_state_bytes",
+        ] {
+            assert!(e.contains(entry), "{entry}: {e}");
+        }
+        let ok = parse(serde_json::json!({
+            "unauthenticated_limits": {"per_minute": 60, "burst": 10, "audit_interval_secs": 30},
+        }));
+        assert!(ok.validate().is_ok());
+        assert_eq!(ok.unauthenticated_limits.per_minute, Some(60));
+    }
+
+    #[test]
     fn separator_in_server_id_is_rejected() {
         let cfg = parse(serde_json::json!({"servers": {"a__b": {"transport": "stdio", "command": "x"}}}));
         let errs = cfg.validate().unwrap_err().to_string();

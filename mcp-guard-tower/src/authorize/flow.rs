@@ -296,6 +296,46 @@ fn check_client_metadata(body: &serde_json::Value) -> Result<(String, Vec<String
     Ok((name, uris))
 }
 
+/// `Err(answer)` when the store holds `max_clients` clients even after forgetting
+/// those that never obtained a grant and are older than a pending request lives.
+#[allow(clippy::result_large_err, reason = "the refusal is the answer to send")]
+fn room_for_a_client(inner: &Inner) -> Result<(), Response> {
+    let max = inner.settings.max_clients;
+    let count = || inner.store.count_clients().unwrap_or(usize::MAX);
+    if count() < max {
+        return Ok(());
+    }
+    if let Some(before) = SystemTime::now().checked_sub(REQUEST_TTL) {
+        match inner.store.forget_unused_clients(before) {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(
+                    forgotten = n,
+                    "registered clients that never obtained a grant were forgotten"
+                );
+            }
+            Err(e) => {
+                tracing::error!(error = %mcp_guard_core::upstream::error_chain(&e), "could not forget unused clients");
+            }
+        }
+    }
+    if count() < max {
+        return Ok(());
+    }
+    tracing::warn!(
+        max,
+        "client registration refused: the gateway holds its limit of clients"
+    );
+    let mut r = json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily_unavailable",
+        &format!("this gateway holds its limit of {max} registered clients; try again later"),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("600"));
+    Err(r)
+}
+
 async fn register(State(inner): Shared, body: axum::body::Bytes) -> Response {
     let Ok(body) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return json_error(
@@ -341,46 +381,6 @@ async fn register(State(inner): Shared, body: axum::body::Bytes) -> Response {
             "token_endpoint_auth_method": "none",
         }),
     )
-}
-
-/// `Err(answer)` when the store holds `max_clients` clients even after forgetting
-/// those that never obtained a grant and are older than a pending request lives.
-#[allow(clippy::result_large_err, reason = "the refusal is the answer to send")]
-fn room_for_a_client(inner: &Inner) -> Result<(), Response> {
-    let max = inner.settings.max_clients;
-    let count = || inner.store.count_clients().unwrap_or(usize::MAX);
-    if count() < max {
-        return Ok(());
-    }
-    if let Some(before) = SystemTime::now().checked_sub(REQUEST_TTL) {
-        match inner.store.forget_unused_clients(before) {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::info!(
-                    forgotten = n,
-                    "registered clients that never obtained a grant were forgotten"
-                );
-            }
-            Err(e) => {
-                tracing::error!(error = %mcp_guard_core::upstream::error_chain(&e), "could not forget unused clients");
-            }
-        }
-    }
-    if count() < max {
-        return Ok(());
-    }
-    tracing::warn!(
-        max,
-        "client registration refused: the gateway holds its limit of clients"
-    );
-    let mut r = json_error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "temporarily_unavailable",
-        &format!("this gateway holds its limit of {max} registered clients; try again later"),
-    );
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("600"));
-    Err(r)
 }
 
 /// A client by id: registered, or a Client ID Metadata Document fetched now.
