@@ -222,6 +222,20 @@ pub(crate) fn authorization_server(
             .collect::<anyhow::Result<_>>()?;
     }
     settings.scopes.clone_from(&a.scopes);
+    settings.trusted_clients.clone_from(&a.trusted_clients);
+    for (value, setting) in [
+        (a.max_pending_authorizations, &mut settings.max_pending),
+        (
+            a.max_pending_authorizations_per_source,
+            &mut settings.max_pending_per_source,
+        ),
+        (a.max_state_bytes, &mut settings.max_state_bytes),
+        (a.max_clients, &mut settings.max_clients),
+    ] {
+        if let Some(v) = value {
+            *setting = v;
+        }
+    }
     settings.dangerously_allow_private_client_metadata = a.dangerously_allow_private_client_metadata;
     if settings.dangerously_allow_private_client_metadata {
         tracing::warn!(

@@ -379,6 +379,31 @@ pub(crate) fn http_options(config: &mcp_guard_core::config::GatewayConfig) -> Ht
     o
 }
 
+/// `[unauthenticated_limits]` over the defaults.
+fn unauthenticated_limits(
+    config: &mcp_guard_core::config::GatewayConfig,
+) -> mcp_guard_tower::preauth::UnauthenticatedLimits {
+    let c = &config.unauthenticated_limits;
+    let mut l = mcp_guard_tower::preauth::UnauthenticatedLimits::default();
+    for (value, limit) in [
+        (c.per_minute, &mut l.per_minute),
+        (c.burst, &mut l.burst),
+        (c.registrations_per_hour, &mut l.registrations_per_hour),
+        (c.registration_burst, &mut l.registration_burst),
+    ] {
+        if let Some(v) = value {
+            *limit = v;
+        }
+    }
+    if let Some(s) = c.audit_interval_secs {
+        l.audit_interval = Duration::from_secs(s);
+    }
+    if let Some(n) = c.max_sources {
+        l.max_sources = n;
+    }
+    l
+}
+
 pub(crate) async fn shutdown_signal(token: CancellationToken) {
     let ctrl_c = tokio::signal::ctrl_c();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -433,6 +458,10 @@ async fn serve_stdio(
     Ok(())
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "the whole serve sequence, start to stop, in order"
+)]
 async fn serve(
     config: PathBuf,
     stdio: bool,
@@ -492,7 +521,9 @@ async fn serve(
         &stores,
         upstream.as_ref(),
     )?;
+    let pre_auth = mcp_guard_tower::preauth::PreAuth::new(unauthenticated_limits(&cfg));
     let mut edge = HttpEdge::new(built.gateway.clone(), built.service, auth.clone())
+        .pre_auth(pre_auth.clone())
         .audit(sink.clone())
         .sessions(sessions)
         .options(http_options(&cfg))
@@ -502,7 +533,7 @@ async fn serve(
     }
     let mut app = edge.router();
     if let Some(a) = &authorization {
-        app = a.router().merge(app);
+        app = pre_auth.wrap(a.router()).merge(app);
     }
     if let Some(mut upstream) = upstream {
         if let Some(a) = authorization.clone() {
@@ -510,7 +541,7 @@ async fn serve(
             // signed in as the principal it was made for.
             upstream = upstream.require_browser_sign_in(move |headers| a.signed_in(headers));
         }
-        app = app.merge(upstream.authenticate(auth.clone()).router());
+        app = app.merge(pre_auth.wrap(upstream.authenticate(auth.clone()).router()));
     }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -536,6 +567,7 @@ async fn serve(
         _ => {}
     }
     built.gateway.shutdown().await;
+    pre_auth.flush().await;
     sink.flush().await.context("flushing the audit trail")?;
     tracing::info!(processes = mcp_guard_core::upstream::live_processes(), "stopped");
     Ok(())

@@ -46,6 +46,69 @@ pub struct GatewayConfig {
     pub audit: AuditSection,
     /// Where upstream credentials are stored.
     pub credentials: CredentialsSection,
+    /// Limits on traffic before authentication, per source address.
+    pub unauthenticated_limits: UnauthenticatedLimitsSection,
+}
+
+/// `[unauthenticated_limits]`: what traffic that has not authenticated may cost, per
+/// source address (an IPv4 address, or the /64 of an IPv6 one). Every request to the
+/// authorization server, the metadata documents or an unknown path counts; at the MCP
+/// endpoints only a request that fails to authenticate does, so clients with valid
+/// credentials are served however busy their address is. Over a limit: 429 with
+/// `Retry-After`. Refused authentications are audited as one `authentication_failed`
+/// record per source and interval, with their count.
+///
+/// ```toml
+/// [unauthenticated_limits]
+/// per_minute = 600               # requests before authentication, per source
+/// burst = 300
+/// registrations_per_hour = 60    # dynamic client registrations, per source
+/// registration_burst = 20
+/// audit_interval_secs = 60       # one aggregated record per source and interval
+/// max_sources = 10000            # tracked at once; more share one budget
+/// ```
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct UnauthenticatedLimitsSection {
+    /// Requests per minute before authentication, per source. Default 600.
+    pub per_minute: Option<u32>,
+    /// How many may come at once. Default 300.
+    pub burst: Option<u32>,
+    /// Dynamic client registrations per hour, per source. Default 60.
+    pub registrations_per_hour: Option<u32>,
+    /// How many registrations may come at once. Default 20.
+    pub registration_burst: Option<u32>,
+    /// Seconds between aggregated audit records of refused authentications. Default 60.
+    pub audit_interval_secs: Option<u64>,
+    /// Sources tracked at once. Default 10000.
+    pub max_sources: Option<usize>,
+}
+
+impl UnauthenticatedLimitsSection {
+    fn validate(&self, errors: &mut Vec<ConfigError>) {
+        for (entry, v) in [
+            ("per_minute", self.per_minute.map(u64::from)),
+            ("burst", self.burst.map(u64::from)),
+            (
+                "registrations_per_hour",
+                self.registrations_per_hour.map(u64::from),
+            ),
+            ("registration_burst", self.registration_burst.map(u64::from)),
+            ("audit_interval_secs", self.audit_interval_secs),
+            (
+                "max_sources",
+                self.max_sources.map(|n| u64::try_from(n).unwrap_or(u64::MAX)),
+            ),
+        ] {
+            if v == Some(0) {
+                errors.push(ConfigError {
+                    entry: format!("unauthenticated_limits.{entry}"),
+                    message: "must be at least 1".into(),
+                });
+            }
+        }
+    }
 }
 
 /// `[credentials]`: the encrypted credential store `${NAME}` placeholders resolve from
@@ -315,6 +378,28 @@ pub struct AuthServerConfig {
     /// Sign-in delegated to an external OpenID Connect provider.
     #[serde(default)]
     pub oidc: Option<OidcConfig>,
+    /// Clients (by `client_id`) whose redirect URI receives an authorization error
+    /// sent before the user has signed in; for any other client the error is shown
+    /// on the gateway's own page (RFC 9700 §4.11.2). Loopback redirect URIs are
+    /// always trusted.
+    #[serde(default)]
+    pub trusted_clients: Vec<String>,
+    /// Authorization requests and OpenID Connect sign-ins in progress at once, in
+    /// all (each lives up to 10 minutes). Default 1000.
+    #[serde(default)]
+    pub max_pending_authorizations: Option<usize>,
+    /// Of those, from one source address. Default 50.
+    #[serde(default)]
+    pub max_pending_authorizations_per_source: Option<usize>,
+    /// The longest `state` (and `scope`) an authorization request may carry, in
+    /// bytes. Default 1024.
+    #[serde(default)]
+    pub max_state_bytes: Option<usize>,
+    /// Clients registered at once (dynamic registrations and metadata documents);
+    /// when full, clients that never obtained a grant are forgotten first. Default
+    /// 5000.
+    #[serde(default)]
+    pub max_clients: Option<usize>,
 }
 
 /// `[auth.server.oidc]`: users sign in at an OpenID Connect provider.
@@ -412,6 +497,19 @@ impl AuthServerConfig {
                 "",
                 "nobody can sign in: add [[auth.server.users]] or [auth.server.oidc]".into(),
             );
+        }
+        for (entry, v) in [
+            ("max_pending_authorizations", self.max_pending_authorizations),
+            (
+                "max_pending_authorizations_per_source",
+                self.max_pending_authorizations_per_source,
+            ),
+            ("max_state_bytes", self.max_state_bytes),
+            ("max_clients", self.max_clients),
+        ] {
+            if v == Some(0) {
+                err(&format!(".{entry}"), "must be at least 1".into());
+            }
         }
         let mut seen = std::collections::HashSet::new();
         for (i, u) in self.users.iter().enumerate() {
@@ -1597,6 +1695,7 @@ impl GatewayConfig {
         }
         self.audit.validate(&mut errors, &mut warnings);
         self.rate_limits.validate(&mut errors);
+        self.unauthenticated_limits.validate(&mut errors);
         if errors.is_empty() {
             Ok(Warnings(warnings))
         } else {
@@ -1707,6 +1806,32 @@ mod tests {
         ] {
             assert!(errs.contains(needle), "missing {needle:?} in\n{errs}");
         }
+    }
+
+    #[test]
+    fn zero_limits_before_authentication_are_named() {
+        let e = parse(serde_json::json!({
+            "gateway": {"public_url": "https://gw.example"},
+            "unauthenticated_limits": {"per_minute": 0, "registration_burst": 0, "max_sources": 0},
+            "auth": {"server": {"users": [{"id": "a"}], "max_pending_authorizations": 0, "max_state_bytes": 0}},
+        }))
+        .validate()
+        .unwrap_err()
+        .to_string();
+        for entry in [
+            "unauthenticated_limits.per_minute",
+            "unauthenticated_limits.registration_burst",
+            "unauthenticated_limits.max_sources",
+            "auth.server.max_pending_authorizations",
+            "auth.server.max_state_bytes",
+        ] {
+            assert!(e.contains(entry), "{entry}: {e}");
+        }
+        let ok = parse(serde_json::json!({
+            "unauthenticated_limits": {"per_minute": 60, "burst": 10, "audit_interval_secs": 30},
+        }));
+        assert!(ok.validate().is_ok());
+        assert_eq!(ok.unauthenticated_limits.per_minute, Some(60));
     }
 
     #[test]

@@ -6,7 +6,10 @@
 //! 2. the client authenticates ([`Authenticate`]); a failure answers 401 with a
 //!    `WWW-Authenticate: Bearer` challenge naming the endpoint's RFC 9728 metadata
 //!    (and `error="invalid_token"` when a credential was refused; 403
-//!    `insufficient_scope` for a missing scope), and is audited;
+//!    `insufficient_scope` for a missing scope), counts against its source's budget
+//!    of unauthenticated requests (429 once that is spent; a request without any
+//!    credential from such a source is refused before authentication), and is
+//!    audited in one aggregated record per source and interval ([`PreAuth`]);
 //! 3. the request is admitted into its gateway session ([`Sessions`]): a revoked or
 //!    expired one answers 401; the [`Principal`](mcp_guard_core::Principal), the
 //!    session id and the session go into the request extensions, where
@@ -40,6 +43,7 @@ pub use crate::auth::{AuthError, Authenticate, Authenticated, StaticTokens, dang
 use crate::federation::Gateway;
 use crate::handler::{GuardHandler, GuardService};
 use crate::legacy_sessions::{LeanSessionConfig, LeanSessionManager};
+pub use crate::preauth::{PreAuth, Source, UnauthenticatedLimits};
 
 /// Settings of the HTTP front door.
 #[derive(Debug, Clone)]
@@ -96,6 +100,7 @@ pub struct HttpEdge {
     options: HttpOptions,
     shutdown: CancellationToken,
     metrics: Option<crate::metrics::Metrics>,
+    pre_auth: PreAuth,
 }
 
 impl std::fmt::Debug for HttpEdge {
@@ -117,6 +122,7 @@ struct EdgeState {
     legacy: Arc<Mutex<HashMap<String, Arc<str>>>>,
     resource_base: Option<Arc<str>>,
     allowed_hosts: Arc<[String]>,
+    pre_auth: PreAuth,
 }
 
 impl HttpEdge {
@@ -131,7 +137,18 @@ impl HttpEdge {
             options: HttpOptions::default(),
             shutdown: CancellationToken::new(),
             metrics: None,
+            pre_auth: PreAuth::default(),
         }
+    }
+
+    /// Limits unauthenticated traffic with `pre_auth` (default:
+    /// [`UnauthenticatedLimits::default`]). Share it with the routes served beside the
+    /// edge ([`PreAuth::wrap`]) so they draw on the same budgets, and call
+    /// [`PreAuth::flush`] at shutdown.
+    #[must_use]
+    pub fn pre_auth(mut self, pre_auth: PreAuth) -> Self {
+        self.pre_auth = pre_auth;
+        self
     }
 
     /// Serves `metrics` at `/metrics` (Prometheus/OpenMetrics text), unauthenticated
@@ -150,8 +167,9 @@ impl HttpEdge {
         self
     }
 
-    /// Records authentication failures to `sink` (the reason and the path, never the
-    /// presented credential).
+    /// Records authentication failures to `sink` (the reasons, the source and how many,
+    /// aggregated per source and interval by [`PreAuth`]; never the presented
+    /// credential) and requests the transport refused.
     #[must_use]
     pub fn audit(mut self, sink: Arc<dyn mcp_guard_core::AuditSink>) -> Self {
         self.audit = Some(sink);
@@ -175,7 +193,7 @@ impl HttpEdge {
 
     /// The router: `/mcp/{endpoint}` for each endpoint, `/healthz` (liveness) and
     /// `/readyz` (per-server status as JSON; 503 while an enabled server is not
-    /// connected).
+    /// connected), under the limits of [`PreAuth`].
     pub fn router(self) -> axum::Router {
         let gateway = self.gateway.clone();
         let mut router = axum::Router::new()
@@ -240,7 +258,12 @@ impl HttpEdge {
                     },
                 ),
             );
+        if let Some(sink) = &self.audit {
+            self.pre_auth.audit_to(sink.clone());
+        }
+        let pre_auth = self.pre_auth.clone();
         let state = EdgeState {
+            pre_auth: self.pre_auth,
             auth: self.auth,
             audit: self.audit,
             max_body_bytes: self.options.max_body_bytes,
@@ -250,9 +273,11 @@ impl HttpEdge {
             resource_base: self.options.resource_base.map(Into::into),
             allowed_hosts: self.options.allowed_hosts.into(),
         };
-        router
-            .fallback(|| async { (StatusCode::NOT_FOUND, "no such endpoint\n") })
-            .layer(middleware::from_fn_with_state(state, edge))
+        pre_auth.wrap(
+            router
+                .fallback(|| async { (StatusCode::NOT_FOUND, "no such endpoint\n") })
+                .layer(middleware::from_fn_with_state(state, edge)),
+        )
     }
 }
 
@@ -464,25 +489,30 @@ fn challenge(state: &EdgeState, parts: &http::request::Parts, endpoint: &str, er
     r
 }
 
-async fn refuse(
-    state: &EdgeState,
-    parts: &http::request::Parts,
-    endpoint: &str,
-    error: &AuthError,
-) -> Response {
-    tracing::info!(reason = %error, path = %parts.uri.path(), "client authentication failed");
-    if let Some(sink) = &state.audit {
-        let mut event =
-            mcp_guard_core::AuditEvent::new(mcp_guard_core::audit::EventKind::AuthenticationFailed {
-                reason: error.to_string(),
-            });
-        event.endpoint = Some(endpoint.to_owned());
-        event.outcome = Some(mcp_guard_core::Outcome::Unauthenticated);
-        if let Err(err) = sink.record(&event).await {
-            tracing::error!(error = %mcp_guard_core::upstream::error_chain(&err), "could not record an authentication failure");
+/// A refused authentication: counted against the source's budget (429 once spent;
+/// not when the authenticator itself is unavailable) and, aggregated, in the audit.
+fn refuse(state: &EdgeState, parts: &http::request::Parts, endpoint: &str, error: &AuthError) -> Response {
+    let source = Source::of(&parts.extensions);
+    tracing::debug!(reason = %error, %source, path = %parts.uri.path(), "client authentication failed");
+    let charged = if matches!(error, AuthError::Unavailable(_)) {
+        Ok(())
+    } else {
+        state.pre_auth.charge(source)
+    };
+    match charged {
+        Ok(()) => {
+            state.pre_auth.refused(source, Some(endpoint), &error.to_string());
+            challenge(state, parts, endpoint, error)
+        }
+        Err(over) => {
+            state.pre_auth.refused(
+                source,
+                Some(endpoint),
+                "over the limit of unauthenticated requests",
+            );
+            crate::preauth::too_many_at_mcp(over)
         }
     }
-    challenge(state, parts, endpoint, error)
 }
 
 async fn edge(State(state): State<EdgeState>, request: Request, next: Next) -> Response {
@@ -504,11 +534,25 @@ async fn edge(State(state): State<EdgeState>, request: Request, next: Next) -> R
     if query_carries_token(&parts.uri) {
         // Never looked at, never logged: a token in a URL leaks through logs and history.
         let e = AuthError::InvalidRequest("credentials in the query string are not accepted".into());
-        return refuse(&state, &parts, &endpoint, &e).await;
+        return refuse(&state, &parts, &endpoint, &e);
+    }
+    // A source over its budget gets no authentication work for a request without any
+    // credential; one with a credential is checked, so a valid client sharing the
+    // address is still served.
+    if !parts.headers.contains_key(header::AUTHORIZATION) {
+        let source = Source::of(&parts.extensions);
+        if let Some(over) = state.pre_auth.blocked(source) {
+            state.pre_auth.refused(
+                source,
+                Some(&endpoint),
+                "over the limit of unauthenticated requests",
+            );
+            return crate::preauth::too_many_at_mcp(over);
+        }
     }
     let authenticated = match state.auth.authenticate(&parts).await {
         Ok(a) => a,
-        Err(e) => return refuse(&state, &parts, &endpoint, &e).await,
+        Err(e) => return refuse(&state, &parts, &endpoint, &e),
     };
     let principal = Arc::new(authenticated.principal);
     let session = match state
@@ -516,8 +560,8 @@ async fn edge(State(state): State<EdgeState>, request: Request, next: Next) -> R
         .admit(&principal, &authenticated.credential, &endpoint)
     {
         Ok(s) => s,
-        Err(SessionRefused::Expired) => return refuse(&state, &parts, &endpoint, &AuthError::Expired).await,
-        Err(_) => return refuse(&state, &parts, &endpoint, &AuthError::Revoked).await,
+        Err(SessionRefused::Expired) => return refuse(&state, &parts, &endpoint, &AuthError::Expired),
+        Err(_) => return refuse(&state, &parts, &endpoint, &AuthError::Revoked),
     };
     // A legacy session belongs to the gateway session (so the principal) that opened it.
     let presented = parts
@@ -702,7 +746,8 @@ async fn jsonrpc_errors(response: Response) -> Response {
 
 /// Serves `router` on `listener` with `TCP_NODELAY` on every connection (without it, a
 /// reply written in pieces meets the client's delayed ACK and stalls ~40 ms), until
-/// `shutdown` is cancelled.
+/// `shutdown` is cancelled. Each request carries its peer address
+/// (`ConnectInfo<SocketAddr>`), which [`PreAuth`] counts by.
 ///
 /// # Errors
 /// When accepting fails.
@@ -715,9 +760,12 @@ pub async fn serve(
     let listener = listener.tap_io(|s| {
         let _ = s.set_nodelay(true);
     });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
 }
 
 /// Empty body helper for tests.

@@ -67,6 +67,7 @@ pub mod legacy_sessions;
 mod macros;
 pub mod metrics;
 pub mod policy;
+pub mod preauth;
 pub mod rate_limit;
 pub mod redact;
 mod request;

@@ -25,3 +25,4 @@ mod policy;
 mod redaction;
 mod resilience;
 mod support;
+mod unauthenticated;

@@ -120,10 +120,20 @@ pub enum EventKind {
     SessionExpired,
     /// A gateway session was revoked.
     SessionRevoked,
-    /// A client failed to authenticate.
+    /// A client failed to authenticate. The HTTP edge writes one such record per
+    /// source address and interval (`started_at`..`ended_at`), with how many refusals
+    /// it stands for.
     AuthenticationFailed {
-        /// Why (never the presented credential).
+        /// Why (never the presented credential); for several refusals, each distinct
+        /// reason with its count.
         reason: String,
+        /// Where the requests came from: an IPv4 address, an IPv6 /64, `unknown` (no
+        /// peer address), or `other` (more sources than are tracked at once).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        source: Option<String>,
+        /// How many refused requests the record stands for (absent: one).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        count: Option<u64>,
     },
     /// An upstream's tool definitions changed.
     ToolDefinitionChanged {

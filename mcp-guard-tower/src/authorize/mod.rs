@@ -32,6 +32,7 @@ mod client_metadata;
 mod flow;
 mod oidc;
 mod pages;
+mod redirect;
 
 pub use oidc::OidcSettings;
 
@@ -65,6 +66,20 @@ pub struct AuthServerSettings {
     /// could point the gateway at an internal service). Link-local and cloud metadata
     /// addresses stay refused.
     pub dangerously_allow_private_client_metadata: bool,
+    /// Clients (by `client_id`) whose redirect URI may receive an authorization error
+    /// before the user has signed in; others see it on the gateway's own page
+    /// (RFC 9700 §4.11.2). Loopback redirect URIs are always trusted. Default none.
+    pub trusted_clients: Vec<String>,
+    /// Authorization requests (and OpenID Connect sign-ins) in progress at once, in
+    /// all. Default 1000.
+    pub max_pending: usize,
+    /// Of those, from one source address. Default 50.
+    pub max_pending_per_source: usize,
+    /// The longest `state` accepted, in bytes. Default 1024.
+    pub max_state_bytes: usize,
+    /// Clients registered at once (dynamic registrations and metadata documents);
+    /// clients that never obtained a grant are forgotten first. Default 5000.
+    pub max_clients: usize,
 }
 
 impl AuthServerSettings {
@@ -87,6 +102,11 @@ impl AuthServerSettings {
             signin_ttl: Duration::from_hours(12),
             scopes: Vec::new(),
             dangerously_allow_private_client_metadata: false,
+            trusted_clients: Vec::new(),
+            max_pending: 1000,
+            max_pending_per_source: 50,
+            max_state_bytes: 1024,
+            max_clients: 5000,
         }
     }
 }
@@ -262,7 +282,10 @@ struct BrowserSession {
 
 #[derive(Clone)]
 struct Pending {
+    /// The client, with only the redirect URI of this request.
     client: OAuthClient,
+    /// Where the request came from (for the cap per source).
+    source: crate::preauth::Source,
     redirect_uri: String,
     state: Option<String>,
     code_challenge: String,
@@ -413,9 +436,58 @@ fn sweep(state: &mut FlowState) {
     let now = Instant::now();
     state.browsers.retain(|_, b| b.expires > now);
     state.pending.retain(|_, p| p.expires > now);
+    state.oidc.retain(|_, p| p.expires > now);
     state
         .codes
         .retain(|_, c| c.expires + Duration::from_mins(10) > now);
+}
+
+/// Why a new authorization request or sign-in is not taken in now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Full {
+    /// The gateway holds its limit of requests in progress.
+    Everywhere,
+    /// This source address does.
+    Source,
+}
+
+impl Inner {
+    /// Whether one more request in progress from `source` fits, among `in_progress`
+    /// (the sources of those held now, expired ones swept).
+    fn room(
+        &self,
+        source: crate::preauth::Source,
+        in_progress: impl Iterator<Item = crate::preauth::Source>,
+    ) -> Result<(), Full> {
+        let (mut all, mut mine) = (0usize, 0usize);
+        for s in in_progress {
+            all += 1;
+            mine += usize::from(s == source);
+        }
+        if all >= self.settings.max_pending {
+            Err(Full::Everywhere)
+        } else if mine >= self.settings.max_pending_per_source {
+            Err(Full::Source)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The page for a request refused because too many are in progress.
+fn too_many_in_progress(full: Full) -> axum::response::Response {
+    let detail = match full {
+        Full::Everywhere => {
+            "Too many authorization requests are in progress on this gateway. Try again in a few minutes."
+        }
+        Full::Source => {
+            "Too many authorization requests are in progress from your address. Finish or abandon one, or try again in a few minutes."
+        }
+    };
+    let mut r = pages::error_page(http::StatusCode::SERVICE_UNAVAILABLE, "Try again later", detail);
+    r.headers_mut()
+        .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("60"));
+    r
 }
 
 #[cfg(test)]
