@@ -172,7 +172,7 @@ pub(crate) fn run(source: Source) -> anyhow::Result<()> {
             match output {
                 Some(path) => std::fs::write(&path, &toml)
                     .with_context(|| format!("cannot write {}", path.display()))?,
-                None => print!("{toml}"),
+                None => out!("{toml}"),
             }
             if !vars.is_empty() {
                 eprintln!(
