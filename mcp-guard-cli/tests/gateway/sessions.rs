@@ -231,3 +231,342 @@ async fn one_agent_acting_for_two_users_cannot_cross_between_their_sessions() {
     let _ = bob.cancel().await;
     gw.stop().await;
 }
+
+fn tokens_config() -> String {
+    let mut c = String::from("[[grants]]\nroles = [\"eng\"]\nnames = [\"*\"]\n\n");
+    c.push_str(&fixture("alpha", &[]));
+    c.push_str("[endpoints.main.servers.alpha]\ntools = [\"echo\", \"getenv\"]\n");
+    c
+}
+
+fn state_of(sessions: &[Value], principal: &str) -> String {
+    sessions
+        .iter()
+        .find(|s| s["principal"] == principal)
+        .unwrap_or_else(|| panic!("no session of {principal}: {sessions:?}"))["state"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// An operator reads `sessions list` after revoking a token, after an expiry, after a
+/// gateway stopped and after one was killed: each session says what happened to it.
+#[tokio::test]
+async fn sessions_list_does_not_call_revoked_expired_or_dead_sessions_active() {
+    let gw = GatewayProc::start(&tokens_config()).await;
+    let config = gw.config();
+    let url = gw.url("main");
+    let c = http();
+    let mut said = String::new();
+    for (principal, duration) in [("by-token", "1h"), ("short", "2s"), ("stopped", "1h")] {
+        let token = issue_token(&config, principal, duration);
+        assert_eq!(post_init(&c, &url, Some(&token)).await.status(), StatusCode::OK);
+        if principal == "by-token" {
+            // `tokens revoke` ends the token's session, in the list too.
+            let (ok, out, err) = cli(&config, &["tokens", "revoke", &token[5..17]]);
+            assert!(ok, "{err}");
+            said = out;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let listed = listed_sessions(&config, true);
+    assert_eq!(state_of(&listed, "by-token"), "revoked");
+    assert_eq!(state_of(&listed, "short"), "expired");
+    assert_eq!(state_of(&listed, "stopped"), "active");
+    assert!(said.contains("its 1 open session"), "{said}");
+    // Only active ones without --all; the rest are counted on stderr.
+    let (ok, table, err) = cli(&config, &["sessions", "list"]);
+    assert!(ok, "{err}");
+    assert!(
+        table.contains("stopped") && !table.contains("by-token"),
+        "{table}"
+    );
+    assert!(
+        err.contains("2 revoked, expired or ended sessions not shown"),
+        "{err}"
+    );
+
+    // A gateway that stops ends its sessions.
+    let dir = gw.stop_keeping_dir().await;
+    let listed = listed_sessions(&config, true);
+    assert_eq!(state_of(&listed, "stopped"), "ended", "{listed:?}");
+    let ended = listed.iter().find(|s| s["principal"] == "stopped").unwrap();
+    assert!(ended["ended"].is_string(), "{ended}");
+    assert_eq!(state_of(&listed, "by-token"), "revoked", "a revocation stays one");
+
+    // A gateway killed without a word: its sessions have ended all the same.
+    let second = GatewayProc::start_in(dir).await;
+    let token = issue_token(&config, "killed", "1h");
+    assert_eq!(
+        post_init(&c, &second.url("main"), Some(&token)).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(state_of(&listed_sessions(&config, false), "killed"), "active");
+    let _dir = second.kill9_keeping_dir().await;
+    assert_eq!(state_of(&listed_sessions(&config, true), "killed"), "ended");
+}
+
+/// `mcp-guard … | head -1`: the reader goes away after one line; the command ends
+/// quietly instead of panicking on the broken pipe.
+#[tokio::test]
+async fn the_cli_in_a_pipe_that_closes_early_exits_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(&config, tokens_config()).unwrap();
+    issue_token(&config, "carol", "1h");
+    // Far more output than a pipe holds (64 KiB), so the writer meets the closed end.
+    let db = rusqlite::Connection::open(dir.path().join("mcp-guard-access.db")).unwrap();
+    let tx = db.unchecked_transaction().unwrap();
+    for i in 0..2000 {
+        tx.execute(
+            "INSERT INTO sessions (id, principal, kind, credential, endpoint, created_ms, last_seen_ms) \
+             VALUES (?1, 'carol', 'user', 'token:0123456789ab', 'main', 1, 1)",
+            [format!("s_{i:032}")],
+        )
+        .unwrap();
+        tx.execute(
+            "INSERT INTO tokens (id, digest, principal, created_ms) VALUES (?1, x'00', '{\"id\":\"carol\",\"kind\":\"user\",\"roles\":[]}', 1)",
+            [format!("{i:012x}")],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+    drop(db);
+    for command in ["sessions list --all", "sessions list --all --json", "tokens list"] {
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "\"$0\" {command} --config \"$1\" | head -1 >/dev/null; echo \"status=${{PIPESTATUS[0]}}\" >&2"
+            ))
+            .arg(BIN)
+            .arg(&config)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{command}: {err}");
+        assert!(
+            err.lines().any(|l| l == "status=0"),
+            "{command} should exit 0 on a closed pipe: {err}"
+        );
+    }
+}
+
+/// A client ends its legacy session with DELETE: 200 as the MCP SDKs' own servers
+/// answer (rmcp's 202 makes the Python client warn "Session termination failed: 202"),
+/// then the id is gone; nobody else can end it, and an unknown id is not found.
+#[tokio::test]
+async fn deleting_a_legacy_session_answers_as_the_sdks_expect() {
+    let gw = GatewayProc::start(&tokens_config()).await;
+    let config = gw.config();
+    let url = gw.url("main");
+    let c = http();
+    let (carol, erin) = (
+        issue_token(&config, "carol", "1h"),
+        issue_token(&config, "erin", "1h"),
+    );
+    let id = legacy_session(&c, &url, &carol).await;
+    let delete = |token: &str, id: &str| {
+        c.delete(&url)
+            .bearer_auth(token)
+            .header("mcp-session-id", id)
+            .header("mcp-protocol-version", "2025-11-25")
+            .send()
+    };
+    assert_eq!(
+        delete(&erin, &id).await.unwrap().status(),
+        StatusCode::NOT_FOUND,
+        "another principal cannot end it"
+    );
+    assert_eq!(list_in(&c, &url, &carol, &id).await, StatusCode::OK);
+    let r = delete(&carol, &id).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.text().await.unwrap(), "");
+    assert_eq!(list_in(&c, &url, &carol, &id).await, StatusCode::NOT_FOUND);
+    assert_eq!(delete(&carol, &id).await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        delete(&carol, "no-such-session").await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    // The gateway session goes on: a new legacy session opens.
+    let again = legacy_session(&c, &url, &carol).await;
+    assert_eq!(list_in(&c, &url, &carol, &again).await, StatusCode::OK);
+    gw.stop().await;
+}
+
+/// `${MCP_GUARD_SESSION}` as a directory: each session's own, created 0700 before its
+/// process starts, and removed (with what the process wrote) when the session ends.
+#[tokio::test]
+async fn session_directories_are_private_and_go_with_their_session() {
+    let data = tempfile::tempdir().unwrap();
+    let mut c = tokens_config();
+    c = c.replacen(
+        "args = [\"fixture\", \"--name\", \"alpha\"]\n",
+        &format!(
+            "args = [\"fixture\", \"--name\", \"alpha\"]\n\
+             env = {{ DATA_DIR = \"{0}/sessions/${{MCP_GUARD_SESSION}}/\", \
+             DATA_FILE = \"{0}/sessions/${{MCP_GUARD_SESSION}}/notes.jsonl\", \
+             LOG_FILE = \"{0}/logs-${{MCP_GUARD_SESSION}}.txt\" }}\n",
+            data.path().display()
+        ),
+        1,
+    );
+    let gw = GatewayProc::start(&c).await;
+    let config = gw.config();
+    let url = gw.url("main");
+    let (carol, erin) = (
+        issue_token(&config, "carol", "1h"),
+        issue_token(&config, "erin", "1h"),
+    );
+    let carol_client = http_client(&url, &carol, Era::Legacy).await;
+    let erin_client = http_client(&url, &erin, Era::Modern).await;
+    let carol_dir = std::path::PathBuf::from(getenv(&carol_client, "DATA_DIR").await.unwrap());
+    let erin_dir = std::path::PathBuf::from(getenv(&erin_client, "DATA_DIR").await.unwrap());
+    assert_ne!(carol_dir, erin_dir);
+    for dir in [&carol_dir, &erin_dir] {
+        let meta = std::fs::symlink_metadata(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        assert!(meta.is_dir());
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(meta.permissions().mode() & 0o777, 0o700, "{}", dir.display());
+    }
+    assert_eq!(
+        getenv(&carol_client, "DATA_FILE").await.unwrap(),
+        carol_dir.join("notes.jsonl").display().to_string()
+    );
+    // What the session's process left there goes with the session.
+    std::fs::write(carol_dir.join("notes.jsonl"), "{}\n").unwrap();
+    let carol_pid: u32 = getenv(&carol_client, "@pid").await.unwrap().parse().unwrap();
+
+    let id = listed_sessions(&config, false)
+        .iter()
+        .find(|s| s["principal"] == "carol")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (ok, _, err) = cli(&config, &["sessions", "revoke", &id]);
+    assert!(ok, "{err}");
+    assert!(
+        eventually(10, async || !carol_dir.exists()).await,
+        "carol's session directory outlived her session"
+    );
+    assert!(
+        !alive(carol_pid),
+        "the directory went only after the process stopped"
+    );
+    assert!(erin_dir.exists(), "erin's is untouched");
+    // A file named after the session is the operator's: left alone.
+    assert!(!data.path().join("sessions").join(&id).exists());
+
+    let _ = carol_client.cancel().await;
+    let _ = erin_client.cancel().await;
+    gw.stop().await;
+    assert!(
+        !erin_dir.exists(),
+        "a stopping gateway ends every session, directories too"
+    );
+    assert!(
+        data.path().join("sessions").exists(),
+        "the parent is the operator's"
+    );
+}
+
+/// `serve --stdio` is one client in one gateway session: every process it starts,
+/// its audit records and `sessions list` name the same session id.
+#[tokio::test]
+async fn the_stdio_front_door_names_its_one_session_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    let mut c = String::from(
+        "[auth]\nstdio_principal = { id = \"alice\", roles = [\"eng\"] }\n\n[[grants]]\nroles = [\"eng\"]\nnames = [\"*\"]\n\n",
+    );
+    // alpha has no personal names (its catalogue process serves the stdio client); beta
+    // has one (the client gets its own process): both must see one session name.
+    c.push_str(&fixture("alpha", &[]).replacen(
+        "args = [\"fixture\", \"--name\", \"alpha\"]\n",
+        "args = [\"fixture\", \"--name\", \"alpha\"]\nenv = { WHICH_SESSION = \"${MCP_GUARD_SESSION}\" }\n",
+        1,
+    ));
+    c.push_str(&fixture("beta", &[]).replacen(
+        "args = [\"fixture\", \"--name\", \"beta\"]\n",
+        "args = [\"fixture\", \"--name\", \"beta\"]\n\
+         env = { WHICH_SESSION = \"${MCP_GUARD_SESSION}\", PERSONAL_T = \"${PERSONAL_T}\" }\npersonal = [\"PERSONAL_T\"]\n",
+        1,
+    ));
+    c.push_str(&format!(
+        "[audit]\nsinks = [\"jsonl\"]\njsonl_dir = \"{}\"\n\n",
+        dir.path().join("audit").display()
+    ));
+    c.push_str("[endpoints.main.servers.alpha]\ntools = [\"getenv\"]\n\n[endpoints.main.servers.beta]\ntools = [\"getenv\"]\n");
+    std::fs::write(&path, c).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "credentials",
+            "set",
+            "--server",
+            "beta",
+            "--name",
+            "PERSONAL_T",
+            "--principal",
+            "alice",
+            "--value-env",
+            "V",
+            "--config",
+        ])
+        .arg(&path)
+        .env("V", ALICE_VALUE)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let client = stdio_client(&path, "main", Era::Legacy).await;
+    let call = async |tool: &str| {
+        client
+            .call_tool(
+                CallToolRequestParams::new(tool.to_owned())
+                    .with_arguments(args(&json!({"name": "WHICH_SESSION"}))),
+            )
+            .await
+            .map(|r| text_of(&r))
+            .unwrap()
+    };
+    let (via_alpha, via_beta) = (call("alpha__getenv").await, call("beta__getenv").await);
+    assert!(via_alpha.starts_with("s_"), "{via_alpha}");
+    assert_eq!(via_alpha, via_beta, "one client, one session name");
+    let listed = listed_sessions(&path, false);
+    let mine = listed
+        .iter()
+        .find(|s| s["id"] == via_alpha.as_str())
+        .unwrap_or_else(|| panic!("the stdio session is not listed: {listed:?}"));
+    assert_eq!(mine["principal"], "alice");
+    assert_eq!(mine["endpoint"], "main");
+    let _ = client.cancel().await;
+
+    // Its audit records name it; once the process is gone, the list says it ended.
+    let mut named = Vec::new();
+    for entry in std::fs::read_dir(dir.path().join("audit")).unwrap() {
+        for line in std::fs::read_to_string(entry.unwrap().path()).unwrap().lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            if let Some(s) = v["event"].get("session").and_then(Value::as_str) {
+                named.push(s.to_owned());
+            }
+        }
+    }
+    assert!(named.len() >= 2, "{named:?}");
+    assert!(named.iter().all(|s| *s == via_alpha), "{named:?}");
+    assert!(
+        eventually(10, async || state_of_id(
+            &listed_sessions(&path, true),
+            &via_alpha
+        ) == "ended")
+        .await,
+        "the stdio session outlived its process"
+    );
+}
+
+fn state_of_id(sessions: &[Value], id: &str) -> String {
+    sessions
+        .iter()
+        .find(|s| s["id"] == id)
+        .map(|s| s["state"].as_str().unwrap_or_default().to_owned())
+        .unwrap_or_default()
+}

@@ -753,6 +753,26 @@ mod tests {
     }
 
     #[test]
+    fn a_session_is_bound_to_the_whole_delegation_chain() {
+        let s = Sessions::new();
+        let for_alice = Arc::new(Principal::agent("ci-bot").acting_for("alice"));
+        let for_bob = Arc::new(Principal::agent("ci-bot").acting_for("bob"));
+        let c = ClientCredential::new("token:shared");
+        let a = s.admit(&for_alice, &c, "e").unwrap();
+        assert_eq!(
+            (a.principal_id(), a.on_behalf_of(), a.subject()),
+            ("ci-bot", Some("alice"), "alice")
+        );
+        assert_eq!(a.info().on_behalf_of.as_deref(), Some("alice"));
+        // Should a credential id ever name another chain, the session is not handed over.
+        let b = s.admit(&for_bob, &c, "e").unwrap();
+        assert_ne!(a.id(), b.id());
+        assert!(a.closed().is_cancelled());
+        assert_eq!(a.info().state, SessionState::Ended);
+        assert!(s.get(&a.id().0).is_none());
+    }
+
+    #[test]
     fn revoking_a_credential_closes_all_its_sessions() {
         let s = Sessions::new();
         let c = ClientCredential::new("token:x");

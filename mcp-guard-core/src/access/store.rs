@@ -770,4 +770,123 @@ mod tests {
         );
         assert_eq!(cli.list_sessions().unwrap()[0].state, SessionState::Revoked);
     }
+
+    fn state_of(store: &AccessStore, id: &str) -> SessionState {
+        store
+            .list_sessions()
+            .unwrap()
+            .into_iter()
+            .find(|s| s.id == id)
+            .unwrap()
+            .state
+    }
+
+    #[tokio::test]
+    async fn listed_states_follow_tokens_expiry_and_the_owning_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.db");
+        let serving = Sessions::with_store(AccessStore::open(&path).unwrap()).unwrap();
+        let cli = AccessStore::open(&path).unwrap();
+        let carol = Principal::user("carol");
+        let (rec, _) = cli.issue_token(&carol, None, None).unwrap();
+        let by_token = serving
+            .admit(
+                &Arc::new(carol.clone()),
+                &ClientCredential::new(format!("token:{}", rec.id)),
+                "eng",
+            )
+            .unwrap();
+        let soon = ClientCredential::new("token:short")
+            .expires_at(Some(SystemTime::now() + Duration::from_millis(30)));
+        let short = serving.admit(&Arc::new(carol.clone()), &soon, "eng").unwrap();
+        let bot = Arc::new(Principal::agent("ci-bot").acting_for("alice"));
+        let open = serving
+            .admit(&bot, &ClientCredential::new("jwt:i#alice#act:ci-bot"), "eng")
+            .unwrap();
+        assert_eq!(state_of(&cli, &by_token.id().0), SessionState::Active);
+        let listed = cli.list_sessions().unwrap();
+        let delegated = listed.iter().find(|s| s.id == open.id().0.as_ref()).unwrap();
+        assert_eq!(
+            (delegated.principal.as_str(), delegated.on_behalf_of.as_deref()),
+            ("ci-bot", Some("alice"))
+        );
+
+        // Revoking the token ends its session in the journal too.
+        assert!(cli.revoke_token(&rec.id).unwrap());
+        assert_eq!(state_of(&cli, &by_token.id().0), SessionState::Revoked);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(state_of(&cli, &short.id().0), SessionState::Expired);
+
+        // The gateway stops: what was open has ended; what ended before keeps its state.
+        serving.close_all();
+        assert!(open.closed().is_cancelled());
+        assert_eq!(state_of(&cli, &open.id().0), SessionState::Ended);
+        assert_eq!(state_of(&cli, &by_token.id().0), SessionState::Revoked);
+        assert_eq!(state_of(&cli, &short.id().0), SessionState::Expired);
+    }
+
+    #[test]
+    fn sessions_of_a_gateway_that_died_without_a_word_are_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.db");
+        let store = AccessStore::open(&path).unwrap();
+        let alive = Sessions::with_store(AccessStore::open(&path).unwrap()).unwrap();
+        let s = alive
+            .admit(
+                &Arc::new(Principal::user("a")),
+                &ClientCredential::new("token:a"),
+                "e",
+            )
+            .unwrap();
+        assert_eq!(
+            state_of(&store, &s.id().0),
+            SessionState::Active,
+            "this process runs"
+        );
+        let now = ms(SystemTime::now());
+        let old = ms(SystemTime::now() - Duration::from_mins(5));
+        store
+            .with(|c| {
+                // On this machine, a process that is not (or no longer) there; elsewhere,
+                // one fresh and one silent heartbeat.
+                c.execute_batch(&format!(
+                    "INSERT INTO gateways (id, boot_id, pid, process_start, started_ms, heartbeat_ms) VALUES \
+                     ('g_gone', '{boot}', {pid}, 'not-its-start', {old}, {old}), \
+                     ('g_far', 'another-machine', 1, '1', {old}, {now}), \
+                     ('g_silent', 'another-machine', 1, '1', {old}, {old}); \
+                     INSERT INTO sessions (id, principal, kind, credential, endpoint, created_ms, last_seen_ms, gateway) VALUES \
+                     ('s_gone', 'a', 'user', 'token:b', 'e', {old}, {old}, 'g_gone'), \
+                     ('s_far', 'a', 'user', 'token:c', 'e', {old}, {old}, 'g_far'), \
+                     ('s_silent', 'a', 'user', 'token:d', 'e', {old}, {old}, 'g_silent');",
+                    boot = boot_id().unwrap_or_default(),
+                    pid = std::process::id(),
+                ))
+            })
+            .unwrap();
+        if boot_id().is_some() {
+            assert_eq!(state_of(&store, "s_gone"), SessionState::Ended);
+        }
+        assert_eq!(state_of(&store, "s_far"), SessionState::Active);
+        assert_eq!(state_of(&store, "s_silent"), SessionState::Ended);
+    }
+
+    #[test]
+    fn a_store_of_the_previous_version_gains_the_new_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.db");
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE sessions (id TEXT PRIMARY KEY, principal TEXT NOT NULL, kind TEXT NOT NULL, \
+             credential TEXT NOT NULL, endpoint TEXT NOT NULL, created_ms INTEGER NOT NULL, \
+             last_seen_ms INTEGER NOT NULL, expires_ms INTEGER, revoked_ms INTEGER); \
+             INSERT INTO sessions VALUES ('s_old', 'a', 'user', 'token:x', 'e', 1, 1, NULL, NULL);",
+        )
+        .unwrap();
+        drop(old);
+        let store = AccessStore::open(&path).unwrap();
+        let _again = AccessStore::open(&path).unwrap();
+        let listed = store.list_sessions().unwrap();
+        assert_eq!(listed[0].id, "s_old");
+        assert_eq!(listed[0].state, SessionState::Active, "no owner known: as it was");
+    }
 }
