@@ -429,7 +429,7 @@ impl Sessions {
         tracing::info!(
             session = %session.id,
             principal = %session.principal_id,
-            on_behalf_of = session.on_behalf_of.as_deref().unwrap_or(""),
+            on_behalf_of = session.on_behalf_of.as_deref(),
             endpoint,
             "session opened"
         );
