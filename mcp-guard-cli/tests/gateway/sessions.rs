@@ -413,6 +413,11 @@ async fn session_directories_are_private_and_go_with_their_session() {
     let gw = GatewayProc::start(&c).await;
     let config = gw.config();
     let url = gw.url("main");
+    let catalogue_dir = data.path().join("sessions/catalogue");
+    assert!(
+        catalogue_dir.is_dir(),
+        "the catalogue process has its directory too"
+    );
     let (carol, erin) = (
         issue_token(&config, "carol", "1h"),
         issue_token(&config, "erin", "1h"),
@@ -463,6 +468,10 @@ async fn session_directories_are_private_and_go_with_their_session() {
     assert!(
         !erin_dir.exists(),
         "a stopping gateway ends every session, directories too"
+    );
+    assert!(
+        !catalogue_dir.exists(),
+        "and the catalogue's, once its process stopped"
     );
     assert!(
         data.path().join("sessions").exists(),
@@ -519,17 +528,10 @@ async fn the_stdio_front_door_names_its_one_session_everywhere() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let client = stdio_client(&path, "main", Era::Legacy).await;
-    let call = async |tool: &str| {
-        client
-            .call_tool(
-                CallToolRequestParams::new(tool.to_owned())
-                    .with_arguments(args(&json!({"name": "WHICH_SESSION"}))),
-            )
-            .await
-            .map(|r| text_of(&r))
-            .unwrap()
-    };
-    let (via_alpha, via_beta) = (call("alpha__getenv").await, call("beta__getenv").await);
+    let (via_alpha, via_beta) = (
+        which_session(&client, "alpha__getenv").await.unwrap(),
+        which_session(&client, "beta__getenv").await.unwrap(),
+    );
     assert!(via_alpha.starts_with("s_"), "{via_alpha}");
     assert_eq!(via_alpha, via_beta, "one client, one session name");
     let listed = listed_sessions(&path, false);
@@ -561,6 +563,32 @@ async fn the_stdio_front_door_names_its_one_session_everywhere() {
         .await,
         "the stdio session outlived its process"
     );
+
+    // `sessions revoke` reaches a stdio gateway too: it stops serving that client.
+    let second = stdio_client(&path, "main", Era::Modern).await;
+    let id = which_session(&second, "alpha__getenv").await.unwrap();
+    assert_ne!(id, via_alpha, "each stdio process is its own session");
+    let (ok, _, err) = cli(&path, &["sessions", "revoke", &id]);
+    assert!(ok, "{err}");
+    assert!(
+        eventually(10, async || which_session(&second, "alpha__getenv")
+            .await
+            .is_err())
+        .await,
+        "a revoked stdio session is still served"
+    );
+    assert_eq!(state_of_id(&listed_sessions(&path, true), &id), "revoked");
+    let _ = second.cancel().await;
+}
+
+async fn which_session(client: &Client, tool: &str) -> Result<String, rmcp::ServiceError> {
+    client
+        .call_tool(
+            CallToolRequestParams::new(tool.to_owned())
+                .with_arguments(args(&json!({"name": "WHICH_SESSION"}))),
+        )
+        .await
+        .map(|r| text_of(&r))
 }
 
 fn state_of_id(sessions: &[Value], id: &str) -> String {
