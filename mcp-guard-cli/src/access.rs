@@ -189,24 +189,27 @@ pub(crate) fn tokens(command: TokensCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        TokensCommand::Revoke { config, id } => {
-            let store = open(&config)?;
-            let credential = format!("token:{id}");
-            let open_sessions = store
-                .list_sessions()?
-                .iter()
-                .filter(|s| s.credential == credential && s.state == SessionState::Active)
-                .count();
-            if store.revoke_token(&id)? {
-                outln!(
-                    "revoked token {id} and its {open_sessions} open session{}; a running gateway refuses it from its next request",
-                    if open_sessions == 1 { "" } else { "s" }
-                );
-                Ok(())
-            } else {
-                bail!("no active token {id:?} (see `mcp-guard tokens list`)")
-            }
-        }
+        TokensCommand::Revoke { config, id } => revoke_token(&config, &id),
+    }
+}
+
+/// `tokens revoke`: the token, and its open sessions with it.
+fn revoke_token(config: &Path, id: &str) -> anyhow::Result<()> {
+    let store = open(config)?;
+    let credential = format!("token:{id}");
+    let open_sessions = store
+        .list_sessions()?
+        .iter()
+        .filter(|s| s.credential == credential && s.state == SessionState::Active)
+        .count();
+    if store.revoke_token(id)? {
+        outln!(
+            "revoked token {id} and its {open_sessions} open session{}; a running gateway refuses it from its next request",
+            if open_sessions == 1 { "" } else { "s" }
+        );
+        Ok(())
+    } else {
+        bail!("no active token {id:?} (see `mcp-guard tokens list`)")
     }
 }
 

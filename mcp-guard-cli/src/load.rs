@@ -352,21 +352,10 @@ pub(crate) fn upstreams(
                     .values()
                     .any(|v| v.contains(SESSION_PLACEHOLDER))
                     .then(|| s.env.clone());
-                let catalogue_session: Arc<str> = stores
-                    .catalogue_session
-                    .clone()
-                    .unwrap_or_else(|| "catalogue".into());
+                spec.cwd = s.cwd.clone().map(Into::into);
+                let catalogue_session = catalogue_session(stores, per_session_env.as_ref(), &spec);
                 let catalogue_env = with_session(&s.env, &catalogue_session);
                 spec.env = templates(&catalogue_env).with_context(|| format!("servers.{id}.env"))?;
-                spec.cwd = s.cwd.clone().map(Into::into);
-                if per_session_env.is_some() {
-                    crate::session_dir::keep(&crate::session_dir::acquire_all(
-                        &s.env,
-                        &catalogue_session,
-                        spec.cwd.as_deref(),
-                        None,
-                    ));
-                }
                 // The catalogue instance of a per-session server serves no one's calls
                 // over HTTP: personal names are blank there. Over stdio (one client) it
                 // also serves the stdio principal's calls, unless the server has
@@ -447,6 +436,29 @@ pub(crate) fn upstreams(
         out.push((upstream, server.enabled()));
     }
     Ok(out)
+}
+
+/// What `${MCP_GUARD_SESSION}` names in a stdio server's processes that serve no HTTP
+/// gateway session (`catalogue`, or the stdio front door's session id); the
+/// directories it names are kept until the gateway stops.
+fn catalogue_session(
+    stores: &crate::credentials::Stores,
+    per_session_env: Option<&BTreeMap<String, String>>,
+    spec: &StdioSpec,
+) -> Arc<str> {
+    let name = stores
+        .catalogue_session
+        .clone()
+        .unwrap_or_else(|| "catalogue".into());
+    if let Some(env) = per_session_env {
+        crate::session_dir::keep(&crate::session_dir::acquire_all(
+            env,
+            &name,
+            spec.cwd.as_deref(),
+            None,
+        ));
+    }
+    name
 }
 
 /// Counts a stdio server's processes that always run (the shared or catalogue one, and

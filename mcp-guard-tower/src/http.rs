@@ -106,6 +106,10 @@ impl std::fmt::Debug for HttpEdge {
     }
 }
 
+/// Legacy `Mcp-Session-Id` → the gateway session that opened it, and a token
+/// cancelled when the client deletes it.
+type LegacyBindings = Arc<Mutex<HashMap<String, (Arc<str>, CancellationToken)>>>;
+
 #[derive(Clone)]
 struct EdgeState {
     auth: Arc<dyn Authenticate>,
@@ -113,9 +117,7 @@ struct EdgeState {
     max_body_bytes: usize,
     gateway_sessions: Sessions,
     endpoints: Arc<HashMap<String, Arc<LeanSessionManager>>>,
-    /// Legacy `Mcp-Session-Id` → the gateway session that opened it, and a token
-    /// cancelled when the client deletes it.
-    legacy: Arc<Mutex<HashMap<String, (Arc<str>, CancellationToken)>>>,
+    legacy: LegacyBindings,
     resource_base: Option<Arc<str>>,
     allowed_hosts: Arc<[String]>,
 }
@@ -580,24 +582,28 @@ async fn edge(State(state): State<EdgeState>, request: Request, next: Next) -> R
     {
         bind_legacy(&state, &session, manager, id.to_owned());
     }
-    if is_delete
-        && response.status() == StatusCode::ACCEPTED
-        && let Some(id) = &presented
-    {
-        // rmcp answers a DELETE with 202; the SDKs' own servers answer 200, and the
-        // Python client warns ("Session termination failed: 202") on anything but 200
-        // and 204.
-        *response.status_mut() = StatusCode::OK;
-        if let Some((_, deleted)) = state
-            .legacy
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(id)
-        {
-            deleted.cancel();
-        }
+    if is_delete && let Some(id) = &presented {
+        deleted_legacy(&state, id, &mut response);
     }
     end_with_session(response, &session)
+}
+
+/// A client ended its legacy session `id` (DELETE): answered 200, the binding goes.
+fn deleted_legacy(state: &EdgeState, id: &str, response: &mut Response) {
+    if response.status() != StatusCode::ACCEPTED {
+        return;
+    }
+    // rmcp answers a DELETE with 202; the SDKs' own servers answer 200, and the Python
+    // client warns ("Session termination failed: 202") on anything but 200 and 204.
+    *response.status_mut() = StatusCode::OK;
+    if let Some((_, deleted)) = state
+        .legacy
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(id)
+    {
+        deleted.cancel();
+    }
 }
 
 /// Audits a request the transport refused before any layer saw it (header and body

@@ -3,7 +3,9 @@
 //! the SDKs expect it, per-session directories, the stdio front door's session.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -430,7 +432,6 @@ async fn session_directories_are_private_and_go_with_their_session() {
     for dir in [&carol_dir, &erin_dir] {
         let meta = std::fs::symlink_metadata(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         assert!(meta.is_dir());
-        use std::os::unix::fs::PermissionsExt as _;
         assert_eq!(meta.permissions().mode() & 0o777, 0o700, "{}", dir.display());
     }
     assert_eq!(
@@ -501,10 +502,11 @@ async fn the_stdio_front_door_names_its_one_session_everywhere() {
          env = { WHICH_SESSION = \"${MCP_GUARD_SESSION}\", PERSONAL_T = \"${PERSONAL_T}\" }\npersonal = [\"PERSONAL_T\"]\n",
         1,
     ));
-    c.push_str(&format!(
+    let _ = write!(
+        c,
         "[audit]\nsinks = [\"jsonl\"]\njsonl_dir = \"{}\"\n\n",
         dir.path().join("audit").display()
-    ));
+    );
     c.push_str("[endpoints.main.servers.alpha]\ntools = [\"getenv\"]\n\n[endpoints.main.servers.beta]\ntools = [\"getenv\"]\n");
     std::fs::write(&path, c).unwrap();
     let out = std::process::Command::new(BIN)
