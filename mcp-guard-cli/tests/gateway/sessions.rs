@@ -205,6 +205,37 @@ async fn one_agent_acting_for_two_users_cannot_cross_between_their_sessions() {
     );
     assert_eq!(b_env.get("PERSONAL_T").map(String::as_str), Some(BOB_VALUE));
 
+    // The same holds for a gateway-issued agent token (`--agent --on-behalf-of`).
+    let out = std::process::Command::new(BIN)
+        .args([
+            "tokens",
+            "issue",
+            "--principal",
+            "ci-bot",
+            "--agent",
+            "--on-behalf-of",
+            "bob",
+            "--role",
+            "eng",
+            "--duration",
+            "1h",
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bot_token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let by_token = http_client(&url, &bot_token, Era::Modern).await;
+    let t_pid: u32 = getenv(&by_token, "@pid").await.unwrap().parse().unwrap();
+    assert_ne!(t_pid, b_pid, "another credential, another session");
+    assert_eq!(
+        environ(t_pid).get("PERSONAL_T").map(String::as_str),
+        Some(BOB_VALUE),
+        "an issued agent token acting for bob carries bob's personal credential"
+    );
+    let _ = by_token.cancel().await;
+
     // Revoking the agent's session for alice leaves its session for bob working.
     let alice_session = sessions.iter().find(|s| s["on_behalf_of"] == "alice").unwrap()["id"]
         .as_str()
