@@ -631,3 +631,30 @@ fn state_of_id(sessions: &[Value], id: &str) -> String {
         .map(|s| s["state"].as_str().unwrap_or_default().to_owned())
         .unwrap_or_default()
 }
+
+/// Alice's traffic through a shared agent uses up her rate budget, never bob's: the
+/// limiter keys on the whole delegation chain.
+#[tokio::test]
+async fn one_users_traffic_through_a_shared_agent_cannot_spend_anothers_rate_limit() {
+    let mut config = delegation_config();
+    config.push_str("\n[rate_limits]\nper_principal = { per_minute = 1, burst = 2 }\n");
+    let gw = GatewayProc::start_with_lock(&config, |path| {
+        set_personal(path, "alice", ALICE_VALUE);
+        set_personal(path, "bob", BOB_VALUE);
+    })
+    .await;
+    let url = gw.url("main");
+    let alice = http_client(&url, &delegated("alice", "ci-bot"), Era::Modern).await;
+    let bob = http_client(&url, &delegated("bob", "ci-bot"), Era::Modern).await;
+    for _ in 0..2 {
+        getenv(&alice, "@pid").await.unwrap();
+    }
+    let refused = getenv(&alice, "@pid").await.unwrap_err().to_string();
+    assert!(refused.contains("rate limit"), "{refused}");
+    for _ in 0..2 {
+        getenv(&bob, "@pid").await.expect("bob's budget is his own");
+    }
+    let _ = alice.cancel().await;
+    let _ = bob.cancel().await;
+    gw.stop().await;
+}
