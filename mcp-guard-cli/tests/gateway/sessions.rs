@@ -632,11 +632,15 @@ fn state_of_id(sessions: &[Value], id: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Alice's traffic through a shared agent uses up her rate budget, never bob's: the
-/// limiter keys on the whole delegation chain.
+/// Alice's traffic through a shared agent uses up her rate budget and her process
+/// allowance, never bob's: limits key on the whole delegation chain.
 #[tokio::test]
 async fn one_users_traffic_through_a_shared_agent_cannot_spend_anothers_rate_limit() {
-    let mut config = delegation_config();
+    let mut config = delegation_config().replacen(
+        "personal = [\"PERSONAL_T\"]\n",
+        "personal = [\"PERSONAL_T\"]\nmax_processes_per_principal = 1\n",
+        1,
+    );
     config.push_str("\n[rate_limits]\nper_principal = { per_minute = 1, burst = 2 }\n");
     let gw = GatewayProc::start_with_lock(&config, |path| {
         set_personal(path, "alice", ALICE_VALUE);
@@ -646,14 +650,15 @@ async fn one_users_traffic_through_a_shared_agent_cannot_spend_anothers_rate_lim
     let url = gw.url("main");
     let alice = http_client(&url, &delegated("alice", "ci-bot"), Era::Modern).await;
     let bob = http_client(&url, &delegated("bob", "ci-bot"), Era::Modern).await;
-    for _ in 0..2 {
-        getenv(&alice, "@pid").await.unwrap();
-    }
+    let a_pid = getenv(&alice, "@pid").await.unwrap();
+    getenv(&alice, "@pid").await.unwrap();
     let refused = getenv(&alice, "@pid").await.unwrap_err().to_string();
     assert!(refused.contains("rate limit"), "{refused}");
-    for _ in 0..2 {
-        getenv(&bob, "@pid").await.expect("bob's budget is his own");
-    }
+    let b_pid = getenv(&bob, "@pid")
+        .await
+        .expect("bob's budget and process are his own");
+    assert_ne!(a_pid, b_pid);
+    getenv(&bob, "@pid").await.expect("bob's budget is his own");
     let _ = alice.cancel().await;
     let _ = bob.cancel().await;
     gw.stop().await;
