@@ -170,13 +170,13 @@ fn is_sqlite(path: &Path) -> bool {
 
 fn print_report(what: &str, r: &VerifyReport) {
     for p in &r.problems {
-        println!("TAMPERED {p}");
+        outln!("TAMPERED {p}");
     }
     if let Some(t) = &r.torn_tail {
-        println!("TORN     {t}");
+        outln!("TORN     {t}");
     }
     for n in &r.notes {
-        println!("note     {n}");
+        outln!("note     {n}");
     }
     let range = r
         .seq_range
@@ -188,7 +188,7 @@ fn print_report(what: &str, r: &VerifyReport) {
     } else {
         "intact".to_owned()
     };
-    println!(
+    outln!(
         "{what}: {} record(s) in {} file(s){range}; head {}: {verdict}",
         r.records,
         r.files,
@@ -263,11 +263,11 @@ pub(crate) fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             match format {
                 Format::Json => {
                     let all: Vec<_> = rows.iter().map(with_seq).collect();
-                    println!("{}", serde_json::to_string_pretty(&all)?);
+                    outln!("{}", serde_json::to_string_pretty(&all)?);
                 }
                 Format::Jsonl => {
                     for r in &rows {
-                        println!("{}", serde_json::to_string(&with_seq(r))?);
+                        outln!("{}", serde_json::to_string(&with_seq(r))?);
                     }
                 }
                 Format::Table => print_table(&rows),
@@ -319,6 +319,6 @@ fn print_table(rows: &[mcp_guard_core::audit::QueryRow]) {
     }
     for row in &table {
         let line: Vec<String> = row.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", line.join("  ").trim_end());
+        outln!("{}", line.join("  ").trim_end());
     }
 }

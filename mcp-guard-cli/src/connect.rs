@@ -103,7 +103,7 @@ pub(crate) fn users(command: UsersCommand) -> anyhow::Result<()> {
                 .trim_end_matches('/');
             #[expect(clippy::disallowed_methods, reason = "the link is printed once, for its user")]
             let code = secrecy::ExposeSecret::expose_secret(&code).to_owned();
-            println!("{base}/login?code={code}");
+            outln!("{base}/login?code={code}");
             Ok(())
         }
     }
@@ -130,7 +130,7 @@ pub(crate) fn connect_config(a: &ConnectConfigArgs) -> anyhow::Result<()> {
         .name
         .clone()
         .unwrap_or_else(|| format!("mcp-guard-{}", a.endpoint));
-    println!(
+    outln!(
         "{}",
         render_client_config(a.client, &name, &url, cfg.auth.server.is_some())?
     );

@@ -111,6 +111,9 @@ pub(crate) struct Stores {
     /// When set (the stdio front door), catalogue connections serve this principal's
     /// calls and resolve its personal credentials.
     pub(crate) catalogue_principal: Option<Arc<str>>,
+    /// What `${MCP_GUARD_SESSION}` names in processes that serve no HTTP gateway
+    /// session: the stdio front door's session id; `catalogue` when unset.
+    pub(crate) catalogue_session: Option<Arc<str>>,
     /// Servers the gateway signs in to with OAuth (tokens in the sealed store).
     pub(crate) oauth: BTreeMap<String, Arc<OAuthServer>>,
 }
@@ -184,6 +187,7 @@ pub(crate) fn stores(
         calls,
         listing: Arc::new(Scrubbing::new(listing, crate::known_secrets())),
         catalogue_principal: catalogue_principal.map(Into::into),
+        catalogue_session: None,
         oauth,
     })
 }
@@ -318,7 +322,7 @@ pub(crate) fn run(command: CredentialsCommand) -> anyhow::Result<()> {
             let value = read_value(value_env.as_deref())?;
             let store = sealed(&loaded.config, &config);
             store.set(&key, &value)?;
-            println!("stored {} in {}", key, store.path().display());
+            outln!("stored {} in {}", key, store.path().display());
         }
         CredentialsCommand::List {
             config,
@@ -328,7 +332,7 @@ pub(crate) fn run(command: CredentialsCommand) -> anyhow::Result<()> {
             let loaded = crate::load::load(&config)?;
             let store = sealed(&loaded.config, &config);
             for line in principal_report(&loaded.config, &store, server.as_deref(), &principal)? {
-                println!("{line}");
+                outln!("{line}");
             }
         }
         CredentialsCommand::List { config, server, .. } => {
@@ -336,7 +340,7 @@ pub(crate) fn run(command: CredentialsCommand) -> anyhow::Result<()> {
             let store = sealed(&loaded.config, &config);
             for e in store.list()? {
                 if server.as_deref().is_none_or(|s| *e.key.server == *s) {
-                    println!(
+                    outln!(
                         "{}  set {}",
                         display(&e.key),
                         mcp_guard_core::time::format_rfc3339(e.updated)
@@ -356,7 +360,7 @@ pub(crate) fn run(command: CredentialsCommand) -> anyhow::Result<()> {
             if !store.remove(&key)? {
                 bail!("no credential stored for {key}");
             }
-            println!("removed {key}; the next call that needs it reports it missing");
+            outln!("removed {key}; the next call that needs it reports it missing");
         }
         CredentialsCommand::RotateKey { config, new_key_env } => {
             let loaded = crate::load::load(&config)?;
@@ -386,7 +390,7 @@ pub(crate) fn run(command: CredentialsCommand) -> anyhow::Result<()> {
             } else {
                 store.rotate_key_file()?
             };
-            println!("re-sealed {n} credential(s) under the new key");
+            outln!("re-sealed {n} credential(s) under the new key");
         }
     }
     Ok(())

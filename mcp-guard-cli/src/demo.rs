@@ -96,19 +96,19 @@ pub(crate) async fn run(port: u16, once: bool) -> anyhow::Result<()> {
     );
     let server = tokio::spawn(mcp_guard_tower::http::serve(listener, app, shutdown.clone()));
     let url = format!("http://{addr}/mcp/demo");
-    println!("mcp-guard demo gateway running");
-    println!("  config:   {}", path.display());
-    println!("  endpoint: {url}");
-    println!("  header:   Authorization: Bearer {token}");
-    println!(
+    outln!("mcp-guard demo gateway running");
+    outln!("  config:   {}", path.display());
+    outln!("  endpoint: {url}");
+    outln!("  header:   Authorization: Bearer {token}");
+    outln!(
         "  try:      npx @modelcontextprotocol/inspector --cli {url} --transport http --header \"Authorization: Bearer {token}\" --method tools/list"
     );
-    println!("  OAuth:    add {url} to an MCP client (Claude, the Inspector); when it opens the");
-    println!("            sign-in page, paste this one-time link (valid 1 hour): {link}");
+    outln!("  OAuth:    add {url} to an MCP client (Claude, the Inspector); when it opens the");
+    outln!("            sign-in page, paste this one-time link (valid 1 hour): {link}");
 
     show(&url, token).await?;
     if !once {
-        println!("\nserving until Ctrl-C");
+        outln!("\nserving until Ctrl-C");
         tokio::spawn(crate::shutdown_signal(shutdown.clone()));
         shutdown.cancelled().await;
     }
@@ -129,7 +129,7 @@ async fn show(url: &str, token: String) -> anyhow::Result<()> {
             .await
             .context("demo client could not connect")?;
     let tools = client.list_all_tools().await?;
-    println!(
+    outln!(
         "\ntools through the gateway: {}",
         tools
             .iter()
@@ -147,7 +147,7 @@ async fn show(url: &str, token: String) -> anyhow::Result<()> {
         .and_then(|c| c.as_text())
         .map(|t| t.text.clone())
         .unwrap_or_default();
-    println!("calc__add(2, 40) = {answer}");
+    outln!("calc__add(2, 40) = {answer}");
     let _ = client.cancel().await;
     Ok(())
 }

@@ -208,19 +208,19 @@ pub(crate) fn run(a: &ExplainArgs) -> anyhow::Result<u8> {
     let (exposed, why) = exposure(config, a, &server, &name);
 
     let allowed = decision.is_allow() && exposed;
-    println!("decision: {}", if allowed { "allow" } else { "deny" });
-    println!(
+    outln!("decision: {}", if allowed { "allow" } else { "deny" });
+    outln!(
         "policy:   {} by {}",
         if decision.is_allow() { "allow" } else { "deny" },
         rule_text(&decision)
     );
-    println!(
+    outln!(
         "target:   server {server:?}, {} {name:?} on endpoint {:?}",
         TargetKind::from(a.kind),
         a.endpoint
     );
-    println!("exposed:  {why}");
-    println!(
+    outln!("exposed:  {why}");
+    outln!(
         "listed:   {}",
         if listed.is_allow() && exposed {
             "yes (argument conditions are not applied to lists)".to_owned()
@@ -231,7 +231,7 @@ pub(crate) fn run(a: &ExplainArgs) -> anyhow::Result<u8> {
         }
     );
     if decision.is_allow() && !exposed {
-        println!("note:     the grant allows it, but the endpoint does not expose it");
+        outln!("note:     the grant allows it, but the endpoint does not expose it");
     }
     Ok(if allowed { 0 } else { EXIT_DENIED })
 }

@@ -918,7 +918,7 @@ pub(crate) fn run(source: Source) -> anyhow::Result<()> {
         Some(path) => {
             std::fs::write(&path, &toml).with_context(|| format!("cannot write {}", path.display()))?;
         }
-        None => print!("{toml}"),
+        None => out!("{toml}"),
     }
     for (name, why) in &skipped {
         eprintln!("not imported (left commented out): {name}: {why}");

@@ -25,6 +25,7 @@ use mcp_guard_tower::{
     MetricsLayer, Rate, RateLimitLayer, RateLimits, Router, Selection,
 };
 use mcp_guard_tower::{EndpointRedactors, RedactRequestsLayer, RedactResponsesLayer};
+use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
 
@@ -106,8 +107,10 @@ pub(crate) fn load(path: &Path) -> anyhow::Result<Loaded> {
 
 /// `${MCP_GUARD_SESSION}` in a stdio server's environment: the gateway session id
 /// (`s_` and hex), so a per-session process can have its own files
-/// (`MEMORY_FILE_PATH = "/var/lib/memory/${MCP_GUARD_SESSION}.jsonl"`). The catalogue
-/// instance and the stdio front door get `catalogue` and `stdio`.
+/// (`MEMORY_FILE_PATH = "/var/lib/memory/${MCP_GUARD_SESSION}/memory.jsonl"`; such a
+/// directory is the session's, see [`crate::session_dir`]). The catalogue instance of
+/// an HTTP gateway gets `catalogue`; under `serve --stdio` every process gets the id
+/// of the stdio front door's one session.
 pub(crate) const SESSION_PLACEHOLDER: &str = "${MCP_GUARD_SESSION}";
 
 fn with_session(map: &BTreeMap<String, String>, session: &str) -> BTreeMap<String, String> {
@@ -153,19 +156,44 @@ struct OwnInstance {
     personal: Vec<String>,
     /// The environment as configured, when it names `${MCP_GUARD_SESSION}`.
     per_session_env: Option<BTreeMap<String, String>>,
+    /// The session name of processes that serve no HTTP gateway session.
+    catalogue_session: Arc<str>,
 }
 
 impl OwnInstance {
     /// `principal`'s instance: personal names resolve to its own credentials only
     /// (`Declared`), shared ones as for everyone. Before each call the credentials are
     /// resolved again: removed ones stop the process and the call reports them
-    /// missing; replaced ones restart it.
+    /// missing; replaced ones restart it. `${MCP_GUARD_SESSION}` is the catalogue
+    /// session's name (the stdio front door's session).
     fn for_principal(&self, principal: Arc<str>) -> Arc<dyn Upstream> {
-        self.instance(principal, "stdio")
+        let dirs = self.session_dirs(&self.catalogue_session.clone(), None);
+        crate::session_dir::keep(&dirs);
+        self.instance(principal, &self.catalogue_session.clone(), dirs)
     }
 
-    /// Like [`Self::for_principal`], with `${MCP_GUARD_SESSION}` set to `session`.
-    fn instance(&self, principal: Arc<str>, session: &str) -> Arc<dyn Upstream> {
+    /// The directories the environment names for `session` (see
+    /// [`crate::session_dir`]), kept until `until` is cancelled and the instance
+    /// holding them stopped.
+    fn session_dirs(
+        &self,
+        session: &str,
+        until: Option<&CancellationToken>,
+    ) -> Vec<Arc<crate::session_dir::SessionDir>> {
+        self.per_session_env.as_ref().map_or_else(Vec::new, |raw| {
+            crate::session_dir::acquire_all(raw, session, self.spec.cwd.as_deref(), until)
+        })
+    }
+
+    /// Like [`Self::for_principal`], with `${MCP_GUARD_SESSION}` set to `session`, and
+    /// the session's directories held by the instance (until it is dropped after
+    /// its process stopped).
+    fn instance(
+        &self,
+        principal: Arc<str>,
+        session: &str,
+        dirs: Vec<Arc<crate::session_dir::SessionDir>>,
+    ) -> Arc<dyn Upstream> {
         let mut spec = self.spec.clone();
         if let Some(raw) = &self.per_session_env
             && let Ok(env) = templates(&with_session(raw, session))
@@ -181,6 +209,10 @@ impl OwnInstance {
             principal.clone(),
         );
         let instance: MakeInstance = Arc::new(move || {
+            // Each (re)start finds its directories in place.
+            for d in &dirs {
+                d.ensure();
+            }
             let c = StdioConnector::new(server.as_str(), spec.clone(), credentials.clone())
                 .for_principal(p.clone())
                 .redact_stderr(redactor.clone());
@@ -284,7 +316,9 @@ fn http_upstream(
         }
     };
     let sessionless = stores.catalogue_principal.clone().map(&own);
-    let make: MakeUpstream = Arc::new(move |session| own(session.principal_id().into()));
+    // Personal credentials are the session subject's: an agent acting for alice uses
+    // alice's.
+    let make: MakeUpstream = Arc::new(move |session| own(session.subject().into()));
     let mut per_session = PerSessionUpstream::new(catalogue, make, SessionLimits::default());
     if let Some(u) = sessionless {
         per_session = per_session.sessionless(u);
@@ -318,9 +352,10 @@ pub(crate) fn upstreams(
                     .values()
                     .any(|v| v.contains(SESSION_PLACEHOLDER))
                     .then(|| s.env.clone());
-                let catalogue_env = with_session(&s.env, "catalogue");
-                spec.env = templates(&catalogue_env).with_context(|| format!("servers.{id}.env"))?;
                 spec.cwd = s.cwd.clone().map(Into::into);
+                let catalogue_session = catalogue_session(stores, per_session_env.as_ref(), &spec);
+                let catalogue_env = with_session(&s.env, &catalogue_session);
+                spec.env = templates(&catalogue_env).with_context(|| format!("servers.{id}.env"))?;
                 // The catalogue instance of a per-session server serves no one's calls
                 // over HTTP: personal names are blank there. Over stdio (one client) it
                 // also serves the stdio principal's calls, unless the server has
@@ -353,10 +388,15 @@ pub(crate) fn upstreams(
                         options: options.clone(),
                         personal: s.personal.clone(),
                         per_session_env,
+                        catalogue_session,
                     };
                     let sessionless = personal_stdio.map(|p| own.for_principal(p.clone()));
-                    let make: MakeUpstream =
-                        Arc::new(move |session| own.instance(session.principal_id().into(), &session.id().0));
+                    // Personal credentials are the session subject's (an agent acting
+                    // for alice uses alice's); the session's directories end with it.
+                    let make: MakeUpstream = Arc::new(move |session| {
+                        let dirs = own.session_dirs(&session.id().0, Some(session.closed()));
+                        own.instance(session.subject().into(), &session.id().0, dirs)
+                    });
                     let mut limits = SessionLimits::default();
                     if let Some(n) = s.max_processes {
                         limits.max_total = n;
@@ -396,6 +436,29 @@ pub(crate) fn upstreams(
         out.push((upstream, server.enabled()));
     }
     Ok(out)
+}
+
+/// What `${MCP_GUARD_SESSION}` names in a stdio server's processes that serve no HTTP
+/// gateway session (`catalogue`, or the stdio front door's session id); the
+/// directories it names are kept until the gateway stops.
+fn catalogue_session(
+    stores: &crate::credentials::Stores,
+    per_session_env: Option<&BTreeMap<String, String>>,
+    spec: &StdioSpec,
+) -> Arc<str> {
+    let name = stores
+        .catalogue_session
+        .clone()
+        .unwrap_or_else(|| "catalogue".into());
+    if let Some(env) = per_session_env {
+        crate::session_dir::keep(&crate::session_dir::acquire_all(
+            env,
+            &name,
+            spec.cwd.as_deref(),
+            None,
+        ));
+    }
+    name
 }
 
 /// Counts a stdio server's processes that always run (the shared or catalogue one, and

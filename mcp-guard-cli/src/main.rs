@@ -5,6 +5,25 @@
     reason = "a command-line program talks on stdout/stderr"
 )]
 
+/// `println!` for a command's output: when the reader has gone (`mcp-guard sessions
+/// list | head -1`) the command ends quietly with status 0, as grep and ripgrep do,
+/// instead of panicking on the broken pipe.
+macro_rules! outln {
+    () => {
+        $crate::write_out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` for a command's output, like [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::write_out(format_args!($($arg)*))
+    };
+}
+
 mod access;
 mod audit;
 mod connect;
@@ -16,6 +35,7 @@ mod import;
 mod load;
 mod oauth_client;
 mod pins;
+mod session_dir;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -404,6 +424,20 @@ fn unauthenticated_limits(
     l
 }
 
+/// Writes a command's output to stdout: a closed pipe ends the process quietly
+/// (status 0), any other write error with a message (status 1).
+pub(crate) fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
 pub(crate) async fn shutdown_signal(token: CancellationToken) {
     let ctrl_c = tokio::signal::ctrl_c();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -415,7 +449,45 @@ pub(crate) async fn shutdown_signal(token: CancellationToken) {
     token.cancel();
 }
 
-/// `serve --stdio`: one endpoint on stdin/stdout, as the configured stdio principal.
+/// The stdio front door's gateway session: one client (the process that launched the
+/// gateway), one session, journalled in the access store like any other so `sessions
+/// list` shows it and `sessions revoke` ends it. Without a usable store it is kept in
+/// memory (the gateway still serves).
+fn stdio_session(
+    cfg: &mcp_guard_core::config::GatewayConfig,
+    config: &std::path::Path,
+    sink: &Arc<dyn AuditSink>,
+    principal: &Arc<Principal>,
+    endpoint: &str,
+) -> anyhow::Result<(
+    mcp_guard_core::access::Sessions,
+    Arc<mcp_guard_core::access::Session>,
+)> {
+    use mcp_guard_core::access::{AccessStore, ClientCredential, Sessions};
+    let path = access::store_path(config, cfg);
+    let sessions = match AccessStore::open(&path).and_then(Sessions::with_store) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(
+                error = %mcp_guard_core::upstream::error_chain(&e),
+                "the stdio session is not journalled (sessions list will not show it)"
+            );
+            Sessions::new()
+        }
+    }
+    .with_audit(sink.clone());
+    // One credential per process, issued now: revoking one stdio session leaves the
+    // others, and a later process, alone.
+    let credential = ClientCredential::new(format!("stdio:{}", std::process::id()))
+        .issued_at(Some(std::time::SystemTime::now()));
+    let session = sessions
+        .admit(principal, &credential, endpoint)
+        .map_err(|e| anyhow::anyhow!("the stdio session was refused: {e}"))?;
+    Ok((sessions, session))
+}
+
+/// `serve --stdio`: one endpoint on stdin/stdout, as the configured stdio principal,
+/// in one gateway session (audit records and `${MCP_GUARD_SESSION}` name its id).
 async fn serve_stdio(
     cfg: &mcp_guard_core::config::GatewayConfig,
     config: &std::path::Path,
@@ -423,13 +495,23 @@ async fn serve_stdio(
     endpoint: Option<String>,
 ) -> anyhow::Result<()> {
     let name = endpoint.unwrap_or_default();
-    let principal = cfg
-        .auth
-        .stdio_principal
-        .as_ref()
-        .map_or_else(|| Principal::user("stdio"), load::principal);
+    let principal = Arc::new(
+        cfg.auth
+            .stdio_principal
+            .as_ref()
+            .map_or_else(|| Principal::user("stdio"), load::principal),
+    );
     let pinning = load::pinning(cfg, config)?;
-    let stores = credentials::stores(cfg, config, Some(principal.id()))?;
+    // Personal credentials are the subject's (an agent acting for a user: the user's).
+    let mut stores = credentials::stores(cfg, config, Some(principal.subject()))?;
+    let (sessions, session) = stdio_session(cfg, config, &sink, &principal, &name)?;
+    stores.catalogue_session = Some(session.id().0.clone());
+    let maintain_stop = CancellationToken::new();
+    let maintainer = tokio::spawn(
+        sessions
+            .clone()
+            .maintain(Duration::from_millis(250), maintain_stop.clone()),
+    );
     let built = load::build(cfg, &stores, sink.clone(), redactor(), Some(pinning.gate.clone())).await?;
     pins::watch_lock(pinning.path, pinning.gate, built.gateway.clone());
     let ep = built
@@ -437,7 +519,8 @@ async fn serve_stdio(
         .endpoint(&name)
         .with_context(|| format!("no endpoint named {name:?}"))?;
     let handler = GuardHandler::new(ep, built.service)
-        .with_principal(Arc::new(principal))
+        .with_principal(principal)
+        .with_session(session.id().clone())
         .page_size(cfg.gateway.page_size);
     let running = handler.serve(mcp_guard_tower::stdio::guarded_stdio()).await?;
     let signal = CancellationToken::new();
@@ -452,8 +535,18 @@ async fn serve_stdio(
             stop.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(5), waiting).await;
         }
+        () = session.closed().cancelled() => {
+            // Revoked (`sessions revoke` in another shell): the client is served no more.
+            tracing::warn!(session = %session.id(), "the stdio session was revoked; stopping");
+            drain(&built.drain, grace(cfg)).await;
+            stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+        }
     }
     built.gateway.shutdown().await;
+    session_dir::release_kept();
+    maintain_stop.cancel();
+    let _ = maintainer.await;
     sink.flush().await.context("flushing the audit trail")?;
     Ok(())
 }
@@ -567,6 +660,7 @@ async fn serve(
         _ => {}
     }
     built.gateway.shutdown().await;
+    session_dir::release_kept();
     pre_auth.flush().await;
     sink.flush().await.context("flushing the audit trail")?;
     tracing::info!(processes = mcp_guard_core::upstream::live_processes(), "stopped");
@@ -648,10 +742,10 @@ async fn drain(drain: &mcp_guard_tower::Drain, grace: Duration) {
 fn check(config: &std::path::Path) -> anyhow::Result<()> {
     let loaded = load::load(config)?;
     for w in &loaded.warnings {
-        println!("{w}");
+        outln!("{w}");
     }
     let c = &loaded.config;
-    println!(
+    outln!(
         "{}: ok ({} servers, {} endpoints, {} grants)",
         config.display(),
         c.servers.len(),
@@ -668,7 +762,7 @@ async fn check_connect(config: &std::path::Path) -> anyhow::Result<()> {
     let mut failed = 0;
     for (upstream, enabled) in load::upstreams(&loaded.config, &stores, &redactor())? {
         if !enabled {
-            println!("server {}: disabled", upstream.id());
+            outln!("server {}: disabled", upstream.id());
             continue;
         }
         match upstream.catalog().await {
@@ -679,7 +773,7 @@ async fn check_connect(config: &std::path::Path) -> anyhow::Result<()> {
                     .as_ref()
                     .map(|i| i.protocol_version.as_str().to_owned())
                     .unwrap_or_default();
-                println!(
+                outln!(
                     "server {}: connected ({version}), {} tools: {}",
                     upstream.id(),
                     names.len(),
@@ -688,7 +782,7 @@ async fn check_connect(config: &std::path::Path) -> anyhow::Result<()> {
             }
             Err(e) => {
                 failed += 1;
-                println!(
+                outln!(
                     "server {}: FAILED: {}",
                     upstream.id(),
                     mcp_guard_core::upstream::error_chain(&e)
@@ -715,7 +809,7 @@ async fn status(url: &str, principal: Option<&str>, config: Option<&std::path::P
     let report: serde_json::Value =
         serde_json::from_str(&body).context("the gateway's /readyz did not answer JSON")?;
     for s in report["servers"].as_array().into_iter().flatten() {
-        println!(
+        outln!(
             "{:<24} {:<20} since {}{}",
             s["id"].as_str().unwrap_or_default(),
             s["state"].as_str().unwrap_or_default(),
@@ -730,12 +824,12 @@ async fn status(url: &str, principal: Option<&str>, config: Option<&std::path::P
         let loaded = load::load(config)?;
         let store = credentials::sealed(&loaded.config, config);
         let lines = credentials::principal_report(&loaded.config, &store, None, p)?;
-        println!("\npersonal credentials of {p}:");
+        outln!("\npersonal credentials of {p}:");
         if lines.is_empty() {
-            println!("  (no server takes personal credentials)");
+            outln!("  (no server takes personal credentials)");
         }
         for l in lines {
-            println!("  {l}");
+            outln!("  {l}");
         }
     }
     if report["ready"] != serde_json::Value::Bool(true) {
@@ -761,14 +855,14 @@ async fn tools(config: PathBuf, endpoint: String) -> anyhow::Result<()> {
         .endpoint(&endpoint)
         .with_context(|| format!("no endpoint named {endpoint:?}"))?;
     for (server, enabled, status) in ep.members() {
-        println!(
+        outln!(
             "server {server}: {}{:?}",
             if enabled { "" } else { "disabled, " },
             status.state
         );
     }
     for (exposed, kind, _server, _name, enabled) in ep.selection_report().await {
-        println!(
+        outln!(
             "[{}] {:<8} {exposed}",
             if enabled { "x" } else { " " },
             kind.to_string()

@@ -129,13 +129,13 @@ pub(crate) async fn run(url: String) -> anyhow::Result<()> {
         .catalog()
         .await
         .map_err(|e| anyhow::anyhow!("connecting failed: {}", mcp_guard_core::upstream::error_chain(&e)))?;
-    println!("connected: {} tools", catalog.tools.len());
+    outln!("connected: {} tools", catalog.tools.len());
     for tool in &catalog.tools {
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(CallToolRequestParams::new(
             tool.name.clone(),
         )));
         match upstream.request(request, Forward::default()).await {
-            Ok(_) => println!("called {}", tool.name),
+            Ok(_) => outln!("called {}", tool.name),
             Err(e) => {
                 upstream.shutdown().await;
                 bail!(

@@ -74,7 +74,7 @@ pub(crate) async fn approve(config_path: &Path, scope: &Scope<'_>) -> anyhow::Re
             let before = lock.tool(u.id(), &tool.name).map(|l| l.sha256.clone());
             let pin = tool_pin(tool);
             if before.as_deref() != Some(pin.as_str()) {
-                println!(
+                outln!(
                     "approved {}/{} {pin}{}",
                     u.id(),
                     tool.name,
@@ -91,7 +91,7 @@ pub(crate) async fn approve(config_path: &Path, scope: &Scope<'_>) -> anyhow::Re
                 let before = entry.tools.len();
                 entry.tools.retain(|name, _| offered.contains(name.as_str()));
                 if entry.tools.len() != before {
-                    println!(
+                    outln!(
                         "forgot {} tool(s) {} no longer offers",
                         before - entry.tools.len(),
                         u.id()
@@ -109,7 +109,7 @@ pub(crate) async fn approve(config_path: &Path, scope: &Scope<'_>) -> anyhow::Re
         u.shutdown().await;
     }
     lock.save(&pinning.path)?;
-    println!("{}: {changed} definition(s) approved", pinning.path.display());
+    outln!("{}: {changed} definition(s) approved", pinning.path.display());
     Ok(())
 }
 
@@ -134,10 +134,10 @@ pub(crate) async fn diff(config_path: &Path, scope: &Scope<'_>) -> anyhow::Resul
         {
             if let Admission::Quarantine { reason, diff } = gate.admit(u.id(), tool, &[]) {
                 pending += 1;
-                println!("{}/{}: {reason}", u.id(), tool.name);
+                outln!("{}/{}: {reason}", u.id(), tool.name);
                 if let Some(d) = diff {
                     for line in d.lines() {
-                        println!("    {line}");
+                        outln!("    {line}");
                     }
                 }
             }
@@ -146,9 +146,9 @@ pub(crate) async fn diff(config_path: &Path, scope: &Scope<'_>) -> anyhow::Resul
             for (name, l) in &locked.tools {
                 if !names.contains(name.as_str()) && scope.tool.is_none_or(|n| n == name) {
                     pending += 1;
-                    println!("{}/{name}: approved but no longer offered", u.id());
+                    outln!("{}/{name}: approved but no longer offered", u.id());
                     for line in diff_definitions(&l.definition, &serde_json::Value::Null).lines() {
-                        println!("    {line}");
+                        outln!("    {line}");
                     }
                 }
             }
@@ -161,12 +161,12 @@ pub(crate) async fn diff(config_path: &Path, scope: &Scope<'_>) -> anyhow::Resul
                 .and_then(|i| i.instructions.as_deref()),
         ) {
             pending += 1;
-            println!("{}: {note}", u.id());
+            outln!("{}: {note}", u.id());
         }
         u.shutdown().await;
     }
     if pending == 0 {
-        println!("nothing waits for approval");
+        outln!("nothing waits for approval");
     }
     Ok(pending)
 }

@@ -68,6 +68,8 @@ struct Inner {
     endpoint: Arc<EndpointRuntime>,
     service: GuardService,
     principal: Option<Arc<Principal>>,
+    /// The gateway session of every request (the stdio front door's one session).
+    gateway_session: Option<SessionId>,
     page_size: usize,
 }
 
@@ -93,6 +95,7 @@ impl GuardHandler {
                 endpoint,
                 service,
                 principal: None,
+                gateway_session: None,
                 page_size: DEFAULT_PAGE_SIZE,
             }),
             session: SessionState::new(),
@@ -116,6 +119,13 @@ impl GuardHandler {
         self.map(|i| i.principal = Some(principal))
     }
 
+    /// Every request belongs to the gateway session `id` (the stdio front door: one
+    /// client, one session), which audit records name.
+    #[must_use]
+    pub fn with_session(self, id: SessionId) -> Self {
+        self.map(|i| i.gateway_session = Some(id))
+    }
+
     /// Items per list page.
     #[must_use]
     pub fn page_size(self, n: usize) -> Self {
@@ -128,6 +138,7 @@ impl GuardHandler {
             endpoint: arc.endpoint.clone(),
             service: arc.service.clone(),
             principal: arc.principal.clone(),
+            gateway_session: arc.gateway_session.clone(),
             page_size: arc.page_size,
         });
         f(&mut inner);
@@ -165,7 +176,7 @@ impl GuardHandler {
             })
         });
         let mut context = CallContext::new(principal, endpoint.name());
-        context.session = session;
+        context.session = session.or_else(|| self.inner.gateway_session.clone());
         context.gateway_session = parts.and_then(|p| {
             p.extensions
                 .get::<Arc<mcp_guard_core::access::Session>>()

@@ -111,6 +111,10 @@ impl std::fmt::Debug for HttpEdge {
     }
 }
 
+/// Legacy `Mcp-Session-Id` → the gateway session that opened it, and a token
+/// cancelled when the client deletes it.
+type LegacyBindings = Arc<Mutex<HashMap<String, (Arc<str>, CancellationToken)>>>;
+
 #[derive(Clone)]
 struct EdgeState {
     auth: Arc<dyn Authenticate>,
@@ -118,8 +122,7 @@ struct EdgeState {
     max_body_bytes: usize,
     gateway_sessions: Sessions,
     endpoints: Arc<HashMap<String, Arc<LeanSessionManager>>>,
-    /// Legacy `Mcp-Session-Id` → the gateway session that opened it.
-    legacy: Arc<Mutex<HashMap<String, Arc<str>>>>,
+    legacy: LegacyBindings,
     resource_base: Option<Arc<str>>,
     allowed_hosts: Arc<[String]>,
     pre_auth: PreAuth,
@@ -569,14 +572,17 @@ async fn edge(State(state): State<EdgeState>, request: Request, next: Next) -> R
         .get("mcp-session-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let is_delete = parts.method == http::Method::DELETE;
     if let Some(id) = &presented {
         let owner = state
             .legacy
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(id)
-            .cloned();
-        if owner.is_some_and(|o| o != session.id().0) {
+            .map(|(o, _)| o.clone());
+        // Another gateway session's, or (to end) one this gateway never opened or
+        // already ended: not found, as the transport spec asks.
+        if owner.as_ref().is_some_and(|o| *o != session.id().0) || (is_delete && owner.is_none()) {
             return plain(StatusCode::NOT_FOUND, "session not found\n");
         }
     }
@@ -620,7 +626,28 @@ async fn edge(State(state): State<EdgeState>, request: Request, next: Next) -> R
     {
         bind_legacy(&state, &session, manager, id.to_owned());
     }
+    if is_delete && let Some(id) = &presented {
+        deleted_legacy(&state, id, &mut response);
+    }
     end_with_session(response, &session)
+}
+
+/// A client ended its legacy session `id` (DELETE): answered 200, the binding goes.
+fn deleted_legacy(state: &EdgeState, id: &str, response: &mut Response) {
+    if response.status() != StatusCode::ACCEPTED {
+        return;
+    }
+    // rmcp answers a DELETE with 202; the SDKs' own servers answer 200, and the Python
+    // client warns ("Session termination failed: 202") on anything but 200 and 204.
+    *response.status_mut() = StatusCode::OK;
+    if let Some((_, deleted)) = state
+        .legacy
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(id)
+    {
+        deleted.cancel();
+    }
 }
 
 /// Audits a request the transport refused before any layer saw it (header and body
@@ -671,15 +698,20 @@ async fn record_refused(
 /// Records that a legacy session belongs to `session`, and closes it when `session`
 /// ends (revoked, expired, shut down).
 fn bind_legacy(state: &EdgeState, session: &Arc<Session>, manager: Arc<LeanSessionManager>, id: String) {
+    let deleted = CancellationToken::new();
     state
         .legacy
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .insert(id.clone(), session.id().0.clone());
+        .insert(id.clone(), (session.id().0.clone(), deleted.clone()));
     let closed = session.closed().clone();
     let legacy = state.legacy.clone();
     tokio::spawn(async move {
-        closed.cancelled().await;
+        tokio::select! {
+            () = closed.cancelled() => {}
+            // The client ended it (DELETE): nothing left to close.
+            () = deleted.cancelled() => return,
+        }
         legacy.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
         let _ = rmcp::transport::streamable_http_server::SessionManager::close_session(&*manager, &id.into())
             .await;

@@ -292,7 +292,8 @@ impl UpstreamAuth {
         server: &str,
         return_to: Option<&str>,
     ) -> Result<String, UpstreamAuthError> {
-        self.ticket_url(principal.id(), server, return_to)
+        // The sign-in is the subject's: an agent acting for a user gets the user's link.
+        self.ticket_url(principal.subject(), server, return_to)
     }
 
     fn ticket_url(
@@ -447,7 +448,7 @@ async fn report(State(auth): State<UpstreamAuth>, request: axum::extract::Reques
     let (parts, _) = request.into_parts();
     match authn.authenticate(&parts).await {
         Ok(a) => {
-            let mut r = axum::Json(auth.report(a.principal.id()).await).into_response();
+            let mut r = axum::Json(auth.report(a.principal.subject()).await).into_response();
             r.headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             r

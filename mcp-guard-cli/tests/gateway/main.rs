@@ -24,5 +24,6 @@ mod pinning;
 mod policy;
 mod redaction;
 mod resilience;
+mod sessions;
 mod support;
 mod unauthenticated;

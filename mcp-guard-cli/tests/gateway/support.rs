@@ -110,6 +110,17 @@ impl GatewayProc {
         let path = dir.path().join("gateway.toml");
         std::fs::write(&path, config).unwrap();
         prepare(&path);
+        Self::spawn(dir, env, listen).await
+    }
+
+    /// Starts again on the `gateway.toml` (and access store) of `dir`, e.g. one that
+    /// [`Self::stop_keeping_dir`] left.
+    pub async fn start_in(dir: tempfile::TempDir) -> Self {
+        Self::spawn(dir, &[], "127.0.0.1:0").await
+    }
+
+    async fn spawn(dir: tempfile::TempDir, env: &[(&str, &str)], listen: &str) -> Self {
+        let path = dir.path().join("gateway.toml");
         let mut cmd = tokio::process::Command::new(BIN);
         cmd.args(["serve", "--config"])
             .arg(&path)
@@ -166,6 +177,20 @@ impl GatewayProc {
             let _ = child.start_kill();
             let _ = tokio::time::timeout(Duration::from_secs(15), child.wait()).await;
         }
+    }
+
+    /// [`Self::stop`], keeping the directory (config, access store) for what follows.
+    pub async fn stop_keeping_dir(mut self) -> tempfile::TempDir {
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        self.stop().await;
+        dir
+    }
+
+    /// [`Self::kill9`], keeping the directory.
+    pub async fn kill9_keeping_dir(mut self) -> tempfile::TempDir {
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        self.kill9().await;
+        dir
     }
 
     /// Stops the gateway with SIGTERM (graceful: children are reaped) and waits.
