@@ -195,6 +195,10 @@ enum Command {
         /// not JSON-RPC to stdout (protocol garbage), then answers after 2 s.
         #[arg(long)]
         garbage_after: Option<u64>,
+        /// Also offer `ask_name` and `ask_model`, which ask the client (elicitation,
+        /// sampling) with requests of their own, the legacy way.
+        #[arg(long)]
+        questions: bool,
     },
 }
 
@@ -405,7 +409,15 @@ async fn serve_stdio(
         .map_or_else(|| Principal::user("stdio"), load::principal);
     let pinning = load::pinning(cfg, config)?;
     let stores = credentials::stores(cfg, config, Some(principal.id()))?;
-    let built = load::build(cfg, &stores, sink.clone(), redactor(), Some(pinning.gate.clone())).await?;
+    let built = load::build(
+        cfg,
+        &stores,
+        sink.clone(),
+        redactor(),
+        Some(pinning.gate.clone()),
+        load::Startup::Background,
+    )
+    .await?;
     pins::watch_lock(pinning.path, pinning.gate, built.gateway.clone());
     let ep = built
         .gateway
@@ -420,16 +432,64 @@ async fn serve_stdio(
     let stop = running.cancellation_token();
     let waiting = running.waiting();
     tokio::pin!(waiting);
-    tokio::select! {
-        _ = &mut waiting => {}
-        () = signal.cancelled() => {
-            drain(&built.drain, grace(cfg)).await;
-            stop.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+    let started = report_startup(&built.gateway);
+    tokio::pin!(started);
+    let mut failed = None;
+    loop {
+        tokio::select! {
+            _ = &mut waiting => break,
+            () = signal.cancelled() => {
+                drain(&built.drain, grace(cfg)).await;
+                stop.cancel();
+                let _ = tokio::time::timeout(Duration::from_secs(5), &mut waiting).await;
+                break;
+            }
+            result = &mut started, if failed.is_none() => match result {
+                Ok(()) => failed = Some(None),
+                Err(e) => {
+                    stop.cancel();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), &mut waiting).await;
+                    failed = Some(Some(e));
+                    break;
+                }
+            },
         }
     }
     built.gateway.shutdown().await;
     sink.flush().await.context("flushing the audit trail")?;
+    match failed.flatten() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Waits until every server's first start has ended, then says so on stderr (`upstreams
+/// started: ...`); a name collision the started servers produce is an error then, as
+/// it would have been had the gateway waited for them before serving.
+async fn report_startup(gateway: &mcp_guard_tower::Gateway) -> anyhow::Result<()> {
+    gateway.started().await;
+    if let Some(c) = gateway.collisions().into_iter().next() {
+        return Err(c.into());
+    }
+    let (mut connected, mut not) = (0usize, Vec::new());
+    for (id, upstream, enabled) in gateway.servers() {
+        if !enabled {
+            continue;
+        }
+        match upstream.status().state {
+            mcp_guard_core::UpstreamState::Connected => connected += 1,
+            _ => not.push(id.to_owned()),
+        }
+    }
+    if not.is_empty() {
+        eprintln!(
+            "upstreams started: {connected} connected, {} not ({}); they are retried on use",
+            not.len(),
+            not.join(", ")
+        );
+    } else {
+        eprintln!("upstreams started: {connected} connected");
+    }
     Ok(())
 }
 
@@ -466,6 +526,7 @@ async fn serve(
         sink.clone(),
         redactor(),
         Some(pinning.gate.clone()),
+        load::Startup::Background,
     )
     .await?;
     pins::watch_lock(pinning.path, pinning.gate, built.gateway.clone());
@@ -526,7 +587,17 @@ async fn serve(
         app,
         stop_accepting.clone(),
     ));
-    signal.cancelled().await;
+    let mut failed = None;
+    tokio::select! {
+        () = signal.cancelled() => {}
+        result = report_startup(&built.gateway) => {
+            if let Err(e) = result {
+                failed = Some(e);
+            } else {
+                signal.cancelled().await;
+            }
+        }
+    }
     stop_accepting.cancel();
     drain(&built.drain, grace(&cfg)).await;
     close_sessions.cancel();
@@ -538,7 +609,7 @@ async fn serve(
     built.gateway.shutdown().await;
     sink.flush().await.context("flushing the audit trail")?;
     tracing::info!(processes = mcp_guard_core::upstream::live_processes(), "stopped");
-    Ok(())
+    failed.map_or(Ok(()), Err)
 }
 
 /// The sign-in routes for servers principals sign in to with OAuth (none: `None`).
@@ -722,6 +793,7 @@ async fn tools(config: PathBuf, endpoint: String) -> anyhow::Result<()> {
         audit_sink(),
         redactor(),
         Some(pinning.gate.clone()),
+        load::Startup::Wait,
     )
     .await?;
     let ep = built
@@ -857,9 +929,11 @@ fn main() -> std::process::ExitCode {
                 legacy_only,
                 variant_file,
                 garbage_after,
+                questions,
             } => {
                 let running = fixture::Fixture::new(&name, extra_tools, legacy_only, variant_file)
                     .garbage_after(garbage_after)
+                    .questions(questions)
                     .serve(rmcp::transport::stdio())
                     .await?;
                 let _ = running.waiting().await;

@@ -161,6 +161,17 @@ fn human_duration(d: std::time::Duration) -> String {
     }
 }
 
+/// `2 s`, `1.5 s`, `250 ms`: durations in sentences about server starts.
+fn spaced_duration(d: std::time::Duration) -> String {
+    if d < std::time::Duration::from_secs(1) {
+        format!("{} ms", d.as_millis().max(1))
+    } else if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
 /// A call that needs the principal to sign in to the upstream (first time or again).
 fn sign_in_error(u: UpstreamError) -> ErrorData {
     match u {
@@ -267,6 +278,27 @@ fn upstream_error(u: UpstreamError) -> ErrorData {
                 "server {server} timed out after {}; the request was cancelled",
                 human_duration(timeout)
             ),
+            None,
+        ),
+        UpstreamError::StartTimeout { server, timeout } => ErrorData::internal_error(
+            format!(
+                "server {server} did not answer within {} of starting; it is started again on a later request",
+                spaced_duration(timeout)
+            ),
+            None,
+        ),
+        UpstreamError::Down {
+            server,
+            reason,
+            retry_in,
+        } => ErrorData::internal_error(
+            match retry_in {
+                Some(d) => format!(
+                    "server {server} is down ({reason}); the next start attempt is in {}",
+                    spaced_duration(d)
+                ),
+                None => format!("server {server} is down ({reason}); it is started again on the next request"),
+            },
             None,
         ),
         UpstreamError::ResponseTooLarge { server, limit } => ErrorData::internal_error(

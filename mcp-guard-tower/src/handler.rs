@@ -154,6 +154,10 @@ impl GuardHandler {
             return Err(GuardError::Unauthenticated.into());
         };
         let endpoint = &self.inner.endpoint;
+        // While servers are still making their first start, give them a moment (bounded)
+        // so a client that lists at once sees them; `server/discover` and `initialize`
+        // never come here and are answered at once.
+        endpoint.settled().await;
         let catalog = endpoint.snapshot();
         let parts = ctx.extensions.get::<http::request::Parts>();
         let session = parts.and_then(|p| {

@@ -69,6 +69,7 @@ pub mod metrics;
 pub mod policy;
 pub mod rate_limit;
 pub mod redact;
+mod questions;
 mod request;
 mod router;
 pub mod stdio;

@@ -100,11 +100,27 @@ impl GatewayProc {
         Self::start_inner(config, env, |_| {}, "127.0.0.1:0").await
     }
 
+    /// Starts and returns as soon as the gateway listens, while its servers may still
+    /// be starting.
+    pub async fn start_early(config: &str) -> Self {
+        Self::start_inner_with(config, &[], |_| {}, "127.0.0.1:0", false).await
+    }
+
     async fn start_inner(
         config: &str,
         env: &[(&str, &str)],
         prepare: impl FnOnce(&std::path::Path),
         listen: &str,
+    ) -> Self {
+        Self::start_inner_with(config, env, prepare, listen, true).await
+    }
+
+    async fn start_inner_with(
+        config: &str,
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&std::path::Path),
+        listen: &str,
+        wait_upstreams: bool,
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gateway.toml");
@@ -137,6 +153,20 @@ impl GatewayProc {
         })
         .await
         .expect("gateway did not start in 30 s");
+        // The gateway answers at once and its servers join as they start; most tests
+        // want them all there, so they wait for the first start of every server.
+        if wait_upstreams {
+            tokio::time::timeout(Duration::from_secs(60), async {
+                while let Some(line) = lines.next_line().await.unwrap() {
+                    if line.starts_with("upstreams started") {
+                        return;
+                    }
+                }
+                panic!("gateway exited before its upstreams started");
+            })
+            .await
+            .expect("upstreams did not start in 60 s");
+        }
         // Keep draining stderr so the gateway never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Self {
