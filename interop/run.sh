@@ -65,6 +65,8 @@ conf_stable="$here/node_modules/@modelcontextprotocol/conformance/dist/index.js"
 conf_next="$here/node_modules/conformance-next/dist/index.js"
 everything_js="$here/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
 baseline="$here/conformance/direct-baseline.yml"
+legacy_baseline="$here/conformance/legacy-upstream-baseline.yml"
+legacy_allowed="$here/conformance/legacy-upstream-differences.txt"
 
 [[ -x "$py" && -x "$here/node_modules/.bin/node" ]] || { echo "run.sh: run interop/setup.sh first" >&2; exit 2; }
 [[ -x "$fixture" ]] || { echo "run.sh: fixture binary not found: $fixture (cargo build -p mcp-guard-examples)" >&2; exit 2; }
@@ -196,6 +198,23 @@ tools = ["*"]
 prompts = ["*"]
 resources = ["*"]
 
+# The same fixture spoken to on the legacy protocol (initialize), whatever it offers: its
+# own elicitation/sampling requests then reach the client (as input-required results for
+# 2026-07-28 clients). The conformance suite must pass the same way through both.
+[servers.fixture_legacy]
+transport = "stdio"
+command = "$fixture"
+args = ["--stdio"]
+protocol = "legacy"
+
+[endpoints.conformance-legacy]
+description = "the fixture alone, names unchanged, legacy protocol upstream"
+namespace = false
+[endpoints.conformance-legacy.servers.fixture_legacy]
+tools = ["*"]
+prompts = ["*"]
+resources = ["*"]
+
 [[grants]]
 name = "interop"
 roles = ["interop"]
@@ -230,6 +249,7 @@ if [[ "$target" == direct ]]; then
 else
     start_gateway_http
     MAIN_URL="$GATEWAY_BASE/interop"; CONF_URL="$GATEWAY_BASE/conformance"
+    CONF_LEGACY_URL="$GATEWAY_BASE/conformance-legacy"
     # Through env(1): the Inspector takes a --config argument as its own.
     MAIN_STDIO=(env "MCP_GUARD_CONFIG=$GATEWAY_CONFIG" "$gateway" serve --stdio --endpoint interop)
     PREFIX="fixture__"
@@ -309,15 +329,15 @@ fi
 # Both runner versions run the whole suite (`--suite all`) with the direct baseline as expected
 # failures: exit 0 means the failures match the baseline exactly. Through the gateway the
 # result must be the same (differential run), so the same baseline applies.
-conformance() { # label, runner js, extra args...
-    local label="$1" js="$2"; shift 2
+conformance() { # label, runner js, url, expected failures, extra args...
+    local label="$1" js="$2" url="$3" expected="$4"; shift 4
     local dir="$out/conformance-$label"
-    timeout 180 node "$js" server --url "$CONF_URL" --suite all \
-        --expected-failures "$baseline" -o "$dir" "$@" >"$out/conformance-$label.log" 2>&1
+    timeout 180 node "$js" server --url "$url" --suite all \
+        --expected-failures "$expected" -o "$dir" "$@" >"$out/conformance-$label.log" 2>&1
     local rc=$?
     local summary; summary="$(grep -E '^Total:' "$out/conformance-$label.log" | tail -1)"
     if ((rc == 0)); then
-        pass "conformance/$label ($summary, failures match baseline)"
+        pass "conformance/$label ($summary, failures match $(basename "$expected"))"
     else
         fail "conformance/$label" "exit $rc, $summary; $(sed -n '/Unexpected failures\|stale/,/^$/p' "$out/conformance-$label.log" | tr '\n' ' ' | head -c 600)"
     fi
@@ -333,10 +353,36 @@ must_pass() { # label, runner js, scenario: a single scenario that must pass out
     fi
 }
 
+same_passes() { # label, direct run label, gateway run label [, allowed differences file]
+    local label="$1" a="$out/conformance-$2" b="$out/conformance-$3" allow=() verdict
+    [[ -n "${4:-}" ]] && allow=(--allow "$4")
+    if verdict="$("$py" "$here/checks/conformance_diff.py" "${allow[@]}" "$a" "$b" 2>&1)"; then
+        pass "conformance/pass-set/$label ($verdict)"
+    else
+        fail "conformance/pass-set/$label" "$verdict"
+    fi
+}
+
 if want conformance; then
     section "conformance (stable 0.1.16, next 0.2.0-alpha.12)"
-    conformance stable "$conf_stable"
-    conformance next "$conf_next" --timeout 15000
+    conformance stable "$conf_stable" "$CONF_URL" "$baseline"
+    conformance next "$conf_next" "$CONF_URL" "$baseline" --timeout 15000
+    if [[ "$target" == gateway ]]; then
+        # Differential: the fixture directly and through the gateway (the default
+        # `protocol = "auto"`: 2026-07-28 toward the fixture) with the same baseline, exit 0
+        # both ways, and check for check the same statuses. Then through the gateway with
+        # `protocol = "legacy"` toward the fixture: the same statuses except the checks a
+        # legacy connection cannot pass (conformance/legacy-upstream.md).
+        [[ -n "${FIXTURE_URL:-}" ]] || start_fixture_http
+        for v in stable next; do
+            js="$conf_stable"; extra=()
+            [[ "$v" == next ]] && { js="$conf_next"; extra=(--timeout 15000); }
+            conformance "$v-direct" "$js" "$FIXTURE_URL" "$baseline" "${extra[@]}"
+            same_passes "$v/gateway" "$v-direct" "$v"
+            conformance "$v-legacy-upstream" "$js" "$CONF_LEGACY_URL" "$legacy_baseline" "${extra[@]}"
+            same_passes "$v/gateway-legacy-upstream" "$v-direct" "$v-legacy-upstream" "$legacy_allowed"
+        done
+    fi
     # Transport security the gateway must provide itself (not only relay).
     must_pass stable "$conf_stable" dns-rebinding-protection
     must_pass next "$conf_next" dns-rebinding-protection

@@ -426,14 +426,29 @@ async fn serve_stdio(
     let handler = GuardHandler::new(ep, built.service)
         .with_principal(Arc::new(principal))
         .page_size(cfg.gateway.page_size);
-    let running = handler.serve(mcp_guard_tower::stdio::guarded_stdio()).await?;
+    // The servers start in the background; the first start of each ending is reported
+    // (and a name collision ends the gateway) whether or not a client is talking yet.
+    let mut startup = tokio::spawn(report_startup(built.gateway.clone()));
+    let mut startup_done = false;
+    let serving = handler.serve(mcp_guard_tower::stdio::guarded_stdio());
+    tokio::pin!(serving);
+    let running = loop {
+        tokio::select! {
+            r = &mut serving => break r?,
+            outcome = &mut startup, if !startup_done => {
+                startup_done = true;
+                if let Ok(Err(e)) = outcome {
+                    built.gateway.shutdown().await;
+                    return Err(e);
+                }
+            }
+        }
+    };
     let signal = CancellationToken::new();
     tokio::spawn(shutdown_signal(signal.clone()));
     let stop = running.cancellation_token();
     let waiting = running.waiting();
     tokio::pin!(waiting);
-    let started = report_startup(&built.gateway);
-    tokio::pin!(started);
     let mut failed = None;
     loop {
         tokio::select! {
@@ -444,29 +459,41 @@ async fn serve_stdio(
                 let _ = tokio::time::timeout(Duration::from_secs(5), &mut waiting).await;
                 break;
             }
-            result = &mut started, if failed.is_none() => match result {
-                Ok(()) => failed = Some(None),
-                Err(e) => {
+            outcome = &mut startup, if !startup_done => {
+                startup_done = true;
+                if let Ok(Err(e)) = outcome {
                     stop.cancel();
                     let _ = tokio::time::timeout(Duration::from_secs(5), &mut waiting).await;
-                    failed = Some(Some(e));
+                    failed = Some(e);
                     break;
                 }
-            },
+            }
         }
     }
     built.gateway.shutdown().await;
     sink.flush().await.context("flushing the audit trail")?;
-    match failed.flatten() {
-        Some(e) => Err(e),
-        None => Ok(()),
+    failed.map_or(Ok(()), Err)
+}
+
+/// Serves until a signal, or until the servers' first start reveals a name collision
+/// (returned).
+async fn until_stopped(signal: &CancellationToken, gateway: &mcp_guard_tower::Gateway) -> Option<anyhow::Error> {
+    tokio::select! {
+        () = signal.cancelled() => None,
+        result = report_startup(gateway.clone()) => {
+            if let Err(e) = result {
+                return Some(e);
+            }
+            signal.cancelled().await;
+            None
+        }
     }
 }
 
 /// Waits until every server's first start has ended, then says so on stderr (`upstreams
 /// started: ...`); a name collision the started servers produce is an error then, as
 /// it would have been had the gateway waited for them before serving.
-async fn report_startup(gateway: &mcp_guard_tower::Gateway) -> anyhow::Result<()> {
+async fn report_startup(gateway: mcp_guard_tower::Gateway) -> anyhow::Result<()> {
     gateway.started().await;
     if let Some(c) = gateway.collisions().into_iter().next() {
         return Err(c.into());
@@ -587,17 +614,7 @@ async fn serve(
         app,
         stop_accepting.clone(),
     ));
-    let mut failed = None;
-    tokio::select! {
-        () = signal.cancelled() => {}
-        result = report_startup(&built.gateway) => {
-            if let Err(e) = result {
-                failed = Some(e);
-            } else {
-                signal.cancelled().await;
-            }
-        }
-    }
+    let failed = until_stopped(&signal, &built.gateway).await;
     stop_accepting.cancel();
     drain(&built.drain, grace(&cfg)).await;
     close_sessions.cancel();

@@ -161,6 +161,35 @@ fn human_duration(d: std::time::Duration) -> String {
     }
 }
 
+/// A server that did not start in time, or is down: what happened and when it is
+/// started again.
+fn start_error(u: UpstreamError) -> ErrorData {
+    match u {
+        UpstreamError::StartTimeout { server, timeout } => ErrorData::internal_error(
+            format!(
+                "server {server} did not answer within {} of starting; it is started again on a later request",
+                spaced_duration(timeout)
+            ),
+            None,
+        ),
+        UpstreamError::Down {
+            server,
+            reason,
+            retry_in,
+        } => ErrorData::internal_error(
+            match retry_in {
+                Some(d) => format!(
+                    "server {server} is down ({reason}); the next start attempt is in {}",
+                    spaced_duration(d)
+                ),
+                None => format!("server {server} is down ({reason}); it is started again on the next request"),
+            },
+            None,
+        ),
+        other => ErrorData::internal_error(format!("upstream error: {other}"), None),
+    }
+}
+
 /// `2 s`, `1.5 s`, `250 ms`: durations in sentences about server starts.
 fn spaced_duration(d: std::time::Duration) -> String {
     if d < std::time::Duration::from_secs(1) {
@@ -280,27 +309,7 @@ fn upstream_error(u: UpstreamError) -> ErrorData {
             ),
             None,
         ),
-        UpstreamError::StartTimeout { server, timeout } => ErrorData::internal_error(
-            format!(
-                "server {server} did not answer within {} of starting; it is started again on a later request",
-                spaced_duration(timeout)
-            ),
-            None,
-        ),
-        UpstreamError::Down {
-            server,
-            reason,
-            retry_in,
-        } => ErrorData::internal_error(
-            match retry_in {
-                Some(d) => format!(
-                    "server {server} is down ({reason}); the next start attempt is in {}",
-                    spaced_duration(d)
-                ),
-                None => format!("server {server} is down ({reason}); it is started again on the next request"),
-            },
-            None,
-        ),
+        u @ (UpstreamError::StartTimeout { .. } | UpstreamError::Down { .. }) => start_error(u),
         UpstreamError::ResponseTooLarge { server, limit } => ErrorData::internal_error(
             format!(
                 "server {server} sent a response larger than its limit of {limit} bytes; the connection was reset"

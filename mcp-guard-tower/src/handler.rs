@@ -22,7 +22,7 @@ use rmcp::model::{
     Implementation, InitializeResult, ListPromptsRequest, ListPromptsResult, ListResourceTemplatesRequest,
     ListResourceTemplatesResult, ListResourcesRequest, ListResourcesResult, ListToolsRequest,
     ListToolsResult, PaginatedRequestParams, ReadResourceRequest, ReadResourceRequestParams,
-    ReadResourceResponse, ServerResult, SubscriptionFilter, Tool,
+    ReadResourceResponse, ResultType, ServerResult, SubscriptionFilter, Tool,
 };
 use rmcp::service::{NotificationContext, RequestContext, RoleServer, SubscriptionContext};
 use rmcp::{ErrorData, ServerHandler};
@@ -308,7 +308,12 @@ impl ServerHandler for GuardHandler {
             .dispatch(ClientRequest::CallToolRequest(CallToolRequest::new(params)), ctx)
             .await?
         {
-            ServerResult::CallToolResult(r) => Ok(CallToolResponse::Complete(r)),
+            ServerResult::CallToolResult(mut r) => {
+                // A legacy upstream's result has no resultType, which 2026-07-28 clients
+                // require (rmcp removes it again for legacy clients).
+                r.result_type.get_or_insert(ResultType::COMPLETE);
+                Ok(CallToolResponse::Complete(r))
+            }
             ServerResult::InputRequiredResult(r) => Ok(CallToolResponse::InputRequired(r)),
             ServerResult::CreateTaskResult(r) => Ok(CallToolResponse::Task(r)),
             _ => Err(unexpected()),
@@ -349,7 +354,10 @@ impl ServerHandler for GuardHandler {
             )
             .await?
         {
-            ServerResult::GetPromptResult(r) => Ok(GetPromptResponse::Complete(r)),
+            ServerResult::GetPromptResult(mut r) => {
+                r.result_type.get_or_insert(ResultType::COMPLETE);
+                Ok(GetPromptResponse::Complete(r))
+            }
             ServerResult::InputRequiredResult(r) => Ok(GetPromptResponse::InputRequired(r)),
             _ => Err(unexpected()),
         }
@@ -406,7 +414,10 @@ impl ServerHandler for GuardHandler {
             )
             .await?
         {
-            ServerResult::ReadResourceResult(r) => Ok(ReadResourceResponse::Complete(r)),
+            ServerResult::ReadResourceResult(mut r) => {
+                r.result_type.get_or_insert(ResultType::COMPLETE);
+                Ok(ReadResourceResponse::Complete(r))
+            }
             ServerResult::InputRequiredResult(r) => Ok(ReadResourceResponse::InputRequired(r)),
             _ => Err(unexpected()),
         }

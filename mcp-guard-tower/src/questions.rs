@@ -49,8 +49,10 @@ pub(crate) struct Binding {
 pub(crate) struct Bridged {
     call: CallFuture,
     questions: mpsc::UnboundedReceiver<Question>,
+    /// The upstream call's cancellation.
+    cancel: CancellationToken,
     /// Cancels the upstream call when the bridged call is given up (dropped).
-    _cancel: DropGuard,
+    cancel_on_drop: DropGuard,
 }
 
 impl Bridged {
@@ -64,7 +66,8 @@ impl Bridged {
         Self {
             call,
             questions,
-            _cancel: cancel.drop_guard(),
+            cancel_on_drop: cancel.clone().drop_guard(),
+            cancel,
         }
     }
 }
@@ -106,7 +109,13 @@ impl ParkedCalls {
         tokio::select! {
             result = &mut bridged.call => result.map_err(GuardError::Upstream),
             Some(question) = bridged.questions.recv() => Ok(self.park(bridged, binding, question)),
-            () = client_cancel.cancelled() => Err(GuardError::Upstream(UpstreamError::Cancelled)),
+            () = client_cancel.cancelled() => {
+                // Cancelled, then awaited briefly: the upstream is told (it sends
+                // notifications/cancelled) rather than the call simply dropped.
+                bridged.cancel.cancel();
+                let _ = tokio::time::timeout(Duration::from_secs(5), &mut bridged.call).await;
+                Err(GuardError::Upstream(UpstreamError::Cancelled))
+            }
         }
     }
 
@@ -115,7 +124,8 @@ impl ParkedCalls {
         let Bridged {
             call,
             questions,
-            _cancel,
+            cancel,
+            cancel_on_drop,
         } = bridged;
         // The call must go on while no request of the client is waiting for it.
         let (tx, rx) = oneshot::channel();
@@ -133,7 +143,8 @@ impl ParkedCalls {
             bridged: Bridged {
                 call,
                 questions,
-                _cancel,
+                cancel,
+                cancel_on_drop,
             },
             binding,
             key,
@@ -194,5 +205,9 @@ impl ParkedCalls {
 fn random_hex() -> String {
     let mut b = [0u8; 16];
     getrandom::getrandom(&mut b).unwrap_or_else(|_| panic!("the operating system's random source failed"));
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    let mut out = String::with_capacity(32);
+    for x in b {
+        let _ = std::fmt::Write::write_fmt(&mut out, format_args!("{x:02x}"));
+    }
+    out
 }

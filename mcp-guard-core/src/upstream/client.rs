@@ -31,6 +31,9 @@ pub(crate) struct InFlight {
     /// When the answer came; the entry lingers briefly for notifications the server
     /// wrote just before its answer but that are handled just after it.
     pub(crate) done: Option<std::time::Instant>,
+    /// A question the server asked for this request waits for its client's answer:
+    /// the server is blocked on it, so what it sends meanwhile is for another request.
+    pub(crate) asking: bool,
 }
 
 /// How long a finished request still receives its late notifications.
@@ -132,22 +135,33 @@ impl UpstreamClient {
         }
     }
 
-    /// The client of the only request in flight, if exactly one has a client; with
-    /// none in flight, the client of the request that finished last (within
-    /// [`LINGER`]).
-    fn sole_client(&self) -> Option<ClientLink> {
+    /// The client of the only request in flight, if exactly one has a client (not
+    /// counting requests whose question waits for an answer); with none in flight, the
+    /// client of the request that finished last (within [`LINGER`]). With the request's
+    /// progress token.
+    fn sole_client(&self) -> Option<(ProgressToken, ClientLink)> {
         let map = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
         let mut active = map
-            .values()
-            .filter(|f| f.done.is_none())
-            .filter_map(|f| f.client.clone());
+            .iter()
+            .filter(|(_, f)| f.done.is_none() && !f.asking)
+            .filter_map(|(t, f)| Some((t.clone(), f.client.clone()?)));
         if let Some(first) = active.next() {
             return active.next().is_none().then_some(first);
         }
-        map.values()
-            .filter(|f| f.done.is_some_and(|d| d.elapsed() < LINGER))
-            .max_by_key(|f| f.done)
-            .and_then(|f| f.client.clone())
+        map.iter()
+            .filter(|(_, f)| f.done.is_some_and(|d| d.elapsed() < LINGER))
+            .max_by_key(|(_, f)| f.done)
+            .and_then(|(t, f)| Some((t.clone(), f.client.clone()?)))
+    }
+
+    /// Marks the request of `token` as waiting for its client's answer until the guard
+    /// is dropped.
+    fn asking(&self, token: &ProgressToken) -> Asking {
+        set_asking(&self.inflight, token, true);
+        Asking {
+            map: self.inflight.clone(),
+            token: token.clone(),
+        }
     }
 
     /// Puts the upstream's `request` to the client that caused it: as a request to a
@@ -165,10 +179,11 @@ impl UpstreamClient {
                 None,
             )
         };
-        let link = self
+        let (token, link) = self
             .sole_client()
-            .filter(|l| wants(&l.capabilities))
+            .filter(|(_, l)| wants(&l.capabilities))
             .ok_or_else(nobody)?;
+        let _asking = self.asking(&token);
         let answer = if link.accepts_requests {
             let mut request = request;
             request
@@ -203,6 +218,28 @@ impl UpstreamClient {
         };
         serde_json::from_value(answer)
             .map_err(|e| ErrorData::invalid_params(format!("the client's answer does not fit the request: {e}"), None))
+    }
+}
+
+fn set_asking(map: &InFlightMap, token: &ProgressToken, on: bool) {
+    if let Some(f) = map
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get_mut(token)
+    {
+        f.asking = on;
+    }
+}
+
+/// A request's question waits for its client's answer while this lives.
+struct Asking {
+    map: InFlightMap,
+    token: ProgressToken,
+}
+
+impl Drop for Asking {
+    fn drop(&mut self) {
+        set_asking(&self.map, &self.token, false);
     }
 }
 
@@ -243,7 +280,7 @@ impl ClientHandler for UpstreamClient {
         params: rmcp::model::LoggingMessageNotificationParam,
         _: NotificationContext<RoleClient>,
     ) {
-        if let Some(link) = self.sole_client().filter(|l| l.accepts_requests) {
+        if let Some((_, link)) = self.sole_client().filter(|(_, l)| l.accepts_requests) {
             let _ = link.peer.notify_logging_message(params).await;
         }
     }

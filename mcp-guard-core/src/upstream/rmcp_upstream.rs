@@ -704,6 +704,7 @@ impl Upstream for RmcpUpstream {
                 progress: forward.progress,
                 client: forward.client,
                 done: None,
+                asking: false,
             };
             shared
                 .inflight
