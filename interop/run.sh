@@ -8,7 +8,8 @@
 #              gateway: the same checks talk to `mcp-guard serve`, which fronts those servers.
 #   --fixture  conformance fixture binary   (env FIXTURE_BIN;   default: cargo's debug build)
 #   --gateway  mcp-guard binary             (env MCP_GUARD_BIN; default: cargo's debug build)
-#   --only     comma list of groups: py,inspector,everything,conformance,oauth,pinning (default: all)
+#   --only     comma list of groups: py,inspector,everything,conformance,oauth,pinning,upstreams
+#              (default: all)
 #
 # Env: INTEROP_TARGET (same as --target), INTEROP_OUT (artifacts; default interop/.out),
 #      INTEROP_GATEWAY_CONFIG (use this gateway config file instead of the generated one),
@@ -29,7 +30,7 @@ repo="$(cd "$here/.." && pwd)"
 target="${INTEROP_TARGET:-direct}"
 fixture="${FIXTURE_BIN:-}"
 gateway="${MCP_GUARD_BIN:-}"
-only="py,inspector,everything,conformance,oauth,pinning"
+only="py,inspector,everything,conformance,oauth,pinning,upstreams"
 orig_args=("$@")
 while (($#)); do
     case "$1" in
@@ -37,7 +38,7 @@ while (($#)); do
         --fixture) fixture="$2"; shift 2 ;;
         --gateway) gateway="$2"; shift 2 ;;
         --only) only="$2"; shift 2 ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -461,6 +462,94 @@ EOF
         else
             fail "pinning/no-false-alarm/$srv" "$(tail -5 "$pin_dir/diff-$srv.log" "$pin_dir/approve-$srv.log" | tr '\n' ' ')"
         fi
+    done
+fi
+
+# --- 6. upstreams: a slow stdio start, and questions from a legacy FastMCP upstream ---------
+report_lines() { # file written by a check script: its PASS/FAIL lines count here
+    local verdict name rest
+    while read -r verdict name rest; do
+        case "$verdict" in
+            PASS) pass "$name${rest:+ $rest}" ;;
+            FAIL) fail "${name%:}" "$rest" ;;
+        esac
+    done <"$1"
+}
+
+if want upstreams && [[ "$target" == gateway ]]; then
+    section "upstreams: a stdio server that starts after 12 s; a FastMCP server that asks by request"
+    up="$out/upstreams"; mkdir -p "$up"
+    ready="$up/slow-ready"
+    # `slow` reads nothing for 12 s (longer than rmcp's 10 s discovery probe), as a first
+    # `npx -y` run that downloads its package does.
+    cat >"$up/slowstart.toml" <<EOF
+[auth]
+stdio_principal = { id = "interop", roles = ["interop"] }
+
+[servers.fast]
+transport = "stdio"
+command = "$fixture"
+args = ["--stdio"]
+
+[servers.slow]
+transport = "stdio"
+command = "sh"
+args = ["-c", "sleep 12; touch '$ready'; exec '$fixture' --stdio"]
+
+[endpoints.slowstart.servers.fast]
+tools = ["echo"]
+[endpoints.slowstart.servers.slow]
+tools = ["echo"]
+
+[[grants]]
+name = "interop"
+roles = ["interop"]
+names = ["*"]
+EOF
+    timeout 90 "$py" "$here/checks/py_upstreams.py" slow-start --gateway "$gateway" \
+        --config "$up/slowstart.toml" --ready "$ready" >"$up/slow-start.txt" 2>"$up/slow-start.err"
+    report_lines "$up/slow-start.txt"
+    grep -q . "$up/slow-start.txt" || fail "py-upstreams/slow-start" "no output (see $up/slow-start.err)"
+
+    fm_port="$(free_port)"
+    "$py" "$here/checks/fastmcp_asker.py" "$fm_port" >"$up/fastmcp.log" 2>&1 &
+    pids+=($!)
+    wait_http "http://127.0.0.1:$fm_port/mcp" 30 "$!" || abort start/fastmcp "$up/fastmcp.log"
+    q_port="$(free_port)"
+    cat >"$up/questions.toml" <<EOF
+[gateway]
+listen = "127.0.0.1:$q_port"
+
+[auth]
+dangerously_allow_anonymous = { id = "interop", roles = ["interop"] }
+
+[servers.asker_auto]
+transport = "http"
+url = "http://127.0.0.1:$fm_port/mcp"
+
+[servers.asker_legacy]
+transport = "http"
+url = "http://127.0.0.1:$fm_port/mcp"
+protocol = "legacy"
+
+[endpoints.questions.servers.asker_auto]
+tools = ["*"]
+[endpoints.questions.servers.asker_legacy]
+tools = ["*"]
+
+[[grants]]
+name = "interop"
+roles = ["interop"]
+names = ["*"]
+EOF
+    "$gateway" serve --config "$up/questions.toml" >"$up/gateway-questions.log" 2>&1 &
+    pids+=($!)
+    wait_http "http://127.0.0.1:$q_port/mcp/questions" 20 "$!" || abort start/gateway-questions "$up/gateway-questions.log"
+    for mode in legacy auto; do
+        timeout 60 "$py" "$here/checks/py_upstreams.py" questions --url "http://127.0.0.1:$q_port/mcp/questions" \
+            --mode "$mode" >"$up/questions-$mode.txt" 2>"$up/questions-$mode.err"
+        report_lines "$up/questions-$mode.txt"
+        grep -q . "$up/questions-$mode.txt" || fail "py-upstreams/questions/$mode" "no output (see $up/questions-$mode.err)"
     done
 fi
 

@@ -498,7 +498,7 @@ async fn report_startup(gateway: mcp_guard_tower::Gateway) -> anyhow::Result<()>
     if let Some(c) = gateway.collisions().into_iter().next() {
         return Err(c.into());
     }
-    let (mut connected, mut not) = (0usize, Vec::new());
+    let (mut connected, mut not) = (0usize, Vec::<String>::new());
     for (id, upstream, enabled) in gateway.servers() {
         if !enabled {
             continue;
@@ -508,7 +508,7 @@ async fn report_startup(gateway: mcp_guard_tower::Gateway) -> anyhow::Result<()>
             _ => not.push(id.to_owned()),
         }
     }
-    if not.is_empty() {
+    if !not.is_empty() {
         eprintln!(
             "upstreams started: {connected} connected, {} not ({}); they are retried on use",
             not.len(),
