@@ -1752,6 +1752,43 @@ mod tests {
     }
 
     #[test]
+    fn start_timeouts_and_protocol_eras_have_defaults_and_bad_values_are_named() {
+        let cfg = parse(serde_json::json!({"servers": {
+            "s": {"transport": "stdio", "command": "x"},
+            "h": {"transport": "http", "url": "http://127.0.0.1:1/mcp"},
+            "o": {"transport": "sse", "url": "http://127.0.0.1:1/sse"},
+            "l": {"transport": "stdio", "command": "x", "protocol": "legacy", "start_timeout_secs": 5},
+            "m": {"transport": "http", "url": "http://127.0.0.1:1/mcp", "protocol": "2026-07-28"},
+        }}));
+        cfg.validate().unwrap();
+        let server = |id: &str| &cfg.servers[id];
+        assert_eq!(server("s").start_timeout(), std::time::Duration::from_mins(1));
+        assert_eq!(server("h").start_timeout(), std::time::Duration::from_secs(30));
+        assert_eq!(server("l").start_timeout(), std::time::Duration::from_secs(5));
+        assert_eq!(server("s").protocol(), UpstreamProtocol::Auto);
+        assert_eq!(server("l").protocol(), UpstreamProtocol::Legacy);
+        assert_eq!(server("m").protocol(), UpstreamProtocol::Modern);
+        assert_eq!(server("o").protocol(), UpstreamProtocol::Legacy);
+        assert_eq!(cfg.gateway.startup_wait_ms, 3000);
+
+        let errs = parse(serde_json::json!({"servers": {
+            "s": {"transport": "stdio", "command": "x", "start_timeout_secs": 0},
+            "o": {"transport": "sse", "url": "http://127.0.0.1:1/sse", "protocol": "2026-07-28"},
+        }}))
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(errs.contains("servers.s.start_timeout_secs: must be at least 1"), "{errs}");
+        assert!(errs.contains("servers.o.protocol: an sse server speaks only the legacy protocol"), "{errs}");
+        let bad = serde_json::from_value::<GatewayConfig>(serde_json::json!({"servers": {
+            "s": {"transport": "stdio", "command": "x", "protocol": "2025-11-25"},
+        }}))
+        .unwrap_err()
+        .to_string();
+        assert!(bad.contains("2025-11-25") && bad.contains("legacy"), "{bad}");
+    }
+
+    #[test]
     fn separator_in_server_id_is_rejected() {
         let cfg = parse(serde_json::json!({"servers": {"a__b": {"transport": "stdio", "command": "x"}}}));
         let errs = cfg.validate().unwrap_err().to_string();

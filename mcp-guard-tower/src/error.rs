@@ -240,6 +240,8 @@ fn sign_in_error(u: UpstreamError) -> ErrorData {
 }
 
 fn upstream_error(u: UpstreamError) -> ErrorData {
+    // Why a start failed, in the gateway's words (never the transport's text).
+    let reason = mcp_guard_core::upstream::start_failure(&u);
     match u {
         UpstreamError::Rpc(e) => e,
         UpstreamError::MissingCredentials { server, missing } => {
@@ -296,9 +298,10 @@ fn upstream_error(u: UpstreamError) -> ErrorData {
             format!("server {server} terminated while handling the request"),
             None,
         ),
-        UpstreamError::Unavailable { server, .. } => {
-            ErrorData::internal_error(format!("server {server} is unavailable"), None)
-        }
+        UpstreamError::Unavailable { server, .. } => match reason {
+            Some(r) => ErrorData::internal_error(format!("server {server} is unavailable ({r})"), None),
+            None => ErrorData::internal_error(format!("server {server} is unavailable"), None),
+        },
         UpstreamError::Disabled { server } => {
             ErrorData::internal_error(format!("server {server} is disabled"), None)
         }

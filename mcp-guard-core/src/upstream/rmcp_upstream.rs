@@ -548,6 +548,15 @@ impl Shared {
     }
 }
 
+/// Why connecting to an upstream failed ([`UpstreamError::Unavailable`] from a
+/// connector, [`UpstreamError::StartTimeout`]), in words a client may read: the gateway's
+/// own wording, never text the server or a transport produced (which may name hosts,
+/// paths or secrets). `None` for other errors.
+pub fn start_failure(e: &UpstreamError) -> Option<String> {
+    matches!(e, UpstreamError::Unavailable { .. } | UpstreamError::StartTimeout { .. })
+        .then(|| failure_reason(e, UpstreamProtocol::Auto))
+}
+
 /// Why a start failed, in words a client may read: the gateway's own wording, never
 /// text the server or a transport produced (which may name hosts, paths or secrets).
 fn failure_reason(e: &UpstreamError, protocol: UpstreamProtocol) -> String {
