@@ -214,7 +214,10 @@ async fn ask_model(ctx: &RequestContext<RoleServer>) -> CallToolResponse {
                 .ok()
                 .and_then(|m| {
                     let c = &m["content"];
-                    c["text"].as_str().or_else(|| c[0]["text"].as_str()).map(str::to_owned)
+                    c["text"]
+                        .as_str()
+                        .or_else(|| c[0]["text"].as_str())
+                        .map(str::to_owned)
                 })
                 .unwrap_or_default();
             text(format!("the model said: {said}"))

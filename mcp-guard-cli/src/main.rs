@@ -477,7 +477,10 @@ async fn serve_stdio(
 
 /// Serves until a signal, or until the servers' first start reveals a name collision
 /// (returned).
-async fn until_stopped(signal: &CancellationToken, gateway: &mcp_guard_tower::Gateway) -> Option<anyhow::Error> {
+async fn until_stopped(
+    signal: &CancellationToken,
+    gateway: &mcp_guard_tower::Gateway,
+) -> Option<anyhow::Error> {
     tokio::select! {
         () = signal.cancelled() => None,
         result = report_startup(gateway.clone()) => {
@@ -508,14 +511,14 @@ async fn report_startup(gateway: mcp_guard_tower::Gateway) -> anyhow::Result<()>
             _ => not.push(id.to_owned()),
         }
     }
-    if !not.is_empty() {
+    if not.is_empty() {
+        eprintln!("upstreams started: {connected} connected");
+    } else {
         eprintln!(
             "upstreams started: {connected} connected, {} not ({}); they are retried on use",
             not.len(),
             not.join(", ")
         );
-    } else {
-        eprintln!("upstreams started: {connected} connected");
     }
     Ok(())
 }
@@ -772,10 +775,14 @@ async fn status(url: &str, principal: Option<&str>, config: Option<&std::path::P
         serde_json::from_str(&body).context("the gateway's /readyz did not answer JSON")?;
     for s in report["servers"].as_array().into_iter().flatten() {
         println!(
-            "{:<24} {:<20} since {}{}",
+            "{:<24} {:<20} since {}{}{}",
             s["id"].as_str().unwrap_or_default(),
             s["state"].as_str().unwrap_or_default(),
             s["since"].as_str().unwrap_or_default(),
+            s["protocol"]
+                .as_str()
+                .map(|p| format!("  protocol {p}"))
+                .unwrap_or_default(),
             s["detail"]
                 .as_str()
                 .map(|d| format!("  ({d})"))

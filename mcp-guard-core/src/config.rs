@@ -563,12 +563,13 @@ impl ServerConfig {
     /// for HTTP).
     pub fn start_timeout(&self) -> std::time::Duration {
         match self {
-            Self::Stdio(s) => s
-                .start_timeout_secs
-                .map_or(crate::upstream::DEFAULT_START_TIMEOUT, std::time::Duration::from_secs),
-            Self::Http(h) | Self::Sse(h) => {
-                std::time::Duration::from_secs(h.start_timeout_secs.unwrap_or(DEFAULT_HTTP_START_TIMEOUT_SECS))
-            }
+            Self::Stdio(s) => s.start_timeout_secs.map_or(
+                crate::upstream::DEFAULT_START_TIMEOUT,
+                std::time::Duration::from_secs,
+            ),
+            Self::Http(h) | Self::Sse(h) => std::time::Duration::from_secs(
+                h.start_timeout_secs.unwrap_or(DEFAULT_HTTP_START_TIMEOUT_SECS),
+            ),
         }
     }
 
@@ -1778,8 +1779,14 @@ mod tests {
         .validate()
         .unwrap_err()
         .to_string();
-        assert!(errs.contains("servers.s.start_timeout_secs: must be at least 1"), "{errs}");
-        assert!(errs.contains("servers.o.protocol: an sse server speaks only the legacy protocol"), "{errs}");
+        assert!(
+            errs.contains("servers.s.start_timeout_secs: must be at least 1"),
+            "{errs}"
+        );
+        assert!(
+            errs.contains("servers.o.protocol: an sse server speaks only the legacy protocol"),
+            "{errs}"
+        );
         let bad = serde_json::from_value::<GatewayConfig>(serde_json::json!({"servers": {
             "s": {"transport": "stdio", "command": "x", "protocol": "2025-11-25"},
         }}))

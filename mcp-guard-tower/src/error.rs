@@ -182,7 +182,9 @@ fn start_error(u: UpstreamError) -> ErrorData {
                     "server {server} is down ({reason}); the next start attempt is in {}",
                     spaced_duration(d)
                 ),
-                None => format!("server {server} is down ({reason}); it is started again on the next request"),
+                None => {
+                    format!("server {server} is down ({reason}); it is started again on the next request")
+                }
             },
             None,
         ),

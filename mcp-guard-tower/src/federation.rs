@@ -482,7 +482,10 @@ impl Gateway {
                     ),
                 }
                 let _ = done.send(true);
-                for ep in endpoints.iter().filter(|ep| ep.members.iter().any(|m| m.enabled && m.id == id)) {
+                for ep in endpoints
+                    .iter()
+                    .filter(|ep| ep.members.iter().any(|m| m.enabled && m.id == id))
+                {
                     ep.rebuild(false).await;
                 }
             }

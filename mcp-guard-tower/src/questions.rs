@@ -132,9 +132,8 @@ impl ParkedCalls {
         tokio::spawn(async move {
             let _ = tx.send(call.await);
         });
-        let call: CallFuture = Box::pin(async move {
-            rx.await.unwrap_or_else(|_| Err(UpstreamError::Cancelled))
-        });
+        let call: CallFuture =
+            Box::pin(async move { rx.await.unwrap_or_else(|_| Err(UpstreamError::Cancelled)) });
         let handle = format!("{PREFIX}{}", random_hex());
         let key = "input".to_owned();
         let mut requests = InputRequests::new();
@@ -177,7 +176,8 @@ impl ParkedCalls {
             match calls.get(handle) {
                 None => {
                     return Err(GuardError::Invalid(
-                        "requestState names no call waiting for input (it ended, expired or was answered)".into(),
+                        "requestState names no call waiting for input (it ended, expired or was answered)"
+                            .into(),
                     ));
                 }
                 Some(p) if p.binding != *binding => {
@@ -189,7 +189,9 @@ impl ParkedCalls {
             }
         };
         let Some(parked) = parked else {
-            return Err(GuardError::Invalid("requestState names no call waiting for input".into()));
+            return Err(GuardError::Invalid(
+                "requestState names no call waiting for input".into(),
+            ));
         };
         let Some(answer) = answers.and_then(|a| a.get(&parked.key)).cloned() else {
             return Err(GuardError::Invalid(format!(

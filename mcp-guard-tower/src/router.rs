@@ -136,7 +136,11 @@ impl Service<McpRequest> for Router {
 }
 
 #[allow(clippy::too_many_lines, reason = "one dispatch table, one place")]
-async fn route(req: McpRequest, extra_meta: &[String], parked: &ParkedCalls) -> Result<ServerResult, GuardError> {
+async fn route(
+    req: McpRequest,
+    extra_meta: &[String],
+    parked: &ParkedCalls,
+) -> Result<ServerResult, GuardError> {
     let snap = req.catalog.clone();
     let listed = |r: ServerResult| Ok(r);
     match &req.request {
@@ -264,7 +268,8 @@ async fn route(req: McpRequest, extra_meta: &[String], parked: &ParkedCalls) -> 
                 let mut forward = forward;
                 forward.cancel = cancel.clone();
                 forward.client = forward.client.map(|c| c.questions_to(tx));
-                let call: CallFuture = Box::pin(async move { upstream.request(upstream_request, forward).await });
+                let call: CallFuture =
+                    Box::pin(async move { upstream.request(upstream_request, forward).await });
                 parked
                     .drive(Bridged::new(call, rx, cancel), binding, &client_cancel)
                     .await?
@@ -308,11 +313,18 @@ fn takes_input(request: &ClientRequest) -> bool {
 /// A retry's `requestState` and `inputResponses`.
 fn input_of(request: &ClientRequest) -> (Option<&str>, Option<&InputResponses>) {
     match request {
-        ClientRequest::CallToolRequest(r) => (r.params.request_state.as_deref(), r.params.input_responses.as_ref()),
-        ClientRequest::GetPromptRequest(r) => (r.params.request_state.as_deref(), r.params.input_responses.as_ref()),
-        ClientRequest::ReadResourceRequest(r) => {
-            (r.params.request_state.as_deref(), r.params.input_responses.as_ref())
-        }
+        ClientRequest::CallToolRequest(r) => (
+            r.params.request_state.as_deref(),
+            r.params.input_responses.as_ref(),
+        ),
+        ClientRequest::GetPromptRequest(r) => (
+            r.params.request_state.as_deref(),
+            r.params.input_responses.as_ref(),
+        ),
+        ClientRequest::ReadResourceRequest(r) => (
+            r.params.request_state.as_deref(),
+            r.params.input_responses.as_ref(),
+        ),
         _ => (None, None),
     }
 }

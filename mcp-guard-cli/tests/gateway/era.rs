@@ -89,7 +89,9 @@ fn questions_fixture(name: &str, protocol: Option<&str>, extra_args: &str) -> St
     format!(
         "[servers.{name}]\ntransport = \"stdio\"\ncommand = \"{BIN}\"\n\
          args = [\"fixture\", \"--name\", \"{name}\", \"--questions\"{extra_args}]\n{}\n",
-        protocol.map(|p| format!("protocol = \"{p}\"\n")).unwrap_or_default()
+        protocol
+            .map(|p| format!("protocol = \"{p}\"\n"))
+            .unwrap_or_default()
     )
 }
 
@@ -97,7 +99,11 @@ fn config() -> String {
     let mut c = String::from(AUTH);
     c.push_str(&questions_fixture("auto", None, ""));
     c.push_str(&questions_fixture("old", Some("legacy"), ""));
-    c.push_str(&questions_fixture("strict", Some("2026-07-28"), ", \"--legacy-only\""));
+    c.push_str(&questions_fixture(
+        "strict",
+        Some("2026-07-28"),
+        ", \"--legacy-only\"",
+    ));
     c.push_str(
         "[endpoints.main.servers.auto]\ntools = [\"ask_*\"]\n[endpoints.main.servers.old]\ntools = [\"ask_*\"]\n\
          [endpoints.main.servers.strict]\ntools = [\"*\"]\n",
@@ -139,7 +145,12 @@ async fn with_protocol_legacy_an_upstreams_questions_reach_the_client_of_either_
         let (client, handler) = answering_client(&gw.url("main"), era).await;
         assert_eq!(
             as_strs(&client_names(&client).await),
-            ["auto__ask_model", "auto__ask_name", "old__ask_model", "old__ask_name"],
+            [
+                "auto__ask_model",
+                "auto__ask_name",
+                "old__ask_model",
+                "old__ask_name"
+            ],
             "{era:?}"
         );
         let r = client
@@ -164,7 +175,11 @@ async fn with_protocol_legacy_an_upstreams_questions_reach_the_client_of_either_
             .await
             .unwrap();
         assert_eq!(r.is_error, Some(true), "{era:?}: {}", text_of(&r));
-        assert!(text_of(&r).contains("elicitation failed"), "{era:?}: {}", text_of(&r));
+        assert!(
+            text_of(&r).contains("elicitation failed"),
+            "{era:?}: {}",
+            text_of(&r)
+        );
         let _ = client.cancel().await;
     }
     gw.stop().await;
@@ -209,8 +224,11 @@ async fn a_parked_call_resumes_only_for_its_own_caller() {
         matches!(question, rmcp::model::InputRequest::Elicitation(_)),
         "{question:?}"
     );
-    let answers: rmcp::model::InputResponses =
-        [(key.clone(), json!({"action": "accept", "content": {"name": "Grace"}}))].into();
+    let answers: rmcp::model::InputResponses = [(
+        key.clone(),
+        json!({"action": "accept", "content": {"name": "Grace"}}),
+    )]
+    .into();
     let retry = |params: CallToolRequestParams, state: &str| {
         let mut p = params;
         p.request_state = Some(state.to_owned());
@@ -225,7 +243,8 @@ async fn a_parked_call_resumes_only_for_its_own_caller() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("requestState belongs to another call"), "{err}");
-    let other_args = CallToolRequestParams::new("old__ask_name").with_arguments(args(&json!({"why": "else"})));
+    let other_args =
+        CallToolRequestParams::new("old__ask_name").with_arguments(args(&json!({"why": "else"})));
     let err = alice
         .peer()
         .call_tool_once(retry(other_args, &handle))
@@ -235,13 +254,23 @@ async fn a_parked_call_resumes_only_for_its_own_caller() {
     assert!(err.contains("requestState belongs to another call"), "{err}");
     let err = alice
         .peer()
-        .call_tool_once(retry(call.clone(), "mcp-guard-parked:00000000000000000000000000000000"))
+        .call_tool_once(retry(
+            call.clone(),
+            "mcp-guard-parked:00000000000000000000000000000000",
+        ))
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("requestState names no call waiting for input"), "{err}");
+    assert!(
+        err.contains("requestState names no call waiting for input"),
+        "{err}"
+    );
     // The caller's own retry completes the call; the handle is then spent.
-    let done = alice.peer().call_tool_once(retry(call.clone(), &handle)).await.unwrap();
+    let done = alice
+        .peer()
+        .call_tool_once(retry(call.clone(), &handle))
+        .await
+        .unwrap();
     let rmcp::model::CallToolResponse::Complete(r) = done else {
         panic!("{done:?}")
     };
@@ -252,7 +281,10 @@ async fn a_parked_call_resumes_only_for_its_own_caller() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("requestState names no call waiting for input"), "{err}");
+    assert!(
+        err.contains("requestState names no call waiting for input"),
+        "{err}"
+    );
     let _ = alice.cancel().await;
     let _ = bob.cancel().await;
     gw.stop().await;

@@ -64,7 +64,12 @@ impl RawStdio {
     async fn answer(&mut self, id: u64, limit: Duration) -> Value {
         tokio::time::timeout(limit, async {
             loop {
-                let line = self.lines.next_line().await.unwrap().expect("the gateway closed stdout");
+                let line = self
+                    .lines
+                    .next_line()
+                    .await
+                    .unwrap()
+                    .expect("the gateway closed stdout");
                 let v: Value = serde_json::from_str(&line).unwrap();
                 if v["id"] == json!(id) {
                     return v;
@@ -164,10 +169,12 @@ async fn a_12s_upstream_start_delays_neither_discover_nor_the_others_and_then_jo
 
     // A legacy client now: initialize is answered at once too.
     let sent = Instant::now();
-    gw.send(&json!({"jsonrpc": "2.0", "id": 3, "method": "initialize", "params": {
+    gw.send(
+        &json!({"jsonrpc": "2.0", "id": 3, "method": "initialize", "params": {
         "protocolVersion": "2025-11-25", "capabilities": {},
-        "clientInfo": {"name": "startup-test", "version": "0"}}}))
-        .await;
+        "clientInfo": {"name": "startup-test", "version": "0"}}}),
+    )
+    .await;
     let init = gw.answer(3, Duration::from_secs(10)).await;
     println!("initialize answered {:?} after it was sent", sent.elapsed());
     assert_eq!(init["result"]["protocolVersion"], "2025-11-25", "{init}");
@@ -185,7 +192,9 @@ async fn a_12s_upstream_start_delays_neither_discover_nor_the_others_and_then_jo
     gw.notes.clear();
     let mut id = 5;
     let joined = loop {
-        let told = gw.notification("notifications/tools/list_changed", Duration::from_secs(45)).await;
+        let told = gw
+            .notification("notifications/tools/list_changed", Duration::from_secs(45))
+            .await;
         assert!(told, "no tools/list_changed with the slow server within 45 s");
         gw.notes.clear();
         id += 1;
@@ -266,7 +275,11 @@ async fn an_upstream_that_never_answers_gets_its_start_timeout_and_the_others_ke
     );
 
     // Right after, the server is down until its backoff ends: the call says so.
-    let err = client.call_tool(echo("hang__echo", "y")).await.unwrap_err().to_string();
+    let err = client
+        .call_tool(echo("hang__echo", "y"))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("server hang is down (it did not answer within 2 s of starting)")
             && err.contains("next start attempt is in"),

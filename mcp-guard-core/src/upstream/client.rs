@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use rmcp::ClientHandler;
 use rmcp::model::{
-    ClientCapabilities, ClientConfig, CreateMessageRequest, CreateMessageRequestParams,
-    CreateMessageResult, ElicitRequest, ElicitRequestParams, ElicitResult, ErrorCode, Implementation, InputRequest,
+    ClientCapabilities, ClientConfig, CreateMessageRequest, CreateMessageRequestParams, CreateMessageResult,
+    ElicitRequest, ElicitRequestParams, ElicitResult, ErrorCode, Implementation, InputRequest,
     ProgressNotificationParam, ProgressToken, ProtocolVersion, ResourceUpdatedNotificationParam,
     ServerRequest,
 };
@@ -113,7 +113,9 @@ impl UpstreamClient {
         match serve_client_with_lifecycle(self, transport, lifecycle).await {
             // With `protocol = "2026-07-28"`, a server that answers `server/discover` with
             // an error (-32601 from a legacy server) offers no version the gateway may use.
-            Err(ClientInitializeError::JsonRpcError(e)) if modern_only && e.code == ErrorCode::METHOD_NOT_FOUND => {
+            Err(ClientInitializeError::JsonRpcError(e))
+                if modern_only && e.code == ErrorCode::METHOD_NOT_FOUND =>
+            {
                 Err(ClientInitializeError::NoCompatibleProtocolVersion {
                     client_supported: vec![ProtocolVersion::V_2026_07_28],
                     server_supported: Vec::new(),
@@ -213,20 +215,18 @@ impl UpstreamClient {
             questions
                 .send(super::Question { request, answer: tx })
                 .map_err(|_| nobody())?;
-            rx.await
-                .map_err(|_| ErrorData::internal_error("the client's request ended before it answered", None))??
+            rx.await.map_err(|_| {
+                ErrorData::internal_error("the client's request ended before it answered", None)
+            })??
         };
-        serde_json::from_value(answer)
-            .map_err(|e| ErrorData::invalid_params(format!("the client's answer does not fit the request: {e}"), None))
+        serde_json::from_value(answer).map_err(|e| {
+            ErrorData::invalid_params(format!("the client's answer does not fit the request: {e}"), None)
+        })
     }
 }
 
 fn set_asking(map: &InFlightMap, token: &ProgressToken, on: bool) {
-    if let Some(f) = map
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get_mut(token)
-    {
+    if let Some(f) = map.lock().unwrap_or_else(PoisonError::into_inner).get_mut(token) {
         f.asking = on;
     }
 }

@@ -425,7 +425,9 @@ where
         });
         let (read, write) = tokio::io::split(client_io);
         client
-            .serve(rmcp::transport::async_rw::AsyncRwTransport::new_client(read, write))
+            .serve(rmcp::transport::async_rw::AsyncRwTransport::new_client(
+                read, write,
+            ))
             .await
             .map_err(|e| unavailable(&self.server, e))
     }

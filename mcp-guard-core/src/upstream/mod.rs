@@ -44,7 +44,8 @@ pub use per_session::{
 pub use placeholder::{Template, resolve_template};
 pub use recheck::{MakeInstance, RecheckCredentials};
 pub use rmcp_upstream::{
-    DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_START_TIMEOUT, RmcpUpstream, UpstreamOptions, error_chain, start_failure,
+    DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_START_TIMEOUT, RmcpUpstream, UpstreamOptions, error_chain,
+    start_failure,
 };
 pub use sse::SseConnector;
 

@@ -82,10 +82,14 @@ where
             }
             JsonRpcMessage::Error(e) if e.id.as_ref().is_none_or(|i| *i == id) => {
                 let code = e.error.code;
-                if code == ErrorCode::MISSING_REQUIRED_CLIENT_CAPABILITY || code == ErrorCode::HEADER_MISMATCH {
+                if code == ErrorCode::MISSING_REQUIRED_CLIENT_CAPABILITY || code == ErrorCode::HEADER_MISMATCH
+                {
                     return Err(ClientInitializeError::JsonRpcError(e.error));
                 }
-                tracing::debug!(code = code.0, "server/discover refused; connecting with initialize");
+                tracing::debug!(
+                    code = code.0,
+                    "server/discover refused; connecting with initialize"
+                );
                 return Ok(Era::Legacy);
             }
             other => {

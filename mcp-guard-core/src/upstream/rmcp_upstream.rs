@@ -553,8 +553,11 @@ impl Shared {
 /// own wording, never text the server or a transport produced (which may name hosts,
 /// paths or secrets). `None` for other errors.
 pub fn start_failure(e: &UpstreamError) -> Option<String> {
-    matches!(e, UpstreamError::Unavailable { .. } | UpstreamError::StartTimeout { .. })
-        .then(|| failure_reason(e, UpstreamProtocol::Auto))
+    matches!(
+        e,
+        UpstreamError::Unavailable { .. } | UpstreamError::StartTimeout { .. }
+    )
+    .then(|| failure_reason(e, UpstreamProtocol::Auto))
 }
 
 /// Why a start failed, in words a client may read: the gateway's own wording, never
