@@ -68,7 +68,15 @@ pub(crate) async fn run(port: u16, once: bool) -> anyhow::Result<()> {
         ))
         .or(Arc::new(mcp_guard_tower::auth::GrantTokens::new(store.clone())));
     let stores = crate::credentials::stores(&cfg, &path, None)?;
-    let built = crate::load::build(&cfg, &stores, crate::audit_sink(), crate::redactor(), None).await?;
+    let built = crate::load::build(
+        &cfg,
+        &stores,
+        crate::audit_sink(),
+        crate::redactor(),
+        None,
+        crate::load::Startup::Wait,
+    )
+    .await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(
         sessions

@@ -344,6 +344,8 @@ pub(crate) fn upstreams(
         options.max_response_bytes = server
             .max_response_bytes()
             .unwrap_or(config.gateway.max_response_bytes);
+        options.connect_timeout = server.start_timeout();
+        options.protocol = server.protocol();
         let upstream: Arc<dyn Upstream> = match server {
             ServerConfig::Stdio(s) => {
                 let mut spec = StdioSpec::new(s.command.clone(), s.args.clone());
@@ -565,15 +567,27 @@ pub(crate) fn pinning(config: &GatewayConfig, config_path: &Path) -> anyhow::Res
     })
 }
 
+/// Whether building the gateway waits for its servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Startup {
+    /// Every server's first start ends before the gateway is returned; a name collision
+    /// is an error (commands that read the catalogue once).
+    Wait,
+    /// The servers start in the background (front doors, which answer at once).
+    Background,
+}
+
 pub(crate) async fn build(
     config: &GatewayConfig,
     credentials: &crate::credentials::Stores,
     audit: Arc<dyn AuditSink>,
     redactor: Arc<dyn Redactor>,
     gate: Option<Arc<dyn ToolGate>>,
+    startup: Startup,
 ) -> anyhow::Result<Built> {
     let mut builder = Gateway::builder()
         .separator(config.gateway.separator.clone())
+        .startup_wait(Duration::from_millis(config.gateway.startup_wait_ms))
         .audit(audit.clone());
     if let Some(gate) = gate {
         builder = builder.gate(gate);
@@ -605,7 +619,10 @@ pub(crate) async fn build(
         }
         builder = builder.endpoint(spec);
     }
-    let gateway = builder.build().await?;
+    let gateway = match startup {
+        Startup::Wait => builder.build().await?,
+        Startup::Background => builder.start()?,
+    };
     // Responses always lose secrets and known credentials; endpoints add personal data.
     let metrics = Metrics::new();
     let counted = |r: Arc<dyn Redactor>, direction| -> Arc<dyn Redactor> {

@@ -215,6 +215,10 @@ enum Command {
         /// not JSON-RPC to stdout (protocol garbage), then answers after 2 s.
         #[arg(long)]
         garbage_after: Option<u64>,
+        /// Also offer `ask_name` and `ask_model`, which ask the client (elicitation,
+        /// sampling) with requests of their own, the legacy way.
+        #[arg(long)]
+        questions: bool,
     },
 }
 
@@ -512,7 +516,15 @@ async fn serve_stdio(
             .clone()
             .maintain(Duration::from_millis(250), maintain_stop.clone()),
     );
-    let built = load::build(cfg, &stores, sink.clone(), redactor(), Some(pinning.gate.clone())).await?;
+    let built = load::build(
+        cfg,
+        &stores,
+        sink.clone(),
+        redactor(),
+        Some(pinning.gate.clone()),
+        load::Startup::Background,
+    )
+    .await?;
     pins::watch_lock(pinning.path, pinning.gate, built.gateway.clone());
     let ep = built
         .gateway
@@ -522,18 +534,48 @@ async fn serve_stdio(
         .with_principal(principal)
         .with_session(session.id().clone())
         .page_size(cfg.gateway.page_size);
-    let running = handler.serve(mcp_guard_tower::stdio::guarded_stdio()).await?;
+    // The servers start in the background; the first start of each ending is reported
+    // (and a name collision ends the gateway) whether or not a client is talking yet.
+    let mut startup = tokio::spawn(report_startup(built.gateway.clone()));
+    let mut startup_done = false;
+    let serving = handler.serve(mcp_guard_tower::stdio::guarded_stdio());
+    tokio::pin!(serving);
+    let running = loop {
+        tokio::select! {
+            r = &mut serving => break r?,
+            outcome = &mut startup, if !startup_done => {
+                startup_done = true;
+                if let Ok(Err(e)) = outcome {
+                    built.gateway.shutdown().await;
+                    return Err(e);
+                }
+            }
+        }
+    };
     let signal = CancellationToken::new();
     tokio::spawn(shutdown_signal(signal.clone()));
     let stop = running.cancellation_token();
     let waiting = running.waiting();
     tokio::pin!(waiting);
-    tokio::select! {
-        _ = &mut waiting => {}
-        () = signal.cancelled() => {
-            drain(&built.drain, grace(cfg)).await;
-            stop.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+    let mut failed = None;
+    loop {
+        tokio::select! {
+            _ = &mut waiting => break,
+            () = signal.cancelled() => {
+                drain(&built.drain, grace(cfg)).await;
+                stop.cancel();
+                let _ = tokio::time::timeout(Duration::from_secs(5), &mut waiting).await;
+                break;
+            }
+            outcome = &mut startup, if !startup_done => {
+                startup_done = true;
+                if let Ok(Err(e)) = outcome {
+                    stop.cancel();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), &mut waiting).await;
+                    failed = Some(e);
+                    break;
+                }
+            }
         }
         () = session.closed().cancelled() => {
             // Revoked (`sessions revoke` in another shell): the client is served no more.
@@ -548,6 +590,54 @@ async fn serve_stdio(
     maintain_stop.cancel();
     let _ = maintainer.await;
     sink.flush().await.context("flushing the audit trail")?;
+    failed.map_or(Ok(()), Err)
+}
+
+/// Serves until a signal, or until the servers' first start reveals a name collision
+/// (returned).
+async fn until_stopped(
+    signal: &CancellationToken,
+    gateway: &mcp_guard_tower::Gateway,
+) -> Option<anyhow::Error> {
+    tokio::select! {
+        () = signal.cancelled() => None,
+        result = report_startup(gateway.clone()) => {
+            if let Err(e) = result {
+                return Some(e);
+            }
+            signal.cancelled().await;
+            None
+        }
+    }
+}
+
+/// Waits until every server's first start has ended, then says so on stderr (`upstreams
+/// started: ...`); a name collision the started servers produce is an error then, as
+/// it would have been had the gateway waited for them before serving.
+async fn report_startup(gateway: mcp_guard_tower::Gateway) -> anyhow::Result<()> {
+    gateway.started().await;
+    if let Some(c) = gateway.collisions().into_iter().next() {
+        return Err(c.into());
+    }
+    let (mut connected, mut not) = (0usize, Vec::<String>::new());
+    for (id, upstream, enabled) in gateway.servers() {
+        if !enabled {
+            continue;
+        }
+        match upstream.status().state {
+            mcp_guard_core::UpstreamState::Connected => connected += 1,
+            _ => not.push(id.to_owned()),
+        }
+    }
+    if not.is_empty() {
+        eprintln!("upstreams started: {connected} connected");
+    } else {
+        eprintln!(
+            "upstreams started: {connected} connected, {} not ({}); they are retried on use",
+            not.len(),
+            not.join(", ")
+        );
+    }
     Ok(())
 }
 
@@ -588,6 +678,7 @@ async fn serve(
         sink.clone(),
         redactor(),
         Some(pinning.gate.clone()),
+        load::Startup::Background,
     )
     .await?;
     pins::watch_lock(pinning.path, pinning.gate, built.gateway.clone());
@@ -650,7 +741,7 @@ async fn serve(
         app,
         stop_accepting.clone(),
     ));
-    signal.cancelled().await;
+    let failed = until_stopped(&signal, &built.gateway).await;
     stop_accepting.cancel();
     drain(&built.drain, grace(&cfg)).await;
     close_sessions.cancel();
@@ -664,7 +755,7 @@ async fn serve(
     pre_auth.flush().await;
     sink.flush().await.context("flushing the audit trail")?;
     tracing::info!(processes = mcp_guard_core::upstream::live_processes(), "stopped");
-    Ok(())
+    failed.map_or(Ok(()), Err)
 }
 
 /// The sign-in routes for servers principals sign in to with OAuth (none: `None`).
@@ -810,10 +901,14 @@ async fn status(url: &str, principal: Option<&str>, config: Option<&std::path::P
         serde_json::from_str(&body).context("the gateway's /readyz did not answer JSON")?;
     for s in report["servers"].as_array().into_iter().flatten() {
         outln!(
-            "{:<24} {:<20} since {}{}",
+            "{:<24} {:<20} since {}{}{}",
             s["id"].as_str().unwrap_or_default(),
             s["state"].as_str().unwrap_or_default(),
             s["since"].as_str().unwrap_or_default(),
+            s["protocol"]
+                .as_str()
+                .map(|p| format!("  protocol {p}"))
+                .unwrap_or_default(),
             s["detail"]
                 .as_str()
                 .map(|d| format!("  ({d})"))
@@ -848,6 +943,7 @@ async fn tools(config: PathBuf, endpoint: String) -> anyhow::Result<()> {
         audit_sink(),
         redactor(),
         Some(pinning.gate.clone()),
+        load::Startup::Wait,
     )
     .await?;
     let ep = built
@@ -983,9 +1079,11 @@ fn main() -> std::process::ExitCode {
                 legacy_only,
                 variant_file,
                 garbage_after,
+                questions,
             } => {
                 let running = fixture::Fixture::new(&name, extra_tools, legacy_only, variant_file)
                     .garbage_after(garbage_after)
+                    .questions(questions)
                     .serve(rmcp::transport::stdio())
                     .await?;
                 let _ = running.waiting().await;

@@ -21,7 +21,7 @@ use serde::Deserialize;
 
 use crate::call::{PrincipalKind, TargetKind};
 use crate::policy::{Condition, Pattern, Subject, Test};
-use crate::upstream::Template;
+use crate::upstream::{Template, UpstreamProtocol};
 
 /// The whole gateway configuration.
 #[derive(Debug, Default, Deserialize)]
@@ -299,6 +299,11 @@ pub struct GatewaySection {
     /// bound is refused with an error naming it. Each server's `max_processes` and
     /// `max_processes_per_principal` apply as well.
     pub max_upstream_processes: usize,
+    /// While servers are making their first start, how long a request that needs the
+    /// catalogue (a list, a call) waits for them, in milliseconds (default 3000; 0
+    /// never waits). `server/discover` and `initialize` never wait; a server that
+    /// starts later joins with `list_changed`.
+    pub startup_wait_ms: u64,
 }
 
 impl Default for GatewaySection {
@@ -316,6 +321,7 @@ impl Default for GatewaySection {
             metrics: true,
             public_url: None,
             max_upstream_processes: crate::upstream::DEFAULT_MAX_UPSTREAM_PROCESSES,
+            startup_wait_ms: 3000,
         }
     }
 }
@@ -650,11 +656,38 @@ impl ServerConfig {
             Self::Http(h) | Self::Sse(h) => h.max_response_bytes,
         }
     }
+
+    /// How long starting may take (`start_timeout_secs`, else 60 s for stdio and 30 s
+    /// for HTTP).
+    pub fn start_timeout(&self) -> std::time::Duration {
+        match self {
+            Self::Stdio(s) => s.start_timeout_secs.map_or(
+                crate::upstream::DEFAULT_START_TIMEOUT,
+                std::time::Duration::from_secs,
+            ),
+            Self::Http(h) | Self::Sse(h) => std::time::Duration::from_secs(
+                h.start_timeout_secs.unwrap_or(DEFAULT_HTTP_START_TIMEOUT_SECS),
+            ),
+        }
+    }
+
+    /// The protocol era spoken to the server.
+    pub fn protocol(&self) -> UpstreamProtocol {
+        match self {
+            Self::Stdio(s) => s.protocol,
+            Self::Http(h) => h.protocol,
+            Self::Sse(_) => UpstreamProtocol::Legacy,
+        }
+    }
 }
 
 fn yes() -> bool {
     true
 }
+
+/// Default `start_timeout_secs` of an HTTP server: dialling and a handshake need no
+/// package download.
+pub const DEFAULT_HTTP_START_TIMEOUT_SECS: u64 = 30;
 
 /// A stdio server.
 #[derive(Debug, Deserialize)]
@@ -704,6 +737,17 @@ pub struct StdioServerConfig {
     /// or the environment. Needs `isolation = "session"`.
     #[serde(default)]
     pub personal: Vec<String>,
+    /// How long the server may take to start and answer the MCP handshake, in
+    /// seconds (default 60: long enough for a first `npx -y` or `uvx` run to download
+    /// its package). A server that has not answered by then fails with "did not answer
+    /// within N s" and is started again on a later request.
+    #[serde(default)]
+    pub start_timeout_secs: Option<u64>,
+    /// The protocol era spoken to the server: `auto` (default: 2026-07-28 when the
+    /// server offers it, else `initialize`), `legacy` (always `initialize`), or
+    /// `2026-07-28` (only that).
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
 }
 
 /// How a stdio server's processes are shared.
@@ -753,6 +797,13 @@ pub struct HttpServerConfig {
     /// The gateway signs in to this server with OAuth 2.1 (streamable HTTP only).
     #[serde(default)]
     pub oauth: Option<OAuthConfig>,
+    /// How long connecting and the MCP handshake may take, in seconds (default 30).
+    #[serde(default)]
+    pub start_timeout_secs: Option<u64>,
+    /// The protocol era spoken to the server: `auto` (default), `legacy` or
+    /// `2026-07-28` (not for `transport = "sse"`, which is always legacy).
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
 }
 
 /// `[servers.ID.oauth]`: the gateway as the OAuth client of an HTTP upstream.
@@ -1470,6 +1521,24 @@ impl GatewayConfig {
                     "must be at least 1".into(),
                 );
             }
+            let (start_timeout, protocol) = match server {
+                ServerConfig::Stdio(s) => (s.start_timeout_secs, s.protocol),
+                ServerConfig::Http(h) | ServerConfig::Sse(h) => (h.start_timeout_secs, h.protocol),
+            };
+            if start_timeout == Some(0) {
+                err(
+                    &mut errors,
+                    format!("{entry}.start_timeout_secs"),
+                    "must be at least 1".into(),
+                );
+            }
+            if matches!(server, ServerConfig::Sse(_)) && protocol == UpstreamProtocol::Modern {
+                err(
+                    &mut errors,
+                    format!("{entry}.protocol"),
+                    "an sse server speaks only the legacy protocol (use \"auto\" or \"legacy\")".into(),
+                );
+            }
             if server.max_response_bytes().is_some_and(|b| b < 1024) {
                 err(
                     &mut errors,
@@ -1832,6 +1901,49 @@ mod tests {
         }));
         assert!(ok.validate().is_ok());
         assert_eq!(ok.unauthenticated_limits.per_minute, Some(60));
+    }
+
+    #[test]
+    fn start_timeouts_and_protocol_eras_have_defaults_and_bad_values_are_named() {
+        let cfg = parse(serde_json::json!({"servers": {
+            "s": {"transport": "stdio", "command": "x"},
+            "h": {"transport": "http", "url": "http://127.0.0.1:1/mcp"},
+            "o": {"transport": "sse", "url": "http://127.0.0.1:1/sse"},
+            "l": {"transport": "stdio", "command": "x", "protocol": "legacy", "start_timeout_secs": 5},
+            "m": {"transport": "http", "url": "http://127.0.0.1:1/mcp", "protocol": "2026-07-28"},
+        }}));
+        cfg.validate().unwrap();
+        let server = |id: &str| &cfg.servers[id];
+        assert_eq!(server("s").start_timeout(), std::time::Duration::from_mins(1));
+        assert_eq!(server("h").start_timeout(), std::time::Duration::from_secs(30));
+        assert_eq!(server("l").start_timeout(), std::time::Duration::from_secs(5));
+        assert_eq!(server("s").protocol(), UpstreamProtocol::Auto);
+        assert_eq!(server("l").protocol(), UpstreamProtocol::Legacy);
+        assert_eq!(server("m").protocol(), UpstreamProtocol::Modern);
+        assert_eq!(server("o").protocol(), UpstreamProtocol::Legacy);
+        assert_eq!(cfg.gateway.startup_wait_ms, 3000);
+
+        let errs = parse(serde_json::json!({"servers": {
+            "s": {"transport": "stdio", "command": "x", "start_timeout_secs": 0},
+            "o": {"transport": "sse", "url": "http://127.0.0.1:1/sse", "protocol": "2026-07-28"},
+        }}))
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            errs.contains("servers.s.start_timeout_secs: must be at least 1"),
+            "{errs}"
+        );
+        assert!(
+            errs.contains("servers.o.protocol: an sse server speaks only the legacy protocol"),
+            "{errs}"
+        );
+        let bad = serde_json::from_value::<GatewayConfig>(serde_json::json!({"servers": {
+            "s": {"transport": "stdio", "command": "x", "protocol": "2025-11-25"},
+        }}))
+        .unwrap_err()
+        .to_string();
+        assert!(bad.contains("2025-11-25") && bad.contains("legacy"), "{bad}");
     }
 
     #[test]

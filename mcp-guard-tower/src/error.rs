@@ -161,6 +161,48 @@ fn human_duration(d: std::time::Duration) -> String {
     }
 }
 
+/// A server that did not start in time, or is down: what happened and when it is
+/// started again.
+fn start_error(u: UpstreamError) -> ErrorData {
+    match u {
+        UpstreamError::StartTimeout { server, timeout } => ErrorData::internal_error(
+            format!(
+                "server {server} did not answer within {} of starting; it is started again on a later request",
+                spaced_duration(timeout)
+            ),
+            None,
+        ),
+        UpstreamError::Down {
+            server,
+            reason,
+            retry_in,
+        } => ErrorData::internal_error(
+            match retry_in {
+                Some(d) => format!(
+                    "server {server} is down ({reason}); the next start attempt is in {}",
+                    spaced_duration(d)
+                ),
+                None => {
+                    format!("server {server} is down ({reason}); it is started again on the next request")
+                }
+            },
+            None,
+        ),
+        other => ErrorData::internal_error(format!("upstream error: {other}"), None),
+    }
+}
+
+/// `2 s`, `1.5 s`, `250 ms`: durations in sentences about server starts.
+fn spaced_duration(d: std::time::Duration) -> String {
+    if d < std::time::Duration::from_secs(1) {
+        format!("{} ms", d.as_millis().max(1))
+    } else if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
 /// A call that needs the principal to sign in to the upstream (first time or again).
 fn sign_in_error(u: UpstreamError) -> ErrorData {
     match u {
@@ -200,6 +242,8 @@ fn sign_in_error(u: UpstreamError) -> ErrorData {
 }
 
 fn upstream_error(u: UpstreamError) -> ErrorData {
+    // Why a start failed, in the gateway's words (never the transport's text).
+    let reason = mcp_guard_core::upstream::start_failure(&u);
     match u {
         UpstreamError::Rpc(e) => e,
         UpstreamError::MissingCredentials { server, missing } => {
@@ -256,9 +300,10 @@ fn upstream_error(u: UpstreamError) -> ErrorData {
             format!("server {server} terminated while handling the request"),
             None,
         ),
-        UpstreamError::Unavailable { server, .. } => {
-            ErrorData::internal_error(format!("server {server} is unavailable"), None)
-        }
+        UpstreamError::Unavailable { server, .. } => match reason {
+            Some(r) => ErrorData::internal_error(format!("server {server} is unavailable ({r})"), None),
+            None => ErrorData::internal_error(format!("server {server} is unavailable"), None),
+        },
         UpstreamError::Disabled { server } => {
             ErrorData::internal_error(format!("server {server} is disabled"), None)
         }
@@ -269,6 +314,7 @@ fn upstream_error(u: UpstreamError) -> ErrorData {
             ),
             None,
         ),
+        u @ (UpstreamError::StartTimeout { .. } | UpstreamError::Down { .. }) => start_error(u),
         UpstreamError::ResponseTooLarge { server, limit } => ErrorData::internal_error(
             format!(
                 "server {server} sent a response larger than its limit of {limit} bytes; the connection was reset"

@@ -8,10 +8,17 @@
 //! Each endpoint keeps an immutable [`Snapshot`] of its federated catalogue, rebuilt
 //! when an upstream's catalogue or connection changes; requests resolve names against
 //! the snapshot they started with.
+//!
+//! [`GatewayBuilder::start`] returns before any upstream has connected, so a front door
+//! answers `server/discover` and `initialize` at once: each server joins its endpoints'
+//! catalogues when it connects, and clients are told with `list_changed`. While servers
+//! are making their first start, a request that needs the catalogue waits for them up
+//! to [`GatewayBuilder::startup_wait`], then sees what is connected.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
 
 use mcp_guard_core::pin::{Admission, ToolGate};
 use mcp_guard_core::policy::Pattern;
@@ -182,7 +189,11 @@ pub struct GatewayBuilder {
     separator: Option<String>,
     servers: BTreeMap<Arc<str>, ServerEntry>,
     endpoints: Vec<EndpointSpec>,
+    startup_wait: Option<Duration>,
 }
+
+/// Default [`GatewayBuilder::startup_wait`]: 3 s.
+pub const DEFAULT_STARTUP_WAIT: Duration = Duration::from_secs(3);
 
 impl std::fmt::Debug for GatewayBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -245,6 +256,15 @@ impl GatewayBuilder {
         self
     }
 
+    /// While servers are making their first start, how long a request that needs the
+    /// catalogue (a list, a call by name) waits for them before it is answered with
+    /// what is connected (default [`DEFAULT_STARTUP_WAIT`]; zero never waits). Only
+    /// matters with [`GatewayBuilder::start`].
+    pub fn startup_wait(mut self, wait: Duration) -> Self {
+        self.startup_wait = Some(wait);
+        self
+    }
+
     /// Connects every enabled server (concurrently; a server that fails to connect is
     /// left out and retried later), builds each endpoint's catalogue, and starts
     /// watching upstreams for changes.
@@ -252,6 +272,28 @@ impl GatewayBuilder {
     /// # Errors
     /// [`BuildError`] for an unknown server, a bad separator or a name collision.
     pub async fn build(self) -> Result<Gateway, BuildError> {
+        let gateway = self.start()?;
+        gateway.started().await;
+        if let Some(c) = gateway.collisions().into_iter().next() {
+            gateway.shutdown().await;
+            return Err(c);
+        }
+        Ok(gateway)
+    }
+
+    /// Builds the gateway and returns at once: every enabled server starts in the
+    /// background (concurrently), and joins its endpoints' catalogues when it has
+    /// connected, with `list_changed` to the clients; one that fails is left out and
+    /// retried on later use. [`Gateway::started`] tells when every server's first
+    /// start has ended; a name collision found then is in [`Gateway::collisions`].
+    ///
+    /// # Errors
+    /// [`BuildError`] for an unknown server, a bad separator, or a name-prefix setting
+    /// that does not fit the endpoint.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime (the starts are spawned on it).
+    pub fn start(self) -> Result<Gateway, BuildError> {
         let separator = self.separator.unwrap_or_else(|| "__".to_owned());
         if !mcp_guard_core::config::is_name_safe(&separator) {
             return Err(BuildError::Invalid(format!(
@@ -259,7 +301,7 @@ impl GatewayBuilder {
             )));
         }
         let mut endpoints = BTreeMap::new();
-        let mut used = BTreeMap::new();
+        let mut used: FirstStarts = BTreeMap::new();
         for spec in self.endpoints {
             if !spec.namespaced && spec.servers.len() != 1 {
                 return Err(BuildError::Invalid(format!(
@@ -274,14 +316,20 @@ impl GatewayBuilder {
                     server: id.to_string(),
                 })?;
                 let enabled = entry.enabled && !selection.disabled;
-                if enabled {
-                    used.insert(id.clone(), entry.upstream.clone());
-                }
+                let started = if enabled {
+                    used.entry(id.clone())
+                        .or_insert_with(|| (entry.upstream.clone(), tokio::sync::watch::channel(false).0))
+                        .1
+                        .subscribe()
+                } else {
+                    tokio::sync::watch::channel(true).1
+                };
                 members.push(Member {
                     id,
                     upstream: entry.upstream.clone(),
                     selection,
                     enabled,
+                    started,
                 });
             }
             let runtime = Arc::new(EndpointRuntime {
@@ -303,32 +351,28 @@ impl GatewayBuilder {
                 subscriptions: Mutex::new(Vec::new()),
                 version: AtomicU64::new(0),
                 rebuild: tokio::sync::Mutex::new(()),
+                startup_wait: self.startup_wait.unwrap_or(DEFAULT_STARTUP_WAIT),
+                settled: std::sync::atomic::AtomicBool::new(false),
             });
             endpoints.insert(spec.name, runtime);
         }
-        let connects = used.iter().map(|(id, u)| async move {
-            if let Err(e) = u.catalog().await {
-                tracing::warn!(server = %id, error = %mcp_guard_core::upstream::error_chain(&e), "upstream not available at start");
-            }
-        });
-        futures::future::join_all(connects).await;
-        for ep in endpoints.values() {
-            let snapshot = ep.build_snapshot(None).await;
-            if let Some(c) = snapshot.collisions.first() {
-                return Err(c.clone());
-            }
-            ep.install(snapshot);
-        }
         let shutdown = CancellationToken::new();
+        let (started_tx, started) = tokio::sync::watch::channel(false);
         let gateway = Gateway {
             inner: Arc::new(GatewayInner {
                 separator,
                 servers: self.servers,
                 endpoints,
                 shutdown,
+                started,
             }),
         };
+        // Watching first: a server that connects while the others still start joins at once.
         gateway.watch();
+        for ep in gateway.inner.endpoints.values() {
+            ep.install(ep.snapshot_without_connecting());
+        }
+        gateway.start_servers(used, started_tx);
         Ok(gateway)
     }
 }
@@ -338,7 +382,12 @@ struct GatewayInner {
     servers: BTreeMap<Arc<str>, ServerEntry>,
     endpoints: BTreeMap<Arc<str>, Arc<EndpointRuntime>>,
     shutdown: CancellationToken,
+    /// True once every enabled server's first start has ended.
+    started: tokio::sync::watch::Receiver<bool>,
 }
+
+/// The servers of a gateway to start, each with where it reports that its first start ended.
+type FirstStarts = BTreeMap<Arc<str>, (Arc<dyn Upstream>, tokio::sync::watch::Sender<bool>)>;
 
 /// The federated gateway: servers, endpoints and their live catalogues.
 ///
@@ -395,6 +444,62 @@ impl Gateway {
         }
     }
 
+    /// Waits until every enabled server's first start has ended (connected or
+    /// failed), and the endpoints' catalogues include what connected.
+    ///
+    /// # Cancel safety
+    /// Safe; the starts go on without it.
+    pub async fn started(&self) {
+        let mut rx = self.inner.started.clone();
+        let _ = rx.wait_for(|done| *done).await;
+    }
+
+    /// Name collisions in the endpoints' current catalogues (both entries of each are
+    /// withheld). [`GatewayBuilder::build`] refuses to build with one; a front door that
+    /// [started](GatewayBuilder::start) checks after [`Gateway::started`].
+    pub fn collisions(&self) -> Vec<BuildError> {
+        self.inner
+            .endpoints
+            .values()
+            .flat_map(|ep| ep.snapshot().collisions.clone())
+            .collect()
+    }
+
+    /// Starts every server in the background; each that ends its first start updates
+    /// the endpoints it is a member of.
+    fn start_servers(&self, servers: FirstStarts, started: tokio::sync::watch::Sender<bool>) {
+        let endpoints: Vec<Arc<EndpointRuntime>> = self.inner.endpoints.values().cloned().collect();
+        let starts = servers.into_iter().map(|(id, (upstream, done))| {
+            let endpoints = endpoints.clone();
+            async move {
+                let began = std::time::Instant::now();
+                match upstream.catalog().await {
+                    Ok(_) => tracing::info!(server = %id, took = ?began.elapsed(), "upstream started"),
+                    Err(e) => tracing::warn!(
+                        server = %id,
+                        error = %mcp_guard_core::upstream::error_chain(&e),
+                        "upstream not available at start"
+                    ),
+                }
+                let _ = done.send(true);
+                for ep in endpoints
+                    .iter()
+                    .filter(|ep| ep.members.iter().any(|m| m.enabled && m.id == id))
+                {
+                    ep.rebuild(false).await;
+                }
+            }
+        });
+        let all = futures::future::join_all(starts);
+        tokio::spawn(async move {
+            all.await;
+            for ep in &endpoints {
+                ep.settled.store(true, Ordering::Release);
+            }
+            let _ = started.send(true);
+        });
+    }
+
     /// Stops watching and shuts every upstream down (children are reaped).
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
@@ -440,6 +545,16 @@ struct Member {
     upstream: Arc<dyn Upstream>,
     selection: Selection,
     enabled: bool,
+    /// True once the server's first start has ended.
+    started: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Member {
+    /// Still making its first start (and not connected yet): its catalogue is not read,
+    /// since reading it would wait for the start.
+    fn starting(&self) -> bool {
+        !*self.started.borrow() && !matches!(self.upstream.status().state, UpstreamState::Connected)
+    }
 }
 
 /// Which lists changed in a catalogue rebuild.
@@ -471,6 +586,10 @@ pub struct EndpointRuntime {
     subscriptions: Mutex<Vec<Subscription>>,
     version: AtomicU64,
     rebuild: tokio::sync::Mutex<()>,
+    /// How long a request waits for servers still making their first start.
+    startup_wait: Duration,
+    /// Set once every member's first start has ended (no more waiting).
+    settled: std::sync::atomic::AtomicBool,
 }
 
 /// A legacy client's `resources/subscribe`, by upstream server and URI.
@@ -506,6 +625,29 @@ impl EndpointRuntime {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Waits, at most the builder's [`startup_wait`](GatewayBuilder::startup_wait), for
+    /// members still making their first start; returns at once after that. `true` when
+    /// no member is starting any more.
+    ///
+    /// # Cancel safety
+    /// Safe.
+    pub async fn settled(&self) -> bool {
+        if self.settled.load(Ordering::Acquire) {
+            return true;
+        }
+        let deadline = tokio::time::Instant::now() + self.startup_wait;
+        for m in self.members.iter().filter(|m| m.enabled) {
+            let mut rx = m.started.clone();
+            if tokio::time::timeout_at(deadline, rx.wait_for(|done| *done))
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
+        true
     }
 
     /// Notifications of list changes (for 2026-07-28 `subscriptions/listen`).
@@ -668,6 +810,22 @@ impl EndpointRuntime {
         }
     }
 
+    /// The catalogue before any server has started: nothing listed, the capabilities
+    /// the members' selections can expose.
+    fn snapshot_without_connecting(&self) -> Snapshot {
+        let mut snap = Snapshot::empty(self.name.clone(), self.separator.clone(), self.namespaced);
+        snap.version = self.version.fetch_add(1, Ordering::AcqRel) + 1;
+        let (mut prompts, mut resources) = (false, false);
+        for m in self.members.iter().filter(|m| m.enabled) {
+            snap.upstreams.insert(m.id.clone(), m.upstream.clone());
+            snap.resource_selection.insert(m.id.clone(), m.selection.clone());
+            prompts |= !m.selection.prompts.is_empty();
+            resources |= !m.selection.resources.is_empty();
+        }
+        snap.capabilities = capabilities(prompts, resources, prompts || resources);
+        snap
+    }
+
     async fn build_snapshot(&self, previous: Option<&Snapshot>) -> Snapshot {
         let mut snap = Snapshot::empty(self.name.clone(), self.separator.clone(), self.namespaced);
         snap.version = self.version.fetch_add(1, Ordering::AcqRel) + 1;
@@ -685,7 +843,7 @@ impl EndpointRuntime {
                 m.upstream.status().state,
                 UpstreamState::Failed { .. } | UpstreamState::Stopped
             );
-            let catalog = if failed {
+            let catalog = if failed || m.starting() {
                 None
             } else {
                 match m.upstream.catalog().await {
@@ -703,6 +861,11 @@ impl EndpointRuntime {
             let listed = catalog.is_some();
             let Some(catalog) = catalog.or_else(|| previous.and_then(|p| p.catalogs.get(&m.id).cloned()))
             else {
+                // Not connected yet: advertise what its selection can expose, so a
+                // client that initializes now knows to ask once it has joined.
+                has_prompts |= !m.selection.prompts.is_empty();
+                has_resources |= !m.selection.resources.is_empty();
+                has_completions |= !m.selection.prompts.is_empty() || !m.selection.resources.is_empty();
                 continue;
             };
             snap.catalogs.insert(m.id.clone(), catalog.clone());
@@ -1034,9 +1197,23 @@ impl Snapshot {
         &self.capabilities
     }
 
+    /// Name collisions found while building (both entries are withheld).
+    pub fn collisions(&self) -> &[BuildError] {
+        &self.collisions
+    }
+
     /// Problems found while building (servers unreachable, names not exposable).
     pub fn problems(&self) -> &[String] {
         &self.problems
+    }
+
+    /// The protocol version the upstream `server` speaks on the connection its
+    /// catalogue was read from (`2025-11-25`, `2026-07-28`...).
+    pub fn upstream_protocol(&self, server: &str) -> Option<&str> {
+        self.catalogs
+            .get(server)
+            .and_then(|c| c.server_info.as_ref())
+            .map(|i| i.protocol_version.as_str())
     }
 
     /// Whether the upstream `server` speaks the 2026-07-28 revision (per-request

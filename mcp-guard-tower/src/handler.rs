@@ -22,7 +22,7 @@ use rmcp::model::{
     Implementation, InitializeResult, ListPromptsRequest, ListPromptsResult, ListResourceTemplatesRequest,
     ListResourceTemplatesResult, ListResourcesRequest, ListResourcesResult, ListToolsRequest,
     ListToolsResult, PaginatedRequestParams, ReadResourceRequest, ReadResourceRequestParams,
-    ReadResourceResponse, ServerResult, SubscriptionFilter, Tool,
+    ReadResourceResponse, ResultType, ServerResult, SubscriptionFilter, Tool,
 };
 use rmcp::service::{NotificationContext, RequestContext, RoleServer, SubscriptionContext};
 use rmcp::{ErrorData, ServerHandler};
@@ -165,6 +165,10 @@ impl GuardHandler {
             return Err(GuardError::Unauthenticated.into());
         };
         let endpoint = &self.inner.endpoint;
+        // While servers are still making their first start, give them a moment (bounded)
+        // so a client that lists at once sees them; `server/discover` and `initialize`
+        // never come here and are answered at once.
+        endpoint.settled().await;
         let catalog = endpoint.snapshot();
         let parts = ctx.extensions.get::<http::request::Parts>();
         let session = parts.and_then(|p| {
@@ -315,7 +319,12 @@ impl ServerHandler for GuardHandler {
             .dispatch(ClientRequest::CallToolRequest(CallToolRequest::new(params)), ctx)
             .await?
         {
-            ServerResult::CallToolResult(r) => Ok(CallToolResponse::Complete(r)),
+            ServerResult::CallToolResult(mut r) => {
+                // A legacy upstream's result has no resultType, which 2026-07-28 clients
+                // require (rmcp removes it again for legacy clients).
+                r.result_type.get_or_insert(ResultType::COMPLETE);
+                Ok(CallToolResponse::Complete(r))
+            }
             ServerResult::InputRequiredResult(r) => Ok(CallToolResponse::InputRequired(r)),
             ServerResult::CreateTaskResult(r) => Ok(CallToolResponse::Task(r)),
             _ => Err(unexpected()),
@@ -356,7 +365,10 @@ impl ServerHandler for GuardHandler {
             )
             .await?
         {
-            ServerResult::GetPromptResult(r) => Ok(GetPromptResponse::Complete(r)),
+            ServerResult::GetPromptResult(mut r) => {
+                r.result_type.get_or_insert(ResultType::COMPLETE);
+                Ok(GetPromptResponse::Complete(r))
+            }
             ServerResult::InputRequiredResult(r) => Ok(GetPromptResponse::InputRequired(r)),
             _ => Err(unexpected()),
         }
@@ -413,7 +425,10 @@ impl ServerHandler for GuardHandler {
             )
             .await?
         {
-            ServerResult::ReadResourceResult(r) => Ok(ReadResourceResponse::Complete(r)),
+            ServerResult::ReadResourceResult(mut r) => {
+                r.result_type.get_or_insert(ResultType::COMPLETE);
+                Ok(ReadResourceResponse::Complete(r))
+            }
             ServerResult::InputRequiredResult(r) => Ok(ReadResourceResponse::InputRequired(r)),
             _ => Err(unexpected()),
         }

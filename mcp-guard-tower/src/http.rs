@@ -307,11 +307,17 @@ pub fn readiness_report(gateway: &Gateway) -> (bool, serde_json::Value) {
             if enabled && state != "connected" {
                 ready = false;
             }
+            // The protocol version the server speaks (legacy or 2026-07-28), once known.
+            let protocol = gateway
+                .endpoint_names()
+                .filter_map(|n| gateway.endpoint(n))
+                .find_map(|ep| ep.snapshot().upstream_protocol(id).map(str::to_owned));
             serde_json::json!({
                 "id": id,
                 "state": state,
                 "since": mcp_guard_core::time::format_rfc3339(status.since),
                 "detail": detail,
+                "protocol": protocol,
             })
         })
         .collect();

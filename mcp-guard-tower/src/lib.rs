@@ -68,6 +68,7 @@ mod macros;
 pub mod metrics;
 pub mod policy;
 pub mod preauth;
+mod questions;
 pub mod rate_limit;
 pub mod redact;
 mod request;

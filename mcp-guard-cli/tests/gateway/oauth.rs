@@ -364,11 +364,10 @@ impl Gw {
             cmd.env(k, v);
         }
         let child = cmd.spawn().unwrap();
-        for _ in 0..300 {
-            if std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .contains("mcp-guard listening on ")
-            {
+        // Listening, and (the servers start in the background) every server's first start done.
+        for _ in 0..600 {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("mcp-guard listening on ") && text.contains("upstreams started") {
                 return Self { child, base, dir };
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -100,11 +100,27 @@ impl GatewayProc {
         Self::start_inner(config, env, |_| {}, "127.0.0.1:0").await
     }
 
+    /// Starts and returns as soon as the gateway listens, while its servers may still
+    /// be starting.
+    pub async fn start_early(config: &str) -> Self {
+        Self::start_inner_with(config, &[], |_| {}, "127.0.0.1:0", false).await
+    }
+
     async fn start_inner(
         config: &str,
         env: &[(&str, &str)],
         prepare: impl FnOnce(&std::path::Path),
         listen: &str,
+    ) -> Self {
+        Self::start_inner_with(config, env, prepare, listen, true).await
+    }
+
+    async fn start_inner_with(
+        config: &str,
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&std::path::Path),
+        listen: &str,
+        wait_upstreams: bool,
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gateway.toml");
@@ -148,6 +164,20 @@ impl GatewayProc {
         })
         .await
         .expect("gateway did not start in 30 s");
+        // The gateway answers at once and its servers join as they start; most tests
+        // want them all there, so they wait for the first start of every server.
+        if wait_upstreams {
+            tokio::time::timeout(Duration::from_mins(1), async {
+                while let Some(line) = lines.next_line().await.unwrap() {
+                    if line.starts_with("upstreams started") {
+                        return;
+                    }
+                }
+                panic!("gateway exited before its upstreams started");
+            })
+            .await
+            .expect("upstreams did not start in 60 s");
+        }
         // Keep draining stderr so the gateway never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Self {
@@ -285,10 +315,24 @@ pub async fn stdio_client(config_path: &std::path::Path, endpoint: &str, era: Er
     cmd.args(["serve", "--stdio", "--endpoint", endpoint, "--config"])
         .arg(config_path);
     cmd.env("MCP_GUARD_LOG", "warn");
-    let (transport, _stderr) = TokioChildProcess::builder(cmd)
-        .stderr(Stdio::null())
+    let (transport, stderr) = TokioChildProcess::builder(cmd)
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // The front door answers at once; these tests want every server there, so they
+    // wait for the first start of each (the gateway says so on stderr).
+    let mut lines = tokio::io::BufReader::new(stderr.unwrap()).lines();
+    tokio::time::timeout(Duration::from_mins(1), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.starts_with("upstreams started") {
+                return;
+            }
+        }
+        panic!("the stdio gateway exited before its upstreams started");
+    })
+    .await
+    .expect("upstreams did not start in 60 s");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     tokio::time::timeout(
         Duration::from_secs(20),
         serve_client_with_lifecycle(Recorder::default(), transport, lifecycle(era)),

@@ -13,6 +13,7 @@ mod connect;
 pub mod oauth;
 mod per_session;
 mod placeholder;
+mod probe;
 mod recheck;
 mod rmcp_upstream;
 mod sse;
@@ -42,7 +43,10 @@ pub use per_session::{
 };
 pub use placeholder::{Template, resolve_template};
 pub use recheck::{MakeInstance, RecheckCredentials};
-pub use rmcp_upstream::{DEFAULT_MAX_RESPONSE_BYTES, RmcpUpstream, UpstreamOptions, error_chain};
+pub use rmcp_upstream::{
+    DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_START_TIMEOUT, RmcpUpstream, UpstreamOptions, error_chain,
+    start_failure,
+};
 pub use sse::SseConnector;
 
 /// One upstream MCP server.
@@ -91,6 +95,38 @@ pub trait Upstream: Send + Sync + fmt::Debug {
     /// Re-reads the catalogue now and reports it as changed (another instance of the
     /// same server announced a change). The default does nothing.
     async fn refresh(&self) {}
+}
+
+/// Which protocol era the gateway speaks to an upstream (`servers.ID.protocol`).
+///
+/// The era is per connection: the gateway serves clients of either era whatever the
+/// upstream speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[non_exhaustive]
+pub enum UpstreamProtocol {
+    /// Ask `server/discover` (waiting as long as the start timeout allows); use
+    /// 2026-07-28 when the server offers it, `initialize` otherwise.
+    #[default]
+    #[serde(rename = "auto")]
+    Auto,
+    /// `initialize` (2025-11-25 and before), even when the server offers 2026-07-28:
+    /// for servers that ask their questions (elicitation, sampling) as requests to the
+    /// client, which 2026-07-28 no longer allows.
+    #[serde(rename = "legacy")]
+    Legacy,
+    /// 2026-07-28 only; a server that does not offer it fails to connect.
+    #[serde(rename = "2026-07-28")]
+    Modern,
+}
+
+impl fmt::Display for UpstreamProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Legacy => "legacy",
+            Self::Modern => "2026-07-28",
+        })
+    }
 }
 
 /// What a server offers, with its own names.
@@ -213,6 +249,10 @@ pub struct ClientLink {
     pub capabilities: rmcp::model::ClientCapabilities,
     /// Whether the client may be sent requests (protocol revisions before 2026-07-28).
     pub accepts_requests: bool,
+    /// For a client that may not be sent requests (2026-07-28): where a question the
+    /// upstream asks as a request (elicitation, sampling, roots) goes instead, to be
+    /// put to the client as an input-required result.
+    pub questions: Option<QuestionSender>,
 }
 
 impl ClientLink {
@@ -228,9 +268,34 @@ impl ClientLink {
             request_id,
             capabilities,
             accepts_requests,
+            questions: None,
         }
     }
+
+    /// Questions the upstream asks as requests go to `sender` (for a 2026-07-28 client).
+    #[must_use]
+    pub fn questions_to(mut self, sender: QuestionSender) -> Self {
+        self.questions = Some(sender);
+        self
+    }
 }
+
+/// A question an upstream on a legacy connection asked as a request to the client
+/// (elicitation, sampling, roots) while serving a request of a 2026-07-28 client, which
+/// may not be sent requests: whoever drives that client's request asks it as an
+/// input-required result and sends the client's answer back.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Question {
+    /// What the upstream asks.
+    pub request: rmcp::model::InputRequest,
+    /// Where the client's answer goes (its result as JSON, or the error to give the
+    /// upstream).
+    pub answer: tokio::sync::oneshot::Sender<Result<serde_json::Value, rmcp::ErrorData>>,
+}
+
+/// Where an upstream's [`Question`]s go.
+pub type QuestionSender = tokio::sync::mpsc::UnboundedSender<Question>;
 
 impl fmt::Debug for ClientLink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -319,6 +384,26 @@ pub enum UpstreamError {
     Terminated {
         /// Server id.
         server: String,
+    },
+    /// The server did not complete its start (spawn or dial, and the MCP handshake)
+    /// within its start timeout.
+    #[error("upstream {server} did not answer within {} of starting", rmcp_upstream::human(*timeout))]
+    StartTimeout {
+        /// Server id.
+        server: String,
+        /// The start timeout.
+        timeout: Duration,
+    },
+    /// The server is down: its last start failed or its connection had already ended,
+    /// and the request was not sent.
+    #[error("upstream {server} is down: {reason}")]
+    Down {
+        /// Server id.
+        server: String,
+        /// Why, in the gateway's words (never text from the server).
+        reason: String,
+        /// When the gateway starts it again, if it waits before doing so.
+        retry_in: Option<Duration>,
     },
     /// No answer in time.
     #[error("upstream {server} timed out after {timeout:?}")]

@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use http::{HeaderName, HeaderValue};
 use rmcp::model::{ClientJsonRpcMessage, ClientNotification, ClientRequest, ServerResult};
-use rmcp::service::{RoleClient, RunningService, serve_client_with_lifecycle};
+use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::auth::{
     AuthClient, AuthError, AuthorizationManager, AuthorizationMetadata, AuthorizationRequest,
@@ -1419,11 +1419,7 @@ impl Connector for OAuthConnector {
         config.max_sse_event_size = client.max_response_bytes;
         config.custom_headers = headers.into_iter().filter_map(|(k, v)| Some((k?, v))).collect();
         let transport = StreamableHttpClientTransport::with_client(auth, config);
-        let result = {
-            let lifecycle = client.lifecycle();
-            serve_client_with_lifecycle(client, transport, lifecycle)
-        }
-        .await;
+        let result = client.serve(transport).await;
         match result {
             Ok(r) => Ok(r),
             Err(e) if e.auth_challenge().is_some() => match &self.acting {

@@ -13,13 +13,18 @@ use tokio::sync::broadcast;
 use super::child::{Fault, FaultSlot};
 use super::client::{InFlight, InFlightMap, LINGER, UpstreamClient};
 use super::connect::Connector;
-use super::{Catalog, Forward, Upstream, UpstreamError, UpstreamEvent, UpstreamState, UpstreamStatus};
+use super::{
+    Catalog, Forward, Upstream, UpstreamError, UpstreamEvent, UpstreamProtocol, UpstreamState, UpstreamStatus,
+};
 
 /// Timeouts and backoff of an [`RmcpUpstream`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct UpstreamOptions {
-    /// How long connecting (spawn or dial, plus the MCP handshake) may take.
+    /// How long starting may take: spawn or dial, plus the MCP handshake (for a stdio
+    /// server, also whatever its command does first, such as downloading a package).
+    /// A server that has not answered by then fails with
+    /// [`UpstreamError::StartTimeout`] and is retried after the backoff.
     pub connect_timeout: Duration,
     /// Default limit for one request; `None` waits as long as the caller does.
     pub request_timeout: Option<Duration>,
@@ -32,7 +37,13 @@ pub struct UpstreamOptions {
     /// streamable HTTP per SSE event. Above it the request fails with
     /// [`UpstreamError::ResponseTooLarge`] and a stdio connection is recycled.
     pub max_response_bytes: usize,
+    /// The protocol era to speak to the server (default [`UpstreamProtocol::Auto`]).
+    pub protocol: UpstreamProtocol,
 }
+
+/// Default [`UpstreamOptions::connect_timeout`]: 60 s, long enough for a stdio
+/// server's first `npx -y` or `uvx` run to download its package.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_mins(1);
 
 /// Default [`UpstreamOptions::max_response_bytes`]: 16 MiB.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
@@ -40,11 +51,12 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 impl Default for UpstreamOptions {
     fn default() -> Self {
         Self {
-            connect_timeout: Duration::from_secs(30),
+            connect_timeout: DEFAULT_START_TIMEOUT,
             request_timeout: Some(Duration::from_mins(2)),
             backoff_initial: Duration::from_millis(250),
             backoff_max: Duration::from_secs(30),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            protocol: UpstreamProtocol::Auto,
         }
     }
 }
@@ -70,6 +82,17 @@ impl Conn {
 struct Backoff {
     failures: u32,
     next_attempt: Option<Instant>,
+    /// Why the last start failed.
+    last_failure: Option<LastFailure>,
+}
+
+/// Why the last start of an upstream failed, as a client is told while it waits out
+/// the backoff.
+enum LastFailure {
+    /// Credentials were missing (the client is told which, as at the first failure).
+    Missing(Vec<String>),
+    /// Anything else, in the gateway's words.
+    Reason(String),
 }
 
 pub(crate) struct Shared {
@@ -84,9 +107,6 @@ pub(crate) struct Shared {
     status: RwLock<UpstreamStatus>,
     generation: AtomicU64,
     stopped: AtomicBool,
-    /// Set once a server answered `server/discover` with no version in common: from
-    /// then on the gateway connects with `initialize`.
-    legacy_only: AtomicBool,
     /// Resource subscriptions held on a 2026-07-28 connection as `subscriptions/listen`
     /// streams: URI → (number of subscribers, the stream's stop token).
     resource_streams: Mutex<std::collections::HashMap<String, (usize, tokio_util::sync::CancellationToken)>>,
@@ -141,7 +161,6 @@ impl RmcpUpstream {
                 status: RwLock::new(UpstreamStatus::now(UpstreamState::Idle)),
                 generation: AtomicU64::new(0),
                 stopped: AtomicBool::new(false),
-                legacy_only: AtomicBool::new(false),
                 resource_streams: Mutex::default(),
             }),
         }
@@ -195,41 +214,46 @@ impl Shared {
             return Ok(c);
         }
         if let Some(t) = backoff.next_attempt
-            && Instant::now() < t
+            && let Some(wait) = t.checked_duration_since(Instant::now())
         {
-            return Err(UpstreamError::Unavailable {
-                server: self.id.to_string(),
-                source: Some(format!("reconnecting in {:?}", t - Instant::now()).into()),
+            let server = self.id.to_string();
+            return Err(match &backoff.last_failure {
+                Some(LastFailure::Missing(missing)) => UpstreamError::MissingCredentials {
+                    server,
+                    missing: missing.clone(),
+                },
+                Some(LastFailure::Reason(reason)) => UpstreamError::Down {
+                    server,
+                    reason: reason.clone(),
+                    retry_in: Some(wait),
+                },
+                None => UpstreamError::Down {
+                    server,
+                    reason: "its last start failed".to_owned(),
+                    retry_in: Some(wait),
+                },
             });
         }
         let fault = FaultSlot::default();
-        let client = |legacy: bool| UpstreamClient {
+        let client = UpstreamClient {
             shared: Arc::downgrade(self),
             inflight: self.inflight.clone(),
-            initialize_version: legacy.then_some(ProtocolVersion::LATEST_WITH_INITIALIZE),
+            initialize_version: None,
+            protocol: self.options.protocol,
             fault: fault.clone(),
             max_response_bytes: self.options.max_response_bytes,
         };
-        let legacy = self.legacy_only.load(Ordering::Acquire);
         let timeout = self.options.connect_timeout;
-        let mut attempt = tokio::time::timeout(timeout, self.connector.connect(client(legacy))).await;
-        if !legacy && matches!(&attempt, Ok(Err(e)) if shares_no_modern_version(e)) {
-            // The server answered discovery but speaks only older revisions: the spec's
-            // fallback is `initialize`, whatever the discovery answer looked like.
-            tracing::info!(server = %self.id, "server lists no 2026-07-28 version; connecting with initialize");
-            self.legacy_only.store(true, Ordering::Release);
-            attempt = tokio::time::timeout(timeout, self.connector.connect(client(true))).await;
-        }
-        let running = match attempt {
+        let running = match tokio::time::timeout(timeout, self.connector.connect(client)).await {
             Ok(Ok(running)) => running,
             Ok(Err(e)) => {
                 self.connect_failed(&mut backoff, &e);
                 return Err(e);
             }
             Err(_) => {
-                let e = UpstreamError::Timeout {
+                let e = UpstreamError::StartTimeout {
                     server: self.id.to_string(),
-                    timeout: self.options.connect_timeout,
+                    timeout,
                 };
                 self.connect_failed(&mut backoff, &e);
                 return Err(e);
@@ -273,10 +297,22 @@ impl Shared {
             .backoff_initial
             .saturating_mul(1 << backoff.failures.min(16).saturating_sub(1));
         backoff.next_attempt = Some(Instant::now() + exp.min(self.options.backoff_max));
+        backoff.last_failure = Some(match e {
+            UpstreamError::MissingCredentials { missing, .. } => LastFailure::Missing(missing.clone()),
+            other => LastFailure::Reason(failure_reason(other, self.options.protocol)),
+        });
         tracing::warn!(server = %self.id, error = %error_chain(e), "upstream connect failed");
         let state = match e {
             UpstreamError::MissingCredentials { missing, .. } => UpstreamState::MissingCredentials {
                 missing: missing.clone(),
+            },
+            // The gateway's reading first, then what the transport said (for operators).
+            other @ UpstreamError::Unavailable { .. } => UpstreamState::Failed {
+                error: format!(
+                    "{}: {}",
+                    failure_reason(other, self.options.protocol),
+                    error_chain(other)
+                ),
             },
             other => UpstreamState::Failed {
                 error: error_chain(other),
@@ -461,6 +497,19 @@ impl Shared {
         ServerResult::empty(())
     }
 
+    /// An error sending a request: the request never went out, so a closed connection
+    /// means the server was already down (not that it died handling the request).
+    fn map_send_error(&self, conn: &Conn, e: ServiceError) -> UpstreamError {
+        match (&e, conn.fault.get()) {
+            (ServiceError::TransportClosed | ServiceError::TransportSend(_), None) => UpstreamError::Down {
+                server: self.id.to_string(),
+                reason: "its connection had closed before the request was sent".to_owned(),
+                retry_in: None,
+            },
+            _ => self.map_conn_error(conn, e),
+        }
+    }
+
     /// Like [`Shared::map_error`], naming the transport's fault when it ended the
     /// connection itself.
     fn map_conn_error(&self, conn: &Conn, e: ServiceError) -> UpstreamError {
@@ -499,21 +548,60 @@ impl Shared {
     }
 }
 
-fn shares_no_modern_version(e: &UpstreamError) -> bool {
-    let UpstreamError::Unavailable {
-        source: Some(source), ..
-    } = e
-    else {
-        return false;
-    };
-    source
-        .downcast_ref::<rmcp::service::ClientInitializeError>()
-        .is_some_and(|e| {
-            matches!(
-                e,
-                rmcp::service::ClientInitializeError::NoCompatibleProtocolVersion { .. }
-            )
-        })
+/// Why connecting to an upstream failed ([`UpstreamError::Unavailable`] from a
+/// connector, [`UpstreamError::StartTimeout`]), in words a client may read: the gateway's
+/// own wording, never text the server or a transport produced (which may name hosts,
+/// paths or secrets). `None` for other errors.
+pub fn start_failure(e: &UpstreamError) -> Option<String> {
+    matches!(
+        e,
+        UpstreamError::Unavailable { .. } | UpstreamError::StartTimeout { .. }
+    )
+    .then(|| failure_reason(e, UpstreamProtocol::Auto))
+}
+
+/// Why a start failed, in words a client may read: the gateway's own wording, never
+/// text the server or a transport produced (which may name hosts, paths or secrets).
+fn failure_reason(e: &UpstreamError, protocol: UpstreamProtocol) -> String {
+    match e {
+        UpstreamError::StartTimeout { timeout, .. } => {
+            format!("it did not answer within {} of starting", human(*timeout))
+        }
+        UpstreamError::Unavailable { source: Some(s), .. } => {
+            match s.downcast_ref::<rmcp::service::ClientInitializeError>() {
+                Some(rmcp::service::ClientInitializeError::ConnectionClosed(_)) => {
+                    "it closed the connection (or exited) before completing the MCP handshake".to_owned()
+                }
+                Some(rmcp::service::ClientInitializeError::NoCompatibleProtocolVersion { .. }) => {
+                    if protocol == UpstreamProtocol::Modern {
+                        "it does not offer 2026-07-28, which its protocol setting requires".to_owned()
+                    } else {
+                        "it shares no protocol version with the gateway".to_owned()
+                    }
+                }
+                Some(rmcp::service::ClientInitializeError::JsonRpcError(e)) => {
+                    format!("it refused the MCP handshake (JSON-RPC error {})", e.code.0)
+                }
+                Some(_) => "the MCP handshake failed".to_owned(),
+                None if s.downcast_ref::<std::io::Error>().is_some() => {
+                    "its process could not be started".to_owned()
+                }
+                None => "it could not be reached".to_owned(),
+            }
+        }
+        _ => "its last start failed".to_owned(),
+    }
+}
+
+/// `2 s`, `1.5 s`, `250 ms`.
+pub(crate) fn human(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
 }
 
 fn same_catalog(a: &Catalog, b: &Catalog) -> bool {
@@ -622,12 +710,13 @@ impl Upstream for RmcpUpstream {
             .peer
             .send_request_with_option(request, options)
             .await
-            .map_err(|e| shared.map_conn_error(&conn, e))?;
+            .map_err(|e| shared.map_send_error(&conn, e))?;
         let _guard = (forward.progress.is_some() || forward.client.is_some()).then(|| {
             let entry = InFlight {
                 progress: forward.progress,
                 client: forward.client,
                 done: None,
+                asking: false,
             };
             shared
                 .inflight
