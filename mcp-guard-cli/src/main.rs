@@ -576,13 +576,14 @@ async fn serve_stdio(
                     break;
                 }
             }
-        }
-        () = session.closed().cancelled() => {
-            // Revoked (`sessions revoke` in another shell): the client is served no more.
-            tracing::warn!(session = %session.id(), "the stdio session was revoked; stopping");
-            drain(&built.drain, grace(cfg)).await;
-            stop.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+            () = session.closed().cancelled() => {
+                // Revoked (`sessions revoke` in another shell): the client is served no more.
+                tracing::warn!(session = %session.id(), "the stdio session was revoked; stopping");
+                drain(&built.drain, grace(cfg)).await;
+                stop.cancel();
+                let _ = tokio::time::timeout(Duration::from_secs(5), &mut waiting).await;
+                break;
+            }
         }
     }
     built.gateway.shutdown().await;

@@ -126,16 +126,16 @@ impl GatewayProc {
         let path = dir.path().join("gateway.toml");
         std::fs::write(&path, config).unwrap();
         prepare(&path);
-        Self::spawn(dir, env, listen).await
+        Self::spawn(dir, env, listen, wait_upstreams).await
     }
 
     /// Starts again on the `gateway.toml` (and access store) of `dir`, e.g. one that
     /// [`Self::stop_keeping_dir`] left.
     pub async fn start_in(dir: tempfile::TempDir) -> Self {
-        Self::spawn(dir, &[], "127.0.0.1:0").await
+        Self::spawn(dir, &[], "127.0.0.1:0", true).await
     }
 
-    async fn spawn(dir: tempfile::TempDir, env: &[(&str, &str)], listen: &str) -> Self {
+    async fn spawn(dir: tempfile::TempDir, env: &[(&str, &str)], listen: &str, wait_upstreams: bool) -> Self {
         let path = dir.path().join("gateway.toml");
         let mut cmd = tokio::process::Command::new(BIN);
         cmd.args(["serve", "--config"])
