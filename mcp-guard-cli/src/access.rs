@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use mcp_guard_core::access::{AccessStore, SessionState, parse_duration};
-use mcp_guard_core::config::GatewayConfig;
 use mcp_guard_core::{Principal, PrincipalKind};
 
 #[derive(Subcommand, Debug)]
@@ -83,15 +82,9 @@ pub(crate) enum SessionsCommand {
     },
 }
 
-/// The access store of a configuration: `auth.store` relative to the file.
-pub(crate) fn store_path(config_path: &Path, config: &GatewayConfig) -> PathBuf {
-    let base = config_path.parent().unwrap_or(Path::new(""));
-    base.join(config.auth.store.as_deref().unwrap_or("mcp-guard-access.db"))
-}
-
 fn open(config_path: &Path) -> anyhow::Result<AccessStore> {
-    let loaded = crate::load::load(config_path)?;
-    let path = store_path(config_path, &loaded.config);
+    let loaded = mcp_guard_tower::server::load_config(config_path)?;
+    let path = mcp_guard_tower::server::access_store_path(&loaded.config, loaded.base_dir());
     AccessStore::open(&path).with_context(|| format!("opening the access store {}", path.display()))
 }
 

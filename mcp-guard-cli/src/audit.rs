@@ -3,17 +3,11 @@
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use clap::{Subcommand, ValueEnum};
-use mcp_guard_core::audit::{
-    AuditQuery, JsonLinesOptions, MacKey, SqliteAuditSink, SqliteOptions, VerifyReport, query_database,
-    verify_database, verify_paths,
-};
-use mcp_guard_core::config::{AuditSection, AuditSinkKind};
-use mcp_guard_core::{AuditSink, FanOut, JsonLinesAuditSink, TracingAuditSink};
+use mcp_guard_core::audit::{AuditQuery, VerifyReport, query_database, verify_database, verify_paths};
 
 /// Exit code of `audit verify` when the only finding is a torn last line.
 pub(crate) const EXIT_TORN_TAIL: u8 = 3;
@@ -104,61 +98,6 @@ fn parse_when(s: &str) -> Result<SystemTime, String> {
         .ok_or_else(bad)
 }
 
-fn mac_key(file: Option<&Path>, env: Option<&str>) -> anyhow::Result<Option<MacKey>> {
-    Ok(match (file, env) {
-        (Some(f), _) => Some(MacKey::from_file(f)?),
-        (None, Some(v)) => Some(MacKey::from_env(v)?),
-        (None, None) => None,
-    })
-}
-
-/// The sinks `[audit]` asks for, fanned out; paths relative to `base`.
-pub(crate) fn sinks(cfg: &AuditSection, base: &Path) -> anyhow::Result<Arc<dyn AuditSink>> {
-    let key = mac_key(
-        cfg.mac_key_file.as_deref().map(|p| base.join(p)).as_deref(),
-        cfg.mac_key_env.as_deref(),
-    )
-    .context("audit")?;
-    let mut out: Vec<Arc<dyn AuditSink>> = Vec::new();
-    for kind in &cfg.sinks {
-        match kind {
-            AuditSinkKind::Sqlite => {
-                let path = base.join(
-                    cfg.sqlite_path
-                        .as_deref()
-                        .unwrap_or(Path::new("mcp-guard-audit.db")),
-                );
-                let mut o = SqliteOptions::default();
-                o.mac_key.clone_from(&key);
-                o.queue = cfg.queue;
-                let sink = SqliteAuditSink::open(&path, o)
-                    .with_context(|| format!("audit.sqlite_path: cannot use {}", path.display()))?;
-                tracing::info!(db = %path.display(), "audit records go to SQLite");
-                out.push(Arc::new(sink));
-            }
-            AuditSinkKind::Jsonl => {
-                let dir = base.join(cfg.jsonl_dir.as_deref().unwrap_or(Path::new("audit")));
-                let mut o = JsonLinesOptions::default();
-                o.mac_key.clone_from(&key);
-                o.queue = cfg.queue;
-                o.rotate_bytes = cfg.rotate_bytes;
-                o.rotate_after = (cfg.rotate_secs > 0).then(|| Duration::from_secs(cfg.rotate_secs));
-                o.keep_files = cfg.keep_files;
-                let sink = JsonLinesAuditSink::open(&dir, o)
-                    .with_context(|| format!("audit.jsonl_dir: cannot use {}", dir.display()))?;
-                tracing::info!(dir = %dir.display(), "audit records go to JSON Lines files");
-                out.push(Arc::new(sink));
-            }
-            AuditSinkKind::Tracing => out.push(Arc::new(TracingAuditSink::default())),
-            _ => bail!("audit.sinks: unsupported sink {kind:?}"),
-        }
-    }
-    Ok(match out.len() {
-        1 => out.remove(0),
-        _ => Arc::new(FanOut::new(out)),
-    })
-}
-
 fn is_sqlite(path: &Path) -> bool {
     let mut magic = [0u8; 16];
     path.is_file()
@@ -203,7 +142,7 @@ pub(crate) fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             mac_key_file,
             mac_key_env,
         } => {
-            let key = mac_key(mac_key_file.as_deref(), mac_key_env.as_deref())?;
+            let key = mcp_guard_tower::server::mac_key(mac_key_file.as_deref(), mac_key_env.as_deref())?;
             let (dbs, files): (Vec<PathBuf>, Vec<PathBuf>) = paths.into_iter().partition(|p| is_sqlite(p));
             let mut reports = Vec::new();
             for db in &dbs {

@@ -180,9 +180,9 @@ fn rule_text(d: &Decision) -> String {
 
 /// Runs `explain`; returns the exit status.
 pub(crate) fn run(a: &ExplainArgs) -> anyhow::Result<u8> {
-    let loaded = crate::load::load(&a.config)?;
+    let loaded = mcp_guard_tower::server::load_config(&a.config)?;
     let config = &loaded.config;
-    let policy = crate::load::policy(config)?;
+    let policy = mcp_guard_tower::server::grant_policy(config)?;
     let (server, name) = resolve(config, a)?;
     let arguments = match &a.args {
         None => None,

@@ -64,7 +64,7 @@ pub struct HttpOptions {
     /// nothing is sent before the result (rmcp falls back to SSE for progress etc.).
     pub json_response: bool,
     /// The gateway's public base URL (`https://gw.example.com`): endpoint resource
-    /// URIs are `<base>/mcp/<endpoint>`, named in RFC 9728 metadata and in
+    /// URIs are `<base><path_prefix>/mcp/<endpoint>`, named in RFC 9728 metadata and in
     /// `WWW-Authenticate`. Without it those URLs are built from the request's `Host`
     /// (only hosts in `allowed_hosts` are used).
     pub resource_base: Option<String>,
@@ -72,6 +72,12 @@ pub struct HttpOptions {
     pub authorization_servers: Vec<String>,
     /// Scopes advertised in RFC 9728 metadata.
     pub scopes_supported: Vec<String>,
+    /// Where the endpoints are mounted: `""` (default) serves them at
+    /// `/mcp/{endpoint}`, `"/tools"` at `/tools/mcp/{endpoint}`. Resource URIs follow
+    /// (`<base>/tools/mcp/<endpoint>`), and the RFC 9728 metadata of each is at
+    /// `/.well-known/oauth-protected-resource/tools/mcp/<endpoint>`. Merge the router
+    /// into your app at its root (`Router::merge`), not with `nest`.
+    pub path_prefix: String,
 }
 
 impl Default for HttpOptions {
@@ -86,6 +92,7 @@ impl Default for HttpOptions {
             resource_base: None,
             authorization_servers: Vec::new(),
             scopes_supported: Vec::new(),
+            path_prefix: String::new(),
         }
     }
 }
@@ -124,6 +131,8 @@ struct EdgeState {
     endpoints: Arc<HashMap<String, Arc<LeanSessionManager>>>,
     legacy: LegacyBindings,
     resource_base: Option<Arc<str>>,
+    /// `/mcp/`, or `/tools/mcp/` under a path prefix.
+    mcp_prefix: Arc<str>,
     allowed_hosts: Arc<[String]>,
     pre_auth: PreAuth,
 }
@@ -194,10 +203,13 @@ impl HttpEdge {
         self
     }
 
-    /// The router: `/mcp/{endpoint}` for each endpoint, `/healthz` (liveness) and
-    /// `/readyz` (per-server status as JSON; 503 while an enabled server is not
-    /// connected), under the limits of [`PreAuth`].
+    /// The router: `/mcp/{endpoint}` for each endpoint (under
+    /// [`HttpOptions::path_prefix`]), `/healthz` (liveness) and `/readyz` (per-server
+    /// status as JSON; 503 while an enabled server is not connected), under the limits
+    /// of [`PreAuth`]. It has no fallback, so it merges into an app that has its own
+    /// (axum refuses two).
     pub fn router(self) -> axum::Router {
+        let prefix = self.options.path_prefix.trim_end_matches('/').to_owned();
         let gateway = self.gateway.clone();
         let mut router = axum::Router::new()
             .route("/healthz", get(|| async { "ok" }))
@@ -237,10 +249,11 @@ impl HttpEdge {
                 m.track_sessions(name, &manager);
             }
             let service = StreamableHttpService::new(move || Ok(handler.new_session()), manager, config);
-            router = router.nest_service(&format!("/mcp/{name}"), service);
+            router = router.nest_service(&format!("{prefix}/mcp/{name}"), service);
         }
         let metadata = Arc::new(Metadata {
             base: self.options.resource_base.clone(),
+            prefix: prefix.clone(),
             allowed_hosts: self.options.allowed_hosts.clone(),
             authorization_servers: self.options.authorization_servers.clone(),
             scopes: self.options.scopes_supported.clone(),
@@ -253,7 +266,7 @@ impl HttpEdge {
                 get(move |parts: http::request::Parts| async move { m.document(&parts, None) }),
             )
             .route(
-                "/.well-known/oauth-protected-resource/mcp/{endpoint}",
+                &format!("/.well-known/oauth-protected-resource{prefix}/mcp/{{endpoint}}"),
                 get(
                     move |axum::extract::Path(endpoint): axum::extract::Path<String>,
                           parts: http::request::Parts| async move {
@@ -274,13 +287,10 @@ impl HttpEdge {
             endpoints: Arc::new(managers),
             legacy: Arc::default(),
             resource_base: self.options.resource_base.map(Into::into),
+            mcp_prefix: format!("{prefix}/mcp/").into(),
             allowed_hosts: self.options.allowed_hosts.into(),
         };
-        pre_auth.wrap(
-            router
-                .fallback(|| async { (StatusCode::NOT_FOUND, "no such endpoint\n") })
-                .layer(middleware::from_fn_with_state(state, edge)),
-        )
+        pre_auth.wrap_mounted(router.layer(middleware::from_fn_with_state(state, edge)), &prefix)
     }
 }
 
@@ -401,6 +411,8 @@ fn base_url(
 
 struct Metadata {
     base: Option<String>,
+    /// Where the endpoints are mounted (`""` or `/tools`).
+    prefix: String,
     allowed_hosts: Vec<String>,
     authorization_servers: Vec<String>,
     scopes: Vec<String>,
@@ -417,7 +429,7 @@ impl Metadata {
             return plain(StatusCode::BAD_REQUEST, "unknown host\n");
         };
         let resource = match endpoint {
-            Some(e) => format!("{base}/mcp/{e}"),
+            Some(e) => format!("{base}{}/mcp/{e}", self.prefix),
             None => base,
         };
         let mut doc = serde_json::json!({
@@ -475,7 +487,8 @@ fn challenge(state: &EdgeState, parts: &http::request::Parts, endpoint: &str, er
         params.push(format!(
             "resource_metadata={}",
             quoted(&format!(
-                "{base}/.well-known/oauth-protected-resource/mcp/{endpoint}"
+                "{base}/.well-known/oauth-protected-resource{}{endpoint}",
+                state.mcp_prefix
             ))
         ));
     }
@@ -524,6 +537,40 @@ fn refuse(state: &EdgeState, parts: &http::request::Parts, endpoint: &str, error
     }
 }
 
+/// The refusal for a request without credentials from a source over its budget of
+/// unauthenticated requests; a request with a credential is checked, so a valid client
+/// sharing the address is still served.
+fn over_unauthenticated_budget(
+    state: &EdgeState,
+    parts: &http::request::Parts,
+    endpoint: &str,
+) -> Option<Response> {
+    if parts.headers.contains_key(header::AUTHORIZATION) {
+        return None;
+    }
+    let source = Source::of(&parts.extensions);
+    let over = state.pre_auth.blocked(source)?;
+    state.pre_auth.refused(
+        source,
+        Some(endpoint),
+        "over the limit of unauthenticated requests",
+    );
+    Some(crate::preauth::too_many_at_mcp(over))
+}
+
+/// Whether the presented legacy session id may be used by this gateway session: not
+/// when it is another gateway session's, nor (to end it) when this gateway never opened
+/// it or already ended it; both answer "not found", as the transport spec asks.
+fn may_use_legacy(state: &EdgeState, id: &str, session: &Session, is_delete: bool) -> bool {
+    let owner = state
+        .legacy
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(id)
+        .map(|(o, _)| o.clone());
+    !(owner.as_ref().is_some_and(|o| *o != session.id().0) || (is_delete && owner.is_none()))
+}
+
 async fn edge(State(state): State<EdgeState>, request: Request, next: Next) -> Response {
     // Only the MCP endpoints need a principal; /healthz, /readyz and the metadata are
     // for probes and discovery (they reveal server ids and states, not secrets; keep
@@ -531,7 +578,7 @@ async fn edge(State(state): State<EdgeState>, request: Request, next: Next) -> R
     let Some(endpoint) = request
         .uri()
         .path()
-        .strip_prefix("/mcp/")
+        .strip_prefix(&*state.mcp_prefix)
         .map(|r| r.split('/').next().unwrap_or_default().to_owned())
     else {
         return next.run(request).await;
@@ -545,19 +592,8 @@ async fn edge(State(state): State<EdgeState>, request: Request, next: Next) -> R
         let e = AuthError::InvalidRequest("credentials in the query string are not accepted".into());
         return refuse(&state, &parts, &endpoint, &e);
     }
-    // A source over its budget gets no authentication work for a request without any
-    // credential; one with a credential is checked, so a valid client sharing the
-    // address is still served.
-    if !parts.headers.contains_key(header::AUTHORIZATION) {
-        let source = Source::of(&parts.extensions);
-        if let Some(over) = state.pre_auth.blocked(source) {
-            state.pre_auth.refused(
-                source,
-                Some(&endpoint),
-                "over the limit of unauthenticated requests",
-            );
-            return crate::preauth::too_many_at_mcp(over);
-        }
+    if let Some(refused) = over_unauthenticated_budget(&state, &parts, &endpoint) {
+        return refused;
     }
     let authenticated = match state.auth.authenticate(&parts).await {
         Ok(a) => a,
@@ -579,18 +615,10 @@ async fn edge(State(state): State<EdgeState>, request: Request, next: Next) -> R
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let is_delete = parts.method == http::Method::DELETE;
-    if let Some(id) = &presented {
-        let owner = state
-            .legacy
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(id)
-            .map(|(o, _)| o.clone());
-        // Another gateway session's, or (to end) one this gateway never opened or
-        // already ended: not found, as the transport spec asks.
-        if owner.as_ref().is_some_and(|o| *o != session.id().0) || (is_delete && owner.is_none()) {
-            return plain(StatusCode::NOT_FOUND, "session not found\n");
-        }
+    if let Some(id) = &presented
+        && !may_use_legacy(&state, id, &session, is_delete)
+    {
+        return plain(StatusCode::NOT_FOUND, "session not found\n");
     }
     let audit_principal = state.audit.as_ref().map(|_| principal.clone());
     parts.extensions.insert(principal);

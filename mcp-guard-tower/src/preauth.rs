@@ -318,7 +318,17 @@ impl PreAuth {
     /// (`/healthz`, `/readyz`, `/metrics`), and records each request's [`Source`] in
     /// its extensions for the handlers.
     pub fn wrap(&self, router: axum::Router) -> axum::Router {
-        router.layer(axum::middleware::from_fn_with_state(self.clone(), limit))
+        self.wrap_mounted(router, "")
+    }
+
+    /// Like [`Self::wrap`], for MCP endpoints mounted under `prefix`
+    /// (`/tools/mcp/{endpoint}`; see [`HttpOptions::path_prefix`](crate::HttpOptions::path_prefix)).
+    pub fn wrap_mounted(&self, router: axum::Router, prefix: &str) -> axum::Router {
+        let state = Limit {
+            pre: self.clone(),
+            mcp: format!("{}/mcp/", prefix.trim_end_matches('/')).into(),
+        };
+        router.layer(axum::middleware::from_fn_with_state(state, limit))
     }
 
     /// Writes every refusal counted so far to the audit trail, one record per source.
@@ -492,11 +502,19 @@ pub(crate) fn too_many_at_mcp(over: OverLimit) -> Response {
     r
 }
 
-async fn limit(State(pre): State<PreAuth>, mut request: Request, next: Next) -> Response {
+/// The limits and where the MCP endpoints are mounted.
+#[derive(Clone)]
+struct Limit {
+    pre: PreAuth,
+    /// `/mcp/` or `<prefix>/mcp/`.
+    mcp: Arc<str>,
+}
+
+async fn limit(State(Limit { pre, mcp }): State<Limit>, mut request: Request, next: Next) -> Response {
     let source = Source::of(request.extensions());
     request.extensions_mut().insert(source);
     let path = request.uri().path();
-    if path.starts_with("/mcp/") || matches!(path, "/healthz" | "/readyz" | "/metrics") {
+    if path.starts_with(&*mcp) || matches!(path, "/healthz" | "/readyz" | "/metrics") {
         return next.run(request).await;
     }
     if let Err(over) = pre.charge(source) {

@@ -10,13 +10,13 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use mcp_guard_core::MemoryAuditSink;
+//! use mcp_guard_core::{MemoryAuditSink, PatternRedactor};
 //! use mcp_guard_tower::{AuditLayer, Router};
-//! # struct NoPii; impl mcp_guard_core::Redactor for NoPii {
-//! #   fn redact_str<'a>(&self, s: &'a str) -> std::borrow::Cow<'a, str> { s.into() } }
 //! let sink = MemoryAuditSink::new();
+//! // Personal data and secrets out of every record.
+//! let redactor = Arc::new(PatternRedactor::builder().build());
 //! let stack = tower::ServiceBuilder::new()
-//!     .layer(AuditLayer::new(Arc::new(sink.clone()), Arc::new(NoPii)))
+//!     .layer(AuditLayer::new(Arc::new(sink.clone()), redactor))
 //!     .service(Router::new());
 //! # let _ = stack;
 //! ```

@@ -80,6 +80,11 @@ pub struct AuthServerSettings {
     /// Clients registered at once (dynamic registrations and metadata documents);
     /// clients that never obtained a grant are forgotten first. Default 5000.
     pub max_clients: usize,
+    /// Where the MCP endpoints are mounted under the issuer (`""` by default; `"/tools"`
+    /// for endpoints at `/tools/mcp/<endpoint>`, see
+    /// [`HttpOptions::path_prefix`](crate::HttpOptions::path_prefix)): resource URIs
+    /// are `<issuer><resource_prefix>/mcp/<endpoint>`.
+    pub resource_prefix: String,
 }
 
 impl AuthServerSettings {
@@ -107,6 +112,7 @@ impl AuthServerSettings {
             max_pending_per_source: 50,
             max_state_bytes: 1024,
             max_clients: 5000,
+            resource_prefix: String::new(),
         }
     }
 }
@@ -424,6 +430,7 @@ impl Inner {
     fn endpoint_of(&self, resource: &str) -> Option<String> {
         let rest = resource
             .strip_prefix(&self.settings.issuer)?
+            .strip_prefix(self.settings.resource_prefix.trim_end_matches('/'))?
             .strip_prefix("/mcp/")?;
         let name = rest.trim_end_matches('/');
         (!name.is_empty() && !name.contains('/') && self.catalog.describe(name).is_some())

@@ -25,7 +25,7 @@ use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::load::SESSION_PLACEHOLDER;
+use super::upstreams::SESSION_PLACEHOLDER;
 
 /// A session's directory: removed when the last holder drops it.
 #[derive(Debug)]

@@ -1,117 +1,27 @@
-//! Reading a config file and turning it into a running gateway.
+//! The configured servers as upstreams: stdio servers with their per-session
+//! processes, HTTP servers with personal headers or personal OAuth, legacy SSE.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use mcp_guard_core::config::{
-    EffectConfig, GatewayConfig, Isolation, ModeConfig, PrincipalConfig, ServerConfig,
-};
-use mcp_guard_core::pin::{GateMode, HostileTextPolicy, LockFile, PinGate, ToolGate};
-use mcp_guard_core::redact::RedactionConfig;
+use mcp_guard_core::config::{GatewayConfig, Isolation, PrincipalConfig, ServerConfig, StdioServerConfig};
 use mcp_guard_core::upstream::oauth::{OAuthConnector, OAuthGate, OAuthMode};
 use mcp_guard_core::upstream::{
     Connector, HttpConnector, HttpSpec, MakeInstance, MakeUpstream, PerSessionUpstream, ProcessBudget,
     RecheckCredentials, SessionLimits, SseConnector, StdioConnector, StdioSpec, Template, UpstreamOptions,
 };
-use mcp_guard_core::{
-    AuditSink, Grant, GrantPolicy, Principal, Redactor, RmcpUpstream, TargetKind, Upstream,
-};
-use mcp_guard_tower::metrics::CountingRedactor;
-use mcp_guard_tower::{
-    AuditLayer, Drain, DrainLayer, EndpointSpec, EnforcePolicyLayer, Gateway, GuardService, Metrics,
-    MetricsLayer, Rate, RateLimitLayer, RateLimits, Router, Selection,
-};
-use mcp_guard_tower::{EndpointRedactors, RedactRequestsLayer, RedactResponsesLayer};
+use mcp_guard_core::{Principal, Redactor, RmcpUpstream, Upstream};
 use tokio_util::sync::CancellationToken;
-use tower::ServiceBuilder;
-use tower::util::BoxCloneSyncService;
-
-/// A config file, parsed and validated, with its text for error locations.
-pub(crate) struct Loaded {
-    pub(crate) config: GatewayConfig,
-    pub(crate) warnings: Vec<String>,
-}
-
-/// The 1-based line where `entry` (a dotted path such as `servers.github.url`) is
-/// defined, found by looking for its table header or key.
-fn line_of(text: &str, entry: &str) -> Option<usize> {
-    let path: Vec<&str> = entry.split(['.', '[']).collect();
-    // Longest prefix first: `[servers.github]` for `servers.github.url`, then the key.
-    for n in (1..=path.len()).rev() {
-        let prefix = path[..n].join(".");
-        for (i, line) in text.lines().enumerate() {
-            let l = line.trim();
-            if l.starts_with('[') && l.trim_matches(['[', ']']).trim() == prefix {
-                // Prefer the key line inside the table when the entry goes deeper.
-                if n < path.len() {
-                    let key = path[n];
-                    for (j, inner) in text.lines().enumerate().skip(i + 1) {
-                        let t = inner.trim();
-                        if t.starts_with('[') {
-                            break;
-                        }
-                        if t.split('=')
-                            .next()
-                            .is_some_and(|k| k.trim().trim_matches('"') == key)
-                        {
-                            return Some(j + 1);
-                        }
-                    }
-                }
-                return Some(i + 1);
-            }
-        }
-    }
-    None
-}
-
-pub(crate) fn load(path: &Path) -> anyhow::Result<Loaded> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let config: GatewayConfig = match toml::from_str(&text) {
-        Ok(c) => c,
-        Err(e) => {
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
-                .map(|l| format!("{l}:"))
-                .unwrap_or_default();
-            bail!("{}:{line} {}", path.display(), e.message());
-        }
-    };
-    let locate = |entry: &str| match line_of(&text, entry) {
-        Some(l) => format!("{}:{l}", path.display()),
-        None => path.display().to_string(),
-    };
-    match config.validate() {
-        Ok(w) => Ok(Loaded {
-            warnings: w
-                .0
-                .iter()
-                .map(|e| format!("{}: warning: {e}", locate(&e.entry)))
-                .collect(),
-            config,
-        }),
-        Err(errors) => {
-            let lines: Vec<String> = errors
-                .0
-                .iter()
-                .map(|e| format!("{}: {e}", locate(&e.entry)))
-                .collect();
-            bail!("invalid configuration:\n{}", lines.join("\n"))
-        }
-    }
-}
 
 /// `${MCP_GUARD_SESSION}` in a stdio server's environment: the gateway session id
 /// (`s_` and hex), so a per-session process can have its own files
 /// (`MEMORY_FILE_PATH = "/var/lib/memory/${MCP_GUARD_SESSION}/memory.jsonl"`; such a
-/// directory is the session's, see [`crate::session_dir`]). The catalogue instance of
-/// an HTTP gateway gets `catalogue`; under `serve --stdio` every process gets the id
+/// directory is created 0700 for the session and removed when it ends). The catalogue
+/// instance of an HTTP gateway gets `catalogue`; under `serve --stdio` every process gets the id
 /// of the stdio front door's one session.
-pub(crate) const SESSION_PLACEHOLDER: &str = "${MCP_GUARD_SESSION}";
+pub const SESSION_PLACEHOLDER: &str = "${MCP_GUARD_SESSION}";
 
 fn with_session(map: &BTreeMap<String, String>, session: &str) -> BTreeMap<String, String> {
     map.iter()
@@ -125,7 +35,9 @@ fn templates(map: &BTreeMap<String, String>) -> anyhow::Result<BTreeMap<String, 
         .collect()
 }
 
-pub(crate) fn principal(p: &PrincipalConfig) -> Principal {
+/// A principal as the configuration writes it (`{ id, kind, roles, on_behalf_of,
+/// attributes }`).
+pub fn principal(p: &PrincipalConfig) -> Principal {
     let mut out = Principal::new(p.id.clone(), p.kind).with_roles(p.roles.iter().cloned());
     if let Some(u) = &p.on_behalf_of {
         out = out.acting_for(u.clone());
@@ -134,16 +46,6 @@ pub(crate) fn principal(p: &PrincipalConfig) -> Principal {
         out = out.with_attribute(k.clone(), v.clone());
     }
     out
-}
-
-/// Everything a front door needs: the gateway and the guard stack.
-pub(crate) struct Built {
-    pub(crate) gateway: Gateway,
-    pub(crate) service: GuardService,
-    /// What the stack counts (served at `/metrics`).
-    pub(crate) metrics: Metrics,
-    /// Requests in flight, for graceful shutdown.
-    pub(crate) drain: Drain,
 }
 
 /// What it takes to start one principal's own instance of a stdio server.
@@ -168,20 +70,20 @@ impl OwnInstance {
     /// session's name (the stdio front door's session).
     fn for_principal(&self, principal: Arc<str>) -> Arc<dyn Upstream> {
         let dirs = self.session_dirs(&self.catalogue_session.clone(), None);
-        crate::session_dir::keep(&dirs);
+        super::session_dir::keep(&dirs);
         self.instance(principal, &self.catalogue_session.clone(), dirs)
     }
 
     /// The directories the environment names for `session` (see
-    /// [`crate::session_dir`]), kept until `until` is cancelled and the instance
+    /// [`session_dir`](super::session_dir)), kept until `until` is cancelled and the instance
     /// holding them stopped.
     fn session_dirs(
         &self,
         session: &str,
         until: Option<&CancellationToken>,
-    ) -> Vec<Arc<crate::session_dir::SessionDir>> {
+    ) -> Vec<Arc<super::session_dir::SessionDir>> {
         self.per_session_env.as_ref().map_or_else(Vec::new, |raw| {
-            crate::session_dir::acquire_all(raw, session, self.spec.cwd.as_deref(), until)
+            super::session_dir::acquire_all(raw, session, self.spec.cwd.as_deref(), until)
         })
     }
 
@@ -192,7 +94,7 @@ impl OwnInstance {
         &self,
         principal: Arc<str>,
         session: &str,
-        dirs: Vec<Arc<crate::session_dir::SessionDir>>,
+        dirs: Vec<Arc<super::session_dir::SessionDir>>,
     ) -> Arc<dyn Upstream> {
         let mut spec = self.spec.clone();
         if let Some(raw) = &self.per_session_env
@@ -238,7 +140,7 @@ fn http_upstream(
     id: &str,
     personal: &[String],
     spec: HttpSpec,
-    stores: &crate::credentials::Stores,
+    stores: &super::credentials::Stores,
     options: UpstreamOptions,
 ) -> Arc<dyn Upstream> {
     let oauth = stores.oauth.get(id).cloned();
@@ -326,9 +228,9 @@ fn http_upstream(
     Arc::new(per_session)
 }
 
-pub(crate) fn upstreams(
+pub(super) fn upstreams(
     config: &GatewayConfig,
-    stores: &crate::credentials::Stores,
+    stores: &super::credentials::Stores,
     stderr_redactor: &Arc<dyn Redactor>,
 ) -> anyhow::Result<Vec<(Arc<dyn Upstream>, bool)>> {
     let credentials = &stores.calls;
@@ -399,18 +301,8 @@ pub(crate) fn upstreams(
                         let dirs = own.session_dirs(&session.id().0, Some(session.closed()));
                         own.instance(session.subject().into(), &session.id().0, dirs)
                     });
-                    let mut limits = SessionLimits::default();
-                    if let Some(n) = s.max_processes {
-                        limits.max_total = n;
-                    }
-                    if let Some(n) = s.max_processes_per_principal {
-                        limits.max_per_principal = n;
-                    }
-                    if let Some(t) = s.idle_timeout_secs {
-                        limits.idle_timeout = Duration::from_secs(t);
-                    }
                     let mut per_session =
-                        PerSessionUpstream::new(shared, make, limits).budget(budget.clone());
+                        PerSessionUpstream::new(shared, make, session_limits(s)).budget(budget.clone());
                     if let Some(u) = sessionless {
                         per_session = per_session.sessionless(u);
                     }
@@ -440,11 +332,26 @@ pub(crate) fn upstreams(
     Ok(out)
 }
 
+/// The limits on a per-session stdio server's processes.
+fn session_limits(s: &StdioServerConfig) -> SessionLimits {
+    let mut limits = SessionLimits::default();
+    if let Some(n) = s.max_processes {
+        limits.max_total = n;
+    }
+    if let Some(n) = s.max_processes_per_principal {
+        limits.max_per_principal = n;
+    }
+    if let Some(t) = s.idle_timeout_secs {
+        limits.idle_timeout = Duration::from_secs(t);
+    }
+    limits
+}
+
 /// What `${MCP_GUARD_SESSION}` names in a stdio server's processes that serve no HTTP
 /// gateway session (`catalogue`, or the stdio front door's session id); the
 /// directories it names are kept until the gateway stops.
 fn catalogue_session(
-    stores: &crate::credentials::Stores,
+    stores: &super::credentials::Stores,
     per_session_env: Option<&BTreeMap<String, String>>,
     spec: &StdioSpec,
 ) -> Arc<str> {
@@ -453,7 +360,7 @@ fn catalogue_session(
         .clone()
         .unwrap_or_else(|| "catalogue".into());
     if let Some(env) = per_session_env {
-        crate::session_dir::keep(&crate::session_dir::acquire_all(
+        super::session_dir::keep(&super::session_dir::acquire_all(
             env,
             &name,
             spec.cwd.as_deref(),
@@ -473,216 +380,4 @@ fn reserve_always(budget: &ProcessBudget, id: &str, always: usize) -> anyhow::Re
         );
     }
     Ok(())
-}
-
-/// Compiles `[[grants]]`; an unnamed grant is named after its entry (`grants[2]`), so
-/// audit records and `explain` point at the config.
-pub(crate) fn policy(config: &GatewayConfig) -> anyhow::Result<GrantPolicy> {
-    let mut b = GrantPolicy::builder();
-    for (i, g) in config.grants.iter().enumerate() {
-        let mut grant = match g.effect {
-            EffectConfig::Deny => Grant::deny(),
-            _ => Grant::allow(),
-        };
-        grant = grant
-            .named(g.name.clone().unwrap_or_else(|| format!("grants[{i}]")))
-            .principals(g.principals.iter().cloned())
-            .roles(g.roles.iter().cloned())
-            .endpoints(g.endpoints.iter().cloned())
-            .servers(g.servers.iter().cloned())
-            .kinds(g.kinds.iter().copied().map(TargetKind::from))
-            .names(g.names.iter().cloned());
-        if let Some(k) = g.principal_kind {
-            grant = grant.principal_kind(k);
-        }
-        if let Some(t) = &g.endpoint {
-            let c = t
-                .endpoint_condition()
-                .map_err(|(suffix, m)| anyhow::anyhow!("grants[{i}].endpoint{suffix}: {m}"))?;
-            grant = grant.when(c);
-        }
-        for (j, w) in g.when.iter().enumerate() {
-            let c = w
-                .condition()
-                .map_err(|(suffix, m)| anyhow::anyhow!("grants[{i}].when[{j}]{suffix}: {m}"))?;
-            grant = grant.when(c);
-        }
-        b = b.grant(grant);
-    }
-    Ok(b.build()?)
-}
-
-/// `[rate_limits]` as tower limits; `None` when no scope is set.
-pub(crate) fn rate_limits(config: &GatewayConfig) -> anyhow::Result<Option<RateLimits>> {
-    let mut limits = RateLimits::new();
-    for (name, rate) in config.rate_limits.scopes() {
-        let Some(r) = rate else { continue };
-        let rate = Rate::per_minute(r.per_minute)
-            .and_then(|x| x.burst(r.burst.unwrap_or(r.per_minute)))
-            .with_context(|| format!("rate_limits.{name}"))?;
-        limits = match name {
-            "per_principal" => limits.per_principal(rate),
-            "per_tool" => limits.per_tool(rate),
-            _ => limits.per_principal_tool(rate),
-        };
-    }
-    Ok((!limits.is_empty()).then_some(limits))
-}
-
-/// The lock file of `config` (read from `config_path`) and the gate built on it.
-pub(crate) struct Pinning {
-    pub(crate) path: std::path::PathBuf,
-    pub(crate) gate: Arc<PinGate>,
-}
-
-fn mode(m: ModeConfig) -> GateMode {
-    match m {
-        ModeConfig::Warn => GateMode::Warn,
-        ModeConfig::Off => GateMode::Off,
-        _ => GateMode::Enforce,
-    }
-}
-
-pub(crate) fn pinning(config: &GatewayConfig, config_path: &Path) -> anyhow::Result<Pinning> {
-    let dir = config_path.parent().unwrap_or(Path::new("."));
-    let path = dir.join(config.pinning.lock_file.as_deref().unwrap_or("mcp-guard.lock"));
-    let lock = LockFile::load(&path)?;
-    let pins = config.pinning.mode.map_or(
-        if lock.is_some() {
-            GateMode::Enforce
-        } else {
-            GateMode::Off
-        },
-        mode,
-    );
-    let hostile = config.pinning.hostile_text.map_or(GateMode::Enforce, mode);
-    let mut policy = HostileTextPolicy::default();
-    if let Some(n) = config.pinning.max_description_chars {
-        policy.max_description_chars = n;
-    }
-    let gate = PinGate::new(lock.unwrap_or_default(), pins, hostile).with_policy(policy);
-    Ok(Pinning {
-        path,
-        gate: Arc::new(gate),
-    })
-}
-
-/// Whether building the gateway waits for its servers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Startup {
-    /// Every server's first start ends before the gateway is returned; a name collision
-    /// is an error (commands that read the catalogue once).
-    Wait,
-    /// The servers start in the background (front doors, which answer at once).
-    Background,
-}
-
-pub(crate) async fn build(
-    config: &GatewayConfig,
-    credentials: &crate::credentials::Stores,
-    audit: Arc<dyn AuditSink>,
-    redactor: Arc<dyn Redactor>,
-    gate: Option<Arc<dyn ToolGate>>,
-    startup: Startup,
-) -> anyhow::Result<Built> {
-    let mut builder = Gateway::builder()
-        .separator(config.gateway.separator.clone())
-        .startup_wait(Duration::from_millis(config.gateway.startup_wait_ms))
-        .audit(audit.clone());
-    if let Some(gate) = gate {
-        builder = builder.gate(gate);
-    }
-    for (upstream, enabled) in upstreams(config, credentials, &redactor)? {
-        builder = if enabled {
-            builder.server(upstream)
-        } else {
-            builder.disabled_server(upstream)
-        };
-    }
-    for (name, ep) in &config.endpoints {
-        let mut spec = EndpointSpec::new(name.as_str());
-        if !ep.namespace {
-            spec = spec.without_namespace();
-        }
-        if let Some(d) = &ep.description {
-            spec = spec.description(d.clone());
-        }
-        for (sid, sel) in &ep.servers {
-            let mut s = Selection::none()
-                .tools(&sel.tools)?
-                .prompts(&sel.prompts)?
-                .resources(&sel.resources)?;
-            if !sel.enabled {
-                s = s.disabled();
-            }
-            spec = spec.server(sid.as_str(), s);
-        }
-        builder = builder.endpoint(spec);
-    }
-    let gateway = match startup {
-        Startup::Wait => builder.build().await?,
-        Startup::Background => builder.start()?,
-    };
-    // Responses always lose secrets and known credentials; endpoints add personal data.
-    let metrics = Metrics::new();
-    let counted = |r: Arc<dyn Redactor>, direction| -> Arc<dyn Redactor> {
-        Arc::new(CountingRedactor::new(r, metrics.clone(), direction))
-    };
-    let mut secrets_only = RedactionConfig::default();
-    secrets_only.detect.clear();
-    let mut requests = EndpointRedactors::new(None);
-    let mut responses = EndpointRedactors::new(Some(counted(
-        Arc::new(secrets_only.build(Some(crate::known_secrets()))),
-        "response",
-    )));
-    for (name, ep) in &config.endpoints {
-        let r: Arc<dyn Redactor> = Arc::new(ep.redaction.rules.build(Some(crate::known_secrets())));
-        if ep.redaction.requests {
-            requests = requests.with(name.as_str(), counted(r.clone(), "request"));
-        }
-        if ep.redaction.responses {
-            responses = responses.with(name.as_str(), counted(r, "response"));
-        }
-    }
-    let mut audit_layer = AuditLayer::new(audit, redactor)
-        .payload_cap(config.audit.payload_cap_bytes)
-        .record_lists(config.audit.record_lists);
-    if config.audit.dangerously_fail_open {
-        tracing::warn!(
-            "audit.dangerously_fail_open is set: calls go through even when they cannot be recorded"
-        );
-        audit_layer = audit_layer.dangerous().fail_open();
-    }
-    let drain = Drain::new();
-    let stack = ServiceBuilder::new()
-        .layer(MetricsLayer::new(metrics.clone()))
-        .layer(DrainLayer::new(drain.clone()))
-        .layer(audit_layer)
-        .layer(DrainLayer::abort_point(drain.clone()))
-        .layer(EnforcePolicyLayer::new(policy(config)?))
-        .option_layer(rate_limits(config)?.map(RateLimitLayer::new))
-        .layer(RedactRequestsLayer::new(requests))
-        .layer(RedactResponsesLayer::new(responses))
-        .service(Router::new());
-    Ok(Built {
-        gateway,
-        service: BoxCloneSyncService::new(stack),
-        metrics,
-        drain,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::line_of;
-
-    #[test]
-    fn finds_tables_and_keys() {
-        let text = "[gateway]\nlisten = \"x\"\n\n[servers.github]\ntransport = \"http\"\nurl = \"ftp://x\"\n\n[endpoints.eng.servers.github]\ntools = [\"[a\"]\n";
-        assert_eq!(line_of(text, "servers.github.url"), Some(6));
-        assert_eq!(line_of(text, "servers.github"), Some(4));
-        assert_eq!(line_of(text, "endpoints.eng.servers.github.tools"), Some(9));
-        assert_eq!(line_of(text, "gateway.listen"), Some(2));
-        assert_eq!(line_of(text, "nothing.here"), None);
-    }
 }
