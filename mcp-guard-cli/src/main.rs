@@ -195,6 +195,9 @@ enum Command {
         /// not JSON-RPC to stdout (protocol garbage), then answers after 2 s.
         #[arg(long)]
         garbage_after: Option<u64>,
+        /// Serve streamable HTTP at `http://ADDR/mcp` (a loopback address) instead of stdio.
+        #[arg(long, value_name = "ADDR")]
+        http: Option<SocketAddr>,
     },
 }
 
@@ -857,13 +860,17 @@ fn main() -> std::process::ExitCode {
                 legacy_only,
                 variant_file,
                 garbage_after,
+                http,
             } => {
-                let running = fixture::Fixture::new(&name, extra_tools, legacy_only, variant_file)
-                    .garbage_after(garbage_after)
-                    .serve(rmcp::transport::stdio())
-                    .await?;
-                let _ = running.waiting().await;
-                Ok(())
+                let fixture = fixture::Fixture::new(&name, extra_tools, legacy_only, variant_file)
+                    .garbage_after(garbage_after);
+                if let Some(addr) = http {
+                    fixture::serve_http(fixture, addr).await
+                } else {
+                    let running = fixture.serve(rmcp::transport::stdio()).await?;
+                    let _ = running.waiting().await;
+                    Ok(())
+                }
             }
         }
         .map(|()| std::process::ExitCode::SUCCESS)

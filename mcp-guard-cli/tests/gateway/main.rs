@@ -23,4 +23,5 @@ mod pinning;
 mod policy;
 mod redaction;
 mod resilience;
+mod rugpull;
 mod support;
