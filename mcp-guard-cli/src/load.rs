@@ -310,6 +310,11 @@ pub(crate) fn upstreams(
         options.max_response_bytes = server
             .max_response_bytes()
             .unwrap_or(config.gateway.max_response_bytes);
+        options.catalogue_refresh = Duration::from_secs(
+            server
+                .catalogue_refresh_secs()
+                .unwrap_or(config.gateway.catalogue_refresh_secs),
+        );
         let upstream: Arc<dyn Upstream> = match server {
             ServerConfig::Stdio(s) => {
                 let mut spec = StdioSpec::new(s.command.clone(), s.args.clone());

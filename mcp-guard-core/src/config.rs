@@ -236,6 +236,12 @@ pub struct GatewaySection {
     /// bound is refused with an error naming it. Each server's `max_processes` and
     /// `max_processes_per_principal` apply as well.
     pub max_upstream_processes: usize,
+    /// How often each server's catalogue is listed again while the gateway runs, in
+    /// seconds (default 300; a server's `catalogue_refresh_secs` overrides it): a tool
+    /// definition that changes without the server saying so (a restarted HTTP server,
+    /// say) is quarantined within this interval. Reconnecting, a new server session, a
+    /// list-changed notification or an expired `ttlMs` re-read sooner.
+    pub catalogue_refresh_secs: u64,
 }
 
 impl Default for GatewaySection {
@@ -253,6 +259,7 @@ impl Default for GatewaySection {
             metrics: true,
             public_url: None,
             max_upstream_processes: crate::upstream::DEFAULT_MAX_UPSTREAM_PROCESSES,
+            catalogue_refresh_secs: crate::upstream::DEFAULT_CATALOGUE_REFRESH.as_secs(),
         }
     }
 }
@@ -552,6 +559,14 @@ impl ServerConfig {
             Self::Http(h) | Self::Sse(h) => h.max_response_bytes,
         }
     }
+
+    /// Re-list interval override, in seconds.
+    pub fn catalogue_refresh_secs(&self) -> Option<u64> {
+        match self {
+            Self::Stdio(s) => s.catalogue_refresh_secs,
+            Self::Http(h) | Self::Sse(h) => h.catalogue_refresh_secs,
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -587,6 +602,10 @@ pub struct StdioServerConfig {
     /// `gateway.max_response_bytes`).
     #[serde(default)]
     pub max_response_bytes: Option<usize>,
+    /// How often the server's catalogue is listed again, in seconds (default
+    /// `gateway.catalogue_refresh_secs`).
+    #[serde(default)]
+    pub catalogue_refresh_secs: Option<u64>,
     /// `session` (default): each client session gets its own process, stopped when
     /// the session ends; `shared`: one process for everyone (only for stateless
     /// servers that hold no per-user data or credentials).
@@ -647,6 +666,10 @@ pub struct HttpServerConfig {
     /// `gateway.max_response_bytes`).
     #[serde(default)]
     pub max_response_bytes: Option<usize>,
+    /// How often the server's catalogue is listed again, in seconds (default
+    /// `gateway.catalogue_refresh_secs`).
+    #[serde(default)]
+    pub catalogue_refresh_secs: Option<u64>,
     /// Placeholder names of `headers` that are personal: `${NAME}` is filled with the
     /// calling principal's own credential, and each gateway session gets its own
     /// connection (listing uses a connection with those headers left out).
@@ -1314,6 +1337,14 @@ impl GatewayConfig {
                 "must be at least 1024".into(),
             );
         }
+        if self.gateway.catalogue_refresh_secs == 0 {
+            err(
+                &mut errors,
+                "gateway.catalogue_refresh_secs".into(),
+                "must be at least 1 (a catalogue that is never read again would let a changed tool through)"
+                    .into(),
+            );
+        }
         if self.gateway.listen.parse::<std::net::SocketAddr>().is_err() {
             err(
                 &mut errors,
@@ -1343,6 +1374,13 @@ impl GatewayConfig {
                 err(
                     &mut errors,
                     format!("{entry}.timeout_secs"),
+                    "must be at least 1".into(),
+                );
+            }
+            if server.catalogue_refresh_secs() == Some(0) {
+                err(
+                    &mut errors,
+                    format!("{entry}.catalogue_refresh_secs"),
                     "must be at least 1".into(),
                 );
             }

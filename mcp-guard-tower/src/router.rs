@@ -165,15 +165,6 @@ async fn route(req: McpRequest, extra_meta: &[String]) -> Result<ServerResult, G
         .target_kind()
         .ok_or_else(|| GuardError::MethodNotFound(req.request.method().to_owned()))?;
     let target = target_of(&req, kind)?;
-    if kind == TargetKind::Tool
-        && let Some(name) = req.requested_name.as_deref()
-        && let Some(reason) = snap.quarantine(name)
-    {
-        return Err(GuardError::Quarantined {
-            name: name.to_owned(),
-            reason: reason.to_owned(),
-        });
-    }
     let upstream: Arc<dyn Upstream> =
         snap.upstream(&target.server)
             .cloned()
@@ -196,6 +187,14 @@ async fn route(req: McpRequest, extra_meta: &[String]) -> Result<ServerResult, G
             )
         });
         f
+    };
+    // A tool call is checked against the definition the instance that will serve it
+    // offers now (pins, hostile text), and again after its answer.
+    let exposed = req.requested_name.as_deref().unwrap_or_default().to_owned();
+    let check = if matches!(req.request, ClientRequest::CallToolRequest(_)) {
+        snap.check_call(&exposed, &target, &upstream, &forward).await?
+    } else {
+        None
     };
     let downstream = req.downstream.clone();
     let upstream_request = match req.request {
@@ -241,6 +240,7 @@ async fn route(req: McpRequest, extra_meta: &[String]) -> Result<ServerResult, G
     let bridge = downstream
         .filter(|d| d.accepts_requests)
         .map(|d| (d, upstream_request.clone(), forward.clone()));
+    let confirm = check.as_ref().map(|_| forward.clone());
     let mut result = upstream.request(upstream_request, forward).await?;
     if let Some((d, upstream_request, forward)) = bridge {
         let mut rounds = 0;
@@ -253,6 +253,9 @@ async fn route(req: McpRequest, extra_meta: &[String]) -> Result<ServerResult, G
             let retry = with_input(upstream_request.clone(), answers, ir.request_state);
             result = upstream.request(retry, forward.clone()).await?;
         }
+    }
+    if let (Some(check), Some(forward)) = (&check, &confirm) {
+        snap.confirm_call(check, &exposed, &target, &upstream, forward).await?;
     }
     expose_uris(&mut result, &target.server, &snap);
     sanitise_text(&mut result, &req.notes);

@@ -109,10 +109,20 @@ impl ToolGate for PinGate {
         if self.hostile != GateMode::Off {
             let findings = scan(&definition, other_tools, &self.policy);
             if !findings.is_empty() {
+                // The diff against what was approved (or the whole definition, for a
+                // new tool), so the record shows where the text came in.
+                let diff = {
+                    let lock = self.lock.read().unwrap_or_else(PoisonError::into_inner);
+                    match lock.tool(server, &tool.name) {
+                        Some(l) if l.sha256 == tool_pin(tool) => None,
+                        Some(l) => Some(diff_definitions(&l.definition, &definition)),
+                        None => Some(diff_definitions(&serde_json::Value::Null, &definition)),
+                    }
+                };
                 let verdict = Self::verdict(
                     self.hostile,
                     format!("hostile text: {}", describe(&findings)),
-                    None,
+                    diff,
                 );
                 if matches!(verdict, Admission::Quarantine { .. }) {
                     return verdict;
