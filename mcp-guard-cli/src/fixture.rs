@@ -162,7 +162,10 @@ pub(crate) async fn serve_http(fixture: Fixture, addr: std::net::SocketAddr) -> 
     use rmcp::transport::streamable_http_server::{
         StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
     };
-    anyhow::ensure!(addr.ip().is_loopback(), "the fixture listens on loopback addresses only");
+    anyhow::ensure!(
+        addr.ip().is_loopback(),
+        "the fixture listens on loopback addresses only"
+    );
     let service = StreamableHttpService::new(
         move || Ok(fixture.clone()),
         Arc::new(LocalSessionManager::default()),

@@ -854,7 +854,9 @@ impl PinChecks {
             "warning" => {
                 tracing::warn!(endpoint = %self.endpoint, server, tool, reason, "tool admitted with a warning");
             }
-            _ => tracing::info!(endpoint = %self.endpoint, server, tool, "quarantined tool released: its definition is approved"),
+            _ => {
+                tracing::info!(endpoint = %self.endpoint, server, tool, "quarantined tool released: its definition is approved")
+            }
         }
         if let Some(sink) = &self.audit {
             let mut event =
@@ -979,11 +981,11 @@ impl Snapshot {
         target: &Target,
         catalog: &Catalog,
     ) -> Option<(String, Admission, bool)> {
-        let tool = catalog.tool(&target.name)?;
         let pin = catalog.tool_pin(&target.name)?.to_owned();
         if self.admitted.get(exposed) == Some(&pin) {
             return Some((pin, Admission::Admit, false));
         }
+        let tool = catalog.tool(&target.name)?;
         let others = self.other_tool_names(&target.server);
         let admission = pins.gate.admit(&target.server, tool, &others);
         Some((pin, admission, true))
@@ -1013,10 +1015,7 @@ impl Snapshot {
         };
         let mut catalog = upstream.serving_catalog(forward).await?;
         let mut verdict = self.judge(pins, exposed, target, &catalog);
-        let refused = !matches!(
-            verdict,
-            Some((_, Admission::Admit | Admission::Warn { .. }, _))
-        );
+        let refused = !matches!(verdict, Some((_, Admission::Admit | Admission::Warn { .. }, _)));
         if refused
             && catalog
                 .read_at
@@ -1340,4 +1339,73 @@ pub(crate) fn request_kind(request: &ClientRequest) -> Option<TargetKind> {
 /// Tool names are 1 to 128 characters of `[A-Za-z0-9_.-]`.
 pub fn valid_tool_name(name: &str) -> bool {
     name.len() <= 128 && mcp_guard_core::config::is_name_safe(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use mcp_guard_core::audit::{EventKind, MemoryAuditSink};
+    use mcp_guard_core::pin::{GateMode, LockFile, PinGate};
+
+    use super::*;
+
+    fn tool(description: &str) -> Tool {
+        Tool::new("echo", description.to_owned(), Arc::new(serde_json::Map::new()))
+    }
+
+    fn recorded(sink: &MemoryAuditSink) -> Vec<String> {
+        sink.events()
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                EventKind::ToolDefinitionChanged { diff } => {
+                    Some(diff.lines().next().unwrap_or_default().to_owned())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Each verdict is recorded once per definition; a held definition that is admitted
+    /// is recorded as released, and held again (after a release) is recorded again.
+    #[tokio::test]
+    async fn verdicts_are_recorded_once_per_definition_and_releases_too() {
+        let mut lock = LockFile::default();
+        lock.approve_tool("s", &tool("Echoes."));
+        let gate = Arc::new(PinGate::new(lock.clone(), GateMode::Enforce, GateMode::Enforce));
+        let sink = MemoryAuditSink::new();
+        let checks = PinChecks {
+            endpoint: "main".into(),
+            gate: gate.clone(),
+            audit: Some(Arc::new(sink.clone())),
+            recorded: Mutex::default(),
+        };
+        let changed = tool("Echoes, and keeps a copy.");
+        let pin = mcp_guard_core::pin::tool_pin(&changed);
+        for _ in 0..3 {
+            let verdict = gate.admit("s", &changed, &[]);
+            assert!(matches!(verdict, Admission::Quarantine { .. }));
+            checks.record("s", "echo", &pin, &verdict).await;
+        }
+        assert_eq!(
+            recorded(&sink),
+            ["quarantined s/echo: definition changed since it was approved"]
+        );
+        lock.approve_tool("s", &changed);
+        gate.reload(lock.clone());
+        let verdict = gate.admit("s", &changed, &[]);
+        assert_eq!(verdict, Admission::Admit);
+        checks.record("s", "echo", &pin, &verdict).await;
+        checks.record("s", "echo", &pin, &verdict).await;
+        lock.approve_tool("s", &tool("Echoes."));
+        gate.reload(lock);
+        let verdict = gate.admit("s", &changed, &[]);
+        checks.record("s", "echo", &pin, &verdict).await;
+        assert_eq!(
+            recorded(&sink),
+            [
+                "quarantined s/echo: definition changed since it was approved",
+                "released s/echo: its definition is approved",
+                "quarantined s/echo: definition changed since it was approved",
+            ]
+        );
+    }
 }

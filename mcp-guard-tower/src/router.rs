@@ -255,7 +255,8 @@ async fn route(req: McpRequest, extra_meta: &[String]) -> Result<ServerResult, G
         }
     }
     if let (Some(check), Some(forward)) = (&check, &confirm) {
-        snap.confirm_call(check, &exposed, &target, &upstream, forward).await?;
+        snap.confirm_call(check, &exposed, &target, &upstream, forward)
+            .await?;
     }
     expose_uris(&mut result, &target.server, &snap);
     sanitise_text(&mut result, &req.notes);

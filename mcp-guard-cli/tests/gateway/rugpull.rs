@@ -215,7 +215,10 @@ async fn an_http_upstream_restarted_with_changed_definitions_is_quarantined_whil
                 .is_err_and(|e| e.contains("awaiting approval"))
         })
         .await;
-        assert!(held, "{step}: the changed tool must be quarantined without a restart");
+        assert!(
+            held,
+            "{step}: the changed tool must be quarantined without a restart"
+        );
         eprintln!("{step}: quarantined {:?} after the restart", started.elapsed());
         assert!(
             !names(&client).await.contains(&"alpha__echo".to_owned()),
@@ -232,7 +235,10 @@ async fn an_http_upstream_restarted_with_changed_definitions_is_quarantined_whil
         assert!(call(&client, "alpha__whoami", "").await.is_ok(), "{step}");
 
         approve(&cfg_path);
-        let back = eventually(20, async || call(&client, "alpha__echo", "ok").await.as_deref() == Ok("ok")).await;
+        let back = eventually(20, async || {
+            call(&client, "alpha__echo", "ok").await.as_deref() == Ok("ok")
+        })
+        .await;
         assert!(back, "{step}: the approved tool must be served again");
         assert!(names(&client).await.contains(&"alpha__echo".to_owned()), "{step}");
         let audit = audited_diffs(&work.path().join("audit"));
@@ -355,8 +361,14 @@ async fn a_session_process_that_starts_with_a_changed_definition_is_refused() {
     );
 
     approve(&gw.config());
-    let back = eventually(20, async || call(&second, "alpha__echo", "ok").await.as_deref() == Ok("ok")).await;
-    assert!(back, "approved: the second session's process serves the tool again");
+    let back = eventually(20, async || {
+        call(&second, "alpha__echo", "ok").await.as_deref() == Ok("ok")
+    })
+    .await;
+    assert!(
+        back,
+        "approved: the second session's process serves the tool again"
+    );
     let _ = first.cancel().await;
     let _ = second.cancel().await;
     gw.stop().await;
@@ -458,9 +470,11 @@ async fn raw_answer(state: &Arc<Mutex<RawState>>, msg: Value) -> axum::response:
         return axum::http::StatusCode::ACCEPTED.into_response();
     };
     let method = msg["method"].as_str().unwrap_or_default().to_owned();
-    let ok = |result: Value| axum::Json(json!({"jsonrpc": "2.0", "id": id, "result": result})).into_response();
+    let ok =
+        |result: Value| axum::Json(json!({"jsonrpc": "2.0", "id": id, "result": result})).into_response();
     let err = |code: i64, message: &str| {
-        axum::Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})).into_response()
+        axum::Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}}))
+            .into_response()
     };
     match method.as_str() {
         "initialize" => ok(json!({
@@ -499,7 +513,10 @@ async fn raw_answer(state: &Arc<Mutex<RawState>>, msg: Value) -> axum::response:
             if let Some(h) = hold {
                 h.notified().await;
             }
-            let text = msg["params"]["arguments"]["text"].as_str().unwrap_or_default().to_owned();
+            let text = msg["params"]["arguments"]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             ok(json!({"content": [{"type": "text", "text": text}]}))
         }
         _ => err(-32601, &format!("Method not found: {method}")),
@@ -539,7 +556,10 @@ async fn a_malformed_catalogue_is_refused_with_a_precise_error_and_the_others_ke
         (ListMode::Endless, "pages"),
     ] {
         raw.set(|s| s.mode = mode.clone());
-        let withheld = eventually(20, async || !names(&client).await.contains(&"raw__echo".to_owned())).await;
+        let withheld = eventually(20, async || {
+            !names(&client).await.contains(&"raw__echo".to_owned())
+        })
+        .await;
         assert!(withheld, "{mode:?}: the server's tools leave the list");
         let e = call(&client, "raw__echo", "x").await.unwrap_err();
         assert!(
@@ -552,8 +572,14 @@ async fn a_malformed_catalogue_is_refused_with_a_precise_error_and_the_others_ke
             "{mode:?}: the other server keeps serving"
         );
         raw.set(|s| s.mode = ListMode::Good);
-        let back = eventually(20, async || call(&client, "raw__echo", "ok").await.as_deref() == Ok("ok")).await;
-        assert!(back, "{mode:?}: the unchanged tool returns once the list is readable");
+        let back = eventually(20, async || {
+            call(&client, "raw__echo", "ok").await.as_deref() == Ok("ok")
+        })
+        .await;
+        assert!(
+            back,
+            "{mode:?}: the unchanged tool returns once the list is readable"
+        );
     }
     let audit = audited_diffs(&work.path().join("audit"));
     assert!(
@@ -577,7 +603,10 @@ async fn an_upstream_that_never_answers_its_tool_list_is_withheld_and_the_others
     assert_eq!(call(&client, "raw__echo", "hi").await.as_deref(), Ok("hi"));
 
     raw.set(|s| s.mode = ListMode::Hang);
-    let withheld = eventually(20, async || !names(&client).await.contains(&"raw__echo".to_owned())).await;
+    let withheld = eventually(20, async || {
+        !names(&client).await.contains(&"raw__echo".to_owned())
+    })
+    .await;
     assert!(withheld, "the silent server's tools leave the list");
     let started = std::time::Instant::now();
     let e = call(&client, "raw__echo", "x").await.unwrap_err();
@@ -589,10 +618,16 @@ async fn an_upstream_that_never_answers_its_tool_list_is_withheld_and_the_others
     for _ in 0..5 {
         let t = std::time::Instant::now();
         assert_eq!(call(&client, "alpha__echo", "ok").await.as_deref(), Ok("ok"));
-        assert!(t.elapsed() < Duration::from_secs(2), "alpha is not held up by raw");
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "alpha is not held up by raw"
+        );
     }
     raw.set(|s| s.mode = ListMode::Good);
-    let back = eventually(20, async || call(&client, "raw__echo", "ok").await.as_deref() == Ok("ok")).await;
+    let back = eventually(20, async || {
+        call(&client, "raw__echo", "ok").await.as_deref() == Ok("ok")
+    })
+    .await;
     assert!(back, "the tool returns once the server answers again");
     let audit = audited_diffs(&work.path().join("audit"));
     assert!(
@@ -624,7 +659,10 @@ async fn a_definition_that_changes_while_a_call_is_in_flight_withholds_the_answe
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     raw.set(|s| s.description = "Echoes, and keeps a copy of everything it echoes.".into());
-    let seen = eventually(20, async || !names(&client).await.contains(&"raw__echo".to_owned())).await;
+    let seen = eventually(20, async || {
+        !names(&client).await.contains(&"raw__echo".to_owned())
+    })
+    .await;
     assert!(seen, "the gateway re-read the list while the call was held");
     raw.set(|s| s.hold = None);
     hold.notify_waiters();
@@ -641,7 +679,10 @@ async fn a_definition_that_changes_while_a_call_is_in_flight_withholds_the_answe
         "{audit:#?}"
     );
     approve(&gw.config());
-    let back = eventually(20, async || call(&client, "raw__echo", "ok").await.as_deref() == Ok("ok")).await;
+    let back = eventually(20, async || {
+        call(&client, "raw__echo", "ok").await.as_deref() == Ok("ok")
+    })
+    .await;
     assert!(back);
     gw.stop().await;
 }

@@ -40,7 +40,8 @@ trait ListResult: DeserializeOwned {
     type Item;
     const METHOD: &'static str;
     fn request(params: PaginatedRequestParams) -> ClientRequest;
-    fn take(result: ServerResult) -> Result<Page<Self::Item>, ServerResult>;
+    /// The page, or why the result is not one.
+    fn take(result: ServerResult) -> Result<Page<Self::Item>, String>;
     fn into_page(self) -> Page<Self::Item>;
 }
 
@@ -52,10 +53,10 @@ macro_rules! list_result {
             fn request(params: PaginatedRequestParams) -> ClientRequest {
                 ClientRequest::$request($request::with_param(params))
             }
-            fn take(result: ServerResult) -> Result<Page<$item>, ServerResult> {
+            fn take(result: ServerResult) -> Result<Page<$item>, String> {
                 match result {
                     ServerResult::$result(r) => Ok(r.into_page()),
-                    other => Err(other),
+                    other => Err(why_not::<Self>(&other)),
                 }
             }
             fn into_page(self) -> Page<$item> {
@@ -69,9 +70,27 @@ macro_rules! list_result {
     };
 }
 
-list_result!(ListToolsResult, ListToolsRequest, rmcp::model::Tool, tools, "tools/list");
-list_result!(ListPromptsResult, ListPromptsRequest, rmcp::model::Prompt, prompts, "prompts/list");
-list_result!(ListResourcesResult, ListResourcesRequest, rmcp::model::Resource, resources, "resources/list");
+list_result!(
+    ListToolsResult,
+    ListToolsRequest,
+    rmcp::model::Tool,
+    tools,
+    "tools/list"
+);
+list_result!(
+    ListPromptsResult,
+    ListPromptsRequest,
+    rmcp::model::Prompt,
+    prompts,
+    "prompts/list"
+);
+list_result!(
+    ListResourcesResult,
+    ListResourcesRequest,
+    rmcp::model::Resource,
+    resources,
+    "resources/list"
+);
 list_result!(
     ListResourceTemplatesResult,
     ListResourceTemplatesRequest,
@@ -80,8 +99,15 @@ list_result!(
     "resources/templates/list"
 );
 
-/// Reads one whole list. `Err(reason)` for a refused list; `Ok(None)` when the server
-/// answered with a JSON-RPC error and `optional` says to treat that as an empty list.
+/// Why `other` is not an `R`: the parse error of the expected type.
+fn why_not<R: DeserializeOwned>(other: &ServerResult) -> String {
+    serde_json::to_value(other)
+        .ok()
+        .and_then(|v| serde_json::from_value::<R>(v).err())
+        .map_or_else(|| "not a list result".to_owned(), |e| e.to_string())
+}
+
+/// Reads one whole list, page by page.
 async fn read_list<R: ListResult>(
     peer: &Peer<RoleClient>,
     timeout: Duration,
@@ -110,14 +136,8 @@ async fn read_list<R: ListResult>(
             Err(ServiceError::McpError(e)) => return Err(ListFailure::Rpc(e)),
             Err(e) => return Err(ListFailure::Transport(e)),
         };
-        let page = R::take(result).map_err(|other| {
-            // Say what did not fit: the parse error of the expected type.
-            let why = serde_json::to_value(&other)
-                .ok()
-                .and_then(|v| serde_json::from_value::<R>(v).err())
-                .map_or_else(|| "not a list result".to_owned(), |e| e.to_string());
-            ListFailure::Refused(format!("{}: the result is malformed ({why})", R::METHOD))
-        })?;
+        let page = R::take(result)
+            .map_err(|why| ListFailure::Refused(format!("{}: the result is malformed ({why})", R::METHOD)))?;
         ttl.add(page.ttl_ms);
         items.extend(page.items);
         match page.next {
@@ -165,7 +185,10 @@ impl Ttl {
     }
 
     fn fresh_for(&self) -> Option<Duration> {
-        (!self.unpromised).then_some(self.min).flatten().map(Duration::from_millis)
+        (!self.unpromised)
+            .then_some(self.min)
+            .flatten()
+            .map(Duration::from_millis)
     }
 }
 

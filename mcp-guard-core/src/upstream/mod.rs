@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::BoxError;
 
+pub use catalogue::{DEFAULT_CATALOGUE_REFRESH, MAX_LIST_PAGES, MIN_CATALOGUE_REFRESH};
 pub use child::live_processes;
 pub use client::UpstreamClient;
 pub use connect::{
@@ -45,7 +46,6 @@ pub use per_session::{
 };
 pub use placeholder::{Template, resolve_template};
 pub use recheck::{MakeInstance, RecheckCredentials};
-pub use catalogue::{DEFAULT_CATALOGUE_REFRESH, MAX_LIST_PAGES, MIN_CATALOGUE_REFRESH};
 pub use rmcp_upstream::{DEFAULT_MAX_RESPONSE_BYTES, RmcpUpstream, UpstreamOptions, error_chain};
 pub use sse::SseConnector;
 
@@ -142,7 +142,24 @@ pub struct Catalog {
     /// list results), when every list gave a positive one.
     pub fresh_for: Option<Duration>,
     /// Tool pins by name, computed on first use.
-    pins: OnceLock<HashMap<String, String>>,
+    pins: PinCache,
+}
+
+/// A catalogue's tool pins, computed on first use. A clone starts empty (its `tools`
+/// may be changed), so a cache never outlives the list it was computed from.
+#[derive(Default)]
+struct PinCache(OnceLock<HashMap<String, String>>);
+
+impl Clone for PinCache {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl fmt::Debug for PinCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PinCache")
+    }
 }
 
 impl Catalog {
@@ -150,6 +167,7 @@ impl Catalog {
     /// named `name`, if the catalogue has it.
     pub fn tool_pin(&self, name: &str) -> Option<&str> {
         self.pins
+            .0
             .get_or_init(|| {
                 self.tools
                     .iter()

@@ -296,8 +296,9 @@ impl Shared {
                 if shared.current().is_none_or(|c| c.generation != generation) {
                     return;
                 }
-                let still_due = super::catalogue::next_read(read::<Arc<Catalog>>(&shared.catalog).as_ref(), interval)
-                    .is_none_or(|at| at <= Instant::now());
+                let still_due =
+                    super::catalogue::next_read(read::<Arc<Catalog>>(&shared.catalog).as_ref(), interval)
+                        .is_none_or(|at| at <= Instant::now());
                 if still_due {
                     tracing::debug!(server = %shared.id, "re-reading the catalogue (due)");
                     let _ = shared.refresh_catalog(false).await;

@@ -48,7 +48,6 @@ impl<C> WatchSessions<C> {
             (self.on_new_session)();
         }
     }
-
 }
 
 fn is_initialize(message: &ClientJsonRpcMessage) -> bool {
