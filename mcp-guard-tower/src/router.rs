@@ -240,7 +240,12 @@ async fn route(req: McpRequest, extra_meta: &[String]) -> Result<ServerResult, G
     let bridge = downstream
         .filter(|d| d.accepts_requests)
         .map(|d| (d, upstream_request.clone(), forward.clone()));
-    let confirm = check.as_ref().map(|_| forward.clone());
+    // The check after the answer needs only the session (which instance served it).
+    let confirm = check.as_ref().map(|_| {
+        let mut f = Forward::default();
+        f.session.clone_from(&forward.session);
+        f
+    });
     let mut result = upstream.request(upstream_request, forward).await?;
     if let Some((d, upstream_request, forward)) = bridge {
         let mut rounds = 0;

@@ -133,7 +133,7 @@ async fn read_list<R: ListResult>(
                     seconds(timeout)
                 )));
             }
-            Err(ServiceError::McpError(e)) => return Err(ListFailure::Rpc(e)),
+            Err(ServiceError::McpError(e)) => return Err(ListFailure::Rpc(R::METHOD, e)),
             Err(e) => return Err(ListFailure::Transport(e)),
         };
         let page = R::take(result)
@@ -162,8 +162,8 @@ async fn read_list<R: ListResult>(
 enum ListFailure {
     /// The list is unusable (malformed, endless, too slow): a [`UpstreamError::Catalogue`].
     Refused(String),
-    /// The server answered the request with a JSON-RPC error.
-    Rpc(rmcp::ErrorData),
+    /// The server answered the request (this method) with a JSON-RPC error.
+    Rpc(&'static str, rmcp::ErrorData),
     /// The connection failed.
     Transport(ServiceError),
 }
@@ -205,8 +205,9 @@ fn seconds(d: Duration) -> String {
 /// request waits at most `timeout`.
 ///
 /// # Errors
-/// [`UpstreamError::Catalogue`] for a list that cannot be used; the mapped transport or
-/// JSON-RPC error (via `map`) when the request itself failed.
+/// [`UpstreamError::Catalogue`] for a list that cannot be used (one the server answered
+/// with a JSON-RPC error included); the transport's error mapped by `map` when the
+/// request itself failed.
 pub(crate) async fn read_catalog(
     server: &str,
     peer: &Peer<RoleClient>,
@@ -226,14 +227,20 @@ pub(crate) async fn read_catalog(
     };
     let fail = |f: ListFailure| match f {
         ListFailure::Refused(r) => refused(r),
-        ListFailure::Rpc(e) => map(ServiceError::McpError(e)),
+        // A server that cannot list what it offers offers nothing usable.
+        ListFailure::Rpc(method, e) => {
+            refused(format!("{method} answered error {}: {}", e.code.0, e.message))
+        }
         ListFailure::Transport(e) => map(e),
     };
-    let ask_tools = caps.tools.is_some() || (caps.prompts.is_none() && caps.resources.is_none());
-    if ask_tools {
-        catalog.tools = read_list::<rmcp::model::ListToolsResult>(peer, timeout, &mut ttl)
-            .await
-            .map_err(fail)?;
+    // A server that advertises nothing is asked for tools too; if it refuses, it has none.
+    let advertised = caps.tools.is_some();
+    if advertised || (caps.prompts.is_none() && caps.resources.is_none()) {
+        catalog.tools = match read_list::<rmcp::model::ListToolsResult>(peer, timeout, &mut ttl).await {
+            Ok(t) => t,
+            Err(ListFailure::Rpc(..)) if !advertised => Vec::new(),
+            Err(f) => return Err(fail(f)),
+        };
         let mut names = HashSet::new();
         if let Some(dup) = catalog.tools.iter().find(|t| !names.insert(t.name.as_ref())) {
             return Err(refused(format!("tools/list names tool {:?} twice", dup.name)));
@@ -252,7 +259,7 @@ pub(crate) async fn read_catalog(
         catalog.resource_templates =
             match read_list::<rmcp::model::ListResourceTemplatesResult>(peer, timeout, &mut ttl).await {
                 Ok(t) => t,
-                Err(ListFailure::Rpc(_)) => Vec::new(),
+                Err(ListFailure::Rpc(..)) => Vec::new(),
                 Err(f) => return Err(fail(f)),
             };
     }
