@@ -742,9 +742,15 @@ struct PinChecks {
     endpoint: Arc<str>,
     gate: Arc<dyn ToolGate>,
     audit: Option<Arc<dyn AuditSink>>,
-    /// (server, tool, pin) → what was last recorded about that definition.
-    recorded: Mutex<HashMap<(String, String, String), Recorded>>,
+    /// (server, tool) → (pin, what was last recorded about that definition), for the
+    /// [`RECORDED_PER_TOOL`] definitions seen last.
+    recorded: Mutex<HashMap<(String, String), Vec<(String, Recorded)>>>,
 }
+
+/// Definitions per tool whose verdict is remembered (a server that changes a tool
+/// endlessly cannot grow the gateway's memory; an older definition seen again is
+/// recorded again).
+const RECORDED_PER_TOOL: usize = 8;
 
 /// A verdict recorded for one definition: its reason and diff.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -816,9 +822,10 @@ impl PinChecks {
     /// verdict recorded for that definition; a definition that was held and is now
     /// admitted is recorded as released.
     async fn record(&self, server: &str, tool: &str, pin: &str, admission: &Admission) {
-        let key = (server.to_owned(), tool.to_owned(), pin.to_owned());
         let (kind, reason, diff) = {
-            let mut recorded = self.recorded.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut all = self.recorded.lock().unwrap_or_else(PoisonError::into_inner);
+            let recorded = all.entry((server.to_owned(), tool.to_owned())).or_default();
+            let at = recorded.iter().position(|(p, _)| p == pin);
             match admission {
                 Admission::Quarantine { reason, diff } | Admission::Warn { reason, diff } => {
                     let diff = diff.as_deref().unwrap_or_default();
@@ -828,17 +835,26 @@ impl PinChecks {
                     } else {
                         (Recorded::Warned(what), "warning")
                     };
-                    if recorded.get(&key) == Some(&now) {
-                        return;
+                    if let Some(i) = at {
+                        let (p, last) = recorded.remove(i);
+                        let same = last == now;
+                        recorded.push((p, now));
+                        if same {
+                            return;
+                        }
+                    } else {
+                        if recorded.len() >= RECORDED_PER_TOOL {
+                            recorded.remove(0);
+                        }
+                        recorded.push((pin.to_owned(), now));
                     }
-                    recorded.insert(key, now);
                     (kind, reason.clone(), diff.to_owned())
                 }
                 _ => {
-                    if !matches!(recorded.get(&key), Some(Recorded::Quarantined(_))) {
+                    let Some(i) = at.filter(|i| matches!(recorded[*i].1, Recorded::Quarantined(_))) else {
                         return;
-                    }
-                    recorded.remove(&key);
+                    };
+                    recorded.remove(i);
                     (
                         "released",
                         "its definition is approved".to_owned(),
@@ -1407,5 +1423,27 @@ mod tests {
                 "quarantined s/echo: definition changed since it was approved",
             ]
         );
+        // A server changing the tool endlessly: only the last few definitions are
+        // remembered, and one seen again after that is recorded again.
+        for i in 0..RECORDED_PER_TOOL {
+            let t = tool(&format!("Echoes, version {i}."));
+            checks
+                .record(
+                    "s",
+                    "echo",
+                    &mcp_guard_core::pin::tool_pin(&t),
+                    &gate.admit("s", &t, &[]),
+                )
+                .await;
+        }
+        assert_eq!(
+            checks.recorded.lock().unwrap()[&("s".into(), "echo".into())].len(),
+            RECORDED_PER_TOOL
+        );
+        let before = recorded(&sink).len();
+        checks
+            .record("s", "echo", &pin, &gate.admit("s", &changed, &[]))
+            .await;
+        assert_eq!(recorded(&sink).len(), before + 1);
     }
 }

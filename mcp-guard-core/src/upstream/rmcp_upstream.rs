@@ -87,6 +87,8 @@ pub(crate) struct Shared {
     conn: RwLock<Option<Arc<Conn>>>,
     connect_lock: tokio::sync::Mutex<Backoff>,
     catalog: RwLock<Arc<Catalog>>,
+    /// One catalogue read at a time, so a slow read never overwrites a newer one.
+    catalogue_reads: tokio::sync::Mutex<()>,
     status: RwLock<UpstreamStatus>,
     generation: AtomicU64,
     stopped: AtomicBool,
@@ -144,6 +146,7 @@ impl RmcpUpstream {
                 conn: RwLock::new(None),
                 connect_lock: tokio::sync::Mutex::new(Backoff::default()),
                 catalog: RwLock::new(Arc::new(Catalog::default())),
+                catalogue_reads: tokio::sync::Mutex::new(()),
                 status: RwLock::new(UpstreamStatus::now(UpstreamState::Idle)),
                 generation: AtomicU64::new(0),
                 stopped: AtomicBool::new(false),
@@ -421,6 +424,7 @@ impl Shared {
     /// # Errors
     /// Why the catalogue could not be read.
     pub(crate) async fn refresh_catalog(&self, announced: bool) -> Result<Arc<Catalog>, UpstreamError> {
+        let _one_read = self.catalogue_reads.lock().await;
         let Some(conn) = self.current() else {
             return Err(UpstreamError::Terminated {
                 server: self.id.to_string(),
