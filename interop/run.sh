@@ -426,9 +426,9 @@ if want oauth && [[ "$target" == direct ]]; then
     fi
 fi
 
-# --- 5. tool pinning: the real catalogues of published servers raise no false alarm ---------
+# --- 5. tool pinning: a rug pull by a real server; real catalogues raise no false alarm -----
 if want pinning && [[ "$target" == gateway ]]; then
-    section "pinning: hostile-text checks over real catalogues"
+    section "pinning: a rug pull by a restarted FastMCP server; hostile-text checks over real catalogues"
     memory_js="$here/node_modules/@modelcontextprotocol/server-memory/dist/index.js"
     fs_js="$here/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js"
     pin_dir="$out/pinning"; mkdir -p "$pin_dir/files"
@@ -456,6 +456,18 @@ tools = ["*"]
 [endpoints.all.servers.filesystem]
 tools = ["*"]
 EOF
+    # A rug pull with real peers: a FastMCP server restarted three times with a changed
+    # definition (description, parameter description, default) behind the running
+    # gateway, the official Python SDK as the client.
+    timeout 180 "$py" "$here/checks/rugpull.py" --gateway "$gateway" --out "$pin_dir/rugpull" \
+        >"$pin_dir/rugpull.txt" 2>"$pin_dir/rugpull.err"
+    while read -r verdict name rest; do
+        case "$verdict" in
+            PASS) pass "$name $rest" ;;
+            FAIL) fail "${name%:}" "$rest" ;;
+        esac
+    done <"$pin_dir/rugpull.txt"
+    grep -q . "$pin_dir/rugpull.txt" || fail "pinning/rug-pull" "no output (see $pin_dir/rugpull.err)"
     for srv in everything memory filesystem; do
         # Approve the catalogue, then `diff` re-reads it with pins and hostile-text
         # checks enforced: anything flagged would be reported as waiting.

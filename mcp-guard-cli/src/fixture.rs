@@ -238,6 +238,32 @@ fn arg<'a>(p: &'a CallToolRequestParams, k: &str) -> Option<&'a serde_json::Valu
     p.arguments.as_ref().and_then(|a| a.get(k))
 }
 
+/// Serves `fixture` over streamable HTTP at `http://ADDR/mcp` (loopback only: the
+/// address must be a loopback one) until the process is stopped; announces
+/// `fixture listening on http://ADDR/mcp` on stderr once it accepts connections.
+pub(crate) async fn serve_http(fixture: Fixture, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    use rmcp::transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+    };
+    anyhow::ensure!(
+        addr.ip().is_loopback(),
+        "the fixture listens on loopback addresses only"
+    );
+    let service = StreamableHttpService::new(
+        move || Ok(fixture.clone()),
+        Arc::new(LocalSessionManager::default()),
+        StreamableHttpServerConfig::default(),
+    );
+    let app = axum::Router::new().nest_service("/mcp", service);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    #[allow(clippy::print_stderr, reason = "the readiness line tests wait for")]
+    {
+        eprintln!("fixture listening on http://{}/mcp", listener.local_addr()?);
+    }
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
 impl ServerHandler for Fixture {
     fn supported_protocol_versions(&self) -> std::borrow::Cow<'static, [rmcp::model::ProtocolVersion]> {
         if self.legacy_only {

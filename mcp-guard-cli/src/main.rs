@@ -213,6 +213,9 @@ enum Command {
         /// sampling) with requests of their own, the legacy way.
         #[arg(long)]
         questions: bool,
+        /// Serve streamable HTTP at `http://ADDR/mcp` (a loopback address) instead of stdio.
+        #[arg(long, value_name = "ADDR")]
+        http: Option<SocketAddr>,
     },
 }
 
@@ -588,14 +591,18 @@ fn main() -> std::process::ExitCode {
                 variant_file,
                 garbage_after,
                 questions,
+                http,
             } => {
-                let running = fixture::Fixture::new(&name, extra_tools, legacy_only, variant_file)
+                let fixture = fixture::Fixture::new(&name, extra_tools, legacy_only, variant_file)
                     .garbage_after(garbage_after)
-                    .questions(questions)
-                    .serve(rmcp::transport::stdio())
-                    .await?;
-                let _ = running.waiting().await;
-                Ok(())
+                    .questions(questions);
+                if let Some(addr) = http {
+                    fixture::serve_http(fixture, addr).await
+                } else {
+                    let running = fixture.serve(rmcp::transport::stdio()).await?;
+                    let _ = running.waiting().await;
+                    Ok(())
+                }
             }
         }
         .map(|()| std::process::ExitCode::SUCCESS)

@@ -304,6 +304,12 @@ pub struct GatewaySection {
     /// never waits). `server/discover` and `initialize` never wait; a server that
     /// starts later joins with `list_changed`.
     pub startup_wait_ms: u64,
+    /// How often each server's catalogue is listed again while the gateway runs, in
+    /// seconds (default 300; a server's `catalogue_refresh_secs` overrides it): a tool
+    /// definition that changes without the server saying so (a restarted HTTP server,
+    /// say) is quarantined within this interval. Reconnecting, a new server session, a
+    /// list-changed notification or an expired `ttlMs` re-read sooner.
+    pub catalogue_refresh_secs: u64,
 }
 
 impl Default for GatewaySection {
@@ -322,6 +328,7 @@ impl Default for GatewaySection {
             public_url: None,
             max_upstream_processes: crate::upstream::DEFAULT_MAX_UPSTREAM_PROCESSES,
             startup_wait_ms: 3000,
+            catalogue_refresh_secs: crate::upstream::DEFAULT_CATALOGUE_REFRESH.as_secs(),
         }
     }
 }
@@ -679,6 +686,14 @@ impl ServerConfig {
             Self::Sse(_) => UpstreamProtocol::Legacy,
         }
     }
+
+    /// Re-list interval override, in seconds.
+    pub fn catalogue_refresh_secs(&self) -> Option<u64> {
+        match self {
+            Self::Stdio(s) => s.catalogue_refresh_secs,
+            Self::Http(h) | Self::Sse(h) => h.catalogue_refresh_secs,
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -718,6 +733,10 @@ pub struct StdioServerConfig {
     /// `gateway.max_response_bytes`).
     #[serde(default)]
     pub max_response_bytes: Option<usize>,
+    /// How often the server's catalogue is listed again, in seconds (default
+    /// `gateway.catalogue_refresh_secs`).
+    #[serde(default)]
+    pub catalogue_refresh_secs: Option<u64>,
     /// `session` (default): each client session gets its own process, stopped when
     /// the session ends; `shared`: one process for everyone (only for stateless
     /// servers that hold no per-user data or credentials).
@@ -789,6 +808,10 @@ pub struct HttpServerConfig {
     /// `gateway.max_response_bytes`).
     #[serde(default)]
     pub max_response_bytes: Option<usize>,
+    /// How often the server's catalogue is listed again, in seconds (default
+    /// `gateway.catalogue_refresh_secs`).
+    #[serde(default)]
+    pub catalogue_refresh_secs: Option<u64>,
     /// Placeholder names of `headers` that are personal: `${NAME}` is filled with the
     /// calling principal's own credential, and each gateway session gets its own
     /// connection (listing uses a connection with those headers left out).
@@ -1489,6 +1512,14 @@ impl GatewayConfig {
                 "must be at least 1024".into(),
             );
         }
+        if self.gateway.catalogue_refresh_secs == 0 {
+            err(
+                &mut errors,
+                "gateway.catalogue_refresh_secs".into(),
+                "must be at least 1 (a catalogue that is never read again would let a changed tool through)"
+                    .into(),
+            );
+        }
         if self.gateway.listen.parse::<std::net::SocketAddr>().is_err() {
             err(
                 &mut errors,
@@ -1537,6 +1568,13 @@ impl GatewayConfig {
                     &mut errors,
                     format!("{entry}.protocol"),
                     "an sse server speaks only the legacy protocol (use \"auto\" or \"legacy\")".into(),
+                );
+            }
+            if server.catalogue_refresh_secs() == Some(0) {
+                err(
+                    &mut errors,
+                    format!("{entry}.catalogue_refresh_secs"),
+                    "must be at least 1".into(),
                 );
             }
             if server.max_response_bytes().is_some_and(|b| b < 1024) {

@@ -38,6 +38,9 @@ pub enum GuardError {
         name: String,
         /// Why (new, changed, hostile text).
         reason: String,
+        /// The definition changed while this call was in flight: the call reached the
+        /// server, and its answer is withheld.
+        during_call: bool,
     },
     /// The request is malformed (bad cursor, missing argument...).
     #[error("invalid request: {0}")]
@@ -116,9 +119,20 @@ impl From<GuardError> for ErrorData {
             GuardError::Unknown { kind, name } | GuardError::Denied { kind, name, .. } => {
                 unknown(kind, &name)
             }
-            GuardError::Quarantined { name, .. } => ErrorData::invalid_params(
+            GuardError::Quarantined {
+                name,
+                during_call: false,
+                ..
+            } => ErrorData::invalid_params(
                 format!(
                     "Tool {name} is awaiting approval: its definition is new or changed since it was approved"
+                ),
+                None,
+            ),
+            GuardError::Quarantined { name, .. } => ErrorData::invalid_params(
+                format!(
+                    "Tool {name} changed its definition while this call was in flight; the answer is withheld, \
+                     and the tool is awaiting approval"
                 ),
                 None,
             ),
@@ -325,6 +339,10 @@ fn upstream_error(u: UpstreamError) -> ErrorData {
             ErrorData::internal_error(format!("server {server} sent an invalid response"), None)
         }
         UpstreamError::Cancelled => ErrorData::internal_error("request cancelled", None),
+        UpstreamError::Catalogue { server, reason } => ErrorData::internal_error(
+            format!("server {server} is unavailable: its tool list cannot be used ({reason})"),
+            None,
+        ),
         UpstreamError::Exhausted { server, limit } => ErrorData::internal_error(
             format!("server {server} cannot start another process ({limit}); try again later"),
             None,

@@ -344,9 +344,14 @@ impl GatewayBuilder {
                     spec.namespaced,
                 ))),
                 changes: broadcast::channel(16).0,
-                gate: self.gate.clone(),
-                audit: self.audit.clone(),
-                reported: Mutex::default(),
+                pins: self.gate.clone().map(|gate| {
+                    Arc::new(PinChecks {
+                        endpoint: spec.name.clone(),
+                        gate,
+                        audit: self.audit.clone(),
+                        recorded: Mutex::default(),
+                    })
+                }),
                 peers: Mutex::new(Vec::new()),
                 subscriptions: Mutex::new(Vec::new()),
                 version: AtomicU64::new(0),
@@ -500,6 +505,16 @@ impl Gateway {
         });
     }
 
+    /// Reads every switched-on server's catalogue from the server again (concurrently;
+    /// each read is bounded by the server's timeouts), then re-checks every endpoint.
+    /// After an approval: the gateway then judges what servers offer now, not what it
+    /// read before the operator looked.
+    pub async fn reread(&self) {
+        let enabled = self.inner.servers.values().filter(|e| e.enabled);
+        futures::future::join_all(enabled.map(|e| e.upstream.refresh())).await;
+        self.refresh().await;
+    }
+
     /// Stops watching and shuts every upstream down (children are reaped).
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
@@ -578,10 +593,8 @@ pub struct EndpointRuntime {
     namespaced: bool,
     snapshot: RwLock<Arc<Snapshot>>,
     changes: broadcast::Sender<ListChanged>,
-    gate: Option<Arc<dyn ToolGate>>,
-    audit: Option<Arc<dyn AuditSink>>,
-    /// Quarantines already reported (server, tool, reason), so each is audited once.
-    reported: Mutex<std::collections::HashSet<String>>,
+    /// The tool gate, when pins or hostile-text checks are on.
+    pins: Option<Arc<PinChecks>>,
     peers: Mutex<Vec<Peer<RoleServer>>>,
     subscriptions: Mutex<Vec<Subscription>>,
     version: AtomicU64,
@@ -877,90 +890,165 @@ impl EndpointRuntime {
             snap.add_member(m, &catalog, listed, &mut owners);
         }
         snap.capabilities = capabilities(has_prompts, has_resources, has_completions);
-        if let Some(gate) = &self.gate {
-            self.apply_gate(gate.as_ref(), &mut snap).await;
+        if let Some(pins) = &self.pins {
+            pins.apply(&mut snap).await;
+            snap.pins = Some(pins.clone());
         }
         snap
     }
+}
 
-    /// Runs every listed tool past the gate; quarantined ones leave the lists (their
-    /// names still resolve, so a call can say it awaits approval).
-    async fn apply_gate(&self, gate: &dyn ToolGate, snap: &mut Snapshot) {
-        let mut quarantined = Vec::new();
-        let mut warnings = Vec::new();
+/// The tool gate of one endpoint at run time: the gate, where its verdicts go, and the
+/// verdict last recorded for each definition (so each is recorded once, and a release
+/// is recorded when a held definition is admitted).
+struct PinChecks {
+    endpoint: Arc<str>,
+    gate: Arc<dyn ToolGate>,
+    audit: Option<Arc<dyn AuditSink>>,
+    /// (server, tool) → (pin, what was last recorded about that definition), for the
+    /// [`RECORDED_PER_TOOL`] definitions seen last.
+    recorded: Mutex<HashMap<(String, String), Vec<PinVerdict>>>,
+}
+
+/// A definition's pin and the verdict last recorded for it.
+type PinVerdict = (String, Recorded);
+
+/// Definitions per tool whose verdict is remembered (a server that changes a tool
+/// endlessly cannot grow the gateway's memory; an older definition seen again is
+/// recorded again).
+const RECORDED_PER_TOOL: usize = 8;
+
+/// A verdict recorded for one definition: its reason and diff.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Recorded {
+    Quarantined(String),
+    Warned(String),
+}
+
+/// A refused call waits for this long since the serving instance's catalogue was read
+/// before it is read again (so a client retrying a held tool cannot make the gateway
+/// list the server on every call).
+const REREAD_BEFORE_REFUSING: Duration = Duration::from_secs(1);
+
+/// What a tool call was admitted on: the serving instance's catalogue and the pin of
+/// the definition found there.
+#[derive(Debug)]
+pub(crate) struct CallCheck {
+    catalog: Arc<Catalog>,
+    pin: String,
+}
+
+impl PinChecks {
+    /// Runs every tool of the snapshot's catalogues past the gate; quarantined ones
+    /// leave the lists (their names still resolve, so a call can say it awaits
+    /// approval), admitted ones are remembered with their pin.
+    async fn apply(&self, snap: &mut Snapshot) {
+        let mut verdicts = Vec::new();
+        let mut notes = Vec::new();
         for (server, catalog) in &snap.catalogs {
-            let others: Vec<&str> = snap
-                .catalogs
-                .iter()
-                .filter(|(s, _)| *s != server)
-                .flat_map(|(_, c)| c.tools.iter().map(|t| t.name.as_ref()))
-                .collect();
-            if let Some(note) = gate.check_instructions(
+            let others = snap.other_tool_names(server);
+            if let Some(note) = self.gate.check_instructions(
                 server,
                 catalog
                     .server_info
                     .as_ref()
                     .and_then(|i| i.instructions.as_deref()),
             ) {
-                warnings.push((server.clone(), "(instructions)".to_owned(), note, None));
+                notes.push((server.clone(), note));
             }
             for tool in &catalog.tools {
                 let exposed = snap.exposed_name(server, &tool.name);
                 if !snap.tool_index.contains_key(&exposed) {
                     continue;
                 }
-                match gate.admit(server, tool, &others) {
-                    Admission::Quarantine { reason, diff } => {
-                        quarantined.push((server.clone(), exposed, tool.name.to_string(), reason, diff));
-                    }
-                    Admission::Warn { reason, diff } => {
-                        warnings.push((server.clone(), tool.name.to_string(), reason, diff));
-                    }
-                    _ => {}
-                }
+                let pin = catalog.tool_pin(&tool.name).unwrap_or_default().to_owned();
+                let admission = self.gate.admit(server, tool, &others);
+                verdicts.push((server.clone(), exposed, tool.name.to_string(), pin, admission));
             }
         }
-        for (server, exposed, name, reason, diff) in quarantined {
-            snap.tools.retain(|t| t.name != exposed);
-            self.report(&server, &name, &reason, diff.as_deref(), true).await;
-            snap.quarantined.insert(exposed, reason);
+        for (server, exposed, name, pin, admission) in verdicts {
+            self.record(&server, &name, &pin, &admission).await;
+            if let Admission::Quarantine { reason, .. } = admission {
+                snap.tools.retain(|t| t.name != exposed);
+                snap.quarantined.insert(exposed, reason);
+            } else {
+                snap.admitted.insert(exposed, pin);
+            }
         }
-        for (server, name, reason, diff) in warnings {
-            self.report(&server, &name, &reason, diff.as_deref(), false).await;
+        for (server, note) in notes {
+            let admission = Admission::Warn {
+                reason: note,
+                diff: None,
+            };
+            self.record(&server, "(instructions)", "", &admission).await;
         }
     }
 
-    async fn report(&self, server: &str, tool: &str, reason: &str, diff: Option<&str>, quarantined: bool) {
-        let key = format!(
-            "{server}\u{0}{tool}\u{0}{reason}\u{0}{}",
-            diff.unwrap_or_default()
-        );
-        if !self
-            .reported
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key)
-        {
-            return;
-        }
-        if quarantined {
-            tracing::warn!(endpoint = %self.name, server, tool, reason, "tool quarantined until approved");
-        } else {
-            tracing::warn!(endpoint = %self.name, server, tool, reason, "tool admitted with a warning");
+    /// Records `admission` of `server`'s `tool` with pin `pin` unless it was the last
+    /// verdict recorded for that definition; a definition that was held and is now
+    /// admitted is recorded as released.
+    async fn record(&self, server: &str, tool: &str, pin: &str, admission: &Admission) {
+        let (kind, reason, diff) = {
+            let mut all = self.recorded.lock().unwrap_or_else(PoisonError::into_inner);
+            let recorded = all.entry((server.to_owned(), tool.to_owned())).or_default();
+            let at = recorded.iter().position(|(p, _)| p == pin);
+            match admission {
+                Admission::Quarantine { reason, diff } | Admission::Warn { reason, diff } => {
+                    let diff = diff.as_deref().unwrap_or_default();
+                    let what = format!("{reason}\n{diff}");
+                    let (now, kind) = if matches!(admission, Admission::Quarantine { .. }) {
+                        (Recorded::Quarantined(what), "quarantined")
+                    } else {
+                        (Recorded::Warned(what), "warning")
+                    };
+                    if let Some(i) = at {
+                        let (p, last) = recorded.remove(i);
+                        let same = last == now;
+                        recorded.push((p, now));
+                        if same {
+                            return;
+                        }
+                    } else {
+                        if recorded.len() >= RECORDED_PER_TOOL {
+                            recorded.remove(0);
+                        }
+                        recorded.push((pin.to_owned(), now));
+                    }
+                    (kind, reason.clone(), diff.to_owned())
+                }
+                _ => {
+                    let Some(i) = at.filter(|i| matches!(recorded[*i].1, Recorded::Quarantined(_))) else {
+                        return;
+                    };
+                    recorded.remove(i);
+                    (
+                        "released",
+                        "its definition is approved".to_owned(),
+                        format!("= {pin}\n"),
+                    )
+                }
+            }
+        };
+        match kind {
+            "quarantined" => {
+                tracing::warn!(endpoint = %self.endpoint, server, tool, reason, "tool quarantined until approved");
+            }
+            "warning" => {
+                tracing::warn!(endpoint = %self.endpoint, server, tool, reason, "tool admitted with a warning");
+            }
+            _ => {
+                tracing::info!(endpoint = %self.endpoint, server, tool, "quarantined tool released: its definition is approved");
+            }
         }
         if let Some(sink) = &self.audit {
             let mut event =
                 mcp_guard_core::AuditEvent::new(mcp_guard_core::audit::EventKind::ToolDefinitionChanged {
-                    diff: format!(
-                        "{} {server}/{tool}: {reason}\n{}",
-                        if quarantined { "quarantined" } else { "warning" },
-                        diff.unwrap_or_default()
-                    ),
+                    diff: format!("{kind} {server}/{tool}: {reason}\n{diff}"),
                 });
-            event.endpoint = Some(self.name.to_string());
+            event.endpoint = Some(self.endpoint.to_string());
             event.target = Some(Target::new(server, tool, TargetKind::Tool));
             if let Err(e) = sink.record(&event).await {
-                tracing::error!(error = %mcp_guard_core::upstream::error_chain(&e), "could not record a quarantine event");
+                tracing::error!(error = %mcp_guard_core::upstream::error_chain(&e), "could not record a tool definition event");
             }
         }
     }
@@ -1008,6 +1096,9 @@ pub struct Snapshot {
     problems: Vec<String>,
     collisions: Vec<BuildError>,
     quarantined: HashMap<String, String>,
+    /// Admitted tools (exposed name) with the pin of the definition admitted.
+    admitted: HashMap<String, String>,
+    pins: Option<Arc<PinChecks>>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -1042,12 +1133,136 @@ impl Snapshot {
             problems: Vec::new(),
             collisions: Vec::new(),
             quarantined: HashMap::new(),
+            admitted: HashMap::new(),
+            pins: None,
         }
     }
 
     /// Why a tool is held back, if it is (exposed name).
     pub fn quarantine(&self, exposed: &str) -> Option<&str> {
         self.quarantined.get(exposed).map(String::as_str)
+    }
+
+    /// The tool names of every server but `server` (for the gate's cross-server checks).
+    fn other_tool_names(&self, server: &str) -> Vec<&str> {
+        self.catalogs
+            .iter()
+            .filter(|(s, _)| s.as_ref() != server)
+            .flat_map(|(_, c)| c.tools.iter().map(|t| t.name.as_ref()))
+            .collect()
+    }
+
+    /// The gate's verdict on `target`'s definition in `catalog`, with its pin: the
+    /// snapshot's own when it admitted that very definition, else the gate's now (the
+    /// catalogue is another instance's, or newer, or the definition was held). `None`
+    /// when `catalog` does not offer the tool; the flag says whether the gate was asked.
+    fn judge(
+        &self,
+        pins: &PinChecks,
+        exposed: &str,
+        target: &Target,
+        catalog: &Catalog,
+    ) -> Option<(String, Admission, bool)> {
+        let pin = catalog.tool_pin(&target.name)?.to_owned();
+        if self.admitted.get(exposed) == Some(&pin) {
+            return Some((pin, Admission::Admit, false));
+        }
+        let tool = catalog.tool(&target.name)?;
+        let others = self.other_tool_names(&target.server);
+        let admission = pins.gate.admit(&target.server, tool, &others);
+        Some((pin, admission, true))
+    }
+
+    /// Checks a call of tool `exposed` (resolved to `target`) against the definition
+    /// the instance that will serve it offers: a per-session process is judged on its
+    /// own catalogue, and a definition newer than this snapshot on the gate's current
+    /// rules. Before refusing, the gateway reads the serving catalogue again (unless it
+    /// did within the last second), so a call is never refused on a stale read: an
+    /// approval of what the server serves now takes effect even before the gateway's
+    /// own re-read.
+    ///
+    /// # Errors
+    /// [`GuardError::Quarantined`] for an unapproved or hostile definition;
+    /// [`GuardError::Unknown`] when the serving instance does not offer the tool; the
+    /// upstream's error when its catalogue cannot be read.
+    pub(crate) async fn check_call(
+        &self,
+        exposed: &str,
+        target: &Target,
+        upstream: &Arc<dyn Upstream>,
+        forward: &mcp_guard_core::upstream::Forward,
+    ) -> Result<Option<CallCheck>, crate::GuardError> {
+        let Some(pins) = &self.pins else {
+            return Ok(None);
+        };
+        let mut catalog = upstream.serving_catalog(forward).await?;
+        let mut verdict = self.judge(pins, exposed, target, &catalog);
+        let refused = !matches!(verdict, Some((_, Admission::Admit | Admission::Warn { .. }, _)));
+        if refused
+            && catalog
+                .read_at
+                .is_none_or(|at| at.elapsed() >= REREAD_BEFORE_REFUSING)
+        {
+            catalog = upstream.reread_serving_catalog(forward).await?;
+            verdict = self.judge(pins, exposed, target, &catalog);
+        }
+        let Some((pin, admission, asked)) = verdict else {
+            return Err(crate::GuardError::Unknown {
+                kind: TargetKind::Tool,
+                name: exposed.to_owned(),
+            });
+        };
+        if asked {
+            pins.record(&target.server, &target.name, &pin, &admission).await;
+        }
+        match admission {
+            Admission::Quarantine { reason, .. } => Err(crate::GuardError::Quarantined {
+                name: exposed.to_owned(),
+                reason,
+                during_call: false,
+            }),
+            _ => Ok(Some(CallCheck { catalog, pin })),
+        }
+    }
+
+    /// After the answer of a call admitted by [`Snapshot::check_call`]: if the serving
+    /// instance's catalogue was read again meanwhile and now offers an unapproved
+    /// definition of the tool, the answer is withheld (it came from a server that
+    /// changed the tool under the call).
+    ///
+    /// # Errors
+    /// [`GuardError::Quarantined`] (during the call) in that case.
+    pub(crate) async fn confirm_call(
+        &self,
+        check: &CallCheck,
+        exposed: &str,
+        target: &Target,
+        upstream: &Arc<dyn Upstream>,
+        forward: &mcp_guard_core::upstream::Forward,
+    ) -> Result<(), crate::GuardError> {
+        let Some(pins) = &self.pins else { return Ok(()) };
+        // If the instance cannot say (it went away after answering), the call stands
+        // as admitted.
+        let Ok(now) = upstream.serving_catalog(forward).await else {
+            return Ok(());
+        };
+        if Arc::ptr_eq(&now, &check.catalog) || now.tool_pin(&target.name).is_none_or(|p| p == check.pin) {
+            return Ok(());
+        }
+        let Some((pin, admission, asked)) = self.judge(pins, exposed, target, &now) else {
+            return Ok(());
+        };
+        if asked {
+            pins.record(&target.server, &target.name, &pin, &admission).await;
+        }
+        match admission {
+            Admission::Quarantine { reason, .. } => Err(crate::GuardError::Quarantined {
+                name: exposed.to_owned(),
+                reason,
+                during_call: true,
+            }),
+            _ => Ok(()),
+        }
     }
 
     fn exposed_name(&self, server: &str, name: &str) -> String {
@@ -1320,4 +1535,95 @@ pub(crate) fn request_kind(request: &ClientRequest) -> Option<TargetKind> {
 /// Tool names are 1 to 128 characters of `[A-Za-z0-9_.-]`.
 pub fn valid_tool_name(name: &str) -> bool {
     name.len() <= 128 && mcp_guard_core::config::is_name_safe(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use mcp_guard_core::audit::{EventKind, MemoryAuditSink};
+    use mcp_guard_core::pin::{GateMode, LockFile, PinGate};
+
+    use super::*;
+
+    fn tool(description: &str) -> Tool {
+        Tool::new("echo", description.to_owned(), Arc::new(serde_json::Map::new()))
+    }
+
+    fn recorded(sink: &MemoryAuditSink) -> Vec<String> {
+        sink.events()
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                EventKind::ToolDefinitionChanged { diff } => {
+                    Some(diff.lines().next().unwrap_or_default().to_owned())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Each verdict is recorded once per definition; a held definition that is admitted
+    /// is recorded as released, and held again (after a release) is recorded again.
+    #[tokio::test]
+    async fn verdicts_are_recorded_once_per_definition_and_releases_too() {
+        let mut lock = LockFile::default();
+        lock.approve_tool("s", &tool("Echoes."));
+        let gate = Arc::new(PinGate::new(lock.clone(), GateMode::Enforce, GateMode::Enforce));
+        let sink = MemoryAuditSink::new();
+        let checks = PinChecks {
+            endpoint: "main".into(),
+            gate: gate.clone(),
+            audit: Some(Arc::new(sink.clone())),
+            recorded: Mutex::default(),
+        };
+        let changed = tool("Echoes, and keeps a copy.");
+        let pin = mcp_guard_core::pin::tool_pin(&changed);
+        for _ in 0..3 {
+            let verdict = gate.admit("s", &changed, &[]);
+            assert!(matches!(verdict, Admission::Quarantine { .. }));
+            checks.record("s", "echo", &pin, &verdict).await;
+        }
+        assert_eq!(
+            recorded(&sink),
+            ["quarantined s/echo: definition changed since it was approved"]
+        );
+        lock.approve_tool("s", &changed);
+        gate.reload(lock.clone());
+        let verdict = gate.admit("s", &changed, &[]);
+        assert_eq!(verdict, Admission::Admit);
+        checks.record("s", "echo", &pin, &verdict).await;
+        checks.record("s", "echo", &pin, &verdict).await;
+        lock.approve_tool("s", &tool("Echoes."));
+        gate.reload(lock);
+        let verdict = gate.admit("s", &changed, &[]);
+        checks.record("s", "echo", &pin, &verdict).await;
+        assert_eq!(
+            recorded(&sink),
+            [
+                "quarantined s/echo: definition changed since it was approved",
+                "released s/echo: its definition is approved",
+                "quarantined s/echo: definition changed since it was approved",
+            ]
+        );
+        // A server changing the tool endlessly: only the last few definitions are
+        // remembered, and one seen again after that is recorded again.
+        for i in 0..RECORDED_PER_TOOL {
+            let t = tool(&format!("Echoes, version {i}."));
+            checks
+                .record(
+                    "s",
+                    "echo",
+                    &mcp_guard_core::pin::tool_pin(&t),
+                    &gate.admit("s", &t, &[]),
+                )
+                .await;
+        }
+        assert_eq!(
+            checks.recorded.lock().unwrap()[&("s".into(), "echo".into())].len(),
+            RECORDED_PER_TOOL
+        );
+        let before = recorded(&sink).len();
+        checks
+            .record("s", "echo", &pin, &gate.admit("s", &changed, &[]))
+            .await;
+        assert_eq!(recorded(&sink).len(), before + 1);
+    }
 }

@@ -173,15 +173,6 @@ async fn route(
         .target_kind()
         .ok_or_else(|| GuardError::MethodNotFound(req.request.method().to_owned()))?;
     let target = target_of(&req, kind)?;
-    if kind == TargetKind::Tool
-        && let Some(name) = req.requested_name.as_deref()
-        && let Some(reason) = snap.quarantine(name)
-    {
-        return Err(GuardError::Quarantined {
-            name: name.to_owned(),
-            reason: reason.to_owned(),
-        });
-    }
     let upstream: Arc<dyn Upstream> =
         snap.upstream(&target.server)
             .cloned()
@@ -204,6 +195,14 @@ async fn route(
             )
         });
         f
+    };
+    // A tool call is checked against the definition the instance that will serve it
+    // offers now (pins, hostile text), and again after its answer.
+    let exposed = req.requested_name.as_deref().unwrap_or_default().to_owned();
+    let check = if matches!(req.request, ClientRequest::CallToolRequest(_)) {
+        snap.check_call(&exposed, &target, &upstream, &forward).await?
+    } else {
+        None
     };
     let downstream = req.downstream.clone();
     let client_cancel = req.cancel.clone();
@@ -282,6 +281,12 @@ async fn route(
     let bridge = downstream
         .filter(|d| d.accepts_requests)
         .map(|d| (d, upstream_request.clone(), forward.clone()));
+    // The check after the answer needs only the session (which instance served it).
+    let confirm = check.as_ref().map(|_| {
+        let mut f = Forward::default();
+        f.session.clone_from(&forward.session);
+        f
+    });
     let mut result = upstream.request(upstream_request, forward).await?;
     if let Some((d, upstream_request, forward)) = bridge {
         let mut rounds = 0;
@@ -294,6 +299,10 @@ async fn route(
             let retry = with_input(upstream_request.clone(), answers, ir.request_state);
             result = upstream.request(retry, forward.clone()).await?;
         }
+    }
+    if let (Some(check), Some(forward)) = (&check, &confirm) {
+        snap.confirm_call(check, &exposed, &target, &upstream, forward)
+            .await?;
     }
     expose_uris(&mut result, &target.server, &snap);
     sanitise_text(&mut result, &req.notes);

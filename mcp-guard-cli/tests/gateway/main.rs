@@ -25,6 +25,7 @@ mod pinning;
 mod policy;
 mod redaction;
 mod resilience;
+mod rugpull;
 mod sessions;
 mod startup;
 mod support;

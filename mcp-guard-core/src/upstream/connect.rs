@@ -367,7 +367,7 @@ impl Connector for HttpConnector {
         let mut config = StreamableHttpClientTransportConfig::with_uri(self.spec.url.as_str());
         config.max_sse_event_size = client.max_response_bytes;
         config.custom_headers = headers.into_iter().filter_map(|(k, v)| Some((k?, v))).collect();
-        let transport = StreamableHttpClientTransport::with_client(http, config);
+        let transport = StreamableHttpClientTransport::with_client(client.watch_sessions(http), config);
         client.serve(transport).await.map_err(|e| unavailable(server, e))
     }
 }

@@ -7,6 +7,7 @@
 //! falling back to `initialize`), keeps the catalogue current, notices when the server
 //! goes away and reconnects, with backoff, on the next use.
 
+mod catalogue;
 mod child;
 mod client;
 mod connect;
@@ -16,11 +17,13 @@ mod placeholder;
 mod probe;
 mod recheck;
 mod rmcp_upstream;
+mod session_watch;
 mod sse;
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use rmcp::model::{
@@ -32,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::BoxError;
 
+pub use catalogue::{DEFAULT_CATALOGUE_REFRESH, MAX_LIST_PAGES, MIN_CATALOGUE_REFRESH};
 pub use child::live_processes;
 pub use client::UpstreamClient;
 pub use connect::{
@@ -95,6 +99,31 @@ pub trait Upstream: Send + Sync + fmt::Debug {
     /// Re-reads the catalogue now and reports it as changed (another instance of the
     /// same server announced a change). The default does nothing.
     async fn refresh(&self) {}
+
+    /// The catalogue of the instance that serves requests forwarded with `forward`:
+    /// for a server with one instance per gateway session, that session's own
+    /// instance (started if it is not running), whose definitions may differ from
+    /// what [`Upstream::catalog`] lists. Tool pins are checked against it before a
+    /// call. The default is [`Upstream::catalog`].
+    ///
+    /// # Errors
+    /// As [`Upstream::catalog`].
+    async fn serving_catalog(&self, forward: &Forward) -> Result<Arc<Catalog>, UpstreamError> {
+        let _ = forward;
+        self.catalog().await
+    }
+
+    /// Like [`Upstream::serving_catalog`], but read from the server now rather than
+    /// remembered: the gateway asks before it refuses a call on what it last read.
+    /// The default re-reads with [`Upstream::refresh`].
+    ///
+    /// # Errors
+    /// As [`Upstream::catalog`]; a list the server answers with garbage, or not in
+    /// time, is [`UpstreamError::Catalogue`].
+    async fn reread_serving_catalog(&self, forward: &Forward) -> Result<Arc<Catalog>, UpstreamError> {
+        self.refresh().await;
+        self.serving_catalog(forward).await
+    }
 }
 
 /// Which protocol era the gateway speaks to an upstream (`servers.ID.protocol`).
@@ -143,6 +172,52 @@ pub struct Catalog {
     pub resource_templates: Vec<ResourceTemplate>,
     /// What the server said about itself at connect time.
     pub server_info: Option<ServerPeerInfo>,
+    /// When the gateway read this catalogue from the server.
+    pub read_at: Option<Instant>,
+    /// How long the server said its lists stay fresh (the smallest `ttlMs` of its
+    /// list results), when every list gave a positive one.
+    pub fresh_for: Option<Duration>,
+    /// Tool pins by name, computed on first use.
+    pins: PinCache,
+}
+
+/// A catalogue's tool pins, computed on first use. A clone starts empty (its `tools`
+/// may be changed), so a cache never outlives the list it was computed from.
+#[derive(Default)]
+struct PinCache(OnceLock<HashMap<String, String>>);
+
+impl Clone for PinCache {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl fmt::Debug for PinCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PinCache")
+    }
+}
+
+impl Catalog {
+    /// The pin (`sha256:` of the canonical definition, see [`crate::pin`]) of the tool
+    /// named `name`, if the catalogue has it.
+    pub fn tool_pin(&self, name: &str) -> Option<&str> {
+        self.pins
+            .0
+            .get_or_init(|| {
+                self.tools
+                    .iter()
+                    .map(|t| (t.name.to_string(), crate::pin::tool_pin(t)))
+                    .collect()
+            })
+            .get(name)
+            .map(String::as_str)
+    }
+
+    /// The definition of the tool named `name`.
+    pub fn tool(&self, name: &str) -> Option<&Tool> {
+        self.tools.iter().find(|t| t.name == name)
+    }
 }
 
 /// Something that happened to an upstream.
@@ -439,6 +514,16 @@ pub enum UpstreamError {
         server: String,
         /// The cap, in bytes.
         limit: usize,
+    },
+    /// The server's catalogue could not be used: a list answered with something that is
+    /// not a list, a tool name given twice, pages without end, or no answer in time.
+    /// Its entries are withheld until a read succeeds.
+    #[error("upstream {server} sent an unusable catalogue: {reason}")]
+    Catalogue {
+        /// Server id.
+        server: String,
+        /// What was wrong, in words.
+        reason: String,
     },
     /// The server was switched off or shut down.
     #[error("upstream {server} is disabled")]

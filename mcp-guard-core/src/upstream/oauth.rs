@@ -1418,7 +1418,7 @@ impl Connector for OAuthConnector {
         let mut config = StreamableHttpClientTransportConfig::with_uri(self.spec.url.as_str());
         config.max_sse_event_size = client.max_response_bytes;
         config.custom_headers = headers.into_iter().filter_map(|(k, v)| Some((k?, v))).collect();
-        let transport = StreamableHttpClientTransport::with_client(auth, config);
+        let transport = StreamableHttpClientTransport::with_client(client.watch_sessions(auth), config);
         let result = client.serve(transport).await;
         match result {
             Ok(r) => Ok(r),
@@ -1515,6 +1515,22 @@ impl Upstream for OAuthGate {
         self.check().await?;
         match self.inner.request(request, forward).await {
             Ok(r) => Ok(r),
+            Err(e) => Err(self.explain(e).await),
+        }
+    }
+
+    async fn serving_catalog(&self, forward: &Forward) -> Result<Arc<Catalog>, UpstreamError> {
+        self.check().await?;
+        match self.inner.serving_catalog(forward).await {
+            Ok(c) => Ok(c),
+            Err(e) => Err(self.explain(e).await),
+        }
+    }
+
+    async fn reread_serving_catalog(&self, forward: &Forward) -> Result<Arc<Catalog>, UpstreamError> {
+        self.check().await?;
+        match self.inner.reread_serving_catalog(forward).await {
+            Ok(c) => Ok(c),
             Err(e) => Err(self.explain(e).await),
         }
     }

@@ -200,6 +200,14 @@ impl PerSessionUpstream {
         }
     }
 
+    /// The instance that serves a request forwarded with `forward`.
+    fn serving(&self, forward: &Forward) -> Result<Arc<dyn Upstream>, UpstreamError> {
+        match &forward.session {
+            Some(session) => self.instance(session),
+            None => Ok(self.sessionless.as_ref().unwrap_or(&self.catalogue).clone()),
+        }
+    }
+
     fn instance(&self, session: &Arc<Session>) -> Result<Arc<dyn Upstream>, UpstreamError> {
         let mut map = self.instances.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(i) = map.get_mut(session.id()) {
@@ -330,6 +338,17 @@ impl Upstream for PerSessionUpstream {
 
     async fn catalog(&self) -> Result<Arc<Catalog>, UpstreamError> {
         self.catalogue.catalog().await
+    }
+
+    /// The session's own instance's catalogue (what its calls are served by), not the
+    /// catalogue instance's: a process that starts with other definitions than the one
+    /// that lists is checked on what it serves.
+    async fn serving_catalog(&self, forward: &Forward) -> Result<Arc<Catalog>, UpstreamError> {
+        self.serving(forward)?.serving_catalog(forward).await
+    }
+
+    async fn reread_serving_catalog(&self, forward: &Forward) -> Result<Arc<Catalog>, UpstreamError> {
+        self.serving(forward)?.reread_serving_catalog(forward).await
     }
 
     async fn request(&self, request: ClientRequest, forward: Forward) -> Result<ServerResult, UpstreamError> {

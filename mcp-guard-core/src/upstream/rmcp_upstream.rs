@@ -39,6 +39,11 @@ pub struct UpstreamOptions {
     pub max_response_bytes: usize,
     /// The protocol era to speak to the server (default [`UpstreamProtocol::Auto`]).
     pub protocol: UpstreamProtocol,
+    /// How often the catalogue is read again while connected, whatever else prompts a
+    /// re-read (connecting, a list-changed notification, a new server session, the
+    /// expiry of the server's `ttlMs`, which can only make it sooner): a server that
+    /// changes its tools without saying so is noticed within this interval.
+    pub catalogue_refresh: Duration,
 }
 
 /// Default [`UpstreamOptions::connect_timeout`]: 60 s, long enough for a stdio
@@ -57,6 +62,7 @@ impl Default for UpstreamOptions {
             backoff_max: Duration::from_secs(30),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             protocol: UpstreamProtocol::Auto,
+            catalogue_refresh: super::catalogue::DEFAULT_CATALOGUE_REFRESH,
         }
     }
 }
@@ -104,6 +110,8 @@ pub(crate) struct Shared {
     conn: RwLock<Option<Arc<Conn>>>,
     connect_lock: tokio::sync::Mutex<Backoff>,
     catalog: RwLock<Arc<Catalog>>,
+    /// One catalogue read at a time, so a slow read never overwrites a newer one.
+    catalogue_reads: tokio::sync::Mutex<()>,
     status: RwLock<UpstreamStatus>,
     generation: AtomicU64,
     stopped: AtomicBool,
@@ -158,6 +166,7 @@ impl RmcpUpstream {
                 conn: RwLock::new(None),
                 connect_lock: tokio::sync::Mutex::new(Backoff::default()),
                 catalog: RwLock::new(Arc::new(Catalog::default())),
+                catalogue_reads: tokio::sync::Mutex::new(()),
                 status: RwLock::new(UpstreamStatus::now(UpstreamState::Idle)),
                 generation: AtomicU64::new(0),
                 stopped: AtomicBool::new(false),
@@ -285,9 +294,44 @@ impl Shared {
         self.set_state(UpstreamState::Connected);
         let _ = self.events.send(UpstreamEvent::Connected);
         drop(backoff);
-        self.refresh_catalog(false).await;
+        // A connection whose catalogue cannot be read serves nothing: its tools could
+        // not be checked against their pins.
+        if let Err(e) = self.refresh_catalog(false).await {
+            self.connect_failed(&mut *self.connect_lock.lock().await, &e);
+            return Err(e);
+        }
         self.listen_for_changes(&peer);
+        self.keep_fresh(generation);
         Ok(conn)
+    }
+
+    /// Re-reads the catalogue of connection `generation` whenever it is due (the
+    /// server's `ttlMs` or the re-list interval, whichever is sooner; a re-read for
+    /// another reason postpones it), until that connection ends.
+    fn keep_fresh(self: &Arc<Self>, generation: u64) {
+        let weak = Arc::downgrade(self);
+        let interval = self.options.catalogue_refresh;
+        tokio::spawn(async move {
+            loop {
+                let due = {
+                    let Some(shared) = weak.upgrade() else { return };
+                    super::catalogue::next_read(read::<Arc<Catalog>>(&shared.catalog).as_ref(), interval)
+                        .unwrap_or_else(|| Instant::now() + interval)
+                };
+                tokio::time::sleep_until(due.into()).await;
+                let Some(shared) = weak.upgrade() else { return };
+                if shared.current().is_none_or(|c| c.generation != generation) {
+                    return;
+                }
+                let still_due =
+                    super::catalogue::next_read(read::<Arc<Catalog>>(&shared.catalog).as_ref(), interval)
+                        .is_none_or(|at| at <= Instant::now());
+                if still_due {
+                    tracing::debug!(server = %shared.id, "re-reading the catalogue (due)");
+                    let _ = shared.refresh_catalog(false).await;
+                }
+            }
+        });
     }
 
     fn connect_failed(&self, backoff: &mut Backoff, e: &UpstreamError) {
@@ -383,57 +427,71 @@ impl Shared {
         let peer = peer.clone();
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
-            let Ok(mut sub) = peer.listen(filter).await else {
-                return;
-            };
-            while let Ok(Some(_notification)) = sub.next().await {
+            loop {
+                let Ok(mut sub) = peer.listen(filter.clone()).await else {
+                    return;
+                };
+                while let Ok(Some(_notification)) = sub.next().await {
+                    let Some(shared) = weak.upgrade() else { return };
+                    let _ = shared.refresh_catalog(true).await;
+                }
+                // The stream ended while the connection lives on: changes announced
+                // from now on would be missed, and the server may have restarted (a new
+                // server, maybe with other tools). Read the catalogue again, then listen
+                // again if the connection survived that.
+                tokio::time::sleep(Duration::from_millis(500)).await;
                 let Some(shared) = weak.upgrade() else { return };
-                shared.refresh_catalog(true).await;
+                if peer.is_transport_closed() || shared.stopped.load(Ordering::Acquire) {
+                    return;
+                }
+                tracing::info!(server = %shared.id, "the change stream ended; re-reading the catalogue");
+                if shared.refresh_catalog(false).await.is_err() {
+                    return;
+                }
             }
         });
     }
 
     /// Re-reads the catalogue. `announced`: the server said it changed, so clients are
-    /// told even if the re-read looks the same.
-    pub(crate) async fn refresh_catalog(&self, announced: bool) {
-        let Some(conn) = self.current() else { return };
-        let peer = &conn.peer;
-        let info = peer.peer_info().map(|i| (*i).clone());
-        let caps = info.as_ref().map(|i| i.capabilities.clone()).unwrap_or_default();
-        let mut catalog = Catalog {
-            server_info: info,
-            ..Catalog::default()
-        };
-        // A server that advertises nothing still gets asked for tools.
-        let ask_tools = caps.tools.is_some() || (caps.prompts.is_none() && caps.resources.is_none());
-        let result: Result<(), ServiceError> = async {
-            if ask_tools {
-                catalog.tools = peer.list_all_tools().await?;
-            }
-            if caps.prompts.is_some() {
-                catalog.prompts = peer.list_all_prompts().await?;
-            }
-            if caps.resources.is_some() {
-                catalog.resources = peer.list_all_resources().await?;
-                catalog.resource_templates = peer.list_all_resource_templates().await.unwrap_or_default();
-            }
-            Ok(())
-        }
-        .await;
-        if let Err(e) = result {
-            tracing::warn!(server = %self.id, error = %e, "could not read upstream catalogue");
-            self.set_state(UpstreamState::Failed {
-                error: format!("catalogue: {e}"),
+    /// told even if the re-read looks the same. A list that cannot be used (garbage, a
+    /// name given twice, pages without end, no answer in time) ends the connection:
+    /// the next use reconnects, and fails with the reason while the list stays bad.
+    ///
+    /// # Errors
+    /// Why the catalogue could not be read.
+    pub(crate) async fn refresh_catalog(&self, announced: bool) -> Result<Arc<Catalog>, UpstreamError> {
+        let _one_read = self.catalogue_reads.lock().await;
+        let Some(conn) = self.current() else {
+            return Err(UpstreamError::Terminated {
+                server: self.id.to_string(),
             });
-            conn.stop();
-            return;
-        }
+        };
+        let timeout = self
+            .options
+            .request_timeout
+            .unwrap_or(self.options.connect_timeout);
+        let catalog = match super::catalogue::read_catalog(&self.id, &conn.peer, timeout, |e| {
+            self.map_conn_error(&conn, e)
+        })
+        .await
+        {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                tracing::warn!(server = %self.id, error = %error_chain(&e), "could not read upstream catalogue");
+                self.set_state(UpstreamState::Failed {
+                    error: format!("catalogue: {}", error_chain(&e)),
+                });
+                conn.stop();
+                return Err(e);
+            }
+        };
         let old = read(&self.catalog);
         let changed = !same_catalog(&old, &catalog);
-        write(&self.catalog, Arc::new(catalog));
+        write(&self.catalog, catalog.clone());
         if changed || announced {
             let _ = self.events.send(UpstreamEvent::CatalogChanged);
         }
+        Ok(catalog)
     }
 
     /// On a 2026-07-28 connection `resources/subscribe` does not exist: a subscription is
@@ -682,8 +740,13 @@ impl Upstream for RmcpUpstream {
     async fn refresh(&self) {
         self.shared.connect_lock.lock().await.next_attempt = None;
         if self.shared.connection().await.is_ok() {
-            self.shared.refresh_catalog(true).await;
+            let _ = self.shared.refresh_catalog(true).await;
         }
+    }
+
+    async fn reread_serving_catalog(&self, _forward: &Forward) -> Result<Arc<Catalog>, UpstreamError> {
+        self.shared.connection().await?;
+        self.shared.refresh_catalog(false).await
     }
 
     #[tracing::instrument(skip_all, fields(server = %self.shared.id, method = request.method()))]

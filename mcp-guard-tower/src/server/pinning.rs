@@ -52,8 +52,10 @@ pub(crate) fn pinning(config: &GatewayConfig, base: &Path) -> anyhow::Result<Pin
     })
 }
 
-/// Reloads the lock file into the gate whenever it changes on disk, then re-checks
-/// every catalogue (so an approved tool comes back without a restart).
+/// Reloads the lock file into the gate whenever it changes on disk, then reads every
+/// server's catalogue again and re-checks it (so an approved tool comes back without a
+/// restart, judged on what the server offers now rather than on what the gateway read
+/// before the operator approved).
 pub(crate) fn watch_lock(path: std::path::PathBuf, gate: Arc<PinGate>, gateway: Gateway) {
     tokio::spawn(async move {
         let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
@@ -69,7 +71,7 @@ pub(crate) fn watch_lock(path: std::path::PathBuf, gate: Arc<PinGate>, gateway: 
                 Ok(lock) => {
                     tracing::info!(path = %path.display(), "lock file changed; re-checking tools");
                     gate.reload(lock.unwrap_or_default());
-                    gateway.refresh().await;
+                    gateway.reread().await;
                 }
                 Err(e) => tracing::error!(error = %e, "lock file unreadable; keeping the previous approvals"),
             }

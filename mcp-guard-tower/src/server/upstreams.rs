@@ -246,6 +246,11 @@ pub(super) fn upstreams(
         options.max_response_bytes = server
             .max_response_bytes()
             .unwrap_or(config.gateway.max_response_bytes);
+        options.catalogue_refresh = Duration::from_secs(
+            server
+                .catalogue_refresh_secs()
+                .unwrap_or(config.gateway.catalogue_refresh_secs),
+        );
         options.connect_timeout = server.start_timeout();
         options.protocol = server.protocol();
         let upstream: Arc<dyn Upstream> = match server {
