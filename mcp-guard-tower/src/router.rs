@@ -251,6 +251,12 @@ async fn route(
         }
         other => return Err(GuardError::MethodNotFound(other.method().to_owned())),
     };
+    // The check after the answer needs only the session (which instance served it).
+    let confirm = check.as_ref().map(|_| {
+        let mut f = Forward::default();
+        f.session.clone_from(&forward.session);
+        f
+    });
     // A legacy client cannot take an input-required result: the gateway asks it the
     // upstream's questions as ordinary requests and retries with the answers. Only then
     // is a copy of the request kept for the retry.
@@ -267,13 +273,18 @@ async fn route(
                 let mut forward = forward;
                 forward.cancel = cancel.clone();
                 forward.client = forward.client.map(|c| c.questions_to(tx));
+                let serving = upstream.clone();
                 let call: CallFuture =
-                    Box::pin(async move { upstream.request(upstream_request, forward).await });
+                    Box::pin(async move { serving.request(upstream_request, forward).await });
                 parked
                     .drive(Bridged::new(call, rx, cancel), binding, &client_cancel)
                     .await?
             }
         };
+        if let (Some(check), Some(forward)) = (&check, &confirm) {
+            snap.confirm_call(check, &exposed, &target, &upstream, forward)
+                .await?;
+        }
         expose_uris(&mut result, &target.server, &snap);
         sanitise_text(&mut result, &req.notes);
         return Ok(result);
@@ -281,12 +292,6 @@ async fn route(
     let bridge = downstream
         .filter(|d| d.accepts_requests)
         .map(|d| (d, upstream_request.clone(), forward.clone()));
-    // The check after the answer needs only the session (which instance served it).
-    let confirm = check.as_ref().map(|_| {
-        let mut f = Forward::default();
-        f.session.clone_from(&forward.session);
-        f
-    });
     let mut result = upstream.request(upstream_request, forward).await?;
     if let Some((d, upstream_request, forward)) = bridge {
         let mut rounds = 0;
