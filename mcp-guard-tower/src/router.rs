@@ -241,6 +241,8 @@ async fn route(req: McpRequest, extra_meta: &[String]) -> Result<ServerResult, G
     let bridge = downstream
         .filter(|d| d.accepts_requests)
         .map(|d| (d, upstream_request.clone(), forward.clone()));
+    // The audit start record is durable before any upstream sees the call.
+    req.notes.before_upstream().await?;
     let mut result = upstream.request(upstream_request, forward).await?;
     if let Some((d, upstream_request, forward)) = bridge {
         let mut rounds = 0;

@@ -83,21 +83,27 @@ impl GatewayProc {
 
     /// Writes the config, lets `prepare` run against it (e.g. `tools approve`), starts.
     pub async fn start_with_lock(config: &str, prepare: impl FnOnce(&std::path::Path)) -> Self {
-        Self::start_inner(config, &[], prepare, "127.0.0.1:0").await
+        Self::start_inner(config, &[], prepare, "127.0.0.1:0", &[]).await
     }
 
     /// Starts on a chosen address (for configs whose `public_url` names the port).
     pub async fn start_listening(config: &str, listen: &str) -> Self {
-        Self::start_inner(config, &[], |_| {}, listen).await
+        Self::start_inner(config, &[], |_| {}, listen, &[]).await
     }
 
     /// [`Self::start_listening`] with extra environment variables.
     pub async fn start_listening_with_env(config: &str, listen: &str, env: &[(&str, &str)]) -> Self {
-        Self::start_inner(config, env, |_| {}, listen).await
+        Self::start_inner(config, env, |_| {}, listen, &[]).await
     }
 
     pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
-        Self::start_inner(config, env, |_| {}, "127.0.0.1:0").await
+        Self::start_inner(config, env, |_| {}, "127.0.0.1:0", &[]).await
+    }
+
+    /// Starts the gateway through `wrapper` (a program and its arguments, given the
+    /// gateway's command line after them), e.g. a shell that sets limits and `exec`s.
+    pub async fn start_wrapped(config: &str, wrapper: &[&str]) -> Self {
+        Self::start_inner(config, &[], |_| {}, "127.0.0.1:0", wrapper).await
     }
 
     async fn start_inner(
@@ -105,12 +111,20 @@ impl GatewayProc {
         env: &[(&str, &str)],
         prepare: impl FnOnce(&std::path::Path),
         listen: &str,
+        wrapper: &[&str],
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gateway.toml");
         std::fs::write(&path, config).unwrap();
         prepare(&path);
-        let mut cmd = tokio::process::Command::new(BIN);
+        let mut cmd = match wrapper {
+            [program, rest @ ..] => {
+                let mut c = tokio::process::Command::new(program);
+                c.args(rest).arg(BIN);
+                c
+            }
+            [] => tokio::process::Command::new(BIN),
+        };
         cmd.args(["serve", "--config"])
             .arg(&path)
             .args(["--listen", listen])

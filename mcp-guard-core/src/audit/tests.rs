@@ -227,3 +227,186 @@ async fn two_writers_on_one_database_keep_one_chain() {
     let report = verify_database(&path, None).unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
+
+#[tokio::test]
+async fn two_sinks_on_one_directory_keep_one_chain() {
+    // Two writers (as two processes would be) interleaving batches, with rotations.
+    let dir = tempfile::tempdir().unwrap();
+    let opts = JsonLinesOptions {
+        rotate_bytes: 4096,
+        max_batch: 4,
+        ..JsonLinesOptions::default()
+    };
+    let a = Arc::new(JsonLinesAuditSink::open(dir.path(), opts.clone()).unwrap());
+    let b = Arc::new(JsonLinesAuditSink::open(dir.path(), opts.clone()).unwrap());
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                if i % 3 == 0 {
+                    s.record_deferred(&event(i)).await
+                } else {
+                    s.record(&event(i)).await
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    Arc::into_inner(a).unwrap().close();
+    Arc::into_inner(b).unwrap().close();
+    let report = verify_paths(&[dir.path().to_owned()], None).unwrap();
+    assert!(report.is_intact(), "{:?}", report.problems);
+    assert!(report.files > 2, "rotated: {} files", report.files);
+    let ids: std::collections::HashSet<String> = lines(dir.path())
+        .iter()
+        .filter_map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]["request_id"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(ids.len(), 200, "every record, once");
+    // Either writer reopens the trail.
+    JsonLinesAuditSink::open(dir.path(), opts).unwrap().close();
+}
+
+/// A backend that remembers what it was asked to do.
+#[derive(Clone, Default)]
+struct Recording(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl writer::Backend for Recording {
+    fn commit(&mut self, batch: &[writer::Job], sync: bool) -> Result<(), writer::BatchError> {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("commit {} sync={sync}", batch.len()));
+        Ok(())
+    }
+    fn sync(&mut self) -> Result<(), writer::BatchError> {
+        self.0.lock().unwrap().push("sync".to_owned());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn deferred_records_are_written_at_once_and_synced_by_the_next_sync() {
+    let log = Recording::default();
+    let w = writer::GroupCommit::spawn(
+        "test-writer",
+        log.clone(),
+        16,
+        16,
+        std::time::Duration::from_millis(200),
+    )
+    .unwrap();
+    let ops = || log.0.lock().unwrap().clone();
+    w.submit(writer::Job::of(&event(1)).unwrap()).await.unwrap();
+    w.submit_deferred(writer::Job::of(&event(2)).unwrap())
+        .await
+        .unwrap();
+    let written = async || ops().len() == 2;
+    for _ in 0..100 {
+        if written().await {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    // Written without a sync, before the idle delay.
+    assert_eq!(ops(), ["commit 1 sync=true", "commit 1 sync=false"]);
+    // The next waited-for record syncs everything: no extra sync.
+    w.submit(writer::Job::of(&event(3)).unwrap()).await.unwrap();
+    assert_eq!(ops()[2..], ["commit 1 sync=true"]);
+    // Left alone, a deferred record is synced after the idle delay.
+    w.submit_deferred(writer::Job::of(&event(4)).unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert_eq!(ops()[3..], ["commit 1 sync=false", "sync"]);
+    // A flush syncs what is pending; closing syncs too.
+    w.submit_deferred(writer::Job::of(&event(5)).unwrap())
+        .await
+        .unwrap();
+    w.flush().await.unwrap();
+    let tail = ops()[5..].to_vec();
+    assert!(
+        tail == ["commit 1 sync=true"] || tail == ["commit 1 sync=false", "sync"],
+        "{tail:?}"
+    );
+    w.close();
+}
+
+fn call(id: &str, phase: Phase) -> AuditEvent {
+    let mut e = event(0);
+    e.id = id.to_owned();
+    e.phase = Some(phase);
+    if phase == Phase::Started {
+        e.outcome = None;
+    }
+    e
+}
+
+#[tokio::test]
+async fn calls_started_without_an_outcome_are_listed_as_incomplete() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = JsonLinesAuditSink::open(dir.path(), JsonLinesOptions::default()).unwrap();
+    for e in [
+        call("done", Phase::Started),
+        call("cut-off", Phase::Started),
+        call("done", Phase::Finished),
+        event(7),
+    ] {
+        sink.record(&e).await.unwrap();
+    }
+    sink.close();
+    let report = verify_paths(&[dir.path().to_owned()], None).unwrap();
+    assert!(report.is_intact());
+    assert_eq!(report.incomplete.len(), 1, "{:?}", report.incomplete);
+    let f = &report.incomplete[0];
+    assert_eq!((f.seq, f.line), (Some(2), Some(2)));
+    assert!(
+        f.what
+            .contains("call cut-off (tools/call files/read_file by alice on endpoint eng"),
+        "{}",
+        f.what
+    );
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn the_database_lists_incomplete_calls_and_shows_each_call_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    let sink = SqliteAuditSink::open(&db, SqliteOptions::default()).unwrap();
+    sink.record(&call("done", Phase::Started)).await.unwrap();
+    sink.record(&call("cut-off", Phase::Started)).await.unwrap();
+    sink.record_deferred(&call("done", Phase::Finished))
+        .await
+        .unwrap();
+    sink.record(&event(7)).await.unwrap();
+    sink.close();
+    let report = verify_database(&db, None).unwrap();
+    assert!(report.is_intact(), "{:?}", report.problems);
+    let seqs: Vec<_> = report.incomplete.iter().map(|f| f.seq).collect();
+    assert_eq!(seqs, [Some(2)]);
+    let rows = query_database(&db, &AuditQuery::default()).unwrap();
+    let seen: Vec<_> = rows.iter().map(|r| (r.seq, r.incomplete)).collect();
+    assert_eq!(
+        seen,
+        [(2, true), (3, false), (4, false)],
+        "the finished call's start is folded"
+    );
+    let q = AuditQuery {
+        incomplete: true,
+        ..AuditQuery::default()
+    };
+    let rows = query_database(&db, &q).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].event["id"], "cut-off");
+    let q = AuditQuery {
+        all_records: true,
+        ..AuditQuery::default()
+    };
+    assert_eq!(query_database(&db, &q).unwrap().len(), 4);
+}

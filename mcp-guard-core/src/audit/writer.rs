@@ -7,10 +7,16 @@
 //! `max_batch`), appends them all, syncs once and answers every caller. There is no
 //! artificial delay: while one sync runs, the next batch gathers by itself, so the
 //! added latency is bounded by one sync and batches grow with the load.
+//!
+//! A *deferred* record has no caller waiting. A batch of deferred records only is
+//! written without a sync; the next batch that syncs covers it (one `fdatasync` or
+//! WAL sync makes everything written before it durable). When nothing else comes, the
+//! writer syncs on its own after `idle_sync`, so a deferred record is never left
+//! unsynced for long.
 
 use std::io;
 use std::thread::JoinHandle;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -108,17 +114,29 @@ impl BatchError {
     }
 }
 
+/// How long a durable sink's writer waits, after writing deferred records, for a
+/// record that syncs anyway before it syncs them by itself.
+pub const DEFAULT_IDLE_SYNC: Duration = Duration::from_millis(100);
+
 /// The storage behind a writer thread.
 pub(crate) trait Backend: Send + 'static {
-    /// Appends every job, in order, and makes them durable before returning `Ok`.
-    /// On `Err` nothing of the batch may count as recorded, and the backend must be
-    /// ready for the next batch (or refuse every later one).
-    fn commit(&mut self, batch: &[Job]) -> Result<(), BatchError>;
+    /// Appends every job, in order. With `sync`, makes them (and everything written
+    /// before) durable before returning `Ok`; without, only writes them where a crash
+    /// of this process cannot lose them. On `Err` nothing of the batch may count as
+    /// recorded, and the backend must be ready for the next batch (or refuse every
+    /// later one).
+    fn commit(&mut self, batch: &[Job], sync: bool) -> Result<(), BatchError>;
+
+    /// Makes everything written so far durable.
+    fn sync(&mut self) -> Result<(), BatchError>;
 }
 
+type Ack = oneshot::Sender<Result<(), BatchError>>;
+
 enum Msg {
-    Record(Box<Job>, oneshot::Sender<Result<(), BatchError>>),
-    Flush(oneshot::Sender<()>),
+    /// A record; `None`: deferred (nobody waits for it).
+    Record(Box<Job>, Option<Ack>),
+    Flush(Ack),
 }
 
 /// The callers' end of a writer thread.
@@ -135,45 +153,125 @@ impl std::fmt::Debug for GroupCommit {
     }
 }
 
+/// What the writer thread does between messages.
+struct Writer<B> {
+    backend: B,
+    max_batch: usize,
+    idle_sync: Duration,
+    /// Deferred records written and not yet synced.
+    unsynced: bool,
+}
+
+impl<B: Backend> Writer<B> {
+    fn run(mut self, rt: &tokio::runtime::Runtime, rx: &mut mpsc::Receiver<Msg>) {
+        let mut jobs = Vec::with_capacity(self.max_batch);
+        let mut acks: Vec<Ack> = Vec::with_capacity(self.max_batch);
+        let mut flushes: Vec<Ack> = Vec::new();
+        loop {
+            let first = if self.unsynced {
+                let idle = self.idle_sync;
+                match rt.block_on(async { tokio::time::timeout(idle, rx.recv()).await }) {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    Err(_) => {
+                        self.sync_deferred();
+                        continue;
+                    }
+                }
+            } else {
+                match rt.block_on(rx.recv()) {
+                    Some(m) => m,
+                    None => break,
+                }
+            };
+            let mut deferred = 0usize;
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Record(job, ack) => {
+                        jobs.push(*job);
+                        match ack {
+                            Some(a) => acks.push(a),
+                            None => deferred += 1,
+                        }
+                    }
+                    Msg::Flush(ack) => flushes.push(ack),
+                }
+                if jobs.len() < self.max_batch {
+                    next = rx.try_recv().ok();
+                }
+            }
+            let sync = !acks.is_empty() || !flushes.is_empty();
+            let result = if !jobs.is_empty() {
+                let r = self.backend.commit(&jobs, sync);
+                if r.is_ok() {
+                    self.unsynced = !sync;
+                }
+                r
+            } else if self.unsynced {
+                let r = self.backend.sync();
+                if r.is_ok() {
+                    self.unsynced = false;
+                }
+                r
+            } else {
+                Ok(())
+            };
+            if deferred > 0
+                && let Err(e) = &result
+            {
+                tracing::error!(
+                    records = deferred,
+                    error = %e.message,
+                    "audit records written without waiting were lost; their calls show as started without an outcome"
+                );
+            }
+            for ack in acks.drain(..).chain(flushes.drain(..)) {
+                let _ = ack.send(result.clone());
+            }
+            jobs.clear();
+        }
+        if self.unsynced {
+            self.sync_deferred();
+        }
+    }
+
+    fn sync_deferred(&mut self) {
+        match self.backend.sync() {
+            Ok(()) => self.unsynced = false,
+            Err(e) => {
+                // Try again at the next batch or idle period.
+                tracing::error!(error = %e.message, "cannot sync deferred audit records");
+            }
+        }
+    }
+}
+
 impl GroupCommit {
     pub(crate) fn spawn<B: Backend>(
         name: &str,
-        mut backend: B,
+        backend: B,
         queue: usize,
         max_batch: usize,
+        idle_sync: Duration,
     ) -> Result<Self, AuditError> {
         let (tx, mut rx) = mpsc::channel::<Msg>(queue.max(1));
-        let max_batch = max_batch.max(1);
+        let writer = Writer {
+            backend,
+            max_batch: max_batch.max(1),
+            idle_sync,
+            unsynced: false,
+        };
         let thread = std::thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || {
-                let mut jobs = Vec::with_capacity(max_batch);
-                let mut acks = Vec::with_capacity(max_batch);
-                let mut flushes = Vec::new();
-                while let Some(first) = rx.blocking_recv() {
-                    let mut next = Some(first);
-                    while let Some(msg) = next.take() {
-                        match msg {
-                            Msg::Record(job, ack) => {
-                                jobs.push(*job);
-                                acks.push(ack);
-                            }
-                            Msg::Flush(ack) => flushes.push(ack),
-                        }
-                        if jobs.len() < max_batch {
-                            next = rx.try_recv().ok();
-                        }
-                    }
-                    if !jobs.is_empty() {
-                        let result = backend.commit(&jobs);
-                        for ack in acks.drain(..) {
-                            let _ = ack.send(result.clone());
-                        }
-                        jobs.clear();
-                    }
-                    for f in flushes.drain(..) {
-                        let _ = f.send(());
-                    }
+                // A runtime of its own, for the idle-sync timeout on the queue.
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                {
+                    Ok(rt) => writer.run(&rt, &mut rx),
+                    Err(e) => tracing::error!(error = %e, "cannot start the audit writer"),
                 }
             })
             .map_err(AuditError::Io)?;
@@ -183,31 +281,44 @@ impl GroupCommit {
         })
     }
 
+    fn stopped() -> AuditError {
+        AuditError::Unavailable("audit writer has stopped".into())
+    }
+
     /// Queues `job` and waits until it is durable.
     pub(crate) async fn submit(&self, job: Job) -> Result<(), AuditError> {
         let (ack, done) = oneshot::channel();
         self.tx
-            .send(Msg::Record(Box::new(job), ack))
+            .send(Msg::Record(Box::new(job), Some(ack)))
             .await
-            .map_err(|_| AuditError::Unavailable("audit writer has stopped".into()))?;
+            .map_err(|_| Self::stopped())?;
         match done.await {
             Ok(r) => r.map_err(BatchError::into_audit),
-            Err(_) => Err(AuditError::Unavailable("audit writer has stopped".into())),
+            Err(_) => Err(Self::stopped()),
         }
     }
 
-    /// Waits until everything queued before this call is committed.
-    pub(crate) async fn flush(&self) -> Result<(), AuditError> {
-        let (ack, done) = oneshot::channel();
+    /// Queues `job` (waiting only while the queue is full) and returns: the writer
+    /// writes it and the next sync makes it durable.
+    pub(crate) async fn submit_deferred(&self, job: Job) -> Result<(), AuditError> {
         self.tx
-            .send(Msg::Flush(ack))
+            .send(Msg::Record(Box::new(job), None))
             .await
-            .map_err(|_| AuditError::Unavailable("audit writer has stopped".into()))?;
-        done.await
-            .map_err(|_| AuditError::Unavailable("audit writer has stopped".into()))
+            .map_err(|_| Self::stopped())
     }
 
-    /// Closes the queue and waits for the writer thread to finish what is queued.
+    /// Waits until everything queued before this call is committed and synced.
+    pub(crate) async fn flush(&self) -> Result<(), AuditError> {
+        let (ack, done) = oneshot::channel();
+        self.tx.send(Msg::Flush(ack)).await.map_err(|_| Self::stopped())?;
+        match done.await {
+            Ok(r) => r.map_err(BatchError::into_audit),
+            Err(_) => Err(Self::stopped()),
+        }
+    }
+
+    /// Closes the queue and waits for the writer thread to finish (and sync) what is
+    /// queued.
     pub(crate) fn close(self) {
         let Self { tx, thread } = self;
         drop(tx);
