@@ -758,13 +758,13 @@ async fn a_start_record_that_cannot_be_written_refuses_the_call_before_the_upstr
     let alice = http_client(&gw.url("main"), TOKEN, Era::Modern).await;
     let err = echo(&alice, "must-not-run").await.unwrap_err().to_string();
     assert!(
-        err.contains("audit record could not be written") && err.contains("reached no upstream"),
-        "{err}"
-    );
-    assert!(
         executions(data.path()).is_empty(),
         "the upstream executed the call: {:?}",
         executions(data.path())
+    );
+    assert!(
+        err.contains("audit record could not be written") && err.contains("reached no upstream"),
+        "{err}"
     );
     // The failed append was undone: the trail still verifies, and the gateway serves.
     let (code, out) = verify(&[&dir]);
@@ -838,12 +838,12 @@ async fn a_full_disk_refuses_the_call_before_the_upstream_runs_it_and_loses_noth
     tokio::time::sleep(Duration::from_millis(500)).await;
     let filler = disk.fill();
     let err = echo(&alice, "on-a-full-disk").await.unwrap_err().to_string();
-    assert!(err.contains("reached no upstream"), "{err}");
     assert_eq!(
         executions(data.path()),
         ["tools/call echo"],
         "only the call before"
     );
+    assert!(err.contains("reached no upstream"), "{err}");
     std::fs::remove_file(filler).unwrap();
     assert_eq!(echo(&alice, "after").await.unwrap(), "after");
     assert_eq!(executions(data.path()).len(), 2);
