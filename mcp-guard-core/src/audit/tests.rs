@@ -291,7 +291,7 @@ impl writer::Backend for Recording {
 }
 
 #[tokio::test]
-async fn deferred_records_are_written_at_once_and_synced_by_the_next_sync() {
+async fn deferred_records_share_the_next_sync_or_are_written_then_synced_when_idle() {
     let log = Recording::default();
     let w = writer::GroupCommit::spawn(
         "test-writer",
@@ -302,39 +302,37 @@ async fn deferred_records_are_written_at_once_and_synced_by_the_next_sync() {
     )
     .unwrap();
     let ops = || log.0.lock().unwrap().clone();
-    w.submit(writer::Job::of(&event(1)).unwrap()).await.unwrap();
-    w.submit_deferred(writer::Job::of(&event(2)).unwrap())
-        .await
-        .unwrap();
-    let written = async || ops().len() == 2;
-    for _ in 0..100 {
-        if written().await {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-    }
-    // Written without a sync, before the idle delay.
-    assert_eq!(ops(), ["commit 1 sync=true", "commit 1 sync=false"]);
-    // The next waited-for record syncs everything: no extra sync.
-    w.submit(writer::Job::of(&event(3)).unwrap()).await.unwrap();
-    assert_eq!(ops()[2..], ["commit 1 sync=true"]);
-    // Left alone, a deferred record is synced after the idle delay.
-    w.submit_deferred(writer::Job::of(&event(4)).unwrap())
-        .await
-        .unwrap();
+    let job = |i| writer::Job::of(&event(i)).unwrap();
+    w.submit(job(1)).await.unwrap();
+    assert_eq!(ops(), ["commit 1 sync=true"]);
+    // A deferred record followed by one that syncs: usually one write and one sync for
+    // both (a loaded machine may let the deferred one's millisecond pass first).
+    w.submit_deferred(job(2)).await.unwrap();
+    w.submit(job(3)).await.unwrap();
+    let tail = ops()[1..].to_vec();
+    assert!(
+        tail == ["commit 2 sync=true"] || tail == ["commit 1 sync=false", "commit 1 sync=true"],
+        "{tail:?}"
+    );
+    // Left alone, a deferred record is written without a sync, then synced after the
+    // idle delay.
+    let before = ops().len();
+    w.submit_deferred(job(4)).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
-    assert_eq!(ops()[3..], ["commit 1 sync=false", "sync"]);
-    // A flush syncs what is pending; closing syncs too.
-    w.submit_deferred(writer::Job::of(&event(5)).unwrap())
-        .await
-        .unwrap();
+    assert_eq!(ops()[before..], ["commit 1 sync=false", "sync"]);
+    // A flush commits and syncs what is pending; closing does too.
+    let before = ops().len();
+    w.submit_deferred(job(5)).await.unwrap();
     w.flush().await.unwrap();
-    let tail = ops()[5..].to_vec();
+    let tail = ops()[before..].to_vec();
     assert!(
         tail == ["commit 1 sync=true"] || tail == ["commit 1 sync=false", "sync"],
         "{tail:?}"
     );
+    let before = ops().len();
+    w.submit_deferred(job(6)).await.unwrap();
     w.close();
+    assert_eq!(ops()[before..], ["commit 1 sync=true"]);
 }
 
 fn call(id: &str, phase: Phase) -> AuditEvent {

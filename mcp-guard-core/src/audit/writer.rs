@@ -8,15 +8,16 @@
 //! artificial delay: while one sync runs, the next batch gathers by itself, so the
 //! added latency is bounded by one sync and batches grow with the load.
 //!
-//! A *deferred* record has no caller waiting. A batch of deferred records only is
-//! written without a sync; the next batch that syncs covers it (one `fdatasync` or
-//! WAL sync makes everything written before it durable). When nothing else comes, the
-//! writer syncs on its own after `idle_sync`, so a deferred record is never left
-//! unsynced for long.
+//! A *deferred* record has no caller waiting. It waits in the writer for up to a
+//! millisecond for a record that does need a sync, and goes out in that record's
+//! batch (one write, one sync): a caller's next start record usually follows its last
+//! outcome that closely. Otherwise it is written without a sync, and the next batch
+//! that syncs covers it (one `fdatasync` or WAL sync makes everything written before
+//! it durable); when nothing comes, the writer syncs on its own after `idle_sync`.
 
 use std::io;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -118,6 +119,10 @@ impl BatchError {
 /// record that syncs anyway before it syncs them by itself.
 pub const DEFAULT_IDLE_SYNC: Duration = Duration::from_millis(100);
 
+/// How long deferred records wait in the writer for a record that syncs, so that both
+/// go out in one write (a caller's next start record follows its last outcome).
+const LINGER: Duration = Duration::from_millis(1);
+
 /// The storage behind a writer thread.
 pub(crate) trait Backend: Send + 'static {
     /// Appends every job, in order. With `sync`, makes them (and everything written
@@ -164,27 +169,45 @@ struct Writer<B> {
 
 impl<B: Backend> Writer<B> {
     fn run(mut self, rt: &tokio::runtime::Runtime, rx: &mut mpsc::Receiver<Msg>) {
+        // Jobs taken from the queue and not committed yet: deferred ones wait here (at
+        // most `LINGER`) for a record that syncs, so that both share one write.
         let mut jobs = Vec::with_capacity(self.max_batch);
+        let mut deferred = 0usize;
         let mut acks: Vec<Ack> = Vec::with_capacity(self.max_batch);
         let mut flushes: Vec<Ack> = Vec::new();
+        let mut held_since: Option<Instant> = None;
+        let mut written_at = Instant::now();
         loop {
-            let first = if self.unsynced {
-                let idle = self.idle_sync;
-                match rt.block_on(async { tokio::time::timeout(idle, rx.recv()).await }) {
-                    Ok(Some(m)) => m,
-                    Ok(None) => break,
-                    Err(_) => {
-                        self.sync_deferred();
-                        continue;
+            let deadline = match held_since {
+                Some(t) => Some(t + LINGER),
+                None => self.unsynced.then(|| written_at + self.idle_sync),
+            };
+            let first = match deadline {
+                Some(d) => {
+                    let d = tokio::time::Instant::from_std(d);
+                    match rt.block_on(async { tokio::time::timeout_at(d, rx.recv()).await }) {
+                        Ok(m) => m,
+                        Err(_) => {
+                            if held_since.take().is_some() {
+                                // Nothing came to share a sync: write them now, sync later.
+                                let result = self.backend.commit(&jobs, false);
+                                self.after_deferred(&result, deferred);
+                                if result.is_ok() {
+                                    self.unsynced = true;
+                                    written_at = Instant::now();
+                                }
+                                jobs.clear();
+                                deferred = 0;
+                            } else {
+                                self.sync_deferred();
+                            }
+                            continue;
+                        }
                     }
                 }
-            } else {
-                match rt.block_on(rx.recv()) {
-                    Some(m) => m,
-                    None => break,
-                }
+                None => rt.block_on(rx.recv()),
             };
-            let mut deferred = 0usize;
+            let Some(first) = first else { break };
             let mut next = Some(first);
             while let Some(msg) = next.take() {
                 match msg {
@@ -202,10 +225,16 @@ impl<B: Backend> Writer<B> {
                 }
             }
             let sync = !acks.is_empty() || !flushes.is_empty();
+            if !sync && jobs.len() < self.max_batch {
+                held_since.get_or_insert_with(Instant::now);
+                continue;
+            }
+            held_since = None;
             let result = if !jobs.is_empty() {
                 let r = self.backend.commit(&jobs, sync);
                 if r.is_ok() {
                     self.unsynced = !sync;
+                    written_at = Instant::now();
                 }
                 r
             } else if self.unsynced {
@@ -217,22 +246,34 @@ impl<B: Backend> Writer<B> {
             } else {
                 Ok(())
             };
-            if deferred > 0
-                && let Err(e) = &result
-            {
-                tracing::error!(
-                    records = deferred,
-                    error = %e.message,
-                    "audit records written without waiting were lost; their calls show as started without an outcome"
-                );
-            }
+            self.after_deferred(&result, deferred);
             for ack in acks.drain(..).chain(flushes.drain(..)) {
                 let _ = ack.send(result.clone());
             }
             jobs.clear();
+            deferred = 0;
+        }
+        if !jobs.is_empty() {
+            let result = self.backend.commit(&jobs, true);
+            self.after_deferred(&result, deferred);
+            if result.is_ok() {
+                self.unsynced = false;
+            }
         }
         if self.unsynced {
             self.sync_deferred();
+        }
+    }
+
+    fn after_deferred(&self, result: &Result<(), BatchError>, deferred: usize) {
+        if deferred > 0
+            && let Err(e) = result
+        {
+            tracing::error!(
+                records = deferred,
+                error = %e.message,
+                "deferred audit records could not be written (a call whose outcome record is among them shows as started without an outcome)"
+            );
         }
     }
 

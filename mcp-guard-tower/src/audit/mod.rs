@@ -12,7 +12,7 @@
 //!
 //! 1. a **start record** (`"phase":"started"`: who, what, target, redacted
 //!    arguments), written by the [`Router`](crate::Router) through
-//!    [`RequestNotes::before_upstream`](crate::request::RequestNotes::before_upstream)
+//!    [`RequestNotes::before_upstream`](crate::RequestNotes::before_upstream)
 //!    right before the call goes upstream, and durable before it does. If it cannot
 //!    be written, the call is refused there ([`GuardError::AuditFailed`]) and no
 //!    upstream sees it;
@@ -149,11 +149,13 @@ pub struct Audit<S> {
 crate::macros::inner_service_accessors!(Audit<S>);
 
 /// A call's start record, prepared by the audit layer and written by
-/// [`RequestNotes::before_upstream`](crate::request::RequestNotes::before_upstream).
+/// [`RequestNotes::before_upstream`](crate::RequestNotes::before_upstream).
 pub(crate) struct StartRecord {
     sink: Arc<dyn AuditSink>,
-    /// The event as it stands before the call (phase `started`).
-    event: AuditEvent,
+    /// The event as it stands before the call (phase `started`); the rule is filled in
+    /// when it is written.
+    event: tokio::sync::Mutex<AuditEvent>,
+    id: String,
     fail_open: bool,
     state: tokio::sync::OnceCell<Started>,
 }
@@ -161,7 +163,7 @@ pub(crate) struct StartRecord {
 impl std::fmt::Debug for StartRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StartRecord")
-            .field("id", &self.event.id)
+            .field("id", &self.id)
             .field("state", &self.state.get())
             .finish_non_exhaustive()
     }
@@ -184,18 +186,18 @@ impl StartRecord {
         let state = self
             .state
             .get_or_init(|| async {
-                let mut event = self.event.clone();
+                let mut event = self.event.lock().await;
                 event.rule = rule.map(ToString::to_string);
                 match self.sink.record(&event).await {
                     Ok(()) => Started::Durable,
                     Err(e) => {
                         let why = mcp_guard_core::upstream::error_chain(&e);
                         if self.fail_open {
-                            tracing::error!(call = %self.event.id, error = %why,
+                            tracing::error!(call = %self.id, error = %why,
                                 "audit start record failed; the call goes upstream unrecorded (dangerously_fail_open)");
                             Started::FailedOpen
                         } else {
-                            tracing::error!(call = %self.event.id, error = %why,
+                            tracing::error!(call = %self.id, error = %why,
                                 "audit start record failed; call refused before it reached the upstream");
                             Started::Failed(why.into())
                         }
@@ -229,7 +231,10 @@ impl Drop for DropGuard {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let mut event = start.event.clone();
+        // Written (durable), so nobody holds the lock any more.
+        let Some(mut event) = start.event.try_lock().ok().map(|e| e.clone()) else {
+            return;
+        };
         event.phase = Some(Phase::Finished);
         event.ended_at = SystemTime::now();
         event.latency_us = event
@@ -339,7 +344,8 @@ where
                 started.phase = Some(Phase::Started);
                 Arc::new(StartRecord {
                     sink: layer.sink.clone(),
-                    event: started,
+                    id: started.id.clone(),
+                    event: tokio::sync::Mutex::new(started),
                     fail_open: layer.fail_open,
                     state: tokio::sync::OnceCell::new(),
                 })
