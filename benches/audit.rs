@@ -175,6 +175,36 @@ async fn run_calls(sink: Arc<dyn AuditSink>, callers: usize, total: usize) -> Fi
     }
 }
 
+/// The sink `name` (`sqlite`, `jsonl`, `jsonl+mac`, `sqlite+jsonl`) in `dir`.
+fn open_sink(dir: &std::path::Path, name: &str, key: &MacKey) -> Arc<dyn AuditSink> {
+    let sqlite = || {
+        Arc::new(SqliteAuditSink::open(dir.join("audit.db"), SqliteOptions::default()).unwrap())
+            as Arc<dyn AuditSink>
+    };
+    let jsonl = |mac: bool| {
+        let mut o = JsonLinesOptions::default();
+        if mac {
+            o.mac_key = Some(key.clone());
+        }
+        Arc::new(JsonLinesAuditSink::open(dir.join("jsonl"), o).unwrap()) as Arc<dyn AuditSink>
+    };
+    match name {
+        "sqlite" => sqlite(),
+        "jsonl" => jsonl(false),
+        "jsonl+mac" => jsonl(true),
+        _ => Arc::new(FanOut::new(vec![sqlite(), jsonl(false)])),
+    }
+}
+
+fn print_row(name: &str, callers: usize, f: &Figures) {
+    println!(
+        "{name:<18} {callers:>8} {:>12.0} {:>8.0}us {:>8.0}us",
+        f.per_sec,
+        f.p50.as_secs_f64() * 1e6,
+        f.p99.as_secs_f64() * 1e6
+    );
+}
+
 fn main() {
     // `cargo test --benches` passes `--bench`-less args; run a tiny smoke pass then.
     let smoke = !std::env::args().any(|a| a == "--bench");
@@ -200,43 +230,15 @@ fn main() {
         "sink", "callers", "records/s", "p50", "p99"
     );
     for &callers in levels {
-        let total = if smoke {
-            40
-        } else if callers == 1 {
-            2_000
-        } else {
-            40_000
+        let total = match (smoke, callers) {
+            (true, _) => 40,
+            (false, 1) => 2_000,
+            _ => 40_000,
         };
         for name in ["sqlite", "jsonl", "jsonl+mac", "sqlite+jsonl"] {
             let dir = tempfile::tempdir_in(&base).unwrap();
-            let figures = runtime.block_on(async {
-                let sqlite = || {
-                    Arc::new(
-                        SqliteAuditSink::open(dir.path().join("audit.db"), SqliteOptions::default()).unwrap(),
-                    ) as Arc<dyn AuditSink>
-                };
-                let jsonl = |mac: bool| {
-                    let mut o = JsonLinesOptions::default();
-                    if mac {
-                        o.mac_key = Some(key.clone());
-                    }
-                    Arc::new(JsonLinesAuditSink::open(dir.path().join("jsonl"), o).unwrap())
-                        as Arc<dyn AuditSink>
-                };
-                let sink: Arc<dyn AuditSink> = match name {
-                    "sqlite" => sqlite(),
-                    "jsonl" => jsonl(false),
-                    "jsonl+mac" => jsonl(true),
-                    _ => Arc::new(FanOut::new(vec![sqlite(), jsonl(false)])),
-                };
-                run(sink, callers, total).await
-            });
-            println!(
-                "{name:<18} {callers:>8} {:>12.0} {:>8.0}us {:>8.0}us",
-                figures.per_sec,
-                figures.p50.as_secs_f64() * 1e6,
-                figures.p99.as_secs_f64() * 1e6
-            );
+            let figures = runtime.block_on(run(open_sink(dir.path(), name, &key), callers, total));
+            print_row(name, callers, &figures);
         }
     }
     let levels: &[usize] = if smoke {
@@ -252,42 +254,20 @@ fn main() {
         "calls through", "callers", "calls/s", "p50", "p99"
     );
     for &callers in levels {
-        let total = if smoke {
-            40
-        } else if callers == 1 {
-            2_000
-        } else {
-            20_000
+        let total = match (smoke, callers) {
+            (true, _) => 40,
+            (false, 1) => 2_000,
+            _ => 20_000,
         };
         for name in ["sqlite", "jsonl", "sqlite+jsonl"] {
             let dir = tempfile::tempdir_in(&base).unwrap();
             let figures = runtime.block_on(async {
-                let sqlite = || {
-                    Arc::new(
-                        SqliteAuditSink::open(dir.path().join("audit.db"), SqliteOptions::default()).unwrap(),
-                    ) as Arc<dyn AuditSink>
-                };
-                let jsonl = || {
-                    Arc::new(
-                        JsonLinesAuditSink::open(dir.path().join("jsonl"), JsonLinesOptions::default())
-                            .unwrap(),
-                    ) as Arc<dyn AuditSink>
-                };
-                let sink: Arc<dyn AuditSink> = match name {
-                    "sqlite" => sqlite(),
-                    "jsonl" => jsonl(),
-                    _ => Arc::new(FanOut::new(vec![sqlite(), jsonl()])),
-                };
+                let sink = open_sink(dir.path(), name, &key);
                 let figures = run_calls(sink.clone(), callers, total).await;
                 sink.flush().await.unwrap();
                 figures
             });
-            println!(
-                "{name:<18} {callers:>8} {:>12.0} {:>8.0}us {:>8.0}us",
-                figures.per_sec,
-                figures.p50.as_secs_f64() * 1e6,
-                figures.p99.as_secs_f64() * 1e6
-            );
+            print_row(name, callers, &figures);
         }
     }
 }

@@ -379,20 +379,16 @@ impl State {
                     .last()
                     .and_then(|p| p.file_name()?.to_str().map(str::to_owned))
                     .filter(|n| seq_of_name(n) > seq_of_name(&self.name));
-                match newest {
-                    Some(n) => {
-                        self.switch_to(n, false)?;
-                        continue;
-                    }
-                    None => {
-                        let previous = self.name.clone();
-                        self.start_file()?;
-                        self.notes.push((
-                            "rotated".to_owned(),
-                            format!("continues {previous}, which was removed while this process wrote it"),
-                        ));
-                    }
+                if let Some(n) = newest {
+                    self.switch_to(n, false)?;
+                    continue;
                 }
+                let previous = self.name.clone();
+                self.start_file()?;
+                self.notes.push((
+                    "rotated".to_owned(),
+                    format!("continues {previous}, which was removed while this process wrote it"),
+                ));
             }
             return Ok(());
         }

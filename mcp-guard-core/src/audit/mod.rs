@@ -34,9 +34,10 @@
 //! wait (backpressure), and no record is ever dropped.
 //!
 //! [`AuditSink::record_deferred`] queues a record without waiting for its sync: the
-//! writer writes it at once (it survives the process) and the next sync makes it
-//! durable (the next awaited record, a [`flush`](AuditSink::flush), or a sync after
-//! a short idle delay).
+//! writer puts it in the next batch that syncs if one comes within a millisecond,
+//! else writes it then (from there it survives the process) and the next sync makes
+//! it durable (the next awaited record, a [`flush`](AuditSink::flush), or a sync
+//! after a short idle delay).
 //!
 //! # Calls: a start record before, the outcome after
 //!
@@ -336,9 +337,10 @@ pub trait AuditSink: Send + Sync {
     async fn record(&self, event: &AuditEvent) -> Result<(), AuditError>;
 
     /// Records one event without waiting for it to become durable: a durable sink
-    /// queues it, writes it as soon as its writer gets to it, and makes it durable
-    /// with the next sync (the next [`record`](Self::record) anyone waits for,
-    /// [`flush`](Self::flush), or an idle sync shortly after). The audit layer writes
+    /// queues it, writes it within about a millisecond (with the next record that
+    /// syncs, if one comes), and makes it durable with the next sync (the next
+    /// [`record`](Self::record) anyone waits for, [`flush`](Self::flush), or an idle
+    /// sync shortly after). The audit layer writes
     /// the outcome of a call this way, once the call's start record is durable, so a
     /// call waits for one sync rather than two.
     ///

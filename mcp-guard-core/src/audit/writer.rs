@@ -185,25 +185,23 @@ impl<B: Backend> Writer<B> {
             let first = match deadline {
                 Some(d) => {
                     let d = tokio::time::Instant::from_std(d);
-                    match rt.block_on(async { tokio::time::timeout_at(d, rx.recv()).await }) {
-                        Ok(m) => m,
-                        Err(_) => {
-                            if held_since.take().is_some() {
-                                // Nothing came to share a sync: write them now, sync later.
-                                let result = self.backend.commit(&jobs, false);
-                                self.after_deferred(&result, deferred);
-                                if result.is_ok() {
-                                    self.unsynced = true;
-                                    written_at = Instant::now();
-                                }
-                                jobs.clear();
-                                deferred = 0;
-                            } else {
-                                self.sync_deferred();
+                    let Ok(m) = rt.block_on(async { tokio::time::timeout_at(d, rx.recv()).await }) else {
+                        if held_since.take().is_some() {
+                            // Nothing came to share a sync: write them now, sync later.
+                            let result = self.backend.commit(&jobs, false);
+                            log_lost(&result, deferred);
+                            if result.is_ok() {
+                                self.unsynced = true;
+                                written_at = Instant::now();
                             }
-                            continue;
+                            jobs.clear();
+                            deferred = 0;
+                        } else {
+                            self.sync_deferred();
                         }
-                    }
+                        continue;
+                    };
+                    m
                 }
                 None => rt.block_on(rx.recv()),
             };
@@ -246,7 +244,7 @@ impl<B: Backend> Writer<B> {
             } else {
                 Ok(())
             };
-            self.after_deferred(&result, deferred);
+            log_lost(&result, deferred);
             for ack in acks.drain(..).chain(flushes.drain(..)) {
                 let _ = ack.send(result.clone());
             }
@@ -255,25 +253,13 @@ impl<B: Backend> Writer<B> {
         }
         if !jobs.is_empty() {
             let result = self.backend.commit(&jobs, true);
-            self.after_deferred(&result, deferred);
+            log_lost(&result, deferred);
             if result.is_ok() {
                 self.unsynced = false;
             }
         }
         if self.unsynced {
             self.sync_deferred();
-        }
-    }
-
-    fn after_deferred(&self, result: &Result<(), BatchError>, deferred: usize) {
-        if deferred > 0
-            && let Err(e) = result
-        {
-            tracing::error!(
-                records = deferred,
-                error = %e.message,
-                "deferred audit records could not be written (a call whose outcome record is among them shows as started without an outcome)"
-            );
         }
     }
 
@@ -285,6 +271,19 @@ impl<B: Backend> Writer<B> {
                 tracing::error!(error = %e.message, "cannot sync deferred audit records");
             }
         }
+    }
+}
+
+/// Logs deferred records lost with a failed batch (nobody else hears of it).
+fn log_lost(result: &Result<(), BatchError>, deferred: usize) {
+    if deferred > 0
+        && let Err(e) = result
+    {
+        tracing::error!(
+            records = deferred,
+            error = %e.message,
+            "deferred audit records could not be written (a call whose outcome record is among them shows as started without an outcome)"
+        );
     }
 }
 

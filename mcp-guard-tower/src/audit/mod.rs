@@ -18,7 +18,7 @@
 //!    upstream sees it;
 //! 2. an **outcome record** (`"phase":"finished"`: everything, result and outcome
 //!    included), handed to the sink with
-//!    [`AuditSink::record_deferred`](mcp_guard_core::AuditSink::record_deferred):
+//!    [`AuditSink::record_deferred`]:
 //!    written at once, made durable by the sink's next sync, and not waited for. So
 //!    a call waits for one sync, as before. If it is lost (crash, full disk), the
 //!    call stays visible as started without an outcome (`mcp-guard audit verify`
@@ -112,6 +112,83 @@ impl AuditLayer {
     /// Options that weaken the audit guarantee.
     pub fn dangerous(self) -> DangerousAuditOptions {
         DangerousAuditOptions(self)
+    }
+}
+
+impl AuditLayer {
+    /// The record of `req` as far as it is known before the call.
+    fn request_event(&self, req: &McpRequest, is_call: bool) -> AuditEvent {
+        let mut event = AuditEvent::new(EventKind::Request {
+            method: req.request.method().to_owned(),
+            action: if is_call { Action::Call } else { Action::List },
+        });
+        let p = &req.context.principal;
+        let mut principal = AuditPrincipal::new(p.id(), p.kind());
+        principal.on_behalf_of = p.on_behalf_of().map(str::to_owned);
+        event.principal = Some(principal);
+        event.endpoint = Some(req.context.endpoint.to_string());
+        event.session = req.context.session.as_ref().map(ToString::to_string);
+        event.request_id.clone_from(&req.context.request_id);
+        event.protocol_version.clone_from(&req.context.protocol_version);
+        event.client = req
+            .context
+            .client
+            .as_ref()
+            .map(|c| format!("{} {}", c.name, c.version));
+        event.trace_id.clone_from(&req.context.trace_id);
+        event.target.clone_from(&req.target);
+        event.requested_name = req.requested_name.as_deref().map(str::to_owned);
+        if let Some(args) = arguments_of(&req.request) {
+            event.request_bytes = serde_json::to_vec(&args).ok().map(|v| v.len());
+            let mut redacted = self.redactor.redacted(args);
+            event.truncated |= redacted.cap(self.payload_cap);
+            event.arguments = Some(redacted);
+        }
+        event
+    }
+
+    /// Completes `event` with how the request ended.
+    fn finish_event(
+        &self,
+        event: &mut AuditEvent,
+        result: &Result<ServerResult, GuardError>,
+        notes: &crate::RequestNotes,
+        clock: Instant,
+        is_call: bool,
+    ) {
+        event.ended_at = SystemTime::now();
+        event.latency_us = u64::try_from(clock.elapsed().as_micros()).unwrap_or(u64::MAX);
+        event.outcome = Some(outcome_of(result));
+        event.findings = std::mem::take(
+            &mut *notes
+                .findings
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        event.rule = match result {
+            Err(GuardError::Denied { denial, .. }) => {
+                Some(denial.rule.as_deref().unwrap_or("default deny").to_owned())
+            }
+            Err(GuardError::RateLimited { limit, .. }) => Some(format!("rate_limits.{limit}")),
+            _ => notes.rule.get().map(ToString::to_string),
+        };
+        if is_call {
+            let payload = match result {
+                Ok(r) => serde_json::to_value(r).ok(),
+                Err(GuardError::Upstream(mcp_guard_core::UpstreamError::Rpc(e))) => {
+                    serde_json::to_value(e).ok()
+                }
+                Err(e) => Some(serde_json::Value::String(mcp_guard_core::upstream::error_chain(
+                    e,
+                ))),
+            };
+            if let Some(v) = payload {
+                event.response_bytes = serde_json::to_vec(&v).ok().map(|b| b.len());
+                let mut redacted = self.redactor.redacted(v);
+                event.truncated |= redacted.cap(self.payload_cap);
+                event.result = Some(redacted);
+            }
+        }
     }
 }
 
@@ -308,35 +385,8 @@ where
             if !is_call && !layer.record_lists {
                 return inner.call(req).await.map_err(Into::into);
             }
-            let started_at = SystemTime::now();
             let clock = Instant::now();
-            let mut event = AuditEvent::new(EventKind::Request {
-                method: req.request.method().to_owned(),
-                action: if is_call { Action::Call } else { Action::List },
-            });
-            event.started_at = started_at;
-            let p = &req.context.principal;
-            let mut principal = AuditPrincipal::new(p.id(), p.kind());
-            principal.on_behalf_of = p.on_behalf_of().map(str::to_owned);
-            event.principal = Some(principal);
-            event.endpoint = Some(req.context.endpoint.to_string());
-            event.session = req.context.session.as_ref().map(ToString::to_string);
-            event.request_id = req.context.request_id.clone();
-            event.protocol_version = req.context.protocol_version.clone();
-            event.client = req
-                .context
-                .client
-                .as_ref()
-                .map(|c| format!("{} {}", c.name, c.version));
-            event.trace_id = req.context.trace_id.clone();
-            event.target = req.target.clone();
-            event.requested_name = req.requested_name.as_deref().map(str::to_owned);
-            if let Some(args) = arguments_of(&req.request) {
-                event.request_bytes = serde_json::to_vec(&args).ok().map(|v| v.len());
-                let mut redacted = layer.redactor.redacted(args);
-                event.truncated |= redacted.cap(layer.payload_cap);
-                event.arguments = Some(redacted);
-            }
+            let mut event = layer.request_event(&req, is_call);
             let notes = req.notes.clone();
             // A call gets a start record, written just before it goes upstream.
             let start = is_call.then(|| {
@@ -355,39 +405,7 @@ where
             }
             let mut guard = DropGuard(start.clone());
             let result = inner.call(req).await.map_err(Into::into);
-            event.ended_at = SystemTime::now();
-            event.latency_us = u64::try_from(clock.elapsed().as_micros()).unwrap_or(u64::MAX);
-            event.outcome = Some(outcome_of(&result));
-            event.findings = std::mem::take(
-                &mut *notes
-                    .findings
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner),
-            );
-            event.rule = match &result {
-                Err(GuardError::Denied { denial, .. }) => {
-                    Some(denial.rule.as_deref().unwrap_or("default deny").to_owned())
-                }
-                Err(GuardError::RateLimited { limit, .. }) => Some(format!("rate_limits.{limit}")),
-                _ => notes.rule.get().map(ToString::to_string),
-            };
-            if is_call {
-                let payload = match &result {
-                    Ok(r) => serde_json::to_value(r).ok(),
-                    Err(GuardError::Upstream(mcp_guard_core::UpstreamError::Rpc(e))) => {
-                        serde_json::to_value(e).ok()
-                    }
-                    Err(e) => Some(serde_json::Value::String(mcp_guard_core::upstream::error_chain(
-                        e,
-                    ))),
-                };
-                if let Some(v) = payload {
-                    event.response_bytes = serde_json::to_vec(&v).ok().map(|b| b.len());
-                    let mut redacted = layer.redactor.redacted(v);
-                    event.truncated |= redacted.cap(layer.payload_cap);
-                    event.result = Some(redacted);
-                }
-            }
+            layer.finish_event(&mut event, &result, &notes, clock, is_call);
             guard.disarm();
             let started = start.as_ref().and_then(|s| s.state.get().cloned());
             if started.is_some() {
