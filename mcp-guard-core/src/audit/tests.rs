@@ -408,3 +408,42 @@ async fn the_database_lists_incomplete_calls_and_shows_each_call_once() {
     };
     assert_eq!(query_database(&db, &q).unwrap().len(), 4);
 }
+
+#[tokio::test]
+async fn a_forked_trail_stops_open_with_what_it_saw() {
+    // What two writers without a shared lock left (older versions): a second record
+    // with seq 4, continuing from seq 3, after seq 5.
+    let one = tempfile::tempdir().unwrap();
+    let two = tempfile::tempdir().unwrap();
+    let sink = JsonLinesAuditSink::open(one.path(), JsonLinesOptions::default()).unwrap();
+    for i in 0..5 {
+        sink.record(&event(i)).await.unwrap();
+    }
+    sink.close();
+    let file = verify::files_in(one.path()).unwrap().pop().unwrap();
+    let first = lines(one.path());
+    std::fs::write(
+        two.path().join(file.file_name().unwrap()),
+        first[..3].join("\n") + "\n",
+    )
+    .unwrap();
+    let sink = JsonLinesAuditSink::open(two.path(), JsonLinesOptions::default()).unwrap();
+    sink.record(&event(9)).await.unwrap();
+    sink.close();
+    let forked = lines(two.path()).pop().unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .unwrap()
+        .write_all(format!("{forked}\n").as_bytes())
+        .unwrap();
+    let err = JsonLinesAuditSink::open(one.path(), JsonLinesOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("record 6: seq 4 follows seq 5 (expected 6): the chain goes back here")
+            && err.contains("a second process appending without the trail's lock"),
+        "{err}"
+    );
+    assert!(!err.to_lowercase().contains("tamper"), "{err}");
+}
