@@ -21,7 +21,8 @@ pub(crate) const EXIT_TAMPERED: u8 = 1;
 pub(crate) enum AuditCommand {
     /// Checks hash chains: JSON Lines files or directories (one chain, in order) and
     /// SQLite databases. Exit 0: intact; 3: intact except a torn last line (a crash
-    /// cut a write short); 1: tampered or malformed; 2: cannot be read.
+    /// cut a write short); 1: tampered or malformed; 2: cannot be read. Calls started
+    /// without an outcome record are listed (INCOMPLETE) without changing the exit code.
     Verify {
         /// Files, directories (their audit-*.jsonl files) or SQLite databases.
         #[arg(required = true)]
@@ -62,6 +63,14 @@ pub(crate) enum AuditCommand {
         /// Started before (same forms as --since).
         #[arg(long, value_parser = parse_when)]
         until: Option<SystemTime>,
+        /// Only calls started without an outcome record (the gateway stopped during
+        /// the call, could not write its outcome, or the call is still running).
+        #[arg(long, conflicts_with = "outcome")]
+        incomplete: bool,
+        /// Every record: also the start records of calls whose outcome record exists
+        /// (by default each call is one row, its outcome record).
+        #[arg(long)]
+        all_records: bool,
         /// The newest N records (printed oldest first).
         #[arg(long, default_value_t = 100)]
         limit: usize,
@@ -114,6 +123,9 @@ fn print_report(what: &str, r: &VerifyReport) {
     if let Some(t) = &r.torn_tail {
         outln!("TORN     {t}");
     }
+    for c in &r.incomplete {
+        println!("INCOMPLETE {c}");
+    }
     for n in &r.notes {
         outln!("note     {n}");
     }
@@ -127,8 +139,12 @@ fn print_report(what: &str, r: &VerifyReport) {
     } else {
         "intact".to_owned()
     };
+    let incomplete = match r.incomplete.len() {
+        0 => String::new(),
+        n => format!("; {n} call(s) started without an outcome record"),
+    };
     outln!(
-        "{what}: {} record(s) in {} file(s){range}; head {}: {verdict}",
+        "{what}: {} record(s) in {} file(s){range}; head {}: {verdict}{incomplete}",
         r.records,
         r.files,
         r.head.as_deref().unwrap_or("-")
@@ -178,6 +194,8 @@ pub(crate) fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             session,
             since,
             until,
+            incomplete,
+            all_records,
             limit,
             format,
         } => {
@@ -190,12 +208,17 @@ pub(crate) fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             q.session = session;
             q.since = since;
             q.until = until;
+            q.incomplete = incomplete;
+            q.all_records = all_records;
             q.limit = Some(limit);
             let rows = query_database(&db, &q)?;
             let with_seq = |r: &mcp_guard_core::audit::QueryRow| {
                 let mut v = r.event.clone();
                 if let Some(m) = v.as_object_mut() {
                     m.insert("seq".to_owned(), r.seq.into());
+                    if r.incomplete {
+                        m.insert("incomplete".to_owned(), true.into());
+                    }
                 }
                 v
             };
@@ -244,7 +267,11 @@ fn print_table(rows: &[mcp_guard_core::audit::QueryRow]) {
             s(r.endpoint.as_deref()),
             s(method),
             target,
-            s(r.outcome.as_deref()),
+            if r.incomplete {
+                "INCOMPLETE".to_owned()
+            } else {
+                s(r.outcome.as_deref().or_else(|| get("phase")))
+            },
             s(get("rule")),
             e.get("latency_us")
                 .map_or_else(|| "-".to_owned(), ToString::to_string),

@@ -66,7 +66,8 @@ pub enum GuardError {
     /// The upstream failed.
     #[error("upstream failed")]
     Upstream(#[source] UpstreamError),
-    /// The audit record could not be written, so the call was refused (fail closed).
+    /// The audit record could not be written, so the request was refused (fail
+    /// closed) before it reached any upstream.
     #[error("audit unavailable")]
     AuditFailed(#[source] BoxError),
     /// Any other failure inside the gateway.
@@ -154,7 +155,10 @@ impl From<GuardError> for ErrorData {
             ),
             GuardError::Timeout => ErrorData::internal_error("upstream timed out", None),
             GuardError::Upstream(u) => upstream_error(u),
-            GuardError::AuditFailed(_) => ErrorData::internal_error("audit unavailable; call refused", None),
+            GuardError::AuditFailed(_) => ErrorData::internal_error(
+                "audit unavailable: the request's audit record could not be written, so it was refused and reached no upstream",
+                None,
+            ),
             GuardError::Internal(_) => ErrorData::internal_error("internal gateway error", None),
             GuardError::ShuttingDown => ErrorData::internal_error(
                 "the gateway is shutting down; the request was not completed",

@@ -257,6 +257,9 @@ async fn route(
         f.session.clone_from(&forward.session);
         f
     });
+    // The audit start record is durable before any upstream sees the call (also a
+    // parked call's continuation).
+    req.notes.before_upstream().await?;
     // A legacy client cannot take an input-required result: the gateway asks it the
     // upstream's questions as ordinary requests and retries with the answers. Only then
     // is a copy of the request kept for the retry.

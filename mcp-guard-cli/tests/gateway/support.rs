@@ -83,27 +83,33 @@ impl GatewayProc {
 
     /// Writes the config, lets `prepare` run against it (e.g. `tools approve`), starts.
     pub async fn start_with_lock(config: &str, prepare: impl FnOnce(&std::path::Path)) -> Self {
-        Self::start_inner(config, &[], prepare, "127.0.0.1:0").await
+        Self::start_inner(config, &[], prepare, "127.0.0.1:0", &[]).await
     }
 
     /// Starts on a chosen address (for configs whose `public_url` names the port).
     pub async fn start_listening(config: &str, listen: &str) -> Self {
-        Self::start_inner(config, &[], |_| {}, listen).await
+        Self::start_inner(config, &[], |_| {}, listen, &[]).await
     }
 
     /// [`Self::start_listening`] with extra environment variables.
     pub async fn start_listening_with_env(config: &str, listen: &str, env: &[(&str, &str)]) -> Self {
-        Self::start_inner(config, env, |_| {}, listen).await
+        Self::start_inner(config, env, |_| {}, listen, &[]).await
     }
 
     pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
-        Self::start_inner(config, env, |_| {}, "127.0.0.1:0").await
+        Self::start_inner(config, env, |_| {}, "127.0.0.1:0", &[]).await
+    }
+
+    /// Starts the gateway through `wrapper` (a program and its arguments, given the
+    /// gateway's command line after them), e.g. a shell that sets limits and `exec`s.
+    pub async fn start_wrapped(config: &str, wrapper: &[&str]) -> Self {
+        Self::start_inner(config, &[], |_| {}, "127.0.0.1:0", wrapper).await
     }
 
     /// Starts and returns as soon as the gateway listens, while its servers may still
     /// be starting.
     pub async fn start_early(config: &str) -> Self {
-        Self::start_inner_with(config, &[], |_| {}, "127.0.0.1:0", false).await
+        Self::start_inner_with(config, &[], |_| {}, "127.0.0.1:0", false, &[]).await
     }
 
     async fn start_inner(
@@ -111,8 +117,9 @@ impl GatewayProc {
         env: &[(&str, &str)],
         prepare: impl FnOnce(&std::path::Path),
         listen: &str,
+        wrapper: &[&str],
     ) -> Self {
-        Self::start_inner_with(config, env, prepare, listen, true).await
+        Self::start_inner_with(config, env, prepare, listen, true, wrapper).await
     }
 
     async fn start_inner_with(
@@ -121,23 +128,37 @@ impl GatewayProc {
         prepare: impl FnOnce(&std::path::Path),
         listen: &str,
         wait_upstreams: bool,
+        wrapper: &[&str],
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gateway.toml");
         std::fs::write(&path, config).unwrap();
         prepare(&path);
-        Self::spawn(dir, env, listen, wait_upstreams).await
+        Self::spawn(dir, env, listen, wait_upstreams, wrapper).await
     }
 
     /// Starts again on the `gateway.toml` (and access store) of `dir`, e.g. one that
     /// [`Self::stop_keeping_dir`] left.
     pub async fn start_in(dir: tempfile::TempDir) -> Self {
-        Self::spawn(dir, &[], "127.0.0.1:0", true).await
+        Self::spawn(dir, &[], "127.0.0.1:0", true, &[]).await
     }
 
-    async fn spawn(dir: tempfile::TempDir, env: &[(&str, &str)], listen: &str, wait_upstreams: bool) -> Self {
+    async fn spawn(
+        dir: tempfile::TempDir,
+        env: &[(&str, &str)],
+        listen: &str,
+        wait_upstreams: bool,
+        wrapper: &[&str],
+    ) -> Self {
         let path = dir.path().join("gateway.toml");
-        let mut cmd = tokio::process::Command::new(BIN);
+        let mut cmd = match wrapper {
+            [program, rest @ ..] => {
+                let mut c = tokio::process::Command::new(program);
+                c.args(rest).arg(BIN);
+                c
+            }
+            [] => tokio::process::Command::new(BIN),
+        };
         cmd.args(["serve", "--config"])
             .arg(&path)
             .args(["--listen", listen])

@@ -280,6 +280,14 @@ impl<'k> Checker<'k> {
         Self { key, last: None }
     }
 
+    /// A checker that expects the record after `head` (whose last record it trusts).
+    pub(crate) fn continuing(key: Option<&'k MacKey>, head: &Head) -> Self {
+        Self {
+            key,
+            last: (head.next_seq > 1).then(|| (head.next_seq - 1, head.prev.clone())),
+        }
+    }
+
     /// The last record's seq and hash.
     pub(crate) fn last(&self) -> Option<&(u64, String)> {
         self.last.as_ref()
@@ -302,11 +310,21 @@ impl<'k> Checker<'k> {
         }
         match &self.last {
             Some((seq, hash)) => {
-                if p.seq != seq + 1 {
+                if p.seq <= *seq {
                     problems.push(format!(
-                        "seq {} follows seq {seq} (expected {}): a record was deleted, inserted or reordered",
+                        "seq {} follows seq {seq} (expected {}): the chain goes back here; the records \
+                         from here on continue an earlier point of it (a second process appending \
+                         without the trail's lock, records inserted or reordered)",
                         p.seq,
                         seq + 1
+                    ));
+                } else if p.seq != seq + 1 {
+                    problems.push(format!(
+                        "seq {} follows seq {seq} (expected {}): {} record(s) missing before it \
+                         (deleted, or written elsewhere)",
+                        p.seq,
+                        seq + 1,
+                        p.seq - seq - 1
                     ));
                 }
                 if &p.prev != hash {
