@@ -165,6 +165,10 @@ write_gateway_config() { # file, port
     cat >"$file" <<EOF
 [gateway]
 listen = "127.0.0.1:$port"
+# The Inspector CLI starts a gateway per command and lists once, at once: wait for every
+# server's first start (npx can take seconds on a busy machine) rather than answer with
+# the servers connected so far, as the default of 3 s would.
+startup_wait_ms = 30000
 
 [auth]
 dangerously_allow_anonymous = { id = "interop", roles = ["interop"] }

@@ -207,9 +207,5 @@ impl ParkedCalls {
 fn random_hex() -> String {
     let mut b = [0u8; 16];
     getrandom::getrandom(&mut b).unwrap_or_else(|_| panic!("the operating system's random source failed"));
-    let mut out = String::with_capacity(32);
-    for x in b {
-        let _ = std::fmt::Write::write_fmt(&mut out, format_args!("{x:02x}"));
-    }
-    out
+    mcp_guard_core::hex::encode(&b)
 }

@@ -128,11 +128,7 @@ fn random_hex() -> String {
         // No randomness: fail closed with a value nobody can match.
         return String::new();
     }
-    let mut out = String::with_capacity(64);
-    for x in b {
-        let _ = fmt::Write::write_fmt(&mut out, format_args!("{x:02x}"));
-    }
-    out
+    mcp_guard_core::hex::encode(&b)
 }
 
 fn now_secs() -> u64 {

@@ -12,7 +12,6 @@ use mcp_guard_core::audit::{
     AuditQuery, EventKind, JsonLinesAuditSink, JsonLinesOptions, MacKey, query_database,
 };
 use mcp_guard_core::{AuditEvent, AuditSink};
-use rand::Rng as _;
 use rmcp::model::CallToolRequestParams;
 use sha2::Digest as _;
 
@@ -445,7 +444,7 @@ async fn kill_under_load(kills: usize, calls: usize) {
     let per_life = (calls / (kills + 1)).max(2);
     while next.load(Ordering::SeqCst) < calls {
         let gw = GatewayProc::start(&cfg).await;
-        let kill_at = (killed < kills).then(|| rand::rng().random_range(1..=per_life));
+        let kill_at = (killed < kills).then(|| 1 + random_below(per_life));
         let answered = Arc::new(AtomicUsize::new(0));
         let mut workers = Vec::new();
         for _ in 0..4 {
@@ -1211,4 +1210,11 @@ async fn a_failing_sink_refuses_before_the_upstream_and_fail_open_lets_the_call_
     assert!(phases(&sink).is_empty());
     let _ = client.cancel().await;
     gateway.shutdown().await;
+}
+
+/// A random number in `0..n` (n > 0), from the operating system.
+fn random_below(n: usize) -> usize {
+    let mut b = [0u8; 8];
+    getrandom::getrandom(&mut b).unwrap();
+    usize::try_from(u64::from_le_bytes(b) % n as u64).unwrap()
 }

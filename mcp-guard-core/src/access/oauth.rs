@@ -347,7 +347,7 @@ impl AccessStore {
         getrandom::getrandom(&mut id).map_err(|_| StoreError::Random)?;
         let now = SystemTime::now();
         let grant = Grant {
-            id: crate::audit::hex(&id),
+            id: crate::hex::encode(&id),
             client_id: client_id.to_owned(),
             principal: principal.clone(),
             endpoint: endpoint.to_owned(),

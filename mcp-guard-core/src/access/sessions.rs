@@ -661,7 +661,7 @@ fn new_id() -> String {
     }
     let mut s = String::with_capacity(34);
     s.push_str("s_");
-    s.push_str(&crate::audit::hex(&b));
+    s.push_str(&crate::hex::encode(&b));
     s
 }
 

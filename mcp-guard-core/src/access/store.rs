@@ -476,7 +476,7 @@ impl AccessStore {
     pub(super) fn register_gateway(&self) -> Result<String, StoreError> {
         let mut b = [0u8; 8];
         getrandom::getrandom(&mut b).map_err(|_| StoreError::Random)?;
-        let id = format!("g_{}", crate::audit::hex(&b));
+        let id = format!("g_{}", crate::hex::encode(&b));
         let now = ms(SystemTime::now());
         let pid = std::process::id();
         self.with(|c| {

@@ -66,7 +66,6 @@
 //! ```
 
 mod chain;
-pub(crate) use chain::hex;
 mod jsonl;
 mod memory;
 #[cfg(feature = "sqlite")]
