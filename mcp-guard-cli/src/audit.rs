@@ -88,7 +88,7 @@ pub(crate) enum Format {
     Jsonl,
 }
 
-fn parse_when(s: &str) -> Result<SystemTime, String> {
+pub(crate) fn parse_when(s: &str) -> Result<SystemTime, String> {
     if let Some(t) = mcp_guard_core::time::parse_rfc3339(s) {
         return Ok(t);
     }
@@ -107,7 +107,7 @@ fn parse_when(s: &str) -> Result<SystemTime, String> {
         .ok_or_else(bad)
 }
 
-fn is_sqlite(path: &Path) -> bool {
+pub(crate) fn is_sqlite(path: &Path) -> bool {
     let mut magic = [0u8; 16];
     path.is_file()
         && std::fs::File::open(path)

@@ -34,6 +34,7 @@ mod fixture;
 mod import;
 mod oauth_client;
 mod pins;
+mod replay;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -103,14 +104,32 @@ enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
-    /// Validates a configuration file; with --connect also connects each server.
+    /// Validates a configuration file; with --connect also connects each server; with
+    /// --against-audit replays recorded calls under it and prints the decisions that
+    /// would change (exit 1 when any does, 2 when the trail cannot be read).
     Check {
         /// The configuration file.
         #[arg(long, short)]
         config: PathBuf,
         /// Connect to every enabled server and list its tools.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "against_audit")]
         connect: bool,
+        /// Replay the policy decisions of the recorded calls under this configuration
+        /// and print those whose outcome would change (allowed -> refused, refused ->
+        /// allowed), with the deciding rule before and after.
+        #[arg(long)]
+        against_audit: bool,
+        /// With --against-audit: only calls started at or after this: RFC 3339 UTC, a
+        /// date, or an age (15m, 2h, 7d).
+        #[arg(long, requires = "against_audit", value_parser = audit::parse_when)]
+        since: Option<std::time::SystemTime>,
+        /// With --against-audit: the trail (a SQLite database, a JSON Lines file or
+        /// directory); default: the one the configuration's [audit] names.
+        #[arg(long, requires = "against_audit")]
+        audit: Option<PathBuf>,
+        /// With --against-audit: print JSON.
+        #[arg(long, requires = "against_audit")]
+        json: bool,
     },
     /// Shows a running gateway's per-server status (from its /readyz).
     Status {
@@ -503,7 +522,29 @@ fn main() -> std::process::ExitCode {
                 endpoint,
                 listen,
             } => serve(config, stdio, endpoint, listen).await,
-            Command::Check { config, connect } => {
+            Command::Check {
+                config,
+                against_audit: true,
+                since,
+                audit,
+                json,
+                ..
+            } => {
+                let args = replay::ReplayArgs {
+                    config: &config,
+                    audit: audit.as_deref(),
+                    since,
+                    json,
+                };
+                return Ok(replay::run(&args).map_or_else(
+                    |e| {
+                        eprintln!("error: {e:#}");
+                        std::process::ExitCode::from(explain::EXIT_ERROR)
+                    },
+                    std::process::ExitCode::from,
+                ));
+            }
+            Command::Check { config, connect, .. } => {
                 check(&config)?;
                 if connect {
                     check_connect(&config).await

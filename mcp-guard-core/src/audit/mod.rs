@@ -194,6 +194,15 @@ pub struct AuditPrincipal {
     /// The user an agent acted for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_behalf_of: Option<String>,
+    /// The roles the principal held when policy decided (request records; absent in
+    /// records of other events and in records written before roles were recorded).
+    /// `mcp-guard check --against-audit` replays a decision with them when the new
+    /// configuration does not define the principal (a JWT or an issued token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<String>>,
+    /// The principal's attributes when policy decided (request records, with `roles`).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub attributes: std::collections::BTreeMap<String, String>,
 }
 
 impl AuditPrincipal {
@@ -203,6 +212,8 @@ impl AuditPrincipal {
             id: id.into(),
             kind,
             on_behalf_of: None,
+            roles: None,
+            attributes: std::collections::BTreeMap::new(),
         }
     }
 }

@@ -125,6 +125,8 @@ impl AuditLayer {
         let p = &req.context.principal;
         let mut principal = AuditPrincipal::new(p.id(), p.kind());
         principal.on_behalf_of = p.on_behalf_of().map(str::to_owned);
+        principal.roles = Some(p.roles().to_vec());
+        principal.attributes.clone_from(p.attributes());
         event.principal = Some(principal);
         event.endpoint = Some(req.context.endpoint.to_string());
         event.session = req.context.session.as_ref().map(ToString::to_string);
