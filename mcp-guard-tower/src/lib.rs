@@ -153,8 +153,8 @@ mod router;
 #[cfg(feature = "server")]
 pub mod server;
 pub mod stdio;
-mod style;
 pub mod upstream_auth;
+mod web;
 
 #[doc(no_inline)]
 pub use rmcp;

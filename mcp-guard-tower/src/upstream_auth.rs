@@ -269,7 +269,7 @@ impl UpstreamAuth {
                             (header::CONTENT_TYPE, "text/css; charset=utf-8"),
                             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
                         ],
-                        crate::style::STYLE,
+                        crate::web::STYLE,
                     )
                 }),
             )
@@ -369,47 +369,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+use crate::web::escape;
 
 /// An HTML page that cannot be framed, cached, or run scripts.
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{t} · mcp-guard</title><link rel=\"stylesheet\" href=\"/auth/style.css\"></head>\
-         <body><main><h1>{t}</h1>{body}</main></body></html>",
-        t = escape(title)
-    );
-    let mut r = (status, html).into_response();
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
-    r
+    crate::web::page(
+        status,
+        title,
+        &format!("<h1>{}</h1>{body}", escape(title)),
+        "/auth/style.css",
+        "default-src 'none'; style-src 'self'; frame-ancestors 'none'; base-uri 'none'",
+    )
 }
 
 /// The reason of a failed discovery or start the user may see: a URL the fetch guard
@@ -552,16 +522,7 @@ fn cookie_name(secure: bool) -> &'static str {
     }
 }
 
-fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
+use crate::web::cookie as cookie_value;
 
 async fn decide(
     State(auth): State<UpstreamAuth>,
