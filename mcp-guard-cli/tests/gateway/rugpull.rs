@@ -220,15 +220,25 @@ async fn an_http_upstream_restarted_with_changed_definitions_is_quarantined_whil
             "{step}: the changed tool must be quarantined without a restart"
         );
         eprintln!("{step}: quarantined {:?} after the restart", started.elapsed());
-        assert!(
-            !names(&client).await.contains(&"alpha__echo".to_owned()),
-            "{step}: a quarantined tool is not listed"
-        );
-        let audit = audited_diffs(&work.path().join("audit"));
-        assert!(
+        // The endpoint's list and the audit record follow the re-read that refused the
+        // call (the catalogue is rebuilt beside it, not before the refusal).
+        let unlisted = eventually(10, async || {
+            !names(&client).await.contains(&"alpha__echo".to_owned())
+        })
+        .await;
+        assert!(unlisted, "{step}: a quarantined tool is not listed");
+        let quarantined = |audit: &[String]| {
             audit
                 .iter()
-                .any(|d| d.starts_with("quarantined alpha/echo") && d.contains(diff_line)),
+                .any(|d| d.starts_with("quarantined alpha/echo") && d.contains(diff_line))
+        };
+        eventually(10, async || {
+            quarantined(&audited_diffs(&work.path().join("audit")))
+        })
+        .await;
+        let audit = audited_diffs(&work.path().join("audit"));
+        assert!(
+            quarantined(&audit),
             "{step}: the audit trail must carry the diff {diff_line:?}: {audit:#?}"
         );
         // Other tools of the same server keep working meanwhile.
@@ -240,7 +250,13 @@ async fn an_http_upstream_restarted_with_changed_definitions_is_quarantined_whil
         })
         .await;
         assert!(back, "{step}: the approved tool must be served again");
-        assert!(names(&client).await.contains(&"alpha__echo".to_owned()), "{step}");
+        let listed = eventually(10, async || {
+            names(&client).await.contains(&"alpha__echo".to_owned())
+        })
+        .await;
+        assert!(listed, "{step}: the approved tool is listed again");
+        let released = |audit: &[String]| audit.iter().any(|d| d.starts_with("released alpha/echo"));
+        eventually(10, async || released(&audited_diffs(&work.path().join("audit")))).await;
         let audit = audited_diffs(&work.path().join("audit"));
         assert!(
             audit.iter().any(|d| d.starts_with("released alpha/echo")),
