@@ -651,16 +651,22 @@ impl EndpointRuntime {
             return true;
         }
         let deadline = tokio::time::Instant::now() + self.startup_wait;
+        let mut all = true;
         for m in self.members.iter().filter(|m| m.enabled) {
             let mut rx = m.started.clone();
             if tokio::time::timeout_at(deadline, rx.wait_for(|done| *done))
                 .await
                 .is_err()
             {
-                return false;
+                all = false;
+                break;
             }
         }
-        true
+        // A member says it has started just before its endpoints are rebuilt with its
+        // catalogue: rebuild here too, so the caller's snapshot has every member that
+        // started (a one-shot client listed without the last one to start).
+        self.rebuild(false).await;
+        all
     }
 
     /// Notifications of list changes (for 2026-07-28 `subscriptions/listen`).

@@ -312,3 +312,50 @@ async fn an_upstream_that_never_answers_gets_its_start_timeout_and_the_others_ke
     let _ = client.cancel().await;
     gw.stop().await;
 }
+
+/// A one-shot client (the Inspector CLI starts a gateway per command) lists at once:
+/// with a start wait long enough for every server, the list has every server, the last
+/// one to start included. It came back without the last one: a server said it had
+/// started a moment before its catalogue joined the endpoint's.
+#[tokio::test]
+async fn a_list_right_after_start_has_every_server_that_started_within_the_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = String::from("[gateway]\nstartup_wait_ms = 30000\n\n");
+    cfg.push_str("[auth]\nstdio_principal = { id = \"me\", roles = [\"eng\"] }\n\n");
+    cfg.push_str("[[grants]]\nroles = [\"eng\"]\nnames = [\"*\"]\n\n");
+    cfg.push_str(&fixture("fast", &[]));
+    let ready = dir.path().join("late-ready");
+    // The late server offers many tools and announces changes as it starts (as
+    // server-everything does), so joining its catalogue takes a moment.
+    let extra: String = (0..200).map(|i| format!(" --extra-tool tool{i}")).collect();
+    cfg.push_str(&format!(
+        "[servers.late]\ntransport = \"stdio\"\ncommand = \"sh\"\n\
+         args = [\"-c\", \"sleep 1; touch '{}'; exec '{BIN}' fixture --name late{extra}\"]\n\n",
+        ready.display()
+    ));
+    cfg.push_str(
+        "[endpoints.main.servers.fast]\ntools = [\"echo\"]\n[endpoints.main.servers.late]\ntools = [\"*\"]\n",
+    );
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, cfg).unwrap();
+    for round in 0..3 {
+        let mut gw = RawStdio::spawn(&path);
+        gw.send(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "one-shot", "version": "0"}}}),
+        )
+        .await;
+        gw.answer(1, Duration::from_secs(20)).await;
+        gw.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await;
+        let names = gw.tool_names(2).await;
+        assert!(
+            names.contains(&"fast__echo".to_owned()) && names.contains(&"late__echo".to_owned()),
+            "round {round}: {} tools, late__echo {}",
+            names.len(),
+            names.contains(&"late__echo".to_owned())
+        );
+        let _ = gw.child.kill().await;
+    }
+}
