@@ -327,12 +327,16 @@ async fn a_list_right_after_start_has_every_server_that_started_within_the_wait(
     let ready = dir.path().join("late-ready");
     // The late server offers many tools and announces changes as it starts (as
     // server-everything does), so joining its catalogue takes a moment.
-    let extra: String = (0..200).map(|i| format!(" --extra-tool tool{i}")).collect();
-    cfg.push_str(&format!(
+    let mut extra = String::new();
+    for i in 0..200 {
+        let _ = write!(extra, " --extra-tool tool{i}");
+    }
+    let _ = write!(
+        cfg,
         "[servers.late]\ntransport = \"stdio\"\ncommand = \"sh\"\n\
          args = [\"-c\", \"sleep 1; touch '{}'; exec '{BIN}' fixture --name late{extra}\"]\n\n",
         ready.display()
-    ));
+    );
     cfg.push_str(
         "[endpoints.main.servers.fast]\ntools = [\"echo\"]\n[endpoints.main.servers.late]\ntools = [\"*\"]\n",
     );
