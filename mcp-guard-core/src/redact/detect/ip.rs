@@ -2,8 +2,9 @@
 
 use super::is_word;
 
-/// Whether the word just before `s` (past up to three of ` :=/`) is `version`, `ver`
-/// or `v`, case-insensitively: `version 1.2.3.4` is a version, not an address.
+/// Whether the word just before `s` (past up to three of ` :=/`) is `version`, `ver`,
+/// `v`, `build`, `release` or `rv` (a browser's revision), case-insensitively:
+/// `version 1.2.3.4` is a version, not an address.
 fn after_version_word(h: &[u8], s: usize) -> bool {
     let mut i = s;
     let mut skipped = 0;
@@ -19,7 +20,7 @@ fn after_version_word(h: &[u8], s: usize) -> bool {
         return false;
     }
     let word = &h[w..i];
-    ["version", "ver", "v"]
+    ["version", "ver", "v", "build", "release", "rv"]
         .iter()
         .any(|v| word.eq_ignore_ascii_case(v.as_bytes()))
 }
@@ -244,5 +245,7 @@ mod tests {
         assert!(!f("version 1.2.3.4"));
         assert!(!f("Version: 1.2.3.4"));
         assert!(!f("v1.2.3.4"));
+        assert!(!f("build 10.0.1.2"));
+        assert!(!f("Firefox rv:1.9.6.20"));
     }
 }

@@ -6,6 +6,7 @@
 //! the separator the value itself uses). That is what keeps `1.2.3.4.5`, `1-555-...-9`
 //! or the middle of a longer digit run from matching.
 
+pub(crate) mod context;
 pub(crate) mod email;
 pub(crate) mod ip;
 pub(crate) mod numeric;
