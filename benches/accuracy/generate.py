@@ -23,6 +23,10 @@ key the text is the value of (the redactor reads hints from keys). Labels:
     phone_other    a number in a national format of another country, or bare digits
                    with no phone context: not scored (neither a miss nor a false
                    positive), counted in the report
+    credit_card_bare  a Maestro number of 12 to 15 digits with no card context (a
+                   word such as "card", or a key): not scored, counted in the report
+    ssn_other      another country's national number that a generator calls an SSN
+                   (Faker's en_GB `ssn` is a National Insurance number): not scored
 """
 
 import datetime as _datetime
@@ -127,6 +131,14 @@ def value(f: Faker, locale: str, kind: str):
     raise ValueError(kind)
 
 
+MAESTRO = ("50", "56", "57", "58", "6", "0604")
+
+
+def is_maestro(number: str) -> bool:
+    """Whether `number` has one of the prefixes of Faker's Maestro provider."""
+    return number.startswith(MAESTRO)
+
+
 class Line:
     """A text being built, with labelled spans in UTF-8 bytes."""
 
@@ -169,6 +181,8 @@ def faker_sentences(n: int):
         v, label = value(f, loc if kind == "phone" else "en_US", kind)
         if label == "phone_bare":
             label = "phone_other"  # no phone context in a lorem sentence
+        if label == "credit_card" and len(v) <= 15 and is_maestro(v):
+            label = "credit_card_bare"  # nor a card context
         line = Line()
         before = " ".join(words[:at])
         line.add(before + (" " if before else ""))
@@ -262,6 +276,8 @@ def presidio_sentences(n: int, locale: str, countries):
                 kind = email_label(v)
             elif kind == "ip":
                 kind = "ipv6" if ":" in v else "ipv4"
+            elif kind == "ssn" and locale != "en_US":
+                kind = "ssn_other"
             elif kind == "phone":
                 kind = phone_label(locale, v)
                 if kind == "phone_bare":
@@ -281,6 +297,9 @@ def luhn_ok(d: str) -> bool:
                 x -= 9
         total += x
     return total % 10 == 0
+
+
+NAMED = {"version": "version", "build": "build", "ean": "EAN", "isbn": "ISBN"}
 
 
 def negatives(n: int):
@@ -340,6 +359,11 @@ def negatives(n: int):
         if rng.random() < 0.5:
             yield {"text": v, "key": key, "spans": []}
         else:
+            # A dotted version and a 13-digit product code are told from an address and
+            # a card by what names them, in text as under a key: "version 1.2.3.4",
+            # "EAN 4006381333931". (A bare dotted quad is an address.)
+            if key in NAMED:
+                v = f"{NAMED[key]} {v}"
             words = f.sentence(nb_words=rng.randint(3, 10)).rstrip(".").split(" ")
             at = rng.randint(0, len(words))
             text = " ".join(words[:at] + [v] + words[at:]) + "."

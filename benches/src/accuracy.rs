@@ -12,7 +12,12 @@ use std::path::{Path, PathBuf};
 use mcp_guard_core::redact::{Kind, PatternRedactor};
 
 /// The corpora, each file of `benches/accuracy/data/` but the negative set.
-pub const CORPORA: [&str; 4] = ["faker_sentences", "faker_records", "presidio_en_US", "presidio_en_GB"];
+pub const CORPORA: [&str; 4] = [
+    "faker_sentences",
+    "faker_records",
+    "presidio_en_US",
+    "presidio_en_GB",
+];
 
 /// The negative set: look-alikes with nothing to redact.
 pub const NEGATIVES: &str = "negatives";
@@ -91,7 +96,7 @@ impl Mode {
             "email_doc" => Err(false),
             "phone" => Ok(Kind::Phone),
             "phone_intl" if self.e164 => Ok(Kind::Phone),
-            "phone_intl" | "phone_other" => Err(true),
+            "phone_intl" | "phone_other" | "ssn_other" | "credit_card_bare" => Err(true),
             "ssn" => Ok(Kind::Ssn),
             "credit_card" => Ok(Kind::CreditCard),
             "ipv4" => Ok(Kind::Ipv4),
@@ -142,7 +147,8 @@ fn scored(kind: Kind) -> Kind {
 #[derive(Debug, Clone, Default)]
 pub struct Score {
     pub kinds: BTreeMap<Kind, Counts>,
-    /// Labelled values not scored (`phone_other`, and `phone_intl` without E.164).
+    /// Labelled values not scored (`phone_other`, `ssn_other`, `credit_card_bare`, and
+    /// `phone_intl` without E.164).
     pub unscored: usize,
     /// The values missed and the false findings, for the report (at most 20 each).
     pub misses: Vec<String>,
@@ -159,14 +165,17 @@ pub fn score(r: &PatternRedactor, mode: Mode, cases: &[Case]) -> Score {
                 Ok(kind) => {
                     let c = s.kinds.entry(kind).or_default();
                     c.labelled += 1;
-                    let whole = findings
-                        .iter()
-                        .any(|f| scored(f.kind()) == kind && f.range().start <= *start && f.range().end >= *end);
+                    let whole = findings.iter().any(|f| {
+                        scored(f.kind()) == kind && f.range().start <= *start && f.range().end >= *end
+                    });
                     if whole {
                         c.found += 1;
                     } else if s.misses.len() < 20 {
-                        s.misses
-                            .push(format!("{label} {:?} in {:?}", &case.text[*start..*end], case.text));
+                        s.misses.push(format!(
+                            "{label} {:?} in {:?}",
+                            &case.text[*start..*end],
+                            case.text
+                        ));
                     }
                 }
                 Err(true) => s.unscored += 1,

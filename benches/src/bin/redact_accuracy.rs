@@ -36,7 +36,10 @@ fn main() {
         let (table, scores) = accuracy::table(mode);
         println!("## {name}\n\n{table}");
         for (corpus, s) in &scores {
-            println!("{corpus}: {} labelled values not scored (phone numbers of other countries' national formats, or bare digits with no context)", s.unscored);
+            println!(
+                "{corpus}: {} labelled values not scored (other countries' national phone formats and SSN-like numbers; bare digits and 12-15 digit Maestro numbers with no context)",
+                s.unscored
+            );
             if misses {
                 for m in &s.misses {
                     println!("  missed {m}");

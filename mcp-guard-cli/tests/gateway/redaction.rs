@@ -126,7 +126,12 @@ async fn a_held_secret_split_by_an_invisible_character_never_reaches_the_audit_r
             )
             .await
             .unwrap();
-        assert_eq!(text_of(&r), "token [REDACTED_SECRET] end", "U+{:04X}", u32::from(*ch));
+        assert_eq!(
+            text_of(&r),
+            "token [REDACTED_SECRET] end",
+            "U+{:04X}",
+            u32::from(*ch)
+        );
         sent.push(*ch);
     }
     let _ = client.cancel().await;
@@ -145,7 +150,11 @@ async fn a_held_secret_split_by_an_invisible_character_never_reaches_the_audit_r
                 !visible.contains(CANARY),
                 "the audit record keeps the credential: {:?}",
                 arg.chars()
-                    .map(|c| if c.is_ascii() { c.to_string() } else { format!("<U+{:04X}>", u32::from(c)) })
+                    .map(|c| if c.is_ascii() {
+                        c.to_string()
+                    } else {
+                        format!("<U+{:04X}>", u32::from(c))
+                    })
                     .collect::<String>()
             );
             assert_eq!(arg, "token [REDACTED_SECRET] end");

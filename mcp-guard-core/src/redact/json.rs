@@ -237,7 +237,13 @@ static LETTER: [u32; 256] = {
 /// For each word [`key_hints`] looks for, a set of letters the key must contain: a key
 /// that holds none of these sets in full (`type`, `text`, `id`, `amount`, `rows`…) says
 /// nothing, which is decided without normalising it or comparing it to any word.
-const HINT_LETTERS: [u32; 17] = [
+const HINT_LETTERS: [u32; 23] = [
+    letters(b"ean"),
+    letters(b"isbn"),
+    letters(b"gtin"),
+    letters(b"upc"),
+    letters(b"barcode"),
+    letters(b"sku"),
     letters(b"build"),
     letters(b"release"),
     letters(b"card"),
@@ -274,6 +280,9 @@ fn exact_key(k: &[u8]) -> Hints {
         b"tel" | b"fax" => hints.phone = true,
         b"ver" | b"v" => hints.version = true,
         b"cc" | b"ccnumber" | b"ccnum" | b"pan" => hints.card = true,
+        b"ean" | b"ean13" | b"isbn" | b"isbn13" | b"gtin" | b"upc" | b"barcode" | b"sku" => {
+            hints.product = true
+        }
         b"password"
         | b"passwd"
         | b"pwd"
@@ -471,6 +480,7 @@ impl Walk<'_> {
         // than by that power; and no product that could overflow.)
         let low = 10u64.pow(digits - 1);
         let card = sc.on(Kind::CreditCard)
+            && !(hints.product && digits == 13)
             && (digits >= 13 && u / 2 >= low && u / 7 < low
                 || digits == 15 && u / low == 1
                 || hints.card && digits >= 12 && matches!(u / low, 5 | 6));

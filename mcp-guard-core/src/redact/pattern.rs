@@ -424,7 +424,11 @@ impl PatternRedactor {
             for hit in found.iter() {
                 next.extend_from_slice(&cur[last..hit.start]);
                 text.clear();
-                self.render(hit.kind, &unicode::fold_bytes(&cur[hit.start..hit.end]), &mut text);
+                self.render(
+                    hit.kind,
+                    &unicode::fold_bytes(&cur[hit.start..hit.end]),
+                    &mut text,
+                );
                 next.extend_from_slice(text.as_bytes());
                 last = hit.end;
             }
@@ -444,8 +448,9 @@ impl PatternRedactor {
     ) -> Option<String> {
         // Findings start and end at character boundaries (mapped back from the folded
         // copy, or ASCII bytes), so the output is UTF-8; checked all the same.
-        self.redact_folding(s.as_bytes(), hints, known, found)
-            .map(|b| String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+        self.redact_folding(s.as_bytes(), hints, known, found).map(|b| {
+            String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        })
     }
 
     /// Redacts bytes that need not be UTF-8 (a child's stderr, a raw body). Invalid

@@ -37,6 +37,8 @@ pub(crate) struct Hints {
     pub(crate) version: bool,
     /// The key names a payment card: a Maestro number of 12 to 15 digits counts.
     pub(crate) card: bool,
+    /// The key names a product code (`ean`, `isbn`…): thirteen digits are not a card.
+    pub(crate) product: bool,
     /// The key names a credential: the whole value is a secret.
     pub(crate) secret: bool,
 }
@@ -613,10 +615,14 @@ impl Scanner {
         // A Maestro number of 12 to 15 digits in one run needs a word or a key that
         // names a card; cards from `1` (JCB `1800`) have 15 digits, from `0` (`0604`) 12.
         let short = (12..=15).contains(&run) && matches!(first, b'0' | b'5' | b'6');
+        // Thirteen digits next to `EAN`, `ISBN`… are a product code (a Visa number
+        // of that length would pass as well one time in ten).
+        let product = run == 13 && (hints.product || context::product_near(h, p, p + run));
         if (run == 4 && sep && (g2 == 4 || g2 == 6)
             || (13..=19).contains(&run) && matches!(first, b'2'..=b'6')
             || run == 15 && first == b'1'
             || short)
+            && !product
             && self.on(Kind::CreditCard)
             && let Some(end) = numeric::card(
                 h,
@@ -651,14 +657,19 @@ impl Scanner {
         // followed by a separator and a 3-digit exchange (or `)` after `(`), a `1-`
         // prefix before an area code, or ten bare digits (eleven from a `1`) under a
         // phone key or with a word nearby that names a phone.
+        // (Not right after `(`, `)`, `+` or `/`: the digits of an international number
+        // such as `+44(0)2079460958` are not a North American one.)
         let bare = hints.phone
             || (run == 10 && first >= b'2' || run == 11 && first == b'1')
+                && !matches!(before, b'(' | b')' | b'+' | b'/')
                 && self.on(Kind::Phone)
                 && context::phone_near(h, p, p + run);
         let phone_shape = before == b'+'
             || bare
             || (run == 3
-                && (((sep || next == b'.' || next == b'/') && g2 == 3 && numeric::line_after_exchange(h, p + 7))
+                && (((sep || next == b'.' || next == b'/')
+                    && g2 == 3
+                    && numeric::line_after_exchange(h, p + 7))
                     || (next == b')' && before == b'(')))
             || (run == 1
                 && first == b'1'

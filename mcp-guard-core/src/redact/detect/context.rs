@@ -97,6 +97,48 @@ fn has_word(s: &[u8], words: &[&[u8]]) -> bool {
     false
 }
 
+/// Words that say a number next to them is a product code, not a card (lower case).
+const PRODUCT_WORDS: &[&[u8]] = &[b"ean", b"isbn", b"gtin", b"upc", b"barcode", b"sku"];
+
+/// Words just before a number that say it is part of a street address (lower case).
+const ADDRESS_WORDS: &[&[u8]] = &[
+    b"apt",
+    b"apartment",
+    b"suite",
+    b"ste",
+    b"unit",
+    b"room",
+    b"rm",
+    b"floor",
+    b"box",
+    b"bldg",
+    b"building",
+    b"lot",
+];
+
+/// Whether a product-code word (`EAN`, `ISBN`…) stands near `h[start..end]`.
+pub(crate) fn product_near(h: &[u8], start: usize, end: usize) -> bool {
+    near(h, start, end, PRODUCT_WORDS)
+}
+
+/// Whether the word just before `s` (past spaces and a `.` or `#`) is one that starts
+/// a street address's unit (`Apt.`, `Suite`…): `Suite 796 628 1570 Main St` is not a
+/// phone number. Reads no further than that word, and never across a fence.
+pub(crate) fn address_before(h: &[u8], s: usize) -> bool {
+    let mut i = s;
+    let mut skipped = 0;
+    while i > 0 && skipped < 3 && matches!(h[i - 1], b' ' | b'.' | b'#') {
+        i -= 1;
+        skipped += 1;
+    }
+    let mut w = i;
+    while w > 0 && i - w < 10 && h[w - 1].is_ascii_alphabetic() {
+        w -= 1;
+    }
+    let word = &h[w..i];
+    !word.is_empty() && ADDRESS_WORDS.iter().any(|a| word.eq_ignore_ascii_case(a))
+}
+
 /// Whether a phone word stands near `h[start..end]`.
 pub(crate) fn phone_near(h: &[u8], start: usize, end: usize) -> bool {
     near(h, start, end, PHONE_WORDS)
@@ -126,7 +168,11 @@ mod tests {
         assert_eq!(at("order 5551234567"), (false, false));
         assert_eq!(at("telephone, 5551234567"), (false, false), "a fence between");
         assert_eq!(at("[REDACTED_PHONE] 5551234567"), (false, false));
-        assert_eq!(at("microphone5551234567"), (true, false), "a run that ends with the word");
+        assert_eq!(
+            at("microphone5551234567"),
+            (true, false),
+            "a run that ends with the word"
+        );
         assert_eq!(at("phoned 5551234567"), (false, false));
     }
 }

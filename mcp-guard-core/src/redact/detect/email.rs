@@ -59,7 +59,10 @@ pub(crate) fn email(h: &[u8], at: usize, floor: usize) -> Option<(usize, usize)>
 pub(crate) fn documentation_domain(domain: &[u8]) -> bool {
     let labels = |d: &[u8]| {
         let mut it = d.rsplit(|&b| b == b'.');
-        (it.next().unwrap_or_default().to_ascii_lowercase(), it.next().unwrap_or_default().to_ascii_lowercase())
+        (
+            it.next().unwrap_or_default().to_ascii_lowercase(),
+            it.next().unwrap_or_default().to_ascii_lowercase(),
+        )
     };
     let (tld, second) = labels(domain);
     matches!(tld.as_slice(), b"test" | b"example" | b"invalid" | b"localhost")
@@ -91,10 +94,25 @@ mod tests {
 
     #[test]
     fn documentation_domains() {
-        for d in ["example.com", "EXAMPLE.org", "mail.example.net", "host.test", "a.b.example", "x.invalid", "h.localhost"] {
+        for d in [
+            "example.com",
+            "EXAMPLE.org",
+            "mail.example.net",
+            "host.test",
+            "a.b.example",
+            "x.invalid",
+            "h.localhost",
+        ] {
             assert!(super::documentation_domain(d.as_bytes()), "{d}");
         }
-        for d in ["example.co", "examples.com", "gmail.com", "example.com.au", "testing.io", "notexample.com"] {
+        for d in [
+            "example.co",
+            "examples.com",
+            "gmail.com",
+            "example.com.au",
+            "testing.io",
+            "notexample.com",
+        ] {
             assert!(!super::documentation_domain(d.as_bytes()), "{d}");
         }
     }

@@ -34,7 +34,7 @@ pub(crate) fn ipv4(h: &[u8], p: usize) -> Option<usize> {
     // The byte before first: it turns down `v1.2.3.4` and the middle of a longer
     // dotted run without reading the octets.
     if let Some(&b) = p.checked_sub(1).and_then(|i| h.get(i))
-        && (is_word(b) || b == b'.')
+        && (super::glued_before(h, p) || b == b'.')
     {
         return None;
     }
@@ -170,7 +170,7 @@ pub(crate) fn ipv6(h: &[u8], c: usize, floor: usize) -> (Option<(usize, usize)>,
     if e <= s || e - s > MAX_V6 {
         return (None, region_end);
     }
-    if s > 0 && is_word(h[s - 1]) {
+    if super::glued_before(h, s) {
         return (None, region_end);
     }
     if !parse_v6(&h[s..e]) {

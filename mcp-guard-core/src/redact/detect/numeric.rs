@@ -1,6 +1,6 @@
 //! US Social Security numbers, North American phone numbers and payment card numbers.
 
-use super::{digit_run, digit_run_len, left_ok, num, right_ok};
+use super::{context, digit_run, digit_run_len, left_ok, num, right_ok};
 use crate::redact::luhn;
 
 /// Area, group and serial rules of an SSN (digits only, 9 of them).
@@ -248,12 +248,27 @@ pub(crate) fn phone(h: &[u8], p: usize, bare: bool, e164: bool) -> Option<(usize
         }
         return None;
     }
-    let a = if before == Some(b'(') { p - 1 } else { p };
-    if let Some(m) = nanp_body(h, a, bare) {
-        // With the prefix if there is one, else from the area code.
-        let s = nanp_prefix(h, a);
-        if let Some(found) = check(s, m).or_else(|| (s < a).then(|| check(a, m)).flatten()) {
-            return Some(found);
+    // From the `(` before the area code if there is one, else from the area code; with
+    // the prefix written before it if there is one.
+    for a in [p - usize::from(before == Some(b'(')), p] {
+        if let Some(m) = nanp_body(h, a, bare) {
+            let s = nanp_prefix(h, a);
+            // Three groups split by spaces alone, with no prefix, are the weakest shape:
+            // a real exchange (not from `0` or `1`), and not the numbers of a street
+            // address (`Suite 796 628 1570 Main St`).
+            if s == a
+                && m.1 == b' '
+                && h.get(a + 3) == Some(&b' ')
+                && (h[a + 4] < b'2' || context::address_before(h, a))
+            {
+                continue;
+            }
+            if let Some(found) = check(s, m).or_else(|| (s < a).then(|| check(a, m)).flatten()) {
+                return Some(found);
+            }
+        }
+        if before != Some(b'(') {
+            break;
         }
     }
     if h[p] == b'1'
@@ -286,7 +301,8 @@ pub(crate) fn issuer_ok(d: &[u8], context: bool) -> bool {
     let p2 = num(&d[..2]);
     let p3 = num(&d[..3]);
     let p4 = num(&d[..4]);
-    let maestro = (n >= 16 || context) && (p2 == 50 || (56..=69).contains(&p2)) || (context && n == 12 && p4 == 604);
+    let maestro =
+        (n >= 16 || context) && (p2 == 50 || (56..=69).contains(&p2)) || (context && n == 12 && p4 == 604);
     maestro
         || match d[0] {
             b'4' => matches!(n, 13 | 16 | 19),
@@ -295,7 +311,8 @@ pub(crate) fn issuer_ok(d: &[u8], context: bool) -> bool {
             b'1' => n == 15 && p4 == 1800,
             b'3' => {
                 (n == 15 && (p2 == 34 || p2 == 37 || (3528..=3589).contains(&p4)))
-                    || (n >= 14 && ((300..=305).contains(&p3) || p4 == 3095 || p2 == 36 || p2 == 38 || p2 == 39))
+                    || (n >= 14
+                        && ((300..=305).contains(&p3) || p4 == 3095 || p2 == 36 || p2 == 38 || p2 == 39))
                     || (n >= 16 && p2 == 35)
             }
             b'6' => n >= 16 && (p4 == 6011 || (644..=649).contains(&p3) || p2 == 65 || p2 == 62),
@@ -352,7 +369,9 @@ fn expiry_or_code(rest: &[u8]) -> bool {
     let tail = rest.get(code..).unwrap_or_default();
     let next = tail.iter().position(|b| !b.is_ascii_whitespace());
     (3..=4).contains(&code)
-        && !tail.first().is_some_and(|&b| super::is_word(b) || b == b'.' || b == b'-' || b == b'/')
+        && !tail
+            .first()
+            .is_some_and(|&b| super::is_word(b) || b == b'.' || b == b'-' || b == b'/')
         && next.is_none_or(|k| !tail[k].is_ascii_digit())
 }
 
@@ -438,7 +457,14 @@ pub(crate) fn card(h: &[u8], p: usize, run: usize, context: bool) -> Option<usiz
 
 /// The checks of [`card`] on the groups `groups` at `p..pos`, split by `sep`: layout,
 /// table, a short last group glued to a date, issuer, Luhn, the byte after.
-fn card_groups(h: &[u8], p: usize, pos: usize, groups: &[u8], sep: Option<u8>, context: bool) -> Option<usize> {
+fn card_groups(
+    h: &[u8],
+    p: usize,
+    pos: usize,
+    groups: &[u8],
+    sep: Option<u8>,
+    context: bool,
+) -> Option<usize> {
     let ng = groups.len();
     let nd: usize = groups.iter().map(|&g| usize::from(g)).sum();
     let before = p.checked_sub(1).and_then(|i| h.get(i)).copied();
@@ -471,7 +497,8 @@ fn card_groups(h: &[u8], p: usize, pos: usize, groups: &[u8], sep: Option<u8>, c
         && groups[ng - 1] < 4
         && matches!(h.get(pos..pos + 2), Some([b'/' | b':', d]) if d.is_ascii_digit());
     // The card may be followed by its expiry or security code after its own separator.
-    let end_ok = right_ok(h, pos, seps) || (sep == Some(b' ') && h.get(pos + 1..).is_some_and(expiry_or_code));
+    let end_ok =
+        right_ok(h, pos, seps) || (sep == Some(b' ') && h.get(pos + 1..).is_some_and(expiry_or_code));
     (!glued && card_digits_valid(&digits[..n], context && ng == 1) && end_ok).then_some(pos)
 }
 
