@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use mcp_guard_core::redact::{Kind, PatternRedactor};
 
 /// The corpora, each file of `benches/accuracy/data/` but the negative set.
-pub const CORPORA: [&str; 4] = [
+pub(crate) const CORPORA: [&str; 4] = [
     "faker_sentences",
     "faker_records",
     "presidio_en_US",
@@ -20,28 +20,28 @@ pub const CORPORA: [&str; 4] = [
 ];
 
 /// The negative set: look-alikes with nothing to redact.
-pub const NEGATIVES: &str = "negatives";
+pub(crate) const NEGATIVES: &str = "negatives";
 
 /// Where the corpora are.
-pub fn data_dir() -> PathBuf {
+pub(crate) fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("accuracy/data")
 }
 
 /// One labelled text.
 #[derive(Debug, Clone)]
-pub struct Case {
-    pub text: String,
+pub(crate) struct Case {
+    pub(crate) text: String,
     /// The JSON key the text is the value of.
-    pub key: Option<String>,
+    pub(crate) key: Option<String>,
     /// Byte ranges and labels.
-    pub spans: Vec<(usize, usize, String)>,
+    pub(crate) spans: Vec<(usize, usize, String)>,
 }
 
 /// Reads `name.jsonl`.
 ///
 /// # Panics
 /// On a missing or malformed file.
-pub fn load(name: &str) -> Vec<Case> {
+pub(crate) fn load(name: &str) -> Vec<Case> {
     let path = data_dir().join(format!("{name}.jsonl"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     text.lines()
@@ -67,20 +67,20 @@ pub fn load(name: &str) -> Vec<Case> {
 
 /// How the redactor under test is configured: which labels it is expected to find.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Mode {
+pub(crate) struct Mode {
     /// International numbers (`phone_intl`) are phone numbers.
-    pub e164: bool,
+    pub(crate) e164: bool,
     /// Addresses at documentation domains (`email_doc`) are addresses.
-    pub documentation_domains: bool,
+    pub(crate) documentation_domains: bool,
 }
 
 impl Mode {
-    pub const DEFAULT: Mode = Mode {
+    pub(crate) const DEFAULT: Mode = Mode {
         e164: false,
         documentation_domains: false,
     };
 
-    pub fn redactor(self) -> PatternRedactor {
+    pub(crate) fn redactor(self) -> PatternRedactor {
         PatternRedactor::builder()
             .e164(self.e164)
             .documentation_domains(self.documentation_domains)
@@ -108,23 +108,23 @@ impl Mode {
 
 /// Counts for one kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
+pub(crate) struct Counts {
     /// Labelled values expected to be found.
-    pub labelled: usize,
+    pub(crate) labelled: usize,
     /// Of those, found whole (a finding of the kind covers the whole value).
-    pub found: usize,
+    pub(crate) found: usize,
     /// Findings of the kind.
-    pub findings: usize,
+    pub(crate) findings: usize,
     /// Findings of the kind over a value of the kind.
-    pub correct: usize,
+    pub(crate) correct: usize,
 }
 
 impl Counts {
-    pub fn recall(&self) -> f64 {
+    pub(crate) fn recall(&self) -> f64 {
         ratio(self.found, self.labelled)
     }
 
-    pub fn precision(&self) -> f64 {
+    pub(crate) fn precision(&self) -> f64 {
         ratio(self.correct, self.findings)
     }
 }
@@ -145,18 +145,18 @@ fn scored(kind: Kind) -> Kind {
 
 /// Scores of one corpus.
 #[derive(Debug, Clone, Default)]
-pub struct Score {
-    pub kinds: BTreeMap<Kind, Counts>,
+pub(crate) struct Score {
+    pub(crate) kinds: BTreeMap<Kind, Counts>,
     /// Labelled values not scored (`phone_other`, `ssn_other`, `credit_card_bare`, and
     /// `phone_intl` without E.164).
-    pub unscored: usize,
+    pub(crate) unscored: usize,
     /// The values missed and the false findings, for the report (at most 20 each).
-    pub misses: Vec<String>,
-    pub false_findings: Vec<String>,
+    pub(crate) misses: Vec<String>,
+    pub(crate) false_findings: Vec<String>,
 }
 
 /// Scores `r` on `cases` under `mode`.
-pub fn score(r: &PatternRedactor, mode: Mode, cases: &[Case]) -> Score {
+pub(crate) fn score(r: &PatternRedactor, mode: Mode, cases: &[Case]) -> Score {
     let mut s = Score::default();
     for case in cases {
         let findings = r.find_under(case.key.as_deref(), &case.text);
@@ -212,7 +212,7 @@ pub fn score(r: &PatternRedactor, mode: Mode, cases: &[Case]) -> Score {
 }
 
 /// Findings on the negative set, with up to 20 of them shown.
-pub fn negatives(r: &PatternRedactor, cases: &[Case]) -> (usize, Vec<String>) {
+pub(crate) fn negatives(r: &PatternRedactor, cases: &[Case]) -> (usize, Vec<String>) {
     let mut n = 0;
     let mut shown = Vec::new();
     for case in cases {
@@ -233,7 +233,7 @@ pub fn negatives(r: &PatternRedactor, cases: &[Case]) -> (usize, Vec<String>) {
 }
 
 /// The table of every corpus under `mode`, in Markdown.
-pub fn table(mode: Mode) -> (String, Vec<(String, Score)>) {
+pub(crate) fn table(mode: Mode) -> (String, Vec<(String, Score)>) {
     let r = mode.redactor();
     let mut out = String::new();
     let _ = writeln!(

@@ -97,11 +97,11 @@ fn invisible_characters() -> Vec<char> {
 async fn a_held_secret_split_by_an_invisible_character_never_reaches_the_audit_record() {
     let data = tempfile::tempdir().unwrap();
     let dir = data.path().join("jsonl");
-    let mut c = config();
-    c.push_str(&format!(
-        "\n[audit]\nsinks = [\"jsonl\"]\njsonl_dir = \"{}\"\n",
+    let c = format!(
+        "{}\n[audit]\nsinks = [\"jsonl\"]\njsonl_dir = \"{}\"\n",
+        config(),
         dir.display()
-    ));
+    );
     let gw = GatewayProc::start_with_env(&c, &[("ALPHA_TOKEN", CANARY)]).await;
     let client = http_client(&gw.url("plain"), TOKEN, Era::Modern).await;
     // The upstream gets its credential (and the gateway registers it) when it starts.

@@ -281,7 +281,7 @@ fn exact_key(k: &[u8]) -> Hints {
         b"ver" | b"v" => hints.version = true,
         b"cc" | b"ccnumber" | b"ccnum" | b"pan" => hints.card = true,
         b"ean" | b"ean13" | b"isbn" | b"isbn13" | b"gtin" | b"upc" | b"barcode" | b"sku" => {
-            hints.product = true
+            hints.product = true;
         }
         b"password"
         | b"passwd"

@@ -361,7 +361,7 @@ impl PatternRedactor {
         let hints = key.map(super::json::key_hints).unwrap_or_default();
         if hints.secret {
             return (!input.is_empty() && input != Kind::Secret.placeholder())
-                .then(|| Finding {
+                .then_some(Finding {
                     kind: Kind::Secret,
                     range: 0..input.len(),
                 })

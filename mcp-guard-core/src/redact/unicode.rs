@@ -12,6 +12,7 @@
 //! inside it included. Most strings are ASCII, or hold no such character, and cost one
 //! test ([`folds`]).
 
+use aho_corasick::packed;
 use wide::u8x16;
 
 /// What a character stands for in the folded copy.
@@ -146,10 +147,52 @@ fn folds_at(h: &[u8], i: usize) -> bool {
     }
 }
 
-/// Whether `h` holds a character that [`fold`] changes: 16 bytes at a time, an ASCII
-/// chunk in one vector test, otherwise only the lead bytes of [`LEADS`] decoded.
+/// The lead bytes of [`LEADS`], for the vector search of [`folds`].
+const LEAD_BYTES: [u8; 14] = [
+    0xC2, 0xCD, 0xD8, 0xD9, 0xDB, 0xDF, 0xE0, 0xE1, 0xE2, 0xE3, 0xEA, 0xEF, 0xF0, 0xF3,
+];
+
+/// A vectorised search for the lead bytes of [`LEADS`] (`aho-corasick`'s Teddy, chosen
+/// at run time for the CPU), for strings long enough for it; `None` where the CPU has
+/// no such support.
+static LEAD_SEARCH: std::sync::LazyLock<Option<packed::Searcher>> = std::sync::LazyLock::new(|| {
+    let mut builder = packed::Config::new()
+        .match_kind(packed::MatchKind::LeftmostFirst)
+        .heuristic_pattern_limits(false)
+        .builder();
+    for b in LEAD_BYTES {
+        builder.add([b]);
+    }
+    builder.build()
+});
+
+/// Whether `h` holds a character that [`fold`] changes. An ASCII string (most) costs
+/// the standard library's ASCII test; otherwise the lead bytes of [`LEADS`] are found
+/// with a vector search and only they are looked at (the lead bytes of Latin, Greek,
+/// Cyrillic, CJK ideographs and Hangul are not among them).
 #[inline]
 pub(crate) fn folds(h: &[u8]) -> bool {
+    if h.is_ascii() {
+        return false;
+    }
+    if let Some(t) = &*LEAD_SEARCH
+        && h.len() >= t.minimum_len()
+    {
+        let mut at = 0;
+        while let Some(m) = t.find_in(h, aho_corasick::Span::from(at..h.len())) {
+            if folds_at(h, m.start()) {
+                return true;
+            }
+            at = m.start() + 1;
+        }
+        return false;
+    }
+    folds_by_chunks(h)
+}
+
+/// [`folds`] 16 bytes at a time: an ASCII chunk in one vector test, otherwise only the
+/// lead bytes of [`LEADS`] decoded.
+fn folds_by_chunks(h: &[u8]) -> bool {
     let (chunks, tail) = h.as_chunks::<16>();
     for (k, chunk) in chunks.iter().enumerate() {
         let v = u8x16::new(*chunk);
@@ -248,11 +291,19 @@ mod tests {
         for c in (0x80..=0x10_FFFF).filter_map(char::from_u32) {
             let e = c.encode_utf8(&mut buf);
             assert_eq!(folds(e.as_bytes()), fold(c).is_some(), "U+{:04X}", u32::from(c));
+            let long = format!("{}{c}", "\u{E9}".repeat(40));
+            assert_eq!(
+                folds(long.as_bytes()),
+                fold(c).is_some(),
+                "U+{:04X}",
+                u32::from(c)
+            );
         }
         for c in ['\u{200B}', '\u{FF20}', '\u{E0041}', '\u{0663}', '\u{A0}'] {
-            for pad in 0..40 {
+            for pad in 0..80 {
                 let s = format!("{}{c}{}", "a".repeat(pad), "é".repeat(3));
                 assert!(folds(s.as_bytes()), "{c:?} after {pad}");
+                assert!(folds_by_chunks(s.as_bytes()), "{c:?} after {pad}");
             }
         }
         for s in [

@@ -148,19 +148,19 @@ const EXTENSIONS: [&[u8]; 5] = [b"extension", b"ext.", b"ext", b"x", b"#"];
 fn extension(h: &[u8], e: usize) -> usize {
     let mut i = e + usize::from(h.get(e) == Some(&b' '));
     let rest = h.get(i..).unwrap_or_default();
-    let Some(m) = EXTENSIONS
+    let Some(marker) = EXTENSIONS
         .iter()
-        .find(|m| rest.len() > m.len() && rest[..m.len()].eq_ignore_ascii_case(m))
+        .find(|w| rest.len() > w.len() && rest[..w.len()].eq_ignore_ascii_case(w))
     else {
         return e;
     };
-    i += m.len();
-    if m.len() > 1 && h.get(i) == Some(&b' ') {
+    i += marker.len();
+    if marker.len() > 1 && h.get(i) == Some(&b' ') {
         i += 1;
     }
-    let n = digit_run(h, i, 6);
-    if (1..=6).contains(&n) && !h.get(i + n).copied().is_some_and(super::is_word) {
-        i + n
+    let digits = digit_run(h, i, 6);
+    if (1..=6).contains(&digits) && !h.get(i + digits).copied().is_some_and(super::is_word) {
+        i + digits
     } else {
         e
     }
@@ -178,14 +178,14 @@ fn e164_body(h: &[u8], p: usize) -> Option<(usize, u8)> {
     let mut open = false;
     let mut opened = false;
     loop {
-        let n = digit_run(h, i, 15);
-        if n == 0 {
+        let run = digit_run(h, i, 15);
+        if run == 0 {
             return None;
         }
-        if !(open && n == 1 && h[i] == b'0') {
-            digits += n;
+        if !(open && run == 1 && h[i] == b'0') {
+            digits += run;
         }
-        i += n;
+        i += run;
         end = i;
         if digits > 15 {
             return None;
