@@ -12,7 +12,6 @@
 //! inside it included. Most strings are ASCII, or hold no such character, and cost one
 //! test ([`folds`]).
 
-use aho_corasick::packed;
 use wide::u8x16;
 
 /// What a character stands for in the folded copy.
@@ -147,54 +146,13 @@ fn folds_at(h: &[u8], i: usize) -> bool {
     }
 }
 
-/// The lead bytes of [`LEADS`], for the vector search of [`folds`], in an order that
-/// keeps Teddy's buckets clean. Teddy (slim: 8 buckets) puts patterns with the same low
-/// nibble in one bucket and a new one in bucket `7 - id % 8`, and a bucket fires on
-/// every byte whose high nibble and low nibble each belong to one of its patterns. So
-/// this order pairs only groups that share their high nibble: buckets `E0 F0 E1`,
-/// `C2 E2`, `E3 F3`, `D8 D9`, `EA`, `DB`, `CD`, `DF EF`. None fires on the lead bytes
-/// of Latin (`C3`-`C5`), Greek, Cyrillic (`D0`, `D1`), CJK (`E4`-`E9`) or Hangul (`EB`-`ED`)
-/// text. (Only speed depends on it.)
-const LEAD_BYTES: [u8; 14] = [
-    0xE0, 0xC2, 0xE3, 0xD8, 0xEA, 0xDB, 0xCD, 0xDF, 0xE1, 0xF0, 0xE2, 0xD9, 0xF3, 0xEF,
-];
-
-/// A vectorised search for the lead bytes of [`LEADS`] (`aho-corasick`'s Teddy, chosen
-/// at run time for the CPU), for strings long enough for it; `None` where the CPU has
-/// no such support.
-static LEAD_SEARCH: std::sync::LazyLock<Option<packed::Searcher>> = std::sync::LazyLock::new(|| {
-    let mut builder = packed::Config::new()
-        .match_kind(packed::MatchKind::LeftmostFirst)
-        .heuristic_pattern_limits(false)
-        .builder();
-    for b in LEAD_BYTES {
-        builder.add([b]);
-    }
-    builder.build()
-});
-
 /// Whether `h` holds a character that [`fold`] changes. An ASCII string (most) costs
-/// the standard library's ASCII test; otherwise the lead bytes of [`LEADS`] are found
-/// with a vector search and only they are looked at (the lead bytes of Latin, Greek,
-/// Cyrillic, CJK ideographs and Hangul are not among them).
+/// the standard library's ASCII test; otherwise 16 bytes at a time, only the lead bytes
+/// of [`LEADS`] decoded. (A vector search for those lead bytes with `aho-corasick`'s
+/// Teddy was tried: slower, on prose with accented words, than this loop.)
 #[inline]
 pub(crate) fn folds(h: &[u8]) -> bool {
-    if h.is_ascii() {
-        return false;
-    }
-    if let Some(t) = &*LEAD_SEARCH
-        && h.len() >= t.minimum_len()
-    {
-        let mut at = 0;
-        while let Some(m) = t.find_in(h, aho_corasick::Span::from(at..h.len())) {
-            if folds_at(h, m.start()) {
-                return true;
-            }
-            at = m.start() + 1;
-        }
-        return false;
-    }
-    folds_by_chunks(h)
+    !h.is_ascii() && folds_by_chunks(h)
 }
 
 /// [`folds`] 16 bytes at a time: an ASCII chunk in one vector test, otherwise only the

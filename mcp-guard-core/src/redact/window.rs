@@ -43,8 +43,10 @@ struct Classes {
     space: u64,
     dash: u64,
     dot: u64,
-    /// `( ) + /`, which phone numbers may start with or hold (`555/123-4567`).
+    /// `( ) +`, which phone numbers may start with or hold.
     punct: u64,
+    /// `/`, a separator of phone groups (`555/123-4567`).
+    slash: u64,
     /// The trigger bytes that are not digits: `@ : _ - A J`.
     other: u64,
 }
@@ -60,6 +62,7 @@ impl Classes {
             dash: f(self.dash, o.dash),
             dot: f(self.dot, o.dot),
             punct: f(self.punct, o.punct),
+            slash: f(self.slash, o.slash),
             other: f(self.other, o.other),
         }
     }
@@ -106,7 +109,8 @@ fn classify_chunk(c: [u8; CHUNK]) -> Classes {
         space: mask(eq(b' ')),
         dash: mask(dash),
         dot: mask(eq(b'.')),
-        punct: mask(eq(b'(') | eq(b')') | eq(b'+') | eq(b'/')),
+        punct: mask(eq(b'(') | eq(b')') | eq(b'+')),
+        slash: mask(eq(b'/')),
         other: mask(eq(b'@') | eq(b':') | eq(b'_') | dash | eq(b'A') | eq(b'J')),
     }
 }
@@ -179,12 +183,12 @@ impl Window {
     ///   unless the groups are spaced and a number and a space come just before (a list
     ///   of numbers); or a `2` to `6` and 12 digits or more;
     /// - an SSN: three digits, a space or `-`, then two digits;
-    /// - a phone number: three digits, a space, `-`, `.` or one of `( ) + /`, three
-    ///   digits, one of those again and four digits (also right after a digit and `-` or `.`: a `1-`
+    /// - a phone number: three digits, a space, `-`, `.` or `/`, three digits, one of
+    ///   those again and four digits (also right after a digit and `-` or `.`: a `1-`
     ///   or `001-` prefix); one digit, one of those separators, then three digits or
     ///   `(`; or any run after `(`, `)` or `+`;
-    /// - a run of 10 digits or more, which a word nearby can make a phone number (10,
-    ///   11) or a card (12, or 15 from a `1`);
+    /// - a run of exactly 10, 11, 12 or 15 digits, which a word nearby can make a phone
+    ///   number (10, 11) or a card (12, or 15 from a `1`);
     /// - an IPv4 address: two groups of one to three digits, each followed by `.`;
     ///
     /// and none but the last and the first phone shape where a digit and `-` come just
@@ -204,8 +208,7 @@ impl Window {
             let end = d & !(d >> 1);
             let (space, dot) = (c.space, c.dot);
             let sep = space | c.dash;
-            // (With `( ) + /`: a superset of the separators of phone groups.)
-            let sep_dot = sep | dot | c.punct;
+            let sep_dot = sep | dot | c.slash;
             let d2 = d & (d >> 1);
             let d4 = d2 & (d2 >> 2);
             let d8 = d4 & (d4 >> 4);
@@ -229,8 +232,13 @@ impl Window {
             let ssn = g3 & (sep >> 3) & (g2 >> 4);
             let phone_groups = three & (three >> 4) & (g4 >> 8);
             let phone = end & (sep_dot >> 1) & ((g3 | c.punct) >> 2) | (c.punct << 1);
-            // Runs of 10 digits or more (a superset of the runs of 10, 11, 12 and 15).
-            let lengths = d8 & (d2 >> 8);
+            // Runs of exactly 10, 11, 12 and 15 digits.
+            let d10 = d8 & (d2 >> 8);
+            let d12 = d8 & (d4 >> 8);
+            let lengths = d10 & (end >> 9)
+                | d10 & (d >> 10) & (end >> 10)
+                | d12 & (end >> 11)
+                | d12 & (d2 >> 12) & (d >> 14) & (end >> 14);
             // A group of one to three digits at `j` followed by `.`, `group`; and such a
             // group followed by another, `ip` (the last digit of the first group at `j`,
             // `j + 1` or `j + 2`).
@@ -332,7 +340,7 @@ mod tests {
                 assert_eq!(got.space & bit, want(b == b' '), "space {b:#04x}");
                 assert_eq!(got.dash & bit, want(b == b'-'), "dash {b:#04x}");
                 assert_eq!(got.dot & bit, want(b == b'.'), "dot {b:#04x}");
-                assert_eq!(got.punct & bit, want(b"()+/".contains(&b)), "punct {b:#04x}");
+                assert_eq!(got.punct & bit, want(b"()+".contains(&b)), "punct {b:#04x}");
                 assert_eq!(got.other & bit, want(b"@:_-AJ".contains(&b)), "other {b:#04x}");
                 assert_eq!((got.digit | got.other) & !bit, 0, "only lane {lane}");
             }
