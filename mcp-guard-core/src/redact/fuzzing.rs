@@ -87,6 +87,15 @@ pub fn check_str(data: &[u8]) {
     let (bytes, planted) = plant(data);
     let text = String::from_utf8_lossy(&bytes);
     check_scan(text.as_bytes());
+    // The vector searches for characters that fold against the chunk loop, on the
+    // text and on the raw bytes (which need not be UTF-8).
+    for h in [text.as_bytes(), &bytes] {
+        assert_eq!(
+            super::unicode::folds(h),
+            super::unicode::folds_by_chunks(h),
+            "fold tests disagree on {h:?}"
+        );
+    }
     for r in redactors() {
         let known = r.snapshot();
         assert!(

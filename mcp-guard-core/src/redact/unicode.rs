@@ -12,6 +12,9 @@
 //! inside it included. Most strings are ASCII, or hold no such character, and cost one
 //! test ([`folds`]).
 
+use std::sync::LazyLock;
+
+use aho_corasick::packed;
 use wide::u8x16;
 
 /// What a character stands for in the folded copy.
@@ -147,17 +150,195 @@ fn folds_at(h: &[u8], i: usize) -> bool {
 }
 
 /// Whether `h` holds a character that [`fold`] changes. An ASCII string (most) costs
-/// the standard library's ASCII test; otherwise 16 bytes at a time, only the lead bytes
-/// of [`LEADS`] decoded. (A vector search for those lead bytes with `aho-corasick`'s
-/// Teddy was tried: slower, on prose with accented words, than this loop.)
+/// the standard library's ASCII test. Otherwise, a string of [`SEARCHED`] bytes or more
+/// goes to the vector searches of [`Searches`]; a shorter one is tested 16 bytes at a
+/// time.
 #[inline]
 pub(crate) fn folds(h: &[u8]) -> bool {
-    !h.is_ascii() && folds_by_chunks(h)
+    if h.is_ascii() {
+        return false;
+    }
+    match SEARCHES.as_ref() {
+        Some(s) if h.len() >= SEARCHED => s.folds(h),
+        _ => folds_by_chunks(h),
+    }
+}
+
+/// Strings at least this long are tested with [`Searches`] (shorter ones cost less in
+/// the chunk loop than calls into the searchers).
+const SEARCHED: usize = 64;
+
+/// After this many places a search stopped at that hold no character that folds, the
+/// string is tested by the chunk loop instead (text in a script whose letters share
+/// their first bytes with digits that fold: Devanagari, Arabic, Vietnamese…).
+const MISSES: usize = 8;
+
+/// The lead bytes of the characters that fold which are common in text (Latin-1
+/// symbols, general punctuation, CJK punctuation, full-width forms, emoji): searched
+/// for with the byte after them.
+const COMMON_LEADS: [u8; 5] = [0xC2, 0xE2, 0xE3, 0xEF, 0xF0];
+
+/// The searches built once (`None` where the CPU has no vector support for them).
+static SEARCHES: LazyLock<Option<Searches>> = LazyLock::new(Searches::new);
+
+/// Two vector searches (`aho-corasick`'s Teddy, chosen at run time for the CPU) that
+/// between them stop at every character that [`fold`] changes, and at few others.
+/// (Teddy on the lead bytes alone stopped at every dash, quote, kana and emoji, and
+/// was slower than the chunk loop; Teddy on the first two bytes of every such
+/// character, 86 pairs, mixed too many of them in its 16 buckets and was slower still.)
+#[derive(Debug)]
+struct Searches {
+    /// The first two bytes of each character that folds whose lead is one of
+    /// [`COMMON_LEADS`]: it passes over `→` (`E2 86`), kana (`E3 81`-`E3 83`) and most
+    /// symbols, and stops at `E2 80` (U+2000-U+203F: spaces, zero-width characters
+    /// and hyphens, but also quotes and dashes), `E3 80` (CJK punctuation), `F0 9F`
+    /// (emoji) and full-width forms.
+    common: packed::Searcher,
+    /// The other lead bytes (Arabic and N'Ko digits, Indic and South-East Asian
+    /// digits, combining grapheme joiner, tags…), each alone: none starts a letter of
+    /// Latin, Greek, Cyrillic, Hebrew, CJK or Hangul text.
+    rare: packed::Searcher,
+}
+
+impl Searches {
+    fn new() -> Option<Self> {
+        let build = |patterns: Vec<Vec<u8>>| {
+            let mut builder = packed::Config::new()
+                .match_kind(packed::MatchKind::LeftmostFirst)
+                .heuristic_pattern_limits(false)
+                .builder();
+            for p in patterns {
+                builder.add(p);
+            }
+            builder.build().filter(|s| s.minimum_len() <= SEARCHED)
+        };
+        Some(Self {
+            common: build(common_patterns())?,
+            rare: build(RARE_LEADS.iter().map(|&b| vec![b]).collect())?,
+        })
+    }
+
+    /// [`folds`] of `h` (not ASCII, [`SEARCHED`] bytes or more).
+    fn folds(&self, h: &[u8]) -> bool {
+        match stops(&self.common, h).or_else(|| stops(&self.rare, h)) {
+            Some(Stop::Folds) => true,
+            Some(Stop::Misses) => folds_by_chunks(h),
+            None => false,
+        }
+    }
+}
+
+/// Why [`stops`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// At a character that folds.
+    Folds,
+    /// At [`MISSES`] places that hold none.
+    Misses,
+}
+
+/// Runs `search` over `h` and tests each place it stops at with [`folds_at`]; `None`
+/// when it finds no character that folds.
+fn stops(search: &packed::Searcher, h: &[u8]) -> Option<Stop> {
+    let mut at = 0;
+    for _ in 0..MISSES {
+        let m = search.find_in(h, aho_corasick::Span::from(at..h.len()))?;
+        if folds_at(h, m.start()) {
+            return Some(Stop::Folds);
+        }
+        at = m.start() + 1;
+    }
+    Some(Stop::Misses)
+}
+
+/// The lead bytes of the characters that fold other than [`COMMON_LEADS`], in the order
+/// given to Teddy. Teddy (8 buckets, one byte) puts the pattern at index `i` in bucket
+/// `7 - i % 8` and tests a byte against a bucket by its high and low nibble
+/// separately: the first and the last share a bucket and a high nibble, so each bucket
+/// fires on its own bytes only (a bucket of `CD` and `F3` would fire on `C3`, the lead of
+/// every accented Latin letter). Only speed depends on the order.
+const RARE_LEADS: [u8; 9] = [0xD9, 0xCD, 0xD8, 0xDF, 0xE0, 0xE1, 0xEA, 0xF3, 0xDB];
+
+/// The bucket of Teddy's 8 that a two-byte pattern of the common search should go to:
+/// one for `C2`/`E2`, one for `E3`, three for `EF` and three for `F0`, so that a bucket
+/// tests one lead byte (or `C2` and `E2`, which Teddy cannot tell apart cheaply) and
+/// few second bytes.
+fn common_bucket(p: [u8; 2]) -> usize {
+    match p {
+        [0xC2 | 0xE2, _] => 0,
+        [0xE3, _] => 1,
+        [0xEF, 0x80..=0xB9] => 2,
+        [0xEF, 0xBA..=0xBD] => 3,
+        [0xEF, _] => 4,
+        [_, 0x80..=0x96] => 5,
+        [_, 0x97..=0x9D] => 6,
+        _ => 7,
+    }
+}
+
+/// The two-byte patterns of the common search, ordered so that each lands in its
+/// [`common_bucket`]. Teddy (`aho-corasick` 1.1, 8 buckets for up to 32 patterns) puts
+/// the first pattern with a new pair of low nibbles at index `i` in bucket `7 - i % 8`,
+/// and each later one with the same low nibbles in that same bucket; where no pattern
+/// fits an index, a copy of one already placed fills it. Only speed depends on it.
+fn common_patterns() -> Vec<Vec<u8>> {
+    let mut pending: Vec<[u8; 2]> = fold_prefixes()
+        .into_iter()
+        .filter(|p| COMMON_LEADS.contains(&p[0]))
+        .collect();
+    let nibbles = |p: [u8; 2]| [p[0] & 15, p[1] & 15];
+    let mut placed: Vec<([u8; 2], usize)> = Vec::new();
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    while !pending.is_empty() {
+        let bucket = 7 - out.len() % 8;
+        let bucket_of = |p: [u8; 2]| {
+            placed
+                .iter()
+                .find(|(q, _)| nibbles(*q) == nibbles(p))
+                .map(|(_, b)| *b)
+        };
+        let pick = pending
+            .iter()
+            .position(|&p| bucket_of(p).is_none() && common_bucket(p) == bucket)
+            .or_else(|| pending.iter().position(|&p| bucket_of(p).is_some()));
+        let p = match pick {
+            Some(k) => pending.remove(k),
+            // A filler: a full-width pair placed already (its bucket tests `EF` alone).
+            None => placed
+                .iter()
+                .find(|(q, _)| q[0] == 0xEF)
+                .map_or(placed[0].0, |(q, _)| *q),
+        };
+        if bucket_of(p).is_none() {
+            placed.push((p, bucket));
+        }
+        out.push(p.to_vec());
+    }
+    out
+}
+
+/// The first two bytes of the UTF-8 encodings of every character [`fold`] changes
+/// (each of which takes two bytes or more), sorted and without repeats.
+fn fold_prefixes() -> Vec<[u8; 2]> {
+    let mut buf = [0u8; 4];
+    let mut out: Vec<[u8; 2]> = (0x80..=0x10_FFFF)
+        .filter_map(char::from_u32)
+        // Planes 2 to 13 hold nothing that folds (checked by the tests): skipped.
+        .filter(|&c| !(0x2_0000..0xE_0000).contains(&u32::from(c)))
+        .filter(|&c| fold(c).is_some())
+        .map(|c| {
+            let e = c.encode_utf8(&mut buf).as_bytes();
+            [e[0], e[1]]
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// [`folds`] 16 bytes at a time: an ASCII chunk in one vector test, otherwise only the
 /// lead bytes of [`LEADS`] decoded.
-fn folds_by_chunks(h: &[u8]) -> bool {
+pub(crate) fn folds_by_chunks(h: &[u8]) -> bool {
     let (chunks, tail) = h.as_chunks::<16>();
     for (k, chunk) in chunks.iter().enumerate() {
         let v = u8x16::new(*chunk);
@@ -289,6 +470,55 @@ mod tests {
             "résumé 東京 データ — → 🙂 привет",
         ] {
             assert!(!folds(s.as_bytes()), "{s}");
+        }
+    }
+
+    /// The vector searches stop at every character that folds, after any number of
+    /// places that hold none (past [`MISSES`] the chunk loop takes over), and agree
+    /// with the chunk loop on text of many scripts.
+    #[test]
+    fn searches_find_what_the_chunk_loop_finds() {
+        assert!(common_patterns().len() <= 32, "more than Teddy's slim form holds");
+        let Some(searches) = Searches::new() else {
+            return;
+        };
+        let fillers = [
+            "é",
+            "—",
+            "’",
+            "データ",
+            "🙂",
+            "привет",
+            "東京",
+            "¡",
+            "क",
+            "ạ",
+            "한",
+            "ا",
+            "、",
+        ];
+        let folding = [
+            '\u{200B}',
+            '\u{FF14}',
+            '\u{0663}',
+            '\u{A0}',
+            '\u{E0041}',
+            '\u{0967}',
+            '\u{2013}',
+            '\u{3000}',
+        ];
+        for filler in fillers {
+            for reps in [0, 1, 7, 8, 9, 40] {
+                let base = format!("{}{}", "x".repeat(64), filler.repeat(reps));
+                assert!(!searches.folds(base.as_bytes()), "{filler} x{reps}");
+                assert!(!folds_by_chunks(base.as_bytes()), "{filler} x{reps}");
+                for c in folding {
+                    let s = format!("{base}{c}{filler}");
+                    assert!(searches.folds(s.as_bytes()), "{filler} x{reps} then {c:?}");
+                    let s = format!("{c}{base}");
+                    assert!(searches.folds(s.as_bytes()), "{c:?} then {filler} x{reps}");
+                }
+            }
         }
     }
 
