@@ -92,8 +92,9 @@
 //! (every default-ignorable code point: zero-width spaces and joiners, bidirectional
 //! controls, variation selectors, tags…) inside it are read as absent, decimal digits
 //! of every script as `0`-`9`, full-width and small forms of ASCII as ASCII, other
-//! spaces as a space and hyphens as `-`; the whole original span is replaced. A string
-//! with no such character costs one vector test for them.
+//! spaces as a space and hyphens as `-`; the whole original span is replaced. An ASCII
+//! string costs the standard library's ASCII test for them; another one two vector
+//! searches for the first bytes of such characters.
 //!
 //! # Limits
 //! Names, street addresses and other free-text PII need a different kind of detector.

@@ -171,7 +171,7 @@ const SEARCHED: usize = 64;
 /// After this many places a search stopped at that hold no character that folds, the
 /// string is tested by the chunk loop instead (text in a script whose letters share
 /// their first bytes with digits that fold: Devanagari, Arabic, Vietnamese…).
-const MISSES: usize = 8;
+const MISSES: usize = 32;
 
 /// The lead bytes of the characters that fold which are common in text (Latin-1
 /// symbols, general punctuation, CJK punctuation, full-width forms, emoji): searched
@@ -282,7 +282,8 @@ fn common_bucket(p: [u8; 2]) -> usize {
 /// and each later one with the same low nibbles in that same bucket; where no pattern
 /// fits an index, a copy of one already placed fills it. Only speed depends on it.
 fn common_patterns() -> Vec<Vec<u8>> {
-    let mut pending: Vec<[u8; 2]> = fold_prefixes()
+    let encodings = fold_encodings();
+    let mut pending: Vec<[u8; 2]> = prefixes(&encodings)
         .into_iter()
         .filter(|p| COMMON_LEADS.contains(&p[0]))
         .collect();
@@ -312,25 +313,42 @@ fn common_patterns() -> Vec<Vec<u8>> {
         if bucket_of(p).is_none() {
             placed.push((p, bucket));
         }
-        out.push(p.to_vec());
+        out.push(common_pattern(&encodings, p));
     }
     out
 }
 
-/// The first two bytes of the UTF-8 encodings of every character [`fold`] changes
-/// (each of which takes two bytes or more), sorted and without repeats.
-fn fold_prefixes() -> Vec<[u8; 2]> {
+/// The pattern of the common search for the characters that fold whose first two
+/// bytes are `p`: their first three bytes where they all share them, else `p`. So the
+/// search passes over the CJK punctuation after U+3000 (`E3 80 80`, the ideographic
+/// space) and the emoji before U+1FBF0 (`F0 9F AF`, segmented digits) without stopping.
+fn common_pattern(encodings: &[Vec<u8>], p: [u8; 2]) -> Vec<u8> {
+    let mut thirds = encodings
+        .iter()
+        .filter(|e| e.len() > 2 && e[..2] == p)
+        .map(|e| e[2]);
+    match thirds.next() {
+        Some(t) if thirds.all(|u| u == t) => vec![p[0], p[1], t],
+        _ => p.to_vec(),
+    }
+}
+
+/// The UTF-8 encodings of every character [`fold`] changes (each takes two bytes or
+/// more).
+fn fold_encodings() -> Vec<Vec<u8>> {
     let mut buf = [0u8; 4];
-    let mut out: Vec<[u8; 2]> = (0x80..=0x10_FFFF)
+    (0x80..=0x10_FFFF)
         .filter_map(char::from_u32)
         // Planes 2 to 13 hold nothing that folds (checked by the tests): skipped.
         .filter(|&c| !(0x2_0000..0xE_0000).contains(&u32::from(c)))
         .filter(|&c| fold(c).is_some())
-        .map(|c| {
-            let e = c.encode_utf8(&mut buf).as_bytes();
-            [e[0], e[1]]
-        })
-        .collect();
+        .map(|c| c.encode_utf8(&mut buf).as_bytes().to_vec())
+        .collect()
+}
+
+/// The first two bytes of `encodings`, sorted and without repeats.
+fn prefixes(encodings: &[Vec<u8>]) -> Vec<[u8; 2]> {
+    let mut out: Vec<[u8; 2]> = encodings.iter().map(|e| [e[0], e[1]]).collect();
     out.sort_unstable();
     out.dedup();
     out
@@ -479,6 +497,12 @@ mod tests {
     #[test]
     fn searches_find_what_the_chunk_loop_finds() {
         assert!(common_patterns().len() <= 32, "more than Teddy's slim form holds");
+        for p in prefixes(&fold_encodings()) {
+            assert!(
+                COMMON_LEADS.contains(&p[0]) != RARE_LEADS.contains(&p[0]),
+                "{p:02X?}"
+            );
+        }
         let Some(searches) = Searches::new() else {
             return;
         };
