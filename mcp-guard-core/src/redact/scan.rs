@@ -579,7 +579,11 @@ impl Scanner {
     /// and `.` (IPv4); a `1` and a separator (a phone prefix); ten digits, or eleven
     /// from a `1`, that a word nearby may name a phone number. Most numbers in a table
     /// (`12, 3.5, 2024/01/02, 1715000000, 34189.80`) fail this at once.
-    #[inline]
+    #[allow(
+        clippy::inline_always,
+        reason = "one call per digit run from two loops; out of line it is a call for every number of a table"
+    )]
+    #[inline(always)]
     fn numeric_maybe(h: &[u8], p: usize, run: usize, hints: Hints) -> bool {
         let next = h.get(p + run).copied().unwrap_or(0);
         let shaped = match run {
@@ -614,22 +618,20 @@ impl Scanner {
         };
         // A Maestro number of 12 to 15 digits in one run needs a word or a key that
         // names a card; cards from `1` (JCB `1800`) have 15 digits, from `0` (`0604`) 12.
+        // No other issuer has 12 to 15 digits from `0`, `5` or `6`, so without such a
+        // word the card detector is not run at all.
         let short = (12..=15).contains(&run) && matches!(first, b'0' | b'5' | b'6');
-        // Thirteen digits next to `EAN`, `ISBN`… are a product code (a Visa number
-        // of that length would pass as well one time in ten).
-        let product = run == 13 && (hints.product || context::product_near(h, p, p + run));
+        // The words around a number are read last, only for a number of a card's shape:
+        // thirteen digits next to `EAN`, `ISBN`… are a product code (a Visa number of
+        // that length would pass as well one time in ten).
         if (run == 4 && sep && (g2 == 4 || g2 == 6)
             || (13..=19).contains(&run) && matches!(first, b'2'..=b'6')
             || run == 15 && first == b'1'
             || short)
-            && !product
             && self.on(Kind::CreditCard)
-            && let Some(end) = numeric::card(
-                h,
-                p,
-                run,
-                short && (hints.card || context::card_near(h, p, p + run)),
-            )
+            && !(run == 13 && (hints.product || context::product_near(h, p, p + run)))
+            && (!short || hints.card || context::card_near(h, p, p + run))
+            && let Some(end) = numeric::card(h, p, run, short)
         {
             found.push(Hit {
                 start: p,
