@@ -3,15 +3,24 @@
 //! numbers of concurrent callers. Group commit is what makes the high-concurrency
 //! rows possible: one sync covers every record queued while the previous one ran.
 //!
+//! A second table measures whole calls: `tools/call` through the audit layer, policy
+//! and the router to an in-process upstream, with a durable sink, at 1 and 16
+//! concurrent callers: durable calls per second and the latency a caller sees. This
+//! is the figure that counts the audit layer's syncs on a call's critical path.
+//!
 //! Run: `cargo bench -p mcp-guard-benches --bench audit` (release build). The files go
 //! to `$AUDIT_BENCH_DIR` or a temporary directory under `benches/`; put them on the
-//! disk you mean to measure (a tmpfs makes every sync free).
+//! disk you mean to measure (a tmpfs makes every sync free). `AUDIT_BENCH_ONLY=calls`
+//! (or `records`) runs one table.
 #![allow(
     clippy::print_stdout,
     clippy::unwrap_used,
     clippy::cast_precision_loss,
     missing_docs
 )]
+
+#[path = "src/stack_support.rs"]
+mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -89,6 +98,113 @@ async fn run(sink: Arc<dyn AuditSink>, callers: usize, total: usize) -> Figures 
     }
 }
 
+/// An in-process gateway (one echo upstream) and its guard stack over `sink`:
+/// audit (pass-through redactor) → policy (allow all) → router.
+async fn call_stack(sink: Arc<dyn AuditSink>) -> (mcp_guard_tower::Gateway, mcp_guard_tower::GuardService) {
+    use mcp_guard_core::RmcpUpstream;
+    use mcp_guard_core::upstream::{InProcessConnector, UpstreamOptions};
+    use mcp_guard_tower::{AuditLayer, EndpointSpec, EnforcePolicyLayer, Gateway, Router, Selection};
+    let upstream = RmcpUpstream::new(
+        support::SERVER,
+        InProcessConnector::new(support::SERVER, || support::Echo),
+        UpstreamOptions::default(),
+    );
+    upstream.connect().await.unwrap();
+    let gateway = Gateway::builder()
+        .server(Arc::new(upstream))
+        .endpoint(
+            EndpointSpec::new(support::ENDPOINT)
+                .without_namespace()
+                .server(support::SERVER, Selection::none().tools(["*"]).unwrap()),
+        )
+        .build()
+        .await
+        .unwrap();
+    let stack = tower::ServiceBuilder::new()
+        .layer(AuditLayer::new(sink, Arc::new(support::PassThrough)))
+        .layer(EnforcePolicyLayer::new(support::allow_all()))
+        .service(Router::new());
+    (gateway, tower::util::BoxCloneSyncService::new(stack))
+}
+
+/// `total` echo calls through the guard stack from `callers` concurrent tasks.
+async fn run_calls(sink: Arc<dyn AuditSink>, callers: usize, total: usize) -> Figures {
+    use mcp_guard_core::{CallContext, Principal};
+    use mcp_guard_tower::McpRequest;
+    use rmcp::model::{CallToolRequest, CallToolRequestParams, ClientRequest, ServerResult};
+    use tower::ServiceExt as _;
+    let (gateway, service) = call_stack(sink).await;
+    let endpoint = gateway.endpoint(support::ENDPOINT).unwrap();
+    let principal = Arc::new(Principal::user("alice"));
+    let per = total / callers;
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|c| {
+            let (service, endpoint, principal) = (service.clone(), endpoint.clone(), principal.clone());
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(per);
+                for k in 0..per {
+                    let args = serde_json::json!({"text": format!("/srv/docs/report-{}.md", c * per + k)});
+                    let params = CallToolRequestParams::new("echo")
+                        .with_arguments(args.as_object().cloned().unwrap_or_default());
+                    let request = McpRequest::new(
+                        ClientRequest::CallToolRequest(CallToolRequest::new(params)),
+                        CallContext::new(principal.clone(), support::ENDPOINT),
+                        endpoint.snapshot(),
+                    );
+                    let t = Instant::now();
+                    let r = service.clone().oneshot(request).await.unwrap();
+                    lat.push(t.elapsed());
+                    assert!(matches!(r, ServerResult::CallToolResult(_)));
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(total);
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let elapsed = start.elapsed();
+    gateway.shutdown().await;
+    all.sort();
+    Figures {
+        per_sec: all.len() as f64 / elapsed.as_secs_f64(),
+        p50: all[all.len() / 2],
+        p99: all[all.len() * 99 / 100],
+    }
+}
+
+/// The sink `name` (`sqlite`, `jsonl`, `jsonl+mac`, `sqlite+jsonl`) in `dir`.
+fn open_sink(dir: &std::path::Path, name: &str, key: &MacKey) -> Arc<dyn AuditSink> {
+    let sqlite = || {
+        Arc::new(SqliteAuditSink::open(dir.join("audit.db"), SqliteOptions::default()).unwrap())
+            as Arc<dyn AuditSink>
+    };
+    let jsonl = |mac: bool| {
+        let mut o = JsonLinesOptions::default();
+        if mac {
+            o.mac_key = Some(key.clone());
+        }
+        Arc::new(JsonLinesAuditSink::open(dir.join("jsonl"), o).unwrap()) as Arc<dyn AuditSink>
+    };
+    match name {
+        "sqlite" => sqlite(),
+        "jsonl" => jsonl(false),
+        "jsonl+mac" => jsonl(true),
+        _ => Arc::new(FanOut::new(vec![sqlite(), jsonl(false)])),
+    }
+}
+
+fn print_row(name: &str, callers: usize, f: &Figures) {
+    println!(
+        "{name:<18} {callers:>8} {:>12.0} {:>8.0}us {:>8.0}us",
+        f.per_sec,
+        f.p50.as_secs_f64() * 1e6,
+        f.p99.as_secs_f64() * 1e6
+    );
+}
+
 fn main() {
     // `cargo test --benches` passes `--bench`-less args; run a tiny smoke pass then.
     let smoke = !std::env::args().any(|a| a == "--bench");
@@ -101,49 +217,57 @@ fn main() {
         Into::into,
     );
     let key = MacKey::new(b"bench key, thirty-two bytes long".to_vec()).unwrap();
-    let levels: &[usize] = if smoke { &[4] } else { &[1, 16, 64, 256] };
+    let only = std::env::var("AUDIT_BENCH_ONLY").unwrap_or_default();
+    let levels: &[usize] = if smoke {
+        &[4]
+    } else if only == "calls" {
+        &[]
+    } else {
+        &[1, 16, 64, 256]
+    };
     println!(
         "{:<18} {:>8} {:>12} {:>10} {:>10}",
         "sink", "callers", "records/s", "p50", "p99"
     );
     for &callers in levels {
-        let total = if smoke {
-            40
-        } else if callers == 1 {
-            2_000
-        } else {
-            40_000
+        let total = match (smoke, callers) {
+            (true, _) => 40,
+            (false, 1) => 2_000,
+            _ => 40_000,
         };
         for name in ["sqlite", "jsonl", "jsonl+mac", "sqlite+jsonl"] {
             let dir = tempfile::tempdir_in(&base).unwrap();
+            let figures = runtime.block_on(run(open_sink(dir.path(), name, &key), callers, total));
+            print_row(name, callers, &figures);
+        }
+    }
+    let levels: &[usize] = if smoke {
+        &[4]
+    } else if only == "records" {
+        &[]
+    } else {
+        &[1, 16]
+    };
+    println!();
+    println!(
+        "{:<18} {:>8} {:>12} {:>10} {:>10}",
+        "calls through", "callers", "calls/s", "p50", "p99"
+    );
+    for &callers in levels {
+        let total = match (smoke, callers) {
+            (true, _) => 40,
+            (false, 1) => 2_000,
+            _ => 20_000,
+        };
+        for name in ["sqlite", "jsonl", "sqlite+jsonl"] {
+            let dir = tempfile::tempdir_in(&base).unwrap();
             let figures = runtime.block_on(async {
-                let sqlite = || {
-                    Arc::new(
-                        SqliteAuditSink::open(dir.path().join("audit.db"), SqliteOptions::default()).unwrap(),
-                    ) as Arc<dyn AuditSink>
-                };
-                let jsonl = |mac: bool| {
-                    let mut o = JsonLinesOptions::default();
-                    if mac {
-                        o.mac_key = Some(key.clone());
-                    }
-                    Arc::new(JsonLinesAuditSink::open(dir.path().join("jsonl"), o).unwrap())
-                        as Arc<dyn AuditSink>
-                };
-                let sink: Arc<dyn AuditSink> = match name {
-                    "sqlite" => sqlite(),
-                    "jsonl" => jsonl(false),
-                    "jsonl+mac" => jsonl(true),
-                    _ => Arc::new(FanOut::new(vec![sqlite(), jsonl(false)])),
-                };
-                run(sink, callers, total).await
+                let sink = open_sink(dir.path(), name, &key);
+                let figures = run_calls(sink.clone(), callers, total).await;
+                sink.flush().await.unwrap();
+                figures
             });
-            println!(
-                "{name:<18} {callers:>8} {:>12.0} {:>8.0}us {:>8.0}us",
-                figures.per_sec,
-                figures.p50.as_secs_f64() * 1e6,
-                figures.p99.as_secs_f64() * 1e6
-            );
+            print_row(name, callers, &figures);
         }
     }
 }

@@ -8,7 +8,8 @@
 #              gateway: the same checks talk to `mcp-guard serve`, which fronts those servers.
 #   --fixture  conformance fixture binary   (env FIXTURE_BIN;   default: cargo's debug build)
 #   --gateway  mcp-guard binary             (env MCP_GUARD_BIN; default: cargo's debug build)
-#   --only     comma list of groups: py,inspector,everything,conformance,oauth,pinning (default: all)
+#   --only     comma list of groups: py,inspector,everything,conformance,oauth,pinning,upstreams
+#              (default: all)
 #
 # Env: INTEROP_TARGET (same as --target), INTEROP_OUT (artifacts; default interop/.out),
 #      INTEROP_GATEWAY_CONFIG (use this gateway config file instead of the generated one),
@@ -29,7 +30,7 @@ repo="$(cd "$here/.." && pwd)"
 target="${INTEROP_TARGET:-direct}"
 fixture="${FIXTURE_BIN:-}"
 gateway="${MCP_GUARD_BIN:-}"
-only="py,inspector,everything,conformance,oauth,pinning"
+only="py,inspector,everything,conformance,oauth,pinning,upstreams"
 orig_args=("$@")
 while (($#)); do
     case "$1" in
@@ -37,7 +38,7 @@ while (($#)); do
         --fixture) fixture="$2"; shift 2 ;;
         --gateway) gateway="$2"; shift 2 ;;
         --only) only="$2"; shift 2 ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -65,6 +66,8 @@ conf_stable="$here/node_modules/@modelcontextprotocol/conformance/dist/index.js"
 conf_next="$here/node_modules/conformance-next/dist/index.js"
 everything_js="$here/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
 baseline="$here/conformance/direct-baseline.yml"
+legacy_baseline="$here/conformance/legacy-upstream-baseline.yml"
+legacy_allowed="$here/conformance/legacy-upstream-differences.txt"
 
 [[ -x "$py" && -x "$here/node_modules/.bin/node" ]] || { echo "run.sh: run interop/setup.sh first" >&2; exit 2; }
 [[ -x "$fixture" ]] || { echo "run.sh: fixture binary not found: $fixture (cargo build -p mcp-guard-examples)" >&2; exit 2; }
@@ -162,6 +165,10 @@ write_gateway_config() { # file, port
     cat >"$file" <<EOF
 [gateway]
 listen = "127.0.0.1:$port"
+# The Inspector CLI starts a gateway per command and lists once, at once: wait for every
+# server's first start (npx can take seconds on a busy machine) rather than answer with
+# the servers connected so far, as the default of 3 s would.
+startup_wait_ms = 30000
 
 [auth]
 dangerously_allow_anonymous = { id = "interop", roles = ["interop"] }
@@ -192,6 +199,23 @@ resources = ["*"]
 description = "the fixture alone, names unchanged"
 namespace = false
 [endpoints.conformance.servers.fixture]
+tools = ["*"]
+prompts = ["*"]
+resources = ["*"]
+
+# The same fixture spoken to on the legacy protocol (initialize), whatever it offers: its
+# own elicitation/sampling requests then reach the client (as input-required results for
+# 2026-07-28 clients). The conformance suite must pass the same way through both.
+[servers.fixture_legacy]
+transport = "stdio"
+command = "$fixture"
+args = ["--stdio"]
+protocol = "legacy"
+
+[endpoints.conformance-legacy]
+description = "the fixture alone, names unchanged, legacy protocol upstream"
+namespace = false
+[endpoints.conformance-legacy.servers.fixture_legacy]
 tools = ["*"]
 prompts = ["*"]
 resources = ["*"]
@@ -230,6 +254,7 @@ if [[ "$target" == direct ]]; then
 else
     start_gateway_http
     MAIN_URL="$GATEWAY_BASE/interop"; CONF_URL="$GATEWAY_BASE/conformance"
+    CONF_LEGACY_URL="$GATEWAY_BASE/conformance-legacy"
     # Through env(1): the Inspector takes a --config argument as its own.
     MAIN_STDIO=(env "MCP_GUARD_CONFIG=$GATEWAY_CONFIG" "$gateway" serve --stdio --endpoint interop)
     PREFIX="fixture__"
@@ -245,8 +270,11 @@ if want py; then
         for transport in http stdio; do
             label="$transport-$mode"
             if [[ "$transport" == http ]]; then where=(--url "$MAIN_URL"); else where=(--stdio "${MAIN_STDIO[@]}"); fi
+            # Through the gateway the SDK must end its session without a warning (the
+            # fixture alone answers DELETE with rmcp's 202, which the SDK warns about).
+            clean=(); [[ "$target" == gateway ]] && clean=(--expect-clean-exit)
             timeout 60 "$py" "$here/checks/py_client.py" --label "$label" --mode "$mode" \
-                --prefix "$PREFIX" --expect-version "${where[@]}" >"$out/py-$label.txt" 2>"$out/py-$label.err"
+                --prefix "$PREFIX" --expect-version "${clean[@]}" "${where[@]}" >"$out/py-$label.txt" 2>"$out/py-$label.err"
             while read -r verdict name rest; do
                 case "$verdict" in
                     PASS) pass "$name" ;;
@@ -309,15 +337,15 @@ fi
 # Both runner versions run the whole suite (`--suite all`) with the direct baseline as expected
 # failures: exit 0 means the failures match the baseline exactly. Through the gateway the
 # result must be the same (differential run), so the same baseline applies.
-conformance() { # label, runner js, extra args...
-    local label="$1" js="$2"; shift 2
+conformance() { # label, runner js, url, expected failures, extra args...
+    local label="$1" js="$2" url="$3" expected="$4"; shift 4
     local dir="$out/conformance-$label"
-    timeout 180 node "$js" server --url "$CONF_URL" --suite all \
-        --expected-failures "$baseline" -o "$dir" "$@" >"$out/conformance-$label.log" 2>&1
+    timeout 180 node "$js" server --url "$url" --suite all \
+        --expected-failures "$expected" -o "$dir" "$@" >"$out/conformance-$label.log" 2>&1
     local rc=$?
     local summary; summary="$(grep -E '^Total:' "$out/conformance-$label.log" | tail -1)"
     if ((rc == 0)); then
-        pass "conformance/$label ($summary, failures match baseline)"
+        pass "conformance/$label ($summary, failures match $(basename "$expected"))"
     else
         fail "conformance/$label" "exit $rc, $summary; $(sed -n '/Unexpected failures\|stale/,/^$/p' "$out/conformance-$label.log" | tr '\n' ' ' | head -c 600)"
     fi
@@ -333,10 +361,36 @@ must_pass() { # label, runner js, scenario: a single scenario that must pass out
     fi
 }
 
+same_passes() { # label, direct run label, gateway run label [, allowed differences file]
+    local label="$1" a="$out/conformance-$2" b="$out/conformance-$3" allow=() verdict
+    [[ -n "${4:-}" ]] && allow=(--allow "$4")
+    if verdict="$("$py" "$here/checks/conformance_diff.py" "${allow[@]}" "$a" "$b" 2>&1)"; then
+        pass "conformance/pass-set/$label ($verdict)"
+    else
+        fail "conformance/pass-set/$label" "$verdict"
+    fi
+}
+
 if want conformance; then
     section "conformance (stable 0.1.16, next 0.2.0-alpha.12)"
-    conformance stable "$conf_stable"
-    conformance next "$conf_next" --timeout 15000
+    conformance stable "$conf_stable" "$CONF_URL" "$baseline"
+    conformance next "$conf_next" "$CONF_URL" "$baseline" --timeout 15000
+    if [[ "$target" == gateway ]]; then
+        # Differential: the fixture directly and through the gateway (the default
+        # `protocol = "auto"`: 2026-07-28 toward the fixture) with the same baseline, exit 0
+        # both ways, and check for check the same statuses. Then through the gateway with
+        # `protocol = "legacy"` toward the fixture: the same statuses except the checks a
+        # legacy connection cannot pass (conformance/legacy-upstream.md).
+        [[ -n "${FIXTURE_URL:-}" ]] || start_fixture_http
+        for v in stable next; do
+            js="$conf_stable"; extra=()
+            [[ "$v" == next ]] && { js="$conf_next"; extra=(--timeout 15000); }
+            conformance "$v-direct" "$js" "$FIXTURE_URL" "$baseline" "${extra[@]}"
+            same_passes "$v/gateway" "$v-direct" "$v"
+            conformance "$v-legacy-upstream" "$js" "$CONF_LEGACY_URL" "$legacy_baseline" "${extra[@]}"
+            same_passes "$v/gateway-legacy-upstream" "$v-direct" "$v-legacy-upstream" "$legacy_allowed"
+        done
+    fi
     # Transport security the gateway must provide itself (not only relay).
     must_pass stable "$conf_stable" dns-rebinding-protection
     must_pass next "$conf_next" dns-rebinding-protection
@@ -376,9 +430,9 @@ if want oauth && [[ "$target" == direct ]]; then
     fi
 fi
 
-# --- 5. tool pinning: the real catalogues of published servers raise no false alarm ---------
+# --- 5. tool pinning: a rug pull by a real server; real catalogues raise no false alarm -----
 if want pinning && [[ "$target" == gateway ]]; then
-    section "pinning: hostile-text checks over real catalogues"
+    section "pinning: a rug pull by a restarted FastMCP server; hostile-text checks over real catalogues"
     memory_js="$here/node_modules/@modelcontextprotocol/server-memory/dist/index.js"
     fs_js="$here/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js"
     pin_dir="$out/pinning"; mkdir -p "$pin_dir/files"
@@ -406,6 +460,18 @@ tools = ["*"]
 [endpoints.all.servers.filesystem]
 tools = ["*"]
 EOF
+    # A rug pull with real peers: a FastMCP server restarted three times with a changed
+    # definition (description, parameter description, default) behind the running
+    # gateway, the official Python SDK as the client.
+    timeout 180 "$py" "$here/checks/rugpull.py" --gateway "$gateway" --out "$pin_dir/rugpull" \
+        >"$pin_dir/rugpull.txt" 2>"$pin_dir/rugpull.err"
+    while read -r verdict name rest; do
+        case "$verdict" in
+            PASS) pass "$name $rest" ;;
+            FAIL) fail "${name%:}" "$rest" ;;
+        esac
+    done <"$pin_dir/rugpull.txt"
+    grep -q . "$pin_dir/rugpull.txt" || fail "pinning/rug-pull" "no output (see $pin_dir/rugpull.err)"
     for srv in everything memory filesystem; do
         # Approve the catalogue, then `diff` re-reads it with pins and hostile-text
         # checks enforced: anything flagged would be reported as waiting.
@@ -415,6 +481,94 @@ EOF
         else
             fail "pinning/no-false-alarm/$srv" "$(tail -5 "$pin_dir/diff-$srv.log" "$pin_dir/approve-$srv.log" | tr '\n' ' ')"
         fi
+    done
+fi
+
+# --- 6. upstreams: a slow stdio start, and questions from a legacy FastMCP upstream ---------
+report_lines() { # file written by a check script: its PASS/FAIL lines count here
+    local verdict name rest
+    while read -r verdict name rest; do
+        case "$verdict" in
+            PASS) pass "$name${rest:+ $rest}" ;;
+            FAIL) fail "${name%:}" "$rest" ;;
+        esac
+    done <"$1"
+}
+
+if want upstreams && [[ "$target" == gateway ]]; then
+    section "upstreams: a stdio server that starts after 12 s; a FastMCP server that asks by request"
+    up="$out/upstreams"; mkdir -p "$up"
+    ready="$up/slow-ready"
+    # `slow` reads nothing for 12 s (longer than rmcp's 10 s discovery probe), as a first
+    # `npx -y` run that downloads its package does.
+    cat >"$up/slowstart.toml" <<EOF
+[auth]
+stdio_principal = { id = "interop", roles = ["interop"] }
+
+[servers.fast]
+transport = "stdio"
+command = "$fixture"
+args = ["--stdio"]
+
+[servers.slow]
+transport = "stdio"
+command = "sh"
+args = ["-c", "sleep 12; touch '$ready'; exec '$fixture' --stdio"]
+
+[endpoints.slowstart.servers.fast]
+tools = ["echo"]
+[endpoints.slowstart.servers.slow]
+tools = ["echo"]
+
+[[grants]]
+name = "interop"
+roles = ["interop"]
+names = ["*"]
+EOF
+    timeout 90 "$py" "$here/checks/py_upstreams.py" slow-start --gateway "$gateway" \
+        --config "$up/slowstart.toml" --ready "$ready" >"$up/slow-start.txt" 2>"$up/slow-start.err"
+    report_lines "$up/slow-start.txt"
+    grep -q . "$up/slow-start.txt" || fail "py-upstreams/slow-start" "no output (see $up/slow-start.err)"
+
+    fm_port="$(free_port)"
+    "$py" "$here/checks/fastmcp_asker.py" "$fm_port" >"$up/fastmcp.log" 2>&1 &
+    pids+=($!)
+    wait_http "http://127.0.0.1:$fm_port/mcp" 30 "$!" || abort start/fastmcp "$up/fastmcp.log"
+    q_port="$(free_port)"
+    cat >"$up/questions.toml" <<EOF
+[gateway]
+listen = "127.0.0.1:$q_port"
+
+[auth]
+dangerously_allow_anonymous = { id = "interop", roles = ["interop"] }
+
+[servers.asker_auto]
+transport = "http"
+url = "http://127.0.0.1:$fm_port/mcp"
+
+[servers.asker_legacy]
+transport = "http"
+url = "http://127.0.0.1:$fm_port/mcp"
+protocol = "legacy"
+
+[endpoints.questions.servers.asker_auto]
+tools = ["*"]
+[endpoints.questions.servers.asker_legacy]
+tools = ["*"]
+
+[[grants]]
+name = "interop"
+roles = ["interop"]
+names = ["*"]
+EOF
+    "$gateway" serve --config "$up/questions.toml" >"$up/gateway-questions.log" 2>&1 &
+    pids+=($!)
+    wait_http "http://127.0.0.1:$q_port/mcp/questions" 20 "$!" || abort start/gateway-questions "$up/gateway-questions.log"
+    for mode in legacy auto; do
+        timeout 60 "$py" "$here/checks/py_upstreams.py" questions --url "http://127.0.0.1:$q_port/mcp/questions" \
+            --mode "$mode" >"$up/questions-$mode.txt" 2>"$up/questions-$mode.err"
+        report_lines "$up/questions-$mode.txt"
+        grep -q . "$up/questions-$mode.txt" || fail "py-upstreams/questions/$mode" "no output (see $up/questions-$mode.err)"
     done
 fi
 

@@ -6,6 +6,9 @@
 //!   pipe → `RmcpUpstream`/`InProcessConnector` → the same upstream over another pipe;
 //! - `tower_stack`: just the tower stack, `McpRequest` → audit → policy → router →
 //!   upstream pipe → result; no downstream rmcp service or serialisation.
+//! - `tower_stack_pinned`: the same with tool pinning on (a `PinGate` enforcing an
+//!   approved lock): each call is checked against the serving catalogue's pin before
+//!   and after it is sent.
 //!
 //! `gateway − direct` is the gateway's in-process cost per call: one more rmcp
 //! serialise/parse round (one more pipe) plus the stack. Runs on a current-thread
@@ -22,8 +25,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use mcp_guard_core::pin::{GateMode, LockFile, PinGate};
 use mcp_guard_core::upstream::{InProcessConnector, UpstreamOptions};
-use mcp_guard_core::{CallContext, Principal, RmcpUpstream};
+use mcp_guard_core::{CallContext, Principal, RmcpUpstream, Upstream as _};
 use mcp_guard_tower::{EndpointSpec, Gateway, GuardHandler, McpRequest, Selection};
 use rmcp::ServiceExt as _;
 use rmcp::model::{CallToolRequest, CallToolRequestParams, ClientRequest, ServerResult};
@@ -46,14 +50,22 @@ async fn client_over_duplex<H: rmcp::ServerHandler>(handler: H) -> RunningServic
     ().serve(client_io).await.expect("client connects")
 }
 
-async fn gateway() -> (Gateway, Arc<NoopSink>) {
+async fn gateway(pinned: bool) -> (Gateway, Arc<NoopSink>) {
     let upstream = RmcpUpstream::new(
         SERVER,
         InProcessConnector::new(SERVER, || Echo),
         UpstreamOptions::default(),
     );
     upstream.connect().await.expect("in-process upstream connects");
-    let gateway = Gateway::builder()
+    let mut builder = Gateway::builder();
+    if pinned {
+        let mut lock = LockFile::default();
+        for tool in &upstream.catalog().await.expect("catalogue").tools {
+            lock.approve_tool(SERVER, tool);
+        }
+        builder = builder.gate(Arc::new(PinGate::new(lock, GateMode::Enforce, GateMode::Enforce)));
+    }
+    let gateway = builder
         .server(Arc::new(upstream))
         .endpoint(
             EndpointSpec::new(ENDPOINT)
@@ -73,7 +85,9 @@ fn bench(c: &mut Criterion) {
         .expect("runtime");
 
     let direct = rt.block_on(client_over_duplex(Echo));
-    let (gw, sink) = rt.block_on(gateway());
+    let (gw, sink) = rt.block_on(gateway(false));
+    let (pinned_gw, _) = rt.block_on(gateway(true));
+    let pinned_endpoint = pinned_gw.endpoint(ENDPOINT).expect("endpoint");
     let service = support::guard_stack(sink.clone());
     let endpoint = gw.endpoint(ENDPOINT).expect("endpoint");
     let handler =
@@ -116,10 +130,23 @@ fn bench(c: &mut Criterion) {
             r
         });
     });
+    g.bench_function("tower_stack_pinned", |b| {
+        b.to_async(&rt).iter(|| async {
+            let request = McpRequest::new(
+                ClientRequest::CallToolRequest(CallToolRequest::new(params())),
+                CallContext::new(principal.clone(), ENDPOINT),
+                pinned_endpoint.snapshot(),
+            );
+            let r = service.clone().oneshot(request).await.expect("call");
+            assert!(matches!(r, ServerResult::CallToolResult(_)));
+            r
+        });
+    });
     g.finish();
     drop(direct);
     drop(guarded);
     rt.block_on(gw.shutdown());
+    rt.block_on(pinned_gw.shutdown());
 }
 
 criterion_group!(benches, bench);

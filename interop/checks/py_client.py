@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import secrets
 import sys
 from typing import Any
@@ -100,6 +101,18 @@ async def run(args: argparse.Namespace, checks: Checks) -> None:
         checks.expect("session-survives-errors", texts(r) == [token], f"text={texts(r)}")
 
 
+class Warnings(logging.Handler):
+    """Collects what the SDK logs at WARNING and above (e.g. "Session termination failed: 202"
+    when the server answers the closing DELETE with a status the SDK does not expect)."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 def leaves(e: BaseException) -> list[str]:
     """The innermost exceptions of (nested) exception groups, as short strings."""
     if isinstance(e, BaseExceptionGroup):
@@ -114,16 +127,26 @@ def main() -> int:
     ap.add_argument("--prefix", default="")
     ap.add_argument("--timeout", type=float, default=20.0)
     ap.add_argument("--expect-version", action="store_true")
+    ap.add_argument(
+        "--expect-clean-exit",
+        action="store_true",
+        help="fail if the SDK logs a warning about the transport (e.g. ending the session)",
+    )
     ap.add_argument("--url")
     ap.add_argument("--stdio", nargs=argparse.REMAINDER)
     args = ap.parse_args()
     if bool(args.url) == bool(args.stdio):
         ap.error("exactly one of --url / --stdio")
     checks = Checks(args.label)
+    warnings = Warnings()
+    logging.getLogger("mcp.client").addHandler(warnings)
     try:
         asyncio.run(asyncio.wait_for(run(args, checks), timeout=args.timeout * 3))
     except Exception as e:  # noqa: BLE001 - report any failure as a failed check
         checks.fail("session", "; ".join(leaves(e)).replace("\n", " ")[:400])
+    if args.expect_clean_exit:
+        # Leaving the client's context ends the session (DELETE over HTTP).
+        checks.expect("clean-exit", not warnings.messages, "; ".join(warnings.messages)[:400])
     return min(checks.failed, 100)
 
 

@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
-use mcp_guard_core::access::{AccessStore, parse_duration};
-use mcp_guard_core::config::GatewayConfig;
+use mcp_guard_core::access::{AccessStore, SessionState, parse_duration};
 use mcp_guard_core::{Principal, PrincipalKind};
 
 #[derive(Subcommand, Debug)]
@@ -59,12 +58,14 @@ pub(crate) enum TokensCommand {
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum SessionsCommand {
-    /// Lists gateway sessions (active ones unless --all).
+    /// Lists gateway sessions (active ones unless --all), each in the state it is in
+    /// now: active, revoked (the session, or its token or grant), expired, or ended (its
+    /// gateway process stopped).
     List {
         /// The configuration file.
         #[arg(long, short, env = "MCP_GUARD_CONFIG")]
         config: PathBuf,
-        /// Include expired and revoked sessions.
+        /// Include revoked, expired and ended sessions.
         #[arg(long)]
         all: bool,
         /// JSON Lines instead of a table.
@@ -81,15 +82,9 @@ pub(crate) enum SessionsCommand {
     },
 }
 
-/// The access store of a configuration: `auth.store` relative to the file.
-pub(crate) fn store_path(config_path: &Path, config: &GatewayConfig) -> PathBuf {
-    let base = config_path.parent().unwrap_or(Path::new(""));
-    base.join(config.auth.store.as_deref().unwrap_or("mcp-guard-access.db"))
-}
-
 fn open(config_path: &Path) -> anyhow::Result<AccessStore> {
-    let loaded = crate::load::load(config_path)?;
-    let path = store_path(config_path, &loaded.config);
+    let loaded = mcp_guard_tower::server::load_config(config_path)?;
+    let path = mcp_guard_tower::server::access_store_path(&loaded.config, loaded.base_dir());
     AccessStore::open(&path).with_context(|| format!("opening the access store {}", path.display()))
 }
 
@@ -151,7 +146,7 @@ pub(crate) fn tokens(command: TokensCommand) -> anyhow::Result<()> {
                 reason = "the one place a new token is shown to its owner"
             )]
             let shown = secrecy::ExposeSecret::expose_secret(&token).to_owned();
-            println!("{shown}");
+            outln!("{shown}");
             Ok(())
         }
         TokensCommand::List { config, json } => {
@@ -159,12 +154,12 @@ pub(crate) fn tokens(command: TokensCommand) -> anyhow::Result<()> {
             let tokens = store.list_tokens()?;
             if json {
                 for t in &tokens {
-                    println!("{}", serde_json::to_string(t)?);
+                    outln!("{}", serde_json::to_string(t)?);
                 }
                 return Ok(());
             }
             if tokens.is_empty() {
-                println!("no tokens (issue one with `mcp-guard tokens issue`)");
+                outln!("no tokens (issue one with `mcp-guard tokens issue`)");
             }
             for t in &tokens {
                 let state = if t.revoked.is_some() {
@@ -174,7 +169,7 @@ pub(crate) fn tokens(command: TokensCommand) -> anyhow::Result<()> {
                 } else {
                     "active"
                 };
-                println!(
+                outln!(
                     "{}  {:<8} {} {:<16} roles={:<20} expires={}  {}",
                     t.id,
                     state,
@@ -187,15 +182,27 @@ pub(crate) fn tokens(command: TokensCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        TokensCommand::Revoke { config, id } => {
-            let store = open(&config)?;
-            if store.revoke_token(&id)? {
-                println!("revoked token {id}; a running gateway refuses it from its next request");
-                Ok(())
-            } else {
-                bail!("no active token {id:?} (see `mcp-guard tokens list`)")
-            }
-        }
+        TokensCommand::Revoke { config, id } => revoke_token(&config, &id),
+    }
+}
+
+/// `tokens revoke`: the token, and its open sessions with it.
+fn revoke_token(config: &Path, id: &str) -> anyhow::Result<()> {
+    let store = open(config)?;
+    let credential = format!("token:{id}");
+    let open_sessions = store
+        .list_sessions()?
+        .iter()
+        .filter(|s| s.credential == credential && s.state == SessionState::Active)
+        .count();
+    if store.revoke_token(id)? {
+        outln!(
+            "revoked token {id} and its {open_sessions} open session{}; a running gateway refuses it from its next request",
+            if open_sessions == 1 { "" } else { "s" }
+        );
+        Ok(())
+    } else {
+        bail!("no active token {id:?} (see `mcp-guard tokens list`)")
     }
 }
 
@@ -203,31 +210,45 @@ pub(crate) fn sessions(command: SessionsCommand) -> anyhow::Result<()> {
     match command {
         SessionsCommand::List { config, all, json } => {
             let store = open(&config)?;
-            let sessions: Vec<_> = store
+            let (sessions, hidden): (Vec<_>, Vec<_>) = store
                 .list_sessions()?
                 .into_iter()
-                .filter(|s| all || s.state == mcp_guard_core::access::SessionState::Active)
-                .collect();
+                .partition(|s| all || s.state == SessionState::Active);
             if json {
                 for s in &sessions {
-                    println!("{}", serde_json::to_string(s)?);
+                    outln!("{}", serde_json::to_string(s)?);
                 }
                 return Ok(());
             }
             if sessions.is_empty() {
-                println!("no sessions");
+                outln!("no active sessions");
             }
             for s in &sessions {
-                println!(
-                    "{}  {:<8} {} {:<16} endpoint={:<12} via={} last_seen={} expires={}",
+                let who = match &s.on_behalf_of {
+                    Some(user) => format!("{} for {user}", s.principal),
+                    None => s.principal.clone(),
+                };
+                let ended = match s.ended {
+                    Some(t) => format!(" {}={}", s.state, mcp_guard_core::time::format_rfc3339(t)),
+                    None => String::new(),
+                };
+                outln!(
+                    "{}  {:<8} {} {:<16} endpoint={:<12} via={} last_seen={} expires={}{ended}",
                     s.id,
                     s.state,
                     s.kind,
-                    s.principal,
+                    who,
                     s.endpoint,
                     s.credential,
                     mcp_guard_core::time::format_rfc3339(s.last_seen),
                     when(s.expires)
+                );
+            }
+            if !hidden.is_empty() {
+                eprintln!(
+                    "({} revoked, expired or ended session{} not shown: --all lists them)",
+                    hidden.len(),
+                    if hidden.len() == 1 { "" } else { "s" }
                 );
             }
             Ok(())
@@ -235,7 +256,7 @@ pub(crate) fn sessions(command: SessionsCommand) -> anyhow::Result<()> {
         SessionsCommand::Revoke { config, id } => {
             let store = open(&config)?;
             if store.revoke_session(&id, std::time::SystemTime::now())? {
-                println!("revoked session {id}; a running gateway closes it within a second");
+                outln!("revoked session {id}; a running gateway closes it within a second");
                 Ok(())
             } else {
                 bail!("no active session {id:?} (see `mcp-guard sessions list`)")

@@ -3,17 +3,11 @@
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use clap::{Subcommand, ValueEnum};
-use mcp_guard_core::audit::{
-    AuditQuery, JsonLinesOptions, MacKey, SqliteAuditSink, SqliteOptions, VerifyReport, query_database,
-    verify_database, verify_paths,
-};
-use mcp_guard_core::config::{AuditSection, AuditSinkKind};
-use mcp_guard_core::{AuditSink, FanOut, JsonLinesAuditSink, TracingAuditSink};
+use mcp_guard_core::audit::{AuditQuery, VerifyReport, query_database, verify_database, verify_paths};
 
 /// Exit code of `audit verify` when the only finding is a torn last line.
 pub(crate) const EXIT_TORN_TAIL: u8 = 3;
@@ -27,7 +21,8 @@ pub(crate) const EXIT_TAMPERED: u8 = 1;
 pub(crate) enum AuditCommand {
     /// Checks hash chains: JSON Lines files or directories (one chain, in order) and
     /// SQLite databases. Exit 0: intact; 3: intact except a torn last line (a crash
-    /// cut a write short); 1: tampered or malformed; 2: cannot be read.
+    /// cut a write short); 1: tampered or malformed; 2: cannot be read. Calls started
+    /// without an outcome record are listed (INCOMPLETE) without changing the exit code.
     Verify {
         /// Files, directories (their audit-*.jsonl files) or SQLite databases.
         #[arg(required = true)]
@@ -68,6 +63,14 @@ pub(crate) enum AuditCommand {
         /// Started before (same forms as --since).
         #[arg(long, value_parser = parse_when)]
         until: Option<SystemTime>,
+        /// Only calls started without an outcome record (the gateway stopped during
+        /// the call, could not write its outcome, or the call is still running).
+        #[arg(long, conflicts_with = "outcome")]
+        incomplete: bool,
+        /// Every record: also the start records of calls whose outcome record exists
+        /// (by default each call is one row, its outcome record).
+        #[arg(long)]
+        all_records: bool,
         /// The newest N records (printed oldest first).
         #[arg(long, default_value_t = 100)]
         limit: usize,
@@ -85,7 +88,7 @@ pub(crate) enum Format {
     Jsonl,
 }
 
-fn parse_when(s: &str) -> Result<SystemTime, String> {
+pub(crate) fn parse_when(s: &str) -> Result<SystemTime, String> {
     if let Some(t) = mcp_guard_core::time::parse_rfc3339(s) {
         return Ok(t);
     }
@@ -104,62 +107,7 @@ fn parse_when(s: &str) -> Result<SystemTime, String> {
         .ok_or_else(bad)
 }
 
-fn mac_key(file: Option<&Path>, env: Option<&str>) -> anyhow::Result<Option<MacKey>> {
-    Ok(match (file, env) {
-        (Some(f), _) => Some(MacKey::from_file(f)?),
-        (None, Some(v)) => Some(MacKey::from_env(v)?),
-        (None, None) => None,
-    })
-}
-
-/// The sinks `[audit]` asks for, fanned out; paths relative to `base`.
-pub(crate) fn sinks(cfg: &AuditSection, base: &Path) -> anyhow::Result<Arc<dyn AuditSink>> {
-    let key = mac_key(
-        cfg.mac_key_file.as_deref().map(|p| base.join(p)).as_deref(),
-        cfg.mac_key_env.as_deref(),
-    )
-    .context("audit")?;
-    let mut out: Vec<Arc<dyn AuditSink>> = Vec::new();
-    for kind in &cfg.sinks {
-        match kind {
-            AuditSinkKind::Sqlite => {
-                let path = base.join(
-                    cfg.sqlite_path
-                        .as_deref()
-                        .unwrap_or(Path::new("mcp-guard-audit.db")),
-                );
-                let mut o = SqliteOptions::default();
-                o.mac_key.clone_from(&key);
-                o.queue = cfg.queue;
-                let sink = SqliteAuditSink::open(&path, o)
-                    .with_context(|| format!("audit.sqlite_path: cannot use {}", path.display()))?;
-                tracing::info!(db = %path.display(), "audit records go to SQLite");
-                out.push(Arc::new(sink));
-            }
-            AuditSinkKind::Jsonl => {
-                let dir = base.join(cfg.jsonl_dir.as_deref().unwrap_or(Path::new("audit")));
-                let mut o = JsonLinesOptions::default();
-                o.mac_key.clone_from(&key);
-                o.queue = cfg.queue;
-                o.rotate_bytes = cfg.rotate_bytes;
-                o.rotate_after = (cfg.rotate_secs > 0).then(|| Duration::from_secs(cfg.rotate_secs));
-                o.keep_files = cfg.keep_files;
-                let sink = JsonLinesAuditSink::open(&dir, o)
-                    .with_context(|| format!("audit.jsonl_dir: cannot use {}", dir.display()))?;
-                tracing::info!(dir = %dir.display(), "audit records go to JSON Lines files");
-                out.push(Arc::new(sink));
-            }
-            AuditSinkKind::Tracing => out.push(Arc::new(TracingAuditSink::default())),
-            _ => bail!("audit.sinks: unsupported sink {kind:?}"),
-        }
-    }
-    Ok(match out.len() {
-        1 => out.remove(0),
-        _ => Arc::new(FanOut::new(out)),
-    })
-}
-
-fn is_sqlite(path: &Path) -> bool {
+pub(crate) fn is_sqlite(path: &Path) -> bool {
     let mut magic = [0u8; 16];
     path.is_file()
         && std::fs::File::open(path)
@@ -170,13 +118,16 @@ fn is_sqlite(path: &Path) -> bool {
 
 fn print_report(what: &str, r: &VerifyReport) {
     for p in &r.problems {
-        println!("TAMPERED {p}");
+        outln!("TAMPERED {p}");
     }
     if let Some(t) = &r.torn_tail {
-        println!("TORN     {t}");
+        outln!("TORN     {t}");
+    }
+    for c in &r.incomplete {
+        println!("INCOMPLETE {c}");
     }
     for n in &r.notes {
-        println!("note     {n}");
+        outln!("note     {n}");
     }
     let range = r
         .seq_range
@@ -188,8 +139,12 @@ fn print_report(what: &str, r: &VerifyReport) {
     } else {
         "intact".to_owned()
     };
-    println!(
-        "{what}: {} record(s) in {} file(s){range}; head {}: {verdict}",
+    let incomplete = match r.incomplete.len() {
+        0 => String::new(),
+        n => format!("; {n} call(s) started without an outcome record"),
+    };
+    outln!(
+        "{what}: {} record(s) in {} file(s){range}; head {}: {verdict}{incomplete}",
         r.records,
         r.files,
         r.head.as_deref().unwrap_or("-")
@@ -203,7 +158,7 @@ pub(crate) fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             mac_key_file,
             mac_key_env,
         } => {
-            let key = mac_key(mac_key_file.as_deref(), mac_key_env.as_deref())?;
+            let key = mcp_guard_tower::server::mac_key(mac_key_file.as_deref(), mac_key_env.as_deref())?;
             let (dbs, files): (Vec<PathBuf>, Vec<PathBuf>) = paths.into_iter().partition(|p| is_sqlite(p));
             let mut reports = Vec::new();
             for db in &dbs {
@@ -239,6 +194,8 @@ pub(crate) fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             session,
             since,
             until,
+            incomplete,
+            all_records,
             limit,
             format,
         } => {
@@ -251,23 +208,28 @@ pub(crate) fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             q.session = session;
             q.since = since;
             q.until = until;
+            q.incomplete = incomplete;
+            q.all_records = all_records;
             q.limit = Some(limit);
             let rows = query_database(&db, &q)?;
             let with_seq = |r: &mcp_guard_core::audit::QueryRow| {
                 let mut v = r.event.clone();
                 if let Some(m) = v.as_object_mut() {
                     m.insert("seq".to_owned(), r.seq.into());
+                    if r.incomplete {
+                        m.insert("incomplete".to_owned(), true.into());
+                    }
                 }
                 v
             };
             match format {
                 Format::Json => {
                     let all: Vec<_> = rows.iter().map(with_seq).collect();
-                    println!("{}", serde_json::to_string_pretty(&all)?);
+                    outln!("{}", serde_json::to_string_pretty(&all)?);
                 }
                 Format::Jsonl => {
                     for r in &rows {
-                        println!("{}", serde_json::to_string(&with_seq(r))?);
+                        outln!("{}", serde_json::to_string(&with_seq(r))?);
                     }
                 }
                 Format::Table => print_table(&rows),
@@ -305,7 +267,11 @@ fn print_table(rows: &[mcp_guard_core::audit::QueryRow]) {
             s(r.endpoint.as_deref()),
             s(method),
             target,
-            s(r.outcome.as_deref()),
+            if r.incomplete {
+                "INCOMPLETE".to_owned()
+            } else {
+                s(r.outcome.as_deref().or_else(|| get("phase")))
+            },
             s(get("rule")),
             e.get("latency_us")
                 .map_or_else(|| "-".to_owned(), ToString::to_string),
@@ -319,6 +285,6 @@ fn print_table(rows: &[mcp_guard_core::audit::QueryRow]) {
     }
     for row in &table {
         let line: Vec<String> = row.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", line.join("  ").trim_end());
+        outln!("{}", line.join("  ").trim_end());
     }
 }

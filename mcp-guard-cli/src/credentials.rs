@@ -1,18 +1,14 @@
 //! The credential store the gateway resolves `${NAME}` from, and `mcp-guard credentials`.
 
 use std::io::{IsTerminal as _, Read as _};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
-use std::collections::BTreeMap;
 
-use mcp_guard_core::config::{GatewayConfig, OAuthConfig, OAuthModeConfig, ServerConfig};
-use mcp_guard_core::credential::{Declared, FirstOf, KeySource, Scrubbing, SealedFileStore, StoreKey};
-use mcp_guard_core::upstream::Template;
-use mcp_guard_core::upstream::oauth::{OAuthMode, OAuthServer, OAuthSpec};
-use mcp_guard_core::{CredentialKey, CredentialMode, CredentialStore, EnvCredentialStore};
+use mcp_guard_core::config::{GatewayConfig, OAuthModeConfig, ServerConfig};
+use mcp_guard_core::credential::{SealedFileStore, StoreKey};
+use mcp_guard_core::{CredentialKey, CredentialMode};
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 
@@ -80,17 +76,9 @@ pub(crate) enum CredentialsCommand {
     },
 }
 
-/// The sealed store a config names (paths relative to the config file).
-pub(crate) fn sealed(config: &GatewayConfig, config_path: &Path) -> SealedFileStore {
-    let base = config_path.parent().unwrap_or(Path::new(""));
-    let c = &config.credentials;
-    let key_env = c.key_env_or_default();
-    let key = if std::env::var_os(key_env).is_some() {
-        KeySource::Env(key_env.to_owned())
-    } else {
-        KeySource::File(base.join(c.key_file_or_default()))
-    };
-    SealedFileStore::new(base.join(c.store_or_default()), key)
+/// The sealed store a loaded config names.
+fn sealed(loaded: &mcp_guard_tower::server::LoadedConfig) -> SealedFileStore {
+    mcp_guard_tower::server::sealed_store(&loaded.config, loaded.base_dir())
 }
 
 fn personal_names(server: &ServerConfig) -> &[String] {
@@ -99,85 +87,6 @@ fn personal_names(server: &ServerConfig) -> &[String] {
         ServerConfig::Http(h) | ServerConfig::Sse(h) => &h.personal,
         _ => &[],
     }
-}
-
-/// The stores upstream connectors resolve from.
-#[derive(Clone)]
-pub(crate) struct Stores {
-    /// For connections that serve calls: personal names only as the caller's own.
-    pub(crate) calls: Arc<dyn CredentialStore>,
-    /// For catalogue connections that only list: personal names filled with "".
-    pub(crate) listing: Arc<dyn CredentialStore>,
-    /// When set (the stdio front door), catalogue connections serve this principal's
-    /// calls and resolve its personal credentials.
-    pub(crate) catalogue_principal: Option<Arc<str>>,
-    /// Servers the gateway signs in to with OAuth (tokens in the sealed store).
-    pub(crate) oauth: BTreeMap<String, Arc<OAuthServer>>,
-}
-
-/// The OAuth settings of `servers.ID.oauth`, as core takes them.
-fn oauth_spec(o: &OAuthConfig) -> anyhow::Result<OAuthSpec> {
-    let mut spec = OAuthSpec::new(match o.mode {
-        OAuthModeConfig::Shared => OAuthMode::Shared,
-        _ => OAuthMode::Personal,
-    });
-    let t = |v: &Option<String>| -> anyhow::Result<Option<Template>> {
-        v.as_deref()
-            .map(|v| Template::parse(v).map_err(anyhow::Error::msg))
-            .transpose()
-    };
-    spec.client_id = t(&o.client_id)?;
-    spec.client_secret = t(&o.client_secret)?;
-    spec.scopes.clone_from(&o.scopes);
-    spec.client_metadata_url.clone_from(&o.client_metadata_url);
-    if let Some(n) = &o.client_name {
-        spec.client_name.clone_from(n);
-    }
-    Ok(spec)
-}
-
-/// The sealed file first, then the environment (shared names only); names a server
-/// declares personal only as the caller's own; every value handed out feeds the
-/// scrubber. Completes an interrupted key rotation and fails now if the store exists
-/// but the key does not open it.
-pub(crate) fn stores(
-    config: &GatewayConfig,
-    config_path: &Path,
-    catalogue_principal: Option<&str>,
-) -> anyhow::Result<Stores> {
-    let sealed = Arc::new(sealed(config, config_path));
-    sealed.recover_rotation()?;
-    sealed.list()?;
-    let chain: Arc<dyn CredentialStore> = Arc::new(FirstOf::new(vec![
-        sealed.clone(),
-        Arc::new(EnvCredentialStore::new()),
-    ]));
-    let declare = |mut d: Declared<Arc<dyn CredentialStore>>| {
-        for (id, server) in &config.servers {
-            d = d.personal(id.as_str(), personal_names(server).iter().map(String::as_str));
-        }
-        d
-    };
-    let calls = declare(Declared::new(chain.clone()));
-    let listing = declare(Declared::new(chain)).blank_personal_for_listing();
-    let calls: Arc<dyn CredentialStore> = Arc::new(Scrubbing::new(calls, crate::known_secrets()));
-    let mut oauth = BTreeMap::new();
-    for (id, server) in &config.servers {
-        if let ServerConfig::Http(h) = server
-            && let Some(o) = &h.oauth
-        {
-            let spec = oauth_spec(o).with_context(|| format!("servers.{id}.oauth"))?;
-            let s = OAuthServer::new(id.as_str(), h.url.clone(), spec, sealed.clone(), calls.clone())
-                .known_secrets(crate::known_secrets());
-            oauth.insert(id.clone(), Arc::new(s));
-        }
-    }
-    Ok(Stores {
-        calls,
-        listing: Arc::new(Scrubbing::new(listing, crate::known_secrets())),
-        catalogue_principal: catalogue_principal.map(Into::into),
-        oauth,
-    })
 }
 
 fn key_for(
@@ -305,30 +214,30 @@ pub(crate) fn run(command: CredentialsCommand) -> anyhow::Result<()> {
             principal,
             value_env,
         } => {
-            let loaded = crate::load::load(&config)?;
+            let loaded = mcp_guard_tower::server::load_config(&config)?;
             let key = key_for(&loaded.config, &server, &name, principal.as_deref())?;
             let value = read_value(value_env.as_deref())?;
-            let store = sealed(&loaded.config, &config);
+            let store = sealed(&loaded);
             store.set(&key, &value)?;
-            println!("stored {} in {}", key, store.path().display());
+            outln!("stored {} in {}", key, store.path().display());
         }
         CredentialsCommand::List {
             config,
             server,
             principal: Some(principal),
         } => {
-            let loaded = crate::load::load(&config)?;
-            let store = sealed(&loaded.config, &config);
+            let loaded = mcp_guard_tower::server::load_config(&config)?;
+            let store = sealed(&loaded);
             for line in principal_report(&loaded.config, &store, server.as_deref(), &principal)? {
-                println!("{line}");
+                outln!("{line}");
             }
         }
         CredentialsCommand::List { config, server, .. } => {
-            let loaded = crate::load::load(&config)?;
-            let store = sealed(&loaded.config, &config);
+            let loaded = mcp_guard_tower::server::load_config(&config)?;
+            let store = sealed(&loaded);
             for e in store.list()? {
                 if server.as_deref().is_none_or(|s| *e.key.server == *s) {
-                    println!(
+                    outln!(
                         "{}  set {}",
                         display(&e.key),
                         mcp_guard_core::time::format_rfc3339(e.updated)
@@ -342,17 +251,17 @@ pub(crate) fn run(command: CredentialsCommand) -> anyhow::Result<()> {
             name,
             principal,
         } => {
-            let loaded = crate::load::load(&config)?;
+            let loaded = mcp_guard_tower::server::load_config(&config)?;
             let key = key_for(&loaded.config, &server, &name, principal.as_deref())?;
-            let store = sealed(&loaded.config, &config);
+            let store = sealed(&loaded);
             if !store.remove(&key)? {
                 bail!("no credential stored for {key}");
             }
-            println!("removed {key}; the next call that needs it reports it missing");
+            outln!("removed {key}; the next call that needs it reports it missing");
         }
         CredentialsCommand::RotateKey { config, new_key_env } => {
-            let loaded = crate::load::load(&config)?;
-            let store = sealed(&loaded.config, &config);
+            let loaded = mcp_guard_tower::server::load_config(&config)?;
+            let store = sealed(&loaded);
             let key_env = loaded.config.credentials.key_env_or_default();
             let in_env = std::env::var_os(key_env).is_some();
             match (&new_key_env, in_env) {
@@ -378,7 +287,7 @@ pub(crate) fn run(command: CredentialsCommand) -> anyhow::Result<()> {
             } else {
                 store.rotate_key_file()?
             };
-            println!("re-sealed {n} credential(s) under the new key");
+            outln!("re-sealed {n} credential(s) under the new key");
         }
     }
     Ok(())

@@ -1,27 +1,26 @@
 //! `mcp-guard demo`: a complete gateway on an embedded default, no outside service.
 //!
 //! Three bundled upstreams (this binary, spawned as stdio children), one endpoint,
-//! token authentication with a fresh random token, the built-in authorization server
-//! (sign in with a printed one-time link), and one real call through the gateway to
-//! show it works.
+//! token authentication with a token issued for the demo user (as `tokens issue`
+//! does), the built-in authorization server (sign in with a printed one-time link),
+//! and one real call through the gateway to show it works. The gateway is the
+//! library's ([`mcp_guard_tower::server`]), as `serve` runs it.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
 
 use anyhow::Context as _;
-use mcp_guard_tower::HttpEdge;
-use rand::RngCore as _;
+use mcp_guard_core::Principal;
+use mcp_guard_tower::server::{ServerBuilder, load_config};
 use rmcp::ServiceExt as _;
 use rmcp::model::CallToolRequestParams;
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
 fn demo_config(exe: &str, addr: std::net::SocketAddr) -> String {
     let exe = toml::Value::String(exe.to_owned()).to_string();
     let mut s = format!(
-        "[gateway]\nlisten = \"{addr}\"\npublic_url = \"http://{addr}\"\n\n[auth]\nstore = \"access.db\"\n[[auth.tokens]]\nprincipal = {{ id = \"demo-user\", roles = [\"demo\"] }}\ntoken = \"${{MCP_GUARD_DEMO_TOKEN}}\"\n\n\
+        "[gateway]\nlisten = \"{addr}\"\npublic_url = \"http://{addr}\"\n\n[auth]\nstore = \"access.db\"\n\n[audit]\nsinks = [\"tracing\"]\n\n\
          [auth.server]\ndurations = [\"1h\", \"1d\", \"30d\"]\n[[auth.server.users]]\nid = \"demo-user\"\nroles = [\"demo\"]\n\n"
     );
     for name in ["notes", "calc", "clock"] {
@@ -43,12 +42,6 @@ fn demo_config(exe: &str, addr: std::net::SocketAddr) -> String {
 #[allow(clippy::print_stdout, reason = "the demo talks to its user")]
 pub(crate) async fn run(port: u16, once: bool) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find this program's path")?;
-    let mut raw = [0u8; 24];
-    rand::rng().fill_bytes(&mut raw);
-    let token = raw.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    });
     let dir = std::env::temp_dir().join(format!("mcp-guard-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
@@ -57,34 +50,13 @@ pub(crate) async fn run(port: u16, once: bool) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let path = dir.join("gateway.toml");
     std::fs::write(&path, demo_config(&exe.to_string_lossy(), addr))?;
-    let loaded = crate::load::load(&path)?;
-    let cfg = loaded.config;
-    let principal = crate::load::principal(&cfg.auth.tokens[0].principal);
+    let loaded = load_config(&path)?;
+    // The demo user's token, issued into the access store as `tokens issue` does.
     let store = mcp_guard_core::access::AccessStore::open(dir.join("access.db"))?;
-    let sessions = mcp_guard_core::access::Sessions::with_store(store.clone())?;
-    let auth = mcp_guard_tower::auth::AnyOf::new()
-        .or(Arc::new(
-            mcp_guard_tower::StaticTokens::new().with_token(&SecretString::from(token.clone()), principal),
-        ))
-        .or(Arc::new(mcp_guard_tower::auth::GrantTokens::new(store.clone())));
-    let stores = crate::credentials::stores(&cfg, &path, None)?;
-    let built = crate::load::build(&cfg, &stores, crate::audit_sink(), crate::redactor(), None).await?;
-    let shutdown = CancellationToken::new();
-    tokio::spawn(
-        sessions
-            .clone()
-            .maintain(std::time::Duration::from_millis(250), shutdown.clone()),
-    );
-    let authorization =
-        crate::connect::authorization_server(&cfg, &path, &store, &sessions, &built.gateway, &stores, None)?
-            .context("the demo configures the built-in authorization server")?;
-    let app = authorization.router().merge(
-        HttpEdge::new(built.gateway.clone(), built.service, Arc::new(auth))
-            .options(crate::http_options(&cfg))
-            .sessions(sessions)
-            .shutdown_token(shutdown.clone())
-            .router(),
-    );
+    let user = Principal::user("demo-user").with_roles(["demo"]);
+    let (_, token) = store.issue_token(&user, Some(std::time::Duration::from_hours(1)), Some("demo"))?;
+    #[expect(clippy::disallowed_methods, reason = "the demo prints its token for its user")]
+    let token = secrecy::ExposeSecret::expose_secret(&token).to_owned();
     let link = store.issue_login_link("demo-user", std::time::Duration::from_hours(1))?;
     #[expect(
         clippy::disallowed_methods,
@@ -94,29 +66,35 @@ pub(crate) async fn run(port: u16, once: bool) -> anyhow::Result<()> {
         "http://{addr}/login?code={}",
         secrecy::ExposeSecret::expose_secret(&link)
     );
-    let server = tokio::spawn(mcp_guard_tower::http::serve(listener, app, shutdown.clone()));
+    let gateway = ServerBuilder::from_loaded(loaded)
+        .known_secrets(crate::known_secrets())
+        .build()
+        .await?;
+    let report = gateway.started().await?;
+    let stop = CancellationToken::new();
+    let serving = tokio::spawn(gateway.serve(listener, stop.clone().cancelled_owned(), |_| {}));
     let url = format!("http://{addr}/mcp/demo");
-    println!("mcp-guard demo gateway running");
-    println!("  config:   {}", path.display());
-    println!("  endpoint: {url}");
-    println!("  header:   Authorization: Bearer {token}");
-    println!(
+    outln!("mcp-guard demo gateway running ({report})");
+    outln!("  config:   {}", path.display());
+    outln!("  endpoint: {url}");
+    outln!("  header:   Authorization: Bearer {token}");
+    outln!(
         "  try:      npx @modelcontextprotocol/inspector --cli {url} --transport http --header \"Authorization: Bearer {token}\" --method tools/list"
     );
-    println!("  OAuth:    add {url} to an MCP client (Claude, the Inspector); when it opens the");
-    println!("            sign-in page, paste this one-time link (valid 1 hour): {link}");
+    outln!("  OAuth:    add {url} to an MCP client (Claude, the Inspector); when it opens the");
+    outln!("            sign-in page, paste this one-time link (valid 1 hour): {link}");
 
-    show(&url, token).await?;
-    if !once {
-        println!("\nserving until Ctrl-C");
-        tokio::spawn(crate::shutdown_signal(shutdown.clone()));
-        shutdown.cancelled().await;
+    let shown = show(&url, token).await;
+    if shown.is_ok() && !once {
+        outln!("\nserving until Ctrl-C");
+        tokio::spawn(crate::shutdown_signal(stop.clone()));
+        stop.cancelled().await;
     }
-    shutdown.cancel();
-    let _ = server.await;
-    built.gateway.shutdown().await;
+    stop.cancel();
+    let served = serving.await.context("the demo gateway stopped unexpectedly")?;
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
+    shown?;
+    Ok(served?)
 }
 
 /// One real call through the gateway: lists the tools and adds two numbers.
@@ -129,7 +107,7 @@ async fn show(url: &str, token: String) -> anyhow::Result<()> {
             .await
             .context("demo client could not connect")?;
     let tools = client.list_all_tools().await?;
-    println!(
+    outln!(
         "\ntools through the gateway: {}",
         tools
             .iter()
@@ -147,7 +125,7 @@ async fn show(url: &str, token: String) -> anyhow::Result<()> {
         .and_then(|c| c.as_text())
         .map(|t| t.text.clone())
         .unwrap_or_default();
-    println!("calc__add(2, 40) = {answer}");
+    outln!("calc__add(2, 40) = {answer}");
     let _ = client.cancel().await;
     Ok(())
 }

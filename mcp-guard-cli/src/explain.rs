@@ -121,49 +121,72 @@ fn resolve(config: &GatewayConfig, a: &ExplainArgs) -> anyhow::Result<(String, S
     Ok((server.to_owned(), name.to_owned()))
 }
 
-/// Whether the endpoint's selection exposes `name` of `server`, and why (or why not).
-fn exposure(config: &GatewayConfig, a: &ExplainArgs, server: &str, name: &str) -> (bool, String) {
-    let Some(sel) = config
-        .endpoints
-        .get(&a.endpoint)
-        .and_then(|e| e.servers.get(server))
-    else {
-        return (
-            false,
-            format!("endpoint {} does not federate {server}", a.endpoint),
+/// Whether an endpoint's selection exposes a target, and the setting that decides.
+pub(crate) struct Exposure {
+    /// Exposed (if the upstream offers it).
+    pub(crate) exposed: bool,
+    /// The configuration entry that decides (`endpoints.main.servers.github.tools`).
+    pub(crate) setting: String,
+    /// Why, in words.
+    pub(crate) why: String,
+}
+
+/// Whether `endpoint`'s selection exposes `name` (of `kind`) of `server`, and why (or
+/// why not).
+pub(crate) fn exposure(
+    config: &GatewayConfig,
+    endpoint: &str,
+    server: &str,
+    kind: TargetKind,
+    name: &str,
+) -> Exposure {
+    let no = |setting: String, why: String| Exposure {
+        exposed: false,
+        setting,
+        why,
+    };
+    let Some(ep) = config.endpoints.get(endpoint) else {
+        return no(
+            "endpoints".to_owned(),
+            format!("there is no endpoint {endpoint:?} in the configuration"),
+        );
+    };
+    let Some(sel) = ep.servers.get(server) else {
+        return no(
+            format!("endpoints.{endpoint}.servers"),
+            format!("endpoint {endpoint} does not federate {server}"),
         );
     };
     if config.servers.get(server).is_some_and(|s| !s.enabled()) {
-        return (
-            false,
+        return no(
+            format!("servers.{server}.enabled"),
             format!("server {server} is disabled (servers.{server}.enabled)"),
         );
     }
     if !sel.enabled {
-        return (
-            false,
-            format!(
-                "server {server} is disabled on this endpoint (endpoints.{}.servers.{server}.enabled)",
-                a.endpoint
-            ),
+        let setting = format!("endpoints.{endpoint}.servers.{server}.enabled");
+        return no(
+            setting.clone(),
+            format!("server {server} is disabled on this endpoint ({setting})"),
         );
     }
-    let (field, globs) = match a.kind {
-        Kind::Tool => ("tools", &sel.tools),
-        Kind::Prompt => ("prompts", &sel.prompts),
-        Kind::Resource | Kind::Template => ("resources", &sel.resources),
+    let (field, globs) = match kind {
+        TargetKind::Prompt => ("prompts", &sel.prompts),
+        TargetKind::Resource | TargetKind::ResourceTemplate => ("resources", &sel.resources),
+        _ => ("tools", &sel.tools),
     };
-    let entry = format!("endpoints.{}.servers.{server}.{field}", a.endpoint);
+    let entry = format!("endpoints.{endpoint}.servers.{server}.{field}");
     match globs
         .iter()
         .find(|g| Pattern::new(g).is_ok_and(|p| p.is_match(name)))
     {
-        Some(g) => (
-            true,
-            format!("yes, by {g:?} in {entry} (if the upstream offers it)"),
-        ),
-        None => (
-            false,
+        Some(g) => Exposure {
+            exposed: true,
+            why: format!("yes, by {g:?} in {entry} (if the upstream offers it)"),
+            setting: entry,
+        },
+        None => no(
+            entry.clone(),
             format!(
                 "no: nothing in {entry} matches {name:?}, so the endpoint answers as for an unknown name"
             ),
@@ -180,9 +203,9 @@ fn rule_text(d: &Decision) -> String {
 
 /// Runs `explain`; returns the exit status.
 pub(crate) fn run(a: &ExplainArgs) -> anyhow::Result<u8> {
-    let loaded = crate::load::load(&a.config)?;
+    let loaded = mcp_guard_tower::server::load_config(&a.config)?;
     let config = &loaded.config;
-    let policy = crate::load::policy(config)?;
+    let policy = mcp_guard_tower::server::grant_policy(config)?;
     let (server, name) = resolve(config, a)?;
     let arguments = match &a.args {
         None => None,
@@ -205,22 +228,22 @@ pub(crate) fn run(a: &ExplainArgs) -> anyhow::Result<u8> {
     let call = Operation::new(Action::Call, Some(target.clone()), a.tool.as_str()).with_arguments(arguments);
     let decision = policy.decide(&call, &ctx);
     let listed = policy.decide(&Operation::new(Action::List, Some(target), a.tool.as_str()), &ctx);
-    let (exposed, why) = exposure(config, a, &server, &name);
+    let Exposure { exposed, why, .. } = exposure(config, &a.endpoint, &server, a.kind.into(), &name);
 
     let allowed = decision.is_allow() && exposed;
-    println!("decision: {}", if allowed { "allow" } else { "deny" });
-    println!(
+    outln!("decision: {}", if allowed { "allow" } else { "deny" });
+    outln!(
         "policy:   {} by {}",
         if decision.is_allow() { "allow" } else { "deny" },
         rule_text(&decision)
     );
-    println!(
+    outln!(
         "target:   server {server:?}, {} {name:?} on endpoint {:?}",
         TargetKind::from(a.kind),
         a.endpoint
     );
-    println!("exposed:  {why}");
-    println!(
+    outln!("exposed:  {why}");
+    outln!(
         "listed:   {}",
         if listed.is_allow() && exposed {
             "yes (argument conditions are not applied to lists)".to_owned()
@@ -231,7 +254,7 @@ pub(crate) fn run(a: &ExplainArgs) -> anyhow::Result<u8> {
         }
     );
     if decision.is_allow() && !exposed {
-        println!("note:     the grant allows it, but the endpoint does not expose it");
+        outln!("note:     the grant allows it, but the endpoint does not expose it");
     }
     Ok(if allowed { 0 } else { EXIT_DENIED })
 }

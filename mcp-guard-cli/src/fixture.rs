@@ -27,6 +27,7 @@ pub(crate) struct Fixture {
     legacy_only: bool,
     variant_file: Option<Arc<std::path::Path>>,
     garbage_after: Option<u64>,
+    questions: bool,
     calls: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -43,6 +44,7 @@ impl Fixture {
             legacy_only,
             variant_file: variant_file.map(Into::into),
             garbage_after: None,
+            questions: false,
             calls: Arc::default(),
         }
     }
@@ -50,6 +52,14 @@ impl Fixture {
     /// After `n` tool calls, every call writes protocol garbage to stdout first.
     pub(crate) fn garbage_after(mut self, n: Option<u64>) -> Self {
         self.garbage_after = n;
+        self
+    }
+
+    /// Also offers `ask_name` (elicitation) and `ask_model` (sampling), which ask the
+    /// client with requests of their own, the legacy way (on 2026-07-28 they fail, as
+    /// servers written that way do).
+    pub(crate) fn questions(mut self, on: bool) -> Self {
+        self.questions = on;
         self
     }
 
@@ -129,6 +139,18 @@ impl Fixture {
         if variant == "new" {
             tools.push(Tool::new("echo_twice", "Returns the text twice.", text.clone()));
         }
+        if self.questions {
+            tools.push(Tool::new(
+                "ask_name",
+                "Asks the user for their name (elicitation) and returns it.",
+                schema(json!({"type": "object"})),
+            ));
+            tools.push(Tool::new(
+                "ask_model",
+                "Asks the client's model to say something (sampling) and returns it.",
+                schema(json!({"type": "object"})),
+            ));
+        }
         for n in self.extra.lock().unwrap_or_else(PoisonError::into_inner).iter() {
             tools.push(Tool::new(n.clone(), "Extra echo tool.", text.clone()));
         }
@@ -147,12 +169,99 @@ fn record_call(method: &str, name: &str) {
     }
 }
 
+/// Asks the client for a name with an `elicitation/create` request of its own.
+async fn ask_name(ctx: &RequestContext<RoleServer>) -> CallToolResponse {
+    let params = serde_json::from_value(json!({
+        "mode": "form",
+        "message": "What is your name?",
+        "requestedSchema": {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+    }));
+    let params = match params {
+        Ok(p) => p,
+        Err(e) => return failed(format!("elicitation request: {e}")),
+    };
+    let request = rmcp::model::ServerRequest::ElicitRequest(rmcp::model::ElicitRequest::new(params));
+    match ctx.peer.send_request(request).await {
+        Ok(rmcp::model::ClientResult::ElicitResult(r)) => {
+            let name = r
+                .content
+                .as_ref()
+                .and_then(|c| c.get("name"))
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned();
+            text(format!("{}: {name}", format!("{:?}", r.action).to_lowercase()))
+        }
+        Ok(other) => failed(format!("elicitation answered with {other:?}")),
+        Err(e) => failed(format!("elicitation failed: {e}")),
+    }
+}
+
+/// Asks the client's model with a `sampling/createMessage` request of its own.
+#[allow(deprecated, reason = "sampling is how legacy servers ask the client's model")]
+async fn ask_model(ctx: &RequestContext<RoleServer>) -> CallToolResponse {
+    let params = serde_json::from_value(json!({
+        "messages": [{"role": "user", "content": {"type": "text", "text": "Say something."}}],
+        "maxTokens": 50
+    }));
+    let params = match params {
+        Ok(p) => p,
+        Err(e) => return failed(format!("sampling request: {e}")),
+    };
+    match ctx.peer.create_message(params).await {
+        Ok(r) => {
+            let said = serde_json::to_value(&r.message)
+                .ok()
+                .and_then(|m| {
+                    let c = &m["content"];
+                    c["text"]
+                        .as_str()
+                        .or_else(|| c[0]["text"].as_str())
+                        .map(str::to_owned)
+                })
+                .unwrap_or_default();
+            text(format!("the model said: {said}"))
+        }
+        Err(e) => failed(format!("sampling failed: {e}")),
+    }
+}
+
+fn failed(s: impl Into<String>) -> CallToolResponse {
+    CallToolResult::error(vec![ContentBlock::text(s)]).into()
+}
+
 fn text(s: impl Into<String>) -> CallToolResponse {
     CallToolResult::success(vec![ContentBlock::text(s)]).into()
 }
 
 fn arg<'a>(p: &'a CallToolRequestParams, k: &str) -> Option<&'a serde_json::Value> {
     p.arguments.as_ref().and_then(|a| a.get(k))
+}
+
+/// Serves `fixture` over streamable HTTP at `http://ADDR/mcp` (loopback only: the
+/// address must be a loopback one) until the process is stopped; announces
+/// `fixture listening on http://ADDR/mcp` on stderr once it accepts connections.
+pub(crate) async fn serve_http(fixture: Fixture, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    use rmcp::transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+    };
+    anyhow::ensure!(
+        addr.ip().is_loopback(),
+        "the fixture listens on loopback addresses only"
+    );
+    let service = StreamableHttpService::new(
+        move || Ok(fixture.clone()),
+        Arc::new(LocalSessionManager::default()),
+        StreamableHttpServerConfig::default(),
+    );
+    let app = axum::Router::new().nest_service("/mcp", service);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    #[allow(clippy::print_stderr, reason = "the readiness line tests wait for")]
+    {
+        eprintln!("fixture listening on http://{}/mcp", listener.local_addr()?);
+    }
+    axum::serve(listener, app).await?;
+    Ok(())
 }
 
 impl ServerHandler for Fixture {
@@ -203,6 +312,7 @@ impl ServerHandler for Fixture {
         Ok(ListToolsResult::with_all_items(self.tools()))
     }
 
+    #[allow(clippy::too_many_lines, reason = "one dispatch table for the fixture's tools")]
     async fn call_tool(
         &self,
         p: CallToolRequestParams,
@@ -276,6 +386,8 @@ impl ServerHandler for Fixture {
                 }
                 Ok(text(format!("done after {steps} steps")))
             }
+            "ask_name" if self.questions => Ok(ask_name(&ctx).await),
+            "ask_model" if self.questions => Ok(ask_model(&ctx).await),
             "crash" => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 std::process::exit(3);

@@ -5,6 +5,25 @@
     reason = "a command-line program talks on stdout/stderr"
 )]
 
+/// `println!` for a command's output: when the reader has gone (`mcp-guard sessions
+/// list | head -1`) the command ends quietly with status 0, as grep and ripgrep do,
+/// instead of panicking on the broken pipe.
+macro_rules! outln {
+    () => {
+        $crate::write_out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` for a command's output, like [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::write_out(format_args!($($arg)*))
+    };
+}
+
 mod access;
 mod audit;
 mod connect;
@@ -13,23 +32,19 @@ mod demo;
 mod explain;
 mod fixture;
 mod import;
-mod load;
 mod oauth_client;
 mod pins;
+mod replay;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
-use mcp_guard_core::{AuditSink, Principal, Redactor, TracingAuditSink};
-use mcp_guard_tower::auth::{AnyOf, ApiTokens, JwksSource, JwtBearer, JwtSettings};
-use mcp_guard_tower::http::dangerous::Anonymous;
-use mcp_guard_tower::{Authenticate, GuardHandler, HttpEdge, HttpOptions, StaticTokens};
+use mcp_guard_core::Redactor;
+use mcp_guard_tower::server::{ServerBuilder, load_config};
 use rmcp::ServiceExt;
-use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -89,14 +104,32 @@ enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
-    /// Validates a configuration file; with --connect also connects each server.
+    /// Validates a configuration file; with --connect also connects each server; with
+    /// --against-audit replays recorded calls under it and prints the decisions that
+    /// would change (exit 1 when any does, 2 when the trail cannot be read).
     Check {
         /// The configuration file.
         #[arg(long, short)]
         config: PathBuf,
         /// Connect to every enabled server and list its tools.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "against_audit")]
         connect: bool,
+        /// Replay the policy decisions of the recorded calls under this configuration
+        /// and print those whose outcome would change (allowed -> refused, refused ->
+        /// allowed), with the deciding rule before and after.
+        #[arg(long)]
+        against_audit: bool,
+        /// With --against-audit: only calls started at or after this: RFC 3339 UTC, a
+        /// date, or an age (15m, 2h, 7d).
+        #[arg(long, requires = "against_audit", value_parser = audit::parse_when)]
+        since: Option<std::time::SystemTime>,
+        /// With --against-audit: the trail (a SQLite database, a JSON Lines file or
+        /// directory); default: the one the configuration's [audit] names.
+        #[arg(long, requires = "against_audit")]
+        audit: Option<PathBuf>,
+        /// With --against-audit: print JSON.
+        #[arg(long, requires = "against_audit")]
+        json: bool,
     },
     /// Shows a running gateway's per-server status (from its /readyz).
     Status {
@@ -195,6 +228,13 @@ enum Command {
         /// not JSON-RPC to stdout (protocol garbage), then answers after 2 s.
         #[arg(long)]
         garbage_after: Option<u64>,
+        /// Also offer `ask_name` and `ask_model`, which ask the client (elicitation,
+        /// sampling) with requests of their own, the legacy way.
+        #[arg(long)]
+        questions: bool,
+        /// Serve streamable HTTP at `http://ADDR/mcp` (a loopback address) instead of stdio.
+        #[arg(long, value_name = "ADDR")]
+        http: Option<SocketAddr>,
     },
 }
 
@@ -261,122 +301,18 @@ pub(crate) fn known_secrets() -> Arc<mcp_guard_core::redact::KnownSecrets> {
     KNOWN.get_or_init(Arc::default).clone()
 }
 
-/// The redactor for audit records and upstream stderr: every kind of personal data,
-/// secrets, and the known credentials.
-pub(crate) fn redactor() -> Arc<dyn Redactor> {
-    Arc::new(
-        mcp_guard_core::redact::PatternRedactor::builder()
-            .known_secrets(known_secrets())
-            .build(),
-    )
-}
-
-/// The sink of commands that serve no clients (`tools`, `demo`): log output only.
-pub(crate) fn audit_sink() -> Arc<dyn AuditSink> {
-    Arc::new(TracingAuditSink::default())
-}
-
-/// Client authentication from `[auth]`: configured tokens, gateway-issued tokens from
-/// the access store, and JWTs when `[auth.jwt]` is set, tried in that order.
-async fn authenticator(
-    config: &mcp_guard_core::config::GatewayConfig,
-    base: &std::path::Path,
-    store: &mcp_guard_core::access::AccessStore,
-) -> anyhow::Result<Arc<dyn Authenticate>> {
-    let auth = &config.auth;
-    if let Some(p) = &auth.dangerously_allow_anonymous {
-        tracing::warn!(principal = %p.id, "auth.dangerously_allow_anonymous is set: HTTP clients are NOT authenticated");
-        return Ok(Arc::new(Anonymous(load::principal(p))));
-    }
-    let mut chain = AnyOf::new();
-    if !auth.tokens.is_empty() {
-        let mut tokens = StaticTokens::new();
-        for (i, t) in auth.tokens.iter().enumerate() {
-            let secret = env_secret(&format!("auth.tokens[{i}]"), &t.token)?;
-            #[expect(
-                clippy::disallowed_methods,
-                reason = "only the length of the configured token is checked"
-            )]
-            if secrecy::ExposeSecret::expose_secret(&secret).len() < 16 {
-                bail!("auth.tokens[{i}]: the token must be at least 16 characters");
-            }
-            tokens = tokens.with_token(&secret, load::principal(&t.principal));
+/// Writes a command's output to stdout: a closed pipe ends the process quietly
+/// (status 0), any other write error with a message (status 1).
+pub(crate) fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
         }
-        chain = chain.or(Arc::new(tokens));
+        eprintln!("error: cannot write to standard output: {e}");
+        std::process::exit(1);
     }
-    chain = chain.or(Arc::new(ApiTokens::new(store.clone())));
-    if auth.server.is_some() {
-        chain = chain.or(Arc::new(mcp_guard_tower::auth::GrantTokens::new(store.clone())));
-    }
-    if let Some(j) = &auth.jwt {
-        let resource_base = config
-            .gateway
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", config.gateway.listen));
-        let mut s = JwtSettings::new(j.issuer.clone(), resource_base);
-        s.extra_audiences.clone_from(&j.audiences);
-        if !j.algorithms.is_empty() {
-            s.algorithms.clone_from(&j.algorithms);
-        }
-        if let Some(l) = j.leeway_secs {
-            s.leeway = Duration::from_secs(l);
-        }
-        if let Some(c) = &j.principal_claim {
-            s.principal_claim.clone_from(c);
-        }
-        if j.roles_claim.is_some() {
-            s.roles_claim.clone_from(&j.roles_claim);
-        }
-        s.kind_claim.clone_from(&j.kind_claim);
-        s.attribute_claims.clone_from(&j.attribute_claims);
-        s.required_scopes.clone_from(&j.required_scopes);
-        let source = match (&j.jwks_file, &j.jwks_url) {
-            (Some(f), _) => JwksSource::File(base.join(f)),
-            (None, Some(u)) => JwksSource::Url(u.clone()),
-            (None, None) => bail!("auth.jwt: set jwks_file or jwks_url"),
-        };
-        let jwt = JwtBearer::new(s, source).await.context("auth.jwt")?;
-        chain = chain.or(Arc::new(jwt));
-    }
-    Ok(Arc::new(chain))
-}
-
-/// A secret configured as `${NAME}` placeholders, read from the environment (errors
-/// name `entry` and the missing variable); it joins the scrubber's known secrets.
-pub(crate) fn env_secret(entry: &str, template: &str) -> anyhow::Result<SecretString> {
-    let tpl = mcp_guard_core::upstream::Template::parse(template).map_err(anyhow::Error::msg)?;
-    let value = tpl
-        .names()
-        .map(|n| std::env::var(n).with_context(|| format!("{entry}: environment variable {n} is not set")))
-        .collect::<anyhow::Result<Vec<_>>>()?
-        .concat();
-    let secret = SecretString::from(value);
-    known_secrets().add(&secret);
-    Ok(secret)
-}
-
-pub(crate) fn http_options(config: &mcp_guard_core::config::GatewayConfig) -> HttpOptions {
-    let mut o = HttpOptions::default();
-    o.allowed_hosts.clone_from(&config.gateway.allowed_hosts);
-    o.allowed_origins.clone_from(&config.gateway.allowed_origins);
-    o.max_body_bytes = config.gateway.max_body_bytes;
-    o.page_size = config.gateway.page_size;
-    o.resource_base.clone_from(&config.gateway.public_url);
-    if let Some(j) = &config.auth.jwt {
-        o.authorization_servers = if j.authorization_servers.is_empty() {
-            vec![j.issuer.clone()]
-        } else {
-            j.authorization_servers.clone()
-        };
-        o.scopes_supported.clone_from(&j.required_scopes);
-    }
-    if let (Some(a), Some(issuer)) = (&config.auth.server, &config.gateway.public_url) {
-        o.authorization_servers
-            .insert(0, issuer.trim_end_matches('/').to_owned());
-        o.scopes_supported.extend(a.scopes.iter().cloned());
-    }
-    o
 }
 
 pub(crate) async fn shutdown_signal(token: CancellationToken) {
@@ -390,236 +326,52 @@ pub(crate) async fn shutdown_signal(token: CancellationToken) {
     token.cancel();
 }
 
-/// `serve --stdio`: one endpoint on stdin/stdout, as the configured stdio principal.
-async fn serve_stdio(
-    cfg: &mcp_guard_core::config::GatewayConfig,
-    config: &std::path::Path,
-    sink: Arc<dyn AuditSink>,
-    endpoint: Option<String>,
-) -> anyhow::Result<()> {
-    let name = endpoint.unwrap_or_default();
-    let principal = cfg
-        .auth
-        .stdio_principal
-        .as_ref()
-        .map_or_else(|| Principal::user("stdio"), load::principal);
-    let pinning = load::pinning(cfg, config)?;
-    let stores = credentials::stores(cfg, config, Some(principal.id()))?;
-    let built = load::build(cfg, &stores, sink.clone(), redactor(), Some(pinning.gate.clone())).await?;
-    pins::watch_lock(pinning.path, pinning.gate, built.gateway.clone());
-    let ep = built
-        .gateway
-        .endpoint(&name)
-        .with_context(|| format!("no endpoint named {name:?}"))?;
-    let handler = GuardHandler::new(ep, built.service)
-        .with_principal(Arc::new(principal))
-        .page_size(cfg.gateway.page_size);
-    let running = handler.serve(mcp_guard_tower::stdio::guarded_stdio()).await?;
-    let signal = CancellationToken::new();
-    tokio::spawn(shutdown_signal(signal.clone()));
-    let stop = running.cancellation_token();
-    let waiting = running.waiting();
-    tokio::pin!(waiting);
-    tokio::select! {
-        _ = &mut waiting => {}
-        () = signal.cancelled() => {
-            drain(&built.drain, grace(cfg)).await;
-            stop.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(5), waiting).await;
-        }
-    }
-    built.gateway.shutdown().await;
-    sink.flush().await.context("flushing the audit trail")?;
-    Ok(())
-}
-
+/// `serve`: the gateway the configuration describes, built by the library
+/// ([`mcp_guard_tower::server`]); this function only adds the listener, the signals and
+/// what is printed on stderr.
 async fn serve(
     config: PathBuf,
     stdio: bool,
     endpoint: Option<String>,
     listen: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
-    let loaded = load::load(&config)?;
+    let loaded = load_config(&config)?;
     for w in &loaded.warnings {
         eprintln!("{w}");
     }
-    let cfg = loaded.config;
-    let base = config.parent().unwrap_or(std::path::Path::new("")).to_owned();
-    let sink = audit::sinks(&cfg.audit, &base)?;
-    if stdio {
-        return serve_stdio(&cfg, &config, sink, endpoint).await;
-    }
-    let store_path = access::store_path(&config, &cfg);
-    let store = mcp_guard_core::access::AccessStore::open(&store_path)
-        .with_context(|| format!("opening the access store {}", store_path.display()))?;
-    let auth = authenticator(&cfg, &base, &store).await?;
-    let sessions = mcp_guard_core::access::Sessions::with_store(store.clone())?.with_audit(sink.clone());
     let addr: SocketAddr = match listen {
         Some(a) => a,
-        None => cfg.gateway.listen.parse()?,
+        None => loaded.config.gateway.listen.parse()?,
     };
-    let pinning = load::pinning(&cfg, &config)?;
-    let stores = credentials::stores(&cfg, &config, None)?;
-    let built = load::build(
-        &cfg,
-        &stores,
-        sink.clone(),
-        redactor(),
-        Some(pinning.gate.clone()),
-    )
-    .await?;
-    pins::watch_lock(pinning.path, pinning.gate, built.gateway.clone());
-    // Three stages: a signal; then no new connections (in-flight requests drain);
-    // then every session and stream is closed.
+    let builder = ServerBuilder::from_loaded(loaded).known_secrets(known_secrets());
     let signal = CancellationToken::new();
-    let stop_accepting = CancellationToken::new();
-    let close_sessions = CancellationToken::new();
-    let gauge = built.metrics.gateway_sessions();
-    keep_sessions(
-        &sessions,
-        move |n| {
-            gauge.set(i64::try_from(n).unwrap_or(i64::MAX));
-        },
-        &close_sessions,
-    );
-    let upstream = upstream_auth(&cfg, &stores)?;
-    let authorization = connect::authorization_server(
-        &cfg,
-        &config,
-        &store,
-        &sessions,
-        &built.gateway,
-        &stores,
-        upstream.as_ref(),
-    )?;
-    let mut edge = HttpEdge::new(built.gateway.clone(), built.service, auth.clone())
-        .audit(sink.clone())
-        .sessions(sessions)
-        .options(http_options(&cfg))
-        .shutdown_token(close_sessions.clone());
-    if cfg.gateway.metrics {
-        edge = edge.metrics(built.metrics.clone());
+    tokio::spawn(shutdown_signal(signal.clone()));
+    let on_started = |r: &mcp_guard_tower::server::StartupReport| eprintln!("{r}");
+    if stdio {
+        let gateway = builder.build_stdio(endpoint.as_deref()).await?;
+        return Ok(gateway.serve(signal.cancelled_owned(), on_started).await?);
     }
-    let mut app = edge.router();
-    if let Some(a) = &authorization {
-        app = a.router().merge(app);
-    }
-    if let Some(mut upstream) = upstream {
-        if let Some(a) = authorization.clone() {
-            // With the gateway's own sign-in, a start link works only in a browser
-            // signed in as the principal it was made for.
-            upstream = upstream.require_browser_sign_in(move |headers| a.signed_in(headers));
-        }
-        app = app.merge(upstream.authenticate(auth.clone()).router());
-    }
+    let gateway = builder.build().await?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     eprintln!("mcp-guard listening on http://{local}");
-    for name in built.gateway.endpoint_names() {
+    for name in gateway.gateway().endpoint_names() {
         eprintln!("  endpoint {name}: http://{local}/mcp/{name}");
     }
-    tokio::spawn(shutdown_signal(signal.clone()));
-    let server = tokio::spawn(mcp_guard_tower::http::serve(
-        listener,
-        app,
-        stop_accepting.clone(),
-    ));
-    signal.cancelled().await;
-    stop_accepting.cancel();
-    drain(&built.drain, grace(&cfg)).await;
-    close_sessions.cancel();
-    match tokio::time::timeout(Duration::from_secs(5), server).await {
-        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the listener failed while stopping"),
-        Err(_) => tracing::warn!("connections still open 5 s after sessions closed; stopping anyway"),
-        _ => {}
-    }
-    built.gateway.shutdown().await;
-    sink.flush().await.context("flushing the audit trail")?;
-    tracing::info!(processes = mcp_guard_core::upstream::live_processes(), "stopped");
-    Ok(())
-}
-
-/// The sign-in routes for servers principals sign in to with OAuth (none: `None`).
-fn upstream_auth(
-    cfg: &mcp_guard_core::config::GatewayConfig,
-    stores: &credentials::Stores,
-) -> anyhow::Result<Option<mcp_guard_tower::upstream_auth::UpstreamAuth>> {
-    let personal: Vec<_> = stores
-        .oauth
-        .values()
-        .filter(|o| o.spec().mode == mcp_guard_core::upstream::oauth::OAuthMode::Personal)
-        .cloned()
-        .collect();
-    if personal.is_empty() {
-        return Ok(None);
-    }
-    let public_url = cfg
-        .gateway
-        .public_url
-        .as_deref()
-        .context("personal OAuth servers need gateway.public_url")?;
-    Ok(Some(mcp_guard_tower::upstream_auth::UpstreamAuth::new(
-        personal, public_url,
-    )?))
-}
-
-/// Applies revocations from other processes and expiries every 250 ms, and keeps the
-/// sessions gauge current, until `stop`; then closes every session.
-fn keep_sessions(
-    sessions: &mcp_guard_core::access::Sessions,
-    report: impl Fn(usize) + Send + 'static,
-    stop: &CancellationToken,
-) {
-    tokio::spawn(
-        sessions
-            .clone()
-            .maintain(Duration::from_millis(250), stop.clone()),
-    );
-    let (sessions, stop) = (sessions.clone(), stop.clone());
-    tokio::spawn(async move {
-        while tokio::time::timeout(Duration::from_secs(1), stop.cancelled())
-            .await
-            .is_err()
-        {
-            report(sessions.active());
-        }
-    });
-}
-
-fn grace(cfg: &mcp_guard_core::config::GatewayConfig) -> Duration {
-    Duration::from_secs(cfg.gateway.shutdown_grace_secs)
-}
-
-/// Refuses new requests, waits up to `grace` for those in flight, then answers the rest
-/// with an error (each still gets its audit record) and gives their answers a moment
-/// to reach the clients.
-async fn drain(drain: &mcp_guard_tower::Drain, grace: Duration) {
-    drain.start();
-    let pending = drain.in_flight();
-    if pending > 0 {
-        tracing::info!(pending, ?grace, "waiting for requests in flight");
-    }
-    if !drain.wait_idle(grace).await {
-        tracing::warn!(
-            pending = drain.in_flight(),
-            "shutdown grace period over; abandoning requests in flight"
-        );
-        drain.abort();
-        let _ = drain.wait_idle(Duration::from_secs(2)).await;
-    }
-    // Answers already produced still have to be written to their streams.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    Ok(gateway
+        .serve(listener, signal.cancelled_owned(), on_started)
+        .await?)
 }
 
 fn check(config: &std::path::Path) -> anyhow::Result<()> {
-    let loaded = load::load(config)?;
+    let loaded = load_config(config)?;
     for w in &loaded.warnings {
-        println!("{w}");
+        outln!("{w}");
     }
     let c = &loaded.config;
-    println!(
+    outln!(
         "{}: ok ({} servers, {} endpoints, {} grants)",
         config.display(),
         c.servers.len(),
@@ -631,12 +383,14 @@ fn check(config: &std::path::Path) -> anyhow::Result<()> {
 
 /// Connects every enabled server once and lists its tools; fails if any cannot connect.
 async fn check_connect(config: &std::path::Path) -> anyhow::Result<()> {
-    let loaded = load::load(config)?;
-    let stores = credentials::stores(&loaded.config, config, None)?;
+    let loaded = load_config(config)?;
+    let upstreams = ServerBuilder::from_loaded(loaded)
+        .known_secrets(known_secrets())
+        .upstreams()?;
     let mut failed = 0;
-    for (upstream, enabled) in load::upstreams(&loaded.config, &stores, &redactor())? {
+    for (upstream, enabled) in upstreams {
         if !enabled {
-            println!("server {}: disabled", upstream.id());
+            outln!("server {}: disabled", upstream.id());
             continue;
         }
         match upstream.catalog().await {
@@ -647,7 +401,7 @@ async fn check_connect(config: &std::path::Path) -> anyhow::Result<()> {
                     .as_ref()
                     .map(|i| i.protocol_version.as_str().to_owned())
                     .unwrap_or_default();
-                println!(
+                outln!(
                     "server {}: connected ({version}), {} tools: {}",
                     upstream.id(),
                     names.len(),
@@ -656,7 +410,7 @@ async fn check_connect(config: &std::path::Path) -> anyhow::Result<()> {
             }
             Err(e) => {
                 failed += 1;
-                println!(
+                outln!(
                     "server {}: FAILED: {}",
                     upstream.id(),
                     mcp_guard_core::upstream::error_chain(&e)
@@ -683,11 +437,15 @@ async fn status(url: &str, principal: Option<&str>, config: Option<&std::path::P
     let report: serde_json::Value =
         serde_json::from_str(&body).context("the gateway's /readyz did not answer JSON")?;
     for s in report["servers"].as_array().into_iter().flatten() {
-        println!(
-            "{:<24} {:<20} since {}{}",
+        outln!(
+            "{:<24} {:<20} since {}{}{}",
             s["id"].as_str().unwrap_or_default(),
             s["state"].as_str().unwrap_or_default(),
             s["since"].as_str().unwrap_or_default(),
+            s["protocol"]
+                .as_str()
+                .map(|p| format!("  protocol {p}"))
+                .unwrap_or_default(),
             s["detail"]
                 .as_str()
                 .map(|d| format!("  ({d})"))
@@ -695,15 +453,15 @@ async fn status(url: &str, principal: Option<&str>, config: Option<&std::path::P
         );
     }
     if let (Some(p), Some(config)) = (principal, config) {
-        let loaded = load::load(config)?;
-        let store = credentials::sealed(&loaded.config, config);
+        let loaded = load_config(config)?;
+        let store = mcp_guard_tower::server::sealed_store(&loaded.config, loaded.base_dir());
         let lines = credentials::principal_report(&loaded.config, &store, None, p)?;
-        println!("\npersonal credentials of {p}:");
+        outln!("\npersonal credentials of {p}:");
         if lines.is_empty() {
-            println!("  (no server takes personal credentials)");
+            outln!("  (no server takes personal credentials)");
         }
         for l in lines {
-            println!("  {l}");
+            outln!("  {l}");
         }
     }
     if report["ready"] != serde_json::Value::Bool(true) {
@@ -713,30 +471,24 @@ async fn status(url: &str, principal: Option<&str>, config: Option<&std::path::P
 }
 
 async fn tools(config: PathBuf, endpoint: String) -> anyhow::Result<()> {
-    let loaded = load::load(&config)?;
-    let pinning = load::pinning(&loaded.config, &config)?;
-    let stores = credentials::stores(&loaded.config, &config, None)?;
-    let built = load::build(
-        &loaded.config,
-        &stores,
-        audit_sink(),
-        redactor(),
-        Some(pinning.gate.clone()),
-    )
-    .await?;
+    let loaded = load_config(&config)?;
+    let built = ServerBuilder::from_loaded(loaded)
+        .known_secrets(known_secrets())
+        .build_catalogue()
+        .await?;
     let ep = built
         .gateway
         .endpoint(&endpoint)
         .with_context(|| format!("no endpoint named {endpoint:?}"))?;
     for (server, enabled, status) in ep.members() {
-        println!(
+        outln!(
             "server {server}: {}{:?}",
             if enabled { "" } else { "disabled, " },
             status.state
         );
     }
     for (exposed, kind, _server, _name, enabled) in ep.selection_report().await {
-        println!(
+        outln!(
             "[{}] {:<8} {exposed}",
             if enabled { "x" } else { " " },
             kind.to_string()
@@ -770,7 +522,29 @@ fn main() -> std::process::ExitCode {
                 endpoint,
                 listen,
             } => serve(config, stdio, endpoint, listen).await,
-            Command::Check { config, connect } => {
+            Command::Check {
+                config,
+                against_audit: true,
+                since,
+                audit,
+                json,
+                ..
+            } => {
+                let args = replay::ReplayArgs {
+                    config: &config,
+                    audit: audit.as_deref(),
+                    since,
+                    json,
+                };
+                return Ok(replay::run(&args).map_or_else(
+                    |e| {
+                        eprintln!("error: {e:#}");
+                        std::process::ExitCode::from(explain::EXIT_ERROR)
+                    },
+                    std::process::ExitCode::from,
+                ));
+            }
+            Command::Check { config, connect, .. } => {
                 check(&config)?;
                 if connect {
                     check_connect(&config).await
@@ -857,13 +631,19 @@ fn main() -> std::process::ExitCode {
                 legacy_only,
                 variant_file,
                 garbage_after,
+                questions,
+                http,
             } => {
-                let running = fixture::Fixture::new(&name, extra_tools, legacy_only, variant_file)
+                let fixture = fixture::Fixture::new(&name, extra_tools, legacy_only, variant_file)
                     .garbage_after(garbage_after)
-                    .serve(rmcp::transport::stdio())
-                    .await?;
-                let _ = running.waiting().await;
-                Ok(())
+                    .questions(questions);
+                if let Some(addr) = http {
+                    fixture::serve_http(fixture, addr).await
+                } else {
+                    let running = fixture.serve(rmcp::transport::stdio()).await?;
+                    let _ = running.waiting().await;
+                    Ok(())
+                }
             }
         }
         .map(|()| std::process::ExitCode::SUCCESS)

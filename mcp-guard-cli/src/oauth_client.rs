@@ -55,6 +55,9 @@ fn spec(
         spec.client_secret = Some(Template::parse("${CLIENT_SECRET}").map_err(anyhow::Error::msg)?);
     }
     spec.client_metadata_url = Some(CLIENT_METADATA_URL.to_owned());
+    // The conformance suite runs its authorization servers on loopback ports of its
+    // own: a test harness, never a gateway.
+    spec.dangerously_allow_private_addresses = true;
     "mcp-guard conformance client".clone_into(&mut spec.client_name);
     Ok(spec)
 }
@@ -126,13 +129,13 @@ pub(crate) async fn run(url: String) -> anyhow::Result<()> {
         .catalog()
         .await
         .map_err(|e| anyhow::anyhow!("connecting failed: {}", mcp_guard_core::upstream::error_chain(&e)))?;
-    println!("connected: {} tools", catalog.tools.len());
+    outln!("connected: {} tools", catalog.tools.len());
     for tool in &catalog.tools {
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(CallToolRequestParams::new(
             tool.name.clone(),
         )));
         match upstream.request(request, Forward::default()).await {
-            Ok(_) => println!("called {}", tool.name),
+            Ok(_) => outln!("called {}", tool.name),
             Err(e) => {
                 upstream.shutdown().await;
                 bail!(

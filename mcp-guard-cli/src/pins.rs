@@ -3,7 +3,6 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use mcp_guard_core::Upstream;
@@ -20,9 +19,10 @@ pub(crate) struct Scope<'a> {
 fn servers(
     config_path: &Path,
     scope: &Scope<'_>,
-) -> anyhow::Result<(mcp_guard_core::config::GatewayConfig, Vec<Arc<dyn Upstream>>)> {
-    let loaded = crate::load::load(config_path)?;
-    let cfg = loaded.config;
+) -> anyhow::Result<(std::path::PathBuf, Vec<Arc<dyn Upstream>>)> {
+    let loaded = mcp_guard_tower::server::load_config(config_path)?;
+    let base = loaded.base_dir().to_owned();
+    let cfg = &loaded.config;
     let wanted: Option<BTreeSet<String>> = match scope.endpoint {
         Some(e) => Some(
             cfg.endpoints
@@ -35,9 +35,12 @@ fn servers(
         ),
         None => None,
     };
-    let stores = crate::credentials::stores(&cfg, config_path, None)?;
+    let lock = mcp_guard_tower::server::lock_path(cfg, &base);
     let mut out = Vec::new();
-    for (upstream, enabled) in crate::load::upstreams(&cfg, &stores, &crate::redactor())? {
+    let upstreams = mcp_guard_tower::server::ServerBuilder::from_loaded(loaded)
+        .known_secrets(crate::known_secrets())
+        .upstreams()?;
+    for (upstream, enabled) in upstreams {
         let id = upstream.id().to_owned();
         if !enabled
             || wanted.as_ref().is_some_and(|w| !w.contains(&id))
@@ -52,14 +55,13 @@ fn servers(
     {
         anyhow::bail!("no enabled server {s:?} in scope");
     }
-    Ok((cfg, out))
+    Ok((lock, out))
 }
 
 #[allow(clippy::print_stdout, reason = "command output")]
 pub(crate) async fn approve(config_path: &Path, scope: &Scope<'_>) -> anyhow::Result<()> {
-    let (cfg, upstreams) = servers(config_path, scope)?;
-    let pinning = crate::load::pinning(&cfg, config_path)?;
-    let mut lock = LockFile::load(&pinning.path)?.unwrap_or_default();
+    let (lock_path, upstreams) = servers(config_path, scope)?;
+    let mut lock = LockFile::load(&lock_path)?.unwrap_or_default();
     let mut changed = 0;
     for u in &upstreams {
         let catalog = u
@@ -74,7 +76,7 @@ pub(crate) async fn approve(config_path: &Path, scope: &Scope<'_>) -> anyhow::Re
             let before = lock.tool(u.id(), &tool.name).map(|l| l.sha256.clone());
             let pin = tool_pin(tool);
             if before.as_deref() != Some(pin.as_str()) {
-                println!(
+                outln!(
                     "approved {}/{} {pin}{}",
                     u.id(),
                     tool.name,
@@ -91,7 +93,7 @@ pub(crate) async fn approve(config_path: &Path, scope: &Scope<'_>) -> anyhow::Re
                 let before = entry.tools.len();
                 entry.tools.retain(|name, _| offered.contains(name.as_str()));
                 if entry.tools.len() != before {
-                    println!(
+                    outln!(
                         "forgot {} tool(s) {} no longer offers",
                         before - entry.tools.len(),
                         u.id()
@@ -108,17 +110,16 @@ pub(crate) async fn approve(config_path: &Path, scope: &Scope<'_>) -> anyhow::Re
         }
         u.shutdown().await;
     }
-    lock.save(&pinning.path)?;
-    println!("{}: {changed} definition(s) approved", pinning.path.display());
+    lock.save(&lock_path)?;
+    outln!("{}: {changed} definition(s) approved", lock_path.display());
     Ok(())
 }
 
 /// Prints what waits for approval; returns how many entries differ.
 #[allow(clippy::print_stdout, reason = "command output")]
 pub(crate) async fn diff(config_path: &Path, scope: &Scope<'_>) -> anyhow::Result<usize> {
-    let (cfg, upstreams) = servers(config_path, scope)?;
-    let pinning = crate::load::pinning(&cfg, config_path)?;
-    let lock = LockFile::load(&pinning.path)?.unwrap_or_default();
+    let (lock_path, upstreams) = servers(config_path, scope)?;
+    let lock = LockFile::load(&lock_path)?.unwrap_or_default();
     let gate = PinGate::new(lock.clone(), GateMode::Enforce, GateMode::Enforce);
     let mut pending = 0;
     for u in &upstreams {
@@ -134,10 +135,10 @@ pub(crate) async fn diff(config_path: &Path, scope: &Scope<'_>) -> anyhow::Resul
         {
             if let Admission::Quarantine { reason, diff } = gate.admit(u.id(), tool, &[]) {
                 pending += 1;
-                println!("{}/{}: {reason}", u.id(), tool.name);
+                outln!("{}/{}: {reason}", u.id(), tool.name);
                 if let Some(d) = diff {
                     for line in d.lines() {
-                        println!("    {line}");
+                        outln!("    {line}");
                     }
                 }
             }
@@ -146,9 +147,9 @@ pub(crate) async fn diff(config_path: &Path, scope: &Scope<'_>) -> anyhow::Resul
             for (name, l) in &locked.tools {
                 if !names.contains(name.as_str()) && scope.tool.is_none_or(|n| n == name) {
                     pending += 1;
-                    println!("{}/{name}: approved but no longer offered", u.id());
+                    outln!("{}/{name}: approved but no longer offered", u.id());
                     for line in diff_definitions(&l.definition, &serde_json::Value::Null).lines() {
-                        println!("    {line}");
+                        outln!("    {line}");
                     }
                 }
             }
@@ -161,37 +162,12 @@ pub(crate) async fn diff(config_path: &Path, scope: &Scope<'_>) -> anyhow::Resul
                 .and_then(|i| i.instructions.as_deref()),
         ) {
             pending += 1;
-            println!("{}: {note}", u.id());
+            outln!("{}: {note}", u.id());
         }
         u.shutdown().await;
     }
     if pending == 0 {
-        println!("nothing waits for approval");
+        outln!("nothing waits for approval");
     }
     Ok(pending)
-}
-
-/// Reloads the lock file into the gate whenever it changes on disk, then re-checks
-/// every catalogue (so an approved tool comes back without a restart).
-pub(crate) fn watch_lock(path: std::path::PathBuf, gate: Arc<PinGate>, gateway: mcp_guard_tower::Gateway) {
-    tokio::spawn(async move {
-        let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        let mut last = stamp(&path);
-        loop {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let now = stamp(&path);
-            if now == last {
-                continue;
-            }
-            last = now;
-            match LockFile::load(&path) {
-                Ok(lock) => {
-                    tracing::info!(path = %path.display(), "lock file changed; re-checking tools");
-                    gate.reload(lock.unwrap_or_default());
-                    gateway.refresh().await;
-                }
-                Err(e) => tracing::error!(error = %e, "lock file unreadable; keeping the previous approvals"),
-            }
-        }
-    });
 }

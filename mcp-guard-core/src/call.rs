@@ -125,6 +125,26 @@ impl Principal {
         self.on_behalf_of.as_deref()
     }
 
+    /// Whose authority the calls carry: the user an agent acts for, else the principal
+    /// itself (RFC 8693's subject). Personal upstream credentials are this party's: an
+    /// agent acting for alice uses alice's, never its own or another user's.
+    ///
+    /// ```
+    /// use mcp_guard_core::Principal;
+    /// assert_eq!(Principal::agent("ci-bot").acting_for("alice").subject(), "alice");
+    /// assert_eq!(Principal::user("bob").subject(), "bob");
+    /// ```
+    pub fn subject(&self) -> &str {
+        self.on_behalf_of.as_deref().unwrap_or(&self.id)
+    }
+
+    /// The whole delegation chain, (principal, user it acts for): what every session,
+    /// per-session process, limit and rate is keyed on, so an agent acting for two users
+    /// is two callers.
+    pub fn chain(&self) -> (&str, Option<&str>) {
+        (&self.id, self.on_behalf_of.as_deref())
+    }
+
     /// The attributes.
     pub fn attributes(&self) -> &BTreeMap<String, String> {
         &self.attributes

@@ -21,7 +21,7 @@ use serde::Deserialize;
 
 use crate::call::{PrincipalKind, TargetKind};
 use crate::policy::{Condition, Pattern, Subject, Test};
-use crate::upstream::Template;
+use crate::upstream::{Template, UpstreamProtocol};
 
 /// The whole gateway configuration.
 #[derive(Debug, Default, Deserialize)]
@@ -46,6 +46,69 @@ pub struct GatewayConfig {
     pub audit: AuditSection,
     /// Where upstream credentials are stored.
     pub credentials: CredentialsSection,
+    /// Limits on traffic before authentication, per source address.
+    pub unauthenticated_limits: UnauthenticatedLimitsSection,
+}
+
+/// `[unauthenticated_limits]`: what traffic that has not authenticated may cost, per
+/// source address (an IPv4 address, or the /64 of an IPv6 one). Every request to the
+/// authorization server, the metadata documents or an unknown path counts; at the MCP
+/// endpoints only a request that fails to authenticate does, so clients with valid
+/// credentials are served however busy their address is. Over a limit: 429 with
+/// `Retry-After`. Refused authentications are audited as one `authentication_failed`
+/// record per source and interval, with their count.
+///
+/// ```toml
+/// [unauthenticated_limits]
+/// per_minute = 600               # requests before authentication, per source
+/// burst = 300
+/// registrations_per_hour = 60    # dynamic client registrations, per source
+/// registration_burst = 20
+/// audit_interval_secs = 60       # one aggregated record per source and interval
+/// max_sources = 10000            # tracked at once; more share one budget
+/// ```
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct UnauthenticatedLimitsSection {
+    /// Requests per minute before authentication, per source. Default 600.
+    pub per_minute: Option<u32>,
+    /// How many may come at once. Default 300.
+    pub burst: Option<u32>,
+    /// Dynamic client registrations per hour, per source. Default 60.
+    pub registrations_per_hour: Option<u32>,
+    /// How many registrations may come at once. Default 20.
+    pub registration_burst: Option<u32>,
+    /// Seconds between aggregated audit records of refused authentications. Default 60.
+    pub audit_interval_secs: Option<u64>,
+    /// Sources tracked at once. Default 10000.
+    pub max_sources: Option<usize>,
+}
+
+impl UnauthenticatedLimitsSection {
+    fn validate(&self, errors: &mut Vec<ConfigError>) {
+        for (entry, v) in [
+            ("per_minute", self.per_minute.map(u64::from)),
+            ("burst", self.burst.map(u64::from)),
+            (
+                "registrations_per_hour",
+                self.registrations_per_hour.map(u64::from),
+            ),
+            ("registration_burst", self.registration_burst.map(u64::from)),
+            ("audit_interval_secs", self.audit_interval_secs),
+            (
+                "max_sources",
+                self.max_sources.map(|n| u64::try_from(n).unwrap_or(u64::MAX)),
+            ),
+        ] {
+            if v == Some(0) {
+                errors.push(ConfigError {
+                    entry: format!("unauthenticated_limits.{entry}"),
+                    message: "must be at least 1".into(),
+                });
+            }
+        }
+    }
 }
 
 /// `[credentials]`: the encrypted credential store `${NAME}` placeholders resolve from
@@ -236,6 +299,17 @@ pub struct GatewaySection {
     /// bound is refused with an error naming it. Each server's `max_processes` and
     /// `max_processes_per_principal` apply as well.
     pub max_upstream_processes: usize,
+    /// While servers are making their first start, how long a request that needs the
+    /// catalogue (a list, a call) waits for them, in milliseconds (default 3000; 0
+    /// never waits). `server/discover` and `initialize` never wait; a server that
+    /// starts later joins with `list_changed`.
+    pub startup_wait_ms: u64,
+    /// How often each server's catalogue is listed again while the gateway runs, in
+    /// seconds (default 300; a server's `catalogue_refresh_secs` overrides it): a tool
+    /// definition that changes without the server saying so (a restarted HTTP server,
+    /// say) is quarantined within this interval. Reconnecting, a new server session, a
+    /// list-changed notification or an expired `ttlMs` re-read sooner.
+    pub catalogue_refresh_secs: u64,
 }
 
 impl Default for GatewaySection {
@@ -253,6 +327,8 @@ impl Default for GatewaySection {
             metrics: true,
             public_url: None,
             max_upstream_processes: crate::upstream::DEFAULT_MAX_UPSTREAM_PROCESSES,
+            startup_wait_ms: 3000,
+            catalogue_refresh_secs: crate::upstream::DEFAULT_CATALOGUE_REFRESH.as_secs(),
         }
     }
 }
@@ -315,6 +391,28 @@ pub struct AuthServerConfig {
     /// Sign-in delegated to an external OpenID Connect provider.
     #[serde(default)]
     pub oidc: Option<OidcConfig>,
+    /// Clients (by `client_id`) whose redirect URI receives an authorization error
+    /// sent before the user has signed in; for any other client the error is shown
+    /// on the gateway's own page (RFC 9700 §4.11.2). Loopback redirect URIs are
+    /// always trusted.
+    #[serde(default)]
+    pub trusted_clients: Vec<String>,
+    /// Authorization requests and OpenID Connect sign-ins in progress at once, in
+    /// all (each lives up to 10 minutes). Default 1000.
+    #[serde(default)]
+    pub max_pending_authorizations: Option<usize>,
+    /// Of those, from one source address. Default 50.
+    #[serde(default)]
+    pub max_pending_authorizations_per_source: Option<usize>,
+    /// The longest `state` (and `scope`) an authorization request may carry, in
+    /// bytes. Default 1024.
+    #[serde(default)]
+    pub max_state_bytes: Option<usize>,
+    /// Clients registered at once (dynamic registrations and metadata documents);
+    /// when full, clients that never obtained a grant are forgotten first. Default
+    /// 5000.
+    #[serde(default)]
+    pub max_clients: Option<usize>,
 }
 
 /// `[auth.server.oidc]`: users sign in at an OpenID Connect provider.
@@ -412,6 +510,19 @@ impl AuthServerConfig {
                 "",
                 "nobody can sign in: add [[auth.server.users]] or [auth.server.oidc]".into(),
             );
+        }
+        for (entry, v) in [
+            ("max_pending_authorizations", self.max_pending_authorizations),
+            (
+                "max_pending_authorizations_per_source",
+                self.max_pending_authorizations_per_source,
+            ),
+            ("max_state_bytes", self.max_state_bytes),
+            ("max_clients", self.max_clients),
+        ] {
+            if v == Some(0) {
+                err(&format!(".{entry}"), "must be at least 1".into());
+            }
         }
         let mut seen = std::collections::HashSet::new();
         for (i, u) in self.users.iter().enumerate() {
@@ -552,11 +663,46 @@ impl ServerConfig {
             Self::Http(h) | Self::Sse(h) => h.max_response_bytes,
         }
     }
+
+    /// How long starting may take (`start_timeout_secs`, else 60 s for stdio and 30 s
+    /// for HTTP).
+    pub fn start_timeout(&self) -> std::time::Duration {
+        match self {
+            Self::Stdio(s) => s.start_timeout_secs.map_or(
+                crate::upstream::DEFAULT_START_TIMEOUT,
+                std::time::Duration::from_secs,
+            ),
+            Self::Http(h) | Self::Sse(h) => std::time::Duration::from_secs(
+                h.start_timeout_secs.unwrap_or(DEFAULT_HTTP_START_TIMEOUT_SECS),
+            ),
+        }
+    }
+
+    /// The protocol era spoken to the server.
+    pub fn protocol(&self) -> UpstreamProtocol {
+        match self {
+            Self::Stdio(s) => s.protocol,
+            Self::Http(h) => h.protocol,
+            Self::Sse(_) => UpstreamProtocol::Legacy,
+        }
+    }
+
+    /// Re-list interval override, in seconds.
+    pub fn catalogue_refresh_secs(&self) -> Option<u64> {
+        match self {
+            Self::Stdio(s) => s.catalogue_refresh_secs,
+            Self::Http(h) | Self::Sse(h) => h.catalogue_refresh_secs,
+        }
+    }
 }
 
 fn yes() -> bool {
     true
 }
+
+/// Default `start_timeout_secs` of an HTTP server: dialling and a handshake need no
+/// package download.
+pub const DEFAULT_HTTP_START_TIMEOUT_SECS: u64 = 30;
 
 /// A stdio server.
 #[derive(Debug, Deserialize)]
@@ -587,6 +733,10 @@ pub struct StdioServerConfig {
     /// `gateway.max_response_bytes`).
     #[serde(default)]
     pub max_response_bytes: Option<usize>,
+    /// How often the server's catalogue is listed again, in seconds (default
+    /// `gateway.catalogue_refresh_secs`).
+    #[serde(default)]
+    pub catalogue_refresh_secs: Option<u64>,
     /// `session` (default): each client session gets its own process, stopped when
     /// the session ends; `shared`: one process for everyone (only for stateless
     /// servers that hold no per-user data or credentials).
@@ -606,6 +756,17 @@ pub struct StdioServerConfig {
     /// or the environment. Needs `isolation = "session"`.
     #[serde(default)]
     pub personal: Vec<String>,
+    /// How long the server may take to start and answer the MCP handshake, in
+    /// seconds (default 60: long enough for a first `npx -y` or `uvx` run to download
+    /// its package). A server that has not answered by then fails with "did not answer
+    /// within N s" and is started again on a later request.
+    #[serde(default)]
+    pub start_timeout_secs: Option<u64>,
+    /// The protocol era spoken to the server: `auto` (default: 2026-07-28 when the
+    /// server offers it, else `initialize`), `legacy` (always `initialize`), or
+    /// `2026-07-28` (only that).
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
 }
 
 /// How a stdio server's processes are shared.
@@ -647,6 +808,10 @@ pub struct HttpServerConfig {
     /// `gateway.max_response_bytes`).
     #[serde(default)]
     pub max_response_bytes: Option<usize>,
+    /// How often the server's catalogue is listed again, in seconds (default
+    /// `gateway.catalogue_refresh_secs`).
+    #[serde(default)]
+    pub catalogue_refresh_secs: Option<u64>,
     /// Placeholder names of `headers` that are personal: `${NAME}` is filled with the
     /// calling principal's own credential, and each gateway session gets its own
     /// connection (listing uses a connection with those headers left out).
@@ -655,6 +820,13 @@ pub struct HttpServerConfig {
     /// The gateway signs in to this server with OAuth 2.1 (streamable HTTP only).
     #[serde(default)]
     pub oauth: Option<OAuthConfig>,
+    /// How long connecting and the MCP handshake may take, in seconds (default 30).
+    #[serde(default)]
+    pub start_timeout_secs: Option<u64>,
+    /// The protocol era spoken to the server: `auto` (default), `legacy` or
+    /// `2026-07-28` (not for `transport = "sse"`, which is always legacy).
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
 }
 
 /// `[servers.ID.oauth]`: the gateway as the OAuth client of an HTTP upstream.
@@ -689,6 +861,21 @@ pub struct OAuthConfig {
     /// The client name given at dynamic registration (default `mcp-guard`).
     #[serde(default)]
     pub client_name: Option<String>,
+    /// The authorization server's issuer URL, pinned: discovery that finds another one
+    /// is refused. Without it, a configured client secret is bound to the issuer of its
+    /// first use, and tokens to the issuer that issued them.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Origins (`https://sso.corp`) the operator vouches for besides the server's own:
+    /// fetched during sign-in and refresh whatever their addresses. URLs the server or
+    /// its authorization server name elsewhere must be on public addresses.
+    #[serde(default)]
+    pub trusted_origins: Vec<String>,
+    /// DANGEROUS: URLs the server or its authorization server name may be on loopback,
+    /// private, CGNAT and unique-local addresses (link-local and cloud metadata
+    /// addresses stay refused). Prefer `trusted_origins`.
+    #[serde(default)]
+    pub dangerously_allow_private_addresses: bool,
 }
 
 /// Who signs in.
@@ -1222,6 +1409,17 @@ fn check_oauth(
     if o.client_secret.is_some() && o.client_id.is_none() {
         err(".client_secret", "a client secret needs its client_id");
     }
+    for (field, u) in o
+        .issuer
+        .iter()
+        .map(|u| (".issuer", u))
+        .chain(o.trusted_origins.iter().map(|u| (".trusted_origins", u)))
+    {
+        match url::Url::parse(u) {
+            Ok(p) if matches!(p.scheme(), "http" | "https") && p.host().is_some() => {}
+            _ => err(field, &format!("{u:?} is not an http(s) URL")),
+        }
+    }
     if let Some(s) = &o.client_secret
         && !(s.starts_with("${") && s.ends_with('}') && Template::parse(s).is_ok())
     {
@@ -1314,6 +1512,14 @@ impl GatewayConfig {
                 "must be at least 1024".into(),
             );
         }
+        if self.gateway.catalogue_refresh_secs == 0 {
+            err(
+                &mut errors,
+                "gateway.catalogue_refresh_secs".into(),
+                "must be at least 1 (a catalogue that is never read again would let a changed tool through)"
+                    .into(),
+            );
+        }
         if self.gateway.listen.parse::<std::net::SocketAddr>().is_err() {
             err(
                 &mut errors,
@@ -1343,6 +1549,31 @@ impl GatewayConfig {
                 err(
                     &mut errors,
                     format!("{entry}.timeout_secs"),
+                    "must be at least 1".into(),
+                );
+            }
+            let (start_timeout, protocol) = match server {
+                ServerConfig::Stdio(s) => (s.start_timeout_secs, s.protocol),
+                ServerConfig::Http(h) | ServerConfig::Sse(h) => (h.start_timeout_secs, h.protocol),
+            };
+            if start_timeout == Some(0) {
+                err(
+                    &mut errors,
+                    format!("{entry}.start_timeout_secs"),
+                    "must be at least 1".into(),
+                );
+            }
+            if matches!(server, ServerConfig::Sse(_)) && protocol == UpstreamProtocol::Modern {
+                err(
+                    &mut errors,
+                    format!("{entry}.protocol"),
+                    "an sse server speaks only the legacy protocol (use \"auto\" or \"legacy\")".into(),
+                );
+            }
+            if server.catalogue_refresh_secs() == Some(0) {
+                err(
+                    &mut errors,
+                    format!("{entry}.catalogue_refresh_secs"),
                     "must be at least 1".into(),
                 );
             }
@@ -1571,6 +1802,7 @@ impl GatewayConfig {
         }
         self.audit.validate(&mut errors, &mut warnings);
         self.rate_limits.validate(&mut errors);
+        self.unauthenticated_limits.validate(&mut errors);
         if errors.is_empty() {
             Ok(Warnings(warnings))
         } else {
@@ -1681,6 +1913,75 @@ mod tests {
         ] {
             assert!(errs.contains(needle), "missing {needle:?} in\n{errs}");
         }
+    }
+
+    #[test]
+    fn zero_limits_before_authentication_are_named() {
+        let e = parse(serde_json::json!({
+            "gateway": {"public_url": "https://gw.example"},
+            "unauthenticated_limits": {"per_minute": 0, "registration_burst": 0, "max_sources": 0},
+            "auth": {"server": {"users": [{"id": "a"}], "max_pending_authorizations": 0, "max_state_bytes": 0}},
+        }))
+        .validate()
+        .unwrap_err()
+        .to_string();
+        for entry in [
+            "unauthenticated_limits.per_minute",
+            "unauthenticated_limits.registration_burst",
+            "unauthenticated_limits.max_sources",
+            "auth.server.max_pending_authorizations",
+            "auth.server.max_state_bytes",
+        ] {
+            assert!(e.contains(entry), "{entry}: {e}");
+        }
+        let ok = parse(serde_json::json!({
+            "unauthenticated_limits": {"per_minute": 60, "burst": 10, "audit_interval_secs": 30},
+        }));
+        assert!(ok.validate().is_ok());
+        assert_eq!(ok.unauthenticated_limits.per_minute, Some(60));
+    }
+
+    #[test]
+    fn start_timeouts_and_protocol_eras_have_defaults_and_bad_values_are_named() {
+        let cfg = parse(serde_json::json!({"servers": {
+            "s": {"transport": "stdio", "command": "x"},
+            "h": {"transport": "http", "url": "http://127.0.0.1:1/mcp"},
+            "o": {"transport": "sse", "url": "http://127.0.0.1:1/sse"},
+            "l": {"transport": "stdio", "command": "x", "protocol": "legacy", "start_timeout_secs": 5},
+            "m": {"transport": "http", "url": "http://127.0.0.1:1/mcp", "protocol": "2026-07-28"},
+        }}));
+        cfg.validate().unwrap();
+        let server = |id: &str| &cfg.servers[id];
+        assert_eq!(server("s").start_timeout(), std::time::Duration::from_mins(1));
+        assert_eq!(server("h").start_timeout(), std::time::Duration::from_secs(30));
+        assert_eq!(server("l").start_timeout(), std::time::Duration::from_secs(5));
+        assert_eq!(server("s").protocol(), UpstreamProtocol::Auto);
+        assert_eq!(server("l").protocol(), UpstreamProtocol::Legacy);
+        assert_eq!(server("m").protocol(), UpstreamProtocol::Modern);
+        assert_eq!(server("o").protocol(), UpstreamProtocol::Legacy);
+        assert_eq!(cfg.gateway.startup_wait_ms, 3000);
+
+        let errs = parse(serde_json::json!({"servers": {
+            "s": {"transport": "stdio", "command": "x", "start_timeout_secs": 0},
+            "o": {"transport": "sse", "url": "http://127.0.0.1:1/sse", "protocol": "2026-07-28"},
+        }}))
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            errs.contains("servers.s.start_timeout_secs: must be at least 1"),
+            "{errs}"
+        );
+        assert!(
+            errs.contains("servers.o.protocol: an sse server speaks only the legacy protocol"),
+            "{errs}"
+        );
+        let bad = serde_json::from_value::<GatewayConfig>(serde_json::json!({"servers": {
+            "s": {"transport": "stdio", "command": "x", "protocol": "2025-11-25"},
+        }}))
+        .unwrap_err()
+        .to_string();
+        assert!(bad.contains("2025-11-25") && bad.contains("legacy"), "{bad}");
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub mod audit;
 mod call;
 pub mod config;
 pub mod credential;
+pub mod fetch;
+pub mod hex;
 pub mod pin;
 pub mod policy;
 pub mod redact;

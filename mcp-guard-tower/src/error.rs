@@ -38,6 +38,9 @@ pub enum GuardError {
         name: String,
         /// Why (new, changed, hostile text).
         reason: String,
+        /// The definition changed while this call was in flight: the call reached the
+        /// server, and its answer is withheld.
+        during_call: bool,
     },
     /// The request is malformed (bad cursor, missing argument...).
     #[error("invalid request: {0}")]
@@ -63,7 +66,8 @@ pub enum GuardError {
     /// The upstream failed.
     #[error("upstream failed")]
     Upstream(#[source] UpstreamError),
-    /// The audit record could not be written, so the call was refused (fail closed).
+    /// The audit record could not be written, so the request was refused (fail
+    /// closed) before it reached any upstream.
     #[error("audit unavailable")]
     AuditFailed(#[source] BoxError),
     /// Any other failure inside the gateway.
@@ -116,9 +120,20 @@ impl From<GuardError> for ErrorData {
             GuardError::Unknown { kind, name } | GuardError::Denied { kind, name, .. } => {
                 unknown(kind, &name)
             }
-            GuardError::Quarantined { name, .. } => ErrorData::invalid_params(
+            GuardError::Quarantined {
+                name,
+                during_call: false,
+                ..
+            } => ErrorData::invalid_params(
                 format!(
                     "Tool {name} is awaiting approval: its definition is new or changed since it was approved"
+                ),
+                None,
+            ),
+            GuardError::Quarantined { name, .. } => ErrorData::invalid_params(
+                format!(
+                    "Tool {name} changed its definition while this call was in flight; the answer is withheld, \
+                     and the tool is awaiting approval"
                 ),
                 None,
             ),
@@ -140,7 +155,10 @@ impl From<GuardError> for ErrorData {
             ),
             GuardError::Timeout => ErrorData::internal_error("upstream timed out", None),
             GuardError::Upstream(u) => upstream_error(u),
-            GuardError::AuditFailed(_) => ErrorData::internal_error("audit unavailable; call refused", None),
+            GuardError::AuditFailed(_) => ErrorData::internal_error(
+                "audit unavailable: the request's audit record could not be written, so it was refused and reached no upstream",
+                None,
+            ),
             GuardError::Internal(_) => ErrorData::internal_error("internal gateway error", None),
             GuardError::ShuttingDown => ErrorData::internal_error(
                 "the gateway is shutting down; the request was not completed",
@@ -158,6 +176,48 @@ fn human_duration(d: std::time::Duration) -> String {
         format!("{}ms", d.as_millis())
     } else {
         format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+/// A server that did not start in time, or is down: what happened and when it is
+/// started again.
+fn start_error(u: UpstreamError) -> ErrorData {
+    match u {
+        UpstreamError::StartTimeout { server, timeout } => ErrorData::internal_error(
+            format!(
+                "server {server} did not answer within {} of starting; it is started again on a later request",
+                spaced_duration(timeout)
+            ),
+            None,
+        ),
+        UpstreamError::Down {
+            server,
+            reason,
+            retry_in,
+        } => ErrorData::internal_error(
+            match retry_in {
+                Some(d) => format!(
+                    "server {server} is down ({reason}); the next start attempt is in {}",
+                    spaced_duration(d)
+                ),
+                None => {
+                    format!("server {server} is down ({reason}); it is started again on the next request")
+                }
+            },
+            None,
+        ),
+        other => ErrorData::internal_error(format!("upstream error: {other}"), None),
+    }
+}
+
+/// `2 s`, `1.5 s`, `250 ms`: durations in sentences about server starts.
+fn spaced_duration(d: std::time::Duration) -> String {
+    if d < std::time::Duration::from_secs(1) {
+        format!("{} ms", d.as_millis().max(1))
+    } else if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
     }
 }
 
@@ -200,6 +260,8 @@ fn sign_in_error(u: UpstreamError) -> ErrorData {
 }
 
 fn upstream_error(u: UpstreamError) -> ErrorData {
+    // Why a start failed, in the gateway's words (never the transport's text).
+    let reason = mcp_guard_core::upstream::start_failure(&u);
     match u {
         UpstreamError::Rpc(e) => e,
         UpstreamError::MissingCredentials { server, missing } => {
@@ -256,9 +318,10 @@ fn upstream_error(u: UpstreamError) -> ErrorData {
             format!("server {server} terminated while handling the request"),
             None,
         ),
-        UpstreamError::Unavailable { server, .. } => {
-            ErrorData::internal_error(format!("server {server} is unavailable"), None)
-        }
+        UpstreamError::Unavailable { server, .. } => match reason {
+            Some(r) => ErrorData::internal_error(format!("server {server} is unavailable ({r})"), None),
+            None => ErrorData::internal_error(format!("server {server} is unavailable"), None),
+        },
         UpstreamError::Disabled { server } => {
             ErrorData::internal_error(format!("server {server} is disabled"), None)
         }
@@ -269,6 +332,7 @@ fn upstream_error(u: UpstreamError) -> ErrorData {
             ),
             None,
         ),
+        u @ (UpstreamError::StartTimeout { .. } | UpstreamError::Down { .. }) => start_error(u),
         UpstreamError::ResponseTooLarge { server, limit } => ErrorData::internal_error(
             format!(
                 "server {server} sent a response larger than its limit of {limit} bytes; the connection was reset"
@@ -279,6 +343,10 @@ fn upstream_error(u: UpstreamError) -> ErrorData {
             ErrorData::internal_error(format!("server {server} sent an invalid response"), None)
         }
         UpstreamError::Cancelled => ErrorData::internal_error("request cancelled", None),
+        UpstreamError::Catalogue { server, reason } => ErrorData::internal_error(
+            format!("server {server} is unavailable: its tool list cannot be used ({reason})"),
+            None,
+        ),
         UpstreamError::Exhausted { server, limit } => ErrorData::internal_error(
             format!("server {server} cannot start another process ({limit}); try again later"),
             None,

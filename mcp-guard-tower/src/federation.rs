@@ -8,10 +8,17 @@
 //! Each endpoint keeps an immutable [`Snapshot`] of its federated catalogue, rebuilt
 //! when an upstream's catalogue or connection changes; requests resolve names against
 //! the snapshot they started with.
+//!
+//! [`GatewayBuilder::start`] returns before any upstream has connected, so a front door
+//! answers `server/discover` and `initialize` at once: each server joins its endpoints'
+//! catalogues when it connects, and clients are told with `list_changed`. While servers
+//! are making their first start, a request that needs the catalogue waits for them up
+//! to [`GatewayBuilder::startup_wait`], then sees what is connected.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
 
 use mcp_guard_core::pin::{Admission, ToolGate};
 use mcp_guard_core::policy::Pattern;
@@ -182,7 +189,11 @@ pub struct GatewayBuilder {
     separator: Option<String>,
     servers: BTreeMap<Arc<str>, ServerEntry>,
     endpoints: Vec<EndpointSpec>,
+    startup_wait: Option<Duration>,
 }
+
+/// Default [`GatewayBuilder::startup_wait`]: 3 s.
+pub const DEFAULT_STARTUP_WAIT: Duration = Duration::from_secs(3);
 
 impl std::fmt::Debug for GatewayBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -245,6 +256,15 @@ impl GatewayBuilder {
         self
     }
 
+    /// While servers are making their first start, how long a request that needs the
+    /// catalogue (a list, a call by name) waits for them before it is answered with
+    /// what is connected (default [`DEFAULT_STARTUP_WAIT`]; zero never waits). Only
+    /// matters with [`GatewayBuilder::start`].
+    pub fn startup_wait(mut self, wait: Duration) -> Self {
+        self.startup_wait = Some(wait);
+        self
+    }
+
     /// Connects every enabled server (concurrently; a server that fails to connect is
     /// left out and retried later), builds each endpoint's catalogue, and starts
     /// watching upstreams for changes.
@@ -252,6 +272,28 @@ impl GatewayBuilder {
     /// # Errors
     /// [`BuildError`] for an unknown server, a bad separator or a name collision.
     pub async fn build(self) -> Result<Gateway, BuildError> {
+        let gateway = self.start()?;
+        gateway.started().await;
+        if let Some(c) = gateway.collisions().into_iter().next() {
+            gateway.shutdown().await;
+            return Err(c);
+        }
+        Ok(gateway)
+    }
+
+    /// Builds the gateway and returns at once: every enabled server starts in the
+    /// background (concurrently), and joins its endpoints' catalogues when it has
+    /// connected, with `list_changed` to the clients; one that fails is left out and
+    /// retried on later use. [`Gateway::started`] tells when every server's first
+    /// start has ended; a name collision found then is in [`Gateway::collisions`].
+    ///
+    /// # Errors
+    /// [`BuildError`] for an unknown server, a bad separator, or a name-prefix setting
+    /// that does not fit the endpoint.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime (the starts are spawned on it).
+    pub fn start(self) -> Result<Gateway, BuildError> {
         let separator = self.separator.unwrap_or_else(|| "__".to_owned());
         if !mcp_guard_core::config::is_name_safe(&separator) {
             return Err(BuildError::Invalid(format!(
@@ -259,7 +301,7 @@ impl GatewayBuilder {
             )));
         }
         let mut endpoints = BTreeMap::new();
-        let mut used = BTreeMap::new();
+        let mut used: FirstStarts = BTreeMap::new();
         for spec in self.endpoints {
             if !spec.namespaced && spec.servers.len() != 1 {
                 return Err(BuildError::Invalid(format!(
@@ -274,14 +316,20 @@ impl GatewayBuilder {
                     server: id.to_string(),
                 })?;
                 let enabled = entry.enabled && !selection.disabled;
-                if enabled {
-                    used.insert(id.clone(), entry.upstream.clone());
-                }
+                let started = if enabled {
+                    used.entry(id.clone())
+                        .or_insert_with(|| (entry.upstream.clone(), tokio::sync::watch::channel(false).0))
+                        .1
+                        .subscribe()
+                } else {
+                    tokio::sync::watch::channel(true).1
+                };
                 members.push(Member {
                     id,
                     upstream: entry.upstream.clone(),
                     selection,
                     enabled,
+                    started,
                 });
             }
             let runtime = Arc::new(EndpointRuntime {
@@ -296,39 +344,40 @@ impl GatewayBuilder {
                     spec.namespaced,
                 ))),
                 changes: broadcast::channel(16).0,
-                gate: self.gate.clone(),
-                audit: self.audit.clone(),
-                reported: Mutex::default(),
+                pins: self.gate.clone().map(|gate| {
+                    Arc::new(PinChecks {
+                        endpoint: spec.name.clone(),
+                        gate,
+                        audit: self.audit.clone(),
+                        recorded: Mutex::default(),
+                    })
+                }),
                 peers: Mutex::new(Vec::new()),
                 subscriptions: Mutex::new(Vec::new()),
                 version: AtomicU64::new(0),
                 rebuild: tokio::sync::Mutex::new(()),
+                startup_wait: self.startup_wait.unwrap_or(DEFAULT_STARTUP_WAIT),
+                settled: std::sync::atomic::AtomicBool::new(false),
             });
             endpoints.insert(spec.name, runtime);
         }
-        let connects = used.iter().map(|(id, u)| async move {
-            if let Err(e) = u.catalog().await {
-                tracing::warn!(server = %id, error = %mcp_guard_core::upstream::error_chain(&e), "upstream not available at start");
-            }
-        });
-        futures::future::join_all(connects).await;
-        for ep in endpoints.values() {
-            let snapshot = ep.build_snapshot(None).await;
-            if let Some(c) = snapshot.collisions.first() {
-                return Err(c.clone());
-            }
-            ep.install(snapshot);
-        }
         let shutdown = CancellationToken::new();
+        let (started_tx, started) = tokio::sync::watch::channel(false);
         let gateway = Gateway {
             inner: Arc::new(GatewayInner {
                 separator,
                 servers: self.servers,
                 endpoints,
                 shutdown,
+                started,
             }),
         };
+        // Watching first: a server that connects while the others still start joins at once.
         gateway.watch();
+        for ep in gateway.inner.endpoints.values() {
+            ep.install(ep.snapshot_without_connecting());
+        }
+        gateway.start_servers(used, started_tx);
         Ok(gateway)
     }
 }
@@ -338,7 +387,12 @@ struct GatewayInner {
     servers: BTreeMap<Arc<str>, ServerEntry>,
     endpoints: BTreeMap<Arc<str>, Arc<EndpointRuntime>>,
     shutdown: CancellationToken,
+    /// True once every enabled server's first start has ended.
+    started: tokio::sync::watch::Receiver<bool>,
 }
+
+/// The servers of a gateway to start, each with where it reports that its first start ended.
+type FirstStarts = BTreeMap<Arc<str>, (Arc<dyn Upstream>, tokio::sync::watch::Sender<bool>)>;
 
 /// The federated gateway: servers, endpoints and their live catalogues.
 ///
@@ -395,6 +449,72 @@ impl Gateway {
         }
     }
 
+    /// Waits until every enabled server's first start has ended (connected or
+    /// failed), and the endpoints' catalogues include what connected.
+    ///
+    /// # Cancel safety
+    /// Safe; the starts go on without it.
+    pub async fn started(&self) {
+        let mut rx = self.inner.started.clone();
+        let _ = rx.wait_for(|done| *done).await;
+    }
+
+    /// Name collisions in the endpoints' current catalogues (both entries of each are
+    /// withheld). [`GatewayBuilder::build`] refuses to build with one; a front door that
+    /// [started](GatewayBuilder::start) checks after [`Gateway::started`].
+    pub fn collisions(&self) -> Vec<BuildError> {
+        self.inner
+            .endpoints
+            .values()
+            .flat_map(|ep| ep.snapshot().collisions.clone())
+            .collect()
+    }
+
+    /// Starts every server in the background; each that ends its first start updates
+    /// the endpoints it is a member of.
+    fn start_servers(&self, servers: FirstStarts, started: tokio::sync::watch::Sender<bool>) {
+        let endpoints: Vec<Arc<EndpointRuntime>> = self.inner.endpoints.values().cloned().collect();
+        let starts = servers.into_iter().map(|(id, (upstream, done))| {
+            let endpoints = endpoints.clone();
+            async move {
+                let began = std::time::Instant::now();
+                match upstream.catalog().await {
+                    Ok(_) => tracing::info!(server = %id, took = ?began.elapsed(), "upstream started"),
+                    Err(e) => tracing::warn!(
+                        server = %id,
+                        error = %mcp_guard_core::upstream::error_chain(&e),
+                        "upstream not available at start"
+                    ),
+                }
+                let _ = done.send(true);
+                for ep in endpoints
+                    .iter()
+                    .filter(|ep| ep.members.iter().any(|m| m.enabled && m.id == id))
+                {
+                    ep.rebuild(false).await;
+                }
+            }
+        });
+        let all = futures::future::join_all(starts);
+        tokio::spawn(async move {
+            all.await;
+            for ep in &endpoints {
+                ep.settled.store(true, Ordering::Release);
+            }
+            let _ = started.send(true);
+        });
+    }
+
+    /// Reads every switched-on server's catalogue from the server again (concurrently;
+    /// each read is bounded by the server's timeouts), then re-checks every endpoint.
+    /// After an approval: the gateway then judges what servers offer now, not what it
+    /// read before the operator looked.
+    pub async fn reread(&self) {
+        let enabled = self.inner.servers.values().filter(|e| e.enabled);
+        futures::future::join_all(enabled.map(|e| e.upstream.refresh())).await;
+        self.refresh().await;
+    }
+
     /// Stops watching and shuts every upstream down (children are reaped).
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
@@ -440,6 +560,16 @@ struct Member {
     upstream: Arc<dyn Upstream>,
     selection: Selection,
     enabled: bool,
+    /// True once the server's first start has ended.
+    started: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Member {
+    /// Still making its first start (and not connected yet): its catalogue is not read,
+    /// since reading it would wait for the start.
+    fn starting(&self) -> bool {
+        !*self.started.borrow() && !matches!(self.upstream.status().state, UpstreamState::Connected)
+    }
 }
 
 /// Which lists changed in a catalogue rebuild.
@@ -463,14 +593,16 @@ pub struct EndpointRuntime {
     namespaced: bool,
     snapshot: RwLock<Arc<Snapshot>>,
     changes: broadcast::Sender<ListChanged>,
-    gate: Option<Arc<dyn ToolGate>>,
-    audit: Option<Arc<dyn AuditSink>>,
-    /// Quarantines already reported (server, tool, reason), so each is audited once.
-    reported: Mutex<std::collections::HashSet<String>>,
+    /// The tool gate, when pins or hostile-text checks are on.
+    pins: Option<Arc<PinChecks>>,
     peers: Mutex<Vec<Peer<RoleServer>>>,
     subscriptions: Mutex<Vec<Subscription>>,
     version: AtomicU64,
     rebuild: tokio::sync::Mutex<()>,
+    /// How long a request waits for servers still making their first start.
+    startup_wait: Duration,
+    /// Set once every member's first start has ended (no more waiting).
+    settled: std::sync::atomic::AtomicBool,
 }
 
 /// A legacy client's `resources/subscribe`, by upstream server and URI.
@@ -506,6 +638,29 @@ impl EndpointRuntime {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Waits, at most the builder's [`startup_wait`](GatewayBuilder::startup_wait), for
+    /// members still making their first start; returns at once after that. `true` when
+    /// no member is starting any more.
+    ///
+    /// # Cancel safety
+    /// Safe.
+    pub async fn settled(&self) -> bool {
+        if self.settled.load(Ordering::Acquire) {
+            return true;
+        }
+        let deadline = tokio::time::Instant::now() + self.startup_wait;
+        for m in self.members.iter().filter(|m| m.enabled) {
+            let mut rx = m.started.clone();
+            if tokio::time::timeout_at(deadline, rx.wait_for(|done| *done))
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
+        true
     }
 
     /// Notifications of list changes (for 2026-07-28 `subscriptions/listen`).
@@ -668,6 +823,22 @@ impl EndpointRuntime {
         }
     }
 
+    /// The catalogue before any server has started: nothing listed, the capabilities
+    /// the members' selections can expose.
+    fn snapshot_without_connecting(&self) -> Snapshot {
+        let mut snap = Snapshot::empty(self.name.clone(), self.separator.clone(), self.namespaced);
+        snap.version = self.version.fetch_add(1, Ordering::AcqRel) + 1;
+        let (mut prompts, mut resources) = (false, false);
+        for m in self.members.iter().filter(|m| m.enabled) {
+            snap.upstreams.insert(m.id.clone(), m.upstream.clone());
+            snap.resource_selection.insert(m.id.clone(), m.selection.clone());
+            prompts |= !m.selection.prompts.is_empty();
+            resources |= !m.selection.resources.is_empty();
+        }
+        snap.capabilities = capabilities(prompts, resources, prompts || resources);
+        snap
+    }
+
     async fn build_snapshot(&self, previous: Option<&Snapshot>) -> Snapshot {
         let mut snap = Snapshot::empty(self.name.clone(), self.separator.clone(), self.namespaced);
         snap.version = self.version.fetch_add(1, Ordering::AcqRel) + 1;
@@ -685,7 +856,7 @@ impl EndpointRuntime {
                 m.upstream.status().state,
                 UpstreamState::Failed { .. } | UpstreamState::Stopped
             );
-            let catalog = if failed {
+            let catalog = if failed || m.starting() {
                 None
             } else {
                 match m.upstream.catalog().await {
@@ -703,6 +874,11 @@ impl EndpointRuntime {
             let listed = catalog.is_some();
             let Some(catalog) = catalog.or_else(|| previous.and_then(|p| p.catalogs.get(&m.id).cloned()))
             else {
+                // Not connected yet: advertise what its selection can expose, so a
+                // client that initializes now knows to ask once it has joined.
+                has_prompts |= !m.selection.prompts.is_empty();
+                has_resources |= !m.selection.resources.is_empty();
+                has_completions |= !m.selection.prompts.is_empty() || !m.selection.resources.is_empty();
                 continue;
             };
             snap.catalogs.insert(m.id.clone(), catalog.clone());
@@ -714,90 +890,165 @@ impl EndpointRuntime {
             snap.add_member(m, &catalog, listed, &mut owners);
         }
         snap.capabilities = capabilities(has_prompts, has_resources, has_completions);
-        if let Some(gate) = &self.gate {
-            self.apply_gate(gate.as_ref(), &mut snap).await;
+        if let Some(pins) = &self.pins {
+            pins.apply(&mut snap).await;
+            snap.pins = Some(pins.clone());
         }
         snap
     }
+}
 
-    /// Runs every listed tool past the gate; quarantined ones leave the lists (their
-    /// names still resolve, so a call can say it awaits approval).
-    async fn apply_gate(&self, gate: &dyn ToolGate, snap: &mut Snapshot) {
-        let mut quarantined = Vec::new();
-        let mut warnings = Vec::new();
+/// The tool gate of one endpoint at run time: the gate, where its verdicts go, and the
+/// verdict last recorded for each definition (so each is recorded once, and a release
+/// is recorded when a held definition is admitted).
+struct PinChecks {
+    endpoint: Arc<str>,
+    gate: Arc<dyn ToolGate>,
+    audit: Option<Arc<dyn AuditSink>>,
+    /// (server, tool) → (pin, what was last recorded about that definition), for the
+    /// [`RECORDED_PER_TOOL`] definitions seen last.
+    recorded: Mutex<HashMap<(String, String), Vec<PinVerdict>>>,
+}
+
+/// A definition's pin and the verdict last recorded for it.
+type PinVerdict = (String, Recorded);
+
+/// Definitions per tool whose verdict is remembered (a server that changes a tool
+/// endlessly cannot grow the gateway's memory; an older definition seen again is
+/// recorded again).
+const RECORDED_PER_TOOL: usize = 8;
+
+/// A verdict recorded for one definition: its reason and diff.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Recorded {
+    Quarantined(String),
+    Warned(String),
+}
+
+/// A refused call waits for this long since the serving instance's catalogue was read
+/// before it is read again (so a client retrying a held tool cannot make the gateway
+/// list the server on every call).
+const REREAD_BEFORE_REFUSING: Duration = Duration::from_secs(1);
+
+/// What a tool call was admitted on: the serving instance's catalogue and the pin of
+/// the definition found there.
+#[derive(Debug)]
+pub(crate) struct CallCheck {
+    catalog: Arc<Catalog>,
+    pin: String,
+}
+
+impl PinChecks {
+    /// Runs every tool of the snapshot's catalogues past the gate; quarantined ones
+    /// leave the lists (their names still resolve, so a call can say it awaits
+    /// approval), admitted ones are remembered with their pin.
+    async fn apply(&self, snap: &mut Snapshot) {
+        let mut verdicts = Vec::new();
+        let mut notes = Vec::new();
         for (server, catalog) in &snap.catalogs {
-            let others: Vec<&str> = snap
-                .catalogs
-                .iter()
-                .filter(|(s, _)| *s != server)
-                .flat_map(|(_, c)| c.tools.iter().map(|t| t.name.as_ref()))
-                .collect();
-            if let Some(note) = gate.check_instructions(
+            let others = snap.other_tool_names(server);
+            if let Some(note) = self.gate.check_instructions(
                 server,
                 catalog
                     .server_info
                     .as_ref()
                     .and_then(|i| i.instructions.as_deref()),
             ) {
-                warnings.push((server.clone(), "(instructions)".to_owned(), note, None));
+                notes.push((server.clone(), note));
             }
             for tool in &catalog.tools {
                 let exposed = snap.exposed_name(server, &tool.name);
                 if !snap.tool_index.contains_key(&exposed) {
                     continue;
                 }
-                match gate.admit(server, tool, &others) {
-                    Admission::Quarantine { reason, diff } => {
-                        quarantined.push((server.clone(), exposed, tool.name.to_string(), reason, diff));
-                    }
-                    Admission::Warn { reason, diff } => {
-                        warnings.push((server.clone(), tool.name.to_string(), reason, diff));
-                    }
-                    _ => {}
-                }
+                let pin = catalog.tool_pin(&tool.name).unwrap_or_default().to_owned();
+                let admission = self.gate.admit(server, tool, &others);
+                verdicts.push((server.clone(), exposed, tool.name.to_string(), pin, admission));
             }
         }
-        for (server, exposed, name, reason, diff) in quarantined {
-            snap.tools.retain(|t| t.name != exposed);
-            self.report(&server, &name, &reason, diff.as_deref(), true).await;
-            snap.quarantined.insert(exposed, reason);
+        for (server, exposed, name, pin, admission) in verdicts {
+            self.record(&server, &name, &pin, &admission).await;
+            if let Admission::Quarantine { reason, .. } = admission {
+                snap.tools.retain(|t| t.name != exposed);
+                snap.quarantined.insert(exposed, reason);
+            } else {
+                snap.admitted.insert(exposed, pin);
+            }
         }
-        for (server, name, reason, diff) in warnings {
-            self.report(&server, &name, &reason, diff.as_deref(), false).await;
+        for (server, note) in notes {
+            let admission = Admission::Warn {
+                reason: note,
+                diff: None,
+            };
+            self.record(&server, "(instructions)", "", &admission).await;
         }
     }
 
-    async fn report(&self, server: &str, tool: &str, reason: &str, diff: Option<&str>, quarantined: bool) {
-        let key = format!(
-            "{server}\u{0}{tool}\u{0}{reason}\u{0}{}",
-            diff.unwrap_or_default()
-        );
-        if !self
-            .reported
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key)
-        {
-            return;
-        }
-        if quarantined {
-            tracing::warn!(endpoint = %self.name, server, tool, reason, "tool quarantined until approved");
-        } else {
-            tracing::warn!(endpoint = %self.name, server, tool, reason, "tool admitted with a warning");
+    /// Records `admission` of `server`'s `tool` with pin `pin` unless it was the last
+    /// verdict recorded for that definition; a definition that was held and is now
+    /// admitted is recorded as released.
+    async fn record(&self, server: &str, tool: &str, pin: &str, admission: &Admission) {
+        let (kind, reason, diff) = {
+            let mut all = self.recorded.lock().unwrap_or_else(PoisonError::into_inner);
+            let recorded = all.entry((server.to_owned(), tool.to_owned())).or_default();
+            let at = recorded.iter().position(|(p, _)| p == pin);
+            match admission {
+                Admission::Quarantine { reason, diff } | Admission::Warn { reason, diff } => {
+                    let diff = diff.as_deref().unwrap_or_default();
+                    let what = format!("{reason}\n{diff}");
+                    let (now, kind) = if matches!(admission, Admission::Quarantine { .. }) {
+                        (Recorded::Quarantined(what), "quarantined")
+                    } else {
+                        (Recorded::Warned(what), "warning")
+                    };
+                    if let Some(i) = at {
+                        let (p, last) = recorded.remove(i);
+                        let same = last == now;
+                        recorded.push((p, now));
+                        if same {
+                            return;
+                        }
+                    } else {
+                        if recorded.len() >= RECORDED_PER_TOOL {
+                            recorded.remove(0);
+                        }
+                        recorded.push((pin.to_owned(), now));
+                    }
+                    (kind, reason.clone(), diff.to_owned())
+                }
+                _ => {
+                    let Some(i) = at.filter(|i| matches!(recorded[*i].1, Recorded::Quarantined(_))) else {
+                        return;
+                    };
+                    recorded.remove(i);
+                    (
+                        "released",
+                        "its definition is approved".to_owned(),
+                        format!("= {pin}\n"),
+                    )
+                }
+            }
+        };
+        match kind {
+            "quarantined" => {
+                tracing::warn!(endpoint = %self.endpoint, server, tool, reason, "tool quarantined until approved");
+            }
+            "warning" => {
+                tracing::warn!(endpoint = %self.endpoint, server, tool, reason, "tool admitted with a warning");
+            }
+            _ => {
+                tracing::info!(endpoint = %self.endpoint, server, tool, "quarantined tool released: its definition is approved");
+            }
         }
         if let Some(sink) = &self.audit {
             let mut event =
                 mcp_guard_core::AuditEvent::new(mcp_guard_core::audit::EventKind::ToolDefinitionChanged {
-                    diff: format!(
-                        "{} {server}/{tool}: {reason}\n{}",
-                        if quarantined { "quarantined" } else { "warning" },
-                        diff.unwrap_or_default()
-                    ),
+                    diff: format!("{kind} {server}/{tool}: {reason}\n{diff}"),
                 });
-            event.endpoint = Some(self.name.to_string());
+            event.endpoint = Some(self.endpoint.to_string());
             event.target = Some(Target::new(server, tool, TargetKind::Tool));
             if let Err(e) = sink.record(&event).await {
-                tracing::error!(error = %mcp_guard_core::upstream::error_chain(&e), "could not record a quarantine event");
+                tracing::error!(error = %mcp_guard_core::upstream::error_chain(&e), "could not record a tool definition event");
             }
         }
     }
@@ -845,6 +1096,9 @@ pub struct Snapshot {
     problems: Vec<String>,
     collisions: Vec<BuildError>,
     quarantined: HashMap<String, String>,
+    /// Admitted tools (exposed name) with the pin of the definition admitted.
+    admitted: HashMap<String, String>,
+    pins: Option<Arc<PinChecks>>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -879,12 +1133,136 @@ impl Snapshot {
             problems: Vec::new(),
             collisions: Vec::new(),
             quarantined: HashMap::new(),
+            admitted: HashMap::new(),
+            pins: None,
         }
     }
 
     /// Why a tool is held back, if it is (exposed name).
     pub fn quarantine(&self, exposed: &str) -> Option<&str> {
         self.quarantined.get(exposed).map(String::as_str)
+    }
+
+    /// The tool names of every server but `server` (for the gate's cross-server checks).
+    fn other_tool_names(&self, server: &str) -> Vec<&str> {
+        self.catalogs
+            .iter()
+            .filter(|(s, _)| s.as_ref() != server)
+            .flat_map(|(_, c)| c.tools.iter().map(|t| t.name.as_ref()))
+            .collect()
+    }
+
+    /// The gate's verdict on `target`'s definition in `catalog`, with its pin: the
+    /// snapshot's own when it admitted that very definition, else the gate's now (the
+    /// catalogue is another instance's, or newer, or the definition was held). `None`
+    /// when `catalog` does not offer the tool; the flag says whether the gate was asked.
+    fn judge(
+        &self,
+        pins: &PinChecks,
+        exposed: &str,
+        target: &Target,
+        catalog: &Catalog,
+    ) -> Option<(String, Admission, bool)> {
+        let pin = catalog.tool_pin(&target.name)?.to_owned();
+        if self.admitted.get(exposed) == Some(&pin) {
+            return Some((pin, Admission::Admit, false));
+        }
+        let tool = catalog.tool(&target.name)?;
+        let others = self.other_tool_names(&target.server);
+        let admission = pins.gate.admit(&target.server, tool, &others);
+        Some((pin, admission, true))
+    }
+
+    /// Checks a call of tool `exposed` (resolved to `target`) against the definition
+    /// the instance that will serve it offers: a per-session process is judged on its
+    /// own catalogue, and a definition newer than this snapshot on the gate's current
+    /// rules. Before refusing, the gateway reads the serving catalogue again (unless it
+    /// did within the last second), so a call is never refused on a stale read: an
+    /// approval of what the server serves now takes effect even before the gateway's
+    /// own re-read.
+    ///
+    /// # Errors
+    /// [`GuardError::Quarantined`] for an unapproved or hostile definition;
+    /// [`GuardError::Unknown`] when the serving instance does not offer the tool; the
+    /// upstream's error when its catalogue cannot be read.
+    pub(crate) async fn check_call(
+        &self,
+        exposed: &str,
+        target: &Target,
+        upstream: &Arc<dyn Upstream>,
+        forward: &mcp_guard_core::upstream::Forward,
+    ) -> Result<Option<CallCheck>, crate::GuardError> {
+        let Some(pins) = &self.pins else {
+            return Ok(None);
+        };
+        let mut catalog = upstream.serving_catalog(forward).await?;
+        let mut verdict = self.judge(pins, exposed, target, &catalog);
+        let refused = !matches!(verdict, Some((_, Admission::Admit | Admission::Warn { .. }, _)));
+        if refused
+            && catalog
+                .read_at
+                .is_none_or(|at| at.elapsed() >= REREAD_BEFORE_REFUSING)
+        {
+            catalog = upstream.reread_serving_catalog(forward).await?;
+            verdict = self.judge(pins, exposed, target, &catalog);
+        }
+        let Some((pin, admission, asked)) = verdict else {
+            return Err(crate::GuardError::Unknown {
+                kind: TargetKind::Tool,
+                name: exposed.to_owned(),
+            });
+        };
+        if asked {
+            pins.record(&target.server, &target.name, &pin, &admission).await;
+        }
+        match admission {
+            Admission::Quarantine { reason, .. } => Err(crate::GuardError::Quarantined {
+                name: exposed.to_owned(),
+                reason,
+                during_call: false,
+            }),
+            _ => Ok(Some(CallCheck { catalog, pin })),
+        }
+    }
+
+    /// After the answer of a call admitted by [`Snapshot::check_call`]: if the serving
+    /// instance's catalogue was read again meanwhile and now offers an unapproved
+    /// definition of the tool, the answer is withheld (it came from a server that
+    /// changed the tool under the call).
+    ///
+    /// # Errors
+    /// [`GuardError::Quarantined`] (during the call) in that case.
+    pub(crate) async fn confirm_call(
+        &self,
+        check: &CallCheck,
+        exposed: &str,
+        target: &Target,
+        upstream: &Arc<dyn Upstream>,
+        forward: &mcp_guard_core::upstream::Forward,
+    ) -> Result<(), crate::GuardError> {
+        let Some(pins) = &self.pins else { return Ok(()) };
+        // If the instance cannot say (it went away after answering), the call stands
+        // as admitted.
+        let Ok(now) = upstream.serving_catalog(forward).await else {
+            return Ok(());
+        };
+        if Arc::ptr_eq(&now, &check.catalog) || now.tool_pin(&target.name).is_none_or(|p| p == check.pin) {
+            return Ok(());
+        }
+        let Some((pin, admission, asked)) = self.judge(pins, exposed, target, &now) else {
+            return Ok(());
+        };
+        if asked {
+            pins.record(&target.server, &target.name, &pin, &admission).await;
+        }
+        match admission {
+            Admission::Quarantine { reason, .. } => Err(crate::GuardError::Quarantined {
+                name: exposed.to_owned(),
+                reason,
+                during_call: true,
+            }),
+            _ => Ok(()),
+        }
     }
 
     fn exposed_name(&self, server: &str, name: &str) -> String {
@@ -1034,9 +1412,23 @@ impl Snapshot {
         &self.capabilities
     }
 
+    /// Name collisions found while building (both entries are withheld).
+    pub fn collisions(&self) -> &[BuildError] {
+        &self.collisions
+    }
+
     /// Problems found while building (servers unreachable, names not exposable).
     pub fn problems(&self) -> &[String] {
         &self.problems
+    }
+
+    /// The protocol version the upstream `server` speaks on the connection its
+    /// catalogue was read from (`2025-11-25`, `2026-07-28`...).
+    pub fn upstream_protocol(&self, server: &str) -> Option<&str> {
+        self.catalogs
+            .get(server)
+            .and_then(|c| c.server_info.as_ref())
+            .map(|i| i.protocol_version.as_str())
     }
 
     /// Whether the upstream `server` speaks the 2026-07-28 revision (per-request
@@ -1143,4 +1535,95 @@ pub(crate) fn request_kind(request: &ClientRequest) -> Option<TargetKind> {
 /// Tool names are 1 to 128 characters of `[A-Za-z0-9_.-]`.
 pub fn valid_tool_name(name: &str) -> bool {
     name.len() <= 128 && mcp_guard_core::config::is_name_safe(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use mcp_guard_core::audit::{EventKind, MemoryAuditSink};
+    use mcp_guard_core::pin::{GateMode, LockFile, PinGate};
+
+    use super::*;
+
+    fn tool(description: &str) -> Tool {
+        Tool::new("echo", description.to_owned(), Arc::new(serde_json::Map::new()))
+    }
+
+    fn recorded(sink: &MemoryAuditSink) -> Vec<String> {
+        sink.events()
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                EventKind::ToolDefinitionChanged { diff } => {
+                    Some(diff.lines().next().unwrap_or_default().to_owned())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Each verdict is recorded once per definition; a held definition that is admitted
+    /// is recorded as released, and held again (after a release) is recorded again.
+    #[tokio::test]
+    async fn verdicts_are_recorded_once_per_definition_and_releases_too() {
+        let mut lock = LockFile::default();
+        lock.approve_tool("s", &tool("Echoes."));
+        let gate = Arc::new(PinGate::new(lock.clone(), GateMode::Enforce, GateMode::Enforce));
+        let sink = MemoryAuditSink::new();
+        let checks = PinChecks {
+            endpoint: "main".into(),
+            gate: gate.clone(),
+            audit: Some(Arc::new(sink.clone())),
+            recorded: Mutex::default(),
+        };
+        let changed = tool("Echoes, and keeps a copy.");
+        let pin = mcp_guard_core::pin::tool_pin(&changed);
+        for _ in 0..3 {
+            let verdict = gate.admit("s", &changed, &[]);
+            assert!(matches!(verdict, Admission::Quarantine { .. }));
+            checks.record("s", "echo", &pin, &verdict).await;
+        }
+        assert_eq!(
+            recorded(&sink),
+            ["quarantined s/echo: definition changed since it was approved"]
+        );
+        lock.approve_tool("s", &changed);
+        gate.reload(lock.clone());
+        let verdict = gate.admit("s", &changed, &[]);
+        assert_eq!(verdict, Admission::Admit);
+        checks.record("s", "echo", &pin, &verdict).await;
+        checks.record("s", "echo", &pin, &verdict).await;
+        lock.approve_tool("s", &tool("Echoes."));
+        gate.reload(lock);
+        let verdict = gate.admit("s", &changed, &[]);
+        checks.record("s", "echo", &pin, &verdict).await;
+        assert_eq!(
+            recorded(&sink),
+            [
+                "quarantined s/echo: definition changed since it was approved",
+                "released s/echo: its definition is approved",
+                "quarantined s/echo: definition changed since it was approved",
+            ]
+        );
+        // A server changing the tool endlessly: only the last few definitions are
+        // remembered, and one seen again after that is recorded again.
+        for i in 0..RECORDED_PER_TOOL {
+            let t = tool(&format!("Echoes, version {i}."));
+            checks
+                .record(
+                    "s",
+                    "echo",
+                    &mcp_guard_core::pin::tool_pin(&t),
+                    &gate.admit("s", &t, &[]),
+                )
+                .await;
+        }
+        assert_eq!(
+            checks.recorded.lock().unwrap()[&("s".into(), "echo".into())].len(),
+            RECORDED_PER_TOOL
+        );
+        let before = recorded(&sink).len();
+        checks
+            .record("s", "echo", &pin, &gate.admit("s", &changed, &[]))
+            .await;
+        assert_eq!(recorded(&sink).len(), before + 1);
+    }
 }

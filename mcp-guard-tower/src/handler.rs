@@ -22,7 +22,7 @@ use rmcp::model::{
     Implementation, InitializeResult, ListPromptsRequest, ListPromptsResult, ListResourceTemplatesRequest,
     ListResourceTemplatesResult, ListResourcesRequest, ListResourcesResult, ListToolsRequest,
     ListToolsResult, PaginatedRequestParams, ReadResourceRequest, ReadResourceRequestParams,
-    ReadResourceResponse, ServerResult, SubscriptionFilter, Tool,
+    ReadResourceResponse, ResultType, ServerResult, SubscriptionFilter, Tool,
 };
 use rmcp::service::{NotificationContext, RequestContext, RoleServer, SubscriptionContext};
 use rmcp::{ErrorData, ServerHandler};
@@ -68,6 +68,8 @@ struct Inner {
     endpoint: Arc<EndpointRuntime>,
     service: GuardService,
     principal: Option<Arc<Principal>>,
+    /// The gateway session of every request (the stdio front door's one session).
+    gateway_session: Option<SessionId>,
     page_size: usize,
 }
 
@@ -93,6 +95,7 @@ impl GuardHandler {
                 endpoint,
                 service,
                 principal: None,
+                gateway_session: None,
                 page_size: DEFAULT_PAGE_SIZE,
             }),
             session: SessionState::new(),
@@ -116,6 +119,13 @@ impl GuardHandler {
         self.map(|i| i.principal = Some(principal))
     }
 
+    /// Every request belongs to the gateway session `id` (the stdio front door: one
+    /// client, one session), which audit records name.
+    #[must_use]
+    pub fn with_session(self, id: SessionId) -> Self {
+        self.map(|i| i.gateway_session = Some(id))
+    }
+
     /// Items per list page.
     #[must_use]
     pub fn page_size(self, n: usize) -> Self {
@@ -128,6 +138,7 @@ impl GuardHandler {
             endpoint: arc.endpoint.clone(),
             service: arc.service.clone(),
             principal: arc.principal.clone(),
+            gateway_session: arc.gateway_session.clone(),
             page_size: arc.page_size,
         });
         f(&mut inner);
@@ -154,6 +165,10 @@ impl GuardHandler {
             return Err(GuardError::Unauthenticated.into());
         };
         let endpoint = &self.inner.endpoint;
+        // While servers are still making their first start, give them a moment (bounded)
+        // so a client that lists at once sees them; `server/discover` and `initialize`
+        // never come here and are answered at once.
+        endpoint.settled().await;
         let catalog = endpoint.snapshot();
         let parts = ctx.extensions.get::<http::request::Parts>();
         let session = parts.and_then(|p| {
@@ -165,7 +180,7 @@ impl GuardHandler {
             })
         });
         let mut context = CallContext::new(principal, endpoint.name());
-        context.session = session;
+        context.session = session.or_else(|| self.inner.gateway_session.clone());
         context.gateway_session = parts.and_then(|p| {
             p.extensions
                 .get::<Arc<mcp_guard_core::access::Session>>()
@@ -304,7 +319,12 @@ impl ServerHandler for GuardHandler {
             .dispatch(ClientRequest::CallToolRequest(CallToolRequest::new(params)), ctx)
             .await?
         {
-            ServerResult::CallToolResult(r) => Ok(CallToolResponse::Complete(r)),
+            ServerResult::CallToolResult(mut r) => {
+                // A legacy upstream's result has no resultType, which 2026-07-28 clients
+                // require (rmcp removes it again for legacy clients).
+                r.result_type.get_or_insert(ResultType::COMPLETE);
+                Ok(CallToolResponse::Complete(r))
+            }
             ServerResult::InputRequiredResult(r) => Ok(CallToolResponse::InputRequired(r)),
             ServerResult::CreateTaskResult(r) => Ok(CallToolResponse::Task(r)),
             _ => Err(unexpected()),
@@ -345,7 +365,10 @@ impl ServerHandler for GuardHandler {
             )
             .await?
         {
-            ServerResult::GetPromptResult(r) => Ok(GetPromptResponse::Complete(r)),
+            ServerResult::GetPromptResult(mut r) => {
+                r.result_type.get_or_insert(ResultType::COMPLETE);
+                Ok(GetPromptResponse::Complete(r))
+            }
             ServerResult::InputRequiredResult(r) => Ok(GetPromptResponse::InputRequired(r)),
             _ => Err(unexpected()),
         }
@@ -402,7 +425,10 @@ impl ServerHandler for GuardHandler {
             )
             .await?
         {
-            ServerResult::ReadResourceResult(r) => Ok(ReadResourceResponse::Complete(r)),
+            ServerResult::ReadResourceResult(mut r) => {
+                r.result_type.get_or_insert(ResultType::COMPLETE);
+                Ok(ReadResourceResponse::Complete(r))
+            }
             ServerResult::InputRequiredResult(r) => Ok(ReadResourceResponse::InputRequired(r)),
             _ => Err(unexpected()),
         }

@@ -6,7 +6,10 @@
 //! 2. the client authenticates ([`Authenticate`]); a failure answers 401 with a
 //!    `WWW-Authenticate: Bearer` challenge naming the endpoint's RFC 9728 metadata
 //!    (and `error="invalid_token"` when a credential was refused; 403
-//!    `insufficient_scope` for a missing scope), and is audited;
+//!    `insufficient_scope` for a missing scope), counts against its source's budget
+//!    of unauthenticated requests (429 once that is spent; a request without any
+//!    credential from such a source is refused before authentication), and is
+//!    audited in one aggregated record per source and interval ([`PreAuth`]);
 //! 3. the request is admitted into its gateway session ([`Sessions`]): a revoked or
 //!    expired one answers 401; the [`Principal`](mcp_guard_core::Principal), the
 //!    session id and the session go into the request extensions, where
@@ -40,6 +43,7 @@ pub use crate::auth::{AuthError, Authenticate, Authenticated, StaticTokens, dang
 use crate::federation::Gateway;
 use crate::handler::{GuardHandler, GuardService};
 use crate::legacy_sessions::{LeanSessionConfig, LeanSessionManager};
+pub use crate::preauth::{PreAuth, Source, UnauthenticatedLimits};
 
 /// Settings of the HTTP front door.
 #[derive(Debug, Clone)]
@@ -60,7 +64,7 @@ pub struct HttpOptions {
     /// nothing is sent before the result (rmcp falls back to SSE for progress etc.).
     pub json_response: bool,
     /// The gateway's public base URL (`https://gw.example.com`): endpoint resource
-    /// URIs are `<base>/mcp/<endpoint>`, named in RFC 9728 metadata and in
+    /// URIs are `<base><path_prefix>/mcp/<endpoint>`, named in RFC 9728 metadata and in
     /// `WWW-Authenticate`. Without it those URLs are built from the request's `Host`
     /// (only hosts in `allowed_hosts` are used).
     pub resource_base: Option<String>,
@@ -68,6 +72,12 @@ pub struct HttpOptions {
     pub authorization_servers: Vec<String>,
     /// Scopes advertised in RFC 9728 metadata.
     pub scopes_supported: Vec<String>,
+    /// Where the endpoints are mounted: `""` (default) serves them at
+    /// `/mcp/{endpoint}`, `"/tools"` at `/tools/mcp/{endpoint}`. Resource URIs follow
+    /// (`<base>/tools/mcp/<endpoint>`), and the RFC 9728 metadata of each is at
+    /// `/.well-known/oauth-protected-resource/tools/mcp/<endpoint>`. Merge the router
+    /// into your app at its root (`Router::merge`), not with `nest`.
+    pub path_prefix: String,
 }
 
 impl Default for HttpOptions {
@@ -82,6 +92,7 @@ impl Default for HttpOptions {
             resource_base: None,
             authorization_servers: Vec::new(),
             scopes_supported: Vec::new(),
+            path_prefix: String::new(),
         }
     }
 }
@@ -96,6 +107,7 @@ pub struct HttpEdge {
     options: HttpOptions,
     shutdown: CancellationToken,
     metrics: Option<crate::metrics::Metrics>,
+    pre_auth: PreAuth,
 }
 
 impl std::fmt::Debug for HttpEdge {
@@ -106,6 +118,10 @@ impl std::fmt::Debug for HttpEdge {
     }
 }
 
+/// Legacy `Mcp-Session-Id` → the gateway session that opened it, and a token
+/// cancelled when the client deletes it.
+type LegacyBindings = Arc<Mutex<HashMap<String, (Arc<str>, CancellationToken)>>>;
+
 #[derive(Clone)]
 struct EdgeState {
     auth: Arc<dyn Authenticate>,
@@ -113,10 +129,12 @@ struct EdgeState {
     max_body_bytes: usize,
     gateway_sessions: Sessions,
     endpoints: Arc<HashMap<String, Arc<LeanSessionManager>>>,
-    /// Legacy `Mcp-Session-Id` → the gateway session that opened it.
-    legacy: Arc<Mutex<HashMap<String, Arc<str>>>>,
+    legacy: LegacyBindings,
     resource_base: Option<Arc<str>>,
+    /// `/mcp/`, or `/tools/mcp/` under a path prefix.
+    mcp_prefix: Arc<str>,
     allowed_hosts: Arc<[String]>,
+    pre_auth: PreAuth,
 }
 
 impl HttpEdge {
@@ -131,7 +149,18 @@ impl HttpEdge {
             options: HttpOptions::default(),
             shutdown: CancellationToken::new(),
             metrics: None,
+            pre_auth: PreAuth::default(),
         }
+    }
+
+    /// Limits unauthenticated traffic with `pre_auth` (default:
+    /// [`UnauthenticatedLimits::default`]). Share it with the routes served beside the
+    /// edge ([`PreAuth::wrap`]) so they draw on the same budgets, and call
+    /// [`PreAuth::flush`] at shutdown.
+    #[must_use]
+    pub fn pre_auth(mut self, pre_auth: PreAuth) -> Self {
+        self.pre_auth = pre_auth;
+        self
     }
 
     /// Serves `metrics` at `/metrics` (Prometheus/OpenMetrics text), unauthenticated
@@ -150,8 +179,9 @@ impl HttpEdge {
         self
     }
 
-    /// Records authentication failures to `sink` (the reason and the path, never the
-    /// presented credential).
+    /// Records authentication failures to `sink` (the reasons, the source and how many,
+    /// aggregated per source and interval by [`PreAuth`]; never the presented
+    /// credential) and requests the transport refused.
     #[must_use]
     pub fn audit(mut self, sink: Arc<dyn mcp_guard_core::AuditSink>) -> Self {
         self.audit = Some(sink);
@@ -173,10 +203,13 @@ impl HttpEdge {
         self
     }
 
-    /// The router: `/mcp/{endpoint}` for each endpoint, `/healthz` (liveness) and
-    /// `/readyz` (per-server status as JSON; 503 while an enabled server is not
-    /// connected).
+    /// The router: `/mcp/{endpoint}` for each endpoint (under
+    /// [`HttpOptions::path_prefix`]), `/healthz` (liveness) and `/readyz` (per-server
+    /// status as JSON; 503 while an enabled server is not connected), under the limits
+    /// of [`PreAuth`]. It has no fallback, so it merges into an app that has its own
+    /// (axum refuses two).
     pub fn router(self) -> axum::Router {
+        let prefix = self.options.path_prefix.trim_end_matches('/').to_owned();
         let gateway = self.gateway.clone();
         let mut router = axum::Router::new()
             .route("/healthz", get(|| async { "ok" }))
@@ -216,10 +249,11 @@ impl HttpEdge {
                 m.track_sessions(name, &manager);
             }
             let service = StreamableHttpService::new(move || Ok(handler.new_session()), manager, config);
-            router = router.nest_service(&format!("/mcp/{name}"), service);
+            router = router.nest_service(&format!("{prefix}/mcp/{name}"), service);
         }
         let metadata = Arc::new(Metadata {
             base: self.options.resource_base.clone(),
+            prefix: prefix.clone(),
             allowed_hosts: self.options.allowed_hosts.clone(),
             authorization_servers: self.options.authorization_servers.clone(),
             scopes: self.options.scopes_supported.clone(),
@@ -232,7 +266,7 @@ impl HttpEdge {
                 get(move |parts: http::request::Parts| async move { m.document(&parts, None) }),
             )
             .route(
-                "/.well-known/oauth-protected-resource/mcp/{endpoint}",
+                &format!("/.well-known/oauth-protected-resource{prefix}/mcp/{{endpoint}}"),
                 get(
                     move |axum::extract::Path(endpoint): axum::extract::Path<String>,
                           parts: http::request::Parts| async move {
@@ -240,7 +274,12 @@ impl HttpEdge {
                     },
                 ),
             );
+        if let Some(sink) = &self.audit {
+            self.pre_auth.audit_to(sink.clone());
+        }
+        let pre_auth = self.pre_auth.clone();
         let state = EdgeState {
+            pre_auth: self.pre_auth,
             auth: self.auth,
             audit: self.audit,
             max_body_bytes: self.options.max_body_bytes,
@@ -248,11 +287,10 @@ impl HttpEdge {
             endpoints: Arc::new(managers),
             legacy: Arc::default(),
             resource_base: self.options.resource_base.map(Into::into),
+            mcp_prefix: format!("{prefix}/mcp/").into(),
             allowed_hosts: self.options.allowed_hosts.into(),
         };
-        router
-            .fallback(|| async { (StatusCode::NOT_FOUND, "no such endpoint\n") })
-            .layer(middleware::from_fn_with_state(state, edge))
+        pre_auth.wrap_mounted(router.layer(middleware::from_fn_with_state(state, edge)), &prefix)
     }
 }
 
@@ -279,11 +317,17 @@ pub fn readiness_report(gateway: &Gateway) -> (bool, serde_json::Value) {
             if enabled && state != "connected" {
                 ready = false;
             }
+            // The protocol version the server speaks (legacy or 2026-07-28), once known.
+            let protocol = gateway
+                .endpoint_names()
+                .filter_map(|n| gateway.endpoint(n))
+                .find_map(|ep| ep.snapshot().upstream_protocol(id).map(str::to_owned));
             serde_json::json!({
                 "id": id,
                 "state": state,
                 "since": mcp_guard_core::time::format_rfc3339(status.since),
                 "detail": detail,
+                "protocol": protocol,
             })
         })
         .collect();
@@ -367,6 +411,8 @@ fn base_url(
 
 struct Metadata {
     base: Option<String>,
+    /// Where the endpoints are mounted (`""` or `/tools`).
+    prefix: String,
     allowed_hosts: Vec<String>,
     authorization_servers: Vec<String>,
     scopes: Vec<String>,
@@ -383,7 +429,7 @@ impl Metadata {
             return plain(StatusCode::BAD_REQUEST, "unknown host\n");
         };
         let resource = match endpoint {
-            Some(e) => format!("{base}/mcp/{e}"),
+            Some(e) => format!("{base}{}/mcp/{e}", self.prefix),
             None => base,
         };
         let mut doc = serde_json::json!({
@@ -441,7 +487,8 @@ fn challenge(state: &EdgeState, parts: &http::request::Parts, endpoint: &str, er
         params.push(format!(
             "resource_metadata={}",
             quoted(&format!(
-                "{base}/.well-known/oauth-protected-resource/mcp/{endpoint}"
+                "{base}/.well-known/oauth-protected-resource{}{endpoint}",
+                state.mcp_prefix
             ))
         ));
     }
@@ -464,25 +511,64 @@ fn challenge(state: &EdgeState, parts: &http::request::Parts, endpoint: &str, er
     r
 }
 
-async fn refuse(
+/// A refused authentication: counted against the source's budget (429 once spent;
+/// not when the authenticator itself is unavailable) and, aggregated, in the audit.
+fn refuse(state: &EdgeState, parts: &http::request::Parts, endpoint: &str, error: &AuthError) -> Response {
+    let source = Source::of(&parts.extensions);
+    tracing::debug!(reason = %error, %source, path = %parts.uri.path(), "client authentication failed");
+    let charged = if matches!(error, AuthError::Unavailable(_)) {
+        Ok(())
+    } else {
+        state.pre_auth.charge(source)
+    };
+    match charged {
+        Ok(()) => {
+            state.pre_auth.refused(source, Some(endpoint), &error.to_string());
+            challenge(state, parts, endpoint, error)
+        }
+        Err(over) => {
+            state.pre_auth.refused(
+                source,
+                Some(endpoint),
+                "over the limit of unauthenticated requests",
+            );
+            crate::preauth::too_many_at_mcp(over)
+        }
+    }
+}
+
+/// The refusal for a request without credentials from a source over its budget of
+/// unauthenticated requests; a request with a credential is checked, so a valid client
+/// sharing the address is still served.
+fn over_unauthenticated_budget(
     state: &EdgeState,
     parts: &http::request::Parts,
     endpoint: &str,
-    error: &AuthError,
-) -> Response {
-    tracing::info!(reason = %error, path = %parts.uri.path(), "client authentication failed");
-    if let Some(sink) = &state.audit {
-        let mut event =
-            mcp_guard_core::AuditEvent::new(mcp_guard_core::audit::EventKind::AuthenticationFailed {
-                reason: error.to_string(),
-            });
-        event.endpoint = Some(endpoint.to_owned());
-        event.outcome = Some(mcp_guard_core::Outcome::Unauthenticated);
-        if let Err(err) = sink.record(&event).await {
-            tracing::error!(error = %mcp_guard_core::upstream::error_chain(&err), "could not record an authentication failure");
-        }
+) -> Option<Response> {
+    if parts.headers.contains_key(header::AUTHORIZATION) {
+        return None;
     }
-    challenge(state, parts, endpoint, error)
+    let source = Source::of(&parts.extensions);
+    let over = state.pre_auth.blocked(source)?;
+    state.pre_auth.refused(
+        source,
+        Some(endpoint),
+        "over the limit of unauthenticated requests",
+    );
+    Some(crate::preauth::too_many_at_mcp(over))
+}
+
+/// Whether the presented legacy session id may be used by this gateway session: not
+/// when it is another gateway session's, nor (to end it) when this gateway never opened
+/// it or already ended it; both answer "not found", as the transport spec asks.
+fn may_use_legacy(state: &EdgeState, id: &str, session: &Session, is_delete: bool) -> bool {
+    let owner = state
+        .legacy
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(id)
+        .map(|(o, _)| o.clone());
+    !(owner.as_ref().is_some_and(|o| *o != session.id().0) || (is_delete && owner.is_none()))
 }
 
 async fn edge(State(state): State<EdgeState>, request: Request, next: Next) -> Response {
@@ -492,7 +578,7 @@ async fn edge(State(state): State<EdgeState>, request: Request, next: Next) -> R
     let Some(endpoint) = request
         .uri()
         .path()
-        .strip_prefix("/mcp/")
+        .strip_prefix(&*state.mcp_prefix)
         .map(|r| r.split('/').next().unwrap_or_default().to_owned())
     else {
         return next.run(request).await;
@@ -504,11 +590,14 @@ async fn edge(State(state): State<EdgeState>, request: Request, next: Next) -> R
     if query_carries_token(&parts.uri) {
         // Never looked at, never logged: a token in a URL leaks through logs and history.
         let e = AuthError::InvalidRequest("credentials in the query string are not accepted".into());
-        return refuse(&state, &parts, &endpoint, &e).await;
+        return refuse(&state, &parts, &endpoint, &e);
+    }
+    if let Some(refused) = over_unauthenticated_budget(&state, &parts, &endpoint) {
+        return refused;
     }
     let authenticated = match state.auth.authenticate(&parts).await {
         Ok(a) => a,
-        Err(e) => return refuse(&state, &parts, &endpoint, &e).await,
+        Err(e) => return refuse(&state, &parts, &endpoint, &e),
     };
     let principal = Arc::new(authenticated.principal);
     let session = match state
@@ -516,8 +605,8 @@ async fn edge(State(state): State<EdgeState>, request: Request, next: Next) -> R
         .admit(&principal, &authenticated.credential, &endpoint)
     {
         Ok(s) => s,
-        Err(SessionRefused::Expired) => return refuse(&state, &parts, &endpoint, &AuthError::Expired).await,
-        Err(_) => return refuse(&state, &parts, &endpoint, &AuthError::Revoked).await,
+        Err(SessionRefused::Expired) => return refuse(&state, &parts, &endpoint, &AuthError::Expired),
+        Err(_) => return refuse(&state, &parts, &endpoint, &AuthError::Revoked),
     };
     // A legacy session belongs to the gateway session (so the principal) that opened it.
     let presented = parts
@@ -525,16 +614,11 @@ async fn edge(State(state): State<EdgeState>, request: Request, next: Next) -> R
         .get("mcp-session-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    if let Some(id) = &presented {
-        let owner = state
-            .legacy
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(id)
-            .cloned();
-        if owner.is_some_and(|o| o != session.id().0) {
-            return plain(StatusCode::NOT_FOUND, "session not found\n");
-        }
+    let is_delete = parts.method == http::Method::DELETE;
+    if let Some(id) = &presented
+        && !may_use_legacy(&state, id, &session, is_delete)
+    {
+        return plain(StatusCode::NOT_FOUND, "session not found\n");
     }
     let audit_principal = state.audit.as_ref().map(|_| principal.clone());
     parts.extensions.insert(principal);
@@ -576,7 +660,28 @@ async fn edge(State(state): State<EdgeState>, request: Request, next: Next) -> R
     {
         bind_legacy(&state, &session, manager, id.to_owned());
     }
+    if is_delete && let Some(id) = &presented {
+        deleted_legacy(&state, id, &mut response);
+    }
     end_with_session(response, &session)
+}
+
+/// A client ended its legacy session `id` (DELETE): answered 200, the binding goes.
+fn deleted_legacy(state: &EdgeState, id: &str, response: &mut Response) {
+    if response.status() != StatusCode::ACCEPTED {
+        return;
+    }
+    // rmcp answers a DELETE with 202; the SDKs' own servers answer 200, and the Python
+    // client warns ("Session termination failed: 202") on anything but 200 and 204.
+    *response.status_mut() = StatusCode::OK;
+    if let Some((_, deleted)) = state
+        .legacy
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(id)
+    {
+        deleted.cancel();
+    }
 }
 
 /// Audits a request the transport refused before any layer saw it (header and body
@@ -627,15 +732,20 @@ async fn record_refused(
 /// Records that a legacy session belongs to `session`, and closes it when `session`
 /// ends (revoked, expired, shut down).
 fn bind_legacy(state: &EdgeState, session: &Arc<Session>, manager: Arc<LeanSessionManager>, id: String) {
+    let deleted = CancellationToken::new();
     state
         .legacy
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .insert(id.clone(), session.id().0.clone());
+        .insert(id.clone(), (session.id().0.clone(), deleted.clone()));
     let closed = session.closed().clone();
     let legacy = state.legacy.clone();
     tokio::spawn(async move {
-        closed.cancelled().await;
+        tokio::select! {
+            () = closed.cancelled() => {}
+            // The client ended it (DELETE): nothing left to close.
+            () = deleted.cancelled() => return,
+        }
         legacy.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
         let _ = rmcp::transport::streamable_http_server::SessionManager::close_session(&*manager, &id.into())
             .await;
@@ -702,7 +812,8 @@ async fn jsonrpc_errors(response: Response) -> Response {
 
 /// Serves `router` on `listener` with `TCP_NODELAY` on every connection (without it, a
 /// reply written in pieces meets the client's delayed ACK and stalls ~40 ms), until
-/// `shutdown` is cancelled.
+/// `shutdown` is cancelled. Each request carries its peer address
+/// (`ConnectInfo<SocketAddr>`), which [`PreAuth`] counts by.
 ///
 /// # Errors
 /// When accepting fails.
@@ -715,9 +826,12 @@ pub async fn serve(
     let listener = listener.tap_io(|s| {
         let _ = s.set_nodelay(true);
     });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
 }
 
 /// Empty body helper for tests.

@@ -545,12 +545,7 @@ async fn deliver(deferred: Deferred) {
 fn new_id() -> Result<SessionId, LeanSessionError> {
     let mut b = [0u8; 16];
     getrandom::getrandom(&mut b).map_err(|e| LeanSessionError::Random(e.to_string()))?;
-    let mut id = String::with_capacity(32);
-    for byte in b {
-        use std::fmt::Write as _;
-        let _ = write!(id, "{byte:02x}");
-    }
-    Ok(id.into())
+    Ok(mcp_guard_core::hex::encode(&b).into())
 }
 
 fn parse_event_id(s: &str) -> Result<(usize, Option<u64>), LeanSessionError> {

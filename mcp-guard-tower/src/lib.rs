@@ -1,48 +1,125 @@
 //! Tower layers and the rmcp adapter of [mcp-guard](https://github.com/mcp-guard/mcp-guard):
 //! compose a guarded, federating MCP gateway inside your own agent or server.
 //!
+//! Two ways in:
+//!
+//! - **The whole gateway from a configuration** (feature `server`): [`server::ServerBuilder`]
+//!   builds exactly what the `mcp-guard` binary runs (upstreams with per-session
+//!   isolation, credential stores, the full guard stack, client authentication, the
+//!   authorization server, pinning, metrics, drain) and hands you an axum router to
+//!   mount in your own app under any path prefix. Start here.
+//! - **The parts**: the layers below, composed by hand around your own upstreams.
+//!
 //! Every request an MCP client makes becomes one [`McpRequest`] that goes through an
-//! ordinary tower stack of guard layers, outer to inner:
+//! ordinary tower stack of guard layers. The stack the binary runs, outer to inner:
 //!
 //! | layer | does |
 //! |---|---|
-//! | [`AuditLayer`] | records every request and outcome, refusals included (redacted) |
-//! | [`EnforcePolicyLayer`] | refuses calls as "unknown", filters lists, one rule set |
-//! | [`Router`] | sends each call to its upstream with the upstream's own name |
+//! | [`MetricsLayer`] | counts calls, refusals and latency per endpoint |
+//! | [`DrainLayer`] | refuses new calls while stopping, tracks those in flight |
+//! | [`AuditLayer`] | a durable, redacted record of every request and outcome, refusals included; an audit failure refuses the call |
+//! | [`DrainLayer::abort_point`] | where calls still running at the end of the grace period are ended |
+//! | [`EnforcePolicyLayer`] | refuses calls no grant allows (as "unknown"), filters lists |
+//! | [`RateLimitLayer`] | per principal and tool budgets |
+//! | [`RedactRequestsLayer`] | personal data out of arguments, where an endpoint asks |
+//! | [`RedactResponsesLayer`] | secrets and held credentials out of every answer, personal data where an endpoint asks |
+//! | [`Router`] | sends each call to its upstream under the upstream's own name |
 //!
 //! [`GuardHandler`] puts the stack behind rmcp's `ServerHandler`, so the same stack
 //! serves stdio and streamable HTTP ([`HttpEdge`]), legacy and 2026-07-28 clients.
 //! Names are resolved once, before any layer, against the endpoint's catalogue (see
 //! [`federation`]). See [`docs::layer_order`] for why the layers sit where they do.
 //!
-//! # Example
-//! ```no_run
+//! # Example: the parts, over HTTP
+//! An MCP server you already have (here one in the same process; a command or a URL
+//! works the same), one endpoint that exposes only its `search` tool, and the guard
+//! stack, served over streamable HTTP next to your own routes, then called by an MCP
+//! client with a bearer token.
+//! ```
 //! use std::sync::Arc;
-//! use mcp_guard_core::upstream::{StdioConnector, StdioSpec, UpstreamOptions};
-//! use mcp_guard_core::{EnvCredentialStore, Grant, GrantPolicy, MemoryAuditSink, Principal, RmcpUpstream};
-//! use mcp_guard_tower::{AuditLayer, EndpointSpec, EnforcePolicyLayer, Gateway, GuardHandler, Router, Selection};
+//! use mcp_guard_core::upstream::{InProcessConnector, UpstreamOptions};
+//! use mcp_guard_core::{Grant, GrantPolicy, MemoryAuditSink, PatternRedactor, Principal, RmcpUpstream};
+//! use mcp_guard_tower::{
+//!     AuditLayer, EndpointRedactors, EndpointSpec, EnforcePolicyLayer, Gateway, HttpEdge,
+//!     RedactResponsesLayer, Router, Selection, StaticTokens,
+//! };
+//! use rmcp::model::CallToolRequestParams;
 //! use rmcp::ServiceExt;
+//! use rmcp::transport::StreamableHttpClientTransport;
+//! use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+//! use secrecy::SecretString;
 //! use tower::ServiceBuilder;
 //! use tower::util::BoxCloneSyncService;
-//! # struct NoPii; impl mcp_guard_core::Redactor for NoPii {
-//! #   fn redact_str<'a>(&self, s: &'a str) -> std::borrow::Cow<'a, str> { s.into() } }
+//! # mod notes {
+//! #   use rmcp::model::*;
+//! #   use rmcp::service::{RequestContext, RoleServer};
+//! #   #[derive(Clone)] pub struct Notes;
+//! #   impl rmcp::ServerHandler for Notes {
+//! #     fn get_info(&self) -> InitializeResult {
+//! #       InitializeResult::new(ServerCapabilities::builder().enable_tools().build()) }
+//! #     async fn list_tools(&self, _: Option<PaginatedRequestParams>, _: RequestContext<RoleServer>)
+//! #       -> Result<ListToolsResult, rmcp::ErrorData> {
+//! #       let schema = std::sync::Arc::new(serde_json::Map::new());
+//! #       Ok(ListToolsResult::with_all_items(vec![
+//! #         Tool::new("search", "Finds notes.", schema.clone()),
+//! #         Tool::new("delete_all", "Deletes every note.", schema)])) }
+//! #     async fn call_tool(&self, _: CallToolRequestParams, _: RequestContext<RoleServer>)
+//! #       -> Result<CallToolResponse, rmcp::ErrorData> {
+//! #       Ok(CallToolResult::success(vec![ContentBlock::text(
+//! #         "ask ops: key sk-ant-api03-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")]).into()) }
+//! #   }
+//! # }
 //!
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let files = StdioConnector::new("files", StdioSpec::new("mcp-server-filesystem", ["/srv"]),
-//!     Arc::new(EnvCredentialStore::new()));
+//! let notes = RmcpUpstream::new("notes", InProcessConnector::new("notes", || notes::Notes),
+//!     UpstreamOptions::default());
 //! let gateway = Gateway::builder()
-//!     .server(Arc::new(RmcpUpstream::new("files", files, UpstreamOptions::default())))
-//!     .endpoint(EndpointSpec::new("eng").server("files", Selection::none().tools(["read_*"])?))
+//!     .server(Arc::new(notes))
+//!     .endpoint(EndpointSpec::new("team").server("notes", Selection::none().tools(["search"])?))
 //!     .build()
 //!     .await?;
-//! let policy = GrantPolicy::builder().grant(Grant::allow().principals(["*"])).build()?;
+//!
+//! // Audit records lose personal data and secrets; answers lose secrets.
+//! let audit = MemoryAuditSink::new();
+//! let policy = GrantPolicy::builder().grant(Grant::allow().roles(["staff"])).build()?;
 //! let stack = ServiceBuilder::new()
-//!     .layer(AuditLayer::new(Arc::new(MemoryAuditSink::new()), Arc::new(NoPii)))
+//!     .layer(AuditLayer::new(Arc::new(audit.clone()), Arc::new(PatternRedactor::builder().build())))
 //!     .layer(EnforcePolicyLayer::new(policy))
+//!     .layer(RedactResponsesLayer::new(EndpointRedactors::new(Some(Arc::new(
+//!         PatternRedactor::secrets_only(),
+//!     )))))
 //!     .service(Router::new());
-//! let handler = GuardHandler::new(gateway.endpoint("eng").unwrap(), BoxCloneSyncService::new(stack))
-//!     .with_principal(Arc::new(Principal::user("me")));
-//! handler.serve(rmcp::transport::stdio()).await?.waiting().await?;
+//!
+//! // HTTP clients authenticate; this one is `ada`, a member of staff.
+//! let token = SecretString::from("a-long-random-token-for-ada");
+//! let tokens = StaticTokens::new().with_token(&token, Principal::user("ada").with_roles(["staff"]));
+//! let edge = HttpEdge::new(gateway.clone(), BoxCloneSyncService::new(stack), Arc::new(tokens));
+//!
+//! // Your app, with the gateway's routes merged in: /mcp/team is the endpoint.
+//! let app = axum::Router::new()
+//!     .route("/", axum::routing::get(|| async { "my app" }))
+//!     .merge(edge.router())
+//!     .fallback(|| async { "not here" });
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let url = format!("http://{}/mcp/team", listener.local_addr()?);
+//! tokio::spawn(async move {
+//!     axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await
+//! });
+//!
+//! mcp_guard_core::upstream::ensure_crypto_provider(); // rustls, for the client below
+//! let transport = StreamableHttpClientTransport::from_config(
+//!     StreamableHttpClientTransportConfig::with_uri(url).auth_header("a-long-random-token-for-ada"),
+//! );
+//! let client = ().serve(transport).await?;
+//! let tools = client.list_all_tools().await?;
+//! assert_eq!(tools.iter().map(|t| t.name.as_ref()).collect::<Vec<_>>(), ["notes__search"]);
+//! let found = client.call_tool(CallToolRequestParams::new("notes__search")).await?;
+//! let text = &found.content[0].as_text().expect("text").text;
+//! assert!(!text.contains("sk-ant-"), "{text}");
+//! assert!(client.call_tool(CallToolRequestParams::new("notes__delete_all")).await.is_err());
+//! client.cancel().await?;
+//! gateway.shutdown().await;
+//! assert!(!audit.events().is_empty());
 //! # Ok(()) }
 //! ```
 //!
@@ -67,13 +144,17 @@ pub mod legacy_sessions;
 mod macros;
 pub mod metrics;
 pub mod policy;
+pub mod preauth;
+mod questions;
 pub mod rate_limit;
 pub mod redact;
 mod request;
 mod router;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod stdio;
-mod style;
 pub mod upstream_auth;
+mod web;
 
 #[doc(no_inline)]
 pub use rmcp;

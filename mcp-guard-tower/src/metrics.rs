@@ -306,6 +306,7 @@ fn outcome_label(result: &Result<ServerResult, GuardError>) -> &'static str {
         Outcome::UpstreamTerminated => "upstream_terminated",
         Outcome::UpstreamError => "upstream_error",
         Outcome::Cancelled => "cancelled",
+        Outcome::AuditFailed => "audit_failed",
         _ => "gateway_error",
     }
 }

@@ -2,7 +2,8 @@
 //! by the `governor` crate (GCRA, one keyed limiter per scope).
 //!
 //! Three optional scopes, each a [`Rate`] (a steady rate per minute and a burst):
-//! - **per principal**: every request a principal makes (calls and lists);
+//! - **per principal**: every request a principal makes (calls and lists); an agent
+//!   acting for a user is keyed on the whole chain, so it has a budget per user;
 //! - **per tool**: calls to one target (server and upstream name) by everyone together,
 //!   which protects an upstream;
 //! - **per principal and tool**: one principal's calls to one target.
@@ -145,9 +146,9 @@ impl RateLimits {
 const SWEEP_EVERY: u64 = 4096;
 
 struct Limiters {
-    principal: Option<DefaultKeyedRateLimiter<String>>,
+    principal: Option<DefaultKeyedRateLimiter<Chain>>,
     tool: Option<DefaultKeyedRateLimiter<(String, String)>>,
-    principal_tool: Option<DefaultKeyedRateLimiter<(String, String, String)>>,
+    principal_tool: Option<DefaultKeyedRateLimiter<(Chain, String, String)>>,
     checks: AtomicU64,
     clock: DefaultClock,
 }
@@ -187,9 +188,11 @@ impl Limiters {
             limit: limit.to_owned(),
             retry_after: wait,
         };
-        let principal = req.context.principal.id();
+        // Keyed on the whole delegation chain: an agent acting for alice and the same
+        // agent acting for bob have a budget each.
+        let principal = chain_key(&req.context.principal);
         if let Some(l) = &self.principal {
-            l.check_key(&principal.to_owned())
+            l.check_key(&principal)
                 .map_err(|n| refused("per_principal", n.wait_time_from(now)))?;
         }
         let Some(target) = req.target.as_ref().filter(|_| req.is_call()) else {
@@ -200,12 +203,8 @@ impl Limiters {
                 .map_err(|n| refused("per_tool", n.wait_time_from(now)))?;
         }
         if let Some(l) = &self.principal_tool {
-            l.check_key(&(
-                principal.to_owned(),
-                target.server.to_string(),
-                target.name.to_string(),
-            ))
-            .map_err(|n| refused("per_principal_tool", n.wait_time_from(now)))?;
+            l.check_key(&(principal, target.server.to_string(), target.name.to_string()))
+                .map_err(|n| refused("per_principal_tool", n.wait_time_from(now)))?;
         }
         Ok(())
     }
@@ -222,6 +221,14 @@ impl Limiters {
             l.retain_recent();
         }
     }
+}
+
+/// A principal's delegation chain (id, user it acts for) as a limiter key.
+type Chain = (String, Option<String>);
+
+fn chain_key(p: &mcp_guard_core::Principal) -> Chain {
+    let (id, user) = p.chain();
+    (id.to_owned(), user.map(str::to_owned))
 }
 
 /// Refuses requests over the configured [`RateLimits`].

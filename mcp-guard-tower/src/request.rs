@@ -39,7 +39,9 @@ pub struct McpRequest {
 }
 
 /// Facts an inner layer records for an outer one (for example the policy rule that
-/// allowed a call, which the audit layer writes down).
+/// allowed a call, which the audit layer writes down), and the call's audit start
+/// record, which the [`Router`](crate::Router) writes just before the call goes
+/// upstream.
 #[derive(Debug, Default)]
 #[non_exhaustive]
 pub struct RequestNotes {
@@ -47,9 +49,32 @@ pub struct RequestNotes {
     pub rule: std::sync::OnceLock<Arc<str>>,
     /// Findings about the content (invisible characters stripped, suspected injection).
     pub findings: std::sync::Mutex<Vec<String>>,
+    /// The start record an [`AuditLayer`](crate::AuditLayer) prepared for this call.
+    pub(crate) start: std::sync::OnceLock<Arc<crate::audit::StartRecord>>,
 }
 
 impl RequestNotes {
+    /// Call right before the request reaches an upstream. When an
+    /// [`AuditLayer`](crate::AuditLayer) is in the stack, this makes the call's start
+    /// record (who, what, target, redacted arguments) durable first; without one it
+    /// does nothing. [`Router`](crate::Router) calls it; an inner service of your own
+    /// that sends requests upstream should too. A second call writes nothing more.
+    ///
+    /// # Errors
+    /// [`GuardError::AuditFailed`](crate::GuardError::AuditFailed) when the start record
+    /// could not be written and the audit layer fails closed: the request must then
+    /// not reach the upstream.
+    ///
+    /// # Cancel safety
+    /// Dropped while the record is being written, the record may or may not be
+    /// written; a later call tries again.
+    pub async fn before_upstream(&self) -> Result<(), crate::GuardError> {
+        match self.start.get() {
+            Some(start) => start.write(self.rule.get()).await,
+            None => Ok(()),
+        }
+    }
+
     /// Adds a finding.
     pub fn note(&self, finding: String) {
         self.findings

@@ -25,6 +25,7 @@ use rmcp::service::OriginatingRequestId;
 use tower_service::Service;
 
 use crate::error::GuardError;
+use crate::questions::{Binding, Bridged, CallFuture, ParkedCalls};
 use crate::request::{Downstream, McpRequest};
 
 /// Dispatches each [`McpRequest`] to the upstream its name resolved to, with the
@@ -36,6 +37,8 @@ use crate::request::{Downstream, McpRequest};
 #[non_exhaustive]
 pub struct Router {
     forward_meta: Arc<[String]>,
+    /// Calls waiting for a 2026-07-28 client's answers to a legacy upstream's questions.
+    parked: Arc<ParkedCalls>,
 }
 
 impl Router {
@@ -127,12 +130,17 @@ impl Service<McpRequest> for Router {
 
     fn call(&mut self, req: McpRequest) -> Self::Future {
         let extra = self.forward_meta.clone();
-        Box::pin(async move { route(req, &extra).await })
+        let parked = self.parked.clone();
+        Box::pin(async move { route(req, &extra, &parked).await })
     }
 }
 
 #[allow(clippy::too_many_lines, reason = "one dispatch table, one place")]
-async fn route(req: McpRequest, extra_meta: &[String]) -> Result<ServerResult, GuardError> {
+async fn route(
+    req: McpRequest,
+    extra_meta: &[String],
+    parked: &ParkedCalls,
+) -> Result<ServerResult, GuardError> {
     let snap = req.catalog.clone();
     let listed = |r: ServerResult| Ok(r);
     match &req.request {
@@ -165,15 +173,6 @@ async fn route(req: McpRequest, extra_meta: &[String]) -> Result<ServerResult, G
         .target_kind()
         .ok_or_else(|| GuardError::MethodNotFound(req.request.method().to_owned()))?;
     let target = target_of(&req, kind)?;
-    if kind == TargetKind::Tool
-        && let Some(name) = req.requested_name.as_deref()
-        && let Some(reason) = snap.quarantine(name)
-    {
-        return Err(GuardError::Quarantined {
-            name: name.to_owned(),
-            reason: reason.to_owned(),
-        });
-    }
     let upstream: Arc<dyn Upstream> =
         snap.upstream(&target.server)
             .cloned()
@@ -197,7 +196,24 @@ async fn route(req: McpRequest, extra_meta: &[String]) -> Result<ServerResult, G
         });
         f
     };
+    // A tool call is checked against the definition the instance that will serve it
+    // offers now (pins, hostile text), and again after its answer.
+    let exposed = req.requested_name.as_deref().unwrap_or_default().to_owned();
+    let check = if matches!(req.request, ClientRequest::CallToolRequest(_)) {
+        snap.check_call(&exposed, &target, &upstream, &forward).await?
+    } else {
+        None
+    };
     let downstream = req.downstream.clone();
+    let client_cancel = req.cancel.clone();
+    let binding = Binding {
+        principal: req.context.principal.id().to_owned(),
+        name: req.requested_name.as_deref().unwrap_or_default().to_owned(),
+        arguments: match &req.request {
+            ClientRequest::CallToolRequest(r) => serde_json::to_string(&r.params.arguments).ok(),
+            _ => None,
+        },
+    };
     let upstream_request = match req.request {
         ClientRequest::CallToolRequest(r) => {
             let mut params = r.params;
@@ -235,9 +251,47 @@ async fn route(req: McpRequest, extra_meta: &[String]) -> Result<ServerResult, G
         }
         other => return Err(GuardError::MethodNotFound(other.method().to_owned())),
     };
+    // The check after the answer needs only the session (which instance served it).
+    let confirm = check.as_ref().map(|_| {
+        let mut f = Forward::default();
+        f.session.clone_from(&forward.session);
+        f
+    });
+    // The audit start record is durable before any upstream sees the call (also a
+    // parked call's continuation).
+    req.notes.before_upstream().await?;
     // A legacy client cannot take an input-required result: the gateway asks it the
     // upstream's questions as ordinary requests and retries with the answers. Only then
     // is a copy of the request kept for the retry.
+    // A 2026-07-28 client cannot be sent requests: a legacy upstream's questions are
+    // put to it as input-required results (see `questions`).
+    if downstream.as_ref().is_some_and(|d| !d.accepts_requests) && takes_input(&upstream_request) {
+        let mut result = match input_of(&upstream_request) {
+            (Some(handle), answers) if ParkedCalls::is_handle(Some(handle)) => {
+                parked.resume(handle, &binding, answers, &client_cancel).await?
+            }
+            _ => {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                let cancel = tokio_util::sync::CancellationToken::new();
+                let mut forward = forward;
+                forward.cancel = cancel.clone();
+                forward.client = forward.client.map(|c| c.questions_to(tx));
+                let serving = upstream.clone();
+                let call: CallFuture =
+                    Box::pin(async move { serving.request(upstream_request, forward).await });
+                parked
+                    .drive(Bridged::new(call, rx, cancel), binding, &client_cancel)
+                    .await?
+            }
+        };
+        if let (Some(check), Some(forward)) = (&check, &confirm) {
+            snap.confirm_call(check, &exposed, &target, &upstream, forward)
+                .await?;
+        }
+        expose_uris(&mut result, &target.server, &snap);
+        sanitise_text(&mut result, &req.notes);
+        return Ok(result);
+    }
     let bridge = downstream
         .filter(|d| d.accepts_requests)
         .map(|d| (d, upstream_request.clone(), forward.clone()));
@@ -254,9 +308,42 @@ async fn route(req: McpRequest, extra_meta: &[String]) -> Result<ServerResult, G
             result = upstream.request(retry, forward.clone()).await?;
         }
     }
+    if let (Some(check), Some(forward)) = (&check, &confirm) {
+        snap.confirm_call(check, &exposed, &target, &upstream, forward)
+            .await?;
+    }
     expose_uris(&mut result, &target.server, &snap);
     sanitise_text(&mut result, &req.notes);
     Ok(result)
+}
+
+/// Requests an upstream may answer with an input-required result.
+fn takes_input(request: &ClientRequest) -> bool {
+    matches!(
+        request,
+        ClientRequest::CallToolRequest(_)
+            | ClientRequest::GetPromptRequest(_)
+            | ClientRequest::ReadResourceRequest(_)
+    )
+}
+
+/// A retry's `requestState` and `inputResponses`.
+fn input_of(request: &ClientRequest) -> (Option<&str>, Option<&InputResponses>) {
+    match request {
+        ClientRequest::CallToolRequest(r) => (
+            r.params.request_state.as_deref(),
+            r.params.input_responses.as_ref(),
+        ),
+        ClientRequest::GetPromptRequest(r) => (
+            r.params.request_state.as_deref(),
+            r.params.input_responses.as_ref(),
+        ),
+        ClientRequest::ReadResourceRequest(r) => (
+            r.params.request_state.as_deref(),
+            r.params.input_responses.as_ref(),
+        ),
+        _ => (None, None),
+    }
 }
 
 /// Sends each input request to a legacy client as a server-to-client request.

@@ -40,7 +40,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use mcp_guard_core::Principal;
 pub use mcp_guard_core::upstream::oauth::PersonalState;
-use mcp_guard_core::upstream::oauth::{AuthLinks, Discovery, OAuthMode, OAuthServer, PendingAuthorization};
+use mcp_guard_core::upstream::oauth::{
+    AuthLinks, Discovery, OAuthError, OAuthMode, OAuthServer, PendingAuthorization,
+};
 use sha2::Sha256;
 
 /// How long a ticket link, a consent page and a pending `state` stay valid.
@@ -126,11 +128,7 @@ fn random_hex() -> String {
         // No randomness: fail closed with a value nobody can match.
         return String::new();
     }
-    let mut out = String::with_capacity(64);
-    for x in b {
-        let _ = fmt::Write::write_fmt(&mut out, format_args!("{x:02x}"));
-    }
-    out
+    mcp_guard_core::hex::encode(&b)
 }
 
 fn now_secs() -> u64 {
@@ -271,7 +269,7 @@ impl UpstreamAuth {
                             (header::CONTENT_TYPE, "text/css; charset=utf-8"),
                             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
                         ],
-                        crate::style::STYLE,
+                        crate::web::STYLE,
                     )
                 }),
             )
@@ -290,7 +288,8 @@ impl UpstreamAuth {
         server: &str,
         return_to: Option<&str>,
     ) -> Result<String, UpstreamAuthError> {
-        self.ticket_url(principal.id(), server, return_to)
+        // The sign-in is the subject's: an agent acting for a user gets the user's link.
+        self.ticket_url(principal.subject(), server, return_to)
     }
 
     fn ticket_url(
@@ -370,47 +369,34 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+use crate::web::escape;
 
 /// An HTML page that cannot be framed, cached, or run scripts.
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{t} · mcp-guard</title><link rel=\"stylesheet\" href=\"/auth/style.css\"></head>\
-         <body><main><h1>{t}</h1>{body}</main></body></html>",
-        t = escape(title)
-    );
-    let mut r = (status, html).into_response();
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'self'; frame-ancestors 'none'; base-uri 'none'",
+    crate::web::page(
+        status,
+        title,
+        &format!("<h1>{}</h1>{body}", escape(title)),
+        "/auth/style.css",
+        "default-src 'none'; style-src 'self'; frame-ancestors 'none'; base-uri 'none'",
+    )
+}
+
+/// The reason of a failed discovery or start the user may see: a URL the fetch guard
+/// refused (without the address a name resolved to), or an authorization server that
+/// is not the one the gateway is bound to. Other failures stay in the log.
+fn why_not(e: &OAuthError) -> String {
+    let text = match e {
+        OAuthError::Refused { source, .. } => format!(
+            "The server named a URL the gateway does not fetch: {}.",
+            source.public_message()
         ),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
-    r
+        OAuthError::NotThePinnedIssuer { .. } | OAuthError::SecretBoundToAnotherIssuer { .. } => {
+            format!("{e}.")
+        }
+        _ => return String::new(),
+    };
+    format!("<p class=\"error\">{}</p>", escape(&text))
 }
 
 fn refused(reason: &str) -> Response {
@@ -428,7 +414,7 @@ async fn report(State(auth): State<UpstreamAuth>, request: axum::extract::Reques
     let (parts, _) = request.into_parts();
     match authn.authenticate(&parts).await {
         Ok(a) => {
-            let mut r = axum::Json(auth.report(a.principal.id()).await).into_response();
+            let mut r = axum::Json(auth.report(a.principal.subject()).await).into_response();
             r.headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             r
@@ -469,8 +455,9 @@ async fn consent_page(
                 StatusCode::BAD_GATEWAY,
                 "Sign-in unavailable",
                 &format!(
-                    "<p>The authorization server of {} could not be found.</p>",
-                    escape(&server)
+                    "<p>The authorization server of {} could not be found.</p>{}",
+                    escape(&server),
+                    why_not(&e)
                 ),
             );
         }
@@ -535,16 +522,7 @@ fn cookie_name(secure: bool) -> &'static str {
     }
 }
 
-fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
+use crate::web::cookie as cookie_value;
 
 async fn decide(
     State(auth): State<UpstreamAuth>,
@@ -594,7 +572,10 @@ async fn decide(
             return page(
                 StatusCode::BAD_GATEWAY,
                 "Sign-in unavailable",
-                "<p>The authorization server refused to start the sign-in.</p>",
+                &format!(
+                    "<p>The authorization server refused to start the sign-in.</p>{}",
+                    why_not(&e)
+                ),
             );
         }
     };

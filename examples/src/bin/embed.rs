@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use mcp_guard_core::upstream::{InProcessConnector, UpstreamOptions};
-use mcp_guard_core::{Grant, GrantPolicy, MemoryAuditSink, Principal, Redactor, RmcpUpstream};
+use mcp_guard_core::{Grant, GrantPolicy, MemoryAuditSink, PatternRedactor, Principal, RmcpUpstream};
 use mcp_guard_tower::{
     AuditLayer, EndpointSpec, EnforcePolicyLayer, Gateway, GuardHandler, Router, Selection,
 };
@@ -65,14 +65,6 @@ impl ServerHandler for Shouter {
     }
 }
 
-/// Audit records keep arguments; this example redacts nothing.
-struct KeepAll;
-impl Redactor for KeepAll {
-    fn redact_str<'a>(&self, s: &'a str) -> std::borrow::Cow<'a, str> {
-        s.into()
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // 1. The upstream, the gateway and an endpoint that exposes only `shout`.
@@ -93,7 +85,11 @@ async fn main() -> anyhow::Result<()> {
         .grant(Grant::allow().named("team").roles(["member"]))
         .build()?;
     let stack = ServiceBuilder::new()
-        .layer(AuditLayer::new(Arc::new(audit.clone()), Arc::new(KeepAll)))
+        // Personal data and secrets out of every audit record.
+        .layer(AuditLayer::new(
+            Arc::new(audit.clone()),
+            Arc::new(PatternRedactor::builder().build()),
+        ))
         .layer(EnforcePolicyLayer::new(policy))
         .service(Router::new());
     let endpoint = gateway

@@ -10,10 +10,10 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
-const ISSUER: &str = "https://idp.test";
-const PUBLIC: &str = "http://gw.test";
+pub const ISSUER: &str = "https://idp.test";
+pub const PUBLIC: &str = "http://gw.test";
 
-fn fixtures() -> std::path::PathBuf {
+pub fn fixtures() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/gateway/fixtures")
 }
 
@@ -35,7 +35,7 @@ fn tokens_config() -> String {
     c
 }
 
-fn now() -> u64 {
+pub fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
@@ -43,7 +43,7 @@ fn rsa_key() -> EncodingKey {
     EncodingKey::from_rsa_pem(&std::fs::read(fixtures().join("jwt-test-rsa.pem")).unwrap()).unwrap()
 }
 
-fn claims() -> Value {
+pub fn claims() -> Value {
     json!({
         "iss": ISSUER,
         "sub": "alice",
@@ -55,7 +55,7 @@ fn claims() -> Value {
     })
 }
 
-fn sign(claims: &Value) -> String {
+pub fn sign(claims: &Value) -> String {
     let mut h = Header::new(Algorithm::RS256);
     h.kid = Some("test-key-1".into());
     jsonwebtoken::encode(&h, claims, &rsa_key()).unwrap()
@@ -65,17 +65,17 @@ fn b64(v: &Value) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
 }
 
-fn http() -> reqwest::Client {
+pub fn http() -> reqwest::Client {
     mcp_guard_core::upstream::ensure_crypto_provider();
     reqwest::Client::new()
 }
 
-fn init() -> Value {
+pub fn init() -> Value {
     json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}})
 }
 
-async fn post_init(c: &reqwest::Client, url: &str, token: Option<&str>) -> reqwest::Response {
+pub async fn post_init(c: &reqwest::Client, url: &str, token: Option<&str>) -> reqwest::Response {
     let mut r = c
         .post(url)
         .header("content-type", "application/json")
@@ -251,7 +251,7 @@ async fn missing_scope_is_403_insufficient_scope() {
     );
 }
 
-fn cli(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+pub fn cli(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     let out = std::process::Command::new(BIN)
         .args(args)
         .arg("--config")

@@ -12,7 +12,6 @@ use mcp_guard_core::audit::{
     AuditQuery, EventKind, JsonLinesAuditSink, JsonLinesOptions, MacKey, query_database,
 };
 use mcp_guard_core::{AuditEvent, AuditSink};
-use rand::Rng as _;
 use rmcp::model::CallToolRequestParams;
 use sha2::Digest as _;
 
@@ -42,6 +41,18 @@ fn audit_cmd(args: &[&str]) -> (i32, String) {
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
     )
+}
+
+/// The `audit-*.jsonl` files of a trail directory, in chain order (the directory
+/// also holds the writers' lock file).
+fn trail_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    files
 }
 
 fn verify(paths: &[&Path]) -> (i32, String) {
@@ -203,7 +214,7 @@ async fn ten_records(dir: &Path) -> PathBuf {
         sink.record(&e).await.unwrap();
     }
     sink.close();
-    std::fs::read_dir(dir).unwrap().next().unwrap().unwrap().path()
+    trail_files(dir).pop().unwrap()
 }
 
 fn lines_of(file: &Path) -> Vec<String> {
@@ -433,7 +444,7 @@ async fn kill_under_load(kills: usize, calls: usize) {
     let per_life = (calls / (kills + 1)).max(2);
     while next.load(Ordering::SeqCst) < calls {
         let gw = GatewayProc::start(&cfg).await;
-        let kill_at = (killed < kills).then(|| rand::rng().random_range(1..=per_life));
+        let kill_at = (killed < kills).then(|| 1 + random_below(per_life));
         let answered = Arc::new(AtomicUsize::new(0));
         let mut workers = Vec::new();
         for _ in 0..4 {
@@ -474,11 +485,7 @@ async fn kill_under_load(kills: usize, calls: usize) {
                 // A kill mid-write can leave part of a line; SIGKILL rarely manages it
                 // (a write to the page cache completes), so leave one by hand as the
                 // crash would, and require verify to report it and restart to recover.
-                let newest = std::fs::read_dir(&dir)
-                    .unwrap()
-                    .map(|e| e.unwrap().path())
-                    .max()
-                    .unwrap();
+                let newest = trail_files(&dir).pop().unwrap();
                 let mut f = std::fs::OpenOptions::new().append(true).open(&newest).unwrap();
                 std::io::Write::write_all(&mut f, b"{\"seq\":999999,\"prev\":\"00ab").unwrap();
                 torn_made += 1;
@@ -686,4 +693,528 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+// ---------------------------------------------------------------------------------
+// A call whose start record cannot be made durable never reaches the upstream
+
+/// alice (eng) on endpoint `main` with `alpha`'s echo and slow tools; the fixture
+/// appends every call it executes to `calls.log`; `audit` is the `[audit]` table.
+fn call_log_config(data: &Path, audit: &str) -> String {
+    use std::fmt::Write as _;
+    let mut c = String::from("[auth]\nstdio_principal = { id = \"alice\", roles = [\"eng\"] }\n\n");
+    c.push_str(AUTH);
+    c.push_str(&fixture("alpha", &[]));
+    let _ = write!(
+        c,
+        "[servers.alpha.env]\nFIXTURE_CALL_LOG = \"{}\"\n\n",
+        data.join("calls.log").display()
+    );
+    c.push_str("[endpoints.main.servers.alpha]\ntools = [\"echo\", \"slow\"]\n\n");
+    c.push_str(audit);
+    c
+}
+
+/// The calls the upstream executed, as its call log shows them.
+fn executions(data: &Path) -> Vec<String> {
+    std::fs::read_to_string(data.join("calls.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Appends records to the trail in `dir` until its newest file holds `bytes`.
+async fn prefill(dir: &Path, bytes: u64) {
+    let sink = JsonLinesAuditSink::open(dir, JsonLinesOptions::default()).unwrap();
+    let file = || trail_files(dir).pop().unwrap();
+    while std::fs::metadata(file()).unwrap().len() < bytes {
+        let mut e = AuditEvent::new(EventKind::ConfigReloaded);
+        e.request_id = Some("prefill".to_owned());
+        sink.record(&e).await.unwrap();
+    }
+    sink.close();
+}
+
+#[tokio::test]
+async fn a_start_record_that_cannot_be_written_refuses_the_call_before_the_upstream_runs_it() {
+    // The trail's file is 200 bytes short of a file size limit (RLIMIT_FSIZE, with
+    // SIGXFSZ ignored so that the write fails with EFBIG rather than killing the
+    // gateway): the call's start record cannot be appended, as on a full disk.
+    const LIMIT_KIB: u64 = 256;
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("audit");
+    prefill(&dir, LIMIT_KIB * 1024 - 200).await;
+    let cfg = call_log_config(
+        data.path(),
+        &format!(
+            "[audit]\nsinks = [\"jsonl\"]\njsonl_dir = \"{}\"\n",
+            dir.display()
+        ),
+    );
+    let script = format!("trap '' XFSZ; ulimit -f {LIMIT_KIB}; exec \"$0\" \"$@\"");
+    let gw = GatewayProc::start_wrapped(&cfg, &["bash", "-c", &script]).await;
+    let alice = http_client(&gw.url("main"), TOKEN, Era::Modern).await;
+    let err = echo(&alice, "must-not-run").await.unwrap_err().to_string();
+    assert!(
+        executions(data.path()).is_empty(),
+        "the upstream executed the call: {:?}",
+        executions(data.path())
+    );
+    assert!(
+        err.contains("audit record could not be written") && err.contains("reached no upstream"),
+        "{err}"
+    );
+    // The failed append was undone: the trail still verifies, and the gateway serves.
+    let (code, out) = verify(&[&dir]);
+    assert_eq!(code, 0, "{out}");
+    let err = echo(&alice, "again").await.unwrap_err().to_string();
+    assert!(err.contains("reached no upstream"), "{err}");
+    assert!(executions(data.path()).is_empty());
+    let _ = alice.cancel().await;
+    gw.stop().await;
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped. `None` where mounting is not
+/// allowed (not root).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Self(dir.to_owned()))
+    }
+
+    /// Writes a file until the disk is full; returns it.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write as _;
+        let path = self.0.join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_the_call_before_the_upstream_runs_it_and_loses_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let mnt = data.path().join("disk");
+    let Some(disk) = Tmpfs::mount(&mnt, "4m") else {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let db = mnt.join("audit.db");
+    let dir = mnt.join("jsonl");
+    let cfg = call_log_config(
+        data.path(),
+        &format!(
+            "[audit]\nsinks = [\"sqlite\", \"jsonl\"]\nsqlite_path = \"{}\"\njsonl_dir = \"{}\"\n",
+            db.display(),
+            dir.display()
+        ),
+    );
+    let gw = GatewayProc::start(&cfg).await;
+    let alice = http_client(&gw.url("main"), TOKEN, Era::Modern).await;
+    assert_eq!(echo(&alice, "before").await.unwrap(), "before");
+    // Let the outcome record reach the disk before it fills.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let filler = disk.fill();
+    let err = echo(&alice, "on-a-full-disk").await.unwrap_err().to_string();
+    assert_eq!(
+        executions(data.path()),
+        ["tools/call echo"],
+        "only the call before"
+    );
+    assert!(err.contains("reached no upstream"), "{err}");
+    std::fs::remove_file(filler).unwrap();
+    assert_eq!(echo(&alice, "after").await.unwrap(), "after");
+    assert_eq!(executions(data.path()).len(), 2);
+    let _ = alice.cancel().await;
+    gw.stop().await;
+    let (code, out) = verify(&[&db, &dir]);
+    assert_eq!(code, 0, "{out}");
+    for text in ["before", "after"] {
+        assert!(texts_in_db(&db).contains(text), "{text} in the database");
+        assert!(texts_in_jsonl(&dir).contains(text), "{text} in the files");
+    }
+}
+
+#[tokio::test]
+async fn kill_9_during_a_slow_call_leaves_its_start_record_marked_incomplete() {
+    let data = tempfile::tempdir().unwrap();
+    let db = data.path().join("audit.db");
+    let dir = data.path().join("jsonl");
+    let cfg = call_log_config(
+        data.path(),
+        &format!(
+            "[audit]\nsinks = [\"sqlite\", \"jsonl\"]\nsqlite_path = \"{}\"\njsonl_dir = \"{}\"\n",
+            db.display(),
+            dir.display()
+        ),
+    );
+    let gw = GatewayProc::start(&cfg).await;
+    let alice = http_client(&gw.url("main"), TOKEN, Era::Modern).await;
+    assert_eq!(echo(&alice, "finished-first").await.unwrap(), "finished-first");
+    let peer = alice.peer().clone();
+    let slow = tokio::spawn(async move {
+        peer.call_tool(
+            CallToolRequestParams::new("alpha__slow")
+                .with_arguments(args(&serde_json::json!({"steps": 200, "delay_ms": 100}))),
+        )
+        .await
+    });
+    assert!(
+        eventually(20, async || executions(data.path())
+            .iter()
+            .any(|c| c == "tools/call slow"))
+        .await,
+        "the upstream started the slow call"
+    );
+    gw.kill9().await;
+    assert!(slow.await.unwrap().is_err(), "the gateway died mid-call");
+
+    let check = || {
+        let (code, out) = verify(&[&db, &dir]);
+        assert!(code == 0 || code == 3, "{out}");
+        assert!(!out.contains("TAMPERED"), "{out}");
+        let incomplete: Vec<&str> = out.lines().filter(|l| l.starts_with("INCOMPLETE")).collect();
+        assert_eq!(
+            incomplete.len(),
+            2,
+            "one in the database, one in the files: {out}"
+        );
+        for line in incomplete {
+            assert!(
+                line.contains("tools/call alpha/slow by alice on endpoint main"),
+                "{line}"
+            );
+        }
+        let db_s = db.display().to_string();
+        let (code, out) = audit_cmd(&["query", "--db", &db_s, "--incomplete", "--format", "jsonl"]);
+        assert_eq!(code, 0, "{out}");
+        let rows: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(rows.len(), 1, "{out}");
+        assert_eq!(rows[0]["incomplete"], true);
+        assert_eq!(rows[0]["phase"], "started");
+        assert_eq!(rows[0]["arguments"]["steps"], 200);
+        assert_eq!(rows[0]["target"]["name"], "slow");
+        // The table marks it; the finished call is one row with its outcome.
+        let (_, table) = audit_cmd(&["query", "--db", &db_s, "--principal", "alice"]);
+        let slow_rows: Vec<&str> = table.lines().filter(|l| l.contains("alpha/slow")).collect();
+        assert_eq!(slow_rows.len(), 1, "{table}");
+        assert!(slow_rows[0].contains("INCOMPLETE"), "{table}");
+        let echo_rows: Vec<&str> = table.lines().filter(|l| l.contains("alpha/echo")).collect();
+        assert_eq!(echo_rows.len(), 1, "{table}");
+        assert!(echo_rows[0].contains(" ok "), "{table}");
+    };
+    check();
+    // A restart continues the trail; the cut-off call stays visible.
+    GatewayProc::start(&cfg).await.stop().await;
+    check();
+}
+
+// ---------------------------------------------------------------------------------
+// Several writers on one trail
+
+#[tokio::test]
+#[allow(clippy::too_many_lines, reason = "two processes, one scenario")]
+async fn two_gateway_processes_on_one_trail_keep_one_chain_and_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "[auth]\nstdio_principal = {{ id = \"alice\", roles = [\"eng\"] }}\n\n{}",
+        config(data.path())
+    );
+    let db = data.path().join("audit.db");
+    let dir = data.path().join("jsonl");
+    let http = GatewayProc::start(&cfg).await;
+    let stdio = stdio_client(&http.config(), "main", Era::Modern).await;
+    let started = Instant::now();
+    let mut http_clients = Vec::new();
+    for _ in 0..4 {
+        http_clients.push(http_client(&http.url("main"), TOKEN, Era::Modern).await);
+    }
+    let mut workers = Vec::new();
+    for w in 0..8 {
+        let client = if w % 2 == 0 {
+            http_clients[w / 2].peer().clone()
+        } else {
+            stdio.peer().clone()
+        };
+        let who = if w % 2 == 0 { "http" } else { "stdio" };
+        workers.push(tokio::spawn(async move {
+            let mut texts = Vec::new();
+            for i in 0..250 {
+                let text = format!("{who}-{w}-{i:03}");
+                let r = client
+                    .call_tool(
+                        CallToolRequestParams::new("alpha__echo")
+                            .with_arguments(args(&serde_json::json!({"text": text}))),
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(text_of(&r), text);
+                texts.push(text);
+            }
+            texts
+        }));
+    }
+    let mut answered = HashSet::new();
+    for w in workers {
+        answered.extend(w.await.unwrap());
+    }
+    let took = started.elapsed();
+    assert_eq!(answered.len(), 2000);
+    let _ = stdio.cancel().await;
+    for c in http_clients {
+        let _ = c.cancel().await;
+    }
+    http.stop().await;
+    let (code, out) = verify(&[&db, &dir]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("INCOMPLETE"), "{out}");
+    let files = trail_files(&dir).len();
+    assert!(files > 2, "the writers rotated files between them: {files}");
+    for (what, texts) in [("database", texts_in_db(&db)), ("files", texts_in_jsonl(&dir))] {
+        let missing: Vec<_> = answered.iter().filter(|t| !texts.contains(*t)).collect();
+        assert!(missing.is_empty(), "answered but not in the {what}: {missing:?}");
+    }
+    // The gateway starts again on the shared trail, and the chain still verifies.
+    let again = GatewayProc::start(&cfg).await;
+    let alice = http_client(&again.url("main"), TOKEN, Era::Modern).await;
+    assert_eq!(echo(&alice, "after-restart").await.unwrap(), "after-restart");
+    let _ = alice.cancel().await;
+    again.stop().await;
+    let (code, out) = verify(&[&db, &dir]);
+    assert_eq!(code, 0, "{out}");
+    println!(
+        "two writers: 2,000 calls from two processes in {:.1} s; {files} files",
+        took.as_secs_f64()
+    );
+}
+
+#[tokio::test]
+async fn a_failed_append_never_cuts_another_writers_records() {
+    let data = tempfile::tempdir().unwrap();
+    let mnt = data.path().join("disk");
+    let Some(disk) = Tmpfs::mount(&mnt, "1m") else {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let dir = mnt.join("trail");
+    let a = JsonLinesAuditSink::open(&dir, JsonLinesOptions::default()).unwrap();
+    let b = JsonLinesAuditSink::open(&dir, JsonLinesOptions::default()).unwrap();
+    let event = |id: &str| {
+        let mut e = AuditEvent::new(EventKind::ConfigReloaded);
+        e.request_id = Some(id.to_owned());
+        e
+    };
+    a.record(&event("a-1")).await.unwrap();
+    for i in 1..=5 {
+        b.record(&event(&format!("b-{i}"))).await.unwrap();
+    }
+    let filler = disk.fill();
+    // Larger than what is left of the file's last page.
+    let mut big = event("a-2");
+    big.request_id = Some("a-2 ".repeat(4096));
+    let err = a.record(&big).await.unwrap_err();
+    assert!(
+        mcp_guard_core::upstream::error_chain(&err).contains("No space left"),
+        "{err:?}"
+    );
+    std::fs::remove_file(filler).unwrap();
+    b.record(&event("b-6")).await.unwrap();
+    a.record(&event("a-3")).await.unwrap();
+    a.close();
+    b.close();
+    let ids: Vec<String> = trail_files(&dir)
+        .iter()
+        .flat_map(|p| lines_of(p))
+        .filter_map(|l| {
+            serde_json::from_str::<serde_json::Value>(&l).unwrap()["event"]["request_id"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(ids, ["a-1", "b-1", "b-2", "b-3", "b-4", "b-5", "b-6", "a-3"]);
+    let (code, out) = verify(&[&dir]);
+    assert_eq!(code, 0, "{out}");
+}
+
+// ---------------------------------------------------------------------------------
+// The audit layer over a sink that fails on command (in process)
+
+/// A memory sink whose waited-for records, or deferred ones, fail while told to.
+#[derive(Clone, Default)]
+struct Failing {
+    events: mcp_guard_core::MemoryAuditSink,
+    fail_record: Arc<std::sync::atomic::AtomicBool>,
+    fail_deferred: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl AuditSink for Failing {
+    async fn record(&self, event: &AuditEvent) -> Result<(), mcp_guard_core::AuditError> {
+        if self.fail_record.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("disk full (simulated)").into());
+        }
+        self.events.record(event).await
+    }
+    async fn record_deferred(&self, event: &AuditEvent) -> Result<(), mcp_guard_core::AuditError> {
+        if self.fail_deferred.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("disk full (simulated)").into());
+        }
+        self.events.record(event).await
+    }
+}
+
+/// An upstream that counts the calls it executes.
+#[derive(Clone)]
+struct Counting(Arc<AtomicUsize>);
+impl rmcp::ServerHandler for Counting {
+    fn get_info(&self) -> rmcp::model::InitializeResult {
+        Echo.get_info()
+    }
+    async fn list_tools(
+        &self,
+        p: Option<rmcp::model::PaginatedRequestParams>,
+        c: rmcp::service::RequestContext<rmcp::service::RoleServer>,
+    ) -> Result<rmcp::model::ListToolsResult, rmcp::ErrorData> {
+        Echo.list_tools(p, c).await
+    }
+    async fn call_tool(
+        &self,
+        p: CallToolRequestParams,
+        c: rmcp::service::RequestContext<rmcp::service::RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, rmcp::ErrorData> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Echo.call_tool(p, c).await
+    }
+}
+
+#[tokio::test]
+async fn a_failing_sink_refuses_before_the_upstream_and_fail_open_lets_the_call_through() {
+    use mcp_guard_core::upstream::{InProcessConnector, UpstreamOptions};
+    use mcp_guard_tower::{
+        AuditLayer, EndpointSpec, EnforcePolicyLayer, Gateway, GuardHandler, Router, Selection,
+    };
+    use rmcp::ServiceExt as _;
+
+    let executed = Arc::new(AtomicUsize::new(0));
+    let upstream = {
+        let executed = executed.clone();
+        mcp_guard_core::RmcpUpstream::new(
+            "up",
+            InProcessConnector::new("up", move || Counting(executed.clone())),
+            UpstreamOptions::default(),
+        )
+    };
+    let gateway = Gateway::builder()
+        .server(Arc::new(upstream))
+        .endpoint(EndpointSpec::new("team").server("up", Selection::none().tools(["echo"]).unwrap()))
+        .build()
+        .await
+        .unwrap();
+    let policy = || {
+        mcp_guard_core::GrantPolicy::builder()
+            .grant(mcp_guard_core::Grant::allow().named("all").roles(["member"]))
+            .build()
+            .unwrap()
+    };
+    let client_for = async |layer: AuditLayer| {
+        let stack = tower::ServiceBuilder::new()
+            .layer(layer)
+            .layer(EnforcePolicyLayer::new(policy()))
+            .service(Router::new());
+        let handler = GuardHandler::new(
+            gateway.endpoint("team").unwrap(),
+            tower::util::BoxCloneSyncService::new(stack),
+        )
+        .with_principal(Arc::new(
+            mcp_guard_core::Principal::user("ada").with_roles(["member"]),
+        ));
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(async move {
+            if let Ok(running) = handler.serve(server_io).await {
+                let _ = running.waiting().await;
+            }
+        });
+        ().serve(client_io).await.unwrap()
+    };
+    let call = CallToolRequestParams::new("up__echo").with_arguments(args(&serde_json::json!({"x": 1})));
+    let phases = |sink: &Failing| -> Vec<(Option<String>, Option<String>)> {
+        sink.events
+            .events()
+            .iter()
+            .map(|e| {
+                let v = serde_json::to_value(e).unwrap();
+                (
+                    v["phase"].as_str().map(str::to_owned),
+                    v["outcome"].as_str().map(str::to_owned),
+                )
+            })
+            .collect()
+    };
+    let some = |p: &str, o: Option<&str>| (Some(p.to_owned()), o.map(str::to_owned));
+
+    // Fail closed: the start record fails, the upstream never sees the call, the
+    // client is told why, and the refusal is recorded once the sink takes records.
+    let sink = Failing::default();
+    sink.fail_record.store(true, Ordering::SeqCst);
+    let client = client_for(AuditLayer::new(Arc::new(sink.clone()), Arc::new(ScrubCanary))).await;
+    let err = client.call_tool(call.clone()).await.unwrap_err().to_string();
+    assert!(err.contains("reached no upstream"), "{err}");
+    assert_eq!(executed.load(Ordering::SeqCst), 0);
+    assert_eq!(phases(&sink), [some("finished", Some("audit_failed"))]);
+    // The outcome record lost: the call still succeeds (the upstream ran it) and
+    // stays visible as started.
+    sink.fail_record.store(false, Ordering::SeqCst);
+    sink.fail_deferred.store(true, Ordering::SeqCst);
+    client.call_tool(call.clone()).await.unwrap();
+    assert_eq!(executed.load(Ordering::SeqCst), 1);
+    assert_eq!(phases(&sink)[1..], [some("started", None)]);
+    // Both written: start, then outcome.
+    sink.fail_deferred.store(false, Ordering::SeqCst);
+    client.call_tool(call.clone()).await.unwrap();
+    assert_eq!(
+        phases(&sink)[2..],
+        [some("started", None), some("finished", Some("ok"))]
+    );
+    let _ = client.cancel().await;
+
+    // Fail open: the call goes through unrecorded; one record is attempted after it.
+    let sink = Failing::default();
+    sink.fail_record.store(true, Ordering::SeqCst);
+    let layer = AuditLayer::new(Arc::new(sink.clone()), Arc::new(ScrubCanary))
+        .dangerous()
+        .fail_open();
+    let client = client_for(layer).await;
+    client.call_tool(call.clone()).await.unwrap();
+    assert_eq!(executed.load(Ordering::SeqCst), 3);
+    assert!(phases(&sink).is_empty());
+    let _ = client.cancel().await;
+    gateway.shutdown().await;
+}
+
+/// A random number in `0..n` (n > 0), from the operating system.
+fn random_below(n: usize) -> usize {
+    let mut b = [0u8; 8];
+    getrandom::getrandom(&mut b).unwrap();
+    usize::try_from(u64::from_le_bytes(b) % n as u64).unwrap()
 }

@@ -123,7 +123,7 @@ impl Browser {
         let location = r
             .headers()
             .get("location")
-            .map(|v| v.to_str().unwrap().to_owned())
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
             .unwrap_or_default();
         (status, location, r.text().await.unwrap())
     }
@@ -1127,4 +1127,423 @@ async fn an_upstream_sign_in_link_works_only_for_its_own_signed_in_user() {
     let (status, _, page) = a.get(&path).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(page.contains("alice") && page.contains("Approve"), "{page}");
+}
+
+/// `config` with sign-in at the OpenID Connect provider `idp` as well as one-time links.
+fn config_with_oidc(port: u16, idp: &str, roles_claim: Option<&str>, keep_users: bool) -> String {
+    let mut c = config(port, false);
+    if !keep_users {
+        c = c.replace(
+            "[[auth.server.users]]\nid = \"alice\"\nroles = [\"eng\"]\n\n[[auth.server.users]]\nid = \"mallory\"\nroles = [\"eng\"]\n\n",
+            "",
+        );
+    }
+    let roles = roles_claim
+        .map(|r| format!("roles_claim = \"{r}\"\n"))
+        .unwrap_or_default();
+    c.replace(
+        "[auth.server]\ndurations = [\"1d\", \"4s\"]\n\n",
+        &format!(
+            "[auth.server]\ndurations = [\"1d\", \"4s\"]\n\n[auth.server.oidc]\nissuer = \"{idp}\"\nclient_id = \"mcp-guard\"\nclient_secret = \"${{OIDC_SECRET}}\"\n{roles}display_name = \"Test IdP\"\n\n"
+        ),
+    )
+}
+
+fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// Where a browser on `base` goes with `location` (WHATWG parsing, which strips tabs
+/// and newlines and reads backslashes as slashes, like browsers).
+fn resolved_origin(base: &str, location: &str) -> String {
+    url::Url::parse(base).unwrap().join(location).map_or_else(
+        |e| format!("(unparsable: {e})"),
+        |u| u.origin().ascii_serialization(),
+    )
+}
+
+/// `next` values an attacker uses to leave the gateway's origin after sign-in, or that
+/// only look local: controls and whitespace (browsers strip tabs and newlines),
+/// backslashes (read as slashes), scheme-relative and absolute URLs, dot segments that
+/// collapse into `//`, and their percent-encoded forms.
+const NEXT_BYPASSES: &[&str] = &[
+    "/\t/evil.example/x",
+    "/\n/evil.example/x",
+    "/\r\n/evil.example/x",
+    "\t//evil.example/x",
+    " //evil.example/x",
+    "/ /evil.example/x",
+    "/\u{0b}/evil.example/x",
+    "/\u{0c}/evil.example/x",
+    "/\u{00}/evil.example/x",
+    "/\u{7f}/evil.example/x",
+    "/\u{a0}/evil.example/x",
+    "/\u{2028}/evil.example/x",
+    "/\u{3000}/evil.example/x",
+    "//evil.example/x",
+    "///evil.example/x",
+    "/\\evil.example/x",
+    "/\\/evil.example/x",
+    "\\\\evil.example/x",
+    "\\/evil.example/x",
+    "/%09/evil.example/x",
+    "/%0a/evil.example/x",
+    "/%2f/evil.example/x",
+    "/%2F%2Fevil.example/x",
+    "/%5c/evil.example/x",
+    "/%5C%5Cevil.example/x",
+    "/%252f%252fevil.example/x",
+    "/.//evil.example/x",
+    "/./\\evil.example/x",
+    "/..//evil.example/x",
+    "/x/..//evil.example/x",
+    "/%2e//evil.example/x",
+    "https://evil.example/x",
+    "http:evil.example/x",
+    "javascript:alert(1)",
+    "evil.example/x",
+    "//evil.example@127.0.0.1/x",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_redirect_after_sign_in_is_refused_wherever_next_is_read() {
+    let idp = oidc_provider("ok").await;
+    let port = free_port();
+    let gw = GatewayProc::start_listening_with_env(
+        &config_with_oidc(port, &idp, Some("roles"), true),
+        &format!("127.0.0.1:{port}"),
+        &[("OIDC_SECRET", "oidc-client-secret-1")],
+    )
+    .await;
+    let origin = resolved_origin(&gw.base, "/");
+    let fallback = "/oauth/signin";
+    let mut failures = Vec::new();
+    for bad in NEXT_BYPASSES {
+        let q = enc(bad);
+        // 1. The sign-in page carries `next` into its forms.
+        let mut b = Browser::new(&gw.base);
+        let (_, _, page) = b.get(&format!("/oauth/signin?next={q}")).await;
+        if hidden(&page, "next") != fallback {
+            failures.push(format!("sign-in page kept next {bad:?}"));
+        }
+        // 2. A sign-in link opened in the browser.
+        let (_, _, page) = b.get(&format!("/login?code=mcpl_x&next={q}")).await;
+        if hidden(&page, "next") != fallback {
+            failures.push(format!("login link page kept next {bad:?}"));
+        }
+        // 3. The sign-in form posted with a valid link: where it sends the browser.
+        let (_, _, page) = b.get("/oauth/signin").await;
+        let link = login_link(&gw, "alice");
+        let (status, location, _) = b
+            .post(
+                "/oauth/signin",
+                &[("csrf", &hidden(&page, "csrf")), ("next", bad), ("code", &link)],
+            )
+            .await;
+        if status != StatusCode::OK || !location.is_empty() {
+            failures.push(format!(
+                "sign-in with next {bad:?} answered {status} Location {location:?} (resolves to {})",
+                resolved_origin(&gw.base, &location)
+            ));
+        }
+        // 4. OpenID Connect sign-in: `next` travels through the provider and back.
+        let mut b = Browser::new(&gw.base);
+        let (_, to_idp, _) = b.get(&format!("/oauth/signin/oidc?next={q}")).await;
+        let r = b.http.get(&to_idp).send().await.unwrap();
+        let back = r.headers()["location"].to_str().unwrap().to_owned();
+        let (status, location, _) = b.get(&back).await;
+        if status != StatusCode::OK || !location.is_empty() {
+            failures.push(format!(
+                "OIDC sign-in with next {bad:?} answered {status} Location {location:?} (resolves to {})",
+                resolved_origin(&gw.base, &location)
+            ));
+        }
+        // 5. The consent page builds `next` from its request id.
+        let mut b = Browser::new(&gw.base);
+        let (status, location, page) = b.get(&format!("/oauth/consent?request={q}")).await;
+        let next = if page.contains("name=\"next\"") {
+            hidden(&page, "next").replace("&amp;", "&")
+        } else {
+            String::new()
+        };
+        let stays = next.is_empty()
+            || (resolved_origin(&gw.base, &next) == origin && next.starts_with("/oauth/consent?request="));
+        if !location.is_empty() || !stays {
+            failures.push(format!(
+                "consent with request {bad:?} answered {status} Location {location:?}, next {next:?}"
+            ));
+        }
+    }
+    // A local path is still followed.
+    let mut b = Browser::new(&gw.base);
+    let (_, _, page) = b.get("/oauth/signin?next=%2Foauth%2Faccount%3Fx%3D1").await;
+    assert_eq!(hidden(&page, "next"), "/oauth/account?x=1");
+    let link = login_link(&gw, "alice");
+    let (status, location, _) = b
+        .post(
+            "/oauth/signin",
+            &[
+                ("csrf", &hidden(&page, "csrf")),
+                ("next", "/oauth/account?x=1"),
+                ("code", &link),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (status, location.as_str()),
+        (StatusCode::SEE_OTHER, "/oauth/account?x=1")
+    );
+    assert!(
+        failures.is_empty(),
+        "{} open redirects:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_redirect_through_authorization_errors_is_refused() {
+    let port = free_port();
+    let gw = GatewayProc::start_listening(&config(port, false), &format!("127.0.0.1:{port}")).await;
+    let mut b = Browser::new(&gw.base);
+    // Anyone may register a client whose redirect URI is a phishing page.
+    let phish = "https://evil.example/phish";
+    let r = b
+        .http
+        .post(format!("{}/oauth/register", gw.base))
+        .json(&json!({"redirect_uris": [phish], "client_name": "Totally Legit"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let client = r.json::<Value>().await.unwrap()["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let good = authorize_url(&gw.base, &client, "main", &[]).replace(&enc(REDIRECT), &enc(phish));
+    let cases: [(&str, String, &str); 6] = [
+        (
+            "bad response type",
+            good.replace("response_type=code", "response_type=x"),
+            "response_type",
+        ),
+        (
+            "no PKCE",
+            strip(&good, &["code_challenge", "code_challenge_method"]),
+            "code_challenge",
+        ),
+        (
+            "plain PKCE",
+            good.replace("code_challenge_method=S256", "code_challenge_method=plain"),
+            "S256",
+        ),
+        (
+            "unknown endpoint",
+            good.replace("%2Fmcp%2Fmain", "%2Fmcp%2Fnope"),
+            "resource",
+        ),
+        ("no resource", strip(&good, &["resource"]), "resource"),
+        (
+            "repeated parameter",
+            format!("{good}&scope=a&scope=b"),
+            "repeated",
+        ),
+    ];
+    for (case, url, says) in cases {
+        let (status, location, page) = b.get(&url).await;
+        assert_eq!(
+            (status, location.as_str()),
+            (StatusCode::BAD_REQUEST, ""),
+            "{case}: the user was sent to {location}"
+        );
+        assert!(page.contains(says), "{case}: {page}");
+        assert!(!page.contains("http-equiv"), "{case}: no meta refresh either");
+    }
+    // A valid request from the same client goes to the gateway's own consent page.
+    let (status, location, _) = b.get(&good).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(location.starts_with("/oauth/consent?request="), "{location}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_with_the_wrong_resource_does_not_burn_the_refresh_token() {
+    let port = free_port();
+    let gw = GatewayProc::start_listening(&config(port, false), &format!("127.0.0.1:{port}")).await;
+    let mut b = Browser::new(&gw.base);
+    let client = register(&b).await;
+    let other_client = register(&b).await;
+    let q = consent(&mut b, &gw, &client, "1d").await;
+    let (status, tokens) = code_for_tokens(&b, &client, &q["code"]).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let main = format!("{}/mcp/main", gw.base);
+    let other = format!("{}/mcp/other", gw.base);
+    let nowhere = format!("{}/mcp/nowhere", gw.base);
+    let foreign = "https://evil.example/mcp/main".to_owned();
+    let bad = [
+        (
+            "another endpoint",
+            vec![("resource", other.as_str())],
+            "invalid_target",
+        ),
+        (
+            "no such endpoint",
+            vec![("resource", nowhere.as_str())],
+            "invalid_target",
+        ),
+        (
+            "another server",
+            vec![("resource", foreign.as_str())],
+            "invalid_target",
+        ),
+        (
+            "a scope never granted",
+            vec![("resource", main.as_str()), ("scope", "admin")],
+            "invalid_scope",
+        ),
+        (
+            "another client",
+            vec![("client_id", other_client.as_str())],
+            "invalid_grant",
+        ),
+    ];
+    for (case, extra, error) in bad {
+        let mut form = vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh.as_str()),
+        ];
+        if !extra.iter().any(|(k, _)| *k == "client_id") {
+            form.push(("client_id", client.as_str()));
+        }
+        form.extend(extra);
+        let (status, err) = exchange(&b, &form).await;
+        assert_eq!(
+            (status, err["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(error)),
+            "{case}: {err}"
+        );
+    }
+    // The refresh token is intact: the correct request succeeds, and the grant lives.
+    let (status, next) = exchange(
+        &b,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh),
+            ("client_id", &client),
+            ("resource", &main),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{next}");
+    assert_eq!(
+        mcp_status(&gw.url("main"), next["access_token"].as_str().unwrap()).await,
+        StatusCode::OK
+    );
+    // And the rotated one works in turn.
+    let (status, again) = exchange(
+        &b,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", next["refresh_token"].as_str().unwrap()),
+            ("client_id", &client),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+}
+
+/// Signs in at the test provider from the consent page and approves: the client's
+/// redirect (status, Location) and the consent page that was shown.
+async fn oidc_consent(b: &mut Browser, gw: &GatewayProc, client: &str) -> (StatusCode, String, String) {
+    let (_, consent_url, _) = b.get(&authorize_url(&gw.base, client, "main", &[])).await;
+    let (_, to_idp, _) = b
+        .get(&format!("/oauth/signin/oidc?next={}", enc(&consent_url)))
+        .await;
+    let r = b.http.get(&to_idp).send().await.unwrap();
+    let back = r.headers()["location"].to_str().unwrap().to_owned();
+    let (status, next, body) = b.get(&back).await;
+    assert_eq!(
+        (status, next.as_str()),
+        (StatusCode::SEE_OTHER, consent_url.as_str()),
+        "{body}"
+    );
+    let (_, _, page) = b.get(&consent_url).await;
+    assert!(page.contains("Signed in as <strong>dana</strong>"), "{page}");
+    let (status, location, body) = b
+        .post(
+            "/oauth/consent",
+            &[
+                ("request", &hidden(&page, "request")),
+                ("csrf", &hidden(&page, "csrf")),
+                ("duration", "1d"),
+                ("decision", "allow"),
+            ],
+        )
+        .await;
+    (status, if location.is_empty() { body } else { location }, page)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_sign_on_user_not_listed_locally_finishes_consent_with_the_roles_of_their_claims() {
+    // dana is known only to the identity provider, whose ID token gives her role eng.
+    let idp = oidc_provider("ok").await;
+    let port = free_port();
+    let gw = GatewayProc::start_listening_with_env(
+        &config_with_oidc(port, &idp, Some("roles"), false),
+        &format!("127.0.0.1:{port}"),
+        &[("OIDC_SECRET", "oidc-client-secret-1")],
+    )
+    .await;
+    let mut b = Browser::new(&gw.base);
+    let client = register(&b).await;
+    let (status, location, page) = oidc_consent(&mut b, &gw, &client).await;
+    assert!(page.contains("alpha__echo"), "{page}");
+    assert_eq!(status, StatusCode::SEE_OTHER, "{location}");
+    assert!(location.starts_with(REDIRECT), "{location}");
+    let (status, tokens) = code_for_tokens(&b, &client, &query(&location)["code"]).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    let c = http_client(
+        &gw.url("main"),
+        tokens["access_token"].as_str().unwrap(),
+        Era::Modern,
+    )
+    .await;
+    let r = c
+        .call_tool(
+            rmcp::model::CallToolRequestParams::new("alpha__echo")
+                .with_arguments(crate::support::args(&json!({"text": "from dana"}))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(text_of(&r), "from dana");
+    c.cancel().await.unwrap();
+    drop(gw);
+
+    // Without a roles claim configured she gets no roles: a token, but nothing granted.
+    let idp = oidc_provider("ok").await;
+    let port = free_port();
+    let gw = GatewayProc::start_listening_with_env(
+        &config_with_oidc(port, &idp, None, false),
+        &format!("127.0.0.1:{port}"),
+        &[("OIDC_SECRET", "oidc-client-secret-1")],
+    )
+    .await;
+    let mut b = Browser::new(&gw.base);
+    let client = register(&b).await;
+    let (status, location, page) = oidc_consent(&mut b, &gw, &client).await;
+    assert!(
+        page.contains("No tool of this endpoint is enabled for you"),
+        "{page}"
+    );
+    assert_eq!(status, StatusCode::SEE_OTHER, "{location}");
+    let (status, tokens) = code_for_tokens(&b, &client, &query(&location)["code"]).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    let c = http_client(
+        &gw.url("main"),
+        tokens["access_token"].as_str().unwrap(),
+        Era::Modern,
+    )
+    .await;
+    assert!(names(&c).await.is_empty());
+    c.cancel().await.unwrap();
 }

@@ -134,18 +134,178 @@ fn demo_runs_and_makes_a_call() {
     assert!(stdout.contains("calc__add(2, 40) = 42"), "{stdout}");
 }
 
+/// Every TOML code block of the README and of `docs/` passes `mcp-guard check`: a
+/// reader can copy any of them into a file and start from it.
 #[test]
-fn the_readme_config_example_is_valid() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+fn the_documented_config_examples_are_valid() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let mut pages = vec![std::path::PathBuf::from(format!("{root}/README.md"))];
+    let mut docs: Vec<_> = std::fs::read_dir(format!("{root}/docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    docs.sort();
+    pages.extend(docs);
     let dir = tempfile::tempdir().unwrap();
     let mut blocks = 0;
-    for (i, block) in readme.split("```toml\n").skip(1).enumerate() {
-        let text = &block[..block.find("```").unwrap()];
-        let path = dir.path().join(format!("readme-{i}.toml"));
-        std::fs::write(&path, text).unwrap();
-        let (ok, out, err) = run(&["check", "--config", path.to_str().unwrap()]);
-        assert!(ok, "README toml block {i}: {out}{err}");
-        blocks += 1;
+    for page in &pages {
+        let text = std::fs::read_to_string(page).unwrap();
+        let name = page.file_name().unwrap().to_string_lossy();
+        for (i, block) in text.split("```toml\n").skip(1).enumerate() {
+            let toml = &block[..block.find("```").unwrap()];
+            let path = dir.path().join(format!("{name}-{i}.toml"));
+            std::fs::write(&path, toml).unwrap();
+            let (ok, out, err) = run(&["check", "--config", path.to_str().unwrap()]);
+            assert!(ok, "{name}: toml block {i}: {out}{err}");
+            blocks += 1;
+        }
     }
-    assert!(blocks >= 2, "the gateway example and the [audit] example");
+    assert!(
+        blocks >= 8,
+        "only {blocks} toml blocks found in the README and docs/"
+    );
+}
+
+/// Imports one fixture file with the binary, checks the result with `check`, and
+/// returns the config text and what the command said on standard error.
+fn import_file(format: &str, file: &str) -> (String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let src = format!(
+        "{}/tests/gateway/fixtures/import/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = dir.path().join("gw.toml");
+    let (ok, _, err) = run(&["import", format, &src, "--output", out.to_str().unwrap()]);
+    assert!(ok, "import {format} {file}: {err}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let (ok, stdout, check_err) = run(&["check", "--config", out.to_str().unwrap()]);
+    assert!(
+        ok,
+        "{file}: the imported config does not pass check: {stdout}{check_err}\n{text}"
+    );
+    let source = std::fs::read_to_string(&src).unwrap();
+    for canary in source
+        .match_indices("test-canary-")
+        .map(|(i, _)| &source[i..i + 23])
+    {
+        assert!(
+            !text.contains(canary),
+            "{file}: a secret value was copied: {canary}\n{text}"
+        );
+    }
+    (text, err)
+}
+
+#[test]
+fn import_reads_each_clients_own_file_format() {
+    // Claude Desktop: literal secrets become placeholders named after server and key.
+    let (text, err) = import_file("claude-desktop", "claude_desktop_config.json");
+    assert!(
+        text.contains("\"GITHUB_PERSONAL_ACCESS_TOKEN\" = \"${GITHUB_GITHUB_PERSONAL_ACCESS_TOKEN}\""),
+        "{text}"
+    );
+    assert!(err.contains("GITHUB_GITHUB_PERSONAL_ACCESS_TOKEN"), "{err}");
+
+    // Cursor: `${env:NAME}` keeps its name and the text around it; an argument that
+    // only the editor can fill in is kept as a comment, with the reason.
+    let (text, err) = import_file("cursor", "cursor-mcp.json");
+    assert!(
+        text.contains("\"Authorization\" = \"Bearer ${SENTRY_TOKEN}\""),
+        "{text}"
+    );
+    assert!(text.contains("\"PGPASSWORD\" = \"${PGPASSWORD}\""), "{text}");
+    assert!(
+        text.contains("# note: envFile \"${workspaceFolder}/.env\" was not read"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# NOT IMPORTED: argument \"${workspaceFolder}\" uses ${workspaceFolder}"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("[endpoints.default.servers.workspace-files]"),
+        "{text}"
+    );
+    assert!(
+        err.contains("not imported (left commented out): workspace-files"),
+        "{err}"
+    );
+
+    // VS Code: JSON with comments, `inputs` referenced as `${input:id}`, http and sse.
+    let (text, _) = import_file("vscode", "vscode-mcp.json");
+    assert!(
+        text.contains("\"PERPLEXITY_API_KEY\" = \"${PERPLEXITY_KEY}\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("[servers.legacy-events]\ntransport = \"sse\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"Authorization\" = \"${GITHUB_AUTHORIZATION}\""),
+        "{text}"
+    );
+
+    // A custom-server block: its `${NAME}` placeholders stay as they are.
+    let (text, _) = import_file("server", "custom-server.json");
+    assert!(text.contains("[servers.issue-tracker]\ndescription = \"Issues and comments of the team's tracker\"\ntransport = \"http\""), "{text}");
+    assert!(text.contains("\"X-Tenant\" = \"${TRACKER_TENANT}\""), "{text}");
+
+    // The MCP Registry: packages become commands (npx, uvx, docker), remotes HTTP
+    // servers; non-secret defaults are kept, secrets become placeholders, and docker's
+    // `-e NAME={token}` passes the variable through the environment.
+    let (text, _) = import_file("registry", "registry-npm-server.json");
+    assert!(
+        text.contains("args = [\"-y\", \"@example/weather-mcp@1.4.0\", \"--units\", \"metric\"]"),
+        "{text}"
+    );
+    assert!(text.contains("\"LOG_LEVEL\" = \"info\""), "{text}");
+    assert!(
+        text.contains("command = \"uvx\"\nargs = [\"weather-mcp==1.4.0\"]"),
+        "{text}"
+    );
+    let (text, _) = import_file("registry", "registry-oci-server.json");
+    assert!(
+        text.contains("args = [\"run\", \"-i\", \"--rm\", \"-e\", \"CODE_HOST_TOKEN\", \"ghcr.io/example/code-host-mcp:0.9.1\"]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"CODE_HOST_TOKEN\" = \"${CODE_HOST_TOKEN}\""),
+        "{text}"
+    );
+    assert!(text.contains("[servers.code-host-remote]\ndescription = \"Repositories, issues and pull requests.\"\ntransport = \"http\"\nurl = \"https://api.example.com/mcp\""), "{text}");
+}
+
+/// An imported server is not just valid text: the config connects to it.
+#[test]
+fn an_imported_custom_server_connects() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("server.json");
+    let block = serde_json::json!({
+        "name": "Calc", "transport": "stdio", "command": BIN, "args": ["fixture", "--name", "calc"],
+        "env": {"CALC_TOKEN": "${CALC_TOKEN}"}
+    });
+    std::fs::write(&src, block.to_string()).unwrap();
+    let out = dir.path().join("gw.toml");
+    let (ok, _, err) = run(&[
+        "import",
+        "server",
+        src.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let out = Command::new(BIN)
+        .args(["check", "--connect", "--config", out.to_str().unwrap()])
+        .env("CALC_TOKEN", "not-a-real-secret")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("add"), "{text}");
 }

@@ -95,11 +95,13 @@ async fn serve_logged(dir: &std::path::Path, env: &[(&str, &str)]) -> Logged {
     }
     let child = cmd.spawn().unwrap();
     let mut base = None;
-    for _ in 0..300 {
+    // Listening, and (the servers start in the background) every server's first start done.
+    for _ in 0..600 {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         if let Some(l) = text
             .lines()
             .find_map(|l| l.strip_prefix("mcp-guard listening on "))
+            && text.lines().any(|l| l.starts_with("upstreams started"))
         {
             base = Some(l.trim().to_owned());
             break;
@@ -108,7 +110,7 @@ async fn serve_logged(dir: &std::path::Path, env: &[(&str, &str)]) -> Logged {
     }
     Logged {
         child,
-        base: base.expect("gateway did not start in 30 s"),
+        base: base.expect("gateway and its upstreams did not start in 60 s"),
         log,
     }
 }

@@ -206,7 +206,9 @@ async fn a_name_collision_stops_the_gateway_from_starting() {
         stderr.contains("endpoint e: name \"a___x\" is produced by both a/_x and a_/x"),
         "{stderr}"
     );
-    assert!(!stderr.contains("listening"), "{stderr}");
+    // The front door answers before the servers have started (it listens at once), but
+    // the collision their first start reveals still stops the gateway.
+    assert!(!stderr.contains("upstreams started"), "{stderr}");
 }
 
 #[tokio::test]

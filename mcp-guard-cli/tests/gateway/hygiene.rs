@@ -311,13 +311,19 @@ async fn stdio_front_door_answers_bad_lines_and_keeps_serving() {
         stdin.write_all(line.as_bytes()).await.unwrap();
         stdin.write_all(b"\n").await.unwrap();
     };
+    // Answers only: servers join after the client initialized, with list_changed.
     let mut recv = async || -> Value {
-        let line = tokio::time::timeout(std::time::Duration::from_secs(10), out.next_line())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        serde_json::from_str(&line).unwrap()
+        loop {
+            let line = tokio::time::timeout(std::time::Duration::from_secs(10), out.next_line())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if v.get("method").is_none() {
+                return v;
+            }
+        }
     };
     send(&init().to_string()).await;
     assert_eq!(recv().await["result"]["serverInfo"]["name"], "mcp-guard");

@@ -22,7 +22,7 @@ use crate::support::*;
 /// Every token and secret the provider issues carries this, so the canary check finds
 /// any of them anywhere.
 const CANARY: &str = "oauthcanary";
-const CC_SECRET: &str = "cc-secret-oauthcanary-5e1f";
+pub(crate) const CC_SECRET: &str = "cc-secret-oauthcanary-5e1f";
 
 /// The provider and the protected MCP server.
 #[derive(Default)]
@@ -35,7 +35,7 @@ pub(crate) struct World {
     /// refresh token → user
     refresh: Mutex<HashMap<String, String>>,
     /// Who the auto-approving authorization endpoint signs in as.
-    user: Mutex<String>,
+    pub(crate) user: Mutex<String>,
     access_ttl: AtomicU64,
     reject_refresh: AtomicBool,
     n: AtomicU64,
@@ -43,10 +43,15 @@ pub(crate) struct World {
     grants: Mutex<Vec<String>>,
     /// The `resource` of every authorization and token request.
     resources: Mutex<Vec<String>>,
+    /// When set, the authorization servers the protected-resource metadata names (an
+    /// upstream that changes its mind, or points somewhere hostile).
+    pub(crate) authorization_servers: Mutex<Option<Vec<String>>>,
+    /// When set, the `WWW-Authenticate` challenge of an unauthenticated request.
+    pub(crate) challenge: Mutex<Option<String>>,
 }
 
 impl World {
-    fn base(&self) -> String {
+    pub(crate) fn base(&self) -> String {
         self.base.lock().unwrap().clone()
     }
 
@@ -75,7 +80,7 @@ impl World {
     }
 
     /// The server forgets `user`'s access tokens (as if revoked).
-    fn revoke_access(&self, user: &str) {
+    pub(crate) fn revoke_access(&self, user: &str) {
         self.access.lock().unwrap().retain(|_, (u, _)| u != user);
     }
 }
@@ -217,11 +222,20 @@ pub(crate) async fn world() -> Arc<World> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     w.base.lock().unwrap().clone_from(&base);
-    let prm = json!({
-        "resource": format!("{base}/mcp"),
-        "authorization_servers": [base],
-        "scopes_supported": ["files"],
-    });
+    let prm_world = w.clone();
+    let prm = move || {
+        let servers = prm_world
+            .authorization_servers
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_else(|| vec![prm_world.base()]);
+        json!({
+            "resource": format!("{}/mcp", prm_world.base()),
+            "authorization_servers": servers,
+            "scopes_supported": ["files"],
+        })
+    };
     let asm = json!({
         "issuer": base,
         "authorization_endpoint": format!("{base}/authorize"),
@@ -249,7 +263,12 @@ pub(crate) async fn world() -> Arc<World> {
         .layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| {
                 let ok = guard_world.user_of(req.headers()).is_some();
-                let challenge = challenge.clone();
+                let challenge = guard_world
+                    .challenge
+                    .lock()
+                    .unwrap()
+                    .clone()
+                    .unwrap_or_else(|| challenge.clone());
                 async move {
                     if ok {
                         next.run(req).await
@@ -262,7 +281,7 @@ pub(crate) async fn world() -> Arc<World> {
     let app = axum::Router::new()
         .route(
             "/.well-known/oauth-protected-resource/mcp",
-            axum::routing::get(move || std::future::ready(axum::Json(prm.clone()))),
+            axum::routing::get(move || std::future::ready(axum::Json(prm()))),
         )
         .route(
             "/.well-known/oauth-authorization-server",
@@ -294,7 +313,7 @@ pub(crate) async fn world() -> Arc<World> {
 pub(crate) struct Gw {
     child: tokio::process::Child,
     pub(crate) base: String,
-    dir: tempfile::TempDir,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Gw {
@@ -345,11 +364,10 @@ impl Gw {
             cmd.env(k, v);
         }
         let child = cmd.spawn().unwrap();
-        for _ in 0..300 {
-            if std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .contains("mcp-guard listening on ")
-            {
+        // Listening, and (the servers start in the background) every server's first start done.
+        for _ in 0..600 {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("mcp-guard listening on ") && text.contains("upstreams started") {
                 return Self { child, base, dir };
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -360,7 +378,7 @@ impl Gw {
         );
     }
 
-    async fn restart(mut self) -> Self {
+    pub(crate) async fn restart(mut self) -> Self {
         let _ = self.child.kill().await;
         let _ = self.child.wait().await;
         Self::spawn(self.dir, self.base, &[]).await
@@ -370,7 +388,7 @@ impl Gw {
         self.dir.path().join("gateway.toml")
     }
 
-    async fn client(&self, token: &str) -> Client {
+    pub(crate) async fn client(&self, token: &str) -> Client {
         http_client(&format!("{}/mcp/main", self.base), token, Era::Legacy).await
     }
 
@@ -388,7 +406,7 @@ impl Gw {
     }
 }
 
-fn browser() -> reqwest::Client {
+pub(crate) fn browser() -> reqwest::Client {
     mcp_guard_core::upstream::ensure_crypto_provider();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -396,7 +414,7 @@ fn browser() -> reqwest::Client {
         .unwrap()
 }
 
-fn hidden(html: &str, name: &str) -> String {
+pub(crate) fn hidden(html: &str, name: &str) -> String {
     let marker = format!("name=\"{name}\" value=\"");
     let start = html
         .find(&marker)
@@ -412,7 +430,7 @@ fn location(r: &reqwest::Response) -> String {
 
 /// The browser side of a sign-in: opens the ticket link, approves the consent page,
 /// follows the provider, lands on the callback. Returns the callback's response.
-async fn sign_in(start_url: &str) -> reqwest::Response {
+pub(crate) async fn sign_in(start_url: &str) -> reqwest::Response {
     let b = browser();
     let page = b.get(start_url).send().await.unwrap();
     assert_eq!(page.status(), 200);
@@ -452,14 +470,14 @@ async fn sign_in(start_url: &str) -> reqwest::Response {
         .unwrap()
 }
 
-async fn whoami(client: &Client) -> Result<String, rmcp::ServiceError> {
+pub(crate) async fn whoami(client: &Client) -> Result<String, rmcp::ServiceError> {
     client
         .call_tool(CallToolRequestParams::new("files__whoami").with_arguments(args(&json!({}))))
         .await
         .map(|r| text_of(&r))
 }
 
-fn error_of(e: &rmcp::ServiceError) -> (String, Value) {
+pub(crate) fn error_of(e: &rmcp::ServiceError) -> (String, Value) {
     match e {
         rmcp::ServiceError::McpError(d) => (d.message.to_string(), d.data.clone().unwrap_or_default()),
         other => panic!("expected a JSON-RPC error, got {other}"),

@@ -100,10 +100,10 @@ async fn changed_definitions_are_quarantined_with_a_diff_until_approved() {
         })
         .await;
         assert!(held, "{variant_name}: {tool} must be held for approval");
-        assert!(
-            !names(&client).await.contains(&tool.to_owned()),
-            "{variant_name}: {tool} must not be listed"
-        );
+        // The list follows once the listing connection has re-read too (the call was
+        // checked on this session's own process, which may see the change first).
+        let unlisted = eventually(10, async || !names(&client).await.contains(&tool.to_owned())).await;
+        assert!(unlisted, "{variant_name}: {tool} must not be listed");
         let (pending, out) = cli(&["tools", "diff"], &cfg_path);
         assert!(!pending, "diff exits non-zero while something waits");
         assert!(

@@ -326,6 +326,8 @@ fn slow_records(dir: &Path) -> Vec<serde_json::Value> {
     audit_records(dir)
         .into_iter()
         .filter(|r| r.pointer("/event/requested_name").and_then(|v| v.as_str()) == Some("alpha__slow"))
+        // The outcome records (a forwarded call's start record is checked apart).
+        .filter(|r| r.pointer("/event/phase").and_then(|v| v.as_str()) != Some("started"))
         .collect()
 }
 
@@ -370,6 +372,12 @@ async fn sigterm_lets_a_call_in_flight_finish_records_it_and_reaps_every_child()
         records[0].pointer("/event/outcome").and_then(|v| v.as_str()),
         Some("ok")
     );
+    let started = audit_records(&dir.path().join("jsonl"))
+        .into_iter()
+        .filter(|r| r.pointer("/event/phase").and_then(|v| v.as_str()) == Some("started"))
+        .filter(|r| r.pointer("/event/id") == records[0].pointer("/event/id"))
+        .count();
+    assert_eq!(started, 1, "its start record, with the same id");
     for pid in children {
         assert!(
             !Path::new(&format!("/proc/{pid}")).exists(),

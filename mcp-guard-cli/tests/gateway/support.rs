@@ -83,21 +83,33 @@ impl GatewayProc {
 
     /// Writes the config, lets `prepare` run against it (e.g. `tools approve`), starts.
     pub async fn start_with_lock(config: &str, prepare: impl FnOnce(&std::path::Path)) -> Self {
-        Self::start_inner(config, &[], prepare, "127.0.0.1:0").await
+        Self::start_inner(config, &[], prepare, "127.0.0.1:0", &[]).await
     }
 
     /// Starts on a chosen address (for configs whose `public_url` names the port).
     pub async fn start_listening(config: &str, listen: &str) -> Self {
-        Self::start_inner(config, &[], |_| {}, listen).await
+        Self::start_inner(config, &[], |_| {}, listen, &[]).await
     }
 
     /// [`Self::start_listening`] with extra environment variables.
     pub async fn start_listening_with_env(config: &str, listen: &str, env: &[(&str, &str)]) -> Self {
-        Self::start_inner(config, env, |_| {}, listen).await
+        Self::start_inner(config, env, |_| {}, listen, &[]).await
     }
 
     pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
-        Self::start_inner(config, env, |_| {}, "127.0.0.1:0").await
+        Self::start_inner(config, env, |_| {}, "127.0.0.1:0", &[]).await
+    }
+
+    /// Starts the gateway through `wrapper` (a program and its arguments, given the
+    /// gateway's command line after them), e.g. a shell that sets limits and `exec`s.
+    pub async fn start_wrapped(config: &str, wrapper: &[&str]) -> Self {
+        Self::start_inner(config, &[], |_| {}, "127.0.0.1:0", wrapper).await
+    }
+
+    /// Starts and returns as soon as the gateway listens, while its servers may still
+    /// be starting.
+    pub async fn start_early(config: &str) -> Self {
+        Self::start_inner_with(config, &[], |_| {}, "127.0.0.1:0", false, &[]).await
     }
 
     async fn start_inner(
@@ -105,12 +117,48 @@ impl GatewayProc {
         env: &[(&str, &str)],
         prepare: impl FnOnce(&std::path::Path),
         listen: &str,
+        wrapper: &[&str],
+    ) -> Self {
+        Self::start_inner_with(config, env, prepare, listen, true, wrapper).await
+    }
+
+    async fn start_inner_with(
+        config: &str,
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&std::path::Path),
+        listen: &str,
+        wait_upstreams: bool,
+        wrapper: &[&str],
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gateway.toml");
         std::fs::write(&path, config).unwrap();
         prepare(&path);
-        let mut cmd = tokio::process::Command::new(BIN);
+        Self::spawn(dir, env, listen, wait_upstreams, wrapper).await
+    }
+
+    /// Starts again on the `gateway.toml` (and access store) of `dir`, e.g. one that
+    /// [`Self::stop_keeping_dir`] left.
+    pub async fn start_in(dir: tempfile::TempDir) -> Self {
+        Self::spawn(dir, &[], "127.0.0.1:0", true, &[]).await
+    }
+
+    async fn spawn(
+        dir: tempfile::TempDir,
+        env: &[(&str, &str)],
+        listen: &str,
+        wait_upstreams: bool,
+        wrapper: &[&str],
+    ) -> Self {
+        let path = dir.path().join("gateway.toml");
+        let mut cmd = match wrapper {
+            [program, rest @ ..] => {
+                let mut c = tokio::process::Command::new(program);
+                c.args(rest).arg(BIN);
+                c
+            }
+            [] => tokio::process::Command::new(BIN),
+        };
         cmd.args(["serve", "--config"])
             .arg(&path)
             .args(["--listen", listen])
@@ -137,6 +185,20 @@ impl GatewayProc {
         })
         .await
         .expect("gateway did not start in 30 s");
+        // The gateway answers at once and its servers join as they start; most tests
+        // want them all there, so they wait for the first start of every server.
+        if wait_upstreams {
+            tokio::time::timeout(Duration::from_mins(1), async {
+                while let Some(line) = lines.next_line().await.unwrap() {
+                    if line.starts_with("upstreams started") {
+                        return;
+                    }
+                }
+                panic!("gateway exited before its upstreams started");
+            })
+            .await
+            .expect("upstreams did not start in 60 s");
+        }
         // Keep draining stderr so the gateway never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Self {
@@ -166,6 +228,20 @@ impl GatewayProc {
             let _ = child.start_kill();
             let _ = tokio::time::timeout(Duration::from_secs(15), child.wait()).await;
         }
+    }
+
+    /// [`Self::stop`], keeping the directory (config, access store) for what follows.
+    pub async fn stop_keeping_dir(mut self) -> tempfile::TempDir {
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        self.stop().await;
+        dir
+    }
+
+    /// [`Self::kill9`], keeping the directory.
+    pub async fn kill9_keeping_dir(mut self) -> tempfile::TempDir {
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        self.kill9().await;
+        dir
     }
 
     /// Stops the gateway with SIGTERM (graceful: children are reaped) and waits.
@@ -260,10 +336,24 @@ pub async fn stdio_client(config_path: &std::path::Path, endpoint: &str, era: Er
     cmd.args(["serve", "--stdio", "--endpoint", endpoint, "--config"])
         .arg(config_path);
     cmd.env("MCP_GUARD_LOG", "warn");
-    let (transport, _stderr) = TokioChildProcess::builder(cmd)
-        .stderr(Stdio::null())
+    let (transport, stderr) = TokioChildProcess::builder(cmd)
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // The front door answers at once; these tests want every server there, so they
+    // wait for the first start of each (the gateway says so on stderr).
+    let mut lines = tokio::io::BufReader::new(stderr.unwrap()).lines();
+    tokio::time::timeout(Duration::from_mins(1), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.starts_with("upstreams started") {
+                return;
+            }
+        }
+        panic!("the stdio gateway exited before its upstreams started");
+    })
+    .await
+    .expect("upstreams did not start in 60 s");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     tokio::time::timeout(
         Duration::from_secs(20),
         serve_client_with_lifecycle(Recorder::default(), transport, lifecycle(era)),

@@ -8,7 +8,9 @@
 //!
 //! - [`ClientCredential`] is what a front door reports after authenticating a request:
 //!   a stable id for the credential (an API token id, `jwt:<issuer>#<subject>`), when it
-//!   was issued and when it expires.
+//!   was issued and when it expires. The id names the whole delegation chain
+//!   (`jwt:<issuer>#<subject>#act:<agent>` for an agent acting for a user), because
+//!   everything that belongs to a session is keyed on it.
 //! - [`Sessions`] admits requests into sessions, lists and revokes them. With the
 //!   `sqlite` feature it can journal them to an [`AccessStore`] so that
 //!   `mcp-guard sessions list|revoke` in another process sees and ends them.
@@ -16,7 +18,8 @@
 //!   SHA-256 digest of the secret is stored, compared in constant time.
 //!
 //! # Revocation semantics
-//! A session is keyed by (credential id, endpoint). Revoking it refuses that
+//! A session is keyed by (credential id, endpoint) and bound to the principal's
+//! delegation chain ([`Principal::chain`](crate::Principal::chain)). Revoking it refuses that
 //! credential on that endpoint from then on, except a credential *issued after* the
 //! revocation (a JWT the identity provider minted after the user signed in again),
 //! which opens a new session. Revoking an API token refuses it everywhere.
@@ -40,7 +43,9 @@ pub use store::{AccessStore, StoreError, TokenRecord, TokenRefused};
 #[non_exhaustive]
 pub struct ClientCredential {
     /// A stable identifier (never the secret): `token:<id>`, `jwt:<iss>#<sub>`,
-    /// `config:<n>`.
+    /// `jwt:<iss>#<sub>#act:<agent>`, `grant:<id>`, `config:<n>`, `stdio:<pid>`. It must
+    /// differ between delegation chains: sessions, their processes and revocations are
+    /// keyed on it.
     pub id: Arc<str>,
     /// When it was issued, if known.
     pub issued_at: Option<SystemTime>,

@@ -171,6 +171,61 @@ pub enum GrantRefused {
     /// Presented by another client than the one it was issued to.
     #[error("the token was issued to another client")]
     WrongClient,
+    /// A refresh asked for another resource than the grant's endpoint.
+    #[error("the resource is not the grant's endpoint")]
+    WrongTarget,
+    /// A refresh asked for a scope the grant does not hold.
+    #[error("the scope exceeds what was granted")]
+    ScopeExceeded,
+}
+
+/// What a refresh request asks for besides the token. [`AccessStore::refresh_grant`]
+/// checks it against the grant before the token is used up, so a malformed request
+/// costs the client nothing (RFC 6749 §6: the request is validated, then the token
+/// rotated).
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct RefreshCheck<'a> {
+    /// The endpoint the request's `resource` names, when it names one: it must be the
+    /// grant's.
+    pub endpoint: Option<&'a str>,
+    /// The scope asked for, when given: every one of its scopes must be granted.
+    pub scope: Option<&'a str>,
+}
+
+impl<'a> RefreshCheck<'a> {
+    /// Nothing to check beyond the token and the client.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The request names `endpoint` as its resource.
+    #[must_use]
+    pub fn endpoint(mut self, endpoint: &'a str) -> Self {
+        self.endpoint = Some(endpoint);
+        self
+    }
+
+    /// The request asks for `scope`.
+    #[must_use]
+    pub fn scope(mut self, scope: &'a str) -> Self {
+        self.scope = Some(scope);
+        self
+    }
+
+    fn verify(&self, grant: &Grant) -> Result<(), GrantRefused> {
+        if self.endpoint.is_some_and(|e| e != grant.endpoint) {
+            return Err(GrantRefused::WrongTarget);
+        }
+        if let Some(scope) = self.scope
+            && scope
+                .split_ascii_whitespace()
+                .any(|s| !grant.scope.split_ascii_whitespace().any(|g| g == s))
+        {
+            return Err(GrantRefused::ScopeExceeded);
+        }
+        Ok(())
+    }
 }
 
 type GrantRow = (String, String, String, String, String, i64, i64, Option<i64>);
@@ -190,6 +245,33 @@ impl AccessStore {
             )
         })
         .map(drop)
+    }
+
+    /// How many clients are registered.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub fn count_clients(&self) -> Result<usize, StoreError> {
+        let n: i64 = self.with(|c| {
+            c.prepare_cached("SELECT COUNT(*) FROM oauth_clients")?
+                .query_row([], |r| r.get(0))
+        })?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    /// Forgets clients registered before `before` that never obtained a grant (a
+    /// registration nobody completed a sign-in with). Returns how many.
+    ///
+    /// # Errors
+    /// When the store cannot be written.
+    pub fn forget_unused_clients(&self, before: SystemTime) -> Result<usize, StoreError> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM oauth_clients WHERE created_ms < ?1 \
+                 AND NOT EXISTS (SELECT 1 FROM oauth_grants g WHERE g.client_id = oauth_clients.id)",
+                [ms(before)],
+            )
+        })
     }
 
     /// A registered client.
@@ -265,7 +347,7 @@ impl AccessStore {
         getrandom::getrandom(&mut id).map_err(|_| StoreError::Random)?;
         let now = SystemTime::now();
         let grant = Grant {
-            id: crate::audit::hex(&id),
+            id: crate::hex::encode(&id),
             client_id: client_id.to_owned(),
             principal: principal.clone(),
             endpoint: endpoint.to_owned(),
@@ -460,7 +542,8 @@ impl AccessStore {
     }
 
     /// Redeems a refresh token for a new pair (rotation). A refresh token presented
-    /// twice revokes its grant.
+    /// twice revokes its grant. The request (`client_id`, `check`) is validated
+    /// before the token is used up: a refused request leaves the token as it was.
     ///
     /// # Errors
     /// `Ok(Err(_))` when refused; `Err` when the store failed.
@@ -468,6 +551,7 @@ impl AccessStore {
         &self,
         token: &str,
         client_id: &str,
+        check: RefreshCheck<'_>,
         access_ttl: Duration,
     ) -> Result<Result<IssuedTokens, GrantRefused>, StoreError> {
         let row = match self.find_token(token, REFRESH_PREFIX, "refresh")? {
@@ -487,6 +571,9 @@ impl AccessStore {
         }
         if row.expires <= SystemTime::now() || row.grant.expires <= SystemTime::now() {
             return Ok(Err(GrantRefused::Expired));
+        }
+        if let Err(e) = check.verify(&row.grant) {
+            return Ok(Err(e));
         }
         let claimed = self.with(|c| {
             c.execute(
@@ -674,19 +761,19 @@ mod tests {
         assert_eq!(got.credential().id.as_ref(), format!("grant:{}", g.id));
         let rt = expose(t.refresh_token.as_ref().unwrap());
         assert_eq!(
-            s.refresh_grant(&rt, "other", Duration::from_mins(1))
+            s.refresh_grant(&rt, "other", RefreshCheck::new(), Duration::from_mins(1))
                 .unwrap()
                 .unwrap_err(),
             GrantRefused::WrongClient
         );
         let next = s
-            .refresh_grant(&rt, "c1", Duration::from_mins(1))
+            .refresh_grant(&rt, "c1", RefreshCheck::new(), Duration::from_mins(1))
             .unwrap()
             .unwrap();
         assert_eq!(next.grant.id, g.id);
         // Reuse of the old refresh token revokes the grant, new tokens included.
         assert_eq!(
-            s.refresh_grant(&rt, "c1", Duration::from_mins(1))
+            s.refresh_grant(&rt, "c1", RefreshCheck::new(), Duration::from_mins(1))
                 .unwrap()
                 .unwrap_err(),
             GrantRefused::Reused
@@ -697,6 +784,82 @@ mod tests {
                 .unwrap_err(),
             GrantRefused::Revoked
         );
+    }
+
+    #[test]
+    fn a_refused_refresh_request_leaves_the_token_usable() {
+        let (_d, s) = store();
+        let g = s
+            .create_grant(
+                &Principal::user("carol"),
+                "c1",
+                "main",
+                "read",
+                Duration::from_hours(1),
+            )
+            .unwrap();
+        let t = s.issue_grant_tokens(&g, Duration::from_mins(1)).unwrap();
+        let rt = expose(t.refresh_token.as_ref().unwrap());
+        let ttl = Duration::from_mins(1);
+        for (check, refused) in [
+            (RefreshCheck::new().endpoint("other"), GrantRefused::WrongTarget),
+            (
+                RefreshCheck::new().scope("read write"),
+                GrantRefused::ScopeExceeded,
+            ),
+            (RefreshCheck::new(), GrantRefused::WrongClient),
+        ] {
+            let client = if refused == GrantRefused::WrongClient {
+                "c2"
+            } else {
+                "c1"
+            };
+            assert_eq!(
+                s.refresh_grant(&rt, client, check, ttl).unwrap().unwrap_err(),
+                refused
+            );
+        }
+        let next = s
+            .refresh_grant(&rt, "c1", RefreshCheck::new().endpoint("main").scope("read"), ttl)
+            .unwrap()
+            .unwrap();
+        assert!(
+            s.verify_access_token(&expose(&next.access_token))
+                .unwrap()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn clients_without_a_grant_are_forgotten() {
+        let (_d, s) = store();
+        for id in ["used", "unused"] {
+            s.register_client(&OAuthClient::new(
+                id,
+                id,
+                vec!["https://c.example/cb".into()],
+                "dcr",
+            ))
+            .unwrap();
+        }
+        s.create_grant(
+            &Principal::user("dan"),
+            "used",
+            "main",
+            "",
+            Duration::from_hours(1),
+        )
+        .unwrap();
+        assert_eq!(s.count_clients().unwrap(), 2);
+        assert_eq!(
+            s.forget_unused_clients(SystemTime::UNIX_EPOCH).unwrap(),
+            0,
+            "none is old enough"
+        );
+        let later = SystemTime::now() + Duration::from_secs(1);
+        assert_eq!(s.forget_unused_clients(later).unwrap(), 1);
+        assert!(s.client("used").unwrap().is_some());
+        assert!(s.client("unused").unwrap().is_none());
     }
 
     #[test]
@@ -718,7 +881,7 @@ mod tests {
         );
         s.revoke_presented(&rt, "c1").unwrap().unwrap();
         assert_eq!(
-            s.refresh_grant(&rt, "c1", Duration::from_mins(1))
+            s.refresh_grant(&rt, "c1", RefreshCheck::new(), Duration::from_mins(1))
                 .unwrap()
                 .unwrap_err(),
             GrantRefused::Revoked

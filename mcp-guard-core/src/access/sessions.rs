@@ -30,8 +30,11 @@ pub enum SessionState {
     Active,
     /// Past its expiry.
     Expired,
-    /// Revoked.
+    /// Revoked (the session, or the token or grant behind it).
     Revoked,
+    /// Closed before its expiry without a revocation: its gateway process stopped (or
+    /// is gone), or it was replaced.
+    Ended,
 }
 
 impl std::fmt::Display for SessionState {
@@ -40,6 +43,7 @@ impl std::fmt::Display for SessionState {
             Self::Active => "active",
             Self::Expired => "expired",
             Self::Revoked => "revoked",
+            Self::Ended => "ended",
         })
     }
 }
@@ -52,6 +56,7 @@ impl std::fmt::Display for SessionState {
 pub struct Session {
     id: SessionId,
     principal_id: Arc<str>,
+    on_behalf_of: Option<Arc<str>>,
     kind: PrincipalKind,
     credential: Arc<str>,
     endpoint: Arc<str>,
@@ -72,6 +77,23 @@ impl Session {
     /// The principal the session is bound to.
     pub fn principal_id(&self) -> &str {
         &self.principal_id
+    }
+
+    /// The user the principal acts for, when it is an agent with a delegation: part of
+    /// what the session is bound to.
+    pub fn on_behalf_of(&self) -> Option<&str> {
+        self.on_behalf_of.as_deref()
+    }
+
+    /// Whose authority the session's calls carry (see [`Principal::subject`]): its
+    /// per-session processes get this party's personal credentials.
+    pub fn subject(&self) -> &str {
+        self.on_behalf_of.as_deref().unwrap_or(&self.principal_id)
+    }
+
+    /// The delegation chain the session is bound to (see [`Principal::chain`]).
+    pub fn chain(&self) -> (&str, Option<&str>) {
+        (&self.principal_id, self.on_behalf_of.as_deref())
     }
 
     /// The endpoint.
@@ -104,6 +126,8 @@ impl Session {
             SessionState::Revoked
         } else if self.expires().is_some_and(|e| e <= now) {
             SessionState::Expired
+        } else if self.closed.is_cancelled() {
+            SessionState::Ended
         } else {
             SessionState::Active
         }
@@ -114,6 +138,7 @@ impl Session {
         SessionInfo {
             id: self.id.0.to_string(),
             principal: self.principal_id.to_string(),
+            on_behalf_of: self.on_behalf_of.as_deref().map(str::to_owned),
             kind: self.kind,
             credential: self.credential.to_string(),
             endpoint: self.endpoint.to_string(),
@@ -121,6 +146,7 @@ impl Session {
             last_seen: from_secs(self.last_seen.load(Ordering::Relaxed)),
             expires: self.expires(),
             state: self.state(SystemTime::now()),
+            ended: None,
         }
     }
 
@@ -141,6 +167,9 @@ pub struct SessionInfo {
     pub id: String,
     /// Principal id.
     pub principal: String,
+    /// The user the principal acts for (an agent's delegation), part of the session's key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
     /// User or agent.
     pub kind: PrincipalKind,
     /// Credential id (never the secret).
@@ -158,6 +187,10 @@ pub struct SessionInfo {
     pub expires: Option<SystemTime>,
     /// State.
     pub state: SessionState,
+    /// When it stopped being active, where the journal knows (revocation, expiry, its
+    /// gateway process stopping).
+    #[serde(serialize_with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    pub ended: Option<SystemTime>,
 }
 
 fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -224,6 +257,12 @@ struct Inner {
     store: Option<super::AccessStore>,
     #[cfg(feature = "sqlite")]
     seen_version: AtomicU64,
+    /// This process's row in the store's `gateways` table: the owner of the sessions it
+    /// journals, so `sessions list` can tell when they ended with it.
+    #[cfg(feature = "sqlite")]
+    gateway: Option<Arc<str>>,
+    #[cfg(feature = "sqlite")]
+    heartbeat: AtomicU64,
 }
 
 impl std::fmt::Debug for Inner {
@@ -244,6 +283,10 @@ impl std::fmt::Debug for Inner {
 
 /// How often `last_seen` reaches the journal.
 const TOUCH_EVERY_SECS: u64 = 60;
+/// How often a serving process tells the store it still runs (read only where the
+/// process cannot be checked directly: another machine, or not Linux).
+#[cfg(feature = "sqlite")]
+const HEARTBEAT_EVERY_SECS: u64 = 10;
 
 impl Sessions {
     /// Sessions kept in memory only.
@@ -258,9 +301,12 @@ impl Sessions {
     /// When the store cannot be read.
     #[cfg(feature = "sqlite")]
     pub fn with_store(store: super::AccessStore) -> Result<Self, super::StoreError> {
+        let gateway = store.register_gateway()?;
         let this = Self {
             inner: Arc::new(Inner {
                 store: Some(store),
+                gateway: Some(gateway.into()),
+                heartbeat: AtomicU64::new(secs(SystemTime::now())),
                 ..Inner::default()
             }),
         };
@@ -282,10 +328,9 @@ impl Sessions {
         };
         let mut event = crate::audit::AuditEvent::new(kind);
         event.session = Some(session.id.0.to_string());
-        event.principal = Some(crate::audit::AuditPrincipal::new(
-            session.principal_id.to_string(),
-            session.kind,
-        ));
+        let mut who = crate::audit::AuditPrincipal::new(session.principal_id.to_string(), session.kind);
+        who.on_behalf_of = session.on_behalf_of.as_deref().map(str::to_owned);
+        event.principal = Some(who);
         event.endpoint = Some(session.endpoint.to_string());
         event.rule = Some(session.credential.to_string());
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -319,6 +364,7 @@ impl Sessions {
             return Err(SessionRefused::Expired);
         }
         let mut state = self.lock();
+        let mut replaced = None;
         let issued_after = |t: SystemTime| credential.issued_at.is_some_and(|i| i > t);
         if let Some(t) = state.revoked_credentials.get(&credential.id)
             && !issued_after(*t)
@@ -331,10 +377,17 @@ impl Sessions {
             return Err(SessionRefused::Revoked);
         }
         if let Some(s) = state.by_key.get(&key).cloned() {
-            if s.closed.is_cancelled() || s.principal_id.as_ref() != principal.id() {
+            if s.closed.is_cancelled() || s.chain() != principal.chain() {
                 // Revoked, or closed at expiry/shutdown: a fresh credential opens anew.
+                // A credential id never names two delegation chains (front doors put
+                // the whole chain in it); should one ever do, the old session ends
+                // rather than serve another chain.
                 state.by_key.remove(&key);
                 state.by_id.remove(&s.id.0);
+                if !s.closed.is_cancelled() {
+                    s.closed.cancel();
+                    replaced = Some(s);
+                }
             } else {
                 if credential.expires_at > s.expires() {
                     *s.expires.lock().unwrap_or_else(PoisonError::into_inner) = credential.expires_at;
@@ -347,6 +400,7 @@ impl Sessions {
         let session = Arc::new(Session {
             id: SessionId(new_id().into()),
             principal_id: principal.id().into(),
+            on_behalf_of: principal.on_behalf_of().map(Into::into),
             kind: principal.kind(),
             credential: credential.id.clone(),
             endpoint: endpoint.into(),
@@ -361,12 +415,24 @@ impl Sessions {
         state.by_id.insert(session.id.0.clone(), session.clone());
         drop(state);
         #[cfg(feature = "sqlite")]
-        if let Some(store) = &self.inner.store
-            && let Err(e) = store.insert_session(&session.info())
-        {
-            tracing::warn!(error = %crate::upstream::error_chain(&e), "could not journal a new session");
+        if let Some(store) = &self.inner.store {
+            if let Some(old) = &replaced {
+                let _ = store.end_session(&old.id.0, now);
+            }
+            if let Err(e) = store.insert_session(&session.info(), self.inner.gateway.as_deref()) {
+                tracing::warn!(error = %crate::upstream::error_chain(&e), "could not journal a new session");
+            }
         }
-        tracing::info!(session = %session.id, principal = %session.principal_id, endpoint, "session opened");
+        if let Some(old) = &replaced {
+            tracing::warn!(session = %old.id, "session replaced: its credential now names another principal");
+        }
+        tracing::info!(
+            session = %session.id,
+            principal = %session.principal_id,
+            on_behalf_of = session.on_behalf_of.as_deref(),
+            endpoint,
+            "session opened"
+        );
         self.record(&session, crate::audit::EventKind::SessionCreated);
         Ok(session)
     }
@@ -534,7 +600,7 @@ impl Sessions {
     }
 
     /// Runs [`Self::sync`] and [`Self::close_expired`] every `period` until `stop` is
-    /// cancelled; then closes every session.
+    /// cancelled; then closes every session (journalled as ended).
     pub async fn maintain(self, period: Duration, stop: CancellationToken) {
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -546,11 +612,42 @@ impl Sessions {
                         tracing::warn!(error = %crate::upstream::error_chain(&e), "could not read revocations");
                     }
                     self.close_expired();
+                    self.heartbeat();
                 }
             }
         }
-        self.inner.shutdown.cancel();
+        self.close_all();
     }
+
+    /// Closes every session now (the gateway is stopping): each is journalled as ended.
+    pub fn close_all(&self) {
+        self.inner.shutdown.cancel();
+        #[cfg(feature = "sqlite")]
+        if let (Some(store), Some(gateway)) = (&self.inner.store, &self.inner.gateway)
+            && let Err(e) = store.end_gateway(gateway, SystemTime::now())
+        {
+            tracing::warn!(error = %crate::upstream::error_chain(&e), "could not journal the end of the sessions");
+        }
+    }
+
+    #[cfg(feature = "sqlite")]
+    fn heartbeat(&self) {
+        let (Some(store), Some(gateway)) = (&self.inner.store, &self.inner.gateway) else {
+            return;
+        };
+        let now = secs(SystemTime::now());
+        let before = self.inner.heartbeat.load(Ordering::Relaxed);
+        if now.saturating_sub(before) >= HEARTBEAT_EVERY_SECS {
+            self.inner.heartbeat.store(now, Ordering::Relaxed);
+            if let Err(e) = store.heartbeat(gateway, from_secs(now)) {
+                tracing::warn!(error = %crate::upstream::error_chain(&e), "could not record that the gateway runs");
+            }
+        }
+    }
+
+    #[cfg(not(feature = "sqlite"))]
+    #[allow(clippy::unused_self, reason = "the same call with or without a store")]
+    fn heartbeat(&self) {}
 }
 
 fn new_id() -> String {
@@ -564,7 +661,7 @@ fn new_id() -> String {
     }
     let mut s = String::with_capacity(34);
     s.push_str("s_");
-    s.push_str(&crate::audit::hex(&b));
+    s.push_str(&crate::hex::encode(&b));
     s
 }
 
@@ -653,6 +750,26 @@ mod tests {
                 ("bob".into(), SessionExpired)
             ]
         );
+    }
+
+    #[test]
+    fn a_session_is_bound_to_the_whole_delegation_chain() {
+        let s = Sessions::new();
+        let for_alice = Arc::new(Principal::agent("ci-bot").acting_for("alice"));
+        let for_bob = Arc::new(Principal::agent("ci-bot").acting_for("bob"));
+        let c = ClientCredential::new("token:shared");
+        let a = s.admit(&for_alice, &c, "e").unwrap();
+        assert_eq!(
+            (a.principal_id(), a.on_behalf_of(), a.subject()),
+            ("ci-bot", Some("alice"), "alice")
+        );
+        assert_eq!(a.info().on_behalf_of.as_deref(), Some("alice"));
+        // Should a credential id ever name another chain, the session is not handed over.
+        let b = s.admit(&for_bob, &c, "e").unwrap();
+        assert_ne!(a.id(), b.id());
+        assert!(a.closed().is_cancelled());
+        assert_eq!(a.info().state, SessionState::Ended);
+        assert!(s.get(&a.id().0).is_none());
     }
 
     #[test]

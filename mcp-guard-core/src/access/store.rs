@@ -1,6 +1,7 @@
 //! The access store: API tokens and the session journal in one SQLite file, shared by
 //! the serving gateway and the `mcp-guard tokens|sessions` commands.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -87,6 +88,23 @@ fn ser_time_opt<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S:
     }
 }
 
+/// A `sessions` row with the revocation of the credential behind it.
+struct SessionRow {
+    id: String,
+    principal: String,
+    kind: String,
+    credential: String,
+    endpoint: String,
+    created: i64,
+    seen: i64,
+    expires: Option<i64>,
+    revoked: Option<i64>,
+    on_behalf_of: Option<String>,
+    gateway: Option<String>,
+    ended: Option<i64>,
+    credential_revoked: Option<i64>,
+}
+
 pub(super) struct RevokedSession {
     pub(super) id: String,
     pub(super) credential: String,
@@ -118,10 +136,106 @@ CREATE TABLE IF NOT EXISTS sessions (
     created_ms INTEGER NOT NULL,
     last_seen_ms INTEGER NOT NULL,
     expires_ms INTEGER,
-    revoked_ms INTEGER
+    revoked_ms INTEGER,
+    on_behalf_of TEXT,
+    gateway TEXT,
+    ended_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS sessions_revoked ON sessions(revoked_ms) WHERE revoked_ms IS NOT NULL;
+CREATE TABLE IF NOT EXISTS gateways (
+    id TEXT PRIMARY KEY,
+    boot_id TEXT,
+    pid INTEGER NOT NULL,
+    process_start TEXT,
+    started_ms INTEGER NOT NULL,
+    heartbeat_ms INTEGER NOT NULL,
+    stopped_ms INTEGER
+);
 ";
+
+/// Columns added to `sessions` after its first release, with their types.
+const SESSION_COLUMNS: [(&str, &str); 3] = [
+    ("on_behalf_of", "TEXT"),
+    ("gateway", "TEXT"),
+    ("ended_ms", "INTEGER"),
+];
+
+/// Brings a store written by an earlier version up to date, in one write transaction
+/// (two processes opening an old store at once do it once).
+fn migrate(c: &Connection) -> rusqlite::Result<()> {
+    c.execute_batch("BEGIN IMMEDIATE")?;
+    let result = (|| {
+        let have: Vec<String> = c
+            .prepare("SELECT name FROM pragma_table_info('sessions')")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (name, ty) in SESSION_COLUMNS {
+            if !have.iter().any(|h| h == name) {
+                c.execute_batch(&format!("ALTER TABLE sessions ADD COLUMN {name} {ty}"))?;
+            }
+        }
+        c.execute_batch(
+            "CREATE INDEX IF NOT EXISTS sessions_open ON sessions(gateway) WHERE ended_ms IS NULL",
+        )
+    })();
+    match result {
+        Ok(()) => c.execute_batch("COMMIT"),
+        Err(e) => {
+            let _ = c.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// A gateway whose heartbeat is older than this is taken to be gone (used only where
+/// the process cannot be looked at: another machine, or no `/proc`).
+const GATEWAY_STALE: Duration = Duration::from_mins(1);
+
+/// This machine's boot id (Linux): with a pid and the process's start time, it names
+/// one process for good, so `sessions list` can check whether a gateway still runs.
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+/// A process's start time in clock ticks after boot (`/proc/<pid>/stat`, field 22),
+/// which tells a reused pid from the process that had it.
+fn process_start(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields go on after the last ')'.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    rest.split(' ').nth(19).map(str::to_owned)
+}
+
+/// A serving gateway as the store knows it.
+struct GatewayRow {
+    boot_id: Option<String>,
+    pid: u32,
+    process_start: Option<String>,
+    heartbeat: SystemTime,
+    stopped: Option<SystemTime>,
+}
+
+impl GatewayRow {
+    /// When the gateway stopped, or `None` while it runs. A process that died without
+    /// saying so is reported at its last heartbeat.
+    fn gone_at(&self, now: SystemTime, here: Option<&str>) -> Option<SystemTime> {
+        if self.stopped.is_some() {
+            return self.stopped;
+        }
+        let alive = match (&self.boot_id, &self.process_start) {
+            (Some(boot), Some(start)) if Some(boot.as_str()) == here => {
+                process_start(self.pid).as_ref() == Some(start)
+            }
+            _ => now
+                .duration_since(self.heartbeat)
+                .map_or(true, |d| d < GATEWAY_STALE),
+        };
+        (!alive).then_some(self.heartbeat)
+    }
+}
 
 pub(super) fn ms(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
@@ -160,6 +274,7 @@ impl AccessStore {
         conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         conn.execute_batch(super::oauth::SCHEMA).map_err(err)?;
+        migrate(&conn).map_err(err)?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
@@ -315,19 +430,30 @@ impl AccessStore {
     /// # Errors
     /// When the store cannot be written.
     pub fn revoke_token(&self, id: &str) -> Result<bool, StoreError> {
-        let n = self.with(|c| {
-            c.execute(
+        let now = ms(SystemTime::now());
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            let n = tx.execute(
                 "UPDATE tokens SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL",
-                params![id, ms(SystemTime::now())],
-            )
-        })?;
-        Ok(n > 0)
+                params![id, now],
+            )?;
+            if n > 0 {
+                // Its sessions end with it, in the journal too.
+                tx.execute(
+                    "UPDATE sessions SET revoked_ms = ?2 WHERE credential = 'token:' || ?1 \
+                     AND revoked_ms IS NULL AND ended_ms IS NULL AND (expires_ms IS NULL OR expires_ms > ?2)",
+                    params![id, now],
+                )?;
+            }
+            tx.commit()?;
+            Ok(n > 0)
+        })
     }
 
-    pub(super) fn insert_session(&self, s: &SessionInfo) -> Result<(), StoreError> {
+    pub(super) fn insert_session(&self, s: &SessionInfo, gateway: Option<&str>) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
-                "INSERT OR REPLACE INTO sessions (id, principal, kind, credential, endpoint, created_ms, last_seen_ms, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT OR REPLACE INTO sessions (id, principal, kind, credential, endpoint, created_ms, last_seen_ms, expires_ms, on_behalf_of, gateway) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     s.id,
                     s.principal,
@@ -336,8 +462,65 @@ impl AccessStore {
                     s.endpoint,
                     ms(s.created),
                     ms(s.last_seen),
-                    s.expires.map(ms)
+                    s.expires.map(ms),
+                    s.on_behalf_of,
+                    gateway
                 ],
+            )
+        })
+        .map(drop)
+    }
+
+    /// Records this process as a serving gateway (the owner of the sessions it
+    /// journals): its id.
+    pub(super) fn register_gateway(&self) -> Result<String, StoreError> {
+        let mut b = [0u8; 8];
+        getrandom::getrandom(&mut b).map_err(|_| StoreError::Random)?;
+        let id = format!("g_{}", crate::hex::encode(&b));
+        let now = ms(SystemTime::now());
+        let pid = std::process::id();
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO gateways (id, boot_id, pid, process_start, started_ms, heartbeat_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                params![id, boot_id(), pid, process_start(pid), now],
+            )
+        })?;
+        Ok(id)
+    }
+
+    /// Records that `gateway` still runs.
+    pub(super) fn heartbeat(&self, gateway: &str, at: SystemTime) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE gateways SET heartbeat_ms = ?2 WHERE id = ?1",
+                params![gateway, ms(at)],
+            )
+        })
+        .map(drop)
+    }
+
+    /// Records that `gateway` stopped: its open sessions ended.
+    pub(super) fn end_gateway(&self, gateway: &str, at: SystemTime) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            tx.execute(
+                "UPDATE sessions SET ended_ms = ?2 WHERE gateway = ?1 AND ended_ms IS NULL",
+                params![gateway, ms(at)],
+            )?;
+            tx.execute(
+                "UPDATE gateways SET stopped_ms = ?2, heartbeat_ms = ?2 WHERE id = ?1",
+                params![gateway, ms(at)],
+            )?;
+            tx.commit()
+        })
+    }
+
+    /// Records that one session ended (replaced).
+    pub(super) fn end_session(&self, id: &str, at: SystemTime) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE sessions SET ended_ms = ?2 WHERE id = ?1 AND ended_ms IS NULL",
+                params![id, ms(at)],
             )
         })
         .map(drop)
@@ -367,72 +550,108 @@ impl AccessStore {
         Ok(n > 0)
     }
 
-    /// Every journalled session, newest first (expired and revoked included).
+    /// Every journalled session, newest first, each in the state it is in now:
+    /// revoked (the session, or the token or grant behind it), expired, ended (its
+    /// gateway process stopped or is gone), or active; where it is not active, the
+    /// earliest of these says which and when.
     ///
     /// # Errors
     /// When the store cannot be read.
     pub fn list_sessions(&self) -> Result<Vec<SessionInfo>, StoreError> {
-        type Row = (
-            String,
-            String,
-            String,
-            String,
-            String,
-            i64,
-            i64,
-            Option<i64>,
-            Option<i64>,
-        );
-        let rows: Vec<Row> = self.with(|c| {
+        let gateways = self.gateways()?;
+        let rows: Vec<SessionRow> = self.with(|c| {
             c.prepare(
-                "SELECT id, principal, kind, credential, endpoint, created_ms, last_seen_ms, expires_ms, revoked_ms FROM sessions ORDER BY created_ms DESC, id",
+                "SELECT s.id, s.principal, s.kind, s.credential, s.endpoint, s.created_ms, s.last_seen_ms, \
+                 s.expires_ms, s.revoked_ms, s.on_behalf_of, s.gateway, s.ended_ms, \
+                 CASE WHEN s.credential LIKE 'token:%' THEN t.revoked_ms ELSE g.revoked_ms END \
+                 FROM sessions s \
+                 LEFT JOIN tokens t ON s.credential LIKE 'token:%' AND t.id = substr(s.credential, 7) \
+                 LEFT JOIN oauth_grants g ON s.credential LIKE 'grant:%' AND g.id = substr(s.credential, 7) \
+                 ORDER BY s.created_ms DESC, s.id",
             )?
             .query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                    r.get(8)?,
-                ))
+                Ok(SessionRow {
+                    id: r.get(0)?,
+                    principal: r.get(1)?,
+                    kind: r.get(2)?,
+                    credential: r.get(3)?,
+                    endpoint: r.get(4)?,
+                    created: r.get(5)?,
+                    seen: r.get(6)?,
+                    expires: r.get(7)?,
+                    revoked: r.get(8)?,
+                    on_behalf_of: r.get(9)?,
+                    gateway: r.get(10)?,
+                    ended: r.get(11)?,
+                    credential_revoked: r.get(12)?,
+                })
             })?
             .collect()
         })?;
         let now = SystemTime::now();
+        let here = boot_id();
         Ok(rows
             .into_iter()
-            .map(
-                |(id, principal, kind, credential, endpoint, created, seen, expires, revoked)| {
-                    let expires = expires.map(from_ms);
-                    let state = if revoked.is_some() {
-                        SessionState::Revoked
-                    } else if expires.is_some_and(|e| e <= now) {
-                        SessionState::Expired
+            .map(|r| {
+                let expires = r.expires.map(from_ms);
+                let revoked = match (r.revoked, r.credential_revoked) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+                .map(from_ms);
+                let ended = r.ended.map(from_ms).or_else(|| {
+                    r.gateway
+                        .as_deref()
+                        .and_then(|g| gateways.get(g))
+                        .and_then(|g| g.gone_at(now, here.as_deref()))
+                });
+                let (ended, state) = [
+                    (revoked, SessionState::Revoked),
+                    (expires.filter(|e| *e <= now), SessionState::Expired),
+                    (ended, SessionState::Ended),
+                ]
+                .into_iter()
+                .filter_map(|(t, state)| t.map(|t| (t, state)))
+                .min_by_key(|(t, _)| *t)
+                .map_or((None, SessionState::Active), |(t, state)| (Some(t), state));
+                SessionInfo {
+                    id: r.id,
+                    principal: r.principal,
+                    on_behalf_of: r.on_behalf_of,
+                    kind: if r.kind == "agent" {
+                        PrincipalKind::Agent
                     } else {
-                        SessionState::Active
-                    };
-                    SessionInfo {
-                        id,
-                        principal,
-                        kind: if kind == "agent" {
-                            PrincipalKind::Agent
-                        } else {
-                            PrincipalKind::User
-                        },
-                        credential,
-                        endpoint,
-                        created: from_ms(created),
-                        last_seen: from_ms(seen),
-                        expires,
-                        state,
-                    }
-                },
-            )
+                        PrincipalKind::User
+                    },
+                    credential: r.credential,
+                    endpoint: r.endpoint,
+                    created: from_ms(r.created),
+                    last_seen: from_ms(r.seen),
+                    expires,
+                    state,
+                    ended,
+                }
+            })
             .collect())
+    }
+
+    fn gateways(&self) -> Result<HashMap<String, GatewayRow>, StoreError> {
+        self.with(|c| {
+            c.prepare("SELECT id, boot_id, pid, process_start, heartbeat_ms, stopped_ms FROM gateways")?
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        GatewayRow {
+                            boot_id: r.get(1)?,
+                            pid: r.get(2)?,
+                            process_start: r.get(3)?,
+                            heartbeat: from_ms(r.get(4)?),
+                            stopped: r.get::<_, Option<i64>>(5)?.map(from_ms),
+                        },
+                    ))
+                })?
+                .collect()
+        })
     }
 
     /// SQLite's `data_version`: changes when another connection commits.
@@ -550,5 +769,124 @@ mod tests {
             SessionRefused::Revoked
         );
         assert_eq!(cli.list_sessions().unwrap()[0].state, SessionState::Revoked);
+    }
+
+    fn state_of(store: &AccessStore, id: &str) -> SessionState {
+        store
+            .list_sessions()
+            .unwrap()
+            .into_iter()
+            .find(|s| s.id == id)
+            .unwrap()
+            .state
+    }
+
+    #[tokio::test]
+    async fn listed_states_follow_tokens_expiry_and_the_owning_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.db");
+        let serving = Sessions::with_store(AccessStore::open(&path).unwrap()).unwrap();
+        let cli = AccessStore::open(&path).unwrap();
+        let carol = Principal::user("carol");
+        let (rec, _) = cli.issue_token(&carol, None, None).unwrap();
+        let by_token = serving
+            .admit(
+                &Arc::new(carol.clone()),
+                &ClientCredential::new(format!("token:{}", rec.id)),
+                "eng",
+            )
+            .unwrap();
+        let soon = ClientCredential::new("token:short")
+            .expires_at(Some(SystemTime::now() + Duration::from_millis(30)));
+        let short = serving.admit(&Arc::new(carol.clone()), &soon, "eng").unwrap();
+        let bot = Arc::new(Principal::agent("ci-bot").acting_for("alice"));
+        let open = serving
+            .admit(&bot, &ClientCredential::new("jwt:i#alice#act:ci-bot"), "eng")
+            .unwrap();
+        assert_eq!(state_of(&cli, &by_token.id().0), SessionState::Active);
+        let listed = cli.list_sessions().unwrap();
+        let delegated = listed.iter().find(|s| s.id == open.id().0.as_ref()).unwrap();
+        assert_eq!(
+            (delegated.principal.as_str(), delegated.on_behalf_of.as_deref()),
+            ("ci-bot", Some("alice"))
+        );
+
+        // Revoking the token ends its session in the journal too.
+        assert!(cli.revoke_token(&rec.id).unwrap());
+        assert_eq!(state_of(&cli, &by_token.id().0), SessionState::Revoked);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(state_of(&cli, &short.id().0), SessionState::Expired);
+
+        // The gateway stops: what was open has ended; what ended before keeps its state.
+        serving.close_all();
+        assert!(open.closed().is_cancelled());
+        assert_eq!(state_of(&cli, &open.id().0), SessionState::Ended);
+        assert_eq!(state_of(&cli, &by_token.id().0), SessionState::Revoked);
+        assert_eq!(state_of(&cli, &short.id().0), SessionState::Expired);
+    }
+
+    #[test]
+    fn sessions_of_a_gateway_that_died_without_a_word_are_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.db");
+        let store = AccessStore::open(&path).unwrap();
+        let alive = Sessions::with_store(AccessStore::open(&path).unwrap()).unwrap();
+        let s = alive
+            .admit(
+                &Arc::new(Principal::user("a")),
+                &ClientCredential::new("token:a"),
+                "e",
+            )
+            .unwrap();
+        assert_eq!(
+            state_of(&store, &s.id().0),
+            SessionState::Active,
+            "this process runs"
+        );
+        let now = ms(SystemTime::now());
+        let old = ms(SystemTime::now() - Duration::from_mins(5));
+        store
+            .with(|c| {
+                // On this machine, a process that is not (or no longer) there; elsewhere,
+                // one fresh and one silent heartbeat.
+                c.execute_batch(&format!(
+                    "INSERT INTO gateways (id, boot_id, pid, process_start, started_ms, heartbeat_ms) VALUES \
+                     ('g_gone', '{boot}', {pid}, 'not-its-start', {old}, {old}), \
+                     ('g_far', 'another-machine', 1, '1', {old}, {now}), \
+                     ('g_silent', 'another-machine', 1, '1', {old}, {old}); \
+                     INSERT INTO sessions (id, principal, kind, credential, endpoint, created_ms, last_seen_ms, gateway) VALUES \
+                     ('s_gone', 'a', 'user', 'token:b', 'e', {old}, {old}, 'g_gone'), \
+                     ('s_far', 'a', 'user', 'token:c', 'e', {old}, {old}, 'g_far'), \
+                     ('s_silent', 'a', 'user', 'token:d', 'e', {old}, {old}, 'g_silent');",
+                    boot = boot_id().unwrap_or_default(),
+                    pid = std::process::id(),
+                ))
+            })
+            .unwrap();
+        if boot_id().is_some() {
+            assert_eq!(state_of(&store, "s_gone"), SessionState::Ended);
+        }
+        assert_eq!(state_of(&store, "s_far"), SessionState::Active);
+        assert_eq!(state_of(&store, "s_silent"), SessionState::Ended);
+    }
+
+    #[test]
+    fn a_store_of_the_previous_version_gains_the_new_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.db");
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE sessions (id TEXT PRIMARY KEY, principal TEXT NOT NULL, kind TEXT NOT NULL, \
+             credential TEXT NOT NULL, endpoint TEXT NOT NULL, created_ms INTEGER NOT NULL, \
+             last_seen_ms INTEGER NOT NULL, expires_ms INTEGER, revoked_ms INTEGER); \
+             INSERT INTO sessions VALUES ('s_old', 'a', 'user', 'token:x', 'e', 1, 1, NULL, NULL);",
+        )
+        .unwrap();
+        drop(old);
+        let store = AccessStore::open(&path).unwrap();
+        let _again = AccessStore::open(&path).unwrap();
+        let listed = store.list_sessions().unwrap();
+        assert_eq!(listed[0].id, "s_old");
+        assert_eq!(listed[0].state, SessionState::Active, "no owner known: as it was");
     }
 }

@@ -43,7 +43,7 @@ pub fn mint_prefixed(prefix: &str) -> Result<MintedToken, getrandom::Error> {
     let mut secret = [0u8; 32];
     getrandom::getrandom(&mut id)?;
     getrandom::getrandom(&mut secret)?;
-    let id = crate::audit::hex(&id);
+    let id = crate::hex::encode(&id);
     let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
     let digest = digest(&secret);
     Ok(MintedToken {

@@ -119,23 +119,7 @@ impl MacKey {
     }
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
+use crate::hex::{decode as unhex, encode as hex};
 
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
@@ -280,6 +264,14 @@ impl<'k> Checker<'k> {
         Self { key, last: None }
     }
 
+    /// A checker that expects the record after `head` (whose last record it trusts).
+    pub(crate) fn continuing(key: Option<&'k MacKey>, head: &Head) -> Self {
+        Self {
+            key,
+            last: (head.next_seq > 1).then(|| (head.next_seq - 1, head.prev.clone())),
+        }
+    }
+
     /// The last record's seq and hash.
     pub(crate) fn last(&self) -> Option<&(u64, String)> {
         self.last.as_ref()
@@ -302,11 +294,21 @@ impl<'k> Checker<'k> {
         }
         match &self.last {
             Some((seq, hash)) => {
-                if p.seq != seq + 1 {
+                if p.seq <= *seq {
                     problems.push(format!(
-                        "seq {} follows seq {seq} (expected {}): a record was deleted, inserted or reordered",
+                        "seq {} follows seq {seq} (expected {}): the chain goes back here; the records \
+                         from here on continue an earlier point of it (a second process appending \
+                         without the trail's lock, records inserted or reordered)",
                         p.seq,
                         seq + 1
+                    ));
+                } else if p.seq != seq + 1 {
+                    problems.push(format!(
+                        "seq {} follows seq {seq} (expected {}): {} record(s) missing before it \
+                         (deleted, or written elsewhere)",
+                        p.seq,
+                        seq + 1,
+                        p.seq - seq - 1
                     ));
                 }
                 if &p.prev != hash {

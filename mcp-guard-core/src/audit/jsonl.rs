@@ -2,14 +2,14 @@
 
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write as _};
+use std::io::{self, Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
 use super::chain::{Checker, Head, MacKey, sha256_hex};
-use super::verify::{file_name, files_in};
+use super::verify::{file_name, files_in, seq_of_name};
 use super::writer::{Backend, BatchError, GroupCommit, Job};
 use super::{AuditError, AuditEvent, AuditSink, EventKind};
 
@@ -32,6 +32,10 @@ pub struct JsonLinesOptions {
     pub queue: usize,
     /// Most records committed by one write and one sync.
     pub max_batch: usize,
+    /// After writing deferred records ([`AuditSink::record_deferred`]), sync them
+    /// once this long has passed without a record that syncs anyway. Default
+    /// [`DEFAULT_IDLE_SYNC`](super::DEFAULT_IDLE_SYNC).
+    pub idle_sync: Duration,
 }
 
 impl Default for JsonLinesOptions {
@@ -43,6 +47,7 @@ impl Default for JsonLinesOptions {
             mac_key: None,
             queue: 4096,
             max_batch: 1024,
+            idle_sync: super::DEFAULT_IDLE_SYNC,
         }
     }
 }
@@ -65,6 +70,16 @@ impl Default for JsonLinesOptions {
 /// records that it did so (`"action": "recovered"`, with the number and SHA-256 of the
 /// bytes removed) before continuing the chain. Any other damage stops `open` with
 /// [`AuditError::Corrupt`]: the sink never writes onto a chain it cannot trust.
+///
+/// **Several writers** (a `serve` and a `serve --stdio` on one configuration, or two
+/// sinks in one process) share the directory safely: each batch is written under an
+/// exclusive lock on `audit.lock` in the directory (`flock`), and under that lock the
+/// sink first reads whatever the others appended since its last batch (checking each
+/// record's hash, MAC and place in the chain) and follows their rotations, so every
+/// writer continues one chain. A failed append is undone only down to where this
+/// batch began, never into another writer's records. Every process that writes a
+/// trail must lock it this way; a lock over a network filesystem is as good as that
+/// filesystem's `flock`.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -96,19 +111,15 @@ impl JsonLinesAuditSink {
     /// [`AuditError::Corrupt`] when the newest file fails verification.
     pub fn open(dir: impl AsRef<Path>, options: JsonLinesOptions) -> Result<Self, AuditError> {
         let dir = dir.as_ref().to_owned();
-        let (queue, max_batch) = (options.queue, options.max_batch);
+        let (queue, max_batch, idle_sync) = (options.queue, options.max_batch, options.idle_sync);
         let mut backend = Jsonl::open(&dir, options)?;
-        if let Some(note) = backend.recovered.take() {
-            tracing::warn!(dir = %dir.display(), %note, "audit log recovered after a crash");
-            let event = AuditEvent::new(EventKind::AuditLog {
-                action: "recovered".to_owned(),
-                detail: note,
-            });
+        if !backend.state.notes.is_empty() {
+            // Write the recovery record now, so a crash loop leaves a trace of each recovery.
             backend
-                .commit(&[Job::of(&event)?])
+                .commit(&[], true)
                 .map_err(|e| AuditError::open(&dir, io::Error::new(e.kind, e.message)))?;
         }
-        let writer = GroupCommit::spawn("mcp-guard-audit-jsonl", backend, queue, max_batch)?;
+        let writer = GroupCommit::spawn("mcp-guard-audit-jsonl", backend, queue, max_batch, idle_sync)?;
         Ok(Self { writer, dir })
     }
 
@@ -129,22 +140,52 @@ impl AuditSink for JsonLinesAuditSink {
         self.writer.submit(Job::of(event)?).await
     }
 
+    async fn record_deferred(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        self.writer.submit_deferred(Job::of(event)?).await
+    }
+
     async fn flush(&self) -> Result<(), AuditError> {
         self.writer.flush().await
     }
 }
 
+/// The lock every writer of a directory takes around each batch.
+const LOCK_FILE: &str = "audit.lock";
+
+/// The backend: the lock, and the state it protects.
 struct Jsonl {
+    lock: File,
+    state: State,
+}
+
+/// Holds the directory's lock until dropped (also on unwinding, so a panicking
+/// writer never leaves other processes waiting).
+struct Held<'a>(&'a File);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+fn hold(lock: &File) -> io::Result<Held<'_>> {
+    lock.lock()?;
+    Ok(Held(lock))
+}
+
+struct State {
     dir: PathBuf,
     options: JsonLinesOptions,
     head: Head,
     file: File,
     name: String,
+    /// Bytes of `file` read or written by this process: the chain up to `head`.
     len: u64,
     started: SystemTime,
-    recovered: Option<String>,
-    /// The rotation record to write first in the next batch.
-    pending_rotation: Option<String>,
+    /// `audit_log` records (action, detail) to write first in the next batch.
+    notes: Vec<(String, String)>,
+    /// Written to `file` and not synced yet.
+    unsynced: bool,
     /// Set after a failure that could not be undone: every later batch fails.
     poisoned: bool,
 }
@@ -153,15 +194,49 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+fn io_err(what: impl Into<String>, e: &io::Error) -> BatchError {
+    BatchError::new(what, e, e.kind())
+}
+
+fn other(message: String) -> BatchError {
+    BatchError {
+        kind: io::ErrorKind::Other,
+        message,
+    }
+}
+
+fn open_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new().read(true).append(true).open(path)
+}
+
 impl Jsonl {
     fn open(dir: &Path, options: JsonLinesOptions) -> Result<Self, AuditError> {
         std::fs::create_dir_all(dir).map_err(|e| AuditError::open(dir, e))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| AuditError::open(&lock_path, e))?;
+        let state = {
+            let _held = hold(&lock).map_err(|e| AuditError::open(&lock_path, e))?;
+            State::open(dir, options)?
+        };
+        Ok(Self { lock, state })
+    }
+}
+
+impl State {
+    fn open(dir: &Path, options: JsonLinesOptions) -> Result<Self, AuditError> {
         let files = files_in(dir).map_err(|e| AuditError::open(dir, e))?;
         let Some(last) = files.last() else {
             let name = file_name(1);
             let path = dir.join(&name);
             let file = OpenOptions::new()
                 .create_new(true)
+                .read(true)
                 .append(true)
                 .open(&path)
                 .map_err(|e| AuditError::open(&path, e))?;
@@ -174,8 +249,8 @@ impl Jsonl {
                 name,
                 len: 0,
                 started: SystemTime::now(),
-                recovered: None,
-                pending_rotation: None,
+                notes: Vec::new(),
+                unsynced: false,
                 poisoned: false,
             });
         };
@@ -199,13 +274,11 @@ impl Jsonl {
                 return Err(corrupt(p));
             }
             if first_time.is_none() {
-                first_time = parsed
-                    .as_ref()
-                    .and_then(|p| p.event.get("started_at")?.as_str().map(str::to_owned));
+                first_time = parsed.as_ref().and_then(started_at);
             }
             good += line.len();
         }
-        let mut recovered = None;
+        let mut notes = Vec::new();
         if good < bytes.len() {
             let torn = &bytes[good..];
             let file = OpenOptions::new()
@@ -215,12 +288,9 @@ impl Jsonl {
             file.set_len(good as u64)
                 .and_then(|()| file.sync_all())
                 .map_err(|e| AuditError::open(last, e))?;
-            recovered = Some(format!(
-                "removed a torn last line from {} at byte {good}: {} bytes, sha256 {}",
-                last.file_name().and_then(|n| n.to_str()).unwrap_or_default(),
-                torn.len(),
-                sha256_hex(torn)
-            ));
+            let note = torn_note(last, good, torn);
+            tracing::warn!(dir = %dir.display(), %note, "audit log recovered after a crash");
+            notes.push(("recovered".to_owned(), note));
         }
         let head = match checker.last() {
             Some((seq, hash)) => Head {
@@ -230,10 +300,7 @@ impl Jsonl {
             // An empty newest file: continue from the file before it.
             None => Self::head_before(&files, key)?,
         };
-        let file = OpenOptions::new()
-            .append(true)
-            .open(last)
-            .map_err(|e| AuditError::open(last, e))?;
+        let file = open_file(last).map_err(|e| AuditError::open(last, e))?;
         Ok(Self {
             dir: dir.to_owned(),
             options,
@@ -245,12 +312,9 @@ impl Jsonl {
                 .unwrap_or_default()
                 .to_owned(),
             len: good as u64,
-            started: first_time
-                .as_deref()
-                .and_then(crate::time::parse_rfc3339)
-                .unwrap_or_else(SystemTime::now),
-            recovered,
-            pending_rotation: None,
+            started: first_time.unwrap_or_else(SystemTime::now),
+            notes,
+            unsynced: false,
             poisoned: false,
         })
     }
@@ -280,6 +344,163 @@ impl Jsonl {
         Ok(Head::default())
     }
 
+    /// Catches up with what other writers did since this one's last batch (call it
+    /// holding the lock): reads and checks the records they appended to the current
+    /// file, cuts a torn tail a dead writer left, and moves on to the files they
+    /// started by rotation.
+    fn follow(&mut self) -> Result<(), BatchError> {
+        loop {
+            let meta = self
+                .file
+                .metadata()
+                .map_err(|e| io_err(format!("cannot read {}", self.name), &e))?;
+            let actual = meta.len();
+            if actual < self.len {
+                return Err(other(format!(
+                    "audit file {} shrank from {} to {actual} bytes while this process had it open: \
+                     something other than a writer of this trail truncated it",
+                    self.name, self.len
+                )));
+            }
+            if actual > self.len {
+                self.read_from(self.len, actual, true)?;
+            }
+            // A writer that rotated started the file named by the next seq.
+            let successor = file_name(self.head.next_seq);
+            if successor != self.name && self.exists(&successor)? {
+                self.switch_to(successor, true)?;
+                continue;
+            }
+            if unlinked(&meta) {
+                // Removed by another writer's retention after more than one rotation:
+                // continue in the newest file.
+                let files = files_in(&self.dir).map_err(|e| io_err("cannot list the audit directory", &e))?;
+                let newest = files
+                    .last()
+                    .and_then(|p| p.file_name()?.to_str().map(str::to_owned))
+                    .filter(|n| seq_of_name(n) > seq_of_name(&self.name));
+                if let Some(n) = newest {
+                    self.switch_to(n, false)?;
+                    continue;
+                }
+                let previous = self.name.clone();
+                self.start_file()?;
+                self.notes.push((
+                    "rotated".to_owned(),
+                    format!("continues {previous}, which was removed while this process wrote it"),
+                ));
+            }
+            return Ok(());
+        }
+    }
+
+    fn exists(&self, name: &str) -> Result<bool, BatchError> {
+        match std::fs::metadata(self.dir.join(name)) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_err(format!("cannot look for {name}"), &e)),
+        }
+    }
+
+    /// Makes `name` the current file and reads it; `linked`: its first record must
+    /// continue the current head.
+    fn switch_to(&mut self, name: String, linked: bool) -> Result<(), BatchError> {
+        self.sync_pending()?;
+        let path = self.dir.join(&name);
+        self.file = open_file(&path).map_err(|e| io_err(format!("cannot open {name}"), &e))?;
+        self.name = name;
+        self.len = 0;
+        self.started = SystemTime::now();
+        let end = self
+            .file
+            .metadata()
+            .map_err(|e| io_err(format!("cannot read {}", self.name), &e))?
+            .len();
+        if end > 0 {
+            self.read_from(0, end, linked)?;
+        }
+        Ok(())
+    }
+
+    /// Reads and checks the records in `from..to` of the current file; they must
+    /// continue the chain (`linked`) or at least hold together. A last line without
+    /// its newline was left by a writer that stopped mid-write (a live one holds the
+    /// lock until its line is complete or undone): it is cut off and the cut recorded.
+    fn read_from(&mut self, from: u64, to: u64, linked: bool) -> Result<(), BatchError> {
+        let name = self.name.clone();
+        let cannot = |e: &io::Error| io_err(format!("cannot read {name}"), e);
+        let mut bytes =
+            vec![0; usize::try_from(to - from).map_err(|_| other(format!("{name} is too large")))?];
+        (&self.file)
+            .seek(SeekFrom::Start(from))
+            .and_then(|_| (&self.file).read_exact(&mut bytes))
+            .map_err(|e| cannot(&e))?;
+        let key = self.options.mac_key.as_ref();
+        let mut checker = if linked {
+            Checker::continuing(key, &self.head)
+        } else {
+            Checker::new(key)
+        };
+        let mut good = 0usize;
+        let mut first_time = None;
+        for line in bytes.split_inclusive(|&b| b == b'\n') {
+            let Some(text) = line.strip_suffix(b"\n") else {
+                break;
+            };
+            let at = from + good as u64;
+            let broken = |what: String| {
+                other(format!(
+                    "audit file {name}, record at byte {at} (written by another process): {what}"
+                ))
+            };
+            let text = std::str::from_utf8(text).map_err(|_| broken("not UTF-8".to_owned()))?;
+            let (parsed, problems) = checker.check(text);
+            if let Some(p) = problems.into_iter().next() {
+                return Err(broken(p));
+            }
+            if from == 0 && first_time.is_none() {
+                first_time = parsed.as_ref().and_then(started_at);
+            }
+            good += line.len();
+        }
+        if let Some(t) = first_time {
+            self.started = t;
+        }
+        let end = from + good as u64;
+        if good < bytes.len() {
+            self.file
+                .set_len(end)
+                .and_then(|()| self.file.sync_all())
+                .map_err(|e| io_err(format!("cannot cut the torn tail of {name}"), &e))?;
+            let note = torn_note(
+                Path::new(&name),
+                usize::try_from(end).unwrap_or(usize::MAX),
+                &bytes[good..],
+            );
+            tracing::warn!(dir = %self.dir.display(), %note, "audit log: a writer stopped mid-write");
+            self.notes.push(("recovered".to_owned(), note));
+        }
+        if let Some((seq, hash)) = checker.last() {
+            self.head = Head {
+                next_seq: seq + 1,
+                prev: hash.clone(),
+            };
+        }
+        self.len = end;
+        Ok(())
+    }
+
+    /// Syncs the current file if it holds records written without a sync.
+    fn sync_pending(&mut self) -> Result<(), BatchError> {
+        if self.unsynced {
+            self.file
+                .sync_data()
+                .map_err(|e| io_err(format!("cannot sync {}", self.name), &e))?;
+            self.unsynced = false;
+        }
+        Ok(())
+    }
+
     fn due(&self) -> bool {
         self.len > 0
             && (self.len >= self.options.rotate_bytes
@@ -289,20 +510,33 @@ impl Jsonl {
                     .is_some_and(|age| self.started.elapsed().is_ok_and(|e| e >= age)))
     }
 
-    /// Starts the next file; returns the names of old files to remove once the new
-    /// file's first batch is durable.
-    fn rotate(&mut self) -> io::Result<Vec<PathBuf>> {
+    /// Creates the file named by the next seq and makes it current.
+    fn start_file(&mut self) -> Result<(), BatchError> {
+        self.sync_pending()?;
         let name = file_name(self.head.next_seq);
         let path = self.dir.join(&name);
-        let file = OpenOptions::new().create_new(true).append(true).open(&path)?;
-        sync_dir(&self.dir)?;
-        let previous = std::mem::replace(&mut self.name, name);
+        let file = OpenOptions::new()
+            .create_new(true)
+            .read(true)
+            .append(true)
+            .open(&path)
+            .and_then(|f| sync_dir(&self.dir).map(|()| f))
+            .map_err(|e| io_err("cannot start a new audit file", &e))?;
         self.file = file;
+        self.name = name;
         self.len = 0;
         self.started = SystemTime::now();
+        Ok(())
+    }
+
+    /// Starts the next file; returns the names of old files to remove once the new
+    /// file's first batch is durable.
+    fn rotate(&mut self) -> Result<Vec<PathBuf>, BatchError> {
+        let previous = self.name.clone();
+        self.start_file()?;
         let mut remove = Vec::new();
         if self.options.keep_files > 0 {
-            let files = files_in(&self.dir)?;
+            let files = files_in(&self.dir).map_err(|e| io_err("cannot list the audit directory", &e))?;
             let excess = files.len().saturating_sub(self.options.keep_files);
             remove.extend(files.into_iter().take(excess));
         }
@@ -319,32 +553,32 @@ impl Jsonl {
                 self.options.keep_files
             );
         }
-        self.pending_rotation = Some(detail);
+        self.notes.push(("rotated".to_owned(), detail));
         Ok(remove)
     }
-}
 
-impl Backend for Jsonl {
-    fn commit(&mut self, batch: &[Job]) -> Result<(), BatchError> {
+    /// One batch, holding the lock.
+    fn commit(&mut self, batch: &[Job], sync: bool) -> Result<(), BatchError> {
         if self.poisoned {
-            return Err(BatchError {
-                kind: io::ErrorKind::Other,
-                message: "audit log is unusable after an earlier write failure".to_owned(),
-            });
+            return Err(other(
+                "audit log is unusable after an earlier write failure".to_owned(),
+            ));
         }
+        self.follow()?;
         let mut remove = Vec::new();
         if self.due() {
-            remove = self
-                .rotate()
-                .map_err(|e| BatchError::new("cannot start a new audit file", &e, e.kind()))?;
+            remove = self.rotate()?;
         }
+        // Everything before `start` belongs to the chain as read or written so far
+        // (other writers' records included): an undo never goes below it.
+        let start = self.len;
         let saved = self.head.clone();
         let key = self.options.mac_key.as_ref();
         let mut buf = String::with_capacity(batch.iter().map(|j| j.event_json.len() + 256).sum());
-        if let Some(detail) = self.pending_rotation.take() {
+        for (action, detail) in &self.notes {
             let event = AuditEvent::new(EventKind::AuditLog {
-                action: "rotated".to_owned(),
-                detail,
+                action: action.clone(),
+                detail: detail.clone(),
             });
             if let Ok(json) = serde_json::to_string(&event) {
                 buf.push_str(&self.head.seal(&json, key).line);
@@ -356,30 +590,68 @@ impl Backend for Jsonl {
         let written = self
             .file
             .write_all(buf.as_bytes())
-            .and_then(|()| self.file.sync_data());
+            .and_then(|()| if sync { self.file.sync_data() } else { Ok(()) });
         if let Err(e) = written {
-            // Undo the partial append so the chain on disk and in memory agree.
+            // Undo this batch's bytes, and only those, so the chain on disk and in
+            // memory agree.
             self.head = saved;
             if self
                 .file
-                .set_len(self.len)
+                .set_len(start)
                 .and_then(|()| self.file.sync_all())
                 .is_err()
             {
                 self.poisoned = true;
             }
-            return Err(BatchError::new(
-                format!("cannot append to {}", self.name),
-                &e,
-                e.kind(),
-            ));
+            self.unsynced = false;
+            return Err(io_err(format!("cannot append to {}", self.name), &e));
         }
+        self.notes.clear();
         self.len += buf.len() as u64;
+        self.unsynced = !sync;
         for path in remove {
             if let Err(e) = std::fs::remove_file(&path) {
                 tracing::warn!(file = %path.display(), error = %e, "cannot remove an old audit file");
             }
         }
         Ok(())
+    }
+}
+
+fn started_at(p: &super::chain::Parsed) -> Option<SystemTime> {
+    p.event
+        .get("started_at")?
+        .as_str()
+        .and_then(crate::time::parse_rfc3339)
+}
+
+fn torn_note(file: &Path, at: usize, torn: &[u8]) -> String {
+    format!(
+        "removed a torn last line from {} at byte {at}: {} bytes, sha256 {}",
+        file.file_name().and_then(|n| n.to_str()).unwrap_or_default(),
+        torn.len(),
+        sha256_hex(torn)
+    )
+}
+
+#[cfg(unix)]
+fn unlinked(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    meta.nlink() == 0
+}
+
+#[cfg(not(unix))]
+fn unlinked(_: &std::fs::Metadata) -> bool {
+    false
+}
+
+impl Backend for Jsonl {
+    fn commit(&mut self, batch: &[Job], sync: bool) -> Result<(), BatchError> {
+        let _held = hold(&self.lock).map_err(|e| io_err("cannot lock the audit directory", &e))?;
+        self.state.commit(batch, sync)
+    }
+
+    fn sync(&mut self) -> Result<(), BatchError> {
+        self.state.sync_pending()
     }
 }

@@ -33,6 +33,24 @@
 //! still waits for its own record. The queue is bounded: when it is full, callers
 //! wait (backpressure), and no record is ever dropped.
 //!
+//! [`AuditSink::record_deferred`] queues a record without waiting for its sync: the
+//! writer puts it in the next batch that syncs if one comes within a millisecond,
+//! else writes it then (from there it survives the process) and the next sync makes
+//! it durable (the next awaited record, a [`flush`](AuditSink::flush), or a sync
+//! after a short idle delay).
+//!
+//! # Calls: a start record before, the outcome after
+//!
+//! A call that reaches an upstream is recorded twice, both records with the same `id`:
+//! a *start* record (`"phase":"started"`: who, what, target, redacted arguments),
+//! durable before the call is forwarded, and an *outcome* record
+//! (`"phase":"finished"`: the whole record, result and outcome included), written
+//! with [`record_deferred`](AuditSink::record_deferred). A start record without an
+//! outcome record is a call whose outcome was lost (the gateway crashed, or the disk
+//! filled) or that is still running; [`verify_paths`] and `verify_database` list them
+//! ([`VerifyReport::incomplete`]). Requests that reach no upstream (lists, refusals)
+//! keep one record without a `phase`.
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -48,7 +66,6 @@
 //! ```
 
 mod chain;
-pub(crate) use chain::hex;
 mod jsonl;
 mod memory;
 #[cfg(feature = "sqlite")]
@@ -74,6 +91,7 @@ pub use memory::MemoryAuditSink;
 pub use sqlite::{AuditQuery, QueryRow, SqliteAuditSink, SqliteOptions, query_database, verify_database};
 pub use trace::TracingAuditSink;
 pub use verify::{Finding, VerifyReport, verify_paths};
+pub use writer::DEFAULT_IDLE_SYNC;
 
 /// How a call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -100,6 +118,20 @@ pub enum Outcome {
     Cancelled,
     /// The gateway itself failed.
     GatewayError,
+    /// Refused because the call's start record could not be written: the call reached
+    /// no upstream.
+    AuditFailed,
+}
+
+/// Which record of a call this is; see [the module docs](self#calls-a-start-record-before-the-outcome-after).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Phase {
+    /// Written, and durable, before the call went to an upstream; no outcome yet.
+    Started,
+    /// The outcome of a call whose start record was written.
+    Finished,
 }
 
 /// What kind of event a record is.
@@ -120,10 +152,20 @@ pub enum EventKind {
     SessionExpired,
     /// A gateway session was revoked.
     SessionRevoked,
-    /// A client failed to authenticate.
+    /// A client failed to authenticate. The HTTP edge writes one such record per
+    /// source address and interval (`started_at`..`ended_at`), with how many refusals
+    /// it stands for.
     AuthenticationFailed {
-        /// Why (never the presented credential).
+        /// Why (never the presented credential); for several refusals, each distinct
+        /// reason with its count.
         reason: String,
+        /// Where the requests came from: an IPv4 address, an IPv6 /64, `unknown` (no
+        /// peer address), or `other` (more sources than are tracked at once).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        source: Option<String>,
+        /// How many refused requests the record stands for (absent: one).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        count: Option<u64>,
     },
     /// An upstream's tool definitions changed.
     ToolDefinitionChanged {
@@ -152,6 +194,15 @@ pub struct AuditPrincipal {
     /// The user an agent acted for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_behalf_of: Option<String>,
+    /// The roles the principal held when policy decided (request records; absent in
+    /// records of other events and in records written before roles were recorded).
+    /// `mcp-guard check --against-audit` replays a decision with them when the new
+    /// configuration does not define the principal (a JWT or an issued token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<String>>,
+    /// The principal's attributes when policy decided (request records, with `roles`).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub attributes: std::collections::BTreeMap<String, String>,
 }
 
 impl AuditPrincipal {
@@ -161,6 +212,8 @@ impl AuditPrincipal {
             id: id.into(),
             kind,
             on_behalf_of: None,
+            roles: None,
+            attributes: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -169,11 +222,15 @@ impl AuditPrincipal {
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
 pub struct AuditEvent {
-    /// Unique id of the record.
+    /// Unique id of the event; the start and outcome records of one call share it.
     pub id: String,
     /// What happened.
     #[serde(flatten)]
     pub kind: EventKind,
+    /// For a call recorded in two records: which one this is. `None`: the event is
+    /// complete in this one record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
     /// When it started.
     #[serde(with = "rfc3339")]
     pub started_at: SystemTime,
@@ -243,6 +300,7 @@ impl AuditEvent {
         Self {
             id: new_event_id(),
             kind,
+            phase: None,
             started_at: now,
             ended_at: now,
             session: None,
@@ -298,6 +356,28 @@ pub trait AuditSink: Send + Sync {
     /// A dropped future may or may not have recorded the event.
     async fn record(&self, event: &AuditEvent) -> Result<(), AuditError>;
 
+    /// Records one event without waiting for it to become durable: a durable sink
+    /// queues it, writes it within about a millisecond (with the next record that
+    /// syncs, if one comes), and makes it durable with the next sync (the next
+    /// [`record`](Self::record) anyone waits for, [`flush`](Self::flush), or an idle
+    /// sync shortly after). The audit layer writes
+    /// the outcome of a call this way, once the call's start record is durable, so a
+    /// call waits for one sync rather than two.
+    ///
+    /// The default waits for [`record`](Self::record), which keeps the promise and
+    /// only costs time.
+    ///
+    /// # Errors
+    /// [`AuditError`] when the event cannot be queued (the sink has stopped). A write
+    /// that fails later is logged by the sink; the call it belongs to then shows as
+    /// started without an outcome.
+    ///
+    /// # Cancel safety
+    /// A dropped future may or may not have queued the event.
+    async fn record_deferred(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        self.record(event).await
+    }
+
     /// Makes everything recorded so far durable.
     ///
     /// # Errors
@@ -311,6 +391,9 @@ pub trait AuditSink: Send + Sync {
 impl<S: AuditSink + ?Sized> AuditSink for Arc<S> {
     async fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
         (**self).record(event).await
+    }
+    async fn record_deferred(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        (**self).record_deferred(event).await
     }
     async fn flush(&self) -> Result<(), AuditError> {
         (**self).flush().await
@@ -337,7 +420,7 @@ pub enum AuditError {
         source: std::io::Error,
     },
     /// The stored trail fails verification where the sink would continue it.
-    #[error("audit trail {}, record {line}, fails verification: {reason} (run `mcp-guard audit verify`; move the damaged trail away to start a new chain)", path.display())]
+    #[error("audit trail {}, record {line}: {reason}; the sink does not continue a chain that does not verify (run `mcp-guard audit verify` on it for every finding; move it aside to start a new chain)", path.display())]
     Corrupt {
         /// The file or database.
         path: std::path::PathBuf,
@@ -391,6 +474,10 @@ impl FanOut {
 impl AuditSink for FanOut {
     async fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
         let results = futures::future::join_all(self.sinks.iter().map(|s| s.record(event))).await;
+        results.into_iter().collect()
+    }
+    async fn record_deferred(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        let results = futures::future::join_all(self.sinks.iter().map(|s| s.record_deferred(event))).await;
         results.into_iter().collect()
     }
     async fn flush(&self) -> Result<(), AuditError> {

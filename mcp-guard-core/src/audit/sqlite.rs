@@ -39,7 +39,14 @@ CREATE INDEX IF NOT EXISTS audit_server    ON audit_records (server, tool, time_
 CREATE INDEX IF NOT EXISTS audit_tool      ON audit_records (tool, time_us);
 CREATE INDEX IF NOT EXISTS audit_outcome   ON audit_records (outcome, time_us);
 CREATE INDEX IF NOT EXISTS audit_session   ON audit_records (session, time_us);
+CREATE INDEX IF NOT EXISTS audit_id        ON audit_records (id);
 ";
+
+/// A row that is the start record of a call (`r`: the row's alias).
+const STARTED: &str = "(r.kind = 'request' AND r.outcome IS NULL AND COALESCE(json_extract(r.record, '$.event.phase'), '') = 'started')";
+/// The call of row `r` has an outcome record after it.
+const HAS_OUTCOME: &str =
+    "EXISTS (SELECT 1 FROM audit_records f WHERE f.id = r.id AND f.seq > r.seq AND f.outcome IS NOT NULL)";
 
 fn db_err(e: rusqlite::Error) -> AuditError {
     AuditError::Database(Box::new(e))
@@ -55,6 +62,10 @@ pub struct SqliteOptions {
     pub queue: usize,
     /// Most records committed by one transaction.
     pub max_batch: usize,
+    /// After writing deferred records ([`AuditSink::record_deferred`]), sync them
+    /// once this long has passed without a record that syncs anyway. Default
+    /// [`DEFAULT_IDLE_SYNC`](super::DEFAULT_IDLE_SYNC).
+    pub idle_sync: std::time::Duration,
 }
 
 impl Default for SqliteOptions {
@@ -63,6 +74,7 @@ impl Default for SqliteOptions {
             mac_key: None,
             queue: 4096,
             max_batch: 1024,
+            idle_sync: super::DEFAULT_IDLE_SYNC,
         }
     }
 }
@@ -76,7 +88,14 @@ impl Default for SqliteOptions {
 /// commit syncs the WAL before it returns; `record` returns after the commit that
 /// holds its record. (`NORMAL` would survive a process crash but may lose the last
 /// commits on power loss, which breaks the promise that an answered call is
-/// recorded.) Concurrent records share one transaction (group commit).
+/// recorded.) Concurrent records share one transaction (group commit). Deferred
+/// records ([`AuditSink::record_deferred`]) are committed with `synchronous = NORMAL`
+/// (written to the WAL, which a crash of the process cannot lose) and made durable by
+/// the next `FULL` commit's sync of the WAL, or by an idle sync.
+///
+/// **Several writers** (processes, or sinks in one process) may share the database:
+/// each transaction takes SQLite's write lock and continues the chain from the newest
+/// row under it.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -143,16 +162,21 @@ impl SqliteAuditSink {
                 }
             }
         };
+        let mut wal = path.clone().into_os_string();
+        wal.push("-wal");
         let backend = Sqlite {
             conn,
             head,
             key: options.mac_key,
+            wal: wal.into(),
+            full: true,
         };
         let writer = GroupCommit::spawn(
             "mcp-guard-audit-sqlite",
             backend,
             options.queue,
             options.max_batch,
+            options.idle_sync,
         )?;
         Ok(Self { writer, path })
     }
@@ -174,6 +198,10 @@ impl AuditSink for SqliteAuditSink {
         self.writer.submit(Job::of(event)?).await
     }
 
+    async fn record_deferred(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        self.writer.submit_deferred(Job::of(event)?).await
+    }
+
     async fn flush(&self) -> Result<(), AuditError> {
         self.writer.flush().await
     }
@@ -183,6 +211,10 @@ struct Sqlite {
     conn: Connection,
     head: Head,
     key: Option<MacKey>,
+    /// The write-ahead log, synced by an idle sync.
+    wal: PathBuf,
+    /// `synchronous` is `FULL` (else `NORMAL`, for deferred records only).
+    full: bool,
 }
 
 impl Sqlite {
@@ -239,13 +271,38 @@ impl Sqlite {
 }
 
 impl Backend for Sqlite {
-    fn commit(&mut self, batch: &[Job]) -> Result<(), BatchError> {
+    fn commit(&mut self, batch: &[Job], sync: bool) -> Result<(), BatchError> {
+        let failed = |e: &rusqlite::Error| {
+            BatchError::new("audit database write failed", e, std::io::ErrorKind::Other)
+        };
+        if self.full != sync {
+            self.conn
+                .pragma_update(None, "synchronous", if sync { "FULL" } else { "NORMAL" })
+                .map_err(|e| failed(&e))?;
+            self.full = sync;
+        }
         let saved = self.head.clone();
         // A failed transaction rolls back when dropped: undo the head with it.
         self.insert(batch).map_err(|e| {
             self.head = saved;
-            BatchError::new("audit database write failed", &e, std::io::ErrorKind::Other)
+            failed(&e)
         })
+    }
+
+    fn sync(&mut self) -> Result<(), BatchError> {
+        // Commits made with `NORMAL` are in the WAL file; syncing it makes them durable
+        // (a checkpoint since then has synced them into the database already).
+        match std::fs::File::open(&self.wal) {
+            Ok(f) => f
+                .sync_data()
+                .map_err(|e| BatchError::new(format!("cannot sync {}", self.wal.display()), &e, e.kind())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(BatchError::new(
+                format!("cannot open {}", self.wal.display()),
+                &e,
+                e.kind(),
+            )),
+        }
     }
 }
 
@@ -271,6 +328,13 @@ pub struct AuditQuery {
     pub until: Option<SystemTime>,
     /// At most this many (the newest), returned oldest first.
     pub limit: Option<usize>,
+    /// Only calls started without an outcome record (the gateway stopped during the
+    /// call, its outcome could not be written, or the call is still running).
+    pub incomplete: bool,
+    /// Every record. By default the start record of a call whose outcome record
+    /// exists is left out (the outcome record repeats everything it says), so each
+    /// call is one row.
+    pub all_records: bool,
 }
 
 /// One row found by [`query_database`].
@@ -289,6 +353,8 @@ pub struct QueryRow {
     pub tool: Option<String>,
     /// Outcome.
     pub outcome: Option<String>,
+    /// The start record of a call that has no outcome record.
+    pub incomplete: bool,
     /// The event as recorded.
     pub event: serde_json::Value,
 }
@@ -314,9 +380,15 @@ fn open_read_only(path: &Path) -> Result<Connection, AuditError> {
 /// it is not an audit database.
 pub fn query_database(path: &Path, q: &AuditQuery) -> Result<Vec<QueryRow>, AuditError> {
     let conn = open_read_only(path)?;
-    let mut sql = String::from(
-        "SELECT seq, principal, endpoint, server, tool, outcome, record FROM audit_records WHERE 1=1",
+    let mut sql = format!(
+        "SELECT r.seq, r.principal, r.endpoint, r.server, r.tool, r.outcome, r.record, \
+         ({STARTED} AND NOT {HAS_OUTCOME}) FROM audit_records r WHERE 1=1"
     );
+    if q.incomplete {
+        let _ = write!(sql, " AND {STARTED} AND NOT {HAS_OUTCOME}");
+    } else if !q.all_records {
+        let _ = write!(sql, " AND NOT ({STARTED} AND {HAS_OUTCOME})");
+    }
     let mut args: Vec<rusqlite::types::Value> = Vec::new();
     for (col, v) in [
         ("principal", &q.principal),
@@ -328,18 +400,18 @@ pub fn query_database(path: &Path, q: &AuditQuery) -> Result<Vec<QueryRow>, Audi
     ] {
         if let Some(v) = v {
             args.push(v.clone().into());
-            let _ = write!(sql, " AND {col} = ?{}", args.len());
+            let _ = write!(sql, " AND r.{col} = ?{}", args.len());
         }
     }
     if let Some(t) = q.since {
         args.push(micros(t).into());
-        let _ = write!(sql, " AND time_us >= ?{}", args.len());
+        let _ = write!(sql, " AND r.time_us >= ?{}", args.len());
     }
     if let Some(t) = q.until {
         args.push(micros(t).into());
-        let _ = write!(sql, " AND time_us < ?{}", args.len());
+        let _ = write!(sql, " AND r.time_us < ?{}", args.len());
     }
-    sql.push_str(" ORDER BY seq DESC");
+    sql.push_str(" ORDER BY r.seq DESC");
     if let Some(n) = q.limit {
         let _ = write!(sql, " LIMIT {n}");
     }
@@ -358,6 +430,7 @@ pub fn query_database(path: &Path, q: &AuditQuery) -> Result<Vec<QueryRow>, Audi
                 server: r.get(3)?,
                 tool: r.get(4)?,
                 outcome: r.get(5)?,
+                incomplete: r.get::<_, Option<bool>>(7)?.unwrap_or(false),
                 event,
             })
         })
@@ -375,7 +448,8 @@ fn str_at<'a>(v: &'a serde_json::Value, path: &[&str]) -> Option<&'a str> {
 /// Verifies a database written by [`SqliteAuditSink`]: the chain of records (as
 /// [`verify_paths`](super::verify_paths) does for files) and that every indexed
 /// column still says what its record says (so a row cannot be hidden from queries
-/// by editing a column).
+/// by editing a column). Calls started without an outcome record are listed in
+/// [`VerifyReport::incomplete`].
 ///
 /// # Errors
 /// [`AuditError::Open`] / [`AuditError::Database`] when the database cannot be read.
@@ -393,6 +467,7 @@ pub fn verify_database(path: &Path, key: Option<&MacKey>) -> Result<VerifyReport
         ..VerifyReport::default()
     };
     let mut checker = Checker::new(key);
+    let mut calls = super::verify::Calls::default();
     while let Some(r) = rows.next().map_err(db_err)? {
         let seq: i64 = r.get(0).map_err(db_err)?;
         let row_seq = u64::try_from(seq).ok();
@@ -460,8 +535,10 @@ pub fn verify_database(path: &Path, key: Option<&MacKey>) -> Result<VerifyReport
                 p.seq
             ));
         }
+        calls.saw(&p.event, path, None, p.seq);
         report.saw(p.seq, &p.hash);
     }
+    calls.finish(&mut report);
     if report.records == 0 {
         report.notes.push("no records".to_owned());
     }

@@ -227,3 +227,223 @@ async fn two_writers_on_one_database_keep_one_chain() {
     let report = verify_database(&path, None).unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
+
+#[tokio::test]
+async fn two_sinks_on_one_directory_keep_one_chain() {
+    // Two writers (as two processes would be) interleaving batches, with rotations.
+    let dir = tempfile::tempdir().unwrap();
+    let opts = JsonLinesOptions {
+        rotate_bytes: 4096,
+        max_batch: 4,
+        ..JsonLinesOptions::default()
+    };
+    let a = Arc::new(JsonLinesAuditSink::open(dir.path(), opts.clone()).unwrap());
+    let b = Arc::new(JsonLinesAuditSink::open(dir.path(), opts.clone()).unwrap());
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                if i % 3 == 0 {
+                    s.record_deferred(&event(i)).await
+                } else {
+                    s.record(&event(i)).await
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    Arc::into_inner(a).unwrap().close();
+    Arc::into_inner(b).unwrap().close();
+    let report = verify_paths(&[dir.path().to_owned()], None).unwrap();
+    assert!(report.is_intact(), "{:?}", report.problems);
+    assert!(report.files > 2, "rotated: {} files", report.files);
+    let ids: std::collections::HashSet<String> = lines(dir.path())
+        .iter()
+        .filter_map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]["request_id"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(ids.len(), 200, "every record, once");
+    // Either writer reopens the trail.
+    JsonLinesAuditSink::open(dir.path(), opts).unwrap().close();
+}
+
+/// A backend that remembers what it was asked to do.
+#[derive(Clone, Default)]
+struct Recording(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl writer::Backend for Recording {
+    fn commit(&mut self, batch: &[writer::Job], sync: bool) -> Result<(), writer::BatchError> {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("commit {} sync={sync}", batch.len()));
+        Ok(())
+    }
+    fn sync(&mut self) -> Result<(), writer::BatchError> {
+        self.0.lock().unwrap().push("sync".to_owned());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn deferred_records_share_the_next_sync_or_are_written_then_synced_when_idle() {
+    let log = Recording::default();
+    let w = writer::GroupCommit::spawn(
+        "test-writer",
+        log.clone(),
+        16,
+        16,
+        std::time::Duration::from_millis(200),
+    )
+    .unwrap();
+    let ops = || log.0.lock().unwrap().clone();
+    let job = |i| writer::Job::of(&event(i)).unwrap();
+    w.submit(job(1)).await.unwrap();
+    assert_eq!(ops(), ["commit 1 sync=true"]);
+    // A deferred record followed by one that syncs: usually one write and one sync for
+    // both (a loaded machine may let the deferred one's millisecond pass first).
+    w.submit_deferred(job(2)).await.unwrap();
+    w.submit(job(3)).await.unwrap();
+    let tail = ops()[1..].to_vec();
+    assert!(
+        tail == ["commit 2 sync=true"] || tail == ["commit 1 sync=false", "commit 1 sync=true"],
+        "{tail:?}"
+    );
+    // Left alone, a deferred record is written without a sync, then synced after the
+    // idle delay.
+    let before = ops().len();
+    w.submit_deferred(job(4)).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert_eq!(ops()[before..], ["commit 1 sync=false", "sync"]);
+    // A flush commits and syncs what is pending; closing does too.
+    let before = ops().len();
+    w.submit_deferred(job(5)).await.unwrap();
+    w.flush().await.unwrap();
+    let tail = ops()[before..].to_vec();
+    assert!(
+        tail == ["commit 1 sync=true"] || tail == ["commit 1 sync=false", "sync"],
+        "{tail:?}"
+    );
+    let before = ops().len();
+    w.submit_deferred(job(6)).await.unwrap();
+    w.close();
+    assert_eq!(ops()[before..], ["commit 1 sync=true"]);
+}
+
+fn call(id: &str, phase: Phase) -> AuditEvent {
+    let mut e = event(0);
+    e.id = id.to_owned();
+    e.phase = Some(phase);
+    if phase == Phase::Started {
+        e.outcome = None;
+    }
+    e
+}
+
+#[tokio::test]
+async fn calls_started_without_an_outcome_are_listed_as_incomplete() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = JsonLinesAuditSink::open(dir.path(), JsonLinesOptions::default()).unwrap();
+    for e in [
+        call("done", Phase::Started),
+        call("cut-off", Phase::Started),
+        call("done", Phase::Finished),
+        event(7),
+    ] {
+        sink.record(&e).await.unwrap();
+    }
+    sink.close();
+    let report = verify_paths(&[dir.path().to_owned()], None).unwrap();
+    assert!(report.is_intact());
+    assert_eq!(report.incomplete.len(), 1, "{:?}", report.incomplete);
+    let f = &report.incomplete[0];
+    assert_eq!((f.seq, f.line), (Some(2), Some(2)));
+    assert!(
+        f.what
+            .contains("call cut-off (tools/call files/read_file by alice on endpoint eng"),
+        "{}",
+        f.what
+    );
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn the_database_lists_incomplete_calls_and_shows_each_call_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    let sink = SqliteAuditSink::open(&db, SqliteOptions::default()).unwrap();
+    sink.record(&call("done", Phase::Started)).await.unwrap();
+    sink.record(&call("cut-off", Phase::Started)).await.unwrap();
+    sink.record_deferred(&call("done", Phase::Finished))
+        .await
+        .unwrap();
+    sink.record(&event(7)).await.unwrap();
+    sink.close();
+    let report = verify_database(&db, None).unwrap();
+    assert!(report.is_intact(), "{:?}", report.problems);
+    let seqs: Vec<_> = report.incomplete.iter().map(|f| f.seq).collect();
+    assert_eq!(seqs, [Some(2)]);
+    let rows = query_database(&db, &AuditQuery::default()).unwrap();
+    let seen: Vec<_> = rows.iter().map(|r| (r.seq, r.incomplete)).collect();
+    assert_eq!(
+        seen,
+        [(2, true), (3, false), (4, false)],
+        "the finished call's start is folded"
+    );
+    let q = AuditQuery {
+        incomplete: true,
+        ..AuditQuery::default()
+    };
+    let rows = query_database(&db, &q).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].event["id"], "cut-off");
+    let q = AuditQuery {
+        all_records: true,
+        ..AuditQuery::default()
+    };
+    assert_eq!(query_database(&db, &q).unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn a_forked_trail_stops_open_with_what_it_saw() {
+    // What two writers without a shared lock left (older versions): a second record
+    // with seq 4, continuing from seq 3, after seq 5.
+    let one = tempfile::tempdir().unwrap();
+    let two = tempfile::tempdir().unwrap();
+    let sink = JsonLinesAuditSink::open(one.path(), JsonLinesOptions::default()).unwrap();
+    for i in 0..5 {
+        sink.record(&event(i)).await.unwrap();
+    }
+    sink.close();
+    let file = verify::files_in(one.path()).unwrap().pop().unwrap();
+    let first = lines(one.path());
+    std::fs::write(
+        two.path().join(file.file_name().unwrap()),
+        first[..3].join("\n") + "\n",
+    )
+    .unwrap();
+    let sink = JsonLinesAuditSink::open(two.path(), JsonLinesOptions::default()).unwrap();
+    sink.record(&event(9)).await.unwrap();
+    sink.close();
+    let forked = lines(two.path()).pop().unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .unwrap()
+        .write_all(format!("{forked}\n").as_bytes())
+        .unwrap();
+    let err = JsonLinesAuditSink::open(one.path(), JsonLinesOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("record 6: seq 4 follows seq 5 (expected 6): the chain goes back here")
+            && err.contains("a second process appending without the trail's lock"),
+        "{err}"
+    );
+    assert!(!err.to_lowercase().contains("tamper"), "{err}");
+}

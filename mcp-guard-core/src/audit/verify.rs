@@ -1,6 +1,7 @@
 //! Checking a stored audit trail: [`verify_paths`] for JSON Lines files and
 //! directories (and `verify_database` for the SQLite sink).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -51,6 +52,10 @@ pub struct VerifyReport {
     pub problems: Vec<Finding>,
     /// A last line cut short by a crash (not proof of tampering).
     pub torn_tail: Option<Finding>,
+    /// Calls with a start record and no outcome record, in chain order: the gateway
+    /// stopped during the call (crash, kill) or could not write its outcome (full
+    /// disk), or the call is still running. Not a problem of the chain.
+    pub incomplete: Vec<Finding>,
     /// Facts worth knowing that are not failures.
     pub notes: Vec<String>,
 }
@@ -77,6 +82,60 @@ impl VerifyReport {
             None => (seq, seq),
         });
         self.head = Some(hash.to_owned());
+    }
+}
+
+/// Pairs the start and outcome records of calls while a chain is read in order.
+#[derive(Debug, Default)]
+pub(crate) struct Calls {
+    started: HashMap<String, Finding>,
+}
+
+fn text_at<'a>(v: &'a serde_json::Value, path: &[&str]) -> Option<&'a str> {
+    path.iter().try_fold(v, |v, k| v.get(k))?.as_str()
+}
+
+impl Calls {
+    /// Notes one record's event.
+    pub(crate) fn saw(&mut self, event: &serde_json::Value, file: &Path, line: Option<usize>, seq: u64) {
+        let Some(id) = text_at(event, &["id"]) else {
+            return;
+        };
+        match text_at(event, &["phase"]) {
+            Some("started") => {
+                let or_dash = |path: &[&str]| text_at(event, path).unwrap_or("-");
+                let what = format!(
+                    "call {id} ({} {}/{} by {} on endpoint {}, started {}) has no outcome record: \
+                     the gateway stopped during the call or could not write its outcome, or the call is still running",
+                    or_dash(&["method"]),
+                    or_dash(&["target", "server"]),
+                    or_dash(&["target", "name"]),
+                    or_dash(&["principal", "id"]),
+                    or_dash(&["endpoint"]),
+                    or_dash(&["started_at"]),
+                );
+                self.started.insert(
+                    id.to_owned(),
+                    Finding {
+                        file: file.to_owned(),
+                        line,
+                        seq: Some(seq),
+                        what,
+                    },
+                );
+            }
+            Some("finished") => {
+                self.started.remove(id);
+            }
+            _ => {}
+        }
+    }
+
+    /// Moves the calls still without an outcome into `report`, in chain order.
+    pub(crate) fn finish(self, report: &mut VerifyReport) {
+        let mut open: Vec<Finding> = self.started.into_values().collect();
+        open.sort_by_key(|f| f.seq);
+        report.incomplete = open;
     }
 }
 
@@ -112,6 +171,8 @@ pub(crate) fn files_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// reordered one (`seq` and `prev` out of step), malformed lines, a file that
 /// does not start where its name says, and a torn last line (reported apart:
 /// [`VerifyReport::torn_tail`]). With `key`, every record must carry a valid MAC.
+/// Calls started without an outcome record are listed in
+/// [`VerifyReport::incomplete`].
 ///
 /// Removing records at the very end (or whole files at the start) leaves a valid
 /// shorter chain: compare [`VerifyReport::head`] with a value kept elsewhere to
@@ -144,12 +205,21 @@ pub fn verify_paths(paths: &[PathBuf], key: Option<&MacKey>) -> Result<VerifyRep
     }
     let mut report = VerifyReport::default();
     let mut checker = Checker::new(key);
+    let mut calls = Calls::default();
     let count = files.len();
     for (i, file) in files.iter().enumerate() {
         let bytes = std::fs::read(file).map_err(|e| AuditError::open(file, e))?;
         report.files += 1;
-        verify_file(file, &bytes, i + 1 == count, &mut checker, &mut report);
+        verify_file(
+            file,
+            &bytes,
+            i + 1 == count,
+            &mut checker,
+            &mut calls,
+            &mut report,
+        );
     }
+    calls.finish(&mut report);
     if report.records == 0 && report.torn_tail.is_none() && report.problems.is_empty() {
         report.notes.push("no records".to_owned());
     }
@@ -161,6 +231,7 @@ fn verify_file(
     bytes: &[u8],
     last_file: bool,
     checker: &mut Checker<'_>,
+    calls: &mut Calls,
     report: &mut VerifyReport,
 ) {
     let named = file.file_name().and_then(|n| n.to_str()).and_then(seq_of_name);
@@ -229,6 +300,7 @@ fn verify_file(
                     file.display()
                 ));
             }
+            calls.saw(&p.event, file, Some(line_no), p.seq);
             report.saw(p.seq, &p.hash);
         }
         first_in_file = false;

@@ -7,10 +7,17 @@
 //! `max_batch`), appends them all, syncs once and answers every caller. There is no
 //! artificial delay: while one sync runs, the next batch gathers by itself, so the
 //! added latency is bounded by one sync and batches grow with the load.
+//!
+//! A *deferred* record has no caller waiting. It waits in the writer for up to a
+//! millisecond for a record that does need a sync, and goes out in that record's
+//! batch (one write, one sync): a caller's next start record usually follows its last
+//! outcome that closely. Otherwise it is written without a sync, and the next batch
+//! that syncs covers it (one `fdatasync` or WAL sync makes everything written before
+//! it durable); when nothing comes, the writer syncs on its own after `idle_sync`.
 
 use std::io;
 use std::thread::JoinHandle;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -108,17 +115,33 @@ impl BatchError {
     }
 }
 
+/// How long a durable sink's writer waits, after writing deferred records, for a
+/// record that syncs anyway before it syncs them by itself.
+pub const DEFAULT_IDLE_SYNC: Duration = Duration::from_millis(100);
+
+/// How long deferred records wait in the writer for a record that syncs, so that both
+/// go out in one write (a caller's next start record follows its last outcome).
+const LINGER: Duration = Duration::from_millis(1);
+
 /// The storage behind a writer thread.
 pub(crate) trait Backend: Send + 'static {
-    /// Appends every job, in order, and makes them durable before returning `Ok`.
-    /// On `Err` nothing of the batch may count as recorded, and the backend must be
-    /// ready for the next batch (or refuse every later one).
-    fn commit(&mut self, batch: &[Job]) -> Result<(), BatchError>;
+    /// Appends every job, in order. With `sync`, makes them (and everything written
+    /// before) durable before returning `Ok`; without, only writes them where a crash
+    /// of this process cannot lose them. On `Err` nothing of the batch may count as
+    /// recorded, and the backend must be ready for the next batch (or refuse every
+    /// later one).
+    fn commit(&mut self, batch: &[Job], sync: bool) -> Result<(), BatchError>;
+
+    /// Makes everything written so far durable.
+    fn sync(&mut self) -> Result<(), BatchError>;
 }
 
+type Ack = oneshot::Sender<Result<(), BatchError>>;
+
 enum Msg {
-    Record(Box<Job>, oneshot::Sender<Result<(), BatchError>>),
-    Flush(oneshot::Sender<()>),
+    /// A record; `None`: deferred (nobody waits for it).
+    Record(Box<Job>, Option<Ack>),
+    Flush(Ack),
 }
 
 /// The callers' end of a writer thread.
@@ -135,45 +158,160 @@ impl std::fmt::Debug for GroupCommit {
     }
 }
 
+/// What the writer thread does between messages.
+struct Writer<B> {
+    backend: B,
+    max_batch: usize,
+    idle_sync: Duration,
+    /// Deferred records written and not yet synced.
+    unsynced: bool,
+}
+
+impl<B: Backend> Writer<B> {
+    fn run(mut self, rt: &tokio::runtime::Runtime, rx: &mut mpsc::Receiver<Msg>) {
+        // Jobs taken from the queue and not committed yet: deferred ones wait here (at
+        // most `LINGER`) for a record that syncs, so that both share one write.
+        let mut jobs = Vec::with_capacity(self.max_batch);
+        let mut deferred = 0usize;
+        let mut acks: Vec<Ack> = Vec::with_capacity(self.max_batch);
+        let mut flushes: Vec<Ack> = Vec::new();
+        let mut held_since: Option<Instant> = None;
+        let mut written_at = Instant::now();
+        loop {
+            let deadline = match held_since {
+                Some(t) => Some(t + LINGER),
+                None => self.unsynced.then(|| written_at + self.idle_sync),
+            };
+            let first = match deadline {
+                Some(d) => {
+                    let d = tokio::time::Instant::from_std(d);
+                    let Ok(m) = rt.block_on(async { tokio::time::timeout_at(d, rx.recv()).await }) else {
+                        if held_since.take().is_some() {
+                            // Nothing came to share a sync: write them now, sync later.
+                            let result = self.backend.commit(&jobs, false);
+                            log_lost(&result, deferred);
+                            if result.is_ok() {
+                                self.unsynced = true;
+                                written_at = Instant::now();
+                            }
+                            jobs.clear();
+                            deferred = 0;
+                        } else {
+                            self.sync_deferred();
+                        }
+                        continue;
+                    };
+                    m
+                }
+                None => rt.block_on(rx.recv()),
+            };
+            let Some(first) = first else { break };
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Record(job, ack) => {
+                        jobs.push(*job);
+                        match ack {
+                            Some(a) => acks.push(a),
+                            None => deferred += 1,
+                        }
+                    }
+                    Msg::Flush(ack) => flushes.push(ack),
+                }
+                if jobs.len() < self.max_batch {
+                    next = rx.try_recv().ok();
+                }
+            }
+            let sync = !acks.is_empty() || !flushes.is_empty();
+            if !sync && jobs.len() < self.max_batch {
+                held_since.get_or_insert_with(Instant::now);
+                continue;
+            }
+            held_since = None;
+            let result = if !jobs.is_empty() {
+                let r = self.backend.commit(&jobs, sync);
+                if r.is_ok() {
+                    self.unsynced = !sync;
+                    written_at = Instant::now();
+                }
+                r
+            } else if self.unsynced {
+                let r = self.backend.sync();
+                if r.is_ok() {
+                    self.unsynced = false;
+                }
+                r
+            } else {
+                Ok(())
+            };
+            log_lost(&result, deferred);
+            for ack in acks.drain(..).chain(flushes.drain(..)) {
+                let _ = ack.send(result.clone());
+            }
+            jobs.clear();
+            deferred = 0;
+        }
+        if !jobs.is_empty() {
+            let result = self.backend.commit(&jobs, true);
+            log_lost(&result, deferred);
+            if result.is_ok() {
+                self.unsynced = false;
+            }
+        }
+        if self.unsynced {
+            self.sync_deferred();
+        }
+    }
+
+    fn sync_deferred(&mut self) {
+        match self.backend.sync() {
+            Ok(()) => self.unsynced = false,
+            Err(e) => {
+                // Try again at the next batch or idle period.
+                tracing::error!(error = %e.message, "cannot sync deferred audit records");
+            }
+        }
+    }
+}
+
+/// Logs deferred records lost with a failed batch (nobody else hears of it).
+fn log_lost(result: &Result<(), BatchError>, deferred: usize) {
+    if deferred > 0
+        && let Err(e) = result
+    {
+        tracing::error!(
+            records = deferred,
+            error = %e.message,
+            "deferred audit records could not be written (a call whose outcome record is among them shows as started without an outcome)"
+        );
+    }
+}
+
 impl GroupCommit {
     pub(crate) fn spawn<B: Backend>(
         name: &str,
-        mut backend: B,
+        backend: B,
         queue: usize,
         max_batch: usize,
+        idle_sync: Duration,
     ) -> Result<Self, AuditError> {
         let (tx, mut rx) = mpsc::channel::<Msg>(queue.max(1));
-        let max_batch = max_batch.max(1);
+        let writer = Writer {
+            backend,
+            max_batch: max_batch.max(1),
+            idle_sync,
+            unsynced: false,
+        };
         let thread = std::thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || {
-                let mut jobs = Vec::with_capacity(max_batch);
-                let mut acks = Vec::with_capacity(max_batch);
-                let mut flushes = Vec::new();
-                while let Some(first) = rx.blocking_recv() {
-                    let mut next = Some(first);
-                    while let Some(msg) = next.take() {
-                        match msg {
-                            Msg::Record(job, ack) => {
-                                jobs.push(*job);
-                                acks.push(ack);
-                            }
-                            Msg::Flush(ack) => flushes.push(ack),
-                        }
-                        if jobs.len() < max_batch {
-                            next = rx.try_recv().ok();
-                        }
-                    }
-                    if !jobs.is_empty() {
-                        let result = backend.commit(&jobs);
-                        for ack in acks.drain(..) {
-                            let _ = ack.send(result.clone());
-                        }
-                        jobs.clear();
-                    }
-                    for f in flushes.drain(..) {
-                        let _ = f.send(());
-                    }
+                // A runtime of its own, for the idle-sync timeout on the queue.
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                {
+                    Ok(rt) => writer.run(&rt, &mut rx),
+                    Err(e) => tracing::error!(error = %e, "cannot start the audit writer"),
                 }
             })
             .map_err(AuditError::Io)?;
@@ -183,31 +321,44 @@ impl GroupCommit {
         })
     }
 
+    fn stopped() -> AuditError {
+        AuditError::Unavailable("audit writer has stopped".into())
+    }
+
     /// Queues `job` and waits until it is durable.
     pub(crate) async fn submit(&self, job: Job) -> Result<(), AuditError> {
         let (ack, done) = oneshot::channel();
         self.tx
-            .send(Msg::Record(Box::new(job), ack))
+            .send(Msg::Record(Box::new(job), Some(ack)))
             .await
-            .map_err(|_| AuditError::Unavailable("audit writer has stopped".into()))?;
+            .map_err(|_| Self::stopped())?;
         match done.await {
             Ok(r) => r.map_err(BatchError::into_audit),
-            Err(_) => Err(AuditError::Unavailable("audit writer has stopped".into())),
+            Err(_) => Err(Self::stopped()),
         }
     }
 
-    /// Waits until everything queued before this call is committed.
-    pub(crate) async fn flush(&self) -> Result<(), AuditError> {
-        let (ack, done) = oneshot::channel();
+    /// Queues `job` (waiting only while the queue is full) and returns: the writer
+    /// writes it and the next sync makes it durable.
+    pub(crate) async fn submit_deferred(&self, job: Job) -> Result<(), AuditError> {
         self.tx
-            .send(Msg::Flush(ack))
+            .send(Msg::Record(Box::new(job), None))
             .await
-            .map_err(|_| AuditError::Unavailable("audit writer has stopped".into()))?;
-        done.await
-            .map_err(|_| AuditError::Unavailable("audit writer has stopped".into()))
+            .map_err(|_| Self::stopped())
     }
 
-    /// Closes the queue and waits for the writer thread to finish what is queued.
+    /// Waits until everything queued before this call is committed and synced.
+    pub(crate) async fn flush(&self) -> Result<(), AuditError> {
+        let (ack, done) = oneshot::channel();
+        self.tx.send(Msg::Flush(ack)).await.map_err(|_| Self::stopped())?;
+        match done.await {
+            Ok(r) => r.map_err(BatchError::into_audit),
+            Err(_) => Err(Self::stopped()),
+        }
+    }
+
+    /// Closes the queue and waits for the writer thread to finish (and sync) what is
+    /// queued.
     pub(crate) fn close(self) {
         let Self { tx, thread } = self;
         drop(tx);

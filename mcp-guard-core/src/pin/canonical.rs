@@ -70,12 +70,7 @@ fn write_string(out: &mut String, s: &str) {
 /// `sha256:` followed by the lowercase hex SHA-256 of `text`.
 pub fn sha256_hex(text: &str) -> String {
     let digest = Sha256::digest(text.as_bytes());
-    let mut s = String::with_capacity(7 + 64);
-    s.push_str("sha256:");
-    for b in digest {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
+    format!("sha256:{}", crate::hex::encode(&digest))
 }
 
 #[cfg(test)]

@@ -331,6 +331,14 @@ impl PatternRedactor {
         PatternRedactorBuilder::default()
     }
 
+    /// Secrets only (private keys, provider API keys, bearer tokens, passwords in URLs)
+    /// and no personal data: what the gateway scrubs from every response and audit
+    /// record by default. Register the credentials you hold with
+    /// [`Self::add_known_secret`] so they are scrubbed too.
+    pub fn secrets_only() -> Self {
+        Self::builder().only(&[]).build()
+    }
+
     /// The same detectors and registry with another pseudonym key: one per gateway
     /// session, so pseudonyms are stable within a session and unrelated across sessions.
     #[must_use]

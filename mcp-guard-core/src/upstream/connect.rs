@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use rmcp::ServerHandler;
-use rmcp::model::ProtocolVersion;
-use rmcp::service::{ClientLifecycleMode, RoleClient, RunningService, serve_client_with_lifecycle};
+use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use secrecy::{ExposeSecret, SecretString};
@@ -35,15 +34,6 @@ pub trait Connector: Send + Sync + fmt::Debug {
         &self,
         client: UpstreamClient,
     ) -> Result<RunningService<RoleClient, UpstreamClient>, UpstreamError>;
-}
-
-/// The lifecycle every upstream connection uses: try `server/discover` (2026-07-28),
-/// fall back to `initialize`.
-pub(crate) fn auto_lifecycle() -> ClientLifecycleMode {
-    ClientLifecycleMode::Auto {
-        preferred_versions: vec![ProtocolVersion::V_2026_07_28],
-        legacy_version: Some(ProtocolVersion::LATEST_WITH_INITIALIZE),
-    }
 }
 
 pub(crate) fn unavailable(server: &str, e: impl Into<crate::BoxError>) -> UpstreamError {
@@ -242,12 +232,7 @@ impl Connector for StdioConnector {
             });
         }
         tracing::debug!(server, ?pid, command = %self.spec.command, "spawned stdio upstream");
-        {
-            let lifecycle = client.lifecycle();
-            serve_client_with_lifecycle(client, transport, lifecycle)
-        }
-        .await
-        .map_err(|e| unavailable(server, e))
+        client.serve(transport).await.map_err(|e| unavailable(server, e))
     }
 }
 
@@ -382,13 +367,8 @@ impl Connector for HttpConnector {
         let mut config = StreamableHttpClientTransportConfig::with_uri(self.spec.url.as_str());
         config.max_sse_event_size = client.max_response_bytes;
         config.custom_headers = headers.into_iter().filter_map(|(k, v)| Some((k?, v))).collect();
-        let transport = StreamableHttpClientTransport::with_client(http, config);
-        {
-            let lifecycle = client.lifecycle();
-            serve_client_with_lifecycle(client, transport, lifecycle)
-        }
-        .await
-        .map_err(|e| unavailable(server, e))
+        let transport = StreamableHttpClientTransport::with_client(client.watch_sessions(http), config);
+        client.serve(transport).await.map_err(|e| unavailable(server, e))
     }
 }
 
@@ -443,11 +423,12 @@ where
                 Err(e) => tracing::warn!(server = %server, error = %e, "in-process upstream failed to start"),
             }
         });
-        {
-            let lifecycle = client.lifecycle();
-            serve_client_with_lifecycle(client, client_io, lifecycle)
-        }
-        .await
-        .map_err(|e| unavailable(&self.server, e))
+        let (read, write) = tokio::io::split(client_io);
+        client
+            .serve(rmcp::transport::async_rw::AsyncRwTransport::new_client(
+                read, write,
+            ))
+            .await
+            .map_err(|e| unavailable(&self.server, e))
     }
 }

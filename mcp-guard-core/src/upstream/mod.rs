@@ -7,19 +7,23 @@
 //! falling back to `initialize`), keeps the catalogue current, notices when the server
 //! goes away and reconnects, with backoff, on the next use.
 
+mod catalogue;
 mod child;
 mod client;
 mod connect;
 pub mod oauth;
 mod per_session;
 mod placeholder;
+mod probe;
 mod recheck;
 mod rmcp_upstream;
+mod session_watch;
 mod sse;
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use rmcp::model::{
@@ -31,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::BoxError;
 
+pub use catalogue::{DEFAULT_CATALOGUE_REFRESH, MAX_LIST_PAGES, MIN_CATALOGUE_REFRESH};
 pub use child::live_processes;
 pub use client::UpstreamClient;
 pub use connect::{
@@ -42,7 +47,10 @@ pub use per_session::{
 };
 pub use placeholder::{Template, resolve_template};
 pub use recheck::{MakeInstance, RecheckCredentials};
-pub use rmcp_upstream::{DEFAULT_MAX_RESPONSE_BYTES, RmcpUpstream, UpstreamOptions, error_chain};
+pub use rmcp_upstream::{
+    DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_START_TIMEOUT, RmcpUpstream, UpstreamOptions, error_chain,
+    start_failure,
+};
 pub use sse::SseConnector;
 
 /// One upstream MCP server.
@@ -91,6 +99,63 @@ pub trait Upstream: Send + Sync + fmt::Debug {
     /// Re-reads the catalogue now and reports it as changed (another instance of the
     /// same server announced a change). The default does nothing.
     async fn refresh(&self) {}
+
+    /// The catalogue of the instance that serves requests forwarded with `forward`:
+    /// for a server with one instance per gateway session, that session's own
+    /// instance (started if it is not running), whose definitions may differ from
+    /// what [`Upstream::catalog`] lists. Tool pins are checked against it before a
+    /// call. The default is [`Upstream::catalog`].
+    ///
+    /// # Errors
+    /// As [`Upstream::catalog`].
+    async fn serving_catalog(&self, forward: &Forward) -> Result<Arc<Catalog>, UpstreamError> {
+        let _ = forward;
+        self.catalog().await
+    }
+
+    /// Like [`Upstream::serving_catalog`], but read from the server now rather than
+    /// remembered: the gateway asks before it refuses a call on what it last read.
+    /// The default re-reads with [`Upstream::refresh`].
+    ///
+    /// # Errors
+    /// As [`Upstream::catalog`]; a list the server answers with garbage, or not in
+    /// time, is [`UpstreamError::Catalogue`].
+    async fn reread_serving_catalog(&self, forward: &Forward) -> Result<Arc<Catalog>, UpstreamError> {
+        self.refresh().await;
+        self.serving_catalog(forward).await
+    }
+}
+
+/// Which protocol era the gateway speaks to an upstream (`servers.ID.protocol`).
+///
+/// The era is per connection: the gateway serves clients of either era whatever the
+/// upstream speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[non_exhaustive]
+pub enum UpstreamProtocol {
+    /// Ask `server/discover` (waiting as long as the start timeout allows); use
+    /// 2026-07-28 when the server offers it, `initialize` otherwise.
+    #[default]
+    #[serde(rename = "auto")]
+    Auto,
+    /// `initialize` (2025-11-25 and before), even when the server offers 2026-07-28:
+    /// for servers that ask their questions (elicitation, sampling) as requests to the
+    /// client, which 2026-07-28 no longer allows.
+    #[serde(rename = "legacy")]
+    Legacy,
+    /// 2026-07-28 only; a server that does not offer it fails to connect.
+    #[serde(rename = "2026-07-28")]
+    Modern,
+}
+
+impl fmt::Display for UpstreamProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Legacy => "legacy",
+            Self::Modern => "2026-07-28",
+        })
+    }
 }
 
 /// What a server offers, with its own names.
@@ -107,6 +172,52 @@ pub struct Catalog {
     pub resource_templates: Vec<ResourceTemplate>,
     /// What the server said about itself at connect time.
     pub server_info: Option<ServerPeerInfo>,
+    /// When the gateway read this catalogue from the server.
+    pub read_at: Option<Instant>,
+    /// How long the server said its lists stay fresh (the smallest `ttlMs` of its
+    /// list results), when every list gave a positive one.
+    pub fresh_for: Option<Duration>,
+    /// Tool pins by name, computed on first use.
+    pins: PinCache,
+}
+
+/// A catalogue's tool pins, computed on first use. A clone starts empty (its `tools`
+/// may be changed), so a cache never outlives the list it was computed from.
+#[derive(Default)]
+struct PinCache(OnceLock<HashMap<String, String>>);
+
+impl Clone for PinCache {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl fmt::Debug for PinCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PinCache")
+    }
+}
+
+impl Catalog {
+    /// The pin (`sha256:` of the canonical definition, see [`crate::pin`]) of the tool
+    /// named `name`, if the catalogue has it.
+    pub fn tool_pin(&self, name: &str) -> Option<&str> {
+        self.pins
+            .0
+            .get_or_init(|| {
+                self.tools
+                    .iter()
+                    .map(|t| (t.name.to_string(), crate::pin::tool_pin(t)))
+                    .collect()
+            })
+            .get(name)
+            .map(String::as_str)
+    }
+
+    /// The definition of the tool named `name`.
+    pub fn tool(&self, name: &str) -> Option<&Tool> {
+        self.tools.iter().find(|t| t.name == name)
+    }
 }
 
 /// Something that happened to an upstream.
@@ -213,6 +324,10 @@ pub struct ClientLink {
     pub capabilities: rmcp::model::ClientCapabilities,
     /// Whether the client may be sent requests (protocol revisions before 2026-07-28).
     pub accepts_requests: bool,
+    /// For a client that may not be sent requests (2026-07-28): where a question the
+    /// upstream asks as a request (elicitation, sampling, roots) goes instead, to be
+    /// put to the client as an input-required result.
+    pub questions: Option<QuestionSender>,
 }
 
 impl ClientLink {
@@ -228,9 +343,34 @@ impl ClientLink {
             request_id,
             capabilities,
             accepts_requests,
+            questions: None,
         }
     }
+
+    /// Questions the upstream asks as requests go to `sender` (for a 2026-07-28 client).
+    #[must_use]
+    pub fn questions_to(mut self, sender: QuestionSender) -> Self {
+        self.questions = Some(sender);
+        self
+    }
 }
+
+/// A question an upstream on a legacy connection asked as a request to the client
+/// (elicitation, sampling, roots) while serving a request of a 2026-07-28 client, which
+/// may not be sent requests: whoever drives that client's request asks it as an
+/// input-required result and sends the client's answer back.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Question {
+    /// What the upstream asks.
+    pub request: rmcp::model::InputRequest,
+    /// Where the client's answer goes (its result as JSON, or the error to give the
+    /// upstream).
+    pub answer: tokio::sync::oneshot::Sender<Result<serde_json::Value, rmcp::ErrorData>>,
+}
+
+/// Where an upstream's [`Question`]s go.
+pub type QuestionSender = tokio::sync::mpsc::UnboundedSender<Question>;
 
 impl fmt::Debug for ClientLink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -320,6 +460,26 @@ pub enum UpstreamError {
         /// Server id.
         server: String,
     },
+    /// The server did not complete its start (spawn or dial, and the MCP handshake)
+    /// within its start timeout.
+    #[error("upstream {server} did not answer within {} of starting", rmcp_upstream::human(*timeout))]
+    StartTimeout {
+        /// Server id.
+        server: String,
+        /// The start timeout.
+        timeout: Duration,
+    },
+    /// The server is down: its last start failed or its connection had already ended,
+    /// and the request was not sent.
+    #[error("upstream {server} is down: {reason}")]
+    Down {
+        /// Server id.
+        server: String,
+        /// Why, in the gateway's words (never text from the server).
+        reason: String,
+        /// When the gateway starts it again, if it waits before doing so.
+        retry_in: Option<Duration>,
+    },
     /// No answer in time.
     #[error("upstream {server} timed out after {timeout:?}")]
     Timeout {
@@ -354,6 +514,16 @@ pub enum UpstreamError {
         server: String,
         /// The cap, in bytes.
         limit: usize,
+    },
+    /// The server's catalogue could not be used: a list answered with something that is
+    /// not a list, a tool name given twice, pages without end, or no answer in time.
+    /// Its entries are withheld until a read succeeds.
+    #[error("upstream {server} sent an unusable catalogue: {reason}")]
+    Catalogue {
+        /// Server id.
+        server: String,
+        /// What was wrong, in words.
+        reason: String,
     },
     /// The server was switched off or shut down.
     #[error("upstream {server} is disabled")]

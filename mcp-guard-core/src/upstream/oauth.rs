@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use http::{HeaderName, HeaderValue};
 use rmcp::model::{ClientJsonRpcMessage, ClientNotification, ClientRequest, ServerResult};
-use rmcp::service::{RoleClient, RunningService, serve_client_with_lifecycle};
+use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::auth::{
     AuthClient, AuthError, AuthorizationManager, AuthorizationMetadata, AuthorizationRequest,
@@ -49,6 +49,7 @@ use super::connect::{Connector, HttpSpec, http_client, resolved_headers, unavail
 use super::placeholder::{Template, resolve_template};
 use super::{Catalog, Forward, Upstream, UpstreamClient, UpstreamError, UpstreamEvent, UpstreamStatus};
 use crate::credential::{CredentialError, CredentialKey, CredentialMode, CredentialStore, CredentialWriter};
+use crate::fetch::{FetchPolicy, FetchRefused, GuardedClient, SystemResolver};
 use crate::redact::KnownSecrets;
 
 /// The credential name a server's OAuth tokens are stored under (personal or shared).
@@ -57,6 +58,9 @@ pub const TOKENS: &str = "OAUTH_TOKENS";
 pub const NEEDS_REAUTHENTICATION: &str = "OAUTH_NEEDS_REAUTHENTICATION";
 /// The credential name of a dynamically registered client, reused by later sign-ins.
 pub const REGISTERED_CLIENT: &str = "OAUTH_CLIENT";
+/// The credential name of the authorization server the configured client secret is
+/// bound to (recorded at its first use, unless [`OAuthSpec::issuer`] pins one).
+pub const ISSUER_BINDING: &str = "OAUTH_ISSUER";
 
 /// Who obtains the token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +90,16 @@ pub struct OAuthSpec {
     pub client_metadata_url: Option<String>,
     /// The name given at dynamic client registration.
     pub client_name: String,
+    /// The authorization server's issuer, pinned: discovery that finds another one is
+    /// refused. Without it, the client secret is bound to the issuer of its first use
+    /// and tokens to the issuer that issued them.
+    pub issuer: Option<String>,
+    /// Origins besides the server's own that the operator vouches for: fetched
+    /// whatever their addresses (an authorization server on a private network).
+    pub trusted_origins: Vec<String>,
+    /// DANGEROUS: URLs the server's metadata names may be on loopback, private, CGNAT
+    /// and unique-local addresses (link-local and cloud metadata stay refused).
+    pub dangerously_allow_private_addresses: bool,
 }
 
 impl OAuthSpec {
@@ -98,6 +112,9 @@ impl OAuthSpec {
             scopes: Vec::new(),
             client_metadata_url: None,
             client_name: "mcp-guard".to_owned(),
+            issuer: None,
+            trusted_origins: Vec::new(),
+            dangerously_allow_private_addresses: false,
         }
     }
 }
@@ -147,10 +164,70 @@ pub enum OAuthError {
     /// The configuration does not allow the step (no redirect URI, no client secret...).
     #[error("{0}")]
     Config(String),
+    /// A URL the server or its authorization server named was refused by the fetch
+    /// guard (see [`crate::fetch`]).
+    #[error("{step}: {source}")]
+    Refused {
+        /// Which step.
+        step: &'static str,
+        /// What was refused, and why.
+        #[source]
+        source: FetchRefused,
+    },
+    /// The stored tokens came from another authorization server than the one the
+    /// server names now: the principal signs in again (the refresh token is not sent).
+    #[error(
+        "the server now names another authorization server ({now}; the sign-in was with {bound}): sign in again"
+    )]
+    TokensFromAnotherIssuer {
+        /// Where the tokens came from.
+        bound: String,
+        /// What discovery finds now.
+        now: String,
+    },
+    /// The configured client secret is bound to another authorization server than the
+    /// one discovered now: it is not sent.
+    #[error(
+        "server {server}: the authorization server changed from {bound} to {now}; the client secret is sent only to {bound} \
+         (if the change is intended, set servers.{server}.oauth.issuer = \"{now}\", or remove the recorded binding: \
+         mcp-guard credentials remove --server {server} --name OAUTH_ISSUER)"
+    )]
+    SecretBoundToAnotherIssuer {
+        /// The server id.
+        server: String,
+        /// The issuer the secret is bound to.
+        bound: String,
+        /// What discovery finds now.
+        now: String,
+    },
+    /// Discovery found another issuer than the one configured.
+    #[error("server {server}: the authorization server is {now}, not the configured issuer {pinned}")]
+    NotThePinnedIssuer {
+        /// The server id.
+        server: String,
+        /// `servers.ID.oauth.issuer`.
+        pinned: String,
+        /// What discovery found.
+        now: String,
+    },
 }
 
 fn step(step: &'static str) -> impl FnOnce(AuthError) -> OAuthError {
-    move |source| OAuthError::Auth { step, source }
+    move |source| match FetchRefused::find(&source) {
+        Some(r) => OAuthError::Refused {
+            step,
+            source: r.clone(),
+        },
+        None => OAuthError::Auth { step, source },
+    }
+}
+
+/// Who an authorization server is, for binding: its issuer, or (when it publishes
+/// none) its token endpoint.
+fn authority(m: &AuthorizationMetadata) -> String {
+    m.issuer
+        .clone()
+        .unwrap_or_else(|| format!("token endpoint {}", m.token_endpoint))
 }
 
 fn now_secs() -> u64 {
@@ -170,7 +247,12 @@ struct TokenStore {
     reauth: CredentialKey,
     known: Option<Arc<KnownSecrets>>,
     guard: Arc<tokio::sync::Mutex<()>>,
+    /// The authorization server tokens saved here come from (stored beside them).
+    authority: Option<String>,
 }
+
+/// The field of a stored token set naming the authorization server it came from.
+const AUTHORITY_FIELD: &str = "mcp_guard_authority";
 
 impl TokenStore {
     /// Every token handed to or obtained from rmcp joins the redactor's known secrets.
@@ -209,7 +291,11 @@ impl rmcp::transport::auth::CredentialStore for TokenStore {
 
     async fn save(&self, credentials: StoredCredentials) -> Result<(), AuthError> {
         self.scrub(&credentials);
-        let text = serde_json::to_string(&credentials).map_err(store_err)?;
+        let mut value = serde_json::to_value(&credentials).map_err(store_err)?;
+        if let (Some(a), Some(o)) = (&self.authority, value.as_object_mut()) {
+            o.insert(AUTHORITY_FIELD.to_owned(), a.clone().into());
+        }
+        let text = value.to_string();
         self.store
             .put(&self.tokens, &SecretString::from(text))
             .await
@@ -264,6 +350,8 @@ pub struct OAuthServer {
     links: RwLock<Option<Arc<dyn AuthLinks>>>,
     guards: Mutex<HashMap<Option<Arc<str>>, RefreshLock>>,
     hooks: Mutex<Vec<SignInHook>>,
+    lookup: Option<Arc<dyn reqwest::dns::Resolve>>,
+    http: std::sync::OnceLock<Result<GuardedClient, String>>,
 }
 
 /// Serialises the refreshes of one (server, principal) token set in this process.
@@ -309,7 +397,41 @@ impl OAuthServer {
             links: RwLock::new(None),
             guards: Mutex::default(),
             hooks: Mutex::default(),
+            lookup: None,
+            http: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Resolves the hosts of URLs the server and its authorization server name with
+    /// `lookup` instead of the system resolver (tests point names at addresses the
+    /// guard must refuse). Every address it returns is still checked.
+    #[must_use]
+    pub fn resolver(mut self, lookup: Arc<dyn reqwest::dns::Resolve>) -> Self {
+        self.lookup = Some(lookup);
+        self.http = std::sync::OnceLock::new();
+        self
+    }
+
+    /// The client for every OAuth request: the server's own origin and the configured
+    /// trusted origins are fetched as they are; every other URL (named by the server's
+    /// challenge, its metadata, the authorization server's metadata, a redirect) only
+    /// on public addresses, unless the dangerous opt-out is set.
+    fn guarded(&self) -> Result<GuardedClient, String> {
+        self.http
+            .get_or_init(|| {
+                let url = reqwest::Url::parse(&self.url).map_err(|e| format!("the server URL: {e}"))?;
+                let mut policy = FetchPolicy::new()
+                    .trust_origin(&url)
+                    .dangerously_allow_private(self.spec.dangerously_allow_private_addresses);
+                for o in &self.spec.trusted_origins {
+                    let o = reqwest::Url::parse(o).map_err(|e| format!("trusted origin {o:?}: {e}"))?;
+                    policy = policy.trust_origin(&o);
+                }
+                let lookup = self.lookup.clone().unwrap_or_else(|| Arc::new(SystemResolver));
+                GuardedClient::with_resolver(policy, Duration::from_secs(30), lookup)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
     }
 
     /// Runs `hook` (with the principal) after each completed sign-in: e.g. to reconnect a
@@ -374,7 +496,7 @@ impl OAuthServer {
         }
     }
 
-    fn token_store(&self, principal: Option<&str>) -> TokenStore {
+    fn token_store(&self, principal: Option<&str>, authority: Option<String>) -> TokenStore {
         let guard = self
             .guards
             .lock()
@@ -388,6 +510,7 @@ impl OAuthServer {
             reauth: self.key(principal, NEEDS_REAUTHENTICATION),
             known: self.known.clone(),
             guard,
+            authority,
         }
     }
 
@@ -514,16 +637,19 @@ impl OAuthServer {
             .map(str::to_owned)
     }
 
-    /// A manager for `principal`'s tokens with the authorization server discovered.
+    /// A manager for `principal`'s tokens with the authorization server discovered
+    /// through the fetch guard; its token and registration endpoints checked too, and
+    /// the issuer against a pinned one.
     async fn discovered(
         &self,
         principal: Option<&str>,
         challenge: Option<&str>,
     ) -> Result<(AuthorizationManager, AuthorizationMetadata), OAuthError> {
-        let mut m = AuthorizationManager::new(self.url.as_str())
-            .await
-            .map_err(step("setting up the OAuth client"))?;
-        m.set_credential_store(self.token_store(principal));
+        let http = self.guarded().map_err(OAuthError::Config)?;
+        let mut m =
+            AuthorizationManager::new_with_oauth_http_client(self.url.as_str(), Arc::new(http.clone()))
+                .await
+                .map_err(step("setting up the OAuth client"))?;
         let probed = if challenge.is_none() {
             self.challenge().await
         } else {
@@ -534,8 +660,103 @@ impl OAuthServer {
             .resolve_metadata_from_challenge(challenge)
             .await
             .map_err(step("discovering the authorization server"))?;
-        m.set_metadata(res.metadata.clone());
-        Ok((m, res.metadata))
+        let metadata = res.metadata;
+        for (what, endpoint) in [
+            ("the token endpoint", Some(&metadata.token_endpoint)),
+            (
+                "the registration endpoint",
+                metadata.registration_endpoint.as_ref(),
+            ),
+        ] {
+            let Some(endpoint) = endpoint else { continue };
+            let url = reqwest::Url::parse(endpoint)
+                .map_err(|e| OAuthError::Config(format!("{what} {endpoint:?} is not a URL: {e}")))?;
+            http.check(&url).await.map_err(|source| OAuthError::Refused {
+                step: if what == "the token endpoint" {
+                    "checking the token endpoint"
+                } else {
+                    "checking the registration endpoint"
+                },
+                source,
+            })?;
+        }
+        if let Some(pinned) = &self.spec.issuer
+            && metadata.issuer.as_deref() != Some(pinned.as_str())
+        {
+            return Err(OAuthError::NotThePinnedIssuer {
+                server: self.server.to_string(),
+                pinned: pinned.clone(),
+                now: authority(&metadata),
+            });
+        }
+        m.set_credential_store(self.token_store(principal, Some(authority(&metadata))));
+        m.set_metadata(metadata.clone());
+        Ok((m, metadata))
+    }
+
+    /// Refuses to send the configured client secret to an authorization server other
+    /// than the one it is bound to: the pinned issuer, or the one recorded at its first
+    /// use (recorded now if there is none).
+    async fn check_secret_binding(&self, metadata: &AuthorizationMetadata) -> Result<(), OAuthError> {
+        let now = authority(metadata);
+        if self.spec.issuer.is_some() {
+            // `discovered` already refused any other issuer.
+            return Ok(());
+        }
+        let key = self.key(None, ISSUER_BINDING);
+        if let Some(c) = self.store.get(&key).await? {
+            #[expect(clippy::disallowed_methods, reason = "the binding holds no secret")]
+            let v: serde_json::Value = serde_json::from_str(c.secret.expose_secret()).unwrap_or_default();
+            let bound = v["issuer"].as_str().unwrap_or_default();
+            if bound == now {
+                return Ok(());
+            }
+            let e = OAuthError::SecretBoundToAnotherIssuer {
+                server: self.server.to_string(),
+                bound: bound.to_owned(),
+                now,
+            };
+            tracing::warn!(server = %self.server, "{e}");
+            return Err(e);
+        }
+        let value = serde_json::json!({ "issuer": now, "since": now_secs() }).to_string();
+        self.store.put(&key, &SecretString::from(value)).await?;
+        tracing::info!(server = %self.server, issuer = %now, "the client secret is bound to this authorization server");
+        Ok(())
+    }
+
+    /// Refuses stored tokens that came from another authorization server than
+    /// `metadata`'s, marking `principal` as needing to sign in again (with the reason).
+    async fn check_token_binding(
+        &self,
+        principal: Option<&str>,
+        metadata: &AuthorizationMetadata,
+    ) -> Result<(), OAuthError> {
+        let Some(c) = self.store.get(&self.key(principal, TOKENS)).await? else {
+            return Ok(());
+        };
+        #[expect(clippy::disallowed_methods, reason = "reading where the token set came from")]
+        let v: serde_json::Value = serde_json::from_str(c.secret.expose_secret()).unwrap_or_default();
+        if v["token_response"].is_null() {
+            return Ok(());
+        }
+        // Token sets saved before the gateway recorded the authority carry rmcp's issuer.
+        let bound = v[AUTHORITY_FIELD]
+            .as_str()
+            .or_else(|| v["issuer"].as_str())
+            .unwrap_or("an unrecorded authorization server");
+        let now = authority(metadata);
+        if bound == now {
+            return Ok(());
+        }
+        let e = OAuthError::TokensFromAnotherIssuer {
+            bound: bound.to_owned(),
+            now,
+        };
+        tracing::warn!(server = %self.server, principal, "stored tokens not used: {e}");
+        self.mark_needs_reauthentication(principal, &e.to_string())
+            .await?;
+        Err(e)
     }
 
     async fn resolve(&self, t: Option<&Template>) -> Result<Option<SecretString>, OAuthError> {
@@ -586,6 +807,9 @@ impl OAuthServer {
     ) -> Result<ClientChoice, OAuthError> {
         if let Some(id) = self.resolve(self.spec.client_id.as_ref()).await? {
             let secret = self.resolve(self.spec.client_secret.as_ref()).await?;
+            if secret.is_some() {
+                self.check_secret_binding(metadata).await?;
+            }
             #[expect(
                 clippy::disallowed_methods,
                 reason = "rmcp takes the client id and secret as strings"
@@ -726,7 +950,8 @@ impl OAuthServer {
     /// No client id or secret, discovery or the token request failed.
     pub async fn client_credentials(&self) -> Result<(), OAuthError> {
         let cc = self.client_credentials_config().await?;
-        let (mut m, _) = self.discovered(None, None).await?;
+        let (mut m, metadata) = self.discovered(None, None).await?;
+        self.check_secret_binding(&metadata).await?;
         m.validate_client_credentials_metadata(&cc).map_err(step(
             "checking the authorization server supports client credentials",
         ))?;
@@ -744,16 +969,19 @@ impl OAuthServer {
     async fn connection_manager(&self, principal: Option<&str>) -> Result<AuthorizationManager, OAuthError> {
         let (mut m, metadata) = self.discovered(principal, None).await?;
         if self.spec.mode == OAuthMode::Shared {
+            self.check_secret_binding(&metadata).await?;
+            self.check_token_binding(principal, &metadata).await?;
             let cc = self.client_credentials_config().await?;
             m.configure_client_credentials(&cc)
                 .map_err(step("configuring client credentials"))?;
             return Ok(m);
         }
-        let store = self.token_store(principal);
+        let store = self.token_store(principal, None);
         let stored = rmcp::transport::auth::CredentialStore::load(&store)
             .await
             .map_err(step("reading the stored tokens"))?;
         let Some(stored) = stored else { return Ok(m) };
+        self.check_token_binding(principal, &metadata).await?;
         let redirect = self.redirect_uri().unwrap_or_else(|| self.url.clone());
         let secret = self.refresh_secret(&stored.client_id, &metadata).await?;
         let mut config = OAuthClientConfig::new(stored.client_id.clone(), redirect);
@@ -775,6 +1003,9 @@ impl OAuthServer {
             #[expect(clippy::disallowed_methods, reason = "comparing client ids")]
             if id.expose_secret() == client_id {
                 let secret = self.resolve(self.spec.client_secret.as_ref()).await?;
+                if secret.is_some() {
+                    self.check_secret_binding(metadata).await?;
+                }
                 #[expect(
                     clippy::disallowed_methods,
                     reason = "rmcp takes the client secret as a string"
@@ -1126,10 +1357,17 @@ impl OAuthConnector {
                 if let Some(e) = self.oauth.required_error(p, state) {
                     return Err(e);
                 }
-                Ok((
-                    self.oauth.connection_manager(Some(p)).await.map_err(fail)?,
-                    Some(p.clone()),
-                ))
+                match self.oauth.connection_manager(Some(p)).await {
+                    Ok(m) => Ok((m, Some(p.clone()))),
+                    Err(e @ OAuthError::TokensFromAnotherIssuer { .. }) => {
+                        let state = self.oauth.state(Some(p)).await.unwrap_or(PersonalState::Missing);
+                        Err(self
+                            .oauth
+                            .required_error(p, state)
+                            .unwrap_or_else(|| unavailable(server, e)))
+                    }
+                    Err(e) => Err(fail(e)),
+                }
             }
             Acting::Catalogue => {
                 let first = self
@@ -1180,12 +1418,8 @@ impl Connector for OAuthConnector {
         let mut config = StreamableHttpClientTransportConfig::with_uri(self.spec.url.as_str());
         config.max_sse_event_size = client.max_response_bytes;
         config.custom_headers = headers.into_iter().filter_map(|(k, v)| Some((k?, v))).collect();
-        let transport = StreamableHttpClientTransport::with_client(auth, config);
-        let result = {
-            let lifecycle = client.lifecycle();
-            serve_client_with_lifecycle(client, transport, lifecycle)
-        }
-        .await;
+        let transport = StreamableHttpClientTransport::with_client(client.watch_sessions(auth), config);
+        let result = client.serve(transport).await;
         match result {
             Ok(r) => Ok(r),
             Err(e) if e.auth_challenge().is_some() => match &self.acting {
@@ -1285,6 +1519,22 @@ impl Upstream for OAuthGate {
         }
     }
 
+    async fn serving_catalog(&self, forward: &Forward) -> Result<Arc<Catalog>, UpstreamError> {
+        self.check().await?;
+        match self.inner.serving_catalog(forward).await {
+            Ok(c) => Ok(c),
+            Err(e) => Err(self.explain(e).await),
+        }
+    }
+
+    async fn reread_serving_catalog(&self, forward: &Forward) -> Result<Arc<Catalog>, UpstreamError> {
+        self.check().await?;
+        match self.inner.reread_serving_catalog(forward).await {
+            Ok(c) => Ok(c),
+            Err(e) => Err(self.explain(e).await),
+        }
+    }
+
     async fn notify(&self, notification: ClientNotification) -> Result<(), UpstreamError> {
         self.inner.notify(notification).await
     }
@@ -1305,3 +1555,6 @@ impl Upstream for OAuthGate {
         self.inner.refresh().await;
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -24,7 +24,9 @@ pub type MakeUpstream = Arc<dyn Fn(&Session) -> Arc<dyn Upstream> + Send + Sync>
 pub struct SessionLimits {
     /// Instances of this server in total.
     pub max_total: usize,
-    /// Instances of this server per principal.
+    /// Instances of this server per principal; an agent acting for a user counts as its
+    /// own principal per user (the whole delegation chain), so one user's sessions
+    /// through a shared agent cannot use up another user's.
     pub max_per_principal: usize,
     /// An instance unused this long is stopped (the next call starts a new one).
     pub idle_timeout: Duration,
@@ -112,7 +114,8 @@ impl Drop for ProcessPermit {
 
 struct Instance {
     upstream: Arc<dyn Upstream>,
-    principal: Arc<str>,
+    /// The session's delegation chain (principal, user it acts for).
+    chain: (Arc<str>, Option<Arc<str>>),
     last_used: Instant,
     /// Released when the instance is dropped, after its process was stopped.
     _permit: Option<ProcessPermit>,
@@ -197,6 +200,14 @@ impl PerSessionUpstream {
         }
     }
 
+    /// The instance that serves a request forwarded with `forward`.
+    fn serving(&self, forward: &Forward) -> Result<Arc<dyn Upstream>, UpstreamError> {
+        match &forward.session {
+            Some(session) => self.instance(session),
+            None => Ok(self.sessionless.as_ref().unwrap_or(&self.catalogue).clone()),
+        }
+    }
+
     fn instance(&self, session: &Arc<Session>) -> Result<Arc<dyn Upstream>, UpstreamError> {
         let mut map = self.instances.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(i) = map.get_mut(session.id()) {
@@ -214,13 +225,16 @@ impl PerSessionUpstream {
         }
         let mine = map
             .values()
-            .filter(|i| *i.principal == *session.principal_id())
+            .filter(|i| (&*i.chain.0, i.chain.1.as_deref()) == session.chain())
             .count();
         if mine >= self.limits.max_per_principal {
+            let who = match session.on_behalf_of() {
+                Some(user) => format!("{} acting for {user}", session.principal_id()),
+                None => session.principal_id().to_owned(),
+            };
             return Err(self.limit(format!(
-                "process limit reached: {} instances for principal {}",
+                "process limit reached: {} instances for principal {who}",
                 self.limits.max_per_principal,
-                session.principal_id()
             )));
         }
         let permit = match &self.budget {
@@ -238,7 +252,10 @@ impl PerSessionUpstream {
             session.id().clone(),
             Instance {
                 upstream: upstream.clone(),
-                principal: session.principal_id().into(),
+                chain: (
+                    session.principal_id().into(),
+                    session.on_behalf_of().map(Into::into),
+                ),
                 last_used: Instant::now(),
                 _permit: permit,
             },
@@ -321,6 +338,17 @@ impl Upstream for PerSessionUpstream {
 
     async fn catalog(&self) -> Result<Arc<Catalog>, UpstreamError> {
         self.catalogue.catalog().await
+    }
+
+    /// The session's own instance's catalogue (what its calls are served by), not the
+    /// catalogue instance's: a process that starts with other definitions than the one
+    /// that lists is checked on what it serves.
+    async fn serving_catalog(&self, forward: &Forward) -> Result<Arc<Catalog>, UpstreamError> {
+        self.serving(forward)?.serving_catalog(forward).await
+    }
+
+    async fn reread_serving_catalog(&self, forward: &Forward) -> Result<Arc<Catalog>, UpstreamError> {
+        self.serving(forward)?.reread_serving_catalog(forward).await
     }
 
     async fn request(&self, request: ClientRequest, forward: Forward) -> Result<ServerResult, UpstreamError> {

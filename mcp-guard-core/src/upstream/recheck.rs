@@ -188,6 +188,14 @@ impl Upstream for RecheckCredentials {
         self.checked().await?.request(request, forward).await
     }
 
+    async fn serving_catalog(&self, forward: &Forward) -> Result<Arc<Catalog>, UpstreamError> {
+        self.checked().await?.serving_catalog(forward).await
+    }
+
+    async fn reread_serving_catalog(&self, forward: &Forward) -> Result<Arc<Catalog>, UpstreamError> {
+        self.checked().await?.reread_serving_catalog(forward).await
+    }
+
     async fn notify(&self, notification: ClientNotification) -> Result<(), UpstreamError> {
         let cur = self
             .current

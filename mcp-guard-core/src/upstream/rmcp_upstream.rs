@@ -13,13 +13,18 @@ use tokio::sync::broadcast;
 use super::child::{Fault, FaultSlot};
 use super::client::{InFlight, InFlightMap, LINGER, UpstreamClient};
 use super::connect::Connector;
-use super::{Catalog, Forward, Upstream, UpstreamError, UpstreamEvent, UpstreamState, UpstreamStatus};
+use super::{
+    Catalog, Forward, Upstream, UpstreamError, UpstreamEvent, UpstreamProtocol, UpstreamState, UpstreamStatus,
+};
 
 /// Timeouts and backoff of an [`RmcpUpstream`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct UpstreamOptions {
-    /// How long connecting (spawn or dial, plus the MCP handshake) may take.
+    /// How long starting may take: spawn or dial, plus the MCP handshake (for a stdio
+    /// server, also whatever its command does first, such as downloading a package).
+    /// A server that has not answered by then fails with
+    /// [`UpstreamError::StartTimeout`] and is retried after the backoff.
     pub connect_timeout: Duration,
     /// Default limit for one request; `None` waits as long as the caller does.
     pub request_timeout: Option<Duration>,
@@ -32,7 +37,18 @@ pub struct UpstreamOptions {
     /// streamable HTTP per SSE event. Above it the request fails with
     /// [`UpstreamError::ResponseTooLarge`] and a stdio connection is recycled.
     pub max_response_bytes: usize,
+    /// The protocol era to speak to the server (default [`UpstreamProtocol::Auto`]).
+    pub protocol: UpstreamProtocol,
+    /// How often the catalogue is read again while connected, whatever else prompts a
+    /// re-read (connecting, a list-changed notification, a new server session, the
+    /// expiry of the server's `ttlMs`, which can only make it sooner): a server that
+    /// changes its tools without saying so is noticed within this interval.
+    pub catalogue_refresh: Duration,
 }
+
+/// Default [`UpstreamOptions::connect_timeout`]: 60 s, long enough for a stdio
+/// server's first `npx -y` or `uvx` run to download its package.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_mins(1);
 
 /// Default [`UpstreamOptions::max_response_bytes`]: 16 MiB.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
@@ -40,11 +56,13 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 impl Default for UpstreamOptions {
     fn default() -> Self {
         Self {
-            connect_timeout: Duration::from_secs(30),
+            connect_timeout: DEFAULT_START_TIMEOUT,
             request_timeout: Some(Duration::from_mins(2)),
             backoff_initial: Duration::from_millis(250),
             backoff_max: Duration::from_secs(30),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            protocol: UpstreamProtocol::Auto,
+            catalogue_refresh: super::catalogue::DEFAULT_CATALOGUE_REFRESH,
         }
     }
 }
@@ -70,6 +88,17 @@ impl Conn {
 struct Backoff {
     failures: u32,
     next_attempt: Option<Instant>,
+    /// Why the last start failed.
+    last_failure: Option<LastFailure>,
+}
+
+/// Why the last start of an upstream failed, as a client is told while it waits out
+/// the backoff.
+enum LastFailure {
+    /// Credentials were missing (the client is told which, as at the first failure).
+    Missing(Vec<String>),
+    /// Anything else, in the gateway's words.
+    Reason(String),
 }
 
 pub(crate) struct Shared {
@@ -81,12 +110,11 @@ pub(crate) struct Shared {
     conn: RwLock<Option<Arc<Conn>>>,
     connect_lock: tokio::sync::Mutex<Backoff>,
     catalog: RwLock<Arc<Catalog>>,
+    /// One catalogue read at a time, so a slow read never overwrites a newer one.
+    catalogue_reads: tokio::sync::Mutex<()>,
     status: RwLock<UpstreamStatus>,
     generation: AtomicU64,
     stopped: AtomicBool,
-    /// Set once a server answered `server/discover` with no version in common: from
-    /// then on the gateway connects with `initialize`.
-    legacy_only: AtomicBool,
     /// Resource subscriptions held on a 2026-07-28 connection as `subscriptions/listen`
     /// streams: URI → (number of subscribers, the stream's stop token).
     resource_streams: Mutex<std::collections::HashMap<String, (usize, tokio_util::sync::CancellationToken)>>,
@@ -138,10 +166,10 @@ impl RmcpUpstream {
                 conn: RwLock::new(None),
                 connect_lock: tokio::sync::Mutex::new(Backoff::default()),
                 catalog: RwLock::new(Arc::new(Catalog::default())),
+                catalogue_reads: tokio::sync::Mutex::new(()),
                 status: RwLock::new(UpstreamStatus::now(UpstreamState::Idle)),
                 generation: AtomicU64::new(0),
                 stopped: AtomicBool::new(false),
-                legacy_only: AtomicBool::new(false),
                 resource_streams: Mutex::default(),
             }),
         }
@@ -195,41 +223,46 @@ impl Shared {
             return Ok(c);
         }
         if let Some(t) = backoff.next_attempt
-            && Instant::now() < t
+            && let Some(wait) = t.checked_duration_since(Instant::now())
         {
-            return Err(UpstreamError::Unavailable {
-                server: self.id.to_string(),
-                source: Some(format!("reconnecting in {:?}", t - Instant::now()).into()),
+            let server = self.id.to_string();
+            return Err(match &backoff.last_failure {
+                Some(LastFailure::Missing(missing)) => UpstreamError::MissingCredentials {
+                    server,
+                    missing: missing.clone(),
+                },
+                Some(LastFailure::Reason(reason)) => UpstreamError::Down {
+                    server,
+                    reason: reason.clone(),
+                    retry_in: Some(wait),
+                },
+                None => UpstreamError::Down {
+                    server,
+                    reason: "its last start failed".to_owned(),
+                    retry_in: Some(wait),
+                },
             });
         }
         let fault = FaultSlot::default();
-        let client = |legacy: bool| UpstreamClient {
+        let client = UpstreamClient {
             shared: Arc::downgrade(self),
             inflight: self.inflight.clone(),
-            initialize_version: legacy.then_some(ProtocolVersion::LATEST_WITH_INITIALIZE),
+            initialize_version: None,
+            protocol: self.options.protocol,
             fault: fault.clone(),
             max_response_bytes: self.options.max_response_bytes,
         };
-        let legacy = self.legacy_only.load(Ordering::Acquire);
         let timeout = self.options.connect_timeout;
-        let mut attempt = tokio::time::timeout(timeout, self.connector.connect(client(legacy))).await;
-        if !legacy && matches!(&attempt, Ok(Err(e)) if shares_no_modern_version(e)) {
-            // The server answered discovery but speaks only older revisions: the spec's
-            // fallback is `initialize`, whatever the discovery answer looked like.
-            tracing::info!(server = %self.id, "server lists no 2026-07-28 version; connecting with initialize");
-            self.legacy_only.store(true, Ordering::Release);
-            attempt = tokio::time::timeout(timeout, self.connector.connect(client(true))).await;
-        }
-        let running = match attempt {
+        let running = match tokio::time::timeout(timeout, self.connector.connect(client)).await {
             Ok(Ok(running)) => running,
             Ok(Err(e)) => {
                 self.connect_failed(&mut backoff, &e);
                 return Err(e);
             }
             Err(_) => {
-                let e = UpstreamError::Timeout {
+                let e = UpstreamError::StartTimeout {
                     server: self.id.to_string(),
-                    timeout: self.options.connect_timeout,
+                    timeout,
                 };
                 self.connect_failed(&mut backoff, &e);
                 return Err(e);
@@ -261,9 +294,44 @@ impl Shared {
         self.set_state(UpstreamState::Connected);
         let _ = self.events.send(UpstreamEvent::Connected);
         drop(backoff);
-        self.refresh_catalog(false).await;
+        // A connection whose catalogue cannot be read serves nothing: its tools could
+        // not be checked against their pins.
+        if let Err(e) = self.refresh_catalog(false).await {
+            self.connect_failed(&mut *self.connect_lock.lock().await, &e);
+            return Err(e);
+        }
         self.listen_for_changes(&peer);
+        self.keep_fresh(generation);
         Ok(conn)
+    }
+
+    /// Re-reads the catalogue of connection `generation` whenever it is due (the
+    /// server's `ttlMs` or the re-list interval, whichever is sooner; a re-read for
+    /// another reason postpones it), until that connection ends.
+    fn keep_fresh(self: &Arc<Self>, generation: u64) {
+        let weak = Arc::downgrade(self);
+        let interval = self.options.catalogue_refresh;
+        tokio::spawn(async move {
+            loop {
+                let due = {
+                    let Some(shared) = weak.upgrade() else { return };
+                    super::catalogue::next_read(read::<Arc<Catalog>>(&shared.catalog).as_ref(), interval)
+                        .unwrap_or_else(|| Instant::now() + interval)
+                };
+                tokio::time::sleep_until(due.into()).await;
+                let Some(shared) = weak.upgrade() else { return };
+                if shared.current().is_none_or(|c| c.generation != generation) {
+                    return;
+                }
+                let still_due =
+                    super::catalogue::next_read(read::<Arc<Catalog>>(&shared.catalog).as_ref(), interval)
+                        .is_none_or(|at| at <= Instant::now());
+                if still_due {
+                    tracing::debug!(server = %shared.id, "re-reading the catalogue (due)");
+                    let _ = shared.refresh_catalog(false).await;
+                }
+            }
+        });
     }
 
     fn connect_failed(&self, backoff: &mut Backoff, e: &UpstreamError) {
@@ -273,10 +341,22 @@ impl Shared {
             .backoff_initial
             .saturating_mul(1 << backoff.failures.min(16).saturating_sub(1));
         backoff.next_attempt = Some(Instant::now() + exp.min(self.options.backoff_max));
+        backoff.last_failure = Some(match e {
+            UpstreamError::MissingCredentials { missing, .. } => LastFailure::Missing(missing.clone()),
+            other => LastFailure::Reason(failure_reason(other, self.options.protocol)),
+        });
         tracing::warn!(server = %self.id, error = %error_chain(e), "upstream connect failed");
         let state = match e {
             UpstreamError::MissingCredentials { missing, .. } => UpstreamState::MissingCredentials {
                 missing: missing.clone(),
+            },
+            // The gateway's reading first, then what the transport said (for operators).
+            other @ UpstreamError::Unavailable { .. } => UpstreamState::Failed {
+                error: format!(
+                    "{}: {}",
+                    failure_reason(other, self.options.protocol),
+                    error_chain(other)
+                ),
             },
             other => UpstreamState::Failed {
                 error: error_chain(other),
@@ -347,57 +427,71 @@ impl Shared {
         let peer = peer.clone();
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
-            let Ok(mut sub) = peer.listen(filter).await else {
-                return;
-            };
-            while let Ok(Some(_notification)) = sub.next().await {
+            loop {
+                let Ok(mut sub) = peer.listen(filter.clone()).await else {
+                    return;
+                };
+                while let Ok(Some(_notification)) = sub.next().await {
+                    let Some(shared) = weak.upgrade() else { return };
+                    let _ = shared.refresh_catalog(true).await;
+                }
+                // The stream ended while the connection lives on: changes announced
+                // from now on would be missed, and the server may have restarted (a new
+                // server, maybe with other tools). Read the catalogue again, then listen
+                // again if the connection survived that.
+                tokio::time::sleep(Duration::from_millis(500)).await;
                 let Some(shared) = weak.upgrade() else { return };
-                shared.refresh_catalog(true).await;
+                if peer.is_transport_closed() || shared.stopped.load(Ordering::Acquire) {
+                    return;
+                }
+                tracing::info!(server = %shared.id, "the change stream ended; re-reading the catalogue");
+                if shared.refresh_catalog(false).await.is_err() {
+                    return;
+                }
             }
         });
     }
 
     /// Re-reads the catalogue. `announced`: the server said it changed, so clients are
-    /// told even if the re-read looks the same.
-    pub(crate) async fn refresh_catalog(&self, announced: bool) {
-        let Some(conn) = self.current() else { return };
-        let peer = &conn.peer;
-        let info = peer.peer_info().map(|i| (*i).clone());
-        let caps = info.as_ref().map(|i| i.capabilities.clone()).unwrap_or_default();
-        let mut catalog = Catalog {
-            server_info: info,
-            ..Catalog::default()
-        };
-        // A server that advertises nothing still gets asked for tools.
-        let ask_tools = caps.tools.is_some() || (caps.prompts.is_none() && caps.resources.is_none());
-        let result: Result<(), ServiceError> = async {
-            if ask_tools {
-                catalog.tools = peer.list_all_tools().await?;
-            }
-            if caps.prompts.is_some() {
-                catalog.prompts = peer.list_all_prompts().await?;
-            }
-            if caps.resources.is_some() {
-                catalog.resources = peer.list_all_resources().await?;
-                catalog.resource_templates = peer.list_all_resource_templates().await.unwrap_or_default();
-            }
-            Ok(())
-        }
-        .await;
-        if let Err(e) = result {
-            tracing::warn!(server = %self.id, error = %e, "could not read upstream catalogue");
-            self.set_state(UpstreamState::Failed {
-                error: format!("catalogue: {e}"),
+    /// told even if the re-read looks the same. A list that cannot be used (garbage, a
+    /// name given twice, pages without end, no answer in time) ends the connection:
+    /// the next use reconnects, and fails with the reason while the list stays bad.
+    ///
+    /// # Errors
+    /// Why the catalogue could not be read.
+    pub(crate) async fn refresh_catalog(&self, announced: bool) -> Result<Arc<Catalog>, UpstreamError> {
+        let _one_read = self.catalogue_reads.lock().await;
+        let Some(conn) = self.current() else {
+            return Err(UpstreamError::Terminated {
+                server: self.id.to_string(),
             });
-            conn.stop();
-            return;
-        }
+        };
+        let timeout = self
+            .options
+            .request_timeout
+            .unwrap_or(self.options.connect_timeout);
+        let catalog = match super::catalogue::read_catalog(&self.id, &conn.peer, timeout, |e| {
+            self.map_conn_error(&conn, e)
+        })
+        .await
+        {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                tracing::warn!(server = %self.id, error = %error_chain(&e), "could not read upstream catalogue");
+                self.set_state(UpstreamState::Failed {
+                    error: format!("catalogue: {}", error_chain(&e)),
+                });
+                conn.stop();
+                return Err(e);
+            }
+        };
         let old = read(&self.catalog);
         let changed = !same_catalog(&old, &catalog);
-        write(&self.catalog, Arc::new(catalog));
+        write(&self.catalog, catalog.clone());
         if changed || announced {
             let _ = self.events.send(UpstreamEvent::CatalogChanged);
         }
+        Ok(catalog)
     }
 
     /// On a 2026-07-28 connection `resources/subscribe` does not exist: a subscription is
@@ -461,6 +555,19 @@ impl Shared {
         ServerResult::empty(())
     }
 
+    /// An error sending a request: the request never went out, so a closed connection
+    /// means the server was already down (not that it died handling the request).
+    fn map_send_error(&self, conn: &Conn, e: ServiceError) -> UpstreamError {
+        match (&e, conn.fault.get()) {
+            (ServiceError::TransportClosed | ServiceError::TransportSend(_), None) => UpstreamError::Down {
+                server: self.id.to_string(),
+                reason: "its connection had closed before the request was sent".to_owned(),
+                retry_in: None,
+            },
+            _ => self.map_conn_error(conn, e),
+        }
+    }
+
     /// Like [`Shared::map_error`], naming the transport's fault when it ended the
     /// connection itself.
     fn map_conn_error(&self, conn: &Conn, e: ServiceError) -> UpstreamError {
@@ -499,21 +606,60 @@ impl Shared {
     }
 }
 
-fn shares_no_modern_version(e: &UpstreamError) -> bool {
-    let UpstreamError::Unavailable {
-        source: Some(source), ..
-    } = e
-    else {
-        return false;
-    };
-    source
-        .downcast_ref::<rmcp::service::ClientInitializeError>()
-        .is_some_and(|e| {
-            matches!(
-                e,
-                rmcp::service::ClientInitializeError::NoCompatibleProtocolVersion { .. }
-            )
-        })
+/// Why connecting to an upstream failed ([`UpstreamError::Unavailable`] from a
+/// connector, [`UpstreamError::StartTimeout`]), in words a client may read: the gateway's
+/// own wording, never text the server or a transport produced (which may name hosts,
+/// paths or secrets). `None` for other errors.
+pub fn start_failure(e: &UpstreamError) -> Option<String> {
+    matches!(
+        e,
+        UpstreamError::Unavailable { .. } | UpstreamError::StartTimeout { .. }
+    )
+    .then(|| failure_reason(e, UpstreamProtocol::Auto))
+}
+
+/// Why a start failed, in words a client may read: the gateway's own wording, never
+/// text the server or a transport produced (which may name hosts, paths or secrets).
+fn failure_reason(e: &UpstreamError, protocol: UpstreamProtocol) -> String {
+    match e {
+        UpstreamError::StartTimeout { timeout, .. } => {
+            format!("it did not answer within {} of starting", human(*timeout))
+        }
+        UpstreamError::Unavailable { source: Some(s), .. } => {
+            match s.downcast_ref::<rmcp::service::ClientInitializeError>() {
+                Some(rmcp::service::ClientInitializeError::ConnectionClosed(_)) => {
+                    "it closed the connection (or exited) before completing the MCP handshake".to_owned()
+                }
+                Some(rmcp::service::ClientInitializeError::NoCompatibleProtocolVersion { .. }) => {
+                    if protocol == UpstreamProtocol::Modern {
+                        "it does not offer 2026-07-28, which its protocol setting requires".to_owned()
+                    } else {
+                        "it shares no protocol version with the gateway".to_owned()
+                    }
+                }
+                Some(rmcp::service::ClientInitializeError::JsonRpcError(e)) => {
+                    format!("it refused the MCP handshake (JSON-RPC error {})", e.code.0)
+                }
+                Some(_) => "the MCP handshake failed".to_owned(),
+                None if s.downcast_ref::<std::io::Error>().is_some() => {
+                    "its process could not be started".to_owned()
+                }
+                None => "it could not be reached".to_owned(),
+            }
+        }
+        _ => "its last start failed".to_owned(),
+    }
+}
+
+/// `2 s`, `1.5 s`, `250 ms`.
+pub(crate) fn human(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
 }
 
 fn same_catalog(a: &Catalog, b: &Catalog) -> bool {
@@ -594,8 +740,13 @@ impl Upstream for RmcpUpstream {
     async fn refresh(&self) {
         self.shared.connect_lock.lock().await.next_attempt = None;
         if self.shared.connection().await.is_ok() {
-            self.shared.refresh_catalog(true).await;
+            let _ = self.shared.refresh_catalog(true).await;
         }
+    }
+
+    async fn reread_serving_catalog(&self, _forward: &Forward) -> Result<Arc<Catalog>, UpstreamError> {
+        self.shared.connection().await?;
+        self.shared.refresh_catalog(false).await
     }
 
     #[tracing::instrument(skip_all, fields(server = %self.shared.id, method = request.method()))]
@@ -622,12 +773,13 @@ impl Upstream for RmcpUpstream {
             .peer
             .send_request_with_option(request, options)
             .await
-            .map_err(|e| shared.map_conn_error(&conn, e))?;
+            .map_err(|e| shared.map_send_error(&conn, e))?;
         let _guard = (forward.progress.is_some() || forward.client.is_some()).then(|| {
             let entry = InFlight {
                 progress: forward.progress,
                 client: forward.client,
                 done: None,
+                asking: false,
             };
             shared
                 .inflight

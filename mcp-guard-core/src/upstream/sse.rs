@@ -16,8 +16,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use reqwest::Url;
-use rmcp::model::{ClientJsonRpcMessage, ProtocolVersion, ServerJsonRpcMessage};
-use rmcp::service::{ClientLifecycleMode, RoleClient, RunningService, serve_client_with_lifecycle};
+use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
+use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::Transport;
 use sse_stream::{Sse, SseStream};
 
@@ -175,8 +175,8 @@ impl Connector for SseConnector {
         mut client: UpstreamClient,
     ) -> Result<RunningService<RoleClient, UpstreamClient>, UpstreamError> {
         let server = &*self.server;
-        // rmcp's default would offer 2026-07-28, which has no `initialize`.
-        client.initialize_version = Some(ProtocolVersion::LATEST_WITH_INITIALIZE);
+        // The HTTP+SSE transport predates 2026-07-28: always `initialize`.
+        client.protocol = super::UpstreamProtocol::Legacy;
         let headers = resolved_headers(
             server,
             self.principal.as_deref(),
@@ -194,9 +194,7 @@ impl Connector for SseConnector {
         let transport = SseClientTransport::connect(self.server.clone(), http, url, headers, options)
             .await
             .map_err(|e| unavailable(server, e))?;
-        serve_client_with_lifecycle(client, transport, ClientLifecycleMode::Initialize)
-            .await
-            .map_err(|e| unavailable(server, e))
+        client.serve(transport).await.map_err(|e| unavailable(server, e))
     }
 }
 

@@ -229,6 +229,31 @@ impl JwtBearer {
     }
 }
 
+/// The credential id of a JWT: `jwt:<issuer>#<subject>`, followed by `#act:<actor>`
+/// for a delegated token (RFC 8693 `act`). Sessions, per-session processes, legacy
+/// session bindings and revocations are keyed on it, so it names the whole delegation
+/// chain: an agent acting for alice and the same agent acting for bob hold two
+/// credentials. `%` and `#` inside the parts are percent-encoded, so no subject can
+/// spell another chain's id.
+fn credential_id(issuer: &str, principal: &Principal) -> String {
+    fn part(s: &str) -> std::borrow::Cow<'_, str> {
+        if s.contains(['%', '#']) {
+            s.replace('%', "%25").replace('#', "%23").into()
+        } else {
+            s.into()
+        }
+    }
+    match principal.on_behalf_of() {
+        Some(subject) => format!(
+            "jwt:{}#{}#act:{}",
+            part(issuer),
+            part(subject),
+            part(principal.id())
+        ),
+        None => format!("jwt:{}#{}", part(issuer), part(principal.id())),
+    }
+}
+
 fn strings(v: Option<&Value>) -> Vec<String> {
     match v {
         Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
@@ -358,7 +383,7 @@ impl Authenticate for JwtBearer {
             }
         }
         let principal = self.principal(&claims)?;
-        let credential = ClientCredential::new(format!("jwt:{}#{}", self.settings.issuer, principal.id()))
+        let credential = ClientCredential::new(credential_id(&self.settings.issuer, &principal))
             .issued_at(time_claim(&claims, "iat"))
             .expires_at(time_claim(&claims, "exp"));
         Ok(Authenticated::new(principal, credential))
@@ -373,6 +398,30 @@ mod tests {
         env!("CARGO_MANIFEST_DIR"),
         "/../mcp-guard-cli/tests/gateway/fixtures"
     );
+
+    #[test]
+    fn credential_ids_name_the_chain_and_cannot_be_spelled_by_a_subject() {
+        let direct = Principal::user("alice");
+        let delegated = Principal::agent("ci-bot").acting_for("alice");
+        // A subject that contains the separator cannot pose as a delegation.
+        let forged = Principal::user("alice#act:ci-bot");
+        let ids: Vec<String> = [&direct, &delegated, &forged]
+            .iter()
+            .map(|p| credential_id("https://idp.test", p))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "jwt:https://idp.test#alice",
+                "jwt:https://idp.test#alice#act:ci-bot",
+                "jwt:https://idp.test#alice%23act:ci-bot"
+            ]
+        );
+        assert_ne!(
+            credential_id("i", &Principal::agent("b%23").acting_for("a")),
+            credential_id("i", &Principal::agent("b#").acting_for("a"))
+        );
+    }
 
     fn parts(token: &str, path: &str) -> http::request::Parts {
         http::Request::builder()
@@ -419,7 +468,18 @@ mod tests {
             ok.principal.attributes().get("team").map(String::as_str),
             Some("core")
         );
-        assert_eq!(&*ok.credential.id, "jwt:https://idp.test#ci-bot");
+        assert_eq!(&*ok.credential.id, "jwt:https://idp.test#alice#act:ci-bot");
+        // The same agent for another user holds another credential.
+        let mut for_bob = claims.clone();
+        for_bob["sub"] = "bob".into();
+        let bob = auth
+            .authenticate(&parts(
+                &jsonwebtoken::encode(&header, &for_bob, &key).unwrap(),
+                "/mcp/eng",
+            ))
+            .await
+            .unwrap();
+        assert_eq!(&*bob.credential.id, "jwt:https://idp.test#bob#act:ci-bot");
         // The audience is per endpoint.
         let err = auth.authenticate(&parts(&token, "/mcp/ops")).await.unwrap_err();
         assert!(matches!(err, AuthError::Invalid(_)), "{err:?}");

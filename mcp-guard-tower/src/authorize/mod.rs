@@ -28,9 +28,11 @@
 //! ([`OidcSettings`]); and a one-time link for a configured local user (`mcp-guard
 //! users login-link alice`), so the embedded default works with no outside service.
 
+mod client_metadata;
 mod flow;
 mod oidc;
 mod pages;
+mod redirect;
 
 pub use oidc::OidcSettings;
 
@@ -59,9 +61,30 @@ pub struct AuthServerSettings {
     pub signin_ttl: Duration,
     /// Scopes the server advertises (none by default).
     pub scopes: Vec<String>,
-    /// Fetch client metadata documents from plain-HTTP or private addresses (tests
-    /// on loopback only: a client could point the gateway at an internal service).
+    /// DANGEROUS: fetch client metadata documents over plain HTTP and from loopback,
+    /// private, CGNAT and unique-local addresses (tests on loopback only: a client
+    /// could point the gateway at an internal service). Link-local and cloud metadata
+    /// addresses stay refused.
     pub dangerously_allow_private_client_metadata: bool,
+    /// Clients (by `client_id`) whose redirect URI may receive an authorization error
+    /// before the user has signed in; others see it on the gateway's own page
+    /// (RFC 9700 §4.11.2). Loopback redirect URIs are always trusted. Default none.
+    pub trusted_clients: Vec<String>,
+    /// Authorization requests (and OpenID Connect sign-ins) in progress at once, in
+    /// all. Default 1000.
+    pub max_pending: usize,
+    /// Of those, from one source address. Default 50.
+    pub max_pending_per_source: usize,
+    /// The longest `state` accepted, in bytes. Default 1024.
+    pub max_state_bytes: usize,
+    /// Clients registered at once (dynamic registrations and metadata documents);
+    /// clients that never obtained a grant are forgotten first. Default 5000.
+    pub max_clients: usize,
+    /// Where the MCP endpoints are mounted under the issuer (`""` by default; `"/tools"`
+    /// for endpoints at `/tools/mcp/<endpoint>`, see
+    /// [`HttpOptions::path_prefix`](crate::HttpOptions::path_prefix)): resource URIs
+    /// are `<issuer><resource_prefix>/mcp/<endpoint>`.
+    pub resource_prefix: String,
 }
 
 impl AuthServerSettings {
@@ -84,6 +107,12 @@ impl AuthServerSettings {
             signin_ttl: Duration::from_hours(12),
             scopes: Vec::new(),
             dangerously_allow_private_client_metadata: false,
+            trusted_clients: Vec::new(),
+            max_pending: 1000,
+            max_pending_per_source: 50,
+            max_state_bytes: 1024,
+            max_clients: 5000,
+            resource_prefix: String::new(),
         }
     }
 }
@@ -233,6 +262,8 @@ struct Inner {
     /// each other's sign-ins), empty over https.
     cookie_suffix: String,
     http: reqwest::Client,
+    /// Fetches Client ID Metadata Documents (third-party URLs: guarded).
+    client_metadata: Option<mcp_guard_core::fetch::GuardedClient>,
     state: Mutex<FlowState>,
 }
 
@@ -257,7 +288,10 @@ struct BrowserSession {
 
 #[derive(Clone)]
 struct Pending {
+    /// The client, with only the redirect URI of this request.
     client: OAuthClient,
+    /// Where the request came from (for the cap per source).
+    source: crate::preauth::Source,
     redirect_uri: String,
     state: Option<String>,
     code_challenge: String,
@@ -301,8 +335,11 @@ impl AuthorizationServer {
             Some(p) if !settings.issuer.starts_with("https://") => format!("-{p}"),
             _ => String::new(),
         };
+        let client_metadata =
+            client_metadata::client(settings.dangerously_allow_private_client_metadata, None);
         Self {
             inner: Arc::new(Inner {
+                client_metadata,
                 cookie_suffix,
                 settings,
                 store,
@@ -350,6 +387,19 @@ impl AuthorizationServer {
         self
     }
 
+    /// Resolves the hosts of Client ID Metadata Document URLs with `lookup` instead of
+    /// the system resolver (tests point names at addresses the guard must refuse).
+    /// Every address it returns is still checked.
+    ///
+    /// # Panics
+    /// When called after the server was cloned.
+    #[must_use]
+    pub fn client_metadata_resolver(mut self, lookup: Arc<dyn reqwest::dns::Resolve>) -> Self {
+        let allow = self.inner.settings.dangerously_allow_private_client_metadata;
+        self.configure().client_metadata = client_metadata::client(allow, Some(lookup));
+        self
+    }
+
     fn configure(&mut self) -> &mut Inner {
         Arc::get_mut(&mut self.inner).expect("configure the authorization server before cloning it")
     }
@@ -380,6 +430,7 @@ impl Inner {
     fn endpoint_of(&self, resource: &str) -> Option<String> {
         let rest = resource
             .strip_prefix(&self.settings.issuer)?
+            .strip_prefix(self.settings.resource_prefix.trim_end_matches('/'))?
             .strip_prefix("/mcp/")?;
         let name = rest.trim_end_matches('/');
         (!name.is_empty() && !name.contains('/') && self.catalog.describe(name).is_some())
@@ -392,9 +443,58 @@ fn sweep(state: &mut FlowState) {
     let now = Instant::now();
     state.browsers.retain(|_, b| b.expires > now);
     state.pending.retain(|_, p| p.expires > now);
+    state.oidc.retain(|_, p| p.expires > now);
     state
         .codes
         .retain(|_, c| c.expires + Duration::from_mins(10) > now);
+}
+
+/// Why a new authorization request or sign-in is not taken in now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Full {
+    /// The gateway holds its limit of requests in progress.
+    Everywhere,
+    /// This source address does.
+    Source,
+}
+
+impl Inner {
+    /// Whether one more request in progress from `source` fits, among `in_progress`
+    /// (the sources of those held now, expired ones swept).
+    fn room(
+        &self,
+        source: crate::preauth::Source,
+        in_progress: impl Iterator<Item = crate::preauth::Source>,
+    ) -> Result<(), Full> {
+        let (mut all, mut mine) = (0usize, 0usize);
+        for s in in_progress {
+            all += 1;
+            mine += usize::from(s == source);
+        }
+        if all >= self.settings.max_pending {
+            Err(Full::Everywhere)
+        } else if mine >= self.settings.max_pending_per_source {
+            Err(Full::Source)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The page for a request refused because too many are in progress.
+fn too_many_in_progress(full: Full) -> axum::response::Response {
+    let detail = match full {
+        Full::Everywhere => {
+            "Too many authorization requests are in progress on this gateway. Try again in a few minutes."
+        }
+        Full::Source => {
+            "Too many authorization requests are in progress from your address. Finish or abandon one, or try again in a few minutes."
+        }
+    };
+    let mut r = pages::error_page(http::StatusCode::SERVICE_UNAVAILABLE, "Try again later", detail);
+    r.headers_mut()
+        .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("60"));
+    r
 }
 
 #[cfg(test)]

@@ -16,8 +16,9 @@ use serde::Deserialize;
 use tokio::sync::OnceCell;
 
 use super::Inner;
-use super::flow::{Params, cookie, local_path, one, random_b64, see_other, start_browser_session};
+use super::flow::{Params, cookie, one, random_b64, see_other, start_browser_session};
 use super::pages;
+use super::redirect::local_path;
 
 const OIDC_COOKIE: &str = "mcp-guard-oidc";
 const PENDING_TTL: Duration = Duration::from_mins(10);
@@ -74,7 +75,8 @@ pub(super) struct OidcPending {
     nonce: String,
     verifier: String,
     next: String,
-    expires: Instant,
+    pub(super) source: crate::preauth::Source,
+    pub(super) expires: Instant,
 }
 
 impl Oidc {
@@ -117,7 +119,11 @@ fn unavailable(detail: &str) -> Response {
 }
 
 /// `GET /oauth/signin/oidc?next=…`: off to the provider.
-pub(super) async fn start(State(inner): State<Arc<Inner>>, Query(params): Query<Params>) -> Response {
+pub(super) async fn start(
+    State(inner): State<Arc<Inner>>,
+    source: crate::preauth::Source,
+    Query(params): Query<Params>,
+) -> Response {
     let Some(oidc) = &inner.oidc else {
         return pages::error_page(
             StatusCode::NOT_FOUND,
@@ -156,12 +162,18 @@ pub(super) async fn start(State(inner): State<Arc<Inner>>, Query(params): Query<
         let mut st = inner.lock();
         let now = Instant::now();
         st.oidc.retain(|_, p| p.expires > now);
+        if let Err(full) = inner.room(source, st.oidc.values().map(|p| p.source)) {
+            drop(st);
+            tracing::warn!(%source, ?full, "OpenID Connect sign-in refused: too many in progress");
+            return super::too_many_in_progress(full);
+        }
         st.oidc.insert(
             state.clone(),
             OidcPending {
                 nonce,
                 verifier,
-                next: local_path(one(&params, "next").ok().flatten()),
+                next: local_path(&inner.settings.issuer, one(&params, "next").ok().flatten()),
+                source,
                 expires: now + PENDING_TTL,
             },
         );

@@ -1,11 +1,11 @@
 //! Server-rendered pages: plain HTML, no script, one stylesheet served from the same
 //! origin, every value escaped. Each response forbids framing and caching.
 
-use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use http::StatusCode;
 
 /// The stylesheet, served at `/oauth/style.css` (so the pages need no inline style).
-pub(super) const STYLE: &str = crate::style::STYLE;
+pub(super) const STYLE: &str = crate::web::STYLE;
 
 /// A duration label as a person reads it: `1d` → "1 day", `30d` → "30 days".
 pub(super) fn humanize(label: &str) -> String {
@@ -27,32 +27,11 @@ pub(super) fn humanize(label: &str) -> String {
 }
 
 /// Escapes text for HTML element content and attribute values.
-pub(super) fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub(super) use crate::web::escape as esc;
 
 /// A whole page: `title` escaped, `body` already HTML. `form_targets` are extra
 /// origins a form on this page may end up at (a client's redirect URI after consent).
 pub(super) fn page(status: StatusCode, title: &str, body: &str, form_targets: &[String]) -> Response {
-    let html = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-<title>{} · mcp-guard</title><link rel=\"stylesheet\" href=\"/oauth/style.css\"></head>\
-<body><main>{body}</main></body></html>\n",
-        esc(title)
-    );
-    let mut r = (status, html).into_response();
     let mut form_action = String::from("'self'");
     for t in form_targets {
         form_action.push(' ');
@@ -61,28 +40,11 @@ pub(super) fn page(status: StatusCode, title: &str, body: &str, form_targets: &[
     let csp = format!(
         "default-src 'none'; style-src 'self'; img-src 'self'; form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
     );
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    if let Ok(v) = HeaderValue::from_str(&csp) {
-        h.insert(header::CONTENT_SECURITY_POLICY, v);
-    }
-    secure_headers(h);
-    r
+    crate::web::page(status, title, body, "/oauth/style.css", &csp)
 }
 
 /// Headers every answer of the authorization server carries.
-pub(super) fn secure_headers(h: &mut http::HeaderMap) {
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-}
+pub(super) use crate::web::secure_headers;
 
 /// An error page (never a redirect: used when the client or its redirect URI cannot
 /// be trusted).
@@ -120,6 +82,7 @@ pub(super) fn origin(url: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header;
 
     #[test]
     fn durations_read_as_words() {

@@ -1,0 +1,189 @@
+//! The gateway and its guard stack, in the documented order, from a configuration.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use mcp_guard_core::config::{EffectConfig, GatewayConfig};
+use mcp_guard_core::pin::ToolGate;
+use mcp_guard_core::redact::RedactionConfig;
+use mcp_guard_core::{AuditSink, Grant, GrantPolicy, Redactor, TargetKind};
+use tower::ServiceBuilder;
+use tower::util::BoxCloneSyncService;
+
+use super::upstreams::upstreams;
+use crate::metrics::CountingRedactor;
+use crate::{
+    AuditLayer, Drain, DrainLayer, EndpointRedactors, EndpointSpec, EnforcePolicyLayer, Gateway,
+    GuardService, Metrics, MetricsLayer, Rate, RateLimitLayer, RateLimits, RedactRequestsLayer,
+    RedactResponsesLayer, Router, Selection,
+};
+
+/// Everything a front door needs: the gateway and the guard stack.
+pub(crate) struct Built {
+    pub(crate) gateway: Gateway,
+    pub(crate) service: GuardService,
+    /// What the stack counts (served at `/metrics`).
+    pub(crate) metrics: Metrics,
+    /// Requests in flight, for graceful shutdown.
+    pub(crate) drain: Drain,
+}
+
+/// Compiles `[[grants]]`; an unnamed grant is named after its entry (`grants[2]`), so
+/// audit records and `explain` point at the config.
+pub(crate) fn policy(config: &GatewayConfig) -> anyhow::Result<GrantPolicy> {
+    let mut b = GrantPolicy::builder();
+    for (i, g) in config.grants.iter().enumerate() {
+        let mut grant = match g.effect {
+            EffectConfig::Deny => Grant::deny(),
+            _ => Grant::allow(),
+        };
+        grant = grant
+            .named(g.name.clone().unwrap_or_else(|| format!("grants[{i}]")))
+            .principals(g.principals.iter().cloned())
+            .roles(g.roles.iter().cloned())
+            .endpoints(g.endpoints.iter().cloned())
+            .servers(g.servers.iter().cloned())
+            .kinds(g.kinds.iter().copied().map(TargetKind::from))
+            .names(g.names.iter().cloned());
+        if let Some(k) = g.principal_kind {
+            grant = grant.principal_kind(k);
+        }
+        if let Some(t) = &g.endpoint {
+            let c = t
+                .endpoint_condition()
+                .map_err(|(suffix, m)| anyhow::anyhow!("grants[{i}].endpoint{suffix}: {m}"))?;
+            grant = grant.when(c);
+        }
+        for (j, w) in g.when.iter().enumerate() {
+            let c = w
+                .condition()
+                .map_err(|(suffix, m)| anyhow::anyhow!("grants[{i}].when[{j}]{suffix}: {m}"))?;
+            grant = grant.when(c);
+        }
+        b = b.grant(grant);
+    }
+    Ok(b.build()?)
+}
+
+/// `[rate_limits]` as tower limits; `None` when no scope is set.
+pub(crate) fn rate_limits(config: &GatewayConfig) -> anyhow::Result<Option<RateLimits>> {
+    let mut limits = RateLimits::new();
+    for (name, rate) in config.rate_limits.scopes() {
+        let Some(r) = rate else { continue };
+        let rate = Rate::per_minute(r.per_minute)
+            .and_then(|x| x.burst(r.burst.unwrap_or(r.per_minute)))
+            .with_context(|| format!("rate_limits.{name}"))?;
+        limits = match name {
+            "per_principal" => limits.per_principal(rate),
+            "per_tool" => limits.per_tool(rate),
+            _ => limits.per_principal_tool(rate),
+        };
+    }
+    Ok((!limits.is_empty()).then_some(limits))
+}
+
+/// Whether building the gateway waits for its servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Startup {
+    /// Every server's first start ends before the gateway is returned; a name collision
+    /// is an error (commands that read the catalogue once).
+    Wait,
+    /// The servers start in the background (front doors, which answer at once).
+    Background,
+}
+
+pub(crate) async fn build(
+    config: &GatewayConfig,
+    credentials: &super::credentials::Stores,
+    audit: Arc<dyn AuditSink>,
+    redactor: Arc<dyn Redactor>,
+    gate: Option<Arc<dyn ToolGate>>,
+    startup: Startup,
+) -> anyhow::Result<Built> {
+    let mut builder = Gateway::builder()
+        .separator(config.gateway.separator.clone())
+        .startup_wait(Duration::from_millis(config.gateway.startup_wait_ms))
+        .audit(audit.clone());
+    if let Some(gate) = gate {
+        builder = builder.gate(gate);
+    }
+    for (upstream, enabled) in upstreams(config, credentials, &redactor)? {
+        builder = if enabled {
+            builder.server(upstream)
+        } else {
+            builder.disabled_server(upstream)
+        };
+    }
+    for (name, ep) in &config.endpoints {
+        let mut spec = EndpointSpec::new(name.as_str());
+        if !ep.namespace {
+            spec = spec.without_namespace();
+        }
+        if let Some(d) = &ep.description {
+            spec = spec.description(d.clone());
+        }
+        for (sid, sel) in &ep.servers {
+            let mut s = Selection::none()
+                .tools(&sel.tools)?
+                .prompts(&sel.prompts)?
+                .resources(&sel.resources)?;
+            if !sel.enabled {
+                s = s.disabled();
+            }
+            spec = spec.server(sid.as_str(), s);
+        }
+        builder = builder.endpoint(spec);
+    }
+    let gateway = match startup {
+        Startup::Wait => builder.build().await?,
+        Startup::Background => builder.start()?,
+    };
+    // Responses always lose secrets and known credentials; endpoints add personal data.
+    let metrics = Metrics::new();
+    let counted = |r: Arc<dyn Redactor>, direction| -> Arc<dyn Redactor> {
+        Arc::new(CountingRedactor::new(r, metrics.clone(), direction))
+    };
+    let mut secrets_only = RedactionConfig::default();
+    secrets_only.detect.clear();
+    let mut requests = EndpointRedactors::new(None);
+    let mut responses = EndpointRedactors::new(Some(counted(
+        Arc::new(secrets_only.build(Some(credentials.known.clone()))),
+        "response",
+    )));
+    for (name, ep) in &config.endpoints {
+        let r: Arc<dyn Redactor> = Arc::new(ep.redaction.rules.build(Some(credentials.known.clone())));
+        if ep.redaction.requests {
+            requests = requests.with(name.as_str(), counted(r.clone(), "request"));
+        }
+        if ep.redaction.responses {
+            responses = responses.with(name.as_str(), counted(r, "response"));
+        }
+    }
+    let mut audit_layer = AuditLayer::new(audit, redactor)
+        .payload_cap(config.audit.payload_cap_bytes)
+        .record_lists(config.audit.record_lists);
+    if config.audit.dangerously_fail_open {
+        tracing::warn!(
+            "audit.dangerously_fail_open is set: calls go through even when they cannot be recorded"
+        );
+        audit_layer = audit_layer.dangerous().fail_open();
+    }
+    let drain = Drain::new();
+    let stack = ServiceBuilder::new()
+        .layer(MetricsLayer::new(metrics.clone()))
+        .layer(DrainLayer::new(drain.clone()))
+        .layer(audit_layer)
+        .layer(DrainLayer::abort_point(drain.clone()))
+        .layer(EnforcePolicyLayer::new(policy(config)?))
+        .option_layer(rate_limits(config)?.map(RateLimitLayer::new))
+        .layer(RedactRequestsLayer::new(requests))
+        .layer(RedactResponsesLayer::new(responses))
+        .service(Router::new());
+    Ok(Built {
+        gateway,
+        service: BoxCloneSyncService::new(stack),
+        metrics,
+        drain,
+    })
+}
