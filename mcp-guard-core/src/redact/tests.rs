@@ -697,7 +697,9 @@ fn bytes_with_invalid_utf8() {
     );
 }
 
-/// 16 MiB strings of repeated trigger patterns: bounded time, idempotent output. In
+/// 16 MiB strings of repeated trigger patterns: the scan finishes (a quadratic one would
+/// take hours here, so the run would time out) and its output is idempotent. No
+/// wall-clock bound: a busy machine must not fail it; speed is the benchmark's. In
 /// debug builds the digit-dense patterns (one candidate every two bytes) use 2 MiB so
 /// the test stays quick; `cargo test --release` runs all of them at 16 MiB.
 #[test]
@@ -726,10 +728,8 @@ fn hostile_16_mib_inputs_are_linear() {
         ("Bearer ", full),
     ] {
         let s = unit.repeat(size / unit.len());
-        let t = std::time::Instant::now();
         let out = r.redact_str(&s);
-        assert_eq!(r.redact_str(&out), out);
-        assert!(t.elapsed().as_secs() < 20, "{unit:?} took {:?}", t.elapsed());
+        assert_eq!(r.redact_str(&out), out, "{unit:?}");
     }
 }
 
