@@ -533,8 +533,7 @@ mod tests {
         let m = Metrics::new();
         let inner: Arc<dyn Redactor> = Arc::new(mcp_guard_core::redact::PatternRedactor::builder().build());
         let r = CountingRedactor::new(inner, m.clone(), "response");
-        let mut v =
-            serde_json::json!({"a": "mail bob@example.com or ann@example.org", "b": ["nothing here"]});
+        let mut v = serde_json::json!({"a": "mail bob@mailhost.io or ann@corp.org", "b": ["nothing here"]});
         r.redact_json(&mut v);
         assert!(!v.to_string().contains("example.com"), "{v}");
         assert_eq!(r.redact_str("call 415-555-0100 now").matches("PHONE").count(), 1);

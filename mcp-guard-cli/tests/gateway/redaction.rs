@@ -66,7 +66,7 @@ async fn an_endpoint_can_redact_requests_and_responses() {
     let r = client
         .call_tool(
             CallToolRequestParams::new("alpha__echo").with_arguments(args(&serde_json::json!({
-                "text": "ada@example.com paid with 4111 1111 1111 1111, SSN 123-45-6789, order 1234-5678"
+                "text": "ada@acme.co paid with 4111 1111 1111 1111, SSN 123-45-6789, order 1234-5678"
             }))),
         )
         .await
@@ -77,4 +77,88 @@ async fn an_endpoint_can_redact_requests_and_responses() {
     );
     let _ = client.cancel().await;
     gw.stop().await;
+}
+
+/// Every character the hostile-text checker of tool definitions calls invisible (it
+/// strips them from results): zero-width and other invisible characters, Unicode tags,
+/// bidirectional controls.
+fn invisible_characters() -> Vec<char> {
+    (0x80..=0x10_FFFF_u32)
+        .filter_map(char::from_u32)
+        .filter(|c| mcp_guard_core::pin::strip_invisible(&c.to_string()).is_empty())
+        .collect()
+}
+
+/// A held credential with an invisible character inside it, sent as a tool argument:
+/// the audit record must not keep it, whichever character hides it. (The response
+/// path strips invisible characters before redacting; the audit layer redacts the
+/// arguments as they came.)
+#[tokio::test]
+async fn a_held_secret_split_by_an_invisible_character_never_reaches_the_audit_record() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("jsonl");
+    let c = format!(
+        "{}\n[audit]\nsinks = [\"jsonl\"]\njsonl_dir = \"{}\"\n",
+        config(),
+        dir.display()
+    );
+    let gw = GatewayProc::start_with_env(&c, &[("ALPHA_TOKEN", CANARY)]).await;
+    let client = http_client(&gw.url("plain"), TOKEN, Era::Modern).await;
+    // The upstream gets its credential (and the gateway registers it) when it starts.
+    let r = client
+        .call_tool(
+            CallToolRequestParams::new("alpha__getenv")
+                .with_arguments(args(&serde_json::json!({"name": "UPSTREAM_TOKEN"}))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(text_of(&r), "[REDACTED_SECRET]");
+    let invisible = invisible_characters();
+    assert!(invisible.len() > 150, "{} characters", invisible.len());
+    let mut sent = Vec::new();
+    for (i, ch) in invisible.iter().enumerate() {
+        let at = 1 + i % (CANARY.len() - 1);
+        let hidden = format!("token {}{ch}{} end", &CANARY[..at], &CANARY[at..]);
+        let r = client
+            .call_tool(
+                CallToolRequestParams::new("alpha__echo")
+                    .with_arguments(args(&serde_json::json!({ "text": hidden }))),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            text_of(&r),
+            "token [REDACTED_SECRET] end",
+            "U+{:04X}",
+            u32::from(*ch)
+        );
+        sent.push(*ch);
+    }
+    let _ = client.cancel().await;
+    gw.stop().await;
+    let mut recorded = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let Some(arg) = v.pointer("/event/arguments/text").and_then(|t| t.as_str()) else {
+                continue;
+            };
+            recorded += 1;
+            let visible = mcp_guard_core::pin::strip_invisible(arg);
+            assert!(
+                !visible.contains(CANARY),
+                "the audit record keeps the credential: {:?}",
+                arg.chars()
+                    .map(|c| if c.is_ascii() {
+                        c.to_string()
+                    } else {
+                        format!("<U+{:04X}>", u32::from(c))
+                    })
+                    .collect::<String>()
+            );
+            assert_eq!(arg, "token [REDACTED_SECRET] end");
+        }
+    }
+    assert_eq!(recorded, sent.len(), "one record per call");
 }

@@ -143,7 +143,7 @@ pub fn email(r: &mut Rng) -> String {
         _ => format!("{first}+{}", r.alnum(3, LOWER)),
     };
     let domain = r.alnum_in(3, 10, LOWER);
-    let tld = *r.pick(&["com", "org", "io", "co.uk", "de", "example", "net"]);
+    let tld = *r.pick(&["com", "org", "io", "co.uk", "de", "company", "net"]);
     let sub = if r.chance(20) {
         format!("{}.", r.alnum(4, LOWER))
     } else {

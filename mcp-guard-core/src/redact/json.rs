@@ -9,6 +9,7 @@ use super::detect::numeric;
 use super::known::KnownSet;
 use super::pattern::{Kind, PatternRedactor};
 use super::scan::{Hints, Hit, Start};
+use super::unicode;
 use super::{MAX_JSON_DEPTH, TOO_DEEP};
 
 /// Findings buffers kept larger than this (in findings) are not reused.
@@ -236,7 +237,18 @@ static LETTER: [u32; 256] = {
 /// For each word [`key_hints`] looks for, a set of letters the key must contain: a key
 /// that holds none of these sets in full (`type`, `text`, `id`, `amount`, `rows`…) says
 /// nothing, which is decided without normalising it or comparing it to any word.
-const HINT_LETTERS: [u32; 12] = [
+const HINT_LETTERS: [u32; 23] = [
+    letters(b"ean"),
+    letters(b"isbn"),
+    letters(b"gtin"),
+    letters(b"upc"),
+    letters(b"barcode"),
+    letters(b"sku"),
+    letters(b"build"),
+    letters(b"release"),
+    letters(b"card"),
+    letters(b"cc"),
+    letters(b"pan"),
     letters(b"ssn"),
     letters(b"socialsecurity"),
     letters(b"phone"),
@@ -267,6 +279,10 @@ fn exact_key(k: &[u8]) -> Hints {
     match k {
         b"tel" | b"fax" => hints.phone = true,
         b"ver" | b"v" => hints.version = true,
+        b"cc" | b"ccnumber" | b"ccnum" | b"pan" => hints.card = true,
+        b"ean" | b"ean13" | b"isbn" | b"isbn13" | b"gtin" | b"upc" | b"barcode" | b"sku" => {
+            hints.product = true;
+        }
         b"password"
         | b"passwd"
         | b"pwd"
@@ -318,6 +334,9 @@ fn key_hints_slow(key: &str) -> Hints {
             b'p' => hints.phone |= rest.starts_with(b"phone"),
             b'm' => hints.phone |= rest.starts_with(b"mobile"),
             b'v' => hints.version |= rest.starts_with(b"version"),
+            b'b' => hints.version |= rest.starts_with(b"build"),
+            b'r' => hints.version |= rest.starts_with(b"release"),
+            b'c' => hints.card |= rest.starts_with(b"card"),
             _ => {}
         }
     }
@@ -365,11 +384,15 @@ impl Walk<'_> {
         // Most strings hold no trigger at all: one vector pass and done. (Nor can JSON
         // inside such a string: an escape that decodes to an ASCII trigger, `\u0040`,
         // has the digits `00` in it.)
+        // A string with characters that fold (invisible ones, digits of other scripts,
+        // full-width forms) is read folded too, on the slower path.
+        let folds = !hints.secret && unicode::folds(s.as_bytes());
         let start = if hints.secret {
             Start::WHOLE
         } else {
             match self.survey(s) {
                 Some(start) => start,
+                None if folds => Start::WHOLE,
                 None => return false,
             }
         };
@@ -388,6 +411,15 @@ impl Walk<'_> {
             *s = text.unwrap_or_else(|_| TOO_DEEP.to_owned());
             return true;
         }
+        if folds {
+            return match self.r.redact_folding_str(s, hints, self.known, &mut self.hits) {
+                Some(out) => {
+                    *s = out;
+                    true
+                }
+                None => false,
+            };
+        }
         self.r.redact_string(
             s,
             start,
@@ -401,6 +433,11 @@ impl Walk<'_> {
 
     /// The redacted form of key `k`, if it has anything to redact.
     fn redacted_key(&mut self, k: &str) -> Option<String> {
+        if unicode::folds(k.as_bytes()) {
+            return self
+                .r
+                .redact_folding_str(k, Hints::default(), self.known, &mut self.hits);
+        }
         let start = self.survey(k)?;
         self.r
             .redact_into(
@@ -429,9 +466,9 @@ impl Walk<'_> {
         }
         let mut u = n.as_u64()?;
         // Below 9 digits nothing; below 2 * 10^12 (12 digits, or 13 starting with `1`,
-        // as epoch milliseconds do) no card, so nothing without a key that names an SSN
-        // or a phone number.
-        if u < 100_000_000 || u < 2_000_000_000_000 && !(hints.ssn || hints.phone) {
+        // as epoch milliseconds do) no card, so nothing without a key that names an SSN,
+        // a phone number or a card (a Maestro number may have 12 digits).
+        if u < 100_000_000 || u < 2_000_000_000_000 && !(hints.ssn || hints.phone || hints.card) {
             return None;
         }
         let sc = self.r.scanner();
@@ -442,7 +479,11 @@ impl Walk<'_> {
         // its length. (Divided by constants, which compile to multiplications, rather
         // than by that power; and no product that could overflow.)
         let low = 10u64.pow(digits - 1);
-        let card = sc.on(Kind::CreditCard) && digits >= 13 && u / 2 >= low && u / 7 < low;
+        let card = sc.on(Kind::CreditCard)
+            && !(hints.product && digits == 13)
+            && (digits >= 13 && u / 2 >= low && u / 7 < low
+                || digits == 15 && u / low == 1
+                || hints.card && digits >= 12 && matches!(u / low, 5 | 6));
         let ssn = hints.ssn && digits == 9 && sc.on(Kind::Ssn);
         let phone = hints.phone && (digits == 10 || digits == 11) && sc.on(Kind::Phone);
         if !(card || ssn || phone) {
@@ -456,7 +497,7 @@ impl Walk<'_> {
             u /= 10;
         }
         let d = &buf[i..];
-        let kind = if card && numeric::card_digits_valid(d) {
+        let kind = if card && numeric::card_digits_valid(d, hints.card) {
             Kind::CreditCard
         } else if ssn && numeric::ssn_digits_valid(d) {
             Kind::Ssn

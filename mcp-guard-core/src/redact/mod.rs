@@ -13,7 +13,7 @@
 //!
 //! let redactor = PatternRedactor::builder().build();
 //! assert_eq!(
-//!     redactor.redact_str("mail jane@example.com or call (555) 123-4567"),
+//!     redactor.redact_str("mail jane@acme.co or call (555) 123-4567"),
 //!     "mail [REDACTED_EMAIL] or call [REDACTED_PHONE]",
 //! );
 //!
@@ -21,7 +21,7 @@
 //! let out = redactor.redacted(json!({
 //!     "card": 4111111111111111u64,
 //!     "text": "{\"ip\": \"10.1.2.3\"}",
-//!     "jane@example.com": true,
+//!     "jane@acme.co": true,
 //! }));
 //! assert_eq!(out.get()["card"], "[REDACTED_CREDIT_CARD]");
 //! assert_eq!(out.get()["text"], r#"{"ip":"[REDACTED_IP]"}"#);
@@ -35,7 +35,7 @@
 //!     .session_key(SessionKey::from_bytes([7; 32]))
 //!     .build();
 //! assert_eq!(endpoint.redact_str("4111-1111-1111-1111"), "[REDACTED_CREDIT_CARD:\u{2026}1111]");
-//! assert!(endpoint.redact_str("jane@example.com").starts_with("[EMAIL:"));
+//! assert!(endpoint.redact_str("jane@acme.co").starts_with("[EMAIL:"));
 //! assert_eq!(endpoint.redact_str("10.1.2.3"), "10.1.2.3");
 //! ```
 //!
@@ -67,11 +67,11 @@
 //!
 //! | kind | accepts | rejects |
 //! |---|---|---|
-//! | [`Kind::Email`] | `local@domain.tld`; local part of letters, digits, `._%+-`; two or more domain labels, the last 2+ letters | `@handle`, `root@localhost`, `a@b.c`, labels starting or ending with `-` |
-//! | [`Kind::Phone`] | North American numbers: `(555) 123-4567`, `555-123-4567`, `555.123.4567`, `555 123 4567`, with optional `+1`/`1` prefix, `+15551234567`; area code and exchange `[2-9]XX` (area not `N11`); bare ten digits only under a JSON key naming a phone; E.164 `+` and 8-15 digits when [`PatternRedactorBuilder::e164`] is on | mixed separators (`555-123.4567`), area or exchange starting with 0/1, bare ten-digit runs in text |
+//! | [`Kind::Email`] | `local@domain.tld`; local part of letters, digits, `._%+-`; two or more domain labels, the last 2+ letters | `@handle`, `root@localhost`, `a@b.c`, labels starting or ending with `-`; addresses at documentation domains (`example.com`, `.test`…) unless [`PatternRedactorBuilder::documentation_domains`] is on |
+//! | [`Kind::Phone`] | North American numbers: `(555) 123-4567`, `(555)123-4567`, `555-123-4567`, `555.123.4567`, `555 123 4567`, `555 123-4567`, `555/123-4567`, with an optional `+1`, `1`, `001` or `(+1)` prefix and an extension (`x123`, ` ext. 123`, `#123`), `+15551234567`; area code `[2-9]XX` (not `N11`); ten bare digits only under a JSON key naming a phone or with a phone word nearby (`phone`, `tel`, `mobile`, `call`…, no fence between); international numbers from `+` (8-15 digits, spaced groups, a trunk `(0)`) when [`PatternRedactorBuilder::e164`] is on | mixed separators (`555-123.4567`), area code starting with 0/1, bare ten-digit runs with no context |
 //! | [`Kind::Ssn`] | `AAA-GG-SSSS` and `AAA GG SSSS`; nine bare digits only under a key naming an SSN | area 000, 666 or 900-999, group 00, serial 0000, mixed separators |
-//! | [`Kind::CreditCard`] | 13-19 digits in one run, or in groups split by one kind of single separator (space or dash) laid out as cards are printed (`4-4-4-4`, `4-4-4-1..3`, `4-4-4-4-1..3`, `4-6-5`, `4-6-4`); must pass Luhn and match an issuer range: Visa `4` (13/16/19), Mastercard `51-55` and `2221-2720` (16), Amex `34`/`37` (15), Discover `6011`/`644-649`/`65`, `UnionPay` `62`, JCB `3528-3589` (16-19), Diners `300-305`/`36`/`38`/`39` (14); also as a JSON number | numbers failing Luhn, unknown prefixes (epoch-millisecond timestamps start with `1`), other group layouts, runs embedded in longer numbers or words, a date or time glued to the end (`4947 8207 3841 5/1/1997`); space-separated groups that sit in a table of numbers (another number within a few blanks, or aligned after two or more spaces or a tab) |
-//! | [`Kind::Ipv4`] | four octets 0-255 without leading zeros | octets above 255, `1.2.3.4.5`, `10.0.19045.2965`, `v1.2.3.4`, a quad right after the word `version`, or under a JSON key naming a version |
+//! | [`Kind::CreditCard`] | 12-19 digits in one run, or in groups split by one kind of single separator (space or dash) laid out as cards are printed (`4-4-4-4`, `4-4-4-1..3`, `4-4-4-4-1..3`, `4-6-5`, `4-6-4`), also followed by an expiry or security code; must pass Luhn and match an issuer range: Visa `4` (13/16/19), Mastercard `51-55` and `2221-2720` (16), Amex `34`/`37` (15), Discover `6011`/`644-649`/`65` (16-19), Diners `300-305`/`3095`/`36`/`38`/`39` (14-19), JCB `35` (16-19) and `3528-3589`/`2131`/`1800` (15), `UnionPay` `62` (16-19), Maestro `50`/`56-69`/`0604` (16-19, and 12-15 only with a card word nearby or under a card key); also as a JSON number | numbers failing Luhn, unknown prefixes (epoch-millisecond timestamps start with `1`), other group layouts, runs embedded in longer numbers or words, a date or time glued to the end (`4947 8207 3841 5/1/1997`); space-separated groups that sit in a table of numbers (another number within a few blanks, or aligned after two or more spaces or a tab) |
+//! | [`Kind::Ipv4`] | four octets 0-255 without leading zeros | octets above 255, `1.2.3.4.5`, `10.0.19045.2965`, `v1.2.3.4`, a quad right after the word `version`, `build`, `release` or `rv`, or under a JSON key naming a version, build or release |
 //! | [`Kind::Ipv6`] | every RFC 4291 text form: full, `::`-compressed anywhere, embedded IPv4 (`::ffff:1.2.3.4`), zone ids (`fe80::1%eth0`, `%25eth0`) | a second `::`, wrong group counts, groups over 4 hex digits, compressed forms with neither a decimal digit nor 3+ groups (`A::B` is code more often than an address), `host:port`, clock times |
 //! | [`Kind::Secret`] | AWS key ids (`AKIA`/`ASIA`… + 16), GitHub (`ghp_`… + 36+, `github_pat_`), Slack (`xox?-`), Stripe (`sk_live_`, `rk_live_`, test keys), `sk-` keys with letters and digits (`OpenAI`, Anthropic), Google `AIza…`, JWTs, PEM private key blocks (to the `END` line, or to the end of the key body when cut off), the token after `Bearer `, and any string under a credential key (`password`, `token`, `api_key`, `authorization`…) | prefixes glued to a word, bodies that are too short, `Bearer` followed by a plain word |
 //! | [`Kind::KnownSecret`] | registered values ([`KnownSecrets`]) raw, in base64 at any alignment, percent-encoded and JSON-escaped | values shorter than [`MIN_KNOWN_SECRET_LEN`] (refused when registering) |
@@ -87,10 +87,18 @@
 //! changing after [`MAX_PASSES`] passes can only be crafted, and is replaced as a whole by
 //! [`UNSTABLE`]: fail closed, and still idempotent.
 //!
+//! # Beyond ASCII
+//! A value written with characters beyond ASCII is found too: invisible characters
+//! (every default-ignorable code point: zero-width spaces and joiners, bidirectional
+//! controls, variation selectors, tags…) inside it are read as absent, decimal digits
+//! of every script as `0`-`9`, full-width and small forms of ASCII as ASCII, other
+//! spaces as a space and hyphens as `-`; the whole original span is replaced. An ASCII
+//! string costs the standard library's ASCII test for them; another one two vector
+//! searches for the first bytes of such characters.
+//!
 //! # Limits
-//! Only ASCII digits and punctuation are recognised (full-width digits are not); names,
-//! street addresses and other free-text PII need a different kind of detector. A dotted
-//! quad with no context (`1.2.3.4`) is an address even when it was a version.
+//! Names, street addresses and other free-text PII need a different kind of detector.
+//! A dotted quad with no context (`1.2.3.4`) is an address even when it was a version.
 
 use std::borrow::Cow;
 
@@ -103,6 +111,7 @@ mod known;
 mod luhn;
 mod pattern;
 mod scan;
+mod unicode;
 mod window;
 
 #[cfg(any(test, feature = "test-util"))]

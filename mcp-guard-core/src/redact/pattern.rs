@@ -14,6 +14,7 @@ use sha2::Sha256;
 use super::Redactor;
 use super::known::{KnownSecrets, KnownSet};
 use super::scan::{self, Hints, Hit, Scanner, Start};
+use super::unicode;
 
 /// Passes over one string before it counts as crafted; see [`UNSTABLE`].
 pub const MAX_PASSES: usize = 8;
@@ -196,6 +197,7 @@ pub struct PatternRedactorBuilder {
     enabled: u16,
     styles: [Style; 6],
     e164: bool,
+    documentation_domains: bool,
     known: Option<Arc<KnownSecrets>>,
     key: Option<SessionKey>,
 }
@@ -206,6 +208,7 @@ impl Default for PatternRedactorBuilder {
             enabled: Kind::PII.iter().fold(0, |acc, k| acc | k.bit()),
             styles: [Style::Placeholder; 6],
             e164: false,
+            documentation_domains: false,
             known: None,
             key: None,
         }
@@ -248,10 +251,23 @@ impl PatternRedactorBuilder {
         self
     }
 
-    /// Also accept international numbers in E.164 form (`+` and 8 to 15 digits, no
-    /// separators) as phone numbers. Off by default.
+    /// Also accept international numbers written from `+` and a country code as phone
+    /// numbers: 8 to 15 digits, in groups split by single spaces, `-`, `.` or `/`, one
+    /// group possibly in parentheses, a trunk `(0)` allowed after the country code
+    /// (`+442079460958`, `+44 20 7946 0958`, `+49 (0) 30 1234567`). Off by default: only
+    /// North American numbers are phone numbers then.
     pub fn e164(mut self, on: bool) -> Self {
         self.e164 = on;
+        self
+    }
+
+    /// Also redact email addresses at the domains reserved for documentation and
+    /// testing (RFC 2606 and 6761: `example.com`, `example.net`, `example.org` and
+    /// names under them, and names under `.test`, `.example`, `.invalid` and
+    /// `.localhost`). Off by default: such an address is a placeholder in an example,
+    /// not anyone's address.
+    pub fn documentation_domains(mut self, on: bool) -> Self {
+        self.documentation_domains = on;
         self
     }
 
@@ -271,7 +287,11 @@ impl PatternRedactorBuilder {
     /// Compiles the redactor.
     pub fn build(self) -> PatternRedactor {
         PatternRedactor {
-            scanner: Arc::new(Scanner::new(self.enabled | ALWAYS_ON, self.e164)),
+            scanner: Arc::new(Scanner::new(
+                self.enabled | ALWAYS_ON,
+                self.e164,
+                self.documentation_domains,
+            )),
             styles: self.styles,
             known: self.known.unwrap_or_default(),
             key: self.key.unwrap_or_else(SessionKey::random),
@@ -299,6 +319,7 @@ impl fmt::Debug for PatternRedactor {
             .field("kinds", &on)
             .field("styles", &self.styles)
             .field("e164", &self.scanner.e164)
+            .field("documentation_domains", &self.scanner.documentation_domains)
             .field("known_secrets", &self.known.len())
             .finish_non_exhaustive()
     }
@@ -338,16 +359,26 @@ impl PatternRedactor {
     /// Every value the redactor would replace in `input`, in order, overlapping findings
     /// merged.
     pub fn find(&self, input: &str) -> Vec<Finding> {
+        self.find_under(None, input)
+    }
+
+    /// Every value the redactor would replace in `input` as the value of the JSON key
+    /// `key` (which may name a phone number, an SSN, a card, a version or a
+    /// credential), in order, overlapping findings merged.
+    pub fn find_under(&self, key: Option<&str>, input: &str) -> Vec<Finding> {
+        let hints = key.map(super::json::key_hints).unwrap_or_default();
+        if hints.secret {
+            return (!input.is_empty() && input != Kind::Secret.placeholder())
+                .then_some(Finding {
+                    kind: Kind::Secret,
+                    range: 0..input.len(),
+                })
+                .into_iter()
+                .collect();
+        }
         let mut found = Vec::new();
-        self.known.with_snapshot(|known| {
-            self.scanner.scan(
-                input.as_bytes(),
-                Start::WHOLE,
-                Hints::default(),
-                known,
-                &mut found,
-            )
-        });
+        self.known
+            .with_snapshot(|known| self.scan_folding(input.as_bytes(), hints, known, &mut found));
         scan::merge(&mut found);
         found
             .into_iter()
@@ -358,13 +389,88 @@ impl PatternRedactor {
             .collect()
     }
 
+    /// The findings of one pass over `h` (unsorted), read as it is and, when it holds
+    /// characters that [`unicode::fold`] changes, also folded (and mapped back).
+    fn scan_folding(&self, h: &[u8], hints: Hints, known: &KnownSet, found: &mut Vec<Hit>) {
+        self.scanner.scan(h, Start::WHOLE, hints, known, found);
+        if unicode::folds(h) {
+            let folded = unicode::Folded::new(h);
+            let from = found.len();
+            self.scanner.scan(&folded.text, Start::WHOLE, hints, known, found);
+            for hit in &mut found[from..] {
+                (hit.start, hit.end) = folded.original(hit.start, hit.end);
+            }
+        }
+    }
+
+    /// Redacts `h`, which holds characters that [`unicode::fold`] changes: every pass
+    /// reads it as it is and folded, and replaces the original span of each finding
+    /// (invisible characters inside it included). `None` when nothing was found. Such
+    /// strings are rare; this path trades speed for simplicity.
+    pub(crate) fn redact_folding(
+        &self,
+        h: &[u8],
+        hints: Hints,
+        known: &KnownSet,
+        found: &mut Vec<Hit>,
+    ) -> Option<Vec<u8>> {
+        if hints.secret {
+            return credential_value(h).map(|p| p.as_bytes().to_vec());
+        }
+        let mut out: Option<Vec<u8>> = None;
+        for _ in 0..MAX_PASSES {
+            let cur = out.as_deref().unwrap_or(h);
+            found.clear();
+            self.scan_folding(cur, hints, known, found);
+            if found.is_empty() {
+                return out;
+            }
+            scan::merge(found);
+            let mut next = Vec::with_capacity(cur.len() + 16 * found.len());
+            let mut last = 0;
+            let mut text = String::new();
+            for hit in found.iter() {
+                next.extend_from_slice(&cur[last..hit.start]);
+                text.clear();
+                self.render(
+                    hit.kind,
+                    &unicode::fold_bytes(&cur[hit.start..hit.end]),
+                    &mut text,
+                );
+                next.extend_from_slice(text.as_bytes());
+                last = hit.end;
+            }
+            next.extend_from_slice(&cur[last..]);
+            out = Some(next);
+        }
+        Some(UNSTABLE.as_bytes().to_vec())
+    }
+
+    /// [`Self::redact_folding`] of a string.
+    pub(crate) fn redact_folding_str(
+        &self,
+        s: &str,
+        hints: Hints,
+        known: &KnownSet,
+        found: &mut Vec<Hit>,
+    ) -> Option<String> {
+        // Findings start and end at character boundaries (mapped back from the folded
+        // copy, or ASCII bytes), so the output is UTF-8; checked all the same.
+        self.redact_folding(s.as_bytes(), hints, known, found).map(|b| {
+            String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        })
+    }
+
     /// Redacts bytes that need not be UTF-8 (a child's stderr, a raw body). Invalid
     /// sequences are kept as they are; every detector works on ASCII.
     pub fn redact_bytes<'a>(&self, input: &'a [u8]) -> Cow<'a, [u8]> {
-        match self
-            .known
-            .with_snapshot(|known| self.redact_with(input, Hints::default(), known, &mut Vec::new()))
-        {
+        match self.known.with_snapshot(|known| {
+            if unicode::folds(input) {
+                self.redact_folding(input, Hints::default(), known, &mut Vec::new())
+            } else {
+                self.redact_with(input, Hints::default(), known, &mut Vec::new())
+            }
+        }) {
             Some(out) => Cow::Owned(out),
             None => Cow::Borrowed(input),
         }
@@ -840,6 +946,9 @@ fn normalize(kind: Kind, matched: &[u8]) -> Vec<u8> {
 impl Redactor for PatternRedactor {
     fn redact_str<'a>(&self, input: &'a str) -> Cow<'a, str> {
         let redacted = self.known.with_snapshot(|known| {
+            if unicode::folds(input.as_bytes()) {
+                return self.redact_folding_str(input, Hints::default(), known, &mut Vec::new());
+            }
             let start = self.survey(known, input.as_bytes())?;
             let mut out = String::new();
             self.redact_into(
@@ -885,8 +994,12 @@ pub struct RedactionConfig {
     pub style: Style,
     /// Per-kind style overrides.
     pub style_overrides: std::collections::BTreeMap<Kind, Style>,
-    /// Accept E.164 international numbers as phone numbers.
+    /// Accept international numbers written from `+` and a country code as phone
+    /// numbers (see [`PatternRedactorBuilder::e164`]).
     pub e164: bool,
+    /// Also redact email addresses at documentation domains (`example.com`, `.test`…;
+    /// see [`PatternRedactorBuilder::documentation_domains`]). Off by default.
+    pub documentation_domains: bool,
 }
 
 impl Default for RedactionConfig {
@@ -896,6 +1009,7 @@ impl Default for RedactionConfig {
             style: Style::Placeholder,
             style_overrides: std::collections::BTreeMap::default(),
             e164: false,
+            documentation_domains: false,
         }
     }
 }
@@ -906,7 +1020,8 @@ impl RedactionConfig {
         let mut b = PatternRedactor::builder()
             .only(&self.detect)
             .style(self.style)
-            .e164(self.e164);
+            .e164(self.e164)
+            .documentation_domains(self.documentation_domains);
         for (&k, &s) in &self.style_overrides {
             b = b.style_for(k, s);
         }

@@ -10,7 +10,7 @@ use aho_corasick::packed;
 use memchr::memmem;
 
 use super::Kind;
-use super::detect::{digit_run_len, email, ip, numeric, secret};
+use super::detect::{context, digit_run_len, email, ip, numeric, secret};
 use super::known::KnownSet;
 use super::window::{REACH, STEP, Window};
 
@@ -35,6 +35,10 @@ pub(crate) struct Hints {
     pub(crate) phone: bool,
     /// The key names a version: dotted quads are not addresses.
     pub(crate) version: bool,
+    /// The key names a payment card: a Maestro number of 12 to 15 digits counts.
+    pub(crate) card: bool,
+    /// The key names a product code (`ean`, `isbn`…): thirteen digits are not a card.
+    pub(crate) product: bool,
     /// The key names a credential: the whole value is a secret.
     pub(crate) secret: bool,
 }
@@ -67,6 +71,8 @@ struct ScanState {
 pub(crate) struct Scanner {
     pub(crate) enabled: u16,
     pub(crate) e164: bool,
+    /// Addresses at documentation domains (`example.com`, `.test`…) are found too.
+    pub(crate) documentation_domains: bool,
     bearer: EarerFinder,
     /// A vectorised multi-byte search for the trigger bytes (`aho-corasick`'s Teddy,
     /// chosen at run time for the CPU: SSSE3 or AVX2 on `x86_64`, NEON on `aarch64`),
@@ -250,7 +256,7 @@ impl EarerFinder {
 }
 
 impl Scanner {
-    pub(crate) fn new(enabled: u16, e164: bool) -> Self {
+    pub(crate) fn new(enabled: u16, e164: bool, documentation_domains: bool) -> Self {
         let mut builder = packed::Config::new()
             .match_kind(packed::MatchKind::LeftmostFirst)
             .heuristic_pattern_limits(false)
@@ -261,6 +267,7 @@ impl Scanner {
         Self {
             enabled,
             e164,
+            documentation_domains,
             bearer: EarerFinder::new(),
             teddy: builder.build().filter(|t| t.minimum_len() <= 2 * BLOCK),
         }
@@ -523,11 +530,13 @@ impl Scanner {
             AT => {
                 if self.on(Kind::Email) {
                     if let Some((start, end)) = email::email(h, p, state.at_floor) {
-                        found.push(Hit {
-                            start,
-                            end,
-                            kind: Kind::Email,
-                        });
+                        if self.documentation_domains || !email::documentation_domain(&h[p + 1..end]) {
+                            found.push(Hit {
+                                start,
+                                end,
+                                kind: Kind::Email,
+                            });
+                        }
                         state.at_floor = end;
                     } else {
                         state.at_floor = p + 1;
@@ -565,19 +574,26 @@ impl Scanner {
 
     /// Whether a run of `run` digits at `p` can start any numeric finding. Without a
     /// `+` in front or a key that names an SSN or phone number, every numeric detector
-    /// needs one of a few first groups: 13-19 digits (a card); 4 digits and a space or
-    /// dash (a card); 3 digits and a separator, `.` or `)` (SSN, phone); 1-3 digits and
-    /// `.` (IPv4); a `1` and a separator (a phone prefix). Most numbers in a table
-    /// (`12, 3.5, 2024/01/02, 17150000000, 34189.80`) fail this at once.
-    #[inline]
+    /// needs one of a few first groups: 12-19 digits (a card); 4 digits and a space or
+    /// dash (a card); 3 digits and a separator, `.`, `/` or `)` (SSN, phone); 1-3 digits
+    /// and `.` (IPv4); a `1` and a separator (a phone prefix); ten digits, or eleven
+    /// from a `1`, that a word nearby may name a phone number. Most numbers in a table
+    /// (`12, 3.5, 2024/01/02, 1715000000, 34189.80`) fail this at once.
+    #[allow(
+        clippy::inline_always,
+        reason = "one call per digit run from two loops; out of line it is a call for every number of a table"
+    )]
+    #[inline(always)]
     fn numeric_maybe(h: &[u8], p: usize, run: usize, hints: Hints) -> bool {
         let next = h.get(p + run).copied().unwrap_or(0);
         let shaped = match run {
-            1 => matches!(next, b' ' | b'-' | b'.'),
+            1 => matches!(next, b' ' | b'-' | b'.' | b'/'),
             2 => next == b'.',
-            3 => matches!(next, b' ' | b'-' | b'.' | b')'),
+            3 => matches!(next, b' ' | b'-' | b'.' | b'/' | b')'),
             4 => matches!(next, b' ' | b'-'),
-            13..=19 => true,
+            10 => h[p] >= b'2',
+            11 => h[p] == b'1' && h.get(p + 1).is_some_and(|&d| d >= b'2'),
+            12..=19 => true,
             _ => false,
         };
         shaped || hints.ssn || hints.phone || (p > 0 && h[p - 1] == b'+')
@@ -595,15 +611,27 @@ impl Scanner {
         // The length of the digit group after a one-byte separator: every separated
         // shape fixes it (card 4 or 6, SSN 2, phone 3, IPv4 1-3), so most numbers in a
         // list are turned down here by arithmetic, before any detector runs.
-        let g2 = if sep || next == b'.' {
+        let g2 = if sep || next == b'.' || next == b'/' {
             digit_run_len(h, p + run + 1)
         } else {
             0
         };
-        if (run == 4 && sep && (g2 == 4 || g2 == 6) || (13..=19).contains(&run))
-            && matches!(first, b'2'..=b'6')
+        // A Maestro number of 12 to 15 digits in one run needs a word or a key that
+        // names a card; cards from `1` (JCB `1800`) have 15 digits, from `0` (`0604`) 12.
+        // No other issuer has 12 to 15 digits from `0`, `5` or `6`, so without such a
+        // word the card detector is not run at all.
+        let short = (12..=15).contains(&run) && matches!(first, b'0' | b'5' | b'6');
+        // The words around a number are read last, only for a number of a card's shape:
+        // thirteen digits next to `EAN`, `ISBN`… are a product code (a Visa number of
+        // that length would pass as well one time in ten).
+        if (run == 4 && sep && (g2 == 4 || g2 == 6)
+            || (13..=19).contains(&run) && matches!(first, b'2'..=b'6')
+            || run == 15 && first == b'1'
+            || short)
             && self.on(Kind::CreditCard)
-            && let Some(end) = numeric::card(h, p, run)
+            && !(run == 13 && (hints.product || context::product_near(h, p, p + run)))
+            && (!short || hints.card || context::card_near(h, p, p + run))
+            && let Some(end) = numeric::card(h, p, run, short)
         {
             found.push(Hit {
                 start: p,
@@ -629,19 +657,29 @@ impl Scanner {
         }
         // The shapes `numeric::phone` can start with at `p`: after `+`, an area code
         // followed by a separator and a 3-digit exchange (or `)` after `(`), a `1-`
-        // prefix before an area code, or ten bare digits under a phone key.
+        // prefix before an area code, or ten bare digits (eleven from a `1`) under a
+        // phone key or with a word nearby that names a phone.
+        // (Not right after `(`, `)`, `+` or `/`: the digits of an international number
+        // such as `+44(0)2079460958` are not a North American one.)
+        let bare = hints.phone
+            || (run == 10 && first >= b'2' || run == 11 && first == b'1')
+                && !matches!(before, b'(' | b')' | b'+' | b'/')
+                && self.on(Kind::Phone)
+                && context::phone_near(h, p, p + run);
         let phone_shape = before == b'+'
-            || hints.phone
+            || bare
             || (run == 3
-                && (((sep || next == b'.') && g2 == 3 && numeric::line_after_exchange(h, p + 7))
+                && (((sep || next == b'.' || next == b'/')
+                    && g2 == 3
+                    && numeric::line_after_exchange(h, p + 7))
                     || (next == b')' && before == b'(')))
             || (run == 1
                 && first == b'1'
-                && matches!(next, b' ' | b'-' | b'.')
+                && matches!(next, b' ' | b'-' | b'.' | b'/')
                 && (g2 == 3 || h.get(p + 2) == Some(&b'(')));
         if phone_shape
             && self.on(Kind::Phone)
-            && let Some((start, end)) = numeric::phone(h, p, hints.phone, self.e164)
+            && let Some((start, end)) = numeric::phone(h, p, bare, self.e164)
         {
             found.push(Hit {
                 start,

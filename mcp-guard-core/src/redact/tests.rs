@@ -37,10 +37,7 @@ fn same(s: &str) {
 #[test]
 fn exact_outputs() {
     let cases = [
-        (
-            "contact jane.doe@example.com today",
-            "contact [REDACTED_EMAIL] today",
-        ),
+        ("contact jane.doe@acme.co today", "contact [REDACTED_EMAIL] today"),
         (
             "call +1 (415) 555-0132 or 415.555.0133",
             "call [REDACTED_PHONE] or [REDACTED_PHONE]",
@@ -230,7 +227,7 @@ fn card_numbers_by_first_digit() {
 #[test]
 fn escaped_values_are_found_after_parsing() {
     // In JSON text the `@` is `\u0040`; the walk sees the decoded string.
-    let v: Value = serde_json::from_str(r#"{"m": "jane\u0040example.com"}"#).unwrap();
+    let v: Value = serde_json::from_str(r#"{"m": "jane\u0040acme.co"}"#).unwrap();
     assert_eq!(r().redacted(v).get()["m"], "[REDACTED_EMAIL]");
 }
 
@@ -245,14 +242,14 @@ fn pseudonyms_are_stable_per_session() {
     let base = PatternRedactor::builder().style(Style::Pseudonym).build();
     let s1 = base.with_session_key(SessionKey::from_bytes([1; 32]));
     let s2 = base.with_session_key(SessionKey::from_bytes([2; 32]));
-    let a = s1.redact_str("jane@example.com");
+    let a = s1.redact_str("jane@acme.co");
     assert!(
         a.starts_with("[EMAIL:") && a.len() == "[EMAIL:12345678]".len(),
         "{a}"
     );
-    assert_eq!(a, s1.redact_str("JANE@example.com"), "case-insensitive email");
-    assert_ne!(a, s1.redact_str("john@example.com"));
-    assert_ne!(a, s2.redact_str("jane@example.com"));
+    assert_eq!(a, s1.redact_str("JANE@acme.co"), "case-insensitive email");
+    assert_ne!(a, s1.redact_str("john@acme.co"));
+    assert_ne!(a, s2.redact_str("jane@acme.co"));
     // Different spellings of one number agree.
     assert_eq!(s1.redact_str("(415) 555-0132"), s1.redact_str("+1 415-555-0132"));
     assert_eq!(
@@ -391,11 +388,11 @@ fn leaves_redacted_in_place_match_the_text_path() {
         "a@b.io then a long tail of ordinary words that would all have to move over",
         "ends with a card 4111 1111 1111 1111",
         "x 123-45-6789 y 10.0.0.1 z a@b.io w (415) 555-0132",
-        "shrinks: jane.doe.with.a.long.name@example.com",
+        "shrinks: jane.doe.with.a.long.name@acme.co",
         "grows: 1.2.3.4",
         "key AKIAIOSFODNN7EXAMPLE at the end",
         "two findings close to the end, a@b.io 10.0.0.1",
-        "three near the end, jane.doe.with.a.long.name@example.com or 10.0.0.1 or (415) 555-0132",
+        "three near the end, jane.doe.with.a.long.name@acme.co or 10.0.0.1 or (415) 555-0132",
         "two at the start, too much to move: a@b.io c@d.io and then a long tail of plain words",
         "a finding, then a trigger after it: a@b.io 12",
         "Bearer abcdefghijklmnopqrstuvwxyz012345",
@@ -700,7 +697,9 @@ fn bytes_with_invalid_utf8() {
     );
 }
 
-/// 16 MiB strings of repeated trigger patterns: bounded time, idempotent output. In
+/// 16 MiB strings of repeated trigger patterns: the scan finishes (a quadratic one would
+/// take hours here, so the run would time out) and its output is idempotent. No
+/// wall-clock bound: a busy machine must not fail it; speed is the benchmark's. In
 /// debug builds the digit-dense patterns (one candidate every two bytes) use 2 MiB so
 /// the test stays quick; `cargo test --release` runs all of them at 16 MiB.
 #[test]
@@ -719,15 +718,18 @@ fn hostile_16_mib_inputs_are_linear() {
         ("::", full),
         ("eyJ", full),
         ("-----BEGIN PRIVATE KEY-----", full),
-        ("é", full),
+        // Non-ASCII text is searched for characters that fold as well as for triggers
+        // (a second vector pass, slow in debug builds).
+        ("é", dense),
+        ("\u{200B}", dense),
+        ("\u{FF14}\u{FF11}\u{FF11}\u{FF11} ", dense),
+        ("\u{0663}-", dense),
         ("xoxb-", full),
         ("Bearer ", full),
     ] {
         let s = unit.repeat(size / unit.len());
-        let t = std::time::Instant::now();
         let out = r.redact_str(&s);
-        assert_eq!(r.redact_str(&out), out);
-        assert!(t.elapsed().as_secs() < 20, "{unit:?} took {:?}", t.elapsed());
+        assert_eq!(r.redact_str(&out), out, "{unit:?}");
     }
 }
 
@@ -901,7 +903,7 @@ fn window_scan_matches_reference() {
         "192.168.1.20",
         "1.2.3.4.5",
         "2001:db8::1",
-        "jane@example.com",
+        "jane@acme.co",
         "4111111111111111",
         "1234 5678",
     ];
@@ -1018,4 +1020,345 @@ mod props {
             fuzzing::check_json(&data);
         }
     }
+}
+
+/// Every invisible character the hostile-text checker of tool definitions knows (the
+/// ones it strips from results).
+fn hostile_invisibles() -> Vec<char> {
+    (0x80..=0x10_FFFF_u32)
+        .filter_map(char::from_u32)
+        .filter(|c| crate::pin::strip_invisible(&c.to_string()).is_empty())
+        .collect()
+}
+
+/// A registered secret with an invisible character inside it is found on every path a
+/// payload is redacted (text, bytes, a JSON leaf, a JSON key, `find`), whichever
+/// character the hostile-text checker knows hides it, and the whole span goes.
+#[test]
+fn a_registered_secret_split_by_an_invisible_character_is_still_found() {
+    let secret = "cnry-7f3a9c1e5b2d4f60a8e9";
+    let r = r();
+    r.add_known_secret(&SecretString::from(secret));
+    let invisible = hostile_invisibles();
+    assert!(invisible.len() > 150, "{}", invisible.len());
+    for (i, c) in invisible.iter().enumerate() {
+        let at = 1 + i % (secret.len() - 1);
+        let hidden = format!("{}{c}{}", &secret[..at], &secret[at..]);
+        let text = format!("token {hidden} end");
+        let want = "token [REDACTED_SECRET] end";
+        assert_eq!(r.redact_str(&text), want, "U+{:04X}", u32::from(*c));
+        assert_eq!(&*r.redact_bytes(text.as_bytes()), want.as_bytes());
+        let mut v = serde_json::json!({ "args": { "text": text.clone() }, hidden.clone(): 1 });
+        r.redact_json(&mut v);
+        assert_eq!(v["args"]["text"], want);
+        assert_eq!(v["[REDACTED_SECRET]"], 1, "as a key: U+{:04X}", u32::from(*c));
+        assert_eq!(r.find(&text).len(), 1);
+    }
+}
+
+/// The other kinds too, with invisible characters, digits of other scripts and
+/// full-width forms inside a value: the whole original span is replaced.
+#[test]
+fn values_written_beyond_ascii_are_found() {
+    let r = r();
+    for (text, want) in [
+        ("mail jane\u{200B}@acme.co now", "mail [REDACTED_EMAIL] now"),
+        ("mail jane\u{FF20}acme.co now", "mail [REDACTED_EMAIL] now"),
+        (
+            "mail \u{FF4A}\u{FF41}\u{FF4E}\u{FF45}\u{FF20}acme.co",
+            "mail [REDACTED_EMAIL]",
+        ),
+        ("mail jane\u{FE6B}acme.co", "mail [REDACTED_EMAIL]"),
+        (
+            "card \u{FF14}\u{FF11}\u{FF11}\u{FF11}\u{FF11}\u{FF11}\u{FF11}\u{FF11}\u{FF11}\u{FF11}\u{FF11}\u{FF11}\u{FF11}\u{FF11}\u{FF11}\u{FF11}",
+            "card [REDACTED_CREDIT_CARD]",
+        ),
+        (
+            "card 4111\u{200D}1111\u{200D}1111\u{200D}1111 ok",
+            "card [REDACTED_CREDIT_CARD] ok",
+        ),
+        (
+            "card 4111\u{00A0}1111\u{00A0}1111\u{00A0}1111 ok",
+            "card [REDACTED_CREDIT_CARD] ok",
+        ),
+        (
+            "card 4111\u{FE0F}11111111111\u{E0001}1 ok",
+            "card [REDACTED_CREDIT_CARD] ok",
+        ),
+        (
+            "ssn \u{0661}\u{0662}\u{0663}-\u{0664}\u{0665}-\u{0666}\u{0667}\u{0668}\u{0669}",
+            "ssn [REDACTED_SSN]",
+        ),
+        (
+            "ssn \u{0967}\u{0968}\u{0969}-\u{096A}\u{096B}-\u{096C}\u{096D}\u{096E}\u{096F}",
+            "ssn [REDACTED_SSN]",
+        ),
+        ("call (555)\u{2009}123\u{2013}4567", "call [REDACTED_PHONE]"),
+        (
+            "call \u{1D7D3}\u{1D7D3}\u{1D7D3}-123-4567",
+            "call [REDACTED_PHONE]",
+        ),
+        ("call 555\u{2060}-123-4567", "call [REDACTED_PHONE]"),
+        ("ip 10\u{FF0E}1\u{FF0E}2\u{FF0E}3 up", "ip [REDACTED_IP] up"),
+        ("ip 10.1.2.\u{200B}3 up", "ip [REDACTED_IP] up"),
+        ("key AKIA\u{200B}IOSFODNN7EXAMPLE", "key [REDACTED_SECRET]"),
+        // Nothing to find: left as it is, invisible characters and all.
+        (
+            "résumé 東京 データ — → 🙂 \u{200B}",
+            "résumé 東京 データ — → 🙂 \u{200B}",
+        ),
+        ("\u{FF11}\u{FF12}\u{FF13}", "\u{FF11}\u{FF12}\u{FF13}"),
+    ] {
+        assert_eq!(r.redact_str(text), want, "{text:?}");
+        assert_eq!(&*r.redact_bytes(text.as_bytes()), want.as_bytes(), "{text:?}");
+        let mut v = Value::String(text.to_owned());
+        r.redact_json(&mut v);
+        assert_eq!(v, want, "{text:?}");
+        assert_eq!(r.redact_str(want), want, "idempotent: {text:?}");
+    }
+    // The partial form shows the digits as digits.
+    let partial = PatternRedactor::builder().style(Style::Partial).build();
+    assert_eq!(
+        partial.redact_str("\u{FF14}\u{FF11}\u{FF11}\u{FF11}-1111-1111-1234"),
+        "\u{FF14}\u{FF11}\u{FF11}\u{FF11}-1111-1111-1234",
+        "fails Luhn"
+    );
+    assert_eq!(
+        partial.redact_str("4111-1111-1111-\u{FF11}\u{FF11}\u{FF11}\u{FF11}"),
+        "[REDACTED_CREDIT_CARD:\u{2026}1111]"
+    );
+    // Under a key that names a phone number.
+    let mut v = serde_json::json!({"phone": "\u{FF15}\u{FF15}\u{FF15}1234567"});
+    r.redact_json(&mut v);
+    assert_eq!(v["phone"], "[REDACTED_PHONE]");
+}
+
+/// The phone number forms of the issue: extensions, prefixes, separators, bare digits
+/// with a key or a word that names a phone.
+#[test]
+fn phone_number_forms() {
+    let r = r();
+    for text in [
+        "870-764-0242x4270",
+        "870-764-0242 x4270",
+        "870.764.0242x704",
+        "(870)764-0242x41586",
+        "870-764-0242 ext. 42",
+        "870-764-0242 ext 42",
+        "870-764-0242 extension 42",
+        "870-764-0242 #42",
+        "870-764-0242#42",
+        "+1-870-764-0242",
+        "+1-870-764-0242x427",
+        "001-870-764-0242",
+        "001-870-764-0242x42704",
+        "+1 (870) 764-0242",
+        "(+1) 870-764-0242",
+        "(+1)870-764-0242",
+        "1-870-764-0242",
+        "1 870 764 0242",
+        "1.870.764.0242",
+        "870/764-0242",
+        "870 764-0242",
+        "(870) 764-0242",
+        "+18707640242",
+    ] {
+        assert_eq!(
+            r.redact_str(&format!("call {text} today")),
+            "call [REDACTED_PHONE] today",
+            "{text}"
+        );
+        assert_eq!(r.redact_str(&format!("<{text}>")), "<[REDACTED_PHONE]>", "{text}");
+    }
+    for (text, want) in [
+        ("Phone: 8707640242", "Phone: [REDACTED_PHONE]"),
+        ("\\nMobile: 8707640242\\n", "\\nMobile: [REDACTED_PHONE]\\n"),
+        ("call me on 8707640242?", "call me on [REDACTED_PHONE]?"),
+        ("8707640242 (fax)", "[REDACTED_PHONE] (fax)"),
+        ("18707640242 mobile", "[REDACTED_PHONE] mobile"),
+        // No phone word: ten digits could be anything.
+        ("order 8707640242", "order 8707640242"),
+        ("ref, 8707640242 call", "ref, [REDACTED_PHONE] call"),
+        ("call, 8707640242", "call, 8707640242"),
+        ("870-764-0242x", "870-764-0242x"),
+        ("870-764-0242-1", "870-764-0242-1"),
+        ("2001 870-764-0242", "2001 [REDACTED_PHONE]"),
+    ] {
+        assert_eq!(r.redact_str(text), want, "{text}");
+    }
+    let mut v = serde_json::json!({"phone_number": "8707640242", "n": "8707640242"});
+    r.redact_json(&mut v);
+    assert_eq!(
+        v,
+        serde_json::json!({"phone_number": "[REDACTED_PHONE]", "n": "8707640242"})
+    );
+    // Other countries: only with E.164 numbers on, and only from `+`.
+    let intl = PatternRedactor::builder().e164(true).build();
+    for text in [
+        "+44(0)115 4960914",
+        "+44115 496 0777",
+        "+44(0)2074960074",
+        "+49 (0) 9141 777631",
+        "+33 1 83 41 77 76",
+        "+33 (0)1 41 63 60 83",
+        "+34842 91 41 77",
+        "+39 0925141776",
+        "+31(0)83-4497869",
+        "+55 61 9141-7776",
+        "+919141777631",
+    ] {
+        assert_eq!(
+            intl.redact_str(&format!("call {text}.")),
+            "call [REDACTED_PHONE].",
+            "{text}"
+        );
+        assert_eq!(
+            r.redact_str(&format!("call {text}.")),
+            format!("call {text}."),
+            "{text}"
+        );
+    }
+    for text in ["+44 12", "+1 2 3", "020 7946 0958", "x+441234567890"] {
+        assert_eq!(intl.redact_str(text), text, "{text}");
+    }
+}
+
+/// Every card length each issuer uses, Luhn always, and a card followed by its expiry
+/// or security code.
+#[test]
+fn card_lengths_of_every_issuer() {
+    let r = r();
+    let luhn = |prefix: &str, len: usize| {
+        let mut d: Vec<u8> = prefix.bytes().map(|b| b - b'0').collect();
+        d.resize(len - 1, 7);
+        let sum: u32 = d
+            .iter()
+            .rev()
+            .enumerate()
+            .map(|(i, &x)| {
+                let v = u32::from(x) * if i % 2 == 0 { 2 } else { 1 };
+                if v > 9 { v - 9 } else { v }
+            })
+            .sum();
+        d.push(u8::try_from((10 - sum % 10) % 10).unwrap());
+        d.iter().map(|&x| char::from(b'0' + x)).collect::<String>()
+    };
+    let cases: &[(&str, &[usize])] = &[
+        ("4", &[13, 16, 19]),
+        ("51", &[16]),
+        ("2221", &[16]),
+        ("2720", &[16]),
+        ("34", &[15]),
+        ("37", &[15]),
+        ("6011", &[16, 17, 18, 19]),
+        ("65", &[16, 17, 18, 19]),
+        ("644", &[16, 19]),
+        ("300", &[14, 15, 16, 17, 18, 19]),
+        ("36", &[14, 19]),
+        ("38", &[14, 16]),
+        ("3528", &[15, 16, 17, 18, 19]),
+        ("3589", &[15, 16, 19]),
+        ("2131", &[15]),
+        ("1800", &[15]),
+        ("62", &[16, 17, 18, 19]),
+        ("5018", &[16, 19]),
+        ("6759", &[16, 19]),
+        ("6304", &[16]),
+    ];
+    for (prefix, lengths) in cases {
+        for &n in *lengths {
+            let card = luhn(prefix, n);
+            assert_eq!(
+                r.redact_str(&format!("pay {card} now")),
+                "pay [REDACTED_CREDIT_CARD] now",
+                "{card}"
+            );
+            let mut bad = card.clone().into_bytes();
+            bad[n - 1] = b'0' + (bad[n - 1] - b'0' + 1) % 10;
+            let bad = String::from_utf8(bad).unwrap();
+            assert_eq!(
+                r.redact_str(&format!("pay {bad} now")),
+                format!("pay {bad} now"),
+                "Luhn: {bad}"
+            );
+        }
+    }
+    // Maestro of 12 to 15 digits: with a card word or key only.
+    for prefix in [
+        "5018", "5020", "5038", "5612", "5893", "6304", "6759", "6761", "0604", "6390",
+    ] {
+        for n in [12, 13, 15] {
+            if prefix == "0604" && n > 12 {
+                continue;
+            }
+            let card = luhn(prefix, n);
+            assert_eq!(
+                r.redact_str(&format!("my card {card}")),
+                "my card [REDACTED_CREDIT_CARD]",
+                "{card}"
+            );
+            assert_eq!(
+                r.redact_str(&format!("order {card}")),
+                format!("order {card}"),
+                "{card}"
+            );
+            let mut v = serde_json::json!({"credit_card_number": card, "cc": card.parse::<u64>().unwrap()});
+            r.redact_json(&mut v);
+            assert_eq!(v["credit_card_number"], "[REDACTED_CREDIT_CARD]", "{card}");
+            if !card.starts_with('0') {
+                assert_eq!(v["cc"], "[REDACTED_CREDIT_CARD]", "{card}");
+            }
+        }
+    }
+    for text in [
+        "4111 1111 1111 1111 04/27",
+        "4111 1111 1111 1111 4/2027",
+        "4111 1111 1111 1111 123",
+        "4111 1111 1111 1111 04/27 123",
+    ] {
+        assert!(
+            r.redact_str(text).starts_with("[REDACTED_CREDIT_CARD] "),
+            "{text}"
+        );
+    }
+    assert_eq!(
+        r.redact_str("4111 1111 1111 1111 123 456"),
+        "4111 1111 1111 1111 123 456",
+        "a table"
+    );
+}
+
+/// Addresses at documentation domains are left unless asked for; a dotted quad under a
+/// build or release key is a version.
+#[test]
+fn documentation_domains_and_versions() {
+    let r = r();
+    for text in [
+        "jane@example.com",
+        "a@mail.example.org",
+        "x@host.test",
+        "y@site.example",
+        "z@foo.invalid",
+    ] {
+        assert_eq!(r.redact_str(text), text);
+    }
+    assert_eq!(r.redact_str("jane@example.co"), "[REDACTED_EMAIL]");
+    let docs = PatternRedactor::builder().documentation_domains(true).build();
+    assert_eq!(
+        docs.redact_str("jane@example.com x@host.test"),
+        "[REDACTED_EMAIL] [REDACTED_EMAIL]"
+    );
+    let cfg: RedactionConfig =
+        serde_json::from_value(serde_json::json!({"documentation-domains": true})).unwrap();
+    assert_eq!(cfg.build(None).redact_str("jane@example.com"), "[REDACTED_EMAIL]");
+    let mut v = serde_json::json!({"build": "10.1.2.3", "release": "1.2.3.4", "host": "10.1.2.3"});
+    r.redact_json(&mut v);
+    assert_eq!(
+        v,
+        serde_json::json!({"build": "10.1.2.3", "release": "1.2.3.4", "host": "[REDACTED_IP]"})
+    );
+    assert_eq!(
+        r.redact_str("Firefox rv:1.9.6.20 build 10.0.1.2"),
+        "Firefox rv:1.9.6.20 build 10.0.1.2"
+    );
 }

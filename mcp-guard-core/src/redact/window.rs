@@ -45,6 +45,8 @@ struct Classes {
     dot: u64,
     /// `( ) +`, which phone numbers may start with or hold.
     punct: u64,
+    /// `/`, a separator of phone groups (`555/123-4567`).
+    slash: u64,
     /// The trigger bytes that are not digits: `@ : _ - A J`.
     other: u64,
 }
@@ -60,6 +62,7 @@ impl Classes {
             dash: f(self.dash, o.dash),
             dot: f(self.dot, o.dot),
             punct: f(self.punct, o.punct),
+            slash: f(self.slash, o.slash),
             other: f(self.other, o.other),
         }
     }
@@ -67,7 +70,11 @@ impl Classes {
 
 /// The classes of the 16 bytes of `h` at `at`, in bits `0..16`; bytes past the end of
 /// `h` are in no class.
-#[inline]
+#[allow(
+    clippy::inline_always,
+    reason = "called three times a step of the dense loop; out of line (as the class of `/` made it) a number table costs 20% more instructions"
+)]
+#[inline(always)]
 fn classify(h: &[u8], at: usize) -> Classes {
     if let Some(c) = h
         .get(at..at + CHUNK)
@@ -90,7 +97,11 @@ fn classify(h: &[u8], at: usize) -> Classes {
 }
 
 /// The classes of the 16 bytes `c`, in bits `0..16`.
-#[inline]
+#[allow(
+    clippy::inline_always,
+    reason = "called three times a step of the dense loop; out of line (as the class of `/` made it) a number table costs 20% more instructions"
+)]
+#[inline(always)]
 fn classify_chunk(c: [u8; CHUNK]) -> Classes {
     let v = u8x16::new(c);
     let eq = |b: u8| v.simd_eq(u8x16::splat(b));
@@ -107,6 +118,7 @@ fn classify_chunk(c: [u8; CHUNK]) -> Classes {
         dash: mask(dash),
         dot: mask(eq(b'.')),
         punct: mask(eq(b'(') | eq(b')') | eq(b'+')),
+        slash: mask(eq(b'/')),
         other: mask(eq(b'@') | eq(b':') | eq(b'_') | dash | eq(b'A') | eq(b'J')),
     }
 }
@@ -179,13 +191,16 @@ impl Window {
     ///   unless the groups are spaced and a number and a space come just before (a list
     ///   of numbers); or a `2` to `6` and 12 digits or more;
     /// - an SSN: three digits, a space or `-`, then two digits;
-    /// - a phone number: three digits, a space, `-` or `.`, three digits, one of those
-    ///   again and four digits; one digit, a space, `-` or `.`, then three digits or
+    /// - a phone number: three digits, a space, `-`, `.` or `/`, three digits, one of
+    ///   those again and four digits (also right after a digit and `-` or `.`: a `1-`
+    ///   or `001-` prefix); one digit, one of those separators, then three digits or
     ///   `(`; or any run after `(`, `)` or `+`;
+    /// - a run of exactly 10, 11, 12 or 15 digits, which a word nearby can make a phone
+    ///   number (10, 11) or a card (12, or 15 from a `1`);
     /// - an IPv4 address: two groups of one to three digits, each followed by `.`;
     ///
-    /// and none but the last where a digit and `-` come just before, none at all where
-    /// a digit and `.` do.
+    /// and none but the last and the first phone shape where a digit and `-` come just
+    /// before, none but that phone shape where a digit and `.` do.
     ///
     /// With `every_run` (a key that names an SSN or phone number, under which bare
     /// digits count), every run start.
@@ -201,9 +216,10 @@ impl Window {
             let end = d & !(d >> 1);
             let (space, dot) = (c.space, c.dot);
             let sep = space | c.dash;
-            let sep_dot = sep | dot;
+            let sep_dot = sep | dot | c.slash;
             let d2 = d & (d >> 1);
             let d4 = d2 & (d2 >> 2);
+            let d8 = d4 & (d4 >> 4);
             // Groups of exactly 2, 3, 4 and 6 digits ending at `j + 1`, `j + 2`…
             let g2 = d2 & (end >> 1);
             let g3 = d2 & (g2 >> 1);
@@ -218,14 +234,19 @@ impl Window {
             // group right after a number and a space at once.
             let listed = (space >> 4) & (space << 1) & (d << 2);
             let fours = four & (four >> 5);
-            let d8 = d4 & (d4 >> 4);
             let card = c.lead
                 & (four & !listed & (((fours & (d >> 10)) | (six & (d4 >> 7))) >> 5)
                     | d8 & (d8 >> 4) & (d >> 12));
             let ssn = g3 & (sep >> 3) & (g2 >> 4);
-            let phone = three & (three >> 4) & (g4 >> 8)
-                | end & (sep_dot >> 1) & ((g3 | c.punct) >> 2)
-                | (c.punct << 1);
+            let phone_groups = three & (three >> 4) & (g4 >> 8);
+            let phone = end & (sep_dot >> 1) & ((g3 | c.punct) >> 2) | (c.punct << 1);
+            // Runs of exactly 10, 11, 12 and 15 digits.
+            let d10 = d8 & (d2 >> 8);
+            let d12 = d8 & (d4 >> 8);
+            let lengths = d10 & (end >> 9)
+                | d10 & (d >> 10) & (end >> 10)
+                | d12 & (end >> 11)
+                | d12 & (d2 >> 12) & (d >> 14) & (end >> 14);
             // A group of one to three digits at `j` followed by `.`, `group`; and such a
             // group followed by another, `ip` (the last digit of the first group at `j`,
             // `j + 1` or `j + 2`).
@@ -237,7 +258,9 @@ impl Window {
             // down a value joined to a number before it by `.`); right after a digit
             // and `-`, nothing but an address (`10.0.0.1-10.0.0.9`).
             let joined = d << 2;
-            start & !(joined & (dot << 1)) & ((card | ssn | phone) & !(joined & (c.dash << 1)) | ip)
+            start
+                & (!(joined & (dot << 1)) & ((card | ssn | phone | lengths) & !(joined & (c.dash << 1)) | ip)
+                    | phone_groups)
         };
         // A dash after a digit (dates, ranges, number lists) starts no credential unless
         // another dash follows (`-----BEGIN`).

@@ -51,6 +51,24 @@ pub(crate) fn email(h: &[u8], at: usize, floor: usize) -> Option<(usize, usize)>
     end.map(|e| (s, e))
 }
 
+/// Whether `domain` (what follows the `@` of an address the detector accepted) is
+/// reserved for documentation and testing (RFC 2606, RFC 6761): `example.com`,
+/// `example.net`, `example.org` and names under them, and every name under the
+/// top-level `test`, `example`, `invalid` and `localhost`. Such addresses are
+/// placeholders in examples rather than anyone's address.
+pub(crate) fn documentation_domain(domain: &[u8]) -> bool {
+    let labels = |d: &[u8]| {
+        let mut it = d.rsplit(|&b| b == b'.');
+        (
+            it.next().unwrap_or_default().to_ascii_lowercase(),
+            it.next().unwrap_or_default().to_ascii_lowercase(),
+        )
+    };
+    let (tld, second) = labels(domain);
+    matches!(tld.as_slice(), b"test" | b"example" | b"invalid" | b"localhost")
+        || (second.as_slice() == b"example" && matches!(tld.as_slice(), b"com" | b"net" | b"org"))
+}
+
 #[cfg(test)]
 mod tests {
     fn f(s: &str) -> Option<&str> {
@@ -72,5 +90,30 @@ mod tests {
         assert_eq!(f("a@b.c"), None);
         assert_eq!(f("a@-b.com"), None);
         assert_eq!(f("a@b.c0m"), None);
+    }
+
+    #[test]
+    fn documentation_domains() {
+        for d in [
+            "example.com",
+            "EXAMPLE.org",
+            "mail.example.net",
+            "host.test",
+            "a.b.example",
+            "x.invalid",
+            "h.localhost",
+        ] {
+            assert!(super::documentation_domain(d.as_bytes()), "{d}");
+        }
+        for d in [
+            "example.co",
+            "examples.com",
+            "gmail.com",
+            "example.com.au",
+            "testing.io",
+            "notexample.com",
+        ] {
+            assert!(!super::documentation_domain(d.as_bytes()), "{d}");
+        }
     }
 }

@@ -2,8 +2,9 @@
 
 use super::is_word;
 
-/// Whether the word just before `s` (past up to three of ` :=/`) is `version`, `ver`
-/// or `v`, case-insensitively: `version 1.2.3.4` is a version, not an address.
+/// Whether the word just before `s` (past up to three of ` :=/`) is `version`, `ver`,
+/// `v`, `build`, `release` or `rv` (a browser's revision), case-insensitively:
+/// `version 1.2.3.4` is a version, not an address.
 fn after_version_word(h: &[u8], s: usize) -> bool {
     let mut i = s;
     let mut skipped = 0;
@@ -19,7 +20,7 @@ fn after_version_word(h: &[u8], s: usize) -> bool {
         return false;
     }
     let word = &h[w..i];
-    ["version", "ver", "v"]
+    ["version", "ver", "v", "build", "release", "rv"]
         .iter()
         .any(|v| word.eq_ignore_ascii_case(v.as_bytes()))
 }
@@ -33,7 +34,7 @@ pub(crate) fn ipv4(h: &[u8], p: usize) -> Option<usize> {
     // The byte before first: it turns down `v1.2.3.4` and the middle of a longer
     // dotted run without reading the octets.
     if let Some(&b) = p.checked_sub(1).and_then(|i| h.get(i))
-        && (is_word(b) || b == b'.')
+        && (super::glued_before(h, p) || b == b'.')
     {
         return None;
     }
@@ -169,7 +170,7 @@ pub(crate) fn ipv6(h: &[u8], c: usize, floor: usize) -> (Option<(usize, usize)>,
     if e <= s || e - s > MAX_V6 {
         return (None, region_end);
     }
-    if s > 0 && is_word(h[s - 1]) {
+    if super::glued_before(h, s) {
         return (None, region_end);
     }
     if !parse_v6(&h[s..e]) {
@@ -244,5 +245,7 @@ mod tests {
         assert!(!f("version 1.2.3.4"));
         assert!(!f("Version: 1.2.3.4"));
         assert!(!f("v1.2.3.4"));
+        assert!(!f("build 10.0.1.2"));
+        assert!(!f("Firefox rv:1.9.6.20"));
     }
 }

@@ -6,6 +6,7 @@
 //! the separator the value itself uses). That is what keeps `1.2.3.4.5`, `1-555-...-9`
 //! or the middle of a longer digit run from matching.
 
+pub(crate) mod context;
 pub(crate) mod email;
 pub(crate) mod ip;
 pub(crate) mod numeric;
@@ -68,6 +69,17 @@ pub(crate) fn num(d: &[u8]) -> u32 {
         .fold(0u32, |acc, &b| acc * 10 + u32::from(b.wrapping_sub(b'0') % 10))
 }
 
+/// Whether the byte before `s` glues a value there to a word: a letter, digit or `_`,
+/// but not the letter of an escape sequence written out (`\n`, `\t`, `\r`, as text
+/// escaped once too often has them), which stands for a line break or a tab.
+#[inline]
+pub(crate) fn glued_before(h: &[u8], s: usize) -> bool {
+    let Some(&p) = s.checked_sub(1).and_then(|i| h.get(i)) else {
+        return false;
+    };
+    is_word(p) && !(matches!(p, b'n' | b't' | b'r') && s >= 2 && h[s - 2] == b'\\')
+}
+
 /// Whether a numeric value may start at `s`: not glued to a word character, and not the
 /// continuation of a number through `.`, `-` or one of `seps`.
 #[inline]
@@ -75,7 +87,7 @@ pub(crate) fn left_ok(h: &[u8], s: usize, seps: &[u8]) -> bool {
     let Some(&p) = s.checked_sub(1).and_then(|i| h.get(i)) else {
         return true;
     };
-    if is_word(p) {
+    if glued_before(h, s) {
         return false;
     }
     let joiner = p == b'.' || p == b'-' || seps.contains(&p);
