@@ -198,7 +198,10 @@ async fn ten_records(dir: &Path) -> PathBuf {
     o.mac_key = Some(MacKey::new(KEY.to_vec()).unwrap());
     let sink = JsonLinesAuditSink::open(dir, o).unwrap();
     for i in 1..=10 {
-        let mut e = AuditEvent::new(EventKind::ConfigReloaded);
+        let mut e = AuditEvent::new(EventKind::ConfigReloaded {
+            digest: String::new(),
+            changes: String::new(),
+        });
         e.request_id = Some(format!("req-{i}"));
         sink.record(&e).await.unwrap();
     }
@@ -375,7 +378,10 @@ async fn tampering_with_the_database_is_detected_and_named() {
         )
         .unwrap();
         for i in 1..=10 {
-            let mut e = AuditEvent::new(EventKind::ConfigReloaded);
+            let mut e = AuditEvent::new(EventKind::ConfigReloaded {
+                digest: String::new(),
+                changes: String::new(),
+            });
             e.request_id = Some(format!("req-{i}"));
             sink.record(&e).await.unwrap();
         }

@@ -24,6 +24,7 @@ mod oauth_attacks;
 mod pinning;
 mod policy;
 mod redaction;
+mod reload;
 mod resilience;
 mod rugpull;
 mod sessions;
