@@ -34,6 +34,7 @@ mod fixture;
 mod import;
 mod oauth_client;
 mod pins;
+mod reload;
 mod replay;
 
 use std::net::SocketAddr;
@@ -103,6 +104,13 @@ enum Command {
         /// Listen address (overrides gateway.listen).
         #[arg(long)]
         listen: Option<SocketAddr>,
+    },
+    /// Asks the running gateway to apply its configuration file again (it also does on
+    /// SIGHUP and when the file changes); the file is checked first.
+    Reload {
+        /// The configuration file the gateway runs.
+        #[arg(long, short, env = "MCP_GUARD_CONFIG")]
+        config: PathBuf,
     },
     /// Validates a configuration file; with --connect also connects each server; with
     /// --against-audit replays recorded calls under it and prints the decisions that
@@ -343,12 +351,18 @@ async fn serve(
         Some(a) => a,
         None => loaded.config.gateway.listen.parse()?,
     };
+    let pid_file = reload::pid_path(&mcp_guard_tower::server::access_store_path(
+        &loaded.config,
+        loaded.base_dir(),
+    ));
+    let digest = loaded.digest.clone();
     let builder = ServerBuilder::from_loaded(loaded).known_secrets(known_secrets());
     let signal = CancellationToken::new();
     tokio::spawn(shutdown_signal(signal.clone()));
     let on_started = |r: &mcp_guard_tower::server::StartupReport| eprintln!("{r}");
     if stdio {
         let gateway = builder.build_stdio(endpoint.as_deref()).await?;
+        reload::watch(gateway.reloader(), config, digest, signal.clone());
         return Ok(gateway.serve(signal.cancelled_owned(), on_started).await?);
     }
     let gateway = builder.build().await?;
@@ -356,6 +370,8 @@ async fn serve(
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
+    let _pid = reload::PidFile::write(pid_file)?;
+    reload::watch(gateway.reloader(), config, digest, signal.clone());
     eprintln!("mcp-guard listening on http://{local}");
     for name in gateway.gateway().endpoint_names() {
         eprintln!("  endpoint {name}: http://{local}/mcp/{name}");
@@ -522,6 +538,7 @@ fn main() -> std::process::ExitCode {
                 endpoint,
                 listen,
             } => serve(config, stdio, endpoint, listen).await,
+            Command::Reload { config } => reload::run(&config),
             Command::Check {
                 config,
                 against_audit: true,

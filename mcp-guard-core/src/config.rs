@@ -24,7 +24,7 @@ use crate::policy::{Condition, Pattern, Subject, Test};
 use crate::upstream::{Template, UpstreamProtocol};
 
 /// The whole gateway configuration.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct GatewayConfig {
@@ -67,7 +67,7 @@ pub struct GatewayConfig {
 /// audit_interval_secs = 60       # one aggregated record per source and interval
 /// max_sources = 10000            # tracked at once; more share one budget
 /// ```
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct UnauthenticatedLimitsSection {
@@ -120,7 +120,7 @@ impl UnauthenticatedLimitsSection {
 /// key_file = "mcp-guard-credentials.key"    # default; created 0600 on the first `credentials set`
 /// key_env = "MCP_GUARD_CREDENTIALS_KEY"     # default; when set, its base64 key wins over key_file
 /// ```
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct CredentialsSection {
@@ -168,7 +168,7 @@ impl CredentialsSection {
 /// mac_key_file = "/etc/mcp-guard/audit.key"   # or mac_key_env = "AUDIT_MAC_KEY"
 /// payload_cap_bytes = 65536
 /// ```
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct AuditSection {
@@ -231,7 +231,7 @@ pub enum AuditSinkKind {
 }
 
 /// `[pinning]`: tool definitions pinned in a lock file, hostile text checked.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct PinningSection {
@@ -260,7 +260,7 @@ pub enum ModeConfig {
 }
 
 /// `[gateway]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct GatewaySection {
@@ -341,7 +341,7 @@ pub fn loopback_origins() -> Vec<String> {
 }
 
 /// `[auth]`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct AuthSection {
@@ -619,7 +619,7 @@ pub struct TokenConfig {
 }
 
 /// `[servers.ID]`: one upstream.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "transport", rename_all = "lowercase", deny_unknown_fields)]
 #[non_exhaustive]
 pub enum ServerConfig {
@@ -705,7 +705,7 @@ fn yes() -> bool {
 pub const DEFAULT_HTTP_START_TIMEOUT_SECS: u64 = 30;
 
 /// A stdio server.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct StdioServerConfig {
@@ -782,7 +782,7 @@ pub enum Isolation {
 }
 
 /// An HTTP server (streamable or legacy SSE).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct HttpServerConfig {
@@ -838,7 +838,7 @@ pub struct HttpServerConfig {
 /// client_secret = "${GITHUB_CLIENT_SECRET}"
 /// scopes = ["repo"]
 /// ```
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct OAuthConfig {
@@ -890,7 +890,7 @@ pub enum OAuthModeConfig {
 }
 
 /// `[endpoints.NAME]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct EndpointConfig {
@@ -908,7 +908,7 @@ pub struct EndpointConfig {
 /// `[endpoints.NAME.redaction]`: which personal data is removed, in which direction.
 /// Secrets and the credentials the gateway holds are always scrubbed from responses,
 /// and audit records are always redacted for every kind, whatever this says.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct EndpointRedaction {
@@ -935,7 +935,7 @@ impl Default for EndpointConfig {
 /// `[endpoints.NAME.servers.ID]`: what of a server an endpoint exposes.
 ///
 /// Nothing is exposed until named: an empty `tools` list exposes no tool.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct EndpointServerConfig {
@@ -970,7 +970,7 @@ pub struct EndpointServerConfig {
 /// attr = "team"                             # a principal attribute
 /// eq = "platform"
 /// ```
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct GrantConfig {
@@ -1025,7 +1025,7 @@ impl From<KindConfig> for TargetKind {
 }
 
 /// A test: exactly one of `eq`, `ne`, `glob`, `in`, optionally `not = true`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct TestConfig {
@@ -1044,7 +1044,7 @@ pub struct TestConfig {
 
 /// `[[grants.when]]`: a test on a principal attribute (`attr`) or a call argument
 /// (`arg`, a JSON pointer), with exactly one of `eq`, `ne`, `glob`, `in`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct ConditionConfig {
@@ -1176,7 +1176,7 @@ impl ConditionConfig {
 /// per_tool = { per_minute = 1200 }                  # one tool, all principals together
 /// per_principal_tool = { per_minute = 60, burst = 10 }
 /// ```
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct RateLimitsSection {

@@ -300,6 +300,7 @@ pub fn readiness_report(gateway: &Gateway) -> (bool, serde_json::Value) {
     let mut ready = true;
     let servers: Vec<serde_json::Value> = gateway
         .servers()
+        .into_iter()
         .map(|(id, upstream, enabled)| {
             let status = upstream.status();
             let (state, detail) = match &status.state {
@@ -321,7 +322,7 @@ pub fn readiness_report(gateway: &Gateway) -> (bool, serde_json::Value) {
             let protocol = gateway
                 .endpoint_names()
                 .filter_map(|n| gateway.endpoint(n))
-                .find_map(|ep| ep.snapshot().upstream_protocol(id).map(str::to_owned));
+                .find_map(|ep| ep.snapshot().upstream_protocol(&id).map(str::to_owned));
             serde_json::json!({
                 "id": id,
                 "state": state,

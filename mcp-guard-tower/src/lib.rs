@@ -168,7 +168,7 @@ pub use drain::{Drain, DrainLayer};
 #[doc(inline)]
 pub use error::{GuardError, RATE_LIMITED};
 #[doc(inline)]
-pub use federation::{BuildError, EndpointSpec, Gateway, Selection, Snapshot};
+pub use federation::{BuildError, EndpointSpec, Gateway, Reconfigured, Selection, Snapshot};
 #[doc(inline)]
 pub use handler::{DEFAULT_PAGE_SIZE, GuardHandler, GuardService};
 #[doc(inline)]

@@ -271,13 +271,15 @@ impl Metrics {
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
         {
+            // A server a reload removed leaves the family.
+            inner.upstream_up.clear();
             for (id, upstream, enabled) in gw.servers() {
                 let up =
                     enabled && matches!(upstream.status().state, mcp_guard_core::UpstreamState::Connected);
                 inner
                     .upstream_up
                     .get_or_create(&ServerLabel {
-                        server: id.to_owned(),
+                        server: id.to_string(),
                     })
                     .set(i64::from(up));
             }

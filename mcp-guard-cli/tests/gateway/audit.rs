@@ -209,7 +209,10 @@ async fn ten_records(dir: &Path) -> PathBuf {
     o.mac_key = Some(MacKey::new(KEY.to_vec()).unwrap());
     let sink = JsonLinesAuditSink::open(dir, o).unwrap();
     for i in 1..=10 {
-        let mut e = AuditEvent::new(EventKind::ConfigReloaded);
+        let mut e = AuditEvent::new(EventKind::ConfigReloaded {
+            digest: String::new(),
+            changes: String::new(),
+        });
         e.request_id = Some(format!("req-{i}"));
         sink.record(&e).await.unwrap();
     }
@@ -386,7 +389,10 @@ async fn tampering_with_the_database_is_detected_and_named() {
         )
         .unwrap();
         for i in 1..=10 {
-            let mut e = AuditEvent::new(EventKind::ConfigReloaded);
+            let mut e = AuditEvent::new(EventKind::ConfigReloaded {
+                digest: String::new(),
+                changes: String::new(),
+            });
             e.request_id = Some(format!("req-{i}"));
             sink.record(&e).await.unwrap();
         }
@@ -729,7 +735,10 @@ async fn prefill(dir: &Path, bytes: u64) {
     let sink = JsonLinesAuditSink::open(dir, JsonLinesOptions::default()).unwrap();
     let file = || trail_files(dir).pop().unwrap();
     while std::fs::metadata(file()).unwrap().len() < bytes {
-        let mut e = AuditEvent::new(EventKind::ConfigReloaded);
+        let mut e = AuditEvent::new(EventKind::ConfigReloaded {
+            digest: String::new(),
+            changes: String::new(),
+        });
         e.request_id = Some("prefill".to_owned());
         sink.record(&e).await.unwrap();
     }
@@ -1021,7 +1030,10 @@ async fn a_failed_append_never_cuts_another_writers_records() {
     let a = JsonLinesAuditSink::open(&dir, JsonLinesOptions::default()).unwrap();
     let b = JsonLinesAuditSink::open(&dir, JsonLinesOptions::default()).unwrap();
     let event = |id: &str| {
-        let mut e = AuditEvent::new(EventKind::ConfigReloaded);
+        let mut e = AuditEvent::new(EventKind::ConfigReloaded {
+            digest: String::new(),
+            changes: String::new(),
+        });
         e.request_id = Some(id.to_owned());
         e
     };

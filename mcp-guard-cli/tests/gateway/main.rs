@@ -24,6 +24,7 @@ mod oauth_attacks;
 mod pinning;
 mod policy;
 mod redaction;
+mod reload;
 mod replay;
 mod resilience;
 mod rugpull;

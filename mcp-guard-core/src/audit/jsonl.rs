@@ -91,7 +91,7 @@ impl Default for JsonLinesOptions {
 /// options.rotate_bytes = 16 * 1024 * 1024;
 /// options.keep_files = 30;
 /// let sink = JsonLinesAuditSink::open(dir.path(), options)?;
-/// sink.record(&AuditEvent::new(EventKind::ConfigReloaded)).await?; // on disk now
+/// sink.record(&AuditEvent::new(EventKind::ConfigReloaded { digest: String::new(), changes: String::new() })).await?; // on disk now
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]

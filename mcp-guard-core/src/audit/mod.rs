@@ -60,7 +60,7 @@
 //! let dir = tempfile::tempdir()?;
 //! let files = Arc::new(JsonLinesAuditSink::open(dir.path(), JsonLinesOptions::default())?);
 //! let sink = FanOut::new(vec![files, Arc::new(TracingAuditSink::default())]);
-//! sink.record(&AuditEvent::new(EventKind::ConfigReloaded)).await?;
+//! sink.record(&AuditEvent::new(EventKind::ConfigReloaded { digest: String::new(), changes: String::new() })).await?;
 //! assert!(verify_paths(&[dir.path().to_owned()], None)?.is_intact());
 //! # Ok(()) }
 //! ```
@@ -172,8 +172,21 @@ pub enum EventKind {
         /// A readable diff.
         diff: String,
     },
-    /// The configuration was (re)loaded.
-    ConfigReloaded,
+    /// A new configuration was applied while the gateway ran.
+    ConfigReloaded {
+        /// SHA-256 of the configuration file, hex (empty for one built in code).
+        digest: String,
+        /// What changed (`grants: 2 changed; endpoints.team: tools +1 -0; servers:
+        /// +memory -files`), and the settings kept until a restart.
+        changes: String,
+    },
+    /// A new configuration was refused; the running one stays.
+    ConfigRefused {
+        /// SHA-256 of the refused file, hex (empty when it could not be read).
+        digest: String,
+        /// Why, as `mcp-guard check` says it (`gateway.toml:12: grants[0]...`).
+        reason: String,
+    },
     /// The audit trail itself: recovered after a crash, or rotated to a new file.
     AuditLog {
         /// `recovered` or `rotated`.

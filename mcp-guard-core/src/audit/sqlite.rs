@@ -105,7 +105,7 @@ impl Default for SqliteOptions {
 /// let dir = tempfile::tempdir()?;
 /// let db = dir.path().join("audit.db");
 /// let sink = SqliteAuditSink::open(&db, SqliteOptions::default())?;
-/// sink.record(&AuditEvent::new(EventKind::ConfigReloaded)).await?;
+/// sink.record(&AuditEvent::new(EventKind::ConfigReloaded { digest: String::new(), changes: String::new() })).await?;
 /// let rows = query_database(&db, &AuditQuery::default())?;
 /// assert_eq!(rows.len(), 1);
 /// # Ok(()) }

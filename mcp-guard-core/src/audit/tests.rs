@@ -220,9 +220,12 @@ async fn two_writers_on_one_database_keep_one_chain() {
     let b = SqliteAuditSink::open(&path, SqliteOptions::default()).unwrap();
     for i in 0..20 {
         let sink = if i % 2 == 0 { &a } else { &b };
-        sink.record(&AuditEvent::new(EventKind::ConfigReloaded))
-            .await
-            .unwrap();
+        sink.record(&AuditEvent::new(EventKind::ConfigReloaded {
+            digest: String::new(),
+            changes: String::new(),
+        }))
+        .await
+        .unwrap();
     }
     let report = verify_database(&path, None).unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);

@@ -185,7 +185,7 @@ pub(crate) fn files_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// use mcp_guard_core::{AuditEvent, AuditSink};
 /// let dir = tempfile::tempdir()?;
 /// let sink = JsonLinesAuditSink::open(dir.path(), JsonLinesOptions::default())?;
-/// sink.record(&AuditEvent::new(mcp_guard_core::audit::EventKind::ConfigReloaded)).await?;
+/// sink.record(&AuditEvent::new(mcp_guard_core::audit::EventKind::ConfigReloaded { digest: String::new(), changes: String::new() })).await?;
 /// let report = verify_paths(&[dir.path().to_owned()], None)?;
 /// assert!(report.is_intact() && report.torn_tail.is_none());
 /// assert_eq!(report.records, 1);

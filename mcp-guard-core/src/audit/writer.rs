@@ -53,7 +53,8 @@ impl Index {
             EventKind::SessionRevoked => ("session_revoked", None),
             EventKind::AuthenticationFailed { .. } => ("authentication_failed", None),
             EventKind::ToolDefinitionChanged { .. } => ("tool_definition_changed", None),
-            EventKind::ConfigReloaded => ("config_reloaded", None),
+            EventKind::ConfigReloaded { .. } => ("config_reloaded", None),
+            EventKind::ConfigRefused { .. } => ("config_refused", None),
             EventKind::AuditLog { .. } => ("audit_log", None),
         };
         Self {

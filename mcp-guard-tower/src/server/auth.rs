@@ -2,7 +2,7 @@
 //! authentication, and the sign-in routes of personal upstream OAuth.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -12,19 +12,59 @@ use mcp_guard_core::redact::KnownSecrets;
 use secrecy::SecretString;
 
 use super::credentials::Stores;
-use crate::auth::{AnyOf, ApiTokens, Authenticate, JwksSource, JwtBearer, JwtSettings, StaticTokens};
+use crate::auth::{
+    AnyOf, ApiTokens, AuthError, Authenticate, Authenticated, JwksSource, JwtBearer, JwtSettings,
+    StaticTokens,
+};
 use crate::http::HttpOptions;
 use crate::http::dangerous::Anonymous;
 use crate::preauth::UnauthenticatedLimits;
 use crate::upstream_auth::UpstreamAuth;
 
-/// Client authentication from `[auth]`: configured tokens, gateway-issued tokens from
-/// the access store, and JWTs when `[auth.jwt]` is set, tried in that order.
+/// `[[auth.tokens]]`, replaced as a whole by a reload: a request is checked against
+/// the tokens configured when it arrives.
+#[derive(Clone, Default)]
+pub(crate) struct ConfiguredTokens(Arc<RwLock<Arc<StaticTokens>>>);
+
+impl ConfiguredTokens {
+    pub(crate) fn set(&self, tokens: StaticTokens) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(tokens);
+    }
+}
+
+#[async_trait::async_trait]
+impl Authenticate for ConfiguredTokens {
+    async fn authenticate(&self, parts: &http::request::Parts) -> Result<Authenticated, AuthError> {
+        let tokens = self.0.read().unwrap_or_else(PoisonError::into_inner).clone();
+        tokens.authenticate(parts).await
+    }
+}
+
+/// `[[auth.tokens]]`, each read from the environment (it joins the known secrets).
+pub(crate) fn static_tokens(config: &GatewayConfig, known: &KnownSecrets) -> anyhow::Result<StaticTokens> {
+    let mut tokens = StaticTokens::new();
+    for (i, t) in config.auth.tokens.iter().enumerate() {
+        let secret = env_secret(&format!("auth.tokens[{i}]"), &t.token, known)?;
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "only the length of the configured token is checked"
+        )]
+        if secrecy::ExposeSecret::expose_secret(&secret).len() < 16 {
+            bail!("auth.tokens[{i}]: the token must be at least 16 characters");
+        }
+        tokens = tokens.with_token(&secret, super::upstreams::principal(&t.principal));
+    }
+    Ok(tokens)
+}
+
+/// Client authentication from `[auth]`: configured tokens (`tokens`, which a reload
+/// replaces), gateway-issued tokens from the access store, and JWTs when `[auth.jwt]`
+/// is set, tried in that order.
 pub(crate) async fn authenticator(
     config: &GatewayConfig,
     base: &Path,
     store: &AccessStore,
-    known: &Arc<KnownSecrets>,
+    tokens: &ConfiguredTokens,
     resource_base: &str,
 ) -> anyhow::Result<Arc<dyn Authenticate>> {
     let auth = &config.auth;
@@ -33,21 +73,7 @@ pub(crate) async fn authenticator(
         return Ok(Arc::new(Anonymous(super::upstreams::principal(p))));
     }
     let mut chain = AnyOf::new();
-    if !auth.tokens.is_empty() {
-        let mut tokens = StaticTokens::new();
-        for (i, t) in auth.tokens.iter().enumerate() {
-            let secret = env_secret(&format!("auth.tokens[{i}]"), &t.token, known)?;
-            #[expect(
-                clippy::disallowed_methods,
-                reason = "only the length of the configured token is checked"
-            )]
-            if secrecy::ExposeSecret::expose_secret(&secret).len() < 16 {
-                bail!("auth.tokens[{i}]: the token must be at least 16 characters");
-            }
-            tokens = tokens.with_token(&secret, super::upstreams::principal(&t.principal));
-        }
-        chain = chain.or(Arc::new(tokens));
-    }
+    chain = chain.or(Arc::new(tokens.clone()));
     chain = chain.or(Arc::new(ApiTokens::new(store.clone())));
     if auth.server.is_some() {
         chain = chain.or(Arc::new(crate::auth::GrantTokens::new(store.clone())));

@@ -112,6 +112,27 @@ impl ServerBuilder {
         )
     }
 
+    /// What reloads the built gateway, starting from this configuration.
+    fn reloader(
+        &self,
+        sink: &Arc<dyn AuditSink>,
+        built: &Built,
+        tokens: Option<auth::ConfiguredTokens>,
+        stdio: Option<(Arc<str>, Arc<str>)>,
+    ) -> super::Reloader {
+        super::Reloader::new(
+            self.config.clone(),
+            self.base.clone(),
+            self.known.clone(),
+            sink.clone(),
+            self.audit_redactor(),
+            built.gateway.clone(),
+            built.guards.clone(),
+            tokens,
+            stdio,
+        )
+    }
+
     /// The access store `[auth] store` names (default `mcp-guard-access.db`).
     fn access_store(&self) -> anyhow::Result<AccessStore> {
         let path = access_store_path(&self.config, &self.base);
@@ -141,7 +162,11 @@ impl ServerBuilder {
             .trim_end_matches('/')
             .to_owned();
         resource_base.push_str(&self.path_prefix);
-        let authenticate = auth::authenticator(cfg, &self.base, &store, &self.known, &resource_base).await?;
+        let tokens = auth::ConfiguredTokens::default();
+        if cfg.auth.dangerously_allow_anonymous.is_none() {
+            tokens.set(auth::static_tokens(cfg, &self.known)?);
+        }
+        let authenticate = auth::authenticator(cfg, &self.base, &store, &tokens, &resource_base).await?;
         let sessions = Sessions::with_store(store.clone())?.with_audit(sink.clone());
         let pins = pinning::pinning(cfg, &self.base)?;
         let stores = credentials::stores(cfg, &self.base, None, &self.known)?;
@@ -204,7 +229,10 @@ impl ServerBuilder {
                 pre_auth.wrap_mounted(upstream.authenticate(authenticate).router(), &self.path_prefix),
             );
         }
+        let tokens = cfg.auth.dangerously_allow_anonymous.is_none().then_some(tokens);
+        let reloader = self.reloader(&sink, &built, tokens, None);
         Ok(GatewayServer {
+            reloader,
             built,
             router,
             sessions,
@@ -264,11 +292,14 @@ impl ServerBuilder {
             .gateway
             .endpoint(name)
             .with_context(|| format!("no endpoint named {name:?}"))?;
+        let stdio = (principal.subject().into(), session.id().0.clone());
+        let reloader = self.reloader(&sink, &built, None, Some(stdio));
         let handler = GuardHandler::new(ep, built.service.clone())
             .with_principal(principal)
             .with_session(session.id().clone())
             .page_size(cfg.gateway.page_size);
         Ok(StdioGateway {
+            reloader,
             built,
             handler,
             session,
@@ -372,6 +403,7 @@ pub struct Catalogue {
 
 /// The HTTP gateway a configuration describes, ready to serve.
 pub struct GatewayServer {
+    reloader: super::Reloader,
     built: Built,
     router: axum::Router,
     sessions: Sessions,
@@ -415,6 +447,21 @@ impl GatewayServer {
     /// The federated gateway: endpoints, servers, catalogues.
     pub fn gateway(&self) -> &Gateway {
         &self.built.gateway
+    }
+
+    /// Applies a new configuration to the next request, without a restart; see
+    /// [`Reloader::reload`](super::Reloader::reload).
+    ///
+    /// # Errors
+    /// Something in `new` does not build; the running configuration stays.
+    pub async fn reload(&self, new: super::LoadedConfig) -> Result<super::ReloadReport, ServerError> {
+        self.reloader.reload(new).await
+    }
+
+    /// A handle that reloads this gateway while [`Self::serve`] runs (for a signal
+    /// handler or a file watcher).
+    pub fn reloader(&self) -> super::Reloader {
+        self.reloader.clone()
     }
 
     /// The gateway sessions (for listing and revoking in process).
@@ -541,8 +588,8 @@ async fn startup_report(gateway: &Gateway) -> anyhow::Result<StartupReport> {
             continue;
         }
         match upstream.status().state {
-            UpstreamState::Connected => report.connected.push(id.to_owned()),
-            _ => report.not_connected.push(id.to_owned()),
+            UpstreamState::Connected => report.connected.push(id.to_string()),
+            _ => report.not_connected.push(id.to_string()),
         }
     }
     Ok(report)
@@ -550,6 +597,7 @@ async fn startup_report(gateway: &Gateway) -> anyhow::Result<StartupReport> {
 
 /// The stdio front door of one endpoint, ready to serve.
 pub struct StdioGateway {
+    reloader: super::Reloader,
     built: Built,
     handler: GuardHandler,
     session: Arc<Session>,
@@ -570,6 +618,13 @@ impl StdioGateway {
     /// The federated gateway.
     pub fn gateway(&self) -> &Gateway {
         &self.built.gateway
+    }
+
+    /// A handle that reloads this gateway while [`Self::serve`] runs; see
+    /// [`Reloader::reload`](super::Reloader::reload). The principal stays the one the
+    /// front door was built with (`auth.stdio_principal` needs a restart).
+    pub fn reloader(&self) -> super::Reloader {
+        self.reloader.clone()
     }
 
     /// Serves one client on stdin/stdout until it disconnects, `stop` completes, the

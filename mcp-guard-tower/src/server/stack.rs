@@ -1,21 +1,22 @@
 //! The gateway and its guard stack, in the documented order, from a configuration.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use mcp_guard_core::config::{EffectConfig, GatewayConfig};
 use mcp_guard_core::pin::ToolGate;
-use mcp_guard_core::redact::RedactionConfig;
+use mcp_guard_core::redact::{KnownSecrets, RedactionConfig};
 use mcp_guard_core::{AuditSink, Grant, GrantPolicy, Redactor, TargetKind};
+use rmcp::model::ServerResult;
 use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
 
 use super::upstreams::upstreams;
 use crate::metrics::CountingRedactor;
 use crate::{
-    AuditLayer, Drain, DrainLayer, EndpointRedactors, EndpointSpec, EnforcePolicyLayer, Gateway,
-    GuardService, Metrics, MetricsLayer, Rate, RateLimitLayer, RateLimits, RedactRequestsLayer,
+    AuditLayer, Drain, DrainLayer, EndpointRedactors, EndpointSpec, EnforcePolicyLayer, Gateway, GuardError,
+    GuardService, McpRequest, Metrics, MetricsLayer, Rate, RateLimitLayer, RateLimits, RedactRequestsLayer,
     RedactResponsesLayer, Router, Selection,
 };
 
@@ -27,6 +28,8 @@ pub(crate) struct Built {
     pub(crate) metrics: Metrics,
     /// Requests in flight, for graceful shutdown.
     pub(crate) drain: Drain,
+    /// The layers a reload replaces.
+    pub(crate) guards: Arc<Guards>,
 }
 
 /// Compiles `[[grants]]`; an unnamed grant is named after its entry (`grants[2]`), so
@@ -83,6 +86,32 @@ pub(crate) fn rate_limits(config: &GatewayConfig) -> anyhow::Result<Option<RateL
     Ok((!limits.is_empty()).then_some(limits))
 }
 
+/// `[endpoints]` as the federation takes them.
+pub(crate) fn endpoint_specs(config: &GatewayConfig) -> anyhow::Result<Vec<EndpointSpec>> {
+    let mut specs = Vec::new();
+    for (name, ep) in &config.endpoints {
+        let mut spec = EndpointSpec::new(name.as_str());
+        if !ep.namespace {
+            spec = spec.without_namespace();
+        }
+        if let Some(d) = &ep.description {
+            spec = spec.description(d.clone());
+        }
+        for (sid, sel) in &ep.servers {
+            let mut s = Selection::none()
+                .tools(&sel.tools)?
+                .prompts(&sel.prompts)?
+                .resources(&sel.resources)?;
+            if !sel.enabled {
+                s = s.disabled();
+            }
+            spec = spec.server(sid.as_str(), s);
+        }
+        specs.push(spec);
+    }
+    Ok(specs)
+}
+
 /// Whether building the gateway waits for its servers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Startup {
@@ -115,51 +144,15 @@ pub(crate) async fn build(
             builder.disabled_server(upstream)
         };
     }
-    for (name, ep) in &config.endpoints {
-        let mut spec = EndpointSpec::new(name.as_str());
-        if !ep.namespace {
-            spec = spec.without_namespace();
-        }
-        if let Some(d) = &ep.description {
-            spec = spec.description(d.clone());
-        }
-        for (sid, sel) in &ep.servers {
-            let mut s = Selection::none()
-                .tools(&sel.tools)?
-                .prompts(&sel.prompts)?
-                .resources(&sel.resources)?;
-            if !sel.enabled {
-                s = s.disabled();
-            }
-            spec = spec.server(sid.as_str(), s);
-        }
+    for spec in endpoint_specs(config)? {
         builder = builder.endpoint(spec);
     }
     let gateway = match startup {
         Startup::Wait => builder.build().await?,
         Startup::Background => builder.start()?,
     };
-    // Responses always lose secrets and known credentials; endpoints add personal data.
     let metrics = Metrics::new();
-    let counted = |r: Arc<dyn Redactor>, direction| -> Arc<dyn Redactor> {
-        Arc::new(CountingRedactor::new(r, metrics.clone(), direction))
-    };
-    let mut secrets_only = RedactionConfig::default();
-    secrets_only.detect.clear();
-    let mut requests = EndpointRedactors::new(None);
-    let mut responses = EndpointRedactors::new(Some(counted(
-        Arc::new(secrets_only.build(Some(credentials.known.clone()))),
-        "response",
-    )));
-    for (name, ep) in &config.endpoints {
-        let r: Arc<dyn Redactor> = Arc::new(ep.redaction.rules.build(Some(credentials.known.clone())));
-        if ep.redaction.requests {
-            requests = requests.with(name.as_str(), counted(r.clone(), "request"));
-        }
-        if ep.redaction.responses {
-            responses = responses.with(name.as_str(), counted(r, "response"));
-        }
-    }
+    let guards = Arc::new(Guards::new(config, credentials.known.clone(), metrics.clone())?);
     let mut audit_layer = AuditLayer::new(audit, redactor)
         .payload_cap(config.audit.payload_cap_bytes)
         .record_lists(config.audit.record_lists);
@@ -175,15 +168,144 @@ pub(crate) async fn build(
         .layer(DrainLayer::new(drain.clone()))
         .layer(audit_layer)
         .layer(DrainLayer::abort_point(drain.clone()))
-        .layer(EnforcePolicyLayer::new(policy(config)?))
-        .option_layer(rate_limits(config)?.map(RateLimitLayer::new))
-        .layer(RedactRequestsLayer::new(requests))
-        .layer(RedactResponsesLayer::new(responses))
-        .service(Router::new());
+        .service(guards.service());
     Ok(Built {
         gateway,
         service: BoxCloneSyncService::new(stack),
         metrics,
         drain,
+        guards,
     })
+}
+
+/// The layers a reload replaces (policy, rate limits, request and response
+/// redaction), over the router, behind one swappable service: each request runs
+/// through the layers current when it entered, and a reload changes them for the next.
+///
+/// A lock rather than a lock-free cell: a request takes the read lock for the time of
+/// one clone of a boxed service, a reload takes the write lock once.
+pub(crate) struct Guards {
+    current: Arc<RwLock<GuardService>>,
+    /// Kept across reloads: calls parked on a client's answers find their way back.
+    router: Router,
+    /// Kept across reloads while `[rate_limits]` is unchanged, so a reload does not
+    /// refill everyone's budget: the section as read, and the layer.
+    limits: Mutex<(String, Option<RateLimitLayer>)>,
+    known: Arc<KnownSecrets>,
+    metrics: Metrics,
+}
+
+impl Guards {
+    fn new(config: &GatewayConfig, known: Arc<KnownSecrets>, metrics: Metrics) -> anyhow::Result<Self> {
+        let limits = rate_limits(config)?.map(RateLimitLayer::new);
+        let router = Router::new();
+        let current = guard_layers(config, &known, &metrics, limits.clone(), router.clone())?;
+        Ok(Self {
+            current: Arc::new(RwLock::new(current)),
+            router,
+            limits: Mutex::new((format!("{:?}", config.rate_limits), limits)),
+            known,
+            metrics,
+        })
+    }
+
+    /// The service that runs each request through the current layers.
+    fn service(&self) -> Current {
+        Current(self.current.clone())
+    }
+
+    /// Builds the layers of `config`, without installing them.
+    ///
+    /// # Errors
+    /// A grant, a rate limit or a pattern does not compile.
+    pub(crate) fn prepare(&self, config: &GatewayConfig) -> anyhow::Result<Prepared> {
+        let section = format!("{:?}", config.rate_limits);
+        let kept = self.limits.lock().unwrap_or_else(PoisonError::into_inner);
+        let limits = if kept.0 == section {
+            kept.1.clone()
+        } else {
+            rate_limits(config)?.map(RateLimitLayer::new)
+        };
+        drop(kept);
+        let service = guard_layers(
+            config,
+            &self.known,
+            &self.metrics,
+            limits.clone(),
+            self.router.clone(),
+        )?;
+        Ok(Prepared {
+            service,
+            limits: (section, limits),
+        })
+    }
+
+    /// Installs layers [`Self::prepare`] built: the next request runs through them.
+    pub(crate) fn install(&self, prepared: Prepared) {
+        *self.limits.lock().unwrap_or_else(PoisonError::into_inner) = prepared.limits;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = prepared.service;
+    }
+}
+
+/// Layers built for a reload, not yet installed.
+pub(crate) struct Prepared {
+    service: GuardService,
+    limits: (String, Option<RateLimitLayer>),
+}
+
+/// Runs each request through the layers installed when it arrives.
+#[derive(Clone)]
+struct Current(Arc<RwLock<GuardService>>);
+
+impl tower::Service<McpRequest> for Current {
+    type Response = ServerResult;
+    type Error = GuardError;
+    type Future = tower::util::Oneshot<GuardService, McpRequest>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), GuardError>> {
+        // Readiness is the installed service's, checked by `oneshot` on the call.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: McpRequest) -> Self::Future {
+        let service = self.0.read().unwrap_or_else(PoisonError::into_inner).clone();
+        tower::ServiceExt::oneshot(service, req)
+    }
+}
+
+/// Policy, rate limits, request and response redaction over `router`: responses
+/// always lose secrets and known credentials; endpoints add personal data.
+fn guard_layers(
+    config: &GatewayConfig,
+    known: &Arc<KnownSecrets>,
+    metrics: &Metrics,
+    limits: Option<RateLimitLayer>,
+    router: Router,
+) -> anyhow::Result<GuardService> {
+    let counted = |r: Arc<dyn Redactor>, direction| -> Arc<dyn Redactor> {
+        Arc::new(CountingRedactor::new(r, metrics.clone(), direction))
+    };
+    let mut secrets_only = RedactionConfig::default();
+    secrets_only.detect.clear();
+    let mut requests = EndpointRedactors::new(None);
+    let mut responses = EndpointRedactors::new(Some(counted(
+        Arc::new(secrets_only.build(Some(known.clone()))),
+        "response",
+    )));
+    for (name, ep) in &config.endpoints {
+        let r: Arc<dyn Redactor> = Arc::new(ep.redaction.rules.build(Some(known.clone())));
+        if ep.redaction.requests {
+            requests = requests.with(name.as_str(), counted(r.clone(), "request"));
+        }
+        if ep.redaction.responses {
+            responses = responses.with(name.as_str(), counted(r, "response"));
+        }
+    }
+    let stack = ServiceBuilder::new()
+        .layer(EnforcePolicyLayer::new(policy(config)?))
+        .option_layer(limits)
+        .layer(RedactRequestsLayer::new(requests))
+        .layer(RedactResponsesLayer::new(responses))
+        .service(router);
+    Ok(BoxCloneSyncService::new(stack))
 }
