@@ -295,10 +295,10 @@ async fn a_redaction_rule_and_a_rate_limit_apply_without_a_restart() {
     let gw = GatewayProc::start(&config).await;
     let load = Load::start(&gw.url("main"), 2).await;
     let client = http_client(&gw.url("main"), TOKEN, Era::Modern).await;
-    let mail = serde_json::json!({"text": "write to ada@example.com"});
+    let mail = serde_json::json!({"text": "write to ada@corp-mail.io"});
     assert_eq!(
         call(&client, "alpha__echo", mail.clone()).await,
-        Ok("write to ada@example.com".into())
+        Ok("write to ada@corp-mail.io".into())
     );
     load.advance(10).await;
     let redacting = format!(
