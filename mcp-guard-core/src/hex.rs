@@ -20,6 +20,18 @@ pub fn encode(bytes: &[u8]) -> String {
     s
 }
 
+/// `n` bytes from the operating system's random source, as hex: ids and one-time values.
+/// The one failure policy for them: an error, on which the caller refuses what it was
+/// doing; nothing falls back to a weaker source or a fixed value.
+///
+/// # Errors
+/// The random source failed.
+pub fn random(n: usize) -> Result<String, getrandom::Error> {
+    let mut b = vec![0u8; n];
+    getrandom::getrandom(&mut b)?;
+    Ok(encode(&b))
+}
+
 /// The bytes of an even-length hex string (either case); `None` for anything else.
 pub fn decode(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) || !s.is_ascii() {

@@ -108,7 +108,7 @@ impl ParkedCalls {
     ) -> Result<ServerResult, GuardError> {
         tokio::select! {
             result = &mut bridged.call => result.map_err(GuardError::Upstream),
-            Some(question) = bridged.questions.recv() => Ok(self.park(bridged, binding, question)),
+            Some(question) = bridged.questions.recv() => self.park(bridged, binding, question),
             () = client_cancel.cancelled() => {
                 // Cancelled, then awaited briefly: the upstream is told (it sends
                 // notifications/cancelled) rather than the call simply dropped.
@@ -120,7 +120,19 @@ impl ParkedCalls {
     }
 
     /// Keeps the call going in the background and asks the client the question.
-    fn park(&self, bridged: Bridged, binding: Binding, question: Question) -> ServerResult {
+    fn park(
+        &self,
+        bridged: Bridged,
+        binding: Binding,
+        question: Question,
+    ) -> Result<ServerResult, GuardError> {
+        let Ok(id) = mcp_guard_core::hex::random(16) else {
+            // No handle can be made: the call is not kept (the upstream is told).
+            bridged.cancel.cancel();
+            return Err(GuardError::Internal(
+                "the operating system's random source failed".into(),
+            ));
+        };
         let Bridged {
             call,
             questions,
@@ -134,7 +146,7 @@ impl ParkedCalls {
         });
         let call: CallFuture =
             Box::pin(async move { rx.await.unwrap_or_else(|_| Err(UpstreamError::Cancelled)) });
-        let handle = format!("{PREFIX}{}", random_hex());
+        let handle = format!("{PREFIX}{id}");
         let key = "input".to_owned();
         let mut requests = InputRequests::new();
         requests.insert(key.clone(), question.request);
@@ -154,7 +166,10 @@ impl ParkedCalls {
         calls.retain(|_, p| p.since.elapsed() < PARK_TTL && !p.answer.is_closed());
         calls.insert(handle.clone(), parked);
         drop(calls);
-        ServerResult::InputRequiredResult(InputRequiredResult::new(Some(requests), Some(handle)))
+        Ok(ServerResult::InputRequiredResult(InputRequiredResult::new(
+            Some(requests),
+            Some(handle),
+        )))
     }
 
     /// The client called again with its answers: hands the answer to the parked call
@@ -202,10 +217,4 @@ impl ParkedCalls {
         let _ = parked.answer.send(Ok(answer));
         self.drive(parked.bridged, parked.binding, client_cancel).await
     }
-}
-
-fn random_hex() -> String {
-    let mut b = [0u8; 16];
-    getrandom::getrandom(&mut b).unwrap_or_else(|_| panic!("the operating system's random source failed"));
-    mcp_guard_core::hex::encode(&b)
 }

@@ -58,6 +58,9 @@ pub enum UpstreamAuthError {
     /// `return_to` is not a same-origin path.
     #[error("return_to must be a path on the gateway (starting with a single /)")]
     BadReturnTo,
+    /// The operating system's random source failed (nothing is issued without it).
+    #[error("the operating system's random source failed")]
+    Random,
     /// `gateway.public_url` is not an http(s) URL.
     #[error("public URL {0:?} must be an http:// or https:// URL")]
     BadPublicUrl(String),
@@ -120,15 +123,6 @@ impl AuthLinks for Links {
         let inner = self.0.upgrade()?;
         UpstreamAuth { inner }.ticket_url(principal, server, None).ok()
     }
-}
-
-fn random_hex() -> String {
-    let mut b = [0u8; 32];
-    if getrandom::getrandom(&mut b).is_err() {
-        // No randomness: fail closed with a value nobody can match.
-        return String::new();
-    }
-    mcp_guard_core::hex::encode(&b)
 }
 
 fn now_secs() -> u64 {
@@ -304,9 +298,10 @@ impl UpstreamAuth {
         if return_to.is_some_and(|r| !valid_return_to(r)) {
             return Err(UpstreamAuthError::BadReturnTo);
         }
+        let nonce = mcp_guard_core::hex::random(32).map_err(|_| UpstreamAuthError::Random)?;
         let payload = serde_json::json!({
             "p": principal, "s": server, "r": return_to,
-            "e": now_secs() + TTL.as_secs(), "n": random_hex(),
+            "e": now_secs() + TTL.as_secs(), "n": nonce,
         })
         .to_string();
         let body = URL_SAFE_NO_PAD.encode(payload);
@@ -467,6 +462,9 @@ async fn consent_page(
     } else {
         discovery.scopes().join(" ")
     };
+    let Ok(csrf) = mcp_guard_core::hex::random(32) else {
+        return refused("the gateway could not make a one-time value for this form; try again");
+    };
     let body = format!(
         "<p>You are signed in to the gateway as <b>{principal}</b>. The gateway asks to act for you on \
          the upstream server <b>{server}</b> ({url}).</p><dl>\
@@ -488,7 +486,6 @@ async fn consent_page(
         redirect = escape(&oauth.redirect_uri().unwrap_or_default()),
         ticket = escape(&q.ticket),
         csrf = {
-            let csrf = random_hex();
             let mut consents = lock(&auth.inner.consents);
             consents.retain(|_, c| c.created.elapsed() < TTL);
             consents.insert(
@@ -580,9 +577,17 @@ async fn decide(
         }
     };
     let name = cookie_name(auth.inner.secure);
-    let browser = cookie_value(&headers, name)
+    let browser = match cookie_value(&headers, name)
         .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
-        .map_or_else(random_hex, str::to_owned);
+    {
+        Some(v) => v.to_owned(),
+        None => match mcp_guard_core::hex::random(32) {
+            Ok(v) => v,
+            Err(_) => {
+                return refused("the gateway could not make a one-time value for this browser; try again");
+            }
+        },
+    };
     let location = pending.authorization_url().to_owned();
     {
         let mut flows = lock(&auth.inner.flows);

@@ -112,6 +112,28 @@ impl ServerBuilder {
         )
     }
 
+    /// The guard stack and gateway of `cfg`, its servers starting in the background,
+    /// with the lock file watched for approvals.
+    async fn start_stack(
+        &self,
+        cfg: &GatewayConfig,
+        stores: &credentials::Stores,
+        sink: &Arc<dyn AuditSink>,
+        pins: pinning::Pinning,
+    ) -> anyhow::Result<Built> {
+        let built = stack::build(
+            cfg,
+            stores,
+            sink.clone(),
+            self.audit_redactor(),
+            Some(pins.gate.clone()),
+            Startup::Background,
+        )
+        .await?;
+        pinning::watch_lock(pins.path, pins.gate, built.gateway.clone());
+        Ok(built)
+    }
+
     /// What reloads the built gateway, starting from this configuration.
     fn reloader(
         &self,
@@ -170,16 +192,7 @@ impl ServerBuilder {
         let sessions = Sessions::with_store(store.clone())?.with_audit(sink.clone());
         let pins = pinning::pinning(cfg, &self.base)?;
         let stores = credentials::stores(cfg, &self.base, None, &self.known)?;
-        let built = stack::build(
-            cfg,
-            &stores,
-            sink.clone(),
-            self.audit_redactor(),
-            Some(pins.gate.clone()),
-            Startup::Background,
-        )
-        .await?;
-        pinning::watch_lock(pins.path, pins.gate, built.gateway.clone());
+        let built = self.start_stack(cfg, &stores, &sink, pins).await?;
         let close_sessions = CancellationToken::new();
         let gauge = built.metrics.gateway_sessions();
         keep_sessions(
@@ -278,16 +291,7 @@ impl ServerBuilder {
                 .clone()
                 .maintain(Duration::from_millis(250), maintain_stop.clone()),
         );
-        let built = stack::build(
-            cfg,
-            &stores,
-            sink.clone(),
-            self.audit_redactor(),
-            Some(pins.gate.clone()),
-            Startup::Background,
-        )
-        .await?;
-        pinning::watch_lock(pins.path, pins.gate, built.gateway.clone());
+        let built = self.start_stack(cfg, &stores, &sink, pins).await?;
         let ep = built
             .gateway
             .endpoint(name)
