@@ -520,13 +520,16 @@ impl Gateway {
                         "upstream not available at start"
                     ),
                 }
-                let _ = done.send(true);
+                // The endpoints take the catalogue in before the start is reported done, so
+                // a request that waited for it sees it (a connected member is included
+                // while its start is still being reported).
                 for ep in endpoints
                     .iter()
                     .filter(|ep| ep.members_now().iter().any(|m| m.enabled && m.id == id))
                 {
                     ep.rebuild(false).await;
                 }
+                let _ = done.send(true);
             }
         });
         let all = futures::future::join_all(starts);
@@ -913,22 +916,16 @@ impl EndpointRuntime {
             return true;
         }
         let deadline = tokio::time::Instant::now() + self.startup_wait;
-        let mut all = true;
         for m in self.members_now().iter().filter(|m| m.enabled) {
             let mut rx = m.started.clone();
             if tokio::time::timeout_at(deadline, rx.wait_for(|done| *done))
                 .await
                 .is_err()
             {
-                all = false;
-                break;
+                return false;
             }
         }
-        // A member says it has started just before its endpoints are rebuilt with its
-        // catalogue: rebuild here too, so the caller's snapshot has every member that
-        // started (a one-shot client listed without the last one to start).
-        self.rebuild(false).await;
-        all
+        true
     }
 
     /// Notifications of list changes (for 2026-07-28 `subscriptions/listen`).

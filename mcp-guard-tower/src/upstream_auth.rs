@@ -45,6 +45,8 @@ use mcp_guard_core::upstream::oauth::{
 };
 use sha2::Sha256;
 
+use crate::web::{cookie as cookie_value, escape};
+
 /// How long a ticket link, a consent page and a pending `state` stay valid.
 const TTL: Duration = Duration::from_mins(10);
 
@@ -364,8 +366,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-use crate::web::escape;
-
 /// An HTML page that cannot be framed, cached, or run scripts.
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
     crate::web::page(
@@ -518,8 +518,6 @@ fn cookie_name(secure: bool) -> &'static str {
         "mcpg_upstream_auth"
     }
 }
-
-use crate::web::cookie as cookie_value;
 
 async fn decide(
     State(auth): State<UpstreamAuth>,

@@ -22,6 +22,7 @@ use secrecy::{ExposeSecret as _, SecretBox};
 use sha2::{Digest as _, Sha256};
 
 use super::AuditError;
+use crate::hex::{decode as unhex, encode as hex};
 
 /// `prev` of the first record of a chain.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -118,8 +119,6 @@ impl MacKey {
         m.verify_slice(&expected).is_ok() // constant time
     }
 }
-
-use crate::hex::{decode as unhex, encode as hex};
 
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
