@@ -23,6 +23,9 @@ use crate::call::{PrincipalKind, TargetKind};
 use crate::policy::{Condition, Pattern, Subject, Test};
 use crate::upstream::{Template, UpstreamProtocol};
 
+mod forward;
+pub use forward::*;
+
 /// The whole gateway configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -196,6 +199,8 @@ pub struct AuditSection {
     pub queue: usize,
     /// DANGEROUS: when a record cannot be written, let the call through unrecorded.
     pub dangerously_fail_open: bool,
+    /// Receivers every record is streamed to, by name (`[audit.forward.<name>]`).
+    pub forward: BTreeMap<String, ForwardConfig>,
 }
 
 impl Default for AuditSection {
@@ -213,6 +218,7 @@ impl Default for AuditSection {
             record_lists: true,
             queue: 4096,
             dangerously_fail_open: false,
+            forward: BTreeMap::new(),
         }
     }
 }
@@ -1851,6 +1857,7 @@ impl AuditSection {
                 message: "no durable sink: records only go to the log output".into(),
             });
         }
+        validate_forwarders(&self.forward, &self.sinks, errors, warnings);
         if self.dangerously_fail_open {
             warnings.push(ConfigError {
                 entry: "audit.dangerously_fail_open".into(),
