@@ -119,7 +119,8 @@ enum Command {
         /// The configuration file.
         #[arg(long, short)]
         config: PathBuf,
-        /// Connect to every enabled server and list its tools.
+        /// Connect to every enabled server and list its tools, and to every audit
+        /// receiver (`[audit.forward.*]`, sending no record).
         #[arg(long, conflicts_with = "against_audit")]
         connect: bool,
         /// Replay the policy decisions of the recorded calls under this configuration
@@ -397,12 +398,12 @@ fn check(config: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Connects every enabled server once and lists its tools; fails if any cannot connect.
+/// Connects every enabled server once and lists its tools, then every audit receiver
+/// (sending no record); fails if any cannot be reached.
 async fn check_connect(config: &std::path::Path) -> anyhow::Result<()> {
     let loaded = load_config(config)?;
-    let upstreams = ServerBuilder::from_loaded(loaded)
-        .known_secrets(known_secrets())
-        .upstreams()?;
+    let builder = ServerBuilder::from_loaded(loaded).known_secrets(known_secrets());
+    let upstreams = builder.upstreams()?;
     let mut failed = 0;
     for (upstream, enabled) in upstreams {
         if !enabled {
@@ -435,10 +436,23 @@ async fn check_connect(config: &std::path::Path) -> anyhow::Result<()> {
         }
         upstream.shutdown().await;
     }
-    if failed > 0 {
-        bail!("{failed} server(s) could not be reached");
+    let mut receivers_failed = 0;
+    for r in builder.check_receivers().await {
+        match (&r.result, r.enabled) {
+            (_, false) => outln!("audit receiver {}: disabled", r.name),
+            (Ok(what), true) => outln!("audit receiver {} ({}): ok, {what}", r.name, r.destination),
+            (Err(e), true) => {
+                receivers_failed += 1;
+                outln!("audit receiver {} ({}): FAILED: {e}", r.name, r.destination);
+            }
+        }
     }
-    Ok(())
+    match (failed, receivers_failed) {
+        (0, 0) => Ok(()),
+        (n, 0) => bail!("{n} server(s) could not be reached"),
+        (0, m) => bail!("{m} audit receiver(s) could not be reached"),
+        (n, m) => bail!("{n} server(s) and {m} audit receiver(s) could not be reached"),
+    }
 }
 
 async fn status(url: &str, principal: Option<&str>, config: Option<&std::path::Path>) -> anyhow::Result<()> {
@@ -467,6 +481,30 @@ async fn status(url: &str, principal: Option<&str>, config: Option<&std::path::P
                 .map(|d| format!("  ({d})"))
                 .unwrap_or_default()
         );
+    }
+    for f in report["audit_forward"].as_array().into_iter().flatten() {
+        use std::fmt::Write as _;
+        let n = |k: &str| f[k].as_u64().unwrap_or_default();
+        let mut line = format!(
+            "audit forward {:<12} {:<10} delivered up to seq {} of {} (backlog {})  -> {}",
+            f["name"].as_str().unwrap_or_default(),
+            f["state"].as_str().unwrap_or_default(),
+            n("delivered_seq"),
+            n("durable_seq"),
+            n("backlog"),
+            f["destination"].as_str().unwrap_or_default(),
+        );
+        if n("skipped") > 0 {
+            let _ = write!(line, "  {} SKIPPED (removed from the trail first)", n("skipped"));
+        }
+        if let Some(e) = f["last_error"].as_str() {
+            let _ = write!(
+                line,
+                "  last error at {}: {e}",
+                f["last_error_at"].as_str().unwrap_or_default()
+            );
+        }
+        outln!("{line}");
     }
     if let (Some(p), Some(config)) = (principal, config) {
         let loaded = load_config(config)?;

@@ -210,7 +210,9 @@ impl DurableHead {
     pub async fn catch_up(&self) -> Result<(), AuditError> {
         let tx = self.writer.upgrade().ok_or_else(GroupCommit::stopped)?;
         let (ack, done) = oneshot::channel();
-        tx.send(Msg::CatchUp(ack)).await.map_err(|_| GroupCommit::stopped())?;
+        tx.send(Msg::CatchUp(ack))
+            .await
+            .map_err(|_| GroupCommit::stopped())?;
         drop(tx);
         match done.await {
             Ok(r) => r.map_err(BatchError::into_audit),

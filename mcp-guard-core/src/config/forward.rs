@@ -264,8 +264,15 @@ impl ForwardConfig {
                 message: message.to_owned(),
             });
         };
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-            err("", "forwarder names use [A-Za-z0-9_-] (they name the cursor file)");
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            err(
+                "",
+                "forwarder names use [A-Za-z0-9_-] (they name the cursor file)",
+            );
         }
         match self.trail {
             Some(t @ (AuditSinkKind::Sqlite | AuditSinkKind::Jsonl)) if !durable.contains(&t) => err(
@@ -283,7 +290,10 @@ impl ForwardConfig {
         match (self.kind, &url) {
             (Syslog, Ok(u)) if matches!(u.scheme(), "tcp" | "tls") => {
                 if u.host_str().is_none() || u.port().is_none() {
-                    err("url", "give a host and a port: tcp://host:port or tls://host:port");
+                    err(
+                        "url",
+                        "give a host and a port: tcp://host:port or tls://host:port",
+                    );
                 }
             }
             (Syslog, _) => err("url", "must be tcp://host:port or tls://host:port"),
@@ -294,7 +304,10 @@ impl ForwardConfig {
         if !tls {
             for (set, field) in [
                 (self.ca_file.is_some(), "ca_file"),
-                (self.dangerously_accept_invalid_certs, "dangerously_accept_invalid_certs"),
+                (
+                    self.dangerously_accept_invalid_certs,
+                    "dangerously_accept_invalid_certs",
+                ),
             ] {
                 if set {
                     err(field, "applies to tls:// and https:// receivers only");
@@ -307,9 +320,19 @@ impl ForwardConfig {
                 err(field, &format!("applies to kind {} only", names.join(" or ")));
             }
         };
-        only(!self.headers.is_empty(), "headers", &[Webhook, SplunkHec, Otlp], &mut err);
+        only(
+            !self.headers.is_empty(),
+            "headers",
+            &[Webhook, SplunkHec, Otlp],
+            &mut err,
+        );
         only(self.hmac_secret.is_some(), "hmac_secret", &[Webhook], &mut err);
-        only(self.signature_header.is_some(), "signature_header", &[Webhook], &mut err);
+        only(
+            self.signature_header.is_some(),
+            "signature_header",
+            &[Webhook],
+            &mut err,
+        );
         only(self.format.is_some(), "format", &[Webhook], &mut err);
         only(self.token.is_some(), "token", &[SplunkHec], &mut err);
         only(self.index.is_some(), "index", &[SplunkHec], &mut err);
@@ -324,11 +347,17 @@ impl ForwardConfig {
             if let Some(v) = value
                 && !is_placeholder(v)
             {
-                err(field, "must be a ${NAME} placeholder (the value comes from the environment), never inline");
+                err(
+                    field,
+                    "must be a ${NAME} placeholder (the value comes from the environment), never inline",
+                );
             }
         }
         if self.kind == Webhook && self.hmac_secret.is_none() {
-            err("hmac_secret", "a webhook's records are signed: give hmac_secret = \"${NAME}\"");
+            err(
+                "hmac_secret",
+                "a webhook's records are signed: give hmac_secret = \"${NAME}\"",
+            );
         }
         if self.kind == SplunkHec && self.token.is_none() {
             err("token", "Splunk HEC needs token = \"${NAME}\"");
@@ -349,7 +378,10 @@ impl ForwardConfig {
         if let Some(f) = &self.facility
             && !SYSLOG_FACILITIES.iter().any(|(n, _)| n == f)
         {
-            err("facility", "unknown facility (audit, auth, authpriv, daemon, local0..local7, ...)");
+            err(
+                "facility",
+                "unknown facility (audit, auth, authpriv, daemon, local0..local7, ...)",
+            );
         }
         let printable = |s: &str, max: usize| {
             !s.is_empty() && s.len() <= max && s.bytes().all(|b| (33..=126).contains(&b))

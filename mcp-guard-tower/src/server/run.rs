@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use mcp_guard_core::access::{AccessStore, ClientCredential, Session, Sessions};
+use mcp_guard_core::audit::forward::Forwarders;
 use mcp_guard_core::config::GatewayConfig;
 use mcp_guard_core::redact::{KnownSecrets, PatternRedactor};
 use mcp_guard_core::{AuditSink, Principal, Redactor, Upstream, UpstreamState};
@@ -96,10 +97,28 @@ impl ServerBuilder {
     }
 
     fn sink(&self) -> anyhow::Result<Arc<dyn AuditSink>> {
-        match &self.audit {
-            Some(s) => Ok(s.clone()),
-            None => super::audit::sinks(&self.config.audit, &self.base),
+        Ok(self.sink_and_trails()?.0)
+    }
+
+    /// The audit sink, and the durable trails it writes when the configuration's sinks
+    /// are used (what forwarders read).
+    fn sink_and_trails(&self) -> anyhow::Result<(Arc<dyn AuditSink>, Option<super::forward::Trails>)> {
+        if let Some(s) = &self.audit {
+            return Ok((s.clone(), None));
         }
+        let o = super::audit::opened(&self.config.audit, &self.base)?;
+        Ok((o.sink, Some(o.trails)))
+    }
+
+    /// Starts the `[audit.forward.*]` forwarders on `trails`.
+    fn forwarders(&self, trails: Option<&super::forward::Trails>) -> anyhow::Result<Forwarders> {
+        super::forward::spawn(&self.config.audit, &self.base, trails, &self.known)
+    }
+
+    /// Connects to every `[audit.forward.*]` receiver once, sending no record
+    /// (`check --connect`).
+    pub async fn check_receivers(&self) -> Vec<super::ReceiverCheck> {
+        super::forward::check(&self.config.audit, &self.base, &self.known).await
     }
 
     /// The redactor audit records and upstream stderr pass through: every kind of
@@ -174,7 +193,7 @@ impl ServerBuilder {
 
     async fn build_http(self) -> anyhow::Result<GatewayServer> {
         let cfg = &self.config;
-        let sink = self.sink()?;
+        let (sink, trails) = self.sink_and_trails()?;
         let store = self.access_store()?;
         let mut resource_base = cfg
             .gateway
@@ -219,9 +238,11 @@ impl ServerBuilder {
         let pre_auth = PreAuth::new(auth::unauthenticated_limits(cfg));
         let mut options = auth::http_options(cfg);
         options.path_prefix.clone_from(&self.path_prefix);
+        let forwarders = self.forwarders(trails.as_ref())?;
         let mut edge = HttpEdge::new(built.gateway.clone(), built.service.clone(), authenticate.clone())
             .pre_auth(pre_auth.clone())
             .audit(sink.clone())
+            .audit_forwarders(forwarders.clone())
             .sessions(sessions.clone())
             .options(options)
             .shutdown_token(close_sessions.clone());
@@ -252,6 +273,7 @@ impl ServerBuilder {
             close_sessions,
             pre_auth,
             sink,
+            forwarders,
             grace: Duration::from_secs(cfg.gateway.shutdown_grace_secs),
             path_prefix: self.path_prefix,
             known: self.known,
@@ -272,7 +294,7 @@ impl ServerBuilder {
 
     async fn build_stdio_inner(self, name: &str) -> anyhow::Result<StdioGateway> {
         let cfg = &self.config;
-        let sink = self.sink()?;
+        let (sink, trails) = self.sink_and_trails()?;
         let principal = Arc::new(
             cfg.auth
                 .stdio_principal
@@ -298,6 +320,7 @@ impl ServerBuilder {
             .with_context(|| format!("no endpoint named {name:?}"))?;
         let stdio = (principal.subject().into(), session.id().0.clone());
         let reloader = self.reloader(&sink, &built, None, Some(stdio));
+        let forwarders = self.forwarders(trails.as_ref())?;
         let handler = GuardHandler::new(ep, built.service.clone())
             .with_principal(principal)
             .with_session(session.id().clone())
@@ -309,6 +332,7 @@ impl ServerBuilder {
             session,
             maintain_stop,
             sink,
+            forwarders,
             grace: Duration::from_secs(cfg.gateway.shutdown_grace_secs),
         })
     }
@@ -414,6 +438,7 @@ pub struct GatewayServer {
     close_sessions: CancellationToken,
     pre_auth: PreAuth,
     sink: Arc<dyn AuditSink>,
+    forwarders: Forwarders,
     grace: Duration,
     path_prefix: String,
     known: Arc<KnownSecrets>,
@@ -476,6 +501,11 @@ impl GatewayServer {
     /// What the stack counts.
     pub fn metrics(&self) -> &Metrics {
         &self.built.metrics
+    }
+
+    /// The audit forwarders (`[audit.forward.*]`) and their status.
+    pub fn forwarders(&self) -> &Forwarders {
+        &self.forwarders
     }
 
     /// The registry of secrets scrubbed from responses, audit records and logs.
@@ -550,7 +580,9 @@ impl GatewayServer {
         self.built.gateway.shutdown().await;
         session_dir::release_kept();
         self.pre_auth.flush().await;
-        self.sink.flush().await.context("flushing the audit trail")?;
+        let flushed = self.sink.flush().await.context("flushing the audit trail");
+        self.forwarders.stop(super::forward::STOP_GRACE).await;
+        flushed?;
         tracing::info!(processes = mcp_guard_core::upstream::live_processes(), "stopped");
         Ok(())
     }
@@ -607,6 +639,7 @@ pub struct StdioGateway {
     session: Arc<Session>,
     maintain_stop: CancellationToken,
     sink: Arc<dyn AuditSink>,
+    forwarders: Forwarders,
     grace: Duration,
 }
 
@@ -712,7 +745,9 @@ impl StdioGateway {
         self.built.gateway.shutdown().await;
         session_dir::release_kept();
         self.maintain_stop.cancel();
-        self.sink.flush().await.context("flushing the audit trail")?;
+        let flushed = self.sink.flush().await.context("flushing the audit trail");
+        self.forwarders.stop(super::forward::STOP_GRACE).await;
+        flushed?;
         failed.map_or(Ok(()), Err)
     }
 }

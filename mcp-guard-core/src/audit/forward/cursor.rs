@@ -140,6 +140,11 @@ mod tests {
         let c = Cursor::acquire(dir.path(), "siem", "tcp://x").unwrap().unwrap();
         assert_eq!(c.load().unwrap().unwrap().0, pos);
         std::fs::write(c.path(), "garbage").unwrap();
-        assert!(c.load().unwrap_err().to_string().contains("not a forwarder cursor"));
+        assert!(
+            c.load()
+                .unwrap_err()
+                .to_string()
+                .contains("not a forwarder cursor")
+        );
     }
 }

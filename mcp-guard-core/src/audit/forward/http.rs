@@ -139,10 +139,7 @@ impl Poster {
         if status.is_success() {
             Ok(text)
         } else if status == reqwest::StatusCode::PAYLOAD_TOO_LARGE {
-            Err(ForwardError::TooLarge {
-                destination,
-                records,
-            })
+            Err(ForwardError::TooLarge { destination, records })
         } else {
             Err(ForwardError::Refused {
                 destination,
@@ -315,7 +312,12 @@ impl SplunkHecTransport {
 
     /// Sets `source`, `sourcetype` and `index` (each when given).
     #[must_use]
-    pub fn fields(mut self, source: Option<String>, sourcetype: Option<String>, index: Option<String>) -> Self {
+    pub fn fields(
+        mut self,
+        source: Option<String>,
+        sourcetype: Option<String>,
+        index: Option<String>,
+    ) -> Self {
         if let Some(s) = source {
             self.source = s;
         }
@@ -400,7 +402,9 @@ impl Transport for SplunkHecTransport {
             .await
         {
             Ok(_) => Ok("accepted the token".to_owned()),
-            Err(ForwardError::Refused { status: 400, body, .. }) if body.contains("\"code\":5") => {
+            Err(ForwardError::Refused {
+                status: 400, body, ..
+            }) if body.contains("\"code\":5") => {
                 Ok("accepted the token (\"No data\" for an empty request)".to_owned())
             }
             Err(e) => Err(e),
@@ -458,7 +462,8 @@ impl OtlpLogsTransport {
     }
 
     fn body(&self, records: &[ForwardRecord]) -> Vec<u8> {
-        let mut out = String::with_capacity(records.iter().map(|r| r.line.len() * 2 + 512).sum::<usize>() + 256);
+        let mut out =
+            String::with_capacity(records.iter().map(|r| r.line.len() * 2 + 512).sum::<usize>() + 256);
         out.push_str("{\"resourceLogs\":[{\"resource\":{\"attributes\":[");
         attr_str(&mut out, "service.name", &self.service);
         attr_str(&mut out, "host.name", &self.host);
@@ -496,7 +501,11 @@ impl OtlpLogsTransport {
             );
             attr_str(&mut out, "mcp_guard.audit.hash", &r.hash);
             attr_str(&mut out, "mcp_guard.audit.prev", &r.prev);
-            attr_str(&mut out, "event.name", &format!("mcp_guard.audit.{}", r.event_type()));
+            attr_str(
+                &mut out,
+                "event.name",
+                &format!("mcp_guard.audit.{}", r.event_type()),
+            );
             let e = &r.event;
             let at = |path: &[&str]| path.iter().try_fold(e, |v, k| v.get(k))?.as_str();
             for (key, value) in [
@@ -514,7 +523,8 @@ impl OtlpLogsTransport {
                 }
             }
             out.push(']');
-            if let Some(t) = at(&["trace_id"]).filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+            if let Some(t) =
+                at(&["trace_id"]).filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
             {
                 let _ = write!(out, ",\"traceId\":\"{}\"", t.to_ascii_lowercase());
             }
@@ -544,7 +554,11 @@ impl Transport for OtlpLogsTransport {
         {
             let rejected = p
                 .get("rejectedLogRecords")
-                .and_then(|n| n.as_str().and_then(|s| s.parse::<u64>().ok()).or_else(|| n.as_u64()))
+                .and_then(|n| {
+                    n.as_str()
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .or_else(|| n.as_u64())
+                })
                 .unwrap_or(0);
             if rejected > 0 {
                 return Err(ForwardError::Refused {

@@ -295,7 +295,10 @@ impl ForwarderHandle {
             .take();
         if let Some(t) = task {
             let abort = t.abort_handle();
-            if tokio::time::timeout(grace + Duration::from_secs(2), t).await.is_err() {
+            if tokio::time::timeout(grace + Duration::from_secs(2), t)
+                .await
+                .is_err()
+            {
                 abort.abort();
                 tracing::warn!(forwarder = %self.status().name, "the audit forwarder did not stop in time");
             }
@@ -456,7 +459,9 @@ impl Run {
         let result = tokio::task::spawn_blocking(move || {
             let mut reader = reader;
             let pos = match loaded {
-                Err(e) => Err(format!("{e}; fix or remove it (removing resends the whole trail)")),
+                Err(e) => Err(format!(
+                    "{e}; fix or remove it (removing resends the whole trail)"
+                )),
                 Ok(Some((pos, _))) if pos.seq == 0 => Ok(Position::start()),
                 Ok(Some((pos, _))) => match reader.hash_of(pos.seq) {
                     Ok(Some(h)) if h == pos.hash => Ok(pos),
@@ -502,7 +507,10 @@ impl Run {
         let (c, p) = (cursor.clone(), pos.clone());
         match tokio::task::spawn_blocking(move || c.store(&p)).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => self.failed_quietly(&format!("cannot write the cursor {}: {e}", cursor.path().display())),
+            Ok(Err(e)) => self.failed_quietly(&format!(
+                "cannot write the cursor {}: {e}",
+                cursor.path().display()
+            )),
             Err(e) => self.failed_quietly(&format!("cursor task: {e}")),
         }
     }
@@ -533,7 +541,10 @@ impl Run {
     }
 
     /// The main loop.
-    #[allow(clippy::too_many_lines, reason = "one loop: read, send, confirm, persist, wait")]
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one loop: read, send, confirm, persist, wait"
+    )]
     async fn forward(&mut self, cursor: &Arc<Cursor>, mut reader: TrailReader, start: Position) {
         let mut acked = start.clone();
         let mut sent = start;
@@ -620,15 +631,16 @@ impl Run {
                 );
                 self.set_state(ForwardState::Sending);
                 let n = records.len() as u64;
-                let result = match tokio::time::timeout(self.f.options.send_timeout, self.f.transport.send(&records))
-                    .await
-                {
-                    Ok(r) => r,
-                    Err(_) => Err(ForwardError::Timeout {
-                        destination: self.f.transport.destination(),
-                        secs: self.f.options.send_timeout.as_secs(),
-                    }),
-                };
+                let result =
+                    match tokio::time::timeout(self.f.options.send_timeout, self.f.transport.send(&records))
+                        .await
+                    {
+                        Ok(r) => r,
+                        Err(_) => Err(ForwardError::Timeout {
+                            destination: self.f.transport.destination(),
+                            secs: self.f.options.send_timeout.as_secs(),
+                        }),
+                    };
                 match result {
                     Ok(Sent::Acknowledged) => {
                         sent = last.clone();
@@ -666,7 +678,9 @@ impl Run {
                 match self.f.transport.probe().await {
                     Ok(()) => {
                         let mut n = 0;
-                        while let Some((p, k, _)) = pending.front().filter(|(_, _, at)| at.elapsed() >= window) {
+                        while let Some((p, k, _)) =
+                            pending.front().filter(|(_, _, at)| at.elapsed() >= window)
+                        {
                             acked = p.clone();
                             n += k;
                             pending.pop_front();
@@ -689,7 +703,9 @@ impl Run {
             }
             // 3. Keep the cursor.
             let caught_up = sent.seq >= head && pending.is_empty();
-            if acked != stored && (caught_up || stopping || stored_at.elapsed() >= self.f.options.persist_every) {
+            if acked != stored
+                && (caught_up || stopping || stored_at.elapsed() >= self.f.options.persist_every)
+            {
                 self.store(cursor, &acked).await;
                 stored = acked.clone();
                 stored_at = Instant::now();
@@ -872,5 +888,6 @@ fn jitter(d: Duration) -> Duration {
         return d;
     }
     let offset = u64::from(nanos) % (2 * u64::try_from(spread).unwrap_or(u64::MAX) + 1);
-    (d + Duration::from_millis(offset)).saturating_sub(Duration::from_millis(u64::try_from(spread).unwrap_or(0)))
+    (d + Duration::from_millis(offset))
+        .saturating_sub(Duration::from_millis(u64::try_from(spread).unwrap_or(0)))
 }

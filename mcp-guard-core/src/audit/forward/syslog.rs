@@ -282,10 +282,12 @@ impl Transport for SyslogTransport {
     async fn check(&mut self) -> Result<String, ForwardError> {
         self.reset();
         self.connect().await?;
-        let what = if self.options.tls.is_some() {
-            "connected, TLS certificate verified"
-        } else {
-            "connected"
+        let what = match &self.options.tls {
+            Some(t) if t.dangerously_accept_invalid_certs => {
+                "connected over TLS, certificate NOT verified (dangerously_accept_invalid_certs)"
+            }
+            Some(_) => "connected, TLS certificate verified",
+            None => "connected",
         };
         if let Some(mut c) = self.conn.take() {
             let _ = c.shutdown().await;

@@ -249,7 +249,11 @@ async fn retention_that_runs_ahead_of_a_down_receiver_is_counted_never_silent() 
     let st = h.status();
     let got = rx.seqs();
     assert!(st.skipped > 0, "{st:?}");
-    assert_eq!(got.len() as u64 + st.skipped, durable, "every record is delivered or counted as skipped");
+    assert_eq!(
+        got.len() as u64 + st.skipped,
+        durable,
+        "every record is delivered or counted as skipped"
+    );
     assert!(got.windows(2).all(|w| w[0] < w[1]));
     h.stop(Duration::from_secs(2)).await;
 }
@@ -264,9 +268,14 @@ async fn a_replaced_trail_is_forwarded_from_its_beginning() {
             sink.record(&event(i)).await.unwrap();
         }
         let rx = Memory::default();
-        let h = Forwarder::new("f", Box::new(rx.clone()), TrailSource::Sqlite(db.clone()), sink.durable_head())
-            .options(fast())
-            .spawn();
+        let h = Forwarder::new(
+            "f",
+            Box::new(rx.clone()),
+            TrailSource::Sqlite(db.clone()),
+            sink.durable_head(),
+        )
+        .options(fast())
+        .spawn();
         until("10", || rx.seqs().len() == 10).await;
         h.stop(Duration::from_secs(2)).await;
         sink.close();
@@ -280,9 +289,14 @@ async fn a_replaced_trail_is_forwarded_from_its_beginning() {
         sink.record(&event(i)).await.unwrap();
     }
     let rx = Memory::default();
-    let h = Forwarder::new("f", Box::new(rx.clone()), TrailSource::Sqlite(db.clone()), sink.durable_head())
-        .options(fast())
-        .spawn();
+    let h = Forwarder::new(
+        "f",
+        Box::new(rx.clone()),
+        TrailSource::Sqlite(db.clone()),
+        sink.durable_head(),
+    )
+    .options(fast())
+    .spawn();
     until("the new chain", || rx.seqs().len() == 12).await;
     assert_eq!(rx.seqs(), (1..=12).collect::<Vec<u64>>());
     h.stop(Duration::from_secs(2)).await;

@@ -42,11 +42,12 @@ pub(crate) fn client_config(options: &TlsOptions) -> Result<Arc<ClientConfig>, F
         let certs = CertificateDer::pem_file_iter(file)
             .map_err(|e| ForwardError::Setup(format!("cannot read the CA file {}: {e}", file.display())))?;
         for cert in certs {
-            let cert =
-                cert.map_err(|e| ForwardError::Setup(format!("the CA file {} is not PEM: {e}", file.display())))?;
-            roots
-                .add(cert)
-                .map_err(|e| ForwardError::Setup(format!("a certificate in {} is unusable: {e}", file.display())))?;
+            let cert = cert.map_err(|e| {
+                ForwardError::Setup(format!("the CA file {} is not PEM: {e}", file.display()))
+            })?;
+            roots.add(cert).map_err(|e| {
+                ForwardError::Setup(format!("a certificate in {} is unusable: {e}", file.display()))
+            })?;
         }
         if roots.is_empty() {
             return Err(ForwardError::Setup(format!(

@@ -85,7 +85,12 @@ impl TrailReader {
 
     /// Up to `max` records with `after < seq <= upto`, in order. A record that does
     /// not parse ends the read with an error naming it.
-    pub(crate) fn read(&mut self, after: u64, upto: u64, max: usize) -> Result<Vec<ForwardRecord>, AuditError> {
+    pub(crate) fn read(
+        &mut self,
+        after: u64,
+        upto: u64,
+        max: usize,
+    ) -> Result<Vec<ForwardRecord>, AuditError> {
         if upto <= after || max == 0 {
             return Ok(Vec::new());
         }
@@ -169,7 +174,9 @@ impl TrailReader {
     ) -> Result<Vec<ForwardRecord>, AuditError> {
         let db = self.db(path)?;
         let mut stmt = db
-            .prepare_cached("SELECT seq, record FROM audit_records WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3")
+            .prepare_cached(
+                "SELECT seq, record FROM audit_records WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3",
+            )
             .map_err(db_err)?;
         let big = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         let rows = stmt
