@@ -24,7 +24,9 @@ use crate::policy::{Condition, Pattern, Subject, Test};
 use crate::upstream::{Template, UpstreamProtocol};
 
 mod forward;
+mod telemetry;
 pub use forward::*;
+pub use telemetry::*;
 
 /// The whole gateway configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -51,6 +53,8 @@ pub struct GatewayConfig {
     pub credentials: CredentialsSection,
     /// Limits on traffic before authentication, per source address.
     pub unauthenticated_limits: UnauthenticatedLimitsSection,
+    /// OpenTelemetry traces (off by default).
+    pub telemetry: TelemetrySection,
 }
 
 /// `[unauthenticated_limits]`: what traffic that has not authenticated may cost, per
@@ -1807,6 +1811,7 @@ impl GatewayConfig {
             });
         }
         self.audit.validate(&mut errors, &mut warnings);
+        self.telemetry.validate(&mut errors, &mut warnings);
         self.rate_limits.validate(&mut errors);
         self.unauthenticated_limits.validate(&mut errors);
         if errors.is_empty() {

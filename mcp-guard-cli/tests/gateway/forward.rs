@@ -29,7 +29,7 @@ const PYTHON: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../interop/siem/.venv
 const OTLP_RECEIVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../interop/siem/otlp_receiver.py");
 
 /// Whether the real receivers are installed; SKIP (or fail, when required) otherwise.
-fn receivers_installed(test: &str) -> bool {
+pub(crate) fn receivers_installed(test: &str) -> bool {
     let rsyslog = std::process::Command::new("rsyslogd")
         .arg("-v")
         .stdout(Stdio::null())
@@ -316,14 +316,14 @@ fn seal_of(line: &str) -> (u64, String) {
 use sha2::Digest as _;
 
 /// The OTLP/HTTP receiver (opentelemetry-proto + http.server).
-struct OtlpReceiver {
+pub(crate) struct OtlpReceiver {
     child: Option<tokio::process::Child>,
-    port: u16,
+    pub(crate) port: u16,
     out: PathBuf,
 }
 
 impl OtlpReceiver {
-    async fn start(dir: &Path, port: u16) -> Self {
+    pub(crate) async fn start(dir: &Path, port: u16) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         let out = dir.join("otlp.jsonl");
         let mut child = tokio::process::Command::new(PYTHON)
@@ -363,7 +363,7 @@ impl OtlpReceiver {
         }
     }
 
-    fn requests(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn requests(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(&self.out)
             .unwrap_or_default()
             .lines()

@@ -32,4 +32,5 @@ mod rugpull;
 mod sessions;
 mod startup;
 mod support;
+mod telemetry;
 mod unauthenticated;

@@ -50,6 +50,7 @@ mod reload;
 mod run;
 mod session_dir;
 mod stack;
+mod telemetry;
 mod upstreams;
 
 pub use audit::{audit_sinks, mac_key};

@@ -139,6 +139,7 @@ impl ServerBuilder {
         stores: &credentials::Stores,
         sink: &Arc<dyn AuditSink>,
         pins: pinning::Pinning,
+        tracing: Option<&super::telemetry::Tracing>,
     ) -> anyhow::Result<Built> {
         let built = stack::build(
             cfg,
@@ -147,6 +148,7 @@ impl ServerBuilder {
             self.audit_redactor(),
             Some(pins.gate.clone()),
             Startup::Background,
+            tracing.map(|t| crate::telemetry::Telemetry::new(&t.provider)),
         )
         .await?;
         pinning::watch_lock(pins.path, pins.gate, built.gateway.clone());
@@ -211,7 +213,10 @@ impl ServerBuilder {
         let sessions = Sessions::with_store(store.clone())?.with_audit(sink.clone());
         let pins = pinning::pinning(cfg, &self.base)?;
         let stores = credentials::stores(cfg, &self.base, None, &self.known)?;
-        let built = self.start_stack(cfg, &stores, &sink, pins).await?;
+        let tracing = super::telemetry::tracing_from(&cfg.telemetry, &self.base, &self.known)?;
+        let built = self
+            .start_stack(cfg, &stores, &sink, pins, tracing.as_ref())
+            .await?;
         let close_sessions = CancellationToken::new();
         let gauge = built.metrics.gateway_sessions();
         keep_sessions(
@@ -274,6 +279,7 @@ impl ServerBuilder {
             pre_auth,
             sink,
             forwarders,
+            tracing,
             grace: Duration::from_secs(cfg.gateway.shutdown_grace_secs),
             path_prefix: self.path_prefix,
             known: self.known,
@@ -313,7 +319,10 @@ impl ServerBuilder {
                 .clone()
                 .maintain(Duration::from_millis(250), maintain_stop.clone()),
         );
-        let built = self.start_stack(cfg, &stores, &sink, pins).await?;
+        let tracing = super::telemetry::tracing_from(&cfg.telemetry, &self.base, &self.known)?;
+        let built = self
+            .start_stack(cfg, &stores, &sink, pins, tracing.as_ref())
+            .await?;
         let ep = built
             .gateway
             .endpoint(name)
@@ -333,6 +342,7 @@ impl ServerBuilder {
             maintain_stop,
             sink,
             forwarders,
+            tracing,
             grace: Duration::from_secs(cfg.gateway.shutdown_grace_secs),
         })
     }
@@ -387,6 +397,7 @@ impl ServerBuilder {
                 self.audit_redactor(),
                 Some(pins.gate.clone()),
                 Startup::Wait,
+                None,
             )
             .await?;
             Ok(Catalogue {
@@ -439,6 +450,7 @@ pub struct GatewayServer {
     pre_auth: PreAuth,
     sink: Arc<dyn AuditSink>,
     forwarders: Forwarders,
+    tracing: Option<super::telemetry::Tracing>,
     grace: Duration,
     path_prefix: String,
     known: Arc<KnownSecrets>,
@@ -582,6 +594,9 @@ impl GatewayServer {
         self.pre_auth.flush().await;
         let flushed = self.sink.flush().await.context("flushing the audit trail");
         self.forwarders.stop(super::forward::STOP_GRACE).await;
+        if let Some(t) = self.tracing {
+            t.shutdown().await;
+        }
         flushed?;
         tracing::info!(processes = mcp_guard_core::upstream::live_processes(), "stopped");
         Ok(())
@@ -640,6 +655,7 @@ pub struct StdioGateway {
     maintain_stop: CancellationToken,
     sink: Arc<dyn AuditSink>,
     forwarders: Forwarders,
+    tracing: Option<super::telemetry::Tracing>,
     grace: Duration,
 }
 
@@ -747,6 +763,9 @@ impl StdioGateway {
         self.maintain_stop.cancel();
         let flushed = self.sink.flush().await.context("flushing the audit trail");
         self.forwarders.stop(super::forward::STOP_GRACE).await;
+        if let Some(t) = self.tracing {
+            t.shutdown().await;
+        }
         flushed?;
         failed.map_or(Ok(()), Err)
     }

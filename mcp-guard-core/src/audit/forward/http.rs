@@ -41,6 +41,24 @@ impl HttpOptions {
     }
 }
 
+/// A reqwest client that checks certificates as `tls` says, with `timeout` for
+/// connecting and for each request, no proxy from the environment and no redirects
+/// (the receivers' client; the gateway's trace exporter uses it too).
+///
+/// # Errors
+/// [`ForwardError::Setup`] when the TLS settings are unusable.
+pub fn http_client(tls: &TlsOptions, timeout: Duration) -> Result<reqwest::Client, ForwardError> {
+    let config = client_config(tls)?;
+    reqwest::Client::builder()
+        .tls_backend_preconfigured((*config).clone())
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| ForwardError::Setup(format!("HTTP client: {}", chain(&e))))
+}
+
 /// One HTTP client and the URL, shared by the three transports.
 #[derive(Debug)]
 struct Poster {
@@ -53,15 +71,7 @@ struct Poster {
 impl Poster {
     fn new(o: &HttpOptions) -> Result<Self, ForwardError> {
         let url = reqwest::Url::parse(&o.url).map_err(|e| ForwardError::Setup(format!("{}: {e}", o.url)))?;
-        let tls = client_config(&o.tls)?;
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured((*tls).clone())
-            .timeout(o.timeout)
-            .connect_timeout(o.timeout)
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| ForwardError::Setup(format!("HTTP client: {}", chain(&e))))?;
+        let client = http_client(&o.tls, o.timeout)?;
         let mut headers = reqwest::header::HeaderMap::new();
         for (name, value) in &o.headers {
             let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())

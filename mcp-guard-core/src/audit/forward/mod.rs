@@ -45,7 +45,9 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
-pub use http::{HttpOptions, OtlpLogsTransport, SIGNATURE_HEADER, SplunkHecTransport, WebhookTransport};
+pub use http::{
+    HttpOptions, OtlpLogsTransport, SIGNATURE_HEADER, SplunkHecTransport, WebhookTransport, http_client,
+};
 pub use run::{ForwardOptions, ForwardState, ForwardStatus, Forwarder, ForwarderHandle, Forwarders};
 pub use syslog::{SyslogOptions, SyslogTransport};
 pub use tls::TlsOptions;
