@@ -191,7 +191,7 @@ pub(crate) enum Command {
         #[arg(long)]
         variant_file: Option<PathBuf>,
         /// After this many tool calls, each further call first writes a line that is
-        /// not JSON-RPC to stdout (protocol garbage), then answers after 2 s.
+        /// not JSON-RPC to stdout (protocol garbage), then answers after 30 s.
         #[arg(long)]
         garbage_after: Option<u64>,
         /// Also offer `ask_name` and `ask_model`, which ask the client (elicitation,
