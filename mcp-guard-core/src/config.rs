@@ -23,6 +23,9 @@ use crate::call::{PrincipalKind, TargetKind};
 use crate::policy::{Condition, Pattern, Subject, Test};
 use crate::upstream::{Template, UpstreamProtocol};
 
+mod console;
+pub use console::*;
+
 /// The whole gateway configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -48,6 +51,8 @@ pub struct GatewayConfig {
     pub credentials: CredentialsSection,
     /// Limits on traffic before authentication, per source address.
     pub unauthenticated_limits: UnauthenticatedLimitsSection,
+    /// The operator console in the browser.
+    pub console: ConsoleSection,
 }
 
 /// `[unauthenticated_limits]`: what traffic that has not authenticated may cost, per
@@ -948,6 +953,9 @@ pub struct EndpointServerConfig {
     pub prompts: Vec<String>,
     /// Resource URI globs (upstream URIs, also matched against templates).
     pub resources: Vec<String>,
+    /// Tools switched off on this endpoint whatever `tools` matches (exact upstream
+    /// names); what the console's tool switch writes.
+    pub disabled_tools: Vec<String>,
 }
 
 /// `[[grants]]`: who may do what, under which conditions.
@@ -1723,6 +1731,7 @@ impl GatewayConfig {
                         }
                     }
                 }
+                check_disabled_tools(&sentry, &sel.disabled_tools, &mut errors);
                 if sel.enabled && sel.tools.is_empty() && sel.prompts.is_empty() && sel.resources.is_empty() {
                     warnings.push(ConfigError {
                         entry: sentry,
@@ -1803,6 +1812,7 @@ impl GatewayConfig {
         self.audit.validate(&mut errors, &mut warnings);
         self.rate_limits.validate(&mut errors);
         self.unauthenticated_limits.validate(&mut errors);
+        self.console.validate(self.auth.server.is_some(), &mut errors);
         if errors.is_empty() {
             Ok(Warnings(warnings))
         } else {
