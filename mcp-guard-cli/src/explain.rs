@@ -154,7 +154,8 @@ pub(crate) fn run(a: &ExplainArgs) -> anyhow::Result<u8> {
     let call = Operation::new(Action::Call, Some(target.clone()), a.tool.as_str()).with_arguments(arguments);
     let decision = policy.decide(&call, &ctx);
     let listed = policy.decide(&Operation::new(Action::List, Some(target), a.tool.as_str()), &ctx);
-    let mcp_guard_tower::server::replay::Exposure { exposed, why, .. } = mcp_guard_tower::server::replay::exposure(config, &a.endpoint, &server, a.kind.into(), &name);
+    let mcp_guard_tower::server::replay::Exposure { exposed, why, .. } =
+        mcp_guard_tower::server::replay::exposure(config, &a.endpoint, &server, a.kind.into(), &name);
 
     let allowed = decision.is_allow() && exposed;
     outln!("decision: {}", if allowed { "allow" } else { "deny" });

@@ -48,8 +48,9 @@ impl ConsoleSection {
         if !has_auth_server {
             errors.push(ConfigError {
                 entry: "console.enabled".into(),
-                message: "the console signs users in through the built-in authorization server: add [auth.server]"
-                    .into(),
+                message:
+                    "the console signs users in through the built-in authorization server: add [auth.server]"
+                        .into(),
             });
         }
         for (field, role) in [
@@ -77,8 +78,7 @@ impl ConsoleSection {
 pub(crate) fn check_disabled_tools(entry: &str, names: &[String], errors: &mut Vec<ConfigError>) {
     for (i, n) in names.iter().enumerate() {
         let valid = (1..=128).contains(&n.len())
-            && n
-                .bytes()
+            && n.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
         if !valid {
             errors.push(ConfigError {

@@ -413,9 +413,7 @@ impl AuthorizationServer {
     /// (what the gateway's other pages, the console's, bind their forms to).
     #[cfg(feature = "server")]
     pub(crate) fn browser_session(&self, headers: &http::HeaderMap) -> Option<(Principal, String)> {
-        self.inner
-            .browser(headers)
-            .map(|b| (b.principal, b.csrf))
+        self.inner.browser(headers).map(|b| (b.principal, b.csrf))
     }
 
     /// The issuer URL.

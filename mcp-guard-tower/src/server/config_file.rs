@@ -81,7 +81,7 @@ pub fn load_config(path: &Path) -> Result<LoadedConfig, ServerError> {
 /// # Errors
 /// `text` is not TOML of the configuration's shape, or does not validate.
 pub fn load_config_text(path: &Path, text: &str) -> Result<LoadedConfig, ServerError> {
-    parse(path, text.to_owned(), hex_digest(text.as_bytes())).map_err(ServerError)
+    parse(path, text, hex_digest(text.as_bytes())).map_err(ServerError)
 }
 
 fn hex_digest(bytes: &[u8]) -> String {
@@ -92,11 +92,11 @@ fn load(path: &Path) -> anyhow::Result<LoadedConfig> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let digest = hex_digest(&bytes);
     let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", path.display()))?;
-    parse(path, text, digest)
+    parse(path, &text, digest)
 }
 
-fn parse(path: &Path, text: String, digest: String) -> anyhow::Result<LoadedConfig> {
-    let config: GatewayConfig = match toml::from_str(&text) {
+fn parse(path: &Path, text: &str, digest: String) -> anyhow::Result<LoadedConfig> {
+    let config: GatewayConfig = match toml::from_str(text) {
         Ok(c) => c,
         Err(e) => {
             let line = e
@@ -107,7 +107,7 @@ fn parse(path: &Path, text: String, digest: String) -> anyhow::Result<LoadedConf
             bail!("{}:{line} {}", path.display(), e.message());
         }
     };
-    let locate = |entry: &str| match line_of(&text, entry) {
+    let locate = |entry: &str| match line_of(text, entry) {
         Some(l) => format!("{}:{l}", path.display()),
         None => path.display().to_string(),
     };

@@ -163,6 +163,36 @@ impl ServerBuilder {
         )
     }
 
+    /// The operator console of the gateway being built.
+    #[expect(clippy::too_many_arguments, reason = "the running gateway's parts")]
+    fn console(
+        &self,
+        auth: &crate::authorize::AuthorizationServer,
+        reloader: &super::Reloader,
+        built: &Built,
+        sessions: &Sessions,
+        store: &AccessStore,
+        sink: &Arc<dyn AuditSink>,
+        (pins, lock_path): (Arc<mcp_guard_core::pin::PinGate>, PathBuf),
+    ) -> super::console::Console {
+        super::console::Console::new(super::console::Parts {
+            settings: self.config.console.clone(),
+            prefix: self.path_prefix.clone(),
+            auth: auth.clone(),
+            reloader: reloader.clone(),
+            gateway: built.gateway.clone(),
+            sessions: sessions.clone(),
+            store: store.clone(),
+            sink: sink.clone(),
+            pins,
+            lock_path,
+            config_path: self.file.as_ref().map(|(p, _)| p.clone()),
+            base: self.base.clone(),
+            known: self.known.clone(),
+            redactor: self.audit_redactor(),
+        })
+    }
+
     /// The access store `[auth] store` names (default `mcp-guard-access.db`).
     fn access_store(&self) -> anyhow::Result<AccessStore> {
         let path = access_store_path(&self.config, &self.base);
@@ -254,22 +284,15 @@ impl ServerBuilder {
         let tokens = cfg.auth.dangerously_allow_anonymous.is_none().then_some(tokens);
         let reloader = self.reloader(&sink, &built, tokens, None);
         if let (true, Some(auth)) = (cfg.console.enabled, &authorization) {
-            let console = super::console::Console::new(super::console::Parts {
-                settings: cfg.console.clone(),
-                prefix: self.path_prefix.clone(),
-                auth: auth.clone(),
-                reloader: reloader.clone(),
-                gateway: built.gateway.clone(),
-                sessions: sessions.clone(),
-                store: store.clone(),
-                sink: sink.clone(),
-                pins: pin_gate,
-                lock_path,
-                config_path: self.file.as_ref().map(|(p, _)| p.clone()),
-                base: self.base.clone(),
-                known: self.known.clone(),
-                redactor: self.audit_redactor(),
-            });
+            let console = self.console(
+                auth,
+                &reloader,
+                &built,
+                &sessions,
+                &store,
+                &sink,
+                (pin_gate, lock_path),
+            );
             router = router.merge(pre_auth.wrap_mounted(console.router(), &self.path_prefix));
         }
         Ok(GatewayServer {

@@ -16,9 +16,21 @@ use super::change::{self, Refused};
 use super::{Params, Shared, one, pages};
 
 /// The refusal page of a change that was not applied (and its audit record).
-async fn not_applied(state: &super::State, op: &super::Operator, action: &str, what: &str, e: &Refused) -> Response {
+async fn not_applied(
+    state: &super::State,
+    op: &super::Operator,
+    action: &str,
+    what: &str,
+    e: &Refused,
+) -> Response {
     state
-        .record(&op.principal, action, format!("{what}: refused, {e}"), false, None)
+        .record(
+            &op.principal,
+            action,
+            format!("{what}: refused, {e}"),
+            false,
+            None,
+        )
         .await;
     let status = match e {
         Refused::Stale | Refused::NoFile => StatusCode::CONFLICT,
@@ -56,7 +68,8 @@ pub(super) async fn toggle_tool(state: Shared, headers: HeaderMap, Form(form): F
         Ok(o) => o,
         Err(r) => return r,
     };
-    let (Some(endpoint), Some(server), Some(tool), Some(digest)) = (endpoint, server, tool, one(&form, "digest"))
+    let (Some(endpoint), Some(server), Some(tool), Some(digest)) =
+        (endpoint, server, tool, one(&form, "digest"))
     else {
         return missing("the endpoint, server, tool or digest");
     };
@@ -70,7 +83,12 @@ pub(super) async fn toggle_tool(state: Shared, headers: HeaderMap, Form(form): F
                 .record(
                     &op.principal,
                     "toggle_tool",
-                    format!("{what}: done (config {} -> {}): {}", short(&a.before), short(&a.after), a.report),
+                    format!(
+                        "{what}: done (config {} -> {}): {}",
+                        short(&a.before),
+                        short(&a.after),
+                        a.report
+                    ),
                     true,
                     target,
                 )
@@ -114,9 +132,20 @@ pub(super) async fn redaction(state: Shared, headers: HeaderMap, Form(form): For
     {
         Ok(a) => {
             state
-                .record(&op.principal, "set_redaction", format!("{what}: done: {}", a.report), true, None)
+                .record(
+                    &op.principal,
+                    "set_redaction",
+                    format!("{what}: done: {}", a.report),
+                    true,
+                    None,
+                )
                 .await;
-            state.done(&op, "/endpoints", true, format!("Redaction updated. {}", a.report))
+            state.done(
+                &op,
+                "/endpoints",
+                true,
+                format!("Redaction updated. {}", a.report),
+            )
         }
         Err(e) => not_applied(&state, &op, "set_redaction", &what, &e).await,
     }
@@ -127,7 +156,10 @@ pub(super) async fn redaction(state: Shared, headers: HeaderMap, Form(form): For
 pub(super) async fn test_connection(state: Shared, headers: HeaderMap, Form(form): Form<Params>) -> Response {
     let server = one(&form, "server");
     let what = format!("test connection to {}", server.unwrap_or("?"));
-    let op = match state.poster(&headers, &form, "test_connection", &what, false).await {
+    let op = match state
+        .poster(&headers, &form, "test_connection", &what, false)
+        .await
+    {
         Ok(o) => o,
         Err(r) => return r,
     };
@@ -145,7 +177,13 @@ pub(super) async fn test_connection(state: Shared, headers: HeaderMap, Form(form
         Err(m) => (false, format!("{server}: connection failed: {m}")),
     };
     state
-        .record(&op.principal, "test_connection", format!("{what}: {text}"), true, None)
+        .record(
+            &op.principal,
+            "test_connection",
+            format!("{what}: {text}"),
+            true,
+            None,
+        )
         .await;
     state.done(&op, "/servers", ok, text)
 }
@@ -177,7 +215,10 @@ impl super::State {
                     .as_ref()
                     .map(|i| i.protocol_version.as_str().to_owned())
                     .unwrap_or_default();
-                Ok(format!("connected (protocol {protocol}), {} tools", cat.tools.len()))
+                Ok(format!(
+                    "connected (protocol {protocol}), {} tools",
+                    cat.tools.len()
+                ))
             }
         }
     }
@@ -238,7 +279,12 @@ pub(super) async fn approve(state: Shared, headers: HeaderMap, Form(form): Form<
                     Some(Target::new(server, tool, TargetKind::Tool)),
                 )
                 .await;
-            state.done(&op, "/approvals", true, format!("Approved {server}/{tool} ({pin})."))
+            state.done(
+                &op,
+                "/approvals",
+                true,
+                format!("Approved {server}/{tool} ({pin})."),
+            )
         }
         Err(e) => not_applied(&state, &op, "approve_tool", &what, &Refused::Io(e.to_string())).await,
     }
@@ -278,7 +324,11 @@ pub(super) async fn reject(state: Shared, headers: HeaderMap, Form(form): Form<P
                 .record(
                     &op.principal,
                     "reject_tool",
-                    format!("{what}: done, switched off on {}: {}", endpoints.join(", "), a.report),
+                    format!(
+                        "{what}: done, switched off on {}: {}",
+                        endpoints.join(", "),
+                        a.report
+                    ),
                     true,
                     Some(Target::new(server, tool, TargetKind::Tool)),
                 )
@@ -287,7 +337,10 @@ pub(super) async fn reject(state: Shared, headers: HeaderMap, Form(form): Form<P
                 &op,
                 "/approvals",
                 true,
-                format!("Rejected {server}/{tool}: it stays unapproved and is off on {}.", endpoints.join(", ")),
+                format!(
+                    "Rejected {server}/{tool}: it stays unapproved and is off on {}.",
+                    endpoints.join(", ")
+                ),
             )
         }
         Err(e) => not_applied(&state, &op, "reject_tool", &what, &e).await,
@@ -299,7 +352,10 @@ pub(super) async fn reject(state: Shared, headers: HeaderMap, Form(form): Form<P
 pub(super) async fn revoke(state: Shared, headers: HeaderMap, Form(form): Form<Params>) -> Response {
     let session = one(&form, "session");
     let what = format!("revoke session {}", session.unwrap_or("?"));
-    let op = match state.poster(&headers, &form, "revoke_session", &what, false).await {
+    let op = match state
+        .poster(&headers, &form, "revoke_session", &what, false)
+        .await
+    {
         Ok(o) => o,
         Err(r) => return r,
     };
@@ -344,7 +400,13 @@ pub(super) async fn revoke(state: Shared, headers: HeaderMap, Form(form): Form<P
 /// Changes nothing, so the auditor role may use it too.
 pub(super) async fn config_check(state: Shared, headers: HeaderMap, Form(form): Form<Params>) -> Response {
     let op = match state
-        .poster(&headers, &form, "check_config", "check a proposed configuration", true)
+        .poster(
+            &headers,
+            &form,
+            "check_config",
+            "check a proposed configuration",
+            true,
+        )
         .await
     {
         Ok(o) => o,
@@ -373,7 +435,12 @@ pub(super) async fn config_apply(state: Shared, headers: HeaderMap, Form(form): 
                 .record(
                     &op.principal,
                     "apply_config",
-                    format!("{what}: done (config {} -> {}): {}", short(&a.before), short(&a.after), a.report),
+                    format!(
+                        "{what}: done (config {} -> {}): {}",
+                        short(&a.before),
+                        short(&a.after),
+                        a.report
+                    ),
                     true,
                     None,
                 )

@@ -73,14 +73,16 @@ impl State {
     ) -> Result<Applied, Refused> {
         let path = self.p.config_path.clone().ok_or(Refused::NoFile)?;
         let _one_at_a_time = self.change.lock().await;
-        let bytes = std::fs::read(&path).map_err(|e| Refused::Io(format!("cannot read {}: {e}", path.display())))?;
+        let bytes =
+            std::fs::read(&path).map_err(|e| Refused::Io(format!("cannot read {}: {e}", path.display())))?;
         let before = super::digest(&bytes);
         if !super::same(&before, expected) {
             return Err(Refused::Stale);
         }
         let text = String::from_utf8(bytes).map_err(|_| Refused::Invalid("the file is not UTF-8".into()))?;
         let new_text = make(&text).map_err(Refused::Invalid)?;
-        let loaded = crate::server::load_config_text(&path, &new_text).map_err(|e| Refused::Invalid(e.to_string()))?;
+        let loaded =
+            crate::server::load_config_text(&path, &new_text).map_err(|e| Refused::Invalid(e.to_string()))?;
         let after = loaded.digest.clone();
         // Written beside the file first (so a full disk refuses the change before the
         // gateway takes it), renamed over it once the gateway took it.
@@ -170,7 +172,9 @@ pub(super) fn toggle_tool(
         }
     } else {
         remove_value(array_mut(sel, "tools")?, tool);
-        if matched(&strings(sel.get("tools"))) && !strings(sel.get("disabled_tools")).iter().any(|t| t == tool) {
+        if matched(&strings(sel.get("tools")))
+            && !strings(sel.get("disabled_tools")).iter().any(|t| t == tool)
+        {
             array_mut(sel, "disabled_tools")?.push(tool);
         }
     }
@@ -178,7 +182,12 @@ pub(super) fn toggle_tool(
 }
 
 /// Sets `endpoints.ENDPOINT.redaction.DIRECTION` (`requests` or `responses`).
-pub(super) fn set_redaction(doc: &mut DocumentMut, endpoint: &str, direction: &str, on: bool) -> Result<(), String> {
+pub(super) fn set_redaction(
+    doc: &mut DocumentMut,
+    endpoint: &str,
+    direction: &str,
+    on: bool,
+) -> Result<(), String> {
     if !matches!(direction, "requests" | "responses") {
         return Err(format!("{direction:?} is not a redaction direction"));
     }
@@ -214,7 +223,9 @@ mod tests {
         toggle_tool(&mut d, "main", "alpha", "echo", false).unwrap();
         let off = d.to_string();
         assert!(off.contains("disabled_tools = [\"echo\"]"), "{off}");
-        assert!(off.contains("# the team's gateway") && off.contains("# every tool") && off.contains("# kept"));
+        assert!(
+            off.contains("# the team's gateway") && off.contains("# every tool") && off.contains("# kept")
+        );
         toggle_tool(&mut d, "main", "alpha", "echo", true).unwrap();
         assert_eq!(d.to_string(), FILE, "switching back on restores the file");
     }
@@ -224,7 +235,10 @@ mod tests {
         let mut d = doc();
         toggle_tool(&mut d, "main", "beta", "echo", false).unwrap();
         let off = d.to_string();
-        assert!(off.contains("tools = [\"add\"]") && !off.contains("disabled_tools"), "{off}");
+        assert!(
+            off.contains("tools = [\"add\"]") && !off.contains("disabled_tools"),
+            "{off}"
+        );
         toggle_tool(&mut d, "main", "beta", "echo", true).unwrap();
         assert!(d.to_string().contains("\"add\", \"echo\""), "{d}");
     }

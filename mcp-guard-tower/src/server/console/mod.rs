@@ -83,10 +83,13 @@ struct State {
     /// The last failure seen of each server, with its time (kept after it recovers).
     last_errors: Mutex<BTreeMap<String, (SystemTime, String)>>,
     /// The last "test connection" of each server.
-    tests: Mutex<BTreeMap<String, (SystemTime, Result<String, String>)>>,
+    tests: Mutex<BTreeMap<String, Tested>>,
     /// The last check of the audit trail's chain.
     chain: Mutex<Option<(SystemTime, Result<pages::Chain, String>)>>,
 }
+
+/// When a connection was tested, and what it found.
+type Tested = (SystemTime, Result<String, String>);
 
 /// A message shown once at the top of the next page.
 #[derive(Debug, Clone)]
@@ -227,7 +230,9 @@ impl State {
     /// is not signed in is sent to sign in and back, anyone else is refused.
     async fn viewer(&self, headers: &HeaderMap, uri: &Uri) -> Result<Operator, Response> {
         let Some((principal, csrf)) = self.p.auth.browser_session(headers) else {
-            let here = uri.path_and_query().map_or_else(|| self.path(""), ToString::to_string);
+            let here = uri
+                .path_and_query()
+                .map_or_else(|| self.path(""), ToString::to_string);
             let next: String = url::form_urlencoded::byte_serialize(here.as_bytes()).collect();
             return Err(see_other(&format!("/oauth/signin?next={next}")));
         };
@@ -287,8 +292,14 @@ impl State {
         };
         let op = self.role_of(principal, csrf, &self.path("")).await?;
         let refuse = async |why: &str| {
-            self.record(&op.principal, action, format!("{what}: refused, {why}"), false, None)
-                .await;
+            self.record(
+                &op.principal,
+                action,
+                format!("{what}: refused, {why}"),
+                false,
+                None,
+            )
+            .await;
             pages::refusal(
                 StatusCode::FORBIDDEN,
                 "Refused",
@@ -303,13 +314,24 @@ impl State {
             return Err(refuse("the form was not sent from this gateway's own pages").await);
         }
         if op.role == Role::Auditor && !read_only {
-            return Err(refuse(&format!("the {} role changes nothing", self.p.settings.auditor_role)).await);
+            return Err(refuse(&format!(
+                "the {} role changes nothing",
+                self.p.settings.auditor_role
+            ))
+            .await);
         }
         Ok(op)
     }
 
     /// Records a console action (done, or refused) in the audit trail, as `who`.
-    async fn record(&self, who: &Principal, action: &str, detail: String, done: bool, target: Option<Target>) {
+    async fn record(
+        &self,
+        who: &Principal,
+        action: &str,
+        detail: String,
+        done: bool,
+        target: Option<Target>,
+    ) {
         let mut event = AuditEvent::new(EventKind::ConsoleAction {
             action: action.to_owned(),
             detail: self.p.redactor.redact_str(&detail).into_owned(),

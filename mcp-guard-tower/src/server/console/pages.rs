@@ -200,6 +200,47 @@ fn personal(s: &ServerConfig) -> (Vec<String>, bool) {
     }
 }
 
+/// How many configured users hold a server's personal credentials, in words.
+async fn coverage(
+    def: Option<&ServerConfig>,
+    stores: Option<&super::super::credentials::Stores>,
+    users: &[String],
+    id: &str,
+) -> String {
+    match (def.map(personal), stores) {
+        (Some((names, _)), Some(stores)) if !names.is_empty() => {
+            let mut have = Vec::new();
+            for u in users {
+                let mut all = true;
+                for n in &names {
+                    let key = CredentialKey::personal(id, u.as_str(), n.as_str());
+                    all &= matches!(stores.calls.get(&key).await, Ok(Some(_)));
+                }
+                if all {
+                    have.push(u.as_str());
+                }
+            }
+            let missing: Vec<&str> = users
+                .iter()
+                .map(String::as_str)
+                .filter(|u| !have.contains(u))
+                .collect();
+            let mut s = format!(
+                "{} of {} configured users ({})",
+                have.len(),
+                users.len(),
+                names.join(", ")
+            );
+            if !missing.is_empty() {
+                let _ = write!(s, "; missing: {}", missing.join(", "));
+            }
+            s
+        }
+        (Some((_, true)), _) => "each user signs in with OAuth (their own account page)".to_owned(),
+        _ => "no personal credentials".to_owned(),
+    }
+}
+
 pub(super) async fn servers(state: Shared, headers: HeaderMap, uri: Uri) -> Response {
     let op = match state.viewer(&headers, &uri).await {
         Ok(o) => o,
@@ -220,9 +261,10 @@ pub(super) async fn servers(state: Shared, headers: HeaderMap, uri: Uri) -> Resp
             _ if !enabled => ("disabled", "switched off (enabled = false)".to_owned()),
             UpstreamState::Connected => ("connected", String::new()),
             UpstreamState::Idle => ("idle", "not started yet (it starts on first use)".to_owned()),
-            UpstreamState::MissingCredentials { missing } => {
-                ("missing_credentials", format!("missing credentials: {}", missing.join(", ")))
-            }
+            UpstreamState::MissingCredentials { missing } => (
+                "missing_credentials",
+                format!("missing credentials: {}", missing.join(", ")),
+            ),
             UpstreamState::Disabled => ("disabled", "switched off (enabled = false)".to_owned()),
             UpstreamState::Failed { error } => ("failed", error.clone()),
             UpstreamState::Stopped => ("stopped", "stopped".to_owned()),
@@ -248,34 +290,18 @@ pub(super) async fn servers(state: Shared, headers: HeaderMap, uri: Uri) -> Resp
             .get(id.as_ref())
             .cloned();
         let def = cfg.servers.get(id.as_ref());
-        let coverage = match (def.map(personal), &stores) {
-            (Some((names, _)), Some(stores)) if !names.is_empty() => {
-                let mut have = Vec::new();
-                for u in &users {
-                    let mut all = true;
-                    for n in &names {
-                        let key = CredentialKey::personal(id.as_ref(), u.as_str(), n.as_str());
-                        all &= matches!(stores.calls.get(&key).await, Ok(Some(_)));
-                    }
-                    if all {
-                        have.push(u.clone());
-                    }
-                }
-                let missing: Vec<&String> = users.iter().filter(|u| !have.contains(u)).collect();
-                let mut s = format!("{} of {} configured users ({})", have.len(), users.len(), names.join(", "));
-                if !missing.is_empty() {
-                    let _ = write!(
-                        s,
-                        "; missing: {}",
-                        missing.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ")
-                    );
-                }
-                s
-            }
-            (Some((_, true)), _) => "each user signs in with OAuth (their own account page)".to_owned(),
-            _ => "no personal credentials".to_owned(),
-        };
-        rows.push((id, def.map_or("?", transport), def.and_then(ServerConfig::description).map(str::to_owned), word, status.since, reason, last_error, test, coverage));
+        let coverage = coverage(def, stores.as_ref(), &users, &id).await;
+        rows.push((
+            id,
+            def.map_or("?", transport),
+            def.and_then(ServerConfig::description).map(str::to_owned),
+            word,
+            status.since,
+            reason,
+            last_error,
+            test,
+            coverage,
+        ));
     }
     let flash = state.take_flash(&op);
     let body = html! {
@@ -317,7 +343,12 @@ pub(super) async fn servers(state: Shared, headers: HeaderMap, uri: Uri) -> Resp
 async fn catalogues(state: &State) -> BTreeMap<String, Vec<Tool>> {
     let mut out = BTreeMap::new();
     for (id, upstream, enabled) in state.p.gateway.servers() {
-        if !enabled || !matches!(upstream.status().state, UpstreamState::Connected | UpstreamState::Idle) {
+        if !enabled
+            || !matches!(
+                upstream.status().state,
+                UpstreamState::Connected | UpstreamState::Idle
+            )
+        {
             continue;
         }
         if let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(3), upstream.catalog()).await {
@@ -472,7 +503,13 @@ pub(super) async fn approvals(state: Shared, headers: HeaderMap, uri: Uri) -> Re
     for (server, tools) in &cats {
         for t in tools {
             if let Admission::Quarantine { reason, diff } = state.p.pins.admit(server, t, &[]) {
-                held.push((server.clone(), t.clone(), reason, diff.unwrap_or_default(), tool_pin(t)));
+                held.push((
+                    server.clone(),
+                    t.clone(),
+                    reason,
+                    diff.unwrap_or_default(),
+                    tool_pin(t),
+                ));
             }
         }
     }
@@ -523,7 +560,12 @@ pub(super) async fn approvals(state: Shared, headers: HeaderMap, uri: Uri) -> Re
 
 // ---- Sessions --------------------------------------------------------------------------
 
-pub(super) async fn sessions(state: Shared, headers: HeaderMap, uri: Uri, Query(q): Query<Params>) -> Response {
+pub(super) async fn sessions(
+    state: Shared,
+    headers: HeaderMap,
+    uri: Uri,
+    Query(q): Query<Params>,
+) -> Response {
     let op = match state.viewer(&headers, &uri).await {
         Ok(o) => o,
         Err(r) => return r,
@@ -531,7 +573,7 @@ pub(super) async fn sessions(state: Shared, headers: HeaderMap, uri: Uri, Query(
     let all = one(&q, "all") == Some("1");
     let mut list = state.p.store.list_sessions().unwrap_or_default();
     list.retain(|s| all || s.state == mcp_guard_core::access::SessionState::Active);
-    list.sort_by(|a, b| b.last_seen.cmp(&a.last_seen));
+    list.sort_by_key(|s| std::cmp::Reverse(s.last_seen));
     list.truncate(500);
     let now = SystemTime::now();
     let admin = op.role == Role::Admin;
@@ -595,7 +637,13 @@ enum Trail {
 fn trail(cfg: &GatewayConfig, base: &std::path::Path) -> Trail {
     let a = &cfg.audit;
     if a.sinks.contains(&AuditSinkKind::Sqlite) {
-        Trail::Sqlite(base.join(a.sqlite_path.clone().unwrap_or_else(|| "mcp-guard-audit.db".into())))
+        Trail::Sqlite(
+            base.join(
+                a.sqlite_path
+                    .clone()
+                    .unwrap_or_else(|| "mcp-guard-audit.db".into()),
+            ),
+        )
     } else if a.sinks.contains(&AuditSinkKind::Jsonl) {
         Trail::Jsonl(base.join(a.jsonl_dir.clone().unwrap_or_else(|| "audit".into())))
     } else {
@@ -628,7 +676,7 @@ fn parse_when(s: &str) -> Option<SystemTime> {
 type Found = (u64, serde_json::Value);
 
 /// Records of a JSON Lines trail matching `q` (the newest `limit`, oldest first).
-fn search_jsonl(dir: &std::path::Path, q: &AuditQuery, seq: Option<u64>) -> Result<Vec<Found>, String> {
+fn search_jsonl(dir: &std::path::Path, query: &AuditQuery, seq: Option<u64>) -> Result<Vec<Found>, String> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .flatten()
@@ -636,8 +684,11 @@ fn search_jsonl(dir: &std::path::Path, q: &AuditQuery, seq: Option<u64>) -> Resu
         .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
         .collect();
     files.sort();
-    let s = |v: &serde_json::Value, path: &[&str]| -> Option<String> {
-        path.iter().try_fold(v, |v, k| v.get(k))?.as_str().map(str::to_owned)
+    let field = |value: &serde_json::Value, path: &[&str]| -> Option<String> {
+        path.iter()
+            .try_fold(value, |v, k| v.get(k))?
+            .as_str()
+            .map(str::to_owned)
     };
     let mut out = Vec::new();
     for f in files {
@@ -647,30 +698,35 @@ fn search_jsonl(dir: &std::path::Path, q: &AuditQuery, seq: Option<u64>) -> Resu
                 continue;
             };
             let n = v["seq"].as_u64().unwrap_or(0);
-            let e = &v["event"];
+            let event = &v["event"];
             if seq.is_some_and(|want| want != n) {
                 continue;
             }
             let checks = [
-                (&q.principal, s(e, &["principal", "id"])),
-                (&q.endpoint, s(e, &["endpoint"])),
-                (&q.server, s(e, &["target", "server"])),
-                (&q.tool, s(e, &["target", "name"])),
-                (&q.outcome, s(e, &["outcome"])),
-                (&q.session, s(e, &["session"])),
-                (&q.kind, s(e, &["type"])),
+                (&query.principal, field(event, &["principal", "id"])),
+                (&query.endpoint, field(event, &["endpoint"])),
+                (&query.server, field(event, &["target", "server"])),
+                (&query.tool, field(event, &["target", "name"])),
+                (&query.outcome, field(event, &["outcome"])),
+                (&query.session, field(event, &["session"])),
+                (&query.kind, field(event, &["type"])),
             ];
-            if checks.iter().any(|(want, have)| want.as_ref().is_some_and(|w| have.as_ref() != Some(w))) {
+            if checks
+                .iter()
+                .any(|(want, have)| want.as_ref().is_some_and(|w| have.as_ref() != Some(w)))
+            {
                 continue;
             }
-            let at = s(e, &["started_at"]).and_then(|t| mcp_guard_core::time::parse_rfc3339(&t));
-            if q.since.is_some_and(|t| at.is_none_or(|a| a < t)) || q.until.is_some_and(|t| at.is_none_or(|a| a >= t)) {
+            let at = field(event, &["started_at"]).and_then(|t| mcp_guard_core::time::parse_rfc3339(&t));
+            if query.since.is_some_and(|t| at.is_none_or(|a| a < t))
+                || query.until.is_some_and(|t| at.is_none_or(|a| a >= t))
+            {
                 continue;
             }
-            out.push((n, e.clone()));
+            out.push((n, event.clone()));
         }
     }
-    let limit = q.limit.unwrap_or(100);
+    let limit = query.limit.unwrap_or(100);
     if out.len() > limit {
         out.drain(..out.len() - limit);
     }
@@ -707,7 +763,8 @@ async fn search(state: &State, q: AuditQuery, seq: Option<u64>) -> Result<Vec<Fo
 async fn verify(state: &State) -> Result<Chain, String> {
     let cfg = state.p.reloader.running().await;
     let file = cfg.audit.mac_key_file.as_ref().map(|f| state.p.base.join(f));
-    let key = super::super::mac_key(file.as_deref(), cfg.audit.mac_key_env.as_deref()).map_err(|e| e.to_string())?;
+    let key = super::super::mac_key(file.as_deref(), cfg.audit.mac_key_env.as_deref())
+        .map_err(|e| e.to_string())?;
     let t = trail(&cfg, &state.p.base);
     if matches!(t, Trail::None) {
         return Err("no durable audit sink is configured ([audit] sinks)".to_owned());
@@ -749,7 +806,15 @@ fn event_row(seq: u64, e: &serde_json::Value) -> (u64, String, String, String, S
         (a, b) if a.is_empty() => b,
         (a, b) => format!("{a}/{b}"),
     };
-    (seq, s(&["started_at"]), kind, s(&["principal", "id"]), target, s(&["outcome"]), s(&["endpoint"]))
+    (
+        seq,
+        s(&["started_at"]),
+        kind,
+        s(&["principal", "id"]),
+        target,
+        s(&["outcome"]),
+        s(&["endpoint"]),
+    )
 }
 
 pub(super) async fn audit(state: Shared, headers: HeaderMap, uri: Uri, Query(q): Query<Params>) -> Response {
@@ -768,7 +833,12 @@ pub(super) async fn audit(state: Shared, headers: HeaderMap, uri: Uri, Query(q):
     query.endpoint = field("endpoint");
     query.since = one(&q, "since").and_then(parse_when);
     query.until = one(&q, "until").and_then(parse_when);
-    query.limit = Some(one(&q, "limit").and_then(|l| l.parse().ok()).unwrap_or(100).min(1000));
+    query.limit = Some(
+        one(&q, "limit")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(100)
+            .min(1000),
+    );
     let found = search(&state, query, None).await;
     if one(&q, "verify") == Some("1") {
         let result = verify(&state).await;
@@ -828,7 +898,12 @@ pub(super) async fn audit(state: Shared, headers: HeaderMap, uri: Uri, Query(q):
     state.page(&op, Tab::Audit, "Audit", None, &body)
 }
 
-pub(super) async fn audit_record(state: Shared, headers: HeaderMap, uri: Uri, Query(q): Query<Params>) -> Response {
+pub(super) async fn audit_record(
+    state: Shared,
+    headers: HeaderMap,
+    uri: Uri,
+    Query(q): Query<Params>,
+) -> Response {
     let op = match state.viewer(&headers, &uri).await {
         Ok(o) => o,
         Err(r) => return r,
@@ -887,10 +962,12 @@ impl State {
             Some(t) => {
                 let (config, base) = (loaded.config.clone(), self.p.base.clone());
                 Some(
-                    tokio::task::spawn_blocking(move || crate::server::replay::replay_text(&config, &base, &t))
-                        .await
-                        .map_err(|e| e.to_string())
-                        .and_then(|r| r.map_err(|e| format!("{e:#}"))),
+                    tokio::task::spawn_blocking(move || {
+                        crate::server::replay::replay_text(&config, &base, &t)
+                    })
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| format!("{e:#}"))),
                 )
             }
         };
@@ -913,7 +990,12 @@ pub(super) async fn config(state: Shared, headers: HeaderMap, uri: Uri) -> Respo
     config_page(&state, &op, None, None).await
 }
 
-pub(super) async fn config_page(state: &State, op: &Operator, proposed: Option<&str>, checked: Option<Checked>) -> Response {
+pub(super) async fn config_page(
+    state: &State,
+    op: &Operator,
+    proposed: Option<&str>,
+    checked: Option<Checked>,
+) -> Response {
     let running = state.p.reloader.running().await;
     let effective = state.p.redactor.redact_str(&format!("{running:#?}")).into_owned();
     let file = state.file();
