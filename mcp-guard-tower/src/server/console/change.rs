@@ -81,6 +81,13 @@ impl State {
         }
         let text = String::from_utf8(bytes).map_err(|_| Refused::Invalid("the file is not UTF-8".into()))?;
         let new_text = make(&text).map_err(Refused::Invalid)?;
+        if new_text == text {
+            return Ok(Applied {
+                report: ReloadReport::default(),
+                after: before.clone(),
+                before,
+            });
+        }
         let loaded =
             crate::server::load_config_text(&path, &new_text).map_err(|e| Refused::Invalid(e.to_string()))?;
         let after = loaded.digest.clone();
