@@ -845,6 +845,13 @@ pub(super) async fn audit(state: Shared, headers: HeaderMap, uri: Uri, Query(q):
         *state.chain.lock().unwrap_or_else(PoisonError::into_inner) = Some((SystemTime::now(), result));
     }
     let chain = state.chain.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    // "Check the chain" keeps the search.
+    let mut kept = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in q.iter().filter(|(k, _)| k != "verify") {
+        kept.append_pair(k, v);
+    }
+    kept.append_pair("verify", "1");
+    let verify_href = state.path(&format!("/audit?{}", kept.finish()));
     let value = |n: &str| one(&q, n).unwrap_or_default().to_owned();
     let body = html! {
         form.search method="get" action=(state.path("/audit")) role="search" {
@@ -856,7 +863,7 @@ pub(super) async fn audit(state: Shared, headers: HeaderMap, uri: Uri, Query(q):
         section #chain {
             h2 { "Chain" }
             @match &chain {
-                None => p { "Not checked yet. " a href=(state.path("/audit?verify=1")) #verify { "Check the chain now" } },
+                None => p { "Not checked yet. " a href=(verify_href) #verify { "Check the chain now" } },
                 Some((t, Ok(c))) => {
                     p #chain-status {
                         @if c.problems.is_empty() { strong { "Intact" } } @else { strong.error { (c.problems.len()) " problem(s)" } }
@@ -865,7 +872,7 @@ pub(super) async fn audit(state: Shared, headers: HeaderMap, uri: Uri, Query(q):
                         @if c.incomplete > 0 { "; " (c.incomplete) " call(s) started without an outcome" }
                         @if let Some(tt) = &c.torn { "; torn last line: " (tt) }
                         " (checked " (ago(*t)) " ago). "
-                        a href=(state.path("/audit?verify=1")) #verify { "Check again" }
+                        a href=(verify_href) #verify { "Check again" }
                     }
                     @for p in c.problems.iter().take(20) { p.error { (p) } }
                 },
