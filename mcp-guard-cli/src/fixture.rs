@@ -331,7 +331,7 @@ impl ServerHandler for Fixture {
                 let _ = out.write_all(b"fixture: this line is not JSON-RPC\n");
                 let _ = out.flush();
             }
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            tokio::time::sleep(Duration::from_secs(30)).await;
         }
         match p.name.as_ref() {
             "echo" | "repeat" => Ok(text(arg(&p, "text").and_then(|v| v.as_str()).unwrap_or_default())),

@@ -15,7 +15,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
-use crate::support::{BIN, Era, GatewayProc, fixture, free_port, http_client, names, text_of};
+use crate::support::{
+    BIN, Era, GatewayProc, fixture, free_port, http_client, names, text_of, within_promise,
+};
 
 const REDIRECT: &str = "http://127.0.0.1:9/callback";
 const VERIFIER: &str = "dBjftJeZ4CVP-mJ92bIOpxTd5P8YE2xGk0Gd6rrHxsNw1";
@@ -478,12 +480,16 @@ async fn the_chosen_duration_ends_access_and_session_revocation_is_immediate() {
             break;
         }
         assert!(
-            start.elapsed() < Duration::from_secs(1),
-            "still accepted after 1 s"
+            start.elapsed() < Duration::from_secs(10),
+            "still accepted after 10 s"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    eprintln!("revoked session refused after {:?}", start.elapsed());
+    within_promise(
+        "a revoked session refused",
+        start.elapsed(),
+        Duration::from_secs(1),
+    );
     // Its refresh token is dead too.
     let (status, _) = exchange(
         &b,
