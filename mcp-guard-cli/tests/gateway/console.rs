@@ -40,7 +40,8 @@ async fn start(variant: &str, extra: &str) -> (GatewayProc, tempfile::TempDir) {
     let variant_file = scratch.path().join("variant");
     std::fs::write(&variant_file, variant).unwrap();
     let port = free_port();
-    let gw = GatewayProc::start_listening(&config(port, &variant_file, extra), &format!("127.0.0.1:{port}")).await;
+    let gw =
+        GatewayProc::start_listening(&config(port, &variant_file, extra), &format!("127.0.0.1:{port}")).await;
     (gw, scratch)
 }
 
@@ -55,9 +56,15 @@ async fn signed_in(gw: &GatewayProc, user: &str) -> Browser {
     let (csrf, next) = (hidden(&page, "csrf"), hidden(&page, "next"));
     let code = login_link(gw, user);
     let (status, to, _) = b
-        .post("/oauth/signin", &[("csrf", &csrf), ("next", &next), ("code", &code)])
+        .post(
+            "/oauth/signin",
+            &[("csrf", &csrf), ("next", &next), ("code", &code)],
+        )
         .await;
-    assert_eq!((status, to.as_str()), (StatusCode::SEE_OTHER, "/console/endpoints"));
+    assert_eq!(
+        (status, to.as_str()),
+        (StatusCode::SEE_OTHER, "/console/endpoints")
+    );
     b
 }
 
@@ -144,7 +151,11 @@ async fn forged_posts_without_or_with_a_wrong_csrf_token_or_from_another_origin_
         .unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
 
-    assert_eq!(std::fs::read_to_string(gw.config()).unwrap(), before, "the file is untouched");
+    assert_eq!(
+        std::fs::read_to_string(gw.config()).unwrap(),
+        before,
+        "the file is untouched"
+    );
     let client = http_client(&gw.url("main"), TOKEN, Era::Legacy).await;
     assert!(names(&client).await.contains(&"alpha__echo".to_owned()));
     let refused: Vec<_> = console_records(&gw)
@@ -153,11 +164,22 @@ async fn forged_posts_without_or_with_a_wrong_csrf_token_or_from_another_origin_
         .collect();
     assert_eq!(refused.len(), 3, "each forged post is audited: {refused:?}");
     assert!(refused[0].3.contains("CSRF"), "{refused:?}");
-    assert!(refused[2].3.contains("not sent from this gateway's own pages"), "{refused:?}");
+    assert!(
+        refused[2].3.contains("not sent from this gateway's own pages"),
+        "{refused:?}"
+    );
 
     // The genuine form works.
-    let (status, to, _) = post(&mut b, "/console/endpoints/toggle", &toggle_form(&page, &csrf, "echo", "false")).await;
-    assert_eq!((status, to.as_str()), (StatusCode::SEE_OTHER, "/console/endpoints"));
+    let (status, to, _) = post(
+        &mut b,
+        "/console/endpoints/toggle",
+        &toggle_form(&page, &csrf, "echo", "false"),
+    )
+    .await;
+    assert_eq!(
+        (status, to.as_str()),
+        (StatusCode::SEE_OTHER, "/console/endpoints")
+    );
     client.cancel().await.unwrap();
     gw.stop().await;
 }
@@ -171,12 +193,20 @@ async fn a_switched_off_tool_is_gone_from_the_next_list_and_clients_are_told() {
     let (_, _, page) = b.get("/console/endpoints").await;
     assert!(page.contains("id=\"tool-main-alpha-echo\">on<"), "{page}");
     let csrf = hidden(&page, "csrf");
-    let (status, _, _) = post(&mut b, "/console/endpoints/toggle", &toggle_form(&page, &csrf, "echo", "false")).await;
+    let (status, _, _) = post(
+        &mut b,
+        "/console/endpoints/toggle",
+        &toggle_form(&page, &csrf, "echo", "false"),
+    )
+    .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
 
     // The file keeps its comments and says why the tool is gone.
     let file = std::fs::read_to_string(gw.config()).unwrap();
-    assert!(file.contains("# every tool, for now\ntools = [\"*\"]\ndisabled_tools = [\"echo\"]"), "{file}");
+    assert!(
+        file.contains("# every tool, for now\ntools = [\"*\"]\ndisabled_tools = [\"echo\"]"),
+        "{file}"
+    );
     assert!(file.contains("# the servers"), "{file}");
     // The next list lacks it; the client was told.
     let listed = names(&client).await;
@@ -187,9 +217,15 @@ async fn a_switched_off_tool_is_gone_from_the_next_list_and_clients_are_told() {
         "no list_changed"
     );
     let call = client
-        .call_tool(rmcp::model::CallToolRequestParams::new("alpha__echo").with_arguments(crate::support::args(&serde_json::json!({"text": "x"}))))
+        .call_tool(
+            rmcp::model::CallToolRequestParams::new("alpha__echo")
+                .with_arguments(crate::support::args(&serde_json::json!({"text": "x"}))),
+        )
         .await;
-    assert!(call.is_err() || call.is_ok_and(|r| r.is_error == Some(true)), "a switched-off tool cannot be called");
+    assert!(
+        call.is_err() || call.is_ok_and(|r| r.is_error == Some(true)),
+        "a switched-off tool cannot be called"
+    );
     // The page says so, and shows the message of the change.
     let (_, _, page) = b.get("/console/endpoints").await;
     assert!(page.contains("id=\"tool-main-alpha-echo\">off<"), "{page}");
@@ -205,7 +241,8 @@ async fn a_switched_off_tool_is_gone_from_the_next_list_and_clients_are_told() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut q = mcp_guard_core::audit::AuditQuery::default();
     q.kind = Some("config_reloaded".into());
-    let reloads = mcp_guard_core::audit::query_database(&gw.dir.path().join("mcp-guard-audit.db"), &q).unwrap();
+    let reloads =
+        mcp_guard_core::audit::query_database(&gw.dir.path().join("mcp-guard-audit.db"), &q).unwrap();
     assert_eq!(reloads.len(), 1, "one reload for one change");
     client.cancel().await.unwrap();
     gw.stop().await;
@@ -237,7 +274,11 @@ async fn two_operators_changing_the_same_setting_the_later_is_told_it_is_stale()
     .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert!(body.contains("changed since this page was loaded"), "{body}");
-    assert_eq!(std::fs::read_to_string(gw.config()).unwrap(), after_root, "nothing of rita's applied");
+    assert_eq!(
+        std::fs::read_to_string(gw.config()).unwrap(),
+        after_root,
+        "nothing of rita's applied"
+    );
     let client = http_client(&gw.url("main"), TOKEN, Era::Legacy).await;
     assert!(!names(&client).await.contains(&"alpha__echo".to_owned()));
     let stale: Vec<_> = console_records(&gw)
@@ -247,7 +288,12 @@ async fn two_operators_changing_the_same_setting_the_later_is_told_it_is_stale()
     assert_eq!(stale.len(), 1, "{stale:?}");
     // With the page reloaded, her change goes through.
     let (_, _, fresh) = rita.get("/console/endpoints").await;
-    let (status, _, _) = post(&mut rita, "/console/endpoints/toggle", &toggle_form(&fresh, &rita_csrf, "echo", "true")).await;
+    let (status, _, _) = post(
+        &mut rita,
+        "/console/endpoints/toggle",
+        &toggle_form(&fresh, &rita_csrf, "echo", "true"),
+    )
+    .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert!(names(&client).await.contains(&"alpha__echo".to_owned()));
     client.cancel().await.unwrap();
@@ -267,13 +313,22 @@ async fn a_toggle_that_would_leave_the_config_invalid_is_refused_with_the_checks
         ("a[", "false", "&quot;a[&quot; is not a tool name"),
         ("x\"]\n[evil]", "false", "is not a tool name"),
     ] {
-        let (status, _, body) = post(&mut b, "/console/endpoints/toggle", &toggle_form(&page, &csrf, tool, on)).await;
+        let (status, _, body) = post(
+            &mut b,
+            "/console/endpoints/toggle",
+            &toggle_form(&page, &csrf, tool, on),
+        )
+        .await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
         assert!(body.contains("would leave the configuration invalid"), "{body}");
         assert!(body.contains(message), "{body}");
         assert!(body.contains("gateway.toml:"), "names the file and line: {body}");
     }
-    assert_eq!(std::fs::read_to_string(gw.config()).unwrap(), before, "nothing written");
+    assert_eq!(
+        std::fs::read_to_string(gw.config()).unwrap(),
+        before,
+        "nothing written"
+    );
     let leftovers: Vec<_> = std::fs::read_dir(gw.dir.path())
         .unwrap()
         .flatten()
@@ -281,9 +336,17 @@ async fn a_toggle_that_would_leave_the_config_invalid_is_refused_with_the_checks
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     let client = http_client(&gw.url("main"), TOKEN, Era::Legacy).await;
-    assert!(names(&client).await.contains(&"alpha__echo".to_owned()), "nothing applied");
+    assert!(
+        names(&client).await.contains(&"alpha__echo".to_owned()),
+        "nothing applied"
+    );
     // The next genuine change still works (the digest in the page is still right).
-    let (status, _, _) = post(&mut b, "/console/endpoints/toggle", &toggle_form(&page, &csrf, "add", "false")).await;
+    let (status, _, _) = post(
+        &mut b,
+        "/console/endpoints/toggle",
+        &toggle_form(&page, &csrf, "add", "false"),
+    )
+    .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     client.cancel().await.unwrap();
     gw.stop().await;
@@ -295,7 +358,12 @@ async fn script_in_descriptions_is_shown_escaped_and_no_script_runs_without_the_
     // Approvals page shows the hostile description in its diff too.
     let (gw, _scratch) = start("markup", "[pinning]\nmode = \"enforce\"\n\n").await;
     let b = signed_in(&gw, "root").await;
-    for path in ["/console/servers", "/console/endpoints", "/console/approvals", "/console/config"] {
+    for path in [
+        "/console/servers",
+        "/console/endpoints",
+        "/console/approvals",
+        "/console/config",
+    ] {
         let r = b
             .http
             .get(format!("{}{path}", gw.base))
@@ -304,8 +372,14 @@ async fn script_in_descriptions_is_shown_escaped_and_no_script_runs_without_the_
             .await
             .unwrap();
         assert_eq!(r.status(), StatusCode::OK, "{path}");
-        let csp = r.headers()["content-security-policy"].to_str().unwrap().to_owned();
-        assert!(csp.contains("frame-ancestors 'none'") && csp.contains("default-src 'none'"), "{csp}");
+        let csp = r.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            csp.contains("frame-ancestors 'none'") && csp.contains("default-src 'none'"),
+            "{csp}"
+        );
         let nonce = csp
             .split("'nonce-")
             .nth(1)
@@ -314,7 +388,11 @@ async fn script_in_descriptions_is_shown_escaped_and_no_script_runs_without_the_
             .to_owned();
         assert!(!csp.contains("unsafe-inline"), "{csp}");
         let page = r.text().await.unwrap();
-        assert_eq!(page.matches("<script").count(), 1, "{path}: only the console's own script: {page}");
+        assert_eq!(
+            page.matches("<script").count(),
+            1,
+            "{path}: only the console's own script: {page}"
+        );
         assert!(page.contains(&format!("<script nonce=\"{nonce}\">")), "{path}");
         assert!(!page.contains("<img"), "{path}: {page}");
         assert!(!page.contains("<b>"), "{path}: {page}");
@@ -323,7 +401,10 @@ async fn script_in_descriptions_is_shown_escaped_and_no_script_runs_without_the_
             "/console/config" => "&lt;b&gt;tools&lt;/b&gt;",
             _ => "&lt;script&gt;document.title=",
         };
-        assert!(page.contains(want) || page.contains(&want.replace("&#39;", "'")), "{path}: {page}");
+        assert!(
+            page.contains(want) || page.contains(&want.replace("&#39;", "'")),
+            "{path}: {page}"
+        );
     }
     gw.stop().await;
 }
@@ -358,7 +439,10 @@ async fn an_auditor_sees_everything_and_each_change_is_refused_with_403_and_audi
     let csrf = hidden(&page, "csrf");
     let digest = hidden(&page, "digest");
     let attempts: Vec<(&str, Vec<(&str, String)>)> = vec![
-        ("/console/endpoints/toggle", toggle_form(&page, &csrf, "echo", "false")),
+        (
+            "/console/endpoints/toggle",
+            toggle_form(&page, &csrf, "echo", "false"),
+        ),
         (
             "/console/endpoints/redaction",
             vec![
@@ -369,35 +453,73 @@ async fn an_auditor_sees_everything_and_each_change_is_refused_with_403_and_audi
                 ("digest", digest.clone()),
             ],
         ),
-        ("/console/sessions/revoke", vec![("csrf", csrf.clone()), ("session", session.clone())]),
-        ("/console/servers/test", vec![("csrf", csrf.clone()), ("server", "alpha".into())]),
+        (
+            "/console/sessions/revoke",
+            vec![("csrf", csrf.clone()), ("session", session.clone())],
+        ),
+        (
+            "/console/servers/test",
+            vec![("csrf", csrf.clone()), ("server", "alpha".into())],
+        ),
         (
             "/console/approvals/approve",
-            vec![("csrf", csrf.clone()), ("server", "alpha".into()), ("tool", "echo".into()), ("pin", "sha256:x".into())],
+            vec![
+                ("csrf", csrf.clone()),
+                ("server", "alpha".into()),
+                ("tool", "echo".into()),
+                ("pin", "sha256:x".into()),
+            ],
         ),
         (
             "/console/approvals/reject",
-            vec![("csrf", csrf.clone()), ("server", "alpha".into()), ("tool", "echo".into()), ("digest", digest.clone())],
+            vec![
+                ("csrf", csrf.clone()),
+                ("server", "alpha".into()),
+                ("tool", "echo".into()),
+                ("digest", digest.clone()),
+            ],
         ),
-        ("/console/config/apply", vec![("csrf", csrf.clone()), ("text", "[gateway]\n".into()), ("digest", digest.clone())]),
+        (
+            "/console/config/apply",
+            vec![
+                ("csrf", csrf.clone()),
+                ("text", "[gateway]\n".into()),
+                ("digest", digest.clone()),
+            ],
+        ),
     ];
     for (path, form) in &attempts {
         let (status, _, body) = post(&mut ann, path, form).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
-        assert!(body.contains("the auditor role changes nothing"), "{path}: {body}");
+        assert!(
+            body.contains("the auditor role changes nothing"),
+            "{path}: {body}"
+        );
     }
     // A check changes nothing: the auditor may run it.
-    let (status, _, body) = post(&mut ann, "/console/config/check", &[("csrf", csrf.clone()), ("text", before.clone())]).await;
+    let (status, _, body) = post(
+        &mut ann,
+        "/console/config/check",
+        &[("csrf", csrf.clone()), ("text", before.clone())],
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains("Valid."), "{body}");
 
     assert_eq!(std::fs::read_to_string(gw.config()).unwrap(), before);
-    assert!(names(&client).await.contains(&"alpha__echo".to_owned()), "the session still works");
+    assert!(
+        names(&client).await.contains(&"alpha__echo".to_owned()),
+        "the session still works"
+    );
     let refused: Vec<_> = console_records(&gw)
         .into_iter()
         .filter(|(who, _, outcome, _)| who == "ann" && outcome == "denied")
         .collect();
-    assert_eq!(refused.len(), attempts.len(), "every refusal audited: {refused:?}");
+    assert_eq!(
+        refused.len(),
+        attempts.len(),
+        "every refusal audited: {refused:?}"
+    );
     client.cancel().await.unwrap();
     gw.stop().await;
 }
@@ -412,17 +534,28 @@ async fn a_user_without_a_console_role_gets_403_and_the_refusal_is_audited() {
     let (status, _, _) = b
         .post(
             "/oauth/signin",
-            &[("csrf", &hidden(&page, "csrf")), ("next", &hidden(&page, "next")), ("code", &code)],
+            &[
+                ("csrf", &hidden(&page, "csrf")),
+                ("next", &hidden(&page, "next")),
+                ("code", &code),
+            ],
         )
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     for path in ["/console/servers", "/console/audit", "/console/config"] {
         let (status, _, body) = b.get(path).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
-        assert!(body.contains("holds neither the admin nor the auditor role"), "{body}");
+        assert!(
+            body.contains("holds neither the admin nor the auditor role"),
+            "{body}"
+        );
     }
     let refused = console_records(&gw);
     assert_eq!(refused.len(), 3, "{refused:?}");
-    assert!(refused.iter().all(|(who, action, outcome, _)| who == "eve" && action == "open" && outcome == "denied"));
+    assert!(
+        refused
+            .iter()
+            .all(|(who, action, outcome, _)| who == "eve" && action == "open" && outcome == "denied")
+    );
     gw.stop().await;
 }

@@ -38,6 +38,13 @@
 //!
 //! [`GatewayServer::serve`] does the serving and the whole stop sequence itself, as
 //! the binary does.
+//!
+//! With `[console] enabled = true` the router also serves the operator console at
+//! `{prefix}/console`: pages for servers, endpoints and their tools, approvals,
+//! sessions, the audit trail and the configuration, for principals holding the
+//! configured admin role (changes, written back to the configuration file and applied
+//! through [`Reloader`]) or auditor role (looks only). The check of a proposed file
+//! against the audit trail is [`replay`].
 
 mod audit;
 mod auth;
