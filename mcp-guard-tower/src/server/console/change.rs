@@ -148,6 +148,18 @@ fn array_mut<'a>(t: &'a mut dyn TableLike, key: &str) -> Result<&'a mut Array, S
 
 fn remove_value(a: &mut Array, value: &str) {
     a.retain(|v| v.as_str() != Some(value));
+    // `["echo", "add"]` becomes `["add"]`, not `[ "add"]`; a multi-line list keeps its
+    // line breaks.
+    if let Some(first) = a.get_mut(0) {
+        let inline = first
+            .decor()
+            .prefix()
+            .and_then(|p| p.as_str())
+            .is_some_and(|p| !p.contains('\n'));
+        if inline {
+            first.decor_mut().set_prefix("");
+        }
+    }
 }
 
 /// Switches tool `tool` (the upstream's name) of `server` on or off on `endpoint`:

@@ -374,3 +374,57 @@ impl State {
         Some((String::from_utf8_lossy(&bytes).into_owned(), d))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use http::Request;
+    use tower::ServiceExt as _;
+
+    #[tokio::test]
+    async fn the_console_mounts_under_the_embedders_prefix_and_sends_strangers_to_sign_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(
+            &path,
+            "[gateway]\npublic_url = \"http://127.0.0.1:9\"\n\n[auth.server]\n\n\
+             [[auth.server.users]]\nid = \"root\"\nroles = [\"admin\"]\n\n\
+             [console]\nenabled = true\n\n[audit]\nsinks = [\"jsonl\"]\n",
+        )
+        .unwrap();
+        let loaded = crate::server::load_config(&path).unwrap();
+        let gw = crate::server::ServerBuilder::from_loaded(loaded)
+            .path_prefix("/tools")
+            .build()
+            .await
+            .unwrap();
+        let app = gw.app();
+        let get = |p: &str| Request::get(p).body(Body::empty()).unwrap();
+        let r = app
+            .clone()
+            .oneshot(get("/tools/console/servers?x=1"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), http::StatusCode::SEE_OTHER);
+        assert_eq!(
+            r.headers()[http::header::LOCATION],
+            "/oauth/signin?next=%2Ftools%2Fconsole%2Fservers%3Fx%3D1"
+        );
+        let r = app
+            .clone()
+            .oneshot(get("/tools/console/style.css"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), http::StatusCode::OK);
+        // Not at the root, and a form post without a sign-in changes nothing.
+        let r = app.clone().oneshot(get("/console/servers")).await.unwrap();
+        assert_eq!(r.status(), http::StatusCode::NOT_FOUND);
+        let post = Request::post("/tools/console/sessions/revoke")
+            .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from("session=x&csrf=y"))
+            .unwrap();
+        let r = app.oneshot(post).await.unwrap();
+        assert_eq!(r.status(), http::StatusCode::UNAUTHORIZED);
+        gw.shutdown().await.unwrap();
+    }
+}
