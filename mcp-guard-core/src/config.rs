@@ -16,6 +16,7 @@
 
 mod audit;
 mod auth;
+mod console;
 mod credentials;
 mod endpoint;
 mod gateway;
@@ -27,6 +28,7 @@ mod unauthenticated_limits;
 
 pub use audit::*;
 pub use auth::*;
+pub use console::*;
 pub use credentials::*;
 pub use endpoint::*;
 pub use gateway::*;
@@ -66,6 +68,8 @@ pub struct GatewayConfig {
     pub credentials: CredentialsSection,
     /// Limits on traffic before authentication, per source address.
     pub unauthenticated_limits: UnauthenticatedLimitsSection,
+    /// The operator console in the browser.
+    pub console: ConsoleSection,
 }
 
 /// A configuration problem, naming the entry (`servers.github.env.TOKEN`).
@@ -175,6 +179,7 @@ impl GatewayConfig {
         self.audit.validate(&mut errors, &mut warnings);
         self.rate_limits.validate(&mut errors);
         self.unauthenticated_limits.validate(&mut errors);
+        self.console.validate(self.auth.server.is_some(), &mut errors);
         if errors.is_empty() {
             Ok(Warnings(warnings))
         } else {

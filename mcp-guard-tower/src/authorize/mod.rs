@@ -409,6 +409,13 @@ impl AuthorizationServer {
         self.inner.browser(headers).map(|b| b.principal.id().to_owned())
     }
 
+    /// The principal this browser is signed in as, with the sign-in's CSRF token
+    /// (what the gateway's other pages, the console's, bind their forms to).
+    #[cfg(feature = "server")]
+    pub(crate) fn browser_session(&self, headers: &http::HeaderMap) -> Option<(Principal, String)> {
+        self.inner.browser(headers).map(|b| (b.principal, b.csrf))
+    }
+
     /// The issuer URL.
     pub fn issuer(&self) -> &str {
         &self.inner.settings.issuer

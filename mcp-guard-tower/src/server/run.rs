@@ -34,6 +34,9 @@ pub struct ServerBuilder {
     known: Arc<KnownSecrets>,
     audit: Option<Arc<dyn AuditSink>>,
     path_prefix: String,
+    /// The file the configuration was read from, and its digest (what reloads and the
+    /// console's changes start from).
+    file: Option<(PathBuf, String)>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -54,6 +57,7 @@ impl ServerBuilder {
             known: Arc::default(),
             audit: None,
             path_prefix: String::new(),
+            file: None,
         }
     }
 
@@ -61,7 +65,10 @@ impl ServerBuilder {
     /// directory.
     pub fn from_loaded(loaded: super::LoadedConfig) -> Self {
         let base = loaded.base_dir().to_owned();
-        Self::new(loaded.config).base_dir(base)
+        let file = Some((loaded.path, loaded.digest));
+        let mut b = Self::new(loaded.config).base_dir(base);
+        b.file = file;
+        b
     }
 
     /// Where relative paths in the configuration are resolved from.
@@ -144,6 +151,7 @@ impl ServerBuilder {
     ) -> super::Reloader {
         super::Reloader::new(
             self.config.clone(),
+            self.file.as_ref().map(|(_, d)| d.clone()).unwrap_or_default(),
             self.base.clone(),
             self.known.clone(),
             sink.clone(),
@@ -153,6 +161,36 @@ impl ServerBuilder {
             tokens,
             stdio,
         )
+    }
+
+    /// The operator console of the gateway being built.
+    #[expect(clippy::too_many_arguments, reason = "the running gateway's parts")]
+    fn console(
+        &self,
+        auth: &crate::authorize::AuthorizationServer,
+        reloader: &super::Reloader,
+        built: &Built,
+        sessions: &Sessions,
+        store: &AccessStore,
+        sink: &Arc<dyn AuditSink>,
+        (pins, lock_path): (Arc<mcp_guard_core::pin::PinGate>, PathBuf),
+    ) -> super::console::Console {
+        super::console::Console::new(super::console::Parts {
+            settings: self.config.console.clone(),
+            prefix: self.path_prefix.clone(),
+            auth: auth.clone(),
+            reloader: reloader.clone(),
+            gateway: built.gateway.clone(),
+            sessions: sessions.clone(),
+            store: store.clone(),
+            sink: sink.clone(),
+            pins,
+            lock_path,
+            config_path: self.file.as_ref().map(|(p, _)| p.clone()),
+            base: self.base.clone(),
+            known: self.known.clone(),
+            redactor: self.audit_redactor(),
+        })
     }
 
     /// The access store `[auth] store` names (default `mcp-guard-access.db`).
@@ -191,6 +229,7 @@ impl ServerBuilder {
         let authenticate = auth::authenticator(cfg, &self.base, &store, &tokens, &resource_base).await?;
         let sessions = Sessions::with_store(store.clone())?.with_audit(sink.clone());
         let pins = pinning::pinning(cfg, &self.base)?;
+        let (pin_gate, lock_path) = (pins.gate.clone(), pins.path.clone());
         let stores = credentials::stores(cfg, &self.base, None, &self.known)?;
         let built = self.start_stack(cfg, &stores, &sink, pins).await?;
         let close_sessions = CancellationToken::new();
@@ -244,6 +283,18 @@ impl ServerBuilder {
         }
         let tokens = cfg.auth.dangerously_allow_anonymous.is_none().then_some(tokens);
         let reloader = self.reloader(&sink, &built, tokens, None);
+        if let (true, Some(auth)) = (cfg.console.enabled, &authorization) {
+            let console = self.console(
+                auth,
+                &reloader,
+                &built,
+                &sessions,
+                &store,
+                &sink,
+                (pin_gate, lock_path),
+            );
+            router = router.merge(pre_auth.wrap_mounted(console.router(), &self.path_prefix));
+        }
         Ok(GatewayServer {
             reloader,
             built,
