@@ -77,7 +77,8 @@ pub(crate) enum Command {
         /// The configuration file.
         #[arg(long, short)]
         config: PathBuf,
-        /// Connect to every enabled server and list its tools.
+        /// Connect to every enabled server and list its tools, and to every audit
+        /// receiver (`[audit.forward.*]`, sending no record).
         #[arg(long, conflicts_with = "against_audit")]
         connect: bool,
         /// Replay the policy decisions of the recorded calls under this configuration

@@ -1,5 +1,5 @@
 //! `mcp-guard check` and `check --connect`: the configuration validated, and each
-//! server connected once.
+//! server and audit receiver connected once.
 
 use anyhow::bail;
 use mcp_guard_tower::server::{ServerBuilder, load_config};
@@ -22,12 +22,12 @@ pub(crate) fn check(config: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Connects every enabled server once and lists its tools; fails if any cannot connect.
+/// Connects every enabled server once and lists its tools, then every audit receiver
+/// (sending no record); fails if any cannot be reached.
 pub(crate) async fn check_connect(config: &std::path::Path) -> anyhow::Result<()> {
     let loaded = load_config(config)?;
-    let upstreams = ServerBuilder::from_loaded(loaded)
-        .known_secrets(known_secrets())
-        .upstreams()?;
+    let builder = ServerBuilder::from_loaded(loaded).known_secrets(known_secrets());
+    let upstreams = builder.upstreams()?;
     let mut failed = 0;
     for (upstream, enabled) in upstreams {
         if !enabled {
@@ -60,8 +60,21 @@ pub(crate) async fn check_connect(config: &std::path::Path) -> anyhow::Result<()
         }
         upstream.shutdown().await;
     }
-    if failed > 0 {
-        bail!("{failed} server(s) could not be reached");
+    let mut receivers_failed = 0;
+    for r in builder.check_receivers().await {
+        match (&r.result, r.enabled) {
+            (_, false) => outln!("audit receiver {}: disabled", r.name),
+            (Ok(what), true) => outln!("audit receiver {} ({}): ok, {what}", r.name, r.destination),
+            (Err(e), true) => {
+                receivers_failed += 1;
+                outln!("audit receiver {} ({}): FAILED: {e}", r.name, r.destination);
+            }
+        }
     }
-    Ok(())
+    match (failed, receivers_failed) {
+        (0, 0) => Ok(()),
+        (n, 0) => bail!("{n} server(s) could not be reached"),
+        (0, m) => bail!("{m} audit receiver(s) could not be reached"),
+        (n, m) => bail!("{n} server(s) and {m} audit receiver(s) could not be reached"),
+    }
 }

@@ -1,5 +1,5 @@
-//! Read-only views: `mcp-guard status` (a running gateway's readiness) and `mcp-guard
-//! tools` (what an endpoint exposes).
+//! Read-only views: `mcp-guard status` (a running gateway's readiness and its audit
+//! forwarders) and `mcp-guard tools` (what an endpoint exposes).
 
 use std::path::PathBuf;
 
@@ -39,6 +39,9 @@ pub(crate) async fn status(
                 .unwrap_or_default()
         );
     }
+    for f in report["audit_forward"].as_array().into_iter().flatten() {
+        outln!("{}", forwarder_line(f));
+    }
     if let (Some(p), Some(config)) = (principal, config) {
         let loaded = load_config(config)?;
         let store = mcp_guard_tower::server::sealed_store(&loaded.config, loaded.base_dir());
@@ -55,6 +58,32 @@ pub(crate) async fn status(
         bail!("not every enabled server is connected");
     }
     Ok(())
+}
+
+/// One audit forwarder of `/readyz` as `status` prints it.
+fn forwarder_line(f: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let n = |k: &str| f[k].as_u64().unwrap_or_default();
+    let mut line = format!(
+        "audit forward {:<12} {:<10} delivered up to seq {} of {} (backlog {})  -> {}",
+        f["name"].as_str().unwrap_or_default(),
+        f["state"].as_str().unwrap_or_default(),
+        n("delivered_seq"),
+        n("durable_seq"),
+        n("backlog"),
+        f["destination"].as_str().unwrap_or_default(),
+    );
+    if n("skipped") > 0 {
+        let _ = write!(line, "  {} SKIPPED (removed from the trail first)", n("skipped"));
+    }
+    if let Some(e) = f["last_error"].as_str() {
+        let _ = write!(
+            line,
+            "  last error at {}: {e}",
+            f["last_error_at"].as_str().unwrap_or_default()
+        );
+    }
+    line
 }
 
 pub(crate) async fn tools(config: PathBuf, endpoint: String) -> anyhow::Result<()> {

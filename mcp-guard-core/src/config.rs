@@ -19,11 +19,13 @@ mod auth;
 mod console;
 mod credentials;
 mod endpoint;
+mod forward;
 mod gateway;
 mod grant;
 mod pinning;
 mod rate_limits;
 mod server;
+mod telemetry;
 mod unauthenticated_limits;
 
 pub use audit::*;
@@ -31,11 +33,13 @@ pub use auth::*;
 pub use console::*;
 pub use credentials::*;
 pub use endpoint::*;
+pub use forward::*;
 pub use gateway::*;
 pub use grant::*;
 pub use pinning::*;
 pub use rate_limits::*;
 pub use server::*;
+pub use telemetry::*;
 pub use unauthenticated_limits::*;
 
 use std::collections::BTreeMap;
@@ -70,6 +74,8 @@ pub struct GatewayConfig {
     pub unauthenticated_limits: UnauthenticatedLimitsSection,
     /// The operator console in the browser.
     pub console: ConsoleSection,
+    /// OpenTelemetry traces (off by default).
+    pub telemetry: TelemetrySection,
 }
 
 /// A configuration problem, naming the entry (`servers.github.env.TOKEN`).
@@ -177,6 +183,7 @@ impl GatewayConfig {
             });
         }
         self.audit.validate(&mut errors, &mut warnings);
+        self.telemetry.validate(&mut errors, &mut warnings);
         self.rate_limits.validate(&mut errors);
         self.unauthenticated_limits.validate(&mut errors);
         self.console.validate(self.auth.server.is_some(), &mut errors);

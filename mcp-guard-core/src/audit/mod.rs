@@ -66,6 +66,7 @@
 //! ```
 
 mod chain;
+pub mod forward;
 mod jsonl;
 mod memory;
 #[cfg(feature = "sqlite")]
@@ -91,7 +92,7 @@ pub use memory::MemoryAuditSink;
 pub use sqlite::{AuditQuery, QueryRow, SqliteAuditSink, SqliteOptions, query_database, verify_database};
 pub use trace::TracingAuditSink;
 pub use verify::{Finding, VerifyReport, verify_paths};
-pub use writer::DEFAULT_IDLE_SYNC;
+pub use writer::{DEFAULT_IDLE_SYNC, DurableHead};
 
 /// How a call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

@@ -164,13 +164,18 @@ impl SqliteAuditSink {
         };
         let mut wal = path.clone().into_os_string();
         wal.push("-wal");
-        let backend = Sqlite {
+        let mut backend = Sqlite {
             conn,
             head,
             key: options.mac_key,
             wal: wal.into(),
             full: true,
         };
+        // What an earlier process committed without a sync is made durable now, so the
+        // durable head (what forwarders may send) starts at the newest record.
+        backend
+            .sync()
+            .map_err(|e| AuditError::open(&path, std::io::Error::new(e.kind, e.message)))?;
         let writer = GroupCommit::spawn(
             "mcp-guard-audit-sqlite",
             backend,
@@ -179,6 +184,11 @@ impl SqliteAuditSink {
             options.idle_sync,
         )?;
         Ok(Self { writer, path })
+    }
+
+    /// The newest durable record, for an audit forwarder reading this database.
+    pub fn durable_head(&self) -> super::DurableHead {
+        self.writer.durable()
     }
 
     /// The database file.
@@ -287,6 +297,10 @@ impl Backend for Sqlite {
             self.head = saved;
             failed(&e)
         })
+    }
+
+    fn last_seq(&self) -> u64 {
+        self.head.next_seq - 1
     }
 
     fn sync(&mut self) -> Result<(), BatchError> {

@@ -50,6 +50,8 @@ pub struct AuditSection {
     pub queue: usize,
     /// DANGEROUS: when a record cannot be written, let the call through unrecorded.
     pub dangerously_fail_open: bool,
+    /// Receivers every record is streamed to, by name (`[audit.forward.<name>]`).
+    pub forward: std::collections::BTreeMap<String, super::ForwardConfig>,
 }
 
 impl Default for AuditSection {
@@ -67,6 +69,7 @@ impl Default for AuditSection {
             record_lists: true,
             queue: 4096,
             dangerously_fail_open: false,
+            forward: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -123,6 +126,7 @@ impl AuditSection {
                 message: "no durable sink: records only go to the log output".into(),
             });
         }
+        super::validate_forwarders(&self.forward, &self.sinks, errors, warnings);
         if self.dangerously_fail_open {
             warnings.push(ConfigError {
                 entry: "audit.dangerously_fail_open".into(),

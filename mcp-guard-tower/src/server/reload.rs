@@ -384,6 +384,7 @@ fn keep_running(running: &GatewayConfig, next: &mut GatewayConfig) -> Vec<String
         "auth.dangerously_allow_anonymous"
     );
     keep!(audit, "audit");
+    keep!(telemetry, "telemetry");
     keep!(credentials, "credentials");
     keep!(pinning, "pinning");
     keep!(unauthenticated_limits, "unauthenticated_limits");

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use mcp_guard_core::access::{AccessStore, ClientCredential, Session, Sessions};
+use mcp_guard_core::audit::forward::Forwarders;
 use mcp_guard_core::config::GatewayConfig;
 use mcp_guard_core::redact::{KnownSecrets, PatternRedactor};
 use mcp_guard_core::{AuditSink, Principal, Redactor, Upstream, UpstreamState};
@@ -103,10 +104,28 @@ impl ServerBuilder {
     }
 
     fn sink(&self) -> anyhow::Result<Arc<dyn AuditSink>> {
-        match &self.audit {
-            Some(s) => Ok(s.clone()),
-            None => super::audit::sinks(&self.config.audit, &self.base),
+        Ok(self.sink_and_trails()?.0)
+    }
+
+    /// The audit sink, and the durable trails it writes when the configuration's sinks
+    /// are used (what forwarders read).
+    fn sink_and_trails(&self) -> anyhow::Result<(Arc<dyn AuditSink>, Option<super::forward::Trails>)> {
+        if let Some(s) = &self.audit {
+            return Ok((s.clone(), None));
         }
+        let o = super::audit::opened(&self.config.audit, &self.base)?;
+        Ok((o.sink, Some(o.trails)))
+    }
+
+    /// Starts the `[audit.forward.*]` forwarders on `trails`.
+    fn forwarders(&self, trails: Option<&super::forward::Trails>) -> anyhow::Result<Forwarders> {
+        super::forward::spawn(&self.config.audit, &self.base, trails, &self.known)
+    }
+
+    /// Connects to every `[audit.forward.*]` receiver once, sending no record
+    /// (`check --connect`).
+    pub async fn check_receivers(&self) -> Vec<super::ReceiverCheck> {
+        super::forward::check(&self.config.audit, &self.base, &self.known).await
     }
 
     /// The redactor audit records and upstream stderr pass through: every kind of
@@ -127,6 +146,7 @@ impl ServerBuilder {
         stores: &credentials::Stores,
         sink: &Arc<dyn AuditSink>,
         pins: pinning::Pinning,
+        tracing: Option<&super::telemetry::Tracing>,
     ) -> anyhow::Result<Built> {
         let built = stack::build(
             cfg,
@@ -135,6 +155,7 @@ impl ServerBuilder {
             self.audit_redactor(),
             Some(pins.gate.clone()),
             Startup::Background,
+            tracing.map(|t| crate::telemetry::Telemetry::new(&t.provider)),
         )
         .await?;
         pinning::watch_lock(pins.path, pins.gate, built.gateway.clone());
@@ -210,18 +231,26 @@ impl ServerBuilder {
         self.build_http().await.map_err(ServerError)
     }
 
-    async fn build_http(self) -> anyhow::Result<GatewayServer> {
+    /// The base of every protected resource's URL: the public URL (else the listen
+    /// address) and the mount prefix.
+    fn resource_base(&self) -> String {
         let cfg = &self.config;
-        let sink = self.sink()?;
-        let store = self.access_store()?;
-        let mut resource_base = cfg
+        let mut base = cfg
             .gateway
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{}", cfg.gateway.listen))
             .trim_end_matches('/')
             .to_owned();
-        resource_base.push_str(&self.path_prefix);
+        base.push_str(&self.path_prefix);
+        base
+    }
+
+    async fn build_http(self) -> anyhow::Result<GatewayServer> {
+        let cfg = &self.config;
+        let (sink, trails) = self.sink_and_trails()?;
+        let store = self.access_store()?;
+        let resource_base = self.resource_base();
         let tokens = auth::ConfiguredTokens::default();
         if cfg.auth.dangerously_allow_anonymous.is_none() {
             tokens.set(auth::static_tokens(cfg, &self.known)?);
@@ -231,7 +260,10 @@ impl ServerBuilder {
         let pins = pinning::pinning(cfg, &self.base)?;
         let (pin_gate, lock_path) = (pins.gate.clone(), pins.path.clone());
         let stores = credentials::stores(cfg, &self.base, None, &self.known)?;
-        let built = self.start_stack(cfg, &stores, &sink, pins).await?;
+        let tracing = super::telemetry::tracing_from(&cfg.telemetry, &self.base, &self.known)?;
+        let built = self
+            .start_stack(cfg, &stores, &sink, pins, tracing.as_ref())
+            .await?;
         let close_sessions = CancellationToken::new();
         let gauge = built.metrics.gateway_sessions();
         keep_sessions(
@@ -258,9 +290,11 @@ impl ServerBuilder {
         let pre_auth = PreAuth::new(auth::unauthenticated_limits(cfg));
         let mut options = auth::http_options(cfg);
         options.path_prefix.clone_from(&self.path_prefix);
+        let forwarders = self.forwarders(trails.as_ref())?;
         let mut edge = HttpEdge::new(built.gateway.clone(), built.service.clone(), authenticate.clone())
             .pre_auth(pre_auth.clone())
             .audit(sink.clone())
+            .audit_forwarders(forwarders.clone())
             .sessions(sessions.clone())
             .options(options)
             .shutdown_token(close_sessions.clone());
@@ -303,6 +337,8 @@ impl ServerBuilder {
             close_sessions,
             pre_auth,
             sink,
+            forwarders,
+            tracing,
             grace: Duration::from_secs(cfg.gateway.shutdown_grace_secs),
             path_prefix: self.path_prefix,
             known: self.known,
@@ -323,7 +359,7 @@ impl ServerBuilder {
 
     async fn build_stdio_inner(self, name: &str) -> anyhow::Result<StdioGateway> {
         let cfg = &self.config;
-        let sink = self.sink()?;
+        let (sink, trails) = self.sink_and_trails()?;
         let principal = Arc::new(
             cfg.auth
                 .stdio_principal
@@ -342,13 +378,17 @@ impl ServerBuilder {
                 .clone()
                 .maintain(Duration::from_millis(250), maintain_stop.clone()),
         );
-        let built = self.start_stack(cfg, &stores, &sink, pins).await?;
+        let tracing = super::telemetry::tracing_from(&cfg.telemetry, &self.base, &self.known)?;
+        let built = self
+            .start_stack(cfg, &stores, &sink, pins, tracing.as_ref())
+            .await?;
         let ep = built
             .gateway
             .endpoint(name)
             .with_context(|| format!("no endpoint named {name:?}"))?;
         let stdio = (principal.subject().into(), session.id().0.clone());
         let reloader = self.reloader(&sink, &built, None, Some(stdio));
+        let forwarders = self.forwarders(trails.as_ref())?;
         let handler = GuardHandler::new(ep, built.service.clone())
             .with_principal(principal)
             .with_session(session.id().clone())
@@ -360,6 +400,8 @@ impl ServerBuilder {
             session,
             maintain_stop,
             sink,
+            forwarders,
+            tracing,
             grace: Duration::from_secs(cfg.gateway.shutdown_grace_secs),
         })
     }
@@ -414,6 +456,7 @@ impl ServerBuilder {
                 self.audit_redactor(),
                 Some(pins.gate.clone()),
                 Startup::Wait,
+                None,
             )
             .await?;
             Ok(Catalogue {
@@ -465,6 +508,8 @@ pub struct GatewayServer {
     close_sessions: CancellationToken,
     pre_auth: PreAuth,
     sink: Arc<dyn AuditSink>,
+    forwarders: Forwarders,
+    tracing: Option<super::telemetry::Tracing>,
     grace: Duration,
     path_prefix: String,
     known: Arc<KnownSecrets>,
@@ -527,6 +572,11 @@ impl GatewayServer {
     /// What the stack counts.
     pub fn metrics(&self) -> &Metrics {
         &self.built.metrics
+    }
+
+    /// The audit forwarders (`[audit.forward.*]`) and their status.
+    pub fn forwarders(&self) -> &Forwarders {
+        &self.forwarders
     }
 
     /// The registry of secrets scrubbed from responses, audit records and logs.
@@ -601,7 +651,12 @@ impl GatewayServer {
         self.built.gateway.shutdown().await;
         session_dir::release_kept();
         self.pre_auth.flush().await;
-        self.sink.flush().await.context("flushing the audit trail")?;
+        let flushed = self.sink.flush().await.context("flushing the audit trail");
+        self.forwarders.stop(super::forward::STOP_GRACE).await;
+        if let Some(t) = self.tracing {
+            t.shutdown().await;
+        }
+        flushed?;
         tracing::info!(processes = mcp_guard_core::upstream::live_processes(), "stopped");
         Ok(())
     }
@@ -658,6 +713,8 @@ pub struct StdioGateway {
     session: Arc<Session>,
     maintain_stop: CancellationToken,
     sink: Arc<dyn AuditSink>,
+    forwarders: Forwarders,
+    tracing: Option<super::telemetry::Tracing>,
     grace: Duration,
 }
 
@@ -763,7 +820,12 @@ impl StdioGateway {
         self.built.gateway.shutdown().await;
         session_dir::release_kept();
         self.maintain_stop.cancel();
-        self.sink.flush().await.context("flushing the audit trail")?;
+        let flushed = self.sink.flush().await.context("flushing the audit trail");
+        self.forwarders.stop(super::forward::STOP_GRACE).await;
+        if let Some(t) = self.tracing {
+            t.shutdown().await;
+        }
+        flushed?;
         failed.map_or(Ok(()), Err)
     }
 }

@@ -130,6 +130,7 @@ pub(crate) async fn build(
     redactor: Arc<dyn Redactor>,
     gate: Option<Arc<dyn ToolGate>>,
     startup: Startup,
+    telemetry: Option<crate::telemetry::Telemetry>,
 ) -> anyhow::Result<Built> {
     let mut builder = Gateway::builder()
         .separator(config.gateway.separator.clone())
@@ -165,6 +166,7 @@ pub(crate) async fn build(
     }
     let drain = Drain::new();
     let stack = ServiceBuilder::new()
+        .option_layer(telemetry.map(crate::telemetry::TelemetryLayer::new))
         .layer(MetricsLayer::new(metrics.clone()))
         .layer(DrainLayer::new(drain.clone()))
         .layer(audit_layer)
