@@ -505,6 +505,9 @@ fn too_many_in_progress(full: Full) -> axum::response::Response {
 }
 
 #[cfg(test)]
+mod random_refusals;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
