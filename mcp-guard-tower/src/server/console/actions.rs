@@ -166,7 +166,11 @@ pub(super) async fn test_connection(state: Shared, headers: HeaderMap, Form(form
     let Some(server) = server else {
         return missing("the server");
     };
-    let result = state.test(server).await;
+    // Transport errors may quote what a server said: secrets are scrubbed as in logs.
+    let result = state
+        .test(server)
+        .await
+        .map_err(|e| state.p.redactor.redact_str(&e).into_owned());
     state
         .tests
         .lock()
