@@ -16,6 +16,7 @@
 
 mod audit;
 mod auth;
+mod console;
 mod credentials;
 mod endpoint;
 mod forward;
@@ -29,6 +30,7 @@ mod unauthenticated_limits;
 
 pub use audit::*;
 pub use auth::*;
+pub use console::*;
 pub use credentials::*;
 pub use endpoint::*;
 pub use forward::*;
@@ -70,6 +72,8 @@ pub struct GatewayConfig {
     pub credentials: CredentialsSection,
     /// Limits on traffic before authentication, per source address.
     pub unauthenticated_limits: UnauthenticatedLimitsSection,
+    /// The operator console in the browser.
+    pub console: ConsoleSection,
     /// OpenTelemetry traces (off by default).
     pub telemetry: TelemetrySection,
 }
@@ -182,6 +186,7 @@ impl GatewayConfig {
         self.telemetry.validate(&mut errors, &mut warnings);
         self.rate_limits.validate(&mut errors);
         self.unauthenticated_limits.validate(&mut errors);
+        self.console.validate(self.auth.server.is_some(), &mut errors);
         if errors.is_empty() {
             Ok(Warnings(warnings))
         } else {

@@ -59,6 +59,8 @@ pub struct Selection {
     prompts: Vec<Pattern>,
     resources: Vec<Pattern>,
     disabled: bool,
+    /// Tools switched off whatever the globs match (upstream names).
+    tools_off: Vec<String>,
 }
 
 /// One endpoint: a name, a description, and the servers it federates.

@@ -50,14 +50,14 @@ fn config(port: u16, personal: bool) -> String {
 }
 
 /// A browser stand-in: no redirects followed, cookies kept by name.
-struct Browser {
-    http: reqwest::Client,
-    base: String,
-    cookies: HashMap<String, String>,
+pub(crate) struct Browser {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
+    pub(crate) cookies: HashMap<String, String>,
 }
 
 impl Browser {
-    fn new(base: &str) -> Self {
+    pub(crate) fn new(base: &str) -> Self {
         mcp_guard_core::upstream::ensure_crypto_provider();
         Self {
             http: reqwest::Client::builder()
@@ -82,7 +82,7 @@ impl Browser {
         }
     }
 
-    fn cookie_header(&self) -> String {
+    pub(crate) fn cookie_header(&self) -> String {
         self.cookies
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
@@ -90,7 +90,7 @@ impl Browser {
             .join("; ")
     }
 
-    async fn get(&mut self, path: &str) -> (StatusCode, String, String) {
+    pub(crate) async fn get(&mut self, path: &str) -> (StatusCode, String, String) {
         let url = if path.starts_with("http") {
             path.to_owned()
         } else {
@@ -106,7 +106,7 @@ impl Browser {
         self.finish(r).await
     }
 
-    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> (StatusCode, String, String) {
+    pub(crate) async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> (StatusCode, String, String) {
         let r = self
             .http
             .post(format!("{}{path}", self.base))
@@ -119,7 +119,7 @@ impl Browser {
     }
 
     /// (status, Location, body)
-    async fn finish(&mut self, r: reqwest::Response) -> (StatusCode, String, String) {
+    pub(crate) async fn finish(&mut self, r: reqwest::Response) -> (StatusCode, String, String) {
         self.absorb(&r);
         let status = r.status();
         let location = r
@@ -131,7 +131,7 @@ impl Browser {
     }
 }
 
-fn hidden(body: &str, name: &str) -> String {
+pub(crate) fn hidden(body: &str, name: &str) -> String {
     let marker = format!("name=\"{name}\" value=\"");
     let start = body
         .find(&marker)
@@ -148,7 +148,7 @@ fn query(location: &str) -> HashMap<String, String> {
         .collect()
 }
 
-fn login_link(gw: &GatewayProc, user: &str) -> String {
+pub(crate) fn login_link(gw: &GatewayProc, user: &str) -> String {
     let out = std::process::Command::new(BIN)
         .args(["users", "login-link", user, "--config"])
         .arg(gw.config())

@@ -13,6 +13,7 @@ mod access;
 mod audit;
 mod authorize;
 mod config;
+mod console;
 mod credentials;
 mod era;
 mod federation;

@@ -188,6 +188,18 @@ pub enum EventKind {
         /// Why, as `mcp-guard check` says it (`gateway.toml:12: grants[0]...`).
         reason: String,
     },
+    /// An operator's action in the console (a setting changed, a tool approved, a
+    /// session revoked), or one refused. The operator is the record's `principal`; its
+    /// `outcome` is `ok` when the action was done and `denied` when it was refused (a
+    /// read-only role, a form without its CSRF token, a stale or invalid change).
+    ConsoleAction {
+        /// What was asked: `toggle_tool`, `approve_tool`, `reject_tool`,
+        /// `revoke_session`, `test_connection`, `apply_config`, or `open` (a page
+        /// refused to someone without a console role).
+        action: String,
+        /// On what, and the result or the reason for the refusal.
+        detail: String,
+    },
     /// The audit trail itself: recovered after a crash, or rotated to a new file.
     AuditLog {
         /// `recovered` or `rotated`.

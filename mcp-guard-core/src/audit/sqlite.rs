@@ -336,6 +336,8 @@ pub struct AuditQuery {
     pub outcome: Option<String>,
     /// Gateway session.
     pub session: Option<String>,
+    /// The record's type (`request`, `session_revoked`, `console_action`, ...).
+    pub kind: Option<String>,
     /// Started at or after.
     pub since: Option<SystemTime>,
     /// Started before.
@@ -411,6 +413,7 @@ pub fn query_database(path: &Path, q: &AuditQuery) -> Result<Vec<QueryRow>, Audi
         ("tool", &q.tool),
         ("outcome", &q.outcome),
         ("session", &q.session),
+        ("kind", &q.kind),
     ] {
         if let Some(v) = v {
             args.push(v.clone().into());

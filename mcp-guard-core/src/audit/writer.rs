@@ -56,6 +56,7 @@ impl Index {
             EventKind::ConfigReloaded { .. } => ("config_reloaded", None),
             EventKind::ConfigRefused { .. } => ("config_refused", None),
             EventKind::AuditLog { .. } => ("audit_log", None),
+            EventKind::ConsoleAction { action, .. } => ("console_action", Some(action.clone())),
         };
         Self {
             id: event.id.clone(),

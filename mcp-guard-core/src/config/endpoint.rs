@@ -66,6 +66,9 @@ pub struct EndpointServerConfig {
     pub prompts: Vec<String>,
     /// Resource URI globs (upstream URIs, also matched against templates).
     pub resources: Vec<String>,
+    /// Tools switched off on this endpoint whatever `tools` matches (exact upstream
+    /// names); what the console's tool switch writes.
+    pub disabled_tools: Vec<String>,
 }
 
 impl EndpointConfig {
@@ -120,6 +123,7 @@ impl EndpointConfig {
                     }
                 }
             }
+            super::check_disabled_tools(&sentry, &sel.disabled_tools, errors);
             if sel.enabled && sel.tools.is_empty() && sel.prompts.is_empty() && sel.resources.is_empty() {
                 warnings.push(ConfigError {
                     entry: sentry,

@@ -14,7 +14,8 @@
 //! * a refresh the authorization server rejects (`invalid_grant`), or a token the server
 //!   refuses even after a refresh, leaves a persisted "needs re-authentication" marker,
 //!   so [`OAuthServer::state`] survives restarts and calls get
-//!   [`UpstreamError::NeedsReauthentication`](crate::upstream::UpstreamError::NeedsReauthentication) with a link to sign in again;
+//!   [`UpstreamError::NeedsReauthentication`](super::UpstreamError::NeedsReauthentication)
+//!   with a link to sign in again;
 //! * [`OAuthConnector`] connects with rmcp's `AuthClient` (a token on every request,
 //!   refresh 30 s before expiry and once on a 401); [`OAuthGate`] checks the principal's
 //!   state before each call.

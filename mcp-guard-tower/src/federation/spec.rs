@@ -57,13 +57,22 @@ impl Selection {
         self
     }
 
+    /// Switches these tools off (exact upstream names), whatever the globs match.
+    #[must_use]
+    pub fn without_tools<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
+        self.tools_off.extend(names.into_iter().map(Into::into));
+        self
+    }
+
     pub(super) fn allows(&self, kind: TargetKind, name: &str) -> bool {
         let list = match kind {
             TargetKind::Tool => &self.tools,
             TargetKind::Prompt => &self.prompts,
             _ => &self.resources,
         };
-        !self.disabled && list.iter().any(|p| p.is_match(name))
+        !self.disabled
+            && list.iter().any(|p| p.is_match(name))
+            && !(kind == TargetKind::Tool && self.tools_off.iter().any(|t| t == name))
     }
 }
 

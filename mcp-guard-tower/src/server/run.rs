@@ -35,6 +35,9 @@ pub struct ServerBuilder {
     known: Arc<KnownSecrets>,
     audit: Option<Arc<dyn AuditSink>>,
     path_prefix: String,
+    /// The file the configuration was read from, and its digest (what reloads and the
+    /// console's changes start from).
+    file: Option<(PathBuf, String)>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -55,6 +58,7 @@ impl ServerBuilder {
             known: Arc::default(),
             audit: None,
             path_prefix: String::new(),
+            file: None,
         }
     }
 
@@ -62,7 +66,10 @@ impl ServerBuilder {
     /// directory.
     pub fn from_loaded(loaded: super::LoadedConfig) -> Self {
         let base = loaded.base_dir().to_owned();
-        Self::new(loaded.config).base_dir(base)
+        let file = Some((loaded.path, loaded.digest));
+        let mut b = Self::new(loaded.config).base_dir(base);
+        b.file = file;
+        b
     }
 
     /// Where relative paths in the configuration are resolved from.
@@ -165,6 +172,7 @@ impl ServerBuilder {
     ) -> super::Reloader {
         super::Reloader::new(
             self.config.clone(),
+            self.file.as_ref().map(|(_, d)| d.clone()).unwrap_or_default(),
             self.base.clone(),
             self.known.clone(),
             sink.clone(),
@@ -174,6 +182,36 @@ impl ServerBuilder {
             tokens,
             stdio,
         )
+    }
+
+    /// The operator console of the gateway being built.
+    #[expect(clippy::too_many_arguments, reason = "the running gateway's parts")]
+    fn console(
+        &self,
+        auth: &crate::authorize::AuthorizationServer,
+        reloader: &super::Reloader,
+        built: &Built,
+        sessions: &Sessions,
+        store: &AccessStore,
+        sink: &Arc<dyn AuditSink>,
+        (pins, lock_path): (Arc<mcp_guard_core::pin::PinGate>, PathBuf),
+    ) -> super::console::Console {
+        super::console::Console::new(super::console::Parts {
+            settings: self.config.console.clone(),
+            prefix: self.path_prefix.clone(),
+            auth: auth.clone(),
+            reloader: reloader.clone(),
+            gateway: built.gateway.clone(),
+            sessions: sessions.clone(),
+            store: store.clone(),
+            sink: sink.clone(),
+            pins,
+            lock_path,
+            config_path: self.file.as_ref().map(|(p, _)| p.clone()),
+            base: self.base.clone(),
+            known: self.known.clone(),
+            redactor: self.audit_redactor(),
+        })
     }
 
     /// The access store `[auth] store` names (default `mcp-guard-access.db`).
@@ -193,18 +231,26 @@ impl ServerBuilder {
         self.build_http().await.map_err(ServerError)
     }
 
-    async fn build_http(self) -> anyhow::Result<GatewayServer> {
+    /// The base of every protected resource's URL: the public URL (else the listen
+    /// address) and the mount prefix.
+    fn resource_base(&self) -> String {
         let cfg = &self.config;
-        let (sink, trails) = self.sink_and_trails()?;
-        let store = self.access_store()?;
-        let mut resource_base = cfg
+        let mut base = cfg
             .gateway
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{}", cfg.gateway.listen))
             .trim_end_matches('/')
             .to_owned();
-        resource_base.push_str(&self.path_prefix);
+        base.push_str(&self.path_prefix);
+        base
+    }
+
+    async fn build_http(self) -> anyhow::Result<GatewayServer> {
+        let cfg = &self.config;
+        let (sink, trails) = self.sink_and_trails()?;
+        let store = self.access_store()?;
+        let resource_base = self.resource_base();
         let tokens = auth::ConfiguredTokens::default();
         if cfg.auth.dangerously_allow_anonymous.is_none() {
             tokens.set(auth::static_tokens(cfg, &self.known)?);
@@ -212,6 +258,7 @@ impl ServerBuilder {
         let authenticate = auth::authenticator(cfg, &self.base, &store, &tokens, &resource_base).await?;
         let sessions = Sessions::with_store(store.clone())?.with_audit(sink.clone());
         let pins = pinning::pinning(cfg, &self.base)?;
+        let (pin_gate, lock_path) = (pins.gate.clone(), pins.path.clone());
         let stores = credentials::stores(cfg, &self.base, None, &self.known)?;
         let tracing = super::telemetry::tracing_from(&cfg.telemetry, &self.base, &self.known)?;
         let built = self
@@ -270,6 +317,18 @@ impl ServerBuilder {
         }
         let tokens = cfg.auth.dangerously_allow_anonymous.is_none().then_some(tokens);
         let reloader = self.reloader(&sink, &built, tokens, None);
+        if let (true, Some(auth)) = (cfg.console.enabled, &authorization) {
+            let console = self.console(
+                auth,
+                &reloader,
+                &built,
+                &sessions,
+                &store,
+                &sink,
+                (pin_gate, lock_path),
+            );
+            router = router.merge(pre_auth.wrap_mounted(console.router(), &self.path_prefix));
+        }
         Ok(GatewayServer {
             reloader,
             built,

@@ -101,7 +101,8 @@ pub(crate) fn endpoint_specs(config: &GatewayConfig) -> anyhow::Result<Vec<Endpo
             let mut s = Selection::none()
                 .tools(&sel.tools)?
                 .prompts(&sel.prompts)?
-                .resources(&sel.resources)?;
+                .resources(&sel.resources)?
+                .without_tools(&sel.disabled_tools);
             if !sel.enabled {
                 s = s.disabled();
             }

@@ -76,8 +76,7 @@ pub(crate) fn local_hostname() -> String {
 trait Stream: AsyncRead + AsyncWrite + Send + Sync + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Sync + Unpin> Stream for T {}
 
-/// Sends records as syslog messages (RFC 5424, octet-counted framing; TCP or TLS);
-/// each message's text is the sealed record as stored.
+/// Sends records as syslog messages; see the [module docs](super).
 pub struct SyslogTransport {
     options: SyslogOptions,
     tls: Option<(Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)>,

@@ -31,7 +31,9 @@ impl fmt::Debug for OAuthGate {
 }
 
 impl OAuthGate {
-    /// `inner` (connected with [`OAuthConnector::for_principal`](super::OAuthConnector::for_principal)) guarded for `principal`.
+    /// `inner` (connected with
+    /// [`OAuthConnector::for_principal`](super::OAuthConnector::for_principal)) guarded for
+    /// `principal`.
     pub fn new(oauth: Arc<OAuthServer>, principal: impl Into<Arc<str>>, inner: Arc<dyn Upstream>) -> Self {
         Self {
             oauth,
