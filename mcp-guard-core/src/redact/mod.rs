@@ -111,6 +111,7 @@ mod known;
 mod luhn;
 mod pattern;
 mod scan;
+mod teddy;
 mod unicode;
 mod window;
 
