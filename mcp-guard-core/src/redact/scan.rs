@@ -8,6 +8,7 @@
 
 use aho_corasick::packed;
 use memchr::memmem;
+use wide::u8x16;
 
 use super::Kind;
 use super::detect::{context, digit_run_len, email, ip, numeric, secret};
@@ -210,6 +211,46 @@ fn block_survey(w: &[u8; BLOCK + 4]) -> u8 {
     u8::from(class != 0) | (u8::from(earer != 0) << 1)
 }
 
+/// What a string of [`SHORT`] to [`LONG`] bytes holds, read 16 bytes at a time (the
+/// last 16 bytes of `h` last, over bytes read already): where the first 16 bytes with a
+/// byte that may be a trigger start (`h.len()` if none do), whether it may hold
+/// `earer ` (two `r`s a byte apart: `r?r`), and whether it holds a byte beyond ASCII.
+/// One pass, where the block survey stops at the first trigger and leaves `earer ` to a
+/// search of its own over the whole string (most strings of a table have triggers
+/// and no `r?r`).
+#[inline]
+fn glance(h: &[u8]) -> (usize, bool, bool) {
+    let n = h.len();
+    let (mut rr, mut prev) = (0u32, 0u32);
+    let mut high = u8x16::splat(0);
+    let mut from = n;
+    let mut read = |v: u8x16, base: usize, skip: usize| {
+        let r = v.simd_eq(u8x16::splat(b'r')).to_bitmask() >> skip;
+        rr |= r & (r >> 2) | (prev >> 14) & r;
+        prev = r;
+        high |= v;
+        if from == n {
+            let d = v - u8x16::splat(b'0');
+            let may = d.simd_eq(d.min(u8x16::splat(b'A' - b'0')))
+                | v.simd_eq(u8x16::splat(b'-'))
+                | v.simd_eq(u8x16::splat(b'_'))
+                | v.simd_eq(u8x16::splat(b'J'));
+            if may.to_bitmask() != 0 {
+                from = base;
+            }
+        }
+    };
+    let (chunks, tail) = h.as_chunks::<16>();
+    for (k, c) in chunks.iter().enumerate() {
+        read(u8x16::new(*c), 16 * k, 0);
+    }
+    // The last 16 bytes, of which all but the tail were read.
+    if let (false, Some(last)) = (tail.is_empty(), h.last_chunk::<16>()) {
+        read(u8x16::new(*last), n - 16, 16 - tail.len());
+    }
+    (from, rr != 0, high.to_bitmask() != 0)
+}
+
 /// The first `BLOCK + 4` bytes of `w` (which has at least that many).
 #[inline]
 fn first_block(w: &[u8]) -> &[u8; BLOCK + 4] {
@@ -404,6 +445,20 @@ impl Scanner {
     pub(crate) fn survey_text(&self, h: &[u8]) -> Survey {
         let n = h.len();
         let scan = |start: Option<Start>| start.map_or(Survey::Nothing, Survey::Scan);
+        if (SHORT..LONG).contains(&n) {
+            let (from, earer, high) = glance(h);
+            return if high && unicode::past(h, 0) == unicode::Past::Folds {
+                Survey::Folds
+            } else if from == n && !earer {
+                Survey::Nothing
+            } else {
+                Survey::Scan(Start {
+                    from,
+                    earer,
+                    earer_from: 0,
+                })
+            };
+        }
         let ascii = unicode::is_ascii(h);
         let search = self.survey.as_ref().filter(|_| n >= LONG && !ascii);
         let Some(t) = search else {

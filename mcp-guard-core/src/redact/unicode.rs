@@ -339,7 +339,14 @@ impl Searches {
                 Past::Clean { rer: Some(0) }
             }
         };
-        if from < h.len() {
+        if h.len() - from.min(h.len()) < SEARCHED {
+            // A few bytes (after the survey's first trigger): the chunk loop, cheaper
+            // than a call into the searcher that so short a haystack sends to its
+            // slow path. (It tests every lead byte, which does no harm.)
+            if folds_by_chunks(h.get(from..).unwrap_or_default()) {
+                return Past::Folds;
+            }
+        } else {
             match stops(&self.leads, h, from) {
                 Some(Stop::Folds) => return Past::Folds,
                 Some(Stop::Misses) => return unsure(),
