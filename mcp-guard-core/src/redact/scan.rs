@@ -258,7 +258,7 @@ fn first_block(w: &[u8]) -> &[u8; BLOCK + 4] {
 }
 
 /// Shorter strings cannot hold `Bearer ` and a token; their survey is a byte loop.
-const SHORT: usize = 23;
+pub(crate) const SHORT: usize = 23;
 
 /// Strings at least this long are surveyed with the run-time-dispatched searchers
 /// (Teddy and the `earer ` finder), shorter ones with [`block_survey`].

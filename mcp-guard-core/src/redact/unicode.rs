@@ -9,8 +9,9 @@
 //! ASCII byte, other spaces (no-break, ideographic…) as a space and hyphens and the
 //! minus sign as `-`. A value found in the copy is mapped back to the characters it was
 //! read from, and the whole of that original span is replaced, invisible characters
-//! inside it included. Most strings are ASCII, or hold no such character, and cost one
-//! test ([`folds`]).
+//! inside it included. Most strings are ASCII, or hold no such character: the test for
+//! them ([`folds`], or [`past`] after the scanner's survey) is built to cost little
+//! beside the survey.
 
 use std::sync::LazyLock;
 
