@@ -435,13 +435,14 @@ impl Scanner {
 
     /// [`Self::survey`] of a string that may hold characters that fold (any string of
     /// the text and JSON paths), deciding that as well: [`Survey::Folds`] when it holds
-    /// one. An ASCII string, or one shorter than [`LONG`], is tested for them
-    /// ([`unicode::folds`]) and surveyed. A longer one goes through the survey's search,
-    /// which stops at the first trigger or lead byte of [`unicode::BYTE_LEADS`] (the
-    /// lead byte of a character that does not fold is passed over), and then through
-    /// the search for the common characters that fold ([`unicode::past`]), which also
-    /// tells where an `earer ` can be: two searches in all, as for an ASCII string
-    /// (triggers, then `earer `).
+    /// one. A string of [`SHORT`] to [`LONG`] bytes is read once ([`glance`]) and, if
+    /// it is not ASCII, tested for them ([`unicode::past`]). A shorter one, or a longer
+    /// ASCII one, is tested ([`unicode::folds`]) and surveyed. A longer one beyond ASCII
+    /// goes through the survey's search, which stops at the first trigger or lead byte
+    /// of [`unicode::BYTE_LEADS`] (the lead byte of a character that does not fold is
+    /// passed over), and then through the search for the common characters that fold
+    /// ([`unicode::past`]), which also tells where an `earer ` can be: two searches in
+    /// all, as for an ASCII string (triggers, then `earer `).
     pub(crate) fn survey_text(&self, h: &[u8]) -> Survey {
         let n = h.len();
         let scan = |start: Option<Start>| start.map_or(Survey::Nothing, Survey::Scan);
