@@ -462,7 +462,7 @@ impl Scanner {
         }
         let ascii = unicode::is_ascii(h);
         let search = self.survey.as_ref().filter(|_| n >= LONG && !ascii);
-        let Some(t) = search else {
+        let Some(searcher) = search else {
             return if !ascii && unicode::past(h, 0) == unicode::Past::Folds {
                 Survey::Folds
             } else {
@@ -472,10 +472,10 @@ impl Scanner {
         let mut at = 0;
         let mut misses = 0;
         let from = loop {
-            let Some(m) = t.find_in(h, aho_corasick::Span::from(at..n)) else {
+            let Some(found) = searcher.find_in(h, aho_corasick::Span::from(at..n)) else {
                 break n;
             };
-            let p = m.start();
+            let p = found.start();
             if h[p] < 0x80 {
                 break p;
             }

@@ -91,13 +91,12 @@ pub(crate) fn buckets(patterns: &[Vec<u8>], mask_len: usize) -> [Vec<Vec<u8>>; B
     let mut out: [Vec<Vec<u8>>; BUCKETS] = Default::default();
     let mut seen: Vec<(Vec<u8>, usize)> = Vec::new();
     for (i, p) in patterns.iter().enumerate() {
-        let b = match seen.iter().find(|(g, _)| *g == group(p)) {
-            Some(&(_, b)) => b,
-            None => {
-                let b = BUCKETS - 1 - i % BUCKETS;
-                seen.push((group(p), b));
-                b
-            }
+        let b = if let Some(&(_, b)) = seen.iter().find(|(g, _)| *g == group(p)) {
+            b
+        } else {
+            let b = BUCKETS - 1 - i % BUCKETS;
+            seen.push((group(p), b));
+            b
         };
         out[b].push(p.clone());
     }

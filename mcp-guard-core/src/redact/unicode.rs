@@ -407,18 +407,18 @@ fn tail(h: &[u8], from: usize) -> Option<usize> {
         let eq = |x: u8| v.simd_eq(u8x16::splat(x));
         (eq(0xE2) | eq(0xE3) | eq(0xF0) | eq(b'r')).to_bitmask()
     };
-    let mut c = from;
-    while c < n {
-        let base = c.min(n.saturating_sub(16));
-        let mut m = candidates(base) >> (c - base);
-        while m != 0 {
-            let i = c + m.trailing_zeros() as usize;
-            m &= m - 1;
+    let mut at = from;
+    while at < n {
+        let base = at.min(n.saturating_sub(16));
+        let mut bits = candidates(base) >> (at - base);
+        while bits != 0 {
+            let i = at + bits.trailing_zeros() as usize;
+            bits &= bits - 1;
             if h[i] != b'r' || h[i..].starts_with(REER) {
                 return Some(i);
             }
         }
-        c = base + 16;
+        at = base + 16;
     }
     None
 }
