@@ -391,6 +391,55 @@ async fn refused_once_postgres_stops(pg: &Postgres, live: &str, replicas: &[Gate
     }
 }
 
+/// A legacy session with its GET stream open on `replica`, then a revocation from the
+/// CLI: the stream on that replica ends (the feed closes the token's sessions there).
+async fn stream_closes_on_revocation(pg: &Postgres, config: &Path, token: &str, replica: &GatewayProc) {
+    let c = http();
+    let url = replica.url("main");
+    let r = post_init(&c, &url, Some(token)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let session = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let _ = r.text().await;
+    let r = c
+        .post(&url)
+        .bearer_auth(token)
+        .header("mcp-session-id", &session)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .json(&serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let mut stream = c
+        .get(&url)
+        .bearer_auth(token)
+        .header("mcp-session-id", &session)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    let out = cli(pg, config, &["tokens", "revoke", id_of(token)]);
+    check(&out, "tokens revoke");
+    let start = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.chunk().await {
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return start.elapsed(),
+            }
+        }
+    })
+    .await
+    .expect("the open stream on another replica closes");
+    within_promise(
+        "an open stream on another replica closed",
+        ended,
+        Duration::from_secs(1),
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_revocation_from_the_cli_is_refused_on_every_replica_behind_haproxy() {
     let test = "cluster_revocation_from_the_cli_is_refused_on_every_replica_behind_haproxy";
@@ -417,7 +466,7 @@ async fn cluster_revocation_from_the_cli_is_refused_on_every_replica_behind_hapr
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
-    let tokens: Vec<String> = (0..=rounds + 1).map(|_| issue(&pg, &config)).collect();
+    let tokens: Vec<String> = (0..rounds + 3).map(|_| issue(&pg, &config)).collect();
     let through_lb = format!("{}/mcp/main", lb.base);
     for _ in 0..3 {
         assert_eq!(
@@ -461,6 +510,8 @@ async fn cluster_revocation_from_the_cli_is_refused_on_every_replica_behind_hapr
         after_kill,
         Duration::from_secs(1),
     );
+
+    stream_closes_on_revocation(&pg, &config, &tokens[rounds + 2], &replicas[1]).await;
 
     refused_once_postgres_stops(&pg, &tokens[rounds + 1], &replicas).await;
     for r in replicas {
