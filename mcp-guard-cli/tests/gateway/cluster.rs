@@ -578,6 +578,43 @@ async fn cluster_refuses_a_schema_from_a_newer_version_and_an_inline_database_ur
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // A URL that does not parse, or a database that is not there: precise errors that
+    // never echo the password.
+    for (url, expected) in [
+        (
+            "postgresql://u:hunter2-secret@127.0.0.1:notaport/db".to_owned(),
+            "cluster.database_url does not parse as a PostgreSQL connection string",
+        ),
+        (
+            format!("postgresql://u:hunter2-secret@127.0.0.1:{}/db", free_port()),
+            "connecting to PostgreSQL",
+        ),
+    ] {
+        let out = Command::new(BIN)
+            .args(["migrate", "--config"])
+            .arg(&config)
+            .env(DB_ENV, &url)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{err}");
+        assert!(!err.contains("hunter2"), "the password is not echoed: {err}");
+    }
+    let out = Command::new(BIN)
+        .args(["migrate", "--config"])
+        .arg(&config)
+        .env_remove(DB_ENV)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(&format!("cluster.database_url: environment variable {DB_ENV} is not set")),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // The URL holds a password: inline in the file, it is refused before any connection.
     std::fs::write(
         &config,
