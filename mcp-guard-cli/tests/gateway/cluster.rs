@@ -609,8 +609,9 @@ async fn cluster_refuses_a_schema_from_a_newer_version_and_an_inline_database_ur
         .unwrap();
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains(&format!("cluster.database_url: environment variable {DB_ENV} is not set")),
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "cluster.database_url: environment variable {DB_ENV} is not set"
+        )),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
