@@ -12,6 +12,7 @@
 mod access;
 mod audit;
 mod authorize;
+mod cluster;
 mod config;
 mod console;
 mod credentials;

@@ -255,7 +255,9 @@ impl ServerBuilder {
         if cfg.auth.dangerously_allow_anonymous.is_none() {
             tokens.set(auth::static_tokens(cfg, &self.known)?);
         }
-        let authenticate = auth::authenticator(cfg, &self.base, &store, &tokens, &resource_base).await?;
+        let engine = super::cluster::connect(cfg, &self.known).await?;
+        let authenticate =
+            auth::authenticator(cfg, &self.base, &store, engine.as_ref(), &tokens, &resource_base).await?;
         let sessions = Sessions::with_store(store.clone())?.with_audit(sink.clone());
         let pins = pinning::pinning(cfg, &self.base)?;
         let (pin_gate, lock_path) = (pins.gate.clone(), pins.path.clone());
@@ -273,6 +275,7 @@ impl ServerBuilder {
             },
             &close_sessions,
         );
+        super::cluster::follow(engine.as_ref(), &sessions, &close_sessions);
         let upstream = auth::upstream_auth(cfg, &stores)?;
         let site = authorization::Site {
             cfg,
@@ -301,6 +304,7 @@ impl ServerBuilder {
         if cfg.gateway.metrics {
             edge = edge.metrics(built.metrics.clone());
         }
+        edge = super::cluster::report(edge, engine);
         let mut router = edge.router();
         if let Some(a) = &authorization {
             router = pre_auth.wrap_mounted(a.router(), &self.path_prefix).merge(router);
