@@ -519,6 +519,37 @@ async fn cluster_revocation_from_the_cli_is_refused_on_every_replica_behind_hapr
     }
 }
 
+/// A newer mcp-guard upgraded the schema: this one refuses it, with the versions, and
+/// leaves it as it was.
+fn a_newer_schema_is_refused_by_every_command(pg: &Postgres, config: &Path) {
+    pg.psql("UPDATE mcp_guard_schema SET version = 7");
+    let newer = "the database schema is version 7, newer than this mcp-guard understands (up to 1): upgrade this binary, never downgrade a schema";
+    for args in [&["migrate"][..], &["check", "--connect"], &["tokens", "list"]] {
+        let out = cli(pg, config, args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(newer), "{args:?}: {err}");
+    }
+    assert_eq!(
+        pg.psql("SELECT version FROM mcp_guard_schema"),
+        "7",
+        "left as it was"
+    );
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(config)
+        .env(DB_ENV, pg.url())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(newer),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[tokio::test]
 async fn cluster_refuses_a_schema_from_a_newer_version_and_an_inline_database_url() {
     let test = "cluster_refuses_a_schema_from_a_newer_version_and_an_inline_database_url";
@@ -550,33 +581,7 @@ async fn cluster_refuses_a_schema_from_a_newer_version_and_an_inline_database_ur
         "cluster schema: version 1, already current"
     );
 
-    // A newer mcp-guard upgraded the schema: this one refuses it, with the versions.
-    pg.psql("UPDATE mcp_guard_schema SET version = 7");
-    let newer = "the database schema is version 7, newer than this mcp-guard understands (up to 1): upgrade this binary, never downgrade a schema";
-    for args in [&["migrate"][..], &["check", "--connect"], &["tokens", "list"]] {
-        let out = cli(&pg, &config, args);
-        assert!(!out.status.success(), "{args:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(newer), "{args:?}: {err}");
-    }
-    assert_eq!(
-        pg.psql("SELECT version FROM mcp_guard_schema"),
-        "7",
-        "left as it was"
-    );
-    let out = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .env(DB_ENV, pg.url())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains(newer),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    a_newer_schema_is_refused_by_every_command(&pg, &config);
 
     // A URL that does not parse, or a database that is not there: precise errors that
     // never echo the password.
