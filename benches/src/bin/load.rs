@@ -19,8 +19,8 @@
 //! runs joshrotenberg/mcp-proxy that way (legacy era only). The peer is never a
 //! dependency: install it outside the workspace.
 //!
-//! The gateway child counts its heap allocations (a counting allocator); the table
-//! shows them per call of the concurrency-N phase.
+//! Built with feature `count-allocs`, the gateway child counts its heap allocations (a
+//! counting allocator) and the summary shows them per call of the concurrency-N phase.
 //!
 //! Starts, as child processes of this binary, all on 127.0.0.1 with ephemeral ports:
 //! - `upstream`: a trivial MCP server (rmcp `StreamableHttpService`, `json_response`)
@@ -67,6 +67,7 @@ use axum::serve::ListenerExt as _;
 use mcp_guard_core::upstream::{HttpConnector, HttpSpec, UpstreamOptions, ensure_crypto_provider};
 use mcp_guard_core::{EnvCredentialStore, Principal, RmcpUpstream};
 use mcp_guard_tower::{EndpointSpec, Gateway, HttpEdge, Selection, StaticTokens};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::json;
@@ -76,9 +77,20 @@ use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 const TOKEN: &str = "load-test-token-0123456789abcdef";
 const PROTOCOL: &str = "2026-07-28";
 
-// Counts every heap allocation (the gateway child reports its count on request).
+// With feature `count-allocs`, counts every heap allocation (the gateway child reports
+// its count on request). Off by default: the counters are atomics shared by every
+// thread, which adds CPU to each call and would tilt a comparison with a peer.
+#[cfg(feature = "count-allocs")]
 #[global_allocator]
 static ALLOC: &stats_alloc::StatsAlloc<std::alloc::System> = &stats_alloc::INSTRUMENTED_SYSTEM;
+
+/// Heap allocations so far (0 without feature `count-allocs`).
+fn allocations() -> usize {
+    #[cfg(feature = "count-allocs")]
+    return ALLOC.stats().allocations;
+    #[cfg(not(feature = "count-allocs"))]
+    0
+}
 
 #[derive(Debug, Clone)]
 struct Opts {
@@ -199,7 +211,7 @@ async fn child(args: &[String]) {
         let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             if line == "stats" {
-                println!("STATS {}", ALLOC.stats().allocations);
+                println!("STATS {}", allocations());
             }
         }
         std::process::exit(0);
@@ -210,7 +222,7 @@ async fn child(args: &[String]) {
     });
     let arg = args.get(1).cloned().unwrap_or_default();
     let result = match args.first().map(String::as_str) {
-        Some("upstream") => serve_upstream().await,
+        Some("upstream") => serve_upstream(arg == "legacy").await,
         Some("gateway") => serve_gateway(&arg, false).await,
         Some("gateway-nodelay") => serve_gateway(&arg, true).await,
         Some("proxy") => serve_proxy(&arg, true).await,
@@ -231,9 +243,21 @@ async fn bind() -> Result<tokio::net::TcpListener, BoxError> {
     Ok(l)
 }
 
-async fn serve_upstream() -> Result<(), BoxError> {
+/// The upstream: stateless, or with legacy sessions (`legacy`: rmcp's
+/// `LocalSessionManager`, which also serves stateless 2026-07-28 requests).
+async fn serve_upstream(legacy: bool) -> Result<(), BoxError> {
     let config = StreamableHttpServerConfig::default().with_json_response(true);
-    let mcp = StreamableHttpService::new(|| Ok(Echo), Arc::new(NeverSessionManager::default()), config);
+    let mcp = if legacy {
+        axum::Router::new().nest_service(
+            "/mcp",
+            StreamableHttpService::new(|| Ok(Echo), Arc::new(LocalSessionManager::default()), config),
+        )
+    } else {
+        axum::Router::new().nest_service(
+            "/mcp",
+            StreamableHttpService::new(|| Ok(Echo), Arc::new(NeverSessionManager::default()), config),
+        )
+    };
     let ping_body = Bytes::from_static(
         br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"pong"}],"isError":false}}"#,
     );
@@ -245,7 +269,7 @@ async fn serve_upstream() -> Result<(), BoxError> {
                 async move { ([(http::header::CONTENT_TYPE, "application/json")], b) }
             }),
         )
-        .nest_service("/mcp", mcp);
+        .merge(mcp);
     let listener = bind().await?.tap_io(|s| {
         let _ = s.set_nodelay(true);
     });
@@ -486,6 +510,8 @@ fn request(client: &reqwest::Client, t: &Target, body: Bytes) -> reqwest::Reques
         .post(&t.url)
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
+        // A stalled answer fails the run instead of holding it to the time limit.
+        .timeout(Duration::from_secs(10))
         .body(body);
     if t.legacy {
         req = req.header("mcp-protocol-version", LEGACY_PROTOCOL);
@@ -669,7 +695,7 @@ async fn run(o: Opts) -> Result<(), BoxError> {
     ensure_crypto_provider();
     let t0 = Instant::now();
     let deadline = t0 + o.time_limit;
-    let up = spawn_child("upstream", "", o.time_limit).await?;
+    let up = spawn_child("upstream", if o.legacy { "legacy" } else { "" }, o.time_limit).await?;
     let up_url = format!("http://{}/mcp", up.addr);
     let gw_role = if o.gateway_nodelay {
         "gateway-nodelay"
@@ -942,11 +968,13 @@ async fn run(o: Opts) -> Result<(), BoxError> {
         agg[gateway].calls as f64 / agg[gateway].secs.max(1e-9)
     );
     let allocs_per_call = gw_allocs.0 as f64 / gw_allocs.1.max(1) as f64;
-    let _ = writeln!(
-        out,
-        "  gateway heap allocations per call (c={}):  {allocs_per_call:.1}",
-        o.concurrency
-    );
+    if cfg!(feature = "count-allocs") {
+        let _ = writeln!(
+            out,
+            "  gateway heap allocations per call (c={}):  {allocs_per_call:.1}",
+            o.concurrency
+        );
+    }
     if let Some(peer) = targets.iter().position(|t| t.name == "peer") {
         let peer_cpu = agg[peer].own_cpu_ns.unwrap_or(0.0) / 1000.0;
         let _ = writeln!(
