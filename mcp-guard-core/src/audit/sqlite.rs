@@ -161,13 +161,22 @@ impl SqliteAuditSink {
                 }
             }
         };
+        let mut wal = path.clone().into_os_string();
+        wal.push("-wal");
         let backend = Sqlite {
             conn,
             head,
             key: options.mac_key,
+            wal: wal.into(),
             line: String::new(),
             prev: String::new(),
         };
+        // What an earlier process committed without a sync (a version that committed
+        // deferred records with `synchronous = NORMAL`) is made durable now, so the
+        // durable head (what forwarders may send) starts at the newest record.
+        backend
+            .sync_wal()
+            .map_err(|e| AuditError::open(&path, std::io::Error::new(e.kind, e.message)))?;
         let writer = GroupCommit::spawn(
             "mcp-guard-audit-sqlite",
             backend,
@@ -176,6 +185,11 @@ impl SqliteAuditSink {
             options.idle_sync,
         )?;
         Ok(Self { writer, path })
+    }
+
+    /// The newest durable record, for an audit forwarder reading this database.
+    pub fn durable_head(&self) -> super::DurableHead {
+        self.writer.durable()
     }
 
     /// The database file.
@@ -208,12 +222,30 @@ struct Sqlite {
     conn: Connection,
     head: Head,
     key: Option<MacKey>,
+    /// The write-ahead log, synced at open and when catching up with other writers.
+    wal: PathBuf,
     /// A record being inserted, and the hash it follows (kept between rows).
     line: String,
     prev: String,
 }
 
 impl Sqlite {
+    /// Syncs the write-ahead log: commits other writers made there are durable after
+    /// it (a checkpoint since then has synced them into the database already).
+    fn sync_wal(&self) -> Result<(), BatchError> {
+        match std::fs::File::open(&self.wal) {
+            Ok(f) => f
+                .sync_data()
+                .map_err(|e| BatchError::new(format!("cannot sync {}", self.wal.display()), &e, e.kind())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(BatchError::new(
+                format!("cannot open {}", self.wal.display()),
+                &e,
+                e.kind(),
+            )),
+        }
+    }
+
     /// One transaction for the batch. Every statement is prepared once and kept
     /// (`BEGIN`, `COMMIT` and the head's look-up too): parsing them again for each
     /// batch cost more than inserting a row.
@@ -294,6 +326,17 @@ impl Backend for Sqlite {
             BatchError::new("audit database write failed", &e, std::io::ErrorKind::Other)
         })
     }
+
+    fn last_seq(&self) -> u64 {
+        self.head.next_seq - 1
+    }
+
+    fn catch_up(&mut self) -> Result<(), BatchError> {
+        // An empty transaction reads the newest record under the write lock but
+        // writes (and syncs) nothing: sync the WAL for what other writers committed.
+        self.commit(&[])?;
+        self.sync_wal()
+    }
 }
 
 /// Filters for [`query_database`]; every field set must match.
@@ -312,6 +355,8 @@ pub struct AuditQuery {
     pub outcome: Option<String>,
     /// Gateway session.
     pub session: Option<String>,
+    /// The record's type (`request`, `session_revoked`, `console_action`, ...).
+    pub kind: Option<String>,
     /// Started at or after.
     pub since: Option<SystemTime>,
     /// Started before.
@@ -387,6 +432,7 @@ pub fn query_database(path: &Path, q: &AuditQuery) -> Result<Vec<QueryRow>, Audi
         ("tool", &q.tool),
         ("outcome", &q.outcome),
         ("session", &q.session),
+        ("kind", &q.kind),
     ] {
         if let Some(v) = v {
             args.push(v.clone().into());

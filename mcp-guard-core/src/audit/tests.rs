@@ -284,6 +284,9 @@ impl writer::Backend for Recording {
         self.0.lock().unwrap().push(format!("commit {}", batch.len()));
         Ok(())
     }
+    fn last_seq(&self) -> u64 {
+        0
+    }
 }
 
 #[tokio::test]
@@ -325,6 +328,67 @@ async fn an_outcome_record_rides_on_the_next_commit_without_a_write_of_its_own()
     w.submit_deferred(job("d", Phase::Finished)).await.unwrap();
     w.close();
     assert_eq!(ops()[before..], ["commit 1", "commit 1"]);
+}
+
+/// A backend whose commit appends (the chain's head moves), then waits for the test
+/// before its "sync" returns.
+struct Gated {
+    seq: u64,
+    entered: std::sync::mpsc::Sender<()>,
+    release: std::sync::mpsc::Receiver<()>,
+}
+
+impl writer::Backend for Gated {
+    fn commit(&mut self, batch: &[writer::Job]) -> Result<(), writer::BatchError> {
+        self.seq += batch.len() as u64;
+        let _ = self.entered.send(());
+        let _ = self.release.recv();
+        Ok(())
+    }
+    fn last_seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+#[tokio::test]
+async fn an_outcome_riding_on_a_commit_is_not_durable_before_that_commit_has_synced() {
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    let backend = Gated {
+        seq: 0,
+        entered: entered_tx,
+        release: release_rx,
+    };
+    let w = std::sync::Arc::new(
+        writer::GroupCommit::spawn("test-gated", backend, 16, 16, std::time::Duration::from_hours(1))
+            .unwrap(),
+    );
+    let head = w.durable();
+    let job = |id: &str, phase| writer::Job::of(&call(id, phase)).unwrap();
+    release.send(()).unwrap();
+    w.submit(job("a", Phase::Started)).await.unwrap();
+    entered.recv().unwrap();
+    assert_eq!(head.current(), 1);
+    // The outcome waits beside the queue (an hour's idle delay): not in the trail,
+    // not durable.
+    w.submit_deferred(job("a", Phase::Finished)).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(head.current(), 1, "a held outcome counted as durable");
+    // The next start record carries it; while that commit has not synced, neither
+    // counts as durable.
+    let next = tokio::spawn({
+        let w = w.clone();
+        async move { w.submit(job("b", Phase::Started)).await }
+    });
+    tokio::task::spawn_blocking(move || entered.recv().unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(head.current(), 1, "published before the commit synced");
+    release.send(()).unwrap();
+    next.await.unwrap().unwrap();
+    assert_eq!(head.current(), 3);
+    drop(release);
 }
 
 fn call(id: &str, phase: Phase) -> AuditEvent {

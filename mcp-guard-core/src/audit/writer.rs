@@ -15,12 +15,17 @@
 //! outcome closely). When no batch comes within `idle_sync`, the writer writes and
 //! syncs the waiting records on its own. Only a writer asleep with nothing to wait for
 //! (no call of which it wrote the start) is woken by a deferred record.
+//!
+//! After each commit (which syncs) the writer publishes the `seq` of the newest record
+//! it knows to be durable: the [`DurableHead`] an audit forwarder reads up to. A
+//! deferred record is not in the trail before the commit that carries it, so it is
+//! never reported durable before its sync.
 use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{AuditError, AuditEvent, EventKind, Outcome, Phase};
 
@@ -74,6 +79,7 @@ impl Index {
             EventKind::ConfigReloaded { .. } => ("config_reloaded", None),
             EventKind::ConfigRefused { .. } => ("config_refused", None),
             EventKind::AuditLog { .. } => ("audit_log", None),
+            EventKind::ConsoleAction { action, .. } => ("console_action", Some(action.clone())),
         };
         Self {
             id: event.id.clone(),
@@ -156,6 +162,18 @@ pub(crate) trait Backend: Send + 'static {
     /// recorded, and the backend must be ready for the next batch (or refuse every
     /// later one).
     fn commit(&mut self, batch: &[Job]) -> Result<(), BatchError>;
+
+    /// The `seq` of the last record of the chain as this backend last saw it (its
+    /// own records and those other writers appended before its last batch); 0 for
+    /// an empty chain.
+    fn last_seq(&self) -> u64;
+
+    /// Reads what other writers appended since this backend's last batch and makes
+    /// it durable, so that [`Self::last_seq`] covers it. The default commits an empty
+    /// batch (which reads the chain's newest record and syncs).
+    fn catch_up(&mut self) -> Result<(), BatchError> {
+        self.commit(&[])
+    }
 }
 
 type Ack = oneshot::Sender<Result<(), BatchError>>;
@@ -167,6 +185,9 @@ enum Msg {
     Flush(Ack),
     /// Deferred records wait and the writer had nothing to wait for (or many wait).
     Wake,
+    /// Read other writers' records and sync them (a forwarder saw records past the
+    /// durable head).
+    CatchUp(Ack),
 }
 
 /// Deferred records, shared by the callers and the writer thread.
@@ -188,7 +209,61 @@ pub(crate) struct GroupCommit {
     tx: mpsc::Sender<Msg>,
     deferred: SharedDeferred,
     max_batch: usize,
+    durable: watch::Receiver<u64>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// The newest record of a durable sink's chain that is known to be durable: its
+/// `seq`, which grows as the sink's writer syncs. An audit forwarder reads the trail up
+/// to it and no further, so a receiver never gets a record that a power loss could
+/// still take from the local trail (and that the chain would then reuse).
+///
+/// Holding one does not keep the sink's writer alive.
+#[derive(Clone)]
+pub struct DurableHead {
+    seq: watch::Receiver<u64>,
+    writer: mpsc::WeakSender<Msg>,
+}
+
+impl std::fmt::Debug for DurableHead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DurableHead")
+            .field("seq", &*self.seq.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DurableHead {
+    /// The `seq` of the newest durable record (0: none yet).
+    pub fn current(&self) -> u64 {
+        *self.seq.borrow()
+    }
+
+    /// Waits until the durable head is past `seq`; `false` once the sink has stopped.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn wait_past(&mut self, seq: u64) -> bool {
+        self.seq.wait_for(|v| *v > seq).await.is_ok()
+    }
+
+    /// Asks the writer to take in records other processes appended to the trail and
+    /// sync them, then waits for it; the head then covers them.
+    ///
+    /// # Errors
+    /// The sink has stopped, or the read or sync failed.
+    pub async fn catch_up(&self) -> Result<(), AuditError> {
+        let tx = self.writer.upgrade().ok_or_else(GroupCommit::stopped)?;
+        let (ack, done) = oneshot::channel();
+        tx.send(Msg::CatchUp(ack))
+            .await
+            .map_err(|_| GroupCommit::stopped())?;
+        drop(tx);
+        match done.await {
+            Ok(r) => r.map_err(BatchError::into_audit),
+            Err(_) => Err(GroupCommit::stopped()),
+        }
+    }
 }
 
 impl std::fmt::Debug for GroupCommit {
@@ -209,13 +284,26 @@ struct Writer<B> {
     /// not seen yet (an estimate: an outcome may never come). While there are any, the
     /// writer waits with a deadline, so that their outcomes need not wake it.
     open: usize,
+    /// Where the newest durable record's seq is published.
+    durable: watch::Sender<u64>,
 }
 
 impl<B: Backend> Writer<B> {
+    /// Publishes the backend's last seq as durable (call after a sync).
+    fn publish(&self) {
+        let seq = self.backend.last_seq();
+        self.durable.send_if_modified(|v| {
+            let moved = *v != seq;
+            *v = seq;
+            moved
+        });
+    }
+
     fn run(mut self, rt: &tokio::runtime::Runtime, rx: &mut mpsc::Receiver<Msg>) {
         let mut batch = Batch {
             jobs: Vec::with_capacity(self.max_batch),
             acks: Vec::with_capacity(self.max_batch),
+            catch_ups: Vec::new(),
             deferred: 0,
         };
         loop {
@@ -252,6 +340,7 @@ impl<B: Backend> Writer<B> {
                     }
                     Msg::Flush(ack) => batch.acks.push(ack),
                     Msg::Wake => {}
+                    Msg::CatchUp(ack) => batch.catch_ups.push(ack),
                 }
                 if batch.jobs.len() < self.max_batch {
                     next = rx.try_recv().ok();
@@ -282,13 +371,22 @@ impl<B: Backend> Writer<B> {
         batch.deferred += n;
     }
 
-    /// Commits the batch (if it holds records) and answers its callers.
+    /// Commits the batch (if it holds records), catches up with other writers if a
+    /// forwarder asked, publishes the durable head and answers the callers.
     fn commit(&mut self, batch: &mut Batch) {
-        let result = if batch.jobs.is_empty() {
+        let mut result = if batch.jobs.is_empty() {
             Ok(())
         } else {
             self.backend.commit(&batch.jobs)
         };
+        let caught_up = !batch.catch_ups.is_empty() && result.is_ok();
+        if caught_up {
+            result = self.backend.catch_up();
+        }
+        if result.is_ok() && (caught_up || !batch.jobs.is_empty()) {
+            // Every commit syncs: what the backend has now is durable.
+            self.publish();
+        }
         if result.is_ok() {
             for job in &batch.jobs {
                 match job.phase {
@@ -299,7 +397,7 @@ impl<B: Backend> Writer<B> {
             }
         }
         log_lost(&result, batch.deferred);
-        for ack in batch.acks.drain(..) {
+        for ack in batch.acks.drain(..).chain(batch.catch_ups.drain(..)) {
             let _ = ack.send(result.clone());
         }
         batch.jobs.clear();
@@ -311,6 +409,8 @@ impl<B: Backend> Writer<B> {
 struct Batch {
     jobs: Vec<Job>,
     acks: Vec<Ack>,
+    /// Forwarders waiting for a catch-up with other writers.
+    catch_ups: Vec<Ack>,
     /// How many of `jobs` are deferred (nobody hears if they are lost).
     deferred: usize,
 }
@@ -339,12 +439,15 @@ impl GroupCommit {
         let (tx, mut rx) = mpsc::channel::<Msg>(queue.max(1));
         let deferred = SharedDeferred::default();
         let max_batch = max_batch.max(1);
+        // What the backend read at open is on disk (the sinks sync it when they open).
+        let (durable, durable_rx) = watch::channel(backend.last_seq());
         let writer = Writer {
             backend,
             max_batch,
             idle_sync,
             deferred: deferred.clone(),
             open: 0,
+            durable,
         };
         let thread = std::thread::Builder::new()
             .name(name.to_owned())
@@ -363,8 +466,17 @@ impl GroupCommit {
             tx,
             deferred,
             max_batch,
+            durable: durable_rx,
             thread: Some(thread),
         })
+    }
+
+    /// The durable head of this writer's chain.
+    pub(crate) fn durable(&self) -> DurableHead {
+        DurableHead {
+            seq: self.durable.clone(),
+            writer: self.tx.downgrade(),
+        }
     }
 
     fn stopped() -> AuditError {
