@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release -p mcp-guard-benches --bin load -- [--calls 3000] [--concurrency 16]
 //!     [--tput-calls 5000] [--rounds 2] [--payload 64] [--pii] [--era modern|legacy]
-//!     [--time-limit 60] [--gateway-nodelay] [--peer-cmd CMD [--peer-tool NAME] [--peer-path P]]
+//!     [--time-limit 60] [--gateway-nagle] [--realistic] [--peer-cmd CMD [--peer-tool NAME] [--peer-path P]]
 //! ```
 //!
 //! `--era legacy` opens one session per target (`initialize`, `Mcp-Session-Id`,
@@ -93,6 +93,7 @@ fn allocations() -> usize {
 }
 
 #[derive(Debug, Clone)]
+#[expect(clippy::struct_excessive_bools, reason = "command-line switches")]
 struct Opts {
     calls: usize,
     concurrency: usize,
@@ -102,7 +103,8 @@ struct Opts {
     pii: bool,
     legacy: bool,
     time_limit: Duration,
-    gateway_nodelay: bool,
+    gateway_nagle: bool,
+    realistic: bool,
     peer_cmd: Option<String>,
     peer_tool: String,
     peer_path: String,
@@ -118,7 +120,8 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
         pii: false,
         legacy: false,
         time_limit: Duration::from_mins(1),
-        gateway_nodelay: false,
+        gateway_nagle: false,
+        realistic: false,
         peer_cmd: None,
         peer_tool: "echo".to_owned(),
         peer_path: "/".to_owned(),
@@ -137,8 +140,9 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
             "--rounds" => o.rounds = num(a)?.max(1),
             "--payload" => o.payload = num(a)?,
             "--time-limit" => o.time_limit = Duration::from_secs(num(a)? as u64),
-            "--gateway-nodelay" => o.gateway_nodelay = true,
+            "--gateway-nagle" => o.gateway_nagle = true,
             "--pii" => o.pii = true,
+            "--realistic" => o.realistic = true,
             "--era" => match it.next().map(String::as_str) {
                 Some("legacy") => o.legacy = true,
                 Some("modern") => o.legacy = false,
@@ -155,7 +159,7 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
                 return Err(
                     "usage: load [--calls N] [--concurrency N] [--tput-calls N] [--rounds N] \
                             [--payload BYTES] [--pii] [--era modern|legacy] [--time-limit SECS] \
-                            [--gateway-nodelay] [--peer-cmd CMD] [--peer-tool NAME] [--peer-path PATH]"
+                            [--gateway-nagle] [--realistic] [--peer-cmd CMD] [--peer-tool NAME] [--peer-path PATH]"
                         .into(),
                 );
             }
@@ -223,8 +227,9 @@ async fn child(args: &[String]) {
     let arg = args.get(1).cloned().unwrap_or_default();
     let result = match args.first().map(String::as_str) {
         Some("upstream") => serve_upstream(arg == "legacy").await,
-        Some("gateway") => serve_gateway(&arg, false).await,
-        Some("gateway-nodelay") => serve_gateway(&arg, true).await,
+        Some("gateway") => serve_gateway(&arg, true).await,
+        Some("gateway-nagle") => serve_gateway(&arg, false).await,
+        Some("gateway-real") => serve_configured(&arg).await,
         Some("proxy") => serve_proxy(&arg, true).await,
         Some("proxy-nopool") => serve_proxy(&arg, false).await,
         other => Err(format!("unknown child role {other:?}").into()),
@@ -270,8 +275,11 @@ async fn serve_upstream(legacy: bool) -> Result<(), BoxError> {
             }),
         )
         .merge(mcp);
-    let listener = bind().await?.tap_io(|s| {
-        let _ = s.set_nodelay(true);
+    // `LOAD_UPSTREAM_NAGLE` leaves Nagle's algorithm on, as many MCP servers do (axum's
+    // `serve` without `tap_io`): a reused connection then meets delayed ACKs.
+    let nagle = std::env::var_os("LOAD_UPSTREAM_NAGLE").is_some();
+    let listener = bind().await?.tap_io(move |s| {
+        let _ = s.set_nodelay(!nagle);
     });
     axum::serve(listener, app).await?;
     Ok(())
@@ -315,9 +323,45 @@ async fn serve_gateway(upstream: &str, nodelay: bool) -> Result<(), BoxError> {
         )
         .await?;
     } else {
-        // As `mcp-guard serve` does today.
+        // Nagle's algorithm left on: a reply written in pieces (an event stream) meets
+        // the client's delayed ACK.
         axum::serve(listener, app).await?;
     }
+    Ok(())
+}
+
+/// The realistic gateway: what `mcp-guard serve` runs, built by `ServerBuilder` from a
+/// configuration file: token auth, one grant, a durable SQLite audit trail (in a
+/// temporary directory) and personal-data redaction of responses.
+async fn serve_configured(upstream: &str) -> Result<(), BoxError> {
+    ensure_crypto_provider();
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("audit.db");
+    let config = format!(
+        "[[auth.tokens]]\nprincipal = {{ id = \"load\", roles = [\"bench\"] }}\ntoken = \"${{LOAD_GATEWAY_TOKEN}}\"\n\n\
+         [[grants]]\nname = \"bench\"\nroles = [\"bench\"]\nnames = [\"*\"]\n\n\
+         [audit]\nsinks = [\"sqlite\"]\nsqlite_path = \"{db}\"\n\n\
+         [servers.{SERVER}]\ntransport = \"http\"\nurl = \"{upstream}\"\n{reuse}\n\
+         [endpoints.{ENDPOINT}]\nnamespace = false\n\
+         [endpoints.{ENDPOINT}.redaction]\nresponses = true\n\
+         [endpoints.{ENDPOINT}.servers.{SERVER}]\ntools = [\"*\"]\n",
+        db = db.display(),
+        // Stated either way, so that one build measures both.
+        reuse = if std::env::var_os("LOAD_NO_REUSE").is_some() {
+            "reuse_connections = false\n"
+        } else {
+            "reuse_connections = true\n"
+        },
+    );
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, config)?;
+    let server =
+        mcp_guard_tower::server::ServerBuilder::from_loaded(mcp_guard_tower::server::load_config(&path)?)
+            .build()
+            .await?;
+    let listener = bind().await?;
+    server.serve(listener, std::future::pending(), |_| {}).await?;
+    drop(dir);
     Ok(())
 }
 
@@ -414,12 +458,16 @@ async fn spawn_peer(
         let l = std::net::TcpListener::bind(("127.0.0.1", 0))?;
         l.local_addr()?.port()
     };
+    // `exec`: the pid measured is the peer's own, not a shell's.
     let proc = tokio::process::Command::new("sh")
-        .args(["-c", cmd])
+        .args(["-c", &format!("exec {cmd}")])
         .env("UPSTREAM_URL", upstream)
         .env("PORT", port.to_string())
+        // Its own logging would count against it.
+        .env("RUST_LOG", "error")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()?;
     let pid = proc.id().ok_or("peer exited")?;
@@ -438,6 +486,8 @@ async fn spawn_child(role: &str, arg: &str, limit: Duration) -> Result<Child, Bo
     let exe = std::env::current_exe()?;
     let mut proc = tokio::process::Command::new(exe)
         .args(["child", role, arg, &(limit.as_secs() + 10).to_string()])
+        // The realistic gateway's configuration names its token by variable.
+        .env("LOAD_GATEWAY_TOKEN", TOKEN)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -491,7 +541,8 @@ fn cpu_ns(pid: u32) -> u64 {
 struct Target {
     name: &'static str,
     url: String,
-    body: Bytes,
+    /// The call's `params`, serialised; each call gets its own JSON-RPC id.
+    params: Arc<str>,
     auth: bool,
     /// Child process that serves only this target (for CPU attribution).
     pid: Option<u32>,
@@ -540,14 +591,18 @@ async fn initialize(client: &reqwest::Client, t: &mut Target) -> Result<(), BoxE
         "params": {"protocolVersion": LEGACY_PROTOCOL, "capabilities": {},
                    "clientInfo": {"name": "mcp-guard-load", "version": "0.1.0"}}
     });
-    let r = request(client, t, Bytes::from(init.to_string())).send().await?;
+    let failed = |e: reqwest::Error| format!("{}: initialize: {e}", t.name);
+    let r = request(client, t, Bytes::from(init.to_string()))
+        .send()
+        .await
+        .map_err(failed)?;
     let status = r.status();
     t.session = r
         .headers()
         .get("mcp-session-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let body = r.bytes().await?;
+    let body = r.bytes().await.map_err(failed)?;
     if !status.is_success() {
         return Err(format!(
             "{}: initialize: {status} {}",
@@ -566,9 +621,13 @@ async fn initialize(client: &reqwest::Client, t: &mut Target) -> Result<(), BoxE
 
 async fn call(client: &reqwest::Client, t: &Target, expect: &str) -> Result<Duration, BoxError> {
     let start = Instant::now();
-    let r = request(client, t, t.body.clone()).send().await?;
+    let failed = |e: reqwest::Error| format!("{}: tools/call: {e}", t.name);
+    let r = request(client, t, call_body(&t.params))
+        .send()
+        .await
+        .map_err(failed)?;
     let status = r.status();
-    let body = r.bytes().await?;
+    let body = r.bytes().await.map_err(failed)?;
     let elapsed = start.elapsed();
     if !status.is_success() || memchr(&body, expect.as_bytes()).is_none() {
         return Err(format!(
@@ -666,6 +725,28 @@ const PII: &str = "Contact jane.doe@example.org or call (415) 555-0132; card 411
                    SSN 078-05-1120, host 192.168.10.24. ";
 
 /// The argument text of `payload` bytes, ending in a marker the answer must contain.
+/// p50 of one small append and `fdatasync` in the temporary directory (where the
+/// realistic gateway keeps its audit database), in µs: what one disk sync costs now.
+fn sync_p50() -> f64 {
+    use std::io::Write as _;
+    let Ok(mut f) = tempfile::tempfile() else {
+        return f64::NAN;
+    };
+    let mut v: Vec<u64> = (0..200)
+        .filter_map(|_| {
+            let t = Instant::now();
+            f.write_all(&[b'x'; 512]).ok()?;
+            f.sync_data().ok()?;
+            Some(t.elapsed().as_nanos() as u64)
+        })
+        .collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_unstable();
+    v[v.len() / 2] as f64 / 1000.0
+}
+
 fn text(payload: usize, pii: bool) -> String {
     let n = payload.saturating_sub(8);
     let filler = if pii {
@@ -676,8 +757,9 @@ fn text(payload: usize, pii: bool) -> String {
     filler + "-marker!"
 }
 
-/// A `tools/call` of `tool` with `text` (with the 2026-07-28 `_meta` unless legacy).
-fn body(tool: &str, text: &str, legacy: bool) -> Bytes {
+/// The `params` of a `tools/call` of `tool` with `text` (with the 2026-07-28 `_meta`
+/// unless legacy).
+fn params(tool: &str, text: &str, legacy: bool) -> Arc<str> {
     let mut params = json!({"name": tool, "arguments": {"text": text}});
     if !legacy {
         params["_meta"] = json!({
@@ -686,8 +768,19 @@ fn body(tool: &str, text: &str, legacy: bool) -> Bytes {
             "io.modelcontextprotocol/clientCapabilities": {}
         });
     }
-    let b = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params});
-    Bytes::from(b.to_string())
+    params.to_string().into()
+}
+
+/// A `tools/call` with `params` and an id no other call of this run has: calls in
+/// flight together in one legacy session must not share an id (a server routes each
+/// answer to the request of that id; rmcp's session answered one of two twins and
+/// left the other's stream open).
+fn call_body(params: &str) -> Bytes {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Bytes::from(format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{params}}}"#
+    ))
 }
 
 #[expect(clippy::too_many_lines, reason = "one linear script")]
@@ -697,8 +790,8 @@ async fn run(o: Opts) -> Result<(), BoxError> {
     let deadline = t0 + o.time_limit;
     let up = spawn_child("upstream", if o.legacy { "legacy" } else { "" }, o.time_limit).await?;
     let up_url = format!("http://{}/mcp", up.addr);
-    let gw_role = if o.gateway_nodelay {
-        "gateway-nodelay"
+    let gw_role = if o.gateway_nagle {
+        "gateway-nagle"
     } else {
         "gateway"
     };
@@ -709,6 +802,11 @@ async fn run(o: Opts) -> Result<(), BoxError> {
     // The answer must hold the argument's end (the whole of a large one costs the
     // client more than the call).
     let expect = text[text.len().saturating_sub(40)..].to_owned();
+    let real = if o.realistic {
+        Some(spawn_child("gateway-real", &up_url, o.time_limit).await?)
+    } else {
+        None
+    };
     let peer = match &o.peer_cmd {
         Some(cmd) => Some(spawn_peer(cmd, &up_url, o.time_limit).await?),
         None => None,
@@ -716,8 +814,8 @@ async fn run(o: Opts) -> Result<(), BoxError> {
     let target = |name: &'static str, url: String, pid: Option<u32>, tool: &str| Target {
         name,
         url,
-        body: body(tool, &text, o.legacy),
-        auth: name == "gateway",
+        params: params(tool, &text, o.legacy),
+        auth: name == "gateway" || name == "gw-real",
         pid,
         tool: tool.to_owned(),
         legacy: o.legacy,
@@ -740,6 +838,14 @@ async fn run(o: Opts) -> Result<(), BoxError> {
             "echo",
         ),
     ];
+    if let Some(real) = &real {
+        targets.push(target(
+            "gw-real",
+            format!("http://{}/mcp/{ENDPOINT}", real.addr),
+            Some(real.pid),
+            "echo",
+        ));
+    }
     if let Some((_, pid, addr)) = &peer {
         targets.push(target(
             "peer",
@@ -853,6 +959,8 @@ async fn run(o: Opts) -> Result<(), BoxError> {
             }
         })
         .collect();
+
+    let sync = if o.realistic { sync_p50() } else { f64::NAN };
 
     // Report.
     let idx = |n: &str| targets.iter().position(|t| t.name == n).unwrap_or(0);
@@ -975,6 +1083,15 @@ async fn run(o: Opts) -> Result<(), BoxError> {
             o.concurrency
         );
     }
+    if let Some(real) = targets.iter().position(|t| t.name == "gw-real") {
+        let _ = writeln!(
+            out,
+            "  realistic gateway added p50:              {:.1} µs; CPU per call {:.1} µs; calls/s {:.0}; one disk sync p50 {sync:.1} µs",
+            lats[real].p50 - lats[direct].p50,
+            agg[real].own_cpu_ns.unwrap_or(0.0) / 1000.0,
+            agg[real].calls as f64 / agg[real].secs.max(1e-9)
+        );
+    }
     if let Some(peer) = targets.iter().position(|t| t.name == "peer") {
         let peer_cpu = agg[peer].own_cpu_ns.unwrap_or(0.0) / 1000.0;
         let _ = writeln!(
@@ -997,12 +1114,15 @@ async fn run(o: Opts) -> Result<(), BoxError> {
     let mut j = serde_json::Map::new();
     j.insert("payload_bytes".into(), json!(o.payload));
     j.insert("concurrency".into(), json!(o.concurrency));
-    j.insert("gateway_nodelay".into(), json!(o.gateway_nodelay));
+    j.insert("gateway_nagle".into(), json!(o.gateway_nagle));
     j.insert(
         "era".into(),
         json!(if o.legacy { "legacy" } else { "2026-07-28" }),
     );
     j.insert("pii".into(), json!(o.pii));
+    if o.realistic {
+        j.insert("disk_sync_p50_us".into(), json!(sync));
+    }
     j.insert("gateway_allocations_per_call".into(), json!(allocs_per_call));
     for (k, t) in targets.iter().enumerate() {
         let l = &lats[k];
