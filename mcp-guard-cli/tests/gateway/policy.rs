@@ -701,36 +701,28 @@ async fn http_fixture(dir: &Path) -> (tokio::process::Child, String) {
 }
 
 /// What a client learns from an answer: status, error code and message, and the text
-/// of a result. A body refused as too large is one answer, whether the client read the
-/// 413 or the gateway closed the connection while the body was still being sent.
+/// of a result.
 async fn ask(r: reqwest::RequestBuilder) -> String {
-    let r = match r.send().await {
-        Ok(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => return "too large".to_owned(),
-        Ok(r) => r,
-        Err(e) if closed_while_sending(&e) => return "too large".to_owned(),
-        Err(e) => panic!("{e:?}"),
-    };
-    let (status, m) = message(r).await;
+    let (status, m) = message(r.send().await.unwrap()).await;
     format!(
         "{status} error={} {} result={}",
         m["error"]["code"], m["error"]["message"], m["result"]["content"][0]["text"]
     )
 }
 
-/// The gateway closed the connection while the request body was being written (it
-/// answers 413 to a declared length over its limit without reading the body).
-fn closed_while_sending(e: &reqwest::Error) -> bool {
-    let mut source: Option<&dyn std::error::Error> = Some(e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
-            );
+/// A body over the gateway's limit, on a connection of its own: the answer is the 413,
+/// or the connection closed while the body was still being sent (the gateway answers a
+/// declared length over its limit without reading the body, then closes).
+async fn ask_oversized(r: reqwest::RequestBuilder) -> String {
+    match r.send().await {
+        Ok(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => "too large".to_owned(),
+        Ok(r) => {
+            let status = r.status();
+            format!("{status} {}", r.text().await.unwrap_or_default())
         }
-        source = s.source();
+        Err(e) if e.is_request() => "too large".to_owned(),
+        Err(e) => panic!("{e:?}"),
     }
-    false
 }
 
 /// Every probe of the hostile corpus against `url`: names in both eras, header/body
@@ -773,8 +765,6 @@ async fn probe_all(c: &reqwest::Client, url: &str) -> Vec<(String, String)> {
         format!(
             r#"{{"jsonrpc":"2.0","id":96,"method":"tools/call","params":{{"name":"fixture__echo","arguments":"text","_meta":{meta_text}}}}}"#
         ),
-        // Larger than the gateway takes (413).
-        call_body(97, "fixture__echo").replace("hostile", &"x".repeat(5 << 20)),
     ];
     for (i, body) in malformed.into_iter().enumerate() {
         let modern = post(c, url, "tools/call", Some("fixture__echo"), body.clone());
@@ -783,6 +773,21 @@ async fn probe_all(c: &reqwest::Client, url: &str) -> Vec<(String, String)> {
         let old = legacy(c, url, &session, legacy_body);
         out.push((format!("malformed {i} legacy"), ask(old).await));
     }
+    // Larger than the gateway takes, each on a new connection.
+    let once = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let big = call_body(97, "fixture__echo").replace("hostile", &"x".repeat(5 << 20));
+    let modern = post(&once, url, "tools/call", Some("fixture__echo"), big.clone());
+    out.push(("oversized modern".to_owned(), ask_oversized(modern).await));
+    let old = legacy(
+        &once,
+        url,
+        &session,
+        big.replace(&format!(r#","_meta":{meta_text}"#), ""),
+    );
+    out.push(("oversized legacy".to_owned(), ask_oversized(old).await));
     let r = post(
         c,
         url,
