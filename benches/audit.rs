@@ -19,7 +19,14 @@
 //! Run: `cargo bench -p mcp-guard-benches --bench audit` (release build). The files go
 //! to `$AUDIT_BENCH_DIR` or a temporary directory under `benches/`; put them on the
 //! disk you mean to measure (a tmpfs makes every sync free). `AUDIT_BENCH_ONLY=calls`
-//! (or `records`, or `forward`) runs one table.
+//! (or `records`, or `forward`) runs one table; `AUDIT_BENCH_SINKS=sqlite,jsonl` picks sinks,
+//! `AUDIT_BENCH_CALLERS=1,16` the numbers of callers and `AUDIT_BENCH_TOTAL=N` the
+//! number of records or calls per row (for a bounded run under `valgrind`).
+//!
+//! Besides the latency, each row prints the process's CPU time per record or call
+//! (every thread: callers, runtime, the sinks' writers) and the heap allocations per
+//! record or call (a counting allocator), which a busy machine disturbs far less than
+//! the wall clock.
 #![allow(
     clippy::print_stdout,
     clippy::unwrap_used,
@@ -69,14 +76,64 @@ fn event(i: usize) -> AuditEvent {
     e
 }
 
+// Counts every heap allocation of the process (allocations per call).
+#[global_allocator]
+static ALLOC: &stats_alloc::StatsAlloc<std::alloc::System> = &stats_alloc::INSTRUMENTED_SYSTEM;
+
 struct Figures {
     per_sec: f64,
     p50: Duration,
     p99: Duration,
+    /// CPU time of the whole process per record or call, in µs.
+    cpu_us: f64,
+    /// Heap allocations of the whole process per record or call.
+    allocs: f64,
+}
+
+/// ns on CPU of this process, every thread's, exited ones included (`utime + stime`
+/// in `/proc/self/stat`, in clock ticks of 10 ms).
+fn cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let fields: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
+            let user: u64 = fields.get(11)?.parse().ok()?;
+            let system: u64 = fields.get(12)?.parse().ok()?;
+            Some((user + system) * 10_000_000)
+        })
+        .unwrap_or(0)
+}
+
+/// What a run is measured against: CPU and allocations since `mark`.
+struct Mark {
+    cpu: u64,
+    allocs: usize,
+}
+
+fn mark() -> Mark {
+    Mark {
+        cpu: cpu_ns(),
+        allocs: ALLOC.stats().allocations,
+    }
+}
+
+fn figures(mut all: Vec<Duration>, elapsed: Duration, from: &Mark) -> Figures {
+    let cpu = cpu_ns().saturating_sub(from.cpu);
+    let allocs = ALLOC.stats().allocations.saturating_sub(from.allocs);
+    all.sort();
+    let n = all.len().max(1) as f64;
+    Figures {
+        per_sec: all.len() as f64 / elapsed.as_secs_f64(),
+        p50: all[all.len() / 2],
+        p99: all[all.len() * 99 / 100],
+        cpu_us: cpu as f64 / 1000.0 / n,
+        allocs: allocs as f64 / n,
+    }
 }
 
 async fn run(sink: Arc<dyn AuditSink>, callers: usize, total: usize) -> Figures {
     let per = total / callers;
+    let from = mark();
     let start = Instant::now();
     let tasks: Vec<_> = (0..callers)
         .map(|c| {
@@ -97,13 +154,7 @@ async fn run(sink: Arc<dyn AuditSink>, callers: usize, total: usize) -> Figures 
     for t in tasks {
         all.extend(t.await.unwrap());
     }
-    let elapsed = start.elapsed();
-    all.sort();
-    Figures {
-        per_sec: all.len() as f64 / elapsed.as_secs_f64(),
-        p50: all[all.len() / 2],
-        p99: all[all.len() * 99 / 100],
-    }
+    figures(all, start.elapsed(), &from)
 }
 
 /// An in-process gateway (one echo upstream) and its guard stack over `sink`:
@@ -145,6 +196,7 @@ async fn run_calls(sink: Arc<dyn AuditSink>, callers: usize, total: usize) -> Fi
     let endpoint = gateway.endpoint(support::ENDPOINT).unwrap();
     let principal = Arc::new(Principal::user("alice"));
     let per = total / callers;
+    let from = mark();
     let start = Instant::now();
     let tasks: Vec<_> = (0..callers)
         .map(|c| {
@@ -173,14 +225,9 @@ async fn run_calls(sink: Arc<dyn AuditSink>, callers: usize, total: usize) -> Fi
     for t in tasks {
         all.extend(t.await.unwrap());
     }
-    let elapsed = start.elapsed();
+    let f = figures(all, start.elapsed(), &from);
     gateway.shutdown().await;
-    all.sort();
-    Figures {
-        per_sec: all.len() as f64 / elapsed.as_secs_f64(),
-        p50: all[all.len() / 2],
-        p99: all[all.len() * 99 / 100],
-    }
+    f
 }
 
 /// The sink `name` (`sqlite`, `jsonl`, `jsonl+mac`, `sqlite+jsonl`) in `dir`.
@@ -206,11 +253,28 @@ fn open_sink(dir: &std::path::Path, name: &str, key: &MacKey) -> Arc<dyn AuditSi
 
 fn print_row(name: &str, callers: usize, f: &Figures) {
     println!(
-        "{name:<18} {callers:>8} {:>12.0} {:>8.0}us {:>8.0}us",
+        "{name:<18} {callers:>8} {:>12.0} {:>8.0}us {:>8.0}us {:>8.1}us {:>8.1}",
         f.per_sec,
         f.p50.as_secs_f64() * 1e6,
-        f.p99.as_secs_f64() * 1e6
+        f.p99.as_secs_f64() * 1e6,
+        f.cpu_us,
+        f.allocs
     );
+}
+
+fn print_header(what: &str, per: &str) {
+    println!(
+        "{what:<18} {:>8} {:>12} {:>10} {:>10} {:>10} {:>8}",
+        "callers", per, "p50", "p99", "CPU", "allocs"
+    );
+}
+
+/// A comma-separated list from the environment, or `default`.
+fn list_var<T: std::str::FromStr + Clone>(name: &str, default: &[T]) -> Vec<T> {
+    std::env::var(name).ok().map_or_else(
+        || default.to_vec(),
+        |v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect(),
+    )
 }
 
 /// A receiver on its own thread that reads and discards: a TCP listener (syslog) or an
@@ -363,48 +427,53 @@ fn main() {
     );
     let key = MacKey::new(b"bench key, thirty-two bytes long".to_vec()).unwrap();
     let only = std::env::var("AUDIT_BENCH_ONLY").unwrap_or_default();
-    let levels: &[usize] = if smoke {
-        &[4]
+    let total_var: Option<usize> = std::env::var("AUDIT_BENCH_TOTAL")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let levels: Vec<usize> = if smoke {
+        vec![4]
     } else if only == "calls" || only == "forward" {
-        &[]
+        Vec::new()
     } else {
-        &[1, 16, 64, 256]
+        list_var("AUDIT_BENCH_CALLERS", &[1, 16, 64, 256])
     };
-    println!(
-        "{:<18} {:>8} {:>12} {:>10} {:>10}",
-        "sink", "callers", "records/s", "p50", "p99"
+    let sinks: Vec<String> = list_var(
+        "AUDIT_BENCH_SINKS",
+        &["sqlite", "jsonl", "jsonl+mac", "sqlite+jsonl"].map(str::to_owned),
     );
-    for &callers in levels {
+    print_header("sink", "records/s");
+    for &callers in &levels {
         let total = match (smoke, callers) {
             (true, _) => 40,
-            (false, 1) => 2_000,
-            _ => 40_000,
+            (false, 1) => total_var.unwrap_or(2_000),
+            _ => total_var.unwrap_or(40_000),
         };
-        for name in ["sqlite", "jsonl", "jsonl+mac", "sqlite+jsonl"] {
+        for name in &sinks {
             let dir = tempfile::tempdir_in(&base).unwrap();
             let figures = runtime.block_on(run(open_sink(dir.path(), name, &key), callers, total));
             print_row(name, callers, &figures);
         }
     }
-    let levels: &[usize] = if smoke {
-        &[4]
+    let levels: Vec<usize> = if smoke {
+        vec![4]
     } else if only == "records" || only == "forward" {
-        &[]
+        Vec::new()
     } else {
-        &[1, 16]
+        list_var("AUDIT_BENCH_CALLERS", &[1, 16])
     };
-    println!();
-    println!(
-        "{:<18} {:>8} {:>12} {:>10} {:>10}",
-        "calls through", "callers", "calls/s", "p50", "p99"
+    let sinks: Vec<String> = list_var(
+        "AUDIT_BENCH_SINKS",
+        &["sqlite", "jsonl", "sqlite+jsonl"].map(str::to_owned),
     );
-    for &callers in levels {
+    println!();
+    print_header("calls through", "calls/s");
+    for &callers in &levels {
         let total = match (smoke, callers) {
             (true, _) => 40,
-            (false, 1) => 2_000,
-            _ => 20_000,
+            (false, 1) => total_var.unwrap_or(2_000),
+            _ => total_var.unwrap_or(20_000),
         };
-        for name in ["sqlite", "jsonl", "sqlite+jsonl"] {
+        for name in &sinks {
             let dir = tempfile::tempdir_in(&base).unwrap();
             let figures = runtime.block_on(async {
                 let sink = open_sink(dir.path(), name, &key);

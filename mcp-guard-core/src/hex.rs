@@ -1,7 +1,7 @@
 //! Lower-case hexadecimal, the one encoding of digests and ids across the workspace.
 //!
 //! Written by hand: two short functions, where a crate would add a dependency for
-//! what `write!` and `u8::from_str_radix` already do.
+//! a table of sixteen digits and `u8::from_str_radix` already do.
 //!
 //! ```
 //! assert_eq!(mcp_guard_core::hex::encode(&[0x00, 0xab, 0xff]), "00abff");
@@ -9,15 +9,22 @@
 //! assert_eq!(mcp_guard_core::hex::decode("abc"), None);
 //! ```
 
-use std::fmt::Write as _;
-
 /// `bytes` as lower-case hex, two digits a byte.
 pub fn encode(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
+    encode_into(&mut s, bytes);
     s
+}
+
+/// Appends `bytes` to `out` as lower-case hex (the audit chain writes a digest into a
+/// record without a string of its own).
+pub fn encode_into(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
 }
 
 /// `n` bytes from the operating system's random source, as hex: ids and one-time values.

@@ -2,8 +2,25 @@
 //!
 //! ```text
 //! cargo run --release -p mcp-guard-benches --bin load -- [--calls 3000] [--concurrency 16]
-//!     [--tput-calls 5000] [--rounds 2] [--payload 64] [--time-limit 60] [--gateway-nodelay]
+//!     [--tput-calls 5000] [--rounds 2] [--payload 64] [--pii] [--era modern|legacy]
+//!     [--time-limit 60] [--gateway-nagle] [--realistic] [--peer-cmd CMD [--peer-tool NAME] [--peer-path P]]
 //! ```
+//!
+//! `--era legacy` opens one session per target (`initialize`, `Mcp-Session-Id`,
+//! protocol 2025-11-25) and calls in it; the default sends stateless 2026-07-28
+//! requests. `--pii` fills the argument (and so the echoed result) with personal data
+//! (e-mail addresses, phone and card numbers) instead of `x`s.
+//!
+//! `--peer-cmd` adds another gateway as target `peer`: the command runs under `sh -c`
+//! with `UPSTREAM_URL` (the bench's upstream MCP URL) and `PORT` (where it must listen
+//! on 127.0.0.1) in its environment, and should `exec` the gateway so that its CPU is
+//! counted. `--peer-tool` is the name the peer gives the upstream's `echo` (default
+//! `echo`), `--peer-path` its MCP path (default `/`). `benches/peers/mcp-proxy.sh`
+//! runs joshrotenberg/mcp-proxy that way (legacy era only). The peer is never a
+//! dependency: install it outside the workspace.
+//!
+//! Built with feature `count-allocs`, the gateway child counts its heap allocations (a
+//! counting allocator) and the summary shows them per call of the concurrency-N phase.
 //!
 //! Starts, as child processes of this binary, all on 127.0.0.1 with ephemeral ports:
 //! - `upstream`: a trivial MCP server (rmcp `StreamableHttpService`, `json_response`)
@@ -50,24 +67,47 @@ use axum::serve::ListenerExt as _;
 use mcp_guard_core::upstream::{HttpConnector, HttpSpec, UpstreamOptions, ensure_crypto_provider};
 use mcp_guard_core::{EnvCredentialStore, Principal, RmcpUpstream};
 use mcp_guard_tower::{EndpointSpec, Gateway, HttpEdge, Selection, StaticTokens};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::json;
 use support::{ENDPOINT, Echo, NoopSink, SERVER};
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _};
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 
 const TOKEN: &str = "load-test-token-0123456789abcdef";
 const PROTOCOL: &str = "2026-07-28";
 
+// With feature `count-allocs`, counts every heap allocation (the gateway child reports
+// its count on request). Off by default: the counters are atomics shared by every
+// thread, which adds CPU to each call and would tilt a comparison with a peer.
+#[cfg(feature = "count-allocs")]
+#[global_allocator]
+static ALLOC: &stats_alloc::StatsAlloc<std::alloc::System> = &stats_alloc::INSTRUMENTED_SYSTEM;
+
+/// Heap allocations so far (0 without feature `count-allocs`).
+fn allocations() -> usize {
+    #[cfg(feature = "count-allocs")]
+    return ALLOC.stats().allocations;
+    #[cfg(not(feature = "count-allocs"))]
+    0
+}
+
 #[derive(Debug, Clone)]
+#[expect(clippy::struct_excessive_bools, reason = "command-line switches")]
 struct Opts {
     calls: usize,
     concurrency: usize,
     tput_calls: usize,
     rounds: usize,
     payload: usize,
+    pii: bool,
+    legacy: bool,
     time_limit: Duration,
-    gateway_nodelay: bool,
+    gateway_nagle: bool,
+    realistic: bool,
+    peer_cmd: Option<String>,
+    peer_tool: String,
+    peer_path: String,
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts, String> {
@@ -77,8 +117,14 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
         tput_calls: 5000,
         rounds: 2,
         payload: 64,
+        pii: false,
+        legacy: false,
         time_limit: Duration::from_mins(1),
-        gateway_nodelay: false,
+        gateway_nagle: false,
+        realistic: false,
+        peer_cmd: None,
+        peer_tool: "echo".to_owned(),
+        peer_path: "/".to_owned(),
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -94,11 +140,26 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
             "--rounds" => o.rounds = num(a)?.max(1),
             "--payload" => o.payload = num(a)?,
             "--time-limit" => o.time_limit = Duration::from_secs(num(a)? as u64),
-            "--gateway-nodelay" => o.gateway_nodelay = true,
+            "--gateway-nagle" => o.gateway_nagle = true,
+            "--pii" => o.pii = true,
+            "--realistic" => o.realistic = true,
+            "--era" => match it.next().map(String::as_str) {
+                Some("legacy") => o.legacy = true,
+                Some("modern") => o.legacy = false,
+                _ => return Err("--era is legacy or modern".into()),
+            },
+            "--peer-cmd" => o.peer_cmd = Some(it.next().ok_or("--peer-cmd needs a command")?.clone()),
+            "--peer-tool" => o
+                .peer_tool
+                .clone_from(it.next().ok_or("--peer-tool needs a name")?),
+            "--peer-path" => o
+                .peer_path
+                .clone_from(it.next().ok_or("--peer-path needs a path")?),
             "-h" | "--help" => {
                 return Err(
                     "usage: load [--calls N] [--concurrency N] [--tput-calls N] [--rounds N] \
-                            [--payload BYTES] [--time-limit SECS] [--gateway-nodelay]"
+                            [--payload BYTES] [--pii] [--era modern|legacy] [--time-limit SECS] \
+                            [--gateway-nagle] [--realistic] [--peer-cmd CMD] [--peer-tool NAME] [--peer-path PATH]"
                         .into(),
                 );
             }
@@ -149,9 +210,14 @@ fn main() {
 async fn child(args: &[String]) {
     // Die with the parent: it holds our stdin; EOF means it is gone. Hard limit too.
     let limit: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(120);
+    // A line `stats` asks for the allocation count so far.
     tokio::spawn(async move {
-        let mut buf = Vec::new();
-        let _ = tokio::io::stdin().read_to_end(&mut buf).await;
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line == "stats" {
+                println!("STATS {}", allocations());
+            }
+        }
         std::process::exit(0);
     });
     tokio::spawn(async move {
@@ -160,9 +226,10 @@ async fn child(args: &[String]) {
     });
     let arg = args.get(1).cloned().unwrap_or_default();
     let result = match args.first().map(String::as_str) {
-        Some("upstream") => serve_upstream().await,
-        Some("gateway") => serve_gateway(&arg, false).await,
-        Some("gateway-nodelay") => serve_gateway(&arg, true).await,
+        Some("upstream") => serve_upstream(arg == "legacy").await,
+        Some("gateway") => serve_gateway(&arg, true).await,
+        Some("gateway-nagle") => serve_gateway(&arg, false).await,
+        Some("gateway-real") => serve_configured(&arg).await,
         Some("proxy") => serve_proxy(&arg, true).await,
         Some("proxy-nopool") => serve_proxy(&arg, false).await,
         other => Err(format!("unknown child role {other:?}").into()),
@@ -181,9 +248,21 @@ async fn bind() -> Result<tokio::net::TcpListener, BoxError> {
     Ok(l)
 }
 
-async fn serve_upstream() -> Result<(), BoxError> {
+/// The upstream: stateless, or with legacy sessions (`legacy`: rmcp's
+/// `LocalSessionManager`, which also serves stateless 2026-07-28 requests).
+async fn serve_upstream(legacy: bool) -> Result<(), BoxError> {
     let config = StreamableHttpServerConfig::default().with_json_response(true);
-    let mcp = StreamableHttpService::new(|| Ok(Echo), Arc::new(NeverSessionManager::default()), config);
+    let mcp = if legacy {
+        axum::Router::new().nest_service(
+            "/mcp",
+            StreamableHttpService::new(|| Ok(Echo), Arc::new(LocalSessionManager::default()), config),
+        )
+    } else {
+        axum::Router::new().nest_service(
+            "/mcp",
+            StreamableHttpService::new(|| Ok(Echo), Arc::new(NeverSessionManager::default()), config),
+        )
+    };
     let ping_body = Bytes::from_static(
         br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"pong"}],"isError":false}}"#,
     );
@@ -195,9 +274,12 @@ async fn serve_upstream() -> Result<(), BoxError> {
                 async move { ([(http::header::CONTENT_TYPE, "application/json")], b) }
             }),
         )
-        .nest_service("/mcp", mcp);
-    let listener = bind().await?.tap_io(|s| {
-        let _ = s.set_nodelay(true);
+        .merge(mcp);
+    // `LOAD_UPSTREAM_NAGLE` leaves Nagle's algorithm on, as many MCP servers do (axum's
+    // `serve` without `tap_io`): a reused connection then meets delayed ACKs.
+    let nagle = std::env::var_os("LOAD_UPSTREAM_NAGLE").is_some();
+    let listener = bind().await?.tap_io(move |s| {
+        let _ = s.set_nodelay(!nagle);
     });
     axum::serve(listener, app).await?;
     Ok(())
@@ -241,9 +323,45 @@ async fn serve_gateway(upstream: &str, nodelay: bool) -> Result<(), BoxError> {
         )
         .await?;
     } else {
-        // As `mcp-guard serve` does today.
+        // Nagle's algorithm left on: a reply written in pieces (an event stream) meets
+        // the client's delayed ACK.
         axum::serve(listener, app).await?;
     }
+    Ok(())
+}
+
+/// The realistic gateway: what `mcp-guard serve` runs, built by `ServerBuilder` from a
+/// configuration file: token auth, one grant, a durable SQLite audit trail (in a
+/// temporary directory) and personal-data redaction of responses.
+async fn serve_configured(upstream: &str) -> Result<(), BoxError> {
+    ensure_crypto_provider();
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("audit.db");
+    let config = format!(
+        "[[auth.tokens]]\nprincipal = {{ id = \"load\", roles = [\"bench\"] }}\ntoken = \"${{LOAD_GATEWAY_TOKEN}}\"\n\n\
+         [[grants]]\nname = \"bench\"\nroles = [\"bench\"]\nnames = [\"*\"]\n\n\
+         [audit]\nsinks = [\"sqlite\"]\nsqlite_path = \"{db}\"\n\n\
+         [servers.{SERVER}]\ntransport = \"http\"\nurl = \"{upstream}\"\n{reuse}\n\
+         [endpoints.{ENDPOINT}]\nnamespace = false\n\
+         [endpoints.{ENDPOINT}.redaction]\nresponses = true\n\
+         [endpoints.{ENDPOINT}.servers.{SERVER}]\ntools = [\"*\"]\n",
+        db = db.display(),
+        // Stated either way, so that one build measures both.
+        reuse = if std::env::var_os("LOAD_NO_REUSE").is_some() {
+            "reuse_connections = false\n"
+        } else {
+            "reuse_connections = true\n"
+        },
+    );
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, config)?;
+    let server =
+        mcp_guard_tower::server::ServerBuilder::from_loaded(mcp_guard_tower::server::load_config(&path)?)
+            .build()
+            .await?;
+    let listener = bind().await?;
+    server.serve(listener, std::future::pending(), |_| {}).await?;
+    drop(dir);
     Ok(())
 }
 
@@ -268,6 +386,7 @@ async fn serve_proxy(upstream: &str, pooled: bool) -> Result<(), BoxError> {
                     "mcp-protocol-version",
                     "mcp-method",
                     "mcp-name",
+                    "mcp-session-id",
                 ] {
                     if let Some(v) = headers.get(h) {
                         req = req.header(h, v.clone());
@@ -277,11 +396,15 @@ async fn serve_proxy(upstream: &str, pooled: bool) -> Result<(), BoxError> {
                     Ok(r) => {
                         let status = r.status();
                         let ct = r.headers().get(http::header::CONTENT_TYPE).cloned();
+                        let session = r.headers().get("mcp-session-id").cloned();
                         let bytes = r.bytes().await.unwrap_or_default();
                         let mut resp = axum::response::Response::new(axum::body::Body::from(bytes));
                         *resp.status_mut() = status;
                         if let Some(ct) = ct {
                             resp.headers_mut().insert(http::header::CONTENT_TYPE, ct);
+                        }
+                        if let Some(id) = session {
+                            resp.headers_mut().insert("mcp-session-id", id);
                         }
                         resp
                     }
@@ -307,12 +430,64 @@ struct Child {
     proc: tokio::process::Child,
     pid: u32,
     addr: String,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Child {
+    /// The child's heap allocations so far (children of this binary only).
+    async fn allocations(&mut self) -> Option<u64> {
+        let stdin = self.proc.stdin.as_mut()?;
+        stdin.write_all(b"stats\n").await.ok()?;
+        stdin.flush().await.ok()?;
+        let line = tokio::time::timeout(Duration::from_secs(5), self.lines.next_line())
+            .await
+            .ok()?
+            .ok()??;
+        line.strip_prefix("STATS ")?.parse().ok()
+    }
+}
+
+/// Starts `--peer-cmd` (under `sh -c`, with `UPSTREAM_URL` and `PORT`) and waits until
+/// it accepts connections on its port.
+async fn spawn_peer(
+    cmd: &str,
+    upstream: &str,
+    limit: Duration,
+) -> Result<(tokio::process::Child, u32, String), BoxError> {
+    let port = {
+        let l = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+        l.local_addr()?.port()
+    };
+    // `exec`: the pid measured is the peer's own, not a shell's.
+    let proc = tokio::process::Command::new("sh")
+        .args(["-c", &format!("exec {cmd}")])
+        .env("UPSTREAM_URL", upstream)
+        .env("PORT", port.to_string())
+        // Its own logging would count against it.
+        .env("RUST_LOG", "error")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = proc.id().ok_or("peer exited")?;
+    let addr = format!("127.0.0.1:{port}");
+    let until = Instant::now() + Duration::from_secs(20).min(limit);
+    while tokio::net::TcpStream::connect(&addr).await.is_err() {
+        if Instant::now() > until {
+            return Err(format!("the peer did not listen on {addr}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok((proc, pid, addr))
 }
 
 async fn spawn_child(role: &str, arg: &str, limit: Duration) -> Result<Child, BoxError> {
     let exe = std::env::current_exe()?;
     let mut proc = tokio::process::Command::new(exe)
         .args(["child", role, arg, &(limit.as_secs() + 10).to_string()])
+        // The realistic gateway's configuration names its token by variable.
+        .env("LOAD_GATEWAY_TOKEN", TOKEN)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -325,7 +500,12 @@ async fn spawn_child(role: &str, arg: &str, limit: Duration) -> Result<Child, Bo
         .map_err(|_| format!("{role} did not start"))??
         .ok_or_else(|| format!("{role} exited before listening"))?;
     let addr = line.strip_prefix("ADDR ").ok_or("bad ADDR line")?.to_owned();
-    Ok(Child { proc, pid, addr })
+    Ok(Child {
+        proc,
+        pid,
+        addr,
+        lines,
+    })
 }
 
 /// ns on CPU of every live thread of `pid` (schedstat), or utime+stime at 100 Hz.
@@ -361,31 +541,93 @@ fn cpu_ns(pid: u32) -> u64 {
 struct Target {
     name: &'static str,
     url: String,
-    body: Bytes,
+    /// The call's `params`, serialised; each call gets its own JSON-RPC id.
+    params: Arc<str>,
     auth: bool,
     /// Child process that serves only this target (for CPU attribution).
     pid: Option<u32>,
+    /// The tool's name at this target.
+    tool: String,
+    /// Legacy era: the session's id, once initialised (`None` for a stateless server).
+    legacy: bool,
+    session: Option<String>,
 }
 
-async fn call(client: &reqwest::Client, t: &Target, expect: &str) -> Result<Duration, BoxError> {
-    let start = Instant::now();
+/// The legacy protocol revision the bench speaks with `--era legacy`.
+const LEGACY_PROTOCOL: &str = "2025-11-25";
+
+fn request(client: &reqwest::Client, t: &Target, body: Bytes) -> reqwest::RequestBuilder {
     let mut req = client
         .post(&t.url)
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", PROTOCOL)
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", "echo")
-        .body(t.body.clone());
+        // A stalled answer fails the run instead of holding it to the time limit.
+        .timeout(Duration::from_secs(10))
+        .body(body);
+    if t.legacy {
+        req = req.header("mcp-protocol-version", LEGACY_PROTOCOL);
+        if let Some(id) = &t.session {
+            req = req.header("mcp-session-id", id);
+        }
+    } else {
+        req = req
+            .header("mcp-protocol-version", PROTOCOL)
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", &t.tool);
+    }
     if t.auth {
         req = req.header(
             "authorization",
             concat!("Bearer ", "load-test-token-0123456789abcdef"),
         );
     }
-    let r = req.send().await?;
+    req
+}
+
+/// Opens a legacy session at `t` (`initialize`, then `notifications/initialized`).
+async fn initialize(client: &reqwest::Client, t: &mut Target) -> Result<(), BoxError> {
+    let init = json!({
+        "jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {"protocolVersion": LEGACY_PROTOCOL, "capabilities": {},
+                   "clientInfo": {"name": "mcp-guard-load", "version": "0.1.0"}}
+    });
+    let failed = |e: reqwest::Error| format!("{}: initialize: {e}", t.name);
+    let r = request(client, t, Bytes::from(init.to_string()))
+        .send()
+        .await
+        .map_err(failed)?;
     let status = r.status();
-    let body = r.bytes().await?;
+    t.session = r
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = r.bytes().await.map_err(failed)?;
+    if !status.is_success() {
+        return Err(format!(
+            "{}: initialize: {status} {}",
+            t.name,
+            String::from_utf8_lossy(&body)
+        )
+        .into());
+    }
+    let done = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let r = request(client, t, Bytes::from(done.to_string())).send().await?;
+    if !r.status().is_success() {
+        return Err(format!("{}: notifications/initialized: {}", t.name, r.status()).into());
+    }
+    Ok(())
+}
+
+async fn call(client: &reqwest::Client, t: &Target, expect: &str) -> Result<Duration, BoxError> {
+    let start = Instant::now();
+    let failed = |e: reqwest::Error| format!("{}: tools/call: {e}", t.name);
+    let r = request(client, t, call_body(&t.params))
+        .send()
+        .await
+        .map_err(failed)?;
+    let status = r.status();
+    let body = r.bytes().await.map_err(failed)?;
     let elapsed = start.elapsed();
     if !status.is_success() || memchr(&body, expect.as_bytes()).is_none() {
         return Err(format!(
@@ -478,21 +720,67 @@ async fn throughput(
     })
 }
 
-fn body(payload: usize) -> (Bytes, String) {
-    let text: String = "x".repeat(payload.saturating_sub(8)) + "-marker!";
-    let b = json!({
-        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
-        "params": {
-            "name": "echo",
-            "arguments": {"text": text},
-            "_meta": {
-                "io.modelcontextprotocol/protocolVersion": PROTOCOL,
-                "io.modelcontextprotocol/clientInfo": {"name": "mcp-guard-load", "version": "0.1.0"},
-                "io.modelcontextprotocol/clientCapabilities": {}
-            }
-        }
-    });
-    (Bytes::from(b.to_string()), text)
+/// Personal data the `--pii` argument is made of (a redactor finds every kind).
+const PII: &str = "Contact jane.doe@example.org or call (415) 555-0132; card 4111 1111 1111 1111, \
+                   SSN 078-05-1120, host 192.168.10.24. ";
+
+/// The argument text of `payload` bytes, ending in a marker the answer must contain.
+/// p50 of one small append and `fdatasync` in the temporary directory (where the
+/// realistic gateway keeps its audit database), in µs: what one disk sync costs now.
+fn sync_p50() -> f64 {
+    use std::io::Write as _;
+    let Ok(mut f) = tempfile::tempfile() else {
+        return f64::NAN;
+    };
+    let mut v: Vec<u64> = (0..200)
+        .filter_map(|_| {
+            let t = Instant::now();
+            f.write_all(&[b'x'; 512]).ok()?;
+            f.sync_data().ok()?;
+            Some(t.elapsed().as_nanos() as u64)
+        })
+        .collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_unstable();
+    v[v.len() / 2] as f64 / 1000.0
+}
+
+fn text(payload: usize, pii: bool) -> String {
+    let n = payload.saturating_sub(8);
+    let filler = if pii {
+        PII.repeat(n / PII.len() + 1)[..n].to_owned()
+    } else {
+        "x".repeat(n)
+    };
+    filler + "-marker!"
+}
+
+/// The `params` of a `tools/call` of `tool` with `text` (with the 2026-07-28 `_meta`
+/// unless legacy).
+fn params(tool: &str, text: &str, legacy: bool) -> Arc<str> {
+    let mut params = json!({"name": tool, "arguments": {"text": text}});
+    if !legacy {
+        params["_meta"] = json!({
+            "io.modelcontextprotocol/protocolVersion": PROTOCOL,
+            "io.modelcontextprotocol/clientInfo": {"name": "mcp-guard-load", "version": "0.1.0"},
+            "io.modelcontextprotocol/clientCapabilities": {}
+        });
+    }
+    params.to_string().into()
+}
+
+/// A `tools/call` with `params` and an id no other call of this run has: calls in
+/// flight together in one legacy session must not share an id (a server routes each
+/// answer to the request of that id; rmcp's session answered one of two twins and
+/// left the other's stream open).
+fn call_body(params: &str) -> Bytes {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Bytes::from(format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{params}}}"#
+    ))
 }
 
 #[expect(clippy::too_many_lines, reason = "one linear script")]
@@ -500,54 +788,72 @@ async fn run(o: Opts) -> Result<(), BoxError> {
     ensure_crypto_provider();
     let t0 = Instant::now();
     let deadline = t0 + o.time_limit;
-    let up = spawn_child("upstream", "", o.time_limit).await?;
+    let up = spawn_child("upstream", if o.legacy { "legacy" } else { "" }, o.time_limit).await?;
     let up_url = format!("http://{}/mcp", up.addr);
-    let gw_role = if o.gateway_nodelay {
-        "gateway-nodelay"
+    let gw_role = if o.gateway_nagle {
+        "gateway-nagle"
     } else {
         "gateway"
     };
-    let gw = spawn_child(gw_role, &up_url, o.time_limit).await?;
+    let mut gw = spawn_child(gw_role, &up_url, o.time_limit).await?;
     let px = spawn_child("proxy", &up_url, o.time_limit).await?;
     let pxn = spawn_child("proxy-nopool", &up_url, o.time_limit).await?;
-    let (body, expect) = body(o.payload);
-    let targets = vec![
-        Target {
-            name: "rtt",
-            url: format!("http://{}/ping", up.addr),
-            body: body.clone(),
-            auth: false,
-            pid: None,
-        },
-        Target {
-            name: "direct",
-            url: up_url.clone(),
-            body: body.clone(),
-            auth: false,
-            pid: None,
-        },
-        Target {
-            name: "proxy",
-            url: format!("http://{}/mcp", px.addr),
-            body: body.clone(),
-            auth: false,
-            pid: Some(px.pid),
-        },
-        Target {
-            name: "proxy-nopool",
-            url: format!("http://{}/mcp", pxn.addr),
-            body: body.clone(),
-            auth: false,
-            pid: Some(pxn.pid),
-        },
-        Target {
-            name: "gateway",
-            url: format!("http://{}/mcp/{ENDPOINT}", gw.addr),
-            body,
-            auth: true,
-            pid: Some(gw.pid),
-        },
+    let text = text(o.payload, o.pii);
+    // The answer must hold the argument's end (the whole of a large one costs the
+    // client more than the call).
+    let expect = text[text.len().saturating_sub(40)..].to_owned();
+    let real = if o.realistic {
+        Some(spawn_child("gateway-real", &up_url, o.time_limit).await?)
+    } else {
+        None
+    };
+    let peer = match &o.peer_cmd {
+        Some(cmd) => Some(spawn_peer(cmd, &up_url, o.time_limit).await?),
+        None => None,
+    };
+    let target = |name: &'static str, url: String, pid: Option<u32>, tool: &str| Target {
+        name,
+        url,
+        params: params(tool, &text, o.legacy),
+        auth: name == "gateway" || name == "gw-real",
+        pid,
+        tool: tool.to_owned(),
+        legacy: o.legacy,
+        session: None,
+    };
+    let mut targets = vec![
+        target("rtt", format!("http://{}/ping", up.addr), None, "echo"),
+        target("direct", up_url.clone(), None, "echo"),
+        target("proxy", format!("http://{}/mcp", px.addr), Some(px.pid), "echo"),
+        target(
+            "proxy-nopool",
+            format!("http://{}/mcp", pxn.addr),
+            Some(pxn.pid),
+            "echo",
+        ),
+        target(
+            "gateway",
+            format!("http://{}/mcp/{ENDPOINT}", gw.addr),
+            Some(gw.pid),
+            "echo",
+        ),
     ];
+    if let Some(real) = &real {
+        targets.push(target(
+            "gw-real",
+            format!("http://{}/mcp/{ENDPOINT}", real.addr),
+            Some(real.pid),
+            "echo",
+        ));
+    }
+    if let Some((_, pid, addr)) = &peer {
+        targets.push(target(
+            "peer",
+            format!("http://{addr}{}", o.peer_path),
+            Some(*pid),
+            &o.peer_tool,
+        ));
+    }
     let client = reqwest::Client::builder()
         .tcp_nodelay(true)
         .pool_max_idle_per_host(1024)
@@ -559,6 +865,11 @@ async fn run(o: Opts) -> Result<(), BoxError> {
             expect.clone()
         }
     };
+    if o.legacy {
+        for t in targets.iter_mut().filter(|t| t.name != "rtt") {
+            initialize(&client, t).await?;
+        }
+    }
 
     // Warm-up (connections, allocator, catalogues).
     for _ in 0..200 {
@@ -597,6 +908,8 @@ async fn run(o: Opts) -> Result<(), BoxError> {
 
     // Phase 2: concurrency N, one target at a time, order reversed every round.
     let mut tputs: Vec<Vec<Tput>> = vec![Vec::new(); targets.len()];
+    // The gateway's heap allocations and calls in phase 2.
+    let mut gw_allocs = (0u64, 0u64);
     for round in 0..o.rounds {
         let order: Vec<usize> = if round % 2 == 0 {
             (0..targets.len()).collect()
@@ -608,6 +921,8 @@ async fn run(o: Opts) -> Result<(), BoxError> {
                 break;
             }
             let t = &targets[j];
+            let counted = t.name == "gateway";
+            let a0 = if counted { gw.allocations().await } else { None };
             let r = throughput(
                 &client,
                 t,
@@ -618,6 +933,10 @@ async fn run(o: Opts) -> Result<(), BoxError> {
                 &check(t),
             )
             .await?;
+            if let (Some(a0), Some(a1)) = (a0, if counted { gw.allocations().await } else { None }) {
+                gw_allocs.0 += a1.saturating_sub(a0);
+                gw_allocs.1 += r.calls as u64;
+            }
             tputs[j].push(r);
         }
     }
@@ -641,14 +960,22 @@ async fn run(o: Opts) -> Result<(), BoxError> {
         })
         .collect();
 
+    let sync = if o.realistic { sync_p50() } else { f64::NAN };
+
     // Report.
     let idx = |n: &str| targets.iter().position(|t| t.name == n).unwrap_or(0);
     let (rtt, direct, proxy, gateway) = (idx("rtt"), idx("direct"), idx("proxy"), idx("gateway"));
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "mcp-guard load: tools/call echo ({} B payload), 2026-07-28 stateless JSON-RPC over loopback HTTP, {} CPUs",
+        "mcp-guard load: tools/call echo ({} B payload{}), {} over loopback HTTP, {} CPUs",
         o.payload,
+        if o.pii { ", personal data" } else { "" },
+        if o.legacy {
+            "legacy sessions (2025-11-25)"
+        } else {
+            "2026-07-28 stateless JSON-RPC"
+        },
         std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
     );
     let _ = writeln!(
@@ -748,12 +1075,55 @@ async fn run(o: Opts) -> Result<(), BoxError> {
         agg[direct].calls as f64 / agg[direct].secs.max(1e-9),
         agg[gateway].calls as f64 / agg[gateway].secs.max(1e-9)
     );
+    let allocs_per_call = gw_allocs.0 as f64 / gw_allocs.1.max(1) as f64;
+    if cfg!(feature = "count-allocs") {
+        let _ = writeln!(
+            out,
+            "  gateway heap allocations per call (c={}):  {allocs_per_call:.1}",
+            o.concurrency
+        );
+    }
+    if let Some(real) = targets.iter().position(|t| t.name == "gw-real") {
+        let _ = writeln!(
+            out,
+            "  realistic gateway added p50:              {:.1} µs; CPU per call {:.1} µs; calls/s {:.0}; one disk sync p50 {sync:.1} µs",
+            lats[real].p50 - lats[direct].p50,
+            agg[real].own_cpu_ns.unwrap_or(0.0) / 1000.0,
+            agg[real].calls as f64 / agg[real].secs.max(1e-9)
+        );
+    }
+    if let Some(peer) = targets.iter().position(|t| t.name == "peer") {
+        let peer_cpu = agg[peer].own_cpu_ns.unwrap_or(0.0) / 1000.0;
+        let _ = writeln!(
+            out,
+            "  peer added p50 (peer − direct):           {:.1} µs; CPU per call {peer_cpu:.1} µs; calls/s {:.0}",
+            lats[peer].p50 - lats[direct].p50,
+            agg[peer].calls as f64 / agg[peer].secs.max(1e-9)
+        );
+        let _ = writeln!(
+            out,
+            "  gateway / peer: CPU per call {:.2}x, added p50 {:.2}x, calls/s {:.2}x",
+            gw_cpu / peer_cpu.max(1e-9),
+            add50 / (lats[peer].p50 - lats[direct].p50).max(1e-9),
+            (agg[gateway].calls as f64 / agg[gateway].secs.max(1e-9))
+                / (agg[peer].calls as f64 / agg[peer].secs.max(1e-9)).max(1e-9)
+        );
+    }
     print!("{out}");
 
     let mut j = serde_json::Map::new();
     j.insert("payload_bytes".into(), json!(o.payload));
     j.insert("concurrency".into(), json!(o.concurrency));
-    j.insert("gateway_nodelay".into(), json!(o.gateway_nodelay));
+    j.insert("gateway_nagle".into(), json!(o.gateway_nagle));
+    j.insert(
+        "era".into(),
+        json!(if o.legacy { "legacy" } else { "2026-07-28" }),
+    );
+    j.insert("pii".into(), json!(o.pii));
+    if o.realistic {
+        j.insert("disk_sync_p50_us".into(), json!(sync));
+    }
+    j.insert("gateway_allocations_per_call".into(), json!(allocs_per_call));
     for (k, t) in targets.iter().enumerate() {
         let l = &lats[k];
         let a = &agg[k];
@@ -779,6 +1149,6 @@ async fn run(o: Opts) -> Result<(), BoxError> {
     j.insert("elapsed_s".into(), json!(t0.elapsed().as_secs_f64()));
     println!("RESULT {}", serde_json::Value::Object(j));
 
-    drop((up.proc, gw.proc, px.proc, pxn.proc));
+    drop((up.proc, gw.proc, px.proc, pxn.proc, peer));
     Ok(())
 }

@@ -639,3 +639,258 @@ fn explain_prints_the_decision_and_the_rule() {
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("no endpoint named \"nope\""), "{out}");
 }
+
+// ---------------------------------------------------------------------------------------
+// The fast path: an HTTP upstream over pooled connections gets today's answers
+// ---------------------------------------------------------------------------------------
+
+/// [`config`] with the fixture served over streamable HTTP at `url` (connections
+/// pooled, the default).
+fn http_upstream_config(dir: &Path, url: &str) -> String {
+    let stdio = config(dir, "");
+    let table = fixture("fixture", &["denied"]);
+    let env = format!(
+        "[servers.fixture.env]\nFIXTURE_CALL_LOG = \"{}\"\n\n",
+        dir.join("calls.log").display()
+    );
+    stdio
+        .replacen(
+            &table,
+            &format!("[servers.fixture]\ntransport = \"http\"\nurl = \"{url}\"\n\n"),
+            1,
+        )
+        .replacen(&env, "", 1)
+}
+
+/// `mcp-guard fixture --http` on a free port, logging the calls it executes to
+/// `dir/calls.log`.
+async fn http_fixture(dir: &Path) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt as _;
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut child = tokio::process::Command::new(BIN)
+        .args([
+            "fixture",
+            "--name",
+            "fixture",
+            "--extra-tool",
+            "denied",
+            "--http",
+            &addr,
+        ])
+        .env("FIXTURE_CALL_LOG", dir.join("calls.log"))
+        .env("MCP_GUARD_LOG", "error")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let ready = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.starts_with("fixture listening on ") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(ready, Ok(true), "the HTTP fixture did not start");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, format!("http://{addr}/mcp"))
+}
+
+/// What a client learns from an answer: status, error code and message, and the text
+/// of a result.
+async fn ask(r: reqwest::RequestBuilder) -> String {
+    let (status, m) = message(r.send().await.unwrap()).await;
+    format!(
+        "{status} error={} {} result={}",
+        m["error"]["code"], m["error"]["message"], m["result"]["content"][0]["text"]
+    )
+}
+
+/// A body over the gateway's limit, on a connection of its own: the answer is the 413,
+/// or the connection closed while the body was still being sent (the gateway answers a
+/// declared length over its limit without reading the body, then closes).
+async fn ask_oversized(r: reqwest::RequestBuilder) -> String {
+    match r.send().await {
+        Ok(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => "too large".to_owned(),
+        Ok(r) => {
+            let status = r.status();
+            format!("{status} {}", r.text().await.unwrap_or_default())
+        }
+        Err(e) if e.is_request() => "too large".to_owned(),
+        Err(e) => panic!("{e:?}"),
+    }
+}
+
+/// Every probe of the hostile corpus against `url`: names in both eras, header/body
+/// disagreement, duplicate keys, malformed and oversized bodies, and one allowed call.
+async fn probe_all(c: &reqwest::Client, url: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (i, name) in HOSTILE.iter().enumerate() {
+        let r = post(c, url, "tools/call", Some(name), call_body(i as u64 + 10, name));
+        out.push((format!("modern {name:?}"), ask(r).await));
+    }
+    let session = legacy_session(c, url).await;
+    for (i, name) in HOSTILE.iter().enumerate() {
+        let r = legacy(c, url, &session, legacy_call(i as u64 + 100, name));
+        out.push((format!("legacy {name:?}"), ask(r).await));
+    }
+    for (header, body_name) in [
+        ("fixture__echo", "fixture__denied"),
+        ("fixture__denied", "fixture__echo"),
+        ("fixture__echo", "Fixture__Echo"),
+        ("fixture__echo", "fixture__echo\u{200B}"),
+    ] {
+        let r = post(c, url, "tools/call", Some(header), call_body(90, body_name));
+        out.push((format!("header {header} body {body_name:?}"), ask(r).await));
+    }
+    let meta_text = meta().to_string();
+    let malformed = [
+        format!(
+            r#"{{"jsonrpc":"2.0","id":91,"method":"tools/call","params":{{"name":"fixture__denied","name":"fixture__echo","arguments":{{"text":"dup"}},"_meta":{meta_text}}}}}"#
+        ),
+        format!(
+            r#"{{"jsonrpc":"2.0","id":92,"method":"tools/call","params":{{"name":"fixture__echo","name":"fixture__denied","arguments":{{"text":"dup"}},"_meta":{meta_text}}}}}"#
+        ),
+        "not json".to_owned(),
+        "{".to_owned(),
+        "[]".to_owned(),
+        r#"{"jsonrpc":"2.0","id":94,"method":"tools/call","params":"fixture__echo"}"#.to_owned(),
+        format!(
+            r#"{{"jsonrpc":"2.0","id":95,"method":"tools/call","params":{{"name":5,"_meta":{meta_text}}}}}"#
+        ),
+        format!(
+            r#"{{"jsonrpc":"2.0","id":96,"method":"tools/call","params":{{"name":"fixture__echo","arguments":"text","_meta":{meta_text}}}}}"#
+        ),
+    ];
+    for (i, body) in malformed.into_iter().enumerate() {
+        let modern = post(c, url, "tools/call", Some("fixture__echo"), body.clone());
+        out.push((format!("malformed {i} modern"), ask(modern).await));
+        let legacy_body = body.replace(&format!(r#","_meta":{meta_text}"#), "");
+        let old = legacy(c, url, &session, legacy_body);
+        out.push((format!("malformed {i} legacy"), ask(old).await));
+    }
+    // Larger than the gateway takes, each on a new connection.
+    let once = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let big = call_body(97, "fixture__echo").replace("hostile", &"x".repeat(5 << 20));
+    let modern = post(&once, url, "tools/call", Some("fixture__echo"), big.clone());
+    out.push(("oversized modern".to_owned(), ask_oversized(modern).await));
+    let old = legacy(
+        &once,
+        url,
+        &session,
+        big.replace(&format!(r#","_meta":{meta_text}"#), ""),
+    );
+    out.push(("oversized legacy".to_owned(), ask_oversized(old).await));
+    let r = post(
+        c,
+        url,
+        "tools/call",
+        Some("fixture__echo"),
+        call_body(98, "fixture__echo"),
+    );
+    out.push(("allowed".to_owned(), ask(r).await));
+    out
+}
+
+/// The fast path must not skip a check: the same hostile corpus through a gateway
+/// whose upstream is reached over pooled HTTP connections gets, probe by probe, the
+/// answers of a gateway whose upstream is a stdio process, and the HTTP upstream
+/// executes only the allowed call.
+#[tokio::test]
+async fn the_hostile_corpus_gets_the_same_answers_through_a_pooled_http_upstream() {
+    let stdio_dir = tempfile::tempdir().unwrap();
+    let http_dir = tempfile::tempdir().unwrap();
+    let (_fixture, fixture_url) = http_fixture(http_dir.path()).await;
+    let reference = GatewayProc::start(&config(stdio_dir.path(), "")).await;
+    let pooled = GatewayProc::start(&http_upstream_config(http_dir.path(), &fixture_url)).await;
+    let c = http();
+    let today = probe_all(&c, &reference.url("main")).await;
+    let fast = probe_all(&c, &pooled.url("main")).await;
+    assert_eq!(today.len(), fast.len());
+    for ((what, a), (_, b)) in today.iter().zip(&fast) {
+        assert_eq!(a, b, "{what}: stdio upstream vs pooled HTTP upstream");
+    }
+    let allowed = &fast.last().unwrap().1;
+    assert!(
+        allowed.starts_with("200 ") && allowed.contains("hostile"),
+        "{allowed}"
+    );
+    let refused = fast.iter().filter(|(_, a)| a.contains("result=null")).count();
+    assert!(refused >= 90, "{refused} refusals");
+    // Only the allowed call reached the upstream (over either path).
+    let executed = calls(http_dir.path());
+    assert_eq!(
+        executed,
+        calls(stdio_dir.path()),
+        "the two upstreams saw different calls"
+    );
+    assert_eq!(executed.len(), 1, "{executed:?}");
+}
+
+/// Counts the TCP connections made to it and pipes each to `to`.
+async fn counting_relay(to: String) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let n = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let to = to.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (addr.to_string(), count)
+}
+
+/// A gateway in front of an HTTP upstream used to open a new TCP connection (and the
+/// upstream a new HTTP exchange setup) for every request: 50 calls now share a few
+/// pooled connections.
+#[tokio::test]
+async fn fifty_calls_to_an_http_upstream_share_pooled_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_fixture, fixture_url) = http_fixture(dir.path()).await;
+    let target = fixture_url
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp")
+        .to_owned();
+    let (relay, connections) = counting_relay(target).await;
+    let gw = GatewayProc::start(&http_upstream_config(dir.path(), &format!("http://{relay}/mcp"))).await;
+    let c = http();
+    let url = gw.url("main");
+    // The first call also waits for the server's start (discovery, listing).
+    let first = post(
+        &c,
+        &url,
+        "tools/call",
+        Some("fixture__echo"),
+        call_body(1, "fixture__echo"),
+    );
+    assert!(ask(first).await.starts_with("200 "));
+    let before = connections.load(std::sync::atomic::Ordering::SeqCst);
+    for i in 0..50 {
+        let r = post(
+            &c,
+            &url,
+            "tools/call",
+            Some("fixture__echo"),
+            call_body(i + 2, "fixture__echo"),
+        );
+        let a = ask(r).await;
+        assert!(a.starts_with("200 ") && a.contains("hostile"), "{a}");
+    }
+    let opened = connections.load(std::sync::atomic::Ordering::SeqCst) - before;
+    eprintln!("50 calls opened {opened} upstream connections");
+    assert!(opened <= 5, "50 calls opened {opened} upstream connections");
+}

@@ -140,13 +140,9 @@ impl Default for Head {
     }
 }
 
-/// A record sealed onto the chain. The JSON Lines sink writes `line`; the SQLite sink
-/// also stores `seq`, `hash` and `mac` in their own columns.
+/// A record sealed onto the chain (the tests' view; the sinks seal into buffers).
+#[cfg(test)]
 #[derive(Debug)]
-#[cfg_attr(
-    not(feature = "sqlite"),
-    allow(dead_code, reason = "read by the SQLite sink only")
-)]
 pub(crate) struct Sealed {
     /// The whole line, with the trailing newline.
     pub(crate) line: String,
@@ -158,21 +154,48 @@ pub(crate) struct Sealed {
 impl Head {
     /// Seals `event_json` (one serialised event, no newline) as the next record and
     /// advances the head.
+    #[cfg(test)]
     pub(crate) fn seal(&mut self, event_json: &str, key: Option<&MacKey>) -> Sealed {
-        let seq = self.next_seq;
         let mut line = String::with_capacity(event_json.len() + 240);
-        let _ = write!(line, "{{\"seq\":{seq},\"prev\":\"{}\",\"event\":", self.prev);
-        line.push_str(event_json);
-        let hash = sha256_hex(line.as_bytes());
-        let mac = key.map(|k| k.mac(line.as_bytes()));
-        let _ = write!(line, ",\"hash\":\"{hash}\"");
-        if let Some(m) = &mac {
-            let _ = write!(line, ",\"mac\":\"{m}\"");
+        let (seq, mac) = self.seal_into(&mut line, event_json, key);
+        Sealed {
+            line,
+            seq,
+            hash: self.prev.clone(),
+            mac,
         }
-        line.push_str("}\n");
+    }
+
+    /// Appends the next record (the whole line, with its newline) to `out` and advances
+    /// the head; returns its `seq` and MAC. Its hash is then [`Head::prev`]. Nothing is
+    /// allocated but the MAC and what `out` needs to grow.
+    pub(crate) fn seal_into(
+        &mut self,
+        out: &mut String,
+        event_json: &str,
+        key: Option<&MacKey>,
+    ) -> (u64, Option<String>) {
+        let seq = self.next_seq;
+        let start = out.len();
+        out.reserve(event_json.len() + 240);
+        let _ = write!(out, "{{\"seq\":{seq},\"prev\":\"{}\",\"event\":", self.prev);
+        out.push_str(event_json);
+        let body = &out.as_bytes()[start..];
+        let digest = Sha256::digest(body);
+        let mac = key.map(|k| k.mac(body));
+        self.prev.clear();
+        crate::hex::encode_into(&mut self.prev, &digest);
+        out.push_str(",\"hash\":\"");
+        out.push_str(&self.prev);
+        out.push('"');
+        if let Some(m) = &mac {
+            out.push_str(",\"mac\":\"");
+            out.push_str(m);
+            out.push('"');
+        }
+        out.push_str("}\n");
         self.next_seq = seq + 1;
-        self.prev.clone_from(&hash);
-        Sealed { line, seq, hash, mac }
+        (seq, mac)
     }
 }
 
@@ -347,7 +370,10 @@ mod tests {
         for s in [&a, &b] {
             let (p, problems) = c.check(s.line.trim_end());
             assert!(problems.is_empty(), "{problems:?}");
-            assert!(p.unwrap().hash_ok);
+            let p = p.unwrap();
+            assert!(p.hash_ok);
+            assert_eq!(p.hash, s.hash);
+            assert!(s.mac.as_ref().is_some_and(|m| s.line.contains(m.as_str())));
         }
         // Without a key the MAC is ignored; with another key it fails.
         let other = MacKey::new(b"another key, 16+ bytes".to_vec()).unwrap();

@@ -32,8 +32,8 @@ pub struct JsonLinesOptions {
     pub queue: usize,
     /// Most records committed by one write and one sync.
     pub max_batch: usize,
-    /// After writing deferred records ([`AuditSink::record_deferred`]), sync them
-    /// once this long has passed without a record that syncs anyway. Default
+    /// How long deferred records ([`AuditSink::record_deferred`]) wait for a batch
+    /// that syncs anyway before the writer writes and syncs them on its own. Default
     /// [`DEFAULT_IDLE_SYNC`](super::DEFAULT_IDLE_SYNC).
     pub idle_sync: Duration,
 }
@@ -123,7 +123,7 @@ impl JsonLinesAuditSink {
         if !backend.state.notes.is_empty() {
             // Write the recovery record now, so a crash loop leaves a trace of each recovery.
             backend
-                .commit(&[], true)
+                .commit(&[])
                 .map_err(|e| AuditError::open(&dir, io::Error::new(e.kind, e.message)))?;
         }
         let writer = GroupCommit::spawn("mcp-guard-audit-jsonl", backend, queue, max_batch, idle_sync)?;
@@ -196,11 +196,14 @@ struct State {
     started: SystemTime,
     /// `audit_log` records (action, detail) to write first in the next batch.
     notes: Vec<(String, String)>,
-    /// Written to `file` and not synced yet.
-    unsynced: bool,
     /// Set after a failure that could not be undone: every later batch fails.
     poisoned: bool,
+    /// The bytes of a batch, kept between batches.
+    buf: String,
 }
+
+/// Largest batch buffer kept for the next batch, in bytes.
+const KEPT_BUFFER: usize = 1 << 20;
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -262,8 +265,8 @@ impl State {
                 len: 0,
                 started: SystemTime::now(),
                 notes: Vec::new(),
-                unsynced: false,
                 poisoned: false,
+                buf: String::new(),
             });
         };
         let bytes = std::fs::read(last).map_err(|e| AuditError::open(last, e))?;
@@ -326,8 +329,8 @@ impl State {
             len: good as u64,
             started: first_time.unwrap_or_else(SystemTime::now),
             notes,
-            unsynced: false,
             poisoned: false,
+            buf: String::new(),
         })
     }
 
@@ -417,7 +420,6 @@ impl State {
     /// Makes `name` the current file and reads it; `linked`: its first record must
     /// continue the current head.
     fn switch_to(&mut self, name: String, linked: bool) -> Result<(), BatchError> {
-        self.sync_pending()?;
         let path = self.dir.join(&name);
         self.file = open_file(&path).map_err(|e| io_err(format!("cannot open {name}"), &e))?;
         self.name = name;
@@ -502,17 +504,6 @@ impl State {
         Ok(())
     }
 
-    /// Syncs the current file if it holds records written without a sync.
-    fn sync_pending(&mut self) -> Result<(), BatchError> {
-        if self.unsynced {
-            self.file
-                .sync_data()
-                .map_err(|e| io_err(format!("cannot sync {}", self.name), &e))?;
-            self.unsynced = false;
-        }
-        Ok(())
-    }
-
     fn due(&self) -> bool {
         self.len > 0
             && (self.len >= self.options.rotate_bytes
@@ -524,7 +515,6 @@ impl State {
 
     /// Creates the file named by the next seq and makes it current.
     fn start_file(&mut self) -> Result<(), BatchError> {
-        self.sync_pending()?;
         let name = file_name(self.head.next_seq);
         let path = self.dir.join(&name);
         let file = OpenOptions::new()
@@ -570,7 +560,7 @@ impl State {
     }
 
     /// One batch, holding the lock.
-    fn commit(&mut self, batch: &[Job], sync: bool) -> Result<(), BatchError> {
+    fn commit(&mut self, batch: &[Job]) -> Result<(), BatchError> {
         if self.poisoned {
             return Err(other(
                 "audit log is unusable after an earlier write failure".to_owned(),
@@ -586,23 +576,29 @@ impl State {
         let start = self.len;
         let saved = self.head.clone();
         let key = self.options.mac_key.as_ref();
-        let mut buf = String::with_capacity(batch.iter().map(|j| j.event_json.len() + 256).sum());
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
         for (action, detail) in &self.notes {
             let event = AuditEvent::new(EventKind::AuditLog {
                 action: action.clone(),
                 detail: detail.clone(),
             });
             if let Ok(json) = serde_json::to_string(&event) {
-                buf.push_str(&self.head.seal(&json, key).line);
+                self.head.seal_into(&mut buf, &json, key);
             }
         }
         for job in batch {
-            buf.push_str(&self.head.seal(&job.event_json, key).line);
+            self.head.seal_into(&mut buf, &job.event_json, key);
         }
         let written = self
             .file
             .write_all(buf.as_bytes())
-            .and_then(|()| if sync { self.file.sync_data() } else { Ok(()) });
+            .and_then(|()| self.file.sync_data());
+        let appended = buf.len() as u64;
+        // Kept for the next batch, unless one unusually large batch grew it.
+        if buf.capacity() <= KEPT_BUFFER {
+            self.buf = buf;
+        }
         if let Err(e) = written {
             // Undo this batch's bytes, and only those, so the chain on disk and in
             // memory agree.
@@ -615,12 +611,10 @@ impl State {
             {
                 self.poisoned = true;
             }
-            self.unsynced = false;
             return Err(io_err(format!("cannot append to {}", self.name), &e));
         }
         self.notes.clear();
-        self.len += buf.len() as u64;
-        self.unsynced = !sync;
+        self.len += appended;
         for path in remove {
             if let Err(e) = std::fs::remove_file(&path) {
                 tracing::warn!(file = %path.display(), error = %e, "cannot remove an old audit file");
@@ -658,13 +652,9 @@ fn unlinked(_: &std::fs::Metadata) -> bool {
 }
 
 impl Backend for Jsonl {
-    fn commit(&mut self, batch: &[Job], sync: bool) -> Result<(), BatchError> {
+    fn commit(&mut self, batch: &[Job]) -> Result<(), BatchError> {
         let _held = hold(&self.lock).map_err(|e| io_err("cannot lock the audit directory", &e))?;
-        self.state.commit(batch, sync)
-    }
-
-    fn sync(&mut self) -> Result<(), BatchError> {
-        self.state.sync_pending()
+        self.state.commit(batch)
     }
 
     fn last_seq(&self) -> u64 {

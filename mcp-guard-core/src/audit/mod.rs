@@ -33,11 +33,10 @@
 //! still waits for its own record. The queue is bounded: when it is full, callers
 //! wait (backpressure), and no record is ever dropped.
 //!
-//! [`AuditSink::record_deferred`] queues a record without waiting for its sync: the
-//! writer puts it in the next batch that syncs if one comes within a millisecond,
-//! else writes it then (from there it survives the process) and the next sync makes
-//! it durable (the next awaited record, a [`flush`](AuditSink::flush), or a sync
-//! after a short idle delay).
+//! [`AuditSink::record_deferred`] hands a record to the writer without waiting and
+//! without waking it: the writer puts it at the front of its next batch (the next
+//! awaited record, anyone's, or a [`flush`](AuditSink::flush)), or writes and syncs
+//! it on its own after a short idle delay ([`DEFAULT_IDLE_SYNC`]).
 //!
 //! # Calls: a start record before, the outcome after
 //!
@@ -383,10 +382,9 @@ pub trait AuditSink: Send + Sync {
     async fn record(&self, event: &AuditEvent) -> Result<(), AuditError>;
 
     /// Records one event without waiting for it to become durable: a durable sink
-    /// queues it, writes it within about a millisecond (with the next record that
-    /// syncs, if one comes), and makes it durable with the next sync (the next
-    /// [`record`](Self::record) anyone waits for, [`flush`](Self::flush), or an idle
-    /// sync shortly after). The audit layer writes
+    /// writes it with the next [`record`](Self::record) anyone waits for (one write and
+    /// one sync for both), a [`flush`](Self::flush), or on its own after an idle delay
+    /// ([`DEFAULT_IDLE_SYNC`]); until then it is in memory only. The audit layer writes
     /// the outcome of a call this way, once the call's start record is durable, so a
     /// call waits for one sync rather than two.
     ///

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OpenFlags, OptionalExtension as _, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
 
 use super::chain::{Checker, Head, MacKey, parse};
 use super::verify::VerifyReport;
@@ -62,8 +62,8 @@ pub struct SqliteOptions {
     pub queue: usize,
     /// Most records committed by one transaction.
     pub max_batch: usize,
-    /// After writing deferred records ([`AuditSink::record_deferred`]), sync them
-    /// once this long has passed without a record that syncs anyway. Default
+    /// How long deferred records ([`AuditSink::record_deferred`]) wait for a batch
+    /// that syncs anyway before the writer commits them on its own. Default
     /// [`DEFAULT_IDLE_SYNC`](super::DEFAULT_IDLE_SYNC).
     pub idle_sync: std::time::Duration,
 }
@@ -89,9 +89,8 @@ impl Default for SqliteOptions {
 /// holds its record. (`NORMAL` would survive a process crash but may lose the last
 /// commits on power loss, which breaks the promise that an answered call is
 /// recorded.) Concurrent records share one transaction (group commit). Deferred
-/// records ([`AuditSink::record_deferred`]) are committed with `synchronous = NORMAL`
-/// (written to the WAL, which a crash of the process cannot lose) and made durable by
-/// the next `FULL` commit's sync of the WAL, or by an idle sync.
+/// records ([`AuditSink::record_deferred`]) go into the next transaction, or one of
+/// their own after an idle delay.
 ///
 /// **Several writers** (processes, or sinks in one process) may share the database:
 /// each transaction takes SQLite's write lock and continues the chain from the newest
@@ -164,17 +163,19 @@ impl SqliteAuditSink {
         };
         let mut wal = path.clone().into_os_string();
         wal.push("-wal");
-        let mut backend = Sqlite {
+        let backend = Sqlite {
             conn,
             head,
             key: options.mac_key,
             wal: wal.into(),
-            full: true,
+            line: String::new(),
+            prev: String::new(),
         };
-        // What an earlier process committed without a sync is made durable now, so the
+        // What an earlier process committed without a sync (a version that committed
+        // deferred records with `synchronous = NORMAL`) is made durable now, so the
         // durable head (what forwarders may send) starts at the newest record.
         backend
-            .sync()
+            .sync_wal()
             .map_err(|e| AuditError::open(&path, std::io::Error::new(e.kind, e.message)))?;
         let writer = GroupCommit::spawn(
             "mcp-guard-audit-sqlite",
@@ -205,11 +206,11 @@ impl SqliteAuditSink {
 #[async_trait]
 impl AuditSink for SqliteAuditSink {
     async fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
-        self.writer.submit(Job::of(event)?).await
+        self.writer.submit(Job::indexed(event)?).await
     }
 
     async fn record_deferred(&self, event: &AuditEvent) -> Result<(), AuditError> {
-        self.writer.submit_deferred(Job::of(event)?).await
+        self.writer.submit_deferred(Job::indexed(event)?).await
     }
 
     async fn flush(&self) -> Result<(), AuditError> {
@@ -221,91 +222,17 @@ struct Sqlite {
     conn: Connection,
     head: Head,
     key: Option<MacKey>,
-    /// The write-ahead log, synced by an idle sync.
+    /// The write-ahead log, synced at open and when catching up with other writers.
     wal: PathBuf,
-    /// `synchronous` is `FULL` (else `NORMAL`, for deferred records only).
-    full: bool,
+    /// A record being inserted, and the hash it follows (kept between rows).
+    line: String,
+    prev: String,
 }
 
 impl Sqlite {
-    fn insert(&mut self, batch: &[Job]) -> rusqlite::Result<()> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        // Another process may share the database (a stdio gateway next to an HTTP one):
-        // under the write lock, continue the chain from whatever is newest now.
-        let newest: Option<(i64, String)> = tx
-            .query_row(
-                "SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        if let Some((seq, hash)) = newest {
-            self.head = Head {
-                next_seq: u64::try_from(seq).unwrap_or(0) + 1,
-                prev: hash,
-            };
-        }
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO audit_records (seq, id, kind, method, time_us, principal, endpoint, server, tool, outcome, session, request_id, prev, hash, mac, record)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-            )?;
-            for job in batch {
-                let prev = self.head.prev.clone();
-                let s = self.head.seal(&job.event_json, self.key.as_ref());
-                let i = &job.index;
-                stmt.execute(params![
-                    i64::try_from(s.seq).unwrap_or(i64::MAX),
-                    i.id,
-                    i.kind,
-                    i.method,
-                    i.time_us,
-                    i.principal,
-                    i.endpoint,
-                    i.server,
-                    i.tool,
-                    i.outcome,
-                    i.session,
-                    i.request_id,
-                    prev,
-                    s.hash,
-                    s.mac,
-                    s.line.trim_end(),
-                ])?;
-            }
-        }
-        tx.commit()
-    }
-}
-
-impl Backend for Sqlite {
-    fn commit(&mut self, batch: &[Job], sync: bool) -> Result<(), BatchError> {
-        let failed = |e: &rusqlite::Error| {
-            BatchError::new("audit database write failed", e, std::io::ErrorKind::Other)
-        };
-        if self.full != sync {
-            self.conn
-                .pragma_update(None, "synchronous", if sync { "FULL" } else { "NORMAL" })
-                .map_err(|e| failed(&e))?;
-            self.full = sync;
-        }
-        let saved = self.head.clone();
-        // A failed transaction rolls back when dropped: undo the head with it.
-        self.insert(batch).map_err(|e| {
-            self.head = saved;
-            failed(&e)
-        })
-    }
-
-    fn last_seq(&self) -> u64 {
-        self.head.next_seq - 1
-    }
-
-    fn sync(&mut self) -> Result<(), BatchError> {
-        // Commits made with `NORMAL` are in the WAL file; syncing it makes them durable
-        // (a checkpoint since then has synced them into the database already).
+    /// Syncs the write-ahead log: commits other writers made there are durable after
+    /// it (a checkpoint since then has synced them into the database already).
+    fn sync_wal(&self) -> Result<(), BatchError> {
         match std::fs::File::open(&self.wal) {
             Ok(f) => f
                 .sync_data()
@@ -317,6 +244,98 @@ impl Backend for Sqlite {
                 e.kind(),
             )),
         }
+    }
+
+    /// One transaction for the batch. Every statement is prepared once and kept
+    /// (`BEGIN`, `COMMIT` and the head's look-up too): parsing them again for each
+    /// batch cost more than inserting a row.
+    fn insert(&mut self, batch: &[Job]) -> rusqlite::Result<()> {
+        self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        let result = self
+            .insert_rows(batch)
+            .and_then(|()| self.conn.prepare_cached("COMMIT")?.execute([]).map(drop));
+        if result.is_err() && !self.conn.is_autocommit() {
+            let _ = self
+                .conn
+                .prepare_cached("ROLLBACK")
+                .and_then(|mut s| s.execute([]));
+        }
+        result
+    }
+
+    fn insert_rows(&mut self, batch: &[Job]) -> rusqlite::Result<()> {
+        let conn = &self.conn;
+        // Another process may share the database (a stdio gateway next to an HTTP one):
+        // under the write lock, continue the chain from whatever is newest now.
+        let newest: Option<(i64, String)> = conn
+            .prepare_cached("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if let Some((seq, hash)) = newest {
+            self.head = Head {
+                next_seq: u64::try_from(seq).unwrap_or(0) + 1,
+                prev: hash,
+            };
+        }
+        {
+            let mut stmt = conn.prepare_cached(
+                "INSERT INTO audit_records (seq, id, kind, method, time_us, principal, endpoint, server, tool, outcome, session, request_id, prev, hash, mac, record)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            )?;
+            for job in batch {
+                self.prev.clone_from(&self.head.prev);
+                self.line.clear();
+                let (seq, mac) = self
+                    .head
+                    .seal_into(&mut self.line, &job.event_json, self.key.as_ref());
+                let Some(i) = &job.index else {
+                    return Err(rusqlite::Error::ToSqlConversionFailure(
+                        "an audit record without its indexed columns".into(),
+                    ));
+                };
+                stmt.execute(params![
+                    i64::try_from(seq).unwrap_or(i64::MAX),
+                    i.id,
+                    i.kind,
+                    i.method,
+                    i.time_us,
+                    i.principal,
+                    i.endpoint,
+                    i.server,
+                    i.tool,
+                    i.outcome,
+                    i.session,
+                    i.request_id,
+                    self.prev,
+                    self.head.prev,
+                    mac,
+                    self.line.trim_end(),
+                ])?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Backend for Sqlite {
+    fn commit(&mut self, batch: &[Job]) -> Result<(), BatchError> {
+        let saved = self.head.clone();
+        // A failed transaction rolls back when dropped: undo the head with it.
+        self.insert(batch).map_err(|e| {
+            self.head = saved;
+            BatchError::new("audit database write failed", &e, std::io::ErrorKind::Other)
+        })
+    }
+
+    fn last_seq(&self) -> u64 {
+        self.head.next_seq - 1
+    }
+
+    fn catch_up(&mut self) -> Result<(), BatchError> {
+        // An empty transaction reads the newest record under the write lock but
+        // writes (and syncs) nothing: sync the WAL for what other writers committed.
+        self.commit(&[])?;
+        self.sync_wal()
     }
 }
 

@@ -280,15 +280,8 @@ async fn two_sinks_on_one_directory_keep_one_chain() {
 struct Recording(Arc<std::sync::Mutex<Vec<String>>>);
 
 impl writer::Backend for Recording {
-    fn commit(&mut self, batch: &[writer::Job], sync: bool) -> Result<(), writer::BatchError> {
-        self.0
-            .lock()
-            .unwrap()
-            .push(format!("commit {} sync={sync}", batch.len()));
-        Ok(())
-    }
-    fn sync(&mut self) -> Result<(), writer::BatchError> {
-        self.0.lock().unwrap().push("sync".to_owned());
+    fn commit(&mut self, batch: &[writer::Job]) -> Result<(), writer::BatchError> {
+        self.0.lock().unwrap().push(format!("commit {}", batch.len()));
         Ok(())
     }
     fn last_seq(&self) -> u64 {
@@ -297,48 +290,105 @@ impl writer::Backend for Recording {
 }
 
 #[tokio::test]
-async fn deferred_records_share_the_next_sync_or_are_written_then_synced_when_idle() {
+async fn an_outcome_record_rides_on_the_next_commit_without_a_write_of_its_own() {
     let log = Recording::default();
     let w = writer::GroupCommit::spawn(
         "test-writer",
         log.clone(),
         16,
         16,
-        std::time::Duration::from_millis(200),
+        std::time::Duration::from_millis(300),
     )
     .unwrap();
     let ops = || log.0.lock().unwrap().clone();
-    let job = |i| writer::Job::of(&event(i)).unwrap();
-    w.submit(job(1)).await.unwrap();
-    assert_eq!(ops(), ["commit 1 sync=true"]);
-    // A deferred record followed by one that syncs: usually one write and one sync for
-    // both (a loaded machine may let the deferred one's millisecond pass first).
-    w.submit_deferred(job(2)).await.unwrap();
-    w.submit(job(3)).await.unwrap();
-    let tail = ops()[1..].to_vec();
-    assert!(
-        tail == ["commit 2 sync=true"] || tail == ["commit 1 sync=false", "commit 1 sync=true"],
-        "{tail:?}"
-    );
-    // Left alone, a deferred record is written without a sync, then synced after the
-    // idle delay.
+    let job = |id: &str, phase| writer::Job::of(&call(id, phase)).unwrap();
+    w.submit(job("a", Phase::Started)).await.unwrap();
+    assert_eq!(ops(), ["commit 1"]);
+    // The call's outcome waits for the caller's next start record: one write and one
+    // sync for both, and nothing written in between (the writer was not woken).
+    w.submit_deferred(job("a", Phase::Finished)).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(ops(), ["commit 1"], "written on its own");
+    w.submit(job("b", Phase::Started)).await.unwrap();
+    assert_eq!(ops(), ["commit 1", "commit 2"]);
+    // Left alone, an outcome is written (and synced) after the idle delay.
+    w.submit_deferred(job("b", Phase::Finished)).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(ops().len(), 2, "written before the idle delay");
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    assert_eq!(ops()[2..], ["commit 1"]);
+    // With no call open, a deferred record wakes the writer; a flush commits what
+    // waits, and so does closing.
     let before = ops().len();
-    w.submit_deferred(job(4)).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
-    assert_eq!(ops()[before..], ["commit 1 sync=false", "sync"]);
-    // A flush commits and syncs what is pending; closing does too.
-    let before = ops().len();
-    w.submit_deferred(job(5)).await.unwrap();
+    w.submit_deferred(job("c", Phase::Finished)).await.unwrap();
     w.flush().await.unwrap();
-    let tail = ops()[before..].to_vec();
-    assert!(
-        tail == ["commit 1 sync=true"] || tail == ["commit 1 sync=false", "sync"],
-        "{tail:?}"
-    );
+    assert_eq!(ops()[before..], ["commit 1"]);
     let before = ops().len();
-    w.submit_deferred(job(6)).await.unwrap();
+    w.submit(job("d", Phase::Started)).await.unwrap();
+    w.submit_deferred(job("d", Phase::Finished)).await.unwrap();
     w.close();
-    assert_eq!(ops()[before..], ["commit 1 sync=true"]);
+    assert_eq!(ops()[before..], ["commit 1", "commit 1"]);
+}
+
+/// A backend whose commit appends (the chain's head moves), then waits for the test
+/// before its "sync" returns.
+struct Gated {
+    seq: u64,
+    entered: std::sync::mpsc::Sender<()>,
+    release: std::sync::mpsc::Receiver<()>,
+}
+
+impl writer::Backend for Gated {
+    fn commit(&mut self, batch: &[writer::Job]) -> Result<(), writer::BatchError> {
+        self.seq += batch.len() as u64;
+        let _ = self.entered.send(());
+        let _ = self.release.recv();
+        Ok(())
+    }
+    fn last_seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+#[tokio::test]
+async fn an_outcome_riding_on_a_commit_is_not_durable_before_that_commit_has_synced() {
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    let backend = Gated {
+        seq: 0,
+        entered: entered_tx,
+        release: release_rx,
+    };
+    let w = std::sync::Arc::new(
+        writer::GroupCommit::spawn("test-gated", backend, 16, 16, std::time::Duration::from_hours(1))
+            .unwrap(),
+    );
+    let head = w.durable();
+    let job = |id: &str, phase| writer::Job::of(&call(id, phase)).unwrap();
+    release.send(()).unwrap();
+    w.submit(job("a", Phase::Started)).await.unwrap();
+    entered.recv().unwrap();
+    assert_eq!(head.current(), 1);
+    // The outcome waits beside the queue (an hour's idle delay): not in the trail,
+    // not durable.
+    w.submit_deferred(job("a", Phase::Finished)).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(head.current(), 1, "a held outcome counted as durable");
+    // The next start record carries it; while that commit has not synced, neither
+    // counts as durable.
+    let next = tokio::spawn({
+        let w = w.clone();
+        async move { w.submit(job("b", Phase::Started)).await }
+    });
+    tokio::task::spawn_blocking(move || entered.recv().unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(head.current(), 1, "published before the commit synced");
+    release.send(()).unwrap();
+    next.await.unwrap().unwrap();
+    assert_eq!(head.current(), 3);
+    drop(release);
 }
 
 fn call(id: &str, phase: Phase) -> AuditEvent {
@@ -452,4 +502,24 @@ async fn a_forked_trail_stops_open_with_what_it_saw() {
         "{err}"
     );
     assert!(!err.to_lowercase().contains("tamper"), "{err}");
+}
+
+#[test]
+fn outcome_columns_hold_the_serialised_names() {
+    use crate::audit::Outcome;
+    for o in [
+        Outcome::Ok,
+        Outcome::ToolError,
+        Outcome::Denied,
+        Outcome::Unauthenticated,
+        Outcome::RateLimited,
+        Outcome::Timeout,
+        Outcome::UpstreamTerminated,
+        Outcome::UpstreamError,
+        Outcome::Cancelled,
+        Outcome::GatewayError,
+        Outcome::AuditFailed,
+    ] {
+        assert_eq!(serde_json::to_value(o).unwrap(), writer::outcome_name(o));
+    }
 }

@@ -8,33 +8,39 @@
 //! artificial delay: while one sync runs, the next batch gathers by itself, so the
 //! added latency is bounded by one sync and batches grow with the load.
 //!
-//! A *deferred* record has no caller waiting. It waits in the writer for up to a
-//! millisecond for a record that does need a sync, and goes out in that record's
-//! batch (one write, one sync): a caller's next start record usually follows its last
-//! outcome that closely. Otherwise it is written without a sync, and the next batch
-//! that syncs covers it (one `fdatasync` or WAL sync makes everything written before
-//! it durable); when nothing comes, the writer syncs on its own after `idle_sync`.
-
+//! A *deferred* record has no caller waiting (a call's outcome, once its start record
+//! is durable). It is put in a list beside the queue without waking the writer, and
+//! goes out at the front of the writer's next batch: one write and one sync for both,
+//! and no wake-up of its own (a caller's next start record usually follows its last
+//! outcome closely). When no batch comes within `idle_sync`, the writer writes and
+//! syncs the waiting records on its own. Only a writer asleep with nothing to wait for
+//! (no call of which it wrote the start) is woken by a deferred record.
+//!
+//! After each commit (which syncs) the writer publishes the `seq` of the newest record
+//! it knows to be durable: the [`DurableHead`] an audit forwarder reads up to. A
+//! deferred record is not in the trail before the commit that carries it, so it is
+//! never reported durable before its sync.
 use std::io;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{AuditError, AuditEvent, EventKind};
+use super::{AuditError, AuditEvent, EventKind, Outcome, Phase};
 
 /// The columns a database sink indexes, taken from the event.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Index {
     pub(crate) id: String,
-    pub(crate) kind: String,
+    pub(crate) kind: &'static str,
     pub(crate) method: Option<String>,
     pub(crate) time_us: i64,
     pub(crate) principal: Option<String>,
     pub(crate) endpoint: Option<String>,
     pub(crate) server: Option<String>,
     pub(crate) tool: Option<String>,
-    pub(crate) outcome: Option<String>,
+    pub(crate) outcome: Option<&'static str>,
     pub(crate) session: Option<String>,
     pub(crate) request_id: Option<String>,
 }
@@ -42,6 +48,23 @@ pub(crate) struct Index {
 pub(crate) fn micros(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// The name an outcome is serialised with (`serde(rename_all = "snake_case")`).
+pub(crate) fn outcome_name(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Ok => "ok",
+        Outcome::ToolError => "tool_error",
+        Outcome::Denied => "denied",
+        Outcome::Unauthenticated => "unauthenticated",
+        Outcome::RateLimited => "rate_limited",
+        Outcome::Timeout => "timeout",
+        Outcome::UpstreamTerminated => "upstream_terminated",
+        Outcome::UpstreamError => "upstream_error",
+        Outcome::Cancelled => "cancelled",
+        Outcome::GatewayError => "gateway_error",
+        Outcome::AuditFailed => "audit_failed",
+    }
 }
 
 impl Index {
@@ -60,17 +83,14 @@ impl Index {
         };
         Self {
             id: event.id.clone(),
-            kind: kind.to_owned(),
+            kind,
             method,
             time_us: micros(event.started_at),
             principal: event.principal.as_ref().map(|p| p.id.clone()),
             endpoint: event.endpoint.clone(),
             server: event.target.as_ref().map(|t| t.server.to_string()),
             tool: event.target.as_ref().map(|t| t.name.to_string()),
-            outcome: event
-                .outcome
-                .and_then(|o| serde_json::to_value(o).ok())
-                .and_then(|v| v.as_str().map(str::to_owned)),
+            outcome: event.outcome.map(outcome_name),
             session: event.session.clone(),
             request_id: event.request_id.clone(),
         }
@@ -81,19 +101,33 @@ impl Index {
 #[derive(Debug)]
 pub(crate) struct Job {
     pub(crate) event_json: String,
+    /// The indexed columns (database sinks only).
     #[cfg_attr(
         not(feature = "sqlite"),
         allow(dead_code, reason = "the SQLite sink's columns")
     )]
-    pub(crate) index: Index,
+    pub(crate) index: Option<Index>,
+    /// Which record of a call this is: the writer counts calls whose start it wrote
+    /// and whose outcome has not come yet.
+    phase: Option<Phase>,
 }
 
 impl Job {
+    /// The event serialised, for a sink that stores the record only.
     pub(crate) fn of(event: &AuditEvent) -> Result<Self, AuditError> {
         Ok(Self {
             event_json: serde_json::to_string(event).map_err(|e| AuditError::Unavailable(Box::new(e)))?,
-            index: Index::of(event),
+            index: None,
+            phase: event.phase,
         })
+    }
+
+    /// The event serialised, with the columns a database sink indexes.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code, reason = "the SQLite sink's"))]
+    pub(crate) fn indexed(event: &AuditEvent) -> Result<Self, AuditError> {
+        let mut job = Self::of(event)?;
+        job.index = Some(Index::of(event));
+        Ok(job)
     }
 }
 
@@ -117,25 +151,17 @@ impl BatchError {
     }
 }
 
-/// How long a durable sink's writer waits, after writing deferred records, for a
-/// record that syncs anyway before it syncs them by itself.
+/// How long deferred records wait in a durable sink's writer for a record that syncs
+/// anyway, before the writer writes and syncs them on its own.
 pub const DEFAULT_IDLE_SYNC: Duration = Duration::from_millis(100);
-
-/// How long deferred records wait in the writer for a record that syncs, so that both
-/// go out in one write (a caller's next start record follows its last outcome).
-const LINGER: Duration = Duration::from_millis(1);
 
 /// The storage behind a writer thread.
 pub(crate) trait Backend: Send + 'static {
-    /// Appends every job, in order. With `sync`, makes them (and everything written
-    /// before) durable before returning `Ok`; without, only writes them where a crash
-    /// of this process cannot lose them. On `Err` nothing of the batch may count as
+    /// Appends every job, in order, and makes them (and everything written before)
+    /// durable before returning `Ok`. On `Err` nothing of the batch may count as
     /// recorded, and the backend must be ready for the next batch (or refuse every
     /// later one).
-    fn commit(&mut self, batch: &[Job], sync: bool) -> Result<(), BatchError>;
-
-    /// Makes everything written so far durable.
-    fn sync(&mut self) -> Result<(), BatchError>;
+    fn commit(&mut self, batch: &[Job]) -> Result<(), BatchError>;
 
     /// The `seq` of the last record of the chain as this backend last saw it (its
     /// own records and those other writers appended before its last batch); 0 for
@@ -144,27 +170,45 @@ pub(crate) trait Backend: Send + 'static {
 
     /// Reads what other writers appended since this backend's last batch and makes
     /// it durable, so that [`Self::last_seq`] covers it. The default commits an empty
-    /// batch with a sync, then syncs.
+    /// batch (which reads the chain's newest record and syncs).
     fn catch_up(&mut self) -> Result<(), BatchError> {
-        self.commit(&[], true)?;
-        self.sync()
+        self.commit(&[])
     }
 }
 
 type Ack = oneshot::Sender<Result<(), BatchError>>;
 
 enum Msg {
-    /// A record; `None`: deferred (nobody waits for it).
-    Record(Box<Job>, Option<Ack>),
+    /// A record its caller waits for.
+    Record(Box<Job>, Ack),
+    /// Commit everything queued and deferred so far.
     Flush(Ack),
+    /// Deferred records wait and the writer had nothing to wait for (or many wait).
+    Wake,
     /// Read other writers' records and sync them (a forwarder saw records past the
     /// durable head).
     CatchUp(Ack),
 }
 
+/// Deferred records, shared by the callers and the writer thread.
+#[derive(Default)]
+struct Deferred {
+    jobs: Vec<Job>,
+    /// The writer sleeps without a deadline: the next deferred record wakes it.
+    asleep: bool,
+}
+
+type SharedDeferred = Arc<Mutex<Deferred>>;
+
+fn lock(d: &Mutex<Deferred>) -> std::sync::MutexGuard<'_, Deferred> {
+    d.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// The callers' end of a writer thread.
 pub(crate) struct GroupCommit {
     tx: mpsc::Sender<Msg>,
+    deferred: SharedDeferred,
+    max_batch: usize,
     durable: watch::Receiver<u64>,
     thread: Option<JoinHandle<()>>,
 }
@@ -235,8 +279,11 @@ struct Writer<B> {
     backend: B,
     max_batch: usize,
     idle_sync: Duration,
-    /// Deferred records written and not yet synced.
-    unsynced: bool,
+    deferred: SharedDeferred,
+    /// Calls whose start record this writer committed and whose outcome record it has
+    /// not seen yet (an estimate: an outcome may never come). While there are any, the
+    /// writer waits with a deadline, so that their outcomes need not wake it.
+    open: usize,
     /// Where the newest durable record's seq is published.
     durable: watch::Sender<u64>,
 }
@@ -253,121 +300,119 @@ impl<B: Backend> Writer<B> {
     }
 
     fn run(mut self, rt: &tokio::runtime::Runtime, rx: &mut mpsc::Receiver<Msg>) {
-        // Jobs taken from the queue and not committed yet: deferred ones wait here (at
-        // most `LINGER`) for a record that syncs, so that both share one write.
-        let mut jobs = Vec::with_capacity(self.max_batch);
-        let mut deferred = 0usize;
-        let mut acks: Vec<Ack> = Vec::with_capacity(self.max_batch);
-        let mut flushes: Vec<Ack> = Vec::new();
-        let mut catch_ups: Vec<Ack> = Vec::new();
-        let mut held_since: Option<Instant> = None;
-        let mut written_at = Instant::now();
+        let mut batch = Batch {
+            jobs: Vec::with_capacity(self.max_batch),
+            acks: Vec::with_capacity(self.max_batch),
+            catch_ups: Vec::new(),
+            deferred: 0,
+        };
         loop {
-            let deadline = match held_since {
-                Some(t) => Some(t + LINGER),
-                None => self.unsynced.then(|| written_at + self.idle_sync),
+            let timed = self.open > 0 || {
+                let mut d = lock(&self.deferred);
+                d.asleep = d.jobs.is_empty();
+                !d.asleep
             };
-            let first = match deadline {
-                Some(d) => {
-                    let d = tokio::time::Instant::from_std(d);
-                    let Ok(m) = rt.block_on(async { tokio::time::timeout_at(d, rx.recv()).await }) else {
-                        if held_since.take().is_some() {
-                            // Nothing came to share a sync: write them now, sync later.
-                            let result = self.backend.commit(&jobs, false);
-                            log_lost(&result, deferred);
-                            if result.is_ok() {
-                                self.unsynced = true;
-                                written_at = Instant::now();
-                            }
-                            jobs.clear();
-                            deferred = 0;
-                        } else {
-                            self.sync_deferred();
-                        }
-                        continue;
-                    };
-                    m
-                }
-                None => rt.block_on(rx.recv()),
+            let first = if timed {
+                let idle = self.idle_sync;
+                let Ok(m) = rt.block_on(async { tokio::time::timeout(idle, rx.recv()).await }) else {
+                    // Nothing came to share a sync with: write what waits.
+                    self.take_deferred(&mut batch);
+                    if batch.jobs.is_empty() {
+                        self.open = 0;
+                    } else {
+                        self.commit(&mut batch);
+                    }
+                    continue;
+                };
+                m
+            } else {
+                rt.block_on(rx.recv())
             };
             let Some(first) = first else { break };
+            // Deferred records first: they were queued before anything that comes now.
+            self.take_deferred(&mut batch);
             let mut next = Some(first);
             while let Some(msg) = next.take() {
                 match msg {
                     Msg::Record(job, ack) => {
-                        jobs.push(*job);
-                        match ack {
-                            Some(a) => acks.push(a),
-                            None => deferred += 1,
-                        }
+                        batch.jobs.push(*job);
+                        batch.acks.push(ack);
                     }
-                    Msg::Flush(ack) => flushes.push(ack),
-                    Msg::CatchUp(ack) => catch_ups.push(ack),
+                    Msg::Flush(ack) => batch.acks.push(ack),
+                    Msg::Wake => {}
+                    Msg::CatchUp(ack) => batch.catch_ups.push(ack),
                 }
-                if jobs.len() < self.max_batch {
+                if batch.jobs.len() < self.max_batch {
                     next = rx.try_recv().ok();
                 }
             }
-            let sync = !acks.is_empty() || !flushes.is_empty() || !catch_ups.is_empty();
-            if !sync && jobs.len() < self.max_batch {
-                held_since.get_or_insert_with(Instant::now);
-                continue;
-            }
-            held_since = None;
-            let mut result = if !jobs.is_empty() {
-                let r = self.backend.commit(&jobs, sync);
-                if r.is_ok() {
-                    self.unsynced = !sync;
-                    written_at = Instant::now();
-                }
-                r
-            } else if self.unsynced {
-                let r = self.backend.sync();
-                if r.is_ok() {
-                    self.unsynced = false;
-                }
-                r
-            } else {
-                Ok(())
-            };
-            if !catch_ups.is_empty() && result.is_ok() {
-                result = self.backend.catch_up();
-            }
-            if sync && result.is_ok() {
-                self.publish();
-            }
-            log_lost(&result, deferred);
-            for ack in acks.drain(..).chain(flushes.drain(..)).chain(catch_ups.drain(..)) {
-                let _ = ack.send(result.clone());
-            }
-            jobs.clear();
-            deferred = 0;
+            self.commit(&mut batch);
         }
-        if !jobs.is_empty() {
-            let result = self.backend.commit(&jobs, true);
-            log_lost(&result, deferred);
-            if result.is_ok() {
-                self.unsynced = false;
-                self.publish();
+        loop {
+            self.take_deferred(&mut batch);
+            if batch.jobs.is_empty() {
+                break;
             }
-        }
-        if self.unsynced {
-            self.sync_deferred();
+            self.commit(&mut batch);
         }
     }
 
-    fn sync_deferred(&mut self) {
-        match self.backend.sync() {
-            Ok(()) => {
-                self.unsynced = false;
-                self.publish();
-            }
-            Err(e) => {
-                // Try again at the next batch or idle period.
-                tracing::error!(error = %e.message, "cannot sync deferred audit records");
+    /// Moves waiting deferred records (at most a batch's worth) into `batch`.
+    fn take_deferred(&self, batch: &mut Batch) {
+        let mut d = lock(&self.deferred);
+        d.asleep = false;
+        let room = self.max_batch.saturating_sub(batch.jobs.len()).max(1);
+        let n = d.jobs.len().min(room);
+        if n == d.jobs.len() {
+            batch.jobs.append(&mut d.jobs);
+        } else {
+            batch.jobs.extend(d.jobs.drain(..n));
+        }
+        batch.deferred += n;
+    }
+
+    /// Commits the batch (if it holds records), catches up with other writers if a
+    /// forwarder asked, publishes the durable head and answers the callers.
+    fn commit(&mut self, batch: &mut Batch) {
+        let mut result = if batch.jobs.is_empty() {
+            Ok(())
+        } else {
+            self.backend.commit(&batch.jobs)
+        };
+        let caught_up = !batch.catch_ups.is_empty() && result.is_ok();
+        if caught_up {
+            result = self.backend.catch_up();
+        }
+        if result.is_ok() && (caught_up || !batch.jobs.is_empty()) {
+            // Every commit syncs: what the backend has now is durable.
+            self.publish();
+        }
+        if result.is_ok() {
+            for job in &batch.jobs {
+                match job.phase {
+                    Some(Phase::Started) => self.open += 1,
+                    Some(Phase::Finished) => self.open = self.open.saturating_sub(1),
+                    None => {}
+                }
             }
         }
+        log_lost(&result, batch.deferred);
+        for ack in batch.acks.drain(..).chain(batch.catch_ups.drain(..)) {
+            let _ = ack.send(result.clone());
+        }
+        batch.jobs.clear();
+        batch.deferred = 0;
     }
+}
+
+/// The records of one commit and the callers waiting for it.
+struct Batch {
+    jobs: Vec<Job>,
+    acks: Vec<Ack>,
+    /// Forwarders waiting for a catch-up with other writers.
+    catch_ups: Vec<Ack>,
+    /// How many of `jobs` are deferred (nobody hears if they are lost).
+    deferred: usize,
 }
 
 /// Logs deferred records lost with a failed batch (nobody else hears of it).
@@ -392,19 +437,22 @@ impl GroupCommit {
         idle_sync: Duration,
     ) -> Result<Self, AuditError> {
         let (tx, mut rx) = mpsc::channel::<Msg>(queue.max(1));
+        let deferred = SharedDeferred::default();
+        let max_batch = max_batch.max(1);
         // What the backend read at open is on disk (the sinks sync it when they open).
         let (durable, durable_rx) = watch::channel(backend.last_seq());
         let writer = Writer {
             backend,
-            max_batch: max_batch.max(1),
+            max_batch,
             idle_sync,
-            unsynced: false,
+            deferred: deferred.clone(),
+            open: 0,
             durable,
         };
         let thread = std::thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || {
-                // A runtime of its own, for the idle-sync timeout on the queue.
+                // A runtime of its own, for the deadline on the queue.
                 match tokio::runtime::Builder::new_current_thread()
                     .enable_time()
                     .build()
@@ -416,6 +464,8 @@ impl GroupCommit {
             .map_err(AuditError::Io)?;
         Ok(Self {
             tx,
+            deferred,
+            max_batch,
             durable: durable_rx,
             thread: Some(thread),
         })
@@ -437,7 +487,7 @@ impl GroupCommit {
     pub(crate) async fn submit(&self, job: Job) -> Result<(), AuditError> {
         let (ack, done) = oneshot::channel();
         self.tx
-            .send(Msg::Record(Box::new(job), Some(ack)))
+            .send(Msg::Record(Box::new(job), ack))
             .await
             .map_err(|_| Self::stopped())?;
         match done.await {
@@ -446,16 +496,26 @@ impl GroupCommit {
         }
     }
 
-    /// Queues `job` (waiting only while the queue is full) and returns: the writer
-    /// writes it and the next sync makes it durable.
+    /// Puts `job` on the deferred list and returns: it goes out with the writer's next
+    /// batch, or on its own within `idle_sync`. Waits only when a batch's worth is
+    /// waiting and the queue is full (backpressure).
     pub(crate) async fn submit_deferred(&self, job: Job) -> Result<(), AuditError> {
-        self.tx
-            .send(Msg::Record(Box::new(job), None))
-            .await
-            .map_err(|_| Self::stopped())
+        if self.tx.is_closed() {
+            return Err(Self::stopped());
+        }
+        let wake = {
+            let mut d = lock(&self.deferred);
+            d.jobs.push(job);
+            std::mem::take(&mut d.asleep) || d.jobs.len().is_multiple_of(self.max_batch)
+        };
+        if wake {
+            self.tx.send(Msg::Wake).await.map_err(|_| Self::stopped())?;
+        }
+        Ok(())
     }
 
-    /// Waits until everything queued before this call is committed and synced.
+    /// Waits until everything queued or deferred before this call is committed and
+    /// synced.
     pub(crate) async fn flush(&self) -> Result<(), AuditError> {
         let (ack, done) = oneshot::channel();
         self.tx.send(Msg::Flush(ack)).await.map_err(|_| Self::stopped())?;

@@ -312,9 +312,11 @@ pub struct HttpServerConfig {
     /// Headers (values may hold `${NAME}`).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    /// Keep connections to the server open between requests (default false: only for
-    /// servers known to answer without delayed-ACK stalls).
-    #[serde(default)]
+    /// Keep connections to the server open between requests (default true). Set
+    /// `false` for a server that writes its answers in pieces with Nagle's algorithm on
+    /// (no `TCP_NODELAY`): over a reused connection each reply then waits ~40 ms for
+    /// the gateway's delayed ACK.
+    #[serde(default = "yes")]
     pub reuse_connections: bool,
     /// Switched on (default true).
     #[serde(default = "yes")]

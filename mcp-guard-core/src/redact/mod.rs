@@ -259,7 +259,19 @@ impl Redacted<Value> {
     /// Caps the serialised size at `max_bytes`, replacing an oversized value with a
     /// marker object that records the original size. Returns whether it truncated.
     pub fn cap(&mut self, max_bytes: usize) -> bool {
-        let size = serde_json::to_vec(&self.0).map_or(0, |v| v.len());
+        struct Count(usize);
+        impl std::io::Write for Count {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0 += buf.len();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        // Counted without building the bytes.
+        let mut count = Count(0);
+        let size = serde_json::to_writer(&mut count, &self.0).map_or(0, |()| count.0);
         if size <= max_bytes {
             return false;
         }

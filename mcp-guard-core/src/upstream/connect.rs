@@ -244,18 +244,21 @@ pub struct HttpSpec {
     pub url: String,
     /// Headers, values possibly with `${NAME}` placeholders (`Authorization` included).
     pub headers: BTreeMap<String, Template>,
-    /// Keep connections open between requests (faster; only for servers that set
-    /// `TCP_NODELAY` or answer in one write, else replies can stall ~40 ms).
+    /// Keep connections open between requests (default: a pool per connector, so per
+    /// upstream session where sessions are isolated). `false` opens a new connection
+    /// per request: for a server that writes its answer in pieces with Nagle's
+    /// algorithm on (no `TCP_NODELAY`), where a reused connection meets the client's
+    /// delayed ACK and each reply stalls ~40 ms.
     pub reuse_connections: bool,
 }
 
 impl HttpSpec {
-    /// `url` with no headers.
+    /// `url` with no headers, connections pooled.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
             headers: BTreeMap::new(),
-            reuse_connections: false,
+            reuse_connections: true,
         }
     }
 
@@ -283,9 +286,8 @@ pub(crate) fn http_client(reuse_connections: bool) -> Result<reqwest::Client, re
     if reuse_connections {
         builder.build()
     } else {
-        // A reused connection to a server that writes its answer in pieces without
-        // TCP_NODELAY meets delayed ACK and stalls ~40 ms (rmcp issue 789), so by
-        // default every request gets a fresh connection.
+        // Asked for a server that writes its answer in pieces without TCP_NODELAY: a
+        // reused connection would meet delayed ACK and stall ~40 ms (rmcp issue 789).
         builder.pool_max_idle_per_host(0).build()
     }
 }

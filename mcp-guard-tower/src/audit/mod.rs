@@ -19,7 +19,8 @@
 //! 2. an **outcome record** (`"phase":"finished"`: everything, result and outcome
 //!    included), handed to the sink with
 //!    [`AuditSink::record_deferred`]:
-//!    written at once, made durable by the sink's next sync, and not waited for. So
+//!    written and synced with the sink's next batch (a durable sink's next record
+//!    anyone waits for, or on its own after an idle delay), and not waited for. So
 //!    a call waits for one sync, as before. If it is lost (crash, full disk), the
 //!    call stays visible as started without an outcome (`mcp-guard audit verify`
 //!    lists it, `audit query --incomplete` finds it); losing it never turns a call
@@ -141,7 +142,7 @@ impl AuditLayer {
         event.target.clone_from(&req.target);
         event.requested_name = req.requested_name.as_deref().map(str::to_owned);
         if let Some(args) = arguments_of(&req.request) {
-            event.request_bytes = serde_json::to_vec(&args).ok().map(|v| v.len());
+            event.request_bytes = json_len(&args);
             let mut redacted = self.redactor.redacted(args);
             event.truncated |= redacted.cap(self.payload_cap);
             event.arguments = Some(redacted);
@@ -185,7 +186,7 @@ impl AuditLayer {
                 ))),
             };
             if let Some(v) = payload {
-                event.response_bytes = serde_json::to_vec(&v).ok().map(|b| b.len());
+                event.response_bytes = json_len(&v);
                 let mut redacted = self.redactor.redacted(v);
                 event.truncated |= redacted.cap(self.payload_cap);
                 event.result = Some(redacted);
@@ -231,9 +232,9 @@ crate::macros::inner_service_accessors!(Audit<S>);
 /// [`RequestNotes::before_upstream`](crate::RequestNotes::before_upstream).
 pub(crate) struct StartRecord {
     sink: Arc<dyn AuditSink>,
-    /// The event as it stands before the call (phase `started`); the rule is filled in
-    /// when it is written.
-    event: tokio::sync::Mutex<AuditEvent>,
+    /// The call's event, lent by the audit layer: as it stands before the call (phase
+    /// `started`, the rule filled in when it is written); taken back for the outcome.
+    event: tokio::sync::Mutex<Option<AuditEvent>>,
     id: String,
     fail_open: bool,
     state: tokio::sync::OnceCell<Started>,
@@ -266,8 +267,11 @@ impl StartRecord {
             .state
             .get_or_init(|| async {
                 let mut event = self.event.lock().await;
+                let Some(event) = event.as_mut() else {
+                    return Started::Failed("the call's record is gone".into());
+                };
                 event.rule = rule.map(ToString::to_string);
-                match self.sink.record(&event).await {
+                match self.sink.record(event).await {
                     Ok(()) => Started::Durable,
                     Err(e) => {
                         let why = mcp_guard_core::upstream::error_chain(&e);
@@ -311,7 +315,7 @@ impl Drop for DropGuard {
             return;
         };
         // Written (durable), so nobody holds the lock any more.
-        let Some(mut event) = start.event.try_lock().ok().map(|e| e.clone()) else {
+        let Some(mut event) = start.event.try_lock().ok().and_then(|mut e| e.take()) else {
             return;
         };
         event.phase = Some(Phase::Finished);
@@ -331,6 +335,32 @@ impl Drop for DropGuard {
             }
         });
     }
+}
+
+/// The size of `value` serialised as JSON, counted without building the bytes.
+fn json_len(value: &serde_json::Value) -> Option<usize> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    serde_json::to_writer(&mut n, value).ok().map(|()| n.0)
+}
+
+/// Stands in for a call's event that is no longer there (never expected).
+fn lost_event(id: &str) -> AuditEvent {
+    let mut event = AuditEvent::new(EventKind::Request {
+        method: String::new(),
+        action: Action::Call,
+    });
+    id.clone_into(&mut event.id);
+    event
 }
 
 pub(crate) fn outcome_of(result: &Result<ServerResult, GuardError>) -> Outcome {
@@ -388,31 +418,40 @@ where
                 return inner.call(req).await.map_err(Into::into);
             }
             let clock = Instant::now();
-            let mut event = layer.request_event(&req, is_call);
+            let event = layer.request_event(&req, is_call);
             let notes = req.notes.clone();
-            // A call gets a start record, written just before it goes upstream.
-            let start = is_call.then(|| {
-                let mut started = event.clone();
-                started.phase = Some(Phase::Started);
-                Arc::new(StartRecord {
+            // A call gets a start record, written just before it goes upstream: the
+            // event is lent to it (no copy) and taken back for the outcome.
+            let (start, event) = if is_call {
+                let mut event = event;
+                event.phase = Some(Phase::Started);
+                let start = Arc::new(StartRecord {
                     sink: layer.sink.clone(),
-                    id: started.id.clone(),
-                    event: tokio::sync::Mutex::new(started),
+                    id: event.id.clone(),
+                    event: tokio::sync::Mutex::new(Some(event)),
                     fail_open: layer.fail_open,
                     state: tokio::sync::OnceCell::new(),
-                })
-            });
-            if let Some(s) = &start {
-                let _ = notes.start.set(s.clone());
-            }
+                });
+                let _ = notes.start.set(start.clone());
+                (Some(start), None)
+            } else {
+                (None, Some(event))
+            };
             let mut guard = DropGuard(start.clone());
             let result = inner.call(req).await.map_err(Into::into);
-            layer.finish_event(&mut event, &result, &notes, clock, is_call);
             guard.disarm();
+            let mut event = match (event, &start) {
+                (Some(event), _) => event,
+                (None, Some(start)) => match start.event.lock().await.take() {
+                    Some(event) => event,
+                    // Only the drop guard takes it, and it was disarmed.
+                    None => lost_event(&start.id),
+                },
+                (None, None) => lost_event(""),
+            };
+            layer.finish_event(&mut event, &result, &notes, clock, is_call);
             let started = start.as_ref().and_then(|s| s.state.get().cloned());
-            if started.is_some() {
-                event.phase = Some(Phase::Finished);
-            }
+            event.phase = started.is_some().then_some(Phase::Finished);
             match started {
                 // The upstream saw the call: its outcome must not turn into a refusal,
                 // and the client does not wait for a second sync.
