@@ -400,18 +400,25 @@ fn check(config: &std::path::Path) -> anyhow::Result<()> {
 /// Connects every enabled server once and lists its tools; fails if any cannot connect.
 async fn check_connect(config: &std::path::Path) -> anyhow::Result<()> {
     let loaded = load_config(config)?;
+    let labels = loaded.config.labels.clone();
     let upstreams = ServerBuilder::from_loaded(loaded)
         .known_secrets(known_secrets())
         .upstreams()?;
     let mut failed = 0;
+    let mut served = Vec::new();
     for (upstream, enabled) in upstreams {
         if !enabled {
             outln!("server {}: disabled", upstream.id());
+            served.push((upstream.id().to_owned(), None));
             continue;
         }
         match upstream.catalog().await {
             Ok(cat) => {
                 let names: Vec<&str> = cat.tools.iter().map(|t| t.name.as_ref()).collect();
+                served.push((
+                    upstream.id().to_owned(),
+                    Some(names.iter().map(|n| (*n).to_owned()).collect()),
+                ));
                 let version = cat
                     .server_info
                     .as_ref()
@@ -426,6 +433,7 @@ async fn check_connect(config: &std::path::Path) -> anyhow::Result<()> {
             }
             Err(e) => {
                 failed += 1;
+                served.push((upstream.id().to_owned(), None));
                 outln!(
                     "server {}: FAILED: {}",
                     upstream.id(),
@@ -434,6 +442,14 @@ async fn check_connect(config: &std::path::Path) -> anyhow::Result<()> {
             }
         }
         upstream.shutdown().await;
+    }
+    match mcp_guard_core::config::check_label_tools(&labels, &served) {
+        Ok(warnings) => {
+            for w in warnings {
+                outln!("warning: {w}");
+            }
+        }
+        Err(e) => bail!("{}: invalid configuration:\n{e}", config.display()),
     }
     if failed > 0 {
         bail!("{failed} server(s) could not be reached");

@@ -23,6 +23,9 @@ use crate::call::{PrincipalKind, TargetKind};
 use crate::policy::{Condition, Pattern, Subject, Test};
 use crate::upstream::{Template, UpstreamProtocol};
 
+mod flow;
+pub use flow::*;
+
 /// The whole gateway configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -48,6 +51,10 @@ pub struct GatewayConfig {
     pub credentials: CredentialsSection,
     /// Limits on traffic before authentication, per source address.
     pub unauthenticated_limits: UnauthenticatedLimitsSection,
+    /// Flow labels of tools (`[[labels]]`), for flow rules.
+    pub labels: Vec<LabelConfig>,
+    /// Flow rules (`[[flow_rules]]`): what a session may do after what it has done.
+    pub flow_rules: Vec<FlowRuleConfig>,
 }
 
 /// `[unauthenticated_limits]`: what traffic that has not authenticated may cost, per
@@ -1801,6 +1808,7 @@ impl GatewayConfig {
             });
         }
         self.audit.validate(&mut errors, &mut warnings);
+        self.validate_flow(&mut errors, &mut warnings);
         self.rate_limits.validate(&mut errors);
         self.unauthenticated_limits.validate(&mut errors);
         if errors.is_empty() {

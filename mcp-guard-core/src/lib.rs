@@ -35,6 +35,7 @@ mod call;
 pub mod config;
 pub mod credential;
 pub mod fetch;
+pub mod flow;
 pub mod hex;
 pub mod pin;
 pub mod policy;

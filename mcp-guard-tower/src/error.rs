@@ -79,6 +79,10 @@ pub enum GuardError {
     ShuttingDown,
 }
 
+/// The JSON-RPC error code of a call a flow rule refused (the tool exists; what the
+/// session did before rules it out).
+pub const FLOW_REFUSED: ErrorCode = ErrorCode(-32031);
+
 impl From<UpstreamError> for GuardError {
     /// Kept as [`GuardError::Upstream`], timeouts included, so the client's error can
     /// name the server and its limit.
@@ -117,6 +121,18 @@ fn unknown(kind: TargetKind, name: &str) -> ErrorData {
 impl From<GuardError> for ErrorData {
     fn from(e: GuardError) -> Self {
         match e {
+            GuardError::Denied {
+                name,
+                denial: Denial { flow: Some(flow), .. },
+                ..
+            } => ErrorData::new(
+                FLOW_REFUSED,
+                format!(
+                    "{name} is not allowed in this session: {}. If the call is intended, an operator can review the session and clear its flow restrictions.",
+                    flow.explain()
+                ),
+                Some(serde_json::json!({ "reason": "flow" })),
+            ),
             GuardError::Unknown { kind, name } | GuardError::Denied { kind, name, .. } => {
                 unknown(kind, &name)
             }

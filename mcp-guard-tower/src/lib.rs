@@ -166,7 +166,7 @@ pub use auth::{Authenticate, Authenticated, StaticTokens};
 #[doc(inline)]
 pub use drain::{Drain, DrainLayer};
 #[doc(inline)]
-pub use error::{GuardError, RATE_LIMITED};
+pub use error::{FLOW_REFUSED, GuardError, RATE_LIMITED};
 #[doc(inline)]
 pub use federation::{BuildError, EndpointSpec, Gateway, Reconfigured, Selection, Snapshot};
 #[doc(inline)]

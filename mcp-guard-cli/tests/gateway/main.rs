@@ -16,6 +16,7 @@ mod config;
 mod credentials;
 mod era;
 mod federation;
+mod flow;
 mod hygiene;
 mod isolation;
 mod lifecycle;

@@ -187,6 +187,11 @@ pub enum EventKind {
         /// Why, as `mcp-guard check` says it (`gateway.toml:12: grants[0]...`).
         reason: String,
     },
+    /// An operator cleared a session's flow taint (`sessions clear-taint`).
+    TaintCleared {
+        /// The labels cleared.
+        labels: String,
+    },
     /// The audit trail itself: recovered after a crash, or rotated to a new file.
     AuditLog {
         /// `recovered` or `rotated`.
@@ -304,6 +309,44 @@ pub struct AuditEvent {
     /// suspected injection).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<String>,
+    /// What flow rules made of the call: its labels, the taint it set, or the earlier
+    /// calls whose taint refused it or sent it for approval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow: Option<FlowRecord>,
+}
+
+/// The flow-rule part of a call's record (see [`crate::flow`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct FlowRecord {
+    /// The call's labels, with `untrusted-input` added for a result flagged as a
+    /// suspected injection.
+    #[serde(skip_serializing_if = "crate::flow::no_labels")]
+    pub labels: crate::flow::Labels,
+    /// The labels this call added to its session's taint.
+    #[serde(skip_serializing_if = "crate::flow::no_labels")]
+    pub tainted: crate::flow::Labels,
+    /// The flow rule that refused the call or sent it for approval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// For a call a flow rule refused or sent for approval: the earlier calls that set
+    /// the session's taint.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tainted_by: Vec<crate::flow::TaintMark>,
+    /// The approval the call went through, or waits for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
+}
+
+impl FlowRecord {
+    /// Whether there is nothing to record.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+            && self.tainted.is_empty()
+            && self.rule.is_none()
+            && self.tainted_by.is_empty()
+            && self.approval.is_none()
+    }
 }
 
 impl AuditEvent {
@@ -334,6 +377,7 @@ impl AuditEvent {
             truncated: false,
             trace_id: None,
             findings: Vec::new(),
+            flow: None,
         }
     }
 }

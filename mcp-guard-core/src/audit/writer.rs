@@ -56,6 +56,7 @@ impl Index {
             EventKind::ConfigReloaded { .. } => ("config_reloaded", None),
             EventKind::ConfigRefused { .. } => ("config_refused", None),
             EventKind::AuditLog { .. } => ("audit_log", None),
+            EventKind::TaintCleared { .. } => ("taint_cleared", None),
         };
         Self {
             id: event.id.clone(),

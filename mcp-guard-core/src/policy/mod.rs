@@ -21,8 +21,15 @@
 //! ignored on allows, and a deny with argument conditions does not hide the entry. A
 //! call evaluates every condition, so an entry may be listed while a particular call of
 //! it is refused (as an unknown tool).
+//!
+//! # Flow rules
+//! Tools carry [labels](crate::flow::Label) ([`ToolLabel`]); a [`FlowRule`] refuses a
+//! call by its labels once the session's earlier calls carried others (the session's
+//! [`Taint`](crate::flow::Taint), read from [`CallContext::taint`]). Flow rules are
+//! judged after the grants, and only for calls the grants allow.
 
 mod conditions;
+mod flow;
 mod grants;
 mod index;
 
@@ -31,9 +38,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::BoxError;
-use crate::call::{CallContext, Operation};
+use crate::call::{CallContext, Operation, Target};
+use crate::flow::Labels;
 
 pub use conditions::{Condition, ConditionOn, Subject, Test};
+pub use flow::{FlowMatch, FlowRule, ToolLabel};
 pub use grants::{Effect, Grant, GrantPolicy, GrantPolicyBuilder, Pattern};
 
 /// Decides whether an operation may proceed.
@@ -67,6 +76,13 @@ pub trait Policy: Send + Sync {
     /// # Cancel safety
     /// Evaluation has no side effects the gateway relies on; dropping the future is safe.
     async fn evaluate(&self, operation: &Operation, context: &CallContext) -> Result<Decision, PolicyError>;
+
+    /// The flow [labels](crate::flow::Label) of a target: what a call of it adds to
+    /// its session's taint once it returns. None by default.
+    fn labels(&self, target: &Target) -> Labels {
+        let _ = target;
+        Labels::EMPTY
+    }
 }
 
 #[async_trait]
@@ -74,12 +90,18 @@ impl<P: Policy + ?Sized> Policy for Arc<P> {
     async fn evaluate(&self, operation: &Operation, context: &CallContext) -> Result<Decision, PolicyError> {
         (**self).evaluate(operation, context).await
     }
+    fn labels(&self, target: &Target) -> Labels {
+        (**self).labels(target)
+    }
 }
 
 #[async_trait]
 impl<P: Policy + ?Sized> Policy for Box<P> {
     async fn evaluate(&self, operation: &Operation, context: &CallContext) -> Result<Decision, PolicyError> {
         (**self).evaluate(operation, context).await
+    }
+    fn labels(&self, target: &Target) -> Labels {
+        (**self).labels(target)
     }
 }
 
@@ -128,6 +150,10 @@ pub struct Denial {
     pub rule: Option<Arc<str>>,
     /// A short operator-facing reason.
     pub reason: Arc<str>,
+    /// For a refusal by a flow rule: the labels and the earlier calls that set it off.
+    /// Such a refusal is told to the client as what it is (the tool exists and was
+    /// listed), without naming the earlier calls.
+    pub flow: Option<FlowMatch>,
 }
 
 impl Denial {
@@ -136,6 +162,7 @@ impl Denial {
         Self {
             rule: Some(rule.into()),
             reason: reason.into(),
+            flow: None,
         }
     }
 
@@ -144,6 +171,16 @@ impl Denial {
         Self {
             rule: None,
             reason: "no grant allows this".into(),
+            flow: None,
+        }
+    }
+
+    /// A refusal by a flow rule.
+    pub fn by_flow(rule: impl Into<Arc<str>>, flow: FlowMatch) -> Self {
+        Self {
+            rule: Some(rule.into()),
+            reason: flow.explain().into(),
+            flow: Some(flow),
         }
     }
 }

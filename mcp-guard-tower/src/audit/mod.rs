@@ -167,6 +167,12 @@ impl AuditLayer {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
+        event.flow = notes
+            .flow
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .filter(|f| !f.is_empty());
         event.rule = match result {
             Err(GuardError::Denied { denial, .. }) => {
                 Some(denial.rule.as_deref().unwrap_or("default deny").to_owned())
@@ -405,6 +411,7 @@ where
             if let Some(s) = &start {
                 let _ = notes.start.set(s.clone());
             }
+            let _ = notes.audit_id.set(event.id.as_str().into());
             let mut guard = DropGuard(start.clone());
             let result = inner.call(req).await.map_err(Into::into);
             layer.finish_event(&mut event, &result, &notes, clock, is_call);

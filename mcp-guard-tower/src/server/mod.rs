@@ -44,6 +44,7 @@ mod auth;
 mod authorization;
 mod config_file;
 mod credentials;
+mod flow;
 mod pinning;
 mod reload;
 mod run;
@@ -85,8 +86,10 @@ impl From<anyhow::Error> for ServerError {
     }
 }
 
-/// The grants of `[[grants]]`, compiled; an unnamed grant is named after its entry
-/// (`grants[2]`), so audit records and `explain` point at the configuration.
+/// The grants of `[[grants]]` with the labels and flow rules of `[[labels]]` and
+/// `[[flow_rules]]`, compiled; an unnamed grant or rule is named after its entry
+/// (`grants[2]`, `flow_rules[0]`), so audit records and `explain` point at the
+/// configuration.
 ///
 /// # Errors
 /// A pattern or condition does not compile.

@@ -301,6 +301,7 @@ impl ServerBuilder {
         let handler = GuardHandler::new(ep, built.service.clone())
             .with_principal(principal)
             .with_session(session.id().clone())
+            .with_session_taint(&session)
             .page_size(cfg.gateway.page_size);
         Ok(StdioGateway {
             reloader,
@@ -491,12 +492,13 @@ impl GatewayServer {
 
     /// Waits until every server's first start has ended; a name that two started
     /// servers both produce is an error then (as it would have been had the gateway
-    /// waited for them before serving).
+    /// waited for them before serving), and so is a `[[labels]]` tool glob that
+    /// matches no tool of the servers it names.
     ///
     /// # Errors
-    /// A name collision.
+    /// A name collision, or a label naming no tool.
     pub async fn started(&self) -> Result<StartupReport, ServerError> {
-        Ok(startup_report(&self.built.gateway).await?)
+        Ok(startup_report(&self.built).await?)
     }
 
     /// Serves [`Self::app`] on `listener` until `stop` completes or the servers' first
@@ -516,7 +518,7 @@ impl GatewayServer {
         let mut stop = std::pin::pin!(stop);
         let failed = tokio::select! {
             () = &mut stop => None,
-            report = startup_report(&self.built.gateway) => match report {
+            report = startup_report(&self.built) => match report {
                 Ok(r) => {
                     on_started(&r);
                     stop.await;
@@ -581,11 +583,13 @@ impl std::fmt::Display for StartupReport {
     }
 }
 
-async fn startup_report(gateway: &Gateway) -> anyhow::Result<StartupReport> {
+async fn startup_report(built: &Built) -> anyhow::Result<StartupReport> {
+    let gateway = &built.gateway;
     gateway.started().await;
     if let Some(c) = gateway.collisions().into_iter().next() {
         return Err(c.into());
     }
+    super::flow::check_labels(&built.labels, gateway).await?;
     let mut report = StartupReport::default();
     for (id, upstream, enabled) in gateway.servers() {
         if !enabled {
@@ -653,8 +657,7 @@ impl StdioGateway {
         // The servers start in the background; the first start of each ending is
         // reported (and a name collision ends the gateway) whether or not a client is
         // talking yet.
-        let gateway = self.built.gateway.clone();
-        let mut startup = std::pin::pin!(startup_report(&gateway));
+        let mut startup = std::pin::pin!(startup_report(&self.built));
         let mut on_started = Some(on_started);
         let mut startup_done = false;
         let serving = self.handler.clone().serve(crate::stdio::guarded_stdio());

@@ -30,10 +30,13 @@ pub(crate) struct Built {
     pub(crate) drain: Drain,
     /// The layers a reload replaces.
     pub(crate) guards: Arc<Guards>,
+    /// `[[labels]]` as built, checked against the servers' tools once they started.
+    pub(crate) labels: Vec<mcp_guard_core::config::LabelConfig>,
 }
 
-/// Compiles `[[grants]]`; an unnamed grant is named after its entry (`grants[2]`), so
-/// audit records and `explain` point at the config.
+/// Compiles `[[grants]]` with `[[labels]]` and `[[flow_rules]]`; an unnamed grant is
+/// named after its entry (`grants[2]`), so audit records and `explain` point at the
+/// config.
 pub(crate) fn policy(config: &GatewayConfig) -> anyhow::Result<GrantPolicy> {
     let mut b = GrantPolicy::builder();
     for (i, g) in config.grants.iter().enumerate() {
@@ -66,7 +69,7 @@ pub(crate) fn policy(config: &GatewayConfig) -> anyhow::Result<GrantPolicy> {
         }
         b = b.grant(grant);
     }
-    Ok(b.build()?)
+    Ok(super::flow::rules(config, b)?.build()?)
 }
 
 /// `[rate_limits]` as tower limits; `None` when no scope is set.
@@ -175,6 +178,7 @@ pub(crate) async fn build(
         metrics,
         drain,
         guards,
+        labels: config.labels.clone(),
     })
 }
 
