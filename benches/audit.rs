@@ -8,10 +8,16 @@
 //! concurrent callers: durable calls per second and the latency a caller sees. This
 //! is the figure that counts the audit layer's syncs on a call's critical path.
 //!
+//! A third table measures the same durable calls (SQLite, 16 callers) with an audit
+//! forwarder running beside them in the same process, as `[audit.forward.*]` runs in
+//! the gateway: off, to a syslog receiver over TCP, and to a webhook over HTTP (both
+//! receivers on their own thread, discarding what they get). Rounds alternate the
+//! three; the forwarder's catch-up after the last call is reported too.
+//!
 //! Run: `cargo bench -p mcp-guard-benches --bench audit` (release build). The files go
 //! to `$AUDIT_BENCH_DIR` or a temporary directory under `benches/`; put them on the
 //! disk you mean to measure (a tmpfs makes every sync free). `AUDIT_BENCH_ONLY=calls`
-//! (or `records`) runs one table.
+//! (or `records`, or `forward`) runs one table.
 #![allow(
     clippy::print_stdout,
     clippy::unwrap_used,
@@ -205,6 +211,120 @@ fn print_row(name: &str, callers: usize, f: &Figures) {
     );
 }
 
+/// A receiver on its own thread that reads and discards: a TCP listener (syslog) or an
+/// HTTP server answering 200 (webhook). Returns its address.
+fn discard_receiver(http: bool) -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    if http {
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                listener.set_nonblocking(true).unwrap();
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let app = axum::Router::new().route("/hook", axum::routing::post(|| async { "" }));
+                axum::serve(listener, app).await.unwrap();
+            });
+        });
+    } else {
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut conn, &mut std::io::sink());
+                });
+            }
+        });
+    }
+    addr
+}
+
+/// Durable calls (SQLite) with a forwarder of `kind` (`off`, `syslog`, `webhook`)
+/// beside them; also how long the forwarder took, after the last call, to deliver the
+/// whole trail.
+async fn run_forwarded(
+    dir: &std::path::Path,
+    kind: &str,
+    callers: usize,
+    total: usize,
+) -> (Figures, Duration) {
+    use mcp_guard_core::audit::forward::{
+        Forwarder, HttpOptions, SyslogOptions, SyslogTransport, TrailSource, Transport, WebhookTransport,
+    };
+    let db = dir.join("audit.db");
+    let sqlite = Arc::new(SqliteAuditSink::open(&db, SqliteOptions::default()).unwrap());
+    let transport: Option<Box<dyn Transport>> = match kind {
+        "syslog" => {
+            let addr = discard_receiver(false);
+            Some(Box::new(
+                SyslogTransport::new(SyslogOptions::new(addr.to_string())).unwrap(),
+            ))
+        }
+        "webhook" => {
+            let addr = discard_receiver(true);
+            let o = HttpOptions::new(format!("http://{addr}/hook"));
+            let key = secrecy::SecretString::from("bench-webhook-key".to_owned());
+            Some(Box::new(WebhookTransport::new(&o, key, false).unwrap()))
+        }
+        _ => None,
+    };
+    let forwarder = transport
+        .map(|t| Forwarder::new("bench", t, TrailSource::Sqlite(db.clone()), sqlite.durable_head()).spawn());
+    let sink: Arc<dyn AuditSink> = sqlite.clone();
+    let figures = run_calls(sink.clone(), callers, total).await;
+    sink.flush().await.unwrap();
+    let done = Instant::now();
+    let mut catch_up = Duration::ZERO;
+    if let Some(f) = forwarder {
+        let head = sqlite.durable_head().current();
+        while f.status().delivered_seq < head && done.elapsed() < Duration::from_mins(1) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        catch_up = done.elapsed();
+        f.stop(Duration::from_secs(5)).await;
+    }
+    (figures, catch_up)
+}
+
+fn forward_table(runtime: &tokio::runtime::Runtime, base: &std::path::Path, smoke: bool) {
+    let (callers, total, rounds) = if smoke { (4, 40, 1) } else { (16, 20_000, 3) };
+    println!();
+    println!(
+        "{:<18} {:>8} {:>12} {:>10} {:>10} {:>12}",
+        "forwarding", "callers", "calls/s", "p50", "p99", "catch-up"
+    );
+    let kinds = ["off", "syslog", "webhook"];
+    let mut sums = [0.0f64; 3];
+    for round in 0..rounds {
+        // Alternate the order so that no kind always runs first.
+        for i in 0..kinds.len() {
+            let k = (i + round) % kinds.len();
+            let dir = tempfile::tempdir_in(base).unwrap();
+            let (f, catch_up) = runtime.block_on(run_forwarded(dir.path(), kinds[k], callers, total));
+            sums[k] += f.per_sec;
+            println!(
+                "{:<18} {callers:>8} {:>12.0} {:>8.0}us {:>8.0}us {:>10.0}ms",
+                kinds[k],
+                f.per_sec,
+                f.p50.as_secs_f64() * 1e6,
+                f.p99.as_secs_f64() * 1e6,
+                catch_up.as_secs_f64() * 1e3
+            );
+        }
+    }
+    let off = sums[0] / rounds as f64;
+    for (k, name) in kinds.iter().enumerate().skip(1) {
+        let mean = sums[k] / rounds as f64;
+        println!(
+            "mean over {rounds} rounds: {name} {mean:.0} calls/s vs off {off:.0} ({:+.1}%)",
+            (mean / off - 1.0) * 100.0
+        );
+    }
+}
+
 fn main() {
     // `cargo test --benches` passes `--bench`-less args; run a tiny smoke pass then.
     let smoke = !std::env::args().any(|a| a == "--bench");
@@ -220,7 +340,7 @@ fn main() {
     let only = std::env::var("AUDIT_BENCH_ONLY").unwrap_or_default();
     let levels: &[usize] = if smoke {
         &[4]
-    } else if only == "calls" {
+    } else if only == "calls" || only == "forward" {
         &[]
     } else {
         &[1, 16, 64, 256]
@@ -243,7 +363,7 @@ fn main() {
     }
     let levels: &[usize] = if smoke {
         &[4]
-    } else if only == "records" {
+    } else if only == "records" || only == "forward" {
         &[]
     } else {
         &[1, 16]
@@ -269,5 +389,8 @@ fn main() {
             });
             print_row(name, callers, &figures);
         }
+    }
+    if smoke || only.is_empty() || only == "forward" {
+        forward_table(&runtime, &base, smoke);
     }
 }

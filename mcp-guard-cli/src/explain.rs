@@ -17,7 +17,6 @@ use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
 use mcp_guard_core::config::GatewayConfig;
 use mcp_guard_core::flow::{Labels, Taint};
-use mcp_guard_core::policy::Pattern;
 use mcp_guard_core::{
     Action, CallContext, Decision, Denial, Operation, Principal, PrincipalKind, Target, TargetKind,
 };
@@ -129,79 +128,6 @@ fn resolve(config: &GatewayConfig, a: &ExplainArgs, endpoint: &str) -> anyhow::R
         );
     }
     Ok((server.to_owned(), name.to_owned()))
-}
-
-/// Whether an endpoint's selection exposes a target, and the setting that decides.
-pub(crate) struct Exposure {
-    /// Exposed (if the upstream offers it).
-    pub(crate) exposed: bool,
-    /// The configuration entry that decides (`endpoints.main.servers.github.tools`).
-    pub(crate) setting: String,
-    /// Why, in words.
-    pub(crate) why: String,
-}
-
-/// Whether `endpoint`'s selection exposes `name` (of `kind`) of `server`, and why (or
-/// why not).
-pub(crate) fn exposure(
-    config: &GatewayConfig,
-    endpoint: &str,
-    server: &str,
-    kind: TargetKind,
-    name: &str,
-) -> Exposure {
-    let no = |setting: String, why: String| Exposure {
-        exposed: false,
-        setting,
-        why,
-    };
-    let Some(ep) = config.endpoints.get(endpoint) else {
-        return no(
-            "endpoints".to_owned(),
-            format!("there is no endpoint {endpoint:?} in the configuration"),
-        );
-    };
-    let Some(sel) = ep.servers.get(server) else {
-        return no(
-            format!("endpoints.{endpoint}.servers"),
-            format!("endpoint {endpoint} does not federate {server}"),
-        );
-    };
-    if config.servers.get(server).is_some_and(|s| !s.enabled()) {
-        return no(
-            format!("servers.{server}.enabled"),
-            format!("server {server} is disabled (servers.{server}.enabled)"),
-        );
-    }
-    if !sel.enabled {
-        let setting = format!("endpoints.{endpoint}.servers.{server}.enabled");
-        return no(
-            setting.clone(),
-            format!("server {server} is disabled on this endpoint ({setting})"),
-        );
-    }
-    let (field, globs) = match kind {
-        TargetKind::Prompt => ("prompts", &sel.prompts),
-        TargetKind::Resource | TargetKind::ResourceTemplate => ("resources", &sel.resources),
-        _ => ("tools", &sel.tools),
-    };
-    let entry = format!("endpoints.{endpoint}.servers.{server}.{field}");
-    match globs
-        .iter()
-        .find(|g| Pattern::new(g).is_ok_and(|p| p.is_match(name)))
-    {
-        Some(g) => Exposure {
-            exposed: true,
-            why: format!("yes, by {g:?} in {entry} (if the upstream offers it)"),
-            setting: entry,
-        },
-        None => no(
-            entry.clone(),
-            format!(
-                "no: nothing in {entry} matches {name:?}, so the endpoint answers as for an unknown name"
-            ),
-        ),
-    }
 }
 
 fn rule_text(d: &Decision) -> String {
@@ -323,7 +249,8 @@ pub(crate) fn run(a: &ExplainArgs) -> anyhow::Result<u8> {
     let call = Operation::new(Action::Call, Some(target.clone()), a.tool.as_str()).with_arguments(arguments);
     let decision = policy.decide(&call, &ctx);
     let listed = policy.decide(&Operation::new(Action::List, Some(target), a.tool.as_str()), &ctx);
-    let Exposure { exposed, why, .. } = exposure(config, &endpoint, &server, a.kind.into(), &name);
+    let mcp_guard_tower::server::replay::Exposure { exposed, why, .. } =
+        mcp_guard_tower::server::replay::exposure(config, &endpoint, &server, a.kind.into(), &name);
 
     let allowed = decision.is_allow() && exposed;
     outln!("decision: {}", if allowed { "allow" } else { "deny" });

@@ -65,7 +65,7 @@ impl Fixture {
 
     /// The definition variant named in the variant file (read at every listing, so a
     /// test can change a server's tools between reads): `base`, `desc`, `param`,
-    /// `default`, `new`, `rename`.
+    /// `default`, `new`, `rename`, `markup` (a description holding HTML and script).
     fn variant(&self) -> String {
         self.variant_file
             .as_ref()
@@ -87,6 +87,10 @@ impl Fixture {
         let (echo_name, echo_desc) = match variant.as_str() {
             "desc" => ("echo", "Returns the text it is given, politely."),
             "rename" => ("repeat", "Returns the text it is given."),
+            "markup" => (
+                "echo",
+                "Returns the text. <script>document.title='pwned'</script><img src=x onerror=\"document.title='pwned'\">",
+            ),
             _ => ("echo", "Returns the text it is given."),
         };
         let mut tools = vec![
@@ -327,7 +331,7 @@ impl ServerHandler for Fixture {
                 let _ = out.write_all(b"fixture: this line is not JSON-RPC\n");
                 let _ = out.flush();
             }
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            tokio::time::sleep(Duration::from_secs(30)).await;
         }
         match p.name.as_ref() {
             "echo" | "repeat" => Ok(text(arg(&p, "text").and_then(|v| v.as_str()).unwrap_or_default())),

@@ -108,6 +108,10 @@ pub(crate) fn watch(reloader: Reloader, path: PathBuf, loaded_digest: String, st
                 () = stop.cancelled() => return,
                 why = rx.recv() => match why { Some(w) => w, None => return },
             };
+            // The console writes the file after applying it: nothing new to apply.
+            if why == "the file changed" && digest(&path).is_some_and(|d| d == reloader.applied_digest()) {
+                continue;
+            }
             tracing::info!(path = %path.display(), trigger = why, "reloading the configuration");
             match reloader.reload_file(&path).await {
                 Ok(report) => eprintln!("configuration reloaded ({why}): {report}"),

@@ -21,14 +21,14 @@ pub fn encode(bytes: &[u8]) -> String {
 }
 
 /// `n` bytes from the operating system's random source, as hex: ids and one-time values.
-/// The one failure policy for them: an error, on which the caller refuses what it was
-/// doing; nothing falls back to a weaker source or a fixed value.
+/// The one failure policy for them ([`crate::random`]): an error, on which the caller
+/// refuses what it was doing; nothing falls back to a weaker source or a fixed value.
 ///
 /// # Errors
 /// The random source failed.
 pub fn random(n: usize) -> Result<String, getrandom::Error> {
     let mut b = vec![0u8; n];
-    getrandom::getrandom(&mut b)?;
+    crate::random::fill(&mut b)?;
     Ok(encode(&b))
 }
 

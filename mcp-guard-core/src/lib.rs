@@ -21,7 +21,8 @@
 //! and only a [`Redactor`] can produce the [`Redacted`] payloads an [`AuditSink`] accepts.
 //!
 //! # Feature flags
-//! - `test-util`: conformance helpers for implementors of the traits.
+//! - `test-util`: conformance helpers for implementors of the traits, and
+//!   `random::fail_on_this_thread` for tests of what callers do when the random source fails.
 //! - `sqlite`: the SQLite audit sink and the [`access::AccessStore`] of tokens and sessions.
 //!
 //! # Minimum supported Rust version
@@ -39,6 +40,7 @@ pub mod flow;
 pub mod hex;
 pub mod pin;
 pub mod policy;
+pub mod random;
 pub mod redact;
 pub mod time;
 pub mod upstream;

@@ -207,13 +207,23 @@ impl GuardHandler {
         context.protocol_version = ctx.protocol_version().map(|v| v.as_str().to_owned());
         context.request_id = Some(ctx.id.to_string());
         context.client = ctx.client_info().map(|c| ClientInfo::new(c.name, c.version));
-        context.trace_id = ctx
-            .meta
+        let mut meta = ctx.meta.clone();
+        // W3C trace context may come as HTTP headers rather than in `_meta`: the rest of
+        // the gateway reads (and forwards) it from `_meta`.
+        if meta.get_traceparent().is_none()
+            && let Some(p) = parts
+            && let Some(tp) = p.headers.get("traceparent").and_then(|v| v.to_str().ok())
+        {
+            meta.set_traceparent(tp.to_owned());
+            if let Some(ts) = p.headers.get("tracestate").and_then(|v| v.to_str().ok()) {
+                meta.set_tracestate(ts.to_owned());
+            }
+        }
+        context.trace_id = meta
             .get_traceparent()
             .and_then(|t| t.split('-').nth(1))
             .map(str::to_owned);
         let (target, requested_name) = catalog.resolve_request(&request);
-        let mut meta = ctx.meta.clone();
         if meta.log_level().is_none()
             && let Some(level) = *self
                 .session
@@ -242,6 +252,8 @@ impl GuardHandler {
                 peer: ctx.peer.clone(),
             }),
             notes: Arc::default(),
+            #[cfg(feature = "telemetry")]
+            trace: None,
         };
         self.inner
             .service

@@ -108,6 +108,7 @@ pub struct HttpEdge {
     shutdown: CancellationToken,
     metrics: Option<crate::metrics::Metrics>,
     pre_auth: PreAuth,
+    forwarders: mcp_guard_core::audit::forward::Forwarders,
 }
 
 impl std::fmt::Debug for HttpEdge {
@@ -150,7 +151,16 @@ impl HttpEdge {
             shutdown: CancellationToken::new(),
             metrics: None,
             pre_auth: PreAuth::default(),
+            forwarders: mcp_guard_core::audit::forward::Forwarders::default(),
         }
+    }
+
+    /// Reports these audit forwarders in `/readyz` (`audit_forward`: state, cursor,
+    /// backlog, last error; they never make the gateway unready) and on `/metrics`.
+    #[must_use]
+    pub fn audit_forwarders(mut self, forwarders: mcp_guard_core::audit::forward::Forwarders) -> Self {
+        self.forwarders = forwarders;
+        self
     }
 
     /// Limits unauthenticated traffic with `pre_auth` (default:
@@ -211,11 +221,16 @@ impl HttpEdge {
     pub fn router(self) -> axum::Router {
         let prefix = self.options.path_prefix.trim_end_matches('/').to_owned();
         let gateway = self.gateway.clone();
+        let forwarders = self.forwarders.clone();
         let mut router = axum::Router::new()
             .route("/healthz", get(|| async { "ok" }))
-            .route("/readyz", get(move || readiness(gateway.clone())));
+            .route(
+                "/readyz",
+                get(move || readiness(gateway.clone(), forwarders.clone())),
+            );
         if let Some(m) = self.metrics.clone() {
             m.track_gateway(&self.gateway);
+            m.track_forwarders(&self.forwarders);
             router = router.route(
                 "/metrics",
                 get(move || {
@@ -351,9 +366,39 @@ pub fn readiness_report(gateway: &Gateway) -> (bool, serde_json::Value) {
     )
 }
 
+/// The audit forwarders as `/readyz` reports them.
+pub fn forwarders_report(forwarders: &mcp_guard_core::audit::forward::Forwarders) -> serde_json::Value {
+    let time = |t: Option<std::time::SystemTime>| t.map(mcp_guard_core::time::format_rfc3339);
+    forwarders
+        .statuses()
+        .into_iter()
+        .map(|s| {
+            serde_json::json!({
+                "name": s.name,
+                "destination": s.destination,
+                "state": s.state.as_str(),
+                "since": mcp_guard_core::time::format_rfc3339(s.since),
+                "delivered_seq": s.delivered_seq,
+                "durable_seq": s.durable_seq,
+                "backlog": s.backlog,
+                "delivered": s.delivered,
+                "failures": s.failures,
+                "skipped": s.skipped,
+                "chain_problems": s.chain_problems,
+                "last_error": s.last_error,
+                "last_error_at": time(s.last_error_at),
+                "last_delivery_at": time(s.last_delivery_at),
+            })
+        })
+        .collect()
+}
+
 #[allow(clippy::unused_async, reason = "an axum handler")]
-async fn readiness(gateway: Gateway) -> Response {
-    let (ready, body) = readiness_report(&gateway);
+async fn readiness(gateway: Gateway, forwarders: mcp_guard_core::audit::forward::Forwarders) -> Response {
+    let (ready, mut body) = readiness_report(&gateway);
+    if !forwarders.is_empty() {
+        body["audit_forward"] = forwarders_report(&forwarders);
+    }
     let status = if ready {
         StatusCode::OK
     } else {

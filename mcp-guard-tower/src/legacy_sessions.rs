@@ -543,9 +543,8 @@ async fn deliver(deferred: Deferred) {
 }
 
 fn new_id() -> Result<SessionId, LeanSessionError> {
-    let mut b = [0u8; 16];
-    getrandom::getrandom(&mut b).map_err(|e| LeanSessionError::Random(e.to_string()))?;
-    Ok(mcp_guard_core::hex::encode(&b).into())
+    let id = mcp_guard_core::hex::random(16).map_err(|e| LeanSessionError::Random(e.to_string()))?;
+    Ok(id.into())
 }
 
 fn parse_event_id(s: &str) -> Result<(usize, Option<u64>), LeanSessionError> {

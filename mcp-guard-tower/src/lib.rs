@@ -153,6 +153,8 @@ mod router;
 #[cfg(feature = "server")]
 pub mod server;
 pub mod stdio;
+#[cfg(feature = "telemetry")]
+pub mod telemetry;
 pub mod upstream_auth;
 mod web;
 

@@ -13,6 +13,12 @@
 //! | `mcp_guard_upstream_processes` | | stdio upstream processes alive (spawned and not yet reaped) |
 //! | `mcp_guard_upstream_up` | server | 1 while a server is connected |
 //! | `mcp_guard_redactions_total` | kind, direction | values replaced on the wire, counted by [`CountingRedactor`] |
+//! | `mcp_guard_audit_forward_backlog_records` | forwarder | durable audit records not yet delivered to the receiver |
+//! | `mcp_guard_audit_forward_up` | forwarder | 1 while the forwarder delivers (caught up or sending), 0 while it retries, stands by or failed |
+//! | `mcp_guard_audit_forward_delivered_seq` | forwarder | the `seq` of the last record delivered (its cursor) |
+//! | `mcp_guard_audit_forward_records_total` | forwarder | records delivered by this process |
+//! | `mcp_guard_audit_forward_failures_total` | forwarder | failed sends (each retried) |
+//! | `mcp_guard_audit_forward_skipped_records_total` | forwarder | records the trail no longer held when the forwarder reached them |
 //!
 //! # Security
 //! Tool names are chosen by clients, so a label never holds a name as requested: `tool`
@@ -88,6 +94,11 @@ struct ServerLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ForwarderLabel {
+    forwarder: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RedactionLabels {
     kind: &'static str,
     direction: &'static str,
@@ -98,6 +109,65 @@ type LatencyFamily = Family<LatencyLabels, Histogram, fn() -> Histogram>;
 fn latency_histogram() -> Histogram {
     // 0.5 ms .. ~33 s.
     Histogram::new(exponential_buckets(0.000_5, 2.0, 17))
+}
+
+/// The audit forwarders' instruments.
+struct ForwardFamilies {
+    backlog: Family<ForwarderLabel, Gauge>,
+    up: Family<ForwarderLabel, Gauge>,
+    seq: Family<ForwarderLabel, Gauge>,
+    records: Family<ForwarderLabel, Counter>,
+    failures: Family<ForwarderLabel, Counter>,
+    skipped: Family<ForwarderLabel, Counter>,
+}
+
+impl ForwardFamilies {
+    fn register(registry: &mut Registry) -> Self {
+        let backlog = Family::<ForwarderLabel, Gauge>::default();
+        registry.register(
+            "mcp_guard_audit_forward_backlog_records",
+            "Durable audit records not yet delivered to the forwarder's receiver",
+            backlog.clone(),
+        );
+        let up = Family::<ForwarderLabel, Gauge>::default();
+        registry.register(
+            "mcp_guard_audit_forward_up",
+            "1 while the audit forwarder delivers, 0 while it retries, stands by or failed",
+            up.clone(),
+        );
+        let seq = Family::<ForwarderLabel, Gauge>::default();
+        registry.register(
+            "mcp_guard_audit_forward_delivered_seq",
+            "The seq of the last audit record delivered by the forwarder",
+            seq.clone(),
+        );
+        let records = Family::<ForwarderLabel, Counter>::default();
+        registry.register(
+            "mcp_guard_audit_forward_records",
+            "Audit records delivered by this process",
+            records.clone(),
+        );
+        let failures = Family::<ForwarderLabel, Counter>::default();
+        registry.register(
+            "mcp_guard_audit_forward_failures",
+            "Failed sends of the audit forwarder (each is retried)",
+            failures.clone(),
+        );
+        let skipped = Family::<ForwarderLabel, Counter>::default();
+        registry.register(
+            "mcp_guard_audit_forward_skipped_records",
+            "Audit records removed from the local trail before the forwarder reached them",
+            skipped.clone(),
+        );
+        Self {
+            backlog,
+            up,
+            seq,
+            records,
+            failures,
+            skipped,
+        }
+    }
 }
 
 struct Inner {
@@ -113,6 +183,8 @@ struct Inner {
     redactions: Family<RedactionLabels, Counter>,
     session_managers: Mutex<Vec<(String, Weak<LeanSessionManager>)>>,
     gateway: Mutex<Option<Gateway>>,
+    forward: ForwardFamilies,
+    forwarders: Mutex<Option<mcp_guard_core::audit::forward::Forwarders>>,
 }
 
 /// The gateway's metrics: a registry and its instruments. Cheap to clone; clones share.
@@ -192,6 +264,7 @@ impl Metrics {
             "Values redacted on the wire, by kind and direction (request, response)",
             redactions.clone(),
         );
+        let forward = ForwardFamilies::register(&mut registry);
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -206,8 +279,19 @@ impl Metrics {
                 redactions,
                 session_managers: Mutex::default(),
                 gateway: Mutex::default(),
+                forward,
+                forwarders: Mutex::default(),
             }),
         }
+    }
+
+    /// Reports these audit forwarders at every render.
+    pub fn track_forwarders(&self, forwarders: &mcp_guard_core::audit::forward::Forwarders) {
+        *self
+            .inner
+            .forwarders
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(forwarders.clone());
     }
 
     /// The gauge of live gateway sessions, for whatever creates and ends them.
@@ -286,9 +370,43 @@ impl Metrics {
         }
     }
 
+    fn refresh_forwarders(&self) {
+        use mcp_guard_core::audit::forward::ForwardState;
+        let inner = &self.inner;
+        let Some(fw) = inner
+            .forwarders
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+        else {
+            return;
+        };
+        let big = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        for s in fw.statuses() {
+            let label = ForwarderLabel { forwarder: s.name };
+            inner.forward.backlog.get_or_create(&label).set(big(s.backlog));
+            inner.forward.seq.get_or_create(&label).set(big(s.delivered_seq));
+            let up = matches!(s.state, ForwardState::CaughtUp | ForwardState::Sending);
+            inner.forward.up.get_or_create(&label).set(i64::from(up));
+            // Counters follow the forwarder's own totals.
+            for (family, total) in [
+                (&inner.forward.records, s.delivered),
+                (&inner.forward.failures, s.failures),
+                (&inner.forward.skipped, s.skipped),
+            ] {
+                let c = family.get_or_create(&label);
+                let seen = c.get();
+                if total > seen {
+                    c.inc_by(total - seen);
+                }
+            }
+        }
+    }
+
     /// Every metric as `OpenMetrics` text (content type [`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
         self.refresh();
+        self.refresh_forwarders();
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry) {
             tracing::error!(error = %e, "could not encode metrics");

@@ -36,6 +36,11 @@ pub struct McpRequest {
     pub downstream: Option<Downstream>,
     /// What inner layers record for outer ones (the deciding rule).
     pub notes: Arc<RequestNotes>,
+    /// The request's trace, when a [`TelemetryLayer`](crate::telemetry::TelemetryLayer)
+    /// is in the stack: the [`Router`](crate::Router) starts the upstream call's span
+    /// from it.
+    #[cfg(feature = "telemetry")]
+    pub trace: Option<crate::telemetry::RequestTrace>,
 }
 
 /// Facts an inner layer records for an outer one (for example the policy rule that
@@ -153,6 +158,8 @@ impl McpRequest {
             cancel: CancellationToken::new(),
             downstream: None,
             notes: Arc::default(),
+            #[cfg(feature = "telemetry")]
+            trace: None,
         }
     }
 

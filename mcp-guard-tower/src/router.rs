@@ -131,7 +131,25 @@ impl Service<McpRequest> for Router {
     fn call(&mut self, req: McpRequest) -> Self::Future {
         let extra = self.forward_meta.clone();
         let parked = self.parked.clone();
-        Box::pin(async move { route(req, &extra, &parked).await })
+        Box::pin(async move {
+            #[cfg(feature = "telemetry")]
+            {
+                let trace = req.trace.clone().filter(|_| req.target.is_some());
+                let mut span = None;
+                let r = route(req, &extra, &parked, &mut |method, target, meta| {
+                    if let Some(t) = &trace {
+                        span = Some(t.upstream_call(method, target, meta));
+                    }
+                })
+                .await;
+                if let Some(s) = span {
+                    s.finish(&r);
+                }
+                r
+            }
+            #[cfg(not(feature = "telemetry"))]
+            route(req, &extra, &parked, &mut |_, _, _| {}).await
+        })
     }
 }
 
@@ -140,6 +158,7 @@ async fn route(
     req: McpRequest,
     extra_meta: &[String],
     parked: &ParkedCalls,
+    upstream_span: &mut (dyn FnMut(&str, &Target, &mut RequestMetaObject) + Send),
 ) -> Result<ServerResult, GuardError> {
     let snap = req.catalog.clone();
     let listed = |r: ServerResult| Ok(r);
@@ -183,6 +202,10 @@ async fn route(
     let forward = {
         let mut f = Forward::default();
         f.meta = upstream_meta(&req, extra_meta, snap.upstream_is_modern(&target.server));
+        // With telemetry, the upstream call's own span is the upstream's parent.
+        let mut meta = f.meta.take().unwrap_or_default();
+        upstream_span(req.request.method(), &target, &mut meta);
+        f.meta = (!meta.0.is_empty()).then_some(meta);
         f.progress = progress_sink(req.downstream.as_ref());
         f.cancel = req.cancel.clone();
         f.session.clone_from(&req.context.gateway_session);

@@ -158,7 +158,7 @@ impl UpstreamAuth {
             .map(|s| (s.id().to_owned(), s))
             .collect();
         let mut key = [0u8; 32];
-        getrandom::getrandom(&mut key)
+        mcp_guard_core::random::fill(&mut key)
             .map_err(|_| UpstreamAuthError::BadPublicUrl("no randomness".into()))?;
         let inner = Arc::new(Inner {
             servers,

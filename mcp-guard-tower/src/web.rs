@@ -57,6 +57,11 @@ pub(crate) fn page(status: StatusCode, title: &str, main: &str, stylesheet: &str
 <body><main>{main}</main></body></html>\n",
         escape(title)
     );
+    html_response(status, html, csp)
+}
+
+/// A whole HTML document as a response, with `csp` and the headers every page carries.
+pub(crate) fn html_response(status: StatusCode, html: String, csp: &str) -> Response {
     let mut r = (status, html).into_response();
     let h = r.headers_mut();
     h.insert(

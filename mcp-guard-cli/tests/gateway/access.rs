@@ -274,8 +274,8 @@ async fn until_refused(c: &reqwest::Client, url: &str, token: &str) -> Duration 
             return start.elapsed();
         }
         assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "still accepted after 5 s"
+            start.elapsed() < Duration::from_secs(10),
+            "still accepted after 10 s"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -306,7 +306,7 @@ async fn issued_tokens_expire_and_revoke_within_a_second() {
     let (ok, _, err) = cli(&config, &["tokens", "revoke", id]);
     assert!(ok, "{err}");
     let took = until_refused(&c, &url, &token).await;
-    assert!(took < Duration::from_secs(1), "revocation took {took:?}");
+    within_promise("revocation", took, Duration::from_secs(1));
     let r = post_init(&c, &url, Some(&token)).await;
     assert_invalid_token_plain(&r);
     let (ok, _, _) = cli(&config, &["tokens", "revoke", id]);
@@ -373,7 +373,7 @@ async fn revoking_a_session_refuses_the_next_request_and_closes_its_stream() {
     let start = Instant::now();
     let (ok, _, err) = cli(&config, &["sessions", "revoke", &id]);
     assert!(ok, "{err}");
-    let ended = tokio::time::timeout(Duration::from_secs(3), async {
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match stream.chunk().await {
                 Ok(Some(_)) => {}
@@ -383,9 +383,9 @@ async fn revoking_a_session_refuses_the_next_request_and_closes_its_stream() {
     })
     .await
     .expect("the open stream closes");
-    assert!(ended < Duration::from_secs(1), "stream closed after {ended:?}");
+    within_promise("the open stream closed", ended, Duration::from_secs(1));
     let took = until_refused(&c, &url, &token).await;
-    assert!(took < Duration::from_secs(1), "revocation took {took:?}");
+    within_promise("revocation", took, Duration::from_secs(1));
     let (_, all, _) = cli(&config, &["sessions", "list", "--all", "--json"]);
     assert!(all.contains("\"revoked\""), "{all}");
 

@@ -15,7 +15,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
-use crate::support::{BIN, Era, GatewayProc, fixture, free_port, http_client, names, text_of};
+use crate::support::{
+    BIN, Era, GatewayProc, fixture, free_port, http_client, names, text_of, within_promise,
+};
 
 const REDIRECT: &str = "http://127.0.0.1:9/callback";
 const VERIFIER: &str = "dBjftJeZ4CVP-mJ92bIOpxTd5P8YE2xGk0Gd6rrHxsNw1";
@@ -48,14 +50,14 @@ fn config(port: u16, personal: bool) -> String {
 }
 
 /// A browser stand-in: no redirects followed, cookies kept by name.
-struct Browser {
-    http: reqwest::Client,
-    base: String,
-    cookies: HashMap<String, String>,
+pub(crate) struct Browser {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
+    pub(crate) cookies: HashMap<String, String>,
 }
 
 impl Browser {
-    fn new(base: &str) -> Self {
+    pub(crate) fn new(base: &str) -> Self {
         mcp_guard_core::upstream::ensure_crypto_provider();
         Self {
             http: reqwest::Client::builder()
@@ -80,7 +82,7 @@ impl Browser {
         }
     }
 
-    fn cookie_header(&self) -> String {
+    pub(crate) fn cookie_header(&self) -> String {
         self.cookies
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
@@ -88,7 +90,7 @@ impl Browser {
             .join("; ")
     }
 
-    async fn get(&mut self, path: &str) -> (StatusCode, String, String) {
+    pub(crate) async fn get(&mut self, path: &str) -> (StatusCode, String, String) {
         let url = if path.starts_with("http") {
             path.to_owned()
         } else {
@@ -104,7 +106,7 @@ impl Browser {
         self.finish(r).await
     }
 
-    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> (StatusCode, String, String) {
+    pub(crate) async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> (StatusCode, String, String) {
         let r = self
             .http
             .post(format!("{}{path}", self.base))
@@ -117,7 +119,7 @@ impl Browser {
     }
 
     /// (status, Location, body)
-    async fn finish(&mut self, r: reqwest::Response) -> (StatusCode, String, String) {
+    pub(crate) async fn finish(&mut self, r: reqwest::Response) -> (StatusCode, String, String) {
         self.absorb(&r);
         let status = r.status();
         let location = r
@@ -129,7 +131,7 @@ impl Browser {
     }
 }
 
-fn hidden(body: &str, name: &str) -> String {
+pub(crate) fn hidden(body: &str, name: &str) -> String {
     let marker = format!("name=\"{name}\" value=\"");
     let start = body
         .find(&marker)
@@ -146,7 +148,7 @@ fn query(location: &str) -> HashMap<String, String> {
         .collect()
 }
 
-fn login_link(gw: &GatewayProc, user: &str) -> String {
+pub(crate) fn login_link(gw: &GatewayProc, user: &str) -> String {
     let out = std::process::Command::new(BIN)
         .args(["users", "login-link", user, "--config"])
         .arg(gw.config())
@@ -478,12 +480,16 @@ async fn the_chosen_duration_ends_access_and_session_revocation_is_immediate() {
             break;
         }
         assert!(
-            start.elapsed() < Duration::from_secs(1),
-            "still accepted after 1 s"
+            start.elapsed() < Duration::from_secs(10),
+            "still accepted after 10 s"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    eprintln!("revoked session refused after {:?}", start.elapsed());
+    within_promise(
+        "a revoked session refused",
+        start.elapsed(),
+        Duration::from_secs(1),
+    );
     // Its refresh token is dead too.
     let (status, _) = exchange(
         &b,

@@ -56,9 +56,10 @@ async fn a_hung_upstream_times_out_with_its_name_and_limit_and_is_told_to_cancel
     let took = t.elapsed();
     assert!(err.contains("server alpha timed out after 1s"), "{err}");
     assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
-        "{took:?}"
+        took >= Duration::from_millis(900),
+        "not before the limit: {took:?}"
     );
+    within_promise("a hung call timed out", took, Duration::from_secs(1));
     assert!(
         eventually(5, async || dir.path().join("cancelled").exists()).await,
         "the upstream got notifications/cancelled"
@@ -95,7 +96,7 @@ async fn an_oversized_answer_is_an_error_and_the_connection_is_recycled() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    within_promise("an oversized answer refused", t.elapsed(), Duration::from_secs(2));
     assert!(
         err.contains("server alpha sent a response larger than its limit of 4096 bytes"),
         "{err}"
@@ -132,7 +133,7 @@ async fn protocol_garbage_is_an_error_and_the_connection_is_recycled() {
     let client = http_client(&gw.url("main"), TOKEN, Era::Legacy).await;
     for round in 0..2 {
         // The first call of each process is clean, the second writes garbage (and
-        // would answer only 2 s later).
+        // would answer only 30 s later).
         let ok = eventually(3, async || {
             client
                 .call_tool(call("alpha__echo", serde_json::json!({"text": "clean"})))
@@ -147,10 +148,10 @@ async fn protocol_garbage_is_an_error_and_the_connection_is_recycled() {
             .await
             .unwrap_err()
             .to_string();
-        assert!(
-            t.elapsed() < Duration::from_millis(1500),
-            "round {round}: {:?}",
-            t.elapsed()
+        within_promise(
+            &format!("round {round}: garbage refused"),
+            t.elapsed(),
+            Duration::from_millis(1500),
         );
         assert!(err.contains("server alpha sent an invalid response"), "{err}");
     }
@@ -199,7 +200,7 @@ async fn crash_rounds(test: &str, rounds: usize) -> Vec<Round> {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let killed = Instant::now();
         signal(live[0].pid, "KILL");
-        let result = tokio::time::timeout(Duration::from_secs(5), handle.await_response()).await;
+        let result = tokio::time::timeout(Duration::from_secs(30), handle.await_response()).await;
         let error_after = killed.elapsed();
         let err = format!("{result:?}");
         assert!(
@@ -207,9 +208,10 @@ async fn crash_rounds(test: &str, rounds: usize) -> Vec<Round> {
             "round {round}: the in-flight call fails: {err}"
         );
         assert!(err.contains("server alpha terminated"), "round {round}: {err}");
-        assert!(
-            error_after < Duration::from_secs(2),
-            "round {round}: error after {error_after:?}"
+        within_promise(
+            &format!("round {round}: a killed process's call failed"),
+            error_after,
+            Duration::from_secs(2),
         );
         let t = Instant::now();
         let recovered = eventually(3, async || {
@@ -400,17 +402,18 @@ async fn sigterm_answers_a_call_still_running_at_the_deadline_with_an_error() {
         tokio::spawn(async move {
             peer.call_tool(call(
                 "alpha__slow",
-                serde_json::json!({"steps": 200, "delay_ms": 100}),
+                serde_json::json!({"steps": 600, "delay_ms": 100}),
             ))
             .await
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (status, took) = gw.terminate(Duration::from_secs(20)).await;
+    let (status, took) = gw.terminate(Duration::from_secs(45)).await;
     let err = call_task.await.unwrap().unwrap_err().to_string();
     assert!(err.contains("shutting down"), "{err}");
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
-    assert!(took < Duration::from_secs(8), "{took:?}");
+    // The call would run for 60 s: the gateway stops at its 1 s grace instead.
+    within_promise("stopped at the grace deadline", took, Duration::from_secs(3));
     let records = slow_records(&dir.path().join("jsonl"));
     assert_eq!(records.len(), 1, "{records:?}");
     assert!(processes_with(&name).is_empty(), "no fixture left");

@@ -613,13 +613,13 @@ async fn a_malformed_catalogue_is_refused_with_a_precise_error_and_the_others_ke
 async fn an_upstream_that_never_answers_its_tool_list_is_withheld_and_the_others_keep_serving() {
     let work = tempfile::tempdir().unwrap();
     let raw = RawUpstream::start("Echoes.");
-    let cfg = two_server_config(&raw.url, 1, 2, work.path());
+    let cfg = two_server_config(&raw.url, 1, 20, work.path());
     let gw = GatewayProc::start_with_lock(&cfg, approve).await;
     let client = http_client(&gw.url("main"), TOKEN, Era::Modern).await;
     assert_eq!(call(&client, "raw__echo", "hi").await.as_deref(), Ok("hi"));
 
     raw.set(|s| s.mode = ListMode::Hang);
-    let withheld = eventually(20, async || {
+    let withheld = eventually(45, async || {
         !names(&client).await.contains(&"raw__echo".to_owned())
     })
     .await;
@@ -627,20 +627,22 @@ async fn an_upstream_that_never_answers_its_tool_list_is_withheld_and_the_others
     let started = std::time::Instant::now();
     let e = call(&client, "raw__echo", "x").await.unwrap_err();
     assert!(
-        e.contains("server raw") && e.contains("tool list") && e.contains("2s"),
+        e.contains("server raw") && e.contains("tool list") && e.contains("20s"),
         "a precise error: {e}"
     );
     eprintln!("the call was refused after {:?}", started.elapsed());
     for _ in 0..5 {
         let t = std::time::Instant::now();
         assert_eq!(call(&client, "alpha__echo", "ok").await.as_deref(), Ok("ok"));
-        assert!(
-            t.elapsed() < Duration::from_secs(2),
-            "alpha is not held up by raw"
+        // Held up by raw, it would wait for raw's 20 s limit.
+        within_promise(
+            "alpha answered while raw hangs",
+            t.elapsed(),
+            Duration::from_secs(1),
         );
     }
     raw.set(|s| s.mode = ListMode::Good);
-    let back = eventually(20, async || {
+    let back = eventually(45, async || {
         call(&client, "raw__echo", "ok").await.as_deref() == Ok("ok")
     })
     .await;

@@ -264,8 +264,8 @@ async fn an_upstream_that_never_answers_gets_its_start_timeout_and_the_others_ke
     assert!(took < Duration::from_secs(20), "{took:?}");
     assert_eq!(meanwhile, "meanwhile");
     assert!(
-        answered_at < Duration::from_secs(2),
-        "alpha answered while hang was starting ({answered_at:?})"
+        answered_at < took,
+        "alpha answered while hang was still starting ({answered_at:?}, hang gave up after {took:?})"
     );
     // The hung process was stopped with its start.
     assert!(

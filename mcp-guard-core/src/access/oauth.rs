@@ -343,11 +343,10 @@ impl AccessStore {
         scope: &str,
         duration: Duration,
     ) -> Result<Grant, StoreError> {
-        let mut id = [0u8; 6];
-        getrandom::getrandom(&mut id).map_err(|_| StoreError::Random)?;
+        let id = crate::hex::random(6).map_err(|_| StoreError::Random)?;
         let now = SystemTime::now();
         let grant = Grant {
-            id: crate::hex::encode(&id),
+            id,
             client_id: client_id.to_owned(),
             principal: principal.clone(),
             endpoint: endpoint.to_owned(),

@@ -487,9 +487,7 @@ impl AccessStore {
     /// Records this process as a serving gateway (the owner of the sessions it
     /// journals): its id.
     pub(super) fn register_gateway(&self) -> Result<String, StoreError> {
-        let mut b = [0u8; 8];
-        getrandom::getrandom(&mut b).map_err(|_| StoreError::Random)?;
-        let id = format!("g_{}", crate::hex::encode(&b));
+        let id = format!("g_{}", crate::hex::random(8).map_err(|_| StoreError::Random)?);
         let now = ms(SystemTime::now());
         let pid = std::process::id();
         self.with(|c| {

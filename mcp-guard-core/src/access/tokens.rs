@@ -6,7 +6,6 @@
 //! The fixed prefix lets secret scanners (and the gateway's own redactor) spot a
 //! leaked token.
 
-use base64::Engine as _;
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 
@@ -39,12 +38,8 @@ pub fn mint() -> Result<MintedToken, getrandom::Error> {
 /// # Errors
 /// When the random source fails.
 pub fn mint_prefixed(prefix: &str) -> Result<MintedToken, getrandom::Error> {
-    let mut id = [0u8; 6];
-    let mut secret = [0u8; 32];
-    getrandom::getrandom(&mut id)?;
-    getrandom::getrandom(&mut secret)?;
-    let id = crate::hex::encode(&id);
-    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+    let id = crate::hex::random(6)?;
+    let secret = crate::random::base64url(32)?;
     let digest = digest(&secret);
     Ok(MintedToken {
         token: SecretString::from(format!("{prefix}{id}_{secret}")),

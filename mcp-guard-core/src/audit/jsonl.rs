@@ -113,6 +113,13 @@ impl JsonLinesAuditSink {
         let dir = dir.as_ref().to_owned();
         let (queue, max_batch, idle_sync) = (options.queue, options.max_batch, options.idle_sync);
         let mut backend = Jsonl::open(&dir, options)?;
+        // What an earlier process wrote without a sync is made durable now, so the
+        // durable head (what forwarders may send) starts at the newest record.
+        backend
+            .state
+            .file
+            .sync_data()
+            .map_err(|e| AuditError::open(&dir, e))?;
         if !backend.state.notes.is_empty() {
             // Write the recovery record now, so a crash loop leaves a trace of each recovery.
             backend
@@ -121,6 +128,11 @@ impl JsonLinesAuditSink {
         }
         let writer = GroupCommit::spawn("mcp-guard-audit-jsonl", backend, queue, max_batch, idle_sync)?;
         Ok(Self { writer, dir })
+    }
+
+    /// The newest durable record, for an audit forwarder reading this trail.
+    pub fn durable_head(&self) -> super::DurableHead {
+        self.writer.durable()
     }
 
     /// The directory written to.
@@ -653,5 +665,9 @@ impl Backend for Jsonl {
 
     fn sync(&mut self) -> Result<(), BatchError> {
         self.state.sync_pending()
+    }
+
+    fn last_seq(&self) -> u64 {
+        self.state.head.next_seq - 1
     }
 }

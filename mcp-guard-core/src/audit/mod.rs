@@ -66,6 +66,7 @@
 //! ```
 
 mod chain;
+pub mod forward;
 mod jsonl;
 mod memory;
 #[cfg(feature = "sqlite")]
@@ -91,7 +92,7 @@ pub use memory::MemoryAuditSink;
 pub use sqlite::{AuditQuery, QueryRow, SqliteAuditSink, SqliteOptions, query_database, verify_database};
 pub use trace::TracingAuditSink;
 pub use verify::{Finding, VerifyReport, verify_paths};
-pub use writer::DEFAULT_IDLE_SYNC;
+pub use writer::{DEFAULT_IDLE_SYNC, DurableHead};
 
 /// How a call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -191,6 +192,18 @@ pub enum EventKind {
     TaintCleared {
         /// The labels cleared.
         labels: String,
+    },
+    /// An operator's action in the console (a setting changed, a tool approved, a
+    /// session revoked), or one refused. The operator is the record's `principal`; its
+    /// `outcome` is `ok` when the action was done and `denied` when it was refused (a
+    /// read-only role, a form without its CSRF token, a stale or invalid change).
+    ConsoleAction {
+        /// What was asked: `toggle_tool`, `approve_tool`, `reject_tool`,
+        /// `revoke_session`, `test_connection`, `apply_config`, or `open` (a page
+        /// refused to someone without a console role).
+        action: String,
+        /// On what, and the result or the reason for the refusal.
+        detail: String,
     },
     /// The audit trail itself: recovered after a crash, or rotated to a new file.
     AuditLog {

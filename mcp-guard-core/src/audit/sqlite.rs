@@ -164,13 +164,18 @@ impl SqliteAuditSink {
         };
         let mut wal = path.clone().into_os_string();
         wal.push("-wal");
-        let backend = Sqlite {
+        let mut backend = Sqlite {
             conn,
             head,
             key: options.mac_key,
             wal: wal.into(),
             full: true,
         };
+        // What an earlier process committed without a sync is made durable now, so the
+        // durable head (what forwarders may send) starts at the newest record.
+        backend
+            .sync()
+            .map_err(|e| AuditError::open(&path, std::io::Error::new(e.kind, e.message)))?;
         let writer = GroupCommit::spawn(
             "mcp-guard-audit-sqlite",
             backend,
@@ -179,6 +184,11 @@ impl SqliteAuditSink {
             options.idle_sync,
         )?;
         Ok(Self { writer, path })
+    }
+
+    /// The newest durable record, for an audit forwarder reading this database.
+    pub fn durable_head(&self) -> super::DurableHead {
+        self.writer.durable()
     }
 
     /// The database file.
@@ -289,6 +299,10 @@ impl Backend for Sqlite {
         })
     }
 
+    fn last_seq(&self) -> u64 {
+        self.head.next_seq - 1
+    }
+
     fn sync(&mut self) -> Result<(), BatchError> {
         // Commits made with `NORMAL` are in the WAL file; syncing it makes them durable
         // (a checkpoint since then has synced them into the database already).
@@ -322,6 +336,8 @@ pub struct AuditQuery {
     pub outcome: Option<String>,
     /// Gateway session.
     pub session: Option<String>,
+    /// The record's type (`request`, `session_revoked`, `console_action`, ...).
+    pub kind: Option<String>,
     /// Started at or after.
     pub since: Option<SystemTime>,
     /// Started before.
@@ -397,6 +413,7 @@ pub fn query_database(path: &Path, q: &AuditQuery) -> Result<Vec<QueryRow>, Audi
         ("tool", &q.tool),
         ("outcome", &q.outcome),
         ("session", &q.session),
+        ("kind", &q.kind),
     ] {
         if let Some(v) = v {
             args.push(v.clone().into());

@@ -291,6 +291,9 @@ impl writer::Backend for Recording {
         self.0.lock().unwrap().push("sync".to_owned());
         Ok(())
     }
+    fn last_seq(&self) -> u64 {
+        0
+    }
 }
 
 #[tokio::test]

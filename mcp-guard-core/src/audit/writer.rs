@@ -19,7 +19,7 @@ use std::io;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{AuditError, AuditEvent, EventKind};
 
@@ -57,6 +57,7 @@ impl Index {
             EventKind::ConfigRefused { .. } => ("config_refused", None),
             EventKind::AuditLog { .. } => ("audit_log", None),
             EventKind::TaintCleared { .. } => ("taint_cleared", None),
+            EventKind::ConsoleAction { action, .. } => ("console_action", Some(action.clone())),
         };
         Self {
             id: event.id.clone(),
@@ -136,6 +137,19 @@ pub(crate) trait Backend: Send + 'static {
 
     /// Makes everything written so far durable.
     fn sync(&mut self) -> Result<(), BatchError>;
+
+    /// The `seq` of the last record of the chain as this backend last saw it (its
+    /// own records and those other writers appended before its last batch); 0 for
+    /// an empty chain.
+    fn last_seq(&self) -> u64;
+
+    /// Reads what other writers appended since this backend's last batch and makes
+    /// it durable, so that [`Self::last_seq`] covers it. The default commits an empty
+    /// batch with a sync, then syncs.
+    fn catch_up(&mut self) -> Result<(), BatchError> {
+        self.commit(&[], true)?;
+        self.sync()
+    }
 }
 
 type Ack = oneshot::Sender<Result<(), BatchError>>;
@@ -144,12 +158,69 @@ enum Msg {
     /// A record; `None`: deferred (nobody waits for it).
     Record(Box<Job>, Option<Ack>),
     Flush(Ack),
+    /// Read other writers' records and sync them (a forwarder saw records past the
+    /// durable head).
+    CatchUp(Ack),
 }
 
 /// The callers' end of a writer thread.
 pub(crate) struct GroupCommit {
     tx: mpsc::Sender<Msg>,
+    durable: watch::Receiver<u64>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// The newest record of a durable sink's chain that is known to be durable: its
+/// `seq`, which grows as the sink's writer syncs. An audit forwarder reads the trail up
+/// to it and no further, so a receiver never gets a record that a power loss could
+/// still take from the local trail (and that the chain would then reuse).
+///
+/// Holding one does not keep the sink's writer alive.
+#[derive(Clone)]
+pub struct DurableHead {
+    seq: watch::Receiver<u64>,
+    writer: mpsc::WeakSender<Msg>,
+}
+
+impl std::fmt::Debug for DurableHead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DurableHead")
+            .field("seq", &*self.seq.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DurableHead {
+    /// The `seq` of the newest durable record (0: none yet).
+    pub fn current(&self) -> u64 {
+        *self.seq.borrow()
+    }
+
+    /// Waits until the durable head is past `seq`; `false` once the sink has stopped.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn wait_past(&mut self, seq: u64) -> bool {
+        self.seq.wait_for(|v| *v > seq).await.is_ok()
+    }
+
+    /// Asks the writer to take in records other processes appended to the trail and
+    /// sync them, then waits for it; the head then covers them.
+    ///
+    /// # Errors
+    /// The sink has stopped, or the read or sync failed.
+    pub async fn catch_up(&self) -> Result<(), AuditError> {
+        let tx = self.writer.upgrade().ok_or_else(GroupCommit::stopped)?;
+        let (ack, done) = oneshot::channel();
+        tx.send(Msg::CatchUp(ack))
+            .await
+            .map_err(|_| GroupCommit::stopped())?;
+        drop(tx);
+        match done.await {
+            Ok(r) => r.map_err(BatchError::into_audit),
+            Err(_) => Err(GroupCommit::stopped()),
+        }
+    }
 }
 
 impl std::fmt::Debug for GroupCommit {
@@ -167,9 +238,21 @@ struct Writer<B> {
     idle_sync: Duration,
     /// Deferred records written and not yet synced.
     unsynced: bool,
+    /// Where the newest durable record's seq is published.
+    durable: watch::Sender<u64>,
 }
 
 impl<B: Backend> Writer<B> {
+    /// Publishes the backend's last seq as durable (call after a sync).
+    fn publish(&self) {
+        let seq = self.backend.last_seq();
+        self.durable.send_if_modified(|v| {
+            let moved = *v != seq;
+            *v = seq;
+            moved
+        });
+    }
+
     fn run(mut self, rt: &tokio::runtime::Runtime, rx: &mut mpsc::Receiver<Msg>) {
         // Jobs taken from the queue and not committed yet: deferred ones wait here (at
         // most `LINGER`) for a record that syncs, so that both share one write.
@@ -177,6 +260,7 @@ impl<B: Backend> Writer<B> {
         let mut deferred = 0usize;
         let mut acks: Vec<Ack> = Vec::with_capacity(self.max_batch);
         let mut flushes: Vec<Ack> = Vec::new();
+        let mut catch_ups: Vec<Ack> = Vec::new();
         let mut held_since: Option<Instant> = None;
         let mut written_at = Instant::now();
         loop {
@@ -219,18 +303,19 @@ impl<B: Backend> Writer<B> {
                         }
                     }
                     Msg::Flush(ack) => flushes.push(ack),
+                    Msg::CatchUp(ack) => catch_ups.push(ack),
                 }
                 if jobs.len() < self.max_batch {
                     next = rx.try_recv().ok();
                 }
             }
-            let sync = !acks.is_empty() || !flushes.is_empty();
+            let sync = !acks.is_empty() || !flushes.is_empty() || !catch_ups.is_empty();
             if !sync && jobs.len() < self.max_batch {
                 held_since.get_or_insert_with(Instant::now);
                 continue;
             }
             held_since = None;
-            let result = if !jobs.is_empty() {
+            let mut result = if !jobs.is_empty() {
                 let r = self.backend.commit(&jobs, sync);
                 if r.is_ok() {
                     self.unsynced = !sync;
@@ -246,8 +331,14 @@ impl<B: Backend> Writer<B> {
             } else {
                 Ok(())
             };
+            if !catch_ups.is_empty() && result.is_ok() {
+                result = self.backend.catch_up();
+            }
+            if sync && result.is_ok() {
+                self.publish();
+            }
             log_lost(&result, deferred);
-            for ack in acks.drain(..).chain(flushes.drain(..)) {
+            for ack in acks.drain(..).chain(flushes.drain(..)).chain(catch_ups.drain(..)) {
                 let _ = ack.send(result.clone());
             }
             jobs.clear();
@@ -258,6 +349,7 @@ impl<B: Backend> Writer<B> {
             log_lost(&result, deferred);
             if result.is_ok() {
                 self.unsynced = false;
+                self.publish();
             }
         }
         if self.unsynced {
@@ -267,7 +359,10 @@ impl<B: Backend> Writer<B> {
 
     fn sync_deferred(&mut self) {
         match self.backend.sync() {
-            Ok(()) => self.unsynced = false,
+            Ok(()) => {
+                self.unsynced = false;
+                self.publish();
+            }
             Err(e) => {
                 // Try again at the next batch or idle period.
                 tracing::error!(error = %e.message, "cannot sync deferred audit records");
@@ -298,11 +393,14 @@ impl GroupCommit {
         idle_sync: Duration,
     ) -> Result<Self, AuditError> {
         let (tx, mut rx) = mpsc::channel::<Msg>(queue.max(1));
+        // What the backend read at open is on disk (the sinks sync it when they open).
+        let (durable, durable_rx) = watch::channel(backend.last_seq());
         let writer = Writer {
             backend,
             max_batch: max_batch.max(1),
             idle_sync,
             unsynced: false,
+            durable,
         };
         let thread = std::thread::Builder::new()
             .name(name.to_owned())
@@ -319,8 +417,17 @@ impl GroupCommit {
             .map_err(AuditError::Io)?;
         Ok(Self {
             tx,
+            durable: durable_rx,
             thread: Some(thread),
         })
+    }
+
+    /// The durable head of this writer's chain.
+    pub(crate) fn durable(&self) -> DurableHead {
+        DurableHead {
+            seq: self.durable.clone(),
+            writer: self.tx.downgrade(),
+        }
     }
 
     fn stopped() -> AuditError {
@@ -362,7 +469,7 @@ impl GroupCommit {
     /// Closes the queue and waits for the writer thread to finish (and sync) what is
     /// queued.
     pub(crate) fn close(self) {
-        let Self { tx, thread } = self;
+        let Self { tx, thread, .. } = self;
         drop(tx);
         if let Some(h) = thread {
             let _ = h.join();

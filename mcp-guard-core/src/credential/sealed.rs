@@ -41,7 +41,7 @@ impl StoreKey {
     /// The operating system's random source failed.
     pub fn generate() -> Result<Self, SealedStoreError> {
         let mut k = Zeroizing::new([0u8; 32]);
-        getrandom::getrandom(&mut *k).map_err(|e| SealedStoreError::Io {
+        crate::random::fill(&mut *k).map_err(|e| SealedStoreError::Io {
             path: PathBuf::from("<random source>"),
             source: std::io::Error::other(e.to_string()),
         })?;
@@ -291,7 +291,7 @@ fn aad(key: &CredentialKey) -> Vec<u8> {
 
 fn seal(key: &StoreKey, plaintext: &[u8], aad: &[u8]) -> Result<String, SealedStoreError> {
     let mut nonce = [0u8; NONCE_LEN];
-    getrandom::getrandom(&mut nonce).map_err(|e| SealedStoreError::Io {
+    crate::random::fill(&mut nonce).map_err(|e| SealedStoreError::Io {
         path: PathBuf::from("<random source>"),
         source: std::io::Error::other(e.to_string()),
     })?;

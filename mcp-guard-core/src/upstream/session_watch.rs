@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::stream::BoxStream;
 use http::{HeaderName, HeaderValue};
-use rmcp::model::{ClientJsonRpcMessage, ClientRequest};
+use rmcp::model::{ClientJsonRpcMessage, ClientRequest, GetMeta as _};
 use rmcp::transport::streamable_http_client::{
     StreamableHttpClient, StreamableHttpError, StreamableHttpPostResponse,
 };
@@ -50,6 +50,23 @@ impl<C> WatchSessions<C> {
     }
 }
 
+/// Puts the request's W3C trace context (`_meta.traceparent`, `tracestate`) into HTTP
+/// headers too, where HTTP servers and proxies look for it.
+fn trace_headers(message: &ClientJsonRpcMessage, headers: &mut HashMap<HeaderName, HeaderValue>) {
+    let ClientJsonRpcMessage::Request(r) = message else {
+        return;
+    };
+    let meta = r.request.get_meta();
+    for (name, value) in [
+        (HeaderName::from_static("traceparent"), meta.get_traceparent()),
+        (HeaderName::from_static("tracestate"), meta.get_tracestate()),
+    ] {
+        if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+            headers.insert(name, v);
+        }
+    }
+}
+
 fn is_initialize(message: &ClientJsonRpcMessage) -> bool {
     matches!(message, ClientJsonRpcMessage::Request(r) if matches!(r.request, ClientRequest::InitializeRequest(_)))
 }
@@ -65,9 +82,10 @@ impl<C: StreamableHttpClient + Sync> StreamableHttpClient for WatchSessions<C> {
         message: ClientJsonRpcMessage,
         session_id: Option<Arc<str>>,
         auth_header: Option<String>,
-        custom_headers: HashMap<HeaderName, HeaderValue>,
+        mut custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> HttpResult<StreamableHttpPostResponse, C::Error> {
         let init = is_initialize(&message);
+        trace_headers(&message, &mut custom_headers);
         let r = self
             .inner
             .post_message(uri, message, session_id, auth_header, custom_headers)
@@ -82,10 +100,11 @@ impl<C: StreamableHttpClient + Sync> StreamableHttpClient for WatchSessions<C> {
         message: ClientJsonRpcMessage,
         session_id: Option<Arc<str>>,
         auth_header: Option<String>,
-        custom_headers: HashMap<HeaderName, HeaderValue>,
+        mut custom_headers: HashMap<HeaderName, HeaderValue>,
         max_sse_event_size: usize,
     ) -> HttpResult<StreamableHttpPostResponse, C::Error> {
         let init = is_initialize(&message);
+        trace_headers(&message, &mut custom_headers);
         let r = self
             .inner
             .post_message_with_max_sse_event_size(

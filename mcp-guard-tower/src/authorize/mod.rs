@@ -409,6 +409,13 @@ impl AuthorizationServer {
         self.inner.browser(headers).map(|b| b.principal.id().to_owned())
     }
 
+    /// The principal this browser is signed in as, with the sign-in's CSRF token
+    /// (what the gateway's other pages, the console's, bind their forms to).
+    #[cfg(feature = "server")]
+    pub(crate) fn browser_session(&self, headers: &http::HeaderMap) -> Option<(Principal, String)> {
+        self.inner.browser(headers).map(|b| (b.principal, b.csrf))
+    }
+
     /// The issuer URL.
     pub fn issuer(&self) -> &str {
         &self.inner.settings.issuer
@@ -496,6 +503,9 @@ fn too_many_in_progress(full: Full) -> axum::response::Response {
         .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("60"));
     r
 }
+
+#[cfg(test)]
+mod random_refusals;
 
 #[cfg(test)]
 mod tests {

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use tokio::sync::OnceCell;
 
 use super::Inner;
-use super::flow::{Params, cookie, one, random_b64, see_other, start_browser_session};
+use super::flow::{NewBrowser, Params, cookie, one, random_failed, see_other, start_browser_session};
 use super::pages;
 use super::redirect::local_path;
 
@@ -135,9 +135,13 @@ pub(super) async fn start(
         Ok(d) => d,
         Err(e) => return unavailable(&e),
     };
-    let state = random_b64(24);
-    let nonce = random_b64(24);
-    let verifier = random_b64(48);
+    let (Ok(state), Ok(nonce), Ok(verifier)) = (
+        mcp_guard_core::random::base64url(24),
+        mcp_guard_core::random::base64url(24),
+        mcp_guard_core::random::base64url(48),
+    ) else {
+        return random_failed("the sign-in with the identity provider was not started");
+    };
     let challenge = {
         use base64::Engine as _;
         use sha2::Digest as _;
@@ -221,6 +225,11 @@ pub(super) async fn callback(
     if cookie(&headers, &inner.cookie_name(OIDC_COOKIE)) != Some(state) {
         return refused("The sign-in did not start in this browser.");
     }
+    // Before the pending sign-in is used up, so that a failing random source costs nothing.
+    let fresh = match NewBrowser::make() {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     let Some(pending) = inner
         .lock()
         .oidc
@@ -275,7 +284,7 @@ pub(super) async fn callback(
         Err(e) => return refused(&e),
     };
     tracing::info!(user = %principal.id(), provider = %oidc.settings.issuer, "signed in with OpenID Connect");
-    let mut r = start_browser_session(&inner, principal, &pending.next);
+    let mut r = start_browser_session(&inner, fresh, principal, &pending.next);
     r.headers_mut().append(
         header::SET_COOKIE,
         inner.set_cookie(

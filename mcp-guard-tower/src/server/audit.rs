@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use mcp_guard_core::audit::forward::TrailSource;
 use mcp_guard_core::audit::{JsonLinesOptions, MacKey, SqliteAuditSink, SqliteOptions};
 use mcp_guard_core::config::{AuditSection, AuditSinkKind};
 use mcp_guard_core::{AuditSink, FanOut, JsonLinesAuditSink, TracingAuditSink};
@@ -36,6 +37,18 @@ pub fn audit_sinks(cfg: &AuditSection, base: &Path) -> Result<Arc<dyn AuditSink>
 }
 
 pub(crate) fn sinks(cfg: &AuditSection, base: &Path) -> anyhow::Result<Arc<dyn AuditSink>> {
+    Ok(opened(cfg, base)?.sink)
+}
+
+/// The sinks `[audit]` asks for, and the durable trails among them (what forwarders
+/// read).
+pub(crate) struct Opened {
+    pub(crate) sink: Arc<dyn AuditSink>,
+    pub(crate) trails: super::forward::Trails,
+}
+
+pub(crate) fn opened(cfg: &AuditSection, base: &Path) -> anyhow::Result<Opened> {
+    let mut trails = super::forward::Trails::default();
     let key = mac_key_inner(
         cfg.mac_key_file.as_deref().map(|p| base.join(p)).as_deref(),
         cfg.mac_key_env.as_deref(),
@@ -56,6 +69,7 @@ pub(crate) fn sinks(cfg: &AuditSection, base: &Path) -> anyhow::Result<Arc<dyn A
                 let sink = SqliteAuditSink::open(&path, o)
                     .with_context(|| format!("audit.sqlite_path: cannot use {}", path.display()))?;
                 tracing::info!(db = %path.display(), "audit records go to SQLite");
+                trails.add(*kind, TrailSource::Sqlite(path.clone()), sink.durable_head());
                 out.push(Arc::new(sink));
             }
             AuditSinkKind::Jsonl => {
@@ -69,14 +83,16 @@ pub(crate) fn sinks(cfg: &AuditSection, base: &Path) -> anyhow::Result<Arc<dyn A
                 let sink = JsonLinesAuditSink::open(&dir, o)
                     .with_context(|| format!("audit.jsonl_dir: cannot use {}", dir.display()))?;
                 tracing::info!(dir = %dir.display(), "audit records go to JSON Lines files");
+                trails.add(*kind, TrailSource::Jsonl(dir.clone()), sink.durable_head());
                 out.push(Arc::new(sink));
             }
             AuditSinkKind::Tracing => out.push(Arc::new(TracingAuditSink::default())),
             _ => bail!("audit.sinks: unsupported sink {kind:?}"),
         }
     }
-    Ok(match out.len() {
+    let sink = match out.len() {
         1 => out.remove(0),
         _ => Arc::new(FanOut::new(out)),
-    })
+    };
+    Ok(Opened { sink, trails })
 }

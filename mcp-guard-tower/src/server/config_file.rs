@@ -88,11 +88,29 @@ pub fn load_config(path: &Path) -> Result<LoadedConfig, ServerError> {
     load(path).map_err(ServerError)
 }
 
+/// Parses and validates `text` as the configuration file at `path` would be (the
+/// console checks a proposed file this way before writing it). Errors and the digest
+/// are as [`load_config`] gives them for a file holding `text`.
+///
+/// # Errors
+/// `text` is not TOML of the configuration's shape, or does not validate.
+pub fn load_config_text(path: &Path, text: &str) -> Result<LoadedConfig, ServerError> {
+    parse(path, text, hex_digest(text.as_bytes())).map_err(ServerError)
+}
+
+fn hex_digest(bytes: &[u8]) -> String {
+    mcp_guard_core::hex::encode(&Sha256::digest(bytes))
+}
+
 fn load(path: &Path) -> anyhow::Result<LoadedConfig> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let digest = mcp_guard_core::hex::encode(&Sha256::digest(&bytes));
+    let digest = hex_digest(&bytes);
     let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", path.display()))?;
-    let config: GatewayConfig = match toml::from_str(&text) {
+    parse(path, &text, digest)
+}
+
+fn parse(path: &Path, text: &str, digest: String) -> anyhow::Result<LoadedConfig> {
+    let config: GatewayConfig = match toml::from_str(text) {
         Ok(c) => c,
         Err(e) => {
             let line = e
@@ -103,7 +121,7 @@ fn load(path: &Path) -> anyhow::Result<LoadedConfig> {
             bail!("{}:{line} {}", path.display(), e.message());
         }
     };
-    let locate = |entry: &str| match line_of(&text, entry) {
+    let locate = |entry: &str| match line_of(text, entry) {
         Some(l) => format!("{}:{l}", path.display()),
         None => path.display().to_string(),
     };

@@ -38,25 +38,37 @@
 //!
 //! [`GatewayServer::serve`] does the serving and the whole stop sequence itself, as
 //! the binary does.
+//!
+//! With `[console] enabled = true` the router also serves the operator console at
+//! `{prefix}/console`: pages for servers, endpoints and their tools, approvals,
+//! sessions, the audit trail and the configuration, for principals holding the
+//! configured admin role (changes, written back to the configuration file and applied
+//! through [`Reloader`]) or auditor role (looks only). The check of a proposed file
+//! against the audit trail is [`replay`].
 
 mod audit;
 mod auth;
 mod authorization;
 mod config_file;
+mod console;
 mod credentials;
 mod flow;
+mod forward;
 mod pinning;
 mod reload;
+pub mod replay;
 mod run;
 mod session_dir;
 mod stack;
+mod telemetry;
 mod upstreams;
 
 pub use audit::{audit_sinks, mac_key};
-pub use config_file::{LoadedConfig, load_config};
+pub use config_file::{LoadedConfig, load_config, load_config_text};
 pub use credentials::sealed_store;
+pub use forward::ReceiverCheck;
 pub use pinning::lock_path;
-pub use reload::{ReloadReport, Reloader};
+pub use reload::{LastReload, ReloadReport, Reloader};
 pub use run::access_store_path;
 pub use run::{Catalogue, ConfiguredUpstream, GatewayServer, ServerBuilder, StartupReport, StdioGateway};
 pub use upstreams::{SESSION_PLACEHOLDER, principal};

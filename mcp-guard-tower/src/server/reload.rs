@@ -74,10 +74,26 @@ impl Debug for Reloader {
     }
 }
 
+/// The last reload and how it ended.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct LastReload {
+    /// When it ended.
+    pub at: std::time::SystemTime,
+    /// SHA-256 of the file it read, hex (empty when it could not be read, or for a
+    /// configuration built in code).
+    pub digest: String,
+    /// What it applied, or why it was refused (as `mcp-guard check` says it).
+    pub outcome: Result<ReloadReport, String>,
+}
+
 struct Inner {
     /// The configuration in force (what the next reload is compared with); its lock
     /// makes reloads run one at a time.
     running: tokio::sync::Mutex<GatewayConfig>,
+    /// SHA-256 of the file the configuration in force was read from, and the last
+    /// reload's outcome.
+    applied: std::sync::Mutex<(String, Option<LastReload>)>,
     base: PathBuf,
     known: Arc<KnownSecrets>,
     sink: Arc<dyn AuditSink>,
@@ -104,6 +120,7 @@ impl Reloader {
     #[expect(clippy::too_many_arguments, reason = "assembled once, by the builder")]
     pub(crate) fn new(
         running: GatewayConfig,
+        digest: String,
         base: PathBuf,
         known: Arc<KnownSecrets>,
         sink: Arc<dyn AuditSink>,
@@ -116,6 +133,7 @@ impl Reloader {
         Self {
             inner: Arc::new(Inner {
                 running: tokio::sync::Mutex::new(running),
+                applied: std::sync::Mutex::new((digest, None)),
                 base,
                 known,
                 sink,
@@ -206,6 +224,7 @@ impl Reloader {
             needs_restart,
         };
         *running = next;
+        self.ended(&report.digest, Ok(report.clone()), true);
         drop(running);
         tracing::info!(digest = %report.digest, %report, "configuration reloaded");
         for r in &report.needs_restart {
@@ -303,8 +322,46 @@ impl Reloader {
         Ok(())
     }
 
+    /// The configuration in force (the file as last applied, with the settings that
+    /// need a restart at their running values).
+    pub async fn running(&self) -> GatewayConfig {
+        self.inner.running.lock().await.clone()
+    }
+
+    /// SHA-256 of the file the configuration in force was read from, hex (empty for a
+    /// configuration built in code). A file watcher compares it with the file's to
+    /// skip a reload of what is already applied.
+    pub fn applied_digest(&self) -> String {
+        self.applied().0.clone()
+    }
+
+    /// The last reload's outcome, if there was one since the gateway started.
+    pub fn last(&self) -> Option<LastReload> {
+        self.applied().1.clone()
+    }
+
+    fn applied(&self) -> std::sync::MutexGuard<'_, (String, Option<LastReload>)> {
+        self.inner
+            .applied
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn ended(&self, digest: &str, outcome: Result<ReloadReport, String>, applied: bool) {
+        let mut a = self.applied();
+        if applied {
+            digest.clone_into(&mut a.0);
+        }
+        a.1 = Some(LastReload {
+            at: std::time::SystemTime::now(),
+            digest: digest.to_owned(),
+            outcome,
+        });
+    }
+
     async fn refused(&self, digest: &str, e: &ServerError) {
         tracing::error!(digest, error = %e, "configuration refused; the running configuration stays");
+        self.ended(digest, Err(e.to_string()), false);
         // A parse error quotes the file; whatever secret a careless file holds inline
         // does not reach the trail.
         let reason = e.to_string();
@@ -365,6 +422,7 @@ fn keep_running(running: &GatewayConfig, next: &mut GatewayConfig) -> Vec<String
         "auth.dangerously_allow_anonymous"
     );
     keep!(audit, "audit");
+    keep!(telemetry, "telemetry");
     keep!(credentials, "credentials");
     keep!(pinning, "pinning");
     keep!(unauthenticated_limits, "unauthenticated_limits");

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use mcp_guard_core::access::{AccessStore, ClientCredential, Session, Sessions};
+use mcp_guard_core::audit::forward::Forwarders;
 use mcp_guard_core::config::GatewayConfig;
 use mcp_guard_core::redact::{KnownSecrets, PatternRedactor};
 use mcp_guard_core::{AuditSink, Principal, Redactor, Upstream, UpstreamState};
@@ -34,6 +35,9 @@ pub struct ServerBuilder {
     known: Arc<KnownSecrets>,
     audit: Option<Arc<dyn AuditSink>>,
     path_prefix: String,
+    /// The file the configuration was read from, and its digest (what reloads and the
+    /// console's changes start from).
+    file: Option<(PathBuf, String)>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -54,6 +58,7 @@ impl ServerBuilder {
             known: Arc::default(),
             audit: None,
             path_prefix: String::new(),
+            file: None,
         }
     }
 
@@ -61,7 +66,10 @@ impl ServerBuilder {
     /// directory.
     pub fn from_loaded(loaded: super::LoadedConfig) -> Self {
         let base = loaded.base_dir().to_owned();
-        Self::new(loaded.config).base_dir(base)
+        let file = Some((loaded.path, loaded.digest));
+        let mut b = Self::new(loaded.config).base_dir(base);
+        b.file = file;
+        b
     }
 
     /// Where relative paths in the configuration are resolved from.
@@ -96,10 +104,28 @@ impl ServerBuilder {
     }
 
     fn sink(&self) -> anyhow::Result<Arc<dyn AuditSink>> {
-        match &self.audit {
-            Some(s) => Ok(s.clone()),
-            None => super::audit::sinks(&self.config.audit, &self.base),
+        Ok(self.sink_and_trails()?.0)
+    }
+
+    /// The audit sink, and the durable trails it writes when the configuration's sinks
+    /// are used (what forwarders read).
+    fn sink_and_trails(&self) -> anyhow::Result<(Arc<dyn AuditSink>, Option<super::forward::Trails>)> {
+        if let Some(s) = &self.audit {
+            return Ok((s.clone(), None));
         }
+        let o = super::audit::opened(&self.config.audit, &self.base)?;
+        Ok((o.sink, Some(o.trails)))
+    }
+
+    /// Starts the `[audit.forward.*]` forwarders on `trails`.
+    fn forwarders(&self, trails: Option<&super::forward::Trails>) -> anyhow::Result<Forwarders> {
+        super::forward::spawn(&self.config.audit, &self.base, trails, &self.known)
+    }
+
+    /// Connects to every `[audit.forward.*]` receiver once, sending no record
+    /// (`check --connect`).
+    pub async fn check_receivers(&self) -> Vec<super::ReceiverCheck> {
+        super::forward::check(&self.config.audit, &self.base, &self.known).await
     }
 
     /// The redactor audit records and upstream stderr pass through: every kind of
@@ -120,6 +146,7 @@ impl ServerBuilder {
         stores: &credentials::Stores,
         sink: &Arc<dyn AuditSink>,
         pins: pinning::Pinning,
+        tracing: Option<&super::telemetry::Tracing>,
     ) -> anyhow::Result<Built> {
         let built = stack::build(
             cfg,
@@ -128,6 +155,7 @@ impl ServerBuilder {
             self.audit_redactor(),
             Some(pins.gate.clone()),
             Startup::Background,
+            tracing.map(|t| crate::telemetry::Telemetry::new(&t.provider)),
         )
         .await?;
         pinning::watch_lock(pins.path, pins.gate, built.gateway.clone());
@@ -144,6 +172,7 @@ impl ServerBuilder {
     ) -> super::Reloader {
         super::Reloader::new(
             self.config.clone(),
+            self.file.as_ref().map(|(_, d)| d.clone()).unwrap_or_default(),
             self.base.clone(),
             self.known.clone(),
             sink.clone(),
@@ -153,6 +182,36 @@ impl ServerBuilder {
             tokens,
             stdio,
         )
+    }
+
+    /// The operator console of the gateway being built.
+    #[expect(clippy::too_many_arguments, reason = "the running gateway's parts")]
+    fn console(
+        &self,
+        auth: &crate::authorize::AuthorizationServer,
+        reloader: &super::Reloader,
+        built: &Built,
+        sessions: &Sessions,
+        store: &AccessStore,
+        sink: &Arc<dyn AuditSink>,
+        (pins, lock_path): (Arc<mcp_guard_core::pin::PinGate>, PathBuf),
+    ) -> super::console::Console {
+        super::console::Console::new(super::console::Parts {
+            settings: self.config.console.clone(),
+            prefix: self.path_prefix.clone(),
+            auth: auth.clone(),
+            reloader: reloader.clone(),
+            gateway: built.gateway.clone(),
+            sessions: sessions.clone(),
+            store: store.clone(),
+            sink: sink.clone(),
+            pins,
+            lock_path,
+            config_path: self.file.as_ref().map(|(p, _)| p.clone()),
+            base: self.base.clone(),
+            known: self.known.clone(),
+            redactor: self.audit_redactor(),
+        })
     }
 
     /// The access store `[auth] store` names (default `mcp-guard-access.db`).
@@ -172,18 +231,26 @@ impl ServerBuilder {
         self.build_http().await.map_err(ServerError)
     }
 
-    async fn build_http(self) -> anyhow::Result<GatewayServer> {
+    /// The base of every protected resource's URL: the public URL (else the listen
+    /// address) and the mount prefix.
+    fn resource_base(&self) -> String {
         let cfg = &self.config;
-        let sink = self.sink()?;
-        let store = self.access_store()?;
-        let mut resource_base = cfg
+        let mut base = cfg
             .gateway
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{}", cfg.gateway.listen))
             .trim_end_matches('/')
             .to_owned();
-        resource_base.push_str(&self.path_prefix);
+        base.push_str(&self.path_prefix);
+        base
+    }
+
+    async fn build_http(self) -> anyhow::Result<GatewayServer> {
+        let cfg = &self.config;
+        let (sink, trails) = self.sink_and_trails()?;
+        let store = self.access_store()?;
+        let resource_base = self.resource_base();
         let tokens = auth::ConfiguredTokens::default();
         if cfg.auth.dangerously_allow_anonymous.is_none() {
             tokens.set(auth::static_tokens(cfg, &self.known)?);
@@ -191,8 +258,12 @@ impl ServerBuilder {
         let authenticate = auth::authenticator(cfg, &self.base, &store, &tokens, &resource_base).await?;
         let sessions = Sessions::with_store(store.clone())?.with_audit(sink.clone());
         let pins = pinning::pinning(cfg, &self.base)?;
+        let (pin_gate, lock_path) = (pins.gate.clone(), pins.path.clone());
         let stores = credentials::stores(cfg, &self.base, None, &self.known)?;
-        let built = self.start_stack(cfg, &stores, &sink, pins).await?;
+        let tracing = super::telemetry::tracing_from(&cfg.telemetry, &self.base, &self.known)?;
+        let built = self
+            .start_stack(cfg, &stores, &sink, pins, tracing.as_ref())
+            .await?;
         let close_sessions = CancellationToken::new();
         let gauge = built.metrics.gateway_sessions();
         keep_sessions(
@@ -219,9 +290,11 @@ impl ServerBuilder {
         let pre_auth = PreAuth::new(auth::unauthenticated_limits(cfg));
         let mut options = auth::http_options(cfg);
         options.path_prefix.clone_from(&self.path_prefix);
+        let forwarders = self.forwarders(trails.as_ref())?;
         let mut edge = HttpEdge::new(built.gateway.clone(), built.service.clone(), authenticate.clone())
             .pre_auth(pre_auth.clone())
             .audit(sink.clone())
+            .audit_forwarders(forwarders.clone())
             .sessions(sessions.clone())
             .options(options)
             .shutdown_token(close_sessions.clone());
@@ -244,6 +317,18 @@ impl ServerBuilder {
         }
         let tokens = cfg.auth.dangerously_allow_anonymous.is_none().then_some(tokens);
         let reloader = self.reloader(&sink, &built, tokens, None);
+        if let (true, Some(auth)) = (cfg.console.enabled, &authorization) {
+            let console = self.console(
+                auth,
+                &reloader,
+                &built,
+                &sessions,
+                &store,
+                &sink,
+                (pin_gate, lock_path),
+            );
+            router = router.merge(pre_auth.wrap_mounted(console.router(), &self.path_prefix));
+        }
         Ok(GatewayServer {
             reloader,
             built,
@@ -252,6 +337,8 @@ impl ServerBuilder {
             close_sessions,
             pre_auth,
             sink,
+            forwarders,
+            tracing,
             grace: Duration::from_secs(cfg.gateway.shutdown_grace_secs),
             path_prefix: self.path_prefix,
             known: self.known,
@@ -272,7 +359,7 @@ impl ServerBuilder {
 
     async fn build_stdio_inner(self, name: &str) -> anyhow::Result<StdioGateway> {
         let cfg = &self.config;
-        let sink = self.sink()?;
+        let (sink, trails) = self.sink_and_trails()?;
         let principal = Arc::new(
             cfg.auth
                 .stdio_principal
@@ -291,13 +378,17 @@ impl ServerBuilder {
                 .clone()
                 .maintain(Duration::from_millis(250), maintain_stop.clone()),
         );
-        let built = self.start_stack(cfg, &stores, &sink, pins).await?;
+        let tracing = super::telemetry::tracing_from(&cfg.telemetry, &self.base, &self.known)?;
+        let built = self
+            .start_stack(cfg, &stores, &sink, pins, tracing.as_ref())
+            .await?;
         let ep = built
             .gateway
             .endpoint(name)
             .with_context(|| format!("no endpoint named {name:?}"))?;
         let stdio = (principal.subject().into(), session.id().0.clone());
         let reloader = self.reloader(&sink, &built, None, Some(stdio));
+        let forwarders = self.forwarders(trails.as_ref())?;
         let handler = GuardHandler::new(ep, built.service.clone())
             .with_principal(principal)
             .with_session(session.id().clone())
@@ -310,6 +401,8 @@ impl ServerBuilder {
             session,
             maintain_stop,
             sink,
+            forwarders,
+            tracing,
             grace: Duration::from_secs(cfg.gateway.shutdown_grace_secs),
         })
     }
@@ -364,6 +457,7 @@ impl ServerBuilder {
                 self.audit_redactor(),
                 Some(pins.gate.clone()),
                 Startup::Wait,
+                None,
             )
             .await?;
             Ok(Catalogue {
@@ -415,6 +509,8 @@ pub struct GatewayServer {
     close_sessions: CancellationToken,
     pre_auth: PreAuth,
     sink: Arc<dyn AuditSink>,
+    forwarders: Forwarders,
+    tracing: Option<super::telemetry::Tracing>,
     grace: Duration,
     path_prefix: String,
     known: Arc<KnownSecrets>,
@@ -477,6 +573,11 @@ impl GatewayServer {
     /// What the stack counts.
     pub fn metrics(&self) -> &Metrics {
         &self.built.metrics
+    }
+
+    /// The audit forwarders (`[audit.forward.*]`) and their status.
+    pub fn forwarders(&self) -> &Forwarders {
+        &self.forwarders
     }
 
     /// The registry of secrets scrubbed from responses, audit records and logs.
@@ -552,7 +653,12 @@ impl GatewayServer {
         self.built.gateway.shutdown().await;
         session_dir::release_kept();
         self.pre_auth.flush().await;
-        self.sink.flush().await.context("flushing the audit trail")?;
+        let flushed = self.sink.flush().await.context("flushing the audit trail");
+        self.forwarders.stop(super::forward::STOP_GRACE).await;
+        if let Some(t) = self.tracing {
+            t.shutdown().await;
+        }
+        flushed?;
         tracing::info!(processes = mcp_guard_core::upstream::live_processes(), "stopped");
         Ok(())
     }
@@ -611,6 +717,8 @@ pub struct StdioGateway {
     session: Arc<Session>,
     maintain_stop: CancellationToken,
     sink: Arc<dyn AuditSink>,
+    forwarders: Forwarders,
+    tracing: Option<super::telemetry::Tracing>,
     grace: Duration,
 }
 
@@ -715,7 +823,12 @@ impl StdioGateway {
         self.built.gateway.shutdown().await;
         session_dir::release_kept();
         self.maintain_stop.cancel();
-        self.sink.flush().await.context("flushing the audit trail")?;
+        let flushed = self.sink.flush().await.context("flushing the audit trail");
+        self.forwarders.stop(super::forward::STOP_GRACE).await;
+        if let Some(t) = self.tracing {
+            t.shutdown().await;
+        }
+        flushed?;
         failed.map_or(Ok(()), Err)
     }
 }

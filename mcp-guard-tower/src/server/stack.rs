@@ -104,7 +104,8 @@ pub(crate) fn endpoint_specs(config: &GatewayConfig) -> anyhow::Result<Vec<Endpo
             let mut s = Selection::none()
                 .tools(&sel.tools)?
                 .prompts(&sel.prompts)?
-                .resources(&sel.resources)?;
+                .resources(&sel.resources)?
+                .without_tools(&sel.disabled_tools);
             if !sel.enabled {
                 s = s.disabled();
             }
@@ -132,6 +133,7 @@ pub(crate) async fn build(
     redactor: Arc<dyn Redactor>,
     gate: Option<Arc<dyn ToolGate>>,
     startup: Startup,
+    telemetry: Option<crate::telemetry::Telemetry>,
 ) -> anyhow::Result<Built> {
     let mut builder = Gateway::builder()
         .separator(config.gateway.separator.clone())
@@ -167,6 +169,7 @@ pub(crate) async fn build(
     }
     let drain = Drain::new();
     let stack = ServiceBuilder::new()
+        .option_layer(telemetry.map(crate::telemetry::TelemetryLayer::new))
         .layer(MetricsLayer::new(metrics.clone()))
         .layer(DrainLayer::new(drain.clone()))
         .layer(audit_layer)

@@ -178,7 +178,9 @@ pub(super) fn pkce_challenge<'a>(
 /// Keeps a valid authorization request until the user consents (if there is room for
 /// one more from its source) and sends the browser to the consent page.
 pub(super) fn hold(inner: &Inner, pending: Pending) -> Response {
-    let id = random_b64(18);
+    let Ok(id) = mcp_guard_core::random::base64url(18) else {
+        return random_failed("the authorization request was not kept");
+    };
     let source = pending.source;
     {
         let mut st = inner.lock();

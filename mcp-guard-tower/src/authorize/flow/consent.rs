@@ -184,6 +184,10 @@ pub(super) async fn consent_submit(
 /// or someone the OpenID Connect provider vouched for with the roles of their claims
 /// (none unless a roles claim is configured).
 pub(super) fn issue_code(inner: &Inner, id: &str, user: &Principal) -> Response {
+    // Made first: without it the request stays pending and no grant is made.
+    let Ok(code) = mcp_guard_core::random::base64url(32) else {
+        return random_failed("no authorization code was issued (the request still waits for your answer)");
+    };
     let Some(p) = inner.lock().pending.remove(id) else {
         return pages::error_page(
             StatusCode::BAD_REQUEST,
@@ -219,7 +223,6 @@ pub(super) fn issue_code(inner: &Inner, id: &str, user: &Principal) -> Response 
             );
         }
     };
-    let code = random_b64(32);
     inner.lock().codes.insert(
         sha(&code),
         IssuedCode {

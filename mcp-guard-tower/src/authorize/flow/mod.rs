@@ -42,7 +42,7 @@ use register::*;
 use signin::*;
 use token::*;
 
-pub(super) use signin::start_browser_session;
+pub(super) use signin::{NewBrowser, start_browser_session};
 
 type Shared = State<Arc<Inner>>;
 pub(super) type Params = Vec<(String, String)>;
@@ -89,10 +89,16 @@ pub(super) fn router(inner: Arc<Inner>) -> Router {
 
 // ---- small helpers -------------------------------------------------------------------
 
-pub(super) fn random_b64(n: usize) -> String {
-    let mut b = vec![0u8; n];
-    getrandom::getrandom(&mut b).unwrap_or_else(|_| panic!("the operating system's random source failed"));
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+/// The answer when a one-time value cannot be made ([`mcp_guard_core::random`]): a 500
+/// page naming the cause; `what` says what was not done. Callers make their values
+/// before they use anything one-time up, so trying again works.
+pub(super) fn random_failed(what: &str) -> Response {
+    tracing::error!(what, "the operating system's random source failed");
+    pages::error_page(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Try again",
+        &format!("The gateway's random source failed, so {what}. Nothing was used up: try again."),
+    )
 }
 
 fn sha(s: &str) -> [u8; 32] {

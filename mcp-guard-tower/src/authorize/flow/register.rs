@@ -134,7 +134,15 @@ pub(super) async fn register(State(inner): Shared, body: axum::body::Bytes) -> R
     if let Err(r) = room_for_a_client(&inner) {
         return r;
     }
-    let id = format!("mcpg-client-{}", &random_b64(12));
+    let Ok(suffix) = mcp_guard_core::random::base64url(12) else {
+        tracing::error!("the operating system's random source failed: no client id for a registration");
+        return json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "the gateway's random source failed, so no client was registered; try again",
+        );
+    };
+    let id = format!("mcpg-client-{suffix}");
     let client = OAuthClient::new(&id, &name, uris.clone(), "dcr");
     if let Err(e) = inner.store.register_client(&client) {
         tracing::error!(error = %mcp_guard_core::upstream::error_chain(&e), "could not register a client");

@@ -3,7 +3,9 @@
 use super::*;
 
 pub(super) fn signin_form(inner: &Inner, next: &str, error: Option<&str>) -> Response {
-    let pre = random_b64(24);
+    let Ok(pre) = mcp_guard_core::random::base64url(24) else {
+        return random_failed("the sign-in form could not be shown");
+    };
     let mut b = String::from("<h1>Sign in to mcp-guard</h1>");
     if let Some(e) = error {
         let _ = write!(b, "<p class=\"error\" role=\"alert\">{}</p>", esc(e));
@@ -67,7 +69,9 @@ pub(super) async fn login_link(State(inner): Shared, Query(params): Query<Params
     let Ok(Some(code)) = one(&params, "code") else {
         return signin_form(&inner, SIGNED_IN, Some("The link has no code."));
     };
-    let pre = random_b64(24);
+    let Ok(pre) = mcp_guard_core::random::base64url(24) else {
+        return random_failed("the sign-in form could not be shown (the link is not used up)");
+    };
     let b = format!(
         "<h1>Sign in to mcp-guard</h1><form method=\"post\" action=\"/oauth/signin\">{}{}{}\
 <div class=\"actions\"><button type=\"submit\">Sign in</button></div></form>",
@@ -109,6 +113,11 @@ pub(super) async fn signin_submit(
             "The form's CSRF token is missing or wrong. Reload the page and try again.",
         );
     }
+    // Before the link is redeemed, so that a failing random source does not use it up.
+    let fresh = match NewBrowser::make() {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     let raw = one(&form, "code").ok().flatten().unwrap_or("").trim();
     // Accept the whole link as well as the bare code.
     let code = url::Url::parse(raw)
@@ -139,16 +148,40 @@ pub(super) async fn signin_submit(
         );
     };
     tracing::info!(user = %user, "signed in");
-    start_browser_session(&inner, principal, &next)
+    start_browser_session(&inner, fresh, principal, &next)
 }
 
-/// Signs `principal` in on this browser (a new session cookie) and sends it to `next`.
+/// The one-time values of a browser session about to start: its cookie and its CSRF
+/// token. Made before anything one-time (a sign-in link, a provider's answer) is used
+/// up, so that a failing random source costs the user nothing.
+pub(in crate::authorize) struct NewBrowser {
+    value: String,
+    csrf: String,
+}
+
+impl NewBrowser {
+    /// Both values, or the page to answer with when the random source fails.
+    #[allow(clippy::result_large_err, reason = "the refusal is the page to answer with")]
+    pub(in crate::authorize) fn make() -> Result<Self, Response> {
+        match (
+            mcp_guard_core::random::base64url(32),
+            mcp_guard_core::random::base64url(24),
+        ) {
+            (Ok(value), Ok(csrf)) => Ok(Self { value, csrf }),
+            _ => Err(random_failed("you were not signed in")),
+        }
+    }
+}
+
+/// Signs `principal` in on this browser (a new session cookie, from `fresh`) and sends
+/// it to `next`.
 pub(in crate::authorize) fn start_browser_session(
     inner: &Inner,
+    fresh: NewBrowser,
     principal: Principal,
     next: &str,
 ) -> Response {
-    let value = random_b64(32);
+    let NewBrowser { value, csrf } = fresh;
     let user = principal.id().to_owned();
     {
         let mut st = inner.lock();
@@ -157,7 +190,7 @@ pub(in crate::authorize) fn start_browser_session(
             sha(&value),
             BrowserSession {
                 principal,
-                csrf: random_b64(24),
+                csrf,
                 expires: Instant::now() + inner.settings.signin_ttl,
             },
         );
