@@ -4,7 +4,7 @@
 //! Exit status: 0 when the call would be allowed (a grant allows it and the endpoint's
 //! selection exposes it), 1 when it would be refused (by a deny, by default deny, by a
 //! flow rule, or because the endpoint does not expose it), 2 for a usage or
-//! configuration error.
+//! configuration error, 3 when it would wait for a person's approval.
 //!
 //! With `--session`, the principal, the endpoint and the session's flow taint come from
 //! the access store: the output names the earlier calls that set the taint a flow rule
@@ -25,6 +25,8 @@ use mcp_guard_core::{
 pub(crate) const EXIT_DENIED: u8 = 1;
 /// Exit status of a usage or configuration error.
 pub(crate) const EXIT_ERROR: u8 = 2;
+/// Exit status of a call that would wait for a person's approval.
+pub(crate) const EXIT_APPROVAL: u8 = 3;
 
 /// What kind of name `--tool` is.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -137,6 +139,7 @@ fn rule_text(d: &Decision) -> String {
             flow: Some(_),
             ..
         }) => format!("flow rule {r:?}"),
+        Decision::NeedsApproval(n) if n.flow.is_some() => format!("flow rule {:?}", n.rule),
         _ => match d.rule() {
             Some(r) => format!("grant {r:?}"),
             None => "no grant matched (default deny)".to_owned(),
@@ -252,11 +255,19 @@ pub(crate) fn run(a: &ExplainArgs) -> anyhow::Result<u8> {
     let mcp_guard_tower::server::replay::Exposure { exposed, why, .. } =
         mcp_guard_tower::server::replay::exposure(config, &endpoint, &server, a.kind.into(), &name);
 
-    let allowed = decision.is_allow() && exposed;
-    outln!("decision: {}", if allowed { "allow" } else { "deny" });
+    let verdict = match (&decision, exposed) {
+        (Decision::Allow { .. }, true) => "allow",
+        (Decision::NeedsApproval(_), true) => "allow after a person's approval",
+        _ => "deny",
+    };
+    outln!("decision: {verdict}");
     outln!(
         "policy:   {} by {}",
-        if decision.is_allow() { "allow" } else { "deny" },
+        match &decision {
+            Decision::Allow { .. } => "allow",
+            Decision::NeedsApproval(_) => "approval",
+            _ => "deny",
+        },
         rule_text(&decision)
     );
     outln!(
@@ -292,14 +303,26 @@ pub(crate) fn run(a: &ExplainArgs) -> anyhow::Result<u8> {
             outln!("roles:    {n}");
         }
     }
-    if let Decision::Deny(Denial { flow: Some(f), .. }) = &decision {
+    let flow = match &decision {
+        Decision::Deny(Denial { flow: Some(f), .. }) => Some(f),
+        Decision::NeedsApproval(n) => n.flow.as_ref(),
+        _ => None,
+    };
+    if let Some(f) = flow {
         outln!("flow:     {}", f.explain());
         for m in &f.tainted_by {
             outln!("          tainted by {m}");
         }
     }
+    if let Decision::NeedsApproval(n) = &decision {
+        outln!("approval: {} ({})", n.reason, n.rule);
+    }
     if decision.is_allow() && !exposed {
         outln!("note:     the grant allows it, but the endpoint does not expose it");
     }
-    Ok(if allowed { 0 } else { EXIT_DENIED })
+    Ok(match (&decision, exposed) {
+        (Decision::Allow { .. }, true) => 0,
+        (Decision::NeedsApproval(_), true) => EXIT_APPROVAL,
+        _ => EXIT_DENIED,
+    })
 }

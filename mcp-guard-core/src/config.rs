@@ -82,6 +82,8 @@ pub struct GatewayConfig {
     pub labels: Vec<LabelConfig>,
     /// Flow rules (`[[flow_rules]]`): what a session may do after what it has done.
     pub flow_rules: Vec<FlowRuleConfig>,
+    /// How a person's approval is asked for (`[approval]`).
+    pub approval: ApprovalSection,
 }
 
 /// A configuration problem, naming the entry (`servers.github.env.TOKEN`).

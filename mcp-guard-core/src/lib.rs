@@ -65,7 +65,7 @@ pub use credential::{
     EnvCredentialStore, MemoryCredentialStore,
 };
 #[doc(inline)]
-pub use policy::{Decision, Denial, DenyAll, Grant, GrantPolicy, Policy, PolicyError};
+pub use policy::{ApprovalNeeded, Decision, Denial, DenyAll, Grant, GrantPolicy, Policy, PolicyError};
 #[doc(inline)]
 pub use redact::{KnownSecrets, PatternRedactor, Redacted, Redactor};
 #[doc(inline)]

@@ -19,7 +19,7 @@ use crate::support::*;
 
 /// Three fixture servers: an issue tracker (untrusted input), a private repository
 /// and a mailer (egress); `rules` adds the flow rules and approval settings.
-fn config(data: &Path, rules: &str) -> String {
+pub(crate) fn config(data: &Path, rules: &str) -> String {
     let mut c = String::from(AUTH);
     c.push_str(&fixture("issues", &["read_issue"]));
     c.push_str(&fixture("repo", &["read_secret", "delete_branch"]));
@@ -45,7 +45,7 @@ const NO_EGRESS_AFTER_UNTRUSTED: &str = "[[flow_rules]]\nname = \"no-egress-afte
 after = [\"untrusted-input\"]\ncalls = [\"egress\"]\n";
 
 /// Every audit record, oldest first.
-fn records(data: &Path) -> Vec<Value> {
+pub(crate) fn records(data: &Path) -> Vec<Value> {
     let dir = data.join("audit");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .map(|d| d.flatten().map(|e| e.path()).collect())
@@ -62,11 +62,11 @@ fn records(data: &Path) -> Vec<Value> {
     out
 }
 
-fn of_type<'a>(recs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+pub(crate) fn of_type<'a>(recs: &'a [Value], kind: &str) -> Vec<&'a Value> {
     recs.iter().filter(|r| r["type"] == kind).collect()
 }
 
-async fn call<S: rmcp::service::Service<RoleClient>>(
+pub(crate) async fn call<S: rmcp::service::Service<RoleClient>>(
     client: &RunningService<RoleClient, S>,
     name: &str,
     text: &str,
@@ -88,7 +88,7 @@ async fn call<S: rmcp::service::Service<RoleClient>>(
 }
 
 /// `mcp-guard ARGS --config CONFIG`: (exit code, stdout + stderr).
-fn cli(config: &Path, a: &[&str]) -> (i32, String) {
+pub(crate) fn cli(config: &Path, a: &[&str]) -> (i32, String) {
     let out = std::process::Command::new(BIN)
         .args(a)
         .arg("--config")

@@ -10,6 +10,7 @@
 //! in both protocol eras, against fixture upstreams running as real child processes.
 
 mod access;
+mod approval;
 mod audit;
 mod authorize;
 mod config;

@@ -188,6 +188,48 @@ pub enum EventKind {
         /// Why, as `mcp-guard check` says it (`gateway.toml:12: grants[0]...`).
         reason: String,
     },
+    /// A call needs a person's approval, and the gateway asked (the record carries
+    /// the call's principal, session, target and redacted arguments).
+    ApprovalRequested {
+        /// The approval's id (also in the approval page's link).
+        approval: String,
+        /// How the person is asked: `elicitation` (a request to a client of a revision
+        /// before 2026-07-28), `input-required` (a 2026-07-28 client's retry carries
+        /// the answer), `web` (the approval page).
+        channel: String,
+        /// Why the call needs approval (the rule's reason).
+        reason: String,
+        /// When an answer stops being accepted.
+        expires_at: String,
+    },
+    /// How an approval ended: `approved-once`, `approved-for-session`, `declined`,
+    /// `timed-out` (no answer in time), `failed` (the client did not put the question
+    /// to a person) or `cancelled` (the call went away first).
+    ApprovalAnswered {
+        /// The approval's id.
+        approval: String,
+        /// The answer.
+        answer: String,
+        /// Where it came from (as in `approval_requested`).
+        channel: String,
+        /// Who answered: the principal signed in on the approval page, or the
+        /// principal whose client answered.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        approver: Option<String>,
+    },
+    /// An answer or a request the gateway refused: an approval answered twice, by the
+    /// wrong user, after its timeout, or for another call; or one approval too many
+    /// waiting.
+    ApprovalRefused {
+        /// The approval concerned, when there is one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        approval: Option<String>,
+        /// Why.
+        reason: String,
+        /// Who tried, when known.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+    },
     /// An operator cleared a session's flow taint (`sessions clear-taint`).
     TaintCleared {
         /// The labels cleared.

@@ -1,9 +1,10 @@
-//! `[[labels]]` and `[[flow_rules]]`: what a tool can do, and what a gateway session
-//! may do after what it has done (see [`crate::flow`]).
+//! `[[labels]]`, `[[flow_rules]]` and `[approval]`: what a tool can do, what a gateway
+//! session may do after what it has done (see [`crate::flow`]), and how a person is
+//! asked before a call a grant or a rule marks `approval = "required"`.
 
 use serde::Deserialize;
 
-use super::{ConditionConfig, ConfigError, ConfigErrors, GatewayConfig};
+use super::{ConditionConfig, ConfigError, ConfigErrors, EffectConfig, GatewayConfig};
 use crate::flow::Label;
 use crate::policy::Pattern;
 
@@ -29,8 +30,21 @@ pub struct LabelConfig {
     pub labels: Vec<Label>,
 }
 
+/// `approval = "required" | "none"` on a grant or a flow rule.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum ApprovalMode {
+    /// No approval (the default).
+    #[default]
+    None,
+    /// A person approves the call (or the rest of the session) first.
+    Required,
+}
+
 /// `[[flow_rules]]`: once a session's earlier calls have carried every label of
-/// `after`, a call carrying any label of `calls` is refused.
+/// `after`, a call carrying any label of `calls` is refused, or waits for a person's
+/// approval (`approval = "required"`).
 ///
 /// ```toml
 /// [[flow_rules]]
@@ -38,6 +52,7 @@ pub struct LabelConfig {
 /// endpoints = ["*"]                              # endpoint globs (none: every endpoint)
 /// after = ["untrusted-input", "private-data"]    # the session's history holds all of these
 /// calls = ["egress"]                             # the call carries any of these
+/// approval = "required"                          # optional: ask a person instead
 /// ```
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -54,12 +69,68 @@ pub struct FlowRuleConfig {
     pub calls: Vec<Label>,
     /// Conditions on principal attributes and call arguments; all must hold.
     pub when: Vec<ConditionConfig>,
+    /// `"required"`: ask a person instead of refusing.
+    pub approval: Option<ApprovalMode>,
+}
+
+/// `[approval]`: asking a person before a call that a grant or a flow rule marks
+/// `approval = "required"`.
+///
+/// ```toml
+/// [approval]
+/// timeout_secs = 120              # no answer by then: refused
+/// max_pending = 100               # approvals waiting at once, in all
+/// max_pending_per_session = 5     # of those, per gateway session
+/// approver_roles = ["security"]   # may decide anyone's approvals on the approval page
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct ApprovalSection {
+    /// Seconds an approval waits for its answer. Default 120.
+    pub timeout_secs: u64,
+    /// Approvals waiting at once, in all. Default 100.
+    pub max_pending: usize,
+    /// Approvals waiting at once per gateway session. Default 5.
+    pub max_pending_per_session: usize,
+    /// Roles whose holders may decide any principal's approvals on the approval page
+    /// (besides the user the call acts for).
+    pub approver_roles: Vec<String>,
+}
+
+impl Default for ApprovalSection {
+    fn default() -> Self {
+        Self {
+            timeout_secs: 120,
+            max_pending: 100,
+            max_pending_per_session: 5,
+            approver_roles: Vec::new(),
+        }
+    }
 }
 
 impl GatewayConfig {
-    /// Checks `[[labels]]` and `[[flow_rules]]`.
+    /// Checks `[[labels]]`, `[[flow_rules]]`, `[approval]` and the grants' `approval`.
     pub(super) fn validate_flow(&self, errors: &mut Vec<ConfigError>, warnings: &mut Vec<ConfigError>) {
         let mut err = |entry: String, message: String| errors.push(ConfigError { entry, message });
+        for (i, g) in self.grants.iter().enumerate() {
+            if g.approval == Some(ApprovalMode::Required) && g.effect == EffectConfig::Deny {
+                err(
+                    format!("grants[{i}].approval"),
+                    "a deny grant refuses; only an allow can ask for approval".into(),
+                );
+            }
+        }
+        let a = &self.approval;
+        for (field, zero) in [
+            ("timeout_secs", a.timeout_secs == 0),
+            ("max_pending", a.max_pending == 0),
+            ("max_pending_per_session", a.max_pending_per_session == 0),
+        ] {
+            if zero {
+                err(format!("approval.{field}"), "must be at least 1".into());
+            }
+        }
         for (i, l) in self.labels.iter().enumerate() {
             let entry = format!("labels[{i}]");
             if l.labels.is_empty() {
@@ -244,6 +315,26 @@ mod tests {
         let w = super::check_label_tools(&c.labels, &served(None)).unwrap();
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(w[0].message.contains("not started"), "{w:?}");
+    }
+
+    #[test]
+    fn approval_needs_an_allow_and_limits_of_at_least_one() {
+        let c = parse(serde_json::json!({
+            "grants": [
+                { "roles": ["eng"], "names": ["*"], "approval": "required" },
+                { "effect": "deny", "roles": ["eng"], "names": ["x"], "approval": "required" },
+            ],
+            "approval": { "timeout_secs": 0, "max_pending": 3 },
+        }));
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("grants[1].approval"), "{e}");
+        assert!(!e.contains("grants[0]"), "{e}");
+        assert!(e.contains("approval.timeout_secs"), "{e}");
+        assert!(!e.contains("approval.max_pending:"), "{e}");
+        let bad = serde_json::from_value::<GatewayConfig>(serde_json::json!({
+            "flow_rules": [{ "calls": ["egress"], "approval": "maybe" }],
+        }));
+        assert!(bad.is_err());
     }
 
     #[test]

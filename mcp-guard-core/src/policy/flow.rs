@@ -134,7 +134,8 @@ impl LabelCache {
 }
 
 /// A flow rule: once a session's earlier calls carried every label of
-/// [`FlowRule::after`], a call carrying any label of [`FlowRule::calls`] is refused.
+/// [`FlowRule::after`], a call carrying any label of [`FlowRule::calls`] is refused,
+/// or (with [`FlowRule::approval_required`]) waits for a person's approval.
 ///
 /// ```
 /// use mcp_guard_core::flow::{Label, Labels};
@@ -146,7 +147,9 @@ impl LabelCache {
 ///     .calls(Labels::of([Label::Egress]));
 /// // No destructive call at all on this endpoint.
 /// let never = FlowRule::new().endpoints(["agents"]).calls(Labels::of([Label::Destructive]));
-/// # let _ = (rule, never);
+/// // Every mail sent waits for a person.
+/// let ask = FlowRule::new().calls(Labels::of([Label::Egress])).approval_required();
+/// # let _ = (rule, never, ask);
 /// ```
 #[derive(Debug, Clone)]
 #[must_use]
@@ -155,6 +158,7 @@ pub struct FlowRule {
     endpoints: Vec<String>,
     after: Labels,
     calls: Labels,
+    approval: bool,
     conditions: Vec<Condition>,
 }
 
@@ -172,6 +176,7 @@ impl FlowRule {
             endpoints: Vec::new(),
             after: Labels::EMPTY,
             calls: Labels::EMPTY,
+            approval: false,
             conditions: Vec::new(),
         }
     }
@@ -201,6 +206,12 @@ impl FlowRule {
         self
     }
 
+    /// Asks a person instead of refusing.
+    pub fn approval_required(mut self) -> Self {
+        self.approval = true;
+        self
+    }
+
     /// Adds a condition (principal attributes, arguments, endpoint); all must hold.
     pub fn when(mut self, condition: Condition) -> Self {
         self.conditions.push(condition);
@@ -221,6 +232,7 @@ impl FlowRule {
                 .collect::<Result<_, _>>()?,
             after: self.after,
             calls: self.calls,
+            approval: self.approval,
             conditions: self
                 .conditions
                 .iter()
@@ -236,6 +248,7 @@ pub(super) struct CompiledFlowRule {
     endpoints: Vec<Pattern>,
     pub(super) after: Labels,
     pub(super) calls: Labels,
+    pub(super) approval: bool,
     conditions: Vec<CompiledCondition>,
 }
 
@@ -251,8 +264,8 @@ impl CompiledFlowRule {
 }
 
 /// Why a flow rule applied to a call: the labels involved and the earlier calls that
-/// set the session's taint. Carried by a [`Denial`](super::Denial) for the audit record
-/// and `explain`.
+/// set the session's taint. Carried by a [`Denial`](super::Denial) or an
+/// [`ApprovalNeeded`](super::ApprovalNeeded) for the audit record and `explain`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FlowMatch {
@@ -454,5 +467,64 @@ mod tests {
             !p.decide(&call("mail", "send", serde_json::json!({})), &c)
                 .is_allow()
         );
+    }
+
+    #[test]
+    fn approval_grants_and_rules_ask_and_a_refusal_still_wins() {
+        let p = GrantPolicy::builder()
+            .grant(Grant::allow().named("all").roles(["eng"]).names(["*"]))
+            .grant(
+                Grant::allow()
+                    .named("deletes-ask")
+                    .roles(["eng"])
+                    .names(["delete_*"])
+                    .approval_required(),
+            )
+            .grant(Grant::deny().named("never").roles(["eng"]).names(["delete_main"]))
+            .label(ToolLabel::new(Labels::of([Label::UntrustedInput])).servers(["issues"]))
+            .label(ToolLabel::new(Labels::of([Label::Egress])).servers(["mail"]))
+            .flow_rule(
+                FlowRule::new()
+                    .named("refuse-after-untrusted")
+                    .after(Labels::of([Label::UntrustedInput]))
+                    .calls(Labels::of([Label::Egress])),
+            )
+            .flow_rule(
+                FlowRule::new()
+                    .named("mail-asks")
+                    .calls(Labels::of([Label::Egress]))
+                    .approval_required(),
+            )
+            .build()
+            .unwrap();
+        let c = session("eng");
+        let del = call("repo", "delete_branch", serde_json::json!({}));
+        let Decision::NeedsApproval(n) = p.decide(&del, &c) else {
+            panic!("an approval grant asks")
+        };
+        assert_eq!(&*n.rule, "deletes-ask");
+        assert!(n.flow.is_none());
+        // A deny still wins; a list entry is shown as callable.
+        assert_eq!(
+            p.decide(&call("repo", "delete_main", serde_json::json!({})), &c)
+                .rule(),
+            Some("never")
+        );
+        let list = Operation::new(
+            Action::List,
+            Some(Target::new("repo", "delete_branch", TargetKind::Tool)),
+            "repo__delete_branch",
+        );
+        assert!(p.decide(&list, &c).is_allow());
+        let mail = call("mail", "send", serde_json::json!({}));
+        let Decision::NeedsApproval(n) = p.decide(&mail, &c) else {
+            panic!("an approving rule asks")
+        };
+        assert_eq!(&*n.rule, "mail-asks");
+        assert!(n.flow.is_some() && n.reason.contains("send data out"), "{n:?}");
+        // After untrusted input the refusing rule wins, whatever its order.
+        read(&c, "issues", "get", &p);
+        assert_eq!(p.decide(&mail, &c).rule(), Some("refuse-after-untrusted"));
+        assert!(matches!(p.decide(&mail, &c), Decision::Deny(_)));
     }
 }

@@ -6,7 +6,7 @@ use globset::{GlobBuilder, GlobMatcher};
 use super::conditions::{CompiledCondition, Condition};
 use super::flow::{CompiledFlowRule, CompiledLabel, FlowMatch, FlowRule, LabelCache, ToolLabel};
 use super::index::{FieldIndexBuilder, GrantIndex, PairIndex};
-use super::{Decision, Denial, Policy, PolicyError};
+use super::{ApprovalNeeded, Decision, Denial, Policy, PolicyError};
 use crate::call::{Action, CallContext, Operation, PrincipalKind, Target, TargetKind};
 use crate::flow::Labels;
 
@@ -99,6 +99,7 @@ pub struct Grant {
     kinds: Vec<TargetKind>,
     names: Vec<String>,
     conditions: Vec<Condition>,
+    approval: bool,
 }
 
 impl Grant {
@@ -124,7 +125,16 @@ impl Grant {
             kinds: Vec::new(),
             names: Vec::new(),
             conditions: Vec::new(),
+            approval: false,
         }
+    }
+
+    /// An allow that takes effect only once a person approves the call (asked by the
+    /// gateway through the client, or on its approval page). A matching approval grant
+    /// wins over plain allows; a deny still wins over it. Lists are not affected.
+    pub fn approval_required(mut self) -> Self {
+        self.approval = true;
+        self
     }
 
     /// Names the grant (shown in audit records and `explain`).
@@ -196,6 +206,7 @@ struct CompiledGrant {
     names: Vec<Pattern>,
     conditions: Vec<CompiledCondition>,
     has_argument_conditions: bool,
+    approval: bool,
 }
 
 fn any(patterns: &[Pattern], value: &str) -> bool {
@@ -336,6 +347,7 @@ impl GrantPolicyBuilder {
                 names: compile(&g.names)?,
                 has_argument_conditions: conditions.iter().any(CompiledCondition::is_argument),
                 conditions,
+                approval: g.approval,
             });
         }
         let index = GrantIndex {
@@ -426,7 +438,8 @@ impl GrantPolicy {
     /// then, for an allowed tool call, the flow rules against the session's taint.
     pub fn decide(&self, op: &Operation, ctx: &CallContext) -> Decision {
         let decision = self.decide_grants(op, ctx);
-        if self.flow.is_empty() || op.action != Action::Call || !decision.is_allow() {
+        let allowed = matches!(decision, Decision::Allow { .. } | Decision::NeedsApproval(_));
+        if self.flow.is_empty() || op.action != Action::Call || !allowed {
             return decision;
         }
         match op.target.as_ref() {
@@ -435,8 +448,9 @@ impl GrantPolicy {
         }
     }
 
-    /// The flow rules' verdict on a call the grants allow: the first rule that applies
-    /// refuses it.
+    /// The flow rules' verdict on a call the grants allow: the first refusing rule that
+    /// applies refuses it; else the first approving rule that applies asks a person
+    /// (in place of a grant that asks already).
     fn decide_flow(
         &self,
         decision: Decision,
@@ -454,14 +468,26 @@ impl GrantPolicy {
         if labels.is_empty() {
             return decision;
         }
-        match self.flow.iter().find(|r| r.applies(labels, history, op, ctx)) {
+        let matched = |r: &CompiledFlowRule| {
+            FlowMatch::new(
+                r.after,
+                r.calls.intersect(labels),
+                taint.map(|t| t.marks_of(r.after)).unwrap_or_default(),
+            )
+        };
+        let mut ask = None;
+        for rule in self.flow.iter().filter(|r| r.applies(labels, history, op, ctx)) {
+            if !rule.approval {
+                return Decision::Deny(Denial::by_flow(rule.name.clone(), matched(rule)));
+            }
+            ask = ask.or(Some(rule));
+        }
+        match ask {
             Some(rule) => {
-                let matched = FlowMatch::new(
-                    rule.after,
-                    rule.calls.intersect(labels),
-                    taint.map(|t| t.marks_of(rule.after)).unwrap_or_default(),
-                );
-                Decision::Deny(Denial::by_flow(rule.name.clone(), matched))
+                let m = matched(rule);
+                let mut a = ApprovalNeeded::by_rule(rule.name.clone(), m.explain());
+                a.flow = Some(m);
+                Decision::NeedsApproval(a)
             }
             None => decision,
         }
@@ -485,13 +511,15 @@ impl GrantPolicy {
                         .ones()
                         .map(|i| &self.grants[i])
                         .filter(|g| g.matches_rest(op, target, ctx)),
+                    op.action,
                 )
             },
         )
     }
 
-    fn decide_among<'a>(matching: impl Iterator<Item = &'a CompiledGrant>) -> Decision {
+    fn decide_among<'a>(matching: impl Iterator<Item = &'a CompiledGrant>, action: Action) -> Decision {
         let mut allowed_by = None;
+        let mut ask = None;
         for g in matching {
             match g.effect {
                 Effect::Deny => return Decision::Deny(Denial::by_rule(g.name.clone(), "denied by grant")),
@@ -499,12 +527,19 @@ impl GrantPolicy {
                     if allowed_by.is_none() {
                         allowed_by = Some(g.name.clone());
                     }
+                    if g.approval && ask.is_none() {
+                        ask = Some(g.name.clone());
+                    }
                 }
             }
         }
-        match allowed_by {
-            Some(rule) => Decision::Allow { rule: Some(rule) },
-            None => Decision::Deny(Denial::no_grant()),
+        match (allowed_by, ask) {
+            // A list entry is shown: the call can be made, after an approval.
+            (Some(_), Some(rule)) if action == Action::Call => Decision::NeedsApproval(
+                ApprovalNeeded::by_rule(rule, "a grant requires a person's approval for this call"),
+            ),
+            (Some(rule), _) => Decision::Allow { rule: Some(rule) },
+            (None, _) => Decision::Deny(Denial::no_grant()),
         }
     }
 
@@ -512,7 +547,7 @@ impl GrantPolicy {
     /// index against the plain definition).
     #[doc(hidden)]
     pub fn decide_linear(&self, op: &Operation, ctx: &CallContext) -> Decision {
-        Self::decide_among(self.grants.iter().filter(|g| g.matches(op, ctx)))
+        Self::decide_among(self.grants.iter().filter(|g| g.matches(op, ctx)), op.action)
     }
 }
 

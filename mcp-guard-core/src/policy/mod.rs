@@ -22,11 +22,14 @@
 //! call evaluates every condition, so an entry may be listed while a particular call of
 //! it is refused (as an unknown tool).
 //!
-//! # Flow rules
+//! # Flow rules and approval
 //! Tools carry [labels](crate::flow::Label) ([`ToolLabel`]); a [`FlowRule`] refuses a
 //! call by its labels once the session's earlier calls carried others (the session's
 //! [`Taint`](crate::flow::Taint), read from [`CallContext::taint`]). Flow rules are
-//! judged after the grants, and only for calls the grants allow.
+//! judged after the grants, and only for calls the grants allow. A grant or a flow
+//! rule may require a person's approval: the decision is then
+//! [`Decision::NeedsApproval`], which the gateway turns into a question to a person.
+//! A refusal wins over an approval, an approval over a plain allow.
 
 mod conditions;
 mod flow;
@@ -117,6 +120,8 @@ pub enum Decision {
     },
     /// Refused.
     Deny(Denial),
+    /// Allowed once a person approves this call (a grant or a flow rule asks for it).
+    NeedsApproval(ApprovalNeeded),
 }
 
 impl Decision {
@@ -137,6 +142,30 @@ impl Decision {
         match self {
             Self::Allow { rule } => rule.as_deref(),
             Self::Deny(d) => d.rule.as_deref(),
+            Self::NeedsApproval(a) => Some(&a.rule),
+        }
+    }
+}
+
+/// A call that may go ahead only once a person approves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ApprovalNeeded {
+    /// The grant or flow rule that asks for approval.
+    pub rule: Arc<str>,
+    /// Why, for the person asked (never secret: it names kinds of tools, not data).
+    pub reason: Arc<str>,
+    /// When a flow rule asks: the labels and the earlier calls involved.
+    pub flow: Option<FlowMatch>,
+}
+
+impl ApprovalNeeded {
+    /// An approval asked for by `rule`.
+    pub fn by_rule(rule: impl Into<Arc<str>>, reason: impl Into<Arc<str>>) -> Self {
+        Self {
+            rule: rule.into(),
+            reason: reason.into(),
+            flow: None,
         }
     }
 }

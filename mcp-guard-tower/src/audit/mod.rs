@@ -178,6 +178,7 @@ impl AuditLayer {
                 Some(denial.rule.as_deref().unwrap_or("default deny").to_owned())
             }
             Err(GuardError::RateLimited { limit, .. }) => Some(format!("rate_limits.{limit}")),
+            Err(GuardError::ApprovalRefused { rule, .. }) => Some(rule.to_string()),
             _ => notes.rule.get().map(ToString::to_string),
         };
         if is_call {
@@ -343,9 +344,12 @@ pub(crate) fn outcome_of(result: &Result<ServerResult, GuardError>) -> Outcome {
     match result {
         Ok(ServerResult::CallToolResult(r)) if r.is_error == Some(true) => Outcome::ToolError,
         Ok(_) => Outcome::Ok,
-        Err(GuardError::Denied { .. } | GuardError::Unknown { .. } | GuardError::Quarantined { .. }) => {
-            Outcome::Denied
-        }
+        Err(
+            GuardError::Denied { .. }
+            | GuardError::Unknown { .. }
+            | GuardError::Quarantined { .. }
+            | GuardError::ApprovalRefused { .. },
+        ) => Outcome::Denied,
         Err(GuardError::Unauthenticated) => Outcome::Unauthenticated,
         Err(GuardError::RateLimited { .. }) => Outcome::RateLimited,
         Err(GuardError::Timeout | GuardError::Upstream(mcp_guard_core::UpstreamError::Timeout { .. })) => {

@@ -8,9 +8,11 @@
 //! gated: `tools/call`, `prompts/get`, `resources/read`, `resources/subscribe` and
 //! `completion/complete`.
 //!
-//! # Flow rules
+//! # Flow rules and approval
 //! A call the grants allow may still be refused by a flow rule (the session's
-//! [`Taint`](mcp_guard_core::flow::Taint), read from the request's context). When a
+//! [`Taint`](mcp_guard_core::flow::Taint), read from the request's context), or need a
+//! person's approval ([`Decision::NeedsApproval`]), which the layer obtains through
+//! its [`Approvals`] before the call goes on. When a
 //! call returns, its labels ([`Policy::labels`], plus `untrusted-input` for a result
 //! the router flagged as a suspected injection) are added to the session's taint,
 //! and journalled, before the result goes back to the client: the client cannot act
@@ -41,6 +43,7 @@ use rmcp::model::ServerResult;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::approval::{Approvals, Binding, Obtained};
 use crate::error::GuardError;
 use crate::federation::Snapshot;
 use crate::request::{McpRequest, RequestNotes};
@@ -49,12 +52,14 @@ use crate::request::{McpRequest, RequestNotes};
 #[derive(Debug)]
 pub struct EnforcePolicyLayer<P: ?Sized = dyn Policy> {
     policy: Arc<P>,
+    approvals: Approvals,
 }
 
 impl<P: ?Sized> Clone for EnforcePolicyLayer<P> {
     fn clone(&self) -> Self {
         Self {
             policy: self.policy.clone(),
+            approvals: self.approvals.clone(),
         }
     }
 }
@@ -64,6 +69,7 @@ impl<P: Policy> EnforcePolicyLayer<P> {
     pub fn new(policy: P) -> Self {
         Self {
             policy: Arc::new(policy),
+            approvals: Approvals::default(),
         }
     }
 }
@@ -71,7 +77,19 @@ impl<P: Policy> EnforcePolicyLayer<P> {
 impl<P: Policy + ?Sized> EnforcePolicyLayer<P> {
     /// A layer applying a shared policy.
     pub fn from_arc(policy: Arc<P>) -> Self {
-        Self { policy }
+        Self {
+            policy,
+            approvals: Approvals::default(),
+        }
+    }
+
+    /// Asks for approvals through `approvals` (its timeout, limits, audit trail and
+    /// page). Without it, approvals use the defaults, are not recorded, and can only be
+    /// asked of clients that elicit.
+    #[must_use]
+    pub fn approvals(mut self, approvals: Approvals) -> Self {
+        self.approvals = approvals;
+        self
     }
 }
 
@@ -81,6 +99,7 @@ impl<S, P: ?Sized> Layer<S> for EnforcePolicyLayer<P> {
         EnforcePolicy {
             inner,
             policy: self.policy.clone(),
+            approvals: self.approvals.clone(),
         }
     }
 }
@@ -90,6 +109,7 @@ impl<S, P: ?Sized> Layer<S> for EnforcePolicyLayer<P> {
 pub struct EnforcePolicy<S, P: ?Sized = dyn Policy> {
     inner: S,
     policy: Arc<P>,
+    approvals: Approvals,
 }
 
 impl<S: Clone, P: ?Sized> Clone for EnforcePolicy<S, P> {
@@ -97,6 +117,7 @@ impl<S: Clone, P: ?Sized> Clone for EnforcePolicy<S, P> {
         Self {
             inner: self.inner.clone(),
             policy: self.policy.clone(),
+            approvals: self.approvals.clone(),
         }
     }
 }
@@ -122,8 +143,10 @@ where
         let fresh = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, fresh);
         let policy = self.policy.clone();
+        let approvals = self.approvals.clone();
         Box::pin(async move {
             if req.is_call() {
+                let mut req = req;
                 let kind = req.target_kind().unwrap_or(TargetKind::Tool);
                 let name = req.requested_name.as_deref().unwrap_or_default().to_owned();
                 let Some(target) = req.target.clone() else {
@@ -134,6 +157,7 @@ where
                     .evaluate(&op, &req.context)
                     .await
                     .map_err(|e| GuardError::Internal(Box::new(e)))?;
+                let mut approved = None;
                 match decision {
                     Decision::Allow { rule } => {
                         if let Some(rule) = rule {
@@ -149,12 +173,28 @@ where
                         }
                         return Err(GuardError::Denied { kind, name, denial });
                     }
+                    Decision::NeedsApproval(need) => {
+                        let _ = req.notes.rule.set(need.rule.clone());
+                        req.notes.flow(|f| {
+                            f.rule = Some(need.rule.to_string());
+                            if let Some(m) = &need.flow {
+                                f.tainted_by.clone_from(&m.tainted_by);
+                            }
+                        });
+                        match approvals.obtain(&mut req, &need).await? {
+                            Obtained::Asked(result) => return Ok(*result),
+                            Obtained::Approved => approved = Some(Binding::of(&req)),
+                        }
+                    }
                     _ => return Err(GuardError::Internal("unrecognised decision".into())),
                 }
                 let labels = policy.labels(&target);
                 let notes = req.notes.clone();
                 let context = req.context.clone();
                 let result = inner.call(req).await.map_err(Into::into);
+                if let (Some(binding), Ok(r)) = (approved, &result) {
+                    approvals.continued(r, binding);
+                }
                 record_taint(labels, &target, &name, &notes, &context, &result).await;
                 result
             } else {

@@ -2,12 +2,16 @@
 //! (so a reload rebuilds them with the grants), and the label tool globs are checked
 //! against what the servers serve once they have started.
 
-use mcp_guard_core::UpstreamState;
-use mcp_guard_core::config::{ConfigError, GatewayConfig, LabelConfig, check_label_tools};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mcp_guard_core::config::{ApprovalMode, ConfigError, GatewayConfig, LabelConfig, check_label_tools};
 use mcp_guard_core::flow::Labels;
 use mcp_guard_core::policy::{FlowRule, GrantPolicyBuilder, ToolLabel};
+use mcp_guard_core::{AuditSink, Redactor, UpstreamState};
 
 use crate::Gateway;
+use crate::approval::{ApprovalSettings, Approvals};
 
 /// Adds `[[labels]]` and `[[flow_rules]]` to the grant policy; an unnamed rule is
 /// named after its entry (`flow_rules[1]`).
@@ -25,6 +29,9 @@ pub(crate) fn rules(config: &GatewayConfig, mut b: GrantPolicyBuilder) -> anyhow
             .endpoints(r.endpoints.iter().cloned())
             .after(Labels::of(r.after.iter().copied()))
             .calls(Labels::of(r.calls.iter().copied()));
+        if r.approval == Some(ApprovalMode::Required) {
+            rule = rule.approval_required();
+        }
         for (j, w) in r.when.iter().enumerate() {
             let c = w
                 .condition()
@@ -34,6 +41,24 @@ pub(crate) fn rules(config: &GatewayConfig, mut b: GrantPolicyBuilder) -> anyhow
         b = b.flow_rule(rule);
     }
     Ok(b)
+}
+
+/// The approvals of the stack: `[approval]` settings, records in the audit trail
+/// (arguments redacted with the audit's redactor, for the records and for what the
+/// person is shown).
+pub(crate) fn approvals(
+    config: &GatewayConfig,
+    sink: Arc<dyn AuditSink>,
+    redactor: Arc<dyn Redactor>,
+) -> Approvals {
+    let a = &config.approval;
+    let settings = ApprovalSettings {
+        timeout: Duration::from_secs(a.timeout_secs),
+        max_pending: a.max_pending,
+        max_pending_per_session: a.max_pending_per_session,
+        approver_roles: a.approver_roles.clone(),
+    };
+    Approvals::audited(settings, sink, redactor)
 }
 
 /// The tools each server of `gateway` serves now (`None`: disabled or not connected).

@@ -426,6 +426,7 @@ fn keep_running(running: &GatewayConfig, next: &mut GatewayConfig) -> Vec<String
     keep!(credentials, "credentials");
     keep!(pinning, "pinning");
     keep!(unauthenticated_limits, "unauthenticated_limits");
+    keep!(approval, "approval");
     // Endpoints are routes of the front door: added, removed or renamed prefixes wait.
     let names: Vec<String> = running
         .endpoints

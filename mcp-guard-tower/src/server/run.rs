@@ -304,6 +304,7 @@ impl ServerBuilder {
         let mut router = edge.router();
         if let Some(a) = &authorization {
             router = pre_auth.wrap_mounted(a.router(), &self.path_prefix).merge(router);
+            router = router.merge(pre_auth.wrap_mounted(approval_page(&built, a), &self.path_prefix));
         }
         if let Some(mut upstream) = upstream {
             if let Some(a) = authorization.clone() {
@@ -482,6 +483,21 @@ impl ServerBuilder {
             &self.audit_redactor(),
         )?)
     }
+}
+
+/// The approval page's routes: approvals a client cannot be asked for are decided
+/// there, by the user the call acts for (or an approver), signed in with the gateway's
+/// own sign-in; links start with its issuer (the public URL).
+fn approval_page(built: &Built, a: &crate::authorize::AuthorizationServer) -> axum::Router {
+    let signed_in = a.clone();
+    built
+        .approvals
+        .clone()
+        .browser_sign_in(
+            Arc::new(move |headers: &http::HeaderMap| signed_in.signed_in_principal(headers)),
+            a.issuer(),
+        )
+        .router()
 }
 
 /// The access store `[auth] store` names (default `mcp-guard-access.db`), relative to
