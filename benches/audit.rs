@@ -10,9 +10,11 @@
 //!
 //! A third table measures the same durable calls (SQLite, 16 callers) with an audit
 //! forwarder running beside them in the same process, as `[audit.forward.*]` runs in
-//! the gateway: off, to a syslog receiver over TCP, and to a webhook over HTTP (both
-//! receivers on their own thread, discarding what they get). Rounds alternate the
-//! three; the forwarder's catch-up after the last call is reported too.
+//! the gateway: off, reading the trail into a transport that drops everything
+//! (`discard`: the reading without a receiver), to a syslog receiver over TCP, and to a
+//! webhook over HTTP (both receivers on their own thread, discarding what they get).
+//! Rounds alternate the kinds; the forwarder's catch-up after the last call and the
+//! size of the SQLite write-ahead log at the end are reported too.
 //!
 //! Run: `cargo bench -p mcp-guard-benches --bench audit` (release build). The files go
 //! to `$AUDIT_BENCH_DIR` or a temporary directory under `benches/`; put them on the
@@ -242,15 +244,35 @@ fn discard_receiver(http: bool) -> std::net::SocketAddr {
     addr
 }
 
-/// Durable calls (SQLite) with a forwarder of `kind` (`off`, `syslog`, `webhook`)
-/// beside them; also how long the forwarder took, after the last call, to deliver the
-/// whole trail.
+/// A transport that acknowledges everything at once: a forwarder's reading of the trail
+/// without a receiver's cost.
+struct Discard;
+
+#[async_trait::async_trait]
+impl mcp_guard_core::audit::forward::Transport for Discard {
+    fn destination(&self) -> String {
+        "discard".to_owned()
+    }
+    async fn send(
+        &mut self,
+        _: &[mcp_guard_core::audit::forward::ForwardRecord],
+    ) -> Result<mcp_guard_core::audit::forward::Sent, mcp_guard_core::audit::forward::ForwardError> {
+        Ok(mcp_guard_core::audit::forward::Sent::Acknowledged)
+    }
+    async fn check(&mut self) -> Result<String, mcp_guard_core::audit::forward::ForwardError> {
+        Ok(String::new())
+    }
+}
+
+/// Durable calls (SQLite) with a forwarder of `kind` (`off`, `discard`, `syslog`,
+/// `webhook`) beside them; also how long the forwarder took, after the last call, to
+/// deliver the whole trail, and the size of the write-ahead log at the end.
 async fn run_forwarded(
     dir: &std::path::Path,
     kind: &str,
     callers: usize,
     total: usize,
-) -> (Figures, Duration) {
+) -> (Figures, Duration, u64) {
     use mcp_guard_core::audit::forward::{
         Forwarder, HttpOptions, SyslogOptions, SyslogTransport, TrailSource, Transport, WebhookTransport,
     };
@@ -269,6 +291,7 @@ async fn run_forwarded(
             let key = secrecy::SecretString::from("bench-webhook-key".to_owned());
             Some(Box::new(WebhookTransport::new(&o, key, false).unwrap()))
         }
+        "discard" => Some(Box::new(Discard)),
         _ => None,
     };
     let forwarder = transport
@@ -286,32 +309,34 @@ async fn run_forwarded(
         catch_up = done.elapsed();
         f.stop(Duration::from_secs(5)).await;
     }
-    (figures, catch_up)
+    let wal = std::fs::metadata(dir.join("audit.db-wal")).map_or(0, |m| m.len());
+    (figures, catch_up, wal)
 }
 
 fn forward_table(runtime: &tokio::runtime::Runtime, base: &std::path::Path, smoke: bool) {
     let (callers, total, rounds) = if smoke { (4, 40, 1) } else { (16, 20_000, 3) };
     println!();
     println!(
-        "{:<18} {:>8} {:>12} {:>10} {:>10} {:>12}",
-        "forwarding", "callers", "calls/s", "p50", "p99", "catch-up"
+        "{:<18} {:>8} {:>12} {:>10} {:>10} {:>12} {:>10}",
+        "forwarding", "callers", "calls/s", "p50", "p99", "catch-up", "WAL"
     );
-    let kinds = ["off", "syslog", "webhook"];
-    let mut sums = [0.0f64; 3];
+    let kinds = ["off", "discard", "syslog", "webhook"];
+    let mut sums = [0.0f64; 4];
     for round in 0..rounds {
         // Alternate the order so that no kind always runs first.
         for i in 0..kinds.len() {
             let k = (i + round) % kinds.len();
             let dir = tempfile::tempdir_in(base).unwrap();
-            let (f, catch_up) = runtime.block_on(run_forwarded(dir.path(), kinds[k], callers, total));
+            let (f, catch_up, wal) = runtime.block_on(run_forwarded(dir.path(), kinds[k], callers, total));
             sums[k] += f.per_sec;
             println!(
-                "{:<18} {callers:>8} {:>12.0} {:>8.0}us {:>8.0}us {:>10.0}ms",
+                "{:<18} {callers:>8} {:>12.0} {:>8.0}us {:>8.0}us {:>10.0}ms {:>8.1}MB",
                 kinds[k],
                 f.per_sec,
                 f.p50.as_secs_f64() * 1e6,
                 f.p99.as_secs_f64() * 1e6,
-                catch_up.as_secs_f64() * 1e3
+                catch_up.as_secs_f64() * 1e3,
+                wal as f64 / 1e6
             );
         }
     }

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use secrecy::SecretString;
 use serde_json::Value;
 
-use super::scan::{Hints, Start};
+use super::scan::{Hints, Start, Survey};
 use super::{MAX_JSON_DEPTH, PatternRedactor, Redactor, SessionKey, Style, TOO_DEEP};
 
 /// A registered credential the checks plant.
@@ -159,6 +159,26 @@ pub fn check_scan(h: &[u8]) {
             ..Hints::default()
         },
     ];
+    // The survey of the text paths against the fold test and the reference scan.
+    let whole = |start: Start| {
+        let mut found = Vec::new();
+        sc.scan_with::<false>(h, start, Hints::default(), &known, &mut found);
+        super::scan::merge(&mut found);
+        found
+    };
+    let text = String::from_utf8_lossy(h);
+    let folds = super::unicode::folds(h);
+    match sc.survey_text(h) {
+        Survey::Folds => assert!(folds, "surveyed as folding: {text:?}"),
+        Survey::Nothing => assert!(
+            !folds && whole(Start::WHOLE).is_empty(),
+            "surveyed as empty: {text:?}"
+        ),
+        Survey::Scan(start) => {
+            assert!(!folds, "surveyed as not folding: {text:?}");
+            assert_eq!(whole(start), whole(Start::WHOLE), "survey {start:?} in {text:?}");
+        }
+    }
     for hints in hinted {
         let run = |start: Start, reference: bool| {
             let mut found = Vec::new();
@@ -171,7 +191,6 @@ pub fn check_scan(h: &[u8]) {
             found
         };
         let want = run(Start::WHOLE, true);
-        let text = String::from_utf8_lossy(h);
         assert_eq!(run(Start::WHOLE, false), want, "{hints:?} in {text:?}");
         match sc.survey(h) {
             Some(start) => assert_eq!(run(start, false), want, "survey {start:?}, {hints:?} in {text:?}"),
@@ -179,7 +198,11 @@ pub fn check_scan(h: &[u8]) {
         }
         // From anywhere, the middle of a digit run included.
         for from in [h.len() / 3, h.len() / 2] {
-            let start = Start { from, earer: true };
+            let start = Start {
+                from,
+                earer: true,
+                earer_from: 0,
+            };
             assert_eq!(
                 run(start, false),
                 run(start, true),

@@ -8,8 +8,7 @@ use serde_json::{Map, Number, Value};
 use super::detect::numeric;
 use super::known::KnownSet;
 use super::pattern::{Kind, PatternRedactor};
-use super::scan::{Hints, Hit, Start};
-use super::unicode;
+use super::scan::{Hints, Hit, SHORT, Start, Survey, is_trigger};
 use super::{MAX_JSON_DEPTH, TOO_DEEP};
 
 /// Findings buffers kept larger than this (in findings) are not reused.
@@ -383,17 +382,16 @@ impl Walk<'_> {
     fn string(&mut self, s: &mut String, depth: usize, hints: Hints) -> bool {
         // Most strings hold no trigger at all: one vector pass and done. (Nor can JSON
         // inside such a string: an escape that decodes to an ASCII trigger, `\u0040`,
-        // has the digits `00` in it.)
-        // A string with characters that fold (invisible ones, digits of other scripts,
-        // full-width forms) is read folded too, on the slower path.
-        let folds = !hints.secret && unicode::folds(s.as_bytes());
+        // has the digits `00` in it.) A string with characters that fold (invisible
+        // ones, digits of other scripts, full-width forms) is read folded too, on the
+        // slower path: `start` is `None` then.
         let start = if hints.secret {
-            Start::WHOLE
+            Some(Start::WHOLE)
         } else {
-            match self.survey(s) {
-                Some(start) => start,
-                None if folds => Start::WHOLE,
-                None => return false,
+            match self.r.survey_text(self.known, s.as_bytes()) {
+                Survey::Nothing => return false,
+                Survey::Folds => None,
+                Survey::Scan(start) => Some(start),
             }
         };
         if !hints.secret
@@ -411,7 +409,7 @@ impl Walk<'_> {
             *s = text.unwrap_or_else(|_| TOO_DEEP.to_owned());
             return true;
         }
-        if folds {
+        let Some(start) = start else {
             return match self.r.redact_folding_str(s, hints, self.known, &mut self.hits) {
                 Some(out) => {
                     *s = out;
@@ -419,7 +417,7 @@ impl Walk<'_> {
                 }
                 None => false,
             };
-        }
+        };
         self.r.redact_string(
             s,
             start,
@@ -433,12 +431,22 @@ impl Walk<'_> {
 
     /// The redacted form of key `k`, if it has anything to redact.
     fn redacted_key(&mut self, k: &str) -> Option<String> {
-        if unicode::folds(k.as_bytes()) {
-            return self
-                .r
-                .redact_folding_str(k, Hints::default(), self.known, &mut self.hits);
+        // Most keys are a short ASCII word with no trigger byte: nothing to find there
+        // (too short for `Bearer ` and a token; and no registered secret), told here
+        // without the survey's calls.
+        if k.len() < SHORT && self.known.automaton.is_none() && k.bytes().all(|b| b < 0x80 && !is_trigger(b))
+        {
+            return None;
         }
-        let start = self.survey(k)?;
+        let start = match self.r.survey_text(self.known, k.as_bytes()) {
+            Survey::Nothing => return None,
+            Survey::Folds => {
+                return self
+                    .r
+                    .redact_folding_str(k, Hints::default(), self.known, &mut self.hits);
+            }
+            Survey::Scan(start) => start,
+        };
         self.r
             .redact_into(
                 k,
@@ -450,12 +458,6 @@ impl Walk<'_> {
                 &mut self.spare,
             )
             .then(|| self.out.clone())
-    }
-
-    /// [`PatternRedactor::survey`] of `s`: `None` when nothing in it can be found.
-    #[inline]
-    fn survey(&self, s: &str) -> Option<Start> {
-        self.r.survey(self.known, s.as_bytes())
     }
 
     /// A number that is a card (always), an SSN or phone number (under a key that says

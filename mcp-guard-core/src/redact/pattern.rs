@@ -13,7 +13,7 @@ use sha2::Sha256;
 
 use super::Redactor;
 use super::known::{KnownSecrets, KnownSet};
-use super::scan::{self, Hints, Hit, Scanner, Start};
+use super::scan::{self, Hints, Hit, Scanner, Start, Survey};
 use super::unicode;
 
 /// Passes over one string before it counts as crafted; see [`UNSTABLE`].
@@ -490,15 +490,24 @@ impl PatternRedactor {
     /// be found (no trigger, no `earer `, no registered secret), else where the scan
     /// starts. A string that holds only a registered secret starts past its end: the
     /// registry's automaton runs on the whole string in [`Scanner::scan`] anyway.
-    #[inline]
+    #[cfg(any(test, feature = "test-util"))]
     pub(crate) fn survey(&self, known: &KnownSet, h: &[u8]) -> Option<Start> {
         match (self.scanner.survey(h), &known.automaton) {
             (Some(start), _) => Some(start),
             (None, None) => None,
-            (None, Some(ac)) => ac.is_match(h).then_some(Start {
-                from: h.len(),
-                earer: false,
-            }),
+            (None, Some(ac)) => ac.is_match(h).then_some(past_end(h)),
+        }
+    }
+
+    /// [`Scanner::survey_text`] with the registered secrets: [`Survey::Nothing`] when
+    /// nothing in `h` can be found (no trigger, no `earer `, no character that folds,
+    /// no registered secret). A string that holds only a registered secret is scanned
+    /// from its end, as in [`Self::survey`].
+    #[inline]
+    pub(crate) fn survey_text(&self, known: &KnownSet, h: &[u8]) -> Survey {
+        match (self.scanner.survey_text(h), &known.automaton) {
+            (Survey::Nothing, Some(ac)) if ac.is_match(h) => Survey::Scan(past_end(h)),
+            (survey, _) => survey,
         }
     }
 
@@ -794,10 +803,12 @@ impl PatternRedactor {
             return None;
         }
         scan::merge(found);
-        // The text before the first finding stays as it is.
+        // The text before the first finding stays as it is (and no replacement can
+        // make a `Bearer ` that ends in it).
         Some(Start {
             from: start.from.min(found[0].start),
             earer,
+            earer_from: start.earer_from.min(found[0].start),
         })
     }
 
@@ -915,6 +926,16 @@ fn fenced<'a>(bytes: impl Iterator<Item = &'a u8>) -> bool {
     true
 }
 
+/// Where the scan of a string that holds only a registered secret starts: past its
+/// end, with no `earer ` (the registry's automaton runs on the whole string anyway).
+fn past_end(h: &[u8]) -> Start {
+    Start {
+        from: h.len(),
+        earer: false,
+        earer_from: h.len(),
+    }
+}
+
 /// Under a credential key the whole value is a secret: its placeholder, unless `s` is
 /// empty or that placeholder already.
 fn credential_value(s: &[u8]) -> Option<&'static str> {
@@ -946,10 +967,13 @@ fn normalize(kind: Kind, matched: &[u8]) -> Vec<u8> {
 impl Redactor for PatternRedactor {
     fn redact_str<'a>(&self, input: &'a str) -> Cow<'a, str> {
         let redacted = self.known.with_snapshot(|known| {
-            if unicode::folds(input.as_bytes()) {
-                return self.redact_folding_str(input, Hints::default(), known, &mut Vec::new());
-            }
-            let start = self.survey(known, input.as_bytes())?;
+            let start = match self.survey_text(known, input.as_bytes()) {
+                Survey::Nothing => return None,
+                Survey::Folds => {
+                    return self.redact_folding_str(input, Hints::default(), known, &mut Vec::new());
+                }
+                Survey::Scan(start) => start,
+            };
             let mut out = String::new();
             self.redact_into(
                 input,

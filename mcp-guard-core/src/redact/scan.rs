@@ -8,11 +8,13 @@
 
 use aho_corasick::packed;
 use memchr::memmem;
+use wide::u8x16;
 
 use super::Kind;
 use super::detect::{context, digit_run_len, email, ip, numeric, secret};
 use super::known::KnownSet;
 use super::window::{REACH, STEP, Window};
+use super::{teddy, unicode};
 
 /// A finding: `start..end` in the input, of kind `kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,16 +46,33 @@ pub(crate) struct Hints {
 }
 
 /// Where a scan of a string can start, from what is already known about it: no trigger
-/// byte comes before `from`, and there is no `earer ` anywhere unless `earer`.
+/// byte comes before `from`, and there is no `earer ` anywhere unless `earer`, nor
+/// before `earer_from`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Start {
     pub(crate) from: usize,
     pub(crate) earer: bool,
+    pub(crate) earer_from: usize,
 }
 
 impl Start {
     /// Nothing known: the whole string.
-    pub(crate) const WHOLE: Start = Start { from: 0, earer: true };
+    pub(crate) const WHOLE: Start = Start {
+        from: 0,
+        earer: true,
+        earer_from: 0,
+    };
+}
+
+/// What [`Scanner::survey_text`] found in a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Survey {
+    /// Nothing any detector could find (registered secrets aside).
+    Nothing,
+    /// A character that folds: the string is read folded too.
+    Folds,
+    /// A trigger or `Bearer `, and no character that folds: scan from here.
+    Scan(Start),
 }
 
 /// What one scan carries from trigger to trigger.
@@ -79,6 +98,32 @@ pub(crate) struct Scanner {
     /// used to skip long clean stretches. `None` where the CPU has no such support: the
     /// portable block test does the same job a little slower.
     teddy: Option<packed::Searcher>,
+    /// The survey's search of strings that are not ASCII (Teddy as well): the trigger
+    /// bytes and the lead bytes of [`unicode::BYTE_LEADS`]; see [`survey_bucket`].
+    survey: Option<packed::Searcher>,
+}
+
+/// The bucket of Teddy's 8 for a byte of the survey's search, from its low nibble
+/// (Teddy groups by it): each bucket fires only on its own bytes but for `+`, `CB` and
+/// `DD` (rare), which share the nibbles of `-`, `CD` and `DB`.
+fn survey_bucket(first: u8) -> usize {
+    match first & 15 {
+        0 | 1 => 0,
+        2 => 1,
+        3 => 2,
+        4..=7 => 3,
+        8 | 9 => 4,
+        0xA => 5,
+        0xB | 0xD => 6,
+        _ => 7,
+    }
+}
+
+/// The patterns of the survey's search.
+fn survey_patterns() -> Vec<Vec<u8>> {
+    let mut p: Vec<Vec<u8>> = TEDDY_ORDER.iter().map(|&b| vec![b]).collect();
+    p.extend(unicode::BYTE_LEADS.iter().map(|&b| vec![b]));
+    p
 }
 
 /// Byte classes: what a trigger byte may start.
@@ -166,6 +211,46 @@ fn block_survey(w: &[u8; BLOCK + 4]) -> u8 {
     u8::from(class != 0) | (u8::from(earer != 0) << 1)
 }
 
+/// What a string of [`SHORT`] to [`LONG`] bytes holds, read 16 bytes at a time (the
+/// last 16 bytes of `h` last, over bytes read already): where the first 16 bytes with a
+/// byte that may be a trigger start (`h.len()` if none do), whether it may hold
+/// `earer ` (two `r`s a byte apart: `r?r`), and whether it holds a byte beyond ASCII.
+/// One pass, where the block survey stops at the first trigger and leaves `earer ` to a
+/// search of its own over the whole string (most strings of a table have triggers
+/// and no `r?r`).
+#[inline]
+fn glance(h: &[u8]) -> (usize, bool, bool) {
+    let n = h.len();
+    let (mut rr, mut prev) = (0u32, 0u32);
+    let mut high = u8x16::splat(0);
+    let mut from = n;
+    let mut read = |v: u8x16, base: usize, skip: usize| {
+        let r = v.simd_eq(u8x16::splat(b'r')).to_bitmask() >> skip;
+        rr |= r & (r >> 2) | (prev >> 14) & r;
+        prev = r;
+        high |= v;
+        if from == n {
+            let d = v - u8x16::splat(b'0');
+            let may = d.simd_eq(d.min(u8x16::splat(b'A' - b'0')))
+                | v.simd_eq(u8x16::splat(b'-'))
+                | v.simd_eq(u8x16::splat(b'_'))
+                | v.simd_eq(u8x16::splat(b'J'));
+            if may.to_bitmask() != 0 {
+                from = base;
+            }
+        }
+    };
+    let (chunks, tail) = h.as_chunks::<16>();
+    for (k, c) in chunks.iter().enumerate() {
+        read(u8x16::new(*c), 16 * k, 0);
+    }
+    // The last 16 bytes, of which all but the tail were read.
+    if let (false, Some(last)) = (tail.is_empty(), h.last_chunk::<16>()) {
+        read(u8x16::new(*last), n - 16, 16 - tail.len());
+    }
+    (from, rr != 0, high.to_bitmask() != 0)
+}
+
 /// The first `BLOCK + 4` bytes of `w` (which has at least that many).
 #[inline]
 fn first_block(w: &[u8]) -> &[u8; BLOCK + 4] {
@@ -173,7 +258,7 @@ fn first_block(w: &[u8]) -> &[u8; BLOCK + 4] {
 }
 
 /// Shorter strings cannot hold `Bearer ` and a token; their survey is a byte loop.
-const SHORT: usize = 23;
+pub(crate) const SHORT: usize = 23;
 
 /// Strings at least this long are surveyed with the run-time-dispatched searchers
 /// (Teddy and the `earer ` finder), shorter ones with [`block_survey`].
@@ -264,12 +349,17 @@ impl Scanner {
         for b in TEDDY_ORDER {
             builder.add([*b]);
         }
+        let patterns = survey_patterns();
+        let chosen: Vec<(&[u8], usize)> = patterns.iter().map(|p| (&p[..], survey_bucket(p[0]))).collect();
         Self {
             enabled,
             e164,
             documentation_domains,
             bearer: EarerFinder::new(),
             teddy: builder.build().filter(|t| t.minimum_len() <= 2 * BLOCK),
+            survey: teddy::ordered(&chosen, 1, survey_bucket(b'3'))
+                .and_then(|p| teddy::searcher(&p))
+                .filter(|t| t.minimum_len() <= LONG),
         }
     }
 
@@ -294,9 +384,19 @@ impl Scanner {
         if n < SHORT {
             // Too short for `Bearer ` and a token.
             let from = h.iter().position(|&b| is_trigger(b))?;
-            return Some(Start { from, earer: false });
+            return Some(Start {
+                from,
+                earer: false,
+                earer_from: n,
+            });
         }
-        let unknown = |from| Some(Start { from, earer: true });
+        let unknown = |from| {
+            Some(Start {
+                from,
+                earer: true,
+                earer_from: 0,
+            })
+        };
         if n >= LONG
             && let Some(t) = &self.teddy
         {
@@ -330,6 +430,79 @@ impl Scanner {
             unknown(n)
         } else {
             None
+        }
+    }
+
+    /// [`Self::survey`] of a string that may hold characters that fold (any string of
+    /// the text and JSON paths), deciding that as well: [`Survey::Folds`] when it holds
+    /// one. A string of [`SHORT`] to [`LONG`] bytes is read once ([`glance`]) and, if
+    /// it is not ASCII, tested for them ([`unicode::past`]). A shorter one, or a longer
+    /// ASCII one, is tested ([`unicode::folds`]) and surveyed. A longer one beyond ASCII
+    /// goes through the survey's search, which stops at the first trigger or lead byte
+    /// of [`unicode::BYTE_LEADS`] (the lead byte of a character that does not fold is
+    /// passed over), and then through the search for the common characters that fold
+    /// ([`unicode::past`]), which also tells where an `earer ` can be: two searches in
+    /// all, as for an ASCII string (triggers, then `earer `).
+    pub(crate) fn survey_text(&self, h: &[u8]) -> Survey {
+        let n = h.len();
+        let scan = |start: Option<Start>| start.map_or(Survey::Nothing, Survey::Scan);
+        if (SHORT..LONG).contains(&n) {
+            let (from, earer, high) = glance(h);
+            return if high && unicode::past(h, 0) == unicode::Past::Folds {
+                Survey::Folds
+            } else if from == n && !earer {
+                Survey::Nothing
+            } else {
+                Survey::Scan(Start {
+                    from,
+                    earer,
+                    earer_from: 0,
+                })
+            };
+        }
+        let ascii = unicode::is_ascii(h);
+        let search = self.survey.as_ref().filter(|_| n >= LONG && !ascii);
+        let Some(searcher) = search else {
+            return if !ascii && unicode::past(h, 0) == unicode::Past::Folds {
+                Survey::Folds
+            } else {
+                scan(self.survey(h))
+            };
+        };
+        let mut at = 0;
+        let mut misses = 0;
+        let from = loop {
+            let Some(found) = searcher.find_in(h, aho_corasick::Span::from(at..n)) else {
+                break n;
+            };
+            let p = found.start();
+            if h[p] < 0x80 {
+                break p;
+            }
+            if unicode::folds_at(h, p) {
+                return Survey::Folds;
+            }
+            misses += 1;
+            if misses == unicode::MISSES {
+                // Text in a script whose letters share these lead bytes: as without
+                // the search.
+                return if unicode::folds_by_chunks(h) {
+                    Survey::Folds
+                } else {
+                    scan(self.survey(h))
+                };
+            }
+            at = p + 1;
+        };
+        match unicode::past(h, from) {
+            unicode::Past::Folds => Survey::Folds,
+            unicode::Past::Clean { rer: None } if from == n => Survey::Nothing,
+            unicode::Past::Clean { rer } => Survey::Scan(Start {
+                from,
+                earer: rer.is_some(),
+                // `rer ` at `r` is `earer ` at `r - 2`.
+                earer_from: rer.map_or(n, |r| r.saturating_sub(2)),
+            }),
         }
     }
 
@@ -452,7 +625,7 @@ impl Scanner {
         }
         let mut earer = false;
         if start.earer && h.len() >= SHORT {
-            let mut next = 0;
+            let mut next = start.earer_from;
             while let Some(at) = self.bearer.find(h, next) {
                 earer = true;
                 next = at + 1;

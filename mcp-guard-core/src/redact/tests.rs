@@ -1133,6 +1133,52 @@ fn values_written_beyond_ascii_are_found() {
     assert_eq!(v["phone"], "[REDACTED_PHONE]");
 }
 
+/// Long strings beyond ASCII take the survey's two searches (triggers and rare lead
+/// bytes, then the common characters that fold and `rer `): a bearer token with no
+/// trigger byte in it, before or after the first trigger, in text with and without
+/// characters that fold, and as a key, is found on every path.
+#[test]
+fn bearer_tokens_in_long_text_beyond_ascii() {
+    let r = r();
+    let prose = "résumé café — データ привет 🙂 ".repeat(6);
+    let token = "Bearer abcdefghijklmnopQRSTUVWxyz";
+    for (text, want) in [
+        (
+            format!("{prose}{token} {prose}"),
+            format!("{prose}Bearer [REDACTED_SECRET] {prose}"),
+        ),
+        (
+            format!("{prose}{token} {prose} call 555-123-4567"),
+            format!("{prose}Bearer [REDACTED_SECRET] {prose} call [REDACTED_PHONE]"),
+        ),
+        (
+            format!("{prose} call 555-123-4567 {token} {prose}"),
+            format!("{prose} call [REDACTED_PHONE] Bearer [REDACTED_SECRET] {prose}"),
+        ),
+        (
+            format!("{prose}{token} {prose}\u{200B}"),
+            format!("{prose}Bearer [REDACTED_SECRET] {prose}\u{200B}"),
+        ),
+        (
+            format!("{prose}Be\u{200B}arer abcdefghijklmnopQRSTUVWxyz {prose}"),
+            format!("{prose}Be\u{200B}arer [REDACTED_SECRET] {prose}"),
+        ),
+        (
+            format!("{prose}the bearer of news, a referrer {prose}"),
+            format!("{prose}the bearer of news, a referrer {prose}"),
+        ),
+    ] {
+        assert_eq!(r.redact_str(&text), want, "{text:?}");
+        assert_eq!(&*r.redact_bytes(text.as_bytes()), want.as_bytes(), "{text:?}");
+        let mut v = Value::String(text.clone());
+        r.redact_json(&mut v);
+        assert_eq!(v, want, "{text:?}");
+        let mut v = serde_json::json!({ text.clone(): 1 });
+        r.redact_json(&mut v);
+        assert_eq!(v, serde_json::json!({ want.clone(): 1 }), "{text:?}");
+    }
+}
+
 /// The phone number forms of the issue: extensions, prefixes, separators, bare digits
 /// with a key or a word that names a phone.
 #[test]

@@ -9,13 +9,16 @@
 //! ASCII byte, other spaces (no-break, ideographic…) as a space and hyphens and the
 //! minus sign as `-`. A value found in the copy is mapped back to the characters it was
 //! read from, and the whole of that original span is replaced, invisible characters
-//! inside it included. Most strings are ASCII, or hold no such character, and cost one
-//! test ([`folds`]).
+//! inside it included. Most strings are ASCII, or hold no such character: the test for
+//! them ([`folds`], or [`past`] after the scanner's survey) is built to cost little
+//! beside the survey.
 
 use std::sync::LazyLock;
 
 use aho_corasick::packed;
 use wide::u8x16;
+
+use super::teddy;
 
 /// What a character stands for in the folded copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,7 +133,7 @@ fn decode(h: &[u8], i: usize) -> Option<(char, usize)> {
 /// bytes common in text (`E2`: punctuation such as `—` and `’`; `E3`: kana and CJK
 /// punctuation; `F0`: emoji) are told apart by their next bytes without decoding.
 #[inline]
-fn folds_at(h: &[u8], i: usize) -> bool {
+pub(crate) fn folds_at(h: &[u8], i: usize) -> bool {
     let next = |k: usize| h.get(i + k).copied().unwrap_or(0);
     match h[i] {
         // U+2000-203F: spaces, zero-width characters, marks, hyphens and dashes up to
@@ -149,18 +152,70 @@ fn folds_at(h: &[u8], i: usize) -> bool {
     }
 }
 
+/// Whether `h` is ASCII: 64 bytes a step (four vector ORs and one test), the rest 16
+/// bytes at a time, ending on the last 16 bytes of `h`; a string shorter than that in
+/// two overlapping words. (The standard library's test reads the last bytes of a string
+/// one at a time; on the short strings of a document that was most of its cost.)
+#[inline]
+pub(crate) fn is_ascii(h: &[u8]) -> bool {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let n = h.len();
+    if n < 16 {
+        let word = |at: usize, len: usize| {
+            h[at..at + len]
+                .iter()
+                .rev()
+                .fold(0u64, |w, &b| w << 8 | u64::from(b))
+        };
+        return match n {
+            8.. => (word(0, 8) | word(n - 8, 8)) & HIGH == 0,
+            4.. => (word(0, 4) | word(n - 4, 4)) & HIGH == 0,
+            _ => h.iter().all(u8::is_ascii),
+        };
+    }
+    let (blocks, rest) = h.as_chunks::<64>();
+    for block in blocks {
+        let (c, _) = block.as_chunks::<16>();
+        let any = c.iter().fold(u8x16::splat(0), |acc, c| acc | u8x16::new(*c));
+        if any.to_bitmask() != 0 {
+            return false;
+        }
+    }
+    let (chunks, _) = rest.as_chunks::<16>();
+    let mut any = chunks.iter().fold(u8x16::splat(0), |acc, c| acc | u8x16::new(*c));
+    if let Some(last) = h.last_chunk::<16>() {
+        any |= u8x16::new(*last);
+    }
+    any.to_bitmask() == 0
+}
+
 /// Whether `h` holds a character that [`fold`] changes. An ASCII string (most) costs
-/// the standard library's ASCII test. Otherwise, a string of [`SEARCHED`] bytes or more
-/// goes to the vector searches of [`Searches`]; a shorter one is tested 16 bytes at a
-/// time.
+/// [`is_ascii`]. Otherwise, a string of [`SEARCHED`] bytes or more goes to the vector
+/// searches of [`Searches`]; a shorter one is tested 16 bytes at a time.
 #[inline]
 pub(crate) fn folds(h: &[u8]) -> bool {
-    if h.is_ascii() {
-        return false;
-    }
+    !is_ascii(h) && matches!(past(h, 0), Past::Folds)
+}
+
+/// What [`past`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Past {
+    /// A character that folds.
+    Folds,
+    /// None; and `rer ` (the end of `earer `) first at `rer`, or nowhere if `None`.
+    Clean { rer: Option<usize> },
+}
+
+/// Whether `h` (which need not be ASCII) holds a character that folds, when none with a
+/// lead byte of [`BYTE_LEADS`] starts before `from` (the scanner's survey looks for
+/// those with the trigger bytes, and leaves the rest to this); and, as the search for
+/// the common ones passes over the whole string anyway, where `h` first holds `rer `.
+#[inline]
+pub(crate) fn past(h: &[u8], from: usize) -> Past {
     match SEARCHES.as_ref() {
-        Some(s) if h.len() >= SEARCHED => s.folds(h),
-        _ => folds_by_chunks(h),
+        Some(s) if h.len() >= SEARCHED => s.past(h, from),
+        _ if folds_by_chunks(h) => Past::Folds,
+        _ => Past::Clean { rer: Some(0) },
     }
 }
 
@@ -171,61 +226,201 @@ const SEARCHED: usize = 64;
 /// After this many places a search stopped at that hold no character that folds, the
 /// string is tested by the chunk loop instead (text in a script whose letters share
 /// their first bytes with digits that fold: Devanagari, Arabic, Vietnamese…).
-const MISSES: usize = 32;
+pub(crate) const MISSES: usize = 32;
 
-/// The lead bytes of the characters that fold which are common in text (Latin-1
-/// symbols, general punctuation, CJK punctuation, full-width forms, emoji): searched
-/// for with the byte after them.
-const COMMON_LEADS: [u8; 5] = [0xC2, 0xE2, 0xE3, 0xEF, 0xF0];
+/// The lead bytes of the characters that fold which are rare in text (Latin-1 symbols,
+/// Arabic, N'Ko and Indic digits, full-width forms, tags…): searched for one byte at a
+/// time, here and, with the trigger bytes, in the scanner's survey. Text in these
+/// scripts makes the search stop at every letter, and goes to the chunk loop after
+/// [`MISSES`] such stops.
+pub(crate) const BYTE_LEADS: [u8; 11] = [0xC2, 0xCD, 0xD8, 0xD9, 0xDB, 0xDF, 0xE0, 0xE1, 0xEA, 0xEF, 0xF3];
+
+/// The lead bytes of the characters that fold which are common in text (`E2`: general
+/// punctuation; `E3`: CJK punctuation and kana; `F0`: emoji): searched for with the two
+/// bytes after them.
+const PREFIX_LEADS: [u8; 3] = [0xE2, 0xE3, 0xF0];
+
+/// The bucket of Teddy's 8 for a byte of [`BYTE_LEADS`] (in the lead search): a bucket
+/// to each, or to two that differ only in their low nibble (`D8 D9`, `E0 E1`), or
+/// only in their high one (`DF EF`), so that no bucket fires on another byte.
+fn lead_bucket(b: u8) -> usize {
+    match b {
+        0xC2 => 0,
+        0xCD => 1,
+        0xD8 | 0xD9 => 2,
+        0xDB => 3,
+        0xDF | 0xEF => 4,
+        0xE0 | 0xE1 => 5,
+        0xEA => 6,
+        _ => 7,
+    }
+}
+
+/// The bucket of Teddy's 8 for the first three bytes `p` of a character that folds
+/// whose lead is one of [`PREFIX_LEADS`] (in the prefix search). Chosen so that no
+/// bucket fires on the characters common in text that share their first bytes with
+/// them: the dashes, quotes, bullets and ellipsis of `E2 80 94`-`E2 80 A9`, CJK
+/// punctuation (`E3 80 81`…), kana, emoji. Teddy reads nibbles, so the spaces and
+/// hyphens `E2 80 80`-`83` and `90`-`93` can share a bucket (low nibble 0-3, high
+/// 8 or 9) but `84`-`89` cannot join them (that bucket would fire on `E2 80 94`, the
+/// em dash).
+fn prefix_bucket(p: [u8; 3]) -> usize {
+    match p {
+        [0xE2, 0x80, t] if t & 15 <= 3 => 0,
+        [0xE2, 0x88, _] => 0,
+        [0xE2, 0x80, 0x84..=0x89] => 1,
+        [0xE2, 0x80, t] if t & 15 >= 0xA => 2,
+        [0xE2, 0x81, t] if (0xA..=0xE).contains(&(t & 15)) => 2,
+        [0xE2, 0x81, _] => 3,
+        [0xE3, ..] => 4,
+        [0xF0, 0x9F, _] => 5,
+        [0xF0, 0x90 | 0x91, _] => 6,
+        _ => 7,
+    }
+}
+
+/// The end of `earer ` (of `Bearer `), searched for with the characters that fold so
+/// that the scanner's survey of a string that is not ASCII knows where an `earer ` can
+/// be without a search of its own. Its bucket also fires on `rar`, `raz` and `rez`
+/// (and on characters no text has: `r` then a continuation byte), which are rare.
+const REER: &[u8] = b"rer ";
+
+/// The bucket of [`REER`] (see [`prefix_bucket`]): the one whose third byte takes
+/// low nibbles `A`-`F`, of which `r` adds only `2`.
+const REER_BUCKET: usize = 2;
+
+/// The bucket of the prefix search that takes the copies Teddy's placement needs (see
+/// [`teddy::ordered`]): that of `F0 9F AF` alone, which fires on little else.
+const PREFIX_FILLER: usize = 5;
 
 /// The searches built once (`None` where the CPU has no vector support for them).
 static SEARCHES: LazyLock<Option<Searches>> = LazyLock::new(Searches::new);
 
-/// Two vector searches (`aho-corasick`'s Teddy, chosen at run time for the CPU) that
-/// between them stop at every character that [`fold`] changes, and at few others.
-/// (Teddy on the lead bytes alone stopped at every dash, quote, kana and emoji, and
-/// was slower than the chunk loop; Teddy on the first two bytes of every such
-/// character, 86 pairs, mixed too many of them in its 16 buckets and was slower still.)
+/// Two vector searches (`aho-corasick`'s Teddy, see [`teddy`]) that between them stop
+/// at every character that [`fold`] changes, and at few others. (Teddy on every lead
+/// byte alone stopped at every dash, quote, kana and emoji; on the first two bytes, at
+/// every em dash and emoji, and at many more places where the nibbles of unrelated
+/// pairs crossed in its buckets.)
 #[derive(Debug)]
 struct Searches {
-    /// The first two bytes of each character that folds whose lead is one of
-    /// [`COMMON_LEADS`]: it passes over `→` (`E2 86`), kana (`E3 81`-`E3 83`) and most
-    /// symbols, and stops at `E2 80` (U+2000-U+203F: spaces, zero-width characters
-    /// and hyphens, but also quotes and dashes), `E3 80` (CJK punctuation), `F0 9F`
-    /// (emoji) and full-width forms.
-    common: packed::Searcher,
-    /// The other lead bytes (Arabic and N'Ko digits, Indic and South-East Asian
-    /// digits, combining grapheme joiner, tags…), each alone: none starts a letter of
-    /// Latin, Greek, Cyrillic, Hebrew, CJK or Hangul text.
-    rare: packed::Searcher,
+    /// The bytes of [`BYTE_LEADS`], each alone.
+    leads: packed::Searcher,
+    /// The first three bytes of each character that folds whose lead is one of
+    /// [`PREFIX_LEADS`], and `rer ` (see [`REER`]); see [`prefix_bucket`].
+    prefixes: packed::Searcher,
 }
 
 impl Searches {
     fn new() -> Option<Self> {
-        let build = |patterns: Vec<Vec<u8>>| {
-            let mut builder = packed::Config::new()
-                .match_kind(packed::MatchKind::LeftmostFirst)
-                .heuristic_pattern_limits(false)
-                .builder();
-            for p in patterns {
-                builder.add(p);
-            }
-            builder.build().filter(|s| s.minimum_len() <= SEARCHED)
+        let leads: Vec<[u8; 1]> = BYTE_LEADS.iter().map(|&b| [b]).collect();
+        let leads: Vec<(&[u8], usize)> = leads.iter().map(|p| (&p[..], lead_bucket(p[0]))).collect();
+        let prefixes = prefix_patterns();
+        let mut prefixes: Vec<(&[u8], usize)> =
+            prefixes.iter().map(|p| (&p[..], prefix_bucket(*p))).collect();
+        prefixes.push((REER, REER_BUCKET));
+        let build = |chosen: &[(&[u8], usize)], mask_len, filler| {
+            teddy::ordered(chosen, mask_len, filler)
+                .and_then(|patterns| teddy::searcher(&patterns))
+                .filter(|s| s.minimum_len() <= SEARCHED)
         };
         Some(Self {
-            common: build(common_patterns())?,
-            rare: build(RARE_LEADS.iter().map(|&b| vec![b]).collect())?,
+            leads: build(&leads, 1, 0)?,
+            prefixes: build(&prefixes, 3, PREFIX_FILLER)?,
         })
     }
 
-    /// [`folds`] of `h` (not ASCII, [`SEARCHED`] bytes or more).
-    fn folds(&self, h: &[u8]) -> bool {
-        match stops(&self.common, h).or_else(|| stops(&self.rare, h)) {
-            Some(Stop::Folds) => true,
-            Some(Stop::Misses) => folds_by_chunks(h),
-            None => false,
+    /// [`past`] of `h` ([`SEARCHED`] bytes or more). Past [`MISSES`] places that hold
+    /// nothing that folds (nor `rer `), the chunk loop decides, and `rer ` may be
+    /// anywhere.
+    fn past(&self, h: &[u8], from: usize) -> Past {
+        let unsure = || {
+            if folds_by_chunks(h) {
+                Past::Folds
+            } else {
+                Past::Clean { rer: Some(0) }
+            }
+        };
+        if h.len() - from.min(h.len()) < SEARCHED {
+            // A few bytes (after the survey's first trigger): the chunk loop, cheaper
+            // than a call into the searcher that so short a haystack sends to its
+            // slow path. (It tests every lead byte, which does no harm.)
+            if folds_by_chunks(h.get(from..).unwrap_or_default()) {
+                return Past::Folds;
+            }
+        } else {
+            match stops(&self.leads, h, from) {
+                Some(Stop::Folds) => return Past::Folds,
+                Some(Stop::Misses) => return unsure(),
+                None => {}
+            }
+        }
+        let n = h.len();
+        let mut rer = None;
+        let mut at = 0;
+        let mut misses = 0;
+        loop {
+            // Teddy over whole steps of 32 bytes (of its third bytes) from `at`. Where the
+            // last step would run past the end, Teddy steps back to the end and reads
+            // that step again, its first places by their third byte alone, and with
+            // patterns of up to 21 in a bucket that costs more than testing the last
+            // bytes (under 32, and the three before them) here.
+            let steps = n.saturating_sub(at + 2) / 32;
+            let end = at + 2 + 32 * steps;
+            let stop = if steps > 0 && end - at >= self.prefixes.minimum_len() {
+                self.prefixes
+                    .find_in(&h[..end], aho_corasick::Span::from(at..end))
+                    .map(|m| m.start())
+                    .or_else(|| tail(h, end - 3))
+            } else {
+                tail(h, at)
+            };
+            let Some(p) = stop else {
+                return Past::Clean { rer };
+            };
+            if h[p] == b'r' {
+                rer.get_or_insert(p);
+            } else if folds_at(h, p) {
+                return Past::Folds;
+            } else {
+                misses += 1;
+                if misses == MISSES {
+                    return unsure();
+                }
+            }
+            at = p + 1;
         }
     }
+}
+
+/// Where the prefix search would stop first in `h` from `from` (a few dozen bytes
+/// before the end of `h`, which holds at least 16): the first lead byte of
+/// [`PREFIX_LEADS`] or [`REER`]. 16 bytes at a time, the last on the last 16 bytes of
+/// `h`.
+fn tail(h: &[u8], from: usize) -> Option<usize> {
+    let n = h.len();
+    let candidates = |at: usize| {
+        let c = h
+            .get(at..at + 16)
+            .and_then(|c| <[u8; 16]>::try_from(c).ok())
+            .unwrap_or([0; 16]);
+        let v = u8x16::new(c);
+        let eq = |x: u8| v.simd_eq(u8x16::splat(x));
+        (eq(0xE2) | eq(0xE3) | eq(0xF0) | eq(b'r')).to_bitmask()
+    };
+    let mut at = from;
+    while at < n {
+        let base = at.min(n.saturating_sub(16));
+        let mut bits = candidates(base) >> (at - base);
+        while bits != 0 {
+            let i = at + bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            if h[i] != b'r' || h[i..].starts_with(REER) {
+                return Some(i);
+            }
+        }
+        at = base + 16;
+    }
+    None
 }
 
 /// Why [`stops`] stopped.
@@ -237,12 +432,11 @@ enum Stop {
     Misses,
 }
 
-/// Runs `search` over `h` and tests each place it stops at with [`folds_at`]; `None`
-/// when it finds no character that folds.
-fn stops(search: &packed::Searcher, h: &[u8]) -> Option<Stop> {
-    let mut at = 0;
+/// Runs `search` over `h` from `at` and tests each place it stops at with
+/// [`folds_at`]; `None` when it finds no character that folds.
+fn stops(search: &packed::Searcher, h: &[u8], mut at: usize) -> Option<Stop> {
     for _ in 0..MISSES {
-        let m = search.find_in(h, aho_corasick::Span::from(at..h.len()))?;
+        let m = search.find_in(h, aho_corasick::Span::from(at.min(h.len())..h.len()))?;
         if folds_at(h, m.start()) {
             return Some(Stop::Folds);
         }
@@ -251,86 +445,17 @@ fn stops(search: &packed::Searcher, h: &[u8]) -> Option<Stop> {
     Some(Stop::Misses)
 }
 
-/// The lead bytes of the characters that fold other than [`COMMON_LEADS`], in the order
-/// given to Teddy. Teddy (8 buckets, one byte) puts the pattern at index `i` in bucket
-/// `7 - i % 8` and tests a byte against a bucket by its high and low nibble
-/// separately: the first and the last share a bucket and a high nibble, so each bucket
-/// fires on its own bytes only (a bucket of `CD` and `F3` would fire on `C3`, the lead of
-/// every accented Latin letter). Only speed depends on the order.
-const RARE_LEADS: [u8; 9] = [0xD9, 0xCD, 0xD8, 0xDF, 0xE0, 0xE1, 0xEA, 0xF3, 0xDB];
-
-/// The bucket of Teddy's 8 that a two-byte pattern of the common search should go to:
-/// one for `C2`/`E2`, one for `E3`, three for `EF` and three for `F0`, so that a bucket
-/// tests one lead byte (or `C2` and `E2`, which Teddy cannot tell apart cheaply) and
-/// few second bytes.
-fn common_bucket(p: [u8; 2]) -> usize {
-    match p {
-        [0xC2 | 0xE2, _] => 0,
-        [0xE3, _] => 1,
-        [0xEF, 0x80..=0xB9] => 2,
-        [0xEF, 0xBA..=0xBD] => 3,
-        [0xEF, _] => 4,
-        [_, 0x80..=0x96] => 5,
-        [_, 0x97..=0x9D] => 6,
-        _ => 7,
-    }
-}
-
-/// The two-byte patterns of the common search, ordered so that each lands in its
-/// [`common_bucket`]. Teddy (`aho-corasick` 1.1, 8 buckets for up to 32 patterns) puts
-/// the first pattern with a new pair of low nibbles at index `i` in bucket `7 - i % 8`,
-/// and each later one with the same low nibbles in that same bucket; where no pattern
-/// fits an index, a copy of one already placed fills it. Only speed depends on it.
-fn common_patterns() -> Vec<Vec<u8>> {
-    let encodings = fold_encodings();
-    let mut pending: Vec<[u8; 2]> = prefixes(&encodings)
-        .into_iter()
-        .filter(|p| COMMON_LEADS.contains(&p[0]))
-        .collect();
-    let nibbles = |p: [u8; 2]| [p[0] & 15, p[1] & 15];
-    let mut placed: Vec<([u8; 2], usize)> = Vec::new();
-    let mut out: Vec<Vec<u8>> = Vec::new();
-    while !pending.is_empty() {
-        let bucket = 7 - out.len() % 8;
-        let bucket_of = |p: [u8; 2]| {
-            placed
-                .iter()
-                .find(|(q, _)| nibbles(*q) == nibbles(p))
-                .map(|(_, b)| *b)
-        };
-        let pick = pending
-            .iter()
-            .position(|&p| bucket_of(p).is_none() && common_bucket(p) == bucket)
-            .or_else(|| pending.iter().position(|&p| bucket_of(p).is_some()));
-        let p = match pick {
-            Some(k) => pending.remove(k),
-            // A filler: a full-width pair placed already (its bucket tests `EF` alone).
-            None => placed
-                .iter()
-                .find(|(q, _)| q[0] == 0xEF)
-                .map_or(placed[0].0, |(q, _)| *q),
-        };
-        if bucket_of(p).is_none() {
-            placed.push((p, bucket));
-        }
-        out.push(common_pattern(&encodings, p));
-    }
-    out
-}
-
-/// The pattern of the common search for the characters that fold whose first two
-/// bytes are `p`: their first three bytes where they all share them, else `p`. So the
-/// search passes over the CJK punctuation after U+3000 (`E3 80 80`, the ideographic
-/// space) and the emoji before U+1FBF0 (`F0 9F AF`, segmented digits) without stopping.
-fn common_pattern(encodings: &[Vec<u8>], p: [u8; 2]) -> Vec<u8> {
-    let mut thirds = encodings
+/// The first three bytes of every character that [`fold`] changes whose lead is one of
+/// [`PREFIX_LEADS`], sorted and without repeats.
+fn prefix_patterns() -> Vec<[u8; 3]> {
+    let mut out: Vec<[u8; 3]> = fold_encodings()
         .iter()
-        .filter(|e| e.len() > 2 && e[..2] == p)
-        .map(|e| e[2]);
-    match thirds.next() {
-        Some(t) if thirds.all(|u| u == t) => vec![p[0], p[1], t],
-        _ => p.to_vec(),
-    }
+        .filter(|e| PREFIX_LEADS.contains(&e[0]))
+        .filter_map(|e| e.first_chunk::<3>().copied())
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// The UTF-8 encodings of every character [`fold`] changes (each takes two bytes or
@@ -344,14 +469,6 @@ fn fold_encodings() -> Vec<Vec<u8>> {
         .filter(|&c| fold(c).is_some())
         .map(|c| c.encode_utf8(&mut buf).as_bytes().to_vec())
         .collect()
-}
-
-/// The first two bytes of `encodings`, sorted and without repeats.
-fn prefixes(encodings: &[Vec<u8>]) -> Vec<[u8; 2]> {
-    let mut out: Vec<[u8; 2]> = encodings.iter().map(|e| [e[0], e[1]]).collect();
-    out.sort_unstable();
-    out.dedup();
-    out
 }
 
 /// [`folds`] 16 bytes at a time: an ASCII chunk in one vector test, otherwise only the
@@ -496,16 +613,16 @@ mod tests {
     /// with the chunk loop on text of many scripts.
     #[test]
     fn searches_find_what_the_chunk_loop_finds() {
-        assert!(common_patterns().len() <= 32, "more than Teddy's slim form holds");
-        for p in prefixes(&fold_encodings()) {
+        for e in fold_encodings() {
             assert!(
-                COMMON_LEADS.contains(&p[0]) != RARE_LEADS.contains(&p[0]),
-                "{p:02X?}"
+                PREFIX_LEADS.contains(&e[0]) != BYTE_LEADS.contains(&e[0]),
+                "{e:02X?}"
             );
         }
         let Some(searches) = Searches::new() else {
             return;
         };
+        let folds = |h: &[u8]| searches.past(h, 0) == Past::Folds;
         let fillers = [
             "é",
             "—",
@@ -530,17 +647,103 @@ mod tests {
             '\u{0967}',
             '\u{2013}',
             '\u{3000}',
+            '\u{1FBF5}',
+            '\u{1D7D9}',
+            '\u{2060}',
+            '\u{202F}',
         ];
         for filler in fillers {
             for reps in [0, 1, 7, 8, 9, 40] {
                 let base = format!("{}{}", "x".repeat(64), filler.repeat(reps));
-                assert!(!searches.folds(base.as_bytes()), "{filler} x{reps}");
+                assert!(!folds(base.as_bytes()), "{filler} x{reps}");
                 assert!(!folds_by_chunks(base.as_bytes()), "{filler} x{reps}");
                 for c in folding {
                     let s = format!("{base}{c}{filler}");
-                    assert!(searches.folds(s.as_bytes()), "{filler} x{reps} then {c:?}");
+                    assert!(folds(s.as_bytes()), "{filler} x{reps} then {c:?}");
                     let s = format!("{c}{base}");
-                    assert!(searches.folds(s.as_bytes()), "{c:?} then {filler} x{reps}");
+                    assert!(folds(s.as_bytes()), "{c:?} then {filler} x{reps}");
+                }
+            }
+        }
+    }
+
+    /// The prefix search in whole steps and the test of the last bytes between them
+    /// find a character that folds, and the first `rer `, wherever they are.
+    #[test]
+    fn searches_find_at_every_place() {
+        let Some(searches) = Searches::new() else {
+            return;
+        };
+        for len in [
+            64, 65, 80, 95, 96, 97, 98, 99, 100, 127, 128, 129, 130, 131, 160, 161, 200,
+        ] {
+            let filler: Vec<u8> = "é—x".bytes().cycle().take(len).collect();
+            for c in [
+                '\u{200B}',
+                '\u{2013}',
+                '\u{3000}',
+                '\u{1FBF5}',
+                '\u{FF11}',
+                '\u{0663}',
+            ] {
+                let mut buf = [0u8; 4];
+                let c = c.encode_utf8(&mut buf).as_bytes();
+                for at in 0..=len {
+                    let mut h = filler[..at].to_vec();
+                    h.extend_from_slice(c);
+                    h.extend_from_slice(&filler[at..]);
+                    assert_eq!(searches.past(&h, 0), Past::Folds, "{c:02X?} at {at} of {len}");
+                }
+            }
+            for at in 0..=len {
+                let mut h = filler[..at].to_vec();
+                h.extend_from_slice(b"bearer ");
+                h.extend_from_slice(&filler[at..]);
+                let want = Past::Clean { rer: Some(at + 3) };
+                assert_eq!(searches.past(&h, 0), want, "rer at {at} of {len}");
+                assert_eq!(searches.past(&h, h.len()), want, "rer at {at} of {len}");
+            }
+            assert_eq!(searches.past(&filler, 0), Past::Clean { rer: None });
+        }
+    }
+
+    /// Each pattern of the two searches lands in the bucket chosen for it, and the
+    /// prefix search's buckets fire on none of the characters common in text that
+    /// share a lead byte with characters that fold.
+    #[test]
+    fn search_buckets_are_as_chosen() {
+        let leads: Vec<Vec<u8>> = BYTE_LEADS.iter().map(|&b| vec![b]).collect();
+        let chosen: Vec<(&[u8], usize)> = leads.iter().map(|p| (&p[..], lead_bucket(p[0]))).collect();
+        let order = teddy::ordered(&chosen, 1, 0).expect("placed");
+        for (b, bucket) in teddy::buckets(&order, 1).iter().enumerate() {
+            assert!(
+                bucket.iter().all(|p| lead_bucket(p[0]) == b),
+                "lead bucket {b}: {bucket:02X?}"
+            );
+            for x in 0..=255u8 {
+                assert_eq!(
+                    teddy::fires(bucket, 1, &[x]),
+                    bucket.iter().any(|p| p[0] == x),
+                    "{x:02X}"
+                );
+            }
+        }
+        let prefixes = prefix_patterns();
+        let chosen: Vec<(&[u8], usize)> = prefixes.iter().map(|p| (&p[..], prefix_bucket(*p))).collect();
+        let order = teddy::ordered(&chosen, 3, PREFIX_FILLER).expect("placed");
+        let common = "—–’‘“”„…•‰′″‹›€™←→↑↓⇒∞≈≠≤≥★☆✓✔✗❤☺─│┌┐└┘├┤═║░▒▓█、。「」『』【】〜・ぁあいうえおアイウエオー가나다ㅋ😀🙂👍🏽🎉🚀🤔🥰🫡🌍";
+        for (b, bucket) in teddy::buckets(&order, 3).iter().enumerate() {
+            assert!(
+                bucket
+                    .iter()
+                    .all(|p| p.first_chunk::<3>().is_some_and(|p| prefix_bucket(*p) == b)),
+                "prefix bucket {b}: {bucket:02X?}"
+            );
+            for c in common.chars() {
+                let mut buf = [0u8; 4];
+                let e = c.encode_utf8(&mut buf).as_bytes();
+                if e.len() >= 3 && fold(c).is_none() {
+                    assert!(!teddy::fires(bucket, 3, e), "bucket {b} fires on {c}");
                 }
             }
         }

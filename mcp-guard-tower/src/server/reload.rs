@@ -573,6 +573,17 @@ mod tests {
     }
 
     #[test]
+    fn audit_forwarders_and_telemetry_wait_for_a_restart() {
+        let running = config(SERVERS);
+        let mut next = config(&format!(
+            "{SERVERS}[audit.forward.siem]\nkind = \"syslog\"\nurl = \"tcp://127.0.0.1:514\"\n\n\
+             [telemetry]\nenabled = true\n"
+        ));
+        assert_eq!(keep_running(&running, &mut next), ["audit", "telemetry"]);
+        assert!(next.audit.forward.is_empty() && !next.telemetry.enabled);
+    }
+
+    #[test]
     fn oauth_servers_wait_for_a_restart() {
         let oauth = "[servers.gh]\ntransport = \"http\"\nurl = \"https://example.com/mcp\"\n\
             [servers.gh.oauth]\nmode = \"shared\"\n\n";

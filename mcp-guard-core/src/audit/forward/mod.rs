@@ -2,11 +2,11 @@
 //!
 //! A [`Forwarder`] reads the local trail (the database of a `SqliteAuditSink` or the
 //! directory of a [`JsonLinesAuditSink`](super::JsonLinesAuditSink)) in chain order,
-//! up to the sink's [`DurableHead`] and no further, and hands the records to a
-//! [`Transport`]: [`SyslogTransport`] (RFC 5424 over TCP or TLS, octet-counted framing
-//! per RFC 6587), [`WebhookTransport`] (a signed JSON POST), [`SplunkHecTransport`]
-//! (Splunk's HTTP Event Collector) or [`OtlpLogsTransport`] (OpenTelemetry logs over
-//! OTLP/HTTP, JSON encoding).
+//! up to the sink's [`DurableHead`](super::DurableHead) and no further, and hands the
+//! records to a [`Transport`]: [`SyslogTransport`] (RFC 5424 over TCP or TLS,
+//! octet-counted framing per RFC 6587), [`WebhookTransport`] (a signed JSON POST),
+//! [`SplunkHecTransport`] (Splunk's HTTP Event Collector) or [`OtlpLogsTransport`]
+//! (OpenTelemetry logs over OTLP/HTTP, JSON encoding).
 //!
 //! # Delivery
 //!

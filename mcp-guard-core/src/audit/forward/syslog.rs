@@ -76,7 +76,7 @@ pub(crate) fn local_hostname() -> String {
 trait Stream: AsyncRead + AsyncWrite + Send + Sync + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Sync + Unpin> Stream for T {}
 
-/// Sends records as syslog messages; see the [module docs](self).
+/// Sends records as syslog messages; see the [module docs](super).
 pub struct SyslogTransport {
     options: SyslogOptions,
     tls: Option<(Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)>,

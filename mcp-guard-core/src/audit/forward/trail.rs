@@ -53,6 +53,10 @@ pub(crate) struct TrailReader {
     pos: Option<JsonlPos>,
 }
 
+/// A read stops once its records hold this many bytes (after at least one record), so
+/// a batch of large records stays small in memory.
+const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
 /// Longest line read from a JSON Lines file (a record is far smaller: payloads are
 /// capped).
 const MAX_LINE: u64 = 64 * 1024 * 1024;
@@ -83,8 +87,9 @@ impl TrailReader {
         }
     }
 
-    /// Up to `max` records with `after < seq <= upto`, in order. A record that does
-    /// not parse ends the read with an error naming it.
+    /// Up to `max` records with `after < seq <= upto`, in order, and no more once they
+    /// hold `MAX_BATCH_BYTES`. A record that does not parse ends the read with an
+    /// error naming it.
     pub(crate) fn read(
         &mut self,
         after: u64,
@@ -186,8 +191,13 @@ impl TrailReader {
             )
             .map_err(db_err)?;
         let mut out = Vec::new();
+        let mut bytes = 0;
         for row in rows {
+            if bytes >= MAX_BATCH_BYTES {
+                break;
+            }
             let (seq, line) = row.map_err(db_err)?;
+            bytes += line.len();
             let record = record_of(&line).map_err(|reason| AuditError::Corrupt {
                 path: path.to_owned(),
                 line: usize::try_from(seq).unwrap_or(0),
@@ -238,7 +248,8 @@ impl TrailReader {
         }
         let mut out = Vec::new();
         let mut line = Vec::new();
-        while out.len() < max {
+        let mut bytes = 0;
+        while out.len() < max && bytes < MAX_BATCH_BYTES {
             let Some(pos) = self.pos.as_mut() else { break };
             let path = dir.join(&pos.name);
             line.clear();
@@ -270,6 +281,7 @@ impl TrailReader {
                 pos.offset += n as u64;
                 pos.last = record.seq;
                 if record.seq > after {
+                    bytes += n;
                     out.push(record);
                 }
                 continue;
