@@ -677,7 +677,7 @@ EOF
     grep -q . "$fl/trifecta.txt" || fail "flow/trifecta" "no output (see $fl/trifecta.err)"
     for mode in legacy auto; do
         timeout 90 "$py" "$here/checks/py_flow.py" approval --url "http://127.0.0.1:$f_port/mcp/approval" \
-            --mode "$mode" --token "$token_a" --dir "$fl/written" >"$fl/approval-$mode.txt" 2>"$fl/approval-$mode.err"
+            --mode "$mode" --token "$token_a" --dir "$fl/written" --audit "$fl/audit" >"$fl/approval-$mode.txt" 2>"$fl/approval-$mode.err"
         report_lines "$fl/approval-$mode.txt"
         grep -q . "$fl/approval-$mode.txt" || fail "flow/approval/$mode" "no output (see $fl/approval-$mode.err)"
     done

@@ -10,10 +10,11 @@ official MCP Python SDK (`mcp` 2.3) as the client. Prints `PASS flow/<check>` or
         that tainted the session; another credential's session is not affected; an
         operator's `sessions clear-taint` lets the fetch go again.
 
-    py_flow.py approval --url URL --mode legacy|auto --token TOKEN
+    py_flow.py approval --url URL --mode legacy|auto --token TOKEN [--audit DIR]
         The `approval` endpoint: server-filesystem's `write_file` needs a person's approval.
         The SDK's elicitation callback answers accept, then decline, then not in time: the
-        gateway asks by a server request (legacy) or an input-required round (2026-07-28).
+        gateway asks by a server request (legacy) or an input-required round (2026-07-28);
+        with --audit, the audit trail shows which of the two it was and every answer.
 """
 
 from __future__ import annotations
@@ -176,6 +177,33 @@ async def approval(a: argparse.Namespace) -> None:
             code(e) == -32030 and reason(e) == "timed-out" and not os.path.exists(late),
             f"code={code(e)} reason={reason(e)} {e or r}",
         )
+    if a.audit:
+        # The era the SDK chose decides how the gateway asked: a server request for a
+        # legacy session, an input-required round for a 2026-07-28 client.
+        want = ("elicitation", None) if a.mode == "legacy" else ("input-required", "2026-07-28")
+        asked_for = [
+            r
+            for r in records(a.audit)
+            if r.get("type") == "approval_requested"
+            and f"-{a.mode}.txt" in str((r.get("arguments") or {}).get("path", ""))
+        ]
+        check(
+            f"approval/{a.mode}/asked-by-{want[0]}",
+            len(asked_for) == 3
+            and all(r.get("channel") == want[0] for r in asked_for)
+            and (want[1] is None or all(r.get("protocol_version") == want[1] for r in asked_for)),
+            str([(r.get("channel"), r.get("protocol_version")) for r in asked_for]),
+        )
+        answers = [
+            r.get("answer")
+            for r in records(a.audit)
+            if r.get("type") == "approval_answered" and r.get("approval") in {x.get("approval") for x in asked_for}
+        ]
+        check(
+            f"approval/{a.mode}/answers-audited",
+            answers == ["approved-once", "declined", "timed-out"],
+            str(answers),
+        )
 
 
 def main() -> int:
@@ -195,6 +223,7 @@ def main() -> int:
     q.add_argument("--token", required=True)
     q.add_argument("--dir", required=True)
     q.add_argument("--late", type=float, default=8.0)
+    q.add_argument("--audit", default="", help="the gateway's JSON Lines audit directory")
     a = p.parse_args()
     try:
         asyncio.run(trifecta(a) if a.what == "trifecta" else approval(a))

@@ -576,3 +576,197 @@ fn explain_says_when_a_call_waits_for_a_persons_approval() {
     let (code, out) = explain("repo__read_secret");
     assert_eq!(code, 0, "{out}");
 }
+
+#[tokio::test]
+async fn a_flood_of_pending_approvals_across_sessions_is_bounded_for_the_whole_gateway() {
+    let data = tempfile::tempdir().unwrap();
+    // At most 3 per session, 4 in all.
+    let rules = format!("{}max_pending = 4\n", approval_rules(30, 3));
+    let gw = GatewayProc::start(&config(data.path(), &rules)).await;
+    let (alice, _) = person(&gw.url("main"), TOKEN, Era::Modern, Answer::Once).await;
+    let carol_token = issue_token(&gw.config(), "carol", "1h");
+    let (carol, _) = person(&gw.url("main"), &carol_token, Era::Modern, Answer::Once).await;
+    for i in 0..3 {
+        state_of(once(&alice, &format!("a-{i}"), None, false).await.unwrap());
+    }
+    // Carol's first approval fits the gateway's bound; her second does not.
+    let first = state_of(once(&carol, "c-0", None, false).await.unwrap());
+    let e = once(&carol, "c-1", None, false).await.unwrap_err();
+    assert_eq!(
+        (e.code.0, reason(&e).as_str()),
+        (-32030, "too-many-pending"),
+        "{e:?}"
+    );
+    assert!(e.message.contains("4 approvals"), "{}", e.message);
+    // Answering one frees a place: the gateway keeps serving.
+    match once(&carol, "c-0", Some(&first), true).await.unwrap() {
+        CallToolResponse::Complete(r) => assert_eq!(text_of(&r), "send_mail: c-0"),
+        other => panic!("{other:?}"),
+    }
+    state_of(once(&carol, "c-2", None, false).await.unwrap());
+    let refused: Vec<String> = of_type(&records(data.path()), "approval_refused")
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(
+        refused
+            .iter()
+            .any(|r| r.contains("4 approvals already wait in this gateway")),
+        "{refused:#?}"
+    );
+    let _ = alice.cancel().await;
+    let _ = carol.cancel().await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn the_console_lists_waiting_calls_and_only_an_approver_decides_them_there() {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // root runs the console but holds no approver role; sec audits and approves.
+    let cfg = format!(
+        "[gateway]\npublic_url = \"http://127.0.0.1:{port}\"\n\n\
+         [console]\nenabled = true\n\n\
+         [auth.server]\n[[auth.server.users]]\nid = \"alice\"\nroles = [\"eng\"]\n\n\
+         [[auth.server.users]]\nid = \"root\"\nroles = [\"admin\"]\n\n\
+         [[auth.server.users]]\nid = \"sec\"\nroles = [\"auditor\", \"security\"]\n\n{}",
+        config(
+            data.path(),
+            "[[flow_rules]]\nname = \"egress-needs-approval\"\ncalls = [\"egress\"]\napproval = \"required\"\n\n\
+             [approval]\ntimeout_secs = 60\napprover_roles = [\"security\"]\n",
+        )
+    );
+    let gw = GatewayProc::start_listening(&cfg, &format!("127.0.0.1:{port}")).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let alice = http_client(&gw.url("main"), TOKEN, Era::Legacy).await;
+    let e = call(&alice, "mail__send_mail", "quarterly <b>figures</b>")
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "pending", "{e:?}");
+    let id = approval_url(&e).rsplit('/').next().unwrap().to_owned();
+
+    // root sees the call, with who, what and why, but no buttons.
+    let mut root = crate::authorize::Browser::new(&base);
+    sign_in_for(&mut root, &gw, "/console/approvals", "root").await;
+    let (status, _, page) = root.get("/console/approvals").await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{page}");
+    let section = &page[page.find("id=\"calls\"").expect("the calls section")..];
+    for shown in [
+        "mail__send_mail",
+        "alice",
+        "egress-needs-approval",
+        "send data out",
+        "quarterly &lt;b&gt;figures&lt;/b&gt;",
+    ] {
+        assert!(section.contains(shown), "the list lacks {shown}: {section}");
+    }
+    assert!(!section.contains("quarterly <b>"), "arguments are escaped");
+    assert!(
+        !section.contains(&format!("approve-call-{id}")),
+        "root may not decide: {section}"
+    );
+    // A post of root's own making (with the sign-in's form token from another page) is
+    // refused and audited.
+    let (_, _, servers) = root.get("/console/servers").await;
+    let csrf = crate::authorize::hidden(&servers, "csrf");
+    let (status, _, body) = root
+        .post(
+            "/console/approvals/calls",
+            &[("csrf", &csrf), ("approval", &id), ("decision", "once")],
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CONFLICT, "{body}");
+    assert!(body.contains("may not decide"), "{body}");
+
+    // sec decides, from the console.
+    let mut sec = crate::authorize::Browser::new(&base);
+    sign_in_for(&mut sec, &gw, "/console/approvals", "sec").await;
+    let (_, _, page) = sec.get("/console/approvals").await;
+    assert!(page.contains(&format!("approve-call-{id}")), "{page}");
+    let csrf = crate::authorize::hidden(&page, "csrf");
+    // Without the form's CSRF token: refused.
+    let (status, _, _) = sec
+        .post(
+            "/console/approvals/calls",
+            &[("csrf", "forged"), ("approval", &id), ("decision", "once")],
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::FORBIDDEN);
+    let (status, to, _) = sec
+        .post(
+            "/console/approvals/calls",
+            &[("csrf", &csrf), ("approval", &id), ("decision", "once")],
+        )
+        .await;
+    assert_eq!(
+        (status, to.as_str()),
+        (reqwest::StatusCode::SEE_OTHER, "/console/approvals")
+    );
+    // A second decision: refused.
+    let (status, _, body) = sec
+        .post(
+            "/console/approvals/calls",
+            &[("csrf", &csrf), ("approval", &id), ("decision", "decline")],
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CONFLICT, "{body}");
+    assert!(body.contains("already answered"), "{body}");
+    // The call made again goes through.
+    assert_eq!(
+        call(&alice, "mail__send_mail", "quarterly <b>figures</b>")
+            .await
+            .unwrap(),
+        "quarterly <b>figures</b>"
+    );
+    let (_, _, page) = sec.get("/console/approvals").await;
+    assert!(page.contains("no-calls"), "nothing waits any more: {page}");
+    let _ = alice.cancel().await;
+
+    let recs = records(data.path());
+    let answered: Vec<(&str, &str)> = of_type(&recs, "approval_answered")
+        .iter()
+        .map(|r| {
+            (
+                r["answer"].as_str().unwrap(),
+                r["approver"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect();
+    assert_eq!(answered, [("approved-once", "sec")], "{recs:?}");
+    let refused: Vec<String> = of_type(&recs, "approval_refused")
+        .iter()
+        .map(|r| {
+            format!(
+                "{} by {}",
+                r["reason"].as_str().unwrap(),
+                r["by"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    for expected in ["may not decide this approval by root", "already answered"] {
+        assert!(
+            refused.iter().any(|r| r.contains(expected)),
+            "{expected:?} not in {refused:#?}"
+        );
+    }
+    let console: Vec<String> = of_type(&recs, "console_action")
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                r["principal"]["id"].as_str().unwrap_or("?"),
+                r["action"].as_str().unwrap_or("?"),
+                r["detail"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    for (who, how) in [("root", ": refused"), ("sec", ": done")] {
+        assert!(
+            console
+                .iter()
+                .any(|r| r.starts_with(&format!("{who} decide_call once call approval ")) && r.contains(how)),
+            "{who}{how} not in {console:#?}"
+        );
+    }
+    gw.stop().await;
+}

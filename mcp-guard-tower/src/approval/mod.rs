@@ -29,6 +29,8 @@
 
 mod page;
 
+pub(crate) use page::Decided;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};

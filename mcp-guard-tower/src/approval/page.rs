@@ -119,16 +119,6 @@ impl Approvals {
         }
     }
 
-    async fn not_accepted(&self, event: AuditEvent, id: String, reason: &str, me: &Principal) -> Response {
-        self.refused(event, Some(id), reason, Some(me.id().to_owned()))
-            .await;
-        message(
-            StatusCode::CONFLICT,
-            "Not accepted",
-            &format!("Your answer was not accepted: {reason}."),
-        )
-    }
-
     fn browser(&self, headers: &HeaderMap) -> Option<Principal> {
         self.inner.browser.get().and_then(|(check, _)| check(headers))
     }
@@ -342,56 +332,154 @@ async fn decide(
             "The form is invalid or expired; open the approval link again.",
         );
     }
-    let answer = match form.decision.as_str() {
-        "once" => Answer::Approved {
-            for_session: false,
-            by: Some(me.id().to_owned()),
-        },
-        "session" => Answer::Approved {
-            for_session: true,
-            by: Some(me.id().to_owned()),
-        },
-        "decline" => Answer::Declined {
-            by: Some(me.id().to_owned()),
-        },
-        _ => {
-            return message(
-                StatusCode::BAD_REQUEST,
-                "Unknown decision",
-                "Choose one of the buttons.",
-            );
-        }
-    };
-    // Checked under the lock, recorded, then published under the lock again: a decision
-    // that is not in the audit trail never reaches the waiting call.
-    let event = match a.page_answer_allowed(&id, &me) {
-        Ok(event) => event,
-        Err(refused) => {
-            let (event, reason) = *refused;
-            return a.not_accepted(event, id, &reason, &me).await;
-        }
-    };
-    if a.answered(&id, event.clone(), Channel::Web, answer.name(), answer.by())
-        .await
-        .is_err()
-    {
-        return message(
+    match a.decide_as(&id, &me, &form.decision).await {
+        Decided::Recorded(text) => message(StatusCode::OK, "Decision recorded", text),
+        Decided::Unknown => message(
+            StatusCode::BAD_REQUEST,
+            "Unknown decision",
+            "Choose one of the buttons.",
+        ),
+        Decided::NotRecorded => message(
             StatusCode::SERVICE_UNAVAILABLE,
             "Not recorded",
             "The decision could not be recorded in the audit trail, so it does not stand. Try again.",
-        );
+        ),
+        Decided::Refused(reason) => message(
+            StatusCode::CONFLICT,
+            "Not accepted",
+            &format!("Your answer was not accepted: {reason}."),
+        ),
     }
-    if let Err(reason) = a.publish_page_answer(&id, &me, &answer) {
-        return a.not_accepted(event, id, &reason, &me).await;
+}
+
+/// What became of a person's decision on an approval ([`Approvals::decide_as`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Decided {
+    /// Recorded in the audit trail and handed to the waiting call; what to tell the
+    /// person.
+    Recorded(&'static str),
+    /// Not one of `once`, `session`, `decline`.
+    Unknown,
+    /// The audit record could not be written: the decision does not stand.
+    NotRecorded,
+    /// Refused (and audited): not this person's to decide, expired, answered already,
+    /// or no such approval waits on the page.
+    Refused(String),
+}
+
+impl Approvals {
+    /// `me` decides approval `id` (one asked on the page): `once`, `session` or
+    /// `decline`. Checked under the lock, recorded, then published under the lock
+    /// again, so a decision that is not in the audit trail never reaches the waiting
+    /// call, and of two answers only the first counts.
+    pub(crate) async fn decide_as(&self, id: &str, me: &Principal, decision: &str) -> Decided {
+        let by = Some(me.id().to_owned());
+        let answer = match decision {
+            "once" => Answer::Approved {
+                for_session: false,
+                by,
+            },
+            "session" => Answer::Approved {
+                for_session: true,
+                by,
+            },
+            "decline" => Answer::Declined { by },
+            _ => return Decided::Unknown,
+        };
+        let event = match self.page_answer_allowed(id, me) {
+            Ok(event) => event,
+            Err(refused) => {
+                let (event, reason) = *refused;
+                self.refused(event, Some(id.to_owned()), &reason, Some(me.id().to_owned()))
+                    .await;
+                return Decided::Refused(reason);
+            }
+        };
+        if self
+            .answered(id, event.clone(), Channel::Web, answer.name(), answer.by())
+            .await
+            .is_err()
+        {
+            return Decided::NotRecorded;
+        }
+        if let Err(reason) = self.publish_page_answer(id, me, &answer) {
+            self.refused(event, Some(id.to_owned()), &reason, Some(me.id().to_owned()))
+                .await;
+            return Decided::Refused(reason);
+        }
+        Decided::Recorded(match answer {
+            Answer::Approved {
+                for_session: false, ..
+            } => "Approved. The call runs when it is made again (the agent or client retries it).",
+            Answer::Approved {
+                for_session: true, ..
+            } => "Approved for the rest of the session. The call runs when it is made again.",
+            Answer::Declined { .. } => "Declined. The call will not run.",
+        })
     }
-    let text = match answer {
-        Answer::Approved {
-            for_session: false, ..
-        } => "Approved. The call runs when it is made again (the agent or client retries it).",
-        Answer::Approved {
-            for_session: true, ..
-        } => "Approved for the rest of the session. The call runs when it is made again.",
-        Answer::Declined { .. } => "Declined. The call will not run.",
-    };
-    message(StatusCode::OK, "Decision recorded", text)
+
+    /// The calls waiting for a person's approval now, oldest first, as `me` may see
+    /// them (the operator console lists them all; `may_decide` says which `me` may
+    /// decide, which only an approval asked on the page can be).
+    pub(crate) fn waiting(&self, me: &Principal) -> Vec<Waiting> {
+        let st = lock(&self.inner.state);
+        let mut v: Vec<Waiting> = st
+            .pending
+            .iter()
+            .map(|(id, p)| {
+                let decided = p.decision.borrow().is_some();
+                Waiting {
+                    id: id.clone(),
+                    name: p.shown.name.clone(),
+                    target: p
+                        .shown
+                        .target
+                        .as_ref()
+                        .map(|t| (t.server.to_string(), t.name.to_string())),
+                    who: p.binding.who(),
+                    endpoint: p.binding.endpoint.clone(),
+                    session: p.binding.session.clone(),
+                    channel: p.channel.as_str(),
+                    rule: p.shown.rule.to_string(),
+                    reason: p.shown.reason.to_string(),
+                    arguments: p.shown.arguments.clone(),
+                    requested_at: p.shown.requested_at,
+                    expires_at: p.shown.expires_at,
+                    decided,
+                    may_decide: p.channel == Channel::Web
+                        && !decided
+                        && self.may_decide(me, p.binding.subject()),
+                }
+            })
+            .collect();
+        v.sort_by_key(|w| w.requested_at);
+        v
+    }
+}
+
+/// A call waiting for a person's approval, as the operator console lists it.
+#[derive(Debug, Clone)]
+pub(crate) struct Waiting {
+    /// The approval's id.
+    pub(crate) id: String,
+    /// The exposed tool name.
+    pub(crate) name: String,
+    /// Server and upstream tool name.
+    pub(crate) target: Option<(String, String)>,
+    /// Who calls (and for whom).
+    pub(crate) who: String,
+    pub(crate) endpoint: String,
+    pub(crate) session: Option<String>,
+    /// How the person is asked: `elicitation`, `input-required` or `web`.
+    pub(crate) channel: &'static str,
+    pub(crate) rule: String,
+    pub(crate) reason: String,
+    /// The arguments after redaction.
+    pub(crate) arguments: String,
+    pub(crate) requested_at: SystemTime,
+    pub(crate) expires_at: SystemTime,
+    /// Decided on the page; the call has not been made again yet.
+    pub(crate) decided: bool,
+    /// Whether the viewer may decide it here.
+    pub(crate) may_decide: bool,
 }

@@ -211,6 +211,7 @@ impl ServerBuilder {
             base: self.base.clone(),
             known: self.known.clone(),
             redactor: self.audit_redactor(),
+            approvals: built.approvals.clone(),
         })
     }
 
