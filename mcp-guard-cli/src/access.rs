@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
+use std::sync::Arc;
+
 use mcp_guard_core::access::{AccessStore, SessionState, parse_duration};
+use mcp_guard_core::cluster::SharedTokens;
 use mcp_guard_core::{Principal, PrincipalKind};
 
 #[derive(Subcommand, Debug)]
@@ -102,7 +105,15 @@ fn when(t: Option<std::time::SystemTime>) -> String {
     t.map_or_else(|| "never".to_owned(), mcp_guard_core::time::format_rfc3339)
 }
 
-pub(crate) fn tokens(command: TokensCommand) -> anyhow::Result<()> {
+/// The token store: the shared database with `[cluster]`, else the access store.
+async fn token_store(config: &Path) -> anyhow::Result<Arc<dyn SharedTokens>> {
+    Ok(match crate::cluster::shared(config).await? {
+        Some(shared) => Arc::new(shared),
+        None => Arc::new(open(config)?),
+    })
+}
+
+pub(crate) async fn tokens(command: TokensCommand) -> anyhow::Result<()> {
     match command {
         TokensCommand::Issue {
             config,
@@ -136,8 +147,8 @@ pub(crate) fn tokens(command: TokensCommand) -> anyhow::Result<()> {
                     .with_context(|| format!("--attr {a:?}: expected key=value"))?;
                 p = p.with_attribute(k, v);
             }
-            let store = open(&config)?;
-            let (record, token) = store.issue_token(&p, Some(duration), description.as_deref())?;
+            let store = token_store(&config).await?;
+            let (record, token) = store.issue(&p, Some(duration), description.as_deref()).await?;
             eprintln!(
                 "issued token {} for {} {} (roles: {}), expires {}",
                 record.id,
@@ -160,8 +171,8 @@ pub(crate) fn tokens(command: TokensCommand) -> anyhow::Result<()> {
             Ok(())
         }
         TokensCommand::List { config, json } => {
-            let store = open(&config)?;
-            let tokens = store.list_tokens()?;
+            let store = token_store(&config).await?;
+            let tokens = store.list().await?;
             if json {
                 for t in &tokens {
                     outln!("{}", serde_json::to_string(t)?);
@@ -192,12 +203,21 @@ pub(crate) fn tokens(command: TokensCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        TokensCommand::Revoke { config, id } => revoke_token(&config, &id),
+        TokensCommand::Revoke { config, id } => revoke_token(&config, &id).await,
     }
 }
 
 /// `tokens revoke`: the token, and its open sessions with it.
-fn revoke_token(config: &Path, id: &str) -> anyhow::Result<()> {
+async fn revoke_token(config: &Path, id: &str) -> anyhow::Result<()> {
+    if let Some(shared) = crate::cluster::shared(config).await? {
+        if shared.revoke(id).await? {
+            outln!(
+                "revoked token {id} in the cluster's shared state; every replica refuses it within its max_staleness and closes its sessions"
+            );
+            return Ok(());
+        }
+        bail!("no active token {id:?} (see `mcp-guard tokens list`)");
+    }
     let store = open(config)?;
     let credential = format!("token:{id}");
     let open_sessions = store

@@ -124,6 +124,13 @@ pub(crate) enum Command {
         #[arg(long)]
         endpoint: Option<String>,
     },
+    /// Creates or upgrades the cluster's PostgreSQL schema (`[cluster]`); replicas also
+    /// do it at start. A schema from a newer mcp-guard is refused, never downgraded.
+    Migrate {
+        /// The configuration file.
+        #[arg(long, short, env = "MCP_GUARD_CONFIG")]
+        config: PathBuf,
+    },
     /// Issues, lists and revokes gateway API tokens.
     Tokens {
         #[command(subcommand)]

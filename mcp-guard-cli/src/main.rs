@@ -27,6 +27,7 @@ mod access;
 mod args;
 mod audit;
 mod check;
+mod cluster;
 mod connect;
 mod credentials;
 mod demo;
@@ -117,7 +118,8 @@ fn main() -> std::process::ExitCode {
             Command::Check { config, connect, .. } => {
                 check(&config)?;
                 if connect {
-                    check_connect(&config).await
+                    check_connect(&config).await?;
+                    cluster::check(&config).await
                 } else {
                     Ok(())
                 }
@@ -178,7 +180,8 @@ fn main() -> std::process::ExitCode {
                     std::process::ExitCode::from(audit::EXIT_UNREADABLE)
                 }));
             }
-            Command::Tokens { command } => access::tokens(command),
+            Command::Tokens { command } => access::tokens(command).await,
+            Command::Migrate { config } => cluster::migrate(&config).await,
             Command::Sessions { command } => access::sessions(command),
             Command::Users { command } => connect::users(command),
             Command::ConnectConfig(args) => connect::connect_config(&args),

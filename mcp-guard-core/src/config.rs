@@ -16,6 +16,7 @@
 
 mod audit;
 mod auth;
+mod cluster;
 mod console;
 mod credentials;
 mod endpoint;
@@ -31,6 +32,7 @@ mod unauthenticated_limits;
 
 pub use audit::*;
 pub use auth::*;
+pub use cluster::*;
 pub use console::*;
 pub use credentials::*;
 pub use endpoint::*;
@@ -84,6 +86,8 @@ pub struct GatewayConfig {
     pub flow_rules: Vec<FlowRuleConfig>,
     /// How a person's approval is asked for (`[approval]`).
     pub approval: ApprovalSection,
+    /// Cluster mode: shared state on PostgreSQL (off by default).
+    pub cluster: Option<ClusterSection>,
 }
 
 /// A configuration problem, naming the entry (`servers.github.env.TOKEN`).
@@ -196,6 +200,9 @@ impl GatewayConfig {
         self.rate_limits.validate(&mut errors);
         self.unauthenticated_limits.validate(&mut errors);
         self.console.validate(self.auth.server.is_some(), &mut errors);
+        if let Some(c) = &self.cluster {
+            c.validate(&mut errors);
+        }
         if errors.is_empty() {
             Ok(Warnings(warnings))
         } else {

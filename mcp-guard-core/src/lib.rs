@@ -24,6 +24,7 @@
 //! - `test-util`: conformance helpers for implementors of the traits, and
 //!   `random::fail_on_this_thread` for tests of what callers do when the random source fails.
 //! - `sqlite`: the SQLite audit sink and the [`access::AccessStore`] of tokens and sessions.
+//! - `postgres`: cluster mode's shared state on PostgreSQL ([`cluster`]).
 //!
 //! # Minimum supported Rust version
 //! 1.95.
@@ -33,6 +34,7 @@
 pub mod access;
 pub mod audit;
 mod call;
+pub mod cluster;
 pub mod config;
 pub mod credential;
 pub mod fetch;

@@ -109,6 +109,7 @@ pub struct HttpEdge {
     metrics: Option<crate::metrics::Metrics>,
     pre_auth: PreAuth,
     forwarders: mcp_guard_core::audit::forward::Forwarders,
+    cluster: Option<Arc<dyn mcp_guard_core::cluster::Engine>>,
 }
 
 impl std::fmt::Debug for HttpEdge {
@@ -152,6 +153,7 @@ impl HttpEdge {
             metrics: None,
             pre_auth: PreAuth::default(),
             forwarders: mcp_guard_core::audit::forward::Forwarders::default(),
+            cluster: None,
         }
     }
 
@@ -160,6 +162,14 @@ impl HttpEdge {
     #[must_use]
     pub fn audit_forwarders(mut self, forwarders: mcp_guard_core::audit::forward::Forwarders) -> Self {
         self.forwarders = forwarders;
+        self
+    }
+
+    /// Reports this cluster engine in `/readyz` (`cluster`: engine, replica, freshness,
+    /// listener, last error); the gateway is unready while its state is not fresh.
+    #[must_use]
+    pub fn cluster(mut self, engine: Arc<dyn mcp_guard_core::cluster::Engine>) -> Self {
+        self.cluster = Some(engine);
         self
     }
 
@@ -222,11 +232,12 @@ impl HttpEdge {
         let prefix = self.options.path_prefix.trim_end_matches('/').to_owned();
         let gateway = self.gateway.clone();
         let forwarders = self.forwarders.clone();
+        let cluster = self.cluster.clone();
         let mut router = axum::Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route(
                 "/readyz",
-                get(move || readiness(gateway.clone(), forwarders.clone())),
+                get(move || readiness(gateway.clone(), forwarders.clone(), cluster.clone())),
             );
         if let Some(m) = self.metrics.clone() {
             m.track_gateway(&self.gateway);
@@ -394,10 +405,20 @@ pub fn forwarders_report(forwarders: &mcp_guard_core::audit::forward::Forwarders
 }
 
 #[allow(clippy::unused_async, reason = "an axum handler")]
-async fn readiness(gateway: Gateway, forwarders: mcp_guard_core::audit::forward::Forwarders) -> Response {
-    let (ready, mut body) = readiness_report(&gateway);
+async fn readiness(
+    gateway: Gateway,
+    forwarders: mcp_guard_core::audit::forward::Forwarders,
+    cluster: Option<Arc<dyn mcp_guard_core::cluster::Engine>>,
+) -> Response {
+    let (mut ready, mut body) = readiness_report(&gateway);
     if !forwarders.is_empty() {
         body["audit_forward"] = forwarders_report(&forwarders);
+    }
+    if let Some(engine) = cluster {
+        let status = engine.status();
+        ready &= status.fresh;
+        body["ready"] = ready.into();
+        body["cluster"] = serde_json::to_value(&status).unwrap_or_default();
     }
     let status = if ready {
         StatusCode::OK

@@ -13,6 +13,7 @@ mod access;
 mod approval;
 mod audit;
 mod authorize;
+mod cluster;
 mod config;
 mod console;
 mod credentials;

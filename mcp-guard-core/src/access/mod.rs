@@ -36,7 +36,8 @@ use std::time::SystemTime;
 
 pub use sessions::{Session, SessionInfo, SessionRefused, SessionState, Sessions};
 #[cfg(feature = "sqlite")]
-pub use store::{AccessStore, StoreError, TokenRecord, TokenRefused};
+pub use store::{AccessStore, StoreError, TokenRefused};
+pub use tokens::TokenRecord;
 
 /// The credential a request was authenticated with, as the front door saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,9 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use secrecy::SecretString;
-use serde::Serialize;
 
 use super::sessions::SessionInfo;
+use super::tokens::TokenRecord;
 use super::{ClientCredential, SessionState, tokens};
 use crate::call::{Principal, PrincipalKind};
 use crate::flow::{TaintJournal, TaintMark};
@@ -54,39 +54,6 @@ pub enum TokenRefused {
     /// Past its access duration.
     #[error("the token has expired")]
     Expired,
-}
-
-/// A token as listed (never its secret).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct TokenRecord {
-    /// Public id.
-    pub id: String,
-    /// Who presents it.
-    pub principal: Principal,
-    /// Operator's note.
-    pub description: Option<String>,
-    /// Issued.
-    #[serde(serialize_with = "ser_time")]
-    pub created: SystemTime,
-    /// Expiry.
-    #[serde(serialize_with = "ser_time_opt")]
-    pub expires: Option<SystemTime>,
-    /// Revocation time.
-    #[serde(serialize_with = "ser_time_opt")]
-    pub revoked: Option<SystemTime>,
-}
-
-fn ser_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&crate::time::format_rfc3339(*t))
-}
-
-#[allow(clippy::ref_option, reason = "serde's serialize_with signature")]
-fn ser_time_opt<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
-    match t {
-        Some(t) => ser_time(t, s),
-        None => s.serialize_none(),
-    }
 }
 
 /// A `sessions` row with the revocation of the credential behind it.

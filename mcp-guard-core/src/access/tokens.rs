@@ -6,11 +6,48 @@
 //! The fixed prefix lets secret scanners (and the gateway's own redactor) spot a
 //! leaked token.
 
+use std::time::SystemTime;
+
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 
+use crate::call::Principal;
+
 /// The prefix of every gateway token.
 pub const PREFIX: &str = "mcpg_";
+
+/// A token as listed (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct TokenRecord {
+    /// Public id.
+    pub id: String,
+    /// Who presents it.
+    pub principal: Principal,
+    /// Operator's note.
+    pub description: Option<String>,
+    /// Issued.
+    #[serde(serialize_with = "ser_time")]
+    pub created: SystemTime,
+    /// Expiry.
+    #[serde(serialize_with = "ser_time_opt")]
+    pub expires: Option<SystemTime>,
+    /// Revocation time.
+    #[serde(serialize_with = "ser_time_opt")]
+    pub revoked: Option<SystemTime>,
+}
+
+fn ser_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::time::format_rfc3339(*t))
+}
+
+#[allow(clippy::ref_option, reason = "serde's serialize_with signature")]
+fn ser_time_opt<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => ser_time(t, s),
+        None => s.serialize_none(),
+    }
+}
 
 /// A freshly minted token: give `token` to the client, store `id` and `digest`.
 #[derive(Debug)]

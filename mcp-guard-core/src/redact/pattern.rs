@@ -144,25 +144,15 @@ impl fmt::Debug for SessionKey {
 }
 
 impl SessionKey {
-    /// A key from the operating system's random source.
+    /// A key from the operating system's random source ([`crate::random::fill`]).
     ///
-    /// If that source fails, falls back to a key derived from the process's hashing
-    /// seeds and the clock: still different per session, not suitable as a secret.
-    pub fn random() -> Self {
+    /// # Errors
+    /// The random source failed. There is no fallback to a weaker key: a guessable key
+    /// would let anyone who sees a pseudonym test candidate values against it.
+    pub fn random() -> Result<Self, getrandom::Error> {
         let mut key = [0u8; 32];
-        if getrandom::getrandom(&mut key).is_err() {
-            use std::hash::{BuildHasher, Hasher};
-            for chunk in key.chunks_mut(8) {
-                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-                h.write_u128(
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_nanos()),
-                );
-                chunk.copy_from_slice(&h.finish().to_le_bytes());
-            }
-        }
-        Self(key)
+        crate::random::fill(&mut key)?;
+        Ok(Self(key))
     }
 
     /// A key from fixed bytes (tests, or a key derived from the gateway session id).
@@ -278,7 +268,9 @@ impl PatternRedactorBuilder {
         self
     }
 
-    /// The pseudonym key. Without one, a random key is drawn at [`build`](Self::build).
+    /// The pseudonym key. Without one, a random key is drawn at [`build`](Self::build);
+    /// if the random source fails there, the redactor has no key and writes placeholders
+    /// where it would write pseudonyms (it never uses a weaker key).
     pub fn session_key(mut self, key: SessionKey) -> Self {
         self.key = Some(key);
         self
@@ -294,7 +286,16 @@ impl PatternRedactorBuilder {
             )),
             styles: self.styles,
             known: self.known.unwrap_or_default(),
-            key: self.key.unwrap_or_else(SessionKey::random),
+            key: self.key.or_else(|| match SessionKey::random() {
+                Ok(key) => Some(key),
+                Err(e) => {
+                    tracing::error!(
+                        error = %e,
+                        "the random source failed: no pseudonym key, pseudonyms are written as placeholders"
+                    );
+                    None
+                }
+            }),
         }
     }
 }
@@ -309,7 +310,8 @@ pub struct PatternRedactor {
     scanner: Arc<Scanner>,
     styles: [Style; 6],
     pub(crate) known: Arc<KnownSecrets>,
-    key: SessionKey,
+    /// `None` only if the random source failed at build: pseudonyms become placeholders.
+    key: Option<SessionKey>,
 }
 
 impl fmt::Debug for PatternRedactor {
@@ -343,7 +345,10 @@ impl PatternRedactor {
     /// session, so pseudonyms are stable within a session and unrelated across sessions.
     #[must_use]
     pub fn with_session_key(&self, key: SessionKey) -> Self {
-        Self { key, ..self.clone() }
+        Self {
+            key: Some(key),
+            ..self.clone()
+        }
     }
 
     /// The registry of known secrets this redactor scrubs.
@@ -847,7 +852,7 @@ impl PatternRedactor {
         let style = kind.pii_index().map_or(Style::Placeholder, |i| self.styles[i]);
         match style {
             Style::Pseudonym => {
-                if let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.key.0) {
+                if let Some(Ok(mut mac)) = self.key.as_ref().map(|k| Hmac::<Sha256>::new_from_slice(&k.0)) {
                     mac.update(kind.label().as_bytes());
                     mac.update(&[0]);
                     mac.update(&normalize(kind, matched));

@@ -238,6 +238,21 @@ fn colliding_keys_are_kept() {
 }
 
 #[test]
+fn a_failed_random_source_gives_placeholders_not_pseudonyms_under_a_weak_key() {
+    let failing = crate::random::fail_on_this_thread();
+    assert!(SessionKey::random().is_err());
+    let r = PatternRedactor::builder().style(Style::Pseudonym).build();
+    drop(failing);
+    // Without a key nothing is tagged: a tag under a guessable key could be reversed by
+    // hashing candidate values.
+    assert_eq!(r.redact_str("mail jane@acme.co"), "mail [REDACTED_EMAIL]");
+    assert_eq!(r.redact_str("call (415) 555-0132"), "call [REDACTED_PHONE]");
+    // A key given later (one per session) brings pseudonyms back.
+    let keyed = r.with_session_key(SessionKey::from_bytes([1; 32]));
+    assert!(keyed.redact_str("jane@acme.co").starts_with("[EMAIL:"));
+}
+
+#[test]
 fn pseudonyms_are_stable_per_session() {
     let base = PatternRedactor::builder().style(Style::Pseudonym).build();
     let s1 = base.with_session_key(SessionKey::from_bytes([1; 32]));

@@ -1,18 +1,29 @@
 use async_trait::async_trait;
-use mcp_guard_core::access::{AccessStore, TokenRefused, tokens};
+use std::sync::Arc;
+
+use mcp_guard_core::access::{AccessStore, tokens};
+use mcp_guard_core::cluster::{Refused, SharedTokens};
 
 use super::{AuthError, Authenticate, Authenticated, bearer};
 
-/// Gateway-issued API tokens (`mcpg_…`) checked against an [`AccessStore`]: each has
-/// an access duration and can be revoked while the gateway runs.
+/// Gateway-issued API tokens (`mcpg_…`) checked against an [`AccessStore`] (or, in
+/// cluster mode, any [`SharedTokens`]): each has an access duration and can be revoked
+/// while the gateway runs.
 #[derive(Debug, Clone)]
 pub struct ApiTokens {
-    store: AccessStore,
+    store: Arc<dyn SharedTokens>,
 }
 
 impl ApiTokens {
     /// Tokens of `store`.
     pub fn new(store: AccessStore) -> Self {
+        Self {
+            store: Arc::new(store),
+        }
+    }
+
+    /// Tokens of a shared store (cluster mode).
+    pub fn shared(store: Arc<dyn SharedTokens>) -> Self {
         Self { store }
     }
 }
@@ -24,15 +35,15 @@ impl Authenticate for ApiTokens {
         if !token.starts_with(tokens::PREFIX) {
             return Err(AuthError::Unrecognised);
         }
-        // An indexed lookup in a local file: microseconds, fine on the async thread.
         match self
             .store
-            .verify_token(token)
+            .verify(token)
+            .await
             .map_err(|e| AuthError::Unavailable(Box::new(e)))?
         {
             Ok((principal, credential)) => Ok(Authenticated::new(principal, credential)),
-            Err(TokenRefused::Revoked) => Err(AuthError::Revoked),
-            Err(TokenRefused::Expired) => Err(AuthError::Expired),
+            Err(Refused::Revoked) => Err(AuthError::Revoked),
+            Err(Refused::Expired) => Err(AuthError::Expired),
             Err(_) => Err(AuthError::Invalid("unknown gateway token".into())),
         }
     }

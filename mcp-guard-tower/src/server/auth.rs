@@ -59,22 +59,30 @@ pub(crate) fn static_tokens(config: &GatewayConfig, known: &KnownSecrets) -> any
 
 /// Client authentication from `[auth]`: configured tokens (`tokens`, which a reload
 /// replaces), gateway-issued tokens from the access store, and JWTs when `[auth.jwt]`
-/// is set, tried in that order.
+/// is set, tried in that order. In cluster mode gateway tokens come from the shared
+/// database, and every request is refused while the replica's state is not fresh.
 pub(crate) async fn authenticator(
     config: &GatewayConfig,
     base: &Path,
     store: &AccessStore,
+    cluster: Option<&mcp_guard_core::cluster::postgres::PgCluster>,
     tokens: &ConfiguredTokens,
     resource_base: &str,
 ) -> anyhow::Result<Arc<dyn Authenticate>> {
     let auth = &config.auth;
     if let Some(p) = &auth.dangerously_allow_anonymous {
         tracing::warn!(principal = %p.id, "auth.dangerously_allow_anonymous is set: HTTP clients are NOT authenticated");
-        return Ok(Arc::new(Anonymous(super::upstreams::principal(p))));
+        return Ok(super::cluster::gate(
+            cluster,
+            Arc::new(Anonymous(super::upstreams::principal(p))),
+        ));
     }
     let mut chain = AnyOf::new();
     chain = chain.or(Arc::new(tokens.clone()));
-    chain = chain.or(Arc::new(ApiTokens::new(store.clone())));
+    chain = chain.or(Arc::new(match super::cluster::tokens(cluster) {
+        Some(shared) => ApiTokens::shared(shared),
+        None => ApiTokens::new(store.clone()),
+    }));
     if auth.server.is_some() {
         chain = chain.or(Arc::new(crate::auth::GrantTokens::new(store.clone())));
     }
@@ -104,7 +112,7 @@ pub(crate) async fn authenticator(
         let jwt = JwtBearer::new(s, source).await.context("auth.jwt")?;
         chain = chain.or(Arc::new(jwt));
     }
-    Ok(Arc::new(chain))
+    Ok(super::cluster::gate(cluster, Arc::new(chain)))
 }
 
 /// A secret configured as `${NAME}` placeholders, read from the environment (errors

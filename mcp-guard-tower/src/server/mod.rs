@@ -49,6 +49,7 @@
 mod audit;
 mod auth;
 mod authorization;
+mod cluster;
 mod config_file;
 mod console;
 mod credentials;

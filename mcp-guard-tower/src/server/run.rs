@@ -256,7 +256,9 @@ impl ServerBuilder {
         if cfg.auth.dangerously_allow_anonymous.is_none() {
             tokens.set(auth::static_tokens(cfg, &self.known)?);
         }
-        let authenticate = auth::authenticator(cfg, &self.base, &store, &tokens, &resource_base).await?;
+        let engine = super::cluster::connect(cfg, &self.known).await?;
+        let authenticate =
+            auth::authenticator(cfg, &self.base, &store, engine.as_ref(), &tokens, &resource_base).await?;
         let sessions = Sessions::with_store(store.clone())?.with_audit(sink.clone());
         let pins = pinning::pinning(cfg, &self.base)?;
         let (pin_gate, lock_path) = (pins.gate.clone(), pins.path.clone());
@@ -274,6 +276,7 @@ impl ServerBuilder {
             },
             &close_sessions,
         );
+        super::cluster::follow(engine.as_ref(), &sessions, &close_sessions);
         let upstream = auth::upstream_auth(cfg, &stores)?;
         let site = authorization::Site {
             cfg,
@@ -302,10 +305,11 @@ impl ServerBuilder {
         if cfg.gateway.metrics {
             edge = edge.metrics(built.metrics.clone());
         }
+        edge = super::cluster::report(edge, engine);
         let mut router = edge.router();
+        let mount = |r: axum::Router| pre_auth.wrap_mounted(r, &self.path_prefix);
         if let Some(a) = &authorization {
-            router = pre_auth.wrap_mounted(a.router(), &self.path_prefix).merge(router);
-            router = router.merge(pre_auth.wrap_mounted(approval_page(&built, a), &self.path_prefix));
+            router = mount(sign_in_routes(&built, a)).merge(router);
         }
         if let Some(mut upstream) = upstream {
             if let Some(a) = authorization.clone() {
@@ -313,9 +317,7 @@ impl ServerBuilder {
                 // signed in as the principal it was made for.
                 upstream = upstream.require_browser_sign_in(move |headers| a.signed_in(headers));
             }
-            router = router.merge(
-                pre_auth.wrap_mounted(upstream.authenticate(authenticate).router(), &self.path_prefix),
-            );
+            router = router.merge(mount(upstream.authenticate(authenticate).router()));
         }
         let tokens = cfg.auth.dangerously_allow_anonymous.is_none().then_some(tokens);
         let reloader = self.reloader(&sink, &built, tokens, None);
@@ -329,7 +331,7 @@ impl ServerBuilder {
                 &sink,
                 (pin_gate, lock_path),
             );
-            router = router.merge(pre_auth.wrap_mounted(console.router(), &self.path_prefix));
+            router = router.merge(mount(console.router()));
         }
         Ok(GatewayServer {
             reloader,
@@ -484,6 +486,12 @@ impl ServerBuilder {
             &self.audit_redactor(),
         )?)
     }
+}
+
+/// The built-in authorization server's routes and the approval page's, which signs in
+/// with it.
+fn sign_in_routes(built: &Built, a: &crate::authorize::AuthorizationServer) -> axum::Router {
+    a.router().merge(approval_page(built, a))
 }
 
 /// The approval page's routes: approvals a client cannot be asked for are decided

@@ -263,5 +263,7 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+// The tests read both trail formats; the workspace builds core with `sqlite`.
 #[cfg(test)]
+#[cfg(feature = "sqlite")]
 mod tests;
