@@ -3,7 +3,8 @@
 // administrator signs in with a one-time link, reads a failed server's reason, tests
 // its connection, switches a tool off (an MCP client connected through the official
 // TypeScript SDK is told list_changed and its next tools/list lacks the tool), reads
-// the diff of a quarantined tool and approves it, revokes the client's session (its
+// the diff of a quarantined tool and approves it, approves a call that a flow rule
+// holds for a person (the SDK client cannot be asked, so it waits), revokes the client's session (its
 // next call is refused within 1 s) and finds the revocation in the audit trail. An
 // auditor sees every page and every change it tries is refused with 403 and audited;
 // a user without a console role gets 403.
@@ -106,17 +107,39 @@ transport = "stdio"
 description = "The ledger (its command is missing)"
 command = "/nonexistent/ledger-mcp-server"
 
+[servers.mailer]
+transport = "stdio"
+description = "Outgoing mail"
+command = ${JSON.stringify(gatewayBin)}
+args = ["fixture", "--name", "mailer", "--extra-tool", "send_mail"]
+
+[[labels]]
+servers = ["mailer"]
+tools = ["send_mail"]
+labels = ["egress"]
+
+[[flow_rules]]
+name = "mail-needs-approval"
+calls = ["egress"]
+approval = "required"
+
+[approval]
+approver_roles = ["admin"]
+
 [endpoints.main]
 description = "Engineering tools"
 [endpoints.main.servers.alpha]
 tools = ["*"]
 [endpoints.main.servers.ledger]
 tools = ["*"]
+[endpoints.main.servers.mailer]
+tools = ["*"]
 `,
 );
 const cli = (...args) => execFileSync(gatewayBin, [...args, "--config", config], { encoding: "utf8" }).trim();
 // Alpha's tools as they are now are approved; a later change waits for approval.
 cli("tools", "approve", "--server", "alpha");
+cli("tools", "approve", "--server", "mailer");
 const token = cli("tokens", "issue", "--principal", "alice", "--role", "eng", "--duration", "1d");
 
 const child = spawn(gatewayBin, ["serve", "--config", config, "--listen", `127.0.0.1:${port}`], {
@@ -246,6 +269,34 @@ try {
   check("the approved tool answers", JSON.stringify(echo.content).includes("approved"));
   await snap("approvals-done");
 
+  // A call a flow rule holds for a person's approval: the SDK client cannot be asked,
+  // so the call waits; root (an approver) decides it on the Approvals page.
+  const mail = { name: "mailer__send_mail", arguments: { text: "invoice <b>42</b>" } };
+  let pending;
+  try {
+    await client.callTool(mail);
+  } catch (e) {
+    pending = e;
+  }
+  check("a call that needs approval is held", pending?.code === -32030 && pending?.data?.reason === "pending", String(pending));
+  const approvalId = String(pending?.data?.approvalUrl).split("/").pop();
+  await page.goto(`${gateway}/console/approvals`);
+  const waiting = await page.locator(`#call-${approvalId}`).innerText();
+  check(
+    "the Approvals page lists the waiting call: tool, who, arguments, why",
+    ["mailer__send_mail", "alice", "invoice <b>42</b>", "send data out", "mail-needs-approval"].every((t) => waiting.includes(t)),
+    waiting,
+  );
+  await snap("approvals-call");
+  await page.locator(`#approve-call-${approvalId}`).click();
+  await page.waitForURL(/\/console\/approvals$/);
+  check("the decision is confirmed", /^Approved/.test(await page.locator("#notice").innerText()));
+  check("and the call no longer waits for a decision", (await page.locator(`#approve-call-${approvalId}`).count()) === 0);
+  const sent = await client.callTool(mail);
+  check("the approved call goes through", !sent.isError && JSON.stringify(sent.content).includes("invoice"), JSON.stringify(sent.content));
+  await page.reload();
+  check("nothing waits any more", (await page.locator("#no-calls").count()) === 1);
+
   // Revoke the client's session: its next call is refused within 1 s.
   await page.goto(`${gateway}/console/sessions`);
   const row = page.locator("tr", { hasText: "alice" }).first();
@@ -283,7 +334,7 @@ try {
   await page.locator("#search").click();
   await page.waitForURL(/\/console\/audit\?/);
   const actions = await page.locator("tr.record td.type").allInnerTexts();
-  check("and who did it, with every other change", ["toggle_tool", "approve_tool", "revoke_session", "test_connection"].every((a) => actions.some((t) => t.includes(a))), actions.join(", "));
+  check("and who did it, with every other change", ["toggle_tool", "approve_tool", "decide_call", "revoke_session", "test_connection"].every((a) => actions.some((t) => t.includes(a))), actions.join(", "));
   await page.locator("#verify").click();
   check("the chain is checked and intact", /^Intact/.test(await page.locator("#chain-status").innerText()));
   await snap("audit");

@@ -4,8 +4,10 @@
 // one-time link, consents with a 1-day duration, completes a personal OAuth
 // credential against a second, OAuth-protected MCP server (another mcp-guard with its
 // own authorization server) and pastes a personal bearer token. The SDK client then
-// lists and calls the endpoint's tools. Then `sessions revoke` ends the grant, and a
-// page that frames the sign-in page shows nothing.
+// lists and calls the endpoint's tools. A call that a flow rule sends for a person's
+// approval (the client cannot elicit) returns a link; alice approves it on the
+// gateway's approval page and the call goes through. Then `sessions revoke` ends the
+// grant, and a page that frames the sign-in page shows nothing.
 //
 // Usage: node e2e.mjs <mcp-guard binary> <artefact dir>
 // Exit status 0 when every check passed. Screenshots of each page land in the
@@ -110,8 +112,12 @@ const gatewayConfig = await startGateway(
     fixtureTable("desk", `description = "Service desk (personal API token)"\npersonal = ["DESK_TOKEN"]\nenv = { DESK_TOKEN = "\${DESK_TOKEN}" }\n`) +
     `[servers.notes]\ntransport = "http"\nurl = "${provider}/mcp/notes"\ndescription = "Notes (personal OAuth)"\n` +
     `[servers.notes.oauth]\nmode = "personal"\n\n` +
+    `[servers.mailer]\ntransport = "stdio"\ncommand = ${JSON.stringify(gatewayBin)}\nargs = ["fixture", "--name", "mailer", "--extra-tool", "send_mail"]\n\n` +
+    `[[labels]]\nservers = ["mailer"]\ntools = ["send_mail"]\nlabels = ["egress"]\n\n` +
+    `[[flow_rules]]\nname = "mail-needs-approval"\ncalls = ["egress"]\napproval = "required"\n\n` +
     `[endpoints.main]\ndescription = "Engineering tools"\n` +
-    `[endpoints.main.servers.alpha]\ntools = ["*"]\n[endpoints.main.servers.desk]\ntools = ["*"]\n[endpoints.main.servers.notes]\ntools = ["*"]\n`,
+    `[endpoints.main.servers.alpha]\ntools = ["*"]\n[endpoints.main.servers.desk]\ntools = ["*"]\n[endpoints.main.servers.notes]\ntools = ["*"]\n` +
+    `[endpoints.main.servers.mailer]\ntools = ["*"]\n`,
   gatewayPort,
 );
 
@@ -264,6 +270,29 @@ try {
     !remote.isError && JSON.stringify(remote.content).includes("through alice's own OAuth token"), JSON.stringify(remote.content));
   const desk = await client.callTool({ name: "desk__getenv", arguments: { name: "DESK_TOKEN" } });
   check("alice's personal token reached her desk process (scrubbed on the way back)", JSON.stringify(desk.content).includes("[REDACTED_SECRET]"), JSON.stringify(desk.content));
+
+  // Approval on the gateway's page: the SDK client declares no elicitation, so the call
+  // answers with a link; alice (signed in already) approves; the same call goes through.
+  let pending;
+  try {
+    await client.callTool({ name: "mailer__send_mail", arguments: { text: "weekly report" } });
+  } catch (e) {
+    pending = e;
+  }
+  const approvalUrl = pending?.data?.approvalUrl;
+  check("a call that needs approval answers with a link to the approval page",
+    pending?.code === -32030 && pending?.data?.reason === "pending" && String(approvalUrl).startsWith(`${gateway}/approvals/`),
+    String(pending));
+  await page.goto(approvalUrl);
+  const shown = await page.locator("main").innerText();
+  check("the approval page shows the tool, its arguments and why", shown.includes("mailer__send_mail") && shown.includes("weekly report") && shown.includes("send data out"), shown.slice(0, 200));
+  await snap("approval");
+  await page.getByRole("button", { name: "Approve this call" }).click();
+  await page.waitForLoadState();
+  check("the decision is recorded", (await page.locator("main").innerText()).includes("Approved"));
+  await snap("approval-recorded");
+  const sent = await client.callTool({ name: "mailer__send_mail", arguments: { text: "weekly report" } });
+  check("the approved call goes through", !sent.isError && JSON.stringify(sent.content).includes("weekly report"), JSON.stringify(sent.content));
 
   // Revocation: `sessions revoke` from another process; the next call gets 401 within 1 s.
   const sessions = cli(gatewayConfig, "sessions", "list", "--json").split("\n").filter(Boolean).map((l) => JSON.parse(l));

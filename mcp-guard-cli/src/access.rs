@@ -83,9 +83,19 @@ pub(crate) enum SessionsCommand {
         /// The session id (`s_…`).
         id: String,
     },
+    /// Clears a session's flow taint (what its earlier calls did, for flow rules): the
+    /// calls flow rules refused become possible again. A running gateway applies it
+    /// within a second; calls made after the clear taint the session anew.
+    ClearTaint {
+        /// The configuration file.
+        #[arg(long, short, env = "MCP_GUARD_CONFIG")]
+        config: PathBuf,
+        /// The session id (`s_…`).
+        id: String,
+    },
 }
 
-fn open(config_path: &Path) -> anyhow::Result<AccessStore> {
+pub(crate) fn open(config_path: &Path) -> anyhow::Result<AccessStore> {
     let loaded = mcp_guard_tower::server::load_config(config_path)?;
     let path = mcp_guard_tower::server::access_store_path(&loaded.config, loaded.base_dir());
     AccessStore::open(&path).with_context(|| format!("opening the access store {}", path.display()))
@@ -252,8 +262,13 @@ pub(crate) fn sessions(command: SessionsCommand) -> anyhow::Result<()> {
                     Some(t) => format!(" {}={}", s.state, mcp_guard_core::time::format_rfc3339(t)),
                     None => String::new(),
                 };
+                let taint = if s.taint.is_empty() {
+                    String::new()
+                } else {
+                    format!(" taint={}", s.taint)
+                };
                 outln!(
-                    "{}  {:<8} {} {:<16} endpoint={:<12} via={} last_seen={} expires={}{ended}",
+                    "{}  {:<8} {} {:<16} endpoint={:<12} via={} last_seen={} expires={}{ended}{taint}",
                     s.id,
                     s.state,
                     s.kind,
@@ -270,6 +285,25 @@ pub(crate) fn sessions(command: SessionsCommand) -> anyhow::Result<()> {
                     hidden.len(),
                     if hidden.len() == 1 { "" } else { "s" }
                 );
+            }
+            Ok(())
+        }
+        SessionsCommand::ClearTaint { config, id } => {
+            let store = open(&config)?;
+            let marks = store.session_taint(&id)?;
+            if !store.clear_taint(&id, std::time::SystemTime::now())? {
+                bail!("no session {id:?} (see `mcp-guard sessions list --all`)");
+            }
+            if marks.is_empty() {
+                outln!("session {id} carried no flow taint; nothing to clear");
+            } else {
+                let labels: mcp_guard_core::flow::Labels = marks.iter().map(|m| m.label).collect();
+                outln!(
+                    "cleared the flow taint of session {id} ({labels}); a running gateway applies it within a second"
+                );
+                for m in &marks {
+                    outln!("  was: {m}");
+                }
             }
             Ok(())
         }

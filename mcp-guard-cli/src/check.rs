@@ -26,17 +26,24 @@ pub(crate) fn check(config: &std::path::Path) -> anyhow::Result<()> {
 /// (sending no record); fails if any cannot be reached.
 pub(crate) async fn check_connect(config: &std::path::Path) -> anyhow::Result<()> {
     let loaded = load_config(config)?;
+    let labels = loaded.config.labels.clone();
     let builder = ServerBuilder::from_loaded(loaded).known_secrets(known_secrets());
     let upstreams = builder.upstreams()?;
     let mut failed = 0;
+    let mut served = Vec::new();
     for (upstream, enabled) in upstreams {
         if !enabled {
             outln!("server {}: disabled", upstream.id());
+            served.push((upstream.id().to_owned(), None));
             continue;
         }
         match upstream.catalog().await {
             Ok(cat) => {
                 let names: Vec<&str> = cat.tools.iter().map(|t| t.name.as_ref()).collect();
+                served.push((
+                    upstream.id().to_owned(),
+                    Some(names.iter().map(|n| (*n).to_owned()).collect()),
+                ));
                 let version = cat
                     .server_info
                     .as_ref()
@@ -51,6 +58,7 @@ pub(crate) async fn check_connect(config: &std::path::Path) -> anyhow::Result<()
             }
             Err(e) => {
                 failed += 1;
+                served.push((upstream.id().to_owned(), None));
                 outln!(
                     "server {}: FAILED: {}",
                     upstream.id(),
@@ -59,6 +67,15 @@ pub(crate) async fn check_connect(config: &std::path::Path) -> anyhow::Result<()
             }
         }
         upstream.shutdown().await;
+    }
+    // Every `[[labels]]` tool glob must match a tool of the servers it names.
+    match mcp_guard_core::config::check_label_tools(&labels, &served) {
+        Ok(warnings) => {
+            for w in warnings {
+                outln!("warning: {w}");
+            }
+        }
+        Err(e) => bail!("{}: invalid configuration:\n{e}", config.display()),
     }
     let mut receivers_failed = 0;
     for r in builder.check_receivers().await {

@@ -298,6 +298,9 @@ pub struct CallContext {
     pub client: Option<ClientInfo>,
     /// W3C trace id, when the request carried one.
     pub trace_id: Option<String>,
+    /// What the session's calls have done so far, for flow rules: the gateway
+    /// session's taint (the stdio front door's one session included).
+    pub taint: Option<Arc<crate::flow::Taint>>,
 }
 
 impl CallContext {
@@ -312,6 +315,7 @@ impl CallContext {
             request_id: None,
             client: None,
             trace_id: None,
+            taint: None,
         }
     }
 }

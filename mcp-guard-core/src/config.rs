@@ -20,6 +20,7 @@ mod cluster;
 mod console;
 mod credentials;
 mod endpoint;
+mod flow;
 mod forward;
 mod gateway;
 mod grant;
@@ -35,6 +36,7 @@ pub use cluster::*;
 pub use console::*;
 pub use credentials::*;
 pub use endpoint::*;
+pub use flow::*;
 pub use forward::*;
 pub use gateway::*;
 pub use grant::*;
@@ -78,6 +80,12 @@ pub struct GatewayConfig {
     pub console: ConsoleSection,
     /// OpenTelemetry traces (off by default).
     pub telemetry: TelemetrySection,
+    /// Flow labels of tools (`[[labels]]`), for flow rules.
+    pub labels: Vec<LabelConfig>,
+    /// Flow rules (`[[flow_rules]]`): what a session may do after what it has done.
+    pub flow_rules: Vec<FlowRuleConfig>,
+    /// How a person's approval is asked for (`[approval]`).
+    pub approval: ApprovalSection,
     /// Cluster mode: shared state on PostgreSQL (off by default).
     pub cluster: Option<ClusterSection>,
 }
@@ -187,6 +195,7 @@ impl GatewayConfig {
             });
         }
         self.audit.validate(&mut errors, &mut warnings);
+        self.validate_flow(&mut errors, &mut warnings);
         self.telemetry.validate(&mut errors, &mut warnings);
         self.rate_limits.validate(&mut errors);
         self.unauthenticated_limits.validate(&mut errors);

@@ -38,6 +38,7 @@ pub mod cluster;
 pub mod config;
 pub mod credential;
 pub mod fetch;
+pub mod flow;
 pub mod hex;
 pub mod pin;
 pub mod policy;
@@ -66,7 +67,7 @@ pub use credential::{
     EnvCredentialStore, MemoryCredentialStore,
 };
 #[doc(inline)]
-pub use policy::{Decision, Denial, DenyAll, Grant, GrantPolicy, Policy, PolicyError};
+pub use policy::{ApprovalNeeded, Decision, Denial, DenyAll, Grant, GrantPolicy, Policy, PolicyError};
 #[doc(inline)]
 pub use redact::{KnownSecrets, PatternRedactor, Redacted, Redactor};
 #[doc(inline)]

@@ -77,7 +77,65 @@ pub enum GuardError {
     /// of the shutdown grace period.
     #[error("gateway shutting down")]
     ShuttingDown,
+    /// The call needs a person's approval, which it did not get (or has not got yet).
+    /// Clients see JSON-RPC error [`APPROVAL_REFUSED`] with `data.reason` (and, for an
+    /// approval waiting on the web page, `data.approvalUrl`).
+    #[error("approval for {name:?} by {rule}: {why}")]
+    ApprovalRefused {
+        /// The name as requested.
+        name: String,
+        /// The grant or flow rule that asked for approval.
+        rule: std::sync::Arc<str>,
+        /// What happened.
+        why: ApprovalFailure,
+    },
 }
+
+/// Why a call that needs approval did not go ahead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApprovalFailure {
+    /// The person declined (or cancelled the question).
+    #[error("declined")]
+    Declined,
+    /// No answer within the approval timeout.
+    #[error("no answer within {}", human_duration(*.0))]
+    TimedOut(std::time::Duration),
+    /// Waiting for a decision on the approval page: open the link, decide, call again.
+    #[error("waiting for a decision at {url}")]
+    Pending {
+        /// The approval page.
+        url: String,
+        /// The approval's id.
+        id: String,
+    },
+    /// The client cannot be asked (no elicitation) and there is no approval page.
+    #[error("no way to ask a person")]
+    Unavailable,
+    /// The client was asked but did not put the question to a person (it failed or
+    /// refused the request).
+    #[error("the client did not ask a person")]
+    NotAsked,
+    /// Too many approvals wait already (`scope`: this session, or the gateway).
+    #[error("too many approvals waiting in this {scope} (limit {limit})")]
+    TooMany {
+        /// `session` or `gateway`.
+        scope: &'static str,
+        /// The limit.
+        limit: usize,
+    },
+    /// An answer that does not count: for another call or principal, already used,
+    /// or after its approval expired.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The JSON-RPC error code of a call refused for want of a person's approval.
+pub const APPROVAL_REFUSED: ErrorCode = ErrorCode(-32030);
+
+/// The JSON-RPC error code of a call a flow rule refused (the tool exists; what the
+/// session did before rules it out).
+pub const FLOW_REFUSED: ErrorCode = ErrorCode(-32031);
 
 impl From<UpstreamError> for GuardError {
     /// Kept as [`GuardError::Upstream`], timeouts included, so the client's error can
@@ -117,9 +175,22 @@ fn unknown(kind: TargetKind, name: &str) -> ErrorData {
 impl From<GuardError> for ErrorData {
     fn from(e: GuardError) -> Self {
         match e {
+            GuardError::Denied {
+                name,
+                denial: Denial { flow: Some(flow), .. },
+                ..
+            } => ErrorData::new(
+                FLOW_REFUSED,
+                format!(
+                    "{name} is not allowed in this session: {}. If the call is intended, an operator can review the session and clear its flow restrictions.",
+                    flow.explain()
+                ),
+                Some(serde_json::json!({ "reason": "flow" })),
+            ),
             GuardError::Unknown { kind, name } | GuardError::Denied { kind, name, .. } => {
                 unknown(kind, &name)
             }
+            GuardError::ApprovalRefused { name, why, .. } => approval_error(&name, why),
             GuardError::Quarantined {
                 name,
                 during_call: false,
@@ -166,6 +237,58 @@ impl From<GuardError> for ErrorData {
             ),
         }
     }
+}
+
+fn approval_error(name: &str, why: ApprovalFailure) -> ErrorData {
+    let (reason, message, url) = match why {
+        ApprovalFailure::Declined => (
+            "declined",
+            format!("{name} was not run: the person asked to approve it declined"),
+            None,
+        ),
+        ApprovalFailure::TimedOut(d) => (
+            "timed-out",
+            format!(
+                "{name} was not run: it needs a person's approval and none came within {}",
+                human_duration(d)
+            ),
+            None,
+        ),
+        ApprovalFailure::Pending { url, id } => (
+            "pending",
+            format!(
+                "{name} needs a person's approval before it runs. Open {url} to approve or decline it, then call it again with the same arguments (approval {id})"
+            ),
+            Some(url),
+        ),
+        ApprovalFailure::NotAsked => (
+            "not-asked",
+            format!(
+                "{name} was not run: it needs a person's approval, and the client did not put the question to a person"
+            ),
+            None,
+        ),
+        ApprovalFailure::Unavailable => (
+            "unavailable",
+            format!(
+                "{name} needs a person's approval, and this client cannot be asked (it does not support elicitation) and the gateway has no approval page (it needs the built-in sign-in, [auth.server])"
+            ),
+            None,
+        ),
+        ApprovalFailure::TooMany { scope, limit } => (
+            "too-many-pending",
+            format!(
+                "{name} was not run: {limit} approvals are already waiting in this {scope}; answer them or let them expire first"
+            ),
+            None,
+        ),
+        ApprovalFailure::Invalid(m) => ("invalid-answer", format!("{name} was not run: {m}"), None),
+    };
+    let mut data = serde_json::json!({ "reason": reason });
+    if let Some(u) = url {
+        data["approvalUrl"] = u.into();
+    }
+    ErrorData::new(APPROVAL_REFUSED, message, Some(data))
 }
 
 /// `60s`, `1.5s`, `250ms`.

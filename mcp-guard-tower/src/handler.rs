@@ -70,6 +70,8 @@ struct Inner {
     principal: Option<Arc<Principal>>,
     /// The gateway session of every request (the stdio front door's one session).
     gateway_session: Option<SessionId>,
+    /// That session's flow taint.
+    taint: Option<Arc<mcp_guard_core::flow::Taint>>,
     page_size: usize,
 }
 
@@ -96,6 +98,7 @@ impl GuardHandler {
                 service,
                 principal: None,
                 gateway_session: None,
+                taint: None,
                 page_size: DEFAULT_PAGE_SIZE,
             }),
             session: SessionState::new(),
@@ -126,6 +129,15 @@ impl GuardHandler {
         self.map(|i| i.gateway_session = Some(id))
     }
 
+    /// Every request's calls add to, and are judged by, the flow taint of `session`
+    /// (the stdio front door: its one session). HTTP requests carry their gateway
+    /// session's taint without this.
+    #[must_use]
+    pub fn with_session_taint(self, session: &mcp_guard_core::access::Session) -> Self {
+        let taint = session.taint().clone();
+        self.map(|i| i.taint = Some(taint))
+    }
+
     /// Items per list page.
     #[must_use]
     pub fn page_size(self, n: usize) -> Self {
@@ -139,6 +151,7 @@ impl GuardHandler {
             service: arc.service.clone(),
             principal: arc.principal.clone(),
             gateway_session: arc.gateway_session.clone(),
+            taint: arc.taint.clone(),
             page_size: arc.page_size,
         });
         f(&mut inner);
@@ -186,6 +199,11 @@ impl GuardHandler {
                 .get::<Arc<mcp_guard_core::access::Session>>()
                 .cloned()
         });
+        context.taint = context
+            .gateway_session
+            .as_ref()
+            .map(|s| s.taint().clone())
+            .or_else(|| self.inner.taint.clone());
         context.protocol_version = ctx.protocol_version().map(|v| v.as_str().to_owned());
         context.request_id = Some(ctx.id.to_string());
         context.client = ctx.client_info().map(|c| ClientInfo::new(c.name, c.version));

@@ -130,6 +130,7 @@
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod approval;
 pub mod audit;
 pub mod auth;
 #[cfg(feature = "sqlite")]
@@ -168,7 +169,7 @@ pub use auth::{Authenticate, Authenticated, StaticTokens};
 #[doc(inline)]
 pub use drain::{Drain, DrainLayer};
 #[doc(inline)]
-pub use error::{GuardError, RATE_LIMITED};
+pub use error::{APPROVAL_REFUSED, ApprovalFailure, FLOW_REFUSED, GuardError, RATE_LIMITED};
 #[doc(inline)]
 pub use federation::{BuildError, EndpointSpec, Gateway, Reconfigured, Selection, Snapshot};
 #[doc(inline)]

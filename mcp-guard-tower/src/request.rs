@@ -56,6 +56,14 @@ pub struct RequestNotes {
     pub findings: std::sync::Mutex<Vec<String>>,
     /// The start record an [`AuditLayer`](crate::AuditLayer) prepared for this call.
     pub(crate) start: std::sync::OnceLock<Arc<crate::audit::StartRecord>>,
+    /// The id of this request's audit record (set by the [`AuditLayer`](crate::AuditLayer)),
+    /// which the flow taint a call sets points back to.
+    pub audit_id: std::sync::OnceLock<Arc<str>>,
+    /// Whether the hostile-text checks flagged the result as a suspected injection
+    /// (set by the [`Router`](crate::Router)); such a result counts as untrusted input.
+    pub suspected_injection: std::sync::atomic::AtomicBool,
+    /// What flow rules made of the call, for the audit record.
+    pub flow: std::sync::Mutex<Option<mcp_guard_core::audit::FlowRecord>>,
 }
 
 impl RequestNotes {
@@ -86,6 +94,15 @@ impl RequestNotes {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(finding);
+    }
+
+    /// Changes the call's flow record (created empty on first use).
+    pub fn flow(&self, f: impl FnOnce(&mut mcp_guard_core::audit::FlowRecord)) {
+        let mut slot = self
+            .flow
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(slot.get_or_insert_with(Default::default));
     }
 }
 

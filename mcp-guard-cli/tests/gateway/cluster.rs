@@ -12,6 +12,10 @@
     clippy::print_stderr,
     reason = "the tests report what they measured and what they skipped"
 )]
+#![allow(
+    clippy::too_many_lines,
+    reason = "each test is one scenario against one cluster, step by step"
+)]
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

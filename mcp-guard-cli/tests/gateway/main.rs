@@ -10,6 +10,7 @@
 //! in both protocol eras, against fixture upstreams running as real child processes.
 
 mod access;
+mod approval;
 mod audit;
 mod authorize;
 mod cluster;
@@ -18,6 +19,7 @@ mod console;
 mod credentials;
 mod era;
 mod federation;
+mod flow;
 mod forward;
 mod hygiene;
 mod isolation;

@@ -66,6 +66,7 @@ pub struct Session {
     persisted_seen: AtomicU64,
     closed: CancellationToken,
     revoked_at: Mutex<Option<SystemTime>>,
+    taint: Arc<crate::flow::Taint>,
 }
 
 impl Session {
@@ -111,6 +112,12 @@ impl Session {
         &self.closed
     }
 
+    /// What the session's calls have done so far, for flow rules (see
+    /// [`crate::flow`]). Ends with the session; journalled when the sessions are.
+    pub fn taint(&self) -> &Arc<crate::flow::Taint> {
+        &self.taint
+    }
+
     /// When it expires, if ever.
     pub fn expires(&self) -> Option<SystemTime> {
         *self.expires.lock().unwrap_or_else(PoisonError::into_inner)
@@ -147,6 +154,7 @@ impl Session {
             expires: self.expires(),
             state: self.state(SystemTime::now()),
             ended: None,
+            taint: self.taint.labels(),
         }
     }
 
@@ -191,6 +199,9 @@ pub struct SessionInfo {
     /// gateway process stopping).
     #[serde(serialize_with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
     pub ended: Option<SystemTime>,
+    /// The flow labels its calls have carried so far (see [`crate::flow`]).
+    #[serde(skip_serializing_if = "crate::flow::no_labels")]
+    pub taint: crate::flow::Labels,
 }
 
 fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -410,6 +421,7 @@ impl Sessions {
             persisted_seen: AtomicU64::new(secs(now)),
             closed: self.inner.shutdown.child_token(),
             revoked_at: Mutex::new(None),
+            taint: Arc::default(),
         });
         state.by_key.insert(key, session.clone());
         state.by_id.insert(session.id.0.clone(), session.clone());
@@ -422,6 +434,7 @@ impl Sessions {
             if let Err(e) = store.insert_session(&session.info(), self.inner.gateway.as_deref()) {
                 tracing::warn!(error = %crate::upstream::error_chain(&e), "could not journal a new session");
             }
+            Self::carry_taint(store, &session);
         }
         if let Some(old) = &replaced {
             tracing::warn!(session = %old.id, "session replaced: its credential now names another principal");
@@ -435,6 +448,69 @@ impl Sessions {
         );
         self.record(&session, crate::audit::EventKind::SessionCreated);
         Ok(session)
+    }
+
+    /// Journals the new session's taint, and carries over the taint of the session it
+    /// continues: the latest earlier session of the same credential, endpoint and
+    /// delegation chain that was neither revoked nor expired (it ended with its
+    /// gateway process, or it is another replica's).
+    #[cfg(feature = "sqlite")]
+    fn carry_taint(store: &super::AccessStore, session: &Arc<Session>) {
+        session
+            .taint
+            .journal_to(Arc::new(store.clone()), session.id.0.clone());
+        let inherited = match store.inherited_taint(
+            &session.id.0,
+            &session.credential,
+            &session.endpoint,
+            session.chain(),
+        ) {
+            Ok(marks) => marks,
+            Err(e) => {
+                // Fail closed would refuse every request of the credential; instead the
+                // gap is logged loudly. The session starts clean.
+                tracing::error!(error = %crate::upstream::error_chain(&e), session = %session.id, "could not read the taint of the session this one continues");
+                Vec::new()
+            }
+        };
+        for mark in inherited {
+            if session.taint.record(mark.clone())
+                && let Err(e) = session.taint.persist(&mark)
+            {
+                tracing::error!(error = %e, session = %session.id, "could not journal a carried-over taint");
+            }
+        }
+        if !session.taint.labels().is_empty() {
+            tracing::info!(session = %session.id, taint = %session.taint.labels(), "session carries the taint of the session it continues");
+        }
+    }
+
+    /// Clears the flow taint of a live session of this process now (an operator's
+    /// `sessions clear-taint` reaches a serving gateway through the store instead).
+    /// Returns the labels cleared, or `None` when no live session has that id.
+    pub fn clear_taint(&self, id: &str) -> Option<crate::flow::Labels> {
+        let s = self.get(id)?;
+        let cleared = s.taint.clear(None);
+        #[cfg(feature = "sqlite")]
+        if let Some(store) = &self.inner.store
+            && let Err(e) = store.clear_taint(id, SystemTime::now())
+        {
+            tracing::error!(error = %crate::upstream::error_chain(&e), "could not journal a cleared taint");
+        }
+        if !cleared.is_empty() {
+            self.record_cleared(&s, cleared);
+        }
+        Some(cleared)
+    }
+
+    fn record_cleared(&self, session: &Session, cleared: crate::flow::Labels) {
+        tracing::info!(session = %session.id, labels = %cleared, "flow taint cleared");
+        self.record(
+            session,
+            crate::audit::EventKind::TaintCleared {
+                labels: cleared.to_string(),
+            },
+        );
     }
 
     fn touch(&self, s: &Session, now: SystemTime) {
@@ -586,6 +662,33 @@ impl Sessions {
         }
         for (token, at) in revoked.credentials {
             self.revoke_credential(&token, at);
+        }
+        self.apply_taint_clears(store)?;
+        Ok(())
+    }
+
+    /// Clears what `sessions clear-taint` cleared in the store, in the live sessions
+    /// that carry taint (marks set after the clear stay).
+    #[cfg(feature = "sqlite")]
+    fn apply_taint_clears(&self, store: &super::AccessStore) -> Result<(), super::StoreError> {
+        let tainted: Vec<Arc<Session>> = self
+            .lock()
+            .by_id
+            .values()
+            .filter(|s| !s.taint.labels().is_empty())
+            .cloned()
+            .collect();
+        if tainted.is_empty() {
+            return Ok(());
+        }
+        let clears = store.taint_clears(tainted.iter().map(|s| &*s.id.0))?;
+        for s in &tainted {
+            if let Some(at) = clears.get(&*s.id.0) {
+                let cleared = s.taint.clear(Some(*at));
+                if !cleared.is_empty() {
+                    self.record_cleared(s, cleared);
+                }
+            }
         }
         Ok(())
     }

@@ -13,6 +13,7 @@ use super::sessions::SessionInfo;
 use super::tokens::TokenRecord;
 use super::{ClientCredential, SessionState, tokens};
 use crate::call::{Principal, PrincipalKind};
+use crate::flow::{TaintJournal, TaintMark};
 
 /// Why the access store failed.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +71,7 @@ struct SessionRow {
     gateway: Option<String>,
     ended: Option<i64>,
     credential_revoked: Option<i64>,
+    taint: Option<String>,
 }
 
 pub(super) struct RevokedSession {
@@ -109,6 +111,17 @@ CREATE TABLE IF NOT EXISTS sessions (
     ended_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS sessions_revoked ON sessions(revoked_ms) WHERE revoked_ms IS NOT NULL;
+CREATE TABLE IF NOT EXISTS session_taint (
+    session TEXT NOT NULL,
+    label TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    mark TEXT NOT NULL,
+    PRIMARY KEY (session, label)
+);
+CREATE TABLE IF NOT EXISTS taint_clears (
+    session TEXT PRIMARY KEY,
+    at_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS gateways (
     id TEXT PRIMARY KEY,
     boot_id TEXT,
@@ -528,7 +541,8 @@ impl AccessStore {
             c.prepare(
                 "SELECT s.id, s.principal, s.kind, s.credential, s.endpoint, s.created_ms, s.last_seen_ms, \
                  s.expires_ms, s.revoked_ms, s.on_behalf_of, s.gateway, s.ended_ms, \
-                 CASE WHEN s.credential LIKE 'token:%' THEN t.revoked_ms ELSE g.revoked_ms END \
+                 CASE WHEN s.credential LIKE 'token:%' THEN t.revoked_ms ELSE g.revoked_ms END, \
+                 (SELECT group_concat(label) FROM session_taint st WHERE st.session = s.id) \
                  FROM sessions s \
                  LEFT JOIN tokens t ON s.credential LIKE 'token:%' AND t.id = substr(s.credential, 7) \
                  LEFT JOIN oauth_grants g ON s.credential LIKE 'grant:%' AND g.id = substr(s.credential, 7) \
@@ -549,6 +563,7 @@ impl AccessStore {
                     gateway: r.get(10)?,
                     ended: r.get(11)?,
                     credential_revoked: r.get(12)?,
+                    taint: r.get(13)?,
                 })
             })?
             .collect()
@@ -595,9 +610,113 @@ impl AccessStore {
                     expires,
                     state,
                     ended,
+                    taint: r
+                        .taint
+                        .as_deref()
+                        .and_then(|t| t.parse().ok())
+                        .unwrap_or_default(),
                 }
             })
             .collect())
+    }
+
+    /// The flow taint a session carries, first mark per label.
+    ///
+    /// # Errors
+    /// When the store cannot be read or a mark does not parse.
+    pub fn session_taint(&self, id: &str) -> Result<Vec<TaintMark>, StoreError> {
+        let rows: Vec<String> = self.with(|c| {
+            c.prepare_cached("SELECT mark FROM session_taint WHERE session = ?1 ORDER BY at_ms, label")?
+                .query_map([id], |r| r.get(0))?
+                .collect()
+        })?;
+        rows.iter()
+            .map(|m| {
+                serde_json::from_str(m).map_err(|_| StoreError::Corrupt {
+                    path: self.path.to_path_buf(),
+                    id: id.to_owned(),
+                })
+            })
+            .collect()
+    }
+
+    /// The taint a new session `id` continues: that of the latest earlier session of
+    /// the same credential, endpoint and delegation chain, if that one was neither
+    /// revoked nor expired. Marks name the session they were set in.
+    pub(super) fn inherited_taint(
+        &self,
+        id: &str,
+        credential: &str,
+        endpoint: &str,
+        chain: (&str, Option<&str>),
+    ) -> Result<Vec<TaintMark>, StoreError> {
+        let now = ms(SystemTime::now());
+        let previous: Option<(String, Option<i64>, Option<i64>)> = self.with(|c| {
+            c.prepare_cached(
+                "SELECT id, revoked_ms, expires_ms FROM sessions WHERE credential = ?1 AND endpoint = ?2 \
+                 AND principal = ?3 AND on_behalf_of IS ?4 AND id != ?5 \
+                 ORDER BY created_ms DESC, rowid DESC LIMIT 1",
+            )?
+            .query_row(params![credential, endpoint, chain.0, chain.1, id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()
+        })?;
+        let Some((previous, revoked, expires)) = previous else {
+            return Ok(Vec::new());
+        };
+        if revoked.is_some() || expires.is_some_and(|e| e <= now) {
+            return Ok(Vec::new());
+        }
+        let mut marks = self.session_taint(&previous)?;
+        for m in &mut marks {
+            m.session.get_or_insert_with(|| previous.clone());
+        }
+        Ok(marks)
+    }
+
+    /// Clears a session's flow taint as of `at` (a serving gateway applies it within a
+    /// second; marks set later stay). Returns whether the store knows the session.
+    ///
+    /// # Errors
+    /// When the store cannot be written.
+    pub fn clear_taint(&self, id: &str, at: SystemTime) -> Result<bool, StoreError> {
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            let known: bool = tx
+                .prepare_cached("SELECT 1 FROM sessions WHERE id = ?1")?
+                .exists([id])?;
+            if known {
+                tx.execute(
+                    "DELETE FROM session_taint WHERE session = ?1 AND at_ms <= ?2",
+                    params![id, ms(at)],
+                )?;
+                tx.execute(
+                    "INSERT INTO taint_clears (session, at_ms) VALUES (?1, ?2) \
+                     ON CONFLICT(session) DO UPDATE SET at_ms = max(at_ms, excluded.at_ms)",
+                    params![id, ms(at)],
+                )?;
+            }
+            tx.commit()?;
+            Ok(known)
+        })
+    }
+
+    /// When each of `ids` last had its taint cleared, for those that did.
+    pub(super) fn taint_clears<'a>(
+        &self,
+        ids: impl Iterator<Item = &'a str>,
+    ) -> Result<HashMap<String, SystemTime>, StoreError> {
+        self.with(|c| {
+            let mut q = c.prepare_cached("SELECT at_ms FROM taint_clears WHERE session = ?1")?;
+            let mut out = HashMap::new();
+            for id in ids {
+                if let Some(at) = q.query_row([id], |r| r.get::<_, i64>(0)).optional()? {
+                    out.insert(id.to_owned(), from_ms(at));
+                }
+            }
+            Ok(out)
+        })
     }
 
     fn gateways(&self) -> Result<HashMap<String, GatewayRow>, StoreError> {
@@ -659,6 +778,19 @@ impl AccessStore {
                 credentials,
             })
         })
+    }
+}
+
+impl TaintJournal for AccessStore {
+    fn save_mark(&self, session: &str, mark: &TaintMark) -> Result<(), crate::BoxError> {
+        let text = serde_json::to_string(mark)?;
+        self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO session_taint (session, label, at_ms, mark) VALUES (?1, ?2, ?3, ?4)",
+                params![session, mark.label.as_str(), ms(mark.at), text],
+            )
+        })?;
+        Ok(())
     }
 }
 

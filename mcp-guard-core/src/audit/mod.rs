@@ -187,6 +187,53 @@ pub enum EventKind {
         /// Why, as `mcp-guard check` says it (`gateway.toml:12: grants[0]...`).
         reason: String,
     },
+    /// A call needs a person's approval, and the gateway asked (the record carries
+    /// the call's principal, session, target and redacted arguments).
+    ApprovalRequested {
+        /// The approval's id (also in the approval page's link).
+        approval: String,
+        /// How the person is asked: `elicitation` (a request to a client of a revision
+        /// before 2026-07-28), `input-required` (a 2026-07-28 client's retry carries
+        /// the answer), `web` (the approval page).
+        channel: String,
+        /// Why the call needs approval (the rule's reason).
+        reason: String,
+        /// When an answer stops being accepted.
+        expires_at: String,
+    },
+    /// How an approval ended: `approved-once`, `approved-for-session`, `declined`,
+    /// `timed-out` (no answer in time), `failed` (the client did not put the question
+    /// to a person) or `cancelled` (the call went away first).
+    ApprovalAnswered {
+        /// The approval's id.
+        approval: String,
+        /// The answer.
+        answer: String,
+        /// Where it came from (as in `approval_requested`).
+        channel: String,
+        /// Who answered: the principal signed in on the approval page, or the
+        /// principal whose client answered.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        approver: Option<String>,
+    },
+    /// An answer or a request the gateway refused: an approval answered twice, by the
+    /// wrong user, after its timeout, or for another call; or one approval too many
+    /// waiting.
+    ApprovalRefused {
+        /// The approval concerned, when there is one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        approval: Option<String>,
+        /// Why.
+        reason: String,
+        /// Who tried, when known.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+    },
+    /// An operator cleared a session's flow taint (`sessions clear-taint`).
+    TaintCleared {
+        /// The labels cleared.
+        labels: String,
+    },
     /// An operator's action in the console (a setting changed, a tool approved, a
     /// session revoked), or one refused. The operator is the record's `principal`; its
     /// `outcome` is `ok` when the action was done and `denied` when it was refused (a
@@ -316,6 +363,44 @@ pub struct AuditEvent {
     /// suspected injection).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<String>,
+    /// What flow rules made of the call: its labels, the taint it set, or the earlier
+    /// calls whose taint refused it or sent it for approval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow: Option<FlowRecord>,
+}
+
+/// The flow-rule part of a call's record (see [`crate::flow`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct FlowRecord {
+    /// The call's labels, with `untrusted-input` added for a result flagged as a
+    /// suspected injection.
+    #[serde(skip_serializing_if = "crate::flow::no_labels")]
+    pub labels: crate::flow::Labels,
+    /// The labels this call added to its session's taint.
+    #[serde(skip_serializing_if = "crate::flow::no_labels")]
+    pub tainted: crate::flow::Labels,
+    /// The flow rule that refused the call or sent it for approval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// For a call a flow rule refused or sent for approval: the earlier calls that set
+    /// the session's taint.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tainted_by: Vec<crate::flow::TaintMark>,
+    /// The approval the call went through, or waits for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
+}
+
+impl FlowRecord {
+    /// Whether there is nothing to record.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+            && self.tainted.is_empty()
+            && self.rule.is_none()
+            && self.tainted_by.is_empty()
+            && self.approval.is_none()
+    }
 }
 
 impl AuditEvent {
@@ -346,6 +431,7 @@ impl AuditEvent {
             truncated: false,
             trace_id: None,
             findings: Vec::new(),
+            flow: None,
         }
     }
 }

@@ -79,6 +79,10 @@ impl Index {
             EventKind::ConfigReloaded { .. } => ("config_reloaded", None),
             EventKind::ConfigRefused { .. } => ("config_refused", None),
             EventKind::AuditLog { .. } => ("audit_log", None),
+            EventKind::TaintCleared { .. } => ("taint_cleared", None),
+            EventKind::ApprovalRequested { .. } => ("approval_requested", None),
+            EventKind::ApprovalAnswered { .. } => ("approval_answered", None),
+            EventKind::ApprovalRefused { .. } => ("approval_refused", None),
             EventKind::ConsoleAction { action, .. } => ("console_action", Some(action.clone())),
         };
         Self {

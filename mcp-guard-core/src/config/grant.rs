@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::ConfigError;
+use super::{ApprovalMode, ConfigError};
 use crate::call::{PrincipalKind, TargetKind};
 use crate::policy::{Condition, Pattern, Subject, Test};
 
@@ -52,6 +52,8 @@ pub struct GrantConfig {
     pub names: Vec<String>,
     /// Conditions on principal attributes and call arguments; all must hold.
     pub when: Vec<ConditionConfig>,
+    /// `"required"`: an allow that takes effect once a person approves the call.
+    pub approval: Option<ApprovalMode>,
 }
 
 impl GrantConfig {

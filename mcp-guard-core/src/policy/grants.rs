@@ -4,9 +4,11 @@ use async_trait::async_trait;
 use globset::{GlobBuilder, GlobMatcher};
 
 use super::conditions::{CompiledCondition, Condition};
-use super::index::{FieldIndexBuilder, GrantIndex};
-use super::{Decision, Denial, Policy, PolicyError};
+use super::flow::{CompiledFlowRule, CompiledLabel, FlowMatch, FlowRule, LabelCache, ToolLabel};
+use super::index::{FieldIndexBuilder, GrantIndex, PairIndex};
+use super::{ApprovalNeeded, Decision, Denial, Policy, PolicyError};
 use crate::call::{Action, CallContext, Operation, PrincipalKind, Target, TargetKind};
+use crate::flow::Labels;
 
 /// Whether a grant allows or refuses. A matching deny always wins over an allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +99,7 @@ pub struct Grant {
     kinds: Vec<TargetKind>,
     names: Vec<String>,
     conditions: Vec<Condition>,
+    approval: bool,
 }
 
 impl Grant {
@@ -122,7 +125,16 @@ impl Grant {
             kinds: Vec::new(),
             names: Vec::new(),
             conditions: Vec::new(),
+            approval: false,
         }
+    }
+
+    /// An allow that takes effect only once a person approves the call (asked by the
+    /// gateway through the client, or on its approval page). A matching approval grant
+    /// wins over plain allows; a deny still wins over it. Lists are not affected.
+    pub fn approval_required(mut self) -> Self {
+        self.approval = true;
+        self
     }
 
     /// Names the grant (shown in audit records and `explain`).
@@ -194,6 +206,7 @@ struct CompiledGrant {
     names: Vec<Pattern>,
     conditions: Vec<CompiledCondition>,
     has_argument_conditions: bool,
+    approval: bool,
 }
 
 fn any(patterns: &[Pattern], value: &str) -> bool {
@@ -249,10 +262,20 @@ impl CompiledGrant {
 /// grant could apply to *some* call of it: argument conditions are ignored for an
 /// allow, and a deny with argument conditions does not hide the entry. Calls evaluate
 /// every condition.
+///
+/// # Flow rules
+/// With [`ToolLabel`]s and [`FlowRule`]s, a tool call that the grants allow is then
+/// checked against the session's taint ([`CallContext::taint`]): the first rule that
+/// applies refuses it. The taint is read with one atomic load, so the cost does not
+/// grow with the session's history.
 #[derive(Debug, Clone)]
 pub struct GrantPolicy {
     grants: Arc<[CompiledGrant]>,
     index: Arc<GrantIndex>,
+    labels: Arc<[CompiledLabel]>,
+    label_index: Arc<PairIndex>,
+    label_cache: Arc<LabelCache>,
+    flow: Arc<[CompiledFlowRule]>,
 }
 
 /// Builds a [`GrantPolicy`].
@@ -260,12 +283,26 @@ pub struct GrantPolicy {
 #[must_use]
 pub struct GrantPolicyBuilder {
     grants: Vec<Grant>,
+    labels: Vec<ToolLabel>,
+    flow: Vec<FlowRule>,
 }
 
 impl GrantPolicyBuilder {
     /// Adds a grant.
     pub fn grant(mut self, grant: Grant) -> Self {
         self.grants.push(grant);
+        self
+    }
+
+    /// Labels some tools (labels of every matching entry add up).
+    pub fn label(mut self, label: ToolLabel) -> Self {
+        self.labels.push(label);
+        self
+    }
+
+    /// Adds a flow rule (evaluated in the order added).
+    pub fn flow_rule(mut self, rule: FlowRule) -> Self {
+        self.flow.push(rule);
         self
     }
 
@@ -310,6 +347,7 @@ impl GrantPolicyBuilder {
                 names: compile(&g.names)?,
                 has_argument_conditions: conditions.iter().any(CompiledCondition::is_argument),
                 conditions,
+                approval: g.approval,
             });
         }
         let index = GrantIndex {
@@ -320,9 +358,34 @@ impl GrantPolicyBuilder {
             servers: servers.build()?,
             names: names.build()?,
         };
+        let labels = self
+            .labels
+            .iter()
+            .map(ToolLabel::compile)
+            .collect::<Result<Vec<_>, _>>()?;
+        let n = labels.len();
+        let (mut servers, mut tools) = (FieldIndexBuilder::new(n), FieldIndexBuilder::new(n));
+        for (i, l) in self.labels.iter().enumerate() {
+            l.index(i, &mut servers, &mut tools)?;
+        }
+        let label_index = PairIndex {
+            n,
+            first: servers.build()?,
+            second: tools.build()?,
+        };
+        let flow = self
+            .flow
+            .iter()
+            .enumerate()
+            .map(|(i, r)| r.compile(i))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(GrantPolicy {
             grants: grants.into(),
             index: Arc::new(index),
+            labels: labels.into(),
+            label_index: Arc::new(label_index),
+            label_cache: Arc::default(),
+            flow: flow.into(),
         })
     }
 }
@@ -343,8 +406,94 @@ impl GrantPolicy {
         self.grants.is_empty()
     }
 
-    /// Decides synchronously (the grant policy never waits on anything).
+    /// The labels of `server`'s tool `tool` (the union of every matching label entry),
+    /// found through an index of the entries' server and tool globs, and remembered.
+    pub fn labels_of(&self, server: &str, tool: &str) -> Labels {
+        if self.labels.is_empty() {
+            return Labels::EMPTY;
+        }
+        self.label_cache.get_or(server, tool, || {
+            self.label_index.with_matches(server, tool, |m| {
+                m.ones()
+                    .fold(Labels::EMPTY, |acc, i| acc.union(self.labels[i].labels))
+            })
+        })
+    }
+
+    /// [`Self::labels_of`] by testing every entry (for tests that check the index).
+    #[doc(hidden)]
+    pub fn labels_of_linear(&self, server: &str, tool: &str) -> Labels {
+        self.labels
+            .iter()
+            .filter(|l| l.applies(server, tool))
+            .fold(Labels::EMPTY, |acc, l| acc.union(l.labels))
+    }
+
+    /// Whether the policy has flow rules.
+    pub fn has_flow_rules(&self) -> bool {
+        !self.flow.is_empty()
+    }
+
+    /// Decides synchronously (the grant policy never waits on anything): grants first,
+    /// then, for an allowed tool call, the flow rules against the session's taint.
     pub fn decide(&self, op: &Operation, ctx: &CallContext) -> Decision {
+        let decision = self.decide_grants(op, ctx);
+        let allowed = matches!(decision, Decision::Allow { .. } | Decision::NeedsApproval(_));
+        if self.flow.is_empty() || op.action != Action::Call || !allowed {
+            return decision;
+        }
+        match op.target.as_ref() {
+            Some(target) if target.kind == TargetKind::Tool => self.decide_flow(decision, target, op, ctx),
+            _ => decision,
+        }
+    }
+
+    /// The flow rules' verdict on a call the grants allow: the first refusing rule that
+    /// applies refuses it; else the first approving rule that applies asks a person
+    /// (in place of a grant that asks already).
+    fn decide_flow(
+        &self,
+        decision: Decision,
+        target: &Target,
+        op: &Operation,
+        ctx: &CallContext,
+    ) -> Decision {
+        let taint = ctx.taint.as_deref();
+        let history = taint.map_or(Labels::EMPTY, crate::flow::Taint::labels);
+        // No rule's history is met: the call's labels do not matter.
+        if !self.flow.iter().any(|r| history.contains_all(r.after)) {
+            return decision;
+        }
+        let labels = self.labels_of(&target.server, &target.name);
+        if labels.is_empty() {
+            return decision;
+        }
+        let matched = |r: &CompiledFlowRule| {
+            FlowMatch::new(
+                r.after,
+                r.calls.intersect(labels),
+                taint.map(|t| t.marks_of(r.after)).unwrap_or_default(),
+            )
+        };
+        let mut ask = None;
+        for rule in self.flow.iter().filter(|r| r.applies(labels, history, op, ctx)) {
+            if !rule.approval {
+                return Decision::Deny(Denial::by_flow(rule.name.clone(), matched(rule)));
+            }
+            ask = ask.or(Some(rule));
+        }
+        match ask {
+            Some(rule) => {
+                let m = matched(rule);
+                let mut a = ApprovalNeeded::by_rule(rule.name.clone(), m.explain());
+                a.flow = Some(m);
+                Decision::NeedsApproval(a)
+            }
+            None => decision,
+        }
+    }
+
+    fn decide_grants(&self, op: &Operation, ctx: &CallContext) -> Decision {
         let Some(target) = &op.target else {
             return Decision::Deny(Denial::no_grant());
         };
@@ -362,13 +511,15 @@ impl GrantPolicy {
                         .ones()
                         .map(|i| &self.grants[i])
                         .filter(|g| g.matches_rest(op, target, ctx)),
+                    op.action,
                 )
             },
         )
     }
 
-    fn decide_among<'a>(matching: impl Iterator<Item = &'a CompiledGrant>) -> Decision {
+    fn decide_among<'a>(matching: impl Iterator<Item = &'a CompiledGrant>, action: Action) -> Decision {
         let mut allowed_by = None;
+        let mut ask = None;
         for g in matching {
             match g.effect {
                 Effect::Deny => return Decision::Deny(Denial::by_rule(g.name.clone(), "denied by grant")),
@@ -376,12 +527,19 @@ impl GrantPolicy {
                     if allowed_by.is_none() {
                         allowed_by = Some(g.name.clone());
                     }
+                    if g.approval && ask.is_none() {
+                        ask = Some(g.name.clone());
+                    }
                 }
             }
         }
-        match allowed_by {
-            Some(rule) => Decision::Allow { rule: Some(rule) },
-            None => Decision::Deny(Denial::no_grant()),
+        match (allowed_by, ask) {
+            // A list entry is shown: the call can be made, after an approval.
+            (Some(_), Some(rule)) if action == Action::Call => Decision::NeedsApproval(
+                ApprovalNeeded::by_rule(rule, "a grant requires a person's approval for this call"),
+            ),
+            (Some(rule), _) => Decision::Allow { rule: Some(rule) },
+            (None, _) => Decision::Deny(Denial::no_grant()),
         }
     }
 
@@ -389,7 +547,7 @@ impl GrantPolicy {
     /// index against the plain definition).
     #[doc(hidden)]
     pub fn decide_linear(&self, op: &Operation, ctx: &CallContext) -> Decision {
-        Self::decide_among(self.grants.iter().filter(|g| g.matches(op, ctx)))
+        Self::decide_among(self.grants.iter().filter(|g| g.matches(op, ctx)), op.action)
     }
 }
 
@@ -397,6 +555,14 @@ impl GrantPolicy {
 impl Policy for GrantPolicy {
     async fn evaluate(&self, op: &Operation, ctx: &CallContext) -> Result<Decision, PolicyError> {
         Ok(self.decide(op, ctx))
+    }
+
+    fn labels(&self, target: &Target) -> Labels {
+        if target.kind == TargetKind::Tool {
+            self.labels_of(&target.server, &target.name)
+        } else {
+            Labels::EMPTY
+        }
     }
 }
 
@@ -620,6 +786,26 @@ mod tests {
                 let o = Operation::new(action, Some(Target::new(server, name, TargetKind::Tool)), "x");
                 prop_assert_eq!(policy.decide(&o, &c), policy.decide_linear(&o, &c));
             }
+
+            #[test]
+            fn labels_by_index_are_labels_by_scan(
+                entries in proptest::collection::vec((list(), list(), 1u8..16), 0..40),
+                server in proptest::sample::select(&VALUES[..]),
+                tool in proptest::sample::select(&VALUES[..]),
+            ) {
+                use crate::flow::{Label, Labels};
+                let mut b = GrantPolicy::builder();
+                for (servers, tools, bits) in entries {
+                    let labels = Labels::of(Label::ALL.into_iter().enumerate().filter(|(i, _)| bits & (1 << i) != 0).map(|(_, l)| l));
+                    b = b.label(ToolLabel::new(labels).servers(servers).tools(tools));
+                }
+                let policy = b.build().unwrap();
+                prop_assert_eq!(policy.labels_of(server, tool), policy.labels_of_linear(server, tool));
+            }
+        }
+
+        fn list() -> impl Strategy<Value = Vec<&'static str>> {
+            proptest::collection::vec(proptest::sample::select(&GLOBS[..]), 0..3)
         }
     }
 }

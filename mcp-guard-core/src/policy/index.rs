@@ -202,7 +202,7 @@ thread_local! {
 
 impl FieldIndex {
     /// Adds the grants that `value` could match to `out`.
-    fn collect(&self, value: &str, out: &mut Bits) {
+    pub(super) fn collect(&self, value: &str, out: &mut Bits) {
         out.or(&self.always);
         if let Some(hits) = self.exact.get(value) {
             hits.add_to(out);
@@ -267,6 +267,32 @@ impl GrantIndex {
                 index.collect(value, field);
                 acc.and(field);
             }
+            f(acc)
+        })
+    }
+}
+
+/// An index over entries constrained by two fields (`[[labels]]`: server and tool).
+#[derive(Debug)]
+pub(super) struct PairIndex {
+    pub(super) n: usize,
+    pub(super) first: FieldIndex,
+    pub(super) second: FieldIndex,
+}
+
+thread_local! {
+    static PAIR_SCRATCH: RefCell<(Bits, Bits)> = RefCell::new((Bits::default(), Bits::default()));
+}
+
+impl PairIndex {
+    /// Calls `f` with the entries whose first field matches `a` and second `b`.
+    pub(super) fn with_matches<R>(&self, a: &str, b: &str, f: impl FnOnce(&Bits) -> R) -> R {
+        PAIR_SCRATCH.with_borrow_mut(|(acc, field)| {
+            acc.reset(self.n);
+            self.first.collect(a, acc);
+            field.reset(self.n);
+            self.second.collect(b, field);
+            acc.and(field);
             f(acc)
         })
     }

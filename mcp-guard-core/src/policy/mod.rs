@@ -21,8 +21,18 @@
 //! ignored on allows, and a deny with argument conditions does not hide the entry. A
 //! call evaluates every condition, so an entry may be listed while a particular call of
 //! it is refused (as an unknown tool).
+//!
+//! # Flow rules and approval
+//! Tools carry [labels](crate::flow::Label) ([`ToolLabel`]); a [`FlowRule`] refuses a
+//! call by its labels once the session's earlier calls carried others (the session's
+//! [`Taint`](crate::flow::Taint), read from [`CallContext::taint`]). Flow rules are
+//! judged after the grants, and only for calls the grants allow. A grant or a flow
+//! rule may require a person's approval: the decision is then
+//! [`Decision::NeedsApproval`], which the gateway turns into a question to a person.
+//! A refusal wins over an approval, an approval over a plain allow.
 
 mod conditions;
+mod flow;
 mod grants;
 mod index;
 
@@ -31,9 +41,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::BoxError;
-use crate::call::{CallContext, Operation};
+use crate::call::{CallContext, Operation, Target};
+use crate::flow::Labels;
 
 pub use conditions::{Condition, ConditionOn, Subject, Test};
+pub use flow::{FlowMatch, FlowRule, ToolLabel};
 pub use grants::{Effect, Grant, GrantPolicy, GrantPolicyBuilder, Pattern};
 
 /// Decides whether an operation may proceed.
@@ -67,6 +79,13 @@ pub trait Policy: Send + Sync {
     /// # Cancel safety
     /// Evaluation has no side effects the gateway relies on; dropping the future is safe.
     async fn evaluate(&self, operation: &Operation, context: &CallContext) -> Result<Decision, PolicyError>;
+
+    /// The flow [labels](crate::flow::Label) of a target: what a call of it adds to
+    /// its session's taint once it returns. None by default.
+    fn labels(&self, target: &Target) -> Labels {
+        let _ = target;
+        Labels::EMPTY
+    }
 }
 
 #[async_trait]
@@ -74,12 +93,18 @@ impl<P: Policy + ?Sized> Policy for Arc<P> {
     async fn evaluate(&self, operation: &Operation, context: &CallContext) -> Result<Decision, PolicyError> {
         (**self).evaluate(operation, context).await
     }
+    fn labels(&self, target: &Target) -> Labels {
+        (**self).labels(target)
+    }
 }
 
 #[async_trait]
 impl<P: Policy + ?Sized> Policy for Box<P> {
     async fn evaluate(&self, operation: &Operation, context: &CallContext) -> Result<Decision, PolicyError> {
         (**self).evaluate(operation, context).await
+    }
+    fn labels(&self, target: &Target) -> Labels {
+        (**self).labels(target)
     }
 }
 
@@ -95,6 +120,8 @@ pub enum Decision {
     },
     /// Refused.
     Deny(Denial),
+    /// Allowed once a person approves this call (a grant or a flow rule asks for it).
+    NeedsApproval(ApprovalNeeded),
 }
 
 impl Decision {
@@ -115,6 +142,30 @@ impl Decision {
         match self {
             Self::Allow { rule } => rule.as_deref(),
             Self::Deny(d) => d.rule.as_deref(),
+            Self::NeedsApproval(a) => Some(&a.rule),
+        }
+    }
+}
+
+/// A call that may go ahead only once a person approves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ApprovalNeeded {
+    /// The grant or flow rule that asks for approval.
+    pub rule: Arc<str>,
+    /// Why, for the person asked (never secret: it names kinds of tools, not data).
+    pub reason: Arc<str>,
+    /// When a flow rule asks: the labels and the earlier calls involved.
+    pub flow: Option<FlowMatch>,
+}
+
+impl ApprovalNeeded {
+    /// An approval asked for by `rule`.
+    pub fn by_rule(rule: impl Into<Arc<str>>, reason: impl Into<Arc<str>>) -> Self {
+        Self {
+            rule: rule.into(),
+            reason: reason.into(),
+            flow: None,
         }
     }
 }
@@ -128,6 +179,10 @@ pub struct Denial {
     pub rule: Option<Arc<str>>,
     /// A short operator-facing reason.
     pub reason: Arc<str>,
+    /// For a refusal by a flow rule: the labels and the earlier calls that set it off.
+    /// Such a refusal is told to the client as what it is (the tool exists and was
+    /// listed), without naming the earlier calls.
+    pub flow: Option<FlowMatch>,
 }
 
 impl Denial {
@@ -136,6 +191,7 @@ impl Denial {
         Self {
             rule: Some(rule.into()),
             reason: reason.into(),
+            flow: None,
         }
     }
 
@@ -144,6 +200,16 @@ impl Denial {
         Self {
             rule: None,
             reason: "no grant allows this".into(),
+            flow: None,
+        }
+    }
+
+    /// A refusal by a flow rule.
+    pub fn by_flow(rule: impl Into<Arc<str>>, flow: FlowMatch) -> Self {
+        Self {
+            rule: Some(rule.into()),
+            reason: flow.explain().into(),
+            flow: Some(flow),
         }
     }
 }

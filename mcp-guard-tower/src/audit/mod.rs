@@ -168,11 +168,18 @@ impl AuditLayer {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
+        event.flow = notes
+            .flow
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .filter(|f| !f.is_empty());
         event.rule = match result {
             Err(GuardError::Denied { denial, .. }) => {
                 Some(denial.rule.as_deref().unwrap_or("default deny").to_owned())
             }
             Err(GuardError::RateLimited { limit, .. }) => Some(format!("rate_limits.{limit}")),
+            Err(GuardError::ApprovalRefused { rule, .. }) => Some(rule.to_string()),
             _ => notes.rule.get().map(ToString::to_string),
         };
         if is_call {
@@ -367,9 +374,12 @@ pub(crate) fn outcome_of(result: &Result<ServerResult, GuardError>) -> Outcome {
     match result {
         Ok(ServerResult::CallToolResult(r)) if r.is_error == Some(true) => Outcome::ToolError,
         Ok(_) => Outcome::Ok,
-        Err(GuardError::Denied { .. } | GuardError::Unknown { .. } | GuardError::Quarantined { .. }) => {
-            Outcome::Denied
-        }
+        Err(
+            GuardError::Denied { .. }
+            | GuardError::Unknown { .. }
+            | GuardError::Quarantined { .. }
+            | GuardError::ApprovalRefused { .. },
+        ) => Outcome::Denied,
         Err(GuardError::Unauthenticated) => Outcome::Unauthenticated,
         Err(GuardError::RateLimited { .. }) => Outcome::RateLimited,
         Err(GuardError::Timeout | GuardError::Upstream(mcp_guard_core::UpstreamError::Timeout { .. })) => {
@@ -420,6 +430,8 @@ where
             let clock = Instant::now();
             let event = layer.request_event(&req, is_call);
             let notes = req.notes.clone();
+            // Flow rules name the call that tainted a session by its audit id.
+            let _ = notes.audit_id.set(event.id.as_str().into());
             // A call gets a start record, written just before it goes upstream: the
             // event is lent to it (no copy) and taken back for the outcome.
             let (start, event) = if is_call {

@@ -416,6 +416,12 @@ impl AuthorizationServer {
         self.inner.browser(headers).map(|b| (b.principal, b.csrf))
     }
 
+    /// The principal (with roles) this browser is signed in as, if any: who may
+    /// decide approvals on the approval page.
+    pub fn signed_in_principal(&self, headers: &http::HeaderMap) -> Option<Principal> {
+        self.inner.browser(headers).map(|b| b.principal)
+    }
+
     /// The issuer URL.
     pub fn issuer(&self) -> &str {
         &self.inner.settings.issuer

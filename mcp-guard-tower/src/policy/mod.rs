@@ -8,6 +8,16 @@
 //! gated: `tools/call`, `prompts/get`, `resources/read`, `resources/subscribe` and
 //! `completion/complete`.
 //!
+//! # Flow rules and approval
+//! A call the grants allow may still be refused by a flow rule (the session's
+//! [`Taint`](mcp_guard_core::flow::Taint), read from the request's context), or need a
+//! person's approval ([`Decision::NeedsApproval`]), which the layer obtains through
+//! its [`Approvals`] before the call goes on. When a
+//! call returns, its labels ([`Policy::labels`], plus `untrusted-input` for a result
+//! the router flagged as a suspected injection) are added to the session's taint,
+//! and journalled, before the result goes back to the client: the client cannot act
+//! on the content before the taint is in place.
+//!
 //! # Where it goes
 //! Inside [`AuditLayer`](crate::AuditLayer) (so refusals are recorded) and outside
 //! anything that touches secrets or upstreams.
@@ -27,25 +37,29 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
-use mcp_guard_core::{Action, Decision, Operation, Policy, Target, TargetKind};
+use mcp_guard_core::flow::{Label, Labels, TaintMark, TaintReason};
+use mcp_guard_core::{Action, Decision, Operation, Policy, Target, TargetKind, UpstreamError};
 use rmcp::model::ServerResult;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::approval::{Approvals, Binding, Obtained};
 use crate::error::GuardError;
 use crate::federation::Snapshot;
-use crate::request::McpRequest;
+use crate::request::{McpRequest, RequestNotes};
 
 /// Applies a [`Policy`] to every call and list.
 #[derive(Debug)]
 pub struct EnforcePolicyLayer<P: ?Sized = dyn Policy> {
     policy: Arc<P>,
+    approvals: Approvals,
 }
 
 impl<P: ?Sized> Clone for EnforcePolicyLayer<P> {
     fn clone(&self) -> Self {
         Self {
             policy: self.policy.clone(),
+            approvals: self.approvals.clone(),
         }
     }
 }
@@ -55,6 +69,7 @@ impl<P: Policy> EnforcePolicyLayer<P> {
     pub fn new(policy: P) -> Self {
         Self {
             policy: Arc::new(policy),
+            approvals: Approvals::default(),
         }
     }
 }
@@ -62,7 +77,19 @@ impl<P: Policy> EnforcePolicyLayer<P> {
 impl<P: Policy + ?Sized> EnforcePolicyLayer<P> {
     /// A layer applying a shared policy.
     pub fn from_arc(policy: Arc<P>) -> Self {
-        Self { policy }
+        Self {
+            policy,
+            approvals: Approvals::default(),
+        }
+    }
+
+    /// Asks for approvals through `approvals` (its timeout, limits, audit trail and
+    /// page). Without it, approvals use the defaults, are not recorded, and can only be
+    /// asked of clients that elicit.
+    #[must_use]
+    pub fn approvals(mut self, approvals: Approvals) -> Self {
+        self.approvals = approvals;
+        self
     }
 }
 
@@ -72,6 +99,7 @@ impl<S, P: ?Sized> Layer<S> for EnforcePolicyLayer<P> {
         EnforcePolicy {
             inner,
             policy: self.policy.clone(),
+            approvals: self.approvals.clone(),
         }
     }
 }
@@ -81,6 +109,7 @@ impl<S, P: ?Sized> Layer<S> for EnforcePolicyLayer<P> {
 pub struct EnforcePolicy<S, P: ?Sized = dyn Policy> {
     inner: S,
     policy: Arc<P>,
+    approvals: Approvals,
 }
 
 impl<S: Clone, P: ?Sized> Clone for EnforcePolicy<S, P> {
@@ -88,6 +117,7 @@ impl<S: Clone, P: ?Sized> Clone for EnforcePolicy<S, P> {
         Self {
             inner: self.inner.clone(),
             policy: self.policy.clone(),
+            approvals: self.approvals.clone(),
         }
     }
 }
@@ -113,28 +143,60 @@ where
         let fresh = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, fresh);
         let policy = self.policy.clone();
+        let approvals = self.approvals.clone();
         Box::pin(async move {
             if req.is_call() {
+                let mut req = req;
                 let kind = req.target_kind().unwrap_or(TargetKind::Tool);
                 let name = req.requested_name.as_deref().unwrap_or_default().to_owned();
-                if req.target.is_none() {
+                let Some(target) = req.target.clone() else {
                     return Err(GuardError::Unknown { kind, name });
-                }
+                };
                 let op = req.operation();
                 let decision = policy
                     .evaluate(&op, &req.context)
                     .await
                     .map_err(|e| GuardError::Internal(Box::new(e)))?;
+                let mut approved = None;
                 match decision {
                     Decision::Allow { rule } => {
                         if let Some(rule) = rule {
                             let _ = req.notes.rule.set(rule);
                         }
-                        inner.call(req).await.map_err(Into::into)
                     }
-                    Decision::Deny(denial) => Err(GuardError::Denied { kind, name, denial }),
-                    _ => Err(GuardError::Internal("unrecognised decision".into())),
+                    Decision::Deny(denial) => {
+                        if let Some(flow) = &denial.flow {
+                            req.notes.flow(|f| {
+                                f.rule = denial.rule.as_deref().map(str::to_owned);
+                                f.tainted_by.clone_from(&flow.tainted_by);
+                            });
+                        }
+                        return Err(GuardError::Denied { kind, name, denial });
+                    }
+                    Decision::NeedsApproval(need) => {
+                        let _ = req.notes.rule.set(need.rule.clone());
+                        req.notes.flow(|f| {
+                            f.rule = Some(need.rule.to_string());
+                            if let Some(m) = &need.flow {
+                                f.tainted_by.clone_from(&m.tainted_by);
+                            }
+                        });
+                        match approvals.obtain(&mut req, &need).await? {
+                            Obtained::Asked(result) => return Ok(*result),
+                            Obtained::Approved => approved = Some(Binding::of(&req)),
+                        }
+                    }
+                    _ => return Err(GuardError::Internal("unrecognised decision".into())),
                 }
+                let labels = policy.labels(&target);
+                let notes = req.notes.clone();
+                let context = req.context.clone();
+                let result = inner.call(req).await.map_err(Into::into);
+                if let (Some(binding), Ok(r)) = (approved, &result) {
+                    approvals.continued(r, binding);
+                }
+                record_taint(labels, &target, &name, &notes, &context, &result).await;
+                result
             } else {
                 let ctx = req.context.clone();
                 let snap = req.catalog.clone();
@@ -143,6 +205,93 @@ where
             }
         })
     }
+}
+
+/// Whether a call that ended this way may have reached its upstream (and so returned
+/// content, or sent data): refusals and servers that never took the call do not taint;
+/// anything else does, when in doubt.
+fn may_have_reached(result: &Result<ServerResult, GuardError>) -> bool {
+    match result {
+        Err(GuardError::Upstream(u)) => !matches!(
+            u,
+            UpstreamError::Unavailable { .. }
+                | UpstreamError::MissingCredentials { .. }
+                | UpstreamError::MissingPersonalCredentials { .. }
+                | UpstreamError::NeedsReauthentication { .. }
+                | UpstreamError::StartTimeout { .. }
+                | UpstreamError::Down { .. }
+                | UpstreamError::Exhausted { .. }
+                | UpstreamError::Disabled { .. }
+        ),
+        // Withheld because the tool changed during the call: the server had it.
+        Err(GuardError::Quarantined { during_call, .. }) => *during_call,
+        Ok(_) | Err(GuardError::Timeout | GuardError::Internal(_)) => true,
+        Err(_) => false,
+    }
+}
+
+/// Adds a returned call's labels to its session's taint (journalled before the result
+/// goes back) and notes them for the audit record.
+async fn record_taint(
+    labels: Labels,
+    target: &Target,
+    name: &str,
+    notes: &RequestNotes,
+    context: &mcp_guard_core::CallContext,
+    result: &Result<ServerResult, GuardError>,
+) {
+    let flagged = notes
+        .suspected_injection
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let all = if flagged {
+        labels.with(Label::UntrustedInput)
+    } else {
+        labels
+    };
+    if all.is_empty() || !may_have_reached(result) {
+        return;
+    }
+    let mut added = Labels::EMPTY;
+    let mut fresh = Vec::new();
+    if let Some(taint) = &context.taint {
+        for label in all.iter() {
+            let reason = if labels.contains(label) {
+                TaintReason::Labelled
+            } else {
+                TaintReason::SuspectedInjection
+            };
+            let mut mark = TaintMark::new(label, reason, name);
+            mark.server = Some(target.server.to_string());
+            mark.tool = Some(target.name.to_string());
+            mark.call = notes.audit_id.get().map(ToString::to_string);
+            mark.request_id.clone_from(&context.request_id);
+            mark.session = context.session.as_ref().map(ToString::to_string);
+            if taint.record(mark.clone()) {
+                added = added.with(label);
+                fresh.push(mark);
+            }
+        }
+        if !fresh.is_empty() {
+            tracing::info!(session = ?context.session.as_ref().map(ToString::to_string), labels = %added, name, "session tainted");
+        }
+        if !fresh.is_empty() && taint.is_journalled() {
+            let taint = taint.clone();
+            let journalled =
+                tokio::task::spawn_blocking(move || fresh.iter().try_for_each(|m| taint.persist(m))).await;
+            let failed: Option<mcp_guard_core::BoxError> = match journalled {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e),
+                Err(e) => Some(Box::new(e)),
+            };
+            if let Some(e) = failed {
+                tracing::error!(error = %e, "could not journal a session's taint (it holds in this process)");
+            }
+        }
+    }
+    notes.flow(|f| {
+        f.labels = all;
+        f.tainted = added;
+    });
 }
 
 async fn allowed<P: Policy + ?Sized>(

@@ -30,35 +30,49 @@ impl LoadedConfig {
     }
 }
 
-/// The 1-based line where `entry` (a dotted path such as `servers.github.url`) is
-/// defined, found by looking for its table header or key.
+/// The 1-based line where `entry` (a dotted path such as `servers.github.url`, or
+/// `labels[2].tools` for the third `[[labels]]` table) is defined, found by looking for
+/// its table header or key.
 fn line_of(text: &str, entry: &str) -> Option<usize> {
-    let path: Vec<&str> = entry.split(['.', '[']).collect();
+    // `labels[2]` is the key `labels` and the third table of that array.
+    let path: Vec<(&str, Option<usize>)> = entry
+        .split('.')
+        .map(|s| match s.split_once('[') {
+            Some((k, rest)) => (k, rest.split(']').next().and_then(|n| n.parse().ok())),
+            None => (s, None),
+        })
+        .collect();
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
     // Longest prefix first: `[servers.github]` for `servers.github.url`, then the key.
     for n in (1..=path.len()).rev() {
-        let prefix = path[..n].join(".");
-        for (i, line) in text.lines().enumerate() {
-            let l = line.trim();
-            if l.starts_with('[') && l.trim_matches(['[', ']']).trim() == prefix {
-                // Prefer the key line inside the table when the entry goes deeper.
-                if n < path.len() {
-                    let key = path[n];
-                    for (j, inner) in text.lines().enumerate().skip(i + 1) {
-                        let t = inner.trim();
-                        if t.starts_with('[') {
-                            break;
-                        }
-                        if t.split('=')
-                            .next()
-                            .is_some_and(|k| k.trim().trim_matches('"') == key)
-                        {
-                            return Some(j + 1);
-                        }
-                    }
+        let prefix = path[..n].iter().map(|(k, _)| *k).collect::<Vec<_>>().join(".");
+        let is_header = |l: &&str| l.starts_with('[') && l.trim_matches(['[', ']']).trim() == prefix;
+        let header = match path[n - 1].1 {
+            // The n-th table of an array of tables.
+            Some(i) => lines
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.starts_with("[[") && is_header(l))
+                .nth(i)
+                .map(|(at, _)| at),
+            None => lines.iter().position(is_header),
+        };
+        let Some(at) = header else { continue };
+        // Prefer the key line inside the table when the entry goes deeper.
+        if let Some((key, _)) = path.get(n) {
+            for (j, t) in lines.iter().enumerate().skip(at + 1) {
+                if t.starts_with('[') {
+                    break;
                 }
-                return Some(i + 1);
+                if t.split('=')
+                    .next()
+                    .is_some_and(|k| k.trim().trim_matches('"') == *key)
+                {
+                    return Some(j + 1);
+                }
             }
         }
+        return Some(at + 1);
     }
     None
 }
@@ -145,5 +159,17 @@ mod tests {
         assert_eq!(line_of(text, "endpoints.eng.servers.github.tools"), Some(9));
         assert_eq!(line_of(text, "gateway.listen"), Some(2));
         assert_eq!(line_of(text, "nothing.here"), None);
+    }
+
+    #[test]
+    fn finds_the_table_of_an_array_by_its_index() {
+        let text = "[[labels]]\nservers = [\"a\"]\n\n[[grants]]\nnames = [\"*\"]\n\n[[labels]]\nlabels = [\"egress\"]\nservers = [\"b\"]\n\n\
+                    [[grants]]\nroles = [\"x\"]\nwhen = []\n";
+        assert_eq!(line_of(text, "labels[0].servers"), Some(2));
+        assert_eq!(line_of(text, "labels[1].servers"), Some(9));
+        assert_eq!(line_of(text, "labels[1]"), Some(7));
+        assert_eq!(line_of(text, "grants[1].when[0].arg"), Some(13));
+        // An index past the last table falls back to the file.
+        assert_eq!(line_of(text, "labels[5].servers"), None);
     }
 }

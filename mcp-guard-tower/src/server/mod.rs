@@ -53,6 +53,7 @@ mod cluster;
 mod config_file;
 mod console;
 mod credentials;
+mod flow;
 mod forward;
 mod pinning;
 mod reload;
@@ -98,8 +99,10 @@ impl From<anyhow::Error> for ServerError {
     }
 }
 
-/// The grants of `[[grants]]`, compiled; an unnamed grant is named after its entry
-/// (`grants[2]`), so audit records and `explain` point at the configuration.
+/// The grants of `[[grants]]` with the labels and flow rules of `[[labels]]` and
+/// `[[flow_rules]]`, compiled; an unnamed grant or rule is named after its entry
+/// (`grants[2]`, `flow_rules[0]`), so audit records and `explain` point at the
+/// configuration.
 ///
 /// # Errors
 /// A pattern or condition does not compile.

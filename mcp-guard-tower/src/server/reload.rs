@@ -186,6 +186,11 @@ impl Reloader {
         let mut running = self.inner.running.lock().await;
         let mut next = new.config;
         let needs_restart = keep_running(&running, &mut next);
+        if let Err(e) = self.check_labels(&running, &next).await {
+            let e = ServerError(e.context(format!("{}: not applied", path.display())));
+            self.refused(&digest, &e).await;
+            return Err(e);
+        }
         let candidate = match self.prepare(&running, &next) {
             Ok(c) => c,
             Err(e) => {
@@ -282,6 +287,39 @@ impl Reloader {
             servers,
             endpoints,
         })
+    }
+
+    /// Checks `next`'s label tool globs against the servers that keep running as they
+    /// are (a new or changed server has not started yet: its tools are not judged).
+    async fn check_labels(&self, running: &GatewayConfig, next: &GatewayConfig) -> anyhow::Result<()> {
+        if next.labels.iter().all(|l| l.tools.is_empty()) {
+            return Ok(());
+        }
+        let mut served = super::flow::served_tools(&self.inner.gateway).await;
+        served.retain(|(id, _)| next.servers.contains_key(id));
+        for (id, tools) in &mut served {
+            if !running
+                .servers
+                .get(id)
+                .zip(next.servers.get(id))
+                .is_some_and(|(r, n)| same(r, n))
+            {
+                *tools = None;
+            }
+        }
+        let absent: Vec<String> = next
+            .servers
+            .keys()
+            .filter(|id| !served.iter().any(|(s, _)| s == *id))
+            .cloned()
+            .collect();
+        served.extend(absent.into_iter().map(|id| (id, None)));
+        let warnings = mcp_guard_core::config::check_label_tools(&next.labels, &served)
+            .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
+        for w in warnings {
+            tracing::warn!(entry = %w.entry, "{}", w.message);
+        }
+        Ok(())
     }
 
     /// The configuration in force (the file as last applied, with the settings that
@@ -388,6 +426,7 @@ fn keep_running(running: &GatewayConfig, next: &mut GatewayConfig) -> Vec<String
     keep!(credentials, "credentials");
     keep!(pinning, "pinning");
     keep!(unauthenticated_limits, "unauthenticated_limits");
+    keep!(approval, "approval");
     // Endpoints are routes of the front door: added, removed or renamed prefixes wait.
     let names: Vec<String> = running
         .endpoints
@@ -484,6 +523,12 @@ fn changes(running: &GatewayConfig, next: &GatewayConfig, done: &crate::Reconfig
     }
     if !same(&running.rate_limits, &next.rate_limits) {
         out.push("rate_limits changed".to_owned());
+    }
+    if !same(&running.labels, &next.labels) {
+        out.push("labels changed".to_owned());
+    }
+    if !same(&running.flow_rules, &next.flow_rules) {
+        out.push("flow_rules changed".to_owned());
     }
     let fmt = |t: &mcp_guard_core::config::TokenConfig| format!("{t:?}");
     let before: Vec<String> = running.auth.tokens.iter().map(fmt).collect();

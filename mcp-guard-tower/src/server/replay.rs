@@ -368,10 +368,12 @@ fn decide(
         });
     }
     let d = decision?;
+    // The dry run has no session history: flow rules judge as for a fresh session.
     Some(Verdict {
         allowed: d.is_allow(),
         rule: rule_of(&d),
-        reason: None,
+        reason: matches!(d, Decision::NeedsApproval(_))
+            .then(|| "only after a person's approval (approval = \"required\")".to_owned()),
     })
 }
 

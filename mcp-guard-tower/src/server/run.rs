@@ -211,6 +211,7 @@ impl ServerBuilder {
             base: self.base.clone(),
             known: self.known.clone(),
             redactor: self.audit_redactor(),
+            approvals: built.approvals.clone(),
         })
     }
 
@@ -306,8 +307,9 @@ impl ServerBuilder {
         }
         edge = super::cluster::report(edge, engine);
         let mut router = edge.router();
+        let mount = |r: axum::Router| pre_auth.wrap_mounted(r, &self.path_prefix);
         if let Some(a) = &authorization {
-            router = pre_auth.wrap_mounted(a.router(), &self.path_prefix).merge(router);
+            router = mount(sign_in_routes(&built, a)).merge(router);
         }
         if let Some(mut upstream) = upstream {
             if let Some(a) = authorization.clone() {
@@ -315,9 +317,7 @@ impl ServerBuilder {
                 // signed in as the principal it was made for.
                 upstream = upstream.require_browser_sign_in(move |headers| a.signed_in(headers));
             }
-            router = router.merge(
-                pre_auth.wrap_mounted(upstream.authenticate(authenticate).router(), &self.path_prefix),
-            );
+            router = router.merge(mount(upstream.authenticate(authenticate).router()));
         }
         let tokens = cfg.auth.dangerously_allow_anonymous.is_none().then_some(tokens);
         let reloader = self.reloader(&sink, &built, tokens, None);
@@ -331,7 +331,7 @@ impl ServerBuilder {
                 &sink,
                 (pin_gate, lock_path),
             );
-            router = router.merge(pre_auth.wrap_mounted(console.router(), &self.path_prefix));
+            router = router.merge(mount(console.router()));
         }
         Ok(GatewayServer {
             reloader,
@@ -396,6 +396,7 @@ impl ServerBuilder {
         let handler = GuardHandler::new(ep, built.service.clone())
             .with_principal(principal)
             .with_session(session.id().clone())
+            .with_session_taint(&session)
             .page_size(cfg.gateway.page_size);
         Ok(StdioGateway {
             reloader,
@@ -485,6 +486,27 @@ impl ServerBuilder {
             &self.audit_redactor(),
         )?)
     }
+}
+
+/// The built-in authorization server's routes and the approval page's, which signs in
+/// with it.
+fn sign_in_routes(built: &Built, a: &crate::authorize::AuthorizationServer) -> axum::Router {
+    a.router().merge(approval_page(built, a))
+}
+
+/// The approval page's routes: approvals a client cannot be asked for are decided
+/// there, by the user the call acts for (or an approver), signed in with the gateway's
+/// own sign-in; links start with its issuer (the public URL).
+fn approval_page(built: &Built, a: &crate::authorize::AuthorizationServer) -> axum::Router {
+    let signed_in = a.clone();
+    built
+        .approvals
+        .clone()
+        .browser_sign_in(
+            Arc::new(move |headers: &http::HeaderMap| signed_in.signed_in_principal(headers)),
+            a.issuer(),
+        )
+        .router()
 }
 
 /// The access store `[auth] store` names (default `mcp-guard-access.db`), relative to
@@ -596,12 +618,13 @@ impl GatewayServer {
 
     /// Waits until every server's first start has ended; a name that two started
     /// servers both produce is an error then (as it would have been had the gateway
-    /// waited for them before serving).
+    /// waited for them before serving), and so is a `[[labels]]` tool glob that
+    /// matches no tool of the servers it names.
     ///
     /// # Errors
-    /// A name collision.
+    /// A name collision, or a label naming no tool.
     pub async fn started(&self) -> Result<StartupReport, ServerError> {
-        Ok(startup_report(&self.built.gateway).await?)
+        Ok(startup_report(&self.built).await?)
     }
 
     /// Serves [`Self::app`] on `listener` until `stop` completes or the servers' first
@@ -621,7 +644,7 @@ impl GatewayServer {
         let mut stop = std::pin::pin!(stop);
         let failed = tokio::select! {
             () = &mut stop => None,
-            report = startup_report(&self.built.gateway) => match report {
+            report = startup_report(&self.built) => match report {
                 Ok(r) => {
                     on_started(&r);
                     stop.await;
@@ -691,11 +714,13 @@ impl std::fmt::Display for StartupReport {
     }
 }
 
-async fn startup_report(gateway: &Gateway) -> anyhow::Result<StartupReport> {
+async fn startup_report(built: &Built) -> anyhow::Result<StartupReport> {
+    let gateway = &built.gateway;
     gateway.started().await;
     if let Some(c) = gateway.collisions().into_iter().next() {
         return Err(c.into());
     }
+    super::flow::check_labels(&built.labels, gateway).await?;
     let mut report = StartupReport::default();
     for (id, upstream, enabled) in gateway.servers() {
         if !enabled {
@@ -765,8 +790,7 @@ impl StdioGateway {
         // The servers start in the background; the first start of each ending is
         // reported (and a name collision ends the gateway) whether or not a client is
         // talking yet.
-        let gateway = self.built.gateway.clone();
-        let mut startup = std::pin::pin!(startup_report(&gateway));
+        let mut startup = std::pin::pin!(startup_report(&self.built));
         let mut on_started = Some(on_started);
         let mut startup_done = false;
         let serving = self.handler.clone().serve(crate::stdio::guarded_stdio());

@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use mcp_guard_core::config::{EffectConfig, GatewayConfig};
+use mcp_guard_core::config::{ApprovalMode, EffectConfig, GatewayConfig};
 use mcp_guard_core::pin::ToolGate;
 use mcp_guard_core::redact::{KnownSecrets, RedactionConfig};
 use mcp_guard_core::{AuditSink, Grant, GrantPolicy, Redactor, TargetKind};
@@ -30,10 +30,16 @@ pub(crate) struct Built {
     pub(crate) drain: Drain,
     /// The layers a reload replaces.
     pub(crate) guards: Arc<Guards>,
+    /// `[[labels]]` as built, checked against the servers' tools once they started.
+    pub(crate) labels: Vec<mcp_guard_core::config::LabelConfig>,
+    /// The approvals the policy layer asks (kept across reloads); their page is served
+    /// when the built-in sign-in is on.
+    pub(crate) approvals: crate::approval::Approvals,
 }
 
-/// Compiles `[[grants]]`; an unnamed grant is named after its entry (`grants[2]`), so
-/// audit records and `explain` point at the config.
+/// Compiles `[[grants]]` with `[[labels]]` and `[[flow_rules]]`; an unnamed grant is
+/// named after its entry (`grants[2]`), so audit records and `explain` point at the
+/// config.
 pub(crate) fn policy(config: &GatewayConfig) -> anyhow::Result<GrantPolicy> {
     let mut b = GrantPolicy::builder();
     for (i, g) in config.grants.iter().enumerate() {
@@ -64,9 +70,12 @@ pub(crate) fn policy(config: &GatewayConfig) -> anyhow::Result<GrantPolicy> {
                 .map_err(|(suffix, m)| anyhow::anyhow!("grants[{i}].when[{j}]{suffix}: {m}"))?;
             grant = grant.when(c);
         }
+        if g.approval == Some(ApprovalMode::Required) {
+            grant = grant.approval_required();
+        }
         b = b.grant(grant);
     }
-    Ok(b.build()?)
+    Ok(super::flow::rules(config, b)?.build()?)
 }
 
 /// `[rate_limits]` as tower limits; `None` when no scope is set.
@@ -154,7 +163,13 @@ pub(crate) async fn build(
         Startup::Background => builder.start()?,
     };
     let metrics = Metrics::new();
-    let guards = Arc::new(Guards::new(config, credentials.known.clone(), metrics.clone())?);
+    let approvals = super::flow::approvals(config, audit.clone(), redactor.clone());
+    let guards = Arc::new(Guards::new(
+        config,
+        credentials.known.clone(),
+        metrics.clone(),
+        approvals.clone(),
+    )?);
     let mut audit_layer = AuditLayer::new(audit, redactor)
         .payload_cap(config.audit.payload_cap_bytes)
         .record_lists(config.audit.record_lists);
@@ -178,6 +193,8 @@ pub(crate) async fn build(
         metrics,
         drain,
         guards,
+        labels: config.labels.clone(),
+        approvals,
     })
 }
 
@@ -196,19 +213,34 @@ pub(crate) struct Guards {
     limits: Mutex<(String, Option<RateLimitLayer>)>,
     known: Arc<KnownSecrets>,
     metrics: Metrics,
+    /// Kept across reloads: pending questions and standing approvals outlive a reload.
+    approvals: crate::approval::Approvals,
 }
 
 impl Guards {
-    fn new(config: &GatewayConfig, known: Arc<KnownSecrets>, metrics: Metrics) -> anyhow::Result<Self> {
+    fn new(
+        config: &GatewayConfig,
+        known: Arc<KnownSecrets>,
+        metrics: Metrics,
+        approvals: crate::approval::Approvals,
+    ) -> anyhow::Result<Self> {
         let limits = rate_limits(config)?.map(RateLimitLayer::new);
         let router = Router::new();
-        let current = guard_layers(config, &known, &metrics, limits.clone(), router.clone())?;
+        let current = guard_layers(
+            config,
+            &known,
+            &metrics,
+            limits.clone(),
+            router.clone(),
+            &approvals,
+        )?;
         Ok(Self {
             current: Arc::new(RwLock::new(current)),
             router,
             limits: Mutex::new((format!("{:?}", config.rate_limits), limits)),
             known,
             metrics,
+            approvals,
         })
     }
 
@@ -236,6 +268,7 @@ impl Guards {
             &self.metrics,
             limits.clone(),
             self.router.clone(),
+            &self.approvals,
         )?;
         Ok(Prepared {
             service,
@@ -284,6 +317,7 @@ fn guard_layers(
     metrics: &Metrics,
     limits: Option<RateLimitLayer>,
     router: Router,
+    approvals: &crate::approval::Approvals,
 ) -> anyhow::Result<GuardService> {
     let counted = |r: Arc<dyn Redactor>, direction| -> Arc<dyn Redactor> {
         Arc::new(CountingRedactor::new(r, metrics.clone(), direction))
@@ -305,7 +339,7 @@ fn guard_layers(
         }
     }
     let stack = ServiceBuilder::new()
-        .layer(EnforcePolicyLayer::new(policy(config)?))
+        .layer(EnforcePolicyLayer::new(policy(config)?).approvals(approvals.clone()))
         .option_layer(limits)
         .layer(RedactRequestsLayer::new(requests))
         .layer(RedactResponsesLayer::new(responses))

@@ -294,6 +294,68 @@ pub(super) async fn approve(state: Shared, headers: HeaderMap, Form(form): Form<
     }
 }
 
+/// `POST /console/approvals/calls`: a call waiting for a person's approval, approved
+/// (once or for the session) or declined by a signed-in person who may decide it on
+/// the approval page. The answer is an `approval_answered` record naming the approver,
+/// and the console's own record says it was given here.
+pub(super) async fn decide_call(state: Shared, headers: HeaderMap, Form(form): Form<Params>) -> Response {
+    let (id, decision) = (one(&form, "approval"), one(&form, "decision"));
+    let what = format!("{} call approval {}", decision.unwrap_or("?"), id.unwrap_or("?"));
+    // Not a change of the gateway's configuration: who may decide is the approval's
+    // rule (an approver role, or the user the call acts for), whatever the console role.
+    let op = match state.poster(&headers, &form, "decide_call", &what, true).await {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let (Some(id), Some(decision)) = (id, decision) else {
+        return missing("the approval or the decision");
+    };
+    let target = state
+        .p
+        .approvals
+        .waiting(&op.principal)
+        .into_iter()
+        .find(|w| w.id == id)
+        .and_then(|w| w.target)
+        .map(|(server, tool)| Target::new(server, tool, TargetKind::Tool));
+    match state.p.approvals.decide_as(id, &op.principal, decision).await {
+        crate::approval::Decided::Recorded(text) => {
+            state
+                .record(
+                    &op.principal,
+                    "decide_call",
+                    format!("{what}: done"),
+                    true,
+                    target,
+                )
+                .await;
+            state.done(&op, "/approvals", true, text.to_owned())
+        }
+        crate::approval::Decided::Unknown => missing("a decision of once, session or decline"),
+        crate::approval::Decided::NotRecorded => pages::refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not recorded",
+            "The decision could not be recorded in the audit trail, so it does not stand. Try again.",
+        ),
+        crate::approval::Decided::Refused(reason) => {
+            state
+                .record(
+                    &op.principal,
+                    "decide_call",
+                    format!("{what}: refused, {reason}"),
+                    false,
+                    target,
+                )
+                .await;
+            pages::refusal(
+                StatusCode::CONFLICT,
+                "Not accepted",
+                &format!("Your decision was not accepted: {reason}."),
+            )
+        }
+    }
+}
+
 /// `POST /console/approvals/reject`: the definition stays unapproved, and the tool
 /// is switched off on every endpoint that exposes it (so a later approval does not
 /// expose it by accident).

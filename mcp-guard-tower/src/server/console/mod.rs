@@ -1,14 +1,16 @@
 //! The operator console: server-rendered pages at `{prefix}/console` for the people
 //! who run the gateway (servers and their status, endpoints and their tools,
-//! approvals of quarantined tool definitions, gateway sessions, the audit trail, the
-//! configuration).
+//! approvals of quarantined tool definitions and of calls waiting for a person,
+//! gateway sessions, the audit trail, the configuration).
 //!
 //! - **Who**: the browser's sign-in at the built-in authorization server (its session
 //!   cookie; a one-time link or OpenID Connect), nothing of its own. Holders of
 //!   `console.admin_role` may change things, holders of `console.auditor_role` see
 //!   everything and change nothing; everyone else gets 403. Every refusal of a change
 //!   is audited (`console_action`, outcome `denied`), and so is every change, with who
-//!   made it.
+//!   made it. A call waiting for approval is decided by who may decide it on the
+//!   approval page (a holder of one of `approval.approver_roles`, or the user the call
+//!   acts for), whatever their console role.
 //! - **Forms**: each carries the sign-in's CSRF token; a POST also needs an `Origin`
 //!   (and `Sec-Fetch-Site`, where the browser sends it) of the gateway's own.
 //! - **Pages**: maud templates (every value escaped), one stylesheet from the same
@@ -62,6 +64,9 @@ pub(crate) struct Parts {
     pub(crate) base: PathBuf,
     pub(crate) known: Arc<KnownSecrets>,
     pub(crate) redactor: Arc<dyn Redactor>,
+    /// Calls waiting for a person's approval (listed on the Approvals page, decided
+    /// there by an approver).
+    pub(crate) approvals: crate::approval::Approvals,
 }
 
 /// The console of one gateway.
@@ -175,6 +180,7 @@ impl Console {
             .route(&at("/approvals"), get(pages::approvals))
             .route(&at("/approvals/approve"), post(actions::approve))
             .route(&at("/approvals/reject"), post(actions::reject))
+            .route(&at("/approvals/calls"), post(actions::decide_call))
             .route(&at("/sessions"), get(pages::sessions))
             .route(&at("/sessions/revoke"), post(actions::revoke))
             .route(&at("/audit"), get(pages::audit))

@@ -548,14 +548,62 @@ pub(super) async fn approvals(state: Shared, headers: HeaderMap, uri: Uri) -> Re
                 }
             }
         }
-        // Human approval of individual calls (flow rules) lands here when the gateway
-        // has it: the calls waiting, with who asked, what and why, approve/deny.
-        section #calls {
-            h2 { "Calls waiting for approval" }
-            p.muted { "This gateway holds no calls for human approval." }
-        }
+        (waiting_calls(&state, &op))
     };
     state.page(&op, Tab::Approvals, "Approvals", flash.as_ref(), &body)
+}
+
+/// The Approvals page's second section: calls a grant or a flow rule holds for a
+/// person's approval (who calls, what, why); whoever may decide one asked on the
+/// approval page decides it here too.
+fn waiting_calls(state: &State, op: &Operator) -> Markup {
+    let calls = state.p.approvals.waiting(&op.principal);
+    html! {
+        section #calls {
+            h2 { "Calls waiting for approval" }
+            @if calls.is_empty() {
+                p.muted #no-calls { "No call waits for a person's approval." }
+            }
+            @for w in &calls {
+                article.held #{ "call-" (w.id) } {
+                    h3 { code { (w.name) } " for " (w.who) }
+                    dl {
+                        @if let Some((server, tool)) = &w.target {
+                            dt { "Server / tool" } dd { code { (server) "/" (tool) } }
+                        }
+                        dt { "Endpoint" } dd { code { (w.endpoint) } }
+                        dt { "Session" } dd { code { (w.session.as_deref().unwrap_or("(none)")) } }
+                        dt { "Why" } dd { (w.reason) " (rule " code { (w.rule) } ")" }
+                        dt { "Arguments (redacted)" } dd { pre { (w.arguments) } }
+                        dt { "Asked" } dd {
+                            (since(w.requested_at)) ", "
+                            (match w.channel {
+                                "web" => "on the approval page",
+                                "elicitation" => "of the calling client (elicitation)",
+                                _ => "of the calling client (input-required)",
+                            })
+                        }
+                        dt { "Expires" } dd { (since(w.expires_at)) }
+                    }
+                    @if w.decided {
+                        p.muted { "Decided; the call runs or is refused when the client makes it again." }
+                    } @else if w.channel != "web" {
+                        p.muted { "The calling client asks its user; only that answer counts." }
+                    } @else if !w.may_decide {
+                        p.muted { "Only the user the call acts for or a holder of an approver role decides it." }
+                    } @else {
+                        form.actions method="post" action=(state.path("/approvals/calls")) data-confirm={ "Decide the call of " (w.name) "?" } {
+                            (State::hidden(op))
+                            input type="hidden" name="approval" value=(w.id);
+                            button type="submit" name="decision" value="once" #{ "approve-call-" (w.id) } { "Approve this call" }
+                            button type="submit" name="decision" value="session" { "Approve for the session" }
+                            button.secondary type="submit" name="decision" value="decline" #{ "decline-call-" (w.id) } { "Decline" }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 // ---- Sessions --------------------------------------------------------------------------
