@@ -9,7 +9,9 @@
 //! `--era legacy` opens one session per target (`initialize`, `Mcp-Session-Id`,
 //! protocol 2025-11-25) and calls in it; the default sends stateless 2026-07-28
 //! requests. `--pii` fills the argument (and so the echoed result) with personal data
-//! (e-mail addresses, phone and card numbers) instead of `x`s.
+//! (e-mail addresses, phone and card numbers) instead of `x`s. `LOAD_FORWARD=1` adds a
+//! syslog audit forwarder to the realistic gateway (`--realistic`), sending to a receiver
+//! in the gateway's process that reads and discards: the cost of forwarding per call.
 //!
 //! `--peer-cmd` adds another gateway as target `peer`: the command runs under `sh -c`
 //! with `UPSTREAM_URL` (the bench's upstream MCP URL) and `PORT` (where it must listen
@@ -353,6 +355,24 @@ async fn serve_configured(upstream: &str) -> Result<(), BoxError> {
             "reuse_connections = true\n"
         },
     );
+    let mut config = config;
+    // `LOAD_FORWARD=1`: the audit trail is also forwarded as syslog to a receiver that
+    // reads and discards, in this process (its CPU counts as the gateway's).
+    if std::env::var_os("LOAD_FORWARD").is_some() {
+        let receiver = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = receiver.local_addr()?;
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = receiver.accept().await {
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut conn, &mut tokio::io::sink()).await;
+                });
+            }
+        });
+        let _ = write!(
+            config,
+            "\n[audit.forward.bench]\nkind = \"syslog\"\nurl = \"tcp://{addr}\"\n"
+        );
+    }
     let path = dir.path().join("gateway.toml");
     std::fs::write(&path, config)?;
     let server =
