@@ -294,15 +294,7 @@ impl AccessStore {
         description: Option<&str>,
     ) -> Result<(TokenRecord, SecretString), StoreError> {
         let minted = tokens::mint().map_err(|_| StoreError::Random)?;
-        let now = SystemTime::now();
-        let record = TokenRecord {
-            id: minted.id.clone(),
-            principal: principal.clone(),
-            description: description.map(str::to_owned),
-            created: now,
-            expires: duration.map(|d| now + d),
-            revoked: None,
-        };
+        let record = TokenRecord::issued_now(&minted, principal, duration, description);
         let principal_json = serde_json::to_string(principal).unwrap_or_default();
         self.with(|c| {
             c.execute(
@@ -312,7 +304,7 @@ impl AccessStore {
                     minted.digest.as_slice(),
                     principal_json,
                     record.description,
-                    ms(now),
+                    ms(record.created),
                     record.expires.map(ms)
                 ],
             )

@@ -37,6 +37,26 @@ pub struct TokenRecord {
     pub revoked: Option<SystemTime>,
 }
 
+impl TokenRecord {
+    /// The record of a token minted now: valid for `duration` (forever when `None`).
+    pub(crate) fn issued_now(
+        minted: &MintedToken,
+        principal: &Principal,
+        duration: Option<std::time::Duration>,
+        description: Option<&str>,
+    ) -> Self {
+        let now = SystemTime::now();
+        Self {
+            id: minted.id.clone(),
+            principal: principal.clone(),
+            description: description.map(str::to_owned),
+            created: now,
+            expires: duration.map(|d| now + d),
+            revoked: None,
+        }
+    }
+}
+
 fn ser_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&crate::time::format_rfc3339(*t))
 }

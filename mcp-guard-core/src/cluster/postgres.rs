@@ -520,15 +520,7 @@ impl SharedTokens for PgCluster {
         description: Option<&str>,
     ) -> Result<(TokenRecord, SecretString), ClusterError> {
         let minted = tokens::mint().map_err(|_| ClusterError::Random)?;
-        let now = SystemTime::now();
-        let record = TokenRecord {
-            id: minted.id.clone(),
-            principal: principal.clone(),
-            description: description.map(str::to_owned),
-            created: now,
-            expires: duration.map(|d| now + d),
-            revoked: None,
-        };
+        let record = TokenRecord::issued_now(&minted, principal, duration, description);
         let principal_json = serde_json::to_string(principal).unwrap_or_default();
         let digest = minted.digest.to_vec();
         self.write("issuing a token", async |tx| {
@@ -540,7 +532,7 @@ impl SharedTokens for PgCluster {
                     &digest,
                     &principal_json,
                     &record.description,
-                    &ms(now),
+                    &ms(record.created),
                     &record.expires.map(ms),
                 ],
             )
