@@ -45,6 +45,21 @@ async fn not_applied(
     pages::refusal(status, title, &format!("Not applied: {e}. Nothing was changed."))
 }
 
+/// The answer to a change that was made: its audit record, then the page it leads to
+/// with `text` as the notice.
+async fn applied(
+    state: &super::State,
+    op: &super::Operator,
+    action: &str,
+    detail: String,
+    target: Option<Target>,
+    to: &str,
+    text: String,
+) -> Response {
+    state.record(&op.principal, action, detail, true, target).await;
+    state.done(op, to, true, text)
+}
+
 fn missing(what: &str) -> Response {
     pages::refusal(
         StatusCode::BAD_REQUEST,
@@ -78,31 +93,25 @@ pub(super) async fn toggle_tool(state: Shared, headers: HeaderMap, Form(form): F
         .await
     {
         Ok(a) => {
-            let target = Some(Target::new(server, tool, TargetKind::Tool));
-            state
-                .record(
-                    &op.principal,
-                    "toggle_tool",
-                    format!(
-                        "{what}: done (config {} -> {}): {}",
-                        short(&a.before),
-                        short(&a.after),
-                        a.report
-                    ),
-                    true,
-                    target,
-                )
-                .await;
-            state.done(
+            applied(
+                &state,
                 &op,
+                "toggle_tool",
+                format!(
+                    "{what}: done (config {} -> {}): {}",
+                    short(&a.before),
+                    short(&a.after),
+                    a.report
+                ),
+                Some(Target::new(server, tool, TargetKind::Tool)),
                 "/endpoints",
-                true,
                 format!(
                     "Tool {server}/{tool} is {} on endpoint {endpoint}. {}",
                     if on { "on" } else { "off" },
                     a.report
                 ),
             )
+            .await
         }
         Err(e) => not_applied(&state, &op, "toggle_tool", &what, &e).await,
     }
@@ -131,21 +140,16 @@ pub(super) async fn redaction(state: Shared, headers: HeaderMap, Form(form): For
         .await
     {
         Ok(a) => {
-            state
-                .record(
-                    &op.principal,
-                    "set_redaction",
-                    format!("{what}: done: {}", a.report),
-                    true,
-                    None,
-                )
-                .await;
-            state.done(
+            applied(
+                &state,
                 &op,
+                "set_redaction",
+                format!("{what}: done: {}", a.report),
+                None,
                 "/endpoints",
-                true,
                 format!("Redaction updated. {}", a.report),
             )
+            .await
         }
         Err(e) => not_applied(&state, &op, "set_redaction", &what, &e).await,
     }
@@ -274,21 +278,16 @@ pub(super) async fn approve(state: Shared, headers: HeaderMap, Form(form): Form<
         Ok(lock) => {
             state.p.pins.reload(lock);
             state.p.gateway.reread().await;
-            state
-                .record(
-                    &op.principal,
-                    "approve_tool",
-                    format!("{what}: done, pinned {pin}"),
-                    true,
-                    Some(Target::new(server, tool, TargetKind::Tool)),
-                )
-                .await;
-            state.done(
+            applied(
+                &state,
                 &op,
+                "approve_tool",
+                format!("{what}: done, pinned {pin}"),
+                Some(Target::new(server, tool, TargetKind::Tool)),
                 "/approvals",
-                true,
                 format!("Approved {server}/{tool} ({pin})."),
             )
+            .await
         }
         Err(e) => not_applied(&state, &op, "approve_tool", &what, &Refused::Io(e.to_string())).await,
     }
@@ -320,16 +319,16 @@ pub(super) async fn decide_call(state: Shared, headers: HeaderMap, Form(form): F
         .map(|(server, tool)| Target::new(server, tool, TargetKind::Tool));
     match state.p.approvals.decide_as(id, &op.principal, decision).await {
         crate::approval::Decided::Recorded(text) => {
-            state
-                .record(
-                    &op.principal,
-                    "decide_call",
-                    format!("{what}: done"),
-                    true,
-                    target,
-                )
-                .await;
-            state.done(&op, "/approvals", true, text.to_owned())
+            applied(
+                &state,
+                &op,
+                "decide_call",
+                format!("{what}: done"),
+                target,
+                "/approvals",
+                text.to_owned(),
+            )
+            .await
         }
         crate::approval::Decided::Unknown => missing("a decision of once, session or decline"),
         crate::approval::Decided::NotRecorded => pages::refusal(
@@ -386,28 +385,23 @@ pub(super) async fn reject(state: Shared, headers: HeaderMap, Form(form): Form<P
         .await;
     match result {
         Ok(a) => {
-            state
-                .record(
-                    &op.principal,
-                    "reject_tool",
-                    format!(
-                        "{what}: done, switched off on {}: {}",
-                        endpoints.join(", "),
-                        a.report
-                    ),
-                    true,
-                    Some(Target::new(server, tool, TargetKind::Tool)),
-                )
-                .await;
-            state.done(
+            applied(
+                &state,
                 &op,
+                "reject_tool",
+                format!(
+                    "{what}: done, switched off on {}: {}",
+                    endpoints.join(", "),
+                    a.report
+                ),
+                Some(Target::new(server, tool, TargetKind::Tool)),
                 "/approvals",
-                true,
                 format!(
                     "Rejected {server}/{tool}: it stays unapproved and is off on {}.",
                     endpoints.join(", ")
                 ),
             )
+            .await
         }
         Err(e) => not_applied(&state, &op, "reject_tool", &what, &e).await,
     }
@@ -497,21 +491,21 @@ pub(super) async fn config_apply(state: Shared, headers: HeaderMap, Form(form): 
     let text = text.replace("\r\n", "\n");
     match state.change_text(digest, |_| Ok(text)).await {
         Ok(a) => {
-            state
-                .record(
-                    &op.principal,
-                    "apply_config",
-                    format!(
-                        "{what}: done (config {} -> {}): {}",
-                        short(&a.before),
-                        short(&a.after),
-                        a.report
-                    ),
-                    true,
-                    None,
-                )
-                .await;
-            state.done(&op, "/config", true, format!("Applied: {}", a.report))
+            applied(
+                &state,
+                &op,
+                "apply_config",
+                format!(
+                    "{what}: done (config {} -> {}): {}",
+                    short(&a.before),
+                    short(&a.after),
+                    a.report
+                ),
+                None,
+                "/config",
+                format!("Applied: {}", a.report),
+            )
+            .await
         }
         Err(e) => not_applied(&state, &op, "apply_config", &what, &e).await,
     }
