@@ -15,11 +15,9 @@
 
 import { spawn, execFileSync } from "node:child_process";
 import { mkdtempSync, writeFileSync, mkdirSync, readFileSync } from "node:fs";
-import { createRequire } from "node:module";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { chromium } from "playwright-core";
+import { check, freePort, launchChromium, snap as snapPage, summary } from "./common.mjs";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { ToolListChangedNotificationSchema } from "@modelcontextprotocol/sdk/types.js";
@@ -31,22 +29,6 @@ if (!gatewayBin || !artefacts) {
 }
 mkdirSync(artefacts, { recursive: true });
 const started = Date.now();
-const checks = [];
-function check(name, ok, detail = "") {
-  checks.push({ name, ok });
-  console.log(`${ok ? "PASS" : "FAIL"} ${name}${detail ? `: ${detail}` : ""}`);
-  if (!ok) throw new Error(`check failed: ${name} ${detail}`);
-}
-
-function freePort() {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 async function until(what, f, ms = 10000) {
   const t0 = Date.now();
@@ -169,27 +151,9 @@ await client.connect(
 const toolNames = async () => (await client.listTools()).tools.map((t) => t.name);
 
 // ---- the browser --------------------------------------------------------------------------
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
-const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
-let shot = 0;
+const browser = await launchChromium();
 let page;
-async function snap(name, { audit = true, on = page } = {}) {
-  shot += 1;
-  const file = path.join(artefacts, `${String(shot).padStart(2, "0")}-${name}.png`);
-  await on.screenshot({ path: file, fullPage: true });
-  console.log(`     screenshot ${file}`);
-  if (!audit) return;
-  // Through the DevTools protocol, which the pages' CSP does not govern.
-  await on.evaluate(axeSource);
-  const result = await on.evaluate(() =>
-    globalThis.axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] } }),
-  );
-  const problems = result.violations.map((v) => `${v.id} (${v.nodes.length}): ${v.help} ${v.nodes.map((n) => n.target).join(" ")}`);
-  check(`page "${name}" has no accessibility violations`, problems.length === 0, problems.join("; "));
-}
+const snap = (name, { on = page, ...opts } = {}) => snapPage(artefacts, on, name, opts);
 
 /** A new browser context signed in as `user` through the console's sign-in redirect. */
 async function signIn(user, at = "/console/servers") {
@@ -415,6 +379,5 @@ try {
   await client.close().catch(() => {});
   child.kill("SIGTERM");
 }
-const passed = checks.filter((c) => c.ok).length;
-console.log(`console e2e: ${passed}/${checks.length} checks passed in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+summary("console e2e", started);
 if (process.exitCode) process.exit(process.exitCode);

@@ -14,13 +14,11 @@
 // artefact directory.
 
 import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, writeFileSync, mkdirSync, readFileSync } from "node:fs";
-import { createRequire } from "node:module";
+import { mkdtempSync, writeFileSync, mkdirSync } from "node:fs";
 import http from "node:http";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { chromium } from "playwright-core";
+import { check, freePort, launchChromium, snap as snapPage, summary } from "./common.mjs";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 
@@ -31,22 +29,6 @@ if (!gatewayBin || !artefacts) {
 }
 mkdirSync(artefacts, { recursive: true });
 const started = Date.now();
-const checks = [];
-function check(name, ok, detail = "") {
-  checks.push({ name, ok });
-  console.log(`${ok ? "PASS" : "FAIL"} ${name}${detail ? `: ${detail}` : ""}`);
-  if (!ok) throw new Error(`check failed: ${name} ${detail}`);
-}
-
-function freePort() {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 const children = [];
 async function startGateway(dir, toml, port) {
@@ -180,29 +162,9 @@ check("the authorization request uses PKCE S256 and names the endpoint as resour
     authorizationUrl.searchParams.get("resource") === `${gateway}/mcp/main`);
 
 // ---- the browser ------------------------------------------------------------------------
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launchChromium();
 const page = await browser.newPage({ viewport: { width: 900, height: 900 } });
-let shot = 0;
-const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
-// Each of the gateway's pages is screenshotted and checked with axe-core (WCAG 2.1 A
-// and AA rules). The script is evaluated through the DevTools protocol, which the
-// pages' strict Content-Security-Policy does not govern.
-async function snap(name, { audit = true } = {}) {
-  shot += 1;
-  const file = path.join(artefacts, `${String(shot).padStart(2, "0")}-${name}.png`);
-  await page.screenshot({ path: file, fullPage: true });
-  console.log(`     screenshot ${file}`);
-  if (!audit) return;
-  await page.evaluate(axeSource);
-  const result = await page.evaluate(() =>
-    globalThis.axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] } }),
-  );
-  const problems = result.violations.map((v) => `${v.id} (${v.nodes.length}): ${v.help}`);
-  check(`page "${name}" has no accessibility violations`, problems.length === 0, problems.join("; "));
-}
+const snap = (name, opts) => snapPage(artefacts, page, name, opts);
 
 try {
   await page.goto(authorizationUrl.toString());
@@ -337,6 +299,5 @@ try {
   clientServer.close();
   for (const c of children) c.kill("SIGTERM");
 }
-const passed = checks.filter((c) => c.ok).length;
-console.log(`browser e2e: ${passed}/${checks.length} checks passed in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+summary("browser e2e", started);
 if (process.exitCode) process.exit(process.exitCode);
