@@ -56,9 +56,6 @@ pub struct RequestNotes {
     pub findings: std::sync::Mutex<Vec<String>>,
     /// The start record an [`AuditLayer`](crate::AuditLayer) prepared for this call.
     pub(crate) start: std::sync::OnceLock<Arc<crate::audit::StartRecord>>,
-    /// The id of this request's audit record (set by the [`AuditLayer`](crate::AuditLayer)),
-    /// which the flow taint a call sets points back to.
-    pub audit_id: std::sync::OnceLock<Arc<str>>,
     /// Whether the hostile-text checks flagged the result as a suspected injection
     /// (set by the [`Router`](crate::Router)); such a result counts as untrusted input.
     pub suspected_injection: std::sync::atomic::AtomicBool,

@@ -268,6 +268,11 @@ enum Started {
 }
 
 impl StartRecord {
+    /// The call's audit record id (the flow taint a call sets points back to it).
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
     /// Writes the record (once), with the rule that allowed the call.
     pub(crate) async fn write(&self, rule: Option<&Arc<str>>) -> Result<(), GuardError> {
         let state = self
@@ -430,8 +435,6 @@ where
             let clock = Instant::now();
             let event = layer.request_event(&req, is_call);
             let notes = req.notes.clone();
-            // Flow rules name the call that tainted a session by its audit id.
-            let _ = notes.audit_id.set(event.id.as_str().into());
             // A call gets a start record, written just before it goes upstream: the
             // event is lent to it (no copy) and taken back for the outcome.
             let (start, event) = if is_call {

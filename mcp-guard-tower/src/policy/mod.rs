@@ -263,7 +263,8 @@ async fn record_taint(
             let mut mark = TaintMark::new(label, reason, name);
             mark.server = Some(target.server.to_string());
             mark.tool = Some(target.name.to_string());
-            mark.call = notes.audit_id.get().map(ToString::to_string);
+            // The audit layer's start record of this call, when there is one.
+            mark.call = notes.start.get().map(|s| s.id().to_owned());
             mark.request_id.clone_from(&context.request_id);
             mark.session = context.session.as_ref().map(ToString::to_string);
             if taint.record(mark.clone()) {
